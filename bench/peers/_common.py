@@ -1,0 +1,275 @@
+"""Measurement loop shared by every system's workload script.
+
+Each system (Keel, LangGraph, DBOS) implements the small `Adapter` protocol
+below; the timing and memory logic lives here once, so every system is
+measured the same way. This module runs inside each peer's own venv, so it
+uses the standard library only (no psutil, no rich).
+
+Protocol with the harness (`bench/engine.py`): the script is run as
+`python <system>_workloads.py WORKLOAD --dir TMPDIR [--quick]` in a fresh
+process and prints exactly one JSON object on its last stdout line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+W1_STEPS = 20
+W1_BLOB = "x" * 1000  # ~1 KB of state carried by every W1 run
+W3_STEPS = 5
+NAP_S = 0.05  # per-item sleep in W2: the ideal fan-out wall time
+SIGNAL_PAYLOAD = "ok"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes; --quick shrinks the repetition counts, never the shapes."""
+
+    w1_warmup: int
+    w1_runs: int
+    w3_workflows: int
+    w4_runs: int
+
+    @classmethod
+    def for_mode(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(w1_warmup=3, w1_runs=20, w3_workflows=200, w4_runs=1000)
+        return cls(w1_warmup=3, w1_runs=50, w3_workflows=200, w4_runs=1000)
+
+
+class Adapter(Protocol):
+    """What a system must provide; each method runs real durable workflows."""
+
+    async def open(self, workdir: Path) -> None:
+        """Create the store (an SQLite file inside `workdir`) and start the runtime."""
+
+    async def close(self) -> None: ...
+
+    async def w1(self) -> None:
+        """Run one workflow of W1_STEPS no-op durable steps with W1_BLOB as state."""
+
+    async def w2(self, n: int) -> int:
+        """Fan out `n` durable steps that each sleep NAP_S, gather, return the sum."""
+
+    async def w3(self) -> None:
+        """Run one workflow of W3_STEPS no-op durable steps (many run concurrently)."""
+
+    async def w4_start(self, i: int) -> Any:
+        """Start run `i`, which waits for an external signal; return a handle."""
+
+    async def w4_wait_suspended(self, handles: Sequence[Any]) -> None:
+        """Return once every run is durably suspended waiting for its signal."""
+
+    async def w4_resume(self, handle: Any) -> None:
+        """Send the signal (payload SIGNAL_PAYLOAD) and wait until that run completes."""
+
+
+# --- process-level probes ---------------------------------------------------
+
+
+def rss_kb() -> int:
+    """Resident set size of this process, from /proc (no psutil in the peer venvs)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def settled_rss_kb() -> int:
+    """RSS after a full collection, so garbage waiting for GC is not counted."""
+    gc.collect()
+    return rss_kb()
+
+
+def bytes_written() -> int:
+    """Bytes this process passed to write(2) so far: WAL, journal and DB pages.
+
+    `wchar` counts at the syscall level, so it is independent of page-cache
+    writeback timing, and includes SQLite's rollback journal or WAL traffic
+    plus checkpoints that happen inside the process.
+    """
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    raise RuntimeError("wchar not found in /proc/self/io")
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    except OSError:
+        return False
+
+
+def checkpoint_all(workdir: Path) -> None:
+    """Fold every WAL back into its DB file so file sizes measure what is stored."""
+    for path in sorted(workdir.rglob("*")):
+        if path.is_file() and _is_sqlite(path):
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            finally:
+                conn.close()
+
+
+def stored_bytes(workdir: Path) -> int:
+    """Size of everything the system keeps on disk (DB, WAL, journal, blobs).
+
+    The -shm file is excluded: it is a shared-memory index, not stored data.
+    """
+    return sum(
+        p.stat().st_size for p in workdir.rglob("*") if p.is_file() and not p.name.endswith("-shm")
+    )
+
+
+def sqlite_journal_modes(workdir: Path) -> dict[str, str]:
+    """journal_mode of each DB file, read back so the README states what ran."""
+    modes: dict[str, str] = {}
+    for path in sorted(workdir.rglob("*")):
+        if path.is_file() and _is_sqlite(path):
+            conn = sqlite3.connect(path, timeout=30)
+            try:
+                modes[path.name] = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+            finally:
+                conn.close()
+    return modes
+
+
+# --- the workloads ----------------------------------------------------------
+
+
+async def measure_w1(adapter: Adapter, workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    """Sequential no-op steps: per-step latency and per-step disk cost."""
+    for _ in range(sizes.w1_warmup):
+        await adapter.w1()
+    checkpoint_all(workdir)
+    size0, written0 = stored_bytes(workdir), bytes_written()
+    t0 = time.perf_counter()
+    for _ in range(sizes.w1_runs):
+        await adapter.w1()
+    elapsed = time.perf_counter() - t0
+    written = bytes_written() - written0  # read before our own checkpoint writes
+    checkpoint_all(workdir)
+    steps = sizes.w1_runs * W1_STEPS
+    return {
+        "runs": sizes.w1_runs,
+        "steps": steps,
+        "ms_per_step": elapsed * 1000 / steps,
+        "stored_bytes_per_step": (stored_bytes(workdir) - size0) / steps,
+        "written_bytes_per_step": written / steps,
+        "journal_modes": sqlite_journal_modes(workdir),
+    }
+
+
+async def measure_w2(adapter: Adapter, n: int) -> dict[str, Any]:
+    """Scatter-gather of n 50 ms steps: wall time against the 50 ms ideal."""
+    await adapter.w2(4)  # warm up lazy imports and the connection pool
+    t0 = time.perf_counter()
+    total = await adapter.w2(n)
+    elapsed = time.perf_counter() - t0
+    if total != n * (n - 1) // 2:
+        raise AssertionError(f"w2 returned {total}, expected {n * (n - 1) // 2}")
+    return {"n": n, "seconds": elapsed, "x_ideal": elapsed / NAP_S}
+
+
+async def measure_w3(adapter: Adapter, sizes: Sizes) -> dict[str, Any]:
+    """Many small concurrent workflows: throughput in workflows per second."""
+    await adapter.w3()  # warm-up run, not timed
+    t0 = time.perf_counter()
+    await asyncio.gather(*(adapter.w3() for _ in range(sizes.w3_workflows)))
+    elapsed = time.perf_counter() - t0
+    return {
+        "workflows": sizes.w3_workflows,
+        "seconds": elapsed,
+        "wf_per_s": sizes.w3_workflows / elapsed,
+    }
+
+
+async def measure_w4(adapter: Adapter, sizes: Sizes) -> dict[str, Any]:
+    """Runs parked on a signal: worker memory per parked run, then mass resume."""
+    # One full cycle first so lazily-built machinery is not billed to the runs.
+    warm = await adapter.w4_start(-1)
+    await adapter.w4_wait_suspended([warm])
+    await adapter.w4_resume(warm)
+
+    rss0 = settled_rss_kb()
+    t0 = time.perf_counter()
+    handles = list(await asyncio.gather(*(adapter.w4_start(i) for i in range(sizes.w4_runs))))
+    await adapter.w4_wait_suspended(handles)
+    suspend_s = time.perf_counter() - t0
+    rss1 = settled_rss_kb()
+
+    t1 = time.perf_counter()
+    await asyncio.gather(*(adapter.w4_resume(h) for h in handles))
+    resume_s = time.perf_counter() - t1
+    return {
+        "runs": sizes.w4_runs,
+        "suspend_all_s": suspend_s,
+        "rss_before_kb": rss0,
+        "rss_suspended_kb": rss1,
+        "kb_per_suspended_run": (rss1 - rss0) / sizes.w4_runs,
+        "resume_all_s": resume_s,
+    }
+
+
+# --- entry point ------------------------------------------------------------
+
+WORKLOADS = ("w1", "w2_200", "w2_1000", "w3", "w4")
+
+
+async def _run(adapter: Adapter, workload: str, workdir: Path, sizes: Sizes) -> dict[str, Any]:
+    await adapter.open(workdir)
+    try:
+        if workload == "w1":
+            return await measure_w1(adapter, workdir, sizes)
+        if workload.startswith("w2_"):
+            return await measure_w2(adapter, int(workload.removeprefix("w2_")))
+        if workload == "w3":
+            return await measure_w3(adapter, sizes)
+        if workload == "w4":
+            return await measure_w4(adapter, sizes)
+        raise ValueError(f"unknown workload {workload!r}; choose from {WORKLOADS}")
+    finally:
+        await adapter.close()
+
+
+def main(
+    system: str,
+    make_adapter: Callable[[], Adapter],
+    versions: Callable[[], dict[str, str]],
+) -> None:
+    """Parse argv, run one workload, print one JSON line; never raise past here.
+
+    A failure is reported as {"ok": false, "error": ...} so the harness can
+    show "error" for this cell and carry on with the rest of the bench.
+    """
+    parser = argparse.ArgumentParser(description=f"{system} workloads for bench/engine.py")
+    parser.add_argument("workload", choices=WORKLOADS)
+    parser.add_argument("--dir", type=Path, required=True, help="empty temp dir for the store")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    out: dict[str, Any] = {"system": system, "workload": args.workload}
+    try:
+        out["versions"] = versions()
+        sizes = Sizes.for_mode(args.quick)
+        adapter = make_adapter()
+        out.update(asyncio.run(_run(adapter, args.workload, args.dir, sizes)))
+        out["ok"] = True
+    except BaseException as exc:  # report, don't crash: the harness keeps going
+        out["ok"] = False
+        out["error"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc(file=sys.stderr)
+    print(json.dumps(out), flush=True)
+    sys.stdout.flush()

@@ -1,0 +1,140 @@
+"""Keel side of the benchmark; runs with the repo's own venv (.venv).
+
+Settings: Keel's default SQLite store on a file DB (WAL, synchronous=NORMAL:
+a committed step survives a kill of the process; an OS crash may lose the
+last few commits, as with any WAL+NORMAL database). Every `ctx.call` is a
+journaled durable step; `ctx.wait_for` suspends the run durably, so a
+waiting run holds no coroutine in the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from _common import NAP_S, SIGNAL_PAYLOAD, W1_BLOB, W1_STEPS, W3_STEPS, main
+from pydantic import BaseModel
+
+import keel
+
+POLL_S = 0.02  # W4: how often to re-check runs that are not parked yet
+PARK_TIMEOUT_S = 60.0  # W4: fail with a diagnosis well before the harness's kill
+WAITING = keel.RunStatus.WAITING
+
+
+class BlobState(BaseModel):
+    blob: str = ""
+
+
+class KeelAdapter:
+    """Builds one App per process; the store URL is only known at open()."""
+
+    def __init__(self) -> None:
+        self._app: keel.App | None = None
+        self._flows: dict[str, Any] = {}
+
+    @property
+    def app(self) -> keel.App:
+        assert self._app is not None, "open() first"
+        return self._app
+
+    async def open(self, workdir: Path) -> None:
+        app = keel.App(store=f"sqlite:///{workdir / 'keel.db'}")
+
+        @app.tool()
+        async def noop(i: int) -> int:
+            return i
+
+        @app.tool()
+        async def nap(i: int) -> int:
+            await asyncio.sleep(NAP_S)
+            return i
+
+        @app.workflow(state=BlobState)
+        async def sequential(ctx: keel.Context, n: int) -> int:
+            ctx.state.blob = W1_BLOB  # the ~1 KB of state W1 carries
+            for i in range(n):
+                await ctx.call(noop, i)
+            return n
+
+        @app.workflow()
+        async def steps(ctx: keel.Context, n: int) -> int:
+            for i in range(n):
+                await ctx.call(noop, i)
+            return n
+
+        @app.workflow()
+        async def fan_out(ctx: keel.Context, n: int) -> int:
+            res = await ctx.map(nap, list(range(n)))  # unbounded concurrency
+            return sum(res.values)
+
+        @app.workflow()
+        async def wait_for_go(ctx: keel.Context) -> str:
+            payload: str = await ctx.wait_for("go")
+            return payload
+
+        self._app = app
+        self._flows = {"w1": sequential, "w2": fan_out, "w3": steps, "w4": wait_for_go}
+
+    async def close(self) -> None:
+        if self._app is not None:
+            await self._app.close()
+
+    async def _run(self, flow: str, inputs: dict[str, Any]) -> Any:
+        handle = await self.app.start(self._flows[flow], inputs)
+        return await handle.result()
+
+    async def w1(self) -> None:
+        await self._run("w1", {"n": W1_STEPS})
+
+    async def w2(self, n: int) -> int:
+        return int(await self._run("w2", {"n": n}))
+
+    async def w3(self) -> None:
+        await self._run("w3", {"n": W3_STEPS})
+
+    async def w4_start(self, i: int) -> Any:
+        return await self.app.start(self._flows["w4"], {})
+
+    async def w4_wait_suspended(self, handles: Sequence[Any]) -> None:
+        pending = list(handles)
+        deadline = time.monotonic() + PARK_TIMEOUT_S
+        while pending:
+            statuses = await asyncio.gather(*(self._status(h) for h in pending))
+            if any(s.terminal for s in statuses):
+                raise AssertionError("a W4 run finished before it was signalled")
+            pending = [h for h, s in zip(pending, statuses, strict=True) if s != WAITING]
+            if pending and time.monotonic() > deadline:
+                # Say which state they are stuck in: that is the bug to chase.
+                stuck = Counter(str(s) for s in statuses if s != WAITING)
+                raise TimeoutError(
+                    f"{len(pending)} runs not WAITING after {PARK_TIMEOUT_S:g} s: {dict(stuck)}"
+                )
+            if pending:
+                await asyncio.sleep(POLL_S)
+
+    async def _status(self, handle: Any) -> keel.RunStatus:
+        run = await self.app.get_run(handle.id)
+        status: keel.RunStatus = run.status
+        return status
+
+    async def w4_resume(self, handle: Any) -> None:
+        await self.app.signal(handle.id, "go", payload=SIGNAL_PAYLOAD)
+        if await handle.result() != SIGNAL_PAYLOAD:
+            raise AssertionError("run finished without the signal payload")
+
+
+def _versions() -> dict[str, str]:
+    try:
+        return {"keel": version("keel"), "pydantic": version("pydantic")}
+    except Exception:  # keel used from the source tree, not installed
+        return {"keel": getattr(keel, "__version__", "source"), "pydantic": version("pydantic")}
+
+
+if __name__ == "__main__":
+    main("keel", KeelAdapter, _versions)

@@ -1,0 +1,84 @@
+"""Keel: a durable runtime for production agentic LLM workflows.
+
+Names resolve lazily so `import keel` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "App": "keel.app",
+    "RunHandle": "keel.app",
+    "Context": "keel.engine.context",
+    "Hooks": "keel.engine.hooks",
+    "StepEvent": "keel.engine.hooks",
+    "current_step": "keel.engine.execution",
+    "StepInfo": "keel.engine.execution",
+    "All": "keel.policy.completion",
+    "AtLeast": "keel.policy.completion",
+    "BestEffort": "keel.policy.completion",
+    "RunStatus": "keel.types",
+    "RunInfo": "keel.types",
+    "StepRecord": "keel.types",
+    "MapResult": "keel.types",
+    "ItemFailure": "keel.types",
+    "StructuredError": "keel.types",
+    "KeelError": "keel.errors",
+    "ConfigError": "keel.errors",
+    "InputError": "keel.errors",
+    "UnknownWorkflowError": "keel.errors",
+    "RunNotFound": "keel.errors",
+    "StateValidationError": "keel.errors",
+    "SerializationError": "keel.errors",
+    "NonDeterminismError": "keel.errors",
+    "StepError": "keel.errors",
+    "MapFailed": "keel.errors",
+    "SignalTimeout": "keel.errors",
+    "RunFailed": "keel.errors",
+    "RunCancelled": "keel.errors",
+    "RunSuspended": "keel.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from keel.app import App, RunHandle
+    from keel.engine.context import Context
+    from keel.engine.execution import StepInfo, current_step
+    from keel.engine.hooks import Hooks, StepEvent
+    from keel.errors import (
+        ConfigError,
+        InputError,
+        KeelError,
+        MapFailed,
+        NonDeterminismError,
+        RunCancelled,
+        RunFailed,
+        RunNotFound,
+        RunSuspended,
+        SerializationError,
+        SignalTimeout,
+        StateValidationError,
+        StepError,
+        UnknownWorkflowError,
+    )
+    from keel.policy.completion import All, AtLeast, BestEffort
+    from keel.types import ItemFailure, MapResult, RunInfo, RunStatus, StepRecord, StructuredError
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keel' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,303 @@
+"""`keel.App`: registers workflows and tools, starts runs, and hosts the embedded worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from keel import config
+from keel.engine.hooks import HookSet
+from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
+from keel.engine.runtime import Runtime, Settings
+from keel.engine.serde import revive, to_json
+from keel.engine.worker import Worker
+from keel.errors import ConfigError, RunCancelled, RunFailed, RunNotFound, RunSuspended
+from keel.store import RunFilter, Store, open_store
+from keel.types import RunInfo, RunStatus, StepRecord
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def new_run_id() -> str:
+    return f"run_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
+
+
+class RunHandle:
+    """A started run.
+
+    Example:
+        handle = await app.start(triage, {"ticket": t})
+        outcome = await handle.result()
+    """
+
+    def __init__(self, app: App, run_id: str, workflow: str) -> None:
+        self.app = app
+        self.id = run_id
+        self.workflow = workflow
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.id} ({self.workflow})>"
+
+    async def info(self) -> RunInfo:
+        return await self.app.get_run(self.id)
+
+    async def status(self) -> RunStatus:
+        return (await self.info()).status
+
+    async def settle(self, timeout: float | None = None) -> RunInfo:
+        """Wait until the run is WAITING or finished (not PENDING/RUNNING)."""
+        return await self.app._wait(self.id, lambda s: s not in _ACTIVE, timeout)
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to finish; return its result or raise `RunFailed`/`RunCancelled`."""
+        info = await self.app._wait(self.id, lambda s: s.terminal, timeout)
+        return self.app._outcome(info)
+
+    async def signal(self, name: str, payload: Any = None) -> None:
+        await self.app.signal(self.id, name, payload)
+
+    async def cancel(self) -> RunInfo:
+        return await self.app.cancel(self.id)
+
+
+_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+
+
+class App:
+    """A Keel application: its workflows, tools, store and embedded worker.
+
+    Example:
+        app = keel.App()                       # store from KEEL_STORE or .keel/keel.db
+        @app.workflow()
+        async def hello(ctx: keel.Context, name: str) -> str:
+            return await ctx.call(greet, name)
+        print(app.run(hello, {"name": "Ada"}))
+    """
+
+    def __init__(
+        self, store: str | Store | None = None, *, settings: Settings | None = None
+    ) -> None:
+        url, file_settings = config.load(store if isinstance(store, str) else None)
+        self.store_url = store.url if isinstance(store, Store) else url
+        self._store: Store | None = store if isinstance(store, Store) else None
+        self.settings = settings or file_settings
+        self.registry = Registry()
+        self.hooks = HookSet()
+        self._runtime: Runtime | None = None
+        self._worker: Worker | None = None
+        self._worker_loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    # -- registration ---------------------------------------------------------------
+
+    def workflow(
+        self, fn: Any = None, /, *, name: str | None = None, state: type[BaseModel] | None = None
+    ) -> Any:
+        """Register `async def wf(ctx, **inputs)` as a durable workflow."""
+
+        def register(f: F) -> F:
+            wf = WorkflowDef(fn=f, name=name or f.__name__, state=state)
+            self.registry.add_workflow(wf)
+            f.__keel_workflow__ = wf.name  # type: ignore[attr-defined]
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def tool(
+        self,
+        fn: Any = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        irreversible: bool = False,
+        **options: Any,
+    ) -> Any:
+        """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step."""
+
+        def register(f: Callable[..., Any]) -> Tool:
+            tdef = ToolDef(
+                fn=f,
+                name=name or f.__name__,
+                timeout=timeout,
+                irreversible=irreversible,
+                options=options,
+            )
+            self.registry.add_tool(tdef)
+            return Tool(tdef)
+
+        return register(fn) if fn is not None else register
+
+    # -- plumbing -------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.store_url)
+        return self._store
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(
+                self.store, self.registry, self.hooks, self.settings, on_settled=self._settled
+            )
+        return self._runtime
+
+    def _settled(self, run_id: str, status: RunStatus) -> None:
+        for fut in self._waiters.pop(run_id, []):
+            if not fut.done():
+                fut.set_result(None)
+
+    async def _embedded(self) -> Worker:
+        loop = asyncio.get_running_loop()
+        if self._worker is None or self._worker_loop is not loop:
+            self._worker = Worker(self.runtime, ids=set())
+            self._worker_loop = loop
+            await self._worker.start()
+        return self._worker
+
+    def worker(self, concurrency: int | None = None) -> Worker:
+        """A worker for any run of this app's workflows (what `keel worker` runs)."""
+        return Worker(self.runtime, concurrency=concurrency)
+
+    # -- runs -----------------------------------------------------------------------
+
+    async def start(
+        self, workflow: Any, input: Any = None, *, id: str | None = None, execute: bool = True
+    ) -> RunHandle:
+        """Record a run and start it; an existing `id` returns that run (idempotent)."""
+        wf = self.registry.workflow(workflow)
+        validated = wf.validate_input(input)
+        data = to_json(validated.model_dump(mode="json"), what="input")
+        run_id = id or new_run_id()
+        if not run_id or len(run_id) > 200 or any(c.isspace() for c in run_id):
+            raise ConfigError(f"run id {run_id!r} must be 1-200 characters without spaces")
+        info, created = await self.store.create_run(run_id, wf.name, data, time.time())
+        if not created and info.workflow != wf.name:
+            raise ConfigError(
+                f"run id {run_id!r} already belongs to workflow {info.workflow!r}, "
+                f"not {wf.name!r}; pick another id",
+                run_id=run_id,
+            )
+        if execute and not info.status.terminal:
+            (await self._embedded()).watch(run_id)
+        return RunHandle(self, run_id, wf.name)
+
+    def run(
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        id: str | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start a run and wait for its result (blocking convenience around `start`)."""
+
+        async def go() -> Any:
+            try:
+                handle = await self.start(workflow, input, id=id)
+                return await handle.result(timeout)
+            finally:
+                await self.stop_worker()
+
+        return asyncio.run(go())
+
+    def handle(self, run_id: str, workflow: str = "") -> RunHandle:
+        return RunHandle(self, run_id, workflow)
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        info = await self.store.get_run(run_id)
+        if info is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.store_url}", run_id=run_id)
+        return info
+
+    async def list_runs(
+        self, status: RunStatus | str | None = None, workflow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        st = RunStatus(status.upper()) if isinstance(status, str) else status
+        return await self.store.list_runs(RunFilter(status=st, workflow=workflow, limit=limit))
+
+    async def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's journal, in execution order."""
+        await self.get_run(run_id)
+        records = await self.store.load_steps(run_id)
+        return sorted(records, key=lambda r: (r.started_at, r.key))
+
+    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
+        """Deliver a signal; a run waiting for it resumes."""
+        data = to_json(payload, what=f"signal {name!r} payload")
+        await self.store.send_signal(run_id, name, data, time.time())
+        if self._worker is not None and self._worker_loop is asyncio.get_running_loop():
+            self._worker.notify()
+
+    async def cancel(self, run_id: str) -> RunInfo:
+        info = await self.store.cancel_run(run_id, time.time())
+        self._settled(run_id, info.status)
+        return info
+
+    async def _wait(
+        self, run_id: str, done: Callable[[RunStatus], bool], timeout: float | None
+    ) -> RunInfo:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        poll = 0.02
+        info = await self.get_run(run_id)
+        if not done(info.status) and self._worker is not None and self._worker_loop is loop:
+            self._worker.watch(run_id)
+        while not done(info.status):
+            if deadline is not None and loop.time() >= deadline:
+                if info.status is RunStatus.WAITING:
+                    raise RunSuspended(
+                        f"run {run_id} is WAITING for {', '.join(info.waiting_on) or 'a timer'}",
+                        run_id=run_id,
+                    )
+                raise TimeoutError(f"run {run_id} is still {info.status.value} after {timeout}s")
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.setdefault(run_id, []).append(fut)
+            wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(fut, wait)
+            poll = min(poll * 2, 0.5)
+            info = await self.get_run(run_id)
+        return info
+
+    def _outcome(self, info: RunInfo) -> Any:
+        if info.status is RunStatus.SUCCEEDED:
+            wf = self.registry.workflows.get(info.workflow)
+            return revive(info.result, wf.return_type) if wf else info.result
+        if info.status is RunStatus.CANCELLED:
+            raise RunCancelled(f"run {info.id} was cancelled", run_id=info.id)
+        err = info.error
+        msg = f"run {info.id} ({info.workflow}) failed"
+        if err is not None:
+            msg += f": {err.type}: {err.message}"
+            if err.step:
+                msg += f" [step {err.step}]"
+        raise RunFailed(msg, error=err, run_id=info.id)
+
+    async def stop_worker(self) -> None:
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None
+            self._worker_loop = None
+
+    async def close(self) -> None:
+        """Stop the embedded worker (its runs go back to the queue) and close the store."""
+        await self.stop_worker()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+            self._runtime = None
+
+    async def __aenter__(self) -> App:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,45 @@
+"""Configuration: code arguments win, then KEEL_* variables, then keel.toml, then defaults."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from keel.engine.runtime import Settings
+from keel.errors import ConfigError
+from keel.store import DEFAULT_URL
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    section = data.get("keel", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"{path}: [keel] must be a table")
+    return section
+
+
+def load(store: str | None = None, config_file: str | Path = "keel.toml") -> tuple[str, Settings]:
+    """The store URL and engine settings for an App."""
+    file_cfg = _toml(Path(config_file))
+    url = store or os.environ.get("KEEL_STORE") or file_cfg.get("store") or DEFAULT_URL
+    settings = Settings()
+    for f in fields(Settings):
+        raw = os.environ.get(f"KEEL_{f.name.upper()}", file_cfg.get(f.name))
+        if raw is None:
+            continue
+        kind = type(getattr(settings, f.name))
+        try:
+            setattr(settings, f.name, kind(raw))
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"setting {f.name} (KEEL_{f.name.upper()}) must be a {kind.__name__}, got {raw!r}"
+            ) from None
+    return str(url), settings

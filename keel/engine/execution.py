@@ -1,0 +1,329 @@
+"""Executing one run: the journaled-step primitive, replay, suspension and the run's end."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from keel.engine.hooks import StepEvent
+from keel.engine.journal import Journal, Scope
+from keel.engine.registry import WorkflowDef
+from keel.engine.runtime import Runtime
+from keel.engine.serde import from_json, revive, to_json
+from keel.engine.state import StateTracker
+from keel.errors import (
+    KeelError,
+    LeaseLost,
+    NonDeterminismError,
+    SerializationError,
+    from_structured,
+    structured,
+)
+from keel.store.base import Claimed, StepWrite
+from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+
+
+class Suspend(BaseException):
+    """Unwinds a run that must wait (timer or signal); BaseException so user code can't eat it."""
+
+    def __init__(self, wake_at: float | None = None, signals: frozenset[str] = frozenset()):
+        super().__init__("run suspended")
+        self.wake_at = wake_at
+        self.signals = signals
+
+    def merge(self, other: Suspend) -> Suspend:
+        wakes = [w for w in (self.wake_at, other.wake_at) if w is not None]
+        return Suspend(min(wakes) if wakes else None, self.signals | other.signals)
+
+
+class Abandon(BaseException):
+    """This worker must stop executing the run without writing (lease lost, fatal error)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepInfo:
+    """The step currently executing, for tools that need an idempotency key.
+
+    Example:
+        info = keel.current_step()
+        stripe.charge(..., idempotency_key=info.idempotency_key)
+    """
+
+    run_id: str
+    key: str
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}:{self.key}"
+
+
+CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("keel_current_step", default=None)
+CURRENT_SCOPE: ContextVar[tuple[RunExecution, Scope] | None] = ContextVar(
+    "keel_current_scope", default=None
+)
+
+
+def current_step() -> StepInfo | None:
+    """The journaled step running in this task, or None outside a step."""
+    return CURRENT_STEP.get()
+
+
+def _blob_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class RunExecution:
+    """One attempt at executing a run in this worker, from the top of the workflow."""
+
+    def __init__(self, rt: Runtime, claimed: Claimed, owner: str, wf: WorkflowDef) -> None:
+        self.rt = rt
+        self.run: RunInfo = claimed.run
+        self.resumed = claimed.resumed
+        self.owner = owner
+        self.wf = wf
+        self.journal = Journal(self.run.id, [])
+        self.buffer: list[StepWrite] = []  # deterministic values, flushed with the next write
+        self.fatal: KeelError | None = None
+        self.lost = False
+        state = StateTracker(wf.state) if wf.state is not None else None
+        self.root = Scope(path="", state=state)
+
+    @property
+    def run_id(self) -> str:
+        return self.run.id
+
+    # -- writing ----------------------------------------------------------------
+
+    def _drain(self) -> list[StepWrite]:
+        out, self.buffer = self.buffer, []
+        return out
+
+    def _write_for(self, rec: StepRecord, data: bytes | None) -> StepWrite:
+        if data is not None and len(data) > self.rt.settings.large_output_bytes:
+            rec.blob = _blob_digest(data)
+            return StepWrite(rec, None, data)
+        return StepWrite(rec, data)
+
+    async def commit(self, scope: Scope, rec: StepRecord, data: bytes | None) -> None:
+        """Persist a finished step (and pending deterministic values) atomically."""
+        if scope.state is not None and rec.status is not StepStatus.PENDING:
+            rec.state_delta = scope.state.delta()
+        writes = self._drain()
+        writes.append(self._write_for(rec, data))
+        try:
+            await self.rt.store.write_steps(self.run.id, self.owner, writes)
+        except LeaseLost:
+            self.lost = True
+            raise Abandon() from None
+        self.journal.add(rec)
+
+    def record(
+        self,
+        scope: Scope,
+        key: str,
+        pos: int,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        started: float,
+        *,
+        status: StepStatus = StepStatus.OK,
+        error: StructuredError | None = None,
+        attempts: int = 1,
+        wake_at: float | None = None,
+    ) -> StepRecord:
+        return StepRecord(
+            run_id=self.run.id,
+            key=key,
+            scope=scope.path,
+            position=pos,
+            kind=kind,
+            name=name,
+            digest=digest,
+            status=status,
+            error=error,
+            attempts=attempts,
+            started_at=started,
+            ended_at=None if status is StepStatus.PENDING else time.time(),
+            wake_at=wake_at,
+        )
+
+    # -- replay -----------------------------------------------------------------
+
+    def check(self, scope: Scope, key: str, pos: int, digest: str) -> StepRecord | None:
+        try:
+            return self.journal.check(scope.path, pos, key, digest)
+        except NonDeterminismError as exc:
+            self.fatal = exc
+            raise
+
+    async def replayed(self, scope: Scope, rec: StepRecord, annotation: Any) -> Any:
+        """The recorded outcome of a completed step: its value, or its error re-raised."""
+        if rec.state_delta and scope.state is not None:
+            scope.state.apply(rec.state_delta)
+        if self.rt.hooks.active:
+            self.rt.hooks.step_replayed(self.event(rec.key, rec.kind, rec.name, rec))
+        if rec.status is StepStatus.ERROR:
+            assert rec.error is not None
+            raise from_structured(rec.error)
+        value = rec.output
+        if rec.blob:
+            value = from_json(await self.rt.store.load_blob(rec.blob))
+        return revive(value, annotation)
+
+    def event(
+        self, key: str, kind: StepKind, name: str, rec: StepRecord | None = None
+    ) -> StepEvent:
+        return StepEvent(self.run.id, self.run.workflow, key, kind.value, name, rec)
+
+    # -- the generic durable step -------------------------------------------------
+
+    async def step(
+        self,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        fn: Callable[[], Awaitable[Any]],
+        annotation: Any,
+        *,
+        key_name: str | None = None,
+        key: str | None = None,
+        pos: int | None = None,
+    ) -> Any:
+        """Run `fn` once as a journaled step; on replay return what it recorded."""
+        if key is None or pos is None:
+            key, pos = scope.next(key_name or name)
+        rec = self.check(scope, key, pos, digest)
+        if rec is not None and rec.status is not StepStatus.PENDING:
+            return await self.replayed(scope, rec, annotation)
+        hooks = self.rt.hooks
+        if hooks.active:
+            hooks.step_started(self.event(key, kind, name))
+        started = time.time()
+        token = CURRENT_STEP.set(StepInfo(self.run.id, key, 1))
+        try:
+            value = await fn()
+            data = to_json(value, what=f"step {key!r}")
+        except (Suspend, Abandon, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if isinstance(exc, NonDeterminismError | LeaseLost):
+                raise
+            err = structured(exc, step=key, attempts=1)
+            rec = self.record(
+                scope, key, pos, kind, name, digest, started, status=StepStatus.ERROR, error=err
+            )
+            await self.commit(scope, rec, None)
+            if hooks.active:
+                hooks.step_failed(self.event(key, kind, name, rec))
+            if isinstance(exc, SerializationError):
+                exc.data["step"] = key
+                raise exc
+            raise from_structured(err) from exc
+        finally:
+            CURRENT_STEP.reset(token)
+        rec = self.record(scope, key, pos, kind, name, digest, started)
+        await self.commit(scope, rec, data)
+        if hooks.active:
+            hooks.step_finished(self.event(key, kind, name, rec))
+        return revive(from_json(data), annotation)
+
+    def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
+        """A recorded non-deterministic value (time, uuid, random): buffered, no extra write."""
+        key, pos = scope.next(name)
+        rec = self.check(scope, key, pos, "")
+        if rec is not None:
+            return rec.output
+        v = make()
+        now = time.time()
+        rec = self.record(scope, key, pos, StepKind.VALUE, name, "", now)
+        rec.output = v
+        self.buffer.append(StepWrite(rec, to_json(v, what=name)))
+        self.journal.add(rec)
+        return v
+
+    # -- the run ------------------------------------------------------------------
+
+    async def execute(self) -> RunStatus | None:
+        """Run the workflow from the top; returns the status it left, None if abandoned."""
+        store = self.rt.store
+        self.journal = Journal(self.run.id, await store.load_steps(self.run.id))
+        hooks = self.rt.hooks
+        if hooks.active:
+            hooks.run_started(self.run.id, self.run.workflow, self.resumed)
+        from keel.engine.context import Context
+
+        CURRENT_SCOPE.set((self, self.root))
+        ctx = Context(self, self.root)
+        status: RunStatus
+        try:
+            try:
+                kwargs = self.wf.kwargs(self.run.input)
+                result = await self.wf.fn(ctx, **kwargs)
+                if self.fatal is not None:
+                    raise self.fatal
+                result_json = to_json(result, what=f"workflow {self.wf.name!r}")
+            except (Suspend, Abandon, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                failure = self.fatal or exc
+                await self._finish(RunStatus.FAILED, None, structured(failure))
+                status = RunStatus.FAILED
+            else:
+                await self._finish(RunStatus.SUCCEEDED, result_json, None)
+                status = RunStatus.SUCCEEDED
+        except Suspend as s:
+            if self.fatal is not None:
+                await self._finish(RunStatus.FAILED, None, structured(self.fatal))
+                status = RunStatus.FAILED
+            else:
+                try:
+                    status = await store.suspend_run(
+                        self.run.id,
+                        self.owner,
+                        s.wake_at,
+                        sorted(s.signals),
+                        self._drain(),
+                        time.time(),
+                    )
+                except LeaseLost:
+                    return None
+                if hooks.active:
+                    hooks.run_suspended(self.run.id, self.run.workflow, sorted(s.signals))
+        except Abandon:
+            return None
+        except asyncio.CancelledError:
+            if not self.lost:  # graceful stop: hand the run straight back to the queue
+                await store.release_run(self.run.id, self.owner, self._drain(), time.time())
+            raise
+        except LeaseLost:
+            return None
+        if hooks.active and status.terminal:
+            hooks.run_finished(self.run.id, self.run.workflow, status)
+        return status
+
+    async def _finish(
+        self, status: RunStatus, result: bytes | None, error: StructuredError | None
+    ) -> None:
+        state = self.root.state
+        state_json = to_json(state.snapshot(), what="state") if state is not None else None
+        try:
+            await self.rt.store.finish_run(
+                self.run.id,
+                self.owner,
+                status,
+                result,
+                error,
+                state_json,
+                self._drain(),
+                time.time(),
+            )
+        except LeaseLost:
+            raise Abandon() from None

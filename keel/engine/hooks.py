@@ -1,0 +1,96 @@
+"""Lifecycle hooks: how the LLM gateway, approvals and tracing plug into the engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from keel.types import RunStatus, StepRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    run_id: str
+    workflow: str
+    key: str
+    kind: str
+    name: str
+    record: StepRecord | None = None
+
+
+class Hooks:
+    """Override any method; the engine calls them in order and never awaits user I/O twice.
+
+    Example:
+        class Log(keel.Hooks):
+            def step_finished(self, ev): print(ev.key, ev.record.status)
+        app.hooks.add(Log())
+    """
+
+    def run_started(self, run_id: str, workflow: str, resumed: bool) -> None: ...
+    def run_suspended(self, run_id: str, workflow: str, waiting_on: list[str]) -> None: ...
+    def run_finished(self, run_id: str, workflow: str, status: RunStatus) -> None: ...
+    def step_started(self, ev: StepEvent) -> None: ...
+    def step_finished(self, ev: StepEvent) -> None: ...
+    def step_failed(self, ev: StepEvent) -> None: ...
+    def step_replayed(self, ev: StepEvent) -> None: ...
+    def map_progress(self, run_id: str, key: str, done: int, total: int) -> None: ...
+
+
+class HookSet(Hooks):
+    """Fans each event out to every registered hook; a failing hook never fails a run."""
+
+    def __init__(self) -> None:
+        self._hooks: list[Hooks] = []
+
+    def add(self, hook: Hooks) -> None:
+        self._hooks.append(hook)
+
+    def remove(self, hook: Hooks) -> None:
+        if hook in self._hooks:
+            self._hooks.remove(hook)
+
+    def _emit(self, method: str, *args: Any) -> None:
+        for h in self._hooks:
+            try:
+                getattr(h, method)(*args)
+            except Exception:  # observers must not break execution
+                import logging
+
+                logging.getLogger("keel.hooks").exception("hook %r failed in %s", h, method)
+
+    def run_started(self, run_id: str, workflow: str, resumed: bool) -> None:
+        if self._hooks:
+            self._emit("run_started", run_id, workflow, resumed)
+
+    def run_suspended(self, run_id: str, workflow: str, waiting_on: list[str]) -> None:
+        if self._hooks:
+            self._emit("run_suspended", run_id, workflow, waiting_on)
+
+    def run_finished(self, run_id: str, workflow: str, status: RunStatus) -> None:
+        if self._hooks:
+            self._emit("run_finished", run_id, workflow, status)
+
+    def step_started(self, ev: StepEvent) -> None:
+        if self._hooks:
+            self._emit("step_started", ev)
+
+    def step_finished(self, ev: StepEvent) -> None:
+        if self._hooks:
+            self._emit("step_finished", ev)
+
+    def step_failed(self, ev: StepEvent) -> None:
+        if self._hooks:
+            self._emit("step_failed", ev)
+
+    def step_replayed(self, ev: StepEvent) -> None:
+        if self._hooks:
+            self._emit("step_replayed", ev)
+
+    def map_progress(self, run_id: str, key: str, done: int, total: int) -> None:
+        if self._hooks:
+            self._emit("map_progress", run_id, key, done, total)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._hooks)

@@ -1,0 +1,95 @@
+"""A run's journal in memory: lookup by key and position, non-determinism checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from keel.engine.state import StateTracker
+from keel.errors import NonDeterminismError
+from keel.types import StepRecord
+
+
+@dataclass(slots=True)
+class Scope:
+    """A branch of the journal: the root, a map item or a gather branch.
+
+    Keys are the scope's path + step name + a per-name sequence number, so
+    they do not depend on completion order.
+    """
+
+    path: str
+    state: StateTracker | None = None
+    position: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def next(self, name: str) -> tuple[str, int]:
+        n = self.counts.get(name, 0)
+        self.counts[name] = n + 1
+        pos = self.position
+        self.position = pos + 1
+        return f"{self.path}{name}#{n}", pos
+
+    def child(self, key: str, state: StateTracker | None) -> Scope:
+        return Scope(path=f"{key}/", state=state)
+
+
+class Journal:
+    """Recorded steps of one run, checked against what replay reaches."""
+
+    __slots__ = ("by_key", "by_pos", "run_id")
+
+    def __init__(self, run_id: str, records: list[StepRecord]) -> None:
+        self.run_id = run_id
+        self.by_key: dict[str, StepRecord] = {}
+        self.by_pos: dict[tuple[str, int], StepRecord] = {}
+        for r in records:
+            self.add(r)
+
+    def add(self, rec: StepRecord) -> None:
+        self.by_key[rec.key] = rec
+        self.by_pos[(rec.scope, rec.position)] = rec
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def check(self, scope: str, position: int, key: str, digest: str) -> StepRecord | None:
+        """The recorded step for `key`, or None; raise if replay diverged from the journal."""
+        if not self.by_key:
+            return None
+        at_pos = self.by_pos.get((scope, position))
+        if at_pos is not None and at_pos.key != key:
+            raise NonDeterminismError(
+                f"run {self.run_id}: replay reached step {key!r} where the journal recorded "
+                f"{at_pos.key!r} (position {position} in scope {scope or 'root'!r}). The workflow "
+                "code changed or is not deterministic; finish old runs on the old code, or "
+                "version the workflow under a new name.",
+                run_id=self.run_id,
+                recorded=at_pos.key,
+                new=key,
+                step=key,
+            )
+        rec = self.by_key.get(key)
+        if rec is None:
+            return None
+        if rec.position != position:
+            raise NonDeterminismError(
+                f"run {self.run_id}: step {key!r} was recorded at position {rec.position} "
+                f"but replay reached it at position {position}",
+                run_id=self.run_id,
+                recorded=key,
+                new=key,
+                step=key,
+            )
+        if rec.digest != digest:
+            raise NonDeterminismError(
+                f"run {self.run_id}: step {key!r} was recorded with input digest {rec.digest} "
+                f"but replay called it with different arguments (digest {digest}). The recorded "
+                f"step and the new one are both {key!r}; their inputs differ.",
+                run_id=self.run_id,
+                recorded=key,
+                new=key,
+                step=key,
+                recorded_digest=rec.digest,
+                new_digest=digest,
+            )
+        return rec

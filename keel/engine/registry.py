@@ -1,0 +1,182 @@
+"""Workflow and tool definitions: what `@app.workflow` and `@app.tool` register."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from keel.engine.serde import unannotated
+from keel.errors import ConfigError, InputError
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return get_type_hints(fn)
+    except Exception:  # unresolvable forward refs: fall back to raw annotations
+        return dict(getattr(fn, "__annotations__", {}))
+
+
+def _return_type(fn: Callable[..., Any]) -> Any:
+    hint = _hints(fn).get("return", inspect.Signature.empty)
+    return unannotated() if hint is inspect.Signature.empty else hint
+
+
+@dataclass
+class ToolDef:
+    """A registered tool: a function whose every call is a journaled step."""
+
+    fn: Callable[..., Any]
+    name: str
+    timeout: float | None = None
+    irreversible: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    return_type: Any = None
+    is_async: bool = True
+
+    def __post_init__(self) -> None:
+        self.return_type = _return_type(self.fn)
+        self.is_async = inspect.iscoroutinefunction(self.fn)
+
+    async def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self.is_async:
+            coro: Awaitable[Any] = self.fn(*args, **kwargs)
+        else:
+            coro = asyncio.to_thread(self.fn, *args, **kwargs)
+        if self.timeout is None:
+            return await coro
+        return await asyncio.wait_for(coro, self.timeout)
+
+
+class Tool:
+    """What `@app.tool` returns: still callable directly, and passable to `ctx.call`."""
+
+    def __init__(self, definition: ToolDef) -> None:
+        self.definition = definition
+        self.__name__ = definition.name
+        self.__doc__ = definition.fn.__doc__
+        self.__wrapped__ = definition.fn
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.definition.fn(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<keel tool {self.definition.name}>"
+
+
+@dataclass
+class WorkflowDef:
+    """A registered workflow: `async def wf(ctx, **inputs)` plus its typed state."""
+
+    fn: Callable[..., Awaitable[Any]]
+    name: str
+    state: type[BaseModel] | None = None
+    input_model: type[BaseModel] = BaseModel
+    return_type: Any = None
+    params: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not inspect.iscoroutinefunction(self.fn):
+            raise ConfigError(f"workflow {self.name!r} must be an `async def` taking ctx first")
+        sig = inspect.signature(self.fn)
+        params = list(sig.parameters.values())
+        if not params:
+            raise ConfigError(f"workflow {self.name!r} must take a Context as first parameter")
+        hints = _hints(self.fn)
+        fields: dict[str, Any] = {}
+        for p in params[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                raise ConfigError(
+                    f"workflow {self.name!r}: *args/**kwargs are not supported; name each input"
+                )
+            ann = hints.get(p.name, Any)
+            default = ... if p.default is p.empty else p.default
+            fields[p.name] = (ann, default)
+        self.params = list(fields)
+        self.input_model = create_model(
+            f"{self.name}_input",
+            __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
+            **fields,
+        )
+        self.return_type = _return_type(self.fn)
+        if self.state is not None:
+            if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):
+                raise ConfigError(f"workflow {self.name!r}: state= must be a Pydantic model class")
+            try:
+                self.state()
+            except ValidationError as exc:
+                raise ConfigError(
+                    f"workflow {self.name!r}: state model {self.state.__name__} must be "
+                    f"constructible with no arguments (give every field a default): {exc}"
+                ) from None
+
+    def validate_input(self, data: Any) -> BaseModel:
+        """Validate start input (a mapping of the workflow's keyword arguments)."""
+        if data is None:
+            data = {}
+        elif isinstance(data, BaseModel) and len(self.params) == 1:
+            data = {self.params[0]: data}
+        if not isinstance(data, dict):
+            raise InputError(
+                f"input for workflow {self.name!r} must be an object of its keyword arguments "
+                f"({', '.join(self.params) or 'none'}), not {type(data).__name__}",
+                workflow=self.name,
+            )
+        try:
+            return self.input_model.model_validate(data)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(x) for x in e['loc']) or '(input)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InputError(
+                f"input for workflow {self.name!r} is invalid: {problems}",
+                workflow=self.name,
+                errors=[{"loc": [str(x) for x in e["loc"]], "msg": e["msg"]} for e in exc.errors()],
+            ) from None
+
+    def kwargs(self, data: dict[str, Any]) -> dict[str, Any]:
+        model = self.validate_input(data)
+        return {name: getattr(model, name) for name in self.params}
+
+
+class Registry:
+    """Workflows and tools of one App, by name."""
+
+    def __init__(self) -> None:
+        self.workflows: dict[str, WorkflowDef] = {}
+        self.tools: dict[str, ToolDef] = {}
+
+    def add_workflow(self, wf: WorkflowDef) -> None:
+        old = self.workflows.get(wf.name)
+        if old is not None and old.fn is not wf.fn:
+            raise ConfigError(f"two workflows are named {wf.name!r}; pass name= to tell them apart")
+        self.workflows[wf.name] = wf
+
+    def add_tool(self, tool: ToolDef) -> None:
+        old = self.tools.get(tool.name)
+        if old is not None and old.fn is not tool.fn:
+            raise ConfigError(f"two tools are named {tool.name!r}; pass name= to tell them apart")
+        self.tools[tool.name] = tool
+
+    def workflow(self, ref: Any) -> WorkflowDef:
+        from keel.errors import UnknownWorkflowError
+
+        name = ref if isinstance(ref, str) else getattr(ref, "__keel_workflow__", None)
+        if isinstance(name, WorkflowDef):
+            name = name.name
+        if name is None:
+            raise UnknownWorkflowError(
+                f"{ref!r} is not a Keel workflow; decorate it with @app.workflow"
+            )
+        wf = self.workflows.get(name)
+        if wf is None:
+            known = ", ".join(sorted(self.workflows)) or "none"
+            raise UnknownWorkflowError(
+                f"unknown workflow {name!r} (registered: {known})", workflow=name
+            )
+        return wf

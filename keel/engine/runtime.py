@@ -1,0 +1,32 @@
+"""What the engine needs from its host: store, registry, hooks and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from keel.engine.hooks import HookSet
+from keel.engine.registry import Registry
+from keel.store.base import Store
+from keel.types import RunStatus
+
+
+@dataclass
+class Settings:
+    """Engine settings; every one can also come from a KEEL_* variable via the App."""
+
+    large_output_bytes: int = 256 * 1024  # larger step outputs are stored out of line
+    inline_sleep_max: float = 5.0  # longer sleeps suspend the run instead of holding it
+    lease_seconds: float = 30.0
+    poll_interval: float = 0.1
+    concurrency: int = 200  # runs one worker executes at once
+
+
+@dataclass
+class Runtime:
+    store: Store
+    registry: Registry
+    hooks: HookSet = field(default_factory=HookSet)
+    settings: Settings = field(default_factory=Settings)
+    # Called when a run this process executed leaves RUNNING (App resolves waiters).
+    on_settled: Callable[[str, RunStatus], None] | None = None

@@ -1,0 +1,195 @@
+"""The worker: claims runnable runs under a lease, executes them, keeps leases alive.
+
+A run's lease is renewed by a heartbeat; a run whose worker died is taken over
+once its lease expires, or at once when the dead worker was on this host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from keel.engine.execution import RunExecution
+from keel.engine.runtime import Runtime
+from keel.store.base import Claimed
+from keel.types import RunStatus
+
+log = logging.getLogger("keel.worker")
+_HOST = socket.gethostname()
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of `pid` (guards against pid reuse); '' if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def make_owner() -> str:
+    pid = os.getpid()
+    return f"{_HOST}:{pid}:{_proc_start(pid)}:{secrets.token_hex(4)}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when `owner` is a worker on this host whose process is gone."""
+    parts = owner.split(":")
+    if len(parts) != 4 or parts[0] != _HOST:
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return bool(parts[2]) and _proc_start(pid) != parts[2]
+
+
+class Worker:
+    """Executes runs of the registered workflows.
+
+    `ids` restricts it to those runs (the embedded worker of a process that starts
+    runs); `None` means any run of a registered workflow (`keel worker`).
+    """
+
+    def __init__(
+        self, rt: Runtime, *, concurrency: int | None = None, ids: set[str] | None = None
+    ) -> None:
+        self.rt = rt
+        self.owner = make_owner()
+        self.concurrency = concurrency or rt.settings.concurrency
+        self.ids = ids
+        self.active: dict[str, asyncio.Task[RunStatus | None]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        self._last_reap = 0.0
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def watch(self, run_id: str) -> None:
+        if self.ids is not None:
+            self.ids.add(run_id)
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        await self._reap_dead()
+        self._tasks = [
+            asyncio.ensure_future(self._poll_loop()),
+            asyncio.ensure_future(self._heartbeat_loop()),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, interrupt running runs and hand them back to the queue."""
+        self._stopping = True
+        for t in self._tasks:
+            t.cancel()
+        runs = list(self.active.values())
+        for t in runs:
+            t.cancel()
+        for t in [*self._tasks, *runs]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks = []
+
+    async def _poll_loop(self) -> None:
+        settings = self.rt.settings
+        while not self._stopping:
+            self._wake.clear()
+            got = 0
+            free = self.concurrency - len(self.active)
+            if free > 0 and (self.ids is None or self.ids):
+                try:
+                    got = await self._claim(free)
+                except Exception:
+                    log.exception("claiming runs failed; retrying")
+            if time.time() - self._last_reap > 2.0:
+                await self._reap_dead()
+            if got and got >= free:
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), settings.poll_interval)
+
+    async def _claim(self, limit: int) -> int:
+        rt = self.rt
+        ids = None
+        if self.ids is not None:
+            ids = [i for i in self.ids if i not in self.active]
+            if not ids:
+                return 0
+        claimed = await rt.store.claim(
+            self.owner,
+            rt.settings.lease_seconds,
+            limit,
+            time.time(),
+            rt.registry.workflows.keys(),
+            ids=ids,
+        )
+        for c in claimed:
+            self.active[c.run.id] = asyncio.ensure_future(self._execute(c))
+        return len(claimed)
+
+    async def _execute(self, claimed: Claimed) -> RunStatus | None:
+        run_id = claimed.run.id
+        status: RunStatus | None = None
+        try:
+            wf = self.rt.registry.workflow(claimed.run.workflow)
+            status = await RunExecution(self.rt, claimed, self.owner, wf).execute()
+            return status
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("run %s crashed the executor; it will be retried", run_id)
+            return None
+        finally:
+            self.active.pop(run_id, None)
+            if status is not None and status.terminal and self.ids is not None:
+                self.ids.discard(run_id)
+            if status is not None and self.rt.on_settled is not None:
+                self.rt.on_settled(run_id, status)
+            self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        lease = self.rt.settings.lease_seconds
+        while not self._stopping:
+            await asyncio.sleep(max(0.05, lease / 3))
+            ids = list(self.active)
+            if not ids:
+                continue
+            try:
+                held = await self.rt.store.renew(self.owner, ids, lease, time.time())
+            except Exception:
+                log.exception("lease renewal failed")
+                continue
+            for run_id in ids:
+                task = self.active.get(run_id)
+                if run_id not in held and task is not None:
+                    log.warning("lost the lease on run %s (cancelled or taken over)", run_id)
+                    task.cancel()
+
+    async def _reap_dead(self) -> None:
+        """Release leases of dead workers on this host, so their runs restart now."""
+        self._last_reap = time.time()
+        try:
+            for owner in await self.rt.store.running_owners():
+                if owner != self.owner and owner_is_dead(owner):
+                    n = await self.rt.store.expire_owner(owner)
+                    log.info("recovered %d run(s) of dead worker %s", n, owner)
+        except Exception:
+            log.exception("dead-worker recovery failed")

@@ -1,0 +1,175 @@
+"""Keel's error taxonomy.
+
+Every error a user can hit says what happened, why, and what to do next, and
+carries structured fields. Errors that cross the journal are rebuilt from their
+structured form on replay, never unpickled.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from keel.types import StructuredError
+
+_REGISTRY: dict[str, type[KeelError]] = {}
+
+
+class KeelError(Exception):
+    """Base class of every error Keel raises.
+
+    Example:
+        try:
+            app.run(triage, {"ticket": t})
+        except keel.KeelError as e:
+            print(e.to_structured().model_dump_json())
+    """
+
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, message: str, **data: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.data = data
+        for name, value in data.items():
+            setattr(self, name, value)
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _REGISTRY[cls.__name__] = cls
+
+    def to_structured(
+        self, step: str | None = None, attempts: int | None = None
+    ) -> StructuredError:
+        return StructuredError(
+            type=type(self).__name__,
+            types=_type_names(type(self)),
+            message=self.message,
+            step=step or self.data.get("step"),
+            attempts=attempts,
+            data={k: v for k, v in self.data.items() if k != "step"},
+        )
+
+
+_REGISTRY["KeelError"] = KeelError
+
+
+def _type_names(cls: type[BaseException]) -> list[str]:
+    return [c.__name__ for c in cls.__mro__ if issubclass(c, BaseException)]
+
+
+class ConfigError(KeelError):
+    """Keel was configured or called in a way it cannot honour."""
+
+
+class InputError(KeelError):
+    """A workflow's input did not validate against its signature."""
+
+
+class UnknownWorkflowError(KeelError):
+    """No workflow with that name is registered."""
+
+
+class RunNotFound(KeelError):
+    """No run with that id is in the store."""
+
+
+class StateValidationError(KeelError):
+    """A value assigned to a workflow's typed state was rejected."""
+
+
+class SerializationError(KeelError):
+    """A step's output cannot be stored as JSON."""
+
+
+class NonDeterminismError(KeelError):
+    """Replay reached a different step than the journal recorded."""
+
+
+class StepError(KeelError):
+    """A step raised; `.error` holds the structured form (live and on replay).
+
+    Example:
+        try:
+            await ctx.call(charge, order)
+        except keel.StepError as e:
+            if e.matches(TimeoutError): ...
+    """
+
+    def __init__(self, message: str, *, error: StructuredError | None = None, **data: Any) -> None:
+        super().__init__(message, **data)
+        self.error = error or StructuredError(type="StepError", message=message)
+
+    def matches(self, *exc_types: type[BaseException] | str) -> bool:
+        """True if the original exception was an instance of any of `exc_types`."""
+        names = set(self.error.types or [self.error.type])
+        return any((t if isinstance(t, str) else t.__name__) in names for t in exc_types)
+
+    def to_structured(
+        self, step: str | None = None, attempts: int | None = None
+    ) -> StructuredError:
+        return self.error
+
+
+class MapFailed(KeelError):
+    """A map or gather did not meet its `require` policy; `.result` has every item."""
+
+
+class SignalTimeout(KeelError, TimeoutError):
+    """`ctx.wait_for` reached its timeout before the signal arrived."""
+
+
+class LeaseLost(KeelError):
+    """This worker no longer owns the run (another worker took it over)."""
+
+
+class RunFailed(KeelError):
+    """The run ended FAILED; `.error` is the run's structured error."""
+
+    def __init__(self, message: str, *, error: StructuredError | None = None, **data: Any) -> None:
+        super().__init__(message, **data)
+        self.error = error
+
+
+class RunCancelled(KeelError):
+    """The run was cancelled before it finished."""
+
+
+class RunSuspended(KeelError):
+    """The run is WAITING (for a signal or a timer) and did not finish in time."""
+
+
+def from_structured(err: StructuredError) -> KeelError:
+    """Rebuild the Keel error a journal entry recorded (foreign errors become StepError)."""
+    cls = _REGISTRY.get(err.type)
+    if cls is None or cls in (StepError, KeelError):
+        where = f"step {err.step!r} failed" if err.step else "step failed"
+        return StepError(f"{where}: {err.type}: {err.message}", error=err)
+    try:
+        exc = cls(err.message, **err.data)
+    except TypeError:
+        return StepError(err.message, error=err)
+    if isinstance(exc, StepError):
+        exc.error = err
+    return exc
+
+
+def structured(
+    exc: BaseException, step: str | None = None, attempts: int | None = None
+) -> StructuredError:
+    """The structured, JSON-safe form of any exception, with its cause chain."""
+    if isinstance(exc, KeelError):
+        err = exc.to_structured(step=step, attempts=attempts)
+        if step and not err.step:
+            err = err.model_copy(update={"step": step})
+    else:
+        err = StructuredError(
+            type=type(exc).__name__,
+            types=_type_names(type(exc)),
+            message=str(exc) or type(exc).__name__,
+            step=step,
+            attempts=attempts,
+        )
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None and err.cause is None and not isinstance(exc, StepError):
+        err = err.model_copy(update={"cause": structured(cause)})
+    return err

@@ -1,0 +1,23 @@
+"""Persistence behind small interfaces; `open_store(url)` picks the backend."""
+
+from __future__ import annotations
+
+from keel.errors import ConfigError
+from keel.store.base import Claimed, RunFilter, StepWrite, Store
+
+DEFAULT_URL = "sqlite:///.keel/keel.db"
+
+__all__ = ["DEFAULT_URL", "Claimed", "RunFilter", "StepWrite", "Store", "open_store"]
+
+
+def open_store(url: str) -> Store:
+    """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`)."""
+    if url.startswith("sqlite:"):
+        from keel.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    scheme = url.split(":", 1)[0] if ":" in url else url
+    raise ConfigError(
+        f"unsupported store URL {url!r} (scheme {scheme!r}); "
+        "use sqlite:///path/to/keel.db (the default is sqlite:///.keel/keel.db)"
+    )

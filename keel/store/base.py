@@ -1,0 +1,137 @@
+"""The store interface every backend implements (runs, journal, leases, signals, blobs)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
+
+
+@dataclass(slots=True)
+class StepWrite:
+    """A journal entry to persist, with its output already encoded as JSON."""
+
+    record: StepRecord
+    output_json: bytes | None = None
+    blob: bytes | None = None  # the out-of-line output when record.blob is set
+
+
+@dataclass(slots=True)
+class Claimed:
+    run: RunInfo
+    resumed: bool  # it had run before (recovery, timer or signal)
+
+
+@dataclass(slots=True)
+class RunFilter:
+    status: RunStatus | None = None
+    workflow: str | None = None
+    since: float | None = None
+    limit: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Store(abc.ABC):
+    """Persistence for runs, their journals, queue leases and signals.
+
+    Every write that depends on owning a run checks the lease in the same
+    transaction and raises `LeaseLost` when another worker owns it now.
+    """
+
+    url: str
+
+    @abc.abstractmethod
+    async def create_run(
+        self, run_id: str, workflow: str, input_json: bytes, now: float
+    ) -> tuple[RunInfo, bool]:
+        """Insert a PENDING run; return (run, created). An existing id is returned as is."""
+
+    @abc.abstractmethod
+    async def get_run(self, run_id: str) -> RunInfo | None: ...
+
+    @abc.abstractmethod
+    async def list_runs(self, flt: RunFilter) -> list[RunInfo]: ...
+
+    @abc.abstractmethod
+    async def load_steps(self, run_id: str) -> list[StepRecord]: ...
+
+    @abc.abstractmethod
+    async def load_blob(self, digest: str) -> bytes: ...
+
+    @abc.abstractmethod
+    async def write_steps(self, run_id: str, owner: str, writes: Sequence[StepWrite]) -> None: ...
+
+    @abc.abstractmethod
+    async def take_signal(
+        self, run_id: str, owner: str, name: str, write: StepWrite, writes: Sequence[StepWrite]
+    ) -> bytes | None:
+        """Consume the oldest unconsumed `name` signal and journal `write` with it as output."""
+
+    @abc.abstractmethod
+    async def send_signal(self, run_id: str, name: str, payload_json: bytes, now: float) -> RunInfo:
+        """Buffer a signal for the run and re-enqueue it if it is WAITING."""
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        now: float,
+        workflows: Iterable[str],
+        ids: Iterable[str] | None = None,
+    ) -> list[Claimed]: ...
+
+    @abc.abstractmethod
+    async def renew(
+        self, owner: str, run_ids: Sequence[str], lease_seconds: float, now: float
+    ) -> set[str]:
+        """Extend leases; return the ids this owner still holds."""
+
+    @abc.abstractmethod
+    async def suspend_run(
+        self,
+        run_id: str,
+        owner: str,
+        wake_at: float | None,
+        waiting_on: Sequence[str],
+        writes: Sequence[StepWrite],
+        now: float,
+    ) -> RunStatus:
+        """Park the run WAITING (or PENDING if a signal it waits for already arrived)."""
+
+    @abc.abstractmethod
+    async def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        status: RunStatus,
+        result_json: bytes | None,
+        error: StructuredError | None,
+        state_json: bytes | None,
+        writes: Sequence[StepWrite],
+        now: float,
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def release_run(
+        self, run_id: str, owner: str, writes: Sequence[StepWrite], now: float
+    ) -> None:
+        """Hand a RUNNING run back to the queue (graceful worker shutdown)."""
+
+    @abc.abstractmethod
+    async def cancel_run(self, run_id: str, now: float) -> RunInfo: ...
+
+    @abc.abstractmethod
+    async def running_owners(self) -> list[str]:
+        """Distinct owners holding RUNNING leases (for dead-worker detection)."""
+
+    @abc.abstractmethod
+    async def expire_owner(self, owner: str) -> int:
+        """Expire every lease `owner` holds, so other workers take its runs now."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,523 @@
+"""SQLite backend: the zero-setup default.
+
+Settings: WAL journal, synchronous=NORMAL (every commit survives a process
+kill; only an OS crash or power loss can drop the last commits), busy timeout
+for several worker processes on one file, and BEGIN IMMEDIATE for every write
+so a lease check and the write it guards are one atomic unit.
+
+Calls are synchronous under an async signature: each is a single short
+transaction, cheaper than a hop to a thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pydantic_core
+
+from keel.errors import ConfigError, LeaseLost, RunNotFound
+from keel.store.base import Claimed, RunFilter, StepWrite, Store
+from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    state TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ended_at REAL,
+    wake_at REAL,
+    waiting_on TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL
+);
+CREATE INDEX IF NOT EXISTS runs_ready ON runs(status, wake_at);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    wake_at REAL,
+    state_delta TEXT,
+    blob TEXT,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    consumed_by TEXT
+);
+CREATE INDEX IF NOT EXISTS signals_pending ON signals(run_id, name) WHERE consumed_by IS NULL;
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+_RUN_COLS = (
+    "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
+    "wake_at, waiting_on, attempts, lease_owner"
+)
+_STEP_COLS = (
+    "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
+    "started_at, ended_at, wake_at, state_delta, blob"
+)
+_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def _path_from_url(url: str) -> str:
+    if not url.startswith("sqlite:///"):
+        raise ConfigError(
+            f"bad SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = url[len("sqlite:///") :]
+    if not path:
+        raise ConfigError(f"bad SQLite URL {url!r}: no file path after sqlite:///")
+    return path
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else pydantic_core.from_json(text)
+
+
+def _err(text: str | None) -> StructuredError | None:
+    return None if text is None else StructuredError.model_validate_json(text)
+
+
+def _run(row: tuple[Any, ...]) -> RunInfo:
+    return RunInfo(
+        id=row[0],
+        workflow=row[1],
+        status=RunStatus(row[2]),
+        input=_loads(row[3]) or {},
+        result=_loads(row[4]),
+        error=_err(row[5]),
+        state=_loads(row[6]),
+        created_at=row[7],
+        updated_at=row[8],
+        ended_at=row[9],
+        wake_at=row[10],
+        waiting_on=_loads(row[11]) or [],
+        attempts=row[12],
+        lease_owner=row[13],
+    )
+
+
+def _step(row: tuple[Any, ...]) -> StepRecord:
+    return StepRecord(
+        run_id=row[0],
+        key=row[1],
+        scope=row[2],
+        position=row[3],
+        kind=StepKind(row[4]),
+        name=row[5],
+        digest=row[6],
+        status=StepStatus(row[7]),
+        output=_loads(row[8]),
+        error=_err(row[9]),
+        attempts=row[10],
+        started_at=row[11],
+        ended_at=row[12],
+        wake_at=row[13],
+        state_delta=_loads(row[14]),
+        blob=row[15],
+    )
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode()
+
+
+class SQLiteStore(Store):
+    """The embedded store: one SQLite file shared by any number of local processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = _path_from_url(url)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.OperationalError as exc:
+            raise ConfigError(f"cannot open SQLite store {self.path!r}: {exc}") from None
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA busy_timeout=30000")
+        self._db.execute("PRAGMA temp_store=MEMORY")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        (version,) = self._db.execute("PRAGMA user_version").fetchone()
+        if version > _SCHEMA_VERSION:
+            raise ConfigError(
+                f"store {self.path!r} has schema v{version}, newer than this Keel "
+                f"(v{_SCHEMA_VERSION}); upgrade Keel"
+            )
+        if version < _SCHEMA_VERSION:
+            # executescript manages its own transaction; keep the whole migration in one.
+            self._db.executescript(
+                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
+            )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    # -- runs ---------------------------------------------------------------
+
+    async def create_run(
+        self, run_id: str, workflow: str, input_json: bytes, now: float
+    ) -> tuple[RunInfo, bool]:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO runs (id, workflow, status, input, created_at, updated_at)"
+                " VALUES (?, ?, 'PENDING', ?, ?, ?)",
+                (run_id, workflow, input_json.decode(), now, now),
+            )
+            created = cur.rowcount == 1
+            row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        return _run(row), created
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        row = self._db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        return _run(row) if row else None
+
+    async def list_runs(self, flt: RunFilter) -> list[RunInfo]:
+        where: list[str] = []
+        args: list[Any] = []
+        if flt.status:
+            where.append("status=?")
+            args.append(flt.status.value)
+        if flt.workflow:
+            where.append("workflow=?")
+            args.append(flt.workflow)
+        if flt.since is not None:
+            where.append("created_at>=?")
+            args.append(flt.since)
+        sql = f"SELECT {_RUN_COLS} FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id LIMIT ?"
+        rows = self._db.execute(sql, (*args, flt.limit)).fetchall()
+        return [_run(r) for r in rows]
+
+    async def cancel_run(self, run_id: str, now: float) -> RunInfo:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE runs SET status='CANCELLED', ended_at=?, updated_at=?, lease_owner=NULL,"
+                " lease_expires=NULL, wake_at=NULL WHERE id=? AND status NOT IN (?, ?, ?)",
+                (now, now, run_id, *_TERMINAL),
+            )
+            row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+        return _run(row)
+
+    # -- journal --------------------------------------------------------------
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        rows = self._db.execute(
+            f"SELECT {_STEP_COLS} FROM steps WHERE run_id=?", (run_id,)
+        ).fetchall()
+        return [_step(r) for r in rows]
+
+    async def load_blob(self, digest: str) -> bytes:
+        row = self._db.execute("SELECT data FROM blobs WHERE digest=?", (digest,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"out-of-line output {digest} is missing from {self.url}")
+        return bytes(row[0])
+
+    def _check_owner(self, db: sqlite3.Connection, run_id: str, owner: str) -> None:
+        row = db.execute("SELECT lease_owner, status FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None or row[0] != owner or row[1] != "RUNNING":
+            status = row[1] if row else "missing"
+            raise LeaseLost(
+                f"run {run_id} is no longer owned by this worker (status {status})",
+                run_id=run_id,
+                status=status,
+            )
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, writes: Sequence[StepWrite]) -> None:
+        for w in writes:
+            r = w.record
+            if w.blob is not None and r.blob:
+                db.execute(
+                    "INSERT OR IGNORE INTO blobs (digest, size, data) VALUES (?, ?, ?)",
+                    (r.blob, len(w.blob), w.blob),
+                )
+            db.execute(
+                f"INSERT OR REPLACE INTO steps ({_STEP_COLS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    r.run_id,
+                    r.key,
+                    r.scope,
+                    r.position,
+                    r.kind.value,
+                    r.name,
+                    r.digest,
+                    r.status.value,
+                    _text(w.output_json),
+                    r.error.model_dump_json(exclude_none=True) if r.error else None,
+                    r.attempts,
+                    r.started_at,
+                    r.ended_at,
+                    r.wake_at,
+                    _text(pydantic_core.to_json(r.state_delta)) if r.state_delta else None,
+                    r.blob,
+                ),
+            )
+
+    async def write_steps(self, run_id: str, owner: str, writes: Sequence[StepWrite]) -> None:
+        with self._tx() as db:
+            self._check_owner(db, run_id, owner)
+            self._insert(db, writes)
+
+    async def take_signal(
+        self, run_id: str, owner: str, name: str, write: StepWrite, writes: Sequence[StepWrite]
+    ) -> bytes | None:
+        with self._tx() as db:
+            self._check_owner(db, run_id, owner)
+            row = db.execute(
+                "SELECT id, payload FROM signals WHERE run_id=? AND name=? AND consumed_by IS NULL"
+                " ORDER BY id LIMIT 1",
+                (run_id, name),
+            ).fetchone()
+            if row is None:
+                self._insert(db, writes)
+                return None
+            db.execute("UPDATE signals SET consumed_by=? WHERE id=?", (write.record.key, row[0]))
+            payload: bytes = row[1].encode()
+            write.output_json = payload
+            self._insert(db, [*writes, write])
+        return payload
+
+    async def send_signal(self, run_id: str, name: str, payload_json: bytes, now: float) -> RunInfo:
+        with self._tx() as db:
+            row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
+            run = _run(row)
+            if run.status.terminal:
+                raise ConfigError(
+                    f"run {run_id} is already {run.status.value}; "
+                    f"signal {name!r} was not delivered",
+                    run_id=run_id,
+                    status=run.status.value,
+                )
+            db.execute(
+                "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+                (run_id, name, payload_json.decode(), now),
+            )
+            if run.status is RunStatus.WAITING and name in run.waiting_on:
+                db.execute(
+                    "UPDATE runs SET status='PENDING', updated_at=?"
+                    " WHERE id=? AND status='WAITING'",
+                    (now, run_id),
+                )
+        return run
+
+    # -- queue and leases -----------------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        now: float,
+        workflows: Iterable[str],
+        ids: Iterable[str] | None = None,
+    ) -> list[Claimed]:
+        names = list(workflows)
+        if not names or limit <= 0:
+            return []
+        if ids is None:
+            return self._claim(owner, lease_seconds, limit, now, names, None)
+        id_list = list(ids)
+        out: list[Claimed] = []
+        for i in range(0, len(id_list), 500):  # stay under SQLite's bound-parameter limit
+            out += self._claim(
+                owner, lease_seconds, limit - len(out), now, names, id_list[i : i + 500]
+            )
+            if len(out) >= limit:
+                break
+        return out
+
+    def _claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        now: float,
+        names: list[str],
+        ids: list[str] | None,
+    ) -> list[Claimed]:
+        ready = (
+            "(status='PENDING' OR (status='WAITING' AND wake_at<=:now)"
+            " OR (status='RUNNING' AND lease_expires<:now))"
+        )
+        params: dict[str, Any] = {"now": now, "limit": limit}
+        wf = ",".join(f":w{i}" for i in range(len(names)))
+        params.update({f"w{i}": n for i, n in enumerate(names)})
+        sel = f"SELECT id FROM runs WHERE {ready} AND workflow IN ({wf})"
+        if ids is not None:
+            sel += " AND id IN (" + ",".join(f":i{i}" for i in range(len(ids))) + ")"
+            params.update({f"i{i}": v for i, v in enumerate(ids)})
+        sel += " ORDER BY created_at LIMIT :limit"
+        params.update(owner=owner, exp=now + lease_seconds)
+        with self._tx() as db:
+            rows = db.execute(
+                f"UPDATE runs SET status='RUNNING', lease_owner=:owner, lease_expires=:exp,"
+                f" attempts=attempts+1, updated_at=:now, wake_at=NULL WHERE id IN ({sel})"
+                f" RETURNING {_RUN_COLS}",
+                params,
+            ).fetchall()
+        return [Claimed(run=_run(r), resumed=r[12] > 1) for r in rows]
+
+    async def renew(
+        self, owner: str, run_ids: Sequence[str], lease_seconds: float, now: float
+    ) -> set[str]:
+        if not run_ids:
+            return set()
+        held: set[str] = set()
+        with self._tx() as db:
+            for i in range(0, len(run_ids), 900):
+                chunk = list(run_ids[i : i + 900])
+                marks = ",".join("?" * len(chunk))
+                rows = db.execute(
+                    f"UPDATE runs SET lease_expires=? WHERE lease_owner=? AND status='RUNNING'"
+                    f" AND id IN ({marks}) RETURNING id",
+                    (now + lease_seconds, owner, *chunk),
+                ).fetchall()
+                held.update(r[0] for r in rows)
+        return held
+
+    async def suspend_run(
+        self,
+        run_id: str,
+        owner: str,
+        wake_at: float | None,
+        waiting_on: Sequence[str],
+        writes: Sequence[StepWrite],
+        now: float,
+    ) -> RunStatus:
+        with self._tx() as db:
+            self._check_owner(db, run_id, owner)
+            self._insert(db, writes)
+            status = RunStatus.WAITING
+            if waiting_on:
+                marks = ",".join("?" * len(waiting_on))
+                hit = db.execute(
+                    f"SELECT 1 FROM signals WHERE run_id=? AND consumed_by IS NULL"
+                    f" AND name IN ({marks}) LIMIT 1",
+                    (run_id, *waiting_on),
+                ).fetchone()
+                if hit:  # the signal raced the suspension: run again now
+                    status = RunStatus.PENDING
+            db.execute(
+                "UPDATE runs SET status=?, wake_at=?, waiting_on=?, lease_owner=NULL,"
+                " lease_expires=NULL, updated_at=? WHERE id=?",
+                (
+                    status.value,
+                    wake_at,
+                    pydantic_core.to_json(sorted(waiting_on)).decode() if waiting_on else None,
+                    now,
+                    run_id,
+                ),
+            )
+        return status
+
+    async def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        status: RunStatus,
+        result_json: bytes | None,
+        error: StructuredError | None,
+        state_json: bytes | None,
+        writes: Sequence[StepWrite],
+        now: float,
+    ) -> None:
+        with self._tx() as db:
+            self._check_owner(db, run_id, owner)
+            self._insert(db, writes)
+            db.execute(
+                "UPDATE runs SET status=?, result=?, error=?, state=?, ended_at=?, updated_at=?,"
+                " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL WHERE id=?",
+                (
+                    status.value,
+                    _text(result_json),
+                    error.model_dump_json(exclude_none=True) if error else None,
+                    _text(state_json),
+                    now,
+                    now,
+                    run_id,
+                ),
+            )
+
+    async def release_run(
+        self, run_id: str, owner: str, writes: Sequence[StepWrite], now: float
+    ) -> None:
+        with self._tx() as db:
+            try:
+                self._check_owner(db, run_id, owner)
+            except LeaseLost:
+                return
+            self._insert(db, writes)
+            db.execute(
+                "UPDATE runs SET status='PENDING', lease_owner=NULL, lease_expires=NULL,"
+                " updated_at=? WHERE id=? AND lease_owner=? AND status='RUNNING'",
+                (now, run_id, owner),
+            )
+
+    async def running_owners(self) -> list[str]:
+        rows = self._db.execute(
+            "SELECT DISTINCT lease_owner FROM runs"
+            " WHERE status='RUNNING' AND lease_owner IS NOT NULL"
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    async def expire_owner(self, owner: str) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND status='RUNNING'", (owner,)
+            )
+        return cur.rowcount
+
+    async def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,149 @@
+"""Core records shared by every layer: run statuses, step records, structured errors."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, Field
+
+T = TypeVar("T")
+
+
+class RunStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING = "WAITING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+class StepKind(enum.StrEnum):
+    TOOL = "tool"
+    MAP = "map"
+    GATHER = "gather"
+    CHILD = "child"
+    SLEEP = "sleep"
+    SIGNAL = "signal"
+    VALUE = "value"  # now / uuid / random
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"  # a durable timer or wait that has started
+    OK = "ok"
+    ERROR = "error"
+
+
+class StructuredError(BaseModel):
+    """A JSON error that downstream systems can read: type, message, step, cause chain."""
+
+    type: str
+    message: str
+    types: list[str] = Field(default_factory=list)
+    step: str | None = None
+    attempts: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+    cause: StructuredError | None = None
+
+
+class StepRecord(BaseModel):
+    """One journal entry."""
+
+    run_id: str
+    key: str
+    scope: str
+    position: int
+    kind: StepKind
+    name: str
+    digest: str
+    status: StepStatus
+    output: Any = None  # decoded JSON (None when absent)
+    error: StructuredError | None = None
+    attempts: int = 1
+    started_at: float
+    ended_at: float | None = None
+    wake_at: float | None = None
+    state_delta: dict[str, Any] | None = None
+    blob: str | None = None  # digest of an out-of-line output
+
+
+class RunInfo(BaseModel):
+    """A run as the store knows it."""
+
+    id: str
+    workflow: str
+    status: RunStatus
+    input: dict[str, Any]
+    result: Any = None
+    error: StructuredError | None = None
+    state: dict[str, Any] | None = None
+    created_at: float
+    updated_at: float
+    ended_at: float | None = None
+    wake_at: float | None = None
+    waiting_on: list[str] = Field(default_factory=list)
+    attempts: int = 0
+    lease_owner: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The `--json` shape: id, workflow, status, result, error and times."""
+        return {
+            "id": self.id,
+            "workflow": self.workflow,
+            "status": self.status.value,
+            "result": self.result,
+            "error": self.error.model_dump(exclude_none=True) if self.error else None,
+            "created_at": _iso(self.created_at),
+            "ended_at": _iso(self.ended_at) if self.ended_at else None,
+            "waiting_on": self.waiting_on or None,
+            "wake_at": _iso(self.wake_at) if self.wake_at else None,
+        }
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+class ItemFailure(BaseModel):
+    """A failed map or gather item: its input index and structured error."""
+
+    index: int
+    error: StructuredError
+
+
+class MapResult(BaseModel, Generic[T]):
+    """Per-item outcome of `ctx.map` / `ctx.gather`, in input order.
+
+    Example:
+        res = await ctx.map(summarise, docs, require=keel.AtLeast(0.9))
+        summaries = res.ok            # successful values, input order
+        for f in res.failed: log(f.index, f.error.message)
+    """
+
+    values: list[T | None]
+    failed: list[ItemFailure] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> list[T]:
+        bad = {f.index for f in self.failed}
+        return [v for i, v in enumerate(self.values) if i not in bad]  # type: ignore[misc]
+
+    @property
+    def succeeded(self) -> int:
+        return len(self.values) - len(self.failed)
+
+    def __iter__(self) -> Iterator[T | None]:  # type: ignore[override]
+        return iter(self.values)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, index: int) -> T | None:
+        return self.values[index]
