@@ -94,6 +94,14 @@ class Worker:
             asyncio.ensure_future(self._heartbeat_loop()),
         ]
 
+    async def serve(self) -> None:
+        """Run until cancelled (what `keel worker` does); hands runs back on the way out."""
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
     async def stop(self) -> None:
         """Stop claiming, interrupt running runs and hand them back to the queue."""
         self._stopping = True
