@@ -50,7 +50,11 @@ class System:
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System("keel", "Keel", "keel_workloads.py", "import keel", venv=False),
+        # keel's names resolve lazily, so bare `import keel` loads almost nothing;
+        # touching App and Context imports what defining a workflow needs.
+        System(
+            "keel", "Keel", "keel_workloads.py", "import keel; keel.App; keel.Context", venv=False
+        ),
         System(
             "langgraph",
             "LangGraph",
@@ -292,7 +296,8 @@ def print_table(systems: Sequence[System], results: dict[str, dict[str, dict[str
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    # Rich assumes 80 columns when piped (make bench | tee); wrap less there.
+    Console(width=None if sys.stdout.isatty() else 110).print(table)
 
 
 def print_plain(header: list[str], rows: list[list[str]]) -> None:

@@ -1,0 +1,268 @@
+"""The `keel` command: run workflows, host workers, inspect and steer runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal as _signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from keel.errors import ConfigError, KeelError
+
+T = TypeVar("T")
+
+cli = typer.Typer(
+    name="keel",
+    help="Durable agentic workflows: run, inspect and steer them.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _json_arg(text: str | None, what: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        _fail(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+    return None
+
+
+def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return asyncio.run(coro_fn())  # type: ignore[arg-type]
+    except KeelError as exc:
+        _fail(exc.message)
+    raise AssertionError("unreachable")
+
+
+def _store_app() -> Any:
+    from keel.app import App
+
+    return App()
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+@cli.command()
+def run(
+    target: Annotated[str, typer.Argument(help="MODULE:WORKFLOW, MODULE a module or .py path")],
+    input: Annotated[str | None, typer.Option("--input", "-i", help="JSON object of inputs")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="Run id (idempotent start)")] = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Enqueue only; a worker runs it")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a run; without --detach, execute it here until it ends or suspends."""
+    from keel.app import App  # noqa: F401 - import errors surface before the run starts
+    from keel.loader import load_workflow
+
+    data = _json_arg(input, "--input")
+    if data is not None and not isinstance(data, dict):
+        _fail(f"--input must be a JSON object of the workflow's inputs, got {type(data).__name__}")
+
+    async def go() -> Any:
+        app, wf = load_workflow(target)
+        progress = None if (as_json or detach) else _MapProgress()
+        if progress:
+            app.hooks.add(progress)
+        try:
+            handle = await app.start(wf, data, id=id, execute=not detach)
+            info = await handle.info() if detach else await handle.settle()
+        finally:
+            if progress:
+                progress.close()
+            await app.close()
+        return info
+
+    info = _run(go)
+    if as_json:
+        _print_json(info.summary())
+    else:
+        from keel.console import console, short, status_text
+
+        out = console()
+        out.print("run", info.id, status_text(info.status))
+        if info.status.value == "WAITING":
+            out.print(f"waiting on {', '.join(info.waiting_on) or 'a timer'}; "
+                      f"resume with: keel signal {info.id} {(info.waiting_on or ['NAME'])[0]}")
+        elif info.result is not None:
+            out.print(short(info.result, 2000))
+        if info.error is not None:
+            out.print(f"[red]{info.error.type}: {info.error.message}[/red]")
+    if info.status.value in ("FAILED", "CANCELLED"):
+        raise typer.Exit(1)
+
+
+class _MapProgress:
+    """A Rich progress bar per fan-out while `keel run` executes."""
+
+    def __init__(self) -> None:
+        from keel.engine.hooks import Hooks
+
+        self._bars: dict[str, Any] = {}
+        self._progress: Any = None
+        self.__class__ = type("_MapProgressHook", (_MapProgress, Hooks), {})
+
+    def map_progress(self, run_id: str, key: str, done: int, total: int) -> None:
+        if self._progress is None:
+            from rich.progress import Progress
+
+            self._progress = Progress(transient=False, console=None)
+            self._progress.start()
+        if key not in self._bars:
+            self._bars[key] = self._progress.add_task(key, total=total)
+        self._progress.update(self._bars[key], completed=done)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@cli.command()
+def worker(
+    modules: Annotated[list[str], typer.Argument(help="Modules or .py paths defining keel.App")],
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1)] = None,
+) -> None:
+    """Execute runs of these modules' workflows until interrupted."""
+    from keel.loader import find_app, load_module
+
+    async def go() -> None:
+        apps = []
+        for ref in modules:
+            app = find_app(load_module(ref))
+            if app not in apps:
+                apps.append(app)
+        workers = [a.worker(concurrency) for a in apps]
+        names = sorted(n for a in apps for n in a.registry.workflows)
+        typer.echo(f"keel worker: {len(names)} workflow(s) [{', '.join(names)}] on "
+                   f"{', '.join(sorted({a.store_url for a in apps}))}", err=True)
+        task = asyncio.gather(*(w.serve() for w in workers))
+        loop = asyncio.get_running_loop()
+        for sig in (_signal.SIGINT, _signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            typer.echo("keel worker: stopped; running runs returned to the queue", err=True)
+        finally:
+            for a in apps:
+                await a.close()
+
+    _run(go)
+
+
+@cli.command()
+def runs(
+    status: Annotated[str | None, typer.Option("--status", "-s", help="PENDING, RUNNING, "
+                                               "WAITING, SUCCEEDED, FAILED or CANCELLED")] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """List runs, newest first."""
+    from keel.types import RunStatus
+
+    st = None
+    if status is not None:
+        try:
+            st = RunStatus(status.upper())
+        except ValueError:
+            _fail(f"unknown status {status!r}; use one of {', '.join(s.value for s in RunStatus)}")
+
+    async def go() -> Any:
+        app = _store_app()
+        try:
+            return await app.list_runs(st, workflow, limit)
+        finally:
+            await app.close()
+
+    found = _run(go)
+    if as_json:
+        _print_json([r.summary() for r in found])
+        return
+    from keel.console import console, runs_table
+
+    console().print(runs_table(found))
+
+
+@cli.command()
+def show(run_id: str, as_json: JsonOpt = False) -> None:
+    """Show a run and its journal as a tree (status, attempts, timings)."""
+
+    async def go() -> Any:
+        app = _store_app()
+        try:
+            return await app.get_run(run_id), await app.steps(run_id)
+        finally:
+            await app.close()
+
+    info, steps = _run(go)
+    if as_json:
+        from keel.console import step_json
+
+        _print_json({**info.summary(), "state": info.state,
+                     "steps": [step_json(s) for s in steps]})
+        return
+    from keel.console import console, run_detail
+
+    console().print(run_detail(info, steps))
+
+
+@cli.command("signal")
+def signal_cmd(
+    run_id: str,
+    name: str,
+    payload: Annotated[str | None, typer.Option("--payload", "-p", help="JSON payload")] = None,
+) -> None:
+    """Send a signal to a run (a waiting run resumes)."""
+    data = _json_arg(payload, "--payload")
+
+    async def go() -> None:
+        app = _store_app()
+        try:
+            await app.signal(run_id, name, data)
+        finally:
+            await app.close()
+
+    _run(go)
+    typer.echo(f"signal {name!r} sent to {run_id}")
+
+
+@cli.command()
+def cancel(run_id: str) -> None:
+    """Cancel a run that has not finished."""
+
+    async def go() -> Any:
+        app = _store_app()
+        try:
+            return await app.cancel(run_id)
+        finally:
+            await app.close()
+
+    info = _run(go)
+    if info.status.value != "CANCELLED":
+        _fail(f"run {run_id} had already ended {info.status.value}; nothing to cancel", code=1)
+    typer.echo(f"run {run_id} cancelled")
+
+
+def main() -> None:
+    try:
+        cli()
+    except ConfigError as exc:  # raised while Typer parses, e.g. a bad KEEL_* setting
+        typer.echo(f"error: {exc.message}", err=True)
+        sys.exit(2)
