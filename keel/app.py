@@ -174,12 +174,16 @@ class App:
     ) -> RunHandle:
         """Record a run and start it; an existing `id` returns that run (idempotent)."""
         wf = self.registry.workflow(workflow)
-        validated = wf.validate_input(input)
-        data = to_json(validated.model_dump(mode="json"), what="input")
         run_id = id or new_run_id()
         if not run_id or len(run_id) > 200 or any(c.isspace() for c in run_id):
             raise ConfigError(f"run id {run_id!r} must be 1-200 characters without spaces")
-        info, created = await self.store.create_run(run_id, wf.name, data, time.time())
+        existing = await self.store.get_run(run_id) if id else None
+        if existing is not None:  # idempotent start: the input of the first start stands
+            info, created = existing, False
+        else:
+            validated = wf.validate_input(input)
+            data = to_json(validated.model_dump(mode="json"), what="input")
+            info, created = await self.store.create_run(run_id, wf.name, data, time.time())
         if not created and info.workflow != wf.name:
             raise ConfigError(
                 f"run id {run_id!r} already belongs to workflow {info.workflow!r}, "

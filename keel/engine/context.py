@@ -167,6 +167,8 @@ class Context:
         writes = ex._drain()
         pending = None
         if rec is None:
+            # The pending entry carries the same delta: if the run suspends here, the
+            # state changes made before the wait are already on record.
             pending = ex.record(
                 scope,
                 key,
@@ -178,6 +180,7 @@ class Context:
                 status=StepStatus.PENDING,
                 wake_at=deadline,
             )
+            pending.state_delta = ok.state_delta
             writes.append(StepWrite(pending))
         try:
             payload = await ex.rt.store.take_signal(
@@ -302,11 +305,12 @@ class Context:
                 pos=i,
             )
 
+        started = time.time()
         result = await self._fan_out(
             key, [(i, it) for i, it in enumerate(items)], run_item, concurrency
         )
         if rec is None:
-            summary = ex.record(scope, key, pos, StepKind.MAP, label, dg, time.time())
+            summary = ex.record(scope, key, pos, StepKind.MAP, label, dg, started)
             data = _summary_json(result)
             await ex.commit(scope, summary, data)
         self._enforce(policy, key, result)
@@ -357,9 +361,10 @@ class Context:
                 pos=i,
             )
 
+        started = time.time()
         result = await self._fan_out(key, list(enumerate(awaitables)), run_branch, None)
         if rec is None:
-            summary = ex.record(scope, key, pos, StepKind.GATHER, "gather", dg, time.time())
+            summary = ex.record(scope, key, pos, StepKind.GATHER, "gather", dg, started)
             await ex.commit(scope, summary, _summary_json(result))
         self._enforce(policy, key, result)
         return result
