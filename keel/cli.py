@@ -62,9 +62,13 @@ def _print_json(data: Any) -> None:
 @cli.command()
 def run(
     target: Annotated[str, typer.Argument(help="MODULE:WORKFLOW, MODULE a module or .py path")],
-    input: Annotated[str | None, typer.Option("--input", "-i", help="JSON object of inputs")] = None,
+    input: Annotated[
+        str | None, typer.Option("--input", "-i", help="JSON object of inputs")
+    ] = None,
     id: Annotated[str | None, typer.Option("--id", help="Run id (idempotent start)")] = None,
-    detach: Annotated[bool, typer.Option("--detach", help="Enqueue only; a worker runs it")] = False,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Enqueue only; a worker runs it")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a run; without --detach, execute it here until it ends or suspends."""

@@ -47,7 +47,9 @@ def find_app(module: ModuleType) -> App:
 
     apps = {id(v): v for v in vars(module).values() if isinstance(v, App)}
     if not apps:
-        raise ConfigError(f"{module.__name__} defines no keel.App (expected e.g. `app = keel.App()`)")
+        raise ConfigError(
+            f"{module.__name__} defines no keel.App (expected e.g. `app = keel.App()`)"
+        )
     if len(apps) > 1:
         raise ConfigError(f"{module.__name__} defines {len(apps)} keel.App instances; keep one")
     return next(iter(apps.values()))
@@ -57,7 +59,9 @@ def load_workflow(target: str) -> tuple[App, str]:
     """`MODULE:WORKFLOW` -> (app, registered workflow name)."""
     module_ref, sep, wf_name = target.rpartition(":")
     if not sep or not module_ref or not wf_name:
-        raise ConfigError(f"expected MODULE:WORKFLOW (e.g. examples/doc_summary.py:summarize_docs), got {target!r}")
+        raise ConfigError(
+            f"expected MODULE:WORKFLOW (e.g. examples/doc_summary.py:summarize_docs), got {target!r}"
+        )
     app = find_app(load_module(module_ref))
     if wf_name in app.registry.workflows:
         return app, wf_name
