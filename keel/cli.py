@@ -102,8 +102,10 @@ def run(
         out = console()
         out.print("run", info.id, status_text(info.status))
         if info.status.value == "WAITING":
-            out.print(f"waiting on {', '.join(info.waiting_on) or 'a timer'}; "
-                      f"resume with: keel signal {info.id} {(info.waiting_on or ['NAME'])[0]}")
+            out.print(
+                f"waiting on {', '.join(info.waiting_on) or 'a timer'}; "
+                f"resume with: keel signal {info.id} {(info.waiting_on or ['NAME'])[0]}"
+            )
         elif info.result is not None:
             out.print(short(info.result, 2000))
         if info.error is not None:
@@ -153,8 +155,11 @@ def worker(
                 apps.append(app)
         workers = [a.worker(concurrency) for a in apps]
         names = sorted(n for a in apps for n in a.registry.workflows)
-        typer.echo(f"keel worker: {len(names)} workflow(s) [{', '.join(names)}] on "
-                   f"{', '.join(sorted({a.store_url for a in apps}))}", err=True)
+        typer.echo(
+            f"keel worker: {len(names)} workflow(s) [{', '.join(names)}] on "
+            f"{', '.join(sorted({a.store_url for a in apps}))}",
+            err=True,
+        )
         task = asyncio.gather(*(w.serve() for w in workers))
         loop = asyncio.get_running_loop()
         for sig in (_signal.SIGINT, _signal.SIGTERM):
@@ -172,8 +177,12 @@ def worker(
 
 @cli.command()
 def runs(
-    status: Annotated[str | None, typer.Option("--status", "-s", help="PENDING, RUNNING, "
-                                               "WAITING, SUCCEEDED, FAILED or CANCELLED")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", "-s", help="PENDING, RUNNING, WAITING, SUCCEEDED, FAILED or CANCELLED"
+        ),
+    ] = None,
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
     as_json: JsonOpt = False,
@@ -219,8 +228,7 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         from keel.console import step_json
 
-        _print_json({**info.summary(), "state": info.state,
-                     "steps": [step_json(s) for s in steps]})
+        _print_json({**info.summary(), "state": info.state, "steps": [step_json(s) for s in steps]})
         return
     from keel.console import console, run_detail
 

@@ -52,8 +52,9 @@ def runs_table(runs: list[RunInfo]) -> Table:
             detail = f"waiting on {', '.join(r.waiting_on) or 'timer'}"
         elif r.result is not None:
             detail = short(r.result, 50)
-        table.add_row(r.id, r.workflow, status_text(r.status), _ts(r.created_at),
-                      _ts(r.ended_at), detail)
+        table.add_row(
+            r.id, r.workflow, status_text(r.status), _ts(r.created_at), _ts(r.ended_at), detail
+        )
     return table
 
 
@@ -96,7 +97,7 @@ def journal_tree(run: RunInfo, steps: list[StepRecord]) -> Tree:
             sub = node.add(_label(rec))
             add(sub, rec.key + "/")
         if len(shown) < len(recs):
-            rest = recs[len(shown):]
+            rest = recs[len(shown) :]
             bad = sum(r.status is StepStatus.ERROR for r in rest)
             node.add(Text(f"… {len(rest)} more ({len(rest) - bad} ok, {bad} failed)", style="dim"))
 

@@ -60,7 +60,8 @@ def load_workflow(target: str) -> tuple[App, str]:
     module_ref, sep, wf_name = target.rpartition(":")
     if not sep or not module_ref or not wf_name:
         raise ConfigError(
-            f"expected MODULE:WORKFLOW (e.g. examples/doc_summary.py:summarize_docs), got {target!r}"
+            f"expected MODULE:WORKFLOW (e.g. examples/doc_summary.py:summarize_docs), "
+            f"got {target!r}"
         )
     app = find_app(load_module(module_ref))
     if wf_name in app.registry.workflows:
