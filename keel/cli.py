@@ -107,7 +107,7 @@ def run(
                 f"resume with: keel signal {info.id} {(info.waiting_on or ['NAME'])[0]}"
             )
         elif info.result is not None:
-            out.print(short(info.result, 2000))
+            out.print(short(info.result, 600))
         if info.error is not None:
             out.print(f"[red]{info.error.type}: {info.error.message}[/red]")
     if info.status.value in ("FAILED", "CANCELLED"):

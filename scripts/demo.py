@@ -1,0 +1,137 @@
+"""`make demo`: the bundled example workflows, offline, on a fresh embedded SQLite store.
+
+Everything goes through the real `keel` command so the demo shows what a user
+types: a 50-document fan-out, a support ticket that waits for a human, a worker
+SIGKILLed in the middle of a fan-out and resumed, and what is still pending.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+STORE_DIR = ROOT / ".keel" / "demo"
+KEEL = [sys.executable, "-m", "keel.cli"] if not shutil.which("keel") else ["keel"]
+VENV_KEEL = Path(sys.executable).parent / "keel"
+if VENV_KEEL.exists():
+    KEEL = [str(VENV_KEEL)]
+
+ENV = {
+    **os.environ,
+    "KEEL_STORE": f"sqlite:///{STORE_DIR / 'keel.db'}",
+    "KEEL_EXAMPLE_OUTBOX": str(STORE_DIR / "outbox"),
+    "COLUMNS": os.environ.get("COLUMNS", "110"),
+}
+
+TICKETS = [
+    {
+        "id": "T-1042",
+        "account_id": "acct_1003",
+        "subject": "Charged twice this month",
+        "body": "My invoice shows a duplicate charge. Please refund the second payment.",
+    },
+    {
+        "id": "T-1043",
+        "account_id": "acct_1001",
+        "subject": "Cannot log in",
+        "body": "Since this morning the login page says my password is wrong.",
+    },
+]
+
+
+def banner(text: str) -> None:
+    print(f"\n\033[1;34m══ {text} \033[0m", flush=True)
+
+
+def keel(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run `keel ARGS`, echoing the command and streaming its output."""
+    print(f"\033[2m$ keel {' '.join(shlex.quote(a) for a in args)}\033[0m", flush=True)
+    proc = subprocess.run([*KEEL, *args], cwd=ROOT, env=ENV, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if check and proc.returncode not in (0, 1):
+        raise SystemExit(f"demo step failed: keel {' '.join(args)} (exit {proc.returncode})")
+    return proc
+
+
+def keel_json(*args: str) -> dict:  # type: ignore[type-arg]
+    proc = subprocess.run([*KEEL, *args, "--json"], cwd=ROOT, env=ENV, text=True,
+                          capture_output=True, check=True)
+    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+
+def finished_children(run_id: str) -> dict[str, float]:
+    """Map item key -> when its journal entry was written."""
+    steps = keel_json("show", run_id)["steps"]
+    return {s["key"]: s["ended_at"] for s in steps if s["kind"] == "child" and "ended_at" in s}
+
+
+def fan_out() -> None:
+    banner("1. Scatter-gather: 50 financial documents, AtLeast(0.9) of them must succeed")
+    keel("run", "examples/doc_summary.py:summarize_docs", "--input", "{}", "--id", "summary-1")
+    keel("show", "summary-1")
+
+
+def approval() -> None:
+    banner("2. Sequential triage that waits for a human before an irreversible send")
+    for t in TICKETS:
+        keel("run", "examples/support_triage.py:triage", "--id", t["id"],
+             "--input", json.dumps({"ticket": t}))
+    banner("   Pending approvals (runs WAITING for a signal; they hold no process)")
+    keel("runs", "--status", "WAITING")
+    banner("   A reviewer approves T-1042; the run resumes at the wait, not at the top")
+    keel("signal", "T-1042", "approval", "--payload",
+         json.dumps({"approved": True, "reviewer": "dana"}))
+    keel("run", "examples/support_triage.py:triage", "--id", "T-1042")
+    keel("show", "T-1042")
+
+
+def crash_recovery() -> None:
+    banner("3. Crash recovery: SIGKILL a worker in the middle of a 50-way fan-out")
+    keel("run", "examples/doc_summary.py:summarize_docs", "--input", "{}", "--id", "summary-2",
+         "--detach")
+    print("\033[2m$ keel worker examples/doc_summary.py &   (killed with SIGKILL shortly)\033[0m")
+    worker = subprocess.Popen([*KEEL, "worker", "examples/doc_summary.py"], cwd=ROOT, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 20
+    while len(finished_children("summary-2")) < 10 and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait()
+    before = finished_children("summary-2")
+    print(f"worker killed with {len(before)} of 50 documents journaled")
+    keel("run", "examples/doc_summary.py:summarize_docs", "--id", "summary-2")
+    after = finished_children("summary-2")
+    rerun = [k for k, t in before.items() if after.get(k) != t]
+    status = keel_json("show", "summary-2")["status"]
+    print(f"resumed: {status}; {len(before)} documents replayed from the journal, "
+          f"{len(after) - len(before)} ran after the restart, {len(rerun)} finished ones re-ran")
+
+
+def pending() -> None:
+    banner("4. Still waiting for a reviewer")
+    keel("runs", "--status", "WAITING")
+    print("approve with: keel signal T-1043 approval --payload "
+          "'{\"approved\": true, \"reviewer\": \"you\"}'")
+    print(f"store: {ENV['KEEL_STORE']}")
+
+
+def main() -> None:
+    shutil.rmtree(STORE_DIR, ignore_errors=True)
+    STORE_DIR.mkdir(parents=True)
+    fan_out()
+    approval()
+    crash_recovery()
+    pending()
+
+
+if __name__ == "__main__":
+    main()
