@@ -42,7 +42,39 @@ _EXPORTS = {
     "RunSuspended": "keel.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+# Spelled out (not derived from _EXPORTS) so type checkers see the exports.
+__all__ = [
+    "All",
+    "App",
+    "AtLeast",
+    "BestEffort",
+    "ConfigError",
+    "Context",
+    "Hooks",
+    "InputError",
+    "ItemFailure",
+    "KeelError",
+    "MapFailed",
+    "MapResult",
+    "NonDeterminismError",
+    "RunCancelled",
+    "RunFailed",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFound",
+    "RunStatus",
+    "RunSuspended",
+    "SerializationError",
+    "SignalTimeout",
+    "StateValidationError",
+    "StepError",
+    "StepEvent",
+    "StepInfo",
+    "StepRecord",
+    "StructuredError",
+    "UnknownWorkflowError",
+    "current_step",
+]
 
 if TYPE_CHECKING:
     from keel.app import App, RunHandle

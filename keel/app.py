@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from pydantic import BaseModel
+from pydantic_core import PydanticSerializationError
 
 from keel import config
 from keel.engine.hooks import HookSet
@@ -17,11 +19,25 @@ from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
 from keel.engine.serde import revive, to_json
 from keel.engine.worker import Worker
-from keel.errors import ConfigError, RunCancelled, RunFailed, RunNotFound, RunSuspended
+from keel.errors import (
+    ConfigError,
+    InputError,
+    RunCancelled,
+    RunFailed,
+    RunNotFound,
+    RunSuspended,
+)
 from keel.store import RunFilter, Store, open_store
 from keel.types import RunInfo, RunStatus, StepRecord
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _caller_locals() -> dict[str, Any] | None:
+    """Locals of the code applying `@app.workflow` / `@app.tool` (None at module level),
+    so annotations naming classes defined in that function resolve."""
+    frame = sys._getframe(2)
+    return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
 
 
 def new_run_id() -> str:
@@ -96,30 +112,58 @@ class App:
 
     # -- registration ---------------------------------------------------------------
 
+    @overload
+    def workflow(self, fn: F, /) -> F: ...
+    @overload
     def workflow(
-        self, fn: Any = None, /, *, name: str | None = None, state: type[BaseModel] | None = None
-    ) -> Any:
+        self, fn: None = None, /, *, name: str | None = None, state: type[BaseModel] | None = None
+    ) -> Callable[[F], F]: ...
+
+    def workflow(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        state: type[BaseModel] | None = None,
+    ) -> F | Callable[[F], F]:
         """Register `async def wf(ctx, **inputs)` as a durable workflow."""
+        localns = _caller_locals()
 
         def register(f: F) -> F:
-            wf = WorkflowDef(fn=f, name=name or f.__name__, state=state)
+            wf = WorkflowDef(fn=f, name=name or f.__name__, state=state, localns=localns)
             self.registry.add_workflow(wf)
             f.__keel_workflow__ = wf.name  # type: ignore[attr-defined]
             return f
 
         return register(fn) if fn is not None else register
 
+    @overload
+    def tool(self, fn: Callable[..., Any], /) -> Tool: ...
+    @overload
     def tool(
         self,
-        fn: Any = None,
+        fn: None = None,
         /,
         *,
         name: str | None = None,
         timeout: float | None = None,
         irreversible: bool = False,
         **options: Any,
-    ) -> Any:
+    ) -> Callable[[Callable[..., Any]], Tool]: ...
+
+    def tool(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        timeout: float | None = None,
+        irreversible: bool = False,
+        **options: Any,
+    ) -> Tool | Callable[[Callable[..., Any]], Tool]:
         """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step."""
+        localns = _caller_locals()
 
         def register(f: Callable[..., Any]) -> Tool:
             tdef = ToolDef(
@@ -128,6 +172,7 @@ class App:
                 timeout=timeout,
                 irreversible=irreversible,
                 options=options,
+                localns=localns,
             )
             self.registry.add_tool(tdef)
             return Tool(tdef)
@@ -182,7 +227,15 @@ class App:
             info, created = existing, False
         else:
             validated = wf.validate_input(input)
-            data = to_json(validated.model_dump(mode="json"), what="input")
+            try:
+                dumped = validated.model_dump(mode="json")
+            except PydanticSerializationError as exc:
+                raise InputError(
+                    f"input for workflow {wf.name!r} cannot be stored as JSON: {exc}. "
+                    "Pass JSON data (dict, list, str, int, float, bool, None) or Pydantic models.",
+                    workflow=wf.name,
+                ) from None
+            data = to_json(dumped, what="input")
             info, created = await self.store.create_run(run_id, wf.name, data, time.time())
         if not created and info.workflow != wf.name:
             raise ConfigError(

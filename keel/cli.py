@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from keel.engine.hooks import Hooks
 from keel.errors import ConfigError, KeelError
 
 T = TypeVar("T")
@@ -114,15 +115,12 @@ def run(
         raise typer.Exit(1)
 
 
-class _MapProgress:
+class _MapProgress(Hooks):
     """A Rich progress bar per fan-out while `keel run` executes."""
 
     def __init__(self) -> None:
-        from keel.engine.hooks import Hooks
-
         self._bars: dict[str, Any] = {}
         self._progress: Any = None
-        self.__class__ = type("_MapProgressHook", (_MapProgress, Hooks), {})
 
     def map_progress(self, run_id: str, key: str, done: int, total: int) -> None:
         if self._progress is None:

@@ -144,8 +144,9 @@ def from_structured(err: StructuredError) -> KeelError:
     if cls is None or cls in (StepError, KeelError):
         where = f"step {err.step!r} failed" if err.step else "step failed"
         return StepError(f"{where}: {err.type}: {err.message}", error=err)
+    data = {**err.data, "step": err.step} if err.step else err.data
     try:
-        exc = cls(err.message, **err.data)
+        exc = cls(err.message, **data)
     except TypeError:
         return StepError(err.message, error=err)
     if isinstance(exc, StepError):

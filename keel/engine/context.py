@@ -115,7 +115,7 @@ class Context:
         dg = digest(float(seconds))
         rec = ex.check(scope, key, pos, dg)
         if rec is not None and rec.status is not StepStatus.PENDING:
-            await ex.replayed(scope, rec, None)
+            await ex.replayed(scope, rec, unannotated())
             return
         now = time.time()
         if rec is None:
@@ -155,7 +155,7 @@ class Context:
         dg = digest(signal, timeout)
         rec = ex.check(scope, key, pos, dg)
         if rec is not None and rec.status is not StepStatus.PENDING:
-            return await ex.replayed(scope, rec, None)
+            return await ex.replayed(scope, rec, unannotated())
         now = time.time()
         started = rec.started_at if rec is not None else now
         deadline = (
@@ -197,7 +197,10 @@ class Context:
             ex.journal.add(pending)
         if deadline is not None and time.time() >= deadline:
             err = SignalTimeout(
-                f"no {signal!r} signal arrived within {timeout}s", signal=signal, timeout=timeout
+                f"no {signal!r} signal arrived within {timeout}s",
+                signal=signal,
+                timeout=timeout,
+                step=key,
             )
             failed = ex.record(
                 scope,
@@ -211,6 +214,7 @@ class Context:
                 error=structured(err, step=key),
                 wake_at=deadline,
             )
+            failed.state_delta = ok.state_delta  # taken above; the commit must not drop it
             await ex.commit(scope, failed, None)
             raise err
         raise Suspend(wake_at=deadline, signals=frozenset({signal}))

@@ -113,7 +113,9 @@ class RunExecution:
     async def commit(self, scope: Scope, rec: StepRecord, data: bytes | None) -> None:
         """Persist a finished step (and pending deterministic values) atomically."""
         if scope.state is not None and rec.status is not StepStatus.PENDING:
-            rec.state_delta = scope.state.delta()
+            delta = scope.state.delta()
+            if delta is not None:  # keep a delta the caller already took (wait_for)
+                rec.state_delta = {**(rec.state_delta or {}), **delta}
         writes = self._drain()
         writes.append(self._write_for(rec, data))
         try:
@@ -292,6 +294,7 @@ class RunExecution:
                         sorted(s.signals),
                         self._drain(),
                         time.time(),
+                        self._state_json(),
                     )
                 except LeaseLost:
                     return None
@@ -309,11 +312,14 @@ class RunExecution:
             hooks.run_finished(self.run.id, self.run.workflow, status)
         return status
 
+    def _state_json(self) -> bytes | None:
+        state = self.root.state
+        return to_json(state.snapshot(), what="state") if state is not None else None
+
     async def _finish(
         self, status: RunStatus, result: bytes | None, error: StructuredError | None
     ) -> None:
-        state = self.root.state
-        state_json = to_json(state.snapshot(), what="state") if state is not None else None
+        state_json = self._state_json()
         try:
             await self.rt.store.finish_run(
                 self.run.id,

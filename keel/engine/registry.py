@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -14,15 +14,17 @@ from keel.engine.serde import unannotated
 from keel.errors import ConfigError, InputError
 
 
-def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+def _hints(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolved annotations; `localns` (the decorating frame's locals) resolves classes
+    defined inside a function under `from __future__ import annotations`."""
     try:
-        return get_type_hints(fn)
+        return get_type_hints(fn, localns=localns)
     except Exception:  # unresolvable forward refs: fall back to raw annotations
         return dict(getattr(fn, "__annotations__", {}))
 
 
-def _return_type(fn: Callable[..., Any]) -> Any:
-    hint = _hints(fn).get("return", inspect.Signature.empty)
+def _return_type(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> Any:
+    hint = _hints(fn, localns).get("return", inspect.Signature.empty)
     return unannotated() if hint is inspect.Signature.empty else hint
 
 
@@ -37,9 +39,10 @@ class ToolDef:
     options: dict[str, Any] = field(default_factory=dict)
     return_type: Any = None
     is_async: bool = True
+    localns: InitVar[dict[str, Any] | None] = None
 
-    def __post_init__(self) -> None:
-        self.return_type = _return_type(self.fn)
+    def __post_init__(self, localns: dict[str, Any] | None) -> None:
+        self.return_type = _return_type(self.fn, localns)
         self.is_async = inspect.iscoroutinefunction(self.fn)
 
     async def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -78,15 +81,16 @@ class WorkflowDef:
     input_model: type[BaseModel] = BaseModel
     return_type: Any = None
     params: list[str] = field(default_factory=list)
+    localns: InitVar[dict[str, Any] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, localns: dict[str, Any] | None) -> None:
         if not inspect.iscoroutinefunction(self.fn):
             raise ConfigError(f"workflow {self.name!r} must be an `async def` taking ctx first")
         sig = inspect.signature(self.fn)
         params = list(sig.parameters.values())
         if not params:
             raise ConfigError(f"workflow {self.name!r} must take a Context as first parameter")
-        hints = _hints(self.fn)
+        hints = _hints(self.fn, localns)
         fields: dict[str, Any] = {}
         for p in params[1:]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -102,7 +106,7 @@ class WorkflowDef:
             __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=False),
             **fields,
         )
-        self.return_type = _return_type(self.fn)
+        self.return_type = _return_type(self.fn, localns)
         if self.state is not None:
             if not (isinstance(self.state, type) and issubclass(self.state, BaseModel)):
                 raise ConfigError(f"workflow {self.name!r}: state= must be a Pydantic model class")

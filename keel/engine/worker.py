@@ -24,14 +24,19 @@ log = logging.getLogger("keel.worker")
 _HOST = socket.gethostname()
 
 
-def _proc_start(pid: int) -> str:
-    """The kernel's start time of `pid` (guards against pid reuse); '' if unknown."""
+def _proc_stat(pid: int) -> tuple[str, str]:
+    """(state, start time) of `pid` from /proc; ('', '') if unknown."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-        return stat.rsplit(")", 1)[1].split()[19]
+            fields = f.read().decode(errors="replace").rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
     except (OSError, IndexError):
-        return ""
+        return "", ""
+
+
+def _proc_start(pid: int) -> str:
+    """The kernel's start time of `pid` (guards against pid reuse); '' if unknown."""
+    return _proc_stat(pid)[1]
 
 
 def make_owner() -> str:
@@ -54,7 +59,18 @@ def owner_is_dead(owner: str) -> bool:
         return True
     except PermissionError:
         return False
-    return bool(parts[2]) and _proc_start(pid) != parts[2]
+    state, start = _proc_stat(pid)
+    if state in ("Z", "X") and _threads(pid) <= 1:  # killed, not yet reaped: runs nothing
+        return True
+    return bool(parts[2]) and start != parts[2]
+
+
+def _threads(pid: int) -> int:
+    """Threads left in `pid` (a zombie leader can outlive live threads); 2 if unknown."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 2
 
 
 class Worker:
@@ -114,6 +130,15 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
+        # A run whose task was cancelled before it ever started never reached the
+        # hand-back in RunExecution.execute; release it here, or it stays RUNNING
+        # under this worker's lease until the lease expires.
+        for run_id in list(self.active):
+            self.active.pop(run_id, None)
+            try:
+                await self.rt.store.release_run(run_id, self.owner, [], time.time())
+            except Exception:
+                log.exception("could not hand run %s back to the queue", run_id)
 
     async def _poll_loop(self) -> None:
         settings = self.rt.settings

@@ -100,8 +100,12 @@ class Store(abc.ABC):
         waiting_on: Sequence[str],
         writes: Sequence[StepWrite],
         now: float,
+        state_json: bytes | None = None,
     ) -> RunStatus:
-        """Park the run WAITING (or PENDING if a signal it waits for already arrived)."""
+        """Park the run WAITING (or PENDING if a signal it waits for already arrived).
+
+        `state_json` is the state so far, so reviewers see it while the run waits.
+        """
 
     @abc.abstractmethod
     async def finish_run(

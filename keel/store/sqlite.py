@@ -435,6 +435,7 @@ class SQLiteStore(Store):
         waiting_on: Sequence[str],
         writes: Sequence[StepWrite],
         now: float,
+        state_json: bytes | None = None,
     ) -> RunStatus:
         with self._tx() as db:
             self._check_owner(db, run_id, owner)
@@ -451,12 +452,13 @@ class SQLiteStore(Store):
                     status = RunStatus.PENDING
             db.execute(
                 "UPDATE runs SET status=?, wake_at=?, waiting_on=?, lease_owner=NULL,"
-                " lease_expires=NULL, updated_at=? WHERE id=?",
+                " lease_expires=NULL, updated_at=?, state=COALESCE(?, state) WHERE id=?",
                 (
                     status.value,
                     wake_at,
                     pydantic_core.to_json(sorted(waiting_on)).decode() if waiting_on else None,
                     now,
+                    _text(state_json),
                     run_id,
                 ),
             )

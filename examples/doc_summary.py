@@ -1,0 +1,467 @@
+"""Financial-document summary: a 50-way scatter-gather with a partial-completion policy.
+
+    50 quarterly reports --ctx.map(concurrency=25)--> extract figures -> summarise
+                         --> aggregate one Report (totals, top risks, per company)
+
+Each document is processed in its own isolated child (two journaled tool steps
+that together take 0.2-0.5 s, like model calls would), so at concurrency 25 the
+50 documents take about as long as two of them, not fifty. Two documents are
+deliberately malformed; `require=keel.AtLeast(0.9)` accepts 48 of 50 and the
+report lists the two failures with their index and error instead of failing the
+whole run. Re-running the same run id replays the journal: no document is
+processed twice.
+
+Run it offline (the model is a rule-based stand-in, see `_offline_model.py`):
+
+    python examples/doc_summary.py
+    keel run examples/doc_summary.py:summarize_docs --input '{}'
+
+Set KEEL_EXAMPLE_LATENCY_SCALE=0 to drop the simulated latency (tests do).
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+import keel
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:  # make the sibling stand-in importable however we are loaded
+    sys.path.insert(0, str(_HERE))
+
+from _offline_model import (  # noqa: E402
+    RISK_THEMES,
+    FinancialFigures,
+    ReportSummary,
+    model_extract_figures,
+    model_summarize_report,
+)
+
+app = keel.App()  # store from KEEL_STORE / keel.toml, default sqlite:///.keel/keel.db
+
+DESCRIPTION = "Summarise 50 synthetic quarterly reports with a 50-way fan-out."
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+class Document(BaseModel):
+    id: str
+    company: str
+    quarter: str
+    text: str
+    sector: str = "unspecified"
+
+
+class DocSummary(BaseModel):
+    """What one child returns for one document."""
+
+    doc_id: str
+    company: str
+    sector: str
+    quarter: str
+    revenue_musd: float
+    prior_revenue_musd: float | None
+    net_income_musd: float
+    operating_margin_pct: float | None
+    risks: list[str]
+    outlook: Literal["positive", "mixed", "negative"]
+    summary: str
+
+
+class FailedDoc(BaseModel):
+    index: int
+    doc_id: str
+    company: str
+    error_type: str
+    error: str
+
+
+class RiskCount(BaseModel):
+    theme: str
+    documents: int
+    companies: list[str]
+
+
+class CompanyLine(BaseModel):
+    company: str
+    sector: str
+    quarters: list[str]
+    revenue_musd: float  # over the quarters covered
+    net_income_musd: float
+    latest_quarter: str
+    latest_net_margin_pct: float
+    latest_growth_pct: float | None  # latest quarter's revenue vs the quarter before it
+    outlook: Literal["positive", "mixed", "negative"]
+    summary: str
+
+
+class Report(BaseModel):
+    generated_at: datetime
+    documents: int
+    succeeded: int
+    required: str
+    failed: list[FailedDoc]
+    total_revenue_musd: float
+    total_net_income_musd: float
+    net_margin_pct: float
+    loss_making: list[str]
+    top_risks: list[RiskCount]
+    companies: list[CompanyLine]
+
+    def render(self) -> str:
+        out = [
+            f"Quarterly summary: {self.succeeded}/{self.documents} documents processed "
+            f"(required {self.required})",
+            f"Total revenue ${self.total_revenue_musd:,.1f}M, net income "
+            f"${self.total_net_income_musd:,.1f}M ({self.net_margin_pct:.1f}% net margin)",
+            f"Loss-making in their latest quarter: {', '.join(self.loss_making) or 'none'}",
+            "",
+            "Top risks:",
+        ]
+        out += [
+            f"  {r.documents:>3} docs  {r.theme} ({len(r.companies)} companies)"
+            for r in self.top_risks
+        ]
+        out += [
+            "",
+            f"{'company':<26}{'quarters':>9}{'revenue $M':>12}{'margin':>8}{'growth':>8}  outlook",
+        ]
+        for c in self.companies:
+            growth = f"{c.latest_growth_pct:+.1f}%" if c.latest_growth_pct is not None else "-"
+            out.append(
+                f"{c.company:<26}{len(c.quarters):>9}{c.revenue_musd:>12,.1f}"
+                f"{c.latest_net_margin_pct:>7.1f}%{growth:>8}  {c.outlook}"
+            )
+        if self.failed:
+            out += ["", "Failed documents:"]
+            out += [
+                f"  #{f.index} {f.doc_id} ({f.company}): {f.error_type}: {f.error}"
+                for f in self.failed
+            ]
+        return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# 50 synthetic quarterly reports (deterministic: same text on every machine)
+# --------------------------------------------------------------------------------------
+
+COMPANIES: list[tuple[str, str]] = [
+    ("Aster Logistics", "logistics"),
+    ("Brightwater Foods", "consumer"),
+    ("Cobalt Grid Energy", "energy"),
+    ("Driftwood Software", "software"),
+    ("Ember Biotech", "healthcare"),
+    ("Fjord Shipping", "logistics"),
+    ("Granite Materials", "industrials"),
+    ("Halcyon Health", "healthcare"),
+    ("Ironbark Mining", "materials"),
+    ("Juniper Retail", "consumer"),
+    ("Kestrel Aerospace", "industrials"),
+    ("Lumen Networks", "software"),
+    ("Meridian Bank", "financials"),
+    ("Northwind Apparel", "consumer"),
+    ("Onyx Semiconductors", "technology"),
+    ("Pinecrest Insurance", "financials"),
+    ("Quarry Cement", "materials"),
+    ("Redwood Renewables", "energy"),
+    ("Solstice Travel", "consumer"),
+    ("Tidewater Ports", "logistics"),
+    ("Umbra Security", "software"),
+    ("Vantage Robotics", "technology"),
+    ("Willow Pharma", "healthcare"),
+    ("Xenon Chemicals", "materials"),
+    ("Yarrow Payments", "financials"),
+]
+QUARTERS = ("Q1 FY2026", "Q2 FY2026")
+
+RISK_SENTENCES: dict[str, str] = {
+    "supply": "Supply chain delays at two key suppliers could push deliveries into next quarter.",
+    "fx": "Foreign exchange movements, notably a stronger dollar, weigh on overseas sales.",
+    "regulation": "Pending regulation on data residency may require extra compliance work.",
+    "rates": "Higher interest rates raise the cost of refinancing the 2027 notes.",
+    "competition": "Competition from lower-cost new entrants is creating pricing pressure.",
+    "cyber": "A ransomware attack on a peer highlights our own cyber exposure.",
+    "concentration": "Our largest customer accounted for 31% of quarterly sales.",
+    "labour": "Wage inflation and staff turnover in operations remain elevated.",
+    "inputs": "Commodity and energy prices stay volatile and squeeze gross margin.",
+    "demand": "Softening demand as consumer spending slows in core markets.",
+}
+SECTOR_RISK: dict[str, str] = {
+    "logistics": "supply",
+    "consumer": "demand",
+    "energy": "inputs",
+    "software": "cyber",
+    "healthcare": "regulation",
+    "industrials": "labour",
+    "materials": "inputs",
+    "financials": "rates",
+    "technology": "competition",
+}
+COMMENTARY = (
+    "Management reiterated full-year guidance.",
+    "Management narrowed full-year guidance to the lower half of the range.",
+    "Management raised full-year guidance on stronger bookings.",
+    "The board approved a share buyback of up to 5% of outstanding shares.",
+)
+
+# Two documents are malformed on purpose: their extraction fails and the policy tolerates it.
+MALFORMED: dict[int, tuple[str, str]] = {
+    17: ("Revenue:", "Revenue: [table not recognised - see scanned page 4]"),
+    38: ("Net ", "Net income: see note 7"),
+}
+
+
+def _money(musd: float) -> str:
+    return f"${abs(musd):,.1f}M"
+
+
+def synthetic_documents(seed: int = 2026) -> list[Document]:
+    """25 fictional companies x 2 quarters = 50 reports, two of them malformed."""
+    docs: list[Document] = []
+    for company, sector in COMPANIES:
+        rng = random.Random(f"{seed}:{company}")
+        revenue = round(rng.uniform(60, 1800), 1)  # the quarter before Q1
+        for quarter in QUARTERS:
+            prior, revenue = revenue, round(revenue * (1 + rng.uniform(-0.08, 0.12)), 1)
+            net_margin = rng.uniform(-0.06, 0.18)
+            net = round(revenue * net_margin, 1)
+            op_margin = (net_margin + rng.uniform(0.02, 0.06)) * 100
+            risks = [SECTOR_RISK[sector]]
+            others = sorted(set(RISK_SENTENCES) - set(risks))
+            risks += rng.sample(others, rng.choice((1, 2)))
+            net_line = f"Net income: {_money(net)}" if net >= 0 else f"Net loss: {_money(net)}"
+            text = "\n".join(
+                [
+                    f"{company} - Quarterly report, {quarter}",
+                    f"Sector: {sector}",
+                    "",
+                    "Results",
+                    f"Revenue: {_money(revenue)}",
+                    f"Prior-quarter revenue: {_money(prior)}",
+                    net_line,
+                    f"Operating margin: {op_margin:.1f}%",
+                    "",
+                    "Commentary",
+                    rng.choice(COMMENTARY),
+                    "",
+                    "Risks",
+                    *(f"- {RISK_SENTENCES[r]}" for r in risks),
+                ]
+            )
+            index = len(docs)
+            if index in MALFORMED:
+                prefix, broken = MALFORMED[index]
+                text = "\n".join(
+                    broken if line.startswith(prefix) else line for line in text.splitlines()
+                )
+            slug = "".join(w[0] for w in company.split()).upper()
+            docs.append(
+                Document(
+                    id=f"{slug}-{quarter.replace(' ', '-')}",
+                    company=company,
+                    quarter=quarter,
+                    sector=sector,
+                    text=text,
+                )
+            )
+    return docs
+
+
+# --------------------------------------------------------------------------------------
+# Tools: each ctx.call of one is a journaled step
+# --------------------------------------------------------------------------------------
+
+
+def latency_scale() -> float:
+    raw = os.environ.get("KEEL_EXAMPLE_LATENCY_SCALE", "1")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ValueError(f"KEEL_EXAMPLE_LATENCY_SCALE must be a number, got {raw!r}") from None
+
+
+def simulated_latency(doc_id: str, part: Literal["extract", "summarize"]) -> float:
+    """A model call's latency: 0.2-0.5 s per document (seeded by its id), split 40/60."""
+    total = random.Random(f"latency:{doc_id}").uniform(0.2, 0.5)
+    return total * (0.4 if part == "extract" else 0.6) * latency_scale()
+
+
+@app.tool()
+async def extract_figures(doc: Document) -> FinancialFigures:
+    await asyncio.sleep(simulated_latency(doc.id, "extract"))
+    return model_extract_figures(doc.text)
+
+
+@app.tool()
+async def summarize_report(doc: Document, figures: FinancialFigures) -> ReportSummary:
+    await asyncio.sleep(simulated_latency(doc.id, "summarize"))
+    return model_summarize_report(doc.company, doc.quarter, doc.text, figures)
+
+
+# --------------------------------------------------------------------------------------
+# The workflow
+# --------------------------------------------------------------------------------------
+
+
+async def extract_and_summarize(ctx: keel.Context, doc: Document) -> DocSummary:
+    """One map item, in its own isolated child scope: two steps, one document."""
+    figures = await ctx.call(extract_figures, doc)
+    summary = await ctx.call(summarize_report, doc, figures)
+    return DocSummary(
+        doc_id=doc.id,
+        company=doc.company,
+        sector=doc.sector,
+        quarter=doc.quarter,
+        revenue_musd=figures.revenue_musd,
+        prior_revenue_musd=figures.prior_revenue_musd,
+        net_income_musd=figures.net_income_musd,
+        operating_margin_pct=figures.operating_margin_pct,
+        risks=summary.risks,
+        outlook=summary.outlook,
+        summary=summary.summary,
+    )
+
+
+@app.workflow()
+async def summarize_docs(
+    ctx: keel.Context,
+    docs: list[Document] | None = None,
+    concurrency: int = 25,
+    require_fraction: float = 0.9,
+) -> Report:
+    documents = docs if docs is not None else synthetic_documents()
+    policy = keel.AtLeast(float(require_fraction))
+    results = await ctx.map(
+        extract_and_summarize, documents, concurrency=concurrency, require=policy
+    )
+    summaries = [DocSummary.model_validate(v) for v in results.ok]
+    failed = [
+        FailedDoc(
+            index=f.index,
+            doc_id=documents[f.index].id,
+            company=documents[f.index].company,
+            error_type=f.error.type,
+            error=f.error.message,
+        )
+        for f in results.failed
+    ]
+    return build_report(
+        summaries, failed, len(documents), policy.describe(len(documents)), ctx.now()
+    )
+
+
+def _pct(part: float, whole: float) -> float:
+    return round(part / whole * 100, 1) if whole else 0.0
+
+
+def build_report(
+    summaries: list[DocSummary],
+    failed: list[FailedDoc],
+    total: int,
+    required: str,
+    generated_at: datetime,
+) -> Report:
+    """Aggregate per-document summaries (pure, deterministic coordinator code)."""
+    revenue = round(sum(s.revenue_musd for s in summaries), 1)
+    net = round(sum(s.net_income_musd for s in summaries), 1)
+
+    theme_docs: Counter[str] = Counter()
+    theme_companies: dict[str, set[str]] = {}
+    for s in summaries:
+        for theme in s.risks:
+            theme_docs[theme] += 1
+            theme_companies.setdefault(theme, set()).add(s.company)
+    order = list(RISK_THEMES)
+    top = sorted(theme_docs, key=lambda t: (-theme_docs[t], order.index(t)))[:5]
+
+    by_company: dict[str, list[DocSummary]] = {}
+    for s in summaries:
+        by_company.setdefault(s.company, []).append(s)
+    lines: list[CompanyLine] = []
+    for company, docs in by_company.items():
+        docs = sorted(docs, key=lambda d: d.quarter)
+        latest = docs[-1]
+        growth = (
+            round((latest.revenue_musd / latest.prior_revenue_musd - 1) * 100, 1)
+            if latest.prior_revenue_musd
+            else None
+        )
+        lines.append(
+            CompanyLine(
+                company=company,
+                sector=latest.sector,
+                quarters=[d.quarter for d in docs],
+                revenue_musd=round(sum(d.revenue_musd for d in docs), 1),
+                net_income_musd=round(sum(d.net_income_musd for d in docs), 1),
+                latest_quarter=latest.quarter,
+                latest_net_margin_pct=_pct(latest.net_income_musd, latest.revenue_musd),
+                latest_growth_pct=growth,
+                outlook=latest.outlook,
+                summary=latest.summary,
+            )
+        )
+    lines.sort(key=lambda c: (-c.revenue_musd, c.company))
+
+    return Report(
+        generated_at=generated_at,
+        documents=total,
+        succeeded=len(summaries),
+        required=required,
+        failed=failed,
+        total_revenue_musd=revenue,
+        total_net_income_musd=net,
+        net_margin_pct=_pct(net, revenue),
+        loss_making=sorted(c.company for c in lines if c.latest_net_margin_pct < 0),
+        top_risks=[
+            RiskCount(theme=t, documents=theme_docs[t], companies=sorted(theme_companies[t]))
+            for t in top
+        ],
+        companies=lines,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Demo
+# --------------------------------------------------------------------------------------
+
+
+async def main(argv: list[str] | None = None) -> Report:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--concurrency", type=int, default=25)
+    parser.add_argument("--id", help="run id (re-using one replays the finished run)")
+    args = parser.parse_args(argv)
+
+    docs = synthetic_documents()
+    sequential = sum(
+        simulated_latency(d.id, "extract") + simulated_latency(d.id, "summarize") for d in docs
+    )
+    started = time.perf_counter()
+    try:
+        handle = await app.start(summarize_docs, {"concurrency": args.concurrency}, id=args.id)
+        report: Report = await handle.result(timeout=300)
+    finally:
+        await app.close()
+    elapsed = time.perf_counter() - started
+
+    print(report.render())
+    print(
+        f"\nrun {handle.id}: {len(docs)} documents, {sequential:.1f} s of simulated model "
+        f"latency, finished in {elapsed:.2f} s (concurrency {args.concurrency})"
+    )
+    print(f"inspect the journal with: keel show {handle.id}")
+    return report
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

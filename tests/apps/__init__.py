@@ -1,0 +1,1 @@
+"""Helper apps and scripts that tests run in worker subprocesses."""

@@ -1,0 +1,291 @@
+"""Worker subprocesses on a per-test SQLite store, and readers for what they did.
+
+Used through the `worker_harness` fixture (tests/conftest.py). Everything it
+starts it also stops: teardown sends SIGTERM to each worker it spawned (by pid)
+and SIGKILLs any that do not exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import keel
+
+REPO = Path(__file__).resolve().parents[2]
+APP_MODULE = "tests.apps.crash_app"
+
+
+@dataclass(frozen=True)
+class Kill:
+    """One SIGKILL: when, how long the execution log was once the worker was dead,
+    and which step keys were journaled at that moment."""
+
+    at: float
+    log_len: int
+    journaled: frozenset[str]
+    pid: int
+    run_finished: bool = False  # the run was already terminal when the worker died
+
+
+@dataclass
+class WorkerProc:
+    popen: subprocess.Popen[bytes]
+    stderr_path: Path
+    ready_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stderr(self, limit: int = 4000) -> str:
+        try:
+            text = self.stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:]
+
+
+class Harness:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db_path = root / "keel.db"
+        self.url = f"sqlite:///{self.db_path}"  # root is absolute: sqlite:////tmp/...
+        self.data = root / "data"
+        (self.data / "effects").mkdir(parents=True)
+        self.procs: list[WorkerProc] = []
+        self.apps: list[keel.App] = []
+        self._db: sqlite3.Connection | None = None
+        # Backstop only: a SIGKILLed worker on this host is detected by its dead pid.
+        self.base_env: dict[str, str] = {"KEEL_LEASE_SECONDS": "2"}
+
+    # -- apps and workers -------------------------------------------------------
+
+    def app(self, module: str = APP_MODULE) -> keel.App:
+        """The test app on this store, for starting runs and reading journals."""
+        app: keel.App = importlib.import_module(module).build(self.url)
+        self.apps.append(app)
+        return app
+
+    def env(self, **extra: Any) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+        path = [str(REPO)]
+        if env.get("PYTHONPATH"):
+            path.append(env["PYTHONPATH"])
+        env["PYTHONPATH"] = os.pathsep.join(path)
+        env["KEEL_STORE"] = self.url
+        env["KEEL_TEST_DIR"] = str(self.data)
+        env.update(self.base_env)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def spawn(self, module: str = APP_MODULE, **env: Any) -> WorkerProc:
+        """Start `python -m tests.apps.run_worker <module>` on this store."""
+        n = len(self.procs)
+        stderr_path = self.root / f"worker-{n}.stderr"
+        ready_path = self.root / f"worker-{n}.ready"
+        full_env = self.env(KEEL_TEST_READY=ready_path, **env)
+        with open(stderr_path, "wb") as err:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "tests.apps.run_worker", module],
+                cwd=self.root,  # no stray keel.toml from the caller's directory
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        proc = WorkerProc(popen, stderr_path, ready_path, full_env)
+        self.procs.append(proc)
+        return proc
+
+    async def wait_ready(self, proc: WorkerProc, timeout: float = 30.0) -> None:
+        await self.wait_until(
+            proc.ready_path.exists, timeout=timeout, what=f"worker {proc.pid} to start", procs=[proc]
+        )
+
+    async def kill(
+        self, proc: WorkerProc, app: keel.App, run_id: str | None = None, *, reap: bool = True
+    ) -> Kill:
+        """SIGKILL `proc`, reap it (or leave a zombie), and snapshot the log and journal."""
+        at = time.time()
+        os.kill(proc.pid, signal.SIGKILL)
+        if reap:
+            proc.popen.wait(timeout=30)
+        else:
+            import psutil
+
+            await self.wait_until(
+                lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE,
+                timeout=30,
+                what=f"worker {proc.pid} to die",
+            )
+        rows = self.sql("SELECT run_id, key FROM steps WHERE status != 'pending'")
+        journaled = frozenset(f"{r}:{k}" for r, k in rows if run_id is None or r == run_id)
+        finished = False
+        if run_id is not None:
+            finished = (await app.get_run(run_id)).status.terminal
+        return Kill(
+            at=at,
+            log_len=len(self.executions()),
+            journaled=journaled,
+            pid=proc.pid,
+            run_finished=finished,
+        )
+
+    def terminate(self, proc: WorkerProc, timeout: float = 30.0) -> int:
+        """SIGTERM (graceful stop) and wait; returns the exit code."""
+        if proc.alive():
+            proc.popen.send_signal(signal.SIGTERM)
+        return proc.popen.wait(timeout=timeout)
+
+    def rss(self, proc: WorkerProc) -> int:
+        import psutil
+
+        return int(psutil.Process(proc.pid).memory_info().rss)
+
+    async def collect(self, proc: WorkerProc, timeout: float = 30.0) -> None:
+        """Make the worker gc.collect() (+ malloc_trim) and wait until it has."""
+        log = self.data / "gc.log"
+
+        def count() -> int:
+            try:
+                return log.read_text().split().count(str(proc.pid))
+            except OSError:
+                return 0
+
+        before = count()
+        os.kill(proc.pid, signal.SIGUSR1)
+        await self.wait_until(
+            lambda: count() > before, timeout=timeout, what="gc in the worker", procs=[proc]
+        )
+
+    async def aclose(self) -> None:
+        for proc in self.procs:
+            if proc.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    proc.popen.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.popen.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait(timeout=10)
+        for app in self.apps:
+            await app.close()
+        if self._db is not None:
+            self._db.close()
+
+    # -- observations -------------------------------------------------------------
+
+    def executions(self) -> list[tuple[str, int]]:
+        """Execution log lines, in order: (idempotency key, worker pid)."""
+        try:
+            text = (self.data / "exec.log").read_text()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in text.splitlines():
+            key, pid = line.rsplit(" ", 1)
+            out.append((key, int(pid)))
+        return out
+
+    def execution_counts(self) -> Counter[str]:
+        return Counter(k for k, _ in self.executions())
+
+    def effects(self) -> list[str]:
+        return sorted(unquote(p.name) for p in (self.data / "effects").iterdir())
+
+    def effect_dupes(self) -> list[str]:
+        try:
+            text = (self.data / "effect_dupes.log").read_text()
+        except FileNotFoundError:
+            return []
+        return [line.rsplit(" ", 1)[0] for line in text.splitlines()]
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Read the store directly (cheap for thousands of runs)."""
+        if self._db is None:
+            self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+        return self._db.execute(query, args).fetchall()
+
+    def status_counts(self) -> dict[str, int]:
+        return dict(self.sql("SELECT status, count(*) FROM runs GROUP BY status"))
+
+    def diagnostics(self) -> str:
+        parts = [f"runs by status: {self.status_counts() if self.db_path.exists() else '-'}"]
+        for proc in self.procs:
+            state = "alive" if proc.alive() else f"exit {proc.popen.returncode}"
+            err = proc.stderr()
+            parts.append(f"worker {proc.pid} ({state}) stderr:\n{err or '(empty)'}")
+        return "\n".join(parts)
+
+    async def wait_until(
+        self,
+        pred: Callable[[], Any],
+        *,
+        timeout: float,
+        what: str,
+        procs: list[WorkerProc] | tuple[WorkerProc, ...] = (),
+        interval: float = 0.002,
+    ) -> Any:
+        """Poll `pred` (sync or async) until truthy; fail early if a worker in `procs` dies."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = pred()
+            if inspect.isawaitable(value):
+                value = await value
+            if value:
+                return value
+            for proc in procs:
+                if not proc.alive():
+                    raise AssertionError(
+                        f"worker {proc.pid} exited ({proc.popen.returncode}) while waiting for "
+                        f"{what}\n{self.diagnostics()}"
+                    )
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"timed out after {timeout}s waiting for {what}\n{self.diagnostics()}"
+                )
+            await asyncio.sleep(interval)
+
+    async def wait_status(
+        self,
+        app: keel.App,
+        run_id: str,
+        status: str,
+        *,
+        timeout: float = 60.0,
+        procs: list[WorkerProc] | tuple[WorkerProc, ...] = (),
+    ) -> keel.RunInfo:
+        async def reached() -> keel.RunInfo | None:
+            info = await app.get_run(run_id)
+            if info.status.terminal and info.status.value != status:
+                raise AssertionError(
+                    f"run {run_id} ended {info.status.value}, expected {status}: {info.error}\n"
+                    f"{self.diagnostics()}"
+                )
+            return info if info.status.value == status else None
+
+        info: keel.RunInfo = await self.wait_until(
+            reached, timeout=timeout, what=f"run {run_id} to be {status}", procs=procs,
+            interval=0.01,
+        )
+        return info

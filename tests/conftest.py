@@ -1,0 +1,86 @@
+"""Shared fixtures: a fresh SQLite store per test and Apps that are closed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+import keel
+from keel.engine.runtime import Settings
+
+# Generous upper bound for "wait until the engine got there"; tests never assert timings.
+SETTLE_TIMEOUT = 10.0
+
+
+@pytest.fixture
+def store_url(tmp_path: Any) -> str:
+    """A fresh SQLite store URL in this test's tmp_path."""
+    return f"sqlite:///{tmp_path}/keel.db"
+
+
+@pytest.fixture
+async def make_app(store_url: str) -> AsyncIterator[Callable[..., keel.App]]:
+    """Build Apps on this test's store with fast polling; all are closed at teardown.
+
+    `make_app(large_output_bytes=1024)` overrides any `Settings` field.
+    """
+    apps: list[keel.App] = []
+
+    def make(**overrides: Any) -> keel.App:
+        settings = Settings(**{"poll_interval": 0.02, **overrides})
+        app = keel.App(store_url, settings=settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        await app.close()
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Awaitable[None]]:
+    """`await wait_until(predicate)`: poll until true (fails the test after a generous bound)."""
+
+    async def wait(pred: Callable[[], Any], what: str = "condition") -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SETTLE_TIMEOUT
+        while True:
+            value = pred()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            if loop.time() > deadline:
+                pytest.fail(f"timed out waiting for {what}")
+            await asyncio.sleep(0.005)
+
+    return wait
+
+
+# -- worker subprocesses (tests/test_crash_recovery.py, tests/test_workers.py) ----------
+
+import sys as _sys  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+_REPO = str(_Path(__file__).resolve().parents[1])
+if _REPO not in _sys.path:  # `tests.apps.*` must import under plain `pytest` too
+    _sys.path.insert(0, _REPO)
+
+
+@pytest.fixture
+async def worker_harness(tmp_path: Any) -> AsyncIterator[Any]:
+    """Worker subprocesses on a fresh store; every one spawned is stopped at teardown.
+
+    See tests/apps/harness.py: `spawn()`, `kill()`, `terminate()`, `executions()`,
+    `effects()`, `wait_status()`.
+    """
+    from tests.apps.harness import Harness
+
+    harness = Harness(tmp_path)
+    try:
+        yield harness
+    finally:
+        await harness.aclose()

@@ -1,0 +1,275 @@
+"""SQLiteStore conformance basics: runs, journal, leases, signals, blobs, schema version.
+
+Every call takes `now` explicitly, so lease expiry is tested without waiting.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keel.errors import ConfigError, LeaseLost, RunNotFound
+from keel.store import RunFilter, StepWrite, open_store
+from keel.store.sqlite import SQLiteStore
+from keel.types import RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+
+T0 = 1_000_000.0
+LEASE = 30.0
+WF = ["wf"]
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(f"sqlite:///{tmp_path}/keel.db")
+    yield s
+    await s.close()
+
+
+def _rec(run_id: str, key: str, pos: int = 0, **kw: Any) -> StepRecord:
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "key": key,
+        "scope": "",
+        "position": pos,
+        "kind": StepKind.TOOL,
+        "name": key.split("#")[0],
+        "digest": "d",
+        "status": StepStatus.OK,
+        "started_at": T0,
+        "ended_at": T0 + 1,
+        **kw,
+    }
+    return StepRecord(**fields)
+
+
+async def _claimed(store: SQLiteStore, run_id: str = "r1", owner: str = "A") -> None:
+    await store.create_run(run_id, "wf", b'{"x":1}', T0)
+    got = await store.claim(owner, LEASE, 10, T0, WF)
+    assert [c.run.id for c in got] == [run_id]
+
+
+async def test_create_run_is_idempotent(store: SQLiteStore) -> None:
+    run, created = await store.create_run("r1", "wf", b'{"x":1}', T0)
+    assert created
+    assert (run.id, run.workflow, run.status, run.input) == (
+        "r1",
+        "wf",
+        RunStatus.PENDING,
+        {"x": 1},
+    )
+    again, created = await store.create_run("r1", "other", b'{"x":2}', T0 + 5)
+    assert not created
+    assert (again.workflow, again.input, again.created_at) == ("wf", {"x": 1}, T0)
+    assert await store.get_run("missing") is None
+    assert [r.id for r in await store.list_runs(RunFilter())] == ["r1"]
+
+
+async def test_claim_lease_is_exclusive_between_owners(store: SQLiteStore) -> None:
+    await store.create_run("r1", "wf", b"{}", T0)
+    a = await store.claim("A", LEASE, 10, T0, WF)
+    assert [c.run.id for c in a] == ["r1"]
+    assert a[0].run.status is RunStatus.RUNNING
+    assert a[0].run.lease_owner == "A"
+    assert a[0].resumed is False
+    assert await store.claim("B", LEASE, 10, T0 + 1, WF) == []
+    assert await store.claim("A", LEASE, 10, T0 + 1, WF) == []  # not twice either
+    assert await store.claim("B", LEASE, 10, T0 + LEASE - 1, WF) == []
+
+
+async def test_renew_extends_only_the_owners_lease(store: SQLiteStore) -> None:
+    await _claimed(store)
+    assert await store.renew("B", ["r1"], LEASE, T0 + 10) == set()
+    assert await store.renew("A", ["r1", "unknown"], LEASE, T0 + 20) == {"r1"}
+    # The original lease would have expired at T0 + 30; the renewal holds until T0 + 50.
+    assert await store.claim("B", LEASE, 10, T0 + 40, WF) == []
+    got = await store.claim("B", LEASE, 10, T0 + 51, WF)
+    assert [c.run.id for c in got] == ["r1"]
+    assert await store.renew("A", [], LEASE, T0 + 52) == set()
+
+
+async def test_expired_lease_is_claimable_and_the_old_owner_is_fenced(
+    store: SQLiteStore,
+) -> None:
+    await _claimed(store)
+    got = await store.claim("B", LEASE, 10, T0 + LEASE + 1, WF)
+    assert [c.run.id for c in got] == ["r1"]
+    assert got[0].resumed is True
+    assert got[0].run.attempts == 2
+    assert got[0].run.lease_owner == "B"
+    assert await store.renew("A", ["r1"], LEASE, T0 + LEASE + 2) == set()
+    with pytest.raises(LeaseLost, match="no longer owned by this worker"):
+        await store.write_steps("r1", "A", [StepWrite(_rec("r1", "a#0"), b"1")])
+    with pytest.raises(LeaseLost):
+        await store.finish_run("r1", "A", RunStatus.SUCCEEDED, b"1", None, None, [], T0 + 40)
+    assert await store.load_steps("r1") == []
+    await store.write_steps("r1", "B", [StepWrite(_rec("r1", "a#0"), b"1")])
+    assert [s.key for s in await store.load_steps("r1")] == ["a#0"]
+
+
+async def test_expire_owner_makes_its_runs_claimable_now(store: SQLiteStore) -> None:
+    await _claimed(store)
+    assert await store.running_owners() == ["A"]
+    assert await store.expire_owner("A") == 1
+    got = await store.claim("B", LEASE, 10, T0 + 1, WF)
+    assert [c.run.id for c in got] == ["r1"]
+    assert await store.running_owners() == ["B"]
+
+
+async def test_release_run_returns_it_to_the_queue(store: SQLiteStore) -> None:
+    await _claimed(store)
+    await store.release_run("r1", "B", [StepWrite(_rec("r1", "x#0"), b"1")], T0 + 1)  # not owner
+    assert (await store.get_run("r1")).status is RunStatus.RUNNING  # type: ignore[union-attr]
+    assert await store.load_steps("r1") == []
+    await store.release_run("r1", "A", [StepWrite(_rec("r1", "a#0"), b"2")], T0 + 2)
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.status, run.lease_owner) == (RunStatus.PENDING, None)
+    assert [s.output for s in await store.load_steps("r1")] == [2]  # flushed with the release
+    got = await store.claim("B", LEASE, 10, T0 + 3, WF)
+    assert [c.run.id for c in got] == ["r1"]
+
+
+async def test_claim_filters_by_workflow_ids_and_limit(store: SQLiteStore) -> None:
+    for i in range(4):
+        await store.create_run(f"r{i}", "wf", b"{}", T0 + i)
+    await store.create_run("other", "not-mine", b"{}", T0)
+    assert await store.claim("A", LEASE, 10, T0 + 10, []) == []
+    got = await store.claim("A", LEASE, 10, T0 + 10, WF, ids=["r2", "other"])
+    assert [c.run.id for c in got] == ["r2"]
+    got = await store.claim("A", LEASE, 2, T0 + 10, WF)
+    assert [c.run.id for c in got] == ["r0", "r1"]  # oldest first
+    got = await store.claim("A", LEASE, 10, T0 + 10, WF)
+    assert [c.run.id for c in got] == ["r3"]
+    assert (await store.get_run("other")).status is RunStatus.PENDING  # type: ignore[union-attr]
+
+
+async def test_journal_round_trip_and_blobs(store: SQLiteStore) -> None:
+    await _claimed(store)
+    err = StructuredError(type="ValueError", message="bad", types=["ValueError"], step="b#0")
+    big = b'"' + b"y" * 5000 + b'"'
+    writes = [
+        StepWrite(_rec("r1", "a#0", 0, state_delta={"n": 1}), b'{"k":[1,2]}'),
+        StepWrite(_rec("r1", "b#0", 1, status=StepStatus.ERROR, error=err), None),
+        StepWrite(_rec("r1", "c#0", 2, blob="digest-c"), None, big),
+    ]
+    await store.write_steps("r1", "A", writes)
+    steps = {s.key: s for s in await store.load_steps("r1")}
+    assert steps["a#0"].output == {"k": [1, 2]}
+    assert steps["a#0"].state_delta == {"n": 1}
+    assert steps["b#0"].status is StepStatus.ERROR and steps["b#0"].error == err
+    assert steps["c#0"].output is None and steps["c#0"].blob == "digest-c"
+    assert await store.load_blob("digest-c") == big
+    with pytest.raises(RunNotFound):
+        await store.load_blob("nope")
+    # A rewrite of the same key replaces it (pending -> finished).
+    await store.write_steps("r1", "A", [StepWrite(_rec("r1", "a#0", 0), b"3")])
+    assert {s.key: s.output for s in await store.load_steps("r1")}["a#0"] == 3
+
+
+async def test_suspend_wake_and_signals(store: SQLiteStore) -> None:
+    await _claimed(store)
+    status = await store.suspend_run("r1", "A", T0 + 100, ["go"], [], T0 + 1)
+    assert status is RunStatus.WAITING
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.status, run.wake_at, run.waiting_on, run.lease_owner) == (
+        RunStatus.WAITING,
+        T0 + 100,
+        ["go"],
+        None,
+    )
+    assert await store.claim("B", LEASE, 10, T0 + 2, WF) == []  # not due yet
+    await store.send_signal("r1", "other", b"1", T0 + 3)  # not what it waits for
+    assert (await store.get_run("r1")).status is RunStatus.WAITING  # type: ignore[union-attr]
+    await store.send_signal("r1", "go", b'"yes"', T0 + 4)
+    assert (await store.get_run("r1")).status is RunStatus.PENDING  # type: ignore[union-attr]
+    got = await store.claim("B", LEASE, 10, T0 + 5, WF)
+    assert [c.run.id for c in got] == ["r1"]
+    ok = StepWrite(_rec("r1", "signal:go#0", kind=StepKind.SIGNAL))
+    assert await store.take_signal("r1", "B", "go", ok, []) == b'"yes"'
+    ok2 = StepWrite(_rec("r1", "signal:go#1", 1, kind=StepKind.SIGNAL))
+    assert await store.take_signal("r1", "B", "go", ok2, []) is None  # consumed once
+    assert {s.key: s.output for s in await store.load_steps("r1")} == {"signal:go#0": "yes"}
+
+
+async def test_timer_wakes_when_due(store: SQLiteStore) -> None:
+    await _claimed(store)
+    await store.suspend_run("r1", "A", T0 + 100, [], [], T0 + 1)
+    assert await store.claim("B", LEASE, 10, T0 + 99, WF) == []
+    got = await store.claim("B", LEASE, 10, T0 + 100, WF)
+    assert [c.run.id for c in got] == ["r1"]
+    assert got[0].run.wake_at is None
+
+
+async def test_signal_racing_the_suspension_requeues(store: SQLiteStore) -> None:
+    await _claimed(store)
+    await store.send_signal("r1", "go", b"1", T0 + 1)  # arrives while RUNNING
+    status = await store.suspend_run("r1", "A", None, ["go"], [], T0 + 2)
+    assert status is RunStatus.PENDING
+
+
+async def test_finish_cancel_and_terminal_signals(store: SQLiteStore) -> None:
+    await _claimed(store)
+    await store.finish_run("r1", "A", RunStatus.SUCCEEDED, b'"ok"', None, b'{"n":1}', [], T0 + 1)
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.status, run.result, run.state, run.ended_at) == (
+        RunStatus.SUCCEEDED,
+        "ok",
+        {"n": 1},
+        T0 + 1,
+    )
+    with pytest.raises(ConfigError, match="already SUCCEEDED"):
+        await store.send_signal("r1", "go", b"1", T0 + 2)
+    assert (await store.cancel_run("r1", T0 + 3)).status is RunStatus.SUCCEEDED  # stays done
+    with pytest.raises(RunNotFound):
+        await store.cancel_run("missing", T0)
+    with pytest.raises(RunNotFound):
+        await store.send_signal("missing", "go", b"1", T0)
+
+    await store.create_run("r2", "wf", b"{}", T0)
+    assert (await store.cancel_run("r2", T0 + 4)).status is RunStatus.CANCELLED
+    assert await store.claim("A", LEASE, 10, T0 + 5, WF) == []
+
+
+async def test_list_runs_filters(store: SQLiteStore) -> None:
+    await store.create_run("a", "wf", b"{}", T0)
+    await store.create_run("b", "other", b"{}", T0 + 1)
+    await store.cancel_run("b", T0 + 2)
+    assert [r.id for r in await store.list_runs(RunFilter())] == ["b", "a"]  # newest first
+    assert [r.id for r in await store.list_runs(RunFilter(workflow="wf"))] == ["a"]
+    assert [r.id for r in await store.list_runs(RunFilter(status=RunStatus.CANCELLED))] == ["b"]
+    assert [r.id for r in await store.list_runs(RunFilter(since=T0 + 1))] == ["b"]
+    assert len(await store.list_runs(RunFilter(limit=1))) == 1
+
+
+async def test_schema_version_is_checked(tmp_path: Path) -> None:
+    path = tmp_path / "keel.db"
+    s = SQLiteStore(f"sqlite:///{path}")
+    await s.create_run("r1", "wf", b"{}", T0)
+    await s.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v1\)"):
+        SQLiteStore(f"sqlite:///{path}")
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=1")
+    db.close()
+    reopened = SQLiteStore(f"sqlite:///{path}")  # same version: data kept
+    assert (await reopened.get_run("r1")) is not None
+    await reopened.close()
+
+
+def test_bad_sqlite_urls() -> None:
+    with pytest.raises(ConfigError, match="bad SQLite URL"):
+        open_store("sqlite://relative.db")
+    with pytest.raises(ConfigError, match="no file path"):
+        open_store("sqlite:///")
+    with pytest.raises(ConfigError, match="unsupported store URL"):
+        open_store("mysql://x")
