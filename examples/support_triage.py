@@ -230,7 +230,22 @@ async def draft_reply(ticket: Ticket, label: Classification, account: Account) -
     return Draft(to=account.contact_email, subject=text.subject, body=text.body)
 
 
-@app.tool(irreversible=True)
+def find_sent(idempotency_key: str, ticket_id: str, to: str, subject: str, body: str) -> Receipt:
+    """Reconcile an interrupted send: the outbox's receipt, or "never sent" (safe to send)."""
+    for entry in read_outbox():
+        if entry.get("idempotency_key") == idempotency_key:
+            return Receipt(
+                message_id=entry["message_id"],
+                idempotency_key=idempotency_key,
+                to=entry["to"],
+                sent_at=entry["sent_at"],
+            )
+    raise keel.EffectNotApplied(f"no email with idempotency key {idempotency_key} in the outbox")
+
+
+# irreversible: Keel records the intent first; if a worker dies mid-send, it asks
+# find_sent what happened instead of sending blindly again.
+@app.tool(irreversible=True, reconcile=find_sent)
 async def send_reply(ticket_id: str, to: str, subject: str, body: str) -> Receipt:
     """Send the email (append it to the local outbox), at most once per idempotency key."""
     step = keel.current_step()

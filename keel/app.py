@@ -149,6 +149,7 @@ class App:
         name: str | None = None,
         timeout: float | None = None,
         irreversible: bool = False,
+        reconcile: Callable[..., Any] | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -160,9 +161,19 @@ class App:
         name: str | None = None,
         timeout: float | None = None,
         irreversible: bool = False,
+        reconcile: Callable[..., Any] | None = None,
         **options: Any,
     ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-        """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step."""
+        """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step.
+
+        `irreversible=True` records an intent (with `keel.current_step().idempotency_key`)
+        before each call. If the worker dies before the result is recorded, the call is
+        never re-run blindly: `reconcile(idempotency_key, *args, **kwargs)` returns the
+        result the effect had, or raises `keel.EffectNotApplied` to allow a re-run;
+        without a hook the step fails with `keel.OutcomeUnknown`.
+        """
+        if reconcile is not None and not irreversible:
+            raise ConfigError("reconcile= only applies to irreversible=True tools")
         localns = _caller_locals()
 
         def register(f: Callable[..., Any]) -> Tool:
@@ -171,6 +182,7 @@ class App:
                 name=name or f.__name__,
                 timeout=timeout,
                 irreversible=irreversible,
+                reconcile=reconcile,
                 options=options,
                 localns=localns,
             )

@@ -110,6 +110,26 @@ class StepError(KeelError):
         return self.error
 
 
+class OutcomeUnknown(KeelError):
+    """An irreversible tool's worker died after its intent was recorded and before its result.
+
+    Keel never re-runs such a step blindly: the tool's `reconcile` hook decides, or
+    the step fails with this error for a person to resolve.
+    """
+
+
+class EffectNotApplied(KeelError):
+    """Raised by a `reconcile` hook: the effect did not happen, so running the tool is safe.
+
+    Example:
+        async def check_sent(key: str, ticket_id: str, body: str) -> Receipt:
+            receipt = outbox.find(key)
+            if receipt is None:
+                raise keel.EffectNotApplied("never sent")
+            return receipt
+    """
+
+
 class MapFailed(KeelError):
     """A map or gather did not meet its `require` policy; `.result` has every item."""
 

@@ -216,8 +216,8 @@ async def test_send_reply_reexecuted_after_a_crash_does_not_send_twice(
 ) -> None:
     """The worker dies after the provider accepted the email but before Keel journaled it.
 
-    The step then runs again under the same idempotency key and the outbox returns
-    the original receipt instead of sending a second email.
+    Keel finds the send's intent without a result and asks the tool's reconcile hook,
+    which finds the email in the outbox: the step takes that receipt, nothing is re-sent.
     """
     real_deliver = triage.deliver
     calls: list[str] = []
@@ -236,11 +236,19 @@ async def test_send_reply_reexecuted_after_a_crash_does_not_send_twice(
     outcome = await handle.result(TIMEOUT)
 
     assert outcome.status == "sent"
-    assert calls == ["t-crash:send_reply#0", "t-crash:send_reply#0"]  # executed twice...
-    [sent] = triage.read_outbox()  # ...delivered once
+    assert calls == ["t-crash:send_reply#0"]  # executed once, never blindly again
+    [sent] = triage.read_outbox()
     assert sent["message_id"] == outcome.message_id
     step = next(s for s in await triage.app.steps(handle.id) if s.name == "send_reply")
-    assert step.output["duplicate"] is True
+    assert step.attempts == 2  # the interrupted call, then the reconciliation
+
+
+async def test_find_sent_reconciles_from_the_outbox(triage: ModuleType) -> None:
+    msg = {"ticket_id": "T-1", "to": "a@example.com", "subject": "s", "body": "b"}
+    with pytest.raises(keel.EffectNotApplied):
+        triage.find_sent("run-x:send_reply#0", **msg)
+    sent = triage.deliver("run-x:send_reply#0", msg)
+    assert triage.find_sent("run-x:send_reply#0", **msg).message_id == sent.message_id
 
 
 async def test_deliver_is_idempotent_per_key(triage: ModuleType) -> None:

@@ -89,6 +89,10 @@ class Context:
             args_digest(args, kwargs),
             lambda: tdef.invoke(args, kwargs),
             tdef.return_type,
+            irreversible=tdef.irreversible,
+            reconcile=(lambda key: tdef.run_reconcile(key, args, kwargs))
+            if tdef.reconcile is not None
+            else None,
         )
 
     def _tool(self, tool: Any) -> ToolDef:
@@ -97,7 +101,8 @@ class Context:
         if isinstance(tool, ToolDef):
             return tool
         if callable(tool):
-            name = getattr(tool, "__qualname__", None) or getattr(tool, "__name__", None)
+            # __name__, not __qualname__: moving a function must not change its step keys
+            name = getattr(tool, "__name__", None)
             if not name or "<lambda>" in name:
                 raise ConfigError(
                     "ctx.call needs a named function or an @app.tool; a lambda has no stable "
@@ -261,7 +266,7 @@ class Context:
             tool = self._tool(fn)
             label = tool.name
         elif inspect.iscoroutinefunction(fn):
-            label = str(getattr(fn, "__qualname__", "fn"))
+            label = str(getattr(fn, "__name__", "fn"))
         else:
             raise ConfigError(
                 "ctx.map takes an @app.tool or an `async def fn(ctx, item)`, "
@@ -285,6 +290,10 @@ class Context:
                     t.return_type,
                     key=f"{key}/{i}",
                     pos=i,
+                    irreversible=t.irreversible,
+                    reconcile=(lambda k: t.run_reconcile(k, (item,), {}))
+                    if t.reconcile is not None
+                    else None,
                 )
             child_key = f"{key}/{i}"
             child_state = scope.state.fork() if scope.state is not None else None

@@ -17,9 +17,11 @@ from keel.engine.runtime import Runtime
 from keel.engine.serde import from_json, revive, to_json
 from keel.engine.state import StateTracker
 from keel.errors import (
+    EffectNotApplied,
     KeelError,
     LeaseLost,
     NonDeterminismError,
+    OutcomeUnknown,
     SerializationError,
     from_structured,
     structured,
@@ -198,8 +200,14 @@ class RunExecution:
         key_name: str | None = None,
         key: str | None = None,
         pos: int | None = None,
+        irreversible: bool = False,
+        reconcile: Callable[[str], Awaitable[Any]] | None = None,
     ) -> Any:
-        """Run `fn` once as a journaled step; on replay return what it recorded."""
+        """Run `fn` once as a journaled step; on replay return what it recorded.
+
+        An irreversible step first records its intent; finding that intent without a
+        result means a worker died mid-call, and `reconcile` (or a person) decides.
+        """
         if key is None or pos is None:
             key, pos = scope.next(key_name or name)
         rec = self.check(scope, key, pos, digest)
@@ -209,7 +217,16 @@ class RunExecution:
         if hooks.active:
             hooks.step_started(self.event(key, kind, name))
         started = time.time()
-        token = CURRENT_STEP.set(StepInfo(self.run.id, key, 1))
+        attempt = 1
+        if irreversible and rec is not None:
+            attempt = rec.attempts + 1
+            fn = self._after_interrupted_intent(key, name, fn, reconcile)
+        elif irreversible:
+            intent = self.record(
+                scope, key, pos, kind, name, digest, started, status=StepStatus.PENDING
+            )
+            await self.commit(scope, intent, None)
+        token = CURRENT_STEP.set(StepInfo(self.run.id, key, attempt))
         try:
             value = await fn()
             data = to_json(value, what=f"step {key!r}")
@@ -218,9 +235,18 @@ class RunExecution:
         except Exception as exc:
             if isinstance(exc, NonDeterminismError | LeaseLost):
                 raise
-            err = structured(exc, step=key, attempts=1)
+            err = structured(exc, step=key, attempts=attempt)
             rec = self.record(
-                scope, key, pos, kind, name, digest, started, status=StepStatus.ERROR, error=err
+                scope,
+                key,
+                pos,
+                kind,
+                name,
+                digest,
+                started,
+                status=StepStatus.ERROR,
+                error=err,
+                attempts=attempt,
             )
             await self.commit(scope, rec, None)
             if hooks.active:
@@ -231,11 +257,37 @@ class RunExecution:
             raise from_structured(err) from exc
         finally:
             CURRENT_STEP.reset(token)
-        rec = self.record(scope, key, pos, kind, name, digest, started)
+        rec = self.record(scope, key, pos, kind, name, digest, started, attempts=attempt)
         await self.commit(scope, rec, data)
         if hooks.active:
             hooks.step_finished(self.event(key, kind, name, rec))
         return revive(from_json(data), annotation)
+
+    def _after_interrupted_intent(
+        self,
+        key: str,
+        name: str,
+        fn: Callable[[], Awaitable[Any]],
+        reconcile: Callable[[str], Awaitable[Any]] | None,
+    ) -> Callable[[], Awaitable[Any]]:
+        idem = StepInfo(self.run.id, key, 0).idempotency_key
+
+        async def decide() -> Any:
+            if reconcile is None:
+                raise OutcomeUnknown(
+                    f"tool {name!r} (step {key!r}) may or may not have taken effect: its worker "
+                    "stopped after recording the intent and before recording the result. Check "
+                    f"the outside system for idempotency key {idem!r}, or give the tool a "
+                    "reconcile= hook so Keel can decide by itself.",
+                    tool=name,
+                    idempotency_key=idem,
+                )
+            try:
+                return await reconcile(idem)
+            except EffectNotApplied:
+                return await fn()
+
+        return decide
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         """A recorded non-deterministic value (time, uuid, random): buffered, no extra write."""

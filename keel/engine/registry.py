@@ -36,6 +36,7 @@ class ToolDef:
     name: str
     timeout: float | None = None
     irreversible: bool = False
+    reconcile: Callable[..., Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
     return_type: Any = None
     is_async: bool = True
@@ -53,6 +54,14 @@ class ToolDef:
         if self.timeout is None:
             return await coro
         return await asyncio.wait_for(coro, self.timeout)
+
+    async def run_reconcile(
+        self, idempotency_key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """Ask the tool's `reconcile` hook what became of an interrupted call."""
+        assert self.reconcile is not None
+        out = self.reconcile(idempotency_key, *args, **kwargs)
+        return await out if inspect.isawaitable(out) else out
 
 
 class Tool:
