@@ -109,9 +109,9 @@ async def test_suspended_runs_hold_no_memory_in_the_worker(worker_harness):
         f"must hold no coroutine (each would keep a {BALLAST_BYTES // 1024} KiB ballast)"
     )
     # Every run is parked durably: one pending signal step, no lease.
-    assert h.sql(
-        "SELECT count(*) FROM steps WHERE kind='signal' AND status='pending'"
-    ) == [(SUSPEND_TOTAL,)]
+    assert h.sql("SELECT count(*) FROM steps WHERE kind='signal' AND status='pending'") == [
+        (SUSPEND_TOTAL,)
+    ]
     assert h.sql("SELECT count(*) FROM runs WHERE lease_owner IS NOT NULL") == [(0,)]
 
     for n in range(SUSPEND_TOTAL):
@@ -125,12 +125,10 @@ async def test_suspended_runs_hold_no_memory_in_the_worker(worker_harness):
     )
     assert h.status_counts() == {"SUCCEEDED": SUSPEND_TOTAL}
     results = dict(h.sql("SELECT id, result FROM runs"))
-    assert all(
-        results[f"hold-{n:04d}"] == str(2 * n + BALLAST_BYTES) for n in range(SUSPEND_TOTAL)
-    )
-    assert h.sql(
-        "SELECT count(*) FROM steps WHERE kind='signal' AND status='ok'"
-    ) == [(SUSPEND_TOTAL,)]
+    assert all(results[f"hold-{n:04d}"] == str(2 * n + BALLAST_BYTES) for n in range(SUSPEND_TOTAL))
+    assert h.sql("SELECT count(*) FROM steps WHERE kind='signal' AND status='ok'") == [
+        (SUSPEND_TOTAL,)
+    ]
 
 
 async def test_sigterm_hands_a_running_run_back_to_the_queue(worker_harness):

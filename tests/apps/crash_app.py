@@ -62,7 +62,9 @@ def build(store: str | None = None) -> keel.App:
         return out
 
     @app.workflow
-    async def fanout(ctx: keel.Context, seed: int, n: int = 200, concurrency: int = 20) -> list[int]:
+    async def fanout(
+        ctx: keel.Context, seed: int, n: int = 200, concurrency: int = 20
+    ) -> list[int]:
         specs = [[i, ms] for i, ms in enumerate(delays(seed, n))]
         res = await ctx.map(item, specs, concurrency=concurrency)
         return list(res.ok)

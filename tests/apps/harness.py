@@ -118,7 +118,10 @@ class Harness:
 
     async def wait_ready(self, proc: WorkerProc, timeout: float = 30.0) -> None:
         await self.wait_until(
-            proc.ready_path.exists, timeout=timeout, what=f"worker {proc.pid} to start", procs=[proc]
+            proc.ready_path.exists,
+            timeout=timeout,
+            what=f"worker {proc.pid} to start",
+            procs=[proc],
         )
 
     async def kill(
@@ -285,7 +288,10 @@ class Harness:
             return info if info.status.value == status else None
 
         info: keel.RunInfo = await self.wait_until(
-            reached, timeout=timeout, what=f"run {run_id} to be {status}", procs=procs,
+            reached,
+            timeout=timeout,
+            what=f"run {run_id} to be {status}",
+            procs=procs,
             interval=0.01,
         )
         return info
