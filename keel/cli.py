@@ -260,12 +260,15 @@ def cancel(run_id: str) -> None:
     async def go() -> Any:
         app = _store_app()
         try:
-            return await app.cancel(run_id)
+            before = await app.get_run(run_id)
+            if before.status.terminal:
+                return before, False
+            return await app.cancel(run_id), True
         finally:
             await app.close()
 
-    info = _run(go)
-    if info.status.value != "CANCELLED":
+    info, cancelled = _run(go)
+    if not cancelled or info.status.value != "CANCELLED":
         _fail(f"run {run_id} had already ended {info.status.value}; nothing to cancel", code=1)
     typer.echo(f"run {run_id} cancelled")
 
@@ -276,3 +279,7 @@ def main() -> None:
     except ConfigError as exc:  # raised while Typer parses, e.g. a bad KEEL_* setting
         typer.echo(f"error: {exc.message}", err=True)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
