@@ -27,6 +27,9 @@ from keel.errors import (
     RunNotFound,
     RunSuspended,
 )
+from keel.policy.breaker import CircuitBreaker
+from keel.policy.fallback import Fallback
+from keel.policy.retry import Retry
 from keel.store import RunFilter, Store, open_store
 from keel.types import RunInfo, RunStatus, StepRecord
 
@@ -150,6 +153,10 @@ class App:
         timeout: float | None = None,
         irreversible: bool = False,
         reconcile: Callable[..., Any] | None = None,
+        retry: Retry | None = None,
+        fallback: Fallback | None = None,
+        validate: Any = None,
+        breaker: CircuitBreaker | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -162,6 +169,10 @@ class App:
         timeout: float | None = None,
         irreversible: bool = False,
         reconcile: Callable[..., Any] | None = None,
+        retry: Retry | None = None,
+        fallback: Fallback | None = None,
+        validate: Any = None,
+        breaker: CircuitBreaker | None = None,
         **options: Any,
     ) -> Tool | Callable[[Callable[..., Any]], Tool]:
         """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step.
@@ -171,9 +182,10 @@ class App:
         never re-run blindly: `reconcile(idempotency_key, *args, **kwargs)` returns the
         result the effect had, or raises `keel.EffectNotApplied` to allow a re-run;
         without a hook the step fails with `keel.OutcomeUnknown`.
+
+        `retry`, `timeout` (per attempt), `validate`, `breaker` and `fallback` declare how
+        the tool recovers; `tool.with_options(...)` overrides them per call site.
         """
-        if reconcile is not None and not irreversible:
-            raise ConfigError("reconcile= only applies to irreversible=True tools")
         localns = _caller_locals()
 
         def register(f: Callable[..., Any]) -> Tool:
@@ -183,6 +195,10 @@ class App:
                 timeout=timeout,
                 irreversible=irreversible,
                 reconcile=reconcile,
+                retry=retry,
+                fallback=fallback,
+                validate=validate,
+                breaker=breaker,
                 options=options,
                 localns=localns,
             )

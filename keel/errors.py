@@ -130,6 +130,45 @@ class EffectNotApplied(KeelError):
     """
 
 
+class RetryableError(KeelError):
+    """Raise from a tool to ask for a retry (optionally after `retry_after` seconds).
+
+    Example: `raise keel.RetryableError("index still building", retry_after=5)`
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **data: Any) -> None:
+        super().__init__(message, retry_after=retry_after, **data)
+
+
+class ValidationFailed(KeelError):
+    """A step's output failed its `validate=` checks; `.messages` say why.
+
+    Retried with the messages handed to the next attempt (`keel.current_step().feedback`).
+    """
+
+    def __init__(self, message: str, *, messages: list[str] | None = None, **data: Any) -> None:
+        super().__init__(message, messages=list(messages or []), **data)
+
+
+class BudgetExceeded(KeelError):
+    """A tool used up its retry budget for this run; the fallback applies."""
+
+
+class CircuitOpen(KeelError):
+    """The tool's circuit breaker is open in this worker; the fallback applies."""
+
+
+class CheckpointFailed(KeelError):
+    """A phase's checkpoint validator rejected the state at the end of the phase."""
+
+    def __init__(self, message: str, *, messages: list[str] | None = None, **data: Any) -> None:
+        super().__init__(message, messages=list(messages or []), **data)
+
+
+class EscalationRejected(KeelError):
+    """A person rejected an escalation (a failed tool or phase) instead of resolving it."""
+
+
 class MapFailed(KeelError):
     """A map or gather did not meet its `require` policy; `.result` has every item."""
 
@@ -163,6 +202,8 @@ def from_structured(err: StructuredError) -> KeelError:
     cls = _REGISTRY.get(err.type)
     if cls is None or cls in (StepError, KeelError):
         where = f"step {err.step!r} failed" if err.step else "step failed"
+        if err.attempts and err.attempts > 1:
+            where += f" after {err.attempts} attempts"
         return StepError(f"{where}: {err.type}: {err.message}", error=err)
     data = {**err.data, "step": err.step} if err.step else err.data
     try:

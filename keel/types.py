@@ -33,6 +33,7 @@ class StepKind(enum.StrEnum):
     SLEEP = "sleep"
     SIGNAL = "signal"
     VALUE = "value"  # now / uuid / random
+    PHASE = "phase"
 
 
 class StepStatus(enum.StrEnum):
@@ -50,6 +51,7 @@ class StructuredError(BaseModel):
     step: str | None = None
     attempts: int | None = None
     data: dict[str, Any] = Field(default_factory=dict)
+    fallback: str | None = None  # degrade / human / fail, when one was taken
     cause: StructuredError | None = None
 
 
@@ -72,6 +74,7 @@ class StepRecord(BaseModel):
     wake_at: float | None = None
     state_delta: dict[str, Any] | None = None
     blob: str | None = None  # digest of an out-of-line output
+    fallback: str | None = None  # the fallback this step took after failing for good
 
 
 class RunInfo(BaseModel):
@@ -91,6 +94,7 @@ class RunInfo(BaseModel):
     waiting_on: list[str] = Field(default_factory=list)
     attempts: int = 0
     lease_owner: str | None = None
+    degraded: list[str] = Field(default_factory=list)  # steps that fell back to a default
 
     def summary(self) -> dict[str, Any]:
         """The `--json` shape: id, workflow, status, result, error and times."""
@@ -103,6 +107,7 @@ class RunInfo(BaseModel):
             "created_at": _iso(self.created_at),
             "ended_at": _iso(self.ended_at) if self.ended_at else None,
             "waiting_on": self.waiting_on or None,
+            "degraded": self.degraded or None,
             "wake_at": _iso(self.wake_at) if self.wake_at else None,
         }
 
@@ -147,3 +152,37 @@ class MapResult(BaseModel, Generic[T]):
 
     def __getitem__(self, index: int) -> T | None:
         return self.values[index]
+
+
+class EscalationPacket(BaseModel):
+    """Everything a person needs to resolve a failure: what was tried, what happened, why."""
+
+    workflow: str
+    run_id: str
+    step: str
+    phase: str | None = None
+    tool: str | None = None
+    input: Any = None  # the step's arguments (args / kwargs)
+    journal: list[dict[str, Any]] = Field(default_factory=list)  # what the phase did so far
+    output: Any = None  # the rejected output, for validation failures
+    reason: str  # one line: why this needs a person
+    error: StructuredError | None = None
+    messages: list[str] = Field(default_factory=list)  # validation / checkpoint messages
+    state: dict[str, Any] | None = None
+
+
+class Escalation(BaseModel):
+    """A durable request for a person to resolve a failed tool or phase."""
+
+    id: str
+    run_id: str
+    workflow: str
+    queue: str
+    kind: str  # "tool" or "phase"
+    step: str
+    status: str = "open"  # open / resolved / rejected
+    packet: EscalationPacket
+    resolution: dict[str, Any] | None = None
+    created_at: float
+    resolved_at: float | None = None
+    resolved_by: str | None = None

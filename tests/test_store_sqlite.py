@@ -253,17 +253,44 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (1,)
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v1\)"):
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v2\)"):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version=1")
+    db.execute("PRAGMA user_version=2")
     db.close()
     reopened = SQLiteStore(f"sqlite:///{path}")  # same version: data kept
     assert (await reopened.get_run("r1")) is not None
     await reopened.close()
+
+
+async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
+    from keel.store.sqlite import _SCHEMA
+
+    path = tmp_path / "keel.db"
+    db = sqlite3.connect(path)
+    db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    db.execute(
+        "INSERT INTO runs (id, workflow, status, input, created_at, updated_at)"
+        " VALUES ('old', 'wf', 'SUCCEEDED', '{}', 1, 1)"
+    )
+    db.execute(
+        "INSERT INTO steps (run_id, key, scope, position, kind, name, digest, status, output,"
+        " attempts, started_at) VALUES ('old', 'a#0', '', 0, 'tool', 'a', 'd', 'ok', '1', 1, 1)"
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    (step,) = await store.load_steps("old")
+    assert step.output == 1 and step.fallback is None
+    assert (await store.get_run("old")) is not None
+    assert await store.list_escalations() == []
+    await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    db.close()
 
 
 def test_bad_sqlite_urls() -> None:

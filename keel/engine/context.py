@@ -14,18 +14,17 @@ from typing import Any, TypeVar
 from keel.engine.execution import CURRENT_SCOPE, Abandon, RunExecution, Suspend
 from keel.engine.journal import Scope
 from keel.engine.registry import Tool, ToolDef
-from keel.engine.serde import args_digest, digest, from_json, unannotated
+from keel.engine.serde import args_digest, digest, unannotated
+from keel.engine.waiting import wait_signal
 from keel.errors import (
     ConfigError,
     KeelError,
     LeaseLost,
     MapFailed,
     NonDeterminismError,
-    SignalTimeout,
     structured,
 )
 from keel.policy.completion import All, CompletionPolicy
-from keel.store.base import StepWrite
 from keel.types import ItemFailure, MapResult, StepKind, StepStatus, StructuredError
 
 T = TypeVar("T")
@@ -89,10 +88,7 @@ class Context:
             args_digest(args, kwargs),
             lambda: tdef.invoke(args, kwargs),
             tdef.return_type,
-            irreversible=tdef.irreversible,
-            reconcile=(lambda key: tdef.run_reconcile(key, args, kwargs))
-            if tdef.reconcile is not None
-            else None,
+            policy=tdef.policy(args, kwargs),
         )
 
     def _tool(self, tool: Any) -> ToolDef:
@@ -154,75 +150,9 @@ class Context:
 
         Raises `keel.SignalTimeout` if `timeout` seconds pass first (a durable deadline).
         """
-        ex = self._exec
         scope = self._scope
         key, pos = scope.next(f"signal:{signal}")
-        dg = digest(signal, timeout)
-        rec = ex.check(scope, key, pos, dg)
-        if rec is not None and rec.status is not StepStatus.PENDING:
-            return await ex.replayed(scope, rec, unannotated())
-        now = time.time()
-        started = rec.started_at if rec is not None else now
-        deadline = (
-            rec.wake_at if rec is not None else (now + timeout if timeout is not None else None)
-        )
-        ok = ex.record(scope, key, pos, StepKind.SIGNAL, signal, dg, started, wake_at=deadline)
-        if scope.state is not None:
-            ok.state_delta = scope.state.delta()
-        writes = ex._drain()
-        pending = None
-        if rec is None:
-            # The pending entry carries the same delta: if the run suspends here, the
-            # state changes made before the wait are already on record.
-            pending = ex.record(
-                scope,
-                key,
-                pos,
-                StepKind.SIGNAL,
-                signal,
-                dg,
-                started,
-                status=StepStatus.PENDING,
-                wake_at=deadline,
-            )
-            pending.state_delta = ok.state_delta
-            writes.append(StepWrite(pending))
-        try:
-            payload = await ex.rt.store.take_signal(
-                ex.run.id, ex.owner, signal, StepWrite(ok), writes
-            )
-        except LeaseLost:
-            ex.lost = True
-            raise Abandon() from None
-        if payload is not None:
-            ok.output = from_json(payload)
-            ex.journal.add(ok)
-            return ok.output
-        if pending is not None:
-            ex.journal.add(pending)
-        if deadline is not None and time.time() >= deadline:
-            err = SignalTimeout(
-                f"no {signal!r} signal arrived within {timeout}s",
-                signal=signal,
-                timeout=timeout,
-                step=key,
-            )
-            failed = ex.record(
-                scope,
-                key,
-                pos,
-                StepKind.SIGNAL,
-                signal,
-                dg,
-                started,
-                status=StepStatus.ERROR,
-                error=structured(err, step=key),
-                wake_at=deadline,
-            )
-            failed.state_delta = ok.state_delta  # taken above; the commit must not drop it
-            await ex.commit(scope, failed, None)
-            raise err
-        raise Suspend(wake_at=deadline, signals=frozenset({signal}))
+        return await wait_signal(self._exec, scope, key, pos, signal, timeout)
 
     def now(self) -> datetime:
         """The current time, recorded once so replay sees the same instant."""
@@ -290,10 +220,7 @@ class Context:
                     t.return_type,
                     key=f"{key}/{i}",
                     pos=i,
-                    irreversible=t.irreversible,
-                    reconcile=(lambda k: t.run_reconcile(k, (item,), {}))
-                    if t.reconcile is not None
-                    else None,
+                    policy=t.policy((item,), {}),
                 )
             child_key = f"{key}/{i}"
             child_state = scope.state.fork() if scope.state is not None else None

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.engine.hooks import StepEvent
 from keel.engine.journal import Journal, Scope
@@ -17,17 +17,17 @@ from keel.engine.runtime import Runtime
 from keel.engine.serde import from_json, revive, to_json
 from keel.engine.state import StateTracker
 from keel.errors import (
-    EffectNotApplied,
     KeelError,
     LeaseLost,
     NonDeterminismError,
-    OutcomeUnknown,
-    SerializationError,
     from_structured,
     structured,
 )
 from keel.store.base import Claimed, StepWrite
 from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+
+if TYPE_CHECKING:
+    from keel.engine.recovery import StepPolicy
 
 
 class Suspend(BaseException):
@@ -59,6 +59,7 @@ class StepInfo:
     run_id: str
     key: str
     attempt: int
+    feedback: tuple[str, ...] = ()  # why the previous attempt's output failed validation
 
     @property
     def idempotency_key(self) -> str:
@@ -93,6 +94,7 @@ class RunExecution:
         self.buffer: list[StepWrite] = []  # deterministic values, flushed with the next write
         self.fatal: KeelError | None = None
         self.lost = False
+        self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
         state = StateTracker(wf.state) if wf.state is not None else None
         self.root = Scope(path="", state=state)
 
@@ -200,94 +202,19 @@ class RunExecution:
         key_name: str | None = None,
         key: str | None = None,
         pos: int | None = None,
-        irreversible: bool = False,
-        reconcile: Callable[[str], Awaitable[Any]] | None = None,
+        policy: StepPolicy | None = None,
     ) -> Any:
-        """Run `fn` once as a journaled step; on replay return what it recorded.
-
-        An irreversible step first records its intent; finding that intent without a
-        result means a worker died mid-call, and `reconcile` (or a person) decides.
-        """
+        """Run `fn` as a journaled step under `policy`; on replay return what it recorded."""
         if key is None or pos is None:
             key, pos = scope.next(key_name or name)
         rec = self.check(scope, key, pos, digest)
         if rec is not None and rec.status is not StepStatus.PENDING:
             return await self.replayed(scope, rec, annotation)
-        hooks = self.rt.hooks
-        if hooks.active:
-            hooks.step_started(self.event(key, kind, name))
-        started = time.time()
-        attempt = 1
-        if irreversible and rec is not None:
-            attempt = rec.attempts + 1
-            fn = self._after_interrupted_intent(key, name, fn, reconcile)
-        elif irreversible:
-            intent = self.record(
-                scope, key, pos, kind, name, digest, started, status=StepStatus.PENDING
-            )
-            await self.commit(scope, intent, None)
-        token = CURRENT_STEP.set(StepInfo(self.run.id, key, attempt))
-        try:
-            value = await fn()
-            data = to_json(value, what=f"step {key!r}")
-        except (Suspend, Abandon, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            if isinstance(exc, NonDeterminismError | LeaseLost):
-                raise
-            err = structured(exc, step=key, attempts=attempt)
-            rec = self.record(
-                scope,
-                key,
-                pos,
-                kind,
-                name,
-                digest,
-                started,
-                status=StepStatus.ERROR,
-                error=err,
-                attempts=attempt,
-            )
-            await self.commit(scope, rec, None)
-            if hooks.active:
-                hooks.step_failed(self.event(key, kind, name, rec))
-            if isinstance(exc, SerializationError):
-                exc.data["step"] = key
-                raise exc
-            raise from_structured(err) from exc
-        finally:
-            CURRENT_STEP.reset(token)
-        rec = self.record(scope, key, pos, kind, name, digest, started, attempts=attempt)
-        await self.commit(scope, rec, data)
-        if hooks.active:
-            hooks.step_finished(self.event(key, kind, name, rec))
-        return revive(from_json(data), annotation)
+        from keel.engine.recovery import PLAIN, run_live
 
-    def _after_interrupted_intent(
-        self,
-        key: str,
-        name: str,
-        fn: Callable[[], Awaitable[Any]],
-        reconcile: Callable[[str], Awaitable[Any]] | None,
-    ) -> Callable[[], Awaitable[Any]]:
-        idem = StepInfo(self.run.id, key, 0).idempotency_key
-
-        async def decide() -> Any:
-            if reconcile is None:
-                raise OutcomeUnknown(
-                    f"tool {name!r} (step {key!r}) may or may not have taken effect: its worker "
-                    "stopped after recording the intent and before recording the result. Check "
-                    f"the outside system for idempotency key {idem!r}, or give the tool a "
-                    "reconcile= hook so Keel can decide by itself.",
-                    tool=name,
-                    idempotency_key=idem,
-                )
-            try:
-                return await reconcile(idem)
-            except EffectNotApplied:
-                return await fn()
-
-        return decide
+        return await run_live(
+            self, scope, key, pos, kind, name, digest, fn, annotation, policy or PLAIN, rec
+        )
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         """A recorded non-deterministic value (time, uuid, random): buffered, no extra write."""

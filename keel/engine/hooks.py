@@ -35,6 +35,8 @@ class Hooks:
     def step_failed(self, ev: StepEvent) -> None: ...
     def step_replayed(self, ev: StepEvent) -> None: ...
     def map_progress(self, run_id: str, key: str, done: int, total: int) -> None: ...
+    def step_retrying(self, ev: StepEvent, attempt: int, wake_at: float) -> None: ...
+    def escalated(self, run_id: str, escalation_id: str, queue: str) -> None: ...
 
 
 class HookSet(Hooks):
@@ -90,6 +92,14 @@ class HookSet(Hooks):
     def map_progress(self, run_id: str, key: str, done: int, total: int) -> None:
         if self._hooks:
             self._emit("map_progress", run_id, key, done, total)
+
+    def step_retrying(self, ev: StepEvent, attempt: int, wake_at: float) -> None:
+        if self._hooks:
+            self._emit("step_retrying", ev, attempt, wake_at)
+
+    def escalated(self, run_id: str, escalation_id: str, queue: str) -> None:
+        if self._hooks:
+            self._emit("escalated", run_id, escalation_id, queue)
 
     @property
     def active(self) -> bool:

@@ -21,6 +21,8 @@ class Scope:
     state: StateTracker | None = None
     position: int = 0
     counts: dict[str, int] = field(default_factory=dict)
+    phase: str | None = None  # the enclosing ctx.phase, for escalation packets
+    phase_prefix: str | None = None  # its journal prefix
 
     def next(self, name: str) -> tuple[str, int]:
         n = self.counts.get(name, 0)
@@ -30,7 +32,7 @@ class Scope:
         return f"{self.path}{name}#{n}", pos
 
     def child(self, key: str, state: StateTracker | None) -> Scope:
-        return Scope(path=f"{key}/", state=state)
+        return Scope(path=f"{key}/", state=state, phase=self.phase, phase_prefix=self.phase_prefix)
 
 
 class Journal:

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import InitVar, dataclass, field
-from typing import Any, get_type_hints
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from keel.engine.serde import unannotated
 from keel.errors import ConfigError, InputError
+from keel.policy.breaker import CircuitBreaker
+from keel.policy.fallback import Fallback
+from keel.policy.retry import NO_RETRY, Retry
+from keel.policy.validation import normalise
+
+if TYPE_CHECKING:
+    from keel.engine.recovery import StepPolicy
 
 
 def _hints(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -37,14 +45,50 @@ class ToolDef:
     timeout: float | None = None
     irreversible: bool = False
     reconcile: Callable[..., Any] | None = None
+    retry: Retry | None = None
+    fallback: Fallback | None = None
+    validate: tuple[Any, ...] = ()
+    breaker: CircuitBreaker | None = None
     options: dict[str, Any] = field(default_factory=dict)
     return_type: Any = None
     is_async: bool = True
     localns: InitVar[dict[str, Any] | None] = None
 
     def __post_init__(self, localns: dict[str, Any] | None) -> None:
-        self.return_type = _return_type(self.fn, localns)
+        if self.return_type is None:
+            self.return_type = _return_type(self.fn, localns)
         self.is_async = inspect.iscoroutinefunction(self.fn)
+        self.validate = normalise(self.validate)
+        if self.reconcile is not None and not self.irreversible:
+            raise ConfigError(
+                f"tool {self.name!r}: reconcile= only applies to irreversible=True tools"
+            )
+        if self.fallback is not None and not isinstance(self.fallback, Fallback):
+            raise ConfigError(
+                f"tool {self.name!r}: fallback= takes keel.Fallback.degrade(...), "
+                f".human(...) or .fail(), not {self.fallback!r}"
+            )
+        if self.retry is not None and not isinstance(self.retry, Retry):
+            raise ConfigError(f"tool {self.name!r}: retry= takes a keel.Retry, not {self.retry!r}")
+
+    def policy(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> StepPolicy:
+        """The recovery policy of one call of this tool."""
+        from keel.engine.recovery import StepPolicy
+
+        tool = self
+
+        async def reconcile(key: str) -> Any:
+            return await tool.run_reconcile(key, args, kwargs)
+
+        return StepPolicy(
+            retry=self.retry or NO_RETRY,
+            fallback=self.fallback,
+            validate=self.validate,
+            breaker=self.breaker,
+            irreversible=self.irreversible,
+            reconcile=reconcile if self.reconcile is not None else None,
+            input={"args": list(args), "kwargs": kwargs} if kwargs else list(args),
+        )
 
     async def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.is_async:
@@ -75,6 +119,33 @@ class Tool:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.definition.fn(*args, **kwargs)
+
+    def with_options(
+        self,
+        *,
+        retry: Retry | None = None,
+        fallback: Fallback | None = None,
+        validate: Any = None,
+        timeout: float | None = None,
+        breaker: CircuitBreaker | None = None,
+    ) -> Tool:
+        """This tool with some recovery options overridden for one call site.
+
+        Example: `await ctx.call(lookup.with_options(retry=keel.Retry(attempts=8)), acct)`
+        """
+        d = self.definition
+        changes: dict[str, Any] = {}
+        if retry is not None:
+            changes["retry"] = retry
+        if fallback is not None:
+            changes["fallback"] = fallback
+        if validate is not None:
+            changes["validate"] = validate
+        if timeout is not None:
+            changes["timeout"] = timeout
+        if breaker is not None:
+            changes["breaker"] = breaker
+        return Tool(dataclasses.replace(d, **changes, localns=None))
 
     def __repr__(self) -> str:
         return f"<keel tool {self.definition.name}>"

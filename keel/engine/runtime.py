@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry
+from keel.policy.breaker import BreakerState
 from keel.store.base import Store
 from keel.types import RunStatus
 
@@ -30,3 +31,5 @@ class Runtime:
     settings: Settings = field(default_factory=Settings)
     # Called when a run this process executed leaves RUNNING (App resolves waiters).
     on_settled: Callable[[str, RunStatus], None] | None = None
+    # Circuit breakers, one per tool, shared by every run this process executes.
+    breakers: dict[str, BreakerState] = field(default_factory=dict)

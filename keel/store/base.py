@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
+from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StructuredError
 
 
 @dataclass(slots=True)
@@ -136,6 +136,26 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def expire_owner(self, owner: str) -> int:
         """Expire every lease `owner` holds, so other workers take its runs now."""
+
+    @abc.abstractmethod
+    async def open_escalation(
+        self, run_id: str, owner: str, escalation: Escalation, writes: Sequence[StepWrite]
+    ) -> None:
+        """Record an escalation (idempotent on its id) with the step entries that go with it."""
+
+    @abc.abstractmethod
+    async def list_escalations(
+        self, status: str | None = None, queue: str | None = None, limit: int = 100
+    ) -> list[Escalation]: ...
+
+    @abc.abstractmethod
+    async def get_escalation(self, escalation_id: str) -> Escalation | None: ...
+
+    @abc.abstractmethod
+    async def resolve_escalation(
+        self, escalation_id: str, status: str, resolution: dict[str, Any], by: str, now: float
+    ) -> Escalation:
+        """Decide an open escalation once and wake its run (signal `escalation:<id>`)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -21,9 +21,18 @@ import pydantic_core
 
 from keel.errors import ConfigError, LeaseLost, RunNotFound
 from keel.store.base import Claimed, RunFilter, StepWrite, Store
-from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+from keel.types import (
+    Escalation,
+    EscalationPacket,
+    RunInfo,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StructuredError,
+)
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -79,13 +88,41 @@ CREATE TABLE IF NOT EXISTS blobs (
 ) WITHOUT ROWID;
 """
 
+# Each entry upgrades the schema by one version; a fresh store runs them all in order.
+_MIGRATIONS = {
+    2: """
+ALTER TABLE steps ADD COLUMN fallback TEXT;
+CREATE TABLE IF NOT EXISTS escalations (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    packet TEXT NOT NULL,
+    resolution TEXT,
+    created_at REAL NOT NULL,
+    resolved_at REAL,
+    resolved_by TEXT
+);
+CREATE INDEX IF NOT EXISTS escalations_by_status ON escalations(status, created_at);
+""",
+}
+
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
-    "wake_at, waiting_on, attempts, lease_owner"
+    "wake_at, waiting_on, attempts, lease_owner,"
+    " (SELECT json_group_array(s.key) FROM steps s"
+    "  WHERE s.run_id = runs.id AND s.fallback = 'degrade')"
 )
 _STEP_COLS = (
     "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
-    "started_at, ended_at, wake_at, state_delta, blob"
+    "started_at, ended_at, wake_at, state_delta, blob, fallback"
+)
+_ESC_COLS = (
+    "id, run_id, workflow, queue, kind, step, status, packet, resolution, created_at,"
+    " resolved_at, resolved_by"
 )
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -125,6 +162,7 @@ def _run(row: tuple[Any, ...]) -> RunInfo:
         waiting_on=_loads(row[11]) or [],
         attempts=row[12],
         lease_owner=row[13],
+        degraded=_loads(row[14]) or [],
     )
 
 
@@ -146,6 +184,24 @@ def _step(row: tuple[Any, ...]) -> StepRecord:
         wake_at=row[13],
         state_delta=_loads(row[14]),
         blob=row[15],
+        fallback=row[16],
+    )
+
+
+def _escalation(row: tuple[Any, ...]) -> Escalation:
+    return Escalation(
+        id=row[0],
+        run_id=row[1],
+        workflow=row[2],
+        queue=row[3],
+        kind=row[4],
+        step=row[5],
+        status=row[6],
+        packet=EscalationPacket.model_validate_json(row[7]),
+        resolution=_loads(row[8]),
+        created_at=row[9],
+        resolved_at=row[10],
+        resolved_by=row[11],
     )
 
 
@@ -181,9 +237,12 @@ class SQLiteStore(Store):
                 f"(v{_SCHEMA_VERSION}); upgrade Keel"
             )
         if version < _SCHEMA_VERSION:
-            # executescript manages its own transaction; keep the whole migration in one.
+            # executescript manages its own transaction; keep the whole upgrade in one.
+            script = _SCHEMA if version == 0 else ""
+            for v in range(max(version, 1) + 1, _SCHEMA_VERSION + 1):
+                script += _MIGRATIONS[v]
             self._db.executescript(
-                f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
+                f"BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
             )
 
     @contextmanager
@@ -282,7 +341,7 @@ class SQLiteStore(Store):
                 )
             db.execute(
                 f"INSERT OR REPLACE INTO steps ({_STEP_COLS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     r.run_id,
                     r.key,
@@ -300,6 +359,7 @@ class SQLiteStore(Store):
                     r.wake_at,
                     _text(pydantic_core.to_json(r.state_delta)) if r.state_delta else None,
                     r.blob,
+                    r.fallback,
                 ),
             )
 
@@ -340,17 +400,105 @@ class SQLiteStore(Store):
                     run_id=run_id,
                     status=run.status.value,
                 )
-            db.execute(
-                "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
-                (run_id, name, payload_json.decode(), now),
-            )
-            if run.status is RunStatus.WAITING and name in run.waiting_on:
-                db.execute(
-                    "UPDATE runs SET status='PENDING', updated_at=?"
-                    " WHERE id=? AND status='WAITING'",
-                    (now, run_id),
-                )
+            self._deliver(db, run, name, payload_json, now)
         return run
+
+    @staticmethod
+    def _deliver(
+        db: sqlite3.Connection, run: RunInfo, name: str, payload_json: bytes, now: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+            (run.id, name, payload_json.decode(), now),
+        )
+        if run.status is RunStatus.WAITING and name in run.waiting_on:
+            db.execute(
+                "UPDATE runs SET status='PENDING', updated_at=? WHERE id=? AND status='WAITING'",
+                (now, run.id),
+            )
+
+    # -- escalations ----------------------------------------------------------
+
+    async def open_escalation(
+        self, run_id: str, owner: str, escalation: Escalation, writes: Sequence[StepWrite]
+    ) -> None:
+        e = escalation
+        with self._tx() as db:
+            self._check_owner(db, run_id, owner)
+            db.execute(
+                f"INSERT OR IGNORE INTO escalations ({_ESC_COLS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL)",
+                (
+                    e.id,
+                    e.run_id,
+                    e.workflow,
+                    e.queue,
+                    e.kind,
+                    e.step,
+                    e.status,
+                    e.packet.model_dump_json(),
+                    e.created_at,
+                ),
+            )
+            self._insert(db, writes)
+
+    async def list_escalations(
+        self, status: str | None = None, queue: str | None = None, limit: int = 100
+    ) -> list[Escalation]:
+        where: list[str] = []
+        args: list[Any] = []
+        if status:
+            where.append("status=?")
+            args.append(status)
+        if queue:
+            where.append("queue=?")
+            args.append(queue)
+        sql = f"SELECT {_ESC_COLS} FROM escalations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        return [_escalation(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
+
+    async def get_escalation(self, escalation_id: str) -> Escalation | None:
+        row = self._db.execute(
+            f"SELECT {_ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
+        ).fetchone()
+        return _escalation(row) if row else None
+
+    async def resolve_escalation(
+        self, escalation_id: str, status: str, resolution: dict[str, Any], by: str, now: float
+    ) -> Escalation:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no escalation {escalation_id!r} in {self.url}")
+            esc = _escalation(row)
+            if esc.status != "open":
+                raise ConfigError(
+                    f"escalation {escalation_id} was already {esc.status} by "
+                    f"{esc.resolved_by or 'someone'}; a decision is final"
+                )
+            payload = pydantic_core.to_json({"status": status, **resolution, "by": by})
+            db.execute(
+                "UPDATE escalations SET status=?, resolution=?, resolved_at=?, resolved_by=?"
+                " WHERE id=?",
+                (status, payload.decode(), now, by, escalation_id),
+            )
+            run_row = db.execute(
+                f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (esc.run_id,)
+            ).fetchone()
+            if run_row is not None and not _run(run_row).status.terminal:
+                self._deliver(db, _run(run_row), f"escalation:{escalation_id}", payload, now)
+        return esc.model_copy(
+            update={
+                "status": status,
+                "resolution": _loads(payload.decode()),
+                "resolved_at": now,
+                "resolved_by": by,
+            }
+        )
 
     # -- queue and leases -----------------------------------------------------
 

@@ -1,0 +1,459 @@
+"""The attempt loop behind every tool step: retries, budgets, breakers, validation, fallbacks.
+
+Every attempt's outcome is journaled before the next one starts. A failed attempt
+leaves a PENDING entry with its error and the time of the next attempt, so a
+crash during a backoff resumes with the same attempt count and deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from keel.engine.execution import (
+    CURRENT_STEP,
+    Abandon,
+    RunExecution,
+    StepInfo,
+    Suspend,
+)
+from keel.engine.journal import Scope
+from keel.engine.serde import from_json, revive, to_json
+from keel.engine.waiting import wait_signal, wait_until
+from keel.errors import (
+    BudgetExceeded,
+    CircuitOpen,
+    EffectNotApplied,
+    EscalationRejected,
+    LeaseLost,
+    NonDeterminismError,
+    OutcomeUnknown,
+    SerializationError,
+    ValidationFailed,
+    from_structured,
+    structured,
+)
+from keel.policy.breaker import BreakerState, CircuitBreaker
+from keel.policy.fallback import Fallback
+from keel.policy.retry import NO_RETRY, Retry
+from keel.policy.validation import run_checks
+from keel.store.base import StepWrite
+from keel.types import (
+    Escalation,
+    EscalationPacket,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StructuredError,
+)
+
+Reconcile = Callable[[str], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How one step recovers; built from the tool's declaration and per-call overrides."""
+
+    retry: Retry = NO_RETRY
+    fallback: Fallback | None = None
+    validate: tuple[Any, ...] = ()
+    breaker: CircuitBreaker | None = None
+    irreversible: bool = False
+    reconcile: Reconcile | None = None
+    input: Any = None  # what the step was called with, for escalation packets
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def with_input(self, value: Any) -> StepPolicy:
+        return replace(self, input=value)
+
+
+PLAIN = StepPolicy()
+
+
+@dataclass
+class _Step:
+    """The identity of the step being attempted."""
+
+    ex: RunExecution
+    scope: Scope
+    key: str
+    pos: int
+    kind: StepKind
+    name: str
+    digest: str
+    annotation: Any
+    policy: StepPolicy
+    started: float
+
+    def record(self, **kw: Any) -> StepRecord:
+        return self.ex.record(
+            self.scope, self.key, self.pos, self.kind, self.name, self.digest, self.started, **kw
+        )
+
+
+def _budget_used(ex: RunExecution, tool: str) -> int:
+    used = ex.retries_used.get(tool)
+    if used is None:
+        used = sum(
+            max(0, r.attempts - 1)
+            for r in ex.journal.by_key.values()
+            if r.name == tool and r.kind is StepKind.TOOL
+        )
+        ex.retries_used[tool] = used
+    return used
+
+
+def _breaker(ex: RunExecution, tool: str, config: CircuitBreaker) -> BreakerState:
+    state = ex.rt.breakers.get(tool)
+    if state is None or state.config != config:
+        state = ex.rt.breakers[tool] = BreakerState(config)
+    return state
+
+
+async def run_live(
+    ex: RunExecution,
+    scope: Scope,
+    key: str,
+    pos: int,
+    kind: StepKind,
+    name: str,
+    digest: str,
+    fn: Callable[[], Awaitable[Any]],
+    annotation: Any,
+    policy: StepPolicy,
+    rec: StepRecord | None,
+) -> Any:
+    """Attempt a step until it succeeds, then record it; or apply its fallback."""
+    step = _Step(
+        ex,
+        scope,
+        key,
+        pos,
+        kind,
+        name,
+        digest,
+        annotation,
+        policy,
+        rec.started_at if rec is not None else time.time(),
+    )
+    hooks = ex.rt.hooks
+    if hooks.active:
+        hooks.step_started(ex.event(key, kind, name))
+    attempt = rec.attempts if rec is not None else 0
+    feedback: list[str] = []
+    last: BaseException | None = None
+    interrupted = False
+    if rec is not None:  # resuming a step that had started
+        if rec.fallback == "human" and rec.error is not None:
+            return await _await_person(step, rec.error, attempt, resumed=True)
+        if rec.error is not None:  # stopped during a backoff: same attempt count, same deadline
+            feedback = list(rec.error.data.get("feedback", []))
+            if rec.wake_at is not None:
+                await wait_until(ex, rec.wake_at)
+        elif policy.irreversible:
+            interrupted = True
+    retry = policy.retry
+    breaker = _breaker(ex, name, policy.breaker) if policy.breaker is not None else None
+    while True:
+        if breaker is not None and not breaker.allow():
+            last = CircuitOpen(
+                f"circuit breaker for tool {name!r} is open after repeated failures; "
+                f"next probe in {breaker.retry_in():.1f}s",
+                tool=name,
+            )
+            break
+        attempt += 1
+        call = fn
+        if interrupted:
+            call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
+            interrupted = False
+        elif policy.irreversible:
+            await ex.commit(
+                scope, step.record(status=StepStatus.PENDING, attempts=attempt), None
+            )
+        token = CURRENT_STEP.set(StepInfo(ex.run.id, key, attempt, tuple(feedback)))
+        try:
+            value = await call()
+            if policy.validate:
+                value, messages = run_checks(value, policy.validate)
+                if messages:
+                    raise ValidationFailed(
+                        f"output of {name!r} failed validation: {'; '.join(messages)}",
+                        messages=messages,
+                        output=_jsonable(value),
+                    )
+            data = to_json(value, what=f"step {key!r}")
+        except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
+            raise
+        except Exception as exc:
+            last = exc
+            if breaker is not None:
+                breaker.failure()
+            if isinstance(exc, SerializationError):
+                exc.data["step"] = key
+                break
+            feedback = (
+                list(exc.data.get("messages", [])) if isinstance(exc, ValidationFailed) else []
+            )
+            wake = _next_attempt_at(step, retry, attempt, exc)
+            if wake is None:
+                break
+            if isinstance(wake, BaseException):
+                last = wake
+                break
+            err = structured(exc, step=key, attempts=attempt)
+            if feedback:
+                err.data["feedback"] = feedback
+            await ex.commit(
+                scope,
+                step.record(status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake),
+                None,
+            )
+            if hooks.active:
+                hooks.step_retrying(ex.event(key, kind, name), attempt, wake)
+            await wait_until(ex, wake)
+            continue
+        finally:
+            CURRENT_STEP.reset(token)
+        if breaker is not None:
+            breaker.success()
+        done = step.record(attempts=attempt)
+        await ex.commit(scope, done, data)
+        if hooks.active:
+            hooks.step_finished(ex.event(key, kind, name, done))
+        return revive(from_json(data), annotation)
+    assert last is not None
+    return await _fall_back(step, last, attempt)
+
+
+def _next_attempt_at(
+    step: _Step, retry: Retry, attempt: int, exc: BaseException
+) -> float | BaseException | None:
+    """When to try again; None to give up; an error when a budget says no."""
+    if attempt >= retry.attempts or not retry.should_retry(exc):
+        return None
+    delay = retry.delay(attempt, step.key, exc)
+    wake = time.time() + delay
+    if retry.deadline is not None and wake - step.started > retry.deadline:
+        return None
+    if retry.budget is not None:
+        ex, tool = step.ex, step.name
+        used = _budget_used(ex, tool)
+        if used >= retry.budget:
+            spent = BudgetExceeded(
+                f"tool {tool!r} used its retry budget of {retry.budget} for this run "
+                f"(last error: {type(exc).__name__}: {exc})",
+                tool=tool,
+                budget=retry.budget,
+            )
+            spent.__cause__ = exc
+            return spent
+        ex.retries_used[tool] = used + 1
+    return wake
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return from_json(to_json(value, what="output"))
+    except SerializationError:
+        return repr(value)[:2000]
+
+
+def _after_interrupted_intent(
+    ex: RunExecution,
+    key: str,
+    name: str,
+    fn: Callable[[], Awaitable[Any]],
+    reconcile: Reconcile | None,
+) -> Callable[[], Awaitable[Any]]:
+    idem = StepInfo(ex.run.id, key, 0).idempotency_key
+
+    async def decide() -> Any:
+        if reconcile is None:
+            raise OutcomeUnknown(
+                f"tool {name!r} (step {key!r}) may or may not have taken effect: its worker "
+                "stopped after recording the intent and before recording the result. Check "
+                f"the outside system for idempotency key {idem!r}, or give the tool a "
+                "reconcile= hook so Keel can decide by itself.",
+                tool=name,
+                idempotency_key=idem,
+            )
+        try:
+            return await reconcile(idem)
+        except EffectNotApplied:
+            return await fn()
+
+    return decide
+
+
+async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
+    """The step failed for good: its declared fallback decides what happens next."""
+    ex, key, name = step.ex, step.key, step.name
+    err = structured(exc, step=key, attempts=attempts)
+    err.data.setdefault("tool", name)
+    fb = step.policy.fallback
+    hooks = ex.rt.hooks
+    if fb is None or isinstance(exc, SerializationError | OutcomeUnknown):
+        failed = step.record(status=StepStatus.ERROR, error=err, attempts=attempts)
+        await ex.commit(step.scope, failed, None)
+        if hooks.active:
+            hooks.step_failed(ex.event(key, step.kind, name, failed))
+        if isinstance(exc, SerializationError):
+            raise exc
+        raise from_structured(err) from exc
+    err.fallback = fb.kind
+    if fb.kind == "degrade":
+        data = to_json(fb.default, what=f"fallback default of {name!r}")
+        done = step.record(error=err, attempts=attempts)
+        done.fallback = "degrade"
+        await ex.commit(step.scope, done, data)
+        if hooks.active:
+            hooks.step_finished(ex.event(key, step.kind, name, done))
+        return fb.default
+    if fb.kind == "fail":
+        failed = step.record(status=StepStatus.ERROR, error=err, attempts=attempts)
+        failed.fallback = "fail"
+        await ex.commit(step.scope, failed, None)
+        if hooks.active:
+            hooks.step_failed(ex.event(key, step.kind, name, failed))
+        stop = from_structured(err)
+        ex.fatal = stop  # a hard stop: the run fails even if the workflow catches this
+        raise stop from exc
+    return await _await_person(step, err, attempts, resumed=False)
+
+
+def journal_summary(ex: RunExecution, prefix: str, limit: int = 50) -> list[dict[str, Any]]:
+    """What the run (or the phase under `prefix`) did so far, for an escalation packet."""
+    recs = sorted(
+        (r for r in ex.journal.by_key.values() if r.key.startswith(prefix)),
+        key=lambda r: (r.started_at, r.key),
+    )[-limit:]
+    out = []
+    for r in recs:
+        item: dict[str, Any] = {
+            "key": r.key,
+            "kind": r.kind.value,
+            "status": r.status.value,
+            "attempts": r.attempts,
+        }
+        if r.error is not None:
+            item["error"] = f"{r.error.type}: {r.error.message}"
+        elif r.output is not None:
+            text = to_json(r.output, what="output").decode()
+            item["output"] = text if len(text) <= 500 else text[:499] + "…"
+        out.append(item)
+    return out
+
+
+async def escalate(
+    ex: RunExecution,
+    scope: Scope,
+    key: str,
+    kind: str,
+    packet: EscalationPacket,
+    queue: str,
+    writes: list[StepWrite],
+) -> str:
+    """Record an escalation (once) with the entries that mark the step as waiting for it."""
+    esc_id = f"{ex.run.id}:{key}"
+    escalation = Escalation(
+        id=esc_id,
+        run_id=ex.run.id,
+        workflow=ex.run.workflow,
+        queue=queue,
+        kind=kind,
+        step=key,
+        packet=packet,
+        created_at=time.time(),
+    )
+    try:
+        await ex.rt.store.open_escalation(ex.run.id, ex.owner, escalation, [*ex._drain(), *writes])
+    except LeaseLost:
+        ex.lost = True
+        raise Abandon() from None
+    for w in writes:
+        ex.journal.add(w.record)
+    if ex.rt.hooks.active:
+        ex.rt.hooks.escalated(ex.run.id, esc_id, queue)
+    return esc_id
+
+
+async def await_resolution(ex: RunExecution, key: str, esc_id: str) -> dict[str, Any]:
+    """Suspend until a person decides escalation `esc_id`; their decision, journaled."""
+    child = Scope(path=f"{key}/", state=None)
+    payload: dict[str, Any] = await wait_signal(
+        ex, child, f"{key}/resolution", 0, f"escalation:{esc_id}", None
+    )
+    return payload
+
+
+async def _await_person(step: _Step, err: StructuredError, attempts: int, resumed: bool) -> Any:
+    ex, key, name = step.ex, step.key, step.name
+    err.fallback = "human"
+    esc_id = f"{ex.run.id}:{key}"
+    if not resumed:
+        fb = step.policy.fallback
+        packet = EscalationPacket(
+            workflow=ex.run.workflow,
+            run_id=ex.run.id,
+            step=key,
+            phase=step.scope.phase,
+            tool=name,
+            input=_jsonable(step.policy.input),
+            journal=journal_summary(ex, step.scope.phase_prefix or ""),
+            output=err.data.get("output"),
+            reason=f"tool {name!r} failed after {attempts} attempt(s): {err.type}: {err.message}",
+            error=err,
+            messages=list(err.data.get("messages", [])),
+            state=step.scope.state.snapshot() if step.scope.state is not None else None,
+        )
+        waiting = step.record(status=StepStatus.PENDING, error=err, attempts=attempts)
+        waiting.fallback = "human"
+        await escalate(
+            ex,
+            step.scope,
+            key,
+            "tool",
+            packet,
+            fb.queue if fb is not None else "escalations",
+            [StepWrite(waiting)],
+        )
+    decision = await await_resolution(ex, key, esc_id)
+    by = decision.get("by", "someone")
+    if decision.get("status") == "resolved":
+        result = decision.get("result")
+        bad: Exception | None = None
+        try:
+            value = revive(result, step.annotation)
+        except Exception as exc:  # the person's answer does not fit the tool's return type
+            value, bad = None, exc
+        if bad is None:
+            data = to_json(value, what=f"resolution of {esc_id}")
+            done = step.record(error=err, attempts=attempts)
+            done.fallback = "human"
+            await ex.commit(step.scope, done, data)
+            return revive(from_json(data), step.annotation)
+        rejection: Exception = ValidationFailed(
+            f"escalation {esc_id} was resolved by {by} with a result that does not fit tool "
+            f"{name!r}'s return type: {bad}",
+            messages=[str(bad)],
+            step=key,
+        )
+    else:
+        note = decision.get("reason") or decision.get("note") or "no reason given"
+        rejection = EscalationRejected(
+            f"escalation {esc_id} (tool {name!r}) was rejected by {by}: {note}",
+            escalation=esc_id,
+            by=by,
+            step=key,
+        )
+    failed_err = structured(rejection, step=key, attempts=attempts)
+    failed_err.fallback = "human"
+    failed_err.cause = err
+    failed = step.record(status=StepStatus.ERROR, error=failed_err, attempts=attempts)
+    failed.fallback = "human"
+    await ex.commit(step.scope, failed, None)
+    raise from_structured(failed_err)

@@ -1,0 +1,91 @@
+"""Durable waits: for a signal (with an optional deadline) and until a point in time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from keel.engine.execution import Abandon, RunExecution, Suspend
+from keel.engine.journal import Scope
+from keel.engine.serde import digest, from_json, unannotated
+from keel.errors import LeaseLost, SignalTimeout, structured
+from keel.store.base import StepWrite
+from keel.types import StepKind, StepStatus
+
+
+async def wait_until(ex: RunExecution, wake_at: float) -> None:
+    """Hold the run in memory for a short wait; suspend it durably for a long one."""
+    remaining = wake_at - time.time()
+    if remaining > ex.rt.settings.inline_sleep_max:
+        raise Suspend(wake_at=wake_at)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
+async def wait_signal(
+    ex: RunExecution, scope: Scope, key: str, pos: int, signal: str, timeout: float | None
+) -> Any:
+    """The journaled wait behind `ctx.wait_for`: the payload, or SignalTimeout, or Suspend."""
+    dg = digest(signal, timeout)
+    rec = ex.check(scope, key, pos, dg)
+    if rec is not None and rec.status is not StepStatus.PENDING:
+        return await ex.replayed(scope, rec, unannotated())
+    now = time.time()
+    started = rec.started_at if rec is not None else now
+    deadline = rec.wake_at if rec is not None else (now + timeout if timeout is not None else None)
+    ok = ex.record(scope, key, pos, StepKind.SIGNAL, signal, dg, started, wake_at=deadline)
+    if scope.state is not None:
+        ok.state_delta = scope.state.delta()
+    writes = ex._drain()
+    pending = None
+    if rec is None:
+        # The pending entry carries the same delta: if the run suspends here, the
+        # state changes made before the wait are already on record.
+        pending = ex.record(
+            scope,
+            key,
+            pos,
+            StepKind.SIGNAL,
+            signal,
+            dg,
+            started,
+            status=StepStatus.PENDING,
+            wake_at=deadline,
+        )
+        pending.state_delta = ok.state_delta
+        writes.append(StepWrite(pending))
+    try:
+        payload = await ex.rt.store.take_signal(ex.run.id, ex.owner, signal, StepWrite(ok), writes)
+    except LeaseLost:
+        ex.lost = True
+        raise Abandon() from None
+    if payload is not None:
+        ok.output = from_json(payload)
+        ex.journal.add(ok)
+        return ok.output
+    if pending is not None:
+        ex.journal.add(pending)
+    if deadline is not None and time.time() >= deadline:
+        err = SignalTimeout(
+            f"no {signal!r} signal arrived within {timeout}s",
+            signal=signal,
+            timeout=timeout,
+            step=key,
+        )
+        failed = ex.record(
+            scope,
+            key,
+            pos,
+            StepKind.SIGNAL,
+            signal,
+            dg,
+            started,
+            status=StepStatus.ERROR,
+            error=structured(err, step=key),
+            wake_at=deadline,
+        )
+        failed.state_delta = ok.state_delta  # taken above; the commit must not drop it
+        await ex.commit(scope, failed, None)
+        raise err
+    raise Suspend(wake_at=deadline, signals=frozenset({signal}))

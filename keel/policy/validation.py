@@ -1,0 +1,60 @@
+"""Per-step validation: a type to coerce into and/or checks that return readable messages."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+Check = Callable[[Any], "str | Sequence[str] | bool | None"]
+ValidateSpec = Any  # a type, a check, or a list of them
+
+
+@functools.lru_cache(maxsize=256)
+def _adapter(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def _is_type(item: Any) -> bool:
+    return isinstance(item, type) or getattr(item, "__origin__", None) is not None
+
+
+def normalise(spec: ValidateSpec) -> tuple[Any, ...]:
+    if spec is None:
+        return ()
+    items = tuple(spec) if isinstance(spec, list | tuple) else (spec,)
+    for item in items:
+        if not (_is_type(item) or callable(item)):
+            raise TypeError(f"validate= takes types and check functions, got {item!r}")
+    return items
+
+
+def run_checks(value: Any, checks: tuple[Any, ...]) -> tuple[Any, list[str]]:
+    """Validate `value`; return the (possibly coerced) value and the failure messages."""
+    messages: list[str] = []
+    for check in checks:
+        if _is_type(check):
+            try:
+                value = _adapter(check).validate_python(value)
+            except ValidationError as exc:
+                for e in exc.errors():
+                    where = ".".join(str(x) for x in e["loc"])
+                    messages.append(f"{where}: {e['msg']}" if where else e["msg"])
+                return value, messages  # later checks would only see the wrong shape
+            continue
+        try:
+            verdict = check(value)
+        except Exception as exc:  # a crashing check is a failed check, said plainly
+            verdict = f"{getattr(check, '__name__', 'check')} raised {type(exc).__name__}: {exc}"
+        if verdict is None or verdict is True:
+            continue
+        if verdict is False:
+            messages.append(f"{getattr(check, '__name__', 'check')} rejected the output")
+        elif isinstance(verdict, str):
+            if verdict:
+                messages.append(verdict)
+        else:
+            messages.extend(str(m) for m in verdict)
+    return value, messages
