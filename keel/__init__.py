@@ -10,6 +10,17 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "Retry": "keel.policy.retry",
+    "Fallback": "keel.policy.fallback",
+    "CircuitBreaker": "keel.policy.breaker",
+    "RetryableError": "keel.errors",
+    "ValidationFailed": "keel.errors",
+    "BudgetExceeded": "keel.errors",
+    "CircuitOpen": "keel.errors",
+    "CheckpointFailed": "keel.errors",
+    "EscalationRejected": "keel.errors",
+    "Escalation": "keel.types",
+    "EscalationPacket": "keel.types",
     "App": "keel.app",
     "RunHandle": "keel.app",
     "Context": "keel.engine.context",
@@ -50,9 +61,17 @@ __all__ = [
     "App",
     "AtLeast",
     "BestEffort",
+    "BudgetExceeded",
+    "CheckpointFailed",
+    "CircuitBreaker",
+    "CircuitOpen",
     "ConfigError",
     "Context",
     "EffectNotApplied",
+    "Escalation",
+    "EscalationPacket",
+    "EscalationRejected",
+    "Fallback",
     "Hooks",
     "InputError",
     "ItemFailure",
@@ -61,6 +80,8 @@ __all__ = [
     "MapResult",
     "NonDeterminismError",
     "OutcomeUnknown",
+    "Retry",
+    "RetryableError",
     "RunCancelled",
     "RunFailed",
     "RunHandle",
@@ -77,6 +98,7 @@ __all__ = [
     "StepRecord",
     "StructuredError",
     "UnknownWorkflowError",
+    "ValidationFailed",
     "current_step",
 ]
 
@@ -86,13 +108,18 @@ if TYPE_CHECKING:
     from keel.engine.execution import StepInfo, current_step
     from keel.engine.hooks import Hooks, StepEvent
     from keel.errors import (
+        BudgetExceeded,
+        CheckpointFailed,
+        CircuitOpen,
         ConfigError,
         EffectNotApplied,
+        EscalationRejected,
         InputError,
         KeelError,
         MapFailed,
         NonDeterminismError,
         OutcomeUnknown,
+        RetryableError,
         RunCancelled,
         RunFailed,
         RunNotFound,
@@ -102,9 +129,22 @@ if TYPE_CHECKING:
         StateValidationError,
         StepError,
         UnknownWorkflowError,
+        ValidationFailed,
     )
+    from keel.policy.breaker import CircuitBreaker
     from keel.policy.completion import All, AtLeast, BestEffort
-    from keel.types import ItemFailure, MapResult, RunInfo, RunStatus, StepRecord, StructuredError
+    from keel.policy.fallback import Fallback
+    from keel.policy.retry import Retry
+    from keel.types import (
+        Escalation,
+        EscalationPacket,
+        ItemFailure,
+        MapResult,
+        RunInfo,
+        RunStatus,
+        StepRecord,
+        StructuredError,
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -8,7 +8,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
@@ -32,6 +32,9 @@ from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
 from keel.store import RunFilter, Store, open_store
 from keel.types import RunInfo, RunStatus, StepRecord
+
+if TYPE_CHECKING:
+    from keel.escalations import Escalations
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -210,6 +213,21 @@ class App:
     # -- plumbing -------------------------------------------------------------------
 
     @property
+    def escalations(self) -> Escalations:
+        """Failures routed to a person: `list`, `get`, `resolve`, `reject`."""
+        from keel.escalations import Escalations
+
+        return Escalations(self)
+
+    def _wake_worker(self) -> None:
+        if self._worker is not None:
+            try:
+                if self._worker_loop is asyncio.get_running_loop():
+                    self._worker.notify()
+            except RuntimeError:
+                pass
+
+    @property
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self.store_url)
@@ -319,8 +337,7 @@ class App:
         """Deliver a signal; a run waiting for it resumes."""
         data = to_json(payload, what=f"signal {name!r} payload")
         await self.store.send_signal(run_id, name, data, time.time())
-        if self._worker is not None and self._worker_loop is asyncio.get_running_loop():
-            self._worker.notify()
+        self._wake_worker()
 
     async def cancel(self, run_id: str) -> RunInfo:
         info = await self.store.cancel_run(run_id, time.time())

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from keel.types import RunInfo, RunStatus, StepRecord, StepStatus
+from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StepStatus
 
 _STATUS_STYLE = {
     RunStatus.PENDING: "yellow",
@@ -77,6 +77,8 @@ def _label(rec: StepRecord) -> Text:
         text.append("  (output stored out of line)", style="dim")
     elif rec.output is not None:
         text.append(f"  → {short(rec.output)}")
+    if rec.fallback:
+        text.append(f"  fallback={rec.fallback}", style="yellow")
     if rec.state_delta:
         text.append(f"  state: {', '.join(rec.state_delta)}", style="cyan")
     return text
@@ -113,9 +115,70 @@ def run_detail(run: RunInfo, steps: list[StepRecord]) -> Group:
         parts.append(Text(f"waiting on {what}{until}", style="magenta"))
     if run.result is not None:
         parts.append(Text(f"result: {short(run.result, 300)}"))
+    if run.degraded:
+        parts.append(
+            Text(f"degraded (fell back to defaults): {', '.join(run.degraded)}", style="yellow")
+        )
     if run.error is not None:
         parts.append(Text(f"error: {run.error.type}: {run.error.message}", style="red"))
+        if run.error.fallback:
+            parts.append(Text(f"fallback taken: {run.error.fallback}", style="red"))
     return Group(*parts)
+
+
+def escalations_table(items: list[Escalation]) -> Table:
+    table = Table(header_style="bold")
+    for col in ("id", "queue", "kind", "status", "created", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in items:
+        table.add_row(
+            e.id, e.queue, e.kind, e.status, _ts(e.created_at), short(e.packet.reason, 70)
+        )
+    return table
+
+
+def escalation_detail(e: Escalation) -> Group:
+    p = e.packet
+    lines: list[Any] = [
+        Text.assemble(("escalation ", "bold"), e.id, f"  [{e.status}]  queue={e.queue}"),
+        Text(f"why: {p.reason}", style="yellow"),
+        Text(
+            f"workflow {p.workflow}, run {p.run_id}, step {p.step}"
+            + (f", phase {p.phase}" if p.phase else "")
+            + (f", tool {p.tool}" if p.tool else "")
+        ),
+    ]
+    if p.input is not None:
+        lines.append(Text(f"input: {short(p.input, 400)}"))
+    if p.output is not None:
+        lines.append(Text(f"rejected output: {short(p.output, 400)}"))
+    for m in p.messages:
+        lines.append(Text(f"  - {m}", style="red"))
+    if p.error is not None:
+        lines.append(Text(f"error: {p.error.type}: {p.error.message}", style="red"))
+    if p.journal:
+        lines.append(Text("what it did:", style="bold"))
+        for item in p.journal:
+            detail = item.get("error") or item.get("output") or ""
+            lines.append(Text(f"  {item['key']}  {item['status']}  {short(detail, 80)}"))
+    if p.state is not None:
+        lines.append(Text(f"state: {short(p.state, 400)}"))
+    if e.resolution is not None:
+        lines.append(
+            Text(
+                f"decided by {e.resolved_by} at {_ts(e.resolved_at)}: {short(e.resolution, 300)}",
+                style="green",
+            )
+        )
+    else:
+        lines.append(
+            Text(
+                f"resolve: keel escalations resolve {e.id} --result JSON   "
+                f"reject: keel escalations reject {e.id} --reason TEXT",
+                style="dim",
+            )
+        )
+    return Group(*lines)
 
 
 def step_json(rec: StepRecord) -> dict[str, Any]:

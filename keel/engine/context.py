@@ -9,7 +9,7 @@ import time
 import uuid as _uuid
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.engine.execution import CURRENT_SCOPE, Abandon, RunExecution, Suspend
 from keel.engine.journal import Scope
@@ -26,6 +26,9 @@ from keel.errors import (
 )
 from keel.policy.completion import All, CompletionPolicy
 from keel.types import ItemFailure, MapResult, StepKind, StepStatus, StructuredError
+
+if TYPE_CHECKING:
+    from keel.engine.phase import Phase
 
 T = TypeVar("T")
 _FATAL = (NonDeterminismError, LeaseLost)
@@ -153,6 +156,29 @@ class Context:
         scope = self._scope
         key, pos = scope.next(f"signal:{signal}")
         return await wait_signal(self._exec, scope, key, pos, signal, timeout)
+
+    def phase(
+        self,
+        name: str,
+        check: Any = None,
+        retries: int = 0,
+        on_fail: str = "fail",
+        queue: str = "escalations",
+    ) -> Phase:
+        """A block of steps validated as a whole when it ends; see `keel.engine.phase`.
+
+        `check` takes the state and returns messages (or None); a failed check fails only
+        this phase. `retries` re-runs it in a fresh journal branch (use `async for`);
+        then `on_fail="escalate"` asks a person, `"fail"` raises `keel.CheckpointFailed`.
+        """
+        from keel.engine.phase import Phase
+
+        return Phase(self, name, check, retries, on_fail, queue)  # type: ignore[arg-type]
+
+    @property
+    def degraded(self) -> list[str]:
+        """Keys of steps so far that fell back to a default (data the run is missing)."""
+        return sorted(r.key for r in self._exec.journal.by_key.values() if r.fallback == "degrade")
 
     def now(self) -> datetime:
         """The current time, recorded once so replay sees the same instant."""

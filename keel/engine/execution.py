@@ -122,6 +122,8 @@ class RunExecution:
                 rec.state_delta = {**(rec.state_delta or {}), **delta}
         writes = self._drain()
         writes.append(self._write_for(rec, data))
+        if data is not None and rec.blob is None and rec.output is None and len(data) <= 4096:
+            rec.output = from_json(data)  # the in-memory journal mirrors the stored one
         try:
             await self.rt.store.write_steps(self.run.id, self.owner, writes)
         except LeaseLost:

@@ -171,9 +171,7 @@ async def run_live(
             call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
             interrupted = False
         elif policy.irreversible:
-            await ex.commit(
-                scope, step.record(status=StepStatus.PENDING, attempts=attempt), None
-            )
+            await ex.commit(scope, step.record(status=StepStatus.PENDING, attempts=attempt), None)
         token = CURRENT_STEP.set(StepInfo(ex.run.id, key, attempt, tuple(feedback)))
         try:
             value = await call()
@@ -381,11 +379,11 @@ async def escalate(
     return esc_id
 
 
-async def await_resolution(ex: RunExecution, key: str, esc_id: str) -> dict[str, Any]:
+async def await_resolution(ex: RunExecution, key: str, esc_id: str, pos: int = 0) -> dict[str, Any]:
     """Suspend until a person decides escalation `esc_id`; their decision, journaled."""
     child = Scope(path=f"{key}/", state=None)
     payload: dict[str, Any] = await wait_signal(
-        ex, child, f"{key}/resolution", 0, f"escalation:{esc_id}", None
+        ex, child, f"{key}/resolution", pos, f"escalation:{esc_id}", None
     )
     return payload
 

@@ -48,13 +48,16 @@ def run_checks(value: Any, checks: tuple[Any, ...]) -> tuple[Any, list[str]]:
             verdict = check(value)
         except Exception as exc:  # a crashing check is a failed check, said plainly
             verdict = f"{getattr(check, '__name__', 'check')} raised {type(exc).__name__}: {exc}"
-        if verdict is None or verdict is True:
-            continue
-        if verdict is False:
-            messages.append(f"{getattr(check, '__name__', 'check')} rejected the output")
-        elif isinstance(verdict, str):
-            if verdict:
-                messages.append(verdict)
-        else:
-            messages.extend(str(m) for m in verdict)
+        messages += verdict_messages(check, verdict)
     return value, messages
+
+
+def verdict_messages(check: Any, verdict: Any) -> list[str]:
+    """A check's answer as messages: None/True/"" pass, False fails, strings explain."""
+    if verdict is None or verdict is True:
+        return []
+    if verdict is False:
+        return [f"{getattr(check, '__name__', 'check')} rejected the output"]
+    if isinstance(verdict, str):
+        return [verdict] if verdict else []
+    return [str(m) for m in verdict]
