@@ -63,6 +63,20 @@ class Document(BaseModel):
     sector: str = "unspecified"
 
 
+class Company(BaseModel):
+    name: str
+    sector: str
+
+
+class SummaryState(BaseModel):
+    """What the run has established so far (stored as deltas, one step at a time)."""
+
+    processed: int = 0
+    failed: int = 0
+    revenue_musd: float = 0.0
+    ratings: dict[str, str | None] = {}
+
+
 class DocSummary(BaseModel):
     """What one child returns for one document."""
 
@@ -104,6 +118,7 @@ class CompanyLine(BaseModel):
     latest_growth_pct: float | None  # latest quarter's revenue vs the quarter before it
     outlook: Literal["positive", "mixed", "negative"]
     summary: str
+    credit_rating: str | None = None  # None: the rating service was unavailable
 
 
 class Report(BaseModel):
@@ -118,6 +133,7 @@ class Report(BaseModel):
     loss_making: list[str]
     top_risks: list[RiskCount]
     companies: list[CompanyLine]
+    unrated: list[str] = []  # companies whose credit rating could not be fetched
 
     def render(self) -> str:
         out = [
@@ -135,14 +151,18 @@ class Report(BaseModel):
         ]
         out += [
             "",
-            f"{'company':<26}{'quarters':>9}{'revenue $M':>12}{'margin':>8}{'growth':>8}  outlook",
+            f"{'company':<26}{'quarters':>9}{'revenue $M':>12}{'margin':>8}{'growth':>8}"
+            f"{'rating':>8}  outlook",
         ]
         for c in self.companies:
             growth = f"{c.latest_growth_pct:+.1f}%" if c.latest_growth_pct is not None else "-"
             out.append(
                 f"{c.company:<26}{len(c.quarters):>9}{c.revenue_musd:>12,.1f}"
-                f"{c.latest_net_margin_pct:>7.1f}%{growth:>8}  {c.outlook}"
+                f"{c.latest_net_margin_pct:>7.1f}%{growth:>8}{c.credit_rating or 'n/a':>8}"
+                f"  {c.outlook}"
             )
+        if self.unrated:
+            out += ["", f"Credit rating unavailable (degraded): {', '.join(self.unrated)}"]
         if self.failed:
             out += ["", "Failed documents:"]
             out += [
@@ -297,16 +317,65 @@ def simulated_latency(doc_id: str, part: Literal["extract", "summarize"]) -> flo
     return total * (0.4 if part == "extract" else 0.6) * latency_scale()
 
 
-@app.tool()
+class RateLimited(Exception):
+    """What a model provider's client raises on HTTP 429 (Keel retries 429 by default)."""
+
+    status_code = 429
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"rate limited; retry after {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
+def figures_are_plausible(figures: FinancialFigures) -> list[str]:
+    """A semantic check on extracted figures: well-formed is not the same as right."""
+    problems = []
+    if figures.revenue_musd <= 0:
+        problems.append(f"revenue must be positive, got {figures.revenue_musd}")
+    if abs(figures.net_income_musd) > figures.revenue_musd:
+        problems.append(
+            f"net income {figures.net_income_musd} exceeds revenue {figures.revenue_musd}"
+        )
+    return problems
+
+
+@app.tool(validate=[FinancialFigures, figures_are_plausible], retry=keel.Retry(attempts=2))
 async def extract_figures(doc: Document) -> FinancialFigures:
     await asyncio.sleep(simulated_latency(doc.id, "extract"))
     return model_extract_figures(doc.text)
 
 
-@app.tool()
+# The "model" is rate limited on ~15% of first calls (seeded per document); Keel
+# waits out the provider's Retry-After and tries again, journaling every attempt.
+@app.tool(retry=keel.Retry(attempts=4, backoff=0.2, max_backoff=2.0))
 async def summarize_report(doc: Document, figures: FinancialFigures) -> ReportSummary:
+    step = keel.current_step()
+    if step is not None and step.attempt == 1:
+        if random.Random(f"ratelimit:{doc.id}").random() < 0.15:
+            raise RateLimited(retry_after=0.25 * latency_scale())
     await asyncio.sleep(simulated_latency(doc.id, "summarize"))
     return model_summarize_report(doc.company, doc.quarter, doc.text, figures)
+
+
+# A credit-rating service that is down for one sector. The report degrades
+# gracefully instead of failing: Keel returns the default and marks the step
+# degraded, so `keel show` and reviewers see exactly which ratings are missing.
+UNRATED_SECTORS = {"healthcare"}
+
+
+class ServiceUnavailable(Exception):
+    status_code = 503
+
+
+@app.tool(
+    retry=keel.Retry(attempts=2, backoff=0.05, budget=6),
+    fallback=keel.Fallback.degrade(default=None),
+)
+async def credit_rating(company: Company) -> str | None:
+    if company.sector in UNRATED_SECTORS:
+        raise ServiceUnavailable(f"rating service unavailable for {company.sector}")
+    score = random.Random(f"rating:{company.name}").random()
+    return "A" if score > 0.66 else "BBB" if score > 0.33 else "BB"
 
 
 # --------------------------------------------------------------------------------------
@@ -333,7 +402,16 @@ async def extract_and_summarize(ctx: keel.Context, doc: Document) -> DocSummary:
     )
 
 
-@app.workflow()
+def totals_are_consistent(state: SummaryState) -> str | None:
+    """Checkpoint between the extraction phase and the report: catch a poisoned phase early."""
+    if state.processed == 0:
+        return "no document was processed"
+    if state.revenue_musd <= 0:
+        return f"total revenue {state.revenue_musd} is not positive"
+    return None
+
+
+@app.workflow(state=SummaryState)
 async def summarize_docs(
     ctx: keel.Context,
     docs: list[Document] | None = None,
@@ -342,10 +420,19 @@ async def summarize_docs(
 ) -> Report:
     documents = docs if docs is not None else synthetic_documents()
     policy = keel.AtLeast(float(require_fraction))
-    results = await ctx.map(
-        extract_and_summarize, documents, concurrency=concurrency, require=policy
+    async with ctx.phase("extract", check=totals_are_consistent):
+        results = await ctx.map(
+            extract_and_summarize, documents, concurrency=concurrency, require=policy
+        )
+        summaries = [DocSummary.model_validate(v) for v in results.ok]
+        ctx.state.processed = len(summaries)
+        ctx.state.failed = len(results.failed)
+        ctx.state.revenue_musd = round(sum(s.revenue_musd for s in summaries), 1)
+    companies = sorted({(s.company, s.sector) for s in summaries})
+    rated = await ctx.map(
+        credit_rating, [Company(name=n, sector=sec) for n, sec in companies], concurrency=10
     )
-    summaries = [DocSummary.model_validate(v) for v in results.ok]
+    ctx.state.ratings = {n: r for (n, _), r in zip(companies, rated.values, strict=True)}
     failed = [
         FailedDoc(
             index=f.index,
@@ -357,7 +444,12 @@ async def summarize_docs(
         for f in results.failed
     ]
     return build_report(
-        summaries, failed, len(documents), policy.describe(len(documents)), ctx.now()
+        summaries,
+        failed,
+        len(documents),
+        policy.describe(len(documents)),
+        ctx.now(),
+        ratings=ctx.state.ratings,
     )
 
 
@@ -371,6 +463,7 @@ def build_report(
     total: int,
     required: str,
     generated_at: datetime,
+    ratings: dict[str, str | None] | None = None,
 ) -> Report:
     """Aggregate per-document summaries (pure, deterministic coordinator code)."""
     revenue = round(sum(s.revenue_musd for s in summaries), 1)
@@ -409,6 +502,7 @@ def build_report(
                 latest_growth_pct=growth,
                 outlook=latest.outlook,
                 summary=latest.summary,
+                credit_rating=(ratings or {}).get(company),
             )
         )
     lines.sort(key=lambda c: (-c.revenue_musd, c.company))
@@ -428,6 +522,7 @@ def build_report(
             for t in top
         ],
         companies=lines,
+        unrated=sorted(c for c, r in (ratings or {}).items() if r is None),
     )
 
 

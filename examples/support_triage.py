@@ -154,6 +154,14 @@ CRM: dict[str, Account] = {
             sla_hours=24,
         ),
         Account(
+            id="acct_1005",
+            name="Quayside Books",
+            tier="pro",
+            contact_name="",  # the CRM record has no contact name: the draft can't greet
+            contact_email="orders@quayside.example",
+            sla_hours=24,
+        ),
+        Account(
             id="acct_1004",
             name="Fernhill Clinic",
             tier="enterprise",
@@ -181,6 +189,12 @@ SAMPLE_TICKETS: list[Ticket] = [
         body="Since 09:10 UTC the dashboard returns 503 for all users. This is an outage.",
     ),
     Ticket(
+        id="T-1045",
+        account_id="acct_1005",
+        subject="Order arrived damaged",
+        body="Two of the books in order 7781 arrived with torn covers. Can you replace them?",
+    ),
+    Ticket(
         id="T-1044",
         account_id="acct_1002",
         subject="Idea: export to CSV",
@@ -202,13 +216,46 @@ def priority_for(label: Classification, account: Account) -> Literal["P1", "P2",
 # --------------------------------------------------------------------------------------
 
 
-@app.tool()
+def consistent_label(label: Classification) -> str | None:
+    """A model can return a well-formed label that is still wrong: check the combination."""
+    if label.urgency == "critical" and label.category not in ("outage", "account_access"):
+        return (
+            f"urgency 'critical' is reserved for outages and access problems, "
+            f"not {label.category!r}"
+        )
+    return None
+
+
+# An inconsistent label is retried once, with the validation messages handed to the
+# next attempt (keel.current_step().feedback) - what an LLM prompt would include.
+@app.tool(validate=[Classification, consistent_label], retry=keel.Retry(attempts=2))
 async def classify_ticket(ticket: Ticket) -> Classification:
     return model_classify(f"{ticket.subject}\n\n{ticket.body}")
 
 
-@app.tool()
+class CRMUnavailable(Exception):
+    """What the CRM client raises on HTTP 503; Keel retries 5xx by default."""
+
+    status_code = 503
+
+
+def crm_outage(account_id: str) -> bool:
+    """KEEL_EXAMPLE_FLAKY_CRM=1 makes the CRM fail the first call for each account."""
+    if os.environ.get("KEEL_EXAMPLE_FLAKY_CRM") != "1":
+        return False
+    step = keel.current_step()
+    return step is not None and step.attempt == 1
+
+
+# Transient CRM errors retry with backoff; an unknown account is not transient, so it
+# goes straight to the declared fallback: a hard stop with a structured error.
+@app.tool(
+    retry=keel.Retry(attempts=4, backoff=0.2, max_backoff=2.0),
+    fallback=keel.Fallback.fail(),
+)
 async def lookup_account(account_id: str) -> Account:
+    if crm_outage(account_id):
+        raise CRMUnavailable(f"CRM returned 503 for {account_id}")
     account = CRM.get(account_id)
     if account is None:
         raise UnknownAccountError(
@@ -319,6 +366,18 @@ def deliver(idempotency_key: str, message: dict[str, Any]) -> Receipt:
 # --------------------------------------------------------------------------------------
 
 
+def draft_is_sendable(state: TriageState) -> list[str]:
+    """Checkpoint of the respond phase: the state a reviewer would be asked to approve."""
+    problems = []
+    if len(state.draft.strip()) < 40:
+        problems.append("the draft is too short to answer a ticket")
+    if "{" in state.draft or "TODO" in state.draft:
+        problems.append("the draft still contains a template placeholder")
+    if state.draft.startswith("Hi there"):
+        problems.append("the draft does not greet the customer by name (no CRM contact)")
+    return problems
+
+
 @app.workflow(state=TriageState)
 async def triage(
     ctx: keel.Context, ticket: Ticket, approval_timeout: float = APPROVAL_TIMEOUT
@@ -333,8 +392,13 @@ async def triage(
     ctx.state.account_tier = account.tier
     ctx.state.priority = priority_for(label, account)
 
-    draft = await ctx.call(draft_reply, ticket, label, account)
-    ctx.state.draft = draft.body
+    # A checkpoint at the end of the phase: a draft that fails it goes to a person
+    # (queue "support-ops") instead of poisoning the approval step that follows.
+    async with ctx.phase(
+        "respond", check=draft_is_sendable, on_fail="escalate", queue="support-ops"
+    ):
+        draft = await ctx.call(draft_reply, ticket, label, account)
+        ctx.state.draft = draft.body
     ctx.state.status = "awaiting_approval"
 
     def outcome(status: Literal["sent", "rejected", "expired"], **extra: Any) -> Outcome:
@@ -367,7 +431,7 @@ async def triage(
         ctx.state.status = "rejected"
         return outcome("rejected", reviewer=decision.reviewer)
 
-    body = decision.edited_body or draft.body
+    body = decision.edited_body or ctx.state.draft  # a reviewer may have fixed the draft
     receipt = await ctx.call(send_reply, ticket.id, draft.to, draft.subject, body)
     ctx.state.status = "sent"
     return outcome(
@@ -385,12 +449,8 @@ async def triage(
 
 
 async def review_view(run_id: str) -> dict[str, Any]:
-    """What a reviewer sees for a waiting run: its state so far, folded from the journal."""
-    state: dict[str, Any] = {}
-    for step in await app.steps(run_id):
-        if step.scope == "" and step.state_delta:
-            state.update(step.state_delta)
-    return state
+    """What a reviewer sees for a waiting run: its typed state so far."""
+    return (await app.get_run(run_id)).state or {}
 
 
 async def main(argv: list[str] | None = None) -> Outcome:

@@ -103,16 +103,25 @@ def run(
         out = console()
         out.print("run", info.id, status_text(info.status))
         if info.status.value == "WAITING":
-            out.print(
-                f"waiting on {', '.join(info.waiting_on) or 'a timer'}; "
-                f"resume with: keel signal {info.id} {(info.waiting_on or ['NAME'])[0]}"
-            )
+            out.print(_waiting_hint(info.id, info.waiting_on))
         elif info.result is not None:
             out.print(short(info.result, 600))
         if info.error is not None:
             out.print(f"[red]{info.error.type}: {info.error.message}[/red]")
     if info.status.value in ("FAILED", "CANCELLED"):
         raise typer.Exit(1)
+
+
+def _waiting_hint(run_id: str, waiting_on: list[str]) -> str:
+    if not waiting_on:
+        return "waiting on a timer; a worker resumes it when it is due (keel worker MODULE)"
+    escalations = [w.split(":", 1)[1] for w in waiting_on if w.startswith("escalation:")]
+    if escalations:
+        return (
+            f"waiting for a person to decide escalation {escalations[0]}; "
+            f"see: keel escalations show {escalations[0]}"
+        )
+    return f"waiting on {', '.join(waiting_on)}; resume with: keel signal {run_id} {waiting_on[0]}"
 
 
 class _MapProgress(Hooks):

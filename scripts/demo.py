@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STORE_DIR = ROOT / ".keel" / "demo"
@@ -28,6 +29,7 @@ ENV = {
     **os.environ,
     "KEEL_STORE": f"sqlite:///{STORE_DIR / 'keel.db'}",
     "KEEL_EXAMPLE_OUTBOX": str(STORE_DIR / "outbox"),
+    "KEEL_EXAMPLE_FLAKY_CRM": "1",  # the CRM fails each first lookup: watch the retries
     "COLUMNS": os.environ.get("COLUMNS", "110"),
 }
 
@@ -44,7 +46,18 @@ TICKETS = [
         "subject": "Cannot log in",
         "body": "Since this morning the login page says my password is wrong.",
     },
+    {
+        "id": "T-1045",
+        "account_id": "acct_1005",
+        "subject": "Order arrived damaged",
+        "body": "Two of the books in order 7781 arrived with torn covers. Can you replace them?",
+    },
 ]
+FIXED_DRAFT = (
+    "Hello Quayside team,\n\nSorry about the damaged books in order 7781. Replacements "
+    "ship today at no cost; no need to return the damaged copies.\n\nBest regards,\n"
+    "The Support Team"
+)
 
 
 def banner(text: str) -> None:
@@ -62,10 +75,10 @@ def keel(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def keel_json(*args: str) -> dict:  # type: ignore[type-arg]
+def keel_json(*args: str) -> Any:
     proc = subprocess.run([*KEEL, *args, "--json"], cwd=ROOT, env=ENV, text=True,
                           capture_output=True, check=True)
-    return json.loads(proc.stdout)  # type: ignore[no-any-return]
+    return json.loads(proc.stdout)
 
 
 def finished_children(run_id: str) -> dict[str, float]:
@@ -75,7 +88,9 @@ def finished_children(run_id: str) -> dict[str, float]:
 
 
 def fan_out() -> None:
-    banner("1. Scatter-gather: 50 financial documents, AtLeast(0.9) of them must succeed")
+    banner("1. Scatter-gather: 50 financial documents, AtLeast(0.9) of them must succeed;")
+    print("   rate-limited model calls retry after Retry-After; a rating service that is down "
+          "degrades to a flagged default")
     keel("run", "examples/doc_summary.py:summarize_docs", "--input", "{}", "--id", "summary-1")
     keel("show", "summary-1")
 
@@ -87,6 +102,13 @@ def approval() -> None:
              "--input", json.dumps({"ticket": t}))
     banner("   Pending approvals (runs WAITING for a signal; they hold no process)")
     keel("runs", "--status", "WAITING")
+    banner("   T-1045's draft failed the 'respond' phase checkpoint: escalated to a person")
+    keel("escalations")
+    esc_id = keel_json("escalations", "list")[0]["id"]
+    keel("escalations", "show", esc_id)
+    keel("escalations", "resolve", esc_id, "--by", "kim", "--result",
+         json.dumps({"draft": FIXED_DRAFT}))
+    keel("run", "examples/support_triage.py:triage", "--id", "T-1045")
     banner("   A reviewer approves T-1042; the run resumes at the wait, not at the top")
     keel("signal", "T-1042", "approval", "--payload",
          json.dumps({"approved": True, "reviewer": "dana"}))
@@ -119,6 +141,7 @@ def crash_recovery() -> None:
 def pending() -> None:
     banner("4. Still waiting for a reviewer")
     keel("runs", "--status", "WAITING")
+    keel("escalations", "list", "--status", "all")
     print("approve with: keel signal T-1043 approval --payload "
           "'{\"approved\": true, \"reviewer\": \"you\"}'")
     print(f"store: {ENV['KEEL_STORE']}")

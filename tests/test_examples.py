@@ -265,6 +265,46 @@ async def test_deliver_is_idempotent_per_key(triage: ModuleType) -> None:
     assert triage.read_outbox()[0]["body"] == "b"
 
 
+async def test_a_draft_failing_its_checkpoint_escalates_then_a_fix_is_sent(
+    triage: ModuleType,
+) -> None:
+    ticket = next(t for t in triage.SAMPLE_TICKETS if t.id == "T-1045")
+    handle = await triage.app.start(triage.triage, {"ticket": ticket}, id="t-esc")
+    info = await handle.settle(TIMEOUT)
+    assert info.status is keel.RunStatus.WAITING
+    [esc] = await triage.app.escalations.list(queue="support-ops")
+    assert esc.kind == "phase" and esc.packet.phase == "respond"
+    assert "does not greet the customer by name" in esc.packet.reason
+    assert [j["key"].rsplit("/", 1)[-1] for j in esc.packet.journal] == ["draft_reply#0"]
+    assert esc.packet.state is not None and esc.packet.state["draft"].startswith("Hi there")
+
+    with pytest.raises(keel.InputError):  # not a state field of the right type
+        await triage.app.escalations.resolve(esc.id, result={"draft": 7}, by="kim")
+    fixed = "Hello Quayside team,\n\nWe are sending replacements for order 7781 today."
+    await triage.app.escalations.resolve(esc.id, result={"draft": fixed}, by="kim")
+    info = await handle.settle(TIMEOUT)
+    assert info.waiting_on == ["approval"] and info.state is not None
+    assert info.state["draft"] == fixed
+
+    await handle.signal("approval", {"approved": True, "reviewer": "dana"})
+    outcome = await handle.result(TIMEOUT)
+    assert outcome.status == "sent" and outcome.body == fixed
+    [sent] = triage.read_outbox()
+    assert sent["body"] == fixed
+
+
+async def test_transient_crm_errors_are_retried(
+    triage: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_EXAMPLE_FLAKY_CRM", "1")
+    monkeypatch.setattr(triage.lookup_account.definition, "retry", keel.Retry(attempts=3,
+                        backoff=0.01))
+    handle = await triage.app.start(triage.triage, {"ticket": TICKET}, id="t-flaky")
+    assert (await handle.settle(TIMEOUT)).status is keel.RunStatus.WAITING
+    step = next(s for s in await triage.app.steps(handle.id) if s.name == "lookup_account")
+    assert step.attempts == 2 and step.status.value == "ok"
+
+
 async def test_offline_classifier_is_rule_based_and_deterministic(triage: ModuleType) -> None:
     from _offline_model import model_classify
 
@@ -277,6 +317,7 @@ async def test_offline_classifier_is_rule_based_and_deterministic(triage: Module
         "T-1042": ("billing", "high"),
         "T-1043": ("outage", "critical"),
         "T-1044": ("feature_request", "low"),
+        "T-1045": ("general", "normal"),
     }
     unclear = model_classify("Hello, quick question about your company.")
     assert (unclear.category, unclear.confidence) == ("general", 0.5)
