@@ -32,6 +32,7 @@ test: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/engine.py
+	$(PY) bench/recovery.py
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache
