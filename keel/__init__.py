@@ -23,6 +23,10 @@ _EXPORTS = {
     "EscalationPacket": "keel.types",
     "App": "keel.app",
     "RunHandle": "keel.app",
+    "LowConfidence": "keel.errors",
+    "CassetteMiss": "keel.errors",
+    "ModelUnavailable": "keel.errors",
+    "AgentTurnLimit": "keel.errors",
     "Context": "keel.engine.context",
     "Hooks": "keel.engine.hooks",
     "StepEvent": "keel.engine.hooks",
@@ -57,11 +61,13 @@ _EXPORTS = {
 
 # Spelled out (not derived from _EXPORTS) so type checkers see the exports.
 __all__ = [
+    "AgentTurnLimit",
     "All",
     "App",
     "AtLeast",
     "BestEffort",
     "BudgetExceeded",
+    "CassetteMiss",
     "CheckpointFailed",
     "CircuitBreaker",
     "CircuitOpen",
@@ -76,8 +82,10 @@ __all__ = [
     "InputError",
     "ItemFailure",
     "KeelError",
+    "LowConfidence",
     "MapFailed",
     "MapResult",
+    "ModelUnavailable",
     "NonDeterminismError",
     "OutcomeUnknown",
     "Retry",
@@ -100,15 +108,19 @@ __all__ = [
     "UnknownWorkflowError",
     "ValidationFailed",
     "current_step",
+    "llm",
 ]
 
 if TYPE_CHECKING:
+    from keel import llm
     from keel.app import App, RunHandle
     from keel.engine.context import Context
     from keel.engine.execution import StepInfo, current_step
     from keel.engine.hooks import Hooks, StepEvent
     from keel.errors import (
+        AgentTurnLimit,
         BudgetExceeded,
+        CassetteMiss,
         CheckpointFailed,
         CircuitOpen,
         ConfigError,
@@ -116,7 +128,9 @@ if TYPE_CHECKING:
         EscalationRejected,
         InputError,
         KeelError,
+        LowConfidence,
         MapFailed,
+        ModelUnavailable,
         NonDeterminismError,
         OutcomeUnknown,
         RetryableError,
@@ -148,6 +162,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "llm":  # the subpackage, imported on first use
+        import importlib
+
+        return importlib.import_module("keel.llm")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")

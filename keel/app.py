@@ -103,7 +103,11 @@ class App:
     """
 
     def __init__(
-        self, store: str | Store | None = None, *, settings: Settings | None = None
+        self,
+        store: str | Store | None = None,
+        *,
+        settings: Settings | None = None,
+        llm: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -115,6 +119,8 @@ class App:
         self._worker: Worker | None = None
         self._worker_loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._llm_config = llm
+        self._gateway: Any = None
 
     # -- registration ---------------------------------------------------------------
 
@@ -239,7 +245,32 @@ class App:
             self._runtime = Runtime(
                 self.store, self.registry, self.hooks, self.settings, on_settled=self._settled
             )
+            self._runtime.extensions["llm"] = self._make_llm
         return self._runtime
+
+    @property
+    def gateway(self) -> Any:
+        """The `keel.llm.Gateway` behind `ctx.llm` (None when no model is configured)."""
+        import os
+
+        if self._gateway is None and (self._llm_config is not None or os.environ.get("KEEL_MODEL")):
+            from keel.llm.gateway import Gateway
+
+            self._gateway = Gateway.of(self._llm_config or os.environ["KEEL_MODEL"])
+        return self._gateway
+
+    def _make_llm(self, ctx: Any) -> Any:
+        gateway = self.gateway
+        if gateway is None:
+            from keel.errors import ConfigError as _ConfigError
+
+            raise _ConfigError(
+                "this app has no model configured: pass keel.App(llm=keel.llm.Gateway(...)) "
+                "or a keel.llm.ScriptedModel, or set KEEL_MODEL"
+            )
+        from keel.llm.facade import LLM
+
+        return LLM(ctx, gateway)
 
     def _settled(self, run_id: str, status: RunStatus) -> None:
         for fut in self._waiters.pop(run_id, []):
@@ -261,7 +292,13 @@ class App:
     # -- runs -----------------------------------------------------------------------
 
     async def start(
-        self, workflow: Any, input: Any = None, *, id: str | None = None, execute: bool = True
+        self,
+        workflow: Any,
+        input: Any = None,
+        *,
+        id: str | None = None,
+        execute: bool = True,
+        tenant: str | None = None,
     ) -> RunHandle:
         """Record a run and start it; an existing `id` returns that run (idempotent)."""
         wf = self.registry.workflow(workflow)
@@ -282,7 +319,9 @@ class App:
                     workflow=wf.name,
                 ) from None
             data = to_json(dumped, what="input")
-            info, created = await self.store.create_run(run_id, wf.name, data, time.time())
+            info, created = await self.store.create_run(
+                run_id, wf.name, data, time.time(), tenant=tenant
+            )
         if not created and info.workflow != wf.name:
             raise ConfigError(
                 f"run id {run_id!r} already belongs to workflow {info.workflow!r}, "
@@ -393,6 +432,8 @@ class App:
     async def close(self) -> None:
         """Stop the embedded worker (its runs go back to the queue) and close the store."""
         await self.stop_worker()
+        if self._gateway is not None:
+            await self._gateway.close()
         if self._store is not None:
             await self._store.close()
             self._store = None

@@ -363,10 +363,13 @@ def escalations_resolve(
 @escalations_cli.command("reject")
 def escalations_reject(
     escalation_id: str,
-    reason: Annotated[str, typer.Option("--reason", help="Why (required)")],
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required)")] = None,
     by: Annotated[str, typer.Option("--by", help="Who decided")] = "",
 ) -> None:
     """Reject an escalation; the step or phase fails with EscalationRejected."""
+    if reason is None:  # checked here, not by Typer, so the error is one line
+        _fail("a rejection needs --reason TEXT, so the run's record says why")
+        return
     esc = _run(
         lambda: _with_app(
             lambda app: app.escalations.reject(escalation_id, reason, by=by or _whoami())

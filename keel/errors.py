@@ -25,6 +25,9 @@ class KeelError(Exception):
     """
 
     fields: ClassVar[tuple[str, ...]] = ()
+    # Set when rebuilt from a journal entry (`from_structured`): that record is the
+    # authoritative structured form (attempts, fallback, cause chain included).
+    _structured: StructuredError | None = None
 
     def __init__(self, message: str, **data: Any) -> None:
         super().__init__(message)
@@ -40,6 +43,11 @@ class KeelError(Exception):
     def to_structured(
         self, step: str | None = None, attempts: int | None = None
     ) -> StructuredError:
+        if self._structured is not None:
+            given = {"step": step, "attempts": attempts}
+            return self._structured.model_copy(
+                update={k: v for k, v in given.items() if v is not None}
+            )
         return StructuredError(
             type=type(self).__name__,
             types=_type_names(type(self)),
@@ -169,6 +177,22 @@ class EscalationRejected(KeelError):
     """A person rejected an escalation (a failed tool or phase) instead of resolving it."""
 
 
+class LowConfidence(KeelError):
+    """A structured output scored below `min_confidence`; `.output` and `.score` say what."""
+
+
+class CassetteMiss(KeelError):
+    """A model request has no recording in the cassette being replayed."""
+
+
+class ModelUnavailable(RetryableError):
+    """Every model in the route (and its fallbacks) failed or is cooling down."""
+
+
+class AgentTurnLimit(KeelError):
+    """An agent loop used all its turns (or its invalid-tool-call budget) without finishing."""
+
+
 class MapFailed(KeelError):
     """A map or gather did not meet its `require` policy; `.result` has every item."""
 
@@ -212,6 +236,8 @@ def from_structured(err: StructuredError) -> KeelError:
         return StepError(err.message, error=err)
     if isinstance(exc, StepError):
         exc.error = err
+    else:
+        exc._structured = err
     return exc
 
 
@@ -232,6 +258,7 @@ def structured(
             attempts=attempts,
         )
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if cause is not None and err.cause is None and not isinstance(exc, StepError):
+    rebuilt = isinstance(exc, StepError) or getattr(exc, "_structured", None) is not None
+    if cause is not None and err.cause is None and not rebuilt:
         err = err.model_copy(update={"cause": structured(cause)})
     return err

@@ -34,6 +34,7 @@ class StepKind(enum.StrEnum):
     SIGNAL = "signal"
     VALUE = "value"  # now / uuid / random
     PHASE = "phase"
+    LLM = "llm"
 
 
 class StepStatus(enum.StrEnum):
@@ -95,6 +96,7 @@ class RunInfo(BaseModel):
     attempts: int = 0
     lease_owner: str | None = None
     degraded: list[str] = Field(default_factory=list)  # steps that fell back to a default
+    tenant: str | None = None
 
     def summary(self) -> dict[str, Any]:
         """The `--json` shape: id, workflow, status, result, error and times."""

@@ -69,6 +69,17 @@ class Context:
         return self._exec.run.workflow
 
     @property
+    def llm(self) -> Any:
+        """Model calls (`text`, `structured`, `agent`); configure with `keel.App(llm=...)`."""
+        make = self._exec.rt.extensions.get("llm")
+        if make is None:
+            raise ConfigError(
+                "this app has no model configured: pass keel.App(llm=keel.llm.Gateway(...)) "
+                "or a keel.llm.ScriptedModel, or set KEEL_MODEL"
+            )
+        return make(self)
+
+    @property
     def state(self) -> Any:
         """The run's typed state (this branch's isolated copy inside map/gather)."""
         tracker = self._scope.state

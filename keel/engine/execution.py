@@ -95,6 +95,7 @@ class RunExecution:
         self.fatal: KeelError | None = None
         self.lost = False
         self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
+        self.meters: dict[str, dict[str, Any]] = {}  # step key -> usage to store with it
         state = StateTracker(wf.state) if wf.state is not None else None
         self.root = Scope(path="", state=state)
 
@@ -121,7 +122,10 @@ class RunExecution:
             if delta is not None:  # keep a delta the caller already took (wait_for)
                 rec.state_delta = {**(rec.state_delta or {}), **delta}
         writes = self._drain()
-        writes.append(self._write_for(rec, data))
+        write = self._write_for(rec, data)
+        if rec.status is not StepStatus.PENDING:
+            write.meter = self.meters.pop(rec.key, None)
+        writes.append(write)
         if data is not None and rec.blob is None and rec.output is None and len(data) <= 4096:
             rec.output = from_json(data)  # the in-memory journal mirrors the stored one
         try:
@@ -207,6 +211,8 @@ class RunExecution:
         policy: StepPolicy | None = None,
     ) -> Any:
         """Run `fn` as a journaled step under `policy`; on replay return what it recorded."""
+        if self.fatal is not None:  # a hard stop (Fallback.fail): no later step may run
+            raise self.fatal
         if key is None or pos is None:
             key, pos = scope.next(key_name or name)
         rec = self.check(scope, key, pos, digest)

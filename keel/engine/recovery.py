@@ -94,11 +94,18 @@ class _Step:
         )
 
 
+def _retries_granted(r: StepRecord) -> int:
+    """Retries a journaled step has used: one per attempt after the first, plus the one
+    granted to a step waiting out a backoff (its next attempt has not started yet)."""
+    backoff = r.status is StepStatus.PENDING and r.error is not None and r.fallback is None
+    return max(0, r.attempts - 1) + (1 if backoff else 0)
+
+
 def _budget_used(ex: RunExecution, tool: str) -> int:
     used = ex.retries_used.get(tool)
-    if used is None:
+    if used is None:  # first use in this execution: count what earlier executions granted
         used = sum(
-            max(0, r.attempts - 1)
+            _retries_granted(r)
             for r in ex.journal.by_key.values()
             if r.name == tool and r.kind is StepKind.TOOL
         )

@@ -99,6 +99,25 @@ class ToolDef:
             return await coro
         return await asyncio.wait_for(coro, self.timeout)
 
+    def input_model(self) -> type[BaseModel]:
+        """A Pydantic model of the tool's parameters (for agents' argument checks)."""
+        cached = self.options.get("_input_model")
+        if cached is None:
+            sig = inspect.signature(self.fn)
+            hints = _hints(self.fn)
+            fields: dict[str, Any] = {}
+            for p in sig.parameters.values():
+                if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                    continue
+                default = ... if p.default is p.empty else p.default
+                fields[p.name] = (hints.get(p.name, Any), default)
+            cached = create_model(
+                f"{self.name}_args", __config__=ConfigDict(extra="forbid"), **fields
+            )
+            self.options["_input_model"] = cached
+        model: type[BaseModel] = cached
+        return model
+
     async def run_reconcile(
         self, idempotency_key: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry
@@ -33,3 +34,6 @@ class Runtime:
     on_settled: Callable[[str, RunStatus], None] | None = None
     # Circuit breakers, one per tool, shared by every run this process executes.
     breakers: dict[str, BreakerState] = field(default_factory=dict)
+    # Context attributes provided by the host (the App attaches `llm`): the engine
+    # offers the door, never what is behind it.
+    extensions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)

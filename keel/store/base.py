@@ -17,6 +17,8 @@ class StepWrite:
     record: StepRecord
     output_json: bytes | None = None
     blob: bytes | None = None  # the out-of-line output when record.blob is set
+    # Metered usage of the step (model, tokens, cost), stored with it atomically.
+    meter: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -45,7 +47,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def create_run(
-        self, run_id: str, workflow: str, input_json: bytes, now: float
+        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
     ) -> tuple[RunInfo, bool]:
         """Insert a PENDING run; return (run, created). An existing id is returned as is."""
 
@@ -156,6 +158,34 @@ class Store(abc.ABC):
         self, escalation_id: str, status: str, resolution: dict[str, Any], by: str, now: float
     ) -> Escalation:
         """Decide an open escalation once and wake its run (signal `escalation:<id>`)."""
+
+    @abc.abstractmethod
+    async def spent(
+        self,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> float:
+        """Metered cost in USD matching the filters."""
+
+    @abc.abstractmethod
+    async def usage_report(
+        self,
+        group_by: str,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def cache_get(self, key: str, now: float) -> str | None: ...
+
+    @abc.abstractmethod
+    async def cache_put(self, key: str, value: str, expires_at: float | None) -> None: ...
+
+    @abc.abstractmethod
+    async def cache_purge(self, now: float) -> int: ...
 
     @abc.abstractmethod
     async def close(self) -> None: ...

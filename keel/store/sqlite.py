@@ -32,7 +32,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -108,13 +108,36 @@ CREATE TABLE IF NOT EXISTS escalations (
 );
 CREATE INDEX IF NOT EXISTS escalations_by_status ON escalations(status, created_at);
 """,
+    3: """
+ALTER TABLE runs ADD COLUMN tenant TEXT;
+CREATE TABLE IF NOT EXISTS usage (
+    run_id TEXT NOT NULL,
+    step_key TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    tenant TEXT,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hit INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, step_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_workflow ON usage(workflow, created_at);
+CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage(tenant, created_at);
+CREATE TABLE IF NOT EXISTS kv_cache (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+""",
 }
 
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
     " (SELECT json_group_array(s.key) FROM steps s"
-    "  WHERE s.run_id = runs.id AND s.fallback = 'degrade')"
+    "  WHERE s.run_id = runs.id AND s.fallback = 'degrade'), tenant"
 )
 _STEP_COLS = (
     "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
@@ -163,6 +186,7 @@ def _run(row: tuple[Any, ...]) -> RunInfo:
         attempts=row[12],
         lease_owner=row[13],
         degraded=_loads(row[14]) or [],
+        tenant=row[15],
     )
 
 
@@ -259,13 +283,14 @@ class SQLiteStore(Store):
     # -- runs ---------------------------------------------------------------
 
     async def create_run(
-        self, run_id: str, workflow: str, input_json: bytes, now: float
+        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
     ) -> tuple[RunInfo, bool]:
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO runs (id, workflow, status, input, created_at, updated_at)"
-                " VALUES (?, ?, 'PENDING', ?, ?, ?)",
-                (run_id, workflow, input_json.decode(), now, now),
+                "INSERT OR IGNORE INTO runs"
+                " (id, workflow, status, input, created_at, updated_at, tenant)"
+                " VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
+                (run_id, workflow, input_json.decode(), now, now, tenant),
             )
             created = cur.rowcount == 1
             row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -334,6 +359,24 @@ class SQLiteStore(Store):
     def _insert(db: sqlite3.Connection, writes: Sequence[StepWrite]) -> None:
         for w in writes:
             r = w.record
+            if w.meter is not None:
+                m = w.meter
+                db.execute(
+                    "INSERT OR REPLACE INTO usage (run_id, step_key, workflow, tenant, model,"
+                    " input_tokens, output_tokens, cost_usd, cache_hit, created_at)"
+                    " SELECT ?, ?, workflow, tenant, ?, ?, ?, ?, ?, ? FROM runs WHERE id=?",
+                    (
+                        r.run_id,
+                        r.key,
+                        m["model"],
+                        m["input_tokens"],
+                        m["output_tokens"],
+                        m["cost_usd"],
+                        int(bool(m.get("cache_hit"))),
+                        r.ended_at or r.started_at,
+                        r.run_id,
+                    ),
+                )
             if w.blob is not None and r.blob:
                 db.execute(
                     "INSERT OR IGNORE INTO blobs (digest, size, data) VALUES (?, ?, ?)",
@@ -654,6 +697,91 @@ class SQLiteStore(Store):
                 " updated_at=? WHERE id=? AND lease_owner=? AND status='RUNNING'",
                 (now, run_id, owner),
             )
+
+    # -- metering and cache ---------------------------------------------------
+
+    async def spent(
+        self,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> float:
+        where, args = self._usage_filter(run_id, workflow, tenant, since)
+        row = self._db.execute(f"SELECT COALESCE(SUM(cost_usd), 0) FROM usage{where}", args)
+        return float(row.fetchone()[0])
+
+    async def usage_report(
+        self,
+        group_by: str,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[dict[str, Any]]:
+        column = {
+            "run": "run_id",
+            "workflow": "workflow",
+            "tenant": "tenant",
+            "model": "model",
+            "step": "run_id || ':' || step_key",
+        }.get(group_by)
+        if column is None:
+            raise ConfigError(
+                f"cannot group costs by {group_by!r}; use run, workflow, tenant, model or step"
+            )
+        where, args = self._usage_filter(None, workflow, tenant, since)
+        rows = self._db.execute(
+            f"SELECT {column}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd),"
+            f" SUM(cache_hit) FROM usage{where} GROUP BY 1 ORDER BY 5 DESC",
+            args,
+        ).fetchall()
+        return [
+            {
+                group_by: r[0],
+                "calls": r[1],
+                "input_tokens": r[2],
+                "output_tokens": r[3],
+                "cost_usd": r[4],
+                "cache_hits": r[5],
+            }
+            for r in rows
+        ]
+
+    @staticmethod
+    def _usage_filter(
+        run_id: str | None, workflow: str | None, tenant: str | None, since: float | None
+    ) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for col, val in (("run_id", run_id), ("workflow", workflow), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        if since is not None:
+            where.append("created_at>=?")
+            args.append(since)
+        return (" WHERE " + " AND ".join(where) if where else ""), args
+
+    async def cache_get(self, key: str, now: float) -> str | None:
+        row = self._db.execute(
+            "SELECT value FROM kv_cache WHERE key=? AND (expires_at IS NULL OR expires_at>?)",
+            (key, now),
+        ).fetchone()
+        return row[0] if row else None
+
+    async def cache_put(self, key: str, value: str, expires_at: float | None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO kv_cache (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, expires_at),
+            )
+
+    async def cache_purge(self, now: float) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?", (now,)
+            )
+        return cur.rowcount
 
     async def running_owners(self) -> list[str]:
         rows = self._db.execute(

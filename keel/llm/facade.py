@@ -1,0 +1,346 @@
+"""`ctx.llm`: model calls as journaled steps — text, structured output and agent loops.
+
+Each model turn is one step (kind `llm`) recording the request, the response, the
+model that answered, usage, cost, cache hit and latency. Replay returns the
+recorded turn, so a resumed run never re-sends a completed model call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from keel.engine.recovery import StepPolicy
+from keel.engine.registry import Tool, ToolDef
+from keel.engine.serde import digest
+from keel.errors import (
+    AgentTurnLimit,
+    ConfigError,
+    KeelError,
+    LowConfidence,
+    ValidationFailed,
+)
+from keel.llm import structured as so
+from keel.llm.gateway import CallContext, Gateway
+from keel.llm.types import LLMResponse, Message, as_messages
+from keel.policy.fallback import Fallback
+from keel.policy.validation import normalise, run_checks
+from keel.types import StepKind
+
+if TYPE_CHECKING:
+    from keel.engine.context import Context
+
+S = TypeVar("S", bound=BaseModel)
+
+
+@dataclass
+class AgentResult:
+    """How an agent loop ended: the final answer and the conversation that led to it."""
+
+    content: str | None
+    messages: list[Message]
+    turns: int
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    invalid_calls: int = 0
+
+
+class LLM:
+    """Model calls from a workflow. Reach it as `ctx.llm`.
+
+    Example:
+        label = await ctx.llm.structured(Label, prompt=f"Classify: {text}", min_confidence=0.8)
+        reply = await ctx.llm.text(f"Draft a reply about {label.category}", model="smart")
+    """
+
+    def __init__(self, ctx: Context, gateway: Gateway) -> None:
+        self.ctx = ctx
+        self.gateway = gateway
+
+    # -- one journaled model turn -------------------------------------------------------
+
+    async def complete(
+        self,
+        messages: list[Message],
+        *,
+        model: str | None = None,
+        name: str = "text",
+        cache: bool | None = None,
+        fallback: Fallback | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        **params: Any,
+    ) -> LLMResponse:
+        """One model turn as a journaled step; the full `LLMResponse`."""
+        ex = self.ctx._exec
+        scope = self.ctx._scope
+        if tools:
+            params = {**params, "tools": tools}
+        run = ex.run
+        cc = CallContext(
+            workflow=run.workflow, name=name, run_id=run.id, tenant=run.tenant, store=ex.rt.store
+        )
+        gateway = self.gateway
+
+        async def call() -> LLMResponse:
+            resp = await gateway.complete(messages, cc, model=model, params=params, cache=cache)
+            info = _current_key()
+            ex.meters[info] = {
+                "model": resp.model,
+                "input_tokens": resp.usage.input_tokens,
+                "output_tokens": resp.usage.output_tokens,
+                "cost_usd": resp.cost_usd,
+                "cache_hit": resp.cache_hit,
+            }
+            return resp
+
+        policy = StepPolicy(
+            retry=gateway.retry,
+            fallback=fallback,
+            input={"messages": messages, "model": model, "params": params},
+        )
+        out: LLMResponse = await ex.step(
+            scope,
+            StepKind.LLM,
+            f"llm:{name}",
+            digest(messages, model, params),
+            call,
+            LLMResponse,
+            policy=policy,
+        )
+        return out
+
+    async def text(
+        self,
+        prompt: str | list[Message],
+        model: str | None = None,
+        *,
+        system: str | None = None,
+        name: str = "text",
+        **params: Any,
+    ) -> str:
+        """A text completion; the reply's text."""
+        resp = await self.complete(as_messages(prompt, system), model=model, name=name, **params)
+        return resp.content or ""
+
+    # -- structured output --------------------------------------------------------------
+
+    async def structured(
+        self,
+        schema: type[S],
+        prompt: str | list[Message],
+        model: str | None = None,
+        *,
+        min_confidence: float | None = None,
+        validate: Any = None,
+        retries: int = 2,
+        samples: int | None = None,
+        system: str | None = None,
+        name: str = "structured",
+        **params: Any,
+    ) -> S:
+        """A `schema` instance, parsed and validated, retried with the errors as feedback.
+
+        With `min_confidence`, raises `keel.LowConfidence` (carrying the output and score)
+        when the confidence (see keel.llm.structured) is lower.
+        """
+        if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+            raise ConfigError(f"structured() takes a Pydantic model class, not {schema!r}")
+        messages = as_messages(prompt, system)
+        checks = normalise(validate)
+        spec_mode = "json_schema"
+        try:
+            chosen = self.gateway.route(model, CallContext(self.ctx.workflow, name))[0]
+            spec_mode = self.gateway.spec(chosen).structured
+        except ConfigError:
+            pass
+        shape = (
+            so.forced_tool(schema)
+            if spec_mode == "tool"
+            else {"response_format": so.response_format(schema)}
+        )
+        call_params = {**params, **shape}
+        if min_confidence is not None and samples is None:
+            call_params.setdefault("logprobs", True)
+        problems: list[str] = []
+        resp: LLMResponse | None = None
+        for _ in range(retries + 1):
+            resp = await self.complete(messages, model=model, name=name, **call_params)
+            value, problems = so.parse(schema, so.raw_answer(resp))
+            if value is not None and checks:
+                value, problems = run_checks(value, checks)
+            if not problems and value is not None:
+                result: S = value  # type: ignore[assignment]
+                score = await self._confidence(
+                    resp,
+                    result,
+                    schema,
+                    messages,
+                    model,
+                    name,
+                    call_params,
+                    samples,
+                    min_confidence,
+                )
+                if min_confidence is not None and score is not None and score < min_confidence:
+                    raise LowConfidence(
+                        f"{schema.__name__} output scored {score:.3f}, below the required "
+                        f"{min_confidence}",
+                        output=result.model_dump(mode="json"),
+                        score=score,
+                        threshold=min_confidence,
+                        schema=schema.__name__,
+                    )
+                return result
+            messages = [*messages, *so.feedback_messages(resp, problems)]
+        assert resp is not None
+        raise ValidationFailed(
+            f"{schema.__name__} output still invalid after {retries + 1} attempt(s): "
+            + "; ".join(problems),
+            messages=problems,
+            output=so.raw_answer(resp),
+        )
+
+    async def _confidence(
+        self,
+        resp: LLMResponse,
+        first: BaseModel,
+        schema: type[BaseModel],
+        messages: list[Message],
+        model: str | None,
+        name: str,
+        params: dict[str, Any],
+        samples: int | None,
+        min_confidence: float | None,
+    ) -> float | None:
+        score = so.logprob_confidence(resp)
+        if score is not None or (min_confidence is None and not samples):
+            return score
+        n = samples or 3
+        others: list[BaseModel | None] = []
+        sample_params = {k: v for k, v in params.items() if k != "logprobs"}
+        sample_params.setdefault("temperature", 1.0)
+        for _ in range(n - 1):
+            extra = await self.complete(
+                messages, model=model, name=f"{name}.sample", cache=False, **sample_params
+            )
+            others.append(so.parse(schema, so.raw_answer(extra))[0])
+        return so.agreement(first, others)
+
+    # -- agent loop ---------------------------------------------------------------------
+
+    async def agent(
+        self,
+        messages: str | list[Message],
+        tools: list[Tool],
+        *,
+        max_turns: int = 8,
+        model: str | None = None,
+        system: str | None = None,
+        invalid_call_budget: int = 3,
+        name: str = "agent",
+        **params: Any,
+    ) -> AgentResult:
+        """A tool-calling loop: every model turn and every tool call is its own step.
+
+        Arguments are validated against the tool's signature; invalid ones go back to
+        the model as an error (counted against `invalid_call_budget`). Tools run with
+        their own retry and fallback policies.
+        """
+        defs: dict[str, ToolDef] = {}
+        for t in tools:
+            d = t.definition if isinstance(t, Tool) else t
+            if not isinstance(d, ToolDef):
+                raise ConfigError(f"agent tools must be @app.tool functions, not {t!r}")
+            defs[d.name] = d
+        schemas = [_tool_schema(d) for d in defs.values()]
+        convo = as_messages(messages, system)
+        invalid = 0
+        calls: list[dict[str, Any]] = []
+        for turn in range(1, max_turns + 1):
+            resp = await self.complete(convo, model=model, name=name, tools=schemas, **params)
+            convo.append(resp.assistant_message())
+            if not resp.tool_calls:
+                return AgentResult(resp.content, convo, turn, calls, invalid)
+            for call in resp.tool_calls:
+                tool = defs.get(call.name)
+                problem, args = _check_call(tool, call.name, call.arguments, defs)
+                if problem is not None:
+                    invalid += 1
+                    content = f"error: {problem}"
+                    if invalid > invalid_call_budget:
+                        raise AgentTurnLimit(
+                            f"agent {name!r} made {invalid} invalid tool calls (budget "
+                            f"{invalid_call_budget}); last: {problem}",
+                            turns=turn,
+                            invalid_calls=invalid,
+                        )
+                else:
+                    assert tool is not None
+                    try:
+                        result = await self.ctx.call(Tool(tool), **args)
+                        content = json.dumps(_jsonable(result))
+                    except KeelError as exc:  # the tool failed for good: the model is told
+                        content = f"error: tool {call.name} failed: {exc}"
+                calls.append(
+                    {
+                        "turn": turn,
+                        "tool": call.name,
+                        "arguments": call.arguments,
+                        "ok": problem is None,
+                    }
+                )
+                convo.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        raise AgentTurnLimit(
+            f"agent {name!r} did not finish within {max_turns} turns",
+            turns=max_turns,
+            invalid_calls=invalid,
+        )
+
+
+def _current_key() -> str:
+    from keel.engine.execution import current_step
+
+    info = current_step()
+    assert info is not None, "model calls run inside a journaled step"
+    return info.key
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return value
+
+
+def _tool_schema(d: ToolDef) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": d.name,
+            "description": (d.fn.__doc__ or d.name).strip(),
+            "parameters": d.input_model().model_json_schema(),
+        },
+    }
+
+
+def _check_call(
+    tool: ToolDef | None, name: str, raw: str, defs: dict[str, ToolDef]
+) -> tuple[str | None, dict[str, Any]]:
+    if tool is None:
+        return f"there is no tool named {name!r}; available: {', '.join(sorted(defs))}", {}
+    try:
+        data = json.loads(raw or "{}")
+    except json.JSONDecodeError as exc:
+        return f"arguments for {name} are not valid JSON ({exc.msg})", {}
+    if not isinstance(data, dict):
+        return f"arguments for {name} must be a JSON object", {}
+    try:
+        model = tool.input_model().model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc']) or '(arguments)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        return f"invalid arguments for {name}: {problems}", {}
+    return None, {k: getattr(model, k) for k in type(model).model_fields}

@@ -1,0 +1,406 @@
+"""The LLM gateway: model aliases, routing, fallbacks with cool-downs, rate limits, cost
+budgets and a response cache, all in front of `litellm.acompletion`."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from keel.errors import BudgetExceeded, ConfigError, ModelUnavailable
+from keel.llm import _litellm
+from keel.llm.cassette import PROVIDER as CASSETTE_PROVIDER
+from keel.llm.cassette import Cassette, request_key
+from keel.llm.ratelimit import RateLimiter
+from keel.llm.scripted import PROVIDER as SCRIPTED_PROVIDER
+from keel.llm.scripted import ScriptedModel
+from keel.llm.types import LLMResponse, Message
+from keel.policy.retry import Retry, is_transient
+
+# Parameters that do not change what a model answers: left out of cache keys.
+_NON_SEMANTIC = {"timeout", "metadata", "api_key", "api_base", "num_retries", "user"}
+
+
+@dataclass
+class ModelSpec:
+    """One model behind an alias.
+
+    Example: `ModelSpec("openai/gpt-4o-mini", rpm=500, tpm=200_000, params={"temperature": 0})`
+    """
+
+    target: str | ScriptedModel
+    rpm: float | None = None
+    tpm: float | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    structured: str = "json_schema"  # or "tool": a forced tool call for structured output
+
+    @property
+    def model(self) -> str:
+        return self.target.model if isinstance(self.target, ScriptedModel) else self.target
+
+    @property
+    def price_model(self) -> str:
+        if isinstance(self.target, ScriptedModel):
+            return self.target.price_as or ""
+        return self.target
+
+
+@dataclass
+class Budgets:
+    """Spending limits in USD, checked before a call is sent.
+
+    Example: `Budgets(per_run=0.50, per_workflow_day={"triage": 20.0})`
+    """
+
+    per_run: float | None = None
+    per_workflow_day: float | dict[str, float] | None = None
+    per_tenant_day: float | None = None
+
+    def workflow_limit(self, workflow: str) -> float | None:
+        if isinstance(self.per_workflow_day, dict):
+            return self.per_workflow_day.get(workflow)
+        return self.per_workflow_day
+
+
+@dataclass
+class CallContext:
+    """Who is calling: for routing, budgets and metering."""
+
+    workflow: str = ""
+    name: str = ""
+    run_id: str = ""
+    tenant: str | None = None
+    store: Any = None  # keel.store.Store
+
+
+class Gateway:
+    """Every model call a workflow makes goes through one of these.
+
+    Example:
+        gateway = keel.llm.Gateway(
+            models={"fast": "openai/gpt-4o-mini", "smart": "anthropic/claude-sonnet-4-5"},
+            default="fast",
+            routes={"triage.draft": "smart"},           # workflow.call-name -> alias
+            fallbacks={"smart": ["fast"]},
+            budgets=keel.llm.Budgets(per_run=0.25),
+        )
+        app = keel.App(llm=gateway)
+    """
+
+    def __init__(
+        self,
+        models: dict[str, str | ScriptedModel | ModelSpec] | None = None,
+        *,
+        default: str | None = None,
+        routes: dict[str, str] | None = None,
+        fallbacks: dict[str, list[str]] | None = None,
+        cooldown: float = 30.0,
+        retry: Retry | None = None,
+        budgets: Budgets | None = None,
+        cache: bool = True,
+        cache_ttl: float | None = 24 * 3600,
+        redis_url: str | None = None,
+        cassette: Cassette | None = None,
+    ) -> None:
+        self.models: dict[str, ModelSpec] = {}
+        for alias, spec in (models or {}).items():
+            self.models[alias] = spec if isinstance(spec, ModelSpec) else ModelSpec(spec)
+        env_model = os.environ.get("KEEL_MODEL")
+        if env_model:  # a real model for every call, e.g. KEEL_MODEL=openai/gpt-4o-mini
+            self.models = {
+                alias: ModelSpec(env_model, s.rpm, s.tpm, s.params, s.structured)
+                for alias, s in self.models.items()
+            }
+            self.models.setdefault("default", ModelSpec(env_model))
+        if default is None and len(self.models) == 1:
+            default = next(iter(self.models))
+        self.default = default or ("default" if "default" in self.models else None)
+        self.routes = dict(routes or {})
+        self.fallbacks = {k: list(v) for k, v in (fallbacks or {}).items()}
+        self.cooldown = cooldown
+        self.retry = retry or Retry(attempts=3, backoff=1.0, max_backoff=30.0)
+        self.budgets = budgets or Budgets()
+        self.cache_enabled = cache
+        self.cache_ttl = cache_ttl
+        self.redis_url = redis_url
+        self.cassette = cassette
+        self._cooling: dict[str, float] = {}
+        self._limiters: dict[str, RateLimiter] = {}
+        self._inflight: dict[str, float] = {}  # reserved (estimated) spend per budget scope
+        self._redis: Any = None
+        self._ready = False
+        for alias, chain in self.fallbacks.items():
+            for name in [alias, *chain]:
+                if name not in self.models and "/" not in name:
+                    raise ConfigError(f"fallback chain of {alias!r} names unknown model {name!r}")
+
+    @classmethod
+    def of(cls, llm: Any) -> Gateway:
+        """What `keel.App(llm=...)` accepts: a Gateway, a ScriptedModel or a model string."""
+        if isinstance(llm, Gateway):
+            return llm
+        if isinstance(llm, ScriptedModel | str | ModelSpec):
+            return cls(models={"default": llm}, default="default")
+        raise ConfigError(
+            f"keel.App(llm=...) takes a Gateway, a ScriptedModel or a model "
+            f"name, not {type(llm).__name__}"
+        )
+
+    # -- setup ------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        if self._ready:
+            return
+        from keel.llm import cassette as cassette_mod
+        from keel.llm import scripted
+
+        _litellm.register_provider(SCRIPTED_PROVIDER, scripted.provider())
+        if self.cassette is not None:
+            _litellm.register_provider(CASSETTE_PROVIDER, cassette_mod.provider())
+        if self.redis_url:
+            import redis.asyncio as aioredis
+
+            self._redis = aioredis.from_url(self.redis_url)
+        self._ready = True
+
+    def spec(self, alias: str) -> ModelSpec:
+        spec = self.models.get(alias)
+        if spec is not None:
+            return spec
+        if "/" in alias or alias.startswith("gpt") or alias.startswith("claude"):
+            return ModelSpec(alias)  # a raw LiteLLM model string
+        known = ", ".join(sorted(self.models)) or "none"
+        raise ConfigError(f"unknown model {alias!r} (aliases: {known})")
+
+    def route(self, model: str | None, cc: CallContext) -> list[str]:
+        """The aliases to try, in order: the chosen model, then its fallbacks."""
+        alias = (
+            model
+            or self.routes.get(f"{cc.workflow}.{cc.name}")
+            or self.routes.get(cc.workflow)
+            or self.default
+        )
+        if alias is None:
+            raise ConfigError(
+                "no model chosen: pass model=..., set Gateway(default=...), or set KEEL_MODEL"
+            )
+        chain = [alias, *self.fallbacks.get(alias, [])]
+        return list(dict.fromkeys(chain))
+
+    def _limiter(self, alias: str, spec: ModelSpec) -> RateLimiter | None:
+        if not spec.rpm and not spec.tpm:
+            return None
+        lim = self._limiters.get(alias)
+        if lim is None:
+            lim = self._limiters[alias] = RateLimiter(spec.rpm, spec.tpm, self._redis, alias)
+        return lim
+
+    # -- the call ---------------------------------------------------------------------
+
+    async def complete(
+        self,
+        messages: list[Message],
+        cc: CallContext,
+        *,
+        model: str | None = None,
+        params: dict[str, Any] | None = None,
+        cache: bool | None = None,
+    ) -> LLMResponse:
+        """Send one chat completion through routing, limits, budgets, cache and fallbacks."""
+        self._setup()
+        params = dict(params or {})
+        last: BaseException | None = None
+        tried: list[str] = []
+        chain = self.route(model, cc)
+        now = time.monotonic()
+        for alias in chain:
+            if self._cooling.get(alias, 0.0) > now and alias != chain[-1]:
+                tried.append(f"{alias} (cooling down)")
+                continue
+            spec = self.spec(alias)
+            call_params = {**spec.params, **params}
+            try:
+                resp = await self._one(alias, spec, messages, call_params, cc, cache)
+            except BudgetExceeded:
+                raise
+            except Exception as exc:
+                last = exc
+                tried.append(alias)
+                if not is_transient(exc):
+                    raise
+                self._cooling[alias] = time.monotonic() + self.cooldown
+                continue
+            resp.tried = [*tried, alias]
+            return resp
+        soonest = min((t for t in self._cooling.values() if t > now), default=now) - now
+        raise ModelUnavailable(
+            f"no model could answer: tried {', '.join(tried) or 'none'}"
+            + (f"; last error {type(last).__name__}: {last}" if last else ""),
+            retry_after=max(0.0, soonest),
+            tried=tried,
+        ) from last
+
+    async def _one(
+        self,
+        alias: str,
+        spec: ModelSpec,
+        messages: list[Message],
+        params: dict[str, Any],
+        cc: CallContext,
+        cache: bool | None,
+    ) -> LLMResponse:
+        target = spec.model
+        use_cache = self.cache_enabled if cache is None else cache
+        key = self._cache_key(target, messages, params) if use_cache else None
+        if key is not None:
+            hit = await self._cache_get(key, cc)
+            if hit is not None:
+                hit.cache_hit, hit.cost_usd, hit.latency_ms = True, 0.0, 0.0
+                return hit
+        prompt_tokens = _litellm.count_tokens(spec.price_model or "gpt-4o-mini", messages=messages)
+        reserved = self._reserve(spec, prompt_tokens, params, cc)
+        try:
+            await self._check_budgets(cc, reserved)
+            limiter = self._limiter(alias, spec)
+            if limiter is not None:
+                await limiter.acquire(prompt_tokens + int(params.get("max_tokens") or 0))
+            started = time.perf_counter()
+            resp = await self._send(target, messages, params)
+            resp.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        finally:
+            self._release(cc, reserved)
+        resp.model = target
+        resp.cost_usd = (
+            _litellm.price(spec.price_model, resp.usage.input_tokens, resp.usage.output_tokens)
+            if spec.price_model
+            else 0.0
+        )
+        resp.request = {"messages": messages, "params": params}
+        if key is not None:
+            await self._cache_put(key, resp, cc)
+        return resp
+
+    async def _send(
+        self, target: str, messages: list[Message], params: dict[str, Any]
+    ) -> LLMResponse:
+        lib = _litellm.litellm()
+        kwargs = dict(params)
+        if self.cassette is not None and not target.startswith(SCRIPTED_PROVIDER):
+            rkey = request_key(target, messages, params)
+            if self.cassette.mode == "replay":
+                kwargs["metadata"] = {
+                    "keel_cassette": self.cassette.id,
+                    "keel_request": rkey,
+                    "keel_model": target,
+                }
+                raw = await lib.acompletion(
+                    model=f"{CASSETTE_PROVIDER}/{target}", messages=messages, **kwargs
+                )
+                return _litellm.convert(raw, target)
+            raw = await lib.acompletion(model=target, messages=messages, **kwargs)
+            self.cassette.record(rkey, target, messages, raw.model_dump())
+            return _litellm.convert(raw, target)
+        raw = await lib.acompletion(model=target, messages=messages, **kwargs)
+        return _litellm.convert(raw, target)
+
+    # -- budgets ----------------------------------------------------------------------
+
+    def _scopes(self, cc: CallContext) -> list[tuple[str, float, dict[str, Any]]]:
+        b = self.budgets
+        day = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        since = day.timestamp()
+        scopes: list[tuple[str, float, dict[str, Any]]] = []
+        if b.per_run is not None and cc.run_id:
+            scopes.append((f"run:{cc.run_id}", b.per_run, {"run_id": cc.run_id}))
+        limit = b.workflow_limit(cc.workflow)
+        if limit is not None and cc.workflow:
+            scopes.append(
+                (f"wf:{cc.workflow}:{since}", limit, {"workflow": cc.workflow, "since": since})
+            )
+        if b.per_tenant_day is not None and cc.tenant:
+            scopes.append(
+                (
+                    f"tenant:{cc.tenant}:{since}",
+                    b.per_tenant_day,
+                    {"tenant": cc.tenant, "since": since},
+                )
+            )
+        return scopes
+
+    def _reserve(
+        self, spec: ModelSpec, prompt_tokens: int, params: dict[str, Any], cc: CallContext
+    ) -> dict[str, float]:
+        if not spec.price_model:
+            return {}
+        expected_out = int(params.get("max_tokens") or 256)
+        estimate = _litellm.price(spec.price_model, prompt_tokens, expected_out)
+        held = {}
+        for scope, _, _ in self._scopes(cc):
+            self._inflight[scope] = self._inflight.get(scope, 0.0) + estimate
+            held[scope] = estimate
+        return held
+
+    def _release(self, cc: CallContext, held: dict[str, float]) -> None:
+        for scope, amount in held.items():
+            self._inflight[scope] = self._inflight.get(scope, 0.0) - amount
+
+    async def _check_budgets(self, cc: CallContext, held: dict[str, float]) -> None:
+        if cc.store is None:
+            return
+        for scope, limit, filters in self._scopes(cc):
+            spent = await cc.store.spent(**filters)
+            # in-flight includes this call's own estimate
+            projected = spent + self._inflight.get(scope, 0.0)
+            if projected > limit:
+                what = scope.split(":")[0]
+                raise BudgetExceeded(
+                    f"this call would take the {what} budget of ${limit:.4f} to "
+                    f"${projected:.4f} (spent ${spent:.4f} + in flight and this call's "
+                    f"estimate ${self._inflight.get(scope, 0.0):.4f}); it was not sent",
+                    budget=limit,
+                    spent=spent,
+                    scope=what,
+                )
+
+    # -- cache ------------------------------------------------------------------------
+
+    @staticmethod
+    def _cache_key(target: str, messages: list[Message], params: dict[str, Any]) -> str:
+        body = {
+            "model": target,
+            "messages": messages,
+            "params": {k: v for k, v in sorted(params.items()) if k not in _NON_SEMANTIC},
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode())
+        return "llm:" + digest.hexdigest()
+
+    async def _cache_get(self, key: str, cc: CallContext) -> LLMResponse | None:
+        if self._redis is not None:
+            raw = await self._redis.get(key)
+            text = raw.decode() if raw is not None else None
+        elif cc.store is not None:
+            text = await cc.store.cache_get(key, time.time())
+        else:
+            return None
+        return LLMResponse.model_validate_json(text) if text else None
+
+    async def _cache_put(self, key: str, resp: LLMResponse, cc: CallContext) -> None:
+        text = resp.model_dump_json()
+        if self._redis is not None:
+            if self.cache_ttl:
+                await self._redis.set(key, text, ex=int(max(1, self.cache_ttl)))
+            else:
+                await self._redis.set(key, text)
+        elif cc.store is not None:
+            expires = time.time() + self.cache_ttl if self.cache_ttl else None
+            await cc.store.cache_put(key, text, expires)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+            self._ready = False
