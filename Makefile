@@ -27,6 +27,7 @@ lint: $(TEST_STAMP)
 	$(VENV)/bin/mypy
 
 test: $(TEST_STAMP)
+	bash scripts/services.sh
 	$(MAKE) lint
 	$(PY) -m pytest -q -p no:cacheprovider
 

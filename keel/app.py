@@ -253,10 +253,12 @@ class App:
         """The `keel.llm.Gateway` behind `ctx.llm` (None when no model is configured)."""
         import os
 
-        if self._gateway is None and (self._llm_config is not None or os.environ.get("KEEL_MODEL")):
-            from keel.llm.gateway import Gateway
+        if self._gateway is None:
+            chosen = self._llm_config or config.section("llm") or os.environ.get("KEEL_MODEL")
+            if chosen:
+                from keel.llm.gateway import Gateway
 
-            self._gateway = Gateway.of(self._llm_config or os.environ["KEEL_MODEL"])
+                self._gateway = Gateway.of(chosen)
         return self._gateway
 
     def _make_llm(self, ctx: Any) -> Any:

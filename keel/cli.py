@@ -242,6 +242,40 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
     console().print(run_detail(info, steps))
 
 
+@cli.command()
+def costs(
+    by: Annotated[
+        str, typer.Option("--by", help="run, workflow, tenant, model or step")
+    ] = "workflow",
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", "-t")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="ISO date or time (UTC)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Tokens and model cost, grouped by run, workflow, tenant, model or step."""
+    start = None
+    if since is not None:
+        from datetime import UTC, datetime
+
+        try:
+            parsed = datetime.fromisoformat(since)
+        except ValueError:
+            _fail(f"--since {since!r} is not an ISO date or time (e.g. 2026-11-25)")
+            return
+        start = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    rows = _run(
+        lambda: _with_app(
+            lambda app: app.store.usage_report(by, workflow=workflow, tenant=tenant, since=start)
+        )
+    )
+    if as_json:
+        _print_json(rows)
+        return
+    from keel.console import console, costs_table
+
+    console().print(costs_table(rows, by))
+
+
 @cli.command("signal")
 def signal_cmd(
     run_id: str,

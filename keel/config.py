@@ -43,3 +43,13 @@ def load(store: str | None = None, config_file: str | Path = "keel.toml") -> tup
                 f"setting {f.name} (KEEL_{f.name.upper()}) must be a {kind.__name__}, got {raw!r}"
             ) from None
     return str(url), settings
+
+
+def section(name: str, config_file: str | Path = "keel.toml") -> dict[str, Any] | None:
+    """A sub-table of `[keel]` in keel.toml (e.g. `llm`), or None."""
+    value = _toml(Path(config_file)).get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{config_file}: [keel.{name}] must be a table")
+    return value

@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StepStatus
+from keel.types import Escalation, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 _STATUS_STYLE = {
     RunStatus.PENDING: "yellow",
@@ -75,6 +75,8 @@ def _label(rec: StepRecord) -> Text:
         text.append(f"  until {_ts(rec.wake_at)}", style="magenta")
     elif rec.blob:
         text.append("  (output stored out of line)", style="dim")
+    elif rec.kind is StepKind.LLM and isinstance(rec.output, dict):
+        text.append(_llm_summary(rec.output))
     elif rec.output is not None:
         text.append(f"  → {short(rec.output)}")
     if rec.fallback:
@@ -82,6 +84,44 @@ def _label(rec: StepRecord) -> Text:
     if rec.state_delta:
         text.append(f"  state: {', '.join(rec.state_delta)}", style="cyan")
     return text
+
+
+def _llm_summary(out: dict[str, Any]) -> Text:
+    usage = out.get("usage") or {}
+    text = Text()
+    text.append(f"  {out.get('model', '?')}", style="blue")
+    text.append(f"  {usage.get('input_tokens', 0)}→{usage.get('output_tokens', 0)} tok")
+    text.append(f"  ${out.get('cost_usd', 0.0):.6f}")
+    if out.get("cache_hit"):
+        text.append("  cache hit", style="green")
+    tried = out.get("tried") or []
+    if len(tried) > 1:
+        text.append(f"  (fell back: {' → '.join(tried)})", style="yellow")
+    calls = out.get("tool_calls") or []
+    if calls:
+        text.append(f"  → calls {', '.join(c.get('name', '?') for c in calls)}")
+    elif out.get("content") is not None:
+        text.append(f"  → {short(out['content'])}")
+    return text
+
+
+def costs_table(rows: list[dict[str, Any]], group_by: str) -> Table:
+    table = Table(header_style="bold")
+    for col in (group_by, "calls", "input tok", "output tok", "cost (USD)", "cache hits"):
+        table.add_column(col, justify="left" if col == group_by else "right")
+    total = 0.0
+    for r in rows:
+        total += r["cost_usd"] or 0.0
+        table.add_row(
+            str(r[group_by]),
+            str(r["calls"]),
+            str(r["input_tokens"]),
+            str(r["output_tokens"]),
+            f"{r['cost_usd'] or 0:.6f}",
+            str(r["cache_hits"]),
+        )
+    table.caption = f"total ${total:.6f}"
+    return table
 
 
 def journal_tree(run: RunInfo, steps: list[StepRecord]) -> Tree:

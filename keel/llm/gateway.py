@@ -139,12 +139,80 @@ class Gateway:
                     raise ConfigError(f"fallback chain of {alias!r} names unknown model {name!r}")
 
     @classmethod
+    def from_config(cls, cfg: dict[str, Any]) -> Gateway:
+        """A gateway from a `[keel.llm]` table of keel.toml.
+
+        Example keel.toml:
+            [keel.llm]
+            default = "fast"
+            fallbacks = { smart = ["fast"] }
+            [keel.llm.models]
+            fast = "openai/gpt-4o-mini"
+            smart = { model = "anthropic/claude-sonnet-4-5", rpm = 50, tpm = 100000 }
+            [keel.llm.budgets]
+            per_run = 0.50
+        """
+        known = {
+            "models",
+            "default",
+            "routes",
+            "fallbacks",
+            "cooldown",
+            "budgets",
+            "cache",
+            "cache_ttl",
+            "redis_url",
+            "retry",
+            "cassette",
+        }
+        unknown = set(cfg) - known
+        if unknown:
+            raise ConfigError(
+                f"[keel.llm] has unknown keys {sorted(unknown)}; known: {sorted(known)}"
+            )
+        models: dict[str, str | ScriptedModel | ModelSpec] = {}
+        for alias, value in (cfg.get("models") or {}).items():
+            if isinstance(value, str):
+                models[alias] = value
+            elif isinstance(value, dict) and "model" in value:
+                extra = {
+                    k: v for k, v in value.items() if k not in ("model", "rpm", "tpm", "structured")
+                }
+                models[alias] = ModelSpec(
+                    value["model"],
+                    rpm=value.get("rpm"),
+                    tpm=value.get("tpm"),
+                    params=extra,
+                    structured=value.get("structured", "json_schema"),
+                )
+            else:
+                raise ConfigError(
+                    f"[keel.llm.models] {alias} must be a model string or a table with model = ..."
+                )
+        retry = cfg.get("retry")
+        return cls(
+            models,
+            default=cfg.get("default"),
+            routes=cfg.get("routes"),
+            fallbacks=cfg.get("fallbacks"),
+            cooldown=float(cfg.get("cooldown", 30.0)),
+            retry=Retry(**retry) if isinstance(retry, dict) else None,
+            budgets=Budgets(**(cfg.get("budgets") or {})),
+            cache=bool(cfg.get("cache", True)),
+            cache_ttl=cfg.get("cache_ttl", 24 * 3600),
+            redis_url=cfg.get("redis_url"),
+            cassette=Cassette(cfg["cassette"]) if cfg.get("cassette") else None,
+        )
+
+    @classmethod
     def of(cls, llm: Any) -> Gateway:
         """What `keel.App(llm=...)` accepts: a Gateway, a ScriptedModel or a model string."""
         if isinstance(llm, Gateway):
             return llm
         if isinstance(llm, ScriptedModel | str | ModelSpec):
             return cls(models={"default": llm}, default="default")
+        if isinstance(llm, dict):
+            return cls.from_config(llm)
         raise ConfigError(
             f"keel.App(llm=...) takes a Gateway, a ScriptedModel or a model "
             f"name, not {type(llm).__name__}"

@@ -128,7 +128,11 @@ class Retry:
 
     def delay(self, attempt: int, key: str = "", exc: BaseException | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        ceiling = min(self.max_backoff, self.backoff * self.multiplier ** (attempt - 1))
+        try:
+            grown = self.backoff * self.multiplier ** (attempt - 1)
+        except OverflowError:  # attempt 1000+ of a long-lived retry: capped anyway
+            grown = self.max_backoff
+        ceiling = min(self.max_backoff, grown)
         if self.jitter:
             rng = random.Random(f"{self.seed}/{key}/{attempt}") if self.seed is not None else random
             wait = rng.uniform(0.0, ceiling)

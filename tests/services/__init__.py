@@ -1,0 +1,1 @@
+"""Real services for tests: started on a free loopback port, stopped by PID."""
