@@ -279,9 +279,21 @@ class App:
             if not fut.done():
                 fut.set_result(None)
 
+    def _warm_llm(self) -> None:
+        """Import LiteLLM in the background once a worker starts (it takes seconds), so
+        the first model call does not pay for it. `import keel` itself never does."""
+        if self.gateway is not None and not getattr(self, "_warming", False):
+            import threading
+
+            from keel.llm._litellm import litellm
+
+            self._warming = True
+            threading.Thread(target=litellm, name="keel-litellm-import", daemon=True).start()
+
     async def _embedded(self) -> Worker:
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker_loop is not loop:
+            self._warm_llm()
             self._worker = Worker(self.runtime, ids=set())
             self._worker_loop = loop
             await self._worker.start()
@@ -289,6 +301,7 @@ class App:
 
     def worker(self, concurrency: int | None = None) -> Worker:
         """A worker for any run of this app's workflows (what `keel worker` runs)."""
+        self._warm_llm()
         return Worker(self.runtime, concurrency=concurrency)
 
     # -- runs -----------------------------------------------------------------------

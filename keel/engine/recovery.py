@@ -172,6 +172,7 @@ async def run_live(
                 tool=name,
             )
             break
+        probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
         attempt += 1
         call = fn
         if interrupted:
@@ -192,6 +193,8 @@ async def run_live(
                     )
             data = to_json(value, what=f"step {key!r}")
         except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
+            if probe and breaker is not None:
+                breaker.abandon()  # no verdict: let a later call probe instead
             raise
         except Exception as exc:
             last = exc

@@ -66,6 +66,10 @@ class BreakerState:
             self.opened_at = self._now()
         self.probing = False
 
+    def abandon(self) -> None:
+        """The probe ended without a verdict (cancelled, run suspended): allow another."""
+        self.probing = False
+
     def retry_in(self) -> float:
         if self.opened_at is None:
             return 0.0
