@@ -121,6 +121,7 @@ class App:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._llm_config = llm
         self._gateway: Any = None
+        self._tracing: Any = None
 
     # -- registration ---------------------------------------------------------------
 
@@ -128,7 +129,13 @@ class App:
     def workflow(self, fn: F, /) -> F: ...
     @overload
     def workflow(
-        self, fn: None = None, /, *, name: str | None = None, state: type[BaseModel] | None = None
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        state: type[BaseModel] | None = None,
+        trace_content: bool = True,
     ) -> Callable[[F], F]: ...
 
     def workflow(
@@ -138,12 +145,22 @@ class App:
         *,
         name: str | None = None,
         state: type[BaseModel] | None = None,
+        trace_content: bool = True,
     ) -> F | Callable[[F], F]:
-        """Register `async def wf(ctx, **inputs)` as a durable workflow."""
+        """Register `async def wf(ctx, **inputs)` as a durable workflow.
+
+        `trace_content=False` keeps prompts, responses and tool results out of its traces.
+        """
         localns = _caller_locals()
 
         def register(f: F) -> F:
-            wf = WorkflowDef(fn=f, name=name or f.__name__, state=state, localns=localns)
+            wf = WorkflowDef(
+                fn=f,
+                name=name or f.__name__,
+                state=state,
+                localns=localns,
+                trace_content=trace_content,
+            )
             self.registry.add_workflow(wf)
             f.__keel_workflow__ = wf.name  # type: ignore[attr-defined]
             return f
@@ -246,7 +263,36 @@ class App:
                 self.store, self.registry, self.hooks, self.settings, on_settled=self._settled
             )
             self._runtime.extensions["llm"] = self._make_llm
+            if self.settings.tracing:
+                self._tracing = self._make_tracing()
+                self.hooks.add(self._tracing)
         return self._runtime
+
+    def _make_tracing(self) -> Any:
+        from keel.observe.export import OTLPExport
+        from keel.observe.metrics import Metrics
+        from keel.observe.redact import Redactor
+        from keel.observe.tracer import Tracing
+
+        return Tracing(
+            self.store,
+            self.registry,
+            retention_days=self.settings.trace_retention_days,
+            redactor=Redactor(max_chars=self.settings.trace_max_chars),
+            export=OTLPExport.from_env(),
+            metrics=Metrics(),
+        )
+
+    async def trace(self, run_id: str) -> list[Any]:
+        """The run's spans (`keel.observe.spans.SpanRow`), oldest first."""
+        from keel.observe import ids
+        from keel.observe.spans import SpanRow
+
+        await self.get_run(run_id)
+        if self._tracing is not None:
+            await self._tracing.drain()
+        rows = await self.store.load_spans(ids.hex_trace(ids.trace_id(run_id)))
+        return [SpanRow.from_row(r) for r in rows]
 
     @property
     def gateway(self) -> Any:
@@ -443,6 +489,8 @@ class App:
             await self._worker.stop()
             self._worker = None
             self._worker_loop = None
+        if self._tracing is not None:
+            await self._tracing.drain()
 
     async def close(self) -> None:
         """Stop the embedded worker (its runs go back to the queue) and close the store."""

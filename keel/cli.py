@@ -243,6 +243,40 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
 
 
 @cli.command()
+def trace(run_id: str, as_json: JsonOpt = False) -> None:
+    """Show a run's trace: the span tree with durations, status, tokens and cost."""
+    spans = _run(lambda: _with_app(lambda app: app.trace(run_id)))
+    if as_json:
+        from keel.observe.ids import hex_span, hex_trace
+
+        _print_json(
+            [
+                {
+                    "trace_id": hex_trace(s.trace_id),
+                    "span_id": hex_span(s.span_id),
+                    "parent_id": hex_span(s.parent_id) if s.parent_id else None,
+                    "name": s.name,
+                    "kind": s.kind,
+                    "start_ns": s.start_ns,
+                    "end_ns": s.end_ns,
+                    "status": s.status,
+                    "status_message": s.status_message,
+                    "attributes": s.attributes,
+                    "events": s.events,
+                    "links": [hex_span(x) for x in s.links],
+                }
+                for s in spans
+            ]
+        )
+        return
+    if not spans:
+        _fail(f"run {run_id} has no spans yet (tracing off, or nothing recorded so far)", 1)
+    from keel.console import console, trace_tree
+
+    console().print(trace_tree(spans))
+
+
+@cli.command()
 def costs(
     by: Annotated[
         str, typer.Option("--by", help="run, workflow, tenant, model or step")

@@ -37,6 +37,10 @@ def load(store: str | None = None, config_file: str | Path = "keel.toml") -> tup
             continue
         kind = type(getattr(settings, f.name))
         try:
+            if kind is bool and isinstance(raw, str):
+                if raw.strip().lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    raise ValueError(raw)
+                raw = raw.strip().lower() in ("1", "true", "yes", "on")
             setattr(settings, f.name, kind(raw))
         except (TypeError, ValueError):
             raise ConfigError(

@@ -227,3 +227,54 @@ def step_json(rec: StepRecord) -> dict[str, Any]:
 
 def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def trace_tree(spans: list[Any]) -> Tree:
+    """The span tree of a run: name, duration, status, tokens and cost, errors."""
+    by_parent: dict[int | None, list[Any]] = {}
+    ids = {sp.span_id for sp in spans}
+    for sp in spans:
+        parent = sp.parent_id if sp.parent_id in ids else None
+        by_parent.setdefault(parent, []).append(sp)
+    for group in by_parent.values():
+        group.sort(key=lambda sp: sp.start_ns)
+    roots = by_parent.get(None, [])
+    title = Text(f"trace {spans[0].trace_id:032x}" if spans else "no spans", style="bold")
+    tree = Tree(title)
+
+    def label(sp: Any) -> Text:
+        a = sp.attributes
+        text = Text(sp.name, style="bold" if sp.parent_id is None else "")
+        if sp.end_ns is not None:
+            text.append(f"  {(sp.end_ns - sp.start_ns) / 1e6:.1f} ms", style="dim")
+        else:
+            text.append("  (interrupted)", style="yellow")
+        style = {"ERROR": "red", "OK": "green"}.get(sp.status, "dim")
+        text.append(f"  {sp.status}", style=style)
+        if "gen_ai.usage.input_tokens" in a:
+            text.append(
+                f"  {a['gen_ai.usage.input_tokens']}→{a['gen_ai.usage.output_tokens']}"
+                f" tok  ${a.get('keel.cost.usd', 0.0):.6f}"
+            )
+        if a.get("keel.step.attempts", 1) > 1:
+            text.append(f"  attempts={a['keel.step.attempts']}", style="yellow")
+        if a.get("keel.fallback"):
+            text.append(f"  fallback={a['keel.fallback']}", style="yellow")
+        if sp.status_message:
+            text.append(f"  {short(sp.status_message, 100)}", style="red")
+        return text
+
+    def add(node: Tree, sp: Any, depth: int) -> None:
+        sub = node.add(label(sp))
+        kids = by_parent.get(sp.span_id, [])
+        shown = kids if len(kids) <= _MAX_CHILDREN + 2 else kids[:_MAX_CHILDREN]
+        for kid in shown:
+            add(sub, kid, depth + 1)
+        if len(shown) < len(kids):
+            rest = kids[len(shown) :]
+            bad = sum(k.status == "ERROR" for k in rest)
+            sub.add(Text(f"… {len(rest)} more spans ({bad} failed)", style="dim"))
+
+    for root in roots:
+        add(tree, root, 0)
+    return tree

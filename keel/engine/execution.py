@@ -96,6 +96,8 @@ class RunExecution:
         self.lost = False
         self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
         self.meters: dict[str, dict[str, Any]] = {}  # step key -> usage to store with it
+        self.inputs: dict[str, Any] = {}  # step key -> arguments, for observers only
+        self.error: StructuredError | None = None  # why the run failed, once it has
         state = StateTracker(wf.state) if wf.state is not None else None
         self.root = Scope(path="", state=state)
 
@@ -134,6 +136,25 @@ class RunExecution:
             self.lost = True
             raise Abandon() from None
         self.journal.add(rec)
+        self.recorded(rec)
+
+    def recorded(self, rec: StepRecord) -> None:
+        """Tell observers a journal entry is durable (tracing builds spans from these)."""
+        hooks = self.rt.hooks
+        if hooks.active:
+            hooks.step_recorded(
+                StepEvent(
+                    self.run.id,
+                    self.run.workflow,
+                    rec.key,
+                    rec.kind.value,
+                    rec.name,
+                    rec,
+                    self.inputs.pop(rec.key, None)
+                    if rec.status is not StepStatus.PENDING
+                    else None,
+                )
+            )
 
     def record(
         self,
@@ -242,6 +263,18 @@ class RunExecution:
 
     async def execute(self) -> RunStatus | None:
         """Run the workflow from the top; returns the status it left, None if abandoned."""
+        hooks = self.rt.hooks
+        if not hooks.active:
+            return await self._execute()
+        hooks.execution_started(self.run, self.resumed)
+        status: RunStatus | None = None
+        try:
+            status = await self._execute()
+            return status
+        finally:
+            hooks.execution_ended(self.run, status, self.error)
+
+    async def _execute(self) -> RunStatus | None:
         store = self.rt.store
         self.journal = Journal(self.run.id, await store.load_steps(self.run.id))
         hooks = self.rt.hooks
@@ -263,14 +296,16 @@ class RunExecution:
                 raise
             except Exception as exc:
                 failure = self.fatal or exc
-                await self._finish(RunStatus.FAILED, None, structured(failure))
+                self.error = structured(failure)
+                await self._finish(RunStatus.FAILED, None, self.error)
                 status = RunStatus.FAILED
             else:
                 await self._finish(RunStatus.SUCCEEDED, result_json, None)
                 status = RunStatus.SUCCEEDED
         except Suspend as s:
             if self.fatal is not None:
-                await self._finish(RunStatus.FAILED, None, structured(self.fatal))
+                self.error = structured(self.fatal)
+                await self._finish(RunStatus.FAILED, None, self.error)
                 status = RunStatus.FAILED
             else:
                 try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from keel.types import RunStatus, StepRecord
+from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +16,7 @@ class StepEvent:
     kind: str
     name: str
     record: StepRecord | None = None
+    input: Any = None  # the step's arguments, when known (step_recorded of a final entry)
 
 
 class Hooks:
@@ -37,6 +38,16 @@ class Hooks:
     def map_progress(self, run_id: str, key: str, done: int, total: int) -> None: ...
     def step_retrying(self, ev: StepEvent, attempt: int, wake_at: float) -> None: ...
     def escalated(self, run_id: str, escalation_id: str, queue: str) -> None: ...
+    def step_recorded(self, ev: StepEvent) -> None:
+        """A journal entry (final or pending) is durable; `ev.record` is it."""
+
+    def execution_started(self, run: RunInfo, resumed: bool) -> None:
+        """This worker starts executing `run` from the top (replaying what is journaled)."""
+
+    def execution_ended(
+        self, run: RunInfo, status: RunStatus | None, error: StructuredError | None
+    ) -> None:
+        """The execution left the run `status` (None: abandoned or interrupted)."""
 
 
 class HookSet(Hooks):
@@ -100,6 +111,25 @@ class HookSet(Hooks):
     def escalated(self, run_id: str, escalation_id: str, queue: str) -> None:
         if self._hooks:
             self._emit("escalated", run_id, escalation_id, queue)
+
+    def execution_started(self, run: RunInfo, resumed: bool) -> None:
+        if self._hooks:
+            self._emit("execution_started", run, resumed)
+
+    def execution_ended(
+        self, run: RunInfo, status: RunStatus | None, error: StructuredError | None
+    ) -> None:
+        if self._hooks:
+            self._emit("execution_ended", run, status, error)
+
+    def step_recorded(self, ev: StepEvent) -> None:
+        for h in self._hooks:  # the hot path: no getattr per call
+            try:
+                h.step_recorded(ev)
+            except Exception:
+                import logging
+
+                logging.getLogger("keel.hooks").exception("hook %r failed in step_recorded", h)
 
     @property
     def active(self) -> bool:

@@ -149,6 +149,8 @@ async def run_live(
     hooks = ex.rt.hooks
     if hooks.active:
         hooks.step_started(ex.event(key, kind, name))
+        if policy.input is not None:
+            ex.inputs[key] = policy.input
     attempt = rec.attempts if rec is not None else 0
     feedback: list[str] = []
     last: BaseException | None = None
@@ -384,6 +386,7 @@ async def escalate(
         raise Abandon() from None
     for w in writes:
         ex.journal.add(w.record)
+        ex.recorded(w.record)
     if ex.rt.hooks.active:
         ex.rt.hooks.escalated(ex.run.id, esc_id, queue)
     return esc_id

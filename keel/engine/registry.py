@@ -180,6 +180,7 @@ class WorkflowDef:
     input_model: type[BaseModel] = BaseModel
     return_type: Any = None
     params: list[str] = field(default_factory=list)
+    trace_content: bool = True  # prompts, responses and tool results in the local trace store
     localns: InitVar[dict[str, Any] | None] = None
 
     def __post_init__(self, localns: dict[str, Any] | None) -> None:

@@ -22,6 +22,9 @@ class Settings:
     lease_seconds: float = 30.0
     poll_interval: float = 0.1
     concurrency: int = 200  # runs one worker executes at once
+    tracing: bool = True  # spans for every run in the local store (and OTLP when set)
+    trace_retention_days: float = 7.0
+    trace_max_chars: int = 4096  # longer attribute values are truncated with a marker
 
 
 @dataclass

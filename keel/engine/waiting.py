@@ -63,9 +63,11 @@ async def wait_signal(
     if payload is not None:
         ok.output = from_json(payload)
         ex.journal.add(ok)
+        ex.recorded(ok)
         return ok.output
     if pending is not None:
         ex.journal.add(pending)
+        ex.recorded(pending)
     if deadline is not None and time.time() >= deadline:
         err = SignalTimeout(
             f"no {signal!r} signal arrived within {timeout}s",

@@ -88,6 +88,14 @@ def knows_price(model: str) -> bool:
         return False
 
 
+def provider_of(model: str) -> str | None:
+    """The provider LiteLLM routes `model` to (None when it cannot tell)."""
+    try:
+        return str(litellm().get_llm_provider(model)[1])
+    except Exception:
+        return None
+
+
 def convert(raw: Any, model: str) -> LLMResponse:
     """LiteLLM's ModelResponse -> Keel's journaled LLMResponse."""
     choice = raw.choices[0]

@@ -18,7 +18,11 @@ from keel.errors import CassetteMiss, ConfigError
 
 PROVIDER = "keel-cassette"
 _active: dict[str, Cassette] = {}
-_IGNORED = {"timeout", "metadata", "api_key", "api_base", "stream", "num_retries"}
+# LiteLLM's offline stand-ins for a provider: a request recorded with them replays
+# without them, and in replay the cassette answers, never a mock.
+MOCKS = frozenset({"mock_response", "mock_tool_calls", "mock_delay"})
+# Not part of a request's identity.
+_IGNORED = {"timeout", "metadata", "api_key", "api_base", "stream", "num_retries", *MOCKS}
 
 
 def request_key(model: str, messages: list[dict[str, Any]], params: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from keel.engine.recovery import StepPolicy
 from keel.engine.registry import Tool, ToolDef
-from keel.engine.serde import digest
+from keel.engine.serde import digest, unannotated
 from keel.errors import (
     AgentTurnLimit,
     ConfigError,
@@ -71,8 +71,13 @@ class LLM:
         fallback: Fallback | None = None,
         tools: list[dict[str, Any]] | None = None,
         **params: Any,
-    ) -> LLMResponse:
-        """One model turn as a journaled step; the full `LLMResponse`."""
+    ) -> Any:
+        """One model turn as a journaled step; the full `LLMResponse`.
+
+        When the call fails for good (e.g. `keel.BudgetExceeded`) and `fallback` is
+        `Fallback.degrade(default)`, the step records and returns `default` instead
+        (a person's answer for `Fallback.human()`).
+        """
         ex = self.ctx._exec
         scope = self.ctx._scope
         if tools:
@@ -100,16 +105,16 @@ class LLM:
             fallback=fallback,
             input={"messages": messages, "model": model, "params": params},
         )
-        out: LLMResponse = await ex.step(
+        out = await ex.step(
             scope,
             StepKind.LLM,
             f"llm:{name}",
             digest(messages, model, params),
             call,
-            LLMResponse,
+            LLMResponse if fallback is None else unannotated(),
             policy=policy,
         )
-        return out
+        return _response_or_fallback(out)
 
     async def text(
         self,
@@ -120,8 +125,10 @@ class LLM:
         name: str = "text",
         **params: Any,
     ) -> str:
-        """A text completion; the reply's text."""
+        """A text completion; the reply's text (a `fallback=`'s default if it applied)."""
         resp = await self.complete(as_messages(prompt, system), model=model, name=name, **params)
+        if not isinstance(resp, LLMResponse):  # degraded: the fallback's value
+            return resp  # type: ignore[no-any-return]
         return resp.content or ""
 
     # -- structured output --------------------------------------------------------------
@@ -167,6 +174,8 @@ class LLM:
         resp: LLMResponse | None = None
         for _ in range(retries + 1):
             resp = await self.complete(messages, model=model, name=name, **call_params)
+            if not isinstance(resp, LLMResponse):  # degraded: the fallback's value
+                return resp  # type: ignore[no-any-return]
             value, problems = so.parse(schema, so.raw_answer(resp))
             if value is not None and checks:
                 value, problems = run_checks(value, checks)
@@ -260,6 +269,9 @@ class LLM:
         calls: list[dict[str, Any]] = []
         for turn in range(1, max_turns + 1):
             resp = await self.complete(convo, model=model, name=name, tools=schemas, **params)
+            if not isinstance(resp, LLMResponse):  # degraded: the fallback's value ends it
+                content = resp if resp is None or isinstance(resp, str) else json.dumps(resp)
+                return AgentResult(content, convo, turn, calls, invalid)
             convo.append(resp.assistant_message())
             if not resp.tool_calls:
                 return AgentResult(resp.content, convo, turn, calls, invalid)
@@ -297,6 +309,16 @@ class LLM:
             turns=max_turns,
             invalid_calls=invalid,
         )
+
+
+def _response_or_fallback(out: Any) -> Any:
+    """A journaled model turn as an `LLMResponse`; anything else came from a fallback."""
+    if isinstance(out, dict) and out.keys() >= _RESPONSE_FIELDS:
+        return LLMResponse.model_validate(out)
+    return out
+
+
+_RESPONSE_FIELDS = frozenset(LLMResponse.model_fields)
 
 
 def _current_key() -> str:

@@ -13,13 +13,13 @@ from typing import Any
 
 from keel.errors import BudgetExceeded, ConfigError, ModelUnavailable
 from keel.llm import _litellm
+from keel.llm.cassette import MOCKS, Cassette, request_key
 from keel.llm.cassette import PROVIDER as CASSETTE_PROVIDER
-from keel.llm.cassette import Cassette, request_key
 from keel.llm.ratelimit import RateLimiter
 from keel.llm.scripted import PROVIDER as SCRIPTED_PROVIDER
 from keel.llm.scripted import ScriptedModel
 from keel.llm.types import LLMResponse, Message
-from keel.policy.retry import Retry, is_transient
+from keel.policy.retry import Retry, is_transient, retry_after_of
 
 # Parameters that do not change what a model answers: left out of cache keys.
 _NON_SEMANTIC = {"timeout", "metadata", "api_key", "api_base", "num_retries", "user"}
@@ -304,11 +304,13 @@ class Gateway:
                 continue
             resp.tried = [*tried, alias]
             return resp
-        soonest = min((t for t in self._cooling.values() if t > now), default=now) - now
+        # The last model of a chain is always tried, cooling or not, so the cool-downs say
+        # nothing about when a retry could succeed: only the provider's own Retry-After
+        # does (None leaves the wait to the step's Retry backoff).
         raise ModelUnavailable(
             f"no model could answer: tried {', '.join(tried) or 'none'}"
             + (f"; last error {type(last).__name__}: {last}" if last else ""),
-            retry_after=max(0.0, soonest),
+            retry_after=retry_after_of(last) if last is not None else None,
             tried=tried,
         ) from last
 
@@ -342,6 +344,8 @@ class Gateway:
         finally:
             self._release(cc, reserved)
         resp.model = target
+        # the provider behind the model (LiteLLM names custom ones, and a cassette, itself)
+        resp.provider = _litellm.provider_of(target) or resp.provider
         resp.cost_usd = (
             _litellm.price(spec.price_model, resp.usage.input_tokens, resp.usage.output_tokens)
             if spec.price_model
@@ -360,6 +364,11 @@ class Gateway:
         if self.cassette is not None and not target.startswith(SCRIPTED_PROVIDER):
             rkey = request_key(target, messages, params)
             if self.cassette.mode == "replay":
+                # A miss is a CassetteMiss here, not a provider error LiteLLM would wrap
+                # as a (transient) connection failure to retry and fall back from.
+                self.cassette.lookup(rkey, target, messages)
+                for mock in MOCKS:  # the cassette answers, not a mock
+                    kwargs.pop(mock, None)
                 kwargs["metadata"] = {
                     "keel_cassette": self.cassette.id,
                     "keel_request": rkey,

@@ -32,7 +32,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -130,6 +130,25 @@ CREATE TABLE IF NOT EXISTS kv_cache (
     value TEXT NOT NULL,
     expires_at REAL
 ) WITHOUT ROWID;
+""",
+    4: """
+CREATE TABLE IF NOT EXISTS spans (
+    span_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    parent_id TEXT,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    attributes TEXT NOT NULL,
+    events TEXT,
+    links TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id, start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
 """,
 }
 
@@ -265,9 +284,18 @@ class SQLiteStore(Store):
             script = _SCHEMA if version == 0 else ""
             for v in range(max(version, 1) + 1, _SCHEMA_VERSION + 1):
                 script += _MIGRATIONS[v]
-            self._db.executescript(
-                f"BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
-            )
+            try:
+                self._db.executescript(
+                    f"BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
+                )
+            except sqlite3.OperationalError:
+                # Another process (workers starting together on a new store) may have
+                # upgraded it between our version check and our lock: then we are done.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                (now,) = self._db.execute("PRAGMA user_version").fetchone()
+                if now < _SCHEMA_VERSION:
+                    raise
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -780,6 +808,39 @@ class SQLiteStore(Store):
         with self._tx() as db:
             cur = db.execute(
                 "DELETE FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?", (now,)
+            )
+        return cur.rowcount
+
+    # -- spans ----------------------------------------------------------------
+
+    async def write_spans(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert span rows (see keel.observe.spans.SpanRow.row); duplicates are ignored."""
+        if not rows:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO spans (span_id, trace_id, parent_id, run_id, name, kind,"
+                " start_ns, end_ns, status, status_message, attributes, events, links)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    async def load_spans(self, trace_id: str) -> list[tuple[Any, ...]]:
+        return self._db.execute(
+            "SELECT span_id, trace_id, parent_id, run_id, name, kind, start_ns, end_ns, status,"
+            " status_message, attributes, events, links FROM spans WHERE trace_id=?"
+            " ORDER BY start_ns",
+            (trace_id,),
+        ).fetchall()
+
+    async def span_ids(self, trace_id: str) -> set[str]:
+        rows = self._db.execute("SELECT span_id FROM spans WHERE trace_id=?", (trace_id,))
+        return {r[0] for r in rows.fetchall()}
+
+    async def purge_spans(self, ended_before_ns: int) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "DELETE FROM spans WHERE end_ns IS NOT NULL AND end_ns<?", (ended_before_ns,)
             )
         return cur.rowcount
 

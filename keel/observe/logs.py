@@ -1,0 +1,65 @@
+"""Structured logs that carry the trace and span ids of the step they were written in."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from keel.observe import ids
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds `trace_id`, `span_id`, `run_id` and `step` to records logged inside a step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from keel.engine.execution import current_step
+
+        info = current_step()
+        if info is not None:
+            record.trace_id = ids.hex_trace(ids.trace_id(info.run_id))
+            record.span_id = ids.hex_span(ids.step_span_id(info.run_id, info.key))
+            record.run_id = info.run_id
+            record.step = info.key
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the trace context when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for field in ("trace_id", "span_id", "run_id", "step"):
+            value = getattr(record, field, None)
+            if value is not None:
+                out[field] = value
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(
+    level: int | str = logging.INFO,
+    *,
+    json_lines: bool = True,
+    logger: logging.Logger | None = None,
+) -> logging.Handler:
+    """Log to stderr with trace context (JSON lines by default); returns the handler.
+
+    Example: `keel.observe.configure_logging("INFO")`
+    """
+    handler = logging.StreamHandler()
+    handler.addFilter(TraceContextFilter())
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    target = logger or logging.getLogger()
+    target.addHandler(handler)
+    target.setLevel(level)
+    return handler

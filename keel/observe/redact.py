@@ -1,0 +1,86 @@
+"""Redaction and size limits for everything that leaves the journal (spans, exports, logs).
+
+The journal keeps step outputs as they are (replay needs them); traces never see a
+secret: API keys, bearer tokens and configured fields are masked, long values are
+truncated with a marker.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "[REDACTED]"
+DEFAULT_PATTERNS = (
+    r"sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}",  # OpenAI / Anthropic style keys
+    r"(?i:bearer)\s+[A-Za-z0-9._\-+/=]{12,}",
+    r"AKIA[0-9A-Z]{16}",  # AWS access key ids
+    r"gh[pousr]_[A-Za-z0-9]{30,}",  # GitHub tokens
+    r"xox[abposr]-[A-Za-z0-9-]{10,}",  # Slack tokens
+    r"AIza[0-9A-Za-z_\-]{35}",  # Google API keys
+    r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}",  # JWTs
+)
+DEFAULT_FIELDS = (
+    "api_key",
+    "apikey",
+    "authorization",
+    "password",
+    "secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "client_secret",
+    "private_key",
+)
+
+
+class Redactor:
+    """Masks secrets by pattern and by field name, and truncates long values.
+
+    Example:
+        r = Redactor(extra_patterns=[r"ACME-\\d{6}"], extra_fields=["ssn"], max_chars=2048)
+        r.text('{"api_key": "sk-..."}')
+    """
+
+    def __init__(
+        self,
+        extra_patterns: Iterable[str] = (),
+        extra_fields: Iterable[str] = (),
+        max_chars: int = 4096,
+    ) -> None:
+        self.pattern = re.compile(
+            "|".join(f"(?:{p})" for p in (*DEFAULT_PATTERNS, *extra_patterns))
+        )
+        self.fields = {f.lower() for f in (*DEFAULT_FIELDS, *extra_fields)}
+        self.max_chars = max_chars
+
+    def value(self, value: Any) -> Any:
+        """A JSON-like value with secret fields masked and secret-looking strings masked."""
+        if isinstance(value, str):
+            return self.pattern.sub(MASK, value)
+        if isinstance(value, dict):
+            return {
+                k: (
+                    MASK if str(k).lower() in self.fields and v not in (None, "") else self.value(v)
+                )
+                for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def text(self, value: Any) -> str:
+        """`value` as redacted, truncated text for a span attribute."""
+        if not isinstance(value, str):
+            value = json.dumps(self.value(value), default=str, ensure_ascii=False)
+        else:
+            value = self.pattern.sub(MASK, value)
+        return self.truncate(value)
+
+    def truncate(self, text: str) -> str:
+        if len(text) <= self.max_chars:
+            return text
+        cut = len(text) - self.max_chars
+        return f"{text[: self.max_chars]}…[truncated {cut} chars; full value in the journal]"
