@@ -49,13 +49,21 @@ class RateLimiter:
         self.redis = redis
         self.key = key
         self._lock = asyncio.Lock()
+        self._loop: Any = None  # the event loop `_lock` belongs to
+
+    def _fifo(self) -> asyncio.Lock:
+        """The waiting line, one per event loop (each `App.run` has its own loop)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
 
     async def acquire(self, tokens: int) -> float:
         """Wait until one request of `tokens` may go; returns the seconds waited."""
         if self.redis is not None:
             return await self._acquire_redis(tokens)
         waited = 0.0
-        async with self._lock:  # FIFO: waiting requests keep their order
+        async with self._fifo():  # FIFO: waiting requests keep their order
             while True:
                 delay = 0.0
                 if self.requests is not None:
