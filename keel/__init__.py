@@ -24,6 +24,9 @@ _EXPORTS = {
     "App": "keel.app",
     "RunHandle": "keel.app",
     "LowConfidence": "keel.errors",
+    "ApprovalRejected": "keel.errors",
+    "ApprovalTimedOut": "keel.errors",
+    "ReviewRejected": "keel.errors",
     "CassetteMiss": "keel.errors",
     "ModelUnavailable": "keel.errors",
     "AgentTurnLimit": "keel.errors",
@@ -64,6 +67,8 @@ __all__ = [
     "AgentTurnLimit",
     "All",
     "App",
+    "ApprovalRejected",
+    "ApprovalTimedOut",
     "AtLeast",
     "BestEffort",
     "BudgetExceeded",
@@ -90,6 +95,7 @@ __all__ = [
     "OutcomeUnknown",
     "Retry",
     "RetryableError",
+    "ReviewRejected",
     "RunCancelled",
     "RunFailed",
     "RunHandle",
@@ -108,17 +114,20 @@ __all__ = [
     "UnknownWorkflowError",
     "ValidationFailed",
     "current_step",
+    "hitl",
     "llm",
 ]
 
 if TYPE_CHECKING:
-    from keel import llm
+    from keel import hitl, llm
     from keel.app import App, RunHandle
     from keel.engine.context import Context
     from keel.engine.execution import StepInfo, current_step
     from keel.engine.hooks import Hooks, StepEvent
     from keel.errors import (
         AgentTurnLimit,
+        ApprovalRejected,
+        ApprovalTimedOut,
         BudgetExceeded,
         CassetteMiss,
         CheckpointFailed,
@@ -134,6 +143,7 @@ if TYPE_CHECKING:
         NonDeterminismError,
         OutcomeUnknown,
         RetryableError,
+        ReviewRejected,
         RunCancelled,
         RunFailed,
         RunNotFound,
@@ -162,10 +172,10 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    if name == "llm":  # the subpackage, imported on first use
+    if name in ("llm", "hitl", "observe", "embed"):  # subpackages, imported on first use
         import importlib
 
-        return importlib.import_module("keel.llm")
+        return importlib.import_module(f"keel.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'keel' has no attribute {name!r}")

@@ -108,6 +108,8 @@ class App:
         *,
         settings: Settings | None = None,
         llm: Any = None,
+        notify: Callable[[dict[str, Any]], Any] | str | None = None,
+        reviewers: dict[str, set[str] | list[str]] | None = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -122,6 +124,10 @@ class App:
         self._llm_config = llm
         self._gateway: Any = None
         self._tracing: Any = None
+        self._notify = notify
+        self._drainable: list[Any] = []
+        # queue -> the people allowed to decide it (unlisted queues: anyone)
+        self.reviewers: dict[str, set[str]] = {q: set(v) for q, v in (reviewers or {}).items()}
 
     # -- registration ---------------------------------------------------------------
 
@@ -136,6 +142,8 @@ class App:
         name: str | None = None,
         state: type[BaseModel] | None = None,
         trace_content: bool = True,
+        novelty: Any = None,
+        sample: Any = None,
     ) -> Callable[[F], F]: ...
 
     def workflow(
@@ -146,6 +154,8 @@ class App:
         name: str | None = None,
         state: type[BaseModel] | None = None,
         trace_content: bool = True,
+        novelty: Any = None,
+        sample: Any = None,
     ) -> F | Callable[[F], F]:
         """Register `async def wf(ctx, **inputs)` as a durable workflow.
 
@@ -154,12 +164,19 @@ class App:
         localns = _caller_locals()
 
         def register(f: F) -> F:
+            body: Any = f
+            if novelty is not None:
+                from keel.hitl.gate import novelty_gate
+
+                body = novelty_gate(f, novelty)
             wf = WorkflowDef(
-                fn=f,
+                fn=body,
                 name=name or f.__name__,
                 state=state,
                 localns=localns,
                 trace_content=trace_content,
+                novelty=novelty,
+                sample=sample,
             )
             self.registry.add_workflow(wf)
             f.__keel_workflow__ = wf.name  # type: ignore[attr-defined]
@@ -183,6 +200,7 @@ class App:
         fallback: Fallback | None = None,
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
+        approval: Any = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -199,6 +217,7 @@ class App:
         fallback: Fallback | None = None,
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
+        approval: Any = None,
         **options: Any,
     ) -> Tool | Callable[[Callable[..., Any]], Tool]:
         """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step.
@@ -225,6 +244,7 @@ class App:
                 fallback=fallback,
                 validate=validate,
                 breaker=breaker,
+                approval=approval,
                 options=options,
                 localns=localns,
             )
@@ -263,10 +283,44 @@ class App:
                 self.store, self.registry, self.hooks, self.settings, on_settled=self._settled
             )
             self._runtime.extensions["llm"] = self._make_llm
+            self._attach_hitl(self._runtime)
             if self.settings.tracing:
                 self._tracing = self._make_tracing()
                 self.hooks.add(self._tracing)
         return self._runtime
+
+    def _attach_hitl(self, rt: Runtime) -> None:
+        from keel.hitl.gate import approval, approve_call
+        from keel.hitl.sampling import Sampler
+
+        rt.extensions["gate"] = approve_call
+        rt.extensions["approval"] = approval
+        from keel.hitl.gate import review_output
+
+        rt.extensions["review_output"] = review_output
+        sampler = Sampler(self)
+        self.hooks.add(sampler)
+        self._drainable.append(sampler)
+        if self._notify is not None:
+            from keel.hitl.notify import Notifier
+
+            notifier = Notifier(self._notify)
+            self.hooks.add(notifier)
+            self._drainable.append(notifier)
+
+    @property
+    def approvals(self) -> Any:
+        """Approvals, low-confidence and novelty reviews: `list/get/approve/reject/edit`."""
+        from keel.hitl.api import Approvals
+
+        return Approvals(self)
+
+    @property
+    def reviews(self) -> Any:
+        """The sampled-review queue: `list/get/verdict/export`."""
+        from keel.hitl.api import Reviews
+
+        return Reviews(self)
 
     def _make_tracing(self) -> Any:
         from keel.observe.export import OTLPExport
@@ -289,6 +343,8 @@ class App:
         from keel.observe.spans import SpanRow
 
         await self.get_run(run_id)
+        for part in self._drainable:
+            await part.drain()
         if self._tracing is not None:
             await self._tracing.drain()
         rows = await self.store.load_spans(ids.hex_trace(ids.trace_id(run_id)))

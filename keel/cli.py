@@ -115,6 +115,12 @@ def run(
 def _waiting_hint(run_id: str, waiting_on: list[str]) -> str:
     if not waiting_on:
         return "waiting on a timer; a worker resumes it when it is due (keel worker MODULE)"
+    reviews = [w.split(":", 1)[1] for w in waiting_on if w.startswith("review:")]
+    if reviews:
+        return (
+            f"waiting for a person's decision on {reviews[0]}; "
+            f"see: keel approvals show {reviews[0]}"
+        )
     escalations = [w.split(":", 1)[1] for w in waiting_on if w.startswith("escalation:")]
     if escalations:
         return (
@@ -444,6 +450,197 @@ def escalations_reject(
         )
     )
     typer.echo(f"escalation {esc.id} rejected; run {esc.run_id} continues with the failure")
+
+
+approvals_cli = typer.Typer(
+    help="Decisions that gate runs: approvals, low-confidence and novelty reviews.",
+    invoke_without_command=True,
+)
+cli.add_typer(approvals_cli, name="approvals")
+review_cli = typer.Typer(help="Sampled review of completed runs.", invoke_without_command=True)
+cli.add_typer(review_cli, name="review")
+
+
+def _print_request(req: Any) -> None:
+    from keel.console import console, review_detail
+
+    console().print(review_detail(req))
+
+
+@approvals_cli.callback()
+def approvals_default(ctx: typer.Context) -> None:
+    """Without a subcommand: the pending requests."""
+    if ctx.invoked_subcommand is None:
+        approvals_list(queue=None, status="pending", kind=None, as_json=False)
+
+
+@approvals_cli.command("list")
+def approvals_list(
+    queue: Annotated[str | None, typer.Option("--queue", "-q")] = None,
+    status: Annotated[
+        str,
+        typer.Option("--status", "-s", help="pending, approved, rejected, edited, expired or all"),
+    ] = "pending",
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="approval, low_confidence or novelty")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List requests, oldest first."""
+    found = _run(lambda: _with_app(lambda app: app.approvals.list(queue, status, kind)))
+    if as_json:
+        _print_json([r.summary() for r in found])
+        return
+    from keel.console import console, reviews_table
+
+    console().print(reviews_table(found))
+
+
+@approvals_cli.command("show")
+def approvals_show(request_id: str, as_json: JsonOpt = False) -> None:
+    """Show a request: why it is here, the proposed action, the context, the audit log."""
+    req, log_ = _run(lambda: _with_app(lambda app: _get_with_audit(app, request_id)))
+    if as_json:
+        _print_json({**req.summary(), "request": req.request, "audit": log_})
+        return
+    _print_request(req)
+
+
+async def _get_with_audit(app: Any, request_id: str) -> Any:
+    return await app.approvals.get(request_id), await app.approvals.audit(request_id)
+
+
+@approvals_cli.command("approve")
+def approvals_approve(
+    request_id: str,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    by: Annotated[str, typer.Option("--by")] = "",
+) -> None:
+    """Approve (or, for a low-confidence output, confirm) a request."""
+    req = _run(
+        lambda: _with_app(
+            lambda app: app.approvals.approve(request_id, by=by or _whoami(), note=note)
+        )
+    )
+    typer.echo(f"{req.kind} {req.id} {req.status}; run {req.run_id} resumes")
+
+
+@approvals_cli.command("reject")
+def approvals_reject(
+    request_id: str,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why (required)")] = None,
+    by: Annotated[str, typer.Option("--by")] = "",
+) -> None:
+    """Reject a request; the waiting step raises ApprovalRejected (or ReviewRejected)."""
+    if reason is None:
+        _fail("a rejection needs --reason TEXT, so the run's record says why")
+        return
+    req = _run(
+        lambda: _with_app(lambda app: app.approvals.reject(request_id, reason, by=by or _whoami()))
+    )
+    typer.echo(f"{req.kind} {req.id} rejected; run {req.run_id} continues with the rejection")
+
+
+@approvals_cli.command("edit")
+def approvals_edit(
+    request_id: str,
+    args: Annotated[str, typer.Option("--args", help="JSON object of the tool's arguments")],
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    by: Annotated[str, typer.Option("--by")] = "",
+) -> None:
+    """Edit the proposed arguments, then approve (edits are validated first)."""
+    data = _json_arg(args, "--args")
+    req = _run(
+        lambda: _with_app(
+            lambda app: app.approvals.edit(request_id, data, by=by or _whoami(), note=note)
+        )
+    )
+    typer.echo(f"approval {req.id} approved with edited arguments; run {req.run_id} resumes")
+
+
+@approvals_cli.command("correct")
+def approvals_correct(
+    request_id: str,
+    output: Annotated[str, typer.Option("--output", help="JSON: the right output")],
+    by: Annotated[str, typer.Option("--by")] = "",
+) -> None:
+    """For a low-confidence output: supply the right one; it becomes the step's result."""
+    data = _json_arg(output, "--output")
+    req = _run(
+        lambda: _with_app(lambda app: app.approvals.correct(request_id, data, by=by or _whoami()))
+    )
+    typer.echo(f"{req.id} corrected; run {req.run_id} resumes")
+
+
+@review_cli.callback()
+def review_default(ctx: typer.Context) -> None:
+    """Without a subcommand: the samples waiting for a verdict."""
+    if ctx.invoked_subcommand is None:
+        review_list(status="pending", workflow=None, as_json=False)
+
+
+@review_cli.command("list")
+def review_list(
+    status: Annotated[
+        str, typer.Option("--status", "-s", help="pending, correct, incorrect or all")
+    ] = "pending",
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List sampled runs."""
+    found = _run(lambda: _with_app(lambda app: app.reviews.list(status, workflow)))
+    if as_json:
+        _print_json(
+            [
+                {**r.summary(), "input": r.request.get("input"), "result": r.request.get("result")}
+                for r in found
+            ]
+        )
+        return
+    from keel.console import console, reviews_table
+
+    console().print(reviews_table(found))
+
+
+@review_cli.command("show")
+def review_show(review_id: str, as_json: JsonOpt = False) -> None:
+    """Show a sampled run's input and result."""
+    req = _run(lambda: _with_app(lambda app: app.reviews.get(review_id)))
+    if as_json:
+        _print_json({**req.summary(), "request": req.request})
+        return
+    _print_request(req)
+
+
+@review_cli.command("verdict")
+def review_verdict(
+    review_id: str,
+    correct: Annotated[bool | None, typer.Option("--correct/--incorrect")] = None,
+    label: Annotated[str | None, typer.Option("--label", help="JSON: the right output")] = None,
+    note: Annotated[str | None, typer.Option("--note")] = None,
+    by: Annotated[str, typer.Option("--by")] = "",
+) -> None:
+    """Mark a sampled run correct or incorrect (with the right output if you have it)."""
+    if correct is None:
+        _fail("say --correct or --incorrect")
+        return
+    data = _json_arg(label, "--label")
+    req = _run(
+        lambda: _with_app(
+            lambda app: app.reviews.verdict(
+                review_id, correct, by=by or _whoami(), label=data, note=note
+            )
+        )
+    )
+    typer.echo(f"{req.id}: {req.status}")
+
+
+@review_cli.command("export")
+def review_export(workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None) -> None:
+    """Reviewed samples as eval cases, one JSON object per line."""
+    cases = _run(lambda: _with_app(lambda app: app.reviews.export(workflow)))
+    for case in cases:
+        typer.echo(json.dumps(case, default=str))
 
 
 def _whoami() -> str:

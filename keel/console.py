@@ -278,3 +278,55 @@ def trace_tree(spans: list[Any]) -> Tree:
     for root in roots:
         add(tree, root, 0)
     return tree
+
+
+def reviews_table(items: list[Any]) -> Table:
+    table = Table(header_style="bold")
+    for col in ("id", "kind", "queue", "status", "age", "deadline", "action / reason"):
+        table.add_column(col, overflow="fold")
+    import time as _time
+
+    now = _time.time()
+    for r in items:
+        age = f"{(now - r.created_at) / 60:.0f} min"
+        action = (
+            f"{r.tool}({short(r.args, 40)})" if r.tool else short(r.request.get("reason", ""), 50)
+        )
+        table.add_row(r.id, r.kind, r.queue, r.status, age, _ts(r.deadline), action)
+    return table
+
+
+def review_detail(r: Any) -> Group:
+    """Why it is here first, then the proposed action, the request, the context."""
+    req = r.request
+    lines: list[Any] = [
+        Text.assemble((f"{r.kind} ", "bold"), r.id, f"  [{r.status}]  queue={r.queue}"),
+        Text(f"why: {req.get('reason', '-')}", style="yellow"),
+    ]
+    if r.tool:
+        lines.append(Text(f"proposed action: {r.tool}", style="bold"))
+        for name, value in (r.args or {}).items():
+            lines.append(Text(f"  {name} = {short(value, 200)}"))
+    if "output" in req:
+        lines.append(Text(f"output: {short(req['output'], 400)}  (score {req.get('score')})"))
+    if "input" in req:
+        lines.append(Text(f"input: {short(req['input'], 400)}"))
+    if "result" in req:
+        lines.append(Text(f"result: {short(req['result'], 400)}"))
+    if req.get("incoming") is not None:
+        lines.append(Text(f"incoming request: {short(req['incoming'], 400)}"))
+    if req.get("context") is not None:
+        lines.append(Text(f"context: {short(req['context'], 400)}"))
+    lines.append(
+        Text(
+            f"run {r.run_id} ({r.workflow}), step {r.step}, deadline {_ts(r.deadline)}", style="dim"
+        )
+    )
+    if r.decision is not None:
+        lines.append(
+            Text(
+                f"decided by {r.decided_by} at {_ts(r.decided_at)}: {short(r.decision, 300)}",
+                style="green",
+            )
+        )
+    return Group(*lines)

@@ -193,6 +193,18 @@ class AgentTurnLimit(KeelError):
     """An agent loop used all its turns (or its invalid-tool-call budget) without finishing."""
 
 
+class ApprovalRejected(KeelError):
+    """A person rejected the proposed action (or it timed out under a reject policy)."""
+
+
+class ApprovalTimedOut(KeelError):
+    """No decision arrived before the deadline and the policy is to fail the run."""
+
+
+class ReviewRejected(KeelError):
+    """A reviewer rejected a low-confidence output or a novel input."""
+
+
 class MapFailed(KeelError):
     """A map or gather did not meet its `require` policy; `.result` has every item."""
 

@@ -35,6 +35,7 @@ class StepKind(enum.StrEnum):
     VALUE = "value"  # now / uuid / random
     PHASE = "phase"
     LLM = "llm"
+    REVIEW = "review"  # a person's decision: approval, low confidence, novelty
 
 
 class StepStatus(enum.StrEnum):

@@ -93,3 +93,64 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+# -- observability (tests/test_observe_*.py) -------------------------------------------
+
+_OTEL_ENV = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_SERVICE_NAME",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+)
+
+
+def _otlp_env(monkeypatch: pytest.MonkeyPatch, endpoint: str, protocol: str) -> None:
+    for name in _OTEL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+
+
+@pytest.fixture
+def otlp_http(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real OTLP/HTTP receiver (tests/services/otlp_receiver.py), with the standard
+    OTEL_EXPORTER_OTLP_* variables pointing at it. Create Apps after requesting it:
+    an App builds its exporter from the environment when its runtime starts."""
+    from tests.services.otlp_receiver import http_receiver
+
+    with http_receiver() as rx:
+        _otlp_env(monkeypatch, rx.endpoint, "http/protobuf")
+        yield rx
+
+
+@pytest.fixture
+def otlp_grpc(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A real OTLP/gRPC receiver, with OTEL_EXPORTER_OTLP_PROTOCOL=grpc pointing at it."""
+    from tests.services.otlp_receiver import grpc_receiver
+
+    with grpc_receiver() as rx:
+        _otlp_env(monkeypatch, rx.endpoint, "grpc")
+        yield rx
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> Any:
+    """An InMemoryMetricReader behind the global OpenTelemetry MeterProvider (set once per
+    session: the API allows no second one). Filter data points by attributes unique to
+    the test (tool, workflow and model names)."""
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    metrics.set_meter_provider(provider)
+    if metrics.get_meter_provider() is not provider:
+        pytest.skip("another global MeterProvider is already installed in this process")
+    return reader

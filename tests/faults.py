@@ -11,6 +11,7 @@ Outcomes (one per attempt, chosen by the attempt's number so a plan is the same
 after a crash or a replay):
 
     "ok"          return `result(*args)` (the input echoed back by default)
+    "slow"        the same, after sleeping `slow` seconds
     "500".."599"  raise HTTPStatusError with that status
     "408", "400", "401", "404", ...  likewise (retryable or not by Keel's default rules)
     "429"         raise HTTPStatusError(429) with `Retry-After: <retry_after>` seconds
@@ -65,6 +66,7 @@ class Attempt:
     outcome: str
     feedback: tuple[str, ...] = ()
     pid: int = 0
+    args: tuple[Any, ...] = ()
 
 
 class Plan:
@@ -138,10 +140,12 @@ class Faults:
         *,
         retry_after: float = 0.2,
         hang: float = 30.0,
+        slow: float = 0.1,
     ) -> None:
         self.log = Path(log) if log is not None else None
         self.retry_after = retry_after
         self.hang = hang
+        self.slow = slow
         self.attempts: list[Attempt] = []
 
     # -- tools --------------------------------------------------------------------
@@ -175,6 +179,7 @@ class Faults:
                     outcome=outcome,
                     feedback=tuple(info.feedback),
                     pid=os.getpid(),
+                    args=args,
                 )
             )
             return await faults._act(outcome, args, result, malformed)
@@ -191,6 +196,9 @@ class Faults:
         result: Callable[..., Any] | None,
         malformed: Callable[..., Any] | None,
     ) -> Any:
+        if outcome == "slow":  # succeeds, after `slow` seconds
+            await asyncio.sleep(self.slow)
+            outcome = "ok"
         if outcome == "ok":
             return result(*args) if result is not None else (args[0] if args else None)
         if outcome == "malformed":
@@ -221,7 +229,9 @@ class Faults:
     def _record(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
         if self.log is not None:
-            line = json.dumps({**asdict(attempt), "feedback": list(attempt.feedback)}) + "\n"
+            data = {**asdict(attempt), "feedback": list(attempt.feedback)}
+            data["args"] = list(attempt.args)
+            line = json.dumps(data, default=str) + "\n"
             fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
                 os.write(fd, line.encode())
@@ -256,5 +266,6 @@ def read_log(path: str | Path) -> list[Attempt]:
     for line in text.splitlines():
         data = json.loads(line)
         data["feedback"] = tuple(data["feedback"])
+        data["args"] = tuple(data.get("args", ()))
         out.append(Attempt(**data))
     return out

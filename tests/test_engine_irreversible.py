@@ -32,7 +32,7 @@ async def test_intent_is_recorded_before_the_call(tmp_path: Path) -> None:
     app = _app(tmp_path)
     seen: list[list[str]] = []
 
-    @app.tool(irreversible=True)
+    @app.tool(irreversible=True, approval=False)
     async def charge(amount: int) -> str:
         info = keel.current_step()
         assert info is not None
@@ -56,7 +56,7 @@ async def test_interrupted_call_without_reconcile_is_outcome_unknown(tmp_path: P
     calls = 0
     started = asyncio.Event()
 
-    @app.tool(irreversible=True)
+    @app.tool(irreversible=True, approval=False)
     async def wire(amount: int) -> str:
         nonlocal calls
         calls += 1
@@ -91,7 +91,7 @@ async def test_reconcile_returns_the_effect_of_the_interrupted_call(tmp_path: Pa
             raise keel.EffectNotApplied("no such transfer")
         return ledger[key]
 
-    @app.tool(irreversible=True, reconcile=find)
+    @app.tool(irreversible=True, approval=False, reconcile=find)
     async def wire(amount: int) -> str:
         nonlocal calls
         calls += 1
@@ -122,7 +122,7 @@ async def test_reconcile_not_applied_runs_the_tool_again(tmp_path: Path) -> None
     async def find(key: str, amount: int) -> str:
         raise keel.EffectNotApplied("the provider has no record of it")
 
-    @app.tool(irreversible=True, reconcile=find)
+    @app.tool(irreversible=True, approval=False, reconcile=find)
     async def wire(amount: int) -> str:
         nonlocal calls
         calls += 1

@@ -224,7 +224,9 @@ async def test_confidence_from_logprobs_is_the_geometric_mean_probability(
     @app.workflow
     async def wf(ctx: keel.Context, threshold: float) -> dict[str, Any]:
         try:
-            label = await ctx.llm.structured(Label, "Classify: x", min_confidence=threshold)
+            label = await ctx.llm.structured(
+                Label, "Classify: x", min_confidence=threshold, on_low_confidence="raise"
+            )
         except keel.LowConfidence as exc:
             return {
                 "low": True,
@@ -251,7 +253,7 @@ async def test_low_confidence_fails_the_run_with_output_and_score(
 ) -> None:
     model = ScriptedModel(lambda m: json.dumps(GOOD), logprob=-0.5)  # per token when asked
     app = llm_app(Gateway({"m": model}, retry=NO_RETRY))
-    classify = classify_app(app, min_confidence=0.9)
+    classify = classify_app(app, min_confidence=0.9, on_low_confidence="raise")
     info = await (await app.start(classify, {"text": "x"})).settle(RESULT)
     assert info.status is RunStatus.FAILED and info.error is not None
     assert info.error.type == "LowConfidence"
@@ -268,7 +270,9 @@ async def test_self_consistency_over_samples(llm_app: Callable[..., keel.App]) -
     @app.workflow
     async def wf(ctx: keel.Context, threshold: float) -> dict[str, Any]:
         try:
-            await ctx.llm.structured(Label, "Classify: x", samples=3, min_confidence=threshold)
+            await ctx.llm.structured(
+                Label, "Classify: x", samples=3, min_confidence=threshold, on_low_confidence="raise"
+            )
         except keel.LowConfidence as exc:
             return {"score": exc.score, "output": exc.output}  # type: ignore[attr-defined]
         return {"score": None}

@@ -79,6 +79,33 @@ class Context:
             )
         return make(self)
 
+    async def approval(
+        self,
+        action: str | dict[str, Any],
+        *,
+        context: Any = None,
+        reason: str | None = None,
+        queue: str = "approvals",
+        timeout: float | None = None,
+        on_timeout: Any = "reject",
+    ) -> Any:
+        """Suspend until a person approves `action` (see keel.hitl); the Decision.
+
+        Raises `keel.ApprovalRejected` when they reject it.
+        """
+        ask = self._exec.rt.extensions.get("approval")
+        if ask is None:
+            raise ConfigError("this app has no approvals layer")
+        return await ask(
+            self,
+            action,
+            context=context,
+            reason=reason,
+            queue=queue,
+            timeout=timeout,
+            on_timeout=on_timeout,
+        )
+
     @property
     def state(self) -> Any:
         """The run's typed state (this branch's isolated copy inside map/gather)."""
@@ -95,6 +122,13 @@ class Context:
     async def call(self, tool: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a tool (or any function) as one journaled step and return its result."""
         tdef = self._tool(tool)
+        if tdef.gated:
+            gate = self._exec.rt.extensions.get("gate")
+            if gate is None:
+                raise ConfigError(
+                    f"tool {tdef.name!r} needs approval, but this app has no approvals layer"
+                )
+            args, kwargs = await gate(self, tdef, args, kwargs)
         return await self._exec.step(
             self._scope,
             StepKind.TOOL,
@@ -232,6 +266,11 @@ class Context:
         if isinstance(fn, Tool | ToolDef):
             tool = self._tool(fn)
             label = tool.name
+            if tool.gated:
+                raise ConfigError(
+                    f"tool {tool.name!r} needs approval per call; map an `async def fn(ctx, "
+                    "item)` that calls it, so each item gets its own approval step"
+                )
         elif inspect.iscoroutinefunction(fn):
             label = str(getattr(fn, "__name__", "fn"))
         else:

@@ -136,12 +136,19 @@ class RunExecution:
             self.lost = True
             raise Abandon() from None
         self.journal.add(rec)
-        self.recorded(rec)
+        self.recorded(rec, data)
 
-    def recorded(self, rec: StepRecord) -> None:
+    def recorded(self, rec: StepRecord, data: bytes | None = None) -> None:
         """Tell observers a journal entry is durable (tracing builds spans from these)."""
         hooks = self.rt.hooks
         if hooks.active:
+            if (
+                rec.output is None
+                and data is not None
+                and (rec.blob is None or rec.kind is StepKind.LLM)
+            ):
+                # the in-memory journal keeps only small outputs; observers see every one
+                rec = rec.model_copy(update={"output": from_json(data)})
             hooks.step_recorded(
                 StepEvent(
                     self.run.id,

@@ -41,6 +41,9 @@ class Hooks:
     def step_recorded(self, ev: StepEvent) -> None:
         """A journal entry (final or pending) is durable; `ev.record` is it."""
 
+    def review_requested(self, review: dict[str, Any]) -> None:
+        """A person was asked to decide (approval, low confidence, novelty, sample)."""
+
     def execution_started(self, run: RunInfo, resumed: bool) -> None:
         """This worker starts executing `run` from the top (replaying what is journaled)."""
 
@@ -111,6 +114,10 @@ class HookSet(Hooks):
     def escalated(self, run_id: str, escalation_id: str, queue: str) -> None:
         if self._hooks:
             self._emit("escalated", run_id, escalation_id, queue)
+
+    def review_requested(self, review: dict[str, Any]) -> None:
+        if self._hooks:
+            self._emit("review_requested", review)
 
     def execution_started(self, run: RunInfo, resumed: bool) -> None:
         if self._hooks:

@@ -26,7 +26,7 @@ def _hints(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> dic
     """Resolved annotations; `localns` (the decorating frame's locals) resolves classes
     defined inside a function under `from __future__ import annotations`."""
     try:
-        return get_type_hints(fn, localns=localns)
+        return get_type_hints(inspect.unwrap(fn), localns=localns)
     except Exception:  # unresolvable forward refs: fall back to raw annotations
         return dict(getattr(fn, "__annotations__", {}))
 
@@ -49,6 +49,7 @@ class ToolDef:
     fallback: Fallback | None = None
     validate: tuple[Any, ...] = ()
     breaker: CircuitBreaker | None = None
+    approval: Any = None  # a keel.hitl.Approval, False to opt out; irreversible implies one
     options: dict[str, Any] = field(default_factory=dict)
     return_type: Any = None
     is_async: bool = True
@@ -89,6 +90,13 @@ class ToolDef:
             reconcile=reconcile if self.reconcile is not None else None,
             input={"args": list(args), "kwargs": kwargs} if kwargs else list(args),
         )
+
+    @property
+    def gated(self) -> bool:
+        """Whether calls need a person's approval first."""
+        if self.approval is False:
+            return False
+        return self.irreversible or self.approval is not None
 
     async def invoke(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if self.is_async:
@@ -181,6 +189,8 @@ class WorkflowDef:
     return_type: Any = None
     params: list[str] = field(default_factory=list)
     trace_content: bool = True  # prompts, responses and tool results in the local trace store
+    novelty: Any = None  # a keel.hitl.NoveltyDetector: novel inputs go to review first
+    sample: Any = None  # a keel.hitl.Sample: completed runs sampled into a review queue
     localns: InitVar[dict[str, Any] | None] = None
 
     def __post_init__(self, localns: dict[str, Any] | None) -> None:

@@ -39,4 +39,4 @@ class Runtime:
     breakers: dict[str, BreakerState] = field(default_factory=dict)
     # Context attributes provided by the host (the App attaches `llm`): the engine
     # offers the door, never what is behind it.
-    extensions: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
+    extensions: dict[str, Any] = field(default_factory=dict)

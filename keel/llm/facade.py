@@ -145,12 +145,16 @@ class LLM:
         samples: int | None = None,
         system: str | None = None,
         name: str = "structured",
+        on_low_confidence: str = "review",
+        review_queue: str = "low_confidence",
+        review_timeout: float | None = None,
         **params: Any,
     ) -> S:
         """A `schema` instance, parsed and validated, retried with the errors as feedback.
 
-        With `min_confidence`, raises `keel.LowConfidence` (carrying the output and score)
-        when the confidence (see keel.llm.structured) is lower.
+        With `min_confidence`, an output whose confidence (see keel.llm.structured) is
+        lower goes to a person in `review_queue`, who confirms or corrects it; with
+        `on_low_confidence="raise"` it raises `keel.LowConfidence` (output and score).
         """
         if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
             raise ConfigError(f"structured() takes a Pydantic model class, not {schema!r}")
@@ -193,6 +197,19 @@ class LLM:
                     min_confidence,
                 )
                 if min_confidence is not None and score is not None and score < min_confidence:
+                    route = self.ctx._exec.rt.extensions.get("review_output")
+                    if on_low_confidence == "review" and route is not None:
+                        reviewed: S = await route(
+                            self.ctx,
+                            schema=schema,
+                            output=result.model_dump(mode="json"),
+                            score=score,
+                            threshold=min_confidence,
+                            prompt=messages,
+                            queue=review_queue,
+                            timeout=review_timeout,
+                        )
+                        return reviewed
                     raise LowConfidence(
                         f"{schema.__name__} output scored {score:.3f}, below the required "
                         f"{min_confidence}",

@@ -1,8 +1,7 @@
 """OpenTelemetry metrics: runs by status, step latency, retries, fallbacks, tokens and cost.
 
-Instruments come from the global MeterProvider: a no-op unless the application
-(or `keel.observe.enable_otlp_metrics()`) installs one. The raw material for drift
-monitoring.
+Instruments come from the global MeterProvider (or the `meter` passed in): a no-op
+unless the application installs one. The raw material for drift monitoring.
 """
 
 from __future__ import annotations
@@ -57,9 +56,14 @@ class Metrics:
             and isinstance(rec.output, dict)
         ):
             out = rec.output
-            model = str(out.get("model", ""))
+            provider, _, short = str(out.get("model", "")).partition("/")
+            model = short or provider  # as on the model call's span
             usage = out.get("usage") or {}
-            base = {"gen_ai.request.model": model, "gen_ai.operation.name": "chat"}
+            base = {
+                "gen_ai.request.model": model,
+                "gen_ai.provider.name": provider if short else "unknown",
+                "gen_ai.operation.name": "chat",
+            }
             self.tokens.record(
                 int(usage.get("input_tokens") or 0), {**base, "gen_ai.token.type": "input"}
             )

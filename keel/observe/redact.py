@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import pydantic_core
+
 MASK = "[REDACTED]"
 DEFAULT_PATTERNS = (
     r"sk-(?:proj-|ant-)?[A-Za-z0-9_\-]{16,}",  # OpenAI / Anthropic style keys
@@ -74,7 +76,9 @@ class Redactor:
     def text(self, value: Any) -> str:
         """`value` as redacted, truncated text for a span attribute."""
         if not isinstance(value, str):
-            value = json.dumps(self.value(value), default=str, ensure_ascii=False)
+            # models and dataclasses as JSON data first, so their secret fields are masked too
+            plain = pydantic_core.to_jsonable_python(value, fallback=str)
+            value = json.dumps(self.value(plain), default=str, ensure_ascii=False)
         else:
             value = self.pattern.sub(MASK, value)
         return self.truncate(value)

@@ -16,6 +16,8 @@ CONTENT_ATTRIBUTES = (
     "gen_ai.system_instructions",
     "gen_ai.tool.call.arguments",
     "gen_ai.tool.call.result",
+    "keel.step.input",  # a tool's arguments, a child's input
+    "keel.step.output",  # a tool's result, a child's output
 )
 
 

@@ -116,12 +116,12 @@ class Tracing(Hooks):
         span.attributes["keel.run.status"] = status.value if status else "INTERRUPTED"
         span.status = "ERROR" if status is RunStatus.FAILED else "OK" if status else "UNSET"
         if error is not None:
-            span.status_message = f"{error.type}: {error.message}"
+            span.status_message = self._error_text(error)
         st.spans.append(span)
         if status is not None and status.terminal:
             st.spans.append(self._root(st, status, error, now))
-        if self.metrics is not None and status is not None:
-            self.metrics.run_ended(run.workflow, status.value)
+            if self.metrics is not None:  # runs that ended, not each suspension
+                self.metrics.run_ended(run.workflow, status.value)
         self._schedule(st.spans)
 
     def _root(
@@ -152,7 +152,7 @@ class Tracing(Hooks):
             attributes=attrs,
         )
         if error is not None:
-            root.status_message = f"{error.type}: {error.message}"
+            root.status_message = self._error_text(error)
             attrs["error.type"] = error.type
             if error.step:
                 attrs["keel.error.step"] = error.step
@@ -167,10 +167,14 @@ class Tracing(Hooks):
 
     def step_replayed(self, ev: StepEvent) -> None:
         # Replay re-emits every span; the flush keeps only those the store lacks.
+        # Metrics counted the step when it ran: never again.
         if ev.record is not None:
-            self.step_recorded(ev)
+            self._spans_for(ev, replay=True)
 
     def step_recorded(self, ev: StepEvent) -> None:
+        self._spans_for(ev, replay=False)
+
+    def _spans_for(self, ev: StepEvent, replay: bool) -> None:
         st = self._runs.get(ev.run_id)
         rec = ev.record
         if st is None or rec is None or rec.kind in _SKIP:
@@ -189,15 +193,18 @@ class Tracing(Hooks):
                     st,
                     rec,
                     rec.attempts,
-                    failed=rec.error if rec.status is StepStatus.ERROR else None,
+                    failed=rec.error,  # set when the step failed or a fallback replaced it
                     end=rec.ended_at or time.time(),
                 )
             )
-        if self.metrics is not None:
+        if self.metrics is not None and not replay:
             self.metrics.step_recorded(st.run.workflow, rec)
         if len(st.spans) >= _FLUSH_AT:
             batch, st.spans = st.spans, []
             self._schedule(batch)
+
+    def _error_text(self, error: StructuredError) -> str:
+        return self.redactor.truncate(f"{error.type}: {self.redactor.text(error.message)}")
 
     def _parent(self, st: _Run, key: str) -> int:
         if "/" in key:
@@ -216,9 +223,9 @@ class Tracing(Hooks):
             attrs["keel.state.delta"] = r.text(rec.state_delta)
         if rec.fallback:
             attrs["keel.fallback"] = rec.fallback
-        if inputs is not None and rec.kind is not StepKind.LLM:
+        if inputs is not None and rec.kind is not StepKind.LLM and st.content:
             attrs["keel.step.input"] = r.text(inputs)
-        if rec.kind is not StepKind.LLM:
+        if rec.kind is not StepKind.LLM and st.content:  # trace_content=False: no payloads
             if rec.blob:
                 attrs["keel.step.output"] = "[stored out of line; see the journal]"
             elif rec.output is not None and rec.status is StepStatus.OK:
@@ -240,7 +247,7 @@ class Tracing(Hooks):
             attrs["error.type"] = err.type
             msgs = err.data.get("messages")
             if msgs:
-                attrs["keel.validation.messages"] = [r.truncate(str(m)) for m in msgs]
+                attrs["keel.validation.messages"] = [r.text(str(m)) for m in msgs]
             if rec.status is StepStatus.ERROR:
                 span.status_message = r.truncate(f"{err.type}: {r.text(err.message)}")
             else:  # recovered by a fallback: the failure stays visible
@@ -283,15 +290,17 @@ class Tracing(Hooks):
             model = str(out.get("model") or rec.name)
             provider, _, short = model.partition("/")
             op = "chat"
-            name = f"{op} {short or provider}"
+            model_name = short or provider  # "openai/gpt-4o": provider openai, model gpt-4o
+            name = f"{op} {model_name}"  # "{gen_ai.operation.name} {gen_ai.request.model}"
             usage = out.get("usage") or {}
             params = (out.get("request") or {}).get("params") or {}
             attrs.update(
                 {
                     "gen_ai.operation.name": op,
                     "gen_ai.provider.name": provider if short else "unknown",
-                    "gen_ai.request.model": model,
-                    "gen_ai.response.model": model,
+                    "gen_ai.request.model": model_name,
+                    "gen_ai.response.model": model_name,
+                    "keel.llm.model": model,  # the routing string that answered
                     "gen_ai.usage.input_tokens": int(usage.get("input_tokens") or 0),
                     "gen_ai.usage.output_tokens": int(usage.get("output_tokens") or 0),
                     "keel.cost.usd": float(out.get("cost_usd") or 0.0),

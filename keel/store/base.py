@@ -200,4 +200,49 @@ class Store(abc.ABC):
     async def purge_spans(self, ended_before_ns: int) -> int: ...
 
     @abc.abstractmethod
+    async def open_review(
+        self, review: dict[str, Any], owner: str | None, writes: Sequence[StepWrite], now: float
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def list_reviews(
+        self,
+        kind: str | None = None,
+        status: str | None = None,
+        queue: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def get_review(self, review_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def decide_review(
+        self,
+        review_id: str,
+        status: str,
+        decision: dict[str, Any],
+        by: str,
+        now: float,
+        signal: str | None,
+    ) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    async def requeue_review(
+        self, review_id: str, queue: str, deadline: float | None, now: float
+    ) -> bool: ...
+
+    @abc.abstractmethod
+    async def replace_review(self, old_id: str, review: dict[str, Any], now: float) -> bool: ...
+
+    @abc.abstractmethod
+    async def count_sample(self, workflow: str, day: str) -> int: ...
+
+    @abc.abstractmethod
+    async def audit_log(
+        self, target: str | None = None, limit: int = 200
+    ) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
     async def close(self) -> None: ...

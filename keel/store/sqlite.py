@@ -12,6 +12,7 @@ transaction, cheaper than a hop to a thread.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -150,6 +151,43 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id, start_ns);
 CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
 """,
+    5: """
+CREATE TABLE IF NOT EXISTS reviews (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    step TEXT,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    decision TEXT,
+    deadline REAL,
+    created_at REAL NOT NULL,
+    decided_at REAL,
+    decided_by TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reviews_open ON reviews(kind, status, queue, created_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS sample_counts (
+    workflow TEXT NOT NULL,
+    day TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    PRIMARY KEY (workflow, day)
+) WITHOUT ROWID;
+""",
 }
 
 _RUN_COLS = (
@@ -266,11 +304,23 @@ class SQLiteStore(Store):
             )
         except sqlite3.OperationalError as exc:
             raise ConfigError(f"cannot open SQLite store {self.path!r}: {exc}") from None
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._wal()
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA temp_store=MEMORY")
         self._migrate()
+
+    def _wal(self) -> None:
+        # Switching a new file to WAL takes an exclusive lock that SQLite reports as
+        # "locked" at once (no busy wait) when several workers start together.
+        for pause in (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 0.0):
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or not pause:
+                    raise
+                time.sleep(pause)
 
     def _migrate(self) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
@@ -810,6 +860,220 @@ class SQLiteStore(Store):
                 "DELETE FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?", (now,)
             )
         return cur.rowcount
+
+    # -- reviews (approvals, low confidence, novelty, samples) and the audit log ----
+
+    _REVIEW_COLS = (
+        "id, kind, run_id, workflow, step, queue, status, request, decision, deadline,"
+        " created_at, decided_at, decided_by"
+    )
+
+    @staticmethod
+    def _review(row: tuple[Any, ...]) -> dict[str, Any]:
+        keys = (
+            "id",
+            "kind",
+            "run_id",
+            "workflow",
+            "step",
+            "queue",
+            "status",
+            "request",
+            "decision",
+            "deadline",
+            "created_at",
+            "decided_at",
+            "decided_by",
+        )
+        out = dict(zip(keys, row, strict=True))
+        out["request"] = _loads(out["request"])
+        out["decision"] = _loads(out["decision"])
+        return out
+
+    @staticmethod
+    def _audit(
+        db: sqlite3.Connection, actor: str, action: str, target: str, detail: Any, now: float
+    ) -> None:
+        db.execute(
+            "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+            (now, actor, action, target, _text(pydantic_core.to_json(detail))),
+        )
+
+    async def open_review(
+        self, review: dict[str, Any], owner: str | None, writes: Sequence[StepWrite], now: float
+    ) -> bool:
+        """Insert a pending review (idempotent on id) with its journal entries; True if new."""
+        with self._tx() as db:
+            if owner is not None:
+                self._check_owner(db, review["run_id"], owner)
+            cur = db.execute(
+                f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
+                (
+                    review["id"],
+                    review["kind"],
+                    review["run_id"],
+                    review["workflow"],
+                    review.get("step"),
+                    review["queue"],
+                    pydantic_core.to_json(review["request"]).decode(),
+                    review.get("deadline"),
+                    now,
+                ),
+            )
+            created = cur.rowcount == 1
+            if created:
+                self._audit(
+                    db,
+                    "keel",
+                    "requested",
+                    review["id"],
+                    {"kind": review["kind"], "queue": review["queue"]},
+                    now,
+                )
+            self._insert(db, writes)
+        return created
+
+    async def list_reviews(
+        self,
+        kind: str | None = None,
+        status: str | None = None,
+        queue: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for col, val in (
+            ("kind", kind),
+            ("status", status),
+            ("queue", queue),
+            ("workflow", workflow),
+        ):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        sql = f"SELECT {self._REVIEW_COLS} FROM reviews"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at, id LIMIT ?"
+        return [self._review(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
+
+    async def get_review(self, review_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {self._REVIEW_COLS} FROM reviews WHERE id=?", (review_id,)
+        ).fetchone()
+        return self._review(row) if row else None
+
+    async def decide_review(
+        self,
+        review_id: str,
+        status: str,
+        decision: dict[str, Any],
+        by: str,
+        now: float,
+        signal: str | None,
+    ) -> dict[str, Any]:
+        """Decide a pending review once, log it, and wake its run through `signal`."""
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {self._REVIEW_COLS} FROM reviews WHERE id=?", (review_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(f"no review {review_id!r} in {self.url}")
+            review = self._review(row)
+            if review["status"] != "pending":
+                raise ConfigError(
+                    f"{review['kind']} {review_id} was already {review['status']} by "
+                    f"{review['decided_by'] or 'someone'}; a decision is final"
+                )
+            payload = pydantic_core.to_json({"status": status, **decision, "by": by})
+            db.execute(
+                "UPDATE reviews SET status=?, decision=?, decided_at=?, decided_by=? WHERE id=?",
+                (status, payload.decode(), now, by, review_id),
+            )
+            self._audit(db, by, status, review_id, decision, now)
+            if signal is not None:
+                run_row = db.execute(
+                    f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (review["run_id"],)
+                ).fetchone()
+                if run_row is not None and not _run(run_row).status.terminal:
+                    self._deliver(db, _run(run_row), signal, payload, now)
+        review.update(
+            status=status, decision=_loads(payload.decode()), decided_at=now, decided_by=by
+        )
+        return review
+
+    async def requeue_review(
+        self, review_id: str, queue: str, deadline: float | None, now: float
+    ) -> bool:
+        """Move a still-pending review to another queue with a new deadline (timeout escalation)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE reviews SET queue=?, deadline=? WHERE id=? AND status='pending'",
+                (queue, deadline, review_id),
+            )
+            if cur.rowcount:
+                self._audit(
+                    db, "keel", "escalated", review_id, {"queue": queue, "deadline": deadline}, now
+                )
+        return cur.rowcount == 1
+
+    async def replace_review(self, old_id: str, review: dict[str, Any], now: float) -> bool:
+        """Reservoir sampling: swap a still-pending sample for a new one."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM reviews WHERE id=? AND status='pending'", (old_id,))
+            if not cur.rowcount:
+                return False
+            db.execute(
+                f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
+                " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
+                (
+                    review["id"],
+                    review["kind"],
+                    review["run_id"],
+                    review["workflow"],
+                    review.get("step"),
+                    review["queue"],
+                    pydantic_core.to_json(review["request"]).decode(),
+                    review.get("deadline"),
+                    now,
+                ),
+            )
+            self._audit(db, "keel", "resampled", review["id"], {"replaced": old_id}, now)
+        return True
+
+    async def count_sample(self, workflow: str, day: str) -> int:
+        """Count one more completed run of `workflow` on `day`; the new count."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sample_counts (workflow, day, seen) VALUES (?, ?, 1)"
+                " ON CONFLICT(workflow, day) DO UPDATE SET seen = seen + 1",
+                (workflow, day),
+            )
+            (seen,) = db.execute(
+                "SELECT seen FROM sample_counts WHERE workflow=? AND day=?", (workflow, day)
+            ).fetchone()
+        return int(seen)
+
+    async def audit_log(self, target: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        sql = "SELECT id, at, actor, action, target, detail FROM audit"
+        args: list[Any] = []
+        if target is not None:
+            sql += " WHERE target=?"
+            args.append(target)
+        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+        return [
+            {
+                "id": r[0],
+                "at": r[1],
+                "actor": r[2],
+                "action": r[3],
+                "target": r[4],
+                "detail": _loads(r[5]),
+            }
+            for r in rows
+        ]
 
     # -- spans ----------------------------------------------------------------
 

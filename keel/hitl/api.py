@@ -1,0 +1,231 @@
+"""`app.approvals` and `app.reviews`: what reviewers (and the console) act through."""
+
+from __future__ import annotations
+
+import builtins
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from keel.errors import ConfigError, InputError, RunNotFound
+from keel.hitl.requests import signal_for
+from keel.hitl.schema_check import problems
+
+if TYPE_CHECKING:
+    from keel.app import App
+
+DECISION_KINDS = ("approval", "low_confidence", "novelty")
+
+
+class ReviewRequest(BaseModel):
+    """One request for a person: an approval, a low-confidence or novelty review, a sample."""
+
+    id: str
+    kind: str
+    run_id: str
+    workflow: str
+    step: str | None = None
+    queue: str
+    status: str
+    request: dict[str, Any]
+    decision: dict[str, Any] | None = None
+    deadline: float | None = None
+    created_at: float
+    decided_at: float | None = None
+    decided_by: str | None = None
+
+    @property
+    def tool(self) -> str | None:
+        action = self.request.get("action")
+        return action.get("tool") if isinstance(action, dict) else None
+
+    @property
+    def args(self) -> dict[str, Any] | None:
+        action = self.request.get("action")
+        return action.get("args") if isinstance(action, dict) else None
+
+    def summary(self) -> dict[str, Any]:
+        """The `--json` shape: id, run_id, queue, status, tool, args and the rest."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "queue": self.queue,
+            "status": self.status,
+            "tool": self.tool,
+            "args": self.args,
+            "reason": self.request.get("reason"),
+            "deadline": self.deadline,
+            "created_at": self.created_at,
+            "decided_by": self.decided_by,
+            "decision": self.decision,
+        }
+
+
+class _Base:
+    def __init__(self, app: App) -> None:
+        self._app = app
+
+    async def get(self, review_id: str) -> ReviewRequest:
+        row = await self._app.store.get_review(review_id)
+        if row is None:
+            raise RunNotFound(f"no review request {review_id!r} in {self._app.store_url}")
+        return ReviewRequest.model_validate(row)
+
+    async def audit(self, review_id: str) -> list[dict[str, Any]]:
+        """The append-only audit log of a request: who requested, decided, escalated."""
+        return await self._app.store.audit_log(review_id)
+
+    def _check_reviewer(self, req: ReviewRequest, by: str) -> None:
+        group = self._app.reviewers.get(req.queue)
+        if group is not None and by not in group:
+            raise ConfigError(
+                f"{by or 'anonymous'} is not a reviewer of queue {req.queue!r} "
+                f"(reviewers: {', '.join(sorted(group))})"
+            )
+
+    async def _decide(
+        self, req: ReviewRequest, status: str, decision: dict[str, Any], by: str, wake: bool = True
+    ) -> ReviewRequest:
+        self._check_reviewer(req, by)
+        row = await self._app.store.decide_review(
+            req.id,
+            status,
+            decision,
+            by or "anonymous",
+            time.time(),
+            signal_for(req.id) if wake else None,
+        )
+        self._app._wake_worker()
+        return ReviewRequest.model_validate(row)
+
+
+class Approvals(_Base):
+    """Decisions that gate a run: approvals, low-confidence and novelty reviews.
+
+    Example:
+        for req in await app.approvals.list(queue="payments"):
+            await app.approvals.approve(req.id, by="alice", note="checked the invoice")
+    """
+
+    async def list(
+        self,
+        queue: str | None = None,
+        status: str | None = "pending",
+        kind: str | None = None,
+        limit: int = 100,
+    ) -> builtins.list[ReviewRequest]:
+        if kind is not None and kind not in DECISION_KINDS:
+            raise ConfigError(f"unknown kind {kind!r}; use one of {', '.join(DECISION_KINDS)}")
+        rows: builtins.list[dict[str, Any]] = []
+        for k in (kind,) if kind else DECISION_KINDS:
+            rows += await self._app.store.list_reviews(
+                k, None if status == "all" else status, queue, None, limit
+            )
+        rows.sort(key=lambda r: (r["created_at"], r["id"]))
+        return [ReviewRequest.model_validate(r) for r in rows[:limit]]
+
+    async def approve(self, review_id: str, by: str = "", note: str | None = None) -> ReviewRequest:
+        req = await self.get(review_id)
+        status = {"low_confidence": "confirmed"}.get(req.kind, "approved")
+        return await self._decide(req, status, {"note": note, "args": req.args}, by)
+
+    async def reject(self, review_id: str, reason: str, by: str = "") -> ReviewRequest:
+        if not reason or not reason.strip():
+            raise InputError("a rejection needs a reason, so the run's record says why")
+        req = await self.get(review_id)
+        return await self._decide(req, "rejected", {"reason": reason}, by)
+
+    async def edit(
+        self, review_id: str, args: dict[str, Any], by: str = "", note: str | None = None
+    ) -> ReviewRequest:
+        """Edit the proposed arguments, then approve; invalid edits are refused."""
+        req = await self.get(review_id)
+        if req.kind != "approval" or req.tool is None:
+            raise InputError(
+                f"{review_id} is not a tool approval; only tool arguments can be edited"
+            )
+        if not isinstance(args, dict):
+            raise InputError("edited arguments are a JSON object of the tool's parameters")
+        found = problems(args, req.request.get("args_schema") or {})
+        tool = self._app.registry.tools.get(req.tool)
+        if tool is not None and not found:
+            try:
+                tool.input_model().model_validate(args)
+            except ValidationError as exc:
+                found = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        if found:
+            raise InputError(
+                f"edited arguments for {req.tool} are invalid: {'; '.join(found)}", problems=found
+            )
+        return await self._decide(
+            req, "edited", {"note": note, "args": args, "original": req.args}, by
+        )
+
+    async def correct(
+        self, review_id: str, output: Any, by: str = "", note: str | None = None
+    ) -> ReviewRequest:
+        """For a low-confidence review: the corrected output becomes the step's result."""
+        req = await self.get(review_id)
+        if req.kind != "low_confidence":
+            raise InputError(
+                f"{review_id} is a {req.kind} request; only low-confidence outputs can be corrected"
+            )
+        found = problems(output, req.request.get("schema") or {})
+        if found:
+            raise InputError(f"corrected output is invalid: {'; '.join(found)}", problems=found)
+        return await self._decide(req, "corrected", {"output": output, "note": note}, by)
+
+
+class Reviews(_Base):
+    """The sampled-review queue: verdicts on completed autonomous runs.
+
+    Example:
+        for s in await app.reviews.list():
+            await app.reviews.verdict(s.id, correct=False, label={"category": "billing"})
+    """
+
+    async def list(
+        self, status: str | None = "pending", workflow: str | None = None, limit: int = 100
+    ) -> builtins.list[ReviewRequest]:
+        rows = await self._app.store.list_reviews(
+            "sample", None if status == "all" else status, None, workflow, limit
+        )
+        return [ReviewRequest.model_validate(r) for r in rows]
+
+    async def verdict(
+        self,
+        review_id: str,
+        correct: bool,
+        by: str = "",
+        label: Any = None,
+        note: str | None = None,
+    ) -> ReviewRequest:
+        req = await self.get(review_id)
+        if req.kind != "sample":
+            raise InputError(f"{review_id} is not a sampled review")
+        status = "correct" if correct else "incorrect"
+        return await self._decide(req, status, {"label": label, "note": note}, by, wake=False)
+
+    async def export(self, workflow: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Reviewed samples as eval cases: input, expected output, verdict."""
+        out: builtins.list[dict[str, Any]] = []
+        for status in ("correct", "incorrect"):
+            for r in await self._app.store.list_reviews("sample", status, None, workflow, 10_000):
+                req = ReviewRequest.model_validate(r)
+                label = (req.decision or {}).get("label")
+                out.append(
+                    {
+                        "id": req.id,
+                        "workflow": req.workflow,
+                        "run_id": req.run_id,
+                        "input": req.request.get("input"),
+                        "output": req.request.get("result"),
+                        "expected": label if label is not None else req.request.get("result"),
+                        "verdict": req.status,
+                        "reviewer": req.decided_by,
+                    }
+                )
+        return sorted(out, key=lambda c: str(c["id"]))

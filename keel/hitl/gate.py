@@ -1,0 +1,208 @@
+"""Approvals in a workflow: `ctx.approval(...)` and the gate in front of irreversible tools."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ValidationError
+
+from keel.errors import ApprovalRejected, ReviewRejected
+from keel.hitl.policy import Approval, TimeoutPolicy
+from keel.hitl.requests import ask
+
+if TYPE_CHECKING:
+    from keel.engine.context import Context
+    from keel.engine.registry import ToolDef
+
+
+class Decision(BaseModel):
+    """A person's decision on an approval request."""
+
+    status: str  # approved / edited
+    by: str
+    note: str | None = None
+    args: dict[str, Any] | None = None  # the approved arguments (edited ones when edited)
+
+    @property
+    def edited(self) -> bool:
+        return self.status == "edited"
+
+
+def _rejected(what: str, decision: dict[str, Any]) -> ApprovalRejected:
+    reason = decision.get("reason") or decision.get("note") or "no reason given"
+    return ApprovalRejected(
+        f"{what} was rejected by {decision.get('by', 'someone')}: {reason}",
+        by=decision.get("by"),
+        reason=reason,
+    )
+
+
+async def approval(
+    ctx: Context,
+    action: str | dict[str, Any],
+    *,
+    context: Any = None,
+    reason: str | None = None,
+    queue: str = "approvals",
+    timeout: float | None = None,
+    on_timeout: TimeoutPolicy = "reject",
+    name: str | None = None,
+) -> Decision:
+    """Suspend until a person approves `action`; raises ApprovalRejected if they reject it."""
+    label = name or (action if isinstance(action, str) else str(action.get("name", "action")))
+    request = {
+        "action": action,
+        "context": _jsonable(context),
+        "reason": reason or "the workflow asked for approval",
+        "incoming": ctx._exec.run.input,
+    }
+    decision = await ask(
+        ctx,
+        kind="approval",
+        name=label,
+        request=request,
+        queue=queue,
+        timeout=timeout,
+        on_timeout=on_timeout,
+    )
+    if decision.get("status") == "rejected":
+        raise _rejected(f"action {label!r}", decision)
+    return Decision.model_validate(decision)
+
+
+async def approve_call(
+    ctx: Context, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The gate in front of an irreversible tool: its arguments once a person approved them."""
+    policy = tool.approval if isinstance(tool.approval, Approval) else Approval()
+    bound = inspect.signature(tool.fn).bind(*args, **kwargs)
+    named = dict(bound.arguments)
+    if not policy.applies(named):
+        return args, kwargs
+    state = ctx._scope.state
+    context = policy_context(policy, state.value if state is not None else None)
+    request = {
+        "action": {"tool": tool.name, "args": _jsonable(named)},
+        "args_schema": tool.input_model().model_json_schema(),
+        "context": context,
+        "reason": policy.reason or f"{tool.name} is irreversible: a person must approve it",
+        "incoming": ctx._exec.run.input,
+    }
+    decision = await ask(
+        ctx,
+        kind="approval",
+        name=tool.name,
+        request=request,
+        queue=policy.queue,
+        timeout=policy.timeout,
+        on_timeout=policy.on_timeout,
+    )
+    status = decision.get("status")
+    if status == "rejected":
+        raise _rejected(f"call of {tool.name!r}", decision)
+    if status == "edited":
+        try:
+            edited = tool.input_model().model_validate(decision.get("args") or {})
+        except ValidationError as exc:  # validated on decision; this guards older clients
+            raise ApprovalRejected(
+                f"the edited arguments for {tool.name!r} are invalid: {exc.errors()[0]['msg']}"
+            ) from None
+        return (), {k: getattr(edited, k) for k in type(edited).model_fields}
+    return args, kwargs
+
+
+def policy_context(policy: Approval, state: Any) -> Any:
+    if policy.context is None:
+        return None
+    return _jsonable(policy.context(state))
+
+
+def _jsonable(value: Any) -> Any:
+    import pydantic_core
+
+    try:
+        return pydantic_core.from_json(pydantic_core.to_json(value))
+    except Exception:
+        return repr(value)
+
+
+def novelty_gate(fn: Any, detector: Any) -> Any:
+    """Wrap a workflow so a novel input goes to review before any of its steps run."""
+
+    @functools.wraps(fn)
+    async def guarded(ctx: Context, **inputs: Any) -> Any:
+        await check_novelty(ctx, detector, inputs)
+        return await fn(ctx, **inputs)
+
+    return guarded
+
+
+async def check_novelty(ctx: Context, detector: Any, inputs: dict[str, Any]) -> None:
+    from keel.engine.serde import digest
+    from keel.types import StepKind
+
+    plain = _jsonable(inputs)
+    text = detector.text(plain)
+
+    async def score() -> dict[str, Any]:
+        value, novel = await detector.score(text)
+        return {"score": value, "threshold": detector.threshold, "novel": novel}
+
+    verdict = await ctx._exec.step(ctx._scope, StepKind.TOOL, "novelty", digest(text), score, dict)
+    if not verdict["novel"]:
+        return
+    decision = await ask(
+        ctx,
+        kind="novelty",
+        name="input",
+        request={
+            "input": plain,
+            "score": verdict["score"],
+            "threshold": verdict["threshold"],
+            "reason": f"the input scored {verdict['score']:.3f} against a novelty "
+            f"threshold of {verdict['threshold']:.3f}: unlike anything seen",
+        },
+        queue=detector.queue,
+        timeout=None,
+    )
+    if decision.get("status") == "rejected":
+        reason = decision.get("reason") or "no reason given"
+        raise ReviewRejected(f"novel input rejected by {decision.get('by')}: {reason}")
+
+
+async def review_output(
+    ctx: Context,
+    *,
+    schema: type[BaseModel],
+    output: dict[str, Any],
+    score: float,
+    threshold: float,
+    prompt: Any,
+    queue: str,
+    timeout: float | None,
+) -> BaseModel:
+    """A low-confidence output goes to a person, who confirms it or supplies the right one."""
+    decision = await ask(
+        ctx,
+        kind="low_confidence",
+        name=schema.__name__,
+        request={
+            "output": output,
+            "score": score,
+            "threshold": threshold,
+            "schema": schema.model_json_schema(),
+            "prompt": prompt,
+            "reason": f"confidence {score:.3f} is below the required {threshold}",
+        },
+        queue=queue,
+        timeout=timeout,
+    )
+    status = decision.get("status")
+    if status == "rejected":
+        reason = decision.get("reason") or "no reason given"
+        raise ReviewRejected(f"{schema.__name__} output rejected by {decision.get('by')}: {reason}")
+    if status == "corrected":
+        return schema.model_validate(decision.get("output"))
+    return schema.model_validate(output)

@@ -1,0 +1,100 @@
+"""Sampled review: a uniform sample of completed autonomous runs lands in a review queue."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import random
+import time
+from typing import TYPE_CHECKING, Any
+
+from keel.engine.hooks import Hooks
+from keel.hitl.policy import Sample
+from keel.types import RunStatus
+
+if TYPE_CHECKING:
+    from keel.app import App
+
+log = logging.getLogger("keel.hitl")
+
+
+def _unit(seed: int, run_id: str) -> float:
+    digest = hashlib.blake2b(f"{seed}:{run_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+class Sampler(Hooks):
+    """Decides, when a run succeeds, whether it goes to its workflow's review queue."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def run_finished(self, run_id: str, workflow: str, status: RunStatus) -> None:
+        wf = self.app.registry.workflows.get(workflow)
+        policy = getattr(wf, "sample", None) if wf else None
+        if status is not RunStatus.SUCCEEDED or not isinstance(policy, Sample):
+            return
+        task = asyncio.get_running_loop().create_task(self.consider(run_id, workflow, policy))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def consider(self, run_id: str, workflow: str, policy: Sample) -> bool:
+        try:
+            return await self._consider(run_id, workflow, policy)
+        except Exception:
+            log.exception("sampling run %s failed", run_id)
+            return False
+
+    async def _consider(self, run_id: str, workflow: str, policy: Sample) -> bool:
+        store = self.app.store
+        run = await store.get_run(run_id)
+        if run is None:
+            return False
+        day = dt.datetime.fromtimestamp(run.ended_at or time.time(), dt.UTC).date().isoformat()
+        review: dict[str, Any] = {
+            "id": f"{run_id}:sample",
+            "kind": "sample",
+            "run_id": run_id,
+            "workflow": workflow,
+            "step": None,
+            "queue": policy.queue,
+            "deadline": None,
+            "request": {
+                "input": run.input,
+                "result": run.result,
+                "day": day,
+                "reason": "sampled for review",
+            },
+        }
+        now = time.time()
+        if policy.rate is not None:
+            if _unit(policy.seed, run_id) >= policy.rate:
+                return False
+            created = await store.open_review(review, None, [], now)
+            if created:
+                self.app.hooks.review_requested({**review, "status": "pending"})
+            return created
+        k = int(policy.per_day or 0)
+        n = await store.count_sample(workflow, day)  # this run is the n-th of the day
+        if n <= k:  # Algorithm R: the first k fill the reservoir
+            review["request"]["slot"] = n - 1
+            return await store.open_review(review, None, [], now)
+        j = random.Random(f"{policy.seed}:{run_id}").randrange(n)
+        if j >= k:
+            return False
+        review["request"]["slot"] = j
+        current = [
+            r
+            for r in await store.list_reviews("sample", "pending", None, workflow, 10_000)
+            if r["request"].get("day") == day and r["request"].get("slot") == j
+        ]
+        if not current:  # that slot was already reviewed: the reviewed one stays
+            return False
+        return await store.replace_review(current[0]["id"], review, now)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

@@ -1,0 +1,219 @@
+"""Redaction and size limits: secrets never reach the trace store or an OTLP payload,
+long values are truncated with a marker, and the journal keeps every output as it was
+(replay needs it)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import keel
+from keel.engine.runtime import Settings
+from keel.llm import Gateway, ScriptedModel
+from keel.observe import Redactor
+from keel.observe.redact import MASK
+from keel.types import StepKind
+
+RESULT = 60.0  # the first model call of the session waits for LiteLLM's import
+API_KEY = "sk-proj-" + "Q7fA2kLm9Xz" * 3 + "Pq8Rt3Vw1"  # 8 + 40 characters
+PROMPT_KEY = "sk-proj-" + "Zb4Nc8Hd0Ue" * 3 + "Ws2Yt6Ka5"
+PASSWORD = "correct-horse-battery-staple"
+BEARER = "Bearer abcDEF0123456789ghiJKL"
+SECRETS = (API_KEY, PROMPT_KEY, PASSWORD, BEARER.split()[1])
+
+
+def span_store_text(store_url: str) -> str:
+    """Every column of every stored span, as text: what `keel trace` could ever show."""
+    path = store_url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT * FROM spans").fetchall()
+    assert rows
+    return "\n".join(repr(r) for r in rows)
+
+
+def assert_no_secrets(text: str | bytes) -> None:
+    for secret in SECRETS:
+        needle = secret.encode() if isinstance(text, bytes) else secret
+        assert needle not in text, f"{secret[:12]}... leaked"
+
+
+async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
+    otlp_http: Any, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the worst case for export: message content opted in
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    model = ScriptedModel(lambda m: f"Noted. Rotate {PROMPT_KEY} soon.")
+    app = keel.App(
+        store_url,
+        settings=Settings(poll_interval=0.02),
+        llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)),
+    )
+
+    class Login(BaseModel):
+        user: str
+        password: str
+
+    @app.tool
+    async def read_config(name: str) -> dict[str, Any]:
+        return {"service": name, "note": f"billing uses {API_KEY}", "owner": "ops"}
+
+    @app.tool
+    async def login(creds: dict[str, Any], retry_with: Login) -> str:
+        return f"session for {creds['user']}"
+
+    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.degrade(default="n/a"))
+    async def call_api(path: str) -> str:
+        raise PermissionError(f"401 from {path} with Authorization: {BEARER}")
+
+    @app.workflow
+    async def leaky(ctx: keel.Context) -> list[Any]:
+        cfg = await ctx.call(read_config, "billing")
+        session = await ctx.call(
+            login,
+            {"user": "ada", "password": PASSWORD},
+            Login(user="ada", password=PASSWORD),
+        )
+        reply = await ctx.llm.text(f"Config: OPENAI_API_KEY={PROMPT_KEY}. Summarise: {cfg}")
+        api = await ctx.call(call_api, "/v1/invoices")
+        return [cfg["note"], session, reply, api]
+
+    try:
+        handle = await app.start(leaky, {})
+        out = await handle.result(RESULT)
+        spans = await app.trace(handle.id)
+        journal = await app.steps(handle.id)
+    finally:
+        await app.close()
+
+    # the run itself saw every value as it was
+    assert out[0] == f"billing uses {API_KEY}" and out[1] == "session for ada"
+    assert PROMPT_KEY in out[2] and out[3] == "n/a"
+
+    # never in the trace store: every attribute, event, status message
+    stored = span_store_text(store_url)
+    assert_no_secrets(stored)
+    assert MASK in stored
+    by_key = {s.attributes.get("keel.step.key"): s for s in spans}
+    assert by_key["read_config#0"].attributes["keel.step.output"] == (
+        f'{{"service": "billing", "note": "billing uses {MASK}", "owner": "ops"}}'
+    )
+    login_input = by_key["login#0"].attributes["keel.step.input"]
+    assert login_input.count(f'"password": "{MASK}"') == 2  # the dict and the model
+    assert '"user": "ada"' in login_input  # only the secret field is masked
+    [chat] = [s for s in spans if s.kind == "CLIENT"]
+    assert f"OPENAI_API_KEY={MASK}" in chat.attributes["gen_ai.input.messages"]
+    assert f"Rotate {MASK} soon" in chat.attributes["gen_ai.output.messages"]
+    [event] = by_key["call_api#0"].events
+    assert MASK in event["attributes"]["error.message"]
+
+    # never in the OTLP payload (decoded at the receiver, and the raw bytes)
+    received = otlp_http.wait_for(lambda got: len(got) >= len(spans))
+    assert_no_secrets(otlp_http.payload())
+    assert_no_secrets(repr([(r.attributes, r.events, r.status_message) for r in received]))
+    [exported_chat] = [r for r in received if r.kind == "CLIENT"]
+    assert f"OPENAI_API_KEY={MASK}" in exported_chat.attributes["gen_ai.input.messages"]
+
+    # the journal keeps step outputs exactly as they were: replay needs them
+    recs = {r.key: r for r in journal}
+    assert recs["read_config#0"].output["note"] == f"billing uses {API_KEY}"
+    [llm] = [r for r in journal if r.kind is StepKind.LLM]
+    assert PROMPT_KEY in llm.output["request"]["messages"][0]["content"]
+    assert PROMPT_KEY in llm.output["content"]
+
+
+async def test_failed_run_error_messages_are_redacted(
+    make_app: Callable[..., keel.App], store_url: str
+) -> None:
+    app = make_app()
+
+    @app.tool
+    async def charge(amount: int) -> str:
+        raise RuntimeError(f"gateway rejected key {API_KEY} ({BEARER})")
+
+    @app.workflow
+    async def pay(ctx: keel.Context) -> str:
+        return await ctx.call(charge, 5)  # type: ignore[no-any-return]
+
+    handle = await app.start(pay, {})
+    with pytest.raises(keel.RunFailed):
+        await handle.result(10.0)
+    spans = await app.trace(handle.id)
+    stored = span_store_text(store_url)
+    assert_no_secrets(stored)
+    root = next(s for s in spans if s.parent_id is None)
+    assert root.status == "ERROR" and root.attributes["keel.error.step"] == "charge#0"
+    assert root.status_message == f"RuntimeError: gateway rejected key {MASK} ({MASK})"
+    # the run's own record keeps the error as raised
+    assert API_KEY in ((await app.get_run(handle.id)).error.message)  # type: ignore[union-attr]
+
+
+async def test_long_values_are_truncated_with_a_marker_and_kept_in_the_journal(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app(trace_max_chars=1000)
+
+    @app.tool
+    async def report(n: int) -> str:
+        return "z" * n
+
+    @app.tool
+    async def table(rows: int) -> list[dict[str, Any]]:
+        return [{"row": i, "text": "cell " * 20} for i in range(rows)]
+
+    @app.workflow
+    async def big(ctx: keel.Context, n: int) -> int:
+        text = await ctx.call(report, n)
+        data = await ctx.call(table, 100)
+        return len(text) + len(data)
+
+    handle = await app.start(big, {"n": 10_000})
+    assert await handle.result(10.0) == 10_100
+    spans = await app.trace(handle.id)
+    by_key = {s.attributes.get("keel.step.key"): s for s in spans}
+
+    out = by_key["report#0"].attributes["keel.step.output"]
+    assert out == "z" * 1000 + "…[truncated 9000 chars; full value in the journal]"
+    [call] = [s for s in spans if s.parent_id == by_key["report#0"].span_id]
+    assert call.attributes["gen_ai.tool.call.result"] == out
+    rows = by_key["table#0"].attributes["keel.step.output"]
+    assert rows.startswith('[{"row": 0, "text": "cell cell ')
+    assert rows.endswith("; full value in the journal]") and len(rows) < 1100
+    # every stored attribute is bounded
+    for s in spans:
+        for v in s.attributes.values():
+            assert len(str(v)) < 1100
+
+    journal = {r.key: r for r in await app.steps(handle.id)}
+    assert journal["report#0"].output == "z" * 10_000
+    assert len(journal["table#0"].output) == 100
+
+
+def test_redactor_patterns_fields_and_limits() -> None:
+    r = Redactor(extra_patterns=[r"ACME-\d{6}"], extra_fields=["ssn"], max_chars=64)
+    samples = {
+        "openai": "sk-proj-" + "a1" * 20,
+        "anthropic": "sk-ant-api03-" + "b2" * 20,
+        "aws": "AKIA" + "ABCDEFGHIJKLMNOP",
+        "github": "ghp_" + "c3" * 18,
+        "slack": "xoxb-1234567890-abcdef",
+        "google": "AIza" + "d" * 35,
+        "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N",
+        "custom": "ACME-123456",
+    }
+    for name, secret in samples.items():
+        assert r.text(f"x {secret} y") == f"x {MASK} y", name
+    assert r.text({"Authorization": "Bearer whatever-token-1234", "ssn": "078-05-1120"}) == (
+        f'{{"Authorization": "{MASK}", "ssn": "{MASK}"}}'
+    )
+    assert r.value({"password": "", "token": None, "nested": [{"secret": 1}]}) == {
+        "password": "",
+        "token": None,
+        "nested": [{"secret": MASK}],
+    }
+    long = r.text("q" * 100)
+    assert long == "q" * 64 + "…[truncated 36 chars; full value in the journal]"
+    assert r.text("short") == "short"
