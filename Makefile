@@ -34,6 +34,7 @@ test: $(TEST_STAMP)
 bench: $(STAMP)
 	$(PY) bench/engine.py
 	$(PY) bench/recovery.py
+	$(PY) bench/tracing.py
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache

@@ -58,22 +58,41 @@ class HookSet(Hooks):
 
     def __init__(self) -> None:
         self._hooks: list[Hooks] = []
+        # method name -> the bound methods of hooks that override it: events nobody
+        # handles cost one dict lookup, not a call per hook.
+        self._by_event: dict[str, list[Any]] = {}
 
     def add(self, hook: Hooks) -> None:
         self._hooks.append(hook)
+        self._index()
 
     def remove(self, hook: Hooks) -> None:
         if hook in self._hooks:
             self._hooks.remove(hook)
+            self._index()
+
+    def _index(self) -> None:
+        names = [n for n in vars(Hooks) if not n.startswith("_")]
+        self._by_event = {
+            n: [
+                getattr(h, n)
+                for h in self._hooks
+                if getattr(type(h), n, None) is not getattr(Hooks, n)
+            ]
+            for n in names
+        }
+
+    def wants(self, method: str) -> bool:
+        return bool(self._by_event.get(method))
 
     def _emit(self, method: str, *args: Any) -> None:
-        for h in self._hooks:
+        for fn in self._by_event.get(method, ()):
             try:
-                getattr(h, method)(*args)
+                fn(*args)
             except Exception:  # observers must not break execution
                 import logging
 
-                logging.getLogger("keel.hooks").exception("hook %r failed in %s", h, method)
+                logging.getLogger("keel.hooks").exception("hook %r failed in %s", fn, method)
 
     def run_started(self, run_id: str, workflow: str, resumed: bool) -> None:
         if self._hooks:
@@ -130,13 +149,13 @@ class HookSet(Hooks):
             self._emit("execution_ended", run, status, error)
 
     def step_recorded(self, ev: StepEvent) -> None:
-        for h in self._hooks:  # the hot path: no getattr per call
+        for fn in self._by_event.get("step_recorded", ()):
             try:
-                h.step_recorded(ev)
+                fn(ev)
             except Exception:
                 import logging
 
-                logging.getLogger("keel.hooks").exception("hook %r failed in step_recorded", h)
+                logging.getLogger("keel.hooks").exception("hook %r failed in step_recorded", fn)
 
     @property
     def active(self) -> bool:

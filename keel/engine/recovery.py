@@ -148,8 +148,9 @@ async def run_live(
     )
     hooks = ex.rt.hooks
     if hooks.active:
-        hooks.step_started(ex.event(key, kind, name))
-        if policy.input is not None:
+        if hooks.wants("step_started"):
+            hooks.step_started(ex.event(key, kind, name))
+        if policy.input is not None and hooks.wants("step_recorded"):
             ex.inputs[key] = policy.input
     attempt = rec.attempts if rec is not None else 0
     feedback: list[str] = []
@@ -232,7 +233,7 @@ async def run_live(
             breaker.success()
         done = step.record(attempts=attempt)
         await ex.commit(scope, done, data)
-        if hooks.active:
+        if hooks.active and hooks.wants("step_finished"):
             hooks.step_finished(ex.event(key, kind, name, done))
         return revive(from_json(data), annotation)
     assert last is not None

@@ -57,11 +57,17 @@ class Redactor:
         )
         self.fields = {f.lower() for f in (*DEFAULT_FIELDS, *extra_fields)}
         self.max_chars = max_chars
+        # Literal fragments every default pattern contains; custom patterns disable the
+        # pre-check (they can match anything).
+        extra = tuple(extra_patterns)
+        self._markers: tuple[str, ...] = (
+            ("sk-", "earer", "EARER", "AKIA", "gh", "xox", "AIza", "eyJ") if not extra else ("",)
+        )
 
     def value(self, value: Any) -> Any:
         """A JSON-like value with secret fields masked and secret-looking strings masked."""
         if isinstance(value, str):
-            return self.pattern.sub(MASK, value)
+            return self.pattern.sub(MASK, value) if self._suspect(value) else value
         if isinstance(value, dict):
             return {
                 k: (
@@ -73,8 +79,16 @@ class Redactor:
             return [self.value(v) for v in value]
         return value
 
+    def _suspect(self, text: str) -> bool:
+        """A cheap pre-check: only text with a secret-like marker pays for the regex."""
+        return any(m in text for m in self._markers)
+
     def text(self, value: Any) -> str:
         """`value` as redacted, truncated text for a span attribute."""
+        if value is None or isinstance(value, bool | int | float):
+            return str(value)
+        if isinstance(value, str) and not self._suspect(value):
+            return self.truncate(value)
         if not isinstance(value, str):
             # models and dataclasses as JSON data first, so their secret fields are masked too
             plain = pydantic_core.to_jsonable_python(value, fallback=str)

@@ -51,7 +51,7 @@ class SpanRow:
             self.end_ns,
             self.status,
             self.status_message,
-            json.dumps(self.attributes, default=str, ensure_ascii=False),
+            _dumps(self.attributes),
             json.dumps(self.events, default=str) if self.events else None,
             json.dumps([hex_span(x) for x in self.links]) if self.links else None,
         )
@@ -117,3 +117,9 @@ def _otel_value(v: Any) -> Any:
     if isinstance(v, list) and all(isinstance(x, str) for x in v):
         return v
     return json.dumps(v, default=str)
+
+
+def _dumps(value: Any) -> str:
+    import pydantic_core
+
+    return pydantic_core.to_json(value, fallback=str).decode()

@@ -122,7 +122,7 @@ class Tracing(Hooks):
             st.spans.append(self._root(st, status, error, now))
             if self.metrics is not None:  # runs that ended, not each suspension
                 self.metrics.run_ended(run.workflow, status.value)
-        self._schedule(st.spans)
+        self._schedule(st.spans, check=st.execution > 1)
 
     def _root(
         self, st: _Run, status: RunStatus, error: StructuredError | None, end_ns: int
@@ -201,7 +201,7 @@ class Tracing(Hooks):
             self.metrics.step_recorded(st.run.workflow, rec)
         if len(st.spans) >= _FLUSH_AT:
             batch, st.spans = st.spans, []
-            self._schedule(batch)
+            self._schedule(batch, check=st.execution > 1)
 
     def _error_text(self, error: StructuredError) -> str:
         return self.redactor.truncate(f"{error.type}: {self.redactor.text(error.message)}")
@@ -341,25 +341,27 @@ class Tracing(Hooks):
 
     # -- writing --------------------------------------------------------------------------
 
-    def _schedule(self, spans: list[SpanRow]) -> None:
+    def _schedule(self, spans: list[SpanRow], check: bool = True) -> None:
+        """Write `spans` soon; `check=False` for a first execution, which replays nothing
+        and so cannot duplicate a stored span (it saves a query per run)."""
         if not spans:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._write(spans))
+        task = loop.create_task(self._write(spans, check))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _write(self, spans: list[SpanRow]) -> None:
+    async def _write(self, spans: list[SpanRow], check: bool = True) -> None:
         try:
             by_trace: dict[int, list[SpanRow]] = {}
             for s in spans:
                 by_trace.setdefault(s.trace_id, []).append(s)
             fresh: list[SpanRow] = []
             for trace, group in by_trace.items():
-                have = await self.store.span_ids(ids.hex_trace(trace))
+                have = await self.store.span_ids(ids.hex_trace(trace)) if check else set()
                 seen: set[str] = set()
                 for s in group:
                     sid = ids.hex_span(s.span_id)
