@@ -324,17 +324,18 @@ class App:
 
     def _make_tracing(self) -> Any:
         from keel.observe.export import OTLPExport
-        from keel.observe.metrics import Metrics
+        from keel.observe.metrics import Metrics, MetricsHook, sdk_meter_provider_installed
         from keel.observe.redact import Redactor
         from keel.observe.tracer import Tracing
 
+        if sdk_meter_provider_installed():  # metrics cost a hook call per step: only when read
+            self.hooks.add(MetricsHook(Metrics()))
         return Tracing(
             self.store,
             self.registry,
             retention_days=self.settings.trace_retention_days,
             redactor=Redactor(max_chars=self.settings.trace_max_chars),
             export=OTLPExport.from_env(),
-            metrics=Metrics(),
         )
 
     async def trace(self, run_id: str) -> list[Any]:
@@ -342,13 +343,13 @@ class App:
         from keel.observe import ids
         from keel.observe.spans import SpanRow
 
-        await self.get_run(run_id)
-        for part in self._drainable:
-            await part.drain()
-        if self._tracing is not None:
-            await self._tracing.drain()
-        rows = await self.store.load_spans(ids.hex_trace(ids.trace_id(run_id)))
-        return [SpanRow.from_row(r) for r in rows]
+        run = await self.get_run(run_id)
+        _ = self.runtime  # tracing is attached with the runtime
+        if self._tracing is None:
+            rows = await self.store.load_spans(ids.hex_trace(ids.trace_id(run_id)))
+            return [SpanRow.from_row(r) for r in rows]
+        spans: list[Any] = await self._tracing.spans(run)
+        return spans
 
     @property
     def gateway(self) -> Any:
@@ -545,6 +546,8 @@ class App:
             await self._worker.stop()
             self._worker = None
             self._worker_loop = None
+        for part in self._drainable:
+            await part.drain()
         if self._tracing is not None:
             await self._tracing.drain()
 

@@ -77,6 +77,8 @@ class StepRecord(BaseModel):
     state_delta: dict[str, Any] | None = None
     blob: str | None = None  # digest of an out-of-line output
     fallback: str | None = None  # the fallback this step took after failing for good
+    input: Any = None  # a tool step's arguments (what the call was asked to do)
+    attempt_log: list[dict[str, Any]] | None = None  # failed attempts: start, end, error
 
 
 class RunInfo(BaseModel):

@@ -258,13 +258,12 @@ async def test_metrics_with_an_explicit_meter(store_url: str) -> None:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-    from keel.observe.metrics import Metrics
+    from keel.observe.metrics import Metrics, MetricsHook
 
     reader = InMemoryMetricReader()
     meter = MeterProvider(metric_readers=[reader]).get_meter("keel-test")
     app = keel.App(store_url, settings=Settings(poll_interval=0.02))
-    app.runtime  # noqa: B018 - builds the tracer
-    app._tracing.metrics = Metrics(meter)
+    app.hooks.add(MetricsHook(Metrics(meter)))  # metrics into a meter of your choosing
     faults = Faults()
     tool = faults.tool(app, "x_tool", Schedule("500", "ok"), retry=keel.Retry(backoff=0.001))
 

@@ -141,7 +141,7 @@ class RunExecution:
     def recorded(self, rec: StepRecord, data: bytes | None = None) -> None:
         """Tell observers a journal entry is durable (tracing builds spans from these)."""
         hooks = self.rt.hooks
-        if hooks.active:
+        if hooks.wants("step_recorded"):
             if (
                 rec.output is None
                 and data is not None
@@ -207,7 +207,7 @@ class RunExecution:
         """The recorded outcome of a completed step: its value, or its error re-raised."""
         if rec.state_delta and scope.state is not None:
             scope.state.apply(rec.state_delta)
-        if self.rt.hooks.active:
+        if self.rt.hooks.wants("step_replayed"):
             self.rt.hooks.step_replayed(self.event(rec.key, rec.kind, rec.name, rec))
         if rec.status is StepStatus.ERROR:
             assert rec.error is not None

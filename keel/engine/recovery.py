@@ -88,10 +88,17 @@ class _Step:
     policy: StepPolicy
     started: float
 
+    log: list[dict[str, Any]] = field(default_factory=list)  # failed attempts so far
+
     def record(self, **kw: Any) -> StepRecord:
-        return self.ex.record(
+        rec = self.ex.record(
             self.scope, self.key, self.pos, self.kind, self.name, self.digest, self.started, **kw
         )
+        if self.kind is StepKind.TOOL and self.policy.input is not None:
+            rec.input = self.policy.input
+        if self.log:
+            rec.attempt_log = list(self.log)
+        return rec
 
 
 def _retries_granted(r: StepRecord) -> int:
@@ -153,6 +160,8 @@ async def run_live(
         if policy.input is not None and hooks.wants("step_recorded"):
             ex.inputs[key] = policy.input
     attempt = rec.attempts if rec is not None else 0
+    if rec is not None and rec.attempt_log:
+        step.log = list(rec.attempt_log)
     feedback: list[str] = []
     last: BaseException | None = None
     interrupted = False
@@ -177,6 +186,7 @@ async def run_live(
             break
         probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
         attempt += 1
+        attempt_started = time.time()
         call = fn
         if interrupted:
             call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
@@ -218,6 +228,16 @@ async def run_live(
             err = structured(exc, step=key, attempts=attempt)
             if feedback:
                 err.data["feedback"] = feedback
+            step.log.append(
+                {
+                    "attempt": attempt,
+                    "start": attempt_started,
+                    "end": time.time(),
+                    "error": err.type,
+                    "message": err.message[:500],
+                    "wake": wake,
+                }
+            )
             await ex.commit(
                 scope,
                 step.record(status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake),
@@ -310,7 +330,7 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     if fb is None or isinstance(exc, SerializationError | OutcomeUnknown):
         failed = step.record(status=StepStatus.ERROR, error=err, attempts=attempts)
         await ex.commit(step.scope, failed, None)
-        if hooks.active:
+        if hooks.wants("step_failed"):
             hooks.step_failed(ex.event(key, step.kind, name, failed))
         if isinstance(exc, SerializationError):
             raise exc
@@ -321,14 +341,14 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
         done = step.record(error=err, attempts=attempts)
         done.fallback = "degrade"
         await ex.commit(step.scope, done, data)
-        if hooks.active:
+        if hooks.wants("step_finished"):
             hooks.step_finished(ex.event(key, step.kind, name, done))
         return fb.default
     if fb.kind == "fail":
         failed = step.record(status=StepStatus.ERROR, error=err, attempts=attempts)
         failed.fallback = "fail"
         await ex.commit(step.scope, failed, None)
-        if hooks.active:
+        if hooks.wants("step_failed"):
             hooks.step_failed(ex.event(key, step.kind, name, failed))
         stop = from_structured(err)
         ex.fatal = stop  # a hard stop: the run fails even if the workflow catches this

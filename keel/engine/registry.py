@@ -22,11 +22,14 @@ if TYPE_CHECKING:
     from keel.engine.recovery import StepPolicy
 
 
-def _hints(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> dict[str, Any]:
+def _hints(
+    fn: Callable[..., Any], localns: dict[str, Any] | None = None, extras: bool = False
+) -> dict[str, Any]:
     """Resolved annotations; `localns` (the decorating frame's locals) resolves classes
-    defined inside a function under `from __future__ import annotations`."""
+    defined inside a function under `from __future__ import annotations`. `extras` keeps
+    `Annotated[...]` metadata (parameter constraints such as `Field(gt=0)`)."""
     try:
-        return get_type_hints(inspect.unwrap(fn), localns=localns)
+        return get_type_hints(inspect.unwrap(fn), localns=localns, include_extras=extras)
     except Exception:  # unresolvable forward refs: fall back to raw annotations
         return dict(getattr(fn, "__annotations__", {}))
 
@@ -112,7 +115,7 @@ class ToolDef:
         cached = self.options.get("_input_model")
         if cached is None:
             sig = inspect.signature(self.fn)
-            hints = _hints(self.fn)
+            hints = _hints(self.fn, extras=True)
             fields: dict[str, Any] = {}
             for p in sig.parameters.values():
                 if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
@@ -200,7 +203,7 @@ class WorkflowDef:
         params = list(sig.parameters.values())
         if not params:
             raise ConfigError(f"workflow {self.name!r} must take a Context as first parameter")
-        hints = _hints(self.fn, localns)
+        hints = _hints(self.fn, localns, extras=True)
         fields: dict[str, Any] = {}
         for p in params[1:]:
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):

@@ -119,9 +119,12 @@ async def ask(
                 await store.decide_review(
                     review_id, "expired", {"policy": policy}, "keel", now, None
                 )
-            except ConfigError:  # decided just as the deadline passed
-                wait = None
-                continue
+            except ConfigError:
+                current = await store.get_review(review_id)
+                if current is None or current.get("status") != "expired":
+                    wait = None  # a person decided just as the deadline passed: take that
+                    continue
+                # expired by an earlier execution that died before journaling the failure
             cls = ApprovalTimedOut if policy == "fail" else ApprovalRejected
             err = structured(
                 cls(

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.types import StepKind, StepRecord, StepStatus
+from keel.engine.hooks import Hooks, StepEvent
+from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
 
 
 class Metrics:
@@ -74,3 +75,36 @@ class Metrics:
 
     def escalated(self, queue: str, delta: int) -> None:
         self.escalations.add(delta, {"keel.queue": queue})
+
+
+class MetricsHook(Hooks):
+    """Feeds the instruments from engine events (only steps that ran, runs that ended)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def step_recorded(self, ev: StepEvent) -> None:
+        rec = ev.record
+        if (
+            rec is not None
+            and rec.status is not StepStatus.PENDING
+            and rec.kind is not StepKind.VALUE
+        ):
+            self.metrics.step_recorded(ev.workflow, rec)
+
+    def execution_ended(
+        self, run: RunInfo, status: RunStatus | None, error: StructuredError | None
+    ) -> None:
+        if status is not None and status.terminal:
+            self.metrics.run_ended(run.workflow, status.value)
+
+    def escalated(self, run_id: str, escalation_id: str, queue: str) -> None:
+        self.metrics.escalated(queue, 1)
+
+
+def sdk_meter_provider_installed() -> bool:
+    """True when the application installed a real MeterProvider (not the default no-op)."""
+    from opentelemetry import metrics
+
+    provider = metrics.get_meter_provider()
+    return type(provider).__module__.startswith("opentelemetry.sdk")

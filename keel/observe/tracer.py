@@ -1,28 +1,23 @@
-"""Tracing: engine hooks -> spans in the Keel store (and OTLP when configured).
-
-Spans are built from journal entries as they become durable, with deterministic
-ids, so tracing is replay-aware: a resumed run re-emits only spans that are not
-already stored, and nothing is ever duplicated. Spans of a run are buffered and
-written in one transaction when the run finishes or suspends (or the buffer
-fills); a worker killed mid-run loses its buffer, and the resumed run re-emits
-those spans from the journal.
-"""
+"""Tracing: one span per execution and a root per run are written as runs execute;
+the spans of steps are built from the journal (keel.observe.build) when a trace is read
+or exported. So a step appears exactly once however often it was replayed, and tracing
+costs nearly nothing while the run executes."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from keel.engine.hooks import Hooks, StepEvent
+from keel.engine.hooks import Hooks
 from keel.observe import ids
+from keel.observe.build import SpanBuilder
 from keel.observe.redact import Redactor
 from keel.observe.spans import SpanRow
-from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+from keel.types import RunInfo, RunStatus, StepKind, StructuredError
 
 if TYPE_CHECKING:
     from keel.engine.registry import Registry
@@ -46,7 +41,6 @@ class _Run:
     execution: int
     exec_span: SpanRow
     spans: list[SpanRow] = field(default_factory=list)
-    marks: dict[str, float] = field(default_factory=dict)  # key -> when the current attempt began
     content: bool = True
 
 
@@ -71,6 +65,8 @@ class Tracing(Hooks):
         self.metrics = metrics
         self._runs: dict[str, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[SpanRow] = []
+        self._flusher: asyncio.Task[None] | None = None
         self._purged_at = 0.0
 
     # -- executions ---------------------------------------------------------------------
@@ -120,9 +116,7 @@ class Tracing(Hooks):
         st.spans.append(span)
         if status is not None and status.terminal:
             st.spans.append(self._root(st, status, error, now))
-            if self.metrics is not None:  # runs that ended, not each suspension
-                self.metrics.run_ended(run.workflow, status.value)
-        self._schedule(st.spans, check=st.execution > 1)
+        self._schedule(st, st.spans)
 
     def _root(
         self, st: _Run, status: RunStatus, error: StructuredError | None, end_ns: int
@@ -158,223 +152,65 @@ class Tracing(Hooks):
                 attrs["keel.error.step"] = error.step
         return root
 
-    # -- steps --------------------------------------------------------------------------
-
-    def step_retrying(self, ev: StepEvent, attempt: int, wake_at: float) -> None:
-        st = self._runs.get(ev.run_id)
-        if st is not None:
-            st.marks[ev.key] = wake_at
-
-    def step_replayed(self, ev: StepEvent) -> None:
-        # Replay re-emits every span; the flush keeps only those the store lacks.
-        # Metrics counted the step when it ran: never again.
-        if ev.record is not None:
-            self._spans_for(ev, replay=True)
-
-    def step_recorded(self, ev: StepEvent) -> None:
-        self._spans_for(ev, replay=False)
-
-    def _spans_for(self, ev: StepEvent, replay: bool) -> None:
-        st = self._runs.get(ev.run_id)
-        rec = ev.record
-        if st is None or rec is None or rec.kind in _SKIP:
-            return
-        if rec.status is StepStatus.PENDING:
-            if rec.error is not None and rec.kind in (StepKind.TOOL, StepKind.LLM):
-                st.spans.append(
-                    self._call_span(st, rec, rec.attempts, failed=rec.error, end=time.time())
-                )
-            return
-        step = self._step_span(st, rec, ev.input)
-        st.spans.append(step)
-        if rec.kind in (StepKind.TOOL, StepKind.LLM):
-            st.spans.append(
-                self._call_span(
-                    st,
-                    rec,
-                    rec.attempts,
-                    failed=rec.error,  # set when the step failed or a fallback replaced it
-                    end=rec.ended_at or time.time(),
-                )
-            )
-        if self.metrics is not None and not replay:
-            self.metrics.step_recorded(st.run.workflow, rec)
-        if len(st.spans) >= _FLUSH_AT:
-            batch, st.spans = st.spans, []
-            self._schedule(batch, check=st.execution > 1)
-
     def _error_text(self, error: StructuredError) -> str:
         return self.redactor.truncate(f"{error.type}: {self.redactor.text(error.message)}")
 
-    def _parent(self, st: _Run, key: str) -> int:
-        if "/" in key:
-            return ids.step_span_id(st.run.id, key.rsplit("/", 1)[0])
-        return st.exec_span.span_id
-
-    def _step_span(self, st: _Run, rec: StepRecord, inputs: Any) -> SpanRow:
-        r = self.redactor
-        attrs: dict[str, Any] = {
-            "keel.step.key": rec.key,
-            "keel.step.kind": rec.kind.value,
-            "keel.step.name": rec.name,
-            "keel.step.attempts": rec.attempts,
-        }
-        if rec.state_delta:
-            attrs["keel.state.delta"] = r.text(rec.state_delta)
-        if rec.fallback:
-            attrs["keel.fallback"] = rec.fallback
-        if inputs is not None and rec.kind is not StepKind.LLM and st.content:
-            attrs["keel.step.input"] = r.text(inputs)
-        if rec.kind is not StepKind.LLM and st.content:  # trace_content=False: no payloads
-            if rec.blob:
-                attrs["keel.step.output"] = "[stored out of line; see the journal]"
-            elif rec.output is not None and rec.status is StepStatus.OK:
-                attrs["keel.step.output"] = r.text(rec.output)
-        span = SpanRow(
-            span_id=ids.step_span_id(st.run.id, rec.key),
-            trace_id=st.trace,
-            parent_id=self._parent(st, rec.key),
-            run_id=st.run.id,
-            name=rec.key.rsplit("/", 1)[-1] if rec.kind is not StepKind.CHILD else rec.key,
-            kind="INTERNAL",
-            start_ns=_ns(rec.started_at) or 0,
-            end_ns=_ns(rec.ended_at),
-            status="ERROR" if rec.status is StepStatus.ERROR else "OK",
-            attributes=attrs,
-        )
-        err = rec.error
-        if err is not None:
-            attrs["error.type"] = err.type
-            msgs = err.data.get("messages")
-            if msgs:
-                attrs["keel.validation.messages"] = [r.text(str(m)) for m in msgs]
-            if rec.status is StepStatus.ERROR:
-                span.status_message = r.truncate(f"{err.type}: {r.text(err.message)}")
-            else:  # recovered by a fallback: the failure stays visible
-                span.events.append(
-                    {
-                        "name": "keel.fallback",
-                        "time_ns": span.end_ns or 0,
-                        "attributes": {
-                            "keel.fallback": rec.fallback or "",
-                            "error.type": err.type,
-                            "error.message": r.text(err.message),
-                        },
-                    }
-                )
-        return span
-
-    def _call_span(
-        self, st: _Run, rec: StepRecord, attempt: int, failed: StructuredError | None, end: float
-    ) -> SpanRow:
-        """The tool call or model call of one attempt (a grandchild of the run)."""
-        begin = st.marks.pop(rec.key, rec.started_at)
-        r = self.redactor
-        attrs: dict[str, Any] = {"keel.attempt": attempt}
-        kind = "INTERNAL"
-        if rec.kind is StepKind.TOOL:
-            name = f"execute_tool {rec.name}"
-            attrs.update(
-                {
-                    "gen_ai.operation.name": "execute_tool",
-                    "gen_ai.tool.name": rec.name,
-                    "gen_ai.tool.call.id": f"{st.run.id}:{rec.key}",
-                    "gen_ai.tool.type": "function",
-                }
-            )
-            if rec.output is not None and failed is None and st.content:
-                attrs["gen_ai.tool.call.result"] = r.text(rec.output)
-        else:
-            kind = "CLIENT"
-            out = rec.output if isinstance(rec.output, dict) else {}
-            model = str(out.get("model") or rec.name)
-            provider, _, short = model.partition("/")
-            op = "chat"
-            model_name = short or provider  # "openai/gpt-4o": provider openai, model gpt-4o
-            name = f"{op} {model_name}"  # "{gen_ai.operation.name} {gen_ai.request.model}"
-            usage = out.get("usage") or {}
-            params = (out.get("request") or {}).get("params") or {}
-            attrs.update(
-                {
-                    "gen_ai.operation.name": op,
-                    "gen_ai.provider.name": provider if short else "unknown",
-                    "gen_ai.request.model": model_name,
-                    "gen_ai.response.model": model_name,
-                    "keel.llm.model": model,  # the routing string that answered
-                    "gen_ai.usage.input_tokens": int(usage.get("input_tokens") or 0),
-                    "gen_ai.usage.output_tokens": int(usage.get("output_tokens") or 0),
-                    "keel.cost.usd": float(out.get("cost_usd") or 0.0),
-                    "keel.cache_hit": bool(out.get("cache_hit")),
-                }
-            )
-            for p in ("temperature", "max_tokens", "top_p", "seed"):
-                if p in params:
-                    attrs[f"gen_ai.request.{p}"] = params[p]
-            if out.get("finish_reason"):
-                attrs["gen_ai.response.finish_reasons"] = [out["finish_reason"]]
-            if out.get("tried") and len(out["tried"]) > 1:
-                attrs["keel.llm.tried"] = [str(t) for t in out["tried"]]
-            if st.content and out:
-                messages = (out.get("request") or {}).get("messages")
-                if messages is not None:
-                    attrs["gen_ai.input.messages"] = r.text(messages)
-                reply = {"role": "assistant", "content": out.get("content")}
-                if out.get("tool_calls"):
-                    reply["tool_calls"] = out["tool_calls"]
-                attrs["gen_ai.output.messages"] = r.text([reply])
-        span = SpanRow(
-            span_id=ids.call_span_id(st.run.id, rec.key, attempt),
-            trace_id=st.trace,
-            parent_id=ids.step_span_id(st.run.id, rec.key),
-            run_id=st.run.id,
-            name=name,
-            kind=kind,
-            start_ns=_ns(begin) or 0,
-            end_ns=_ns(end),
-            status="ERROR" if failed is not None else "OK",
-            attributes=attrs,
-        )
-        if failed is not None:
-            attrs["error.type"] = failed.type
-            span.status_message = r.truncate(f"{failed.type}: {r.text(failed.message)}")
-        return span
-
     # -- writing --------------------------------------------------------------------------
 
-    def _schedule(self, spans: list[SpanRow], check: bool = True) -> None:
-        """Write `spans` soon; `check=False` for a first execution, which replays nothing
-        and so cannot duplicate a stored span (it saves a query per run)."""
-        if not spans:
-            return
+    def _schedule(self, st: _Run, spans: list[SpanRow]) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._write(spans, check))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if self.export is not None:  # exporting reads the run's journal: one task per run
+            task = loop.create_task(self._write(st, spans))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        # Local only: rows of every run that ended since the last flush go in one
+        # transaction, so many short runs do not pay a commit each.
+        self._pending.extend(spans)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+            self._tasks.add(self._flusher)
+            self._flusher.add_done_callback(self._tasks.discard)
 
-    async def _write(self, spans: list[SpanRow], check: bool = True) -> None:
+    async def _flush(self) -> None:
+        await asyncio.sleep(0)  # let the runs finishing in this loop turn join the batch
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self.store.write_spans([s.row() for s in batch])
+                await self._maybe_purge()
+            except Exception:
+                log.exception("writing %d span(s) failed", len(batch))
+
+    async def _write(self, st: _Run, spans: list[SpanRow]) -> None:
         try:
-            by_trace: dict[int, list[SpanRow]] = {}
-            for s in spans:
-                by_trace.setdefault(s.trace_id, []).append(s)
-            fresh: list[SpanRow] = []
-            for trace, group in by_trace.items():
-                have = await self.store.span_ids(ids.hex_trace(trace)) if check else set()
-                seen: set[str] = set()
-                for s in group:
-                    sid = ids.hex_span(s.span_id)
-                    if sid not in have and sid not in seen:
-                        seen.add(sid)
-                        fresh.append(s)
-            _link_next_steps(fresh)
-            await self.store.write_spans([s.row() for s in fresh])
-            if self.export is not None and fresh:
-                await self.export.send(fresh)
+            if self.export is not None:
+                await self._export(st, spans)
+            await self.store.write_spans([s.row() for s in spans])
             await self._maybe_purge()
         except Exception:
-            log.exception("writing %d span(s) failed", len(spans))
+            log.exception("writing %d span(s) of run %s failed", len(spans), st.run.id)
+
+    async def _export(self, st: _Run, spans: list[SpanRow]) -> None:
+        """Send what is new since the last execution that exported: this execution's
+        steps, and those of any execution that died before it could export them."""
+        assert self.export is not None
+        trace = ids.hex_trace(st.trace)
+        stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
+        since = max((int(s.attributes.get("keel.exported_until_ns", 0)) for s in stored), default=0)
+        records = [
+            r for r in await self.store.load_steps(st.run.id) if (r.ended_at or 0) * _NS > since
+        ]
+        execs = [s for s in [*stored, *spans] if "keel.execution" in s.attributes]
+        builder = SpanBuilder(st.run.id, self.redactor, st.content, execs)
+        now = time.time_ns()
+        await self.export.send([*builder.spans(records), *spans])
+        for s in spans:
+            if "keel.execution" in s.attributes:
+                s.attributes["keel.exported_until_ns"] = now
 
     async def _maybe_purge(self) -> None:
         now = time.time()
@@ -385,23 +221,46 @@ class Tracing(Hooks):
 
     async def drain(self) -> None:
         """Wait for scheduled span writes (called when an App or worker stops)."""
-        for st in list(self._runs.values()):  # runs still executing: keep what they did
-            batch, st.spans = st.spans, []
-            self._schedule(batch)
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.export is not None:
             with contextlib.suppress(Exception):
                 await self.export.flush()
 
+    # -- reading --------------------------------------------------------------------------
 
-def _link_next_steps(spans: list[SpanRow]) -> None:
-    """`keel.next_step`: the step that followed each one in its scope, where known."""
-    steps = [s for s in spans if "keel.step.key" in s.attributes]
-    by_parent: dict[int | None, list[SpanRow]] = {}
-    for s in steps:
-        by_parent.setdefault(s.parent_id, []).append(s)
-    for group in by_parent.values():
-        group.sort(key=lambda s: s.start_ns)
-        for a, b in itertools.pairwise(group):
-            a.attributes.setdefault("keel.next_step", b.attributes["keel.step.key"])
+    async def spans(self, run: RunInfo) -> list[SpanRow]:
+        """The run's whole trace: stored execution and root spans plus spans of its steps."""
+        await self.drain()
+        trace = ids.hex_trace(ids.trace_id(run.id))
+        stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
+        wf = self.registry.workflows.get(run.workflow)
+        execs = [s for s in stored if "keel.execution" in s.attributes]
+        live = self._runs.get(run.id)
+        if live is not None:  # the execution in progress in this process
+            execs.append(live.exec_span)
+        content = getattr(wf, "trace_content", True) if wf else True
+        builder = SpanBuilder(run.id, self.redactor, content, execs)
+        steps = builder.spans(await self.store.load_steps(run.id))
+        if not any(s.parent_id is None for s in stored):  # still running or waiting
+            stored.append(self._open_root(run))
+        return sorted([*stored, *steps], key=lambda s: (s.start_ns, s.name))
+
+    def _open_root(self, run: RunInfo) -> SpanRow:
+        return SpanRow(
+            span_id=ids.step_span_id(run.id, "<run>"),
+            trace_id=ids.trace_id(run.id),
+            parent_id=None,
+            run_id=run.id,
+            name=f"invoke_workflow {run.workflow}",
+            kind="INTERNAL",
+            start_ns=_ns(run.created_at) or 0,
+            end_ns=None,
+            status="UNSET",
+            attributes={
+                "gen_ai.operation.name": "invoke_workflow",
+                "gen_ai.workflow.name": run.workflow,
+                "keel.run.id": run.id,
+                "keel.run.status": run.status.value,
+            },
+        )

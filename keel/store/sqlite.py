@@ -33,7 +33,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 6
+_SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -213,6 +213,12 @@ DROP TABLE spans;
 ALTER TABLE spans_by_trace_v6 RENAME TO spans;
 CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
 """,
+    # What a tool step was called with, and its failed attempts: traces are built from
+    # the journal itself, so it keeps what a trace needs.
+    7: """
+ALTER TABLE steps ADD COLUMN input TEXT;
+ALTER TABLE steps ADD COLUMN attempt_log TEXT;
+""",
 }
 
 _RUN_COLS = (
@@ -223,7 +229,7 @@ _RUN_COLS = (
 )
 _STEP_COLS = (
     "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
-    "started_at, ended_at, wake_at, state_delta, blob, fallback"
+    "started_at, ended_at, wake_at, state_delta, blob, fallback, input, attempt_log"
 )
 _ESC_COLS = (
     "id, run_id, workflow, queue, kind, step, status, packet, resolution, created_at,"
@@ -291,6 +297,8 @@ def _step(row: tuple[Any, ...]) -> StepRecord:
         state_delta=_loads(row[14]),
         blob=row[15],
         fallback=row[16],
+        input=_loads(row[17]),
+        attempt_log=_loads(row[18]),
     )
 
 
@@ -487,7 +495,7 @@ class SQLiteStore(Store):
                 )
             db.execute(
                 f"INSERT OR REPLACE INTO steps ({_STEP_COLS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     r.run_id,
                     r.key,
@@ -506,6 +514,10 @@ class SQLiteStore(Store):
                     _text(pydantic_core.to_json(r.state_delta)) if r.state_delta else None,
                     r.blob,
                     r.fallback,
+                    _text(pydantic_core.to_json(r.input, fallback=repr))
+                    if r.input is not None
+                    else None,
+                    _text(pydantic_core.to_json(r.attempt_log)) if r.attempt_log else None,
                 ),
             )
 
