@@ -14,7 +14,9 @@ $(STAMP): pyproject.toml
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(STAMP)
-	$(PY) -m pip install -q -e '.[test]'
+	# torch first, alone: pinned, it is taken from the machine's local wheel cache
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[test,embed]'
 	touch $@
 
 install: $(STAMP)
