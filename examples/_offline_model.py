@@ -1,42 +1,43 @@
-"""Offline, deterministic stand-ins for the model calls the examples make.
+"""The offline model behind both examples: a `keel.llm.ScriptedModel` that reads prompts.
 
-Keel's LLM gateway (`ctx.llm`) lands in a later issue. Until then every place an
-example would ask a model goes through one of the small functions below, each
-with the signature the real call will have:
+The examples ask for everything through `ctx.llm` (classify a ticket, draft a
+reply, extract figures from a report, summarise it). With no `KEEL_MODEL` set,
+those calls go through LiteLLM to this model, a deterministic rule-based
+function of the messages: keywords, regular expressions and templates. It
+parses what it needs out of the prompt text the examples send, exactly as a
+real model would have to:
 
-    model_classify(text)                        -> Classification
-    model_draft_reply(...)                      -> DraftText
-    model_extract_figures(text)                 -> FinancialFigures
-    model_summarize_report(company, quarter, text, figures) -> ReportSummary
+    prompt contains                       the model answers
+    <ticket>...</ticket>                  a Classification as JSON (+ logprobs)
+    <ticket> and "Customer name: ..."     the reply's text
+    <report>...</report>                  the figures it can read, as JSON
+    <report> and <figures>...</figures>   a ReportSummary as JSON
 
-They are rule-based (keywords and regular expressions), never random, so the
-examples and their tests give the same answer on every machine. Swapping one for
-a real model is a one-line change at its call site, e.g.
+Like a real model it can fail: a figure the report does not state is left out
+of its answer (so schema validation rejects it), it can be rate limited (an
+HTTP 429 with a Retry-After header), and it takes time to answer (`latency`).
+It reads the feedback Keel appends when an answer is rejected, so a retry can
+correct an answer that is fixable.
 
-    label = await ctx.llm.structured(Classification, prompt=classify_prompt(ticket))
+Set KEEL_MODEL (for example `openai/gpt-4o-mini`, with OPENAI_API_KEY) and the
+same prompts go to a real model instead; nothing here is used then.
 """
 
-import re
-from typing import Literal
+from __future__ import annotations
 
-from pydantic import BaseModel, Field
+import json
+import math
+import random
+import re
+from typing import Any
+
+from keel.llm import Reply, ScriptedModel
+
+Message = dict[str, Any]
 
 # --------------------------------------------------------------------------------------
 # Support tickets
 # --------------------------------------------------------------------------------------
-
-Category = Literal["outage", "bug", "billing", "account_access", "feature_request", "general"]
-Urgency = Literal["low", "normal", "high", "critical"]
-
-
-class Classification(BaseModel):
-    """What the classifier says about a ticket."""
-
-    category: Category
-    urgency: Urgency
-    confidence: float = Field(ge=0, le=1)
-    signals: list[str] = Field(default_factory=list, description="the phrases that decided it")
-
 
 _CATEGORY_KEYWORDS: dict[str, tuple[str, ...]] = {
     "outage": (
@@ -102,8 +103,8 @@ _HIGH = ("urgent", "asap", "immediately", "blocked", "cannot", "can't", "deadlin
 _LOW = ("no rush", "whenever", "would be nice", "suggestion", "minor")
 
 
-def model_classify(text: str) -> Classification:
-    """Classify a support ticket (stand-in for a structured-output model call).
+def classify_ticket(text: str) -> dict[str, Any]:
+    """Classify a ticket's text: category, urgency, confidence and the deciding phrases.
 
     Scores each category by the keywords it contains; confidence grows with the
     winner's lead over the runner-up. Text with no signal is `general` at 0.5.
@@ -122,24 +123,14 @@ def model_classify(text: str) -> Classification:
         confidence = round(min(0.97, 0.6 + 0.1 * len(hits) + 0.08 * lead), 2)
 
     if any(k in lowered for k in _CRITICAL):
-        urgency: Urgency = "critical"
+        urgency = "critical"
     elif any(k in lowered for k in _HIGH):
         urgency = "high"
     elif any(k in lowered for k in _LOW) or category == "feature_request":
         urgency = "low"
     else:
         urgency = "normal"
-    return Classification(
-        category=category,
-        urgency=urgency,
-        confidence=confidence,
-        signals=signals,
-    )
-
-
-class DraftText(BaseModel):
-    subject: str
-    body: str
+    return {"category": category, "urgency": urgency, "confidence": confidence, "signals": signals}
 
 
 _NEXT_STEPS: dict[str, str] = {
@@ -169,15 +160,10 @@ _NEXT_STEPS: dict[str, str] = {
 }
 
 
-def model_draft_reply(
-    *,
-    subject: str,
-    customer_name: str,
-    category: str,
-    tier: str,
-    sla_hours: int,
-) -> DraftText:
-    """Draft a reply to a ticket (stand-in for a text-generation model call)."""
+def draft_reply(
+    *, subject: str, customer_name: str, category: str, tier: str, sla_hours: int
+) -> str:
+    """The reply's text, from a template per category; "Hi there" when no name is known."""
     first = customer_name.split()[0] if customer_name.strip() else "there"
     article = "an" if tier[:1].lower() in "aeiou" else "a"
     commitment = (
@@ -185,32 +171,18 @@ def model_draft_reply(
         if tier != "free"
         else "We will follow up as soon as we can."
     )
-    body = (
+    return (
         f"Hi {first},\n\n"
-        f'Thank you for contacting us about "{subject}". {_NEXT_STEPS[category]}\n\n'
+        f'Thank you for contacting us about "{subject}". '
+        f"{_NEXT_STEPS.get(category, _NEXT_STEPS['general'])}\n\n"
         f"{commitment}\n\n"
         "Best regards,\nThe Support Team"
     )
-    return DraftText(subject=f"Re: {subject}", body=body)
 
 
 # --------------------------------------------------------------------------------------
 # Financial documents
 # --------------------------------------------------------------------------------------
-
-
-class ExtractionError(ValueError):
-    """The document does not contain the figures the extractor needs."""
-
-
-class FinancialFigures(BaseModel):
-    """Figures pulled out of one quarterly report, in millions of US dollars."""
-
-    revenue_musd: float
-    prior_revenue_musd: float | None = None
-    net_income_musd: float
-    operating_margin_pct: float | None = None
-
 
 _MONEY = r"(-)?\$\s?([0-9][0-9,]*(?:\.[0-9]+)?)\s?(M|B|million|billion)\b"
 _REVENUE = re.compile(r"^\s*Revenue:\s*" + _MONEY, re.M | re.I)
@@ -226,48 +198,24 @@ def _musd(sign: str | None, amount: str, unit: str) -> float:
     return round(-value if sign else value, 3)
 
 
-def model_extract_figures(text: str) -> FinancialFigures:
-    """Pull revenue, net income and margin out of a report (stand-in for an extraction model).
-
-    Raises `ExtractionError` naming the missing field when a figure is absent or unreadable.
-    """
-    rev = _REVENUE.search(text)
-    if rev is None:
-        found = re.search(r"^\s*Revenue:\s*(.{0,60})$", text, re.M | re.I)
-        detail = f"found {found.group(1).strip()!r}" if found else "no 'Revenue:' line"
-        raise ExtractionError(
-            f"no revenue figure ({detail}); expected a line like 'Revenue: $412.7M'"
-        )
-    net = _NET.search(text)
-    if net is None:
-        found = re.search(r"^\s*Net (?:income|profit|loss):\s*(.{0,60})$", text, re.M | re.I)
-        detail = f"found {found.group(1).strip()!r}" if found else "no 'Net income:' line"
-        raise ExtractionError(
-            f"no net income figure ({detail}); expected a line like 'Net income: $38.2M'"
-        )
-    net_value = _musd(net.group(2), net.group(3), net.group(4))
-    if net.group(1).lower() == "loss" and net_value > 0:
-        net_value = -net_value
-    prior = _PRIOR.search(text)
-    margin = _MARGIN.search(text)
-    return FinancialFigures(
-        revenue_musd=_musd(rev.group(1), rev.group(2), rev.group(3)),
-        prior_revenue_musd=_musd(prior.group(1), prior.group(2), prior.group(3)) if prior else None,
-        net_income_musd=net_value,
-        operating_margin_pct=float(margin.group(1)) if margin else None,
-    )
+def read_figures(text: str) -> dict[str, float]:
+    """The figures a report states, in $M. A figure that is absent or unreadable is left
+    out: the model does not guess (so an answer can lack a field the schema requires)."""
+    figures: dict[str, float] = {}
+    if rev := _REVENUE.search(text):
+        figures["revenue_musd"] = _musd(rev.group(1), rev.group(2), rev.group(3))
+    if prior := _PRIOR.search(text):
+        figures["prior_revenue_musd"] = _musd(prior.group(1), prior.group(2), prior.group(3))
+    if net := _NET.search(text):
+        value = _musd(net.group(2), net.group(3), net.group(4))
+        figures["net_income_musd"] = -abs(value) if net.group(1).lower() == "loss" else value
+    if margin := _MARGIN.search(text):
+        figures["operating_margin_pct"] = float(margin.group(1))
+    return figures
 
 
-class ReportSummary(BaseModel):
-    """A two-sentence summary of one report and the risk themes it raises."""
-
-    summary: str
-    risks: list[str]
-    outlook: Literal["positive", "mixed", "negative"]
-
-
-# Risk themes, in a fixed order so ties always sort the same way.
-RISK_THEMES: dict[str, tuple[str, ...]] = {
+# Keywords that signal each risk theme the examples' prompt lists.
+RISK_KEYWORDS: dict[str, tuple[str, ...]] = {
     "Supply chain disruption": ("supply chain", "shipping", "supplier"),
     "FX volatility": ("foreign exchange", "currency", "fx "),
     "Regulatory change": ("regulat", "compliance", "licens"),
@@ -287,44 +235,183 @@ def _risk_section(text: str) -> str:
     return tail if heading else text
 
 
-def model_summarize_report(
-    company: str, quarter: str, text: str, figures: FinancialFigures
-) -> ReportSummary:
-    """Summarise one quarterly report (stand-in for a summarisation model call)."""
+def summarize_report(
+    company: str, quarter: str, text: str, figures: dict[str, Any]
+) -> dict[str, Any]:
+    """A two-sentence summary, the risk themes raised and an outlook, from the figures."""
     risk_text = _risk_section(text).lower()
-    risks = [theme for theme, kws in RISK_THEMES.items() if any(k in risk_text for k in kws)]
+    risks = [theme for theme, kws in RISK_KEYWORDS.items() if any(k in risk_text for k in kws)]
 
-    growth = None
-    if figures.prior_revenue_musd:
-        growth = (figures.revenue_musd / figures.prior_revenue_musd - 1) * 100
-    margin = figures.net_income_musd / figures.revenue_musd * 100 if figures.revenue_musd else 0.0
+    revenue = float(figures["revenue_musd"])
+    net = float(figures["net_income_musd"])
+    prior = figures.get("prior_revenue_musd")
+    growth = (revenue / prior - 1) * 100 if prior else None
+    margin = net / revenue * 100 if revenue else 0.0
 
-    if figures.net_income_musd < 0:
-        outlook: Literal["positive", "mixed", "negative"] = "negative"
+    if net < 0:
+        outlook = "negative"
     elif growth is not None and growth >= 2 and margin >= 8:
         outlook = "positive"
     else:
         outlook = "mixed"
 
     moved = (
-        f"grew revenue {growth:.1f}% quarter on quarter to ${figures.revenue_musd:,.1f}M"
+        f"grew revenue {growth:.1f}% quarter on quarter to ${revenue:,.1f}M"
         if growth is not None and growth >= 0
-        else f"saw revenue fall {abs(growth):.1f}% to ${figures.revenue_musd:,.1f}M"
+        else f"saw revenue fall {abs(growth):.1f}% to ${revenue:,.1f}M"
         if growth is not None
-        else f"reported revenue of ${figures.revenue_musd:,.1f}M"
+        else f"reported revenue of ${revenue:,.1f}M"
     )
     result = (
-        f"a net loss of ${abs(figures.net_income_musd):,.1f}M"
-        if figures.net_income_musd < 0
-        else f"net income of ${figures.net_income_musd:,.1f}M ({margin:.1f}% net margin)"
+        f"a net loss of ${abs(net):,.1f}M"
+        if net < 0
+        else f"net income of ${net:,.1f}M ({margin:.1f}% net margin)"
     )
     flagged = (
         "Management flags " + ", ".join(r.lower() for r in risks[:3]) + "."
         if risks
         else "Management flags no material new risks."
     )
-    return ReportSummary(
-        summary=f"{company} {moved} in {quarter}, with {result}. {flagged}",
-        risks=risks,
-        outlook=outlook,
+    return {
+        "summary": f"{company} {moved} in {quarter}, with {result}. {flagged}",
+        "risks": risks,
+        "outlook": outlook,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Reading prompts, answering them
+# --------------------------------------------------------------------------------------
+
+
+class RateLimitedError(Exception):
+    """What a provider's HTTP client raises on a 429: the status and a Retry-After header.
+
+    LiteLLM wraps it in its own `RateLimitError`, keeping the status and the HTTP
+    response (so the header); Keel classifies that as transient and retries.
+    """
+
+    status_code = 429
+
+    def __init__(self, retry_after: float) -> None:
+        import httpx  # comes with LiteLLM
+
+        super().__init__(f"rate limit reached; retry after {retry_after:.2f}s")
+        self.retry_after = retry_after
+        self.response = httpx.Response(
+            429,
+            headers={"retry-after": f"{retry_after:.3f}"},
+            request=httpx.Request("POST", "https://offline.invalid/v1/chat/completions"),
+        )
+
+
+class UnknownPrompt(Exception):
+    """A prompt the offline model cannot read: an HTTP 400, not worth retrying."""
+
+    status_code = 400
+
+
+def _user_texts(messages: list[Message]) -> list[str]:
+    return [m["content"] for m in messages if m.get("role") == "user" and m.get("content")]
+
+
+def _tagged(text: str, tag: str) -> str | None:
+    found = re.search(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.S)
+    return found.group(1) if found else None
+
+
+def _field(text: str, name: str) -> str:
+    found = re.search(rf"^{re.escape(name)}:[ \t]*(.*)$", text, re.M)
+    return found.group(1).strip() if found else ""
+
+
+def _feedback(messages: list[Message]) -> str:
+    """Why Keel rejected the previous answer, when this request is a retry (else "")."""
+    texts = _user_texts(messages)
+    last = texts[-1] if len(texts) > 1 else ""
+    return last if "rejected" in last else ""
+
+
+def _confidence_logprobs(confidence: float, content: str) -> list[float]:
+    """Per-token logprobs whose geometric-mean probability is `confidence`."""
+    return [math.log(confidence)] * max(1, len(content) // 4)
+
+
+def _classify(prompt: str, messages: list[Message], params: dict[str, Any]) -> Reply:
+    label = classify_ticket(_tagged(prompt, "ticket") or "")
+    if "urgency 'critical' is reserved" in _feedback(messages) and label["urgency"] == "critical":
+        label["urgency"] = "high"  # told critical is only for outages and access problems
+    content = json.dumps(label)
+    if not params.get("logprobs"):
+        return Reply(content=content)
+    return Reply(content=content, logprobs=_confidence_logprobs(label["confidence"], content))
+
+
+def _draft(prompt: str) -> Reply:
+    name = _field(prompt, "Customer name")
+    sla = re.search(r"(\d+)", _field(prompt, "SLA"))
+    return Reply(
+        content=draft_reply(
+            subject=_field(_tagged(prompt, "ticket") or "", "Subject"),
+            customer_name="" if name.startswith("(") else name,  # "(not on file)"
+            category=_field(prompt, "Category") or "general",
+            tier=_field(prompt, "Account tier") or "free",
+            sla_hours=int(sla.group(1)) if sla else 72,
+        )
+    )
+
+
+def _extract(prompt: str) -> Reply:
+    return Reply(content=json.dumps(read_figures(_tagged(prompt, "report") or "")))
+
+
+def _summarize(prompt: str) -> Reply:
+    figures = json.loads(_tagged(prompt, "figures") or "{}")
+    summary = summarize_report(
+        _field(prompt, "Company"),
+        _field(prompt, "Quarter"),
+        _tagged(prompt, "report") or "",
+        figures,
+    )
+    return Reply(content=json.dumps(summary))
+
+
+def offline_model(
+    name: str,
+    *,
+    latency: float = 0.0,
+    rate_limited: float = 0.0,
+    retry_after: float = 0.25,
+) -> ScriptedModel:
+    """The offline model, priced like gpt-4o-mini so costs and budgets look real.
+
+    `latency`: seconds each answer takes. `rate_limited`: the share of reports
+    (chosen by a seeded draw per company and quarter) whose first summary request
+    gets an HTTP 429 asking to retry after `retry_after` seconds.
+    """
+    limited: set[str] = set()  # reports this model has already rate limited once
+
+    def answer(messages: list[Message], params: dict[str, Any]) -> Reply:
+        texts = _user_texts(messages)
+        prompt = texts[0] if texts else ""
+        if "<ticket>" in prompt:
+            if "Customer name:" in prompt:
+                return _draft(prompt)
+            return _classify(prompt, messages, params)
+        if "<report>" in prompt and "<figures>" in prompt:
+            report = f"{_field(prompt, 'Company')}/{_field(prompt, 'Quarter')}"
+            draw = random.Random(f"ratelimit:{report}").random()
+            if draw < rate_limited and report not in limited:
+                limited.add(report)
+                raise RateLimitedError(retry_after)
+            return _summarize(prompt)
+        if "<report>" in prompt:
+            return _extract(prompt)
+        raise UnknownPrompt(
+            f"the offline model only reads the examples' prompts (<ticket> or <report>), "
+            f"not {prompt[:80]!r}; set KEEL_MODEL to use a real model"
+        )
+
+    return ScriptedModel(
+        answer, name=name, price_as="gpt-4o-mini", latency=latency, logprob=math.log(0.98)
     )

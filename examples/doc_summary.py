@@ -3,20 +3,23 @@
     50 quarterly reports --ctx.map(concurrency=25)--> extract figures -> summarise
                          --> aggregate one Report (totals, top risks, per company)
 
-Each document is processed in its own isolated child (two journaled tool steps
-that together take 0.2-0.5 s, like model calls would), so at concurrency 25 the
-50 documents take about as long as two of them, not fifty. Two documents are
-deliberately malformed; `require=keel.AtLeast(0.9)` accepts 48 of 50 and the
-report lists the two failures with their index and error instead of failing the
-whole run. Re-running the same run id replays the journal: no document is
-processed twice.
+Each document is processed in its own isolated child: two model calls through
+`ctx.llm.structured`, each a journaled step (prompt, answer, tokens, cost). The
+offline model takes 0.175 s per answer, so at concurrency 25 the 50 documents
+take about as long as two of them, not fifty. Two documents are deliberately
+malformed: the model cannot find a figure the schema requires, the retry with
+the validation errors does not help, and the item fails with ValidationFailed;
+`require=keel.AtLeast(0.9)` accepts 48 of 50 and the report lists the two
+failures with their index and error instead of failing the whole run.
+Re-running the same run id replays the journal: no document is processed twice.
 
-Run it offline (the model is a rule-based stand-in, see `_offline_model.py`):
+Run it offline (the model is a rule-based ScriptedModel, see `_offline_model.py`):
 
     python examples/doc_summary.py
     keel run examples/doc_summary.py:summarize_docs --input '{}'
 
-Set KEEL_EXAMPLE_LATENCY_SCALE=0 to drop the simulated latency (tests do).
+or with a real model, unchanged: `KEEL_MODEL=openai/gpt-4o-mini OPENAI_API_KEY=...`.
+Set KEEL_EXAMPLE_LATENCY_SCALE=0 to drop the offline model's latency (tests do).
 """
 
 import argparse
@@ -35,24 +38,79 @@ from pydantic import BaseModel
 import keel
 
 _HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:  # make the sibling stand-in importable however we are loaded
+if str(_HERE) not in sys.path:  # make the sibling offline model importable however we are loaded
     sys.path.insert(0, str(_HERE))
 
-from _offline_model import (  # noqa: E402
-    RISK_THEMES,
-    FinancialFigures,
-    ReportSummary,
-    model_extract_figures,
-    model_summarize_report,
+from _offline_model import offline_model  # noqa: E402
+
+
+def latency_scale() -> float:
+    raw = os.environ.get("KEEL_EXAMPLE_LATENCY_SCALE", "1")
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        raise ValueError(f"KEEL_EXAMPLE_LATENCY_SCALE must be a number, got {raw!r}") from None
+
+
+# The offline model answers in 0.175 s (scaled by KEEL_EXAMPLE_LATENCY_SCALE, read at
+# import) and rate limits the first summary request of ~15% of the reports with an
+# HTTP 429 (Retry-After 0.25 s). With KEEL_MODEL set, every alias is that real model.
+OFFLINE_MODEL = offline_model(
+    "offline-docs",
+    latency=0.175 * latency_scale(),
+    rate_limited=0.15,
+    retry_after=0.25 * latency_scale(),
 )
 
-app = keel.App()  # store from KEEL_STORE / keel.toml, default sqlite:///.keel/keel.db
+app = keel.App(
+    llm=keel.llm.Gateway(
+        models={"fast": OFFLINE_MODEL},
+        default="fast",
+        # A 429 or 5xx is retried with backoff, waiting at least the provider's Retry-After.
+        retry=keel.Retry(attempts=4, backoff=0.2, max_backoff=2.0),
+        # Each run re-reads its documents (so the demo's second run does real work);
+        # turn the response cache on to re-use answers for identical requests.
+        cache=False,
+    )
+)  # store from KEEL_STORE / keel.toml, default sqlite:///.keel/keel.db
 
 DESCRIPTION = "Summarise 50 synthetic quarterly reports with a 50-way fan-out."
 
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
+
+
+class FinancialFigures(BaseModel):
+    """Figures pulled out of one quarterly report, in millions of US dollars."""
+
+    revenue_musd: float
+    prior_revenue_musd: float | None = None
+    net_income_musd: float
+    operating_margin_pct: float | None = None
+
+
+# The risk themes a summary may name, in a fixed order so ties always sort the same way.
+RISK_THEMES: tuple[str, ...] = (
+    "Supply chain disruption",
+    "FX volatility",
+    "Regulatory change",
+    "Interest rates and financing",
+    "Competitive pressure",
+    "Cybersecurity",
+    "Customer concentration",
+    "Labour costs",
+    "Input costs",
+    "Demand softness",
+)
+
+
+class ReportSummary(BaseModel):
+    """A two-sentence summary of one report and the risk themes it raises."""
+
+    summary: str
+    risks: list[str]
+    outlook: Literal["positive", "mixed", "negative"]
 
 
 class Document(BaseModel):
@@ -299,32 +357,24 @@ def synthetic_documents(seed: int = 2026) -> list[Document]:
 
 
 # --------------------------------------------------------------------------------------
-# Tools: each ctx.call of one is a journaled step
+# Prompts and checks for the model calls (each ctx.llm call is a journaled step)
 # --------------------------------------------------------------------------------------
 
 
-def latency_scale() -> float:
-    raw = os.environ.get("KEEL_EXAMPLE_LATENCY_SCALE", "1")
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        raise ValueError(f"KEEL_EXAMPLE_LATENCY_SCALE must be a number, got {raw!r}") from None
+def extraction_prompt(doc: Document) -> str:
+    return f"""Extract the headline figures from this quarterly report.
 
+<report>
+{doc.text}
+</report>
 
-def simulated_latency(doc_id: str, part: Literal["extract", "summarize"]) -> float:
-    """A model call's latency: 0.2-0.5 s per document (seeded by its id), split 40/60."""
-    total = random.Random(f"latency:{doc_id}").uniform(0.2, 0.5)
-    return total * (0.4 if part == "extract" else 0.6) * latency_scale()
-
-
-class RateLimited(Exception):
-    """What a model provider's client raises on HTTP 429 (Keel retries 429 by default)."""
-
-    status_code = 429
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(f"rate limited; retry after {retry_after:.2f}s")
-        self.retry_after = retry_after
+Answer with JSON, amounts in millions of US dollars (a figure in billions times 1000):
+- revenue_musd: this quarter's revenue
+- prior_revenue_musd: the prior quarter's revenue, if the report states it
+- net_income_musd: net income; negative for a net loss
+- operating_margin_pct: the operating margin in percent, if the report states it
+Use only figures the report states. If one is missing or unreadable, leave its field
+out: do not estimate it."""
 
 
 def figures_are_plausible(figures: FinancialFigures) -> list[str]:
@@ -339,22 +389,34 @@ def figures_are_plausible(figures: FinancialFigures) -> list[str]:
     return problems
 
 
-@app.tool(validate=[FinancialFigures, figures_are_plausible], retry=keel.Retry(attempts=2))
-async def extract_figures(doc: Document) -> FinancialFigures:
-    await asyncio.sleep(simulated_latency(doc.id, "extract"))
-    return model_extract_figures(doc.text)
+def summary_prompt(doc: Document, figures: FinancialFigures) -> str:
+    return f"""Summarise this quarterly report for a portfolio review.
+
+Company: {doc.company}
+Quarter: {doc.quarter}
+
+<figures>
+{figures.model_dump_json()}
+</figures>
+
+<report>
+{doc.text}
+</report>
+
+Answer with JSON:
+- summary: two sentences. First how revenue moved and the net result (use the figures
+  above), then the risks management flags.
+- risks: the risk themes the report raises, each exactly one of: {"; ".join(RISK_THEMES)}
+- outlook: positive, mixed or negative"""
 
 
-# The "model" is rate limited on ~15% of first calls (seeded per document); Keel
-# waits out the provider's Retry-After and tries again, journaling every attempt.
-@app.tool(retry=keel.Retry(attempts=4, backoff=0.2, max_backoff=2.0))
-async def summarize_report(doc: Document, figures: FinancialFigures) -> ReportSummary:
-    step = keel.current_step()
-    if step is not None and step.attempt == 1:
-        if random.Random(f"ratelimit:{doc.id}").random() < 0.15:
-            raise RateLimited(retry_after=0.25 * latency_scale())
-    await asyncio.sleep(simulated_latency(doc.id, "summarize"))
-    return model_summarize_report(doc.company, doc.quarter, doc.text, figures)
+def known_risk_themes(summary: ReportSummary) -> list[str]:
+    """The report aggregates by theme, so a theme outside the list is an error."""
+    return [
+        f"risk {r!r} is not one of the listed themes ({'; '.join(RISK_THEMES)})"
+        for r in summary.risks
+        if r not in RISK_THEMES
+    ]
 
 
 # A credit-rating service that is down for one sector. The report degrades
@@ -384,9 +446,26 @@ async def credit_rating(company: Company) -> str | None:
 
 
 async def extract_and_summarize(ctx: keel.Context, doc: Document) -> DocSummary:
-    """One map item, in its own isolated child scope: two steps, one document."""
-    figures = await ctx.call(extract_figures, doc)
-    summary = await ctx.call(summarize_report, doc, figures)
+    """One map item, in its own isolated child scope: two model calls, one document.
+
+    An answer that fails its schema or check goes back to the model once with the
+    errors (retries=1); if the retry is still wrong, ValidationFailed fails this item
+    only. A 429 from the provider is retried by the gateway after the Retry-After.
+    """
+    figures = await ctx.llm.structured(
+        FinancialFigures,
+        prompt=extraction_prompt(doc),
+        validate=figures_are_plausible,
+        retries=1,
+        name="extract",
+    )
+    summary = await ctx.llm.structured(
+        ReportSummary,
+        prompt=summary_prompt(doc, figures),
+        validate=known_risk_themes,
+        retries=1,
+        name="summarize",
+    )
     return DocSummary(
         doc_id=doc.id,
         company=doc.company,
@@ -537,22 +616,23 @@ async def main(argv: list[str] | None = None) -> Report:
     parser.add_argument("--id", help="run id (re-using one replays the finished run)")
     args = parser.parse_args(argv)
 
-    docs = synthetic_documents()
-    sequential = sum(
-        simulated_latency(d.id, "extract") + simulated_latency(d.id, "summarize") for d in docs
-    )
     started = time.perf_counter()
     try:
         handle = await app.start(summarize_docs, {"concurrency": args.concurrency}, id=args.id)
         report: Report = await handle.result(timeout=300)
+        elapsed = time.perf_counter() - started
+        calls = [s for s in await app.steps(handle.id) if s.kind == "llm"]
     finally:
         await app.close()
-    elapsed = time.perf_counter() - started
 
     print(report.render())
+    model_time = sum(float(s.output.get("latency_ms", 0.0)) for s in calls) / 1000
+    cost = sum(float(s.output.get("cost_usd", 0.0)) for s in calls)
+    retried = sum(s.attempts > 1 for s in calls)
     print(
-        f"\nrun {handle.id}: {len(docs)} documents, {sequential:.1f} s of simulated model "
-        f"latency, finished in {elapsed:.2f} s (concurrency {args.concurrency})"
+        f"\nrun {handle.id}: {report.documents} documents, {len(calls)} model calls "
+        f"({retried} retried after a 429, ${cost:.4f}), {model_time:.1f} s of model time "
+        f"in total, finished in {elapsed:.2f} s at concurrency {args.concurrency}"
     )
     print(f"inspect the journal with: keel show {handle.id}")
     return report

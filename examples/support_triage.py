@@ -1,18 +1,21 @@
 """Support-ticket triage: sequential steps, then a human approval before an irreversible send.
 
-    classify ticket -> look up account -> draft reply -> WAIT for "approval" -> send reply
+    classify (ctx.llm.structured) -> look up account -> draft reply (ctx.llm.text)
+        -> WAIT for "approval" -> send reply
 
 Every step is journaled, so the run survives restarts; while it waits for the
-reviewer it holds no process at all (status WAITING). The email is sent by an
-`irreversible` tool that uses the step's idempotency key, so even if the step is
-ever re-executed the customer gets exactly one email.
+reviewer it holds no process at all (status WAITING). Each model call is a
+journaled step too, with its prompt, answer, tokens and cost. The email is sent
+by an `irreversible` tool that uses the step's idempotency key, so even if the
+step is ever re-executed the customer gets exactly one email.
 
-Run it offline (the model is a rule-based stand-in, see `_offline_model.py`):
+Run it offline (the model is a rule-based ScriptedModel, see `_offline_model.py`):
 
     python examples/support_triage.py            # approve
     python examples/support_triage.py --reject   # reject: nothing is sent
 
-or drive it with the CLI (see examples/README.md):
+or with a real model, unchanged: `KEEL_MODEL=openai/gpt-4o-mini OPENAI_API_KEY=...`.
+Drive it with the CLI (see examples/README.md):
 
     keel run examples/support_triage.py:triage --id T-1042 \\
         --input '{"ticket": {"id": "T-1042", "account_id": "acct_1003",
@@ -32,25 +35,48 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 import keel
 
 _HERE = Path(__file__).resolve().parent
-if str(_HERE) not in sys.path:  # make the sibling stand-in importable however we are loaded
+if str(_HERE) not in sys.path:  # make the sibling offline model importable however we are loaded
     sys.path.insert(0, str(_HERE))
 
-from _offline_model import Classification, model_classify, model_draft_reply  # noqa: E402
+from _offline_model import offline_model  # noqa: E402
 
-app = keel.App()  # store from KEEL_STORE / keel.toml, default sqlite:///.keel/keel.db
+# Model calls go through one gateway. Offline, the alias "fast" is a rule-based
+# ScriptedModel priced like gpt-4o-mini; with KEEL_MODEL set (e.g. openai/gpt-4o-mini
+# and OPENAI_API_KEY) every alias is that real model instead, and nothing else changes.
+# The store comes from KEEL_STORE / keel.toml, default sqlite:///.keel/keel.db.
+app = keel.App(
+    llm=keel.llm.Gateway(models={"fast": offline_model("offline-triage")}, default="fast")
+)
 
 DESCRIPTION = "Triage one sample ticket, approve (or reject) it, print the outcome."
 
 APPROVAL_TIMEOUT = 3 * 24 * 3600.0  # a reviewer has three days; then the run ends "expired"
 
+# The classification's confidence, from the answer's token logprobs (see keel.llm.structured):
+# below this the label is a guess, and a person in the "support-ops" queue confirms or
+# corrects it before the run goes on (keel approvals).
+MIN_CONFIDENCE = 0.4
+
 # --------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------
+
+Category = Literal["outage", "bug", "billing", "account_access", "feature_request", "general"]
+Urgency = Literal["low", "normal", "high", "critical"]
+
+
+class Classification(BaseModel):
+    """What the model says about a ticket."""
+
+    category: Category
+    urgency: Urgency
+    confidence: float = Field(ge=0, le=1, description="how sure the model is of the category")
+    signals: list[str] = Field(default_factory=list, description="the phrases that decided it")
 
 
 class Ticket(BaseModel):
@@ -100,6 +126,7 @@ class TriageState(BaseModel):
     confidence: float | None = None
     account_name: str | None = None
     account_tier: str | None = None
+    contact_name: str | None = None  # who the reply greets ("" when the CRM has no name)
     priority: Literal["P1", "P2", "P3", "P4"] | None = None
     draft: str | None = None
     reviewer: str | None = None
@@ -212,8 +239,25 @@ def priority_for(label: Classification, account: Account) -> Literal["P1", "P2",
 
 
 # --------------------------------------------------------------------------------------
-# Tools: each ctx.call of one is a journaled step
+# Prompts and checks for the model calls (each ctx.llm call is a journaled step)
 # --------------------------------------------------------------------------------------
+
+
+def classify_prompt(ticket: Ticket) -> str:
+    return f"""Classify this support ticket.
+
+<ticket>
+Subject: {ticket.subject}
+
+{ticket.body}
+</ticket>
+
+Answer with JSON:
+- category: one of outage, bug, billing, account_access, feature_request, general
+- urgency: critical (only for outages and access problems), high (the customer is blocked
+  or has a deadline), low (suggestions, no rush) or normal
+- confidence: how sure you are of the category, from 0 to 1
+- signals: the phrases in the ticket that decided it"""
 
 
 def consistent_label(label: Classification) -> str | None:
@@ -226,11 +270,34 @@ def consistent_label(label: Classification) -> str | None:
     return None
 
 
-# An inconsistent label is retried once, with the validation messages handed to the
-# next attempt (keel.current_step().feedback) - what an LLM prompt would include.
-@app.tool(validate=[Classification, consistent_label], retry=keel.Retry(attempts=2))
-async def classify_ticket(ticket: Ticket) -> Classification:
-    return model_classify(f"{ticket.subject}\n\n{ticket.body}")
+def draft_prompt(ticket: Ticket, label: Classification, account: Account) -> str:
+    return f"""Write the reply to this support ticket, as our support agent.
+
+Customer name: {account.contact_name or "(not on file)"}
+Company: {account.name}
+Account tier: {account.tier}
+SLA: {account.sla_hours} hours
+Category: {label.category}
+Urgency: {label.urgency}
+
+<ticket>
+Subject: {ticket.subject}
+
+{ticket.body}
+</ticket>
+
+- Greet the customer by first name ("Hi Jonas,"). If no name is on file, open with "Hi there,".
+- Thank them for contacting us about the ticket's subject, then say what happens next for
+  a {label.category} ticket.
+- For pro and enterprise accounts promise an answer within the SLA; for free accounts say
+  we will follow up as soon as we can.
+- Sign off with "Best regards," and "The Support Team".
+- Plain text only: no subject line, no placeholders."""
+
+
+# --------------------------------------------------------------------------------------
+# Tools: each ctx.call of one is a journaled step
+# --------------------------------------------------------------------------------------
 
 
 class CRMUnavailable(Exception):
@@ -265,18 +332,6 @@ async def lookup_account(account_id: str) -> Account:
     return account
 
 
-@app.tool()
-async def draft_reply(ticket: Ticket, label: Classification, account: Account) -> Draft:
-    text = model_draft_reply(
-        subject=ticket.subject,
-        customer_name=account.contact_name,
-        category=label.category,
-        tier=account.tier,
-        sla_hours=account.sla_hours,
-    )
-    return Draft(to=account.contact_email, subject=text.subject, body=text.body)
-
-
 def find_sent(idempotency_key: str, ticket_id: str, to: str, subject: str, body: str) -> Receipt:
     """Reconcile an interrupted send: the outbox's receipt, or "never sent" (safe to send)."""
     for entry in read_outbox():
@@ -291,8 +346,11 @@ def find_sent(idempotency_key: str, ticket_id: str, to: str, subject: str, body:
 
 
 # irreversible: Keel records the intent first; if a worker dies mid-send, it asks
-# find_sent what happened instead of sending blindly again.
-@app.tool(irreversible=True, reconcile=find_sent)
+# find_sent what happened instead of sending blindly again. An irreversible tool
+# normally waits for a person's approval of its arguments (keel approvals); here the
+# workflow already asks the reviewer for a decision on the draft (the "approval"
+# signal, with reject and edit), so the tool's own gate is turned off.
+@app.tool(irreversible=True, reconcile=find_sent, approval=False)
 async def send_reply(ticket_id: str, to: str, subject: str, body: str) -> Receipt:
     """Send the email (append it to the local outbox), at most once per idempotency key."""
     step = keel.current_step()
@@ -368,13 +426,22 @@ def deliver(idempotency_key: str, message: dict[str, Any]) -> Receipt:
 
 def draft_is_sendable(state: TriageState) -> list[str]:
     """Checkpoint of the respond phase: the state a reviewer would be asked to approve."""
+    draft = (state.draft or "").strip()
     problems = []
-    if len(state.draft.strip()) < 40:
+    if len(draft) < 40:
         problems.append("the draft is too short to answer a ticket")
-    if "{" in state.draft or "TODO" in state.draft:
+    if "{" in draft or "TODO" in draft:
         problems.append("the draft still contains a template placeholder")
-    if state.draft.startswith("Hi there"):
-        problems.append("the draft does not greet the customer by name (no CRM contact)")
+    greeting = draft.splitlines()[0] if draft else ""
+    if not state.contact_name:
+        problems.append(
+            "the draft does not greet the customer by name (the CRM has no contact name)"
+        )
+    elif state.contact_name.split()[0] not in greeting:
+        problems.append(
+            f"the draft does not greet the customer by name ({state.contact_name!r} is not "
+            f"in {greeting!r})"
+        )
     return problems
 
 
@@ -382,14 +449,26 @@ def draft_is_sendable(state: TriageState) -> list[str]:
 async def triage(
     ctx: keel.Context, ticket: Ticket, approval_timeout: float = APPROVAL_TIMEOUT
 ) -> Outcome:
-    label = await ctx.call(classify_ticket, ticket)
+    # Structured output: parsed into Classification, checked by consistent_label (a failed
+    # check is sent back to the model once, with the reason); below MIN_CONFIDENCE, as
+    # computed from the answer's token logprobs, a person reviews the label first.
+    label = await ctx.llm.structured(
+        Classification,
+        prompt=classify_prompt(ticket),
+        validate=consistent_label,
+        retries=1,
+        min_confidence=MIN_CONFIDENCE,
+        review_queue="support-ops",
+        name="classify",
+    )
     ctx.state.category = label.category
     ctx.state.urgency = label.urgency
-    ctx.state.confidence = label.confidence
+    ctx.state.confidence = label.confidence  # the model's own estimate, shown to reviewers
 
     account = await ctx.call(lookup_account, ticket.account_id)
     ctx.state.account_name = account.name
     ctx.state.account_tier = account.tier
+    ctx.state.contact_name = account.contact_name
     ctx.state.priority = priority_for(label, account)
 
     # A checkpoint at the end of the phase: a draft that fails it goes to a person
@@ -397,7 +476,8 @@ async def triage(
     async with ctx.phase(
         "respond", check=draft_is_sendable, on_fail="escalate", queue="support-ops"
     ):
-        draft = await ctx.call(draft_reply, ticket, label, account)
+        body = await ctx.llm.text(draft_prompt(ticket, label, account), name="draft")
+        draft = Draft(to=account.contact_email, subject=f"Re: {ticket.subject}", body=body.strip())
         ctx.state.draft = draft.body
     ctx.state.status = "awaiting_approval"
 
@@ -465,6 +545,11 @@ async def main(argv: list[str] | None = None) -> Outcome:
         handle = await app.start(triage, {"ticket": ticket})
         info = await handle.settle(timeout=30)
         print(f"run {info.id}: {info.status.value}, waiting on {info.waiting_on}")
+        if "approval" not in info.waiting_on:  # it failed, or a person must fix the draft first
+            if info.error is not None:
+                print(f"  {info.error.type}: {info.error.message}")
+            print(f"inspect it with: keel show {handle.id}   (and: keel escalations)")
+            raise SystemExit(1 if info.status is keel.RunStatus.FAILED else 0)
         view = await review_view(handle.id)
         print(
             f"  {view['category']} / {view['urgency']} (confidence {view['confidence']}), "

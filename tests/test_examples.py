@@ -2,7 +2,8 @@
 
 Each test imports the example fresh by path (as `keel run examples/x.py:wf` does),
 with its module-level `app` pointed at this test's store through KEEL_STORE, the
-outbox under tmp_path and the simulated model latency scaled down.
+outbox under tmp_path and the offline model's latency scaled down. Every model call
+goes through `ctx.llm` and LiteLLM to the examples' offline ScriptedModel.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ class Recorder(keel.Hooks):
 @pytest.fixture
 def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # nothing may land in the repo's .keel/
+    monkeypatch.delenv("KEEL_MODEL", raising=False)  # the offline model, whatever the shell has
     monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
     monkeypatch.setenv("KEEL_EXAMPLE_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0")
@@ -111,7 +113,7 @@ async def test_triage_waits_for_approval_then_sends_exactly_once(triage: ModuleT
     info = await handle.settle(TIMEOUT)
     assert info.status is keel.RunStatus.WAITING
     assert info.waiting_on == ["approval"]
-    assert rec.names() == ["classify_ticket", "lookup_account", "draft_reply"]
+    assert rec.names() == ["llm:classify", "lookup_account", "llm:draft"]
     assert triage.read_outbox() == []  # nothing leaves before a human decides
 
     view = await triage.review_view(handle.id)  # what a reviewer sees while it waits
@@ -185,7 +187,7 @@ async def test_triage_unknown_account_fails_with_a_clear_error(triage: ModuleTyp
     assert "'acct_9999'" in err.message and "acct_1003" in err.message  # says what is known
     assert "acct_9999" in str(caught.value)
     steps = [s.name for s in await triage.app.steps(handle.id)]
-    assert steps == ["classify_ticket", "lookup_account"]  # stopped there: no draft, no wait
+    assert steps == ["llm:classify", "lookup_account"]  # stopped there: no draft, no wait
     assert triage.read_outbox() == []
 
 
@@ -275,7 +277,7 @@ async def test_a_draft_failing_its_checkpoint_escalates_then_a_fix_is_sent(
     [esc] = await triage.app.escalations.list(queue="support-ops")
     assert esc.kind == "phase" and esc.packet.phase == "respond"
     assert "does not greet the customer by name" in esc.packet.reason
-    assert [j["key"].rsplit("/", 1)[-1] for j in esc.packet.journal] == ["draft_reply#0"]
+    assert [j["key"].rsplit("/", 1)[-1] for j in esc.packet.journal] == ["llm:draft#0"]
     assert esc.packet.state is not None and esc.packet.state["draft"].startswith("Hi there")
 
     with pytest.raises(keel.InputError):  # not a state field of the right type
@@ -305,13 +307,107 @@ async def test_transient_crm_errors_are_retried(
     assert step.attempts == 2 and step.status.value == "ok"
 
 
+async def test_triage_model_calls_are_journaled_with_usage_and_cost(triage: ModuleType) -> None:
+    handle = await triage.app.start(triage.triage, {"ticket": TICKET}, id="t-llm")
+    assert (await handle.settle(TIMEOUT)).status is keel.RunStatus.WAITING
+
+    llm = {s.name: s for s in await triage.app.steps(handle.id) if s.kind == "llm"}
+    assert sorted(llm) == ["llm:classify", "llm:draft"]
+    for step in llm.values():
+        out = step.output
+        assert out["model"] == "keel-scripted/offline-triage" and out["provider"] == "keel-scripted"
+        assert out["usage"]["input_tokens"] > 50 and out["usage"]["output_tokens"] > 10
+        assert 0 < out["cost_usd"] < 0.001  # priced as gpt-4o-mini: fractions of a cent
+        assert out["cache_hit"] is False
+    classify, draft = llm["llm:classify"].output, llm["llm:draft"].output
+    assert "Charged twice for the March invoice" in classify["request"]["messages"][0]["content"]
+    assert classify["request"]["params"]["logprobs"] is True  # asked for: min_confidence
+    assert classify["request"]["params"]["response_format"]["type"] == "json_schema"
+    assert classify["logprobs"]  # the confidence is computed from these
+    prompt = draft["request"]["messages"][0]["content"]
+    assert "Customer name: Jonas Weber" in prompt and "Account tier: pro" in prompt
+    assert "SLA: 24 hours" in prompt and "Category: billing" in prompt
+    assert draft["content"].startswith("Hi Jonas,")
+
+    # The same usage is metered in the store, per run, for `keel costs`.
+    [row] = await triage.app.store.usage_report("run")
+    assert row["calls"] == 2 and row["cost_usd"] == pytest.approx(
+        sum(s.output["cost_usd"] for s in llm.values())
+    )
+
+
+async def test_triage_inconsistent_label_is_corrected_with_feedback(triage: ModuleType) -> None:
+    ticket = {
+        **TICKET,
+        "subject": "Exports crash",
+        "body": "The nightly export crashes and we had data loss in yesterday's file.",
+    }
+    handle = await triage.app.start(triage.triage, {"ticket": ticket}, id="t-fix")
+    info = await handle.settle(TIMEOUT)
+    assert info.status is keel.RunStatus.WAITING and info.state is not None
+    assert (info.state["category"], info.state["urgency"]) == ("bug", "high")
+
+    first, second = [s for s in await triage.app.steps(handle.id) if s.name == "llm:classify"]
+    assert json.loads(first.output["content"])["urgency"] == "critical"  # rejected
+    feedback = second.output["request"]["messages"][-1]["content"]
+    assert "urgency 'critical' is reserved for outages" in feedback
+
+
+async def test_triage_low_confidence_label_goes_to_a_person(
+    triage: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(triage, "MIN_CONFIDENCE", 0.9)
+    ticket = next(t for t in triage.SAMPLE_TICKETS if t.id == "T-1045")  # no keywords: 0.5
+    handle = await triage.app.start(triage.triage, {"ticket": ticket}, id="t-unsure")
+    info = await handle.settle(TIMEOUT)
+    assert info.status is keel.RunStatus.WAITING
+
+    [req] = await triage.app.approvals.list(queue="support-ops", kind="low_confidence")
+    assert req.run_id == "t-unsure" and info.waiting_on == [f"review:{req.id}"]
+    assert req.request["score"] == pytest.approx(0.5)  # exp(mean(logprob)), from the model
+    assert req.request["threshold"] == 0.9
+    assert req.request["output"]["category"] == "general"
+
+    corrected = {**req.request["output"], "category": "bug", "urgency": "high"}
+    await triage.app.approvals.correct(req.id, corrected, by="kim")
+    info = await handle.settle(TIMEOUT)
+    assert info.state is not None and (info.state["category"], info.state["priority"]) == (
+        "bug",
+        "P2",
+    )
+    draft = next(s for s in await triage.app.steps(handle.id) if s.name == "llm:draft")
+    assert "Category: bug" in draft.output["request"]["messages"][0]["content"]
+
+
+async def test_keel_model_swaps_in_another_model_unchanged(
+    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """KEEL_MODEL replaces every alias; here with a second scripted model standing in for
+    e.g. openai/gpt-4o-mini, so the workflow runs against it without a network."""
+    from _offline_model import offline_model
+
+    stand_in = offline_model("stand-in-real-model")
+    monkeypatch.setenv("KEEL_MODEL", stand_in.model)
+    triage = load("support_triage")
+    assert triage.app.gateway.spec("fast").model == "keel-scripted/stand-in-real-model"
+
+    handle = await triage.app.start(triage.triage, {"ticket": TICKET})
+    assert (await handle.settle(TIMEOUT)).status is keel.RunStatus.WAITING
+    models = {s.output["model"] for s in await triage.app.steps(handle.id) if s.kind == "llm"}
+    assert models == {"keel-scripted/stand-in-real-model"}
+    assert len(stand_in.calls) == 2
+
+
 async def test_offline_classifier_is_rule_based_and_deterministic(triage: ModuleType) -> None:
-    from _offline_model import model_classify
+    from _offline_model import classify_ticket
+
+    def label(text: str) -> Any:
+        return triage.Classification.model_validate(classify_ticket(text))
 
     got = {
         t.id: (c.category, c.urgency)
         for t in triage.SAMPLE_TICKETS
-        for c in [model_classify(f"{t.subject}\n\n{t.body}")]
+        for c in [label(f"{t.subject}\n\n{t.body}")]
     }
     assert got == {
         "T-1042": ("billing", "high"),
@@ -319,13 +415,13 @@ async def test_offline_classifier_is_rule_based_and_deterministic(triage: Module
         "T-1044": ("feature_request", "low"),
         "T-1045": ("general", "normal"),
     }
-    unclear = model_classify("Hello, quick question about your company.")
+    unclear = label("Hello, quick question about your company.")
     assert (unclear.category, unclear.confidence) == ("general", 0.5)
-    locked_out = model_classify("I forgot my password and I'm locked out")
+    locked_out = label("I forgot my password and I'm locked out")
     assert locked_out.category == "account_access"
     acct = triage.CRM["acct_1001"]  # enterprise moves up one level, never above P1
-    assert triage.priority_for(model_classify("outage for all users"), acct) == "P1"
-    assert triage.priority_for(model_classify("minor bug, no rush"), acct) == "P3"
+    assert triage.priority_for(label("outage for all users"), acct) == "P1"
+    assert triage.priority_for(label("minor bug, no rush"), acct) == "P3"
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,17 +431,17 @@ async def test_offline_classifier_is_rule_based_and_deterministic(triage: Module
 
 def _expected(docs_mod: ModuleType) -> dict[str, Any]:
     """The report's numbers, computed independently of the workflow."""
-    from _offline_model import model_extract_figures, model_summarize_report
+    from _offline_model import read_figures, summarize_report
 
     revenue = net = 0.0
     risks: dict[str, int] = {}
     for i, d in enumerate(docs_mod.synthetic_documents()):
         if i in docs_mod.MALFORMED:
             continue
-        fig = model_extract_figures(d.text)
-        revenue += fig.revenue_musd
-        net += fig.net_income_musd
-        for theme in model_summarize_report(d.company, d.quarter, d.text, fig).risks:
+        fig = read_figures(d.text)
+        revenue += fig["revenue_musd"]
+        net += fig["net_income_musd"]
+        for theme in summarize_report(d.company, d.quarter, d.text, fig)["risks"]:
             risks[theme] = risks.get(theme, 0) + 1
     return {"revenue": round(revenue, 1), "net": round(net, 1), "risks": risks}
 
@@ -365,10 +461,11 @@ async def test_doc_summary_tolerates_the_malformed_documents(docs: ModuleType) -
         (17, corpus[17].id),
         (38, corpus[38].id),
     ]
-    assert all(f.error_type == "ExtractionError" for f in report.failed)
-    assert "no revenue figure" in report.failed[0].error
-    assert "table not recognised" in report.failed[0].error
-    assert "no net income figure" in report.failed[1].error
+    # The model could not find the figure, so its answer lacked a required field, twice.
+    assert all(f.error_type == "ValidationFailed" for f in report.failed)
+    assert "FinancialFigures output still invalid after 2 attempt(s)" in report.failed[0].error
+    assert "revenue_musd: Field required" in report.failed[0].error
+    assert "net_income_musd: Field required" in report.failed[1].error
 
     expected = _expected(docs)
     assert report.total_revenue_musd == pytest.approx(expected["revenue"], abs=0.05)
@@ -393,6 +490,9 @@ async def test_doc_summary_tolerates_the_malformed_documents(docs: ModuleType) -
     assert report.loss_making  # the corpus has loss-makers, and they are reported
 
     # Top risks: the five most frequent themes, counted per successful document.
+    from _offline_model import RISK_KEYWORDS
+
+    assert tuple(RISK_KEYWORDS) == docs.RISK_THEMES  # the offline model knows the list
     counts = [r.documents for r in report.top_risks]
     assert len(counts) == 5 and counts == sorted(counts, reverse=True)
     assert {r.theme: r.documents for r in report.top_risks}.items() <= expected["risks"].items()
@@ -403,7 +503,66 @@ async def test_doc_summary_tolerates_the_malformed_documents(docs: ModuleType) -
     children = [s for s in steps if s.kind == "child"]
     assert len(children) == 50
     assert sorted(s.position for s in children if s.status is StepStatus.ERROR) == [17, 38]
-    assert sum(s.name == "summarize_report" for s in steps) == 48
+    llm = [s for s in steps if s.kind == "llm"]
+    assert sum(s.name == "llm:summarize" for s in llm) == 48
+    assert sum(s.name == "llm:extract" for s in llm) == 52  # 50, and one feedback retry each
+    assert all(s.output["usage"]["output_tokens"] > 0 and s.output["cost_usd"] > 0 for s in llm)
+
+
+async def test_doc_summary_malformed_document_fails_after_a_feedback_retry(
+    docs: ModuleType,
+) -> None:
+    handle = await docs.app.start(docs.summarize_docs, {})
+    await handle.result(TIMEOUT)
+    steps = await docs.app.steps(handle.id)
+    child = next(s for s in steps if s.kind == "child" and s.position == 17)
+    assert child.error is not None and child.error.type == "ValidationFailed"
+    assert child.error.data["messages"] == ["revenue_musd: Field required"]
+
+    first, retry = [s for s in steps if s.key.startswith(child.key + "/llm:extract#")]
+    assert "revenue_musd" not in json.loads(first.output["content"])  # it did not guess
+    sent = retry.output["request"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert sent[1]["content"] == first.output["content"]  # its own rejected answer
+    assert "Your previous answer was rejected" in sent[2]["content"]
+    assert "revenue_musd: Field required" in sent[2]["content"]
+    assert "table not recognised" in sent[0]["content"]  # the document itself
+    assert not any(s.key.startswith(child.key + "/llm:summarize") for s in steps)
+
+
+async def test_doc_summary_rate_limited_calls_are_retried(docs: ModuleType) -> None:
+    handle = await docs.app.start(docs.summarize_docs, {})
+    report = await handle.result(TIMEOUT)
+    assert report.succeeded == 48
+
+    summaries = [s for s in await docs.app.steps(handle.id) if s.name == "llm:summarize"]
+    retried = [s for s in summaries if s.attempts == 2]
+    assert 3 <= len(retried) <= 12  # ~15% of 48, seeded per report: the same on every run
+    assert all(s.attempts in (1, 2) and s.status is StepStatus.OK for s in summaries)
+    # Each 429 reached the model; the retry is a second request with the same messages.
+    calls = [c for c in docs.OFFLINE_MODEL.calls if "<figures>" in c["messages"][0]["content"]]
+    assert len(calls) == 48 + len(retried)
+
+
+async def test_a_429_survives_litellm_and_is_retryable(example_env: Path) -> None:
+    """LiteLLM wraps what a provider raises in its own exception; the status and the
+    Retry-After header must survive that, so Keel classifies it as transient."""
+    from _offline_model import offline_model
+
+    from keel.llm.gateway import CallContext
+    from keel.policy.retry import is_transient, retry_after_of, status_of
+
+    always_limited = offline_model("always-limited", rate_limited=1.0, retry_after=0.25)
+    gateway = keel.llm.Gateway(models={"m": always_limited})
+    prompt = "Company: A\nQuarter: Q1\n<figures>\n{}\n</figures>\n<report>\nx\n</report>"
+    with pytest.raises(keel.ModelUnavailable) as caught:
+        await gateway.complete([{"role": "user", "content": prompt}], CallContext())
+    wrapped = caught.value.__cause__
+    assert wrapped is not None and type(wrapped).__name__ == "RateLimitError"  # LiteLLM's
+    assert status_of(wrapped) == 429 and retry_after_of(wrapped) == pytest.approx(0.25)
+    assert is_transient(wrapped) and is_transient(caught.value)
+    assert retry_after_of(caught.value) == pytest.approx(0.25)  # what the step's retry waits
+
 
 
 async def test_doc_summary_policy_fails_the_run_when_too_many_fail(docs: ModuleType) -> None:
@@ -429,9 +588,10 @@ async def test_doc_summary_accepts_documents_as_input(docs: ModuleType) -> None:
 
 
 async def test_doc_summary_fan_out_respects_concurrency(
-    docs: ModuleType, monkeypatch: pytest.MonkeyPatch
+    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0.02")  # a few ms per tool call
+    monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0.02")  # a few ms per model call
+    docs = load("doc_summary")  # the offline model's latency is read at import
     in_flight = peak = 0
 
     class Gauge(keel.Hooks):
@@ -458,8 +618,8 @@ async def test_doc_summary_rerunning_the_same_id_does_no_work(docs: ModuleType) 
     docs.app.hooks.add(rec)
     first = await (await docs.app.start(docs.summarize_docs, {}, id="docs-1")).result(TIMEOUT)
     executed = len(rec.started)
-    assert rec.names().count("extract_figures") == 50
-    assert rec.names().count("summarize_report") == 48
+    assert rec.names().count("llm:extract") == 52  # two feedback retries
+    assert rec.names().count("llm:summarize") == 48
 
     again = await (await docs.app.start(docs.summarize_docs, {}, id="docs-1")).result(TIMEOUT)
     assert again == first
@@ -467,9 +627,10 @@ async def test_doc_summary_rerunning_the_same_id_does_no_work(docs: ModuleType) 
 
 
 async def test_doc_summary_resumes_after_interruption_without_redoing_items(
-    docs: ModuleType, monkeypatch: pytest.MonkeyPatch
+    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0.05")  # 10-25 ms per document
+    monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0.05")  # ~9 ms per model call
+    docs = load("doc_summary")
     rec = Recorder()
     docs.app.hooks.add(rec)
     app = docs.app
@@ -515,6 +676,28 @@ def _env(tmp: Path) -> dict[str, str]:
         "KEEL_EXAMPLE_OUTBOX": str(tmp / "outbox"),
         "KEEL_EXAMPLE_LATENCY_SCALE": "0",
     }
+
+
+def test_importing_an_example_does_not_import_litellm(example_env: Path) -> None:
+    """LiteLLM takes seconds to import: the first model call imports it, not the example."""
+    code = (
+        "import importlib.util, sys\n"
+        "for stem in ('support_triage', 'doc_summary'):\n"
+        f"    path = {str(EXAMPLES)!r} + '/' + stem + '.py'\n"
+        "    spec = importlib.util.spec_from_file_location(stem, path)\n"
+        "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
+        "print(sorted(m for m in ('litellm', 'httpx', 'openai') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=example_env,
+        env=_env(example_env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.strip() == "[]"
 
 
 def test_support_triage_script_runs(example_env: Path) -> None:

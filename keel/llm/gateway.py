@@ -3,6 +3,7 @@ budgets and a response cache, all in front of `litellm.acompletion`."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -279,7 +280,11 @@ class Gateway:
         cache: bool | None = None,
     ) -> LLMResponse:
         """Send one chat completion through routing, limits, budgets, cache and fallbacks."""
-        self._setup()
+        if not self._ready:
+            # Importing LiteLLM takes seconds: do it off the event loop so other runs
+            # keep going while the first model call warms up.
+            await asyncio.to_thread(_litellm.litellm)
+            self._setup()
         params = dict(params or {})
         last: BaseException | None = None
         tried: list[str] = []
