@@ -114,10 +114,27 @@ def approval() -> None:
          json.dumps({"approved": True, "reviewer": "dana"}))
     keel("run", "examples/support_triage.py:triage", "--id", "T-1042")
     keel("show", "T-1042")
+    banner("   Its trace: a span per step, model calls with tokens and cost (OpenTelemetry)")
+    keel("trace", "T-1042")
+
+
+def refunds() -> None:
+    banner("3. An irreversible refund over the limit waits in the 'payments' queue")
+    keel("run", "examples/refunds.py:refund", "--id", "refund-1",
+         "--input", json.dumps({"charge_id": "ch_1042", "reason": "double charge"}))
+    keel("approvals")
+    request = keel_json("approvals", "list")[0]["id"]
+    keel("approvals", "show", request)
+    banner("   The reviewer halves the amount, then approves: edits are validated first")
+    keel("approvals", "edit", request, "--by", "dana",
+         "--args", json.dumps({"charge_id": "ch_1042", "amount": "forty"}), check=False)
+    keel("approvals", "edit", request, "--by", "dana",
+         "--args", json.dumps({"charge_id": "ch_1042", "amount": 40.0}))
+    keel("run", "examples/refunds.py:refund", "--id", "refund-1")
 
 
 def crash_recovery() -> None:
-    banner("3. Crash recovery: SIGKILL a worker in the middle of a 50-way fan-out")
+    banner("4. Crash recovery: SIGKILL a worker in the middle of a 50-way fan-out")
     keel("run", "examples/doc_summary.py:summarize_docs", "--input", "{}", "--id", "summary-2",
          "--detach")
     print("\033[2m$ keel worker examples/doc_summary.py &   (killed with SIGKILL shortly)\033[0m")
@@ -139,9 +156,11 @@ def crash_recovery() -> None:
 
 
 def pending() -> None:
-    banner("4. Still waiting for a reviewer")
+    banner("5. Still waiting for a reviewer, and what the models cost")
     keel("runs", "--status", "WAITING")
     keel("escalations", "list", "--status", "all")
+    keel("approvals", "list", "--status", "all")
+    keel("costs", "--by", "workflow")
     print("approve with: keel signal T-1043 approval --payload "
           "'{\"approved\": true, \"reviewer\": \"you\"}'")
     print(f"store: {ENV['KEEL_STORE']}")
@@ -152,6 +171,7 @@ def main() -> None:
     STORE_DIR.mkdir(parents=True)
     fan_out()
     approval()
+    refunds()
     crash_recovery()
     pending()
 

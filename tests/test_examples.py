@@ -748,3 +748,49 @@ def test_doc_summary_runs_through_the_cli(example_env: Path) -> None:
     assert summary["status"] == "SUCCEEDED"
     assert summary["result"]["succeeded"] == 48
     assert [f["index"] for f in summary["result"]["failed"]] == [17, 38]
+
+
+# ---------------------------------------------------------------------------------------
+# refunds: an irreversible tool behind an approval gate
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def refunds(load: Callable[[str], ModuleType]) -> ModuleType:
+    return load("refunds")
+
+
+async def test_refund_over_the_limit_waits_then_an_edited_amount_is_refunded_once(
+    refunds: ModuleType, example_env: Path
+) -> None:
+    app = refunds.app
+    handle = await app.start(refunds.refund, {"charge_id": "ch_1042", "reason": "double"},
+                             id="rf-1")
+    info = await handle.settle(TIMEOUT)
+    assert info.status is keel.RunStatus.WAITING
+    assert not refunds.ledger().exists()  # nothing refunded before a person decided
+    [req] = await app.approvals.list(queue="payments")
+    assert req.tool == "issue_refund" and req.args == {"charge_id": "ch_1042", "amount": 80.0}
+    assert "need a person" in req.request["reason"]
+    with pytest.raises(keel.InputError, match="amount"):
+        await app.approvals.edit(req.id, {"charge_id": "ch_1042", "amount": "all"}, by="dana")
+    await app.approvals.edit(req.id, {"charge_id": "ch_1042", "amount": 40.0}, by="dana")
+    out = await handle.result(TIMEOUT)
+    assert out["status"] == "refunded" and out["amount"] == 40.0
+    assert refunds.ledger().read_text().count("\n") == 1
+    actions = [a["action"] for a in await app.approvals.audit(req.id)]
+    assert actions == ["requested", "edited"]
+
+
+async def test_small_refunds_need_no_approval_and_rejections_are_handled(
+    refunds: ModuleType,
+) -> None:
+    app = refunds.app
+    small = await app.start(refunds.refund, {"charge_id": "ch_1043", "reason": "late"})
+    assert (await small.result(TIMEOUT))["amount"] == 12.5
+    big = await app.start(refunds.refund, {"charge_id": "ch_1042", "reason": "x"}, id="rf-2")
+    await big.settle(TIMEOUT)
+    [req] = await app.approvals.list(queue="payments")
+    await app.approvals.reject(req.id, "not our fault", by="dana")
+    out = await big.result(TIMEOUT)
+    assert out["status"] == "rejected" and "not our fault" in out["why"]
