@@ -152,19 +152,51 @@ async def test_trace_of_an_unknown_run_is_a_one_line_error(store_url: str) -> No
 async def test_trace_with_tracing_off_says_so(
     make_app: Callable[..., keel.App], store_url: str
 ) -> None:
+    """Tracing off: no execution or root span is written (nor exported). `keel trace`
+    (tracing on) still builds the step spans from the journal, under a root synthesized
+    from the run's record, and says that no execution spans were stored."""
     app = make_app(tracing=False)
+
+    @app.tool
+    async def one() -> int:
+        return 1
 
     @app.workflow
     async def bare(ctx: keel.Context) -> int:
-        return 1
+        return await ctx.call(one)  # type: ignore[no-any-return]
 
     handle = await app.start(bare, {})
     assert await handle.result(RESULT) == 1
-    assert await app.trace(handle.id) == []
+    assert await app.trace(handle.id) == []  # this App traces nothing, and reads the table
+    assert await app.store.load_spans(ids.hex_trace(ids.trace_id(handle.id))) == []
+
     code, out, err = await keel_cmd(store_url, "trace", handle.id)
-    assert code == 1 and err.count("\n") == 1 and "no spans" in err
-    code, out, _ = await keel_cmd(store_url, "trace", handle.id, "--json")
-    assert code == 0 and json.loads(out) == []
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"trace {ids.hex_trace(ids.trace_id(handle.id))}"
+    [root] = [ln for ln in lines if "invoke_workflow bare" in ln]
+    assert " OK" in root and "(interrupted)" not in root and re.search(r"\d+\.\d ms", root)
+    assert "no execution spans stored (tracing was off" in root
+    assert not any("execute bare" in ln for ln in lines)
+    [step] = [ln for ln in lines if "one#0" in ln]
+    [call] = [ln for ln in lines if "execute_tool one" in ln]
+    assert root.index("invoke_workflow") < step.index("one#0") < call.index("execute_tool")
+
+    code, out, err = await keel_cmd(store_url, "trace", handle.id, "--json")
+    assert code == 0, err
+    spans = json.loads(out)
+    assert sorted(s["name"] for s in spans) == ["execute_tool one", "invoke_workflow bare", "one#0"]
+    [root_span] = [s for s in spans if s["parent_id"] is None]
+    assert root_span["status"] == "OK" and root_span["end_ns"] >= root_span["start_ns"]
+    assert root_span["attributes"]["keel.root.synthesized"] is True
+    assert root_span["attributes"]["keel.run.status"] == "SUCCEEDED"
+    assert root_span["attributes"]["keel.trace.note"].startswith("no execution spans stored")
+    assert not any("keel.execution" in s["attributes"] for s in spans)
+    [step_span] = [s for s in spans if s["name"] == "one#0"]
+    assert step_span["parent_id"] == root_span["span_id"]
+    assert step_span["attributes"]["keel.step.output"] == "1"
+    # reading wrote nothing
+    assert await app.store.load_spans(ids.hex_trace(ids.trace_id(handle.id))) == []
 
 
 async def test_trace_collapses_wide_maps(make_app: Callable[..., keel.App], store_url: str) -> None:

@@ -26,6 +26,7 @@ REPLY = "REPLY-SENTINEL-5521"
 TOOL_ARG = "TOOLARG-SENTINEL-1187"
 TOOL_RESULT = "TOOLRESULT-SENTINEL-9043"
 SENTINELS = (PROMPT, REPLY, TOOL_ARG, TOOL_RESULT)
+WATERMARK = "keel.exported_until_ns"
 
 
 @pytest.fixture(params=["http", "grpc"])
@@ -87,11 +88,27 @@ async def test_spans_arrive_at_the_otlp_receiver(
         await app.close()
 
     received = receiver.wait_for(lambda spans: len(spans) >= len(stored))
-    # exactly what the local store has: no span twice, though execution 2 replayed
+    # exactly the trace `app.trace` builds from the journal: no span twice, though
+    # execution 2 replayed fetch#0 and llm:text#0 (and was signalled, and ended, before
+    # execution 1's export may have finished)
     assert sorted(r.span_id for r in received) == sorted(ids.hex_span(s.span_id) for s in stored)
-    assert len(receiver.requests) >= 2  # the suspension and the end are separate batches
+    # one export per execution: the first sends what it did, the second the rest
+    first, second = receiver.batches()
+    assert sorted(r.name for r in first) == sorted(
+        ["execute exported", "fetch#0", "execute_tool fetch", "llm:text#0", f"chat {model.name}"]
+    )
+    assert {r.name for r in second} >= {"invoke_workflow exported", "execute exported (resumed)"}
     if receiver.protocol == "http/protobuf":
         assert set(receiver.paths) == {"/v1/traces"}
+    # the watermark is stored on each execution span (the execution's end); it is
+    # bookkeeping, never sent
+    local_execs = {
+        s.attributes["keel.execution"]: s for s in stored if "keel.execution" in s.attributes
+    }
+    assert sorted(local_execs) == [1, 2]
+    for e in local_execs.values():
+        assert e.attributes[WATERMARK] == e.end_ns
+    assert not any(WATERMARK in r.attributes for r in received)
 
     trace_hex = ids.hex_trace(ids.trace_id(handle.id))
     by_id = {r.span_id: r for r in received}
@@ -107,6 +124,8 @@ async def test_spans_arrive_at_the_otlp_receiver(
         assert r.resource["service.name"] == "keel-tests"
         assert r.scope == "keel" and r.schema_url == SCHEMA_URL
         for k, v in s.attributes.items():
+            if k == WATERMARK:
+                continue
             if k in CONTENT_ATTRIBUTES and not capture:
                 assert k not in r.attributes, (s.name, k)
             elif isinstance(v, str | int | float | bool) or (
@@ -196,14 +215,19 @@ async def test_no_export_without_an_endpoint(
     otlp_http: Any, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without OTEL_EXPORTER_OTLP_ENDPOINT (or with OTEL_TRACES_EXPORTER=none) nothing is
-    sent; the local store still has the trace."""
-    for case in ("unset", "none"):
+    sent; the local store still has the trace. With tracing off nothing is sent either,
+    endpoint or not."""
+    for case in ("unset", "none", "tracing-off"):
+        tracing = case != "tracing-off"
         if case == "unset":
             monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT")
         else:
             monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_http.endpoint)
-            monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
-        app = keel.App(store_url, settings=Settings(poll_interval=0.02))
+            if case == "none":
+                monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+            else:
+                monkeypatch.delenv("OTEL_TRACES_EXPORTER")
+        app = keel.App(store_url, settings=Settings(poll_interval=0.02, tracing=tracing))
 
         @app.tool
         async def echo(x: int) -> int:
@@ -216,9 +240,12 @@ async def test_no_export_without_an_endpoint(
         try:
             handle = await app.start(quiet, {})
             assert await handle.result(10.0) == 1
-            assert len(await app.trace(handle.id)) == 4
+            # root, execution, step, tool call; with tracing off: nothing stored
+            assert len(await app.trace(handle.id)) == (4 if tracing else 0)
         finally:
             await app.close()
+        if not tracing:
+            assert await app.store.load_spans(ids.hex_trace(ids.trace_id(handle.id))) == []
     assert otlp_http.requests == []
 
 

@@ -4,6 +4,7 @@ long values are truncated with a marker, and the journal keeps every output as i
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ import keel
 from keel.engine.runtime import Settings
 from keel.llm import Gateway, ScriptedModel
 from keel.observe import Redactor
+from keel.observe.ids import hex_span
 from keel.observe.redact import MASK
 from keel.types import StepKind
 
@@ -27,12 +29,19 @@ SECRETS = (API_KEY, PROMPT_KEY, PASSWORD, BEARER.split()[1])
 
 
 def span_store_text(store_url: str) -> str:
-    """Every column of every stored span, as text: what `keel trace` could ever show."""
+    """Every column of every row of the spans table (execution and root spans: the spans
+    of steps are built from the journal when a trace is read or exported)."""
     path = store_url.removeprefix("sqlite:///")
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT * FROM spans").fetchall()
     assert rows
     return "\n".join(repr(r) for r in rows)
+
+
+def trace_text(spans: list[Any]) -> str:
+    """Every field of every span of a trace as read (what `keel trace` could ever show)."""
+    assert spans
+    return "\n".join(repr(dataclasses.astuple(s)) for s in spans)
 
 
 def assert_no_secrets(text: str | bytes) -> None:
@@ -65,12 +74,14 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
     async def login(creds: dict[str, Any], retry_with: Login) -> str:
         return f"session for {creds['user']}"
 
-    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.degrade(default="n/a"))
+    @app.tool(
+        retry=keel.Retry(attempts=2, backoff=0.001), fallback=keel.Fallback.degrade(default="n/a")
+    )
     async def call_api(path: str) -> str:
-        raise PermissionError(f"401 from {path} with Authorization: {BEARER}")
+        raise ConnectionError(f"401 from {path} with Authorization: {BEARER}")  # retried
 
     @app.workflow
-    async def leaky(ctx: keel.Context) -> list[Any]:
+    async def leaky(ctx: keel.Context, account: dict[str, Any]) -> list[Any]:
         cfg = await ctx.call(read_config, "billing")
         session = await ctx.call(
             login,
@@ -81,8 +92,9 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
         api = await ctx.call(call_api, "/v1/invoices")
         return [cfg["note"], session, reply, api]
 
+    account = {"user": "ada", "password": PASSWORD, "note": f"deploy with {API_KEY}"}
     try:
-        handle = await app.start(leaky, {})
+        handle = await app.start(leaky, {"account": account})
         out = await handle.result(RESULT)
         spans = await app.trace(handle.id)
         journal = await app.steps(handle.id)
@@ -93,10 +105,17 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
     assert out[0] == f"billing uses {API_KEY}" and out[1] == "session for ada"
     assert PROMPT_KEY in out[2] and out[3] == "n/a"
 
-    # never in the trace store: every attribute, event, status message
+    # never in the spans table (the root and the execution span: every column)...
     stored = span_store_text(store_url)
     assert_no_secrets(stored)
+    [root] = [s for s in spans if s.parent_id is None]
+    assert root.attributes["keel.run.input"] == (
+        f'{{"account": {{"user": "ada", "password": "{MASK}", "note": "deploy with {MASK}"}}}}'
+    )
     assert MASK in stored
+    # ... nor in the trace as read, built from the journal: every attribute, event,
+    # status message of every step, tool call and model call span
+    assert_no_secrets(trace_text(spans))
     by_key = {s.attributes.get("keel.step.key"): s for s in spans}
     assert by_key["read_config#0"].attributes["keel.step.output"] == (
         f'{{"service": "billing", "note": "billing uses {MASK}", "owner": "ops"}}'
@@ -109,9 +128,20 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
     assert f"Rotate {MASK} soon" in chat.attributes["gen_ai.output.messages"]
     [event] = by_key["call_api#0"].events
     assert MASK in event["attributes"]["error.message"]
+    # both attempts' tool calls failed: the first from the journal's attempt log
+    api_calls = sorted(
+        (s for s in spans if s.parent_id == by_key["call_api#0"].span_id),
+        key=lambda s: s.attributes["keel.attempt"],
+    )
+    assert [c.status for c in api_calls] == ["ERROR", "ERROR"]
+    for c in api_calls:
+        assert c.status_message == (
+            f"ConnectionError: 401 from /v1/invoices with Authorization: {MASK}"
+        )
 
     # never in the OTLP payload (decoded at the receiver, and the raw bytes)
     received = otlp_http.wait_for(lambda got: len(got) >= len(spans))
+    assert sorted(r.span_id for r in received) == sorted(hex_span(s.span_id) for s in spans)
     assert_no_secrets(otlp_http.payload())
     assert_no_secrets(repr([(r.attributes, r.events, r.status_message) for r in received]))
     [exported_chat] = [r for r in received if r.kind == "CLIENT"]
@@ -120,6 +150,10 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
     # the journal keeps step outputs exactly as they were: replay needs them
     recs = {r.key: r for r in journal}
     assert recs["read_config#0"].output["note"] == f"billing uses {API_KEY}"
+    # ... and what a trace is built from as it was: tool arguments, failed attempts
+    assert recs["login#0"].input is not None and PASSWORD in repr(recs["login#0"].input)
+    [failed] = recs["call_api#0"].attempt_log or []
+    assert BEARER in failed["message"]
     [llm] = [r for r in journal if r.kind is StepKind.LLM]
     assert PROMPT_KEY in llm.output["request"]["messages"][0]["content"]
     assert PROMPT_KEY in llm.output["content"]

@@ -1,8 +1,14 @@
 """Replay-aware tracing: a resumed or recovered run continues its trace, and no step
-ever gets a second span, whether the run suspended or its worker was SIGKILLed."""
+ever gets a second span, whether the run suspended or its worker was SIGKILLed.
+
+Step spans are built from the journal when a trace is read or exported; the spans
+table holds one span per execution that ended and the root of a run that ended.
+OTLP receives every span once: each execution exports the steps that ended since the
+last export, so the steps of a SIGKILLed execution go out with the next one."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +19,7 @@ from keel.observe.spans import SpanRow
 from keel.types import RunStatus
 
 RESULT = 10.0
+WATERMARK = "keel.exported_until_ns"
 
 
 def step_keys(spans: list[SpanRow]) -> Counter[str]:
@@ -28,6 +35,17 @@ def executions(spans: list[SpanRow]) -> dict[int, SpanRow]:
 def tool_calls(spans: list[SpanRow]) -> Counter[int | None]:
     """Tool-call spans per parent step span."""
     return Counter(s.parent_id for s in spans if s.name.startswith("execute_tool "))
+
+
+def the_root(spans: list[SpanRow]) -> SpanRow:
+    [root] = [s for s in spans if s.parent_id is None]
+    return root
+
+
+async def table(app: keel.App, run_id: str) -> list[SpanRow]:
+    """The rows of the spans table for the run (not the trace as read)."""
+    rows = await app.store.load_spans(ids.hex_trace(ids.trace_id(run_id)))
+    return [SpanRow.from_row(r) for r in rows]
 
 
 async def test_resumed_run_has_each_step_once_and_links_its_executions(
@@ -54,28 +72,38 @@ async def test_resumed_run_has_each_step_once_and_links_its_executions(
 
     before = await app.trace(handle.id)
     assert step_keys(before) == {"work#0": 1}  # the pending wait has no span yet
-    assert [s.parent_id for s in before if s.parent_id is None] == []  # no root until it ends
     [first_exec] = executions(before).values()
     assert first_exec.attributes["keel.run.status"] == "WAITING"
+    # the run has not ended: its root is synthesized on read, open, and not stored
+    open_root = the_root(before)
+    assert open_root.name == "invoke_workflow approve"
+    assert open_root.end_ns is None and open_root.status == "UNSET"
+    assert open_root.attributes["keel.run.status"] == "WAITING"
+    assert first_exec.parent_id == open_root.span_id
+    assert [s.span_id for s in await table(app, handle.id)] == [first_exec.span_id]
+    assert await app.trace(handle.id) == before  # reading builds the same trace again
 
     await handle.signal("approved", "ada")
     assert await handle.result(RESULT) == ["DRAFT", "ADA"]
     assert ran == ["draft", "ada"]
     spans = await app.trace(handle.id)
 
-    # the same trace, continued: what was stored before is still there, unchanged
+    # the same trace, continued: the spans read before keep their ids
     assert {s.trace_id for s in spans} == {ids.trace_id(handle.id)}
     assert {s.span_id for s in before} <= {s.span_id for s in spans}
     assert len({s.span_id for s in spans}) == len(spans)
     # every step exactly once, though the resumed execution replayed work#0
     assert step_keys(spans) == {"work#0": 1, "signal:approved#0": 1, "work#1": 1}
     assert set(tool_calls(spans).values()) == {1} and len(tool_calls(spans)) == 2
+    assert await app.trace(handle.id) == spans  # and again on every read
 
     execs = executions(spans)
     assert sorted(execs) == [1, 2]
-    root = next(s for s in spans if s.parent_id is None)
+    root = the_root(spans)
     assert root.name == "invoke_workflow approve"
+    assert root.end_ns is not None and root.status == "OK"
     assert root.attributes["keel.run.executions"] == 2
+    assert "keel.root.synthesized" not in root.attributes  # stored when the run ended
     assert all(e.parent_id == root.span_id for e in execs.values())
     assert execs[1].links == []
     assert execs[2].links == [execs[1].span_id]  # the resumed execution links the first
@@ -83,32 +111,54 @@ async def test_resumed_run_has_each_step_once_and_links_its_executions(
     assert execs[2].name == "execute approve (resumed)"
     assert execs[1].attributes["keel.run.status"] == "WAITING"
     assert execs[2].attributes["keel.run.status"] == "SUCCEEDED"
+    # the spans table: the two executions and the root, no step span
+    assert sorted(s.span_id for s in await table(app, handle.id)) == sorted(
+        [execs[1].span_id, execs[2].span_id, root.span_id]
+    )
 
     by_key = {s.attributes["keel.step.key"]: s for s in spans if "keel.step.key" in s.attributes}
-    assert by_key["work#0"].parent_id == execs[1].span_id  # kept from the first execution
+    assert by_key["work#0"].parent_id == execs[1].span_id  # ended during the first execution
     assert by_key["work#1"].parent_id == execs[2].span_id
     assert by_key["signal:approved#0"].parent_id == execs[2].span_id
     assert by_key["signal:approved#0"].attributes["keel.step.output"] == "ada"
+    for key in ("work#0", "work#1"):  # inside the window of the execution it hangs under
+        step, parent = (
+            by_key[key],
+            next(e for e in execs.values() if e.span_id == by_key[key].parent_id),
+        )
+        assert step.end_ns is not None and parent.end_ns is not None
+        assert parent.start_ns <= step.end_ns <= parent.end_ns
 
 
-async def test_sigkill_and_resume_leave_each_completed_step_once(worker_harness: Any) -> None:
+async def test_sigkill_and_resume_leave_each_completed_step_once(
+    worker_harness: Any, otlp_http: Any
+) -> None:
+    """Workers export to a real OTLP receiver (they inherit its OTEL_* environment)."""
     h = worker_harness
     module = "tests.apps.observe_app"
     app = h.app(module)
     run_id = "traced-1"
     await app.start("traced", {}, id=run_id, execute=False)
 
-    async def stored() -> list[SpanRow]:
-        return await app.trace(run_id)  # this App executes nothing: the store, as written
+    async def read() -> list[SpanRow]:
+        return await app.trace(run_id)  # this App executes nothing: built from the store
 
-    async def has_step(key: str) -> bool:
-        return key in step_keys(await stored())
+    async def exported_execution(n: int) -> bool:
+        return any(
+            s.attributes.get("keel.execution") == n and WATERMARK in s.attributes
+            for s in await table(app, run_id)
+        )
+
+    def received(pred: Callable[[list[Any]], bool]) -> Any:
+        return asyncio.to_thread(otlp_http.wait_for, pred, 30.0)
 
     first = h.spawn(module, KEEL_TEST_BLOCK=60)
     await h.wait_ready(first)
     await h.wait_status(app, run_id, "WAITING", procs=[first])
-    # the suspension flushed the first execution's spans
-    await h.wait_until(lambda: has_step("work#0"), timeout=30, what="spans of execution 1")
+    # the suspension ended execution 1: its span is stored once it was exported
+    await h.wait_until(lambda: exported_execution(1), timeout=30, what="execution 1 exported")
+    batch1 = await received(lambda got: len(got) >= 3)
+    assert sorted(r.name for r in batch1) == ["execute traced", "execute_tool work", "work#0"]
 
     await app.signal(run_id, "go", 1)
     await h.wait_until(
@@ -120,10 +170,21 @@ async def test_sigkill_and_resume_leave_each_completed_step_once(worker_harness:
     kill = await h.kill(first, app, run_id)
     assert not kill.run_finished
     assert {f"{run_id}:work#0", f"{run_id}:signal:go#0", f"{run_id}:work#1"} <= kill.journaled
-    # the killed worker's span buffer died with it: work#1 is journaled, not traced
-    lost = await stored()
-    assert step_keys(lost) == {"work#0": 1}
+
+    # execution 2 died without its span, but its journaled steps are in the trace, once
+    lost = await read()
+    assert step_keys(lost) == {"work#0": 1, "signal:go#0": 1, "work#1": 1}
     assert sorted(executions(lost)) == [1]
+    open_root = the_root(lost)
+    assert open_root.end_ns is None and open_root.status == "UNSET"
+    by_key = {s.attributes["keel.step.key"]: s for s in lost if "keel.step.key" in s.attributes}
+    assert by_key["work#0"].parent_id == executions(lost)[1].span_id
+    for key in ("signal:go#0", "work#1"):  # no stored execution span covers them
+        assert by_key[key].parent_id == open_root.span_id, key
+    # ... and nothing of execution 2 was exported
+    assert [sorted(r.name for r in b) for b in otlp_http.batches()] == [
+        sorted(r.name for r in batch1)
+    ]
 
     second = h.spawn(module, KEEL_TEST_BLOCK=0)
     await h.wait_status(app, run_id, "SUCCEEDED", procs=[second])
@@ -131,12 +192,12 @@ async def test_sigkill_and_resume_leave_each_completed_step_once(worker_harness:
     assert info.result == [0, 10, 2, 30]
 
     async def complete() -> bool:
-        return any(s.parent_id is None for s in await stored())
+        return any(s.parent_id is None for s in await table(app, run_id))
 
     await h.wait_until(complete, timeout=30, what="the root span", procs=[second])
-    spans = await stored()
+    spans = await read()
 
-    # each completed step exactly once: replayed ones are not duplicated, lost ones re-emitted
+    # each completed step exactly once: replayed ones are not duplicated
     journaled = {r.key for r in await app.steps(run_id) if r.kind.value != "value" and r.ended_at}
     assert journaled == {"work#0", "signal:go#0", "work#1", "block#0", "work#2"}
     assert step_keys(spans) == dict.fromkeys(journaled, 1)
@@ -145,16 +206,94 @@ async def test_sigkill_and_resume_leave_each_completed_step_once(worker_harness:
     assert len(calls) == 4 and set(calls.values()) == {1}
     # block#0 ran twice (the kill interrupted it) but was recorded, and traced, once
     assert h.execution_counts()[f"{run_id}:block#0"] == 2
+    assert await read() == spans
 
     execs = executions(spans)
-    assert sorted(execs) == [1, 3]  # execution 2's own span was lost with its buffer
+    assert sorted(execs) == [1, 3]  # execution 2 never ended: it has no span
     assert execs[3].attributes["keel.run.resumed"] is True
     assert execs[3].links == [ids.execution_span_id(run_id, 2)]  # linked to the interrupted
-    by_key = {s.attributes["keel.step.key"]: s for s in spans if "keel.step.key" in s.attributes}
-    assert by_key["work#0"].parent_id == execs[1].span_id
-    for key in ("signal:go#0", "work#1", "block#0", "work#2"):  # re-emitted or new
-        assert by_key[key].parent_id == execs[3].span_id, key
-        assert by_key[key].status == "OK"
-    root = next(s for s in spans if s.parent_id is None)
+    root = the_root(spans)
+    assert root.span_id == open_root.span_id and root.end_ns is not None
     assert root.attributes["keel.run.executions"] == 3
     assert {s.trace_id for s in spans} == {ids.trace_id(run_id)}
+    by_key = {s.attributes["keel.step.key"]: s for s in spans if "keel.step.key" in s.attributes}
+    assert by_key["work#0"].parent_id == execs[1].span_id
+    for key in ("signal:go#0", "work#1"):  # ended in execution 2: under the root
+        assert by_key[key].parent_id == root.span_id, key
+    for key in ("block#0", "work#2"):  # ended in execution 3
+        assert by_key[key].parent_id == execs[3].span_id, key
+    for s in by_key.values():
+        assert s.status == "OK"
+
+    # OTLP: every span of the trace once, the killed execution's steps sent by the next
+    got = await received(lambda got: len(got) >= len(spans))
+    assert sorted(r.span_id for r in got) == sorted(ids.hex_span(s.span_id) for s in spans)
+    first_batch, last_batch = otlp_http.batches()
+    assert {r.name for r in first_batch} == {r.name for r in batch1}
+    assert {r.attributes.get("keel.step.key") for r in last_batch} == {
+        None,
+        "signal:go#0",
+        "work#1",
+        "block#0",
+        "work#2",
+    }
+    by_id = {r.span_id: r for r in got}
+    for s in spans:  # exported as read: same tree
+        r = by_id[ids.hex_span(s.span_id)]
+        assert (r.name, r.parent_id, r.status) == (
+            s.name,
+            ids.hex_span(s.parent_id) if s.parent_id else None,
+            s.status,
+        )
+    stored_execs = executions(await table(app, run_id))
+    assert {n: e.attributes[WATERMARK] for n, e in stored_execs.items()} == {
+        n: e.end_ns for n, e in stored_execs.items()
+    }
+
+
+async def test_trace_read_while_the_run_executes_is_consistent(
+    make_app: Callable[..., keel.App],
+) -> None:
+    """Read mid-execution: the steps done so far hang under the execution in progress,
+    which is in the trace (open, like the synthesized root), though nothing is stored."""
+    app = make_app()
+    gate = asyncio.Event()
+    entered = asyncio.Event()
+
+    @app.tool
+    async def quick(i: int) -> int:
+        return i
+
+    @app.tool
+    async def slow(i: int) -> int:
+        entered.set()
+        await gate.wait()
+        return i
+
+    @app.workflow
+    async def midway(ctx: keel.Context) -> int:
+        a = await ctx.call(quick, 1)
+        b = await ctx.call(slow, 2)
+        return a + b  # type: ignore[no-any-return]
+
+    handle = await app.start(midway, {})
+    await asyncio.wait_for(entered.wait(), RESULT)
+    during = await app.trace(handle.id)
+    assert step_keys(during) == {"quick#0": 1}  # slow#0 is in flight: not journaled
+    [live] = executions(during).values()
+    assert live.end_ns is None and live.status == "UNSET"
+    root = the_root(during)
+    assert root.end_ns is None and root.status == "UNSET"
+    span_ids = {s.span_id for s in during}
+    assert all(s.parent_id in span_ids for s in during if s is not root)  # no dangling parent
+    [quick_span] = [s for s in during if s.attributes.get("keel.step.key") == "quick#0"]
+    assert quick_span.parent_id == live.span_id
+    assert await table(app, handle.id) == []
+
+    gate.set()
+    assert await handle.result(RESULT) == 3
+    after = await app.trace(handle.id)
+    assert step_keys(after) == {"quick#0": 1, "slow#0": 1}
+    [done] = executions(after).values()
+    assert done.span_id == live.span_id and done.end_ns is not None
+    assert {s.span_id for s in during} <= {s.span_id for s in after}

@@ -32,7 +32,9 @@ class SpanBuilder:
         self.run_id = run_id
         # Top-level steps hang under the execution that recorded them (else the root).
         self.executions = sorted(
-            ((e.start_ns, e.end_ns, e.span_id) for e in executions or []), reverse=True
+            ((e.start_ns, e.end_ns, e.span_id) for e in executions or []),
+            key=lambda e: e[0],  # by start only: an open execution's end is None
+            reverse=True,
         )
         self.trace = ids.trace_id(run_id)
         self.root = ids.step_span_id(run_id, "<run>")

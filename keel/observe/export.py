@@ -72,9 +72,13 @@ class OTLPExport:
 
         return cls(HttpExporter(), protocol)
 
-    async def send(self, spans: list[SpanRow]) -> None:
+    async def send(self, spans: list[SpanRow]) -> bool:
+        """True when the endpoint accepted the spans."""
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
         readable = [s.to_otel(self.resource, self.scope, self.content) for s in spans]
-        await asyncio.to_thread(self.exporter.export, readable)
+        result = await asyncio.to_thread(self.exporter.export, readable)
+        return bool(result is SpanExportResult.SUCCESS)
 
     async def flush(self) -> None:
         await asyncio.to_thread(self.exporter.force_flush)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from keel.engine.hooks import Hooks
@@ -28,6 +29,7 @@ log = logging.getLogger("keel.observe")
 _NS = 1_000_000_000
 _FLUSH_AT = 512
 _SKIP = (StepKind.VALUE,)
+WATERMARK = "keel.exported_until_ns"  # on stored execution spans: steps sent up to here
 
 
 def _ns(ts: float | None) -> int | None:
@@ -67,6 +69,7 @@ class Tracing(Hooks):
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: list[SpanRow] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._exporting: dict[str, asyncio.Task[None]] = {}  # run id -> its latest write
         self._purged_at = 0.0
 
     # -- executions ---------------------------------------------------------------------
@@ -115,27 +118,31 @@ class Tracing(Hooks):
             span.status_message = self._error_text(error)
         st.spans.append(span)
         if status is not None and status.terminal:
-            st.spans.append(self._root(st, status, error, now))
+            st.spans.append(self._root(st.run, st.execution, status, error, now))
         self._schedule(st, st.spans)
 
     def _root(
-        self, st: _Run, status: RunStatus, error: StructuredError | None, end_ns: int
+        self,
+        run: RunInfo,
+        executions: int,
+        status: RunStatus,
+        error: StructuredError | None,
+        end_ns: int,
     ) -> SpanRow:
         """The trace root: the workflow invocation, from the run's creation to its end."""
-        run = st.run
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow",
             "gen_ai.workflow.name": run.workflow,
             "keel.run.id": run.id,
             "keel.run.status": status.value,
-            "keel.run.executions": st.execution,
+            "keel.run.executions": executions,
             "keel.run.input": self.redactor.text(run.input),
         }
         if run.tenant:
             attrs["keel.tenant"] = run.tenant
         root = SpanRow(
             span_id=ids.step_span_id(run.id, "<run>"),
-            trace_id=st.trace,
+            trace_id=ids.trace_id(run.id),
             parent_id=None,
             run_id=run.id,
             name=f"invoke_workflow {run.workflow}",
@@ -163,9 +170,13 @@ class Tracing(Hooks):
         except RuntimeError:
             return
         if self.export is not None:  # exporting reads the run's journal: one task per run
-            task = loop.create_task(self._write(st, spans))
+            # ... in execution order: an export reads the watermark the previous one stored
+            prev = self._exporting.get(st.run.id)
+            task = loop.create_task(self._write(st, spans, prev))
+            self._exporting[st.run.id] = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(functools.partial(self._exported, st.run.id))
             return
         # Local only: rows of every run that ended since the last flush go in one
         # transaction, so many short runs do not pay a commit each.
@@ -185,10 +196,21 @@ class Tracing(Hooks):
             except Exception:
                 log.exception("writing %d span(s) failed", len(batch))
 
-    async def _write(self, st: _Run, spans: list[SpanRow]) -> None:
-        try:
-            if self.export is not None:
+    def _exported(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if self._exporting.get(run_id) is task:
+            del self._exporting[run_id]
+
+    async def _write(
+        self, st: _Run, spans: list[SpanRow], after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])
+        if self.export is not None:
+            try:
                 await self._export(st, spans)
+            except Exception:  # the spans stay unmarked: the next execution sends them
+                log.exception("exporting the spans of run %s failed", st.run.id)
+        try:
             await self.store.write_spans([s.row() for s in spans])
             await self._maybe_purge()
         except Exception:
@@ -198,19 +220,22 @@ class Tracing(Hooks):
         """Send what is new since the last execution that exported: this execution's
         steps, and those of any execution that died before it could export them."""
         assert self.export is not None
+        # The watermark is this execution's end: every step that ended by then is
+        # journaled (a resumed execution may already be recording steps; those are
+        # the next export's), and each step falls in exactly one export's window.
+        until = st.exec_span.end_ns or time.time_ns()
         trace = ids.hex_trace(st.trace)
         stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
-        since = max((int(s.attributes.get("keel.exported_until_ns", 0)) for s in stored), default=0)
+        since = max((int(s.attributes.get(WATERMARK, 0)) for s in stored), default=0)
         records = [
-            r for r in await self.store.load_steps(st.run.id) if (r.ended_at or 0) * _NS > since
+            r
+            for r in await self.store.load_steps(st.run.id)
+            if since < (_ns(r.ended_at) or 0) <= until
         ]
         execs = [s for s in [*stored, *spans] if "keel.execution" in s.attributes]
         builder = SpanBuilder(st.run.id, self.redactor, st.content, execs)
-        now = time.time_ns()
-        await self.export.send([*builder.spans(records), *spans])
-        for s in spans:
-            if "keel.execution" in s.attributes:
-                s.attributes["keel.exported_until_ns"] = now
+        if await self.export.send([*builder.spans(records), *spans]):
+            st.exec_span.attributes[WATERMARK] = until
 
     async def _maybe_purge(self) -> None:
         now = time.time()
@@ -242,25 +267,41 @@ class Tracing(Hooks):
         content = getattr(wf, "trace_content", True) if wf else True
         builder = SpanBuilder(run.id, self.redactor, content, execs)
         steps = builder.spans(await self.store.load_steps(run.id))
-        if not any(s.parent_id is None for s in stored):  # still running or waiting
-            stored.append(self._open_root(run))
+        if live is not None:  # open, like the run: the steps it recorded hang under it
+            stored.append(replace(live.exec_span, attributes=dict(live.exec_span.attributes)))
+        if not any(s.parent_id is None for s in stored):
+            stored.append(self._synthesized_root(run, has_executions=bool(execs)))
         return sorted([*stored, *steps], key=lambda s: (s.start_ns, s.name))
 
-    def _open_root(self, run: RunInfo) -> SpanRow:
-        return SpanRow(
-            span_id=ids.step_span_id(run.id, "<run>"),
-            trace_id=ids.trace_id(run.id),
-            parent_id=None,
-            run_id=run.id,
-            name=f"invoke_workflow {run.workflow}",
-            kind="INTERNAL",
-            start_ns=_ns(run.created_at) or 0,
-            end_ns=None,
-            status="UNSET",
-            attributes={
-                "gen_ai.operation.name": "invoke_workflow",
-                "gen_ai.workflow.name": run.workflow,
-                "keel.run.id": run.id,
-                "keel.run.status": run.status.value,
-            },
-        )
+    def _synthesized_root(self, run: RunInfo, has_executions: bool) -> SpanRow:
+        """The root of a run that has no stored root: open (end None, UNSET) while the run
+        is running or waiting; for an ended run (traced with tracing off, or its last
+        execution died before writing its spans) closed, from the run's record."""
+        if run.status.terminal:
+            end = _ns(run.ended_at or run.updated_at) or 0
+            root = self._root(run, run.attempts, run.status, run.error, end)
+            note = "no execution spans stored (tracing was off, or trace retention purged them)"
+        else:
+            root = SpanRow(
+                span_id=ids.step_span_id(run.id, "<run>"),
+                trace_id=ids.trace_id(run.id),
+                parent_id=None,
+                run_id=run.id,
+                name=f"invoke_workflow {run.workflow}",
+                kind="INTERNAL",
+                start_ns=_ns(run.created_at) or 0,
+                end_ns=None,
+                status="UNSET",
+                attributes={
+                    "gen_ai.operation.name": "invoke_workflow",
+                    "gen_ai.workflow.name": run.workflow,
+                    "keel.run.id": run.id,
+                    "keel.run.status": run.status.value,
+                },
+            )
+            note = "no execution spans stored yet (tracing off, or no execution has ended)"
+        root.attributes["keel.root.synthesized"] = True
+        if not has_executions:  # say so: `keel trace` shows the status message
+            root.attributes["keel.trace.note"] = note
+            root.status_message = "; ".join(m for m in (root.status_message, note) if m)
+        return root

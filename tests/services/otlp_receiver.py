@@ -88,36 +88,44 @@ class Receiver:
             self._cond.notify_all()
 
     def spans(self) -> list[ReceivedSpan]:
+        """Every span received, in arrival order."""
+        return [sp for batch in self.batches() for sp in batch]
+
+    def batches(self) -> list[list[ReceivedSpan]]:
+        """The spans of each request, in arrival order (one export call, one request)."""
         with self._cond:
             requests = list(self.requests)
+        return [self._decode(req) for req in requests]
+
+    @staticmethod
+    def _decode(req: ExportTraceServiceRequest) -> list[ReceivedSpan]:
         out = []
-        for req in requests:
-            for rs in req.resource_spans:
-                resource = attrs(rs.resource.attributes)
-                for ss in rs.scope_spans:
-                    for sp in ss.spans:
-                        out.append(
-                            ReceivedSpan(
-                                name=sp.name,
-                                trace_id=sp.trace_id.hex(),
-                                span_id=sp.span_id.hex(),
-                                parent_id=sp.parent_span_id.hex() or None,
-                                kind=KINDS.get(sp.kind, str(sp.kind)),
-                                status=STATUS.get(sp.status.code, str(sp.status.code)),
-                                status_message=sp.status.message,
-                                attributes=attrs(sp.attributes),
-                                events=[
-                                    {"name": e.name, "attributes": attrs(e.attributes)}
-                                    for e in sp.events
-                                ],
-                                links=[ln.span_id.hex() for ln in sp.links],
-                                resource=resource,
-                                scope=ss.scope.name,
-                                schema_url=ss.schema_url or rs.schema_url,
-                                start_ns=sp.start_time_unix_nano,
-                                end_ns=sp.end_time_unix_nano,
-                            )
+        for rs in req.resource_spans:
+            resource = attrs(rs.resource.attributes)
+            for ss in rs.scope_spans:
+                for sp in ss.spans:
+                    out.append(
+                        ReceivedSpan(
+                            name=sp.name,
+                            trace_id=sp.trace_id.hex(),
+                            span_id=sp.span_id.hex(),
+                            parent_id=sp.parent_span_id.hex() or None,
+                            kind=KINDS.get(sp.kind, str(sp.kind)),
+                            status=STATUS.get(sp.status.code, str(sp.status.code)),
+                            status_message=sp.status.message,
+                            attributes=attrs(sp.attributes),
+                            events=[
+                                {"name": e.name, "attributes": attrs(e.attributes)}
+                                for e in sp.events
+                            ],
+                            links=[ln.span_id.hex() for ln in sp.links],
+                            resource=resource,
+                            scope=ss.scope.name,
+                            schema_url=ss.schema_url or rs.schema_url,
+                            start_ns=sp.start_time_unix_nano,
+                            end_ns=sp.end_time_unix_nano,
                         )
+                    )
         return out
 
     def payload(self) -> bytes:
