@@ -73,15 +73,12 @@ class Sampler(Hooks):
         if policy.rate is not None:
             if _unit(policy.seed, run_id) >= policy.rate:
                 return False
-            created = await store.open_review(review, None, [], now)
-            if created:
-                self.app.hooks.review_requested({**review, "status": "pending"})
-            return created
+            return self._opened(review, await store.open_review(review, None, [], now), now)
         k = int(policy.per_day or 0)
         n = await store.count_sample(workflow, day)  # this run is the n-th of the day
         if n <= k:  # Algorithm R: the first k fill the reservoir
             review["request"]["slot"] = n - 1
-            return await store.open_review(review, None, [], now)
+            return self._opened(review, await store.open_review(review, None, [], now), now)
         j = random.Random(f"{policy.seed}:{run_id}").randrange(n)
         if j >= k:
             return False
@@ -93,7 +90,14 @@ class Sampler(Hooks):
         ]
         if not current:  # that slot was already reviewed: the reviewed one stays
             return False
-        return await store.replace_review(current[0]["id"], review, now)
+        replaced = await store.replace_review(current[0]["id"], review, now)
+        return self._opened(review, replaced, now)
+
+    def _opened(self, review: dict[str, Any], created: bool, now: float) -> bool:
+        """Notify (App(notify=...)) about every sample that entered the queue."""
+        if created:
+            self.app.hooks.review_requested({**review, "status": "pending", "created_at": now})
+        return created
 
     async def drain(self) -> None:
         while self._tasks:

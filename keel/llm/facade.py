@@ -173,7 +173,10 @@ class LLM:
         )
         call_params = {**params, **shape}
         if min_confidence is not None and samples is None:
-            call_params.setdefault("logprobs", True)
+            if self.gateway.supports_logprobs(model, CallContext(self.ctx.workflow, name)):
+                call_params.setdefault("logprobs", True)
+            else:  # no logprobs from this provider: confidence by self-consistency
+                samples = 3
         problems: list[str] = []
         resp: LLMResponse | None = None
         for _ in range(retries + 1):

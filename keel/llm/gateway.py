@@ -260,6 +260,21 @@ class Gateway:
         chain = [alias, *self.fallbacks.get(alias, [])]
         return list(dict.fromkeys(chain))
 
+    def supports_logprobs(self, model: str | None, cc: CallContext) -> bool:
+        """Whether the routed model returns token logprobs (LiteLLM's parameter map);
+        offline models always can."""
+        try:
+            spec = self.spec(self.route(model, cc)[0])
+        except ConfigError:
+            return True
+        if isinstance(spec.target, ScriptedModel) or self.cassette is not None:
+            return True
+        try:
+            supported = _litellm.litellm().get_supported_openai_params(model=spec.model)
+        except Exception:
+            return True
+        return supported is None or "logprobs" in supported
+
     def _limiter(self, alias: str, spec: ModelSpec) -> RateLimiter | None:
         if not spec.rpm and not spec.tpm:
             return None

@@ -39,6 +39,10 @@ class Metrics:
         self.escalations = meter.create_up_down_counter(
             "keel.escalations.open", description="Escalations waiting for a person, by queue"
         )
+        self.approvals = meter.create_up_down_counter(
+            "keel.approvals.pending",
+            description="Approvals and reviews waiting for a person, by kind",
+        )
 
     def run_ended(self, workflow: str, status: str) -> None:
         self.runs.add(1, {"gen_ai.workflow.name": workflow, "keel.run.status": status})
@@ -85,11 +89,12 @@ class MetricsHook(Hooks):
 
     def step_recorded(self, ev: StepEvent) -> None:
         rec = ev.record
-        if (
-            rec is not None
-            and rec.status is not StepStatus.PENDING
-            and rec.kind is not StepKind.VALUE
-        ):
+        if rec is None or rec.kind is StepKind.VALUE:
+            return
+        if rec.kind is StepKind.REVIEW:  # a request opened (pending) or decided (final)
+            delta = 1 if rec.status is StepStatus.PENDING else -1
+            self.metrics.approvals.add(delta, {"keel.review.kind": rec.key.split(":", 1)[0]})
+        if rec.status is not StepStatus.PENDING:
             self.metrics.step_recorded(ev.workflow, rec)
 
     def execution_ended(
