@@ -127,7 +127,9 @@ class App:
         self._notify = notify
         self._drainable: list[Any] = []
         # queue -> the people allowed to decide it (unlisted queues: anyone)
-        self.reviewers: dict[str, set[str]] = {q: set(v) for q, v in (reviewers or {}).items()}
+        # keel.toml's [keel.reviewers] applies too, so the CLI enforces the same groups.
+        groups = reviewers if reviewers is not None else (config.section("reviewers") or {})
+        self.reviewers: dict[str, set[str]] = {q: set(v) for q, v in groups.items()}
 
     # -- registration ---------------------------------------------------------------
 
