@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(PY) bench/engine.py
 	$(PY) bench/recovery.py
 	$(PY) bench/tracing.py
+	$(PY) bench/hitl.py
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache
