@@ -36,6 +36,7 @@ test: $(TEST_STAMP)
 bench: $(STAMP)
 	$(PY) bench/engine.py
 	$(PY) bench/recovery.py
+	$(PY) bench/gateway.py
 	$(PY) bench/tracing.py
 	$(PY) bench/hitl.py
 

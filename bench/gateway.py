@@ -2,11 +2,11 @@
 
     python bench/gateway.py [--quick] [--only latency,throughput] [--json out.json]
 
-Latency: sequential calls of the same request through raw
-`litellm.acompletion(mock_response="ok")` and through `Gateway.complete` (bare;
-with a SQLite store for budgets; with the cache on, missing and hitting), the
-same for an offline `ScriptedModel`, and `ctx.llm.text` inside a workflow (a
-journaled step). Each row is the median (and p90) per call; the gateway's
+Latency: sequential calls through raw `litellm.acompletion(mock_response="ok")`
+and through `Gateway.complete` (bare; with a SQLite store for budgets; with the
+cache on, missing and hitting), the same for an offline `ScriptedModel`, and
+`ctx.llm.text` inside a workflow (a journaled step). Each row is the median
+(and p90) per call, plus the process's CPU time per call; the gateway's
 overhead is the gateway's median minus raw LiteLLM's.
 
 Throughput: 1,000 scripted calls started at once with `asyncio.gather`, with no
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import json
 import os
@@ -151,6 +152,7 @@ def seed_usage(store: Any, workflow: str, rows: int) -> None:
 async def latency(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     """Per-call latency of each variant, measured in rotating blocks of sequential calls."""
     import keel
+    from keel import config
     from keel.llm import _litellm
     from keel.llm.gateway import Budgets, CallContext, Gateway, ModelSpec
     from keel.llm.scripted import ScriptedModel
@@ -208,8 +210,14 @@ async def latency(workdir: Path, sizes: Sizes) -> dict[str, Any]:
     run_walls: dict[str, list[float]] = {}
     cpu: dict[str, list[float]] = {}  # [CPU seconds, calls] per variant
 
-    def make_app(name: str, cache: bool) -> tuple[Any, Any]:
-        app = keel.App(store=f"sqlite:///{workdir / f'{name}.db'}", llm=gw(scripted, cache=cache))
+    _, settings = config.load()  # KEEL_* variables and keel.toml, as keel.App reads them
+
+    def make_app(name: str, cache: bool, tracing: bool) -> tuple[Any, Any]:
+        app = keel.App(
+            store=f"sqlite:///{workdir / f'{name}.db'}",
+            settings=dataclasses.replace(settings, tracing=tracing),
+            llm=gw(scripted, cache=cache),
+        )
         times = workflow_times.setdefault(name, [])
 
         @app.workflow()
@@ -222,8 +230,12 @@ async def latency(workdir: Path, sizes: Sizes) -> dict[str, Any]:
 
         return app, llm_calls
 
-    for name, cache in (("ctx_llm", False), ("ctx_llm_cache", True)):
-        apps[name] = make_app(name, cache)
+    for name, cache, tracing in (
+        ("ctx_llm_bare", False, False),
+        ("ctx_llm", False, True),
+        ("ctx_llm_cache", True, True),
+    ):
+        apps[name] = make_app(name, cache, tracing)
 
     blocks = iter(range(10**9))
 
@@ -233,6 +245,7 @@ async def latency(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         handle = await app.start(flow, {"n": n, "block": next(blocks)})
         if await handle.result() != n:
             raise AssertionError(f"{name}: workflow returned the wrong count")
+        await app.trace(str(handle.id))  # waits for the run's span writes (read back too)
         run_walls.setdefault(name, []).append((time.perf_counter() - t0) / n)
         totals = cpu.setdefault(name, [0.0, 0])
         totals[0] += time.process_time() - c0  # whole run, start and finish included
@@ -286,7 +299,8 @@ async def latency(workdir: Path, sizes: Sizes) -> dict[str, Any]:
         "budget_day": ("budget_day", "raw"),
         "miss": ("miss", "raw"),
         "scripted": ("scripted", "raw_scripted"),
-        "journal": ("ctx_llm", "scripted"),
+        "journal": ("ctx_llm_bare", "scripted"),
+        "tracing": ("ctx_llm", "ctx_llm_bare"),
     }
     out["overheads"] = {
         key: out[a]["median_ms"] - out[b]["median_ms"] for key, (a, b) in pairs.items()
@@ -342,18 +356,16 @@ async def throughput(scenario: Scenario) -> dict[str, Any]:
 
     gateway = Gateway({"m": ModelSpec(scripted, rpm=scenario.rpm)}, cache=False)
     start_level = 0.0
-    if scenario.drained:
-        await gateway.complete(messages(-1), cc)  # creates the model's limiter
-        bucket = gateway._limiters["m"].requests
-        assert bucket is not None
-        bucket.level, bucket.stamp = 0.0, time.monotonic()
-    elif scenario.rpm:
-        start_level = scenario.rpm
-    admitted.clear()
     gc.collect()
-    t0 = time.monotonic()  # the drained bucket's stamp, or just before a new bucket's
-    if scenario.drained:
-        t0 = bucket.stamp
+    t0 = time.monotonic()
+    if scenario.rpm:
+        # Create the model's limiter now (the first call would), so t0 is its bucket's start.
+        limiter = gateway._limiter("m", gateway.spec("m"))
+        bucket = limiter.requests if limiter is not None else None
+        assert bucket is not None
+        if scenario.drained:
+            bucket.level, bucket.stamp = 0.0, time.monotonic()
+        start_level, t0 = bucket.level, bucket.stamp
     if scenario.raw:
         lib = _litellm.litellm()
         target = scripted.model
@@ -381,6 +393,8 @@ async def throughput(scenario: Scenario) -> dict[str, Any]:
         out["limit_held"] = check["ahead"] <= 1e-6 and check["burst_excess"] <= 1e-6
         out["expected_s"] = scenario.expected_s()
         out["first_admission_s"] = min(admitted) - t0
+        if start_level >= 1:  # when the starting tokens were all spent
+            out["burst_end_s"] = sorted(admitted)[int(start_level) - 1] - t0
         out["last_admission_s"] = max(admitted) - t0
         # The paced part alone: admissions beyond the starting tokens, over the whole time.
         out["paced_rate_per_s"] = (CONCURRENT - start_level) / (max(admitted) - t0)
@@ -479,8 +493,9 @@ LATENCY_ROWS: tuple[tuple[str, str], ...] = (
     ("hit", "  + SQLite store, cache on, hit"),
     ("raw_scripted", "raw litellm.acompletion -> ScriptedModel"),
     ("scripted", "Gateway.complete -> ScriptedModel, cache off"),
-    ("ctx_llm", "ctx.llm.text in a workflow -> ScriptedModel, cache off"),
-    ("ctx_llm_cache", "ctx.llm.text, default gateway (cache on, all misses)"),
+    ("ctx_llm_bare", "ctx.llm.text in a workflow -> ScriptedModel, cache off, no tracing"),
+    ("ctx_llm", "  same, tracing on (the default)"),
+    ("ctx_llm_cache", "  same, tracing on, cache on (the defaults; all misses)"),
 )
 
 OVERHEAD_ROWS: tuple[tuple[str, str, float | None], ...] = (
@@ -489,7 +504,8 @@ OVERHEAD_ROWS: tuple[tuple[str, str, float | None], ...] = (
     ("budget_day", f"  with per_workflow_day budget ({SEEDED_USAGE_ROWS:,} today) - raw", None),
     ("miss", "  with cache on, miss - raw", None),
     ("scripted", "gateway overhead, ScriptedModel: gateway - raw", None),
-    ("journal", "journaled step: ctx.llm (cache off) - gateway", None),
+    ("journal", "journaled step: ctx.llm (no tracing, cache off) - gateway", None),
+    ("tracing", "tracing: ctx.llm tracing on - off", None),
 )
 
 

@@ -351,8 +351,14 @@ class Gateway:
             if hit is not None:
                 hit.cache_hit, hit.cost_usd, hit.latency_ms = True, 0.0, 0.0
                 return hit
-        prompt_tokens = _litellm.count_tokens(spec.price_model or "gpt-4o-mini", messages=messages)
-        reserved = self._reserve(spec, prompt_tokens, params, cc)
+        scopes = self._scopes(cc)
+        # Counting tokens costs ~0.1 ms: only when a budget or a token limit needs it.
+        prompt_tokens = (
+            _litellm.count_tokens(spec.price_model or "gpt-4o-mini", messages=messages)
+            if (scopes and spec.price_model) or spec.tpm
+            else 0
+        )
+        reserved = self._reserve(spec, prompt_tokens, params, cc, scopes)
         try:
             await self._check_budgets(cc, reserved)
             limiter = self._limiter(alias, spec)
@@ -429,14 +435,19 @@ class Gateway:
         return scopes
 
     def _reserve(
-        self, spec: ModelSpec, prompt_tokens: int, params: dict[str, Any], cc: CallContext
+        self,
+        spec: ModelSpec,
+        prompt_tokens: int,
+        params: dict[str, Any],
+        cc: CallContext,
+        scopes: list[tuple[str, float, dict[str, Any]]],
     ) -> dict[str, float]:
-        if not spec.price_model:
+        if not spec.price_model or not scopes:
             return {}
         expected_out = int(params.get("max_tokens") or 256)
         estimate = _litellm.price(spec.price_model, prompt_tokens, expected_out)
         held = {}
-        for scope, _, _ in self._scopes(cc):
+        for scope, _, _ in scopes:
             self._inflight[scope] = self._inflight.get(scope, 0.0) + estimate
             held[scope] = estimate
         return held

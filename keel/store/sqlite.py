@@ -33,7 +33,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 7
+_SCHEMA_VERSION = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -218,6 +218,14 @@ CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
     7: """
 ALTER TABLE steps ADD COLUMN input TEXT;
 ALTER TABLE steps ADD COLUMN attempt_log TEXT;
+""",
+    # Budget checks sum today's cost per workflow / tenant: covering indexes answer them
+    # from the index alone.
+    8: """
+DROP INDEX IF EXISTS usage_by_workflow;
+DROP INDEX IF EXISTS usage_by_tenant;
+CREATE INDEX IF NOT EXISTS usage_wf_cost ON usage(workflow, created_at, cost_usd);
+CREATE INDEX IF NOT EXISTS usage_tenant_cost ON usage(tenant, created_at, cost_usd);
 """,
 }
 
