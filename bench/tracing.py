@@ -160,8 +160,8 @@ async def run_batch(
     if profiler is not None and profile is not None:
         profiler.dump_stats(str(profile))
     out |= count_spans(workdir / "keel.db")
-    if tracing and out["spans_per_run"] == 0:
-        raise AssertionError("tracing on, but no spans were stored")
+    # Runs that end in their first execution store no spans: their trace is built from
+    # the journal and the run's record when read. Spans stored per run is then 0.
     if not tracing and out["spans"]:
         raise AssertionError(f"tracing off, but {out['spans']} spans were stored")
     return out

@@ -153,8 +153,8 @@ async def test_trace_with_tracing_off_says_so(
     make_app: Callable[..., keel.App], store_url: str
 ) -> None:
     """Tracing off: no execution or root span is written (nor exported). `keel trace`
-    (tracing on) still builds the step spans from the journal, under a root synthesized
-    from the run's record, and says that no execution spans were stored."""
+    (tracing on) still builds the whole trace of a run that ended in one execution from
+    the journal and the run's record: a root, the execution, the step and its call."""
     app = make_app(tracing=False)
 
     @app.tool
@@ -176,24 +176,35 @@ async def test_trace_with_tracing_off_says_so(
     assert lines[0] == f"trace {ids.hex_trace(ids.trace_id(handle.id))}"
     [root] = [ln for ln in lines if "invoke_workflow bare" in ln]
     assert " OK" in root and "(interrupted)" not in root and re.search(r"\d+\.\d ms", root)
-    assert "no execution spans stored (tracing was off" in root
-    assert not any("execute bare" in ln for ln in lines)
+    assert "no execution spans stored" not in root
+    [execution] = [ln for ln in lines if "execute bare" in ln]
     [step] = [ln for ln in lines if "one#0" in ln]
     [call] = [ln for ln in lines if "execute_tool one" in ln]
-    assert root.index("invoke_workflow") < step.index("one#0") < call.index("execute_tool")
+    assert (
+        root.index("invoke_workflow")
+        < execution.index("execute bare")
+        < step.index("one#0")
+        < call.index("execute_tool")
+    )
 
     code, out, err = await keel_cmd(store_url, "trace", handle.id, "--json")
     assert code == 0, err
     spans = json.loads(out)
-    assert sorted(s["name"] for s in spans) == ["execute_tool one", "invoke_workflow bare", "one#0"]
+    assert sorted(s["name"] for s in spans) == [
+        "execute bare",
+        "execute_tool one",
+        "invoke_workflow bare",
+        "one#0",
+    ]
     [root_span] = [s for s in spans if s["parent_id"] is None]
     assert root_span["status"] == "OK" and root_span["end_ns"] >= root_span["start_ns"]
     assert root_span["attributes"]["keel.root.synthesized"] is True
     assert root_span["attributes"]["keel.run.status"] == "SUCCEEDED"
-    assert root_span["attributes"]["keel.trace.note"].startswith("no execution spans stored")
-    assert not any("keel.execution" in s["attributes"] for s in spans)
+    assert "keel.trace.note" not in root_span["attributes"]
+    [execution_span] = [s for s in spans if "keel.execution" in s["attributes"]]
+    assert execution_span["parent_id"] == root_span["span_id"]  # built from the run's record
     [step_span] = [s for s in spans if s["name"] == "one#0"]
-    assert step_span["parent_id"] == root_span["span_id"]
+    assert step_span["parent_id"] == execution_span["span_id"]
     assert step_span["attributes"]["keel.step.output"] == "1"
     # reading wrote nothing
     assert await app.store.load_spans(ids.hex_trace(ids.trace_id(handle.id))) == []

@@ -109,6 +109,11 @@ class Tracing(Hooks):
         st = self._runs.pop(run.id, None)
         if st is None:
             return
+        if self.export is None and st.execution == 1 and status is not None and status.terminal:
+            # A run that ended in its first execution: its record says everything the
+            # execution and root spans would, so they are built on read, not written.
+            self._schedule_purge()
+            return
         now = time.time_ns()
         span = st.exec_span
         span.end_ns = now
@@ -237,6 +242,16 @@ class Tracing(Hooks):
         if await self.export.send([*builder.spans(records), *spans]):
             st.exec_span.attributes[WATERMARK] = until
 
+    def _schedule_purge(self) -> None:
+        if time.time() - self._purged_at < 3600 or self.retention_days <= 0:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self._maybe_purge())
+        except RuntimeError:
+            return
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _maybe_purge(self) -> None:
         now = time.time()
         if now - self._purged_at < 3600 or self.retention_days <= 0:
@@ -269,9 +284,40 @@ class Tracing(Hooks):
         steps = builder.spans(await self.store.load_steps(run.id))
         if live is not None:  # open, like the run: the steps it recorded hang under it
             stored.append(replace(live.exec_span, attributes=dict(live.exec_span.attributes)))
+        if not execs and run.status.terminal and run.attempts <= 1:
+            # ended in one execution: its execution span is the run's record
+            only = self._single_execution(run)
+            stored.append(only)
+            execs = [only]
+            builder = SpanBuilder(run.id, self.redactor, content, execs)
+            steps = builder.spans(await self.store.load_steps(run.id))
         if not any(s.parent_id is None for s in stored):
             stored.append(self._synthesized_root(run, has_executions=bool(execs)))
         return sorted([*stored, *steps], key=lambda s: (s.start_ns, s.name))
+
+    def _single_execution(self, run: RunInfo) -> SpanRow:
+        end = _ns(run.ended_at or run.updated_at) or 0
+        span = SpanRow(
+            span_id=ids.execution_span_id(run.id, max(1, run.attempts)),
+            trace_id=ids.trace_id(run.id),
+            parent_id=ids.step_span_id(run.id, "<run>"),
+            run_id=run.id,
+            name=f"execute {run.workflow}",
+            kind="INTERNAL",
+            start_ns=_ns(run.created_at) or 0,
+            end_ns=end,
+            status="ERROR" if run.status is RunStatus.FAILED else "OK",
+            attributes={
+                "keel.run.id": run.id,
+                "keel.execution": max(1, run.attempts),
+                "keel.run.resumed": False,
+                "gen_ai.workflow.name": run.workflow,
+                "keel.run.status": run.status.value,
+            },
+        )
+        if run.error is not None:
+            span.status_message = self._error_text(run.error)
+        return span
 
     def _synthesized_root(self, run: RunInfo, has_executions: bool) -> SpanRow:
         """The root of a run that has no stored root: open (end None, UNSET) while the run
