@@ -15,24 +15,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
+from _harness import (
+    BENCH,
+    REPO,
+    TIMEOUT_S,
+    bench_parser,
+    choose,
+    communicate_json,
+    failure_label,
+    keel_env,
+    keel_python,
+    log,
+    machine_info,
+    print_tables,
+    timed,
+    trial_count,
+    with_trials,
+    write_report,
+)
+
 VENVS = BENCH / ".venvs"
 WORKLOADS = ("w1", "w2_200", "w2_1000", "w3", "w4")
-TIMEOUT_S = 120.0  # per workload process: a hung peer is a "timeout" cell, not a hung bench
 INSTALL_TIMEOUT_S = 900.0
 IMPORT_REPEATS = 5
 
@@ -69,11 +81,6 @@ SYSTEMS: dict[str, System] = {
 
 
 # --- interpreters -------------------------------------------------------------
-
-
-def keel_python() -> Path:
-    repo_python = REPO / ".venv" / "bin" / "python"
-    return repo_python if repo_python.exists() else Path(sys.executable)
 
 
 def installed_versions(python: Path, dists: Sequence[str]) -> dict[str, str | None]:
@@ -115,11 +122,7 @@ def ensure_venv(system: System) -> Path:
 
 
 def child_env(system: System) -> dict[str, str]:
-    env = dict(os.environ)
-    if not system.venv:
-        # Keel may not be pip-installed into .venv; the source tree must win either way.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+    return dict(os.environ) if system.venv else keel_env()
 
 
 def prepare(system: System) -> tuple[Path | None, str | None]:
@@ -144,10 +147,6 @@ def prepare(system: System) -> tuple[Path | None, str | None]:
 # --- running workloads --------------------------------------------------------
 
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
-
-
 def run_workload(system: System, python: Path, workload: str, quick: bool) -> dict[str, Any]:
     """One workload in a fresh process and fresh temp dir; never raises."""
     with tempfile.TemporaryDirectory(prefix=f"keel-bench-{system.name}-{workload}-") as tmp:
@@ -155,32 +154,7 @@ def run_workload(system: System, python: Path, workload: str, quick: bool) -> di
         if quick:
             cmd.append("--quick")
         # Own session, so a timeout can kill the whole process group (DBOS threads etc.).
-        proc = subprocess.Popen(
-            cmd,
-            env=child_env(system),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"ok": False, "error": f"timeout after {TIMEOUT_S:.0f} s"}
-    return parse_result(proc.returncode, stdout, stderr)
-
-
-def parse_result(returncode: int, stdout: str, stderr: str) -> dict[str, Any]:
-    lines = stdout.strip().splitlines()
-    try:
-        result: dict[str, Any] = json.loads(lines[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = (stderr.strip().splitlines() or [f"exit code {returncode}"])[-1]
-        return {"ok": False, "error": f"no result ({tail})"}
-    if not result.get("ok"):
-        result.setdefault("error", "failed")
+        result, _stderr = communicate_json(cmd, child_env(system))
     return result
 
 
@@ -205,19 +179,6 @@ def import_seconds(system: System, python: Path) -> float:
     return min(times)
 
 
-def median_result(trials: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-metric median over the successful trials; an error if none succeeded."""
-    good = [t for t in trials if t.get("ok")]
-    if not good:
-        return {"ok": False, "error": trials[-1].get("error", "failed") if trials else "not run"}
-    merged: dict[str, Any] = dict(good[-1])
-    for key, value in good[-1].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            merged[key] = statistics.median(t[key] for t in good)
-    merged["trials_ok"] = f"{len(good)}/{len(trials)}"
-    return merged
-
-
 # --- the table ----------------------------------------------------------------
 
 
@@ -233,7 +194,7 @@ class Metric:
         if result is None:
             return "-"
         if not result.get("ok"):
-            return "timeout" if "timeout" in str(result.get("error")) else "error"
+            return failure_label(result)
         return format(result[self.key], self.fmt)
 
     def meets(self, value: float) -> bool:
@@ -285,47 +246,10 @@ def table_rows(
 def print_table(systems: Sequence[System], results: dict[str, dict[str, dict[str, Any]]]) -> None:
     header = ["metric", *(s.label for s in systems), "Keel target"]
     rows = table_rows(systems, results)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:  # the peers' venvs and bare interpreters have no rich
-        print_plain(header, rows)
-        return
-    table = Table(title="Keel engine benchmark (median of trials)")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    # Rich assumes 80 columns when piped (make bench | tee); wrap less there.
-    Console(width=None if sys.stdout.isatty() else 110).print(table)
-
-
-def print_plain(header: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths], *rows]:
-        pairs = zip(row, widths, strict=True)
-        cells = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(pairs)]
-        print("  ".join(cells))
+    print_tables([("Keel engine benchmark (median of trials)", header, rows)])
 
 
 # --- orchestration ------------------------------------------------------------
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "sqlite": __import__("sqlite3").sqlite_version,
-    }
 
 
 def bench_system(
@@ -345,7 +269,7 @@ def bench_system(
             )
             for t in range(trials)
         ]
-        out[workload] = median_result(runs) | {"trials": runs}
+        out[workload] = with_trials(runs)
     return out
 
 
@@ -356,34 +280,19 @@ def import_result(system: System, python: Path) -> dict[str, Any]:
         return {"ok": False, "error": f"import timing failed: {exc}"}
 
 
-def timed(what: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    result = fn()
-    status = "ok" if result.get("ok") else f"FAILED: {result.get('error')}"
-    log(f"{what}: {status} ({time.perf_counter() - t0:.1f} s)")
-    return result
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1 trial, fewer W1 runs")
+    parser = bench_parser(__doc__, "1 trial, fewer W1 runs")
     parser.add_argument("--only", default=",".join(SYSTEMS), help="comma list of systems")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list")
-    parser.add_argument("--trials", type=int, help="override the number of trials")
-    parser.add_argument("--json", type=Path, help="also write all results (every trial) here")
     args = parser.parse_args(argv)
-    for opt, allowed in (("only", SYSTEMS), ("workloads", WORKLOADS)):
-        chosen = [x.strip() for x in getattr(args, opt).split(",") if x.strip()]
-        unknown = sorted(set(chosen) - set(allowed))
-        if unknown:
-            parser.error(f"--{opt}: unknown {unknown}; choose from {', '.join(allowed)}")
-        setattr(args, opt, chosen)
+    args.only = choose(parser, "only", args.only, list(SYSTEMS))
+    args.workloads = choose(parser, "workloads", args.workloads, WORKLOADS)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    trials = args.trials or (1 if args.quick else 3)
+    trials = trial_count(args)
     systems = [SYSTEMS[name] for name in args.only]
     results = {s.name: bench_system(s, args.workloads, trials, args.quick) for s in systems}
     print_table(systems, results)
@@ -394,9 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "trials": trials,
             "results": results,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        log(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

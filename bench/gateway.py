@@ -25,33 +25,31 @@ import argparse
 import asyncio
 import dataclasses
 import gc
-import json
-import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine import (
-    SYSTEMS,
-    TIMEOUT_S,
-    child_env,
+from _harness import (
+    bench_parser,
+    choose,
+    failure_label,
+    keel_env,
     keel_python,
-    log,
     machine_info,
     median_result,
-    parse_result,
-    print_plain,
+    run_json_child,
+    run_reported,
     timed,
+    trial_count,
+    write_report,
 )
+from _harness import print_tables as render_tables
 
 MODEL = "openai/gpt-4o-mini"  # answered by LiteLLM's mock_response: no network
 MOCK = {"mock_response": "ok"}
@@ -404,18 +402,14 @@ async def throughput(scenario: Scenario) -> dict[str, Any]:
 def worker_main(args: argparse.Namespace) -> int:
     """Child-process entry: one section, one JSON line on stdout; never raises."""
     out: dict[str, Any] = {"section": args.worker}
-    try:
+
+    def run() -> dict[str, Any]:
         if args.worker == "latency":
-            out.update(asyncio.run(latency(args.dir, Sizes.for_mode(args.quick))))
-        else:
-            scenario = next(s for s in SCENARIOS if s.name == args.worker)
-            out.update(asyncio.run(throughput(scenario)))
-        out["ok"] = True
-    except BaseException as exc:  # report, don't crash: the harness keeps going
-        out["ok"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc(file=sys.stderr)
-    print(json.dumps(out), flush=True)
+            return asyncio.run(latency(args.dir, Sizes.for_mode(args.quick)))
+        scenario = next(s for s in SCENARIOS if s.name == args.worker)
+        return asyncio.run(throughput(scenario))
+
+    run_reported(out, run)
     return 0
 
 
@@ -427,24 +421,7 @@ def run_child(worker: str, quick: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"keel-bench-gateway-{worker}-") as tmp:
         cmd = [str(keel_python()), str(Path(__file__).resolve()), "--worker", worker]
         cmd += ["--dir", tmp] + (["--quick"] if quick else [])
-        proc = subprocess.Popen(
-            cmd,
-            env=child_env(SYSTEMS["keel"]),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"ok": False, "error": f"timeout after {TIMEOUT_S:.0f} s"}
-    result = parse_result(proc.returncode, stdout, stderr)
-    if not result.get("ok") and stderr.strip():
-        sys.stderr.write(stderr)
-    return result
+        return run_json_child(cmd, keel_env())
 
 
 def flatten(result: dict[str, Any]) -> dict[str, Any]:
@@ -516,8 +493,7 @@ def _mark(value: float, bound: float | None) -> str:
 
 def latency_rows(res: dict[str, Any]) -> list[list[str]]:
     if not res.get("ok"):
-        err = "timeout" if "timeout" in str(res.get("error")) else "error"
-        return [["latency", err, "", "", ""]]
+        return [["latency", failure_label(res), "", "", ""]]
     rows = []
     for key, label in LATENCY_ROWS:
         bound = TARGETS["hit_ms"] if key == "hit" else None
@@ -537,8 +513,7 @@ def throughput_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         if res is None:
             continue
         if not res.get("ok"):
-            err = "timeout" if "timeout" in str(res.get("error")) else "error"
-            rows.append([s.label, s.configured(), err, "", "", "", ""])
+            rows.append([s.label, s.configured(), failure_label(res), "", "", "", ""])
             continue
         expected = s.expected_s()
         paced = res.get("paced_rate_per_s")
@@ -561,7 +536,8 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
     tables: list[tuple[str, list[str], list[list[str]]]] = []
     if "latency" in results:
         header = ["per call, sequential (ms)", "median", "p90", "CPU", "target"]
-        tables.append(("Keel LLM gateway: latency", header, latency_rows(results["latency"])))
+        rows = latency_rows(results["latency"])
+        tables.append(("Keel LLM gateway: latency (median of trials)", header, rows))
     if any(s.name in results for s in SCENARIOS):
         header = [
             f"{CONCURRENT:,} concurrent scripted calls",
@@ -572,40 +548,20 @@ def print_tables(results: dict[str, dict[str, Any]]) -> None:
             "paced (/s)",
             "limit held",
         ]
-        tables.append(("Keel LLM gateway: throughput", header, throughput_rows(results)))
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        for title, header, rows in tables:
-            print(title)
-            print_plain(header, rows)
-        return
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    for title, header, rows in tables:
-        table = Table(title=f"{title} (median of trials)")
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        rows = throughput_rows(results)
+        tables.append(("Keel LLM gateway: throughput (median of trials)", header, rows))
+    render_tables(tables, width=120, plain_titles=True)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1 trial, 200 calls per variant")
-    parser.add_argument("--trials", type=int, help="override the number of trials")
+    parser = bench_parser(__doc__, "1 trial, 200 calls per variant")
     parser.add_argument("--only", default=",".join(SECTIONS), help="latency,throughput")
-    parser.add_argument("--json", type=Path, help="also write all results (every trial) here")
     # Internal: the harness re-runs this file as a worker for each section and trial.
     workers = ["latency", *SCENARIO_NAMES]
     parser.add_argument("--worker", choices=workers, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = sorted(set(args.only) - set(SECTIONS))
-    if unknown:
-        parser.error(f"--only: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    args.only = choose(parser, "only", args.only, SECTIONS)
     if args.worker == "latency" and args.dir is None:
         parser.error("--worker latency needs --dir")
     return args
@@ -615,7 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
-    trials = args.trials or (1 if args.quick else 3)
+    trials = trial_count(args)
     results = bench(args.only, trials, args.quick)
     print_tables(results)
     if args.json:
@@ -627,9 +583,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scenarios": {s.name: asdict(s) for s in SCENARIOS},
             "results": results,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        log(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

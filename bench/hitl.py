@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import math
 import os
 import random
@@ -42,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -50,7 +48,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
+# Stdlib only: the `keel worker` subprocess that loads this file imports it too.
+from _harness import (
+    BENCH,
+    bench_parser,
+    choose,
+    communicate_json,
+    keel_env,
+    keel_python,
+    machine_info,
+    ok_value,
+    print_tables,
+    rows_by_column,
+    run_reported,
+    timed,
+    with_trials,
+    write_report,
+)
+
 QUEUE = "bench"
 WAITING_RUNS = 1000
 ONE_AT_A_TIME = 200  # decisions in phase 3 (50 with --quick)
@@ -420,14 +435,7 @@ def child_main(args: argparse.Namespace) -> int:
         finally:
             await bench.close()
 
-    try:
-        out.update(asyncio.run(go()))
-        out["ok"] = True
-    except BaseException as exc:  # report, don't crash: the harness keeps going
-        out["ok"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc(file=sys.stderr)
-    print(json.dumps(out), flush=True)
+    run_reported(out, lambda: asyncio.run(go()))
     return 0
 
 
@@ -436,39 +444,20 @@ def child_main(args: argparse.Namespace) -> int:
 
 def run_child(mode: Mode, quick: bool) -> dict[str, Any]:
     """One mode in a fresh process and fresh temp dir; never raises."""
-    from engine import SYSTEMS, TIMEOUT_S, child_env, keel_python, parse_result
-
     with tempfile.TemporaryDirectory(prefix=f"keel-bench-hitl-{mode.name}-") as tmp:
         cmd = [str(keel_python()), str(Path(__file__).resolve()), "--child", mode.name]
         cmd += ["--dir", tmp, *(["--quick"] if quick else [])]
-        proc = subprocess.Popen(
-            cmd,
-            cwd=tmp,  # no stray keel.toml from the caller's directory
-            env=child_env(SYSTEMS["keel"]),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,  # a timeout kills the child and its worker together
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"ok": False, "error": f"timeout after {TIMEOUT_S:.0f} s"}
-        finally:
-            with_worker = Path(tmp) / "worker.stderr"
-            worker_log = with_worker.read_text() if with_worker.exists() else ""
-    result = parse_result(proc.returncode, stdout, stderr)
-    if not result.get("ok"):
+        # cwd: no stray keel.toml from the caller's directory. The child runs in its
+        # own session, so a timeout kills the child and its worker together.
+        result, stderr = communicate_json(cmd, keel_env(), cwd=tmp)
+        with_worker = Path(tmp) / "worker.stderr"
+        worker_log = with_worker.read_text() if with_worker.exists() else ""
+    if not result.get("ok") and stderr is not None:  # a timeout is reported in its cell
         sys.stderr.write(stderr + worker_log)
     return result
 
 
-def _get(res: dict[str, Any], key: str) -> Any:
-    if not res.get("ok"):
-        raise LookupError("timeout" if "timeout" in str(res.get("error")) else "error")
-    return res[key]
+_get = ok_value
 
 
 def _ms(key: str) -> Callable[[dict[str, Any]], str]:
@@ -501,65 +490,38 @@ ROWS: tuple[tuple[str, Callable[[dict[str, Any]], str]], ...] = (
 
 
 def table_rows(modes: Sequence[Mode], results: dict[str, dict[str, Any]]) -> list[list[str]]:
-    rows: list[list[str]] = []
-    for label, fn in ROWS:
-        row = [label]
-        for m in modes:
-            try:
-                row.append(fn(results[m.name]))
-            except LookupError as exc:
-                row.append(str(exc.args[0]) if exc.args else "error")
-        rows.append(row)
-    return rows
+    return rows_by_column(ROWS, [(results[m.name],) for m in modes])
 
 
 def print_table(modes: Sequence[Mode], results: dict[str, dict[str, Any]], trials: int) -> None:
-    from engine import print_plain
-
     header = ["metric", *(m.label for m in modes)]
-    rows = table_rows(modes, results)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print_plain(header, rows)
-        return
     what = "median of trials" if trials > 1 else "1 trial"
-    table = Table(title=f"Keel approvals: {WAITING_RUNS:,} runs waiting ({what})")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 110).print(table)
+    title = f"Keel approvals: {WAITING_RUNS:,} runs waiting ({what})"
+    print_tables([(title, header, table_rows(modes, results))])
 
 
 def bench(modes: Sequence[Mode], trials: int, quick: bool) -> dict[str, dict[str, Any]]:
-    from engine import median_result, timed
-
     runs: dict[str, list[dict[str, Any]]] = {m.name: [] for m in modes}
     for t in range(trials):
         for m in modes:
             what = f"hitl {m.name} trial {t + 1}/{trials}"
             runs[m.name].append(timed(what, partial(run_child, m, quick)))
-    return {name: median_result(ts) | {"trials": ts} for name, ts in runs.items()}
+    return {name: with_trials(ts) for name, ts in runs.items()}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{ONE_AT_A_TIME_QUICK} one-at-a-time decisions"
+    parser = bench_parser(
+        __doc__,
+        f"{ONE_AT_A_TIME_QUICK} one-at-a-time decisions",
+        trials_help="trials per mode (default 1)",
+        trials_default=1,
     )
-    parser.add_argument("--trials", type=int, default=1, help="trials per mode (default 1)")
     parser.add_argument("--only", default=",".join(MODES), help="comma list of modes")
-    parser.add_argument("--json", type=Path, help="also write all results (every trial) here")
     # Internal: the harness re-runs this file as a child for each mode.
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = sorted(set(args.only) - set(MODES))
-    if unknown:
-        parser.error(f"--only: unknown {unknown}; choose from {', '.join(MODES)}")
+    args.only = choose(parser, "only", args.only, list(MODES))
     if args.child and args.dir is None:
         parser.error("--child needs --dir")
     return args
@@ -569,8 +531,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         return child_main(args)
-    from engine import log, machine_info
-
     modes = [MODES[name] for name in args.only]
     results = bench(modes, args.trials, args.quick)
     print_table(modes, results, args.trials)
@@ -583,9 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "modes": {m.name: asdict(m) for m in modes},
             "results": results,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        log(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

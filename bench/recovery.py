@@ -22,32 +22,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
 import random
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine import (
-    SYSTEMS,
-    TIMEOUT_S,
-    child_env,
+from _harness import (
+    bench_parser,
+    choose,
+    keel_env,
     keel_python,
-    log,
     machine_info,
-    median_result,
-    parse_result,
-    print_plain,
+    ok_value,
+    print_tables,
+    rows_by_column,
+    run_json_child,
+    run_reported,
     timed,
+    trial_count,
+    with_trials,
+    write_report,
 )
 
 RUNS = 200
@@ -198,15 +197,8 @@ async def run_batch(variant: Variant, faulty: bool, workdir: Path, seed: int) ->
 def worker_main(args: argparse.Namespace) -> int:
     """Child-process entry: one batch, one JSON line on stdout; never raises."""
     out: dict[str, Any] = {"variant": args.worker, "mode": args.mode}
-    try:
-        batch = run_batch(VARIANTS[args.worker], args.mode == "faults", args.dir, args.seed)
-        out.update(asyncio.run(batch))
-        out["ok"] = True
-    except BaseException as exc:  # report, don't crash: the harness keeps going
-        out["ok"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc(file=sys.stderr)
-    print(json.dumps(out), flush=True)
+    batch = partial(run_batch, VARIANTS[args.worker], args.mode == "faults", args.dir, args.seed)
+    run_reported(out, lambda: asyncio.run(batch()))
     return 0
 
 
@@ -215,7 +207,6 @@ def worker_main(args: argparse.Namespace) -> int:
 
 def run_child(variant: Variant, mode: str, seed: int) -> dict[str, Any]:
     """One batch in a fresh process and fresh temp dir; never raises."""
-    keel = SYSTEMS["keel"]
     with tempfile.TemporaryDirectory(prefix=f"keel-bench-recovery-{variant.name}-") as tmp:
         cmd = [
             str(keel_python()),
@@ -229,24 +220,7 @@ def run_child(variant: Variant, mode: str, seed: int) -> dict[str, Any]:
             "--seed",
             str(seed),
         ]
-        proc = subprocess.Popen(
-            cmd,
-            env=child_env(keel),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"ok": False, "error": f"timeout after {TIMEOUT_S:.0f} s"}
-    result = parse_result(proc.returncode, stdout, stderr)
-    if not result.get("ok") and stderr.strip():
-        sys.stderr.write(stderr)
-    return result
+        return run_json_child(cmd, keel_env())
 
 
 def bench(variants: Sequence[Variant], trials: int, seed: int) -> dict[str, dict[str, Any]]:
@@ -261,15 +235,12 @@ def bench(variants: Sequence[Variant], trials: int, seed: int) -> dict[str, dict
                 result = timed(what, partial(run_child, v, mode, seed))
                 runs[v.name][mode].append(result)
     return {
-        name: {mode: median_result(ts) | {"trials": ts} for mode, ts in by_mode.items()}
+        name: {mode: with_trials(ts) for mode, ts in by_mode.items()}
         for name, by_mode in runs.items()
     }
 
 
-def _get(res: dict[str, Any], key: str) -> Any:
-    if not res.get("ok"):
-        raise LookupError("timeout" if "timeout" in str(res.get("error")) else "error")
-    return res[key]
+_get = ok_value
 
 
 def _count(n: float) -> str:
@@ -297,33 +268,14 @@ ROWS: tuple[tuple[str, Any], ...] = (
 
 
 def table_rows(variants: Sequence[Variant], results: dict[str, dict[str, Any]]) -> list[list[str]]:
-    rows: list[list[str]] = []
-    for label, fn in ROWS:
-        row = [label]
-        for v in variants:
-            try:
-                row.append(fn(results[v.name]["clean"], results[v.name]["faults"]))
-            except LookupError as exc:
-                row.append(str(exc.args[0]) if exc.args else "error")
-        rows.append(row)
-    return rows
+    columns = [(results[v.name]["clean"], results[v.name]["faults"]) for v in variants]
+    return rows_by_column(ROWS, columns)
 
 
 def print_table(variants: Sequence[Variant], results: dict[str, dict[str, Any]]) -> None:
     header = ["metric", *(v.label for v in variants)]
-    rows = table_rows(variants, results)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print_plain(header, rows)
-        return
-    table = Table(title=f"Keel failure recovery: {RUNS} runs x {STEPS} steps (median of trials)")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 110).print(table)
+    title = f"Keel failure recovery: {RUNS} runs x {STEPS} steps (median of trials)"
+    print_tables([(title, header, table_rows(variants, results))])
 
 
 def print_policies(variants: Sequence[Variant]) -> None:
@@ -332,21 +284,15 @@ def print_policies(variants: Sequence[Variant]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1 trial instead of 3")
-    parser.add_argument("--trials", type=int, help="override the number of trials")
+    parser = bench_parser(__doc__, "1 trial instead of 3")
     parser.add_argument("--only", default=",".join(VARIANTS), help="comma list of variants")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="fault and jitter seed")
-    parser.add_argument("--json", type=Path, help="also write all results (every trial) here")
     # Internal: the harness re-runs this file as a worker for each batch.
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--mode", choices=MODES, default="faults", help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.only = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = sorted(set(args.only) - set(VARIANTS))
-    if unknown:
-        parser.error(f"--only: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    args.only = choose(parser, "only", args.only, list(VARIANTS))
     if args.worker and args.dir is None:
         parser.error("--worker needs --dir")
     return args
@@ -356,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
-    trials = args.trials or (1 if args.quick else 3)
+    trials = trial_count(args)
     variants = [VARIANTS[name] for name in args.only]
     results = bench(variants, trials, args.seed)
     print_table(variants, results)
@@ -372,9 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "variants": {v.name: asdict(v) for v in variants},
             "results": results,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        log(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

@@ -29,36 +29,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
-import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from engine import (
+from _harness import (
     BENCH,
     REPO,
-    SYSTEMS,
-    TIMEOUT_S,
-    child_env,
+    bench_parser,
+    cell,
+    choose,
+    keel_env,
     keel_python,
     log,
     machine_info,
-    median_result,
-    parse_result,
     print_plain,
+    print_tables,
+    run_json_child,
+    run_reported,
     timed,
+    trial_count,
+    with_trials,
+    write_report,
 )
 
 WORKLOADS = ("w1", "w3")
@@ -190,15 +192,9 @@ def count_spans(db: Path) -> dict[str, Any]:
 def worker_main(args: argparse.Namespace) -> int:
     """Child-process entry: one batch, one JSON line on stdout; never raises."""
     out: dict[str, Any] = {"workload": args.worker, "mode": args.mode}
-    try:
-        batch = run_batch(args.worker, args.mode == "on", args.dir, args.quick, args.profile_out)
-        out.update(asyncio.run(batch))
-        out["ok"] = True
-    except BaseException as exc:  # report, don't crash: the harness keeps going
-        out["ok"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        traceback.print_exc(file=sys.stderr)
-    print(json.dumps(out), flush=True)
+    tracing = args.mode == "on"
+    batch = partial(run_batch, args.worker, tracing, args.dir, args.quick, args.profile_out)
+    run_reported(out, lambda: asyncio.run(batch()))
     return 0
 
 
@@ -207,7 +203,7 @@ def worker_main(args: argparse.Namespace) -> int:
 
 def batch_env() -> dict[str, str]:
     """Keel's child environment, minus OTLP export: this bench measures the local store."""
-    env = child_env(SYSTEMS["keel"])
+    env = keel_env()
     for name in list(env):
         if name.startswith("OTEL_EXPORTER_OTLP"):
             del env[name]
@@ -225,24 +221,7 @@ def run_child(
             cmd.append("--quick")
         if profile_out is not None:
             cmd += ["--profile-out", str(profile_out)]
-        proc = subprocess.Popen(
-            cmd,
-            env=batch_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            return {"ok": False, "error": f"timeout after {TIMEOUT_S:.0f} s"}
-    result = parse_result(proc.returncode, stdout, stderr)
-    if not result.get("ok") and stderr.strip():
-        sys.stderr.write(stderr)
-    return result
+        return run_json_child(cmd, batch_env())
 
 
 def bench(workloads: Sequence[str], trials: int, quick: bool) -> dict[str, dict[str, Any]]:
@@ -258,7 +237,7 @@ def bench(workloads: Sequence[str], trials: int, quick: bool) -> dict[str, dict[
                 runs[w][mode].append(timed(what, partial(run_child, w, mode, quick)))
     results: dict[str, dict[str, Any]] = {}
     for w, by_mode in runs.items():
-        res: dict[str, Any] = {m: median_result(ts) | {"trials": ts} for m, ts in by_mode.items()}
+        res: dict[str, Any] = {m: with_trials(ts) for m, ts in by_mode.items()}
         res["overhead"] = {
             r.key: overheads(by_mode["off"], by_mode["on"], r) for r in ROWS if r.workload == w
         }
@@ -319,12 +298,6 @@ def overheads(
     }
 
 
-def _cell(res: dict[str, Any], key: str, fmt: str) -> str:
-    if not res.get("ok"):
-        return "timeout" if "timeout" in str(res.get("error")) else "error"
-    return format(res[key], fmt)
-
-
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x:+.1%}"
 
@@ -335,7 +308,7 @@ def table_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         res = results.get(r.workload)
         if res is None:
             continue  # deselected with --workloads
-        row = [r.label, _cell(res["off"], r.key, r.fmt), _cell(res["on"], r.key, r.fmt)]
+        row = [r.label, cell(res["off"], r.key, r.fmt), cell(res["on"], r.key, r.fmt)]
         ov = res["overhead"].get(r.key)
         if ov is None:  # an error, or a count that is 0 with tracing off
             row += ["", "", ""]
@@ -350,19 +323,8 @@ def table_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
 
 def print_table(results: dict[str, dict[str, Any]], trials: int) -> None:
     header = ["metric", "tracing off", "tracing on", "overhead", "paired", "target"]
-    rows = table_rows(results)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print_plain(header, rows)
-        return
-    table = Table(title=f"Keel tracing overhead, local store (median of {trials} trials)")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
-    for row in rows:
-        table.add_row(*row)
-    Console(width=None if sys.stdout.isatty() else 110).print(table)
+    title = f"Keel tracing overhead, local store (median of {trials} trials)"
+    print_tables([(title, header, table_rows(results))])
 
 
 # --- profile -------------------------------------------------------------------
@@ -484,13 +446,12 @@ def keel_tree() -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="1 trial, 20 W1 runs instead of 50")
-    parser.add_argument(
-        "--trials", type=int, help=f"override the number of trials ({DEFAULT_TRIALS})"
+    parser = bench_parser(
+        __doc__,
+        "1 trial, 20 W1 runs instead of 50",
+        trials_help=f"override the number of trials ({DEFAULT_TRIALS})",
     )
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of w1,w3")
-    parser.add_argument("--json", type=Path, help="also write all results (every trial) here")
     parser.add_argument("--profile", action="store_true", help="also profile W1 off and on")
     # Internal: the harness re-runs this file as a worker for each batch.
     parser.add_argument("--worker", choices=WORKLOADS, help=argparse.SUPPRESS)
@@ -498,10 +459,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    args.workloads = [x.strip() for x in args.workloads.split(",") if x.strip()]
-    unknown = sorted(set(args.workloads) - set(WORKLOADS))
-    if unknown:
-        parser.error(f"--workloads: unknown {unknown}; choose from {', '.join(WORKLOADS)}")
+    args.workloads = choose(parser, "workloads", args.workloads, WORKLOADS)
     if args.worker and args.dir is None:
         parser.error("--worker needs --dir")
     return args
@@ -511,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker_main(args)
-    trials = args.trials or (1 if args.quick else DEFAULT_TRIALS)
+    trials = trial_count(args, DEFAULT_TRIALS)
     results = bench(args.workloads, trials, args.quick)
     print_table(results, trials)
     report: dict[str, Any] = {
@@ -525,9 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep = args.json.parent if args.json else None  # the .prof dumps go next to the JSON
         report["profile"] = profile(args.quick, keep)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        log(f"wrote {args.json}")
+        write_report(args.json, report)
     return 0
 
 

@@ -250,22 +250,32 @@ def main(
     make_adapter: Callable[[], Adapter],
     versions: Callable[[], dict[str, str]],
 ) -> None:
-    """Parse argv, run one workload, print one JSON line; never raise past here.
-
-    A failure is reported as {"ok": false, "error": ...} so the harness can
-    show "error" for this cell and carry on with the rest of the bench.
-    """
+    """Parse argv, run one workload, print one JSON line (see run_reported)."""
     parser = argparse.ArgumentParser(description=f"{system} workloads for bench/engine.py")
     parser.add_argument("workload", choices=WORKLOADS)
     parser.add_argument("--dir", type=Path, required=True, help="empty temp dir for the store")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {"system": system, "workload": args.workload}
-    try:
+
+    def run() -> dict[str, Any]:
         out["versions"] = versions()
         sizes = Sizes.for_mode(args.quick)
         adapter = make_adapter()
-        out.update(asyncio.run(_run(adapter, args.workload, args.dir, sizes)))
+        return asyncio.run(_run(adapter, args.workload, args.dir, sizes))
+
+    run_reported(out, run)
+
+
+def run_reported(out: dict[str, Any], run: Callable[[], dict[str, Any]]) -> None:
+    """Add run()'s result to `out` and print it as one JSON line; never raise past here.
+
+    A failure is reported as {"ok": false, "error": ...} so the harness can
+    show "error" for this cell and carry on with the rest of the bench. Every
+    bench child process (the peers' workloads and the scripts' workers) ends here.
+    """
+    try:
+        out.update(run())
         out["ok"] = True
     except BaseException as exc:  # report, don't crash: the harness keeps going
         out["ok"] = False
