@@ -153,3 +153,28 @@ async def test_only_low_confidence_reviews_can_be_corrected(app: keel.App) -> No
         await app.approvals.correct(req.id, {"category": "billing", "priority": 1})
     with pytest.raises(keel.ConfigError, match="unknown kind 'sample'"):
         await app.approvals.list(kind="sample")
+
+
+async def test_an_unreviewed_low_confidence_output_times_out_as_a_review_rejection(
+    store_url: str,
+) -> None:
+    model = ScriptedModel(lambda m: Reply(content=json.dumps(GUESS), logprobs=LOW_LOGPROBS))
+    app = keel.App(
+        store_url, settings=Settings(poll_interval=0.02), llm=Gateway({"m": model}, retry=NO_RETRY)
+    )
+
+    @app.workflow()
+    async def hurried(ctx: keel.Context) -> str:
+        try:
+            await ctx.llm.structured(Label, "Classify: x", min_confidence=0.8, review_timeout=0.2)
+        except keel.ReviewRejected as exc:
+            return f"rejected: {exc}"
+        return "reviewed"
+
+    try:
+        out = await (await app.start(hurried)).result(SETTLE)
+        assert out.startswith("rejected: low_confidence") and "deadline" in out
+        [req] = await app.approvals.list(kind="low_confidence", status="all")
+        assert req.status == "expired"
+    finally:
+        await app.close()

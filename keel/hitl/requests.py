@@ -19,6 +19,7 @@ from keel.errors import (
     ApprovalTimedOut,
     ConfigError,
     LeaseLost,
+    ReviewRejected,
     SignalTimeout,
     from_structured,
     structured,
@@ -125,7 +126,8 @@ async def ask(
                     wait = None  # a person decided just as the deadline passed: take that
                     continue
                 # expired by an earlier execution that died before journaling the failure
-            cls = ApprovalTimedOut if policy == "fail" else ApprovalRejected
+            rejected = ApprovalRejected if kind == "approval" else ReviewRejected
+            cls = ApprovalTimedOut if policy == "fail" else rejected
             err = structured(
                 cls(
                     f"{kind} {review_id} got no decision before its deadline (queue {queue}); "
