@@ -643,6 +643,63 @@ def review_export(workflow: Annotated[str | None, typer.Option("--workflow", "-w
         typer.echo(json.dumps(case, default=str))
 
 
+users_cli = typer.Typer(help="Review-console users and their API tokens.", no_args_is_help=True)
+cli.add_typer(users_cli, name="users")
+
+
+@users_cli.command("add")
+def users_add(
+    name: str,
+    role: Annotated[str, typer.Option("--role", "-r", help="viewer, reviewer or admin")],
+    groups: Annotated[
+        str | None,
+        typer.Option("--groups", "-g", help="Queues they may decide, comma-separated (*: all)"),
+    ] = None,
+) -> None:
+    """Create a user and print their API token (shown once; only its hash is stored)."""
+    from keel.server.auth import add_user
+
+    queues = [g.strip() for g in (groups or "").split(",") if g.strip()]
+    token = _run(lambda: _with_app(lambda app: add_user(app.store, name, role, queues)))
+    typer.echo(f"created {role} {name!r}; API token (shown once, store it now):", err=True)
+    typer.echo(token)
+
+
+@users_cli.command("list")
+def users_list(as_json: JsonOpt = False) -> None:
+    """Console users: name, role, groups (never tokens)."""
+    rows = _run(lambda: _with_app(lambda app: app.store.list_users()))
+    shown = [{"name": r["name"], "role": r["role"], "groups": r["groups"]} for r in rows]
+    if as_json:
+        _print_json(shown)
+        return
+    for r in shown:
+        typer.echo(f"{r['name']}\t{r['role']}\t{','.join(r['groups']) or '-'}")
+
+
+@cli.command()
+def serve(
+    module: Annotated[
+        str | None,
+        typer.Argument(help="Module or .py path defining keel.App (validates edits by tool)"),
+    ] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+) -> None:
+    """Serve the review console's JSON API (/api/v1) over the configured store."""
+    try:
+        import uvicorn
+    except ImportError:
+        _fail("keel serve needs FastAPI and Uvicorn: pip install fastapi uvicorn")
+    from keel.app import App
+    from keel.loader import find_app, load_module
+    from keel.server.app import create_app
+
+    app = find_app(load_module(module)) if module else App()
+    typer.echo(f"keel serve: http://{host}:{port}/api/v1 over {app.store_url}", err=True)
+    uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+
+
 def _whoami() -> str:
     import getpass
 

@@ -253,13 +253,13 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (8,)
+    assert db.execute("PRAGMA user_version").fetchone() == (9,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v8\)"):
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v9\)"):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version=8")
+    db.execute("PRAGMA user_version=9")
     db.close()
     reopened = SQLiteStore(f"sqlite:///{path}")  # same version: data kept
     assert (await reopened.get_run("r1")) is not None
@@ -289,7 +289,7 @@ async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert await store.list_escalations() == []
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (8,)
+    assert db.execute("PRAGMA user_version").fetchone() == (9,)
     db.close()
 
 

@@ -245,4 +245,17 @@ class Store(abc.ABC):
     ) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
+    async def add_user(self, user: dict[str, Any]) -> None:
+        """Add a console user (name, role, token_id, token_hash, groups, created_at)."""
+
+    @abc.abstractmethod
+    async def get_user(self, name: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def user_by_token_id(self, token_id: str) -> dict[str, Any] | None: ...
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
     async def close(self) -> None: ...

@@ -33,7 +33,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 8
+_SCHEMA_VERSION = 9
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -226,6 +226,17 @@ DROP INDEX IF EXISTS usage_by_workflow;
 DROP INDEX IF EXISTS usage_by_tenant;
 CREATE INDEX IF NOT EXISTS usage_wf_cost ON usage(workflow, created_at, cost_usd);
 CREATE INDEX IF NOT EXISTS usage_tenant_cost ON usage(tenant, created_at, cost_usd);
+""",
+    # Review-console users: API tokens are stored only as salted hashes.
+    9: """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    token_id TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
 """,
 }
 
@@ -1166,6 +1177,53 @@ class SQLiteStore(Store):
                 "UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND status='RUNNING'", (owner,)
             )
         return cur.rowcount
+
+    # -- console users ----------------------------------------------------------
+
+    _USER_COLS = "name, role, token_id, token_hash, groups, created_at"
+
+    @staticmethod
+    def _user(row: tuple[Any, ...]) -> dict[str, Any]:
+        keys = ("name", "role", "token_id", "token_hash", "groups", "created_at")
+        out = dict(zip(keys, row, strict=True))
+        out["groups"] = _loads(out["groups"]) or []
+        return out
+
+    async def add_user(self, user: dict[str, Any]) -> None:
+        """Add a console user; a name already taken is refused."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO users (name, role, token_id, token_hash, groups, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    user["name"],
+                    user["role"],
+                    user["token_id"],
+                    user["token_hash"],
+                    _text(pydantic_core.to_json(list(user.get("groups") or []))),
+                    user["created_at"],
+                ),
+            )
+            if cur.rowcount != 1:
+                raise ConfigError(f"user {user['name']!r} already exists in {self.url}")
+            self._audit(db, "cli", "user_added", user["name"], {"role": user["role"]},
+                        user["created_at"])
+
+    async def get_user(self, name: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {self._USER_COLS} FROM users WHERE name=?", (name,)
+        ).fetchone()
+        return self._user(row) if row else None
+
+    async def user_by_token_id(self, token_id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            f"SELECT {self._USER_COLS} FROM users WHERE token_id=?", (token_id,)
+        ).fetchone()
+        return self._user(row) if row else None
+
+    async def list_users(self) -> list[dict[str, Any]]:
+        rows = self._db.execute(f"SELECT {self._USER_COLS} FROM users ORDER BY name").fetchall()
+        return [self._user(r) for r in rows]
 
     async def close(self) -> None:
         self._db.close()

@@ -1,0 +1,359 @@
+"""`create_app(keel_app)`: the versioned JSON API (`/api/v1`) of the review console.
+
+Every route, the OpenAPI spec included, requires `Authorization: Bearer <token>`.
+Viewers read; reviewers decide in their groups' queues; admins decide anywhere and manage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from keel.app import App
+from keel.errors import ConfigError, InputError, RunNotFound
+from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.server.auth import FailureLimiter, User, authenticate
+
+API = "/api/v1"
+
+
+class Note(BaseModel):
+    note: str | None = None
+
+
+class Reason(BaseModel):
+    reason: str = Field(description="Why: required, recorded in the run's history.")
+
+
+class Edit(BaseModel):
+    args: dict[str, Any]
+    note: str | None = None
+
+
+class Resolution(BaseModel):
+    result: Any = None
+    note: str | None = None
+
+
+class Verdict(BaseModel):
+    correct: bool
+    label: Any = None
+    note: str | None = None
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _span(span: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(span)
+    for key in ("span_id", "trace_id", "parent_id"):
+        if isinstance(out.get(key), int):
+            out[key] = f"{out[key]:x}"
+    out["links"] = [f"{x:x}" if isinstance(x, int) else x for x in out.get("links") or []]
+    return out
+
+
+def _review(req: ReviewRequest) -> dict[str, Any]:
+    return {**req.summary(), "step": req.step, "request": req.request, "decided_at": req.decided_at}
+
+
+def create_app(keel_app: App, *, failure_limit: int = 10, failure_window: float = 60.0) -> FastAPI:
+    """The console's API over `keel_app`'s store (`keel serve` runs it under Uvicorn)."""
+    limiter = FailureLimiter(failure_limit, failure_window)
+
+    async def current_user(request: Request) -> User:
+        client = _client(request)
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if not header:
+            raise HTTPException(
+                401,
+                "authentication required: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        wait = limiter.retry_after(client)
+        if wait is not None:
+            raise HTTPException(
+                429,
+                "too many failed logins from this address; try again later",
+                headers={"Retry-After": str(int(wait) + 1)},
+            )
+        user = (
+            await authenticate(keel_app.store, token.strip())
+            if scheme.lower() == "bearer"
+            else None
+        )
+        if user is None:
+            limiter.failed(client)
+            raise HTTPException(
+                401, "invalid or unknown API token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return user
+
+    def role(needed: str) -> Callable[[User], Awaitable[User]]:
+        async def check(user: User = Depends(current_user)) -> User:
+            if not user.at_least(needed):
+                raise HTTPException(403, f"{user.name} is a {user.role}; this needs {needed}")
+            return user
+
+        return check
+
+    viewer = Depends(role("viewer"))
+    reviewer = Depends(role("reviewer"))
+    admin = Depends(role("admin"))
+
+    api = FastAPI(
+        title="Keel review console API",
+        version="1",
+        openapi_url=None,  # served below, behind authentication
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(current_user)],  # every route: a valid token first
+    )
+
+    @api.exception_handler(RunNotFound)
+    async def not_found(_: Request, exc: RunNotFound) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=404)
+
+    @api.exception_handler(InputError)
+    async def invalid(_: Request, exc: InputError) -> JSONResponse:
+        found = list(exc.data.get("problems") or [])
+        fields = sorted({p.split(":", 1)[0].strip() for p in found if ":" in p})
+        return JSONResponse(
+            {"detail": exc.message, "problems": found, "fields": fields}, status_code=422
+        )
+
+    @api.get(API + "/openapi.json", include_in_schema=False)
+    async def openapi(user: User = viewer) -> dict[str, Any]:
+        return api.openapi()
+
+    @api.get(API + "/me")
+    async def me(user: User = viewer) -> dict[str, Any]:
+        return user.public()
+
+    # -- runs and traces ----------------------------------------------------------
+
+    @api.get(API + "/runs")
+    async def list_runs(
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        user: User = viewer,
+    ) -> list[dict[str, Any]]:
+        try:
+            runs = await keel_app.list_runs(status, workflow, min(max(limit, 1), 1000))
+        except ValueError:
+            raise HTTPException(422, f"unknown status {status!r}") from None
+        return [r.summary() for r in runs]
+
+    @api.get(API + "/runs/{run_id}")
+    async def get_run(run_id: str, user: User = viewer) -> dict[str, Any]:
+        info = await keel_app.get_run(run_id)
+        steps = await keel_app.steps(run_id)
+        return {
+            "run": info.model_dump(mode="json"),
+            "journal": [s.model_dump(mode="json") for s in steps],
+        }
+
+    @api.get(API + "/runs/{run_id}/trace")
+    async def get_trace(run_id: str, user: User = viewer) -> dict[str, Any]:
+        return {"run_id": run_id, "spans": [_span(s) for s in await keel_app.trace(run_id)]}
+
+    # -- approvals ----------------------------------------------------------------
+
+    async def decision_request(review_id: str) -> ReviewRequest:
+        req: ReviewRequest = await keel_app.approvals.get(review_id)
+        if req.kind not in DECISION_KINDS:
+            raise RunNotFound(f"no approval {review_id!r}; it is a {req.kind} review")
+        return req
+
+    def may_decide(user: User, queue: str) -> None:
+        if not user.may_decide(queue):
+            raise HTTPException(
+                403,
+                f"{user.name} may not decide queue {queue!r} (groups: "
+                f"{', '.join(user.groups) or 'none'})",
+            )
+
+    async def decide(
+        user: User, queue: str, status: str, what: str, act: Callable[[], Awaitable[Any]]
+    ) -> Any:
+        may_decide(user, queue)
+        if status not in ("pending", "open"):
+            raise HTTPException(409, f"{what} is already {status}; a decision is final")
+        try:
+            return await act()
+        except ConfigError as exc:
+            code = 409 if "already" in exc.message else 403
+            raise HTTPException(code, exc.message) from None
+
+    @api.get(API + "/approvals")
+    async def list_approvals(
+        queue: str | None = None,
+        status: str = "pending",
+        kind: str | None = None,
+        limit: int = 100,
+        user: User = viewer,
+    ) -> dict[str, Any]:
+        try:
+            found = await keel_app.approvals.list(queue, status, kind, min(max(limit, 1), 1000))
+        except ConfigError as exc:
+            raise HTTPException(422, exc.message) from None
+        queues: dict[str, list[dict[str, Any]]] = {}
+        for req in found:
+            queues.setdefault(req.queue, []).append(req.summary())
+        return {"queues": queues, "count": len(found)}
+
+    @api.get(API + "/approvals/{review_id}")
+    async def get_approval(review_id: str, user: User = viewer) -> dict[str, Any]:
+        req = await decision_request(review_id)
+        return {
+            **_review(req),
+            "audit": await keel_app.approvals.audit(review_id),
+            "can_decide": req.status == "pending" and user.may_decide(req.queue),
+        }
+
+    @api.post(API + "/approvals/{review_id}/approve")
+    async def approve(review_id: str, body: Note, user: User = reviewer) -> dict[str, Any]:
+        req = await decision_request(review_id)
+        done = await decide(
+            user,
+            req.queue,
+            req.status,
+            f"{req.kind} {req.id}",
+            lambda: keel_app.approvals.approve(review_id, by=user.name, note=body.note),
+        )
+        return _review(done)
+
+    @api.post(API + "/approvals/{review_id}/reject")
+    async def reject(review_id: str, body: Reason, user: User = reviewer) -> dict[str, Any]:
+        req = await decision_request(review_id)
+        done = await decide(
+            user,
+            req.queue,
+            req.status,
+            f"{req.kind} {req.id}",
+            lambda: keel_app.approvals.reject(review_id, body.reason, by=user.name),
+        )
+        return _review(done)
+
+    @api.post(API + "/approvals/{review_id}/edit")
+    async def edit(review_id: str, body: Edit, user: User = reviewer) -> dict[str, Any]:
+        req = await decision_request(review_id)
+        done = await decide(
+            user,
+            req.queue,
+            req.status,
+            f"{req.kind} {req.id}",
+            lambda: keel_app.approvals.edit(review_id, body.args, by=user.name, note=body.note),
+        )
+        return _review(done)
+
+    # -- escalations --------------------------------------------------------------
+
+    @api.get(API + "/escalations")
+    async def list_escalations(
+        status: str = "open", queue: str | None = None, limit: int = 100, user: User = viewer
+    ) -> list[dict[str, Any]]:
+        try:
+            found = await keel_app.escalations.list(status, queue, min(max(limit, 1), 1000))
+        except ConfigError as exc:
+            raise HTTPException(422, exc.message) from None
+        return [e.model_dump(mode="json") for e in found]
+
+    @api.get(API + "/escalations/{escalation_id}")
+    async def get_escalation(escalation_id: str, user: User = viewer) -> dict[str, Any]:
+        esc = await keel_app.escalations.get(escalation_id)
+        out: dict[str, Any] = esc.model_dump(mode="json")
+        return out
+
+    @api.post(API + "/escalations/{escalation_id}/resolve")
+    async def resolve(
+        escalation_id: str, body: Resolution, user: User = reviewer
+    ) -> dict[str, Any]:
+        esc = await keel_app.escalations.get(escalation_id)
+        done = await decide(
+            user,
+            esc.queue,
+            esc.status,
+            f"escalation {esc.id}",
+            lambda: keel_app.escalations.resolve(
+                escalation_id, body.result, by=user.name, note=body.note
+            ),
+        )
+        out: dict[str, Any] = done.model_dump(mode="json")
+        return out
+
+    @api.post(API + "/escalations/{escalation_id}/reject")
+    async def reject_escalation(
+        escalation_id: str, body: Reason, user: User = reviewer
+    ) -> dict[str, Any]:
+        esc = await keel_app.escalations.get(escalation_id)
+        done = await decide(
+            user,
+            esc.queue,
+            esc.status,
+            f"escalation {esc.id}",
+            lambda: keel_app.escalations.reject(escalation_id, body.reason, by=user.name),
+        )
+        out: dict[str, Any] = done.model_dump(mode="json")
+        return out
+
+    # -- sampled reviews ----------------------------------------------------------
+
+    async def sample(review_id: str) -> ReviewRequest:
+        req: ReviewRequest = await keel_app.reviews.get(review_id)
+        if req.kind != "sample":
+            raise RunNotFound(f"no sampled review {review_id!r}; it is a {req.kind} request")
+        return req
+
+    @api.get(API + "/reviews")
+    async def list_reviews(
+        status: str = "pending",
+        workflow: str | None = None,
+        limit: int = 100,
+        user: User = viewer,
+    ) -> list[dict[str, Any]]:
+        found = await keel_app.reviews.list(status, workflow, min(max(limit, 1), 1000))
+        return [_review(r) for r in found]
+
+    @api.get(API + "/reviews/{review_id}")
+    async def get_sample(review_id: str, user: User = viewer) -> dict[str, Any]:
+        return _review(await sample(review_id))
+
+    @api.post(API + "/reviews/{review_id}/verdict")
+    async def verdict(review_id: str, body: Verdict, user: User = reviewer) -> dict[str, Any]:
+        req = await sample(review_id)
+        done = await decide(
+            user,
+            req.queue,
+            req.status,
+            f"sampled review {req.id}",
+            lambda: keel_app.reviews.verdict(
+                review_id, body.correct, by=user.name, label=body.label, note=body.note
+            ),
+        )
+        return _review(done)
+
+    # -- administration -----------------------------------------------------------
+
+    @api.get(API + "/users")
+    async def list_users(user: User = admin) -> list[dict[str, Any]]:
+        rows = await keel_app.store.list_users()
+        return [
+            {
+                "name": r["name"],
+                "role": r["role"],
+                "groups": r["groups"],
+                "created_at": r["created_at"],
+            }
+            for r in rows
+        ]
+
+    return api

@@ -1,0 +1,271 @@
+"""The review console's JSON API (`keel.server`): authentication on every route, roles and
+queue groups, approve / reject / edit resuming real waiting runs, validation errors,
+double decisions, the failed-login rate limit and hashed tokens."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from pydantic import BaseModel, Field
+
+import keel
+from keel.engine.runtime import Settings
+from keel.hitl import Approval
+from keel.server.app import create_app
+from keel.server.auth import add_user
+
+SETTLE = 10.0
+
+
+class Account(BaseModel):
+    id: str
+    tier: str
+
+
+class Env:
+    def __init__(self, app: keel.App, client: httpx.AsyncClient, calls: list[Any]) -> None:
+        self.app, self.client, self.calls = app, client, calls
+        self.tokens: dict[str, str] = {}
+        self.wf: dict[str, Any] = {}
+
+    def auth(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[user]}"}
+
+    async def get(self, path: str, user: str, **kw: Any) -> httpx.Response:
+        # review ids hold `#` (e.g. `r1:approval:refund#0`): percent-encode it in URLs
+        path = path.replace("#", "%23")
+        return await self.client.get(f"/api/v1{path}", headers=self.auth(user), **kw)
+
+    async def post(self, path: str, user: str, body: Any = None) -> httpx.Response:
+        path = path.replace("#", "%23")
+        return await self.client.post(f"/api/v1{path}", headers=self.auth(user), json=body or {})
+
+    async def waiting_approval(self, run_id: str, amount: int = 40) -> str:
+        handle = await self.app.start(self.wf["pay"], {"order": "o-1", "amount": amount}, id=run_id)
+        info = await handle.settle(SETTLE)
+        assert info.status is keel.RunStatus.WAITING, info
+        [req] = await self.app.approvals.list(queue="payments")
+        return str(req.id)
+
+
+@pytest.fixture
+async def env(store_url: str) -> AsyncIterator[Env]:
+    app = keel.App(store_url, settings=Settings(poll_interval=0.02))
+    calls: list[Any] = []
+
+    @app.tool(irreversible=True, approval=Approval(queue="payments", reason="moves money"))
+    async def refund(order: str, amount: Annotated[int, Field(gt=0)]) -> str:
+        calls.append((order, amount))
+        return f"refunded {amount} on {order}"
+
+    @app.workflow
+    async def pay(ctx: keel.Context, order: str, amount: int) -> str:
+        try:
+            return await ctx.call(refund, order, amount)
+        except keel.ApprovalRejected as exc:
+            return f"sorry: {exc.reason}"  # type: ignore[attr-defined]
+
+    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.human(queue="accounts"))
+    async def lookup_account(account_id: str) -> Account:
+        raise RuntimeError("503 from the accounts service")
+
+    @app.workflow
+    async def lookup(ctx: keel.Context, account_id: str) -> str:
+        account = await ctx.call(lookup_account, account_id)
+        return f"{account.id}:{account.tier}"
+
+    api = create_app(app, failure_limit=10, failure_window=60.0)
+    transport = httpx.ASGITransport(app=api, client=("10.0.0.1", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+        e = Env(app, client, calls)
+        e.wf = {"pay": pay, "lookup": lookup}
+        for name, role, groups in [
+            ("vera", "viewer", []),
+            ("rita", "reviewer", ["payments", "accounts"]),
+            ("otto", "reviewer", ["support"]),
+            ("ada", "admin", []),
+        ]:
+            e.tokens[name] = await add_user(app.store, name, role, groups)
+        yield e
+    await app.close()
+
+
+def _concrete(path: str) -> str:
+    return re.sub(r"\{[^}]+\}", "x-1", path)
+
+
+async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
+    from fastapi.routing import APIRoute
+
+    api = create_app(env.app)
+    routes = [r for r in api.routes if isinstance(r, APIRoute)]
+    assert {r.path for r in routes} >= {
+        "/api/v1/openapi.json",
+        "/api/v1/runs",
+        "/api/v1/runs/{run_id}",
+        "/api/v1/runs/{run_id}/trace",
+        "/api/v1/approvals",
+        "/api/v1/approvals/{review_id}/approve",
+        "/api/v1/approvals/{review_id}/reject",
+        "/api/v1/approvals/{review_id}/edit",
+        "/api/v1/escalations/{escalation_id}/resolve",
+        "/api/v1/escalations/{escalation_id}/reject",
+        "/api/v1/reviews",
+        "/api/v1/reviews/{review_id}/verdict",
+        "/api/v1/users",
+    }
+    transport = httpx.ASGITransport(app=api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+        checked = 0
+        for route in routes:
+            for method in route.methods:
+                for headers in ({}, {"Authorization": "Bearer keel_0123456789abcdef_nope"}):
+                    resp = await client.request(method, _concrete(route.path), headers=headers)
+                    assert resp.status_code == 401, (method, route.path, headers, resp.text)
+                    checked += 1
+                    if headers:  # a bad token counts toward the limit: start afresh
+                        api = create_app(env.app)
+                        client._transport = httpx.ASGITransport(app=api)
+        assert checked >= 2 * 17
+        # Framework defaults are off: no unauthenticated docs or spec anywhere.
+        for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/docs"):
+            assert (await client.get(path)).status_code in (401, 404)
+
+
+async def test_openapi_spec_needs_a_token(env: Env) -> None:
+    resp = await env.get("/openapi.json", "vera")
+    assert resp.status_code == 200
+    assert "/api/v1/approvals/{review_id}/approve" in resp.json()["paths"]
+    assert (await env.client.get("/api/v1/openapi.json")).status_code == 401
+
+
+async def test_approve_resumes_the_waiting_run(env: Env) -> None:
+    env_id = await env.waiting_approval("r1")
+    listing = (await env.get("/approvals", "vera")).json()
+    assert listing["count"] == 1 and listing["queues"]["payments"][0]["id"] == env_id
+    got = await env.get(f"/approvals/{env_id}", "rita")
+    assert got.status_code == 200, got.text
+    detail = got.json()
+    assert detail["tool"] == "refund" and detail["args"] == {"order": "o-1", "amount": 40}
+    assert detail["can_decide"] is True
+    assert (await env.get(f"/approvals/{env_id}", "vera")).json()["can_decide"] is False
+
+    resp = await env.post(f"/approvals/{env_id}/approve", "rita", {"note": "invoice ok"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "approved" and resp.json()["decided_by"] == "rita"
+    assert await env.app.handle("r1").result(SETTLE) == "refunded 40 on o-1"
+    assert env.calls == [("o-1", 40)]
+
+    run = (await env.get("/runs/r1", "vera")).json()
+    assert run["run"]["status"] == "SUCCEEDED"
+    assert [s["key"] for s in run["journal"]][-1] == "refund#0"
+    assert [r["id"] for r in (await env.get("/runs?status=succeeded", "vera")).json()] == ["r1"]
+    assert (await env.get("/runs?workflow=lookup", "vera")).json() == []
+    trace = (await env.get("/runs/r1/trace", "vera")).json()
+    assert trace["run_id"] == "r1" and isinstance(trace["spans"], list)
+
+    # A second decision is refused with the reason, and nothing changes.
+    again = await env.post(f"/approvals/{env_id}/reject", "ada", {"reason": "too late"})
+    assert again.status_code == 409
+    assert "already approved" in again.json()["detail"]
+    assert env.calls == [("o-1", 40)]
+
+
+async def test_reject_needs_a_reason_and_resumes_the_run(env: Env) -> None:
+    rid = await env.waiting_approval("r2")
+    assert (await env.post(f"/approvals/{rid}/reject", "rita", {})).status_code == 422
+    blank = await env.post(f"/approvals/{rid}/reject", "rita", {"reason": "  "})
+    assert blank.status_code == 422 and "reason" in blank.json()["detail"]
+    assert (await env.app.approvals.get(rid)).status == "pending"
+    resp = await env.post(f"/approvals/{rid}/reject", "rita", {"reason": "duplicate order"})
+    assert resp.status_code == 200 and resp.json()["status"] == "rejected"
+    assert await env.app.handle("r2").result(SETTLE) == "sorry: duplicate order"
+    assert env.calls == []
+
+
+async def test_invalid_edit_is_422_naming_the_field_then_a_valid_edit_runs(env: Env) -> None:
+    rid = await env.waiting_approval("r3")
+    bad = await env.post(f"/approvals/{rid}/edit", "rita", {"args": {"order": "o-1", "amount": -5}})
+    assert bad.status_code == 422, bad.text
+    assert bad.json()["fields"] == ["amount"] and "amount" in bad.json()["detail"]
+    assert (await env.app.approvals.get(rid)).status == "pending"  # nothing decided
+    assert env.calls == []
+    ok = await env.post(f"/approvals/{rid}/edit", "rita", {"args": {"order": "o-1", "amount": 25}})
+    assert ok.status_code == 200 and ok.json()["status"] == "edited"
+    assert await env.app.handle("r3").result(SETTLE) == "refunded 25 on o-1"
+    assert env.calls == [("o-1", 25)]
+
+
+async def test_roles_and_queue_groups(env: Env) -> None:
+    rid = await env.waiting_approval("r4")
+    viewer = await env.post(f"/approvals/{rid}/approve", "vera")
+    assert viewer.status_code == 403 and "viewer" in viewer.json()["detail"]
+    outsider = await env.post(f"/approvals/{rid}/approve", "otto")
+    assert outsider.status_code == 403 and "payments" in outsider.json()["detail"]
+    assert (await env.app.approvals.get(rid)).status == "pending"
+    assert (await env.get("/users", "rita")).status_code == 403
+    users = (await env.get("/users", "ada")).json()
+    assert {u["name"]: u["role"] for u in users}["otto"] == "reviewer"
+    assert all("token" not in k for u in users for k in u)
+    me = (await env.get("/me", "otto")).json()
+    assert me == {"name": "otto", "role": "reviewer", "groups": ["support"]}
+    # admins decide any queue
+    assert (await env.post(f"/approvals/{rid}/approve", "ada")).status_code == 200
+
+
+async def test_unknown_ids_are_404(env: Env) -> None:
+    for path in ("/runs/nope", "/runs/nope/trace", "/approvals/nope", "/escalations/nope"):
+        assert (await env.get(path, "vera")).status_code == 404, path
+    assert (await env.post("/approvals/nope/approve", "rita")).status_code == 404
+    assert (await env.post("/reviews/nope/verdict", "rita", {"correct": True})).status_code == 404
+
+
+async def test_escalation_resolve_validates_and_resumes(env: Env) -> None:
+    handle = await env.app.start(env.wf["lookup"], {"account_id": "a-9"}, id="e1")
+    info = await handle.settle(SETTLE)
+    assert info.status is keel.RunStatus.WAITING, info
+    [esc] = (await env.get("/escalations", "vera")).json()
+    eid = esc["id"]
+    assert esc["queue"] == "accounts"
+    assert (await env.get(f"/escalations/{eid}", "vera")).json()["id"] == eid
+    assert (await env.post(f"/escalations/{eid}/resolve", "otto", {})).status_code == 403
+    bad = await env.post(f"/escalations/{eid}/resolve", "rita", {"result": {"id": "a-9"}})
+    assert bad.status_code == 422 and "tier" in bad.json()["detail"]
+    good = {"result": {"id": "a-9", "tier": "pro"}, "note": "looked it up"}
+    resp = await env.post(f"/escalations/{eid}/resolve", "rita", good)
+    assert resp.status_code == 200 and resp.json()["status"] == "resolved"
+    assert await handle.result(SETTLE) == "a-9:pro"
+    twice = await env.post(f"/escalations/{eid}/reject", "rita", {"reason": "no"})
+    assert twice.status_code == 409 and "already resolved" in twice.json()["detail"]
+
+
+async def test_failed_logins_are_rate_limited(env: Env) -> None:
+    bad = {"Authorization": "Bearer keel_0123456789abcdef_guess"}
+    for _ in range(10):
+        assert (await env.client.get("/api/v1/runs", headers=bad)).status_code == 401
+    blocked = await env.client.get("/api/v1/runs", headers=bad)
+    assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) >= 1
+    # the block covers this address even with a good token; other addresses are unaffected
+    assert (await env.get("/runs", "vera")).status_code == 429
+    other = httpx.ASGITransport(app=env.client._transport.app, client=("10.0.0.2", 1))  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(transport=other, base_url="http://keel.test") as c2:
+        assert (await c2.get("/api/v1/runs", headers=env.auth("vera"))).status_code == 200
+
+
+async def test_tokens_are_stored_hashed(env: Env, store_url: str) -> None:
+    from keel.store.sqlite import SQLiteStore
+
+    store = env.app.store
+    assert isinstance(store, SQLiteStore)
+    await env.app.close()
+    raw = b"".join(p.read_bytes() for p in Path(store.path).parent.glob("keel.db*"))
+    for token in env.tokens.values():
+        secret = token.split("_", 2)[2]
+        assert token.encode() not in raw and secret.encode() not in raw
+    rows = await keel.App(store_url).store.list_users()
+    assert all(r["token_hash"].startswith("sha256$") for r in rows)
