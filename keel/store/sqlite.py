@@ -955,6 +955,24 @@ class SQLiteStore(Store):
             (now, actor, action, target, _text(pydantic_core.to_json(detail))),
         )
 
+    def _insert_review(self, db: sqlite3.Connection, review: dict[str, Any], now: float) -> bool:
+        cur = db.execute(
+            f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
+            " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
+            (
+                review["id"],
+                review["kind"],
+                review["run_id"],
+                review["workflow"],
+                review.get("step"),
+                review["queue"],
+                pydantic_core.to_json(review["request"]).decode(),
+                review.get("deadline"),
+                now,
+            ),
+        )
+        return cur.rowcount == 1
+
     async def open_review(
         self, review: dict[str, Any], owner: str | None, writes: Sequence[StepWrite], now: float
     ) -> bool:
@@ -962,22 +980,7 @@ class SQLiteStore(Store):
         with self._tx() as db:
             if owner is not None:
                 self._check_owner(db, review["run_id"], owner)
-            cur = db.execute(
-                f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
-                (
-                    review["id"],
-                    review["kind"],
-                    review["run_id"],
-                    review["workflow"],
-                    review.get("step"),
-                    review["queue"],
-                    pydantic_core.to_json(review["request"]).decode(),
-                    review.get("deadline"),
-                    now,
-                ),
-            )
-            created = cur.rowcount == 1
+            created = self._insert_review(db, review, now)
             if created:
                 self._audit(
                     db,
@@ -1081,21 +1084,7 @@ class SQLiteStore(Store):
             cur = db.execute("DELETE FROM reviews WHERE id=? AND status='pending'", (old_id,))
             if not cur.rowcount:
                 return False
-            db.execute(
-                f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
-                (
-                    review["id"],
-                    review["kind"],
-                    review["run_id"],
-                    review["workflow"],
-                    review.get("step"),
-                    review["queue"],
-                    pydantic_core.to_json(review["request"]).decode(),
-                    review.get("deadline"),
-                    now,
-                ),
-            )
+            self._insert_review(db, review, now)
             self._audit(db, "keel", "resampled", review["id"], {"replaced": old_id}, now)
         return True
 
