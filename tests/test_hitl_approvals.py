@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Annotated, Any
 
 import pytest
@@ -340,9 +341,7 @@ async def test_reviewer_groups(hitl_app: Callable[..., keel.App]) -> None:
     assert await handle.result(SETTLE) == "refunded 9 on o-1"
 
 
-async def test_audit_log_is_append_only(
-    hitl_app: Callable[..., keel.App], store_url: str
-) -> None:
+async def test_audit_log_is_append_only(hitl_app: Callable[..., keel.App], store_url: str) -> None:
     app = hitl_app()
     calls: list[tuple[str, int]] = []
     handle_wf, _ = refund_app(app, calls)
@@ -366,9 +365,7 @@ async def test_audit_log_is_append_only(
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             db.execute("DELETE FROM audit")
         db.rollback()
-        assert db.execute("SELECT count(*) FROM audit WHERE target=?", (req.id,)).fetchone() == (
-            2,
-        )
+        assert db.execute("SELECT count(*) FROM audit WHERE target=?", (req.id,)).fetchone() == (2,)
         assert db.execute("SELECT count(*) FROM audit WHERE actor='mallory'").fetchone() == (0,)
     finally:
         db.close()
@@ -486,3 +483,14 @@ async def test_a_webhook_answering_500_never_blocks_the_run(
         await part.drain()
     assert len(received) == 1  # it was called, answered 500, and the run went on
     assert any("HTTP Error 500" in r.getMessage() for r in caplog.records)
+
+
+async def test_reviewer_groups_come_from_keel_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI builds a bare App: keel.toml's [keel.reviewers] must still bind it."""
+    (tmp_path / "keel.toml").write_text('[keel.reviewers]\npayments = ["alice"]\n')
+    monkeypatch.chdir(tmp_path)
+    app = keel.App(f"sqlite:///{tmp_path}/keel.db")
+    assert app.reviewers == {"payments": {"alice"}}
+    assert keel.App(f"sqlite:///{tmp_path}/keel.db", reviewers={}).reviewers == {}
