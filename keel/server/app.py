@@ -10,14 +10,24 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from keel.app import App
 from keel.errors import ConfigError, InputError, RunNotFound
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
-from keel.server.auth import FailureLimiter, User, authenticate
+from keel.server.auth import (
+    ROLES,
+    FailureLimiter,
+    User,
+    add_user,
+    authenticate,
+    remove_user,
+    rotate_token,
+)
+from keel.server.timeparse import parse_time
+from keel.server.web import mount
 
 API = "/api/v1"
 
@@ -46,6 +56,12 @@ class Verdict(BaseModel):
     note: str | None = None
 
 
+class NewUser(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    role: str = Field(description="viewer, reviewer or admin")
+    groups: list[str] = Field(default_factory=list, description="Queues they may decide (*: all)")
+
+
 def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -63,8 +79,21 @@ def _review(req: ReviewRequest) -> dict[str, Any]:
     return {**req.summary(), "step": req.step, "request": req.request, "decided_at": req.decided_at}
 
 
-def create_app(keel_app: App, *, failure_limit: int = 10, failure_window: float = 60.0) -> FastAPI:
-    """The console's API over `keel_app`'s store (`keel serve` runs it under Uvicorn)."""
+def create_app(
+    keel_app: App,
+    *,
+    failure_limit: int = 10,
+    failure_window: float = 60.0,
+    secure_cookies: bool = True,
+    session_ttl: float = 12 * 3600,
+    poll_ms: int = 2000,
+) -> FastAPI:
+    """The review console over `keel_app`'s store: web pages at `/`, JSON API at `/api/v1`.
+
+    `keel serve` runs it under Uvicorn. Session cookies are `Secure` unless
+    `secure_cookies=False` (plain HTTP beyond localhost, e.g. behind a TLS proxy
+    that does not forward the scheme, still sets them: browsers only send them over HTTPS).
+    """
     limiter = FailureLimiter(failure_limit, failure_window)
 
     async def current_user(request: Request) -> User:
@@ -119,12 +148,25 @@ def create_app(keel_app: App, *, failure_limit: int = 10, failure_window: float 
     # valid token comes first everywhere (a test enumerates the routes to keep it so).
     api = server
 
+    web = mount(
+        server,
+        keel_app,
+        limiter,
+        secure_cookies=secure_cookies,
+        session_ttl=session_ttl,
+        poll_ms=poll_ms,
+    )
+
     @server.exception_handler(RunNotFound)
-    async def not_found(_: Request, exc: RunNotFound) -> JSONResponse:
+    async def not_found(request: Request, exc: RunNotFound) -> Response:
+        if not request.url.path.startswith(API):
+            return web.error(request, 404, exc.message)
         return JSONResponse({"detail": exc.message}, status_code=404)
 
     @server.exception_handler(InputError)
-    async def invalid(_: Request, exc: InputError) -> JSONResponse:
+    async def invalid(request: Request, exc: InputError) -> Response:
+        if not request.url.path.startswith(API):
+            return web.error(request, 422, exc.message)
         found = list(exc.data.get("problems") or [])
         fields = sorted({p.split(":", 1)[0].strip() for p in found if ":" in p})
         return JSONResponse(
@@ -146,10 +188,16 @@ def create_app(keel_app: App, *, failure_limit: int = 10, failure_window: float 
         status: str | None = None,
         workflow: str | None = None,
         limit: int = 100,
+        since: str | None = None,
+        until: str | None = None,
         user: User = viewer,
     ) -> list[dict[str, Any]]:
+        start = None if since is None else parse_time(since, "since")
+        end = None if until is None else parse_time(until, "until")
         try:
-            runs = await keel_app.list_runs(status, workflow, min(max(limit, 1), 1000))
+            runs = await keel_app.list_runs(
+                status, workflow, min(max(limit, 1), 1000), since=start, until=end
+            )
         except ValueError:
             raise HTTPException(422, f"unknown status {status!r}") from None
         return [r.summary() for r in runs]
@@ -357,5 +405,45 @@ def create_app(keel_app: App, *, failure_limit: int = 10, failure_window: float 
             }
             for r in rows
         ]
+
+    @api.post(API + "/users", status_code=201)
+    async def create_user(body: NewUser, user: User = admin) -> dict[str, Any]:
+        if body.role not in ROLES:
+            raise HTTPException(422, f"unknown role {body.role!r}; use one of {', '.join(ROLES)}")
+        if not body.name.strip():
+            raise HTTPException(422, "a user needs a name")
+        groups = [g.strip() for g in body.groups if g.strip()]
+        if await keel_app.store.get_user(body.name) is not None:
+            raise HTTPException(409, f"user {body.name!r} already exists")
+        try:
+            token = await add_user(keel_app.store, body.name, body.role, groups)
+        except ConfigError as exc:
+            code = 409 if "already exists" in exc.message else 422
+            raise HTTPException(code, exc.message) from None
+        return {"name": body.name, "role": body.role, "groups": groups, "token": token}
+
+    async def known_user(name: str) -> dict[str, Any]:
+        row = await keel_app.store.get_user(name)
+        if row is None:
+            raise HTTPException(404, f"no user {name!r}")
+        return row
+
+    @api.delete(API + "/users/{name}", status_code=204, response_class=Response)
+    async def delete_user(name: str, user: User = admin) -> Response:
+        await known_user(name)
+        try:
+            await remove_user(keel_app.store, name)
+        except ConfigError:  # removed meanwhile
+            raise HTTPException(404, f"no user {name!r}") from None
+        return Response(status_code=204)
+
+    @api.post(API + "/users/{name}/token")
+    async def new_user_token(name: str, user: User = admin) -> dict[str, Any]:
+        row = await known_user(name)
+        try:
+            token = await rotate_token(keel_app.store, name)
+        except ConfigError:
+            raise HTTPException(404, f"no user {name!r}") from None
+        return {"name": name, "role": row["role"], "groups": row["groups"], "token": token}
 
     return server

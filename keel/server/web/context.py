@@ -1,0 +1,164 @@
+"""What every console page shares: the session, CSRF checks, rendering and refusals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from keel.app import App
+from keel.server.auth import FailureLimiter, User
+from keel.server.sessions import COOKIE, Session, Sessions, same
+from keel.server.web.format import FILTERS
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+class LoginRequired(Exception):
+    """No valid session: pages redirect to the login form, posts are refused."""
+
+
+class Refused(Exception):
+    """A request the console turns down, shown as a page with this status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A state-changing form that passed the session and CSRF checks."""
+
+    session: Session
+    form: dict[str, str]
+
+    @property
+    def user(self) -> User:
+        return self.session.user
+
+    def text(self, name: str) -> str:
+        return self.form.get(name, "").strip()
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths: `//evil.example` and absolute URLs fall back to the inbox."""
+    if not target or not target.startswith("/") or target.startswith("//"):
+        return "/inbox"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or "\\" in target:
+        return "/inbox"
+    return target
+
+
+class Web:
+    """Sessions, rendering and the checks each page route depends on."""
+
+    def __init__(
+        self,
+        app: App,
+        sessions: Sessions,
+        limiter: FailureLimiter,
+        *,
+        secure_cookies: bool = True,
+        poll_ms: int = 2000,
+    ) -> None:
+        self.app = app
+        self.sessions = sessions
+        self.limiter = limiter
+        self.secure_cookies = secure_cookies
+        self.poll_ms = poll_ms
+        self.env = Environment(
+            loader=FileSystemLoader(TEMPLATES),
+            autoescape=select_autoescape(default=True, default_for_string=True),
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(FILTERS)
+
+    # -- dependencies ---------------------------------------------------------------
+
+    async def viewer(self, request: Request) -> Session:
+        """Any signed-in user (every role reads)."""
+        session = await self.sessions.load(request.cookies.get(COOKIE))
+        if session is None:
+            raise LoginRequired()
+        request.state.session = session
+        return session
+
+    async def posted(self, request: Request) -> Posted:
+        """A signed-in user's form, with its CSRF token and origin checked."""
+        session = await self.viewer(request)
+        origin = request.headers.get("origin")
+        if origin and origin != "null":
+            host = request.headers.get("host", "")
+            if urlsplit(origin).netloc != host:
+                raise Refused(403, "CSRF check failed: the form came from another site")
+        raw = await request.form()
+        form = {k: v for k, v in raw.items() if isinstance(v, str)}
+        token = form.pop("csrf", "") or request.headers.get("x-csrf-token", "")
+        if not token or not same(token, session.csrf):
+            raise Refused(403, "CSRF check failed: reload the page and try again")
+        return Posted(session, form)
+
+    # -- permissions --------------------------------------------------------------------
+
+    def may_decide(self, user: User, queue: str) -> bool:
+        """Role and groups (`keel users`), then the App's own reviewer list for the queue."""
+        if not user.may_decide(queue):
+            return False
+        group = self.app.reviewers.get(queue)
+        return group is None or user.name in group
+
+    def require_decider(self, user: User, queue: str) -> None:
+        if not self.may_decide(user, queue):
+            if not user.at_least("reviewer"):
+                raise Refused(403, f"{user.name} is a {user.role}; deciding needs a reviewer")
+            raise Refused(403, f"{user.name} may not decide queue {queue!r}")
+
+    # -- responses ----------------------------------------------------------------------
+
+    def page(
+        self, request: Request, template: str, status: int = 200, **values: Any
+    ) -> HTMLResponse:
+        session: Session | None = getattr(request.state, "session", None)
+        html = self.env.get_template(template).render(
+            user=session.user if session else None,
+            csrf=session.csrf if session else "",
+            path=request.url.path,
+            poll_ms=self.poll_ms,
+            **values,
+        )
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def fragment(self, template: str, **values: Any) -> str:
+        return self.env.get_template(template).render(**values)
+
+    def error(self, request: Request, status: int, message: str) -> HTMLResponse:
+        return self.page(request, "error.html", status=status, status_code=status, message=message)
+
+    @staticmethod
+    def back(path: str) -> RedirectResponse:
+        """After a successful post: see the result with a GET (post/redirect/get)."""
+        return RedirectResponse(path, status_code=303)
+
+    @staticmethod
+    def to_login(request: Request) -> RedirectResponse:
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+
+
+def form_values(form: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The fields named `<prefix><name>`, by name."""
+    return {k[len(prefix) :]: v for k, v in form.items() if k.startswith(prefix)}
