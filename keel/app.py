@@ -481,10 +481,18 @@ class App:
         return info
 
     async def list_runs(
-        self, status: RunStatus | str | None = None, workflow: str | None = None, limit: int = 100
+        self,
+        status: RunStatus | str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        since: float | None = None,
+        until: float | None = None,
     ) -> list[RunInfo]:
+        """Runs newest first; `since`/`until` bound created_at (epoch seconds, until exclusive)."""
         st = RunStatus(status.upper()) if isinstance(status, str) else status
-        return await self.store.list_runs(RunFilter(status=st, workflow=workflow, limit=limit))
+        return await self.store.list_runs(
+            RunFilter(status=st, workflow=workflow, since=since, until=until, limit=limit)
+        )
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """The run's journal, in execution order."""

@@ -198,9 +198,18 @@ def runs(
     ] = None,
     workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Created at or after: ISO 8601 (UTC if naive) or epoch s"),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Created before: ISO 8601 (UTC if naive) or epoch s"),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first."""
+    from keel.server.timeparse import parse_time
     from keel.types import RunStatus
 
     st = None
@@ -209,11 +218,17 @@ def runs(
             st = RunStatus(status.upper())
         except ValueError:
             _fail(f"unknown status {status!r}; use one of {', '.join(s.value for s in RunStatus)}")
+    try:
+        start = None if since is None else parse_time(since, "--since")
+        end = None if until is None else parse_time(until, "--until")
+    except KeelError as exc:
+        _fail(exc.message)
+        return
 
     async def go() -> Any:
         app = _store_app()
         try:
-            return await app.list_runs(st, workflow, limit)
+            return await app.list_runs(st, workflow, limit, since=start, until=end)
         finally:
             await app.close()
 
@@ -665,6 +680,29 @@ def users_add(
     typer.echo(token)
 
 
+@users_cli.command("remove")
+def users_remove(name: str) -> None:
+    """Delete a user: their API token and console sessions stop working at once."""
+    from keel.server.auth import remove_user
+
+    _run(lambda: _with_app(lambda app: remove_user(app.store, name)))
+    typer.echo(f"removed {name!r}; their token and sessions no longer work")
+
+
+@users_cli.command("rotate")
+def users_rotate(name: str) -> None:
+    """Give a user a new API token and print it (shown once); the old one stops working."""
+    from keel.server.auth import rotate_token
+
+    token = _run(lambda: _with_app(lambda app: rotate_token(app.store, name)))
+    typer.echo(
+        f"new API token for {name!r} (shown once, store it now; the old token and their"
+        " sessions no longer work):",
+        err=True,
+    )
+    typer.echo(token)
+
+
 @users_cli.command("list")
 def users_list(as_json: JsonOpt = False) -> None:
     """Console users: name, role, groups (never tokens)."""
@@ -686,7 +724,7 @@ def serve(
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
 ) -> None:
-    """Serve the review console's JSON API (/api/v1) over the configured store."""
+    """Serve the review console at http://HOST:PORT/ and the JSON API at /api/v1."""
     try:
         import uvicorn
     except ImportError:
@@ -696,7 +734,11 @@ def serve(
     from keel.server.app import create_app
 
     app = find_app(load_module(module)) if module else App()
-    typer.echo(f"keel serve: http://{host}:{port}/api/v1 over {app.store_url}", err=True)
+    typer.echo(
+        f"keel serve: the review console at http://{host}:{port}/ and the JSON API at"
+        f" /api/v1, over {app.store_url}",
+        err=True,
+    )
     uvicorn.run(create_app(app), host=host, port=port, log_level="info")
 
 

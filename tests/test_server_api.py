@@ -5,6 +5,7 @@ double decisions, the failed-login rate limit and hashed tokens."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,6 +45,9 @@ class Env:
     async def post(self, path: str, user: str, body: Any = None) -> httpx.Response:
         path = path.replace("#", "%23")
         return await self.client.post(f"/api/v1{path}", headers=self.auth(user), json=body or {})
+
+    async def delete(self, path: str, user: str) -> httpx.Response:
+        return await self.client.delete(f"/api/v1{path}", headers=self.auth(user))
 
     async def waiting_approval(self, run_id: str, amount: int = 40) -> str:
         handle = await self.app.start(self.wf["pay"], {"order": "o-1", "amount": amount}, id=run_id)
@@ -103,7 +107,8 @@ async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
     from fastapi.routing import APIRoute
 
     api = create_app(env.app)
-    routes = [r for r in api.routes if isinstance(r, APIRoute)]
+    # The JSON API's routes; the console's web pages (login, static files) are tested elsewhere.
+    routes = [r for r in api.routes if isinstance(r, APIRoute) and r.path.startswith("/api/v1")]
     assert {r.path for r in routes} >= {
         "/api/v1/openapi.json",
         "/api/v1/runs",
@@ -118,6 +123,8 @@ async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
         "/api/v1/reviews",
         "/api/v1/reviews/{review_id}/verdict",
         "/api/v1/users",
+        "/api/v1/users/{name}",
+        "/api/v1/users/{name}/token",
     }
     transport = httpx.ASGITransport(app=api)
     async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
@@ -131,7 +138,7 @@ async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
                     if headers:  # a bad token counts toward the limit: start afresh
                         api = create_app(env.app)
                         client._transport = httpx.ASGITransport(app=api)
-        assert checked >= 2 * 17
+        assert checked >= 2 * 20
         # Framework defaults are off: no unauthenticated docs or spec anywhere.
         for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/docs"):
             assert (await client.get(path)).status_code in (401, 404)
@@ -269,3 +276,141 @@ async def test_tokens_are_stored_hashed(env: Env, store_url: str) -> None:
         assert token.encode() not in raw and secret.encode() not in raw
     rows = await keel.App(store_url).store.list_users()
     assert all(r["token_hash"].startswith("sha256$") for r in rows)
+
+
+# -- the time filter on runs -----------------------------------------------------
+
+T_10H = 1795600800.0  # 2026-11-25T10:00:00Z
+
+
+async def test_runs_filter_by_since_and_until(env: Env) -> None:
+    # runs of a workflow no worker serves, created at known times
+    for run_id, at in [("t0", T_10H - 3600), ("t1", T_10H), ("t2", T_10H + 1800)]:
+        await env.app.store.create_run(run_id, "archive", b"{}", at)
+
+    async def ids(query: str) -> list[str]:
+        resp = await env.get(f"/runs?workflow=archive&{query}", "vera")
+        assert resp.status_code == 200, (query, resp.text)
+        return [r["id"] for r in resp.json()]
+
+    assert await ids("") == ["t2", "t1", "t0"]
+    assert await ids("since=2026-11-25T10:00") == ["t2", "t1"]  # naive is UTC, inclusive
+    assert await ids("since=2026-11-25T10:00Z") == ["t2", "t1"]
+    assert await ids("since=2026-11-25T12:00%2B02:00") == ["t2", "t1"]  # +02:00 offset
+    assert await ids("until=2026-11-25T10:00") == ["t0"]  # exclusive
+    assert await ids(f"until={int(T_10H)}") == ["t0"]  # epoch seconds
+    assert await ids(f"since={T_10H - 1}&until={T_10H + 1}") == ["t1"]
+    assert await ids("since=2026-11-25") == ["t2", "t1", "t0"]  # a date: midnight UTC
+    assert await ids("since=2026-11-26") == []
+
+    for query, name in [
+        ("since=yesterday", "since"),
+        ("until=2026-13-01", "until"),
+        ("since=2026-11-25&until=1e9", "until"),
+        ("until=", "until"),
+    ]:
+        resp = await env.get(f"/runs?{query}", "vera")
+        assert resp.status_code == 422, (query, resp.text)
+        body = resp.json()
+        assert body["detail"].startswith(f"{name} ") and "ISO 8601" in body["detail"], body
+        assert body["fields"] == [name]
+
+
+# -- user administration -----------------------------------------------------------
+
+
+async def test_admin_creates_a_user_whose_token_works(env: Env) -> None:
+    resp = await env.post(
+        "/users", "ada", {"name": "nina", "role": "reviewer", "groups": ["payments", " "]}
+    )
+    assert resp.status_code == 201, resp.text
+    body = resp.json()
+    assert {k: body[k] for k in ("name", "role", "groups")} == {
+        "name": "nina",
+        "role": "reviewer",
+        "groups": ["payments"],
+    }
+    env.tokens["nina"] = body["token"]
+    assert body["token"].startswith("keel_")
+    me = await env.get("/me", "nina")
+    assert me.json() == {"name": "nina", "role": "reviewer", "groups": ["payments"]}
+    listed = (await env.get("/users", "ada")).json()
+    assert "nina" in {u["name"] for u in listed}
+    assert all("token" not in k for u in listed for k in u)  # shown once, never listed
+    stored = await env.app.store.get_user("nina")
+    assert stored is not None and body["token"] not in stored["token_hash"]
+
+    viewer = await env.post("/users", "ada", {"name": "vic", "role": "viewer"})
+    assert viewer.status_code == 201 and viewer.json()["groups"] == []
+
+
+async def test_user_admin_needs_the_admin_role(env: Env) -> None:
+    for who in ("vera", "rita"):
+        made = await env.post("/users", who, {"name": "mallory", "role": "admin"})
+        assert made.status_code == 403 and "needs admin" in made.json()["detail"]
+        assert (await env.delete("/users/otto", who)).status_code == 403
+        assert (await env.post("/users/otto/token", who)).status_code == 403
+    assert await env.app.store.get_user("mallory") is None
+    assert (await env.get("/me", "otto")).status_code == 200  # untouched
+
+
+async def test_user_creation_is_validated(env: Env) -> None:
+    bad = await env.post("/users", "ada", {"name": "nina", "role": "owner"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"] == "unknown role 'owner'; use one of viewer, reviewer, admin"
+    assert (await env.post("/users", "ada", {"role": "viewer"})).status_code == 422  # no name
+    assert (await env.post("/users", "ada", {"name": "", "role": "viewer"})).status_code == 422
+    blank = await env.post("/users", "ada", {"name": "  ", "role": "viewer"})
+    assert blank.status_code == 422 and "name" in blank.json()["detail"]
+    groups = await env.post("/users", "ada", {"name": "nina", "role": "viewer", "groups": "x"})
+    assert groups.status_code == 422
+    assert await env.app.store.get_user("nina") is None
+
+    dup = await env.post("/users", "ada", {"name": "rita", "role": "viewer"})
+    assert dup.status_code == 409 and "already exists" in dup.json()["detail"]
+    assert (await env.get("/me", "rita")).json()["role"] == "reviewer"  # unchanged
+
+
+async def test_removing_a_user_ends_their_token_and_sessions(env: Env) -> None:
+    store = env.app.store
+    now = time.time()
+    await store.create_session(
+        {
+            "id_hash": "h-otto",
+            "user": "otto",
+            "csrf": "c",
+            "client": "10.0.0.1",
+            "created_at": now,
+            "expires_at": now + 3600,
+        }
+    )
+    assert await store.get_session("h-otto", now) is not None
+    resp = await env.delete("/users/otto", "ada")
+    assert resp.status_code == 204 and resp.content == b""
+    assert (await env.get("/me", "otto")).status_code == 401
+    assert await store.get_session("h-otto", now) is None
+    assert await store.get_user("otto") is None
+    assert [a["action"] for a in await store.audit_log("otto")] == ["user_added", "user_removed"]
+    gone = await env.delete("/users/otto", "ada")
+    assert gone.status_code == 404 and "otto" in gone.json()["detail"]
+    assert (await env.delete("/users/nobody", "ada")).status_code == 404
+
+
+async def test_rotating_a_token_refuses_the_old_one(env: Env) -> None:
+    old = env.tokens["rita"]
+    resp = await env.post("/users/rita/token", "ada")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["name"] == "rita" and body["role"] == "reviewer"
+    assert body["groups"] == ["payments", "accounts"]
+    assert body["token"] != old and body["token"].startswith("keel_")
+    assert (await env.get("/me", "rita")).status_code == 401  # the old token
+    env.tokens["rita"] = body["token"]
+    assert (await env.get("/me", "rita")).json()["name"] == "rita"
+    assert (await env.post("/users/nobody/token", "ada")).status_code == 404
+    # an admin may rotate their own token: the response carries the new one
+    mine = await env.post("/users/ada/token", "ada")
+    assert mine.status_code == 200
+    assert (await env.get("/users", "ada")).status_code == 401
+    env.tokens["ada"] = mine.json()["token"]
+    assert (await env.get("/users", "ada")).status_code == 200

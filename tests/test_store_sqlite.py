@@ -244,6 +244,9 @@ async def test_list_runs_filters(store: SQLiteStore) -> None:
     assert [r.id for r in await store.list_runs(RunFilter(workflow="wf"))] == ["a"]
     assert [r.id for r in await store.list_runs(RunFilter(status=RunStatus.CANCELLED))] == ["b"]
     assert [r.id for r in await store.list_runs(RunFilter(since=T0 + 1))] == ["b"]
+    assert [r.id for r in await store.list_runs(RunFilter(until=T0 + 1))] == ["a"]  # exclusive
+    assert [r.id for r in await store.list_runs(RunFilter(since=T0, until=T0 + 2))] == ["b", "a"]
+    assert await store.list_runs(RunFilter(since=T0 + 1, until=T0 + 1)) == []
     assert len(await store.list_runs(RunFilter(limit=1))) == 1
 
 
@@ -253,13 +256,13 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (9,)
+    assert db.execute("PRAGMA user_version").fetchone() == (10,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v9\)"):
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v10\)"):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
-    db.execute("PRAGMA user_version=9")
+    db.execute("PRAGMA user_version=10")
     db.close()
     reopened = SQLiteStore(f"sqlite:///{path}")  # same version: data kept
     assert (await reopened.get_run("r1")) is not None
@@ -289,7 +292,7 @@ async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert await store.list_escalations() == []
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (9,)
+    assert db.execute("PRAGMA user_version").fetchone() == (10,)
     db.close()
 
 
@@ -300,3 +303,128 @@ def test_bad_sqlite_urls() -> None:
         open_store("sqlite:///")
     with pytest.raises(ConfigError, match="unsupported store URL"):
         open_store("mysql://x")
+
+
+# -- console users and sessions ------------------------------------------------
+
+
+def _user(name: str, role: str = "reviewer", token_id: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "role": role,
+        "token_id": token_id or f"{name:0<16}"[:16],
+        "token_hash": f"sha256$salt${name}",
+        "groups": ["payments"],
+        "created_at": T0,
+    }
+
+
+def _session(id_hash: str, user: str, expires_at: float = T0 + 100) -> dict[str, Any]:
+    return {
+        "id_hash": id_hash,
+        "user": user,
+        "csrf": f"csrf-{id_hash}",
+        "client": "10.0.0.1",
+        "created_at": T0,
+        "expires_at": expires_at,
+    }
+
+
+async def test_sessions_carry_their_users_role_and_expire(store: SQLiteStore) -> None:
+    await store.add_user(_user("rita"))
+    await store.create_session(_session("h1", "rita", expires_at=T0 + 100))
+    got = await store.get_session("h1", T0 + 1)
+    assert got == {
+        "id_hash": "h1",
+        "user": "rita",
+        "csrf": "csrf-h1",
+        "client": "10.0.0.1",
+        "created_at": T0,
+        "expires_at": T0 + 100,
+        "role": "reviewer",
+        "groups": ["payments"],
+    }
+    assert await store.get_session("nope", T0 + 1) is None
+    assert await store.get_session("h1", T0 + 100) is None  # expires_at <= now: gone
+    assert await store.get_session("h1", T0 + 99.9) is not None
+    await store.delete_session("h1")
+    assert await store.get_session("h1", T0 + 1) is None
+    await store.delete_session("h1")  # deleting twice is harmless
+
+
+async def test_purge_removes_only_expired_sessions(store: SQLiteStore) -> None:
+    await store.add_user(_user("rita"))
+    await store.create_session(_session("old1", "rita", expires_at=T0 + 10))
+    await store.create_session(_session("old2", "rita", expires_at=T0 + 20))
+    await store.create_session(_session("live", "rita", expires_at=T0 + 30))
+    assert await store.purge_sessions(T0 + 20) == 2
+    assert await store.purge_sessions(T0 + 20) == 0
+    assert await store.get_session("live", T0 + 20) is not None
+    assert store._db.execute("SELECT id_hash FROM sessions").fetchall() == [("live",)]
+
+
+async def test_a_session_of_a_user_that_no_longer_exists_is_refused(store: SQLiteStore) -> None:
+    # a row left behind (written straight to the table, so not ended by remove_user)
+    await store.create_session(_session("ghost", "nobody"))
+    assert await store.get_session("ghost", T0 + 1) is None
+
+
+async def test_remove_user_ends_their_sessions_and_is_audited(store: SQLiteStore) -> None:
+    await store.add_user(_user("rita", token_id="aaaaaaaaaaaaaaaa"))
+    await store.add_user(_user("otto", token_id="bbbbbbbbbbbbbbbb"))
+    await store.create_session(_session("r1", "rita"))
+    await store.create_session(_session("r2", "rita"))
+    await store.create_session(_session("o1", "otto"))
+    await store.remove_user("rita")
+    assert await store.get_user("rita") is None
+    assert await store.user_by_token_id("aaaaaaaaaaaaaaaa") is None
+    assert await store.get_session("r1", T0 + 1) is None
+    assert store._db.execute("SELECT count(*) FROM sessions WHERE user='rita'").fetchone() == (0,)
+    assert (await store.get_session("o1", T0 + 1) or {})["user"] == "otto"
+    [added, removed] = await store.audit_log("rita")
+    assert added["action"] == "user_added"
+    assert removed["action"] == "user_removed" and removed["detail"]["sessions"] == 2
+    with pytest.raises(ConfigError, match="no user 'rita'"):
+        await store.remove_user("rita")
+    # a new user of the same name starts clean: no session of the old one comes back
+    await store.add_user(_user("rita", token_id="cccccccccccccccc"))
+    assert await store.get_session("r1", T0 + 1) is None
+
+
+async def test_rotate_token_replaces_it_and_ends_sessions(store: SQLiteStore) -> None:
+    await store.add_user(_user("rita", token_id="aaaaaaaaaaaaaaaa"))
+    await store.create_session(_session("r1", "rita"))
+    await store.rotate_token("rita", "dddddddddddddddd", "sha256$new$digest")
+    assert await store.user_by_token_id("aaaaaaaaaaaaaaaa") is None
+    row = await store.user_by_token_id("dddddddddddddddd")
+    assert row is not None and row["name"] == "rita" and row["token_hash"] == "sha256$new$digest"
+    assert row["role"] == "reviewer" and row["groups"] == ["payments"]  # nothing else changed
+    assert await store.get_session("r1", T0 + 1) is None
+    assert (await store.audit_log("rita"))[-1]["action"] == "token_rotated"
+    with pytest.raises(ConfigError, match="no user 'nobody'"):
+        await store.rotate_token("nobody", "eeeeeeeeeeeeeeee", "sha256$x$y")
+    assert await store.user_by_token_id("eeeeeeeeeeeeeeee") is None
+
+
+async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> None:
+    from keel.store.sqlite import _MIGRATIONS, _SCHEMA
+
+    path = tmp_path / "keel.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 10)) + "PRAGMA user_version=9;"
+    )
+    db.execute(
+        "INSERT INTO users (name, role, token_id, token_hash, groups, created_at)"
+        " VALUES ('ada', 'admin', 'ffffffffffffffff', 'sha256$s$d', '[]', 1)"
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    assert (await store.get_user("ada") or {})["role"] == "admin"
+    await store.create_session(_session("a1", "ada"))
+    assert (await store.get_session("a1", T0) or {})["role"] == "admin"
+    await store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (10,)
+    db.close()

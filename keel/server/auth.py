@@ -94,6 +94,18 @@ async def add_user(
     return token
 
 
+async def remove_user(store: Store, name: str) -> None:
+    """Delete a user; their token and every console session of theirs stop working."""
+    await store.remove_user(name)
+
+
+async def rotate_token(store: Store, name: str) -> str:
+    """Give a user a new API token (returned, shown once); the old one and their sessions end."""
+    token, token_id, token_hash = new_token()
+    await store.rotate_token(name, token_id, token_hash)
+    return token
+
+
 async def authenticate(store: Store, token: str) -> User | None:
     """The user a token belongs to, or None for any unknown or malformed token."""
     parts = _split(token)

@@ -31,7 +31,8 @@ class Claimed:
 class RunFilter:
     status: RunStatus | None = None
     workflow: str | None = None
-    since: float | None = None
+    since: float | None = None  # created_at >= since
+    until: float | None = None  # created_at < until
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -256,6 +257,30 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_users(self) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def remove_user(self, name: str) -> None:
+        """Delete a user and all their sessions at once (audited); unknown -> ConfigError."""
+
+    @abc.abstractmethod
+    async def rotate_token(self, name: str, token_id: str, token_hash: str) -> None:
+        """Replace a user's API token (the old one stops working) and end their sessions."""
+
+    @abc.abstractmethod
+    async def create_session(self, session: dict[str, Any]) -> None:
+        """Store a console session (id_hash, user, csrf, client, created_at, expires_at)."""
+
+    @abc.abstractmethod
+    async def get_session(self, id_hash: str, now: float) -> dict[str, Any] | None:
+        """The live session with its user's role and groups; None if unknown, expired
+        (expires_at <= now) or its user no longer exists."""
+
+    @abc.abstractmethod
+    async def delete_session(self, id_hash: str) -> None: ...
+
+    @abc.abstractmethod
+    async def purge_sessions(self, now: float) -> int:
+        """Delete expired sessions; return how many."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

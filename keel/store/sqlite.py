@@ -33,7 +33,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 9
+_SCHEMA_VERSION = 10
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -237,6 +237,19 @@ CREATE TABLE IF NOT EXISTS users (
     groups TEXT NOT NULL,
     created_at REAL NOT NULL
 ) WITHOUT ROWID;
+""",
+    # Review-console login sessions: only a hash of the cookie value is kept.
+    10: """
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    client TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user);
 """,
 }
 
@@ -442,6 +455,9 @@ class SQLiteStore(Store):
         if flt.since is not None:
             where.append("created_at>=?")
             args.append(flt.since)
+        if flt.until is not None:
+            where.append("created_at<?")
+            args.append(flt.until)
         sql = f"SELECT {_RUN_COLS} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -1195,8 +1211,9 @@ class SQLiteStore(Store):
             )
             if cur.rowcount != 1:
                 raise ConfigError(f"user {user['name']!r} already exists in {self.url}")
-            self._audit(db, "cli", "user_added", user["name"], {"role": user["role"]},
-                        user["created_at"])
+            self._audit(
+                db, "cli", "user_added", user["name"], {"role": user["role"]}, user["created_at"]
+            )
 
     async def get_user(self, name: str) -> dict[str, Any] | None:
         row = self._db.execute(
@@ -1213,6 +1230,69 @@ class SQLiteStore(Store):
     async def list_users(self) -> list[dict[str, Any]]:
         rows = self._db.execute(f"SELECT {self._USER_COLS} FROM users ORDER BY name").fetchall()
         return [self._user(r) for r in rows]
+
+    async def remove_user(self, name: str) -> None:
+        """Delete a user and every session of theirs in one transaction."""
+        now = time.time()
+        with self._tx() as db:
+            row = db.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
+            if row is None:
+                raise ConfigError(f"no user {name!r} in {self.url}; see: keel users list")
+            db.execute("DELETE FROM users WHERE name=?", (name,))
+            ended = db.execute("DELETE FROM sessions WHERE user=?", (name,)).rowcount
+            self._audit(db, "cli", "user_removed", name, {"role": row[0], "sessions": ended}, now)
+
+    async def rotate_token(self, name: str, token_id: str, token_hash: str) -> None:
+        """Replace a user's token (the old one stops working) and end their sessions."""
+        now = time.time()
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE users SET token_id=?, token_hash=? WHERE name=?",
+                (token_id, token_hash, name),
+            )
+            if cur.rowcount != 1:
+                raise ConfigError(f"no user {name!r} in {self.url}; see: keel users list")
+            ended = db.execute("DELETE FROM sessions WHERE user=?", (name,)).rowcount
+            self._audit(db, "cli", "token_rotated", name, {"sessions": ended}, now)
+
+    # -- console sessions -------------------------------------------------------
+
+    async def create_session(self, session: dict[str, Any]) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO sessions (id_hash, user, csrf, client, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    session["id_hash"],
+                    session["user"],
+                    session["csrf"],
+                    session.get("client"),
+                    session["created_at"],
+                    session["expires_at"],
+                ),
+            )
+
+    async def get_session(self, id_hash: str, now: float) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT s.id_hash, s.user, s.csrf, s.client, s.created_at, s.expires_at,"
+            " u.role, u.groups FROM sessions s JOIN users u ON u.name = s.user"
+            " WHERE s.id_hash=? AND s.expires_at>?",
+            (id_hash, now),
+        ).fetchone()
+        if row is None:
+            return None
+        keys = ("id_hash", "user", "csrf", "client", "created_at", "expires_at", "role", "groups")
+        out = dict(zip(keys, row, strict=True))
+        out["groups"] = _loads(out["groups"]) or []
+        return out
+
+    async def delete_session(self, id_hash: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM sessions WHERE id_hash=?", (id_hash,))
+
+    async def purge_sessions(self, now: float) -> int:
+        with self._tx() as db:
+            return db.execute("DELETE FROM sessions WHERE expires_at<=?", (now,)).rowcount
 
     async def close(self) -> None:
         self._db.close()

@@ -1,0 +1,36 @@
+"""Times typed by people (API query strings, CLI options, console filters) as epoch seconds.
+
+Accepted: ISO 8601 (`2026-11-25`, `2026-11-25T10:00`, `2026-11-25 10:00:30+02:00`,
+`...Z`), naive meaning UTC; or epoch seconds (`1795600000`, `1795600000.5`).
+A string of digits alone is always read as epoch seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from keel.errors import InputError
+
+_EPOCH = re.compile(r"\d{1,12}(\.\d+)?")
+HINT = "use ISO 8601 (e.g. 2026-11-25T10:00, UTC unless it has an offset) or epoch seconds"
+
+
+def parse_time(text: str, name: str) -> float:
+    """`text` as epoch seconds; `InputError` naming `name` when it is not a time."""
+    value = text.strip()
+    if _EPOCH.fullmatch(value):
+        return float(value)
+    try:
+        parsed = datetime.fromisoformat(value) if value else None
+    except ValueError:
+        parsed = None
+    if parsed is None:
+        shown = text if len(text) <= 64 else text[:61] + "..."
+        raise InputError(
+            f"{name} {shown!r} is not a time: {HINT}",
+            problems=[f"{name}: not an ISO 8601 time or epoch seconds"],
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
