@@ -27,7 +27,9 @@ class Field:
     options: list[str] = field(default_factory=list)
     hint: str = ""  # bounds and description, shown under the field
     error: str = ""
-    attrs: dict[str, str] = field(default_factory=dict)  # min/max/step/minlength/maxlength
+    attrs: dict[str, str] = field(default_factory=dict)  # step/minlength/maxlength
+    proposed: bool = True  # the call passed it (else the field shows the default)
+    default: Any = None
     _enum: list[Any] = field(default_factory=list)
 
 
@@ -106,7 +108,8 @@ def fields_for(schema: dict[str, Any], args: Mapping[str, Any]) -> list[Field]:
         if nullable:
             hints.append("empty: none")
         f.hint = "; ".join(hints)
-        value = args.get(name, sub.get("default"))
+        f.proposed, f.default = name in args, sub.get("default")
+        value = args.get(name, f.default)
         if f.kind == "checkbox":
             f.checked = bool(value)
         else:
@@ -123,7 +126,8 @@ def read_back(fields: list[Field], form: Mapping[str, str]) -> tuple[dict[str, A
         raw = form.get(PREFIX + f.name)
         if f.kind == "checkbox":
             f.checked = raw is not None
-            args[f.name] = f.checked
+            if f.proposed or f.checked != bool(f.default):
+                args[f.name] = f.checked
             continue
         f.value = raw or ""
         text = f.value.strip()
@@ -134,9 +138,13 @@ def read_back(fields: list[Field], form: Mapping[str, str]) -> tuple[dict[str, A
                 f.error, ok = "required", False
             continue
         try:
-            args[f.name] = _convert(f, text)
+            value = _convert(f, text)
         except ValueError as exc:
             f.error, ok = str(exc), False
+            continue
+        # A parameter the call left to its default stays out unless the reviewer changed it.
+        if f.proposed or value != f.default:
+            args[f.name] = value
     return args, ok
 
 

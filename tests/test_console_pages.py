@@ -1,0 +1,493 @@
+"""The review console's web pages over HTTP (no browser): sign-in and sessions, CSRF,
+every page refusing anonymous requests, decisions through forms resuming real runs,
+field errors, escaped rendering, read-only views and double decisions."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+import httpx
+import pytest
+from pydantic import BaseModel, Field
+
+import keel
+from keel.engine.runtime import Settings
+from keel.hitl import Approval
+from keel.llm import Gateway, Reply, ScriptedModel
+from keel.server.app import create_app
+from keel.server.auth import add_user
+from keel.server.web import PUBLIC
+
+SETTLE = 10.0
+XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
+
+
+class Account(BaseModel):
+    id: str
+    tier: str
+
+
+class Label(BaseModel):
+    category: Literal["billing", "outage", "general"]
+    priority: int
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert found, "page has no CSRF field"
+    return found.group(1)
+
+
+def text_of(html: str, element_id: str) -> str:
+    found = re.search(rf'id="{element_id}"[^>]*>(.*?)</', html, re.S)
+    assert found, f"no #{element_id} in page"
+    return found.group(1).strip()
+
+
+def page_url(review_id: str, kind: str = "approvals") -> str:
+    return f"/{kind}/{quote(review_id, safe='')}"
+
+
+class Console:
+    def __init__(self, app: keel.App, server: Any) -> None:
+        self.app, self.server = app, server
+        self.tokens: dict[str, str] = {}
+        self.wf: dict[str, Any] = {}
+        self._clients: list[httpx.AsyncClient] = []
+
+    def client(self, ip: str = "10.0.0.1") -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=self.server, client=(ip, 5000))
+        c = httpx.AsyncClient(transport=transport, base_url="http://keel.test")
+        self._clients.append(c)
+        return c
+
+    async def login(self, user: str) -> httpx.AsyncClient:
+        c = self.client()
+        form = await c.get("/login")
+        r = await c.post(
+            "/login", data={"csrf": csrf_of(form.text), "token": self.tokens[user], "next": ""}
+        )
+        assert r.status_code == 303, r.text
+        return c
+
+    async def waiting(self, workflow: str, args: dict[str, Any], run_id: str) -> str:
+        handle = await self.app.start(self.wf[workflow], args, id=run_id)
+        info = await handle.settle(SETTLE)
+        assert info.status is keel.RunStatus.WAITING, info
+        reqs = [r for r in await self.app.approvals.list(status="all") if r.run_id == run_id]
+        if reqs:
+            return str(reqs[0].id)
+        [esc] = [e for e in await self.app.escalations.list("open") if e.run_id == run_id]
+        return str(esc.id)
+
+    async def close(self) -> None:
+        for c in self._clients:
+            await c.aclose()
+
+
+async def _completed(app: keel.App, run_id: str) -> keel.RunInfo:
+    await app.handle(run_id).result(SETTLE)
+    return await app.get_run(run_id)
+
+
+async def post(c: httpx.AsyncClient, path: str, data: dict[str, str]) -> httpx.Response:
+    """Submit a form the way a browser does: read the page's CSRF token first."""
+    page = await c.get(path.rsplit("/", 1)[0] if path.endswith(("/approve", "/reject",
+                       "/edit", "/correct", "/resolve")) else "/inbox")
+    return await c.post(path, data={"csrf": csrf_of(page.text), **data})
+
+
+@pytest.fixture
+async def console(store_url: str) -> AsyncIterator[Console]:
+    model = ScriptedModel(
+        default=Reply(content=json.dumps({"category": "general", "priority": 3}),
+                      logprobs=[-0.4, -1.2, -0.9, -0.5]),
+    )
+    app = keel.App(
+        store_url,
+        settings=Settings(poll_interval=0.02),
+        llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)),
+    )
+
+    @app.tool(irreversible=True, approval=Approval(queue="payments", reason="moves money"))
+    async def refund(
+        order: str, amount: Annotated[int, Field(gt=0, le=500)], express: bool = False
+    ) -> str:
+        return f"refunded {amount} on {order}{' (express)' if express else ''}"
+
+    @app.workflow
+    async def pay(ctx: keel.Context, order: str, amount: int) -> str:
+        try:
+            return await ctx.call(refund, order, amount)
+        except keel.ApprovalRejected as exc:
+            return f"sorry: {exc.reason}"  # type: ignore[attr-defined]
+
+    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.human(queue="accounts"))
+    async def lookup_account(account_id: str) -> Account:
+        raise RuntimeError("503 from the accounts service")
+
+    @app.workflow
+    async def lookup(ctx: keel.Context, account_id: str) -> str:
+        account = await ctx.call(lookup_account, account_id)
+        return f"{account.id}:{account.tier}"
+
+    @app.workflow
+    async def classify(ctx: keel.Context, text: str) -> dict[str, Any]:
+        label = await ctx.llm.structured(Label, f"Classify: {text}", min_confidence=0.8,
+                                         review_queue="payments")
+        assert isinstance(label, Label)
+        return label.model_dump()
+
+    @app.workflow
+    async def announce(ctx: keel.Context, text: str) -> str:
+        await ctx.approval({"post": text}, queue="payments", context={"draft": text},
+                           reason=f"publish {text}")
+        return "posted"
+
+    server = create_app(app, secure_cookies=False, failure_limit=5, failure_window=60.0)
+    con = Console(app, server)
+    con.wf = {"pay": pay, "lookup": lookup, "classify": classify, "announce": announce}
+    for name, role, groups in [
+        ("vera", "viewer", []),
+        ("rita", "reviewer", ["payments", "accounts"]),
+        ("otto", "reviewer", ["support"]),
+        ("ada", "admin", []),
+    ]:
+        con.tokens[name] = await add_user(app.store, name, role, groups)
+    yield con
+    await con.close()
+    await app.close()
+
+
+# -- every page refuses an anonymous request ---------------------------------------------
+
+
+async def test_every_page_and_form_refuses_an_anonymous_request(console: Console) -> None:
+    from fastapi.routing import APIRoute
+
+    routes = [r for r in console.server.routes if isinstance(r, APIRoute)]
+    pages = {r.path for r in routes if not r.path.startswith("/api/")}
+    assert pages >= {"/", "/inbox", "/inbox/items", "/decided", "/approvals/{review_id}",
+                     "/approvals/{review_id}/approve", "/approvals/{review_id}/reject",
+                     "/approvals/{review_id}/correct", "/approvals/{review_id}/live",
+                     "/escalations/{escalation_id}", "/escalations/{escalation_id}/resolve",
+                     "/escalations/{escalation_id}/reject", "/logout", "/login"}
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "anon")
+    checked = 0
+    for cookie in (None, "forged-session-value"):
+        c = console.client()
+        if cookie:
+            c.cookies.set("keel_session", cookie)
+        for route in routes:
+            for method in route.methods:
+                if (method, route.path) in PUBLIC or route.path.startswith("/api/"):
+                    continue  # the API's own test covers /api/v1
+                path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), route.path)
+                r = await c.request(method, path, data={"csrf": "x"})
+                checked += 1
+                if method == "GET":
+                    assert r.status_code == 303, (method, path, r.status_code)
+                    assert r.headers["location"].startswith("/login?next="), path
+                    assert "o-1" not in r.text
+                else:
+                    assert r.status_code == 401, (method, path, r.status_code)
+    assert checked >= 2 * 13
+    [req] = await console.app.approvals.list()
+    assert req.status == "pending"  # nothing was decided by any of those posts
+
+
+# -- sign-in, sessions and CSRF ------------------------------------------------------------
+
+
+async def test_sign_in_sets_a_secure_http_only_strict_cookie(store_url: str) -> None:
+    app = keel.App(store_url)
+    token = await add_user(app.store, "rita", "reviewer", ["payments"])
+    transport = httpx.ASGITransport(app=create_app(app))  # secure cookies by default
+    async with httpx.AsyncClient(transport=transport, base_url="https://keel.test") as c:
+        form = await c.get("/login")
+        assert form.status_code == 200 and 'id="login-form"' in form.text
+        r = await c.post("/login", data={"csrf": csrf_of(form.text), "token": token})
+        assert r.status_code == 303 and r.headers["location"] == "/inbox"
+        cookie = next(v for k, v in r.headers.multi_items()
+                      if k == "set-cookie" and v.startswith("keel_session="))
+        lowered = cookie.lower()
+        assert "httponly" in lowered and "secure" in lowered and "samesite=strict" in lowered
+        raw = cookie.split(";", 1)[0].split("=", 1)[1]
+        inbox = await c.get("/inbox")
+        assert inbox.status_code == 200 and "rita (reviewer)" in inbox.text
+        assert "Content-Security-Policy" in inbox.headers
+        assert "script-src 'self'" in inbox.headers["Content-Security-Policy"]
+    # only the cookie's hash is stored
+    db = Path(store_url.removeprefix("sqlite:///"))
+    assert raw.encode() not in db.read_bytes()
+    await app.close()
+
+
+async def test_a_wrong_token_is_refused_and_repeated_failures_are_rate_limited(
+    console: Console,
+) -> None:
+    c = console.client(ip="10.9.9.9")
+    for _ in range(5):
+        form = await c.get("/login")
+        r = await c.post("/login", data={"csrf": csrf_of(form.text), "token": "keel_nope"})
+        assert r.status_code == 401 and 'id="login-error"' in r.text
+        assert "keel_session" not in r.headers.get("set-cookie", "")
+    form = await c.get("/login")
+    r = await c.post("/login", data={"csrf": csrf_of(form.text), "token": console.tokens["rita"]})
+    assert r.status_code == 429 and "Too many failed sign-ins" in r.text
+    assert int(r.headers["Retry-After"]) > 0
+    # another address is not affected
+    assert (await console.login("rita")).cookies.get("keel_session")
+
+
+async def test_the_login_form_needs_its_own_csrf_token(console: Console) -> None:
+    c = console.client()
+    await c.get("/login")
+    r = await c.post("/login", data={"csrf": "guessed", "token": console.tokens["rita"]})
+    assert r.status_code == 403 and "keel_session" not in r.headers.get("set-cookie", "")
+
+
+async def test_sign_in_only_redirects_to_this_site(console: Console) -> None:
+    for target, expected in [("/runs?status=FAILED", "/runs?status=FAILED"),
+                             ("//evil.example/x", "/inbox"),
+                             ("https://evil.example/", "/inbox"),
+                             ("/\\evil.example", "/inbox")]:
+        c = console.client()
+        form = await c.get("/login", params={"next": target})
+        r = await c.post("/login", data={"csrf": csrf_of(form.text),
+                                         "token": console.tokens["vera"], "next": target})
+        assert r.headers["location"] == expected, target
+
+
+async def test_sign_out_ends_the_session_on_the_server(console: Console) -> None:
+    c = await console.login("rita")
+    stolen = c.cookies.get("keel_session")
+    r = await post(c, "/logout", {})
+    assert r.status_code == 303 and r.headers["location"] == "/login"
+    replay = console.client()
+    replay.cookies.set("keel_session", stolen or "")
+    assert (await replay.get("/inbox")).status_code == 303
+
+
+async def test_removing_a_user_ends_their_sessions(console: Console) -> None:
+    c = await console.login("otto")
+    assert (await c.get("/inbox")).status_code == 200
+    await console.app.store.remove_user("otto")
+    assert (await c.get("/inbox")).status_code == 303
+
+
+async def test_forms_without_the_right_csrf_token_change_nothing(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "csrf")
+    rita, ada = await console.login("rita"), await console.login("ada")
+    url = page_url(rid)
+    other = csrf_of((await ada.get(url)).text)  # a valid token, but of another session
+    for data, headers in [
+        ({}, {}),
+        ({"csrf": "forged"}, {}),
+        ({"csrf": other}, {}),
+        ({"csrf": csrf_of((await rita.get(url)).text)}, {"Origin": "https://evil.example"}),
+    ]:
+        r = await rita.post(url + "/approve", data={**data, "arg.order": "o-1",
+                                                    "arg.amount": "40"}, headers=headers)
+        assert r.status_code == 403 and "CSRF check failed" in r.text
+    assert (await console.app.approvals.get(rid)).status == "pending"
+
+
+# -- the inbox ------------------------------------------------------------------------------
+
+
+async def test_the_inbox_groups_pending_requests_by_queue_with_age_and_deadline(
+    console: Console,
+) -> None:
+    r1 = await console.waiting("pay", {"order": "o-1", "amount": 40}, "in-1")
+    esc = await console.waiting("lookup", {"account_id": "a-9"}, "in-2")
+    c = await console.login("rita")
+    page = (await c.get("/inbox")).text
+    assert 'data-queue="payments"' in page and 'data-queue="accounts"' in page
+    assert f'data-id="{r1}"' in page and f'data-id="{esc}"' in page
+    assert "moves money" in page and "503 from the accounts service" in page
+    assert "no deadline" in page and "ago" in page
+    assert f'href="{page_url(r1)}"' in page
+    fragment = await c.get("/inbox/items")
+    assert fragment.headers["X-Keel-Count"] == "2" and "<html" not in fragment.text
+    assert (await c.get("/", follow_redirects=False)).headers["location"] == "/inbox"
+
+
+async def test_the_inbox_fragment_shows_new_requests(console: Console) -> None:
+    c = await console.login("vera")
+    assert 'id="inbox-empty"' in (await c.get("/inbox/items")).text
+    rid = await console.waiting("pay", {"order": "o-2", "amount": 10}, "live")
+    fresh = await c.get("/inbox/items")
+    assert f'data-id="{rid}"' in fresh.text and fresh.headers["X-Keel-Count"] == "1"
+
+
+# -- deciding approvals -----------------------------------------------------------------------
+
+
+async def test_the_decision_page_shows_why_then_action_then_request_then_context(
+    console: Console,
+) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "order")
+    html = (await (await console.login("rita")).get(page_url(rid))).text
+    positions = [html.index(f'<section id="{s}"') for s in ("why", "action", "incoming",
+                                                            "context")]
+    assert positions == sorted(positions)
+    assert 'id="arg-order"' in html and 'value="o-1"' in html
+    assert re.search(r'type="number" id="arg-amount" name="arg.amount" value="40"', html)
+    assert re.search(r'type="checkbox" id="arg-express"', html)
+    assert 'id="approve"' in html and 'id="reject-form"' in html and 'id="shortcuts"' in html
+
+
+async def test_an_invalid_edit_shows_the_error_by_the_field_and_keeps_what_was_typed(
+    console: Console,
+) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "bad-edit")
+    c = await console.login("rita")
+    r = await post(c, page_url(rid) + "/approve",
+                   {"arg.order": "o-1-edited", "arg.amount": "9999", "note": "typed"})
+    assert r.status_code == 422
+    assert "500" in text_of(r.text, "err-amount")
+    assert 'value="o-1-edited"' in r.text and 'value="9999"' in r.text and ">typed<" in r.text
+    r = await post(c, page_url(rid) + "/approve", {"arg.order": "o-1", "arg.amount": "many"})
+    assert r.status_code == 422 and text_of(r.text, "err-amount") == "enter a whole number"
+    assert (await console.app.approvals.get(rid)).status == "pending"
+    assert (await console.app.get_run("bad-edit")).status is keel.RunStatus.WAITING
+
+
+async def test_edit_then_approve_resumes_the_run_with_the_edited_arguments(
+    console: Console,
+) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "edit")
+    c = await console.login("rita")
+    r = await post(c, page_url(rid) + "/approve",
+                   {"arg.order": "o-1", "arg.amount": "25", "arg.express": "true",
+                    "note": "partial"})
+    assert r.status_code == 303 and r.headers["location"] == page_url(rid)
+    done = await console.app.approvals.get(rid)
+    assert done.status == "edited" and done.decided_by == "rita"
+    assert done.decision and done.decision["original"]["amount"] == 40
+    page = (await c.get(page_url(rid))).text
+    assert 'id="decided"' in page and "edited" in page and ">rita<" in page
+    assert 'id="approve"' not in page and 'id="reject-form"' not in page
+    assert 'class="changed"' in page  # the diff marks the edited arguments
+    final = await _completed(console.app, "edit")
+    assert final.result == "refunded 25 on o-1 (express)"
+
+
+async def test_approving_unchanged_fields_is_a_plain_approval(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "plain")
+    c = await console.login("ada")
+    r = await post(c, page_url(rid) + "/approve", {"arg.order": "o-1", "arg.amount": "40"})
+    assert r.status_code == 303
+    assert (await console.app.approvals.get(rid)).status == "approved"
+    assert (await _completed(console.app, "plain")).result == "refunded 40 on o-1"
+
+
+async def test_reject_needs_a_reason_and_records_it(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "rej")
+    c = await console.login("rita")
+    r = await post(c, page_url(rid) + "/reject", {"reason": "   "})
+    assert r.status_code == 422 and "needs a reason" in text_of(r.text, "err-reason")
+    assert (await console.app.approvals.get(rid)).status == "pending"
+    r = await post(c, page_url(rid) + "/reject", {"reason": "duplicate of o-0"})
+    assert r.status_code == 303
+    assert (await _completed(console.app, "rej")).result == "sorry: duplicate of o-0"
+    page = (await c.get(page_url(rid))).text
+    assert "rejected" in page and "duplicate of o-0" in page and ">rita<" in page
+    decided = (await c.get("/decided")).text
+    assert f'data-id="{rid}"' in decided and 'class="decided-by">rita<' in decided
+
+
+async def test_a_second_decision_is_refused_and_shows_who_decided(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "twice")
+    rita, ada = await console.login("rita"), await console.login("ada")
+    stale_csrf = csrf_of((await ada.get(page_url(rid))).text)
+    await post(rita, page_url(rid) + "/approve", {"arg.order": "o-1", "arg.amount": "40"})
+    r = await ada.post(page_url(rid) + "/reject", data={"csrf": stale_csrf, "reason": "no"})
+    assert r.status_code == 409 and 'id="decided"' in r.text and ">rita<" in r.text
+    assert (await console.app.approvals.get(rid)).status == "approved"
+    live = (await ada.get(page_url(rid) + "/live")).json()
+    assert live["status"] == "approved" and live["decided_by"] == "rita"
+
+
+async def test_viewers_and_reviewers_of_other_queues_cannot_decide(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "ro")
+    for user in ("vera", "otto"):
+        c = await console.login(user)
+        page = (await c.get(page_url(rid))).text
+        assert 'id="read-only"' in page
+        assert 'id="approve"' not in page and 'id="reject-form"' not in page
+        for action, data in [("approve", {"arg.order": "o-1", "arg.amount": "40"}),
+                             ("reject", {"reason": "no"})]:
+            r = await c.post(page_url(rid) + f"/{action}",
+                             data={"csrf": csrf_of(page), **data})
+            assert r.status_code == 403, (user, action)
+    assert (await console.app.approvals.get(rid)).status == "pending"
+
+
+async def test_stored_markup_renders_as_text(console: Console) -> None:
+    rid = await console.waiting("announce", {"text": XSS}, "xss")
+    c = await console.login("rita")
+    for path in (page_url(rid), "/inbox", "/inbox/items"):
+        html = (await c.get(path)).text
+        assert "<script>window.__xss" not in html and "onerror=\"window" not in html, path
+        assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html, path
+    # inline scripts would not run anyway: the policy allows only the console's own file
+    assert "'unsafe-inline'" not in (await c.get("/inbox")).headers[
+        "Content-Security-Policy"].split("script-src", 1)[1].split(";", 1)[0]
+    r = await post(c, page_url(rid) + "/approve", {})
+    assert r.status_code == 303 and (await _completed(console.app, "xss")).result == "posted"
+
+
+# -- low confidence and escalations -----------------------------------------------------------
+
+
+async def test_a_low_confidence_output_is_confirmed_or_corrected(console: Console) -> None:
+    rid = await console.waiting("classify", {"text": "hm"}, "low")
+    c = await console.login("rita")
+    page = (await c.get(page_url(rid))).text
+    assert "Confidence" in page and 'id="output"' in page and 'id="correct"' in page
+    r = await post(c, page_url(rid) + "/correct", {"output": "{not json"})
+    assert r.status_code == 422 and "not valid JSON" in text_of(r.text, "err-output")
+    r = await post(c, page_url(rid) + "/correct",
+                   {"output": json.dumps({"category": "weather", "priority": 1})})
+    assert r.status_code == 422 and "category" in text_of(r.text, "err-output")
+    r = await post(c, page_url(rid) + "/correct",
+                   {"output": json.dumps({"category": "billing", "priority": 1})})
+    assert r.status_code == 303
+    assert (await _completed(console.app, "low")).result == {"category": "billing",
+                                                             "priority": 1}
+
+
+async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_result(
+    console: Console,
+) -> None:
+    eid = await console.waiting("lookup", {"account_id": "a-9"}, "esc")
+    c = await console.login("rita")
+    html = (await c.get(page_url(eid, "escalations"))).text
+    positions = [html.index(f'<section id="{s}"') for s in ("why", "action", "incoming",
+                                                            "context", "errors")]
+    assert positions == sorted(positions)
+    assert "503 from the accounts service" in text_of(html, "errors").replace("\n", " ") or (
+        "503 from the accounts service" in html)
+    url = page_url(eid, "escalations")
+    r = await post(c, url + "/resolve", {"result": "{oops"})
+    assert r.status_code == 422 and "not valid JSON" in text_of(r.text, "err-result")
+    r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9"})})
+    assert r.status_code == 422 and "tier" in text_of(r.text, "err-result")
+    r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9", "tier": "gold"})})
+    assert r.status_code == 303
+    assert (await _completed(console.app, "esc")).result == "a-9:gold"
+    assert 'id="decided"' in (await c.get(url)).text
+
+
+async def test_unknown_ids_get_a_404_page(console: Console) -> None:
+    c = await console.login("vera")
+    for path in ("/approvals/nope", "/escalations/nope"):
+        r = await c.get(path)
+        assert r.status_code == 404 and 'id="error-message"' in r.text and "<html" in r.text
