@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test lint bench clean install screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: $(TEST_STAMP)
 	bash scripts/services.sh
 	$(MAKE) lint
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Console screenshots (inbox, decision page, waterfall) from the browser tests.
+screenshots: $(TEST_STAMP)
+	KEEL_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/test_console_browser.py
 
 bench: $(STAMP)
 	$(PY) bench/engine.py

@@ -5,6 +5,9 @@ set -euo pipefail
 
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Browser tests (tests/test_console_browser.py) drive Debian's Chromium at this exact path
+# through the venv's Playwright. Never `playwright install`: nothing here downloads a browser.
+[[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
