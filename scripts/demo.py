@@ -2,7 +2,8 @@
 
 Everything goes through the real `keel` command so the demo shows what a user
 types: a 50-document fan-out, a support ticket that waits for a human, a worker
-SIGKILLed in the middle of a fan-out and resumed, and what is still pending.
+SIGKILLed in the middle of a fan-out and resumed, a refund decided through the review
+console's server, and what is still pending.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +159,88 @@ def crash_recovery() -> None:
           f"{len(after) - len(before)} ran after the restart, {len(rerun)} finished ones re-ran")
 
 
+def console() -> None:
+    banner("5. The review console: `keel serve` (web pages at / and a JSON API at /api/v1)")
+    keel("users", "add", "val", "--role", "viewer")
+    token = keel("users", "add", "dana", "--role", "reviewer", "--groups", "payments").stdout
+    token = token.strip().splitlines()[-1]
+    keel("run", "examples/refunds.py:refund", "--id", "refund-2",
+         "--input", json.dumps({"charge_id": "ch_1042", "reason": "charged in error"}))
+    port = _free_port()
+    print(f"\033[2m$ keel serve examples/refunds.py --port {port} &\033[0m", flush=True)
+    server = subprocess.Popen([*KEEL, "serve", "examples/refunds.py", "--port", str(port)],
+                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        login = _http(base + "/login", wait=True)
+        print(f"GET /login -> 200 sign-in form ({len(login)} bytes); "
+              f"anonymous GET /inbox -> {_status(base + '/inbox')} (sent to sign in)")
+        inbox = json.loads(_http(base + "/api/v1/approvals?queue=payments", token))
+        [req] = [r for q in inbox["queues"].values() for r in q if r["run_id"] == "refund-2"]
+        print(f"dana's inbox: {req['tool']} {json.dumps(req['args'])} — {req['reason']}")
+        path = "/api/v1/approvals/" + urllib.parse.quote(req["id"], safe="")
+        body = {"args": {**req["args"], "amount": "sixty"}}
+        print(f"an edit that does not fit the tool's signature is refused, nothing decided: "
+              f"HTTP {_status(base + path + '/edit', token, body)}")
+        body = {"args": {**req["args"], "amount": 60.0}, "note": "refund the disputed part"}
+        decided = json.loads(_http(base + path + "/edit", token, body))
+        change = decided["decision"]
+        print(f"edited then approved by {decided['decided_by']}: amount "
+              f"{change['original']['amount']} -> {change['args']['amount']}")
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    keel("run", "examples/refunds.py:refund", "--id", "refund-2")
+    print("open the console yourself: keel serve examples/refunds.py, then http://127.0.0.1:8080/"
+          " and sign in with a token from `keel users add` (screenshots: docs/screenshots/)")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _request(url: str, token: str = "", body: Any = None) -> urllib.request.Request:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    return urllib.request.Request(url, data=data, headers=headers)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+def _status(url: str, token: str = "", body: Any = None) -> int:
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(_request(url, token, body), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _http(url: str, token: str = "", body: Any = None, wait: bool = False) -> str:
+    deadline = time.time() + (20 if wait else 0)
+    while True:
+        try:
+            with urllib.request.urlopen(_request(url, token, body), timeout=10) as r:
+                return str(r.read().decode())
+        except urllib.error.URLError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def pending() -> None:
-    banner("5. Still waiting for a reviewer, and what the models cost")
+    banner("6. Still waiting for a reviewer, and what the models cost")
     keel("runs", "--status", "WAITING")
     keel("escalations", "list", "--status", "all")
     keel("approvals", "list", "--status", "all")
@@ -173,6 +257,7 @@ def main() -> None:
     approval()
     refunds()
     crash_recovery()
+    console()
     pending()
 
 
