@@ -102,8 +102,9 @@ class Web:
         session = await self.viewer(request)
         origin = request.headers.get("origin")
         if origin and origin != "null":
-            host = request.headers.get("host", "")
-            if urlsplit(origin).netloc != host:
+            # Behind a proxy the public host may arrive as X-Forwarded-Host.
+            hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host")}
+            if urlsplit(origin).netloc not in hosts:
                 raise Refused(403, "CSRF check failed: the form came from another site")
         raw = await request.form()
         form = {k: v for k, v in raw.items() if isinstance(v, str)}
