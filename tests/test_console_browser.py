@@ -469,7 +469,7 @@ def test_a_completed_run_shows_its_journal_and_waterfall(console: Console, conte
     waterfall = text(page, "#waterfall")
     for name in ("find_order", "refund", "console-model"):
         assert name in waterfall, name
-    shot(page, "waterfall.png", "#waterfall")
+    shot(page, "waterfall.png", "section:has(> #waterfall)")
 
 
 def test_a_sampled_run_gets_a_verdict(console: Console, context: Any) -> None:
