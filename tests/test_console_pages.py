@@ -351,10 +351,10 @@ async def test_an_invalid_edit_shows_the_error_by_the_field_and_keeps_what_was_t
     r = await post(c, page_url(rid) + "/approve",
                    {"arg.order": "o-1-edited", "arg.amount": "9999", "note": "typed"})
     assert r.status_code == 422
-    assert "500" in text_of(r.text, "err-amount")
+    assert "500" in text_of(r.text, "err-arg-amount")
     assert 'value="o-1-edited"' in r.text and 'value="9999"' in r.text and ">typed<" in r.text
     r = await post(c, page_url(rid) + "/approve", {"arg.order": "o-1", "arg.amount": "many"})
-    assert r.status_code == 422 and text_of(r.text, "err-amount") == "enter a whole number"
+    assert r.status_code == 422 and text_of(r.text, "err-arg-amount") == "enter a whole number"
     assert (await console.app.approvals.get(rid)).status == "pending"
     assert (await console.app.get_run("bad-edit")).status is keel.RunStatus.WAITING
 

@@ -29,6 +29,7 @@ class Field:
     error: str = ""
     attrs: dict[str, str] = field(default_factory=dict)  # step/minlength/maxlength
     proposed: bool = True  # the call passed it (else the field shows the default)
+    was_none: bool = False  # an empty box then means None, not ""
     default: Any = None
     _enum: list[Any] = field(default_factory=list)
 
@@ -110,6 +111,7 @@ def fields_for(schema: dict[str, Any], args: Mapping[str, Any]) -> list[Field]:
         f.hint = "; ".join(hints)
         f.proposed, f.default = name in args, sub.get("default")
         value = args.get(name, f.default)
+        f.was_none = value is None
         if f.kind == "checkbox":
             f.checked = bool(value)
         else:
@@ -131,17 +133,20 @@ def read_back(fields: list[Field], form: Mapping[str, str]) -> tuple[dict[str, A
             continue
         f.value = raw or ""
         text = f.value.strip()
-        if not text:
-            if f.nullable:
-                args[f.name] = None
-            elif f.required:
-                f.error, ok = "required", False
-            continue
-        try:
-            value = _convert(f, text)
-        except ValueError as exc:
-            f.error, ok = str(exc), False
-            continue
+        if not text and f.kind == "text" and not (f.nullable and f.was_none):
+            value: Any = f.value  # an empty string is a string
+        elif not text:
+            if not f.nullable:
+                if f.required:
+                    f.error, ok = "required", False
+                continue
+            value = None
+        else:
+            try:
+                value = _convert(f, text)
+            except ValueError as exc:
+                f.error, ok = str(exc), False
+                continue
         # A parameter the call left to its default stays out unless the reviewer changed it.
         if f.proposed or value != f.default:
             args[f.name] = value
