@@ -1,0 +1,156 @@
+"""Sampled reviews: the queue of completed runs picked for a person's verdict, and the
+verdict form (correct / incorrect, an optional JSON label, a note).
+
+Verdicts go through `app.reviews.verdict`, as the API's and the CLI's do, so the same
+reviewer checks and the same audit log apply. A label that is not JSON is shown next
+to its field with status 422 and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
+from keel.errors import ConfigError, InputError
+from keel.hitl.api import ReviewRequest
+from keel.server.sessions import Session
+from keel.server.web.context import Posted, Refused, Web
+from keel.server.web.format import url_id
+
+REVIEWS_LIMIT = 500
+STATUSES = ("pending", "correct", "incorrect", "all")
+VERDICTS = ("correct", "incorrect")
+
+
+def _preview(value: Any, width: int = 90) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def add_routes(web: Web, router: FastAPI) -> None:
+    """Register this module's pages on the console's app."""
+    app = web.app
+
+    async def sample(review_id: str) -> ReviewRequest:
+        req: ReviewRequest = await app.reviews.get(review_id)
+        if req.kind != "sample":
+            raise Refused(404, f"{review_id} is a {req.kind} request, not a sampled review")
+        return req
+
+    @router.get("/reviews", response_class=HTMLResponse)
+    async def reviews_page(
+        request: Request,
+        status: str = "pending",
+        workflow: str = "",
+        s: Session = Depends(web.viewer),
+    ) -> Response:
+        chosen = status.strip().lower() or "pending"
+        error = None
+        found: list[ReviewRequest] = []
+        if chosen not in STATUSES:
+            error = f"status {status!r} is not one of {', '.join(STATUSES)}"
+        else:
+            found = await app.reviews.list(chosen, workflow.strip() or None, REVIEWS_LIMIT)
+            if chosen != "pending":  # decided ones: the latest first
+                found.sort(key=lambda r: (r.decided_at or r.created_at), reverse=True)
+        items = [
+            {
+                "id": r.id,
+                "href": f"/reviews/{url_id(r.id)}",
+                "run_id": r.run_id,
+                "workflow": r.workflow,
+                "queue": r.queue,
+                "status": r.status,
+                "created_at": r.created_at,
+                "decided_by": r.decided_by,
+                "input": _preview(r.request.get("input")),
+                "result": _preview(r.request.get("result")),
+                "can_decide": r.status == "pending" and web.may_decide(s.user, r.queue),
+            }
+            for r in found
+        ]
+        return web.page(
+            request,
+            "reviews.html",
+            status=422 if error else 200,
+            items=items,
+            f={"status": chosen, "workflow": workflow},
+            statuses=STATUSES,
+            error=error,
+            limit=REVIEWS_LIMIT,
+        )
+
+    async def show(
+        request: Request, session: Session, req: ReviewRequest, status: int = 200, **values: Any
+    ) -> Response:
+        values.setdefault("label_text", "")
+        values.setdefault("note", "")
+        run = await app.store.get_run(req.run_id)
+        return web.page(
+            request,
+            "review.html",
+            status=status,
+            req=req,
+            run=run,
+            can_decide=web.may_decide(session.user, req.queue),
+            audit=await app.reviews.audit(req.id),
+            **values,
+        )
+
+    @router.get("/reviews/{review_id:path}", response_class=HTMLResponse)
+    async def review_page(
+        request: Request, review_id: str, s: Session = Depends(web.viewer)
+    ) -> Response:
+        return await show(request, s, await sample(review_id))
+
+    @router.post("/reviews/{review_id:path}/verdict", response_class=HTMLResponse)
+    async def verdict(
+        request: Request, review_id: str, posted: Posted = Depends(web.posted)
+    ) -> Response:
+        req = await sample(review_id)
+        web.require_decider(posted.user, req.queue)
+        label_text = posted.form.get("label", "")
+        kept = {"label_text": label_text, "note": posted.form.get("note", "")}
+        if req.status != "pending":
+            return await show(
+                request, posted.session, req, 409,
+                form_error=f"already {req.status} by {req.decided_by or 'someone'}; "
+                "a verdict is final",
+            )
+        choice = posted.text("verdict").lower()
+        if choice not in VERDICTS:
+            return await show(
+                request, posted.session, req, 422,
+                form_error="Choose “Correct” or “Incorrect”.", **kept,
+            )
+        label = None
+        if label_text.strip():
+            try:
+                label = json.loads(label_text)
+            except json.JSONDecodeError as exc:
+                return await show(
+                    request, posted.session, req, 422,
+                    label_error=f"not valid JSON: {exc.msg} (line {exc.lineno}, "
+                    f"column {exc.colno})",
+                    **kept,
+                )
+        try:
+            await app.reviews.verdict(
+                req.id,
+                choice == "correct",
+                by=posted.user.name,
+                label=label,
+                note=posted.text("note") or None,
+            )
+        except InputError as exc:
+            return await show(request, posted.session, req, 422, form_error=exc.message, **kept)
+        except ConfigError as exc:
+            fresh = await sample(req.id)
+            return await show(
+                request, posted.session, fresh, 409 if fresh.status != "pending" else 403,
+                form_error=exc.message,
+            )
+        return web.back(f"/reviews/{url_id(req.id)}")
