@@ -39,6 +39,7 @@ DONE = ("SUCCEEDED",)
 USERS = {  # name -> (role, groups)
     "rita": ("reviewer", ["payments", "support", "qa"]),
     "vera": ("viewer", []),
+    "ada": ("admin", []),
 }
 VIEWPORT = {"width": 1280, "height": 900}
 
@@ -367,7 +368,9 @@ def test_approving_the_untouched_form_is_a_plain_approval(console: Console, cont
     page.goto(approval_path(req.id))
     expect(page.locator("#arg-reason")).to_have_value("")
     expect(page.locator("#approve")).to_have_text("Approve")
-    submit(page, "#approve")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    with page.expect_navigation():
+        page.keyboard.press("a")  # the approve shortcut
     expect(page.locator("#decided")).to_contain_text(re.compile(r"approved by rita", re.I))
     done = console.review(req.id)
     assert done.status == "approved", f"recorded as {done.status}: {done.decision}"
@@ -403,6 +406,16 @@ def test_inbox_updates_live_without_disturbing_a_reviewer(console: Console, cont
     expect(page.locator("#arg-order")).to_have_value("o-typed")
     expect(page.locator("#arg-order")).to_be_focused()
     expect(page.locator("#approve")).to_have_text("Approve with edits")
+    expect(page.locator("#queue-live")).not_to_have_text("1")  # the queue count is live too
+
+    # Someone else decides it meanwhile: the page says so, keeps the typing, disables buttons.
+    status, _ = console.api("POST", f"/approvals/{first.id}/approve", console.tokens["ada"], {})
+    assert status == 200
+    expect(page.locator("#stale")).to_be_visible(timeout=10_000)
+    expect(page.locator("#stale")).to_contain_text("approved by ada")
+    expect(page.locator("#approve")).to_be_disabled()
+    expect(page.locator("#note")).to_have_value("half-written note")
+    assert page.evaluate("() => window.__sameDocument") is True
 
 
 def test_anonymous_requests_end_on_the_login_page(console: Console, context: Any) -> None:
