@@ -22,6 +22,7 @@ from keel.llm import Gateway, Reply, ScriptedModel
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web import PUBLIC
+from tests.services.pages import csrf_of, element
 
 SETTLE = 10.0
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -37,16 +38,6 @@ class Label(BaseModel):
     priority: int
 
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, "page has no CSRF field"
-    return found.group(1)
-
-
-def text_of(html: str, element_id: str) -> str:
-    found = re.search(rf'id="{element_id}"[^>]*>(.*?)</', html, re.S)
-    assert found, f"no #{element_id} in page"
-    return found.group(1).strip()
 
 
 def page_url(review_id: str, kind: str = "approvals") -> str:
@@ -351,10 +342,10 @@ async def test_an_invalid_edit_shows_the_error_by_the_field_and_keeps_what_was_t
     r = await post(c, page_url(rid) + "/approve",
                    {"arg.order": "o-1-edited", "arg.amount": "9999", "note": "typed"})
     assert r.status_code == 422
-    assert "500" in text_of(r.text, "err-arg-amount")
+    assert "500" in element(r.text, "err-arg-amount")
     assert 'value="o-1-edited"' in r.text and 'value="9999"' in r.text and ">typed<" in r.text
     r = await post(c, page_url(rid) + "/approve", {"arg.order": "o-1", "arg.amount": "many"})
-    assert r.status_code == 422 and text_of(r.text, "err-arg-amount") == "enter a whole number"
+    assert r.status_code == 422 and element(r.text, "err-arg-amount") == "enter a whole number"
     assert (await console.app.approvals.get(rid)).status == "pending"
     assert (await console.app.get_run("bad-edit")).status is keel.RunStatus.WAITING
 
@@ -392,7 +383,7 @@ async def test_reject_needs_a_reason_and_records_it(console: Console) -> None:
     rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "rej")
     c = await console.login("rita")
     r = await post(c, page_url(rid) + "/reject", {"reason": "   "})
-    assert r.status_code == 422 and "needs a reason" in text_of(r.text, "err-reason")
+    assert r.status_code == 422 and "needs a reason" in element(r.text, "err-reason")
     assert (await console.app.approvals.get(rid)).status == "pending"
     r = await post(c, page_url(rid) + "/reject", {"reason": "duplicate of o-0"})
     assert r.status_code == 303
@@ -453,10 +444,10 @@ async def test_a_low_confidence_output_is_confirmed_or_corrected(console: Consol
     page = (await c.get(page_url(rid))).text
     assert "Confidence" in page and 'id="output"' in page and 'id="correct"' in page
     r = await post(c, page_url(rid) + "/correct", {"output": "{not json"})
-    assert r.status_code == 422 and "not valid JSON" in text_of(r.text, "err-output")
+    assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-output")
     r = await post(c, page_url(rid) + "/correct",
                    {"output": json.dumps({"category": "weather", "priority": 1})})
-    assert r.status_code == 422 and "category" in text_of(r.text, "err-output")
+    assert r.status_code == 422 and "category" in element(r.text, "err-output")
     r = await post(c, page_url(rid) + "/correct",
                    {"output": json.dumps({"category": "billing", "priority": 1})})
     assert r.status_code == 303
@@ -473,13 +464,13 @@ async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_resu
     positions = [html.index(f'<section id="{s}"') for s in ("why", "action", "incoming",
                                                             "context", "errors")]
     assert positions == sorted(positions)
-    assert "503 from the accounts service" in text_of(html, "errors").replace("\n", " ") or (
+    assert "503 from the accounts service" in element(html, "errors").replace("\n", " ") or (
         "503 from the accounts service" in html)
     url = page_url(eid, "escalations")
     r = await post(c, url + "/resolve", {"result": "{oops"})
-    assert r.status_code == 422 and "not valid JSON" in text_of(r.text, "err-result")
+    assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-result")
     r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9"})})
-    assert r.status_code == 422 and "tier" in text_of(r.text, "err-result")
+    assert r.status_code == 422 and "tier" in element(r.text, "err-result")
     r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9", "tier": "gold"})})
     assert r.status_code == 303
     assert (await _completed(console.app, "esc")).result == "a-9:gold"

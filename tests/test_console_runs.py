@@ -27,6 +27,7 @@ from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web.runs import fold_states, guess_kind, journal_tree
 from keel.server.web.waterfall import layout, money
+from tests.services.pages import csrf_of, element
 
 SETTLE = 10.0
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -38,17 +39,6 @@ class Tally(BaseModel):
     last: str = ""
 
 
-def csrf_of(page: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert found, "page has no CSRF field"
-    return found.group(1)
-
-
-def element(page: str, element_id: str) -> str:
-    """The text inside the first tag with this id (up to its first closing tag)."""
-    found = re.search(rf'id="{element_id}"[^>]*>(.*?)</', page, re.S)
-    assert found, f"no #{element_id} in page"
-    return html.unescape(found.group(1)).strip()
 
 
 def state_after(page: str, key: str) -> Any:

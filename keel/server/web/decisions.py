@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -154,10 +155,14 @@ def add_routes(web: Web, router: FastAPI) -> None:
         web.require_decider(posted.user, req.queue)
         return req
 
-    async def decided_or(
-        request: Request, posted: Posted, req: ReviewRequest, act: Any, **page: Any
+    async def decide(
+        request: Request, posted: Posted, req: ReviewRequest, act: Callable[[], Awaitable[Any]]
     ) -> Response:
-        """Run a decision; a concurrent decision by someone else shows as a 409 page."""
+        """Make a decision, then show it. Bad input (`InputError`) is the caller's to show;
+        a decision someone else made first shows as a 409 page with theirs."""
+        if req.status != "pending":
+            return await show(request, posted.session, req, 409,
+                              form_error=f"already {req.status} by {req.decided_by}")
         try:
             await act()
         except ConfigError as exc:
@@ -188,40 +193,27 @@ def add_routes(web: Web, router: FastAPI) -> None:
     ) -> Response:
         req = await open_for(posted, review_id)
         note = posted.text("note") or None
-        if req.status != "pending":
-            return await show(request, posted.session, req, 409,
-                              form_error=f"already {req.status} by {req.decided_by}")
-        if req.kind == "low_confidence":
-            return await decided_or(
-                request, posted, req,
-                lambda: app.approvals.approve(req.id, by=posted.user.name, note=note),
-            )
-        fields = arg_fields(req)
+
+        async def as_proposed() -> Any:
+            return await app.approvals.approve(req.id, by=posted.user.name, note=note)
+
+        fields = arg_fields(req)  # none for outputs, inputs and free-form actions
         if not fields:
-            return await decided_or(
-                request, posted, req,
-                lambda: app.approvals.approve(req.id, by=posted.user.name, note=note),
-            )
+            return await decide(request, posted, req, as_proposed)
         args, ok = read_back(fields, posted.form)
-        if ok and args == req.args:
-            return await decided_or(
-                request, posted, req,
-                lambda: app.approvals.approve(req.id, by=posted.user.name, note=note),
-            )
-        if ok:
+        if not ok:
+            error = "Some values could not be read; see below."
+        elif args == req.args:
+            return await decide(request, posted, req, as_proposed)
+        else:
             try:
-                await app.approvals.edit(req.id, args, by=posted.user.name, note=note)
-                return web.back(f"/approvals/{url_id(req.id)}")
+                return await decide(
+                    request, posted, req,
+                    lambda: app.approvals.edit(req.id, args, by=posted.user.name, note=note),
+                )
             except InputError as exc:
                 left = place_problems(fields, list(exc.data.get("problems") or []))
                 error = "; ".join(left) if left else "Some values are not allowed; see below."
-            except ConfigError as exc:
-                fresh = await approval(req.id)
-                return await show(request, posted.session, fresh,
-                                  409 if fresh.status != "pending" else 403,
-                                  form_error=exc.message)
-        else:
-            error = "Some values could not be read; see below."
         return await show(request, posted.session, req, 422, fields=fields,
                           form_error=error, note=posted.form.get("note", ""))
 
@@ -239,15 +231,13 @@ def add_routes(web: Web, router: FastAPI) -> None:
                               output_error=f"not valid JSON: {exc.msg} (line {exc.lineno})",
                               note=posted.form.get("note", ""))
         try:
-            await app.approvals.correct(req.id, output, by=posted.user.name, note=note)
+            return await decide(
+                request, posted, req,
+                lambda: app.approvals.correct(req.id, output, by=posted.user.name, note=note),
+            )
         except InputError as exc:
             return await show(request, posted.session, req, 422, output_text=text,
                               output_error=exc.message, note=posted.form.get("note", ""))
-        except ConfigError as exc:
-            fresh = await approval(req.id)
-            return await show(request, posted.session, fresh,
-                              409 if fresh.status != "pending" else 403, form_error=exc.message)
-        return web.back(f"/approvals/{url_id(req.id)}")
 
     @router.post("/approvals/{review_id}/reject", response_class=HTMLResponse)
     async def reject(
@@ -258,7 +248,7 @@ def add_routes(web: Web, router: FastAPI) -> None:
         if not reason:
             return await show(request, posted.session, req, 422,
                               reason_error="A rejection needs a reason: the run's record says why.")
-        return await decided_or(
+        return await decide(
             request, posted, req,
             lambda: app.approvals.reject(req.id, reason, by=posted.user.name),
         )
@@ -284,6 +274,22 @@ def add_routes(web: Web, router: FastAPI) -> None:
             **values,
         )
 
+    async def settle(
+        request: Request, posted: Posted, esc: Escalation, act: Callable[[], Awaitable[Any]]
+    ) -> Response:
+        """Resolve or reject, then show it; like `decide`, for escalations."""
+        if esc.status != "open":
+            return await show_escalation(request, posted.session, esc, 409,
+                                         form_error=f"already {esc.status} by {esc.resolved_by}")
+        try:
+            await act()
+        except ConfigError as exc:
+            fresh = await app.escalations.get(esc.id)
+            code = 409 if fresh.status != "open" else 403
+            return await show_escalation(request, posted.session, fresh, code,
+                                         form_error=exc.message)
+        return web.back(f"/escalations/{url_id(esc.id)}")
+
     @router.get("/escalations/{escalation_id}", response_class=HTMLResponse)
     async def escalation_page(
         request: Request, escalation_id: str, s: Session = Depends(web.viewer)
@@ -307,18 +313,14 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 result_error=f"not valid JSON: {exc.msg} (line {exc.lineno})", **kept,
             )
         try:
-            await app.escalations.resolve(esc.id, result, by=posted.user.name, note=note)
+            return await settle(
+                request, posted, esc,
+                lambda: app.escalations.resolve(esc.id, result, by=posted.user.name, note=note),
+            )
         except InputError as exc:
             return await show_escalation(
                 request, posted.session, esc, 422, result_error=exc.message, **kept
             )
-        except ConfigError as exc:
-            fresh = await app.escalations.get(esc.id)
-            return await show_escalation(
-                request, posted.session, fresh, 409 if fresh.status != "open" else 403,
-                form_error=exc.message,
-            )
-        return web.back(f"/escalations/{url_id(esc.id)}")
 
     @router.post("/escalations/{escalation_id}/reject", response_class=HTMLResponse)
     async def reject_escalation(
@@ -332,13 +334,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 request, posted.session, esc, 422,
                 reason_error="A rejection needs a reason: the run's record says why.",
             )
-        try:
-            await app.escalations.reject(esc.id, reason, by=posted.user.name)
-        except ConfigError as exc:
-            fresh = await app.escalations.get(esc.id)
-            return await show_escalation(
-                request, posted.session, fresh, 409 if fresh.status != "open" else 403,
-                form_error=exc.message,
-            )
-        return web.back(f"/escalations/{url_id(esc.id)}")
+        return await settle(
+            request, posted, esc,
+            lambda: app.escalations.reject(esc.id, reason, by=posted.user.name),
+        )
 
