@@ -482,3 +482,18 @@ async def test_unknown_ids_get_a_404_page(console: Console) -> None:
     for path in ("/approvals/nope", "/escalations/nope"):
         r = await c.get(path)
         assert r.status_code == 404 and 'id="error-message"' in r.text and "<html" in r.text
+
+
+async def test_decided_lists_the_latest_decisions_first_with_who_and_when(
+    console: Console,
+) -> None:
+    first = await console.waiting("pay", {"order": "o-1", "amount": 40}, "d-1")
+    second = await console.waiting("pay", {"order": "o-2", "amount": 30}, "d-2")
+    pending = await console.waiting("pay", {"order": "o-3", "amount": 20}, "d-3")
+    await console.app.approvals.approve(second, by="rita")  # decided first
+    await console.app.approvals.reject(first, "wrong order", by="ada")
+    page = (await (await console.login("vera")).get("/decided")).text
+    assert page.index(f'data-id="{first}"') < page.index(f'data-id="{second}"')
+    assert f'data-id="{pending}"' not in page
+    assert 'class="decided-by">ada<' in page and 'class="decided-by">rita<' in page
+    assert "status-rejected" in page and "status-approved" in page

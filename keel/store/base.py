@@ -148,7 +148,12 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_escalations(
-        self, status: str | None = None, queue: str | None = None, limit: int = 100
+        self,
+        status: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        *,
+        run_id: str | None = None,
     ) -> list[Escalation]: ...
 
     @abc.abstractmethod
@@ -213,6 +218,9 @@ class Store(abc.ABC):
         queue: str | None = None,
         workflow: str | None = None,
         limit: int = 100,
+        *,
+        run_id: str | None = None,
+        latest_decided: bool = False,  # decided ones only, the latest decision first
     ) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod

@@ -33,7 +33,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 10
+_SCHEMA_VERSION = 11
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -250,6 +250,12 @@ CREATE TABLE IF NOT EXISTS sessions (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at);
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user);
+""",
+    # The console finds a run's requests, and the latest decisions, without scanning.
+    11: """
+CREATE INDEX IF NOT EXISTS reviews_by_run ON reviews(run_id);
+CREATE INDEX IF NOT EXISTS reviews_by_decision ON reviews(decided_at);
+CREATE INDEX IF NOT EXISTS escalations_by_run ON escalations(run_id);
 """,
 }
 
@@ -636,16 +642,19 @@ class SQLiteStore(Store):
             self._insert(db, writes)
 
     async def list_escalations(
-        self, status: str | None = None, queue: str | None = None, limit: int = 100
+        self,
+        status: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        *,
+        run_id: str | None = None,
     ) -> list[Escalation]:
         where: list[str] = []
         args: list[Any] = []
-        if status:
-            where.append("status=?")
-            args.append(status)
-        if queue:
-            where.append("queue=?")
-            args.append(queue)
+        for col, val in (("status", status), ("queue", queue), ("run_id", run_id)):
+            if val:
+                where.append(f"{col}=?")
+                args.append(val)
         sql = f"SELECT {_ESC_COLS} FROM escalations"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -1016,6 +1025,9 @@ class SQLiteStore(Store):
         queue: str | None = None,
         workflow: str | None = None,
         limit: int = 100,
+        *,
+        run_id: str | None = None,
+        latest_decided: bool = False,
     ) -> list[dict[str, Any]]:
         where: list[str] = []
         args: list[Any] = []
@@ -1024,14 +1036,18 @@ class SQLiteStore(Store):
             ("status", status),
             ("queue", queue),
             ("workflow", workflow),
+            ("run_id", run_id),
         ):
             if val is not None:
                 where.append(f"{col}=?")
                 args.append(val)
+        if latest_decided:
+            where.append("decided_at IS NOT NULL")
         sql = f"SELECT {self._REVIEW_COLS} FROM reviews"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created_at, id LIMIT ?"
+        order = "decided_at DESC, id" if latest_decided else "created_at, id"
+        sql += f" ORDER BY {order} LIMIT ?"
         return [self._review(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
 
     async def get_review(self, review_id: str) -> dict[str, Any] | None:

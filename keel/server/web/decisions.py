@@ -26,6 +26,7 @@ from keel.server.web.format import url_id
 from keel.types import Escalation
 
 _INBOX_LIMIT = 500
+_DECIDED_LIMIT = 200
 
 
 def _item(web: Web, user: User, req: ReviewRequest, now: float) -> dict[str, Any]:
@@ -97,13 +98,15 @@ def add_routes(web: Web, router: FastAPI) -> None:
 
     @router.get("/decided", response_class=HTMLResponse)
     async def decided(request: Request, s: Session = Depends(web.viewer)) -> Response:
-        found = [r for r in await app.approvals.list(None, "all", None, 1000)
-                 if r.status != "pending"]
+        rows = []
+        for kind in DECISION_KINDS:
+            rows += await app.store.list_reviews(kind, limit=_DECIDED_LIMIT, latest_decided=True)
+        found = [ReviewRequest.model_validate(r) for r in rows]
         found.sort(key=lambda r: r.decided_at or 0, reverse=True)
         items = [
             {**_item(web, s.user, r, time.time()), "status": r.status, "queue": r.queue,
              "decided_by": r.decided_by, "decided_at": r.decided_at}
-            for r in found[:200]
+            for r in found[:_DECIDED_LIMIT]
         ]
         return web.page(request, "decided.html", items=items)
 

@@ -258,9 +258,7 @@ async def requests_of(web: Web, run: RunInfo) -> list[dict[str, Any]]:
     """The requests for a person this run made: approvals, reviews, samples, escalations."""
     store = web.app.store
     out: list[dict[str, Any]] = []
-    for row in await store.list_reviews(None, None, None, run.workflow, _REQUESTS_LIMIT):
-        if row.get("run_id") != run.id:
-            continue
+    for row in await store.list_reviews(limit=_REQUESTS_LIMIT, run_id=run.id):
         kind = str(row.get("kind"))
         base = "/approvals/" if kind in DECISION_KINDS else "/reviews/"
         out.append(
@@ -275,9 +273,7 @@ async def requests_of(web: Web, run: RunInfo) -> list[dict[str, Any]]:
                 "href": base + url_id(str(row["id"])),
             }
         )
-    for esc in await store.list_escalations(None, None, _REQUESTS_LIMIT):
-        if esc.run_id != run.id:
-            continue
+    for esc in await store.list_escalations(None, None, _REQUESTS_LIMIT, run_id=run.id):
         out.append(
             {
                 "id": esc.id,
