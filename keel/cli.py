@@ -736,9 +736,13 @@ def serve(
     app = find_app(load_module(module)) if module else App()
     typer.echo(
         f"keel serve: the review console at http://{host}:{port}/ and the JSON API at"
-        f" /api/v1, over {app.store_url}",
+        f" /api/v1, over {app.store_url}; decided runs resume in `keel worker`",
         err=True,
     )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        # Session cookies are Secure: browsers send them back only over HTTPS (or localhost).
+        typer.echo("keel serve: reviewers on other machines need HTTPS in front of this "
+                   "(a TLS-terminating proxy); the session cookie is Secure", err=True)
     uvicorn.run(create_app(app), host=host, port=port, log_level="info")
 
 
