@@ -675,7 +675,8 @@ def users_add(
     from keel.server.auth import add_user
 
     queues = [g.strip() for g in (groups or "").split(",") if g.strip()]
-    token = _run(lambda: _with_app(lambda app: add_user(app.store, name, role, queues)))
+    by = f"cli:{_whoami()}"
+    token = _run(lambda: _with_app(lambda app: add_user(app.store, name, role, queues, by=by)))
     typer.echo(f"created {role} {name!r}; API token (shown once, store it now):", err=True)
     typer.echo(token)
 
@@ -685,7 +686,8 @@ def users_remove(name: str) -> None:
     """Delete a user: their API token and console sessions stop working at once."""
     from keel.server.auth import remove_user
 
-    _run(lambda: _with_app(lambda app: remove_user(app.store, name)))
+    by = f"cli:{_whoami()}"
+    _run(lambda: _with_app(lambda app: remove_user(app.store, name, by=by)))
     typer.echo(f"removed {name!r}; their token and sessions no longer work")
 
 
@@ -694,7 +696,8 @@ def users_rotate(name: str) -> None:
     """Give a user a new API token and print it (shown once); the old one stops working."""
     from keel.server.auth import rotate_token
 
-    token = _run(lambda: _with_app(lambda app: rotate_token(app.store, name)))
+    by = f"cli:{_whoami()}"
+    token = _run(lambda: _with_app(lambda app: rotate_token(app.store, name, by=by)))
     typer.echo(
         f"new API token for {name!r} (shown once, store it now; the old token and their"
         " sessions no longer work):",

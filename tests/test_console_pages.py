@@ -167,7 +167,8 @@ async def test_every_page_and_form_refuses_an_anonymous_request(console: Console
                      "/approvals/{review_id}/approve", "/approvals/{review_id}/reject",
                      "/approvals/{review_id}/correct", "/approvals/{review_id}/live",
                      "/escalations/{escalation_id}", "/escalations/{escalation_id}/resolve",
-                     "/escalations/{escalation_id}/reject", "/logout", "/login"}
+                     "/escalations/{escalation_id}/reject", "/logout", "/login",
+                     "/runs", "/reviews", "/users", "/users/{name}/rotate"}
     rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "anon")
     checked = 0
     for cookie in (None, "forged-session-value"):
@@ -497,3 +498,77 @@ async def test_decided_lists_the_latest_decisions_first_with_who_and_when(
     assert f'data-id="{pending}"' not in page
     assert 'class="decided-by">ada<' in page and 'class="decided-by">rita<' in page
     assert "status-rejected" in page and "status-approved" in page
+
+
+# -- users (admins) -------------------------------------------------------------------------
+
+
+async def test_admins_add_users_whose_token_is_shown_once_and_works(console: Console) -> None:
+    ada = await console.login("ada")
+    page = await ada.get("/users")
+    assert page.status_code == 200 and 'data-user="rita"' in page.text
+    assert 'id="nav-users"' in page.text
+    r = await post(ada, "/users", {"name": "nina", "role": "reviewer", "groups": "payments, qa"})
+    assert r.status_code == 201 and r.headers["cache-control"] == "no-store"
+    token = element(r.text, "token-value")
+    assert token.startswith("keel_")
+    assert token not in (await ada.get("/users")).text  # shown once
+    row = await console.app.store.get_user("nina")
+    assert row and row["groups"] == ["payments", "qa"] and token not in str(row)
+    console.tokens["nina"] = token
+    nina = await console.login("nina")
+    assert "nina (reviewer)" in (await nina.get("/inbox")).text
+    [added] = [a for a in await console.app.store.audit_log("nina") if a["action"] == "user_added"]
+    assert added["actor"] == "ada"
+
+
+async def test_adding_a_user_checks_the_form(console: Console) -> None:
+    ada = await console.login("ada")
+    r = await post(ada, "/users", {"name": "", "role": "reviewer"})
+    assert r.status_code == 422 and element(r.text, "err-name") == "a user needs a name"
+    r = await post(ada, "/users", {"name": "zed", "role": "owner"})
+    assert r.status_code == 422 and "viewer, reviewer, admin" in element(r.text, "err-role")
+    assert 'value="zed"' in r.text  # what was typed stays
+    r = await post(ada, "/users", {"name": "rita", "role": "viewer"})
+    assert r.status_code == 409 and "already exists" in element(r.text, "err-name")
+    assert (await console.app.store.get_user("rita"))["role"] == "reviewer"  # type: ignore[index]
+    assert await console.app.store.get_user("zed") is None
+
+
+async def test_rotating_a_token_ends_the_old_one_and_its_sessions(console: Console) -> None:
+    ada, rita = await console.login("ada"), await console.login("rita")
+    r = await post(ada, "/users/rita/rotate", {})
+    assert r.status_code == 200 and element(r.text, "token-value").startswith("keel_")
+    assert (await rita.get("/inbox")).status_code == 303  # her session ended
+    c = console.client()
+    form = await c.get("/login")
+    old = await c.post("/login", data={"csrf": csrf_of(form.text), "token": console.tokens["rita"]})
+    assert old.status_code == 401
+
+
+async def test_removing_a_user_needs_the_name_typed_and_never_oneself(console: Console) -> None:
+    ada = await console.login("ada")
+    r = await post(ada, "/users/otto/remove", {"confirm": "ot"})
+    assert r.status_code == 422 and "type the name" in r.text
+    assert await console.app.store.get_user("otto") is not None
+    r = await post(ada, "/users/otto/remove", {"confirm": "otto"})
+    assert r.status_code == 303 and await console.app.store.get_user("otto") is None
+    r = await post(ada, "/users/ada/remove", {"confirm": "ada"})
+    assert r.status_code == 409 and await console.app.store.get_user("ada") is not None
+    r = await post(ada, "/users/ghost/rotate", {})
+    assert r.status_code == 404
+
+
+async def test_only_admins_manage_users(console: Console) -> None:
+    for name in ("vera", "rita"):
+        c = await console.login(name)
+        page = await c.get("/users")
+        assert page.status_code == 403 and 'id="nav-users"' not in page.text
+        csrf = csrf_of((await c.get("/inbox")).text)
+        for path, data in [("/users", {"name": "x", "role": "admin"}),
+                           ("/users/otto/rotate", {}),
+                           ("/users/otto/remove", {"confirm": "otto"})]:
+            r = await c.post(path, data={"csrf": csrf, **data})
+            assert r.status_code == 403, (name, path)
+    assert await console.app.store.get_user("x") is None
+    assert await console.app.store.get_user("otto") is not None

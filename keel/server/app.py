@@ -416,7 +416,7 @@ def create_app(
         if await keel_app.store.get_user(body.name) is not None:
             raise HTTPException(409, f"user {body.name!r} already exists")
         try:
-            token = await add_user(keel_app.store, body.name, body.role, groups)
+            token = await add_user(keel_app.store, body.name, body.role, groups, by=user.name)
         except ConfigError as exc:
             code = 409 if "already exists" in exc.message else 422
             raise HTTPException(code, exc.message) from None
@@ -432,7 +432,7 @@ def create_app(
     async def delete_user(name: str, user: User = admin) -> Response:
         await known_user(name)
         try:
-            await remove_user(keel_app.store, name)
+            await remove_user(keel_app.store, name, by=user.name)
         except ConfigError:  # removed meanwhile
             raise HTTPException(404, f"no user {name!r}") from None
         return Response(status_code=204)
@@ -441,7 +441,7 @@ def create_app(
     async def new_user_token(name: str, user: User = admin) -> dict[str, Any]:
         row = await known_user(name)
         try:
-            token = await rotate_token(keel_app.store, name)
+            token = await rotate_token(keel_app.store, name, by=user.name)
         except ConfigError:
             raise HTTPException(404, f"no user {name!r}") from None
         return {"name": name, "role": row["role"], "groups": row["groups"], "token": token}

@@ -73,7 +73,12 @@ def _matches(secret: str, stored: str) -> bool:
 
 
 async def add_user(
-    store: Store, name: str, role: str, groups: list[str] | None = None, now: float | None = None
+    store: Store,
+    name: str,
+    role: str,
+    groups: list[str] | None = None,
+    now: float | None = None,
+    by: str = "cli",
 ) -> str:
     """Create a user and return their API token (the only time it is available)."""
     if role not in ROLES:
@@ -89,20 +94,21 @@ async def add_user(
             "token_hash": token_hash,
             "groups": [g for g in (groups or []) if g],
             "created_at": time.time() if now is None else now,
+            "by": by,
         }
     )
     return token
 
 
-async def remove_user(store: Store, name: str) -> None:
+async def remove_user(store: Store, name: str, by: str = "cli") -> None:
     """Delete a user; their token and every console session of theirs stop working."""
-    await store.remove_user(name)
+    await store.remove_user(name, by)
 
 
-async def rotate_token(store: Store, name: str) -> str:
+async def rotate_token(store: Store, name: str, by: str = "cli") -> str:
     """Give a user a new API token (returned, shown once); the old one and their sessions end."""
     token, token_id, token_hash = new_token()
-    await store.rotate_token(name, token_id, token_hash)
+    await store.rotate_token(name, token_id, token_hash, by)
     return token
 
 

@@ -255,7 +255,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def add_user(self, user: dict[str, Any]) -> None:
-        """Add a console user (name, role, token_id, token_hash, groups, created_at)."""
+        """Add a console user (name, role, token_id, token_hash, groups, created_at, by)."""
 
     @abc.abstractmethod
     async def get_user(self, name: str) -> dict[str, Any] | None: ...
@@ -267,11 +267,13 @@ class Store(abc.ABC):
     async def list_users(self) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
-    async def remove_user(self, name: str) -> None:
+    async def remove_user(self, name: str, by: str = "cli") -> None:
         """Delete a user and all their sessions at once (audited); unknown -> ConfigError."""
 
     @abc.abstractmethod
-    async def rotate_token(self, name: str, token_id: str, token_hash: str) -> None:
+    async def rotate_token(
+        self, name: str, token_id: str, token_hash: str, by: str = "cli"
+    ) -> None:
         """Replace a user's API token (the old one stops working) and end their sessions."""
 
     @abc.abstractmethod

@@ -1228,7 +1228,12 @@ class SQLiteStore(Store):
             if cur.rowcount != 1:
                 raise ConfigError(f"user {user['name']!r} already exists in {self.url}")
             self._audit(
-                db, "cli", "user_added", user["name"], {"role": user["role"]}, user["created_at"]
+                db,
+                user.get("by") or "cli",
+                "user_added",
+                user["name"],
+                {"role": user["role"], "groups": list(user.get("groups") or [])},
+                user["created_at"],
             )
 
     async def get_user(self, name: str) -> dict[str, Any] | None:
@@ -1247,7 +1252,7 @@ class SQLiteStore(Store):
         rows = self._db.execute(f"SELECT {self._USER_COLS} FROM users ORDER BY name").fetchall()
         return [self._user(r) for r in rows]
 
-    async def remove_user(self, name: str) -> None:
+    async def remove_user(self, name: str, by: str = "cli") -> None:
         """Delete a user and every session of theirs in one transaction."""
         now = time.time()
         with self._tx() as db:
@@ -1256,9 +1261,11 @@ class SQLiteStore(Store):
                 raise ConfigError(f"no user {name!r} in {self.url}; see: keel users list")
             db.execute("DELETE FROM users WHERE name=?", (name,))
             ended = db.execute("DELETE FROM sessions WHERE user=?", (name,)).rowcount
-            self._audit(db, "cli", "user_removed", name, {"role": row[0], "sessions": ended}, now)
+            self._audit(db, by, "user_removed", name, {"role": row[0], "sessions": ended}, now)
 
-    async def rotate_token(self, name: str, token_id: str, token_hash: str) -> None:
+    async def rotate_token(
+        self, name: str, token_id: str, token_hash: str, by: str = "cli"
+    ) -> None:
         """Replace a user's token (the old one stops working) and end their sessions."""
         now = time.time()
         with self._tx() as db:
@@ -1269,7 +1276,7 @@ class SQLiteStore(Store):
             if cur.rowcount != 1:
                 raise ConfigError(f"no user {name!r} in {self.url}; see: keel users list")
             ended = db.execute("DELETE FROM sessions WHERE user=?", (name,)).rowcount
-            self._audit(db, "cli", "token_rotated", name, {"sessions": ended}, now)
+            self._audit(db, by, "token_rotated", name, {"sessions": ended}, now)
 
     # -- console sessions -------------------------------------------------------
 

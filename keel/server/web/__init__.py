@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from keel.app import App
 from keel.server.auth import FailureLimiter
 from keel.server.sessions import Sessions
-from keel.server.web import decisions, login, reviews, runs
+from keel.server.web import decisions, login, reviews, runs, users
 from keel.server.web.context import LoginRequired, Refused, Web
 
 STATIC = Path(__file__).with_name("static")
@@ -55,6 +55,7 @@ def mount(
     decisions.add_routes(web, server)
     runs.add_routes(web, server)
     reviews.add_routes(web, server)
+    users.add_routes(web, server)
     server.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @server.get("/", include_in_schema=False)

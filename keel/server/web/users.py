@@ -1,0 +1,86 @@
+"""Admins manage console users: add one (its token shown once), rotate a token, remove one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+
+from keel.errors import ConfigError
+from keel.server.auth import ROLES, add_user, remove_user, rotate_token
+from keel.server.sessions import Session
+from keel.server.web.context import Posted, Refused, Web
+
+
+def _admin(session: Session) -> None:
+    if not session.user.at_least("admin"):
+        raise Refused(403, f"{session.user.name} is a {session.user.role}; users are for admins")
+
+
+def add_routes(web: Web, router: FastAPI) -> None:
+    """Register the users page on the console's app."""
+    store = web.app.store
+
+    async def show(request: Request, status: int = 200, **values: Any) -> Response:
+        values.setdefault("form", {"name": "", "role": "reviewer", "groups": ""})
+        values.setdefault("errors", {})
+        return web.page(
+            request, "users.html", status=status, users=await store.list_users(),
+            roles=ROLES, **values,
+        )
+
+    @router.get("/users", response_class=HTMLResponse)
+    async def users(request: Request, s: Session = Depends(web.viewer)) -> Response:
+        _admin(s)
+        return await show(request)
+
+    @router.post("/users", response_class=HTMLResponse)
+    async def create(request: Request, posted: Posted = Depends(web.posted)) -> Response:
+        _admin(posted.session)
+        form = {k: posted.text(k) for k in ("name", "role", "groups")}
+        errors: dict[str, str] = {}
+        if not form["name"]:
+            errors["name"] = "a user needs a name"
+        elif await store.get_user(form["name"]) is not None:
+            errors["name"] = f"{form['name']!r} already exists"
+        if form["role"] not in ROLES:
+            errors["role"] = f"choose one of {', '.join(ROLES)}"
+        if errors:
+            code = 409 if "already exists" in errors.get("name", "") else 422
+            return await show(request, code, form=form, errors=errors)
+        groups = [g.strip() for g in form["groups"].split(",") if g.strip()]
+        try:
+            token = await add_user(store, form["name"], form["role"], groups,
+                                   by=posted.user.name)
+        except ConfigError as exc:  # created meanwhile by someone else
+            return await show(request, 409, form=form, errors={"name": exc.message})
+        # The token is shown in this response only: no redirect, and never cached.
+        return await show(request, 201, created={"name": form["name"], "token": token})
+
+    @router.post("/users/{name}/rotate", response_class=HTMLResponse)
+    async def rotate(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
+        _admin(posted.session)
+        try:
+            token = await rotate_token(store, name, by=posted.user.name)
+        except ConfigError as exc:
+            raise Refused(404, exc.message) from None
+        if name == posted.user.name:
+            # Rotating ends every session of the user, this one included.
+            return web.page(request, "error.html", status=200, status_code=200,
+                            message=f"Your new token (shown once): {token} — sign in again.")
+        return await show(request, 200, created={"name": name, "token": token, "rotated": True})
+
+    @router.post("/users/{name}/remove", response_class=HTMLResponse)
+    async def remove(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
+        _admin(posted.session)
+        if name == posted.user.name:
+            raise Refused(409, "you cannot remove yourself here; another admin or "
+                               "`keel users remove` can")
+        if posted.text("confirm") != name:
+            return await show(request, 422, errors={f"remove:{name}": "type the name to confirm"})
+        try:
+            await remove_user(store, name, by=posted.user.name)
+        except ConfigError as exc:
+            raise Refused(404, exc.message) from None
+        return web.back("/users")
