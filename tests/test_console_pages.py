@@ -557,6 +557,9 @@ async def test_removing_a_user_needs_the_name_typed_and_never_oneself(console: C
     assert r.status_code == 409 and await console.app.store.get_user("ada") is not None
     r = await post(ada, "/users/ghost/rotate", {})
     assert r.status_code == 404
+    r = await post(ada, "/users/ada/rotate", {})
+    assert r.status_code == 200 and "sign in again" in r.text
+    assert (await ada.get("/users")).status_code == 303  # her own session ended too
 
 
 async def test_only_admins_manage_users(console: Console) -> None:

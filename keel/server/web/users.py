@@ -65,11 +65,10 @@ def add_routes(web: Web, router: FastAPI) -> None:
             token = await rotate_token(store, name, by=posted.user.name)
         except ConfigError as exc:
             raise Refused(404, exc.message) from None
-        if name == posted.user.name:
-            # Rotating ends every session of the user, this one included.
-            return web.page(request, "error.html", status=200, status_code=200,
-                            message=f"Your new token (shown once): {token} — sign in again.")
-        return await show(request, 200, created={"name": name, "token": token, "rotated": True})
+        # Rotating ends every session of the user: one's own too, so they sign in again.
+        created = {"name": name, "token": token, "rotated": True,
+                   "self": name == posted.user.name}
+        return await show(request, 200, created=created)
 
     @router.post("/users/{name}/remove", response_class=HTMLResponse)
     async def remove(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
