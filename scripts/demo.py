@@ -8,8 +8,10 @@ console's server, and what is still pending.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -173,27 +175,76 @@ def console() -> None:
                               stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        login = _http(base + "/login", wait=True)
-        print(f"GET /login -> 200 sign-in form ({len(login)} bytes); "
-              f"anonymous GET /inbox -> {_status(base + '/inbox')} (sent to sign in)")
-        inbox = json.loads(_http(base + "/api/v1/approvals?queue=payments", token))
-        [req] = [r for q in inbox["queues"].values() for r in q if r["run_id"] == "refund-2"]
-        print(f"dana's inbox: {req['tool']} {json.dumps(req['args'])} — {req['reason']}")
-        path = "/api/v1/approvals/" + urllib.parse.quote(req["id"], safe="")
-        body = {"args": {**req["args"], "amount": "sixty"}}
-        print(f"an edit that does not fit the tool's signature is refused, nothing decided: "
-              f"HTTP {_status(base + path + '/edit', token, body)}")
-        body = {"args": {**req["args"], "amount": 60.0}, "note": "refund the disputed part"}
-        decided = json.loads(_http(base + path + "/edit", token, body))
-        change = decided["decision"]
-        print(f"edited then approved by {decided['decided_by']}: amount "
-              f"{change['original']['amount']} -> {change['args']['amount']}")
+        _http(base + "/login", wait=True)
+        print(f"anonymous GET /inbox -> {_status(base + '/inbox')} (sent to the sign-in form)")
+        web = _Browser(base)
+        form = web.get("/login")
+        web.post("/login", {"csrf": _field(form, "csrf"), "token": token})
+        inbox = web.get("/inbox")
+        print(f"dana signed in ({_text(inbox, 'whoami')}); her inbox, by queue:")
+        for queue, tool, reason in re.findall(
+            r'data-queue="([^"]+)".*?<span class="tool">([^<]*)</span>\s*'
+            r'<span class="reason">([^<]*)</span>', inbox, re.S):
+            print(f"  [{queue}] {tool}: {html.unescape(reason)}")
+        req = re.search(r'href="(/approvals/refund-2[^"]+)"', inbox)
+        assert req, "refund-2 is not in the inbox"
+        page = web.get(req.group(1))
+        order = re.findall(r'<section id="(why|action|incoming|context)">\s*<h2>([^<]+)', page)
+        print("its decision page, in order: " + " → ".join(h.strip() for _, h in order))
+        fields = {"csrf": _field(page, "csrf"), "arg.charge_id": "ch_1042",
+                  "arg.amount": "sixty", "note": "refund the disputed part"}
+        refused = web.post(req.group(1) + "/approve", fields)
+        print(f"amount 'sixty' -> HTTP {web.status}, next to the field: "
+              f"{_text(refused, 'err-arg-amount')!r}; nothing decided")
+        web.post(req.group(1) + "/approve", {**fields, "arg.amount": "60"})
+        decided = web.get(req.group(1))
+        print("after 'Approve with edits' (60): " + " ".join(
+            html.unescape(re.sub(r"<[^>]+>", " ", _text(decided, "decided", "</h2>"))).split()))
+        api = json.loads(_http(base + "/api/v1/approvals?status=all&queue=payments", token))
+        print(f"the same over the JSON API with her token: {api['count']} requests in 'payments'")
     finally:
         server.terminate()
         server.wait(timeout=10)
     keel("run", "examples/refunds.py:refund", "--id", "refund-2")
     print("open the console yourself: keel serve examples/refunds.py, then http://127.0.0.1:8080/"
           " and sign in with a token from `keel users add` (screenshots: docs/screenshots/)")
+
+
+class _Browser:
+    """Just enough of a browser for the demo: keeps the console's cookies, follows nothing."""
+
+    def __init__(self, base: str) -> None:
+        self.base, self.cookies, self.status = base, {}, 0
+
+    def get(self, path: str) -> str:
+        return self._send(urllib.request.Request(self.base + path))
+
+    def post(self, path: str, form: dict[str, str]) -> str:
+        data = urllib.parse.urlencode(form).encode()
+        return self._send(urllib.request.Request(self.base + path, data=data))
+
+    def _send(self, req: urllib.request.Request) -> str:
+        req.add_header("Cookie", "; ".join(f"{k}={v}" for k, v in self.cookies.items()))
+        opener = urllib.request.build_opener(_NoRedirect)
+        try:
+            with opener.open(req, timeout=10) as r:
+                body, headers, self.status = r.read().decode(), r.headers, r.status
+        except urllib.error.HTTPError as exc:
+            body, headers, self.status = exc.read().decode(), exc.headers, exc.code
+        for cookie in headers.get_all("Set-Cookie") or []:
+            name, _, value = cookie.split(";", 1)[0].partition("=")
+            self.cookies[name] = value
+        return body
+
+
+def _field(page: str, name: str) -> str:
+    found = re.search(rf'name="{name}" value="([^"]*)"', page)
+    return found.group(1) if found else ""
+
+
+def _text(page: str, element_id: str, end: str = "<") -> str:
+    found = re.search(rf'id="{element_id}"[^>]*>(.*?){end}', page, re.S)
+    return html.unescape(found.group(1)).strip() if found else ""
 
 
 def _free_port() -> int:
