@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-STORE_DIR = ROOT / ".keel" / "demo"
+STORE_DIR = Path(os.environ.get("KEEL_DEMO_DIR") or ROOT / ".keel" / "demo")
 KEEL = [sys.executable, "-m", "keel.cli"] if not shutil.which("keel") else ["keel"]
 VENV_KEEL = Path(sys.executable).parent / "keel"
 if VENV_KEEL.exists():
