@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from keel.app import App
@@ -57,6 +58,9 @@ def mount(
     reviews.add_routes(web, server)
     users.add_routes(web, server)
     server.mount("/static", StaticFiles(directory=STATIC), name="static")
+    for route in server.routes:  # pages are not part of the JSON API's spec
+        if isinstance(route, APIRoute):
+            route.include_in_schema = False
 
     @server.get("/", include_in_schema=False)
     async def home(request: Request) -> Response:
