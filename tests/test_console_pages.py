@@ -575,3 +575,12 @@ async def test_only_admins_manage_users(console: Console) -> None:
             assert r.status_code == 403, (name, path)
     assert await console.app.store.get_user("x") is None
     assert await console.app.store.get_user("otto") is not None
+
+
+async def test_the_openapi_spec_describes_only_the_json_api(console: Console) -> None:
+    spec = await console.client().get(
+        "/api/v1/openapi.json", headers={"Authorization": f"Bearer {console.tokens['vera']}"}
+    )
+    paths = spec.json()["paths"]
+    assert "/api/v1/approvals/{review_id}/edit" in paths
+    assert all(p.startswith("/api/v1/") for p in paths), sorted(paths)
