@@ -442,3 +442,73 @@ async def test_replay_does_not_rerun_failed_attempts(make_app: Callable[..., kee
     assert steps["phase:extract#0/1"].status is StepStatus.OK
     assert "phase:extract#0/2" not in steps
     assert steps["phase:extract#0"].attempts == 2
+
+
+async def test_degraded_steps_of_a_discarded_attempt_do_not_count(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app()
+    calls: list[int] = []
+
+    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.degrade(default=[]))
+    async def figures(source: str) -> list[int]:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise RuntimeError("503 from the OCR service")  # only the first attempt degrades
+        return [1, 2, 3]
+
+    @app.workflow(state=Doc)
+    async def wf(ctx: keel.Context) -> dict[str, Any]:
+        seen = []
+        async for attempt in ctx.phase("extract", check=totals_add_up, retries=1):
+            async with attempt:
+                ctx.state.figures = await ctx.call(figures, "doc-1")
+                ctx.state.total = 6
+                seen.append(list(ctx.degraded))
+        await ctx.wait_for("go")  # replayed from here on: the filter must agree
+        return {"seen": seen, "after": ctx.degraded}
+
+    handle = await app.start(wf)
+    info = await handle.settle(RESULT)
+    assert info.status is RunStatus.WAITING
+    assert info.degraded == []  # the attempt that degraded was thrown away
+    await app.signal(handle.id, "go")
+    out = await handle.result(RESULT)
+    # the replay after the wait skips the failed attempt; the kept one degraded nothing
+    assert out == {"seen": [[]], "after": []}
+    assert len(calls) == 2
+    assert (await app.get_run(handle.id)).degraded == []
+
+
+async def test_a_kept_attempt_still_reports_its_degraded_steps(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app()
+
+    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.degrade(default=[6]))
+    async def figures(source: str) -> list[int]:
+        raise RuntimeError("503 from the OCR service")
+
+    @app.workflow(state=Doc)
+    async def wf(ctx: keel.Context) -> list[str]:
+        async for attempt in ctx.phase("extract", check=totals_add_up, retries=2):
+            async with attempt:
+                ctx.state.figures = await ctx.call(figures, "doc-1")
+                ctx.state.total = 6
+        return ctx.degraded
+
+    handle = await app.start(wf)
+    assert await handle.result(RESULT) == ["phase:extract#0/0/figures#0"]
+    assert (await app.get_run(handle.id)).degraded == ["phase:extract#0/0/figures#0"]
+
+
+def test_superseded_attempts_are_found_per_phase_at_any_depth() -> None:
+    from keel.engine.journal import live_degraded, superseded_attempts
+
+    attempts = ["phase:a#0/0", "phase:a#0/1", "map:m#0/3/phase:b#0/0", "phase:a#0"]
+    keys = ["map:m#0/3/phase:b#0/1/tool#0"]  # b's second attempt is under way
+    gone = superseded_attempts(attempts, keys)
+    assert sorted(gone) == ["map:m#0/3/phase:b#0/0/", "phase:a#0/0/"]
+    degraded = ["phase:a#0/0/x#0", "phase:a#0/1/x#0", "map:m#0/3/phase:b#0/0/y#0", "z#0",
+                "phase:a#0/10/x#0"]
+    assert live_degraded(degraded, gone) == ["phase:a#0/1/x#0", "phase:a#0/10/x#0", "z#0"]

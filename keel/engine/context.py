@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.engine.execution import CURRENT_SCOPE, Abandon, RunExecution, Suspend
-from keel.engine.journal import Scope
+from keel.engine.journal import Scope, live_degraded, superseded_attempts
 from keel.engine.registry import Tool, ToolDef
 from keel.engine.serde import args_digest, digest, unannotated
 from keel.engine.waiting import wait_signal
@@ -223,7 +223,12 @@ class Context:
     @property
     def degraded(self) -> list[str]:
         """Keys of steps so far that fell back to a default (data the run is missing)."""
-        return sorted(r.key for r in self._exec.journal.by_key.values() if r.fallback == "degrade")
+        records = self._exec.journal.by_key.values()
+        degraded = [r.key for r in records if r.fallback == "degrade"]
+        if not degraded:
+            return []
+        attempts = [r.key for r in records if r.kind is StepKind.PHASE]
+        return live_degraded(degraded, superseded_attempts(attempts, [r.key for r in records]))
 
     def now(self) -> datetime:
         """The current time, recorded once so replay sees the same instant."""

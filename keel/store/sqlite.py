@@ -20,6 +20,7 @@ from typing import Any
 
 import pydantic_core
 
+from keel.engine.journal import live_degraded, superseded_attempts
 from keel.errors import ConfigError, LeaseLost, RunNotFound
 from keel.store.base import Claimed, RunFilter, StepWrite, Store
 from keel.types import (
@@ -262,8 +263,9 @@ CREATE INDEX IF NOT EXISTS escalations_by_run ON escalations(run_id);
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
-    " (SELECT json_group_array(s.key) FROM steps s"
-    "  WHERE s.run_id = runs.id AND s.fallback = 'degrade'), tenant"
+    # degraded steps and phase attempts (1), which tell which attempts were thrown away
+    " (SELECT json_group_array(json_array(s.key, s.kind = 'phase')) FROM steps s"
+    "  WHERE s.run_id = runs.id AND (s.fallback = 'degrade' OR s.kind = 'phase')), tenant"
 )
 _STEP_COLS = (
     "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
@@ -311,9 +313,17 @@ def _run(row: tuple[Any, ...]) -> RunInfo:
         waiting_on=_loads(row[11]) or [],
         attempts=row[12],
         lease_owner=row[13],
-        degraded=_loads(row[14]) or [],
+        degraded=_degraded(_loads(row[14]) or []),
         tenant=row[15],
     )
+
+
+def _degraded(pairs: list[list[Any]]) -> list[str]:
+    attempts = [k for k, phase in pairs if phase]
+    degraded = [k for k, phase in pairs if not phase]
+    if not attempts:
+        return sorted(degraded)
+    return live_degraded(degraded, superseded_attempts(attempts, degraded))
 
 
 def _step(row: tuple[Any, ...]) -> StepRecord:
