@@ -517,6 +517,54 @@ async def test_budget_refusal_takes_the_steps_fallback(llm_app: Callable[..., ke
     assert [r[1] for r in await usage_rows(app)] == [ok.key]
 
 
+async def test_a_sent_calls_cost_counts_until_its_usage_is_stored(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    # each answer costs $0.012 (20k output tokens), far over its small estimate
+    model = priced(lambda m: Reply(content="essay", output_tokens=20_000))
+    gateway = Gateway({"m": model}, budgets=Budgets(per_run=0.01), retry=NO_RETRY)
+    app = llm_app(gateway)
+    cc = CallContext("wf", "text", run_id="r-held", store=app.store)
+    held: list[Any] = []
+    first = await gateway.complete(HI, cc, params={"max_tokens": 10}, cache=False, held=held)
+    assert first.cost_usd > 0.01 and len(held) == 1
+    # not stored yet (a step commits it), but still counted: the second call is refused
+    assert await app.store.spent(run_id="r-held") == 0
+    with pytest.raises(keel.BudgetExceeded, match="was not sent"):
+        await gateway.complete(HI, cc, params={"max_tokens": 10}, cache=False)
+    assert len(model.calls) == 1
+    gateway.release(held[0])
+    assert gateway._inflight == {}  # nothing left behind per run
+    # released without storing it (as if the step were lost): the budget is free again
+    await gateway.complete(HI, cc, params={"max_tokens": 10}, cache=False)
+    assert len(model.calls) == 2 and gateway._inflight == {}
+
+
+async def test_a_burst_of_concurrent_steps_fills_the_budget_and_no_more(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    # $0.012 an answer, estimated exactly (max_tokens = what it writes); room for two
+    model = priced(lambda m: Reply(content="essay", output_tokens=20_000))
+    gateway = Gateway({"m": model}, budgets=Budgets(per_run=0.03), retry=NO_RETRY)
+    app = llm_app(gateway)
+
+    @app.workflow
+    async def wf(ctx: keel.Context) -> list[str]:
+        fallback = keel.Fallback.degrade("(over budget)")
+
+        async def one(i: int) -> str:
+            return await ctx.llm.text(f"essay {i}", max_tokens=20_000, cache=False,
+                                      fallback=fallback)
+
+        return list(await ctx.gather(*[one(i) for i in range(6)]))
+
+    handle = await app.start(wf)
+    out = await handle.result(RESULT)
+    assert sorted(out) == ["(over budget)"] * 4 + ["essay"] * 2  # the first two, not none
+    assert 0.02 < await app.store.spent(run_id=handle.id) <= 0.03
+    assert gateway._inflight == {}
+
+
 async def test_workflow_day_budget_accumulates_across_runs(
     llm_app: Callable[..., keel.App],
 ) -> None:

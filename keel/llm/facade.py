@@ -24,7 +24,7 @@ from keel.errors import (
     ValidationFailed,
 )
 from keel.llm import structured as so
-from keel.llm.gateway import CallContext, Gateway
+from keel.llm.gateway import BudgetHold, CallContext, Gateway
 from keel.llm.types import LLMResponse, Message, as_messages
 from keel.policy.fallback import Fallback
 from keel.policy.validation import normalise, run_checks
@@ -87,9 +87,12 @@ class LLM:
             workflow=run.workflow, name=name, run_id=run.id, tenant=run.tenant, store=ex.rt.store
         )
         gateway = self.gateway
+        held: list[BudgetHold] = []  # this step's cost, counted until it is stored
 
         async def call() -> LLMResponse:
-            resp = await gateway.complete(messages, cc, model=model, params=params, cache=cache)
+            resp = await gateway.complete(
+                messages, cc, model=model, params=params, cache=cache, held=held
+            )
             info = _current_key()
             ex.meters[info] = {
                 "model": resp.model,
@@ -105,15 +108,19 @@ class LLM:
             fallback=fallback,
             input={"messages": messages, "model": model, "params": params},
         )
-        out = await ex.step(
-            scope,
-            StepKind.LLM,
-            f"llm:{name}",
-            digest(messages, model, params),
-            call,
-            LLMResponse if fallback is None else unannotated(),
-            policy=policy,
-        )
+        try:
+            out = await ex.step(
+                scope,
+                StepKind.LLM,
+                f"llm:{name}",
+                digest(messages, model, params),
+                call,
+                LLMResponse if fallback is None else unannotated(),
+                policy=policy,
+            )
+        finally:
+            for h in held:
+                gateway.release(h)
         return _response_or_fallback(out)
 
     async def text(

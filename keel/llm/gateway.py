@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import time
@@ -78,6 +79,14 @@ class CallContext:
     store: Any = None  # keel.store.Store
 
 
+@dataclass
+class BudgetHold:
+    """A call's place in its budgets' queue: `Gateway.release` it once its usage is stored."""
+
+    ticket: int
+    scopes: list[str]
+
+
 class Gateway:
     """Every model call a workflow makes goes through one of these.
 
@@ -131,7 +140,10 @@ class Gateway:
         self.cassette = cassette
         self._cooling: dict[str, float] = {}
         self._limiters: dict[str, RateLimiter] = {}
-        self._inflight: dict[str, float] = {}  # reserved (estimated) spend per budget scope
+        # Spend reserved per budget scope, by ticket: estimates while a call is out, then
+        # its real cost until the caller has stored it. Earlier tickets go first.
+        self._inflight: dict[str, dict[int, float]] = {}
+        self._tickets = itertools.count()
         self._redis: Any = None
         self._ready = False
         for alias, chain in self.fallbacks.items():
@@ -293,8 +305,13 @@ class Gateway:
         model: str | None = None,
         params: dict[str, Any] | None = None,
         cache: bool | None = None,
+        held: list[BudgetHold] | None = None,
     ) -> LLMResponse:
-        """Send one chat completion through routing, limits, budgets, cache and fallbacks."""
+        """Send one chat completion through routing, limits, budgets, cache and fallbacks.
+
+        With `held`, the call's cost stays counted against its budgets (appended to
+        `held`) until the caller, having stored the usage, passes it to `release`.
+        """
         if not self._ready:
             # Importing LiteLLM takes seconds: do it off the event loop so other runs
             # keep going while the first model call warms up.
@@ -312,7 +329,7 @@ class Gateway:
             spec = self.spec(alias)
             call_params = {**spec.params, **params}
             try:
-                resp = await self._one(alias, spec, messages, call_params, cc, cache)
+                resp = await self._one(alias, spec, messages, call_params, cc, cache, held)
             except BudgetExceeded:
                 raise
             except Exception as exc:
@@ -342,6 +359,7 @@ class Gateway:
         params: dict[str, Any],
         cc: CallContext,
         cache: bool | None,
+        held: list[BudgetHold] | None = None,
     ) -> LLMResponse:
         target = spec.model
         use_cache = self.cache_enabled if cache is None else cache
@@ -367,16 +385,25 @@ class Gateway:
             started = time.perf_counter()
             resp = await self._send(target, messages, params)
             resp.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-        finally:
-            self._release(cc, reserved)
-        resp.model = target
-        # the provider behind the model (LiteLLM names custom ones, and a cassette, itself)
-        resp.provider = _litellm.provider_of(target) or resp.provider
-        resp.cost_usd = (
-            _litellm.price(spec.price_model, resp.usage.input_tokens, resp.usage.output_tokens)
-            if spec.price_model
-            else 0.0
-        )
+            resp.model = target
+            # the provider behind the model (LiteLLM names custom ones, and a cassette, itself)
+            resp.provider = _litellm.provider_of(target) or resp.provider
+            resp.cost_usd = (
+                _litellm.price(spec.price_model, resp.usage.input_tokens, resp.usage.output_tokens)
+                if spec.price_model
+                else 0.0
+            )
+        except BaseException:
+            self.release(reserved)
+            raise
+        if held is None:
+            self.release(reserved)
+        elif reserved is not None:
+            # Until the usage row is stored, count the real cost in flight: released
+            # earlier, a concurrent call could see neither and overshoot the budget.
+            for scope in reserved.scopes:
+                self._inflight[scope][reserved.ticket] = resp.cost_usd
+            held.append(reserved)
         resp.request = {"messages": messages, "params": params}
         if key is not None:
             await self._cache_put(key, resp, cc)
@@ -441,34 +468,42 @@ class Gateway:
         params: dict[str, Any],
         cc: CallContext,
         scopes: list[tuple[str, float, dict[str, Any]]],
-    ) -> dict[str, float]:
+    ) -> BudgetHold | None:
         if not spec.price_model or not scopes:
-            return {}
+            return None
         expected_out = int(params.get("max_tokens") or 256)
         estimate = _litellm.price(spec.price_model, prompt_tokens, expected_out)
-        held = {}
-        for scope, _, _ in scopes:
-            self._inflight[scope] = self._inflight.get(scope, 0.0) + estimate
-            held[scope] = estimate
-        return held
+        hold = BudgetHold(next(self._tickets), [scope for scope, _, _ in scopes])
+        for scope in hold.scopes:
+            self._inflight.setdefault(scope, {})[hold.ticket] = estimate
+        return hold
 
-    def _release(self, cc: CallContext, held: dict[str, float]) -> None:
-        for scope, amount in held.items():
-            self._inflight[scope] = self._inflight.get(scope, 0.0) - amount
+    def release(self, hold: BudgetHold | None) -> None:
+        """Stop counting a call's reserved spend (once its usage is stored, or it failed)."""
+        if hold is None:
+            return
+        for scope in hold.scopes:
+            tickets = self._inflight.get(scope)
+            if tickets is not None:
+                tickets.pop(hold.ticket, None)
+                if not tickets:
+                    del self._inflight[scope]  # keeps the dict from growing per run
 
-    async def _check_budgets(self, cc: CallContext, held: dict[str, float]) -> None:
-        if cc.store is None:
+    async def _check_budgets(self, cc: CallContext, hold: BudgetHold | None) -> None:
+        if cc.store is None or hold is None:
             return
         for scope, limit, filters in self._scopes(cc):
             spent = await cc.store.spent(**filters)
-            # in-flight includes this call's own estimate
-            projected = spent + self._inflight.get(scope, 0.0)
+            # Calls reserved before this one, and this one's estimate: a burst of
+            # concurrent calls lets the first ones through instead of refusing them all.
+            ahead = sum(v for t, v in self._inflight.get(scope, {}).items() if t <= hold.ticket)
+            projected = spent + ahead
             if projected > limit:
                 what = scope.split(":")[0]
                 raise BudgetExceeded(
                     f"this call would take the {what} budget of ${limit:.4f} to "
                     f"${projected:.4f} (spent ${spent:.4f} + in flight and this call's "
-                    f"estimate ${self._inflight.get(scope, 0.0):.4f}); it was not sent",
+                    f"estimate ${ahead:.4f}); it was not sent",
                     budget=limit,
                     spent=spent,
                     scope=what,
