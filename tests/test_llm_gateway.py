@@ -810,3 +810,13 @@ def test_import_keel_does_not_import_litellm() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+async def test_a_scripted_model_keeps_only_its_latest_requests() -> None:
+    model = ScriptedModel(lambda m: "ok", keep_calls=3)
+    gateway = Gateway({"m": model}, retry=NO_RETRY)
+    for i in range(5):
+        await gateway.complete([{"role": "user", "content": f"q{i}"}], CallContext("wf", "t"),
+                               cache=False)
+    assert model.total == 5 and len(model.calls) == 3
+    assert [c["messages"][0]["content"] for c in model.calls] == ["q2", "q3", "q4"]

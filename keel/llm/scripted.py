@@ -13,6 +13,7 @@ import json
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -62,6 +63,7 @@ class ScriptedModel:
         logprob: float | None = None,
         price_as: str | None = None,
         latency: float = 0.0,
+        keep_calls: int = 1000,
     ) -> None:
         if fn is None and not rules and default is None:
             raise ConfigError("ScriptedModel needs a function, rules, or a default reply")
@@ -71,7 +73,9 @@ class ScriptedModel:
         self.logprob = logprob  # per-token logprob reported when logprobs are requested
         self.price_as = price_as  # price tokens like this real model (for budget demos)
         self.latency = latency
-        self.calls: list[dict[str, Any]] = []  # every request seen, for tests
+        # The latest requests, for tests; bounded so a long-running worker does not grow.
+        self.calls: deque[dict[str, Any]] = deque(maxlen=keep_calls)
+        self.total = 0  # every request answered, including those `calls` no longer keeps
         with _lock:
             self.name = name or f"scripted-{next(_names)}"
             _registry[self.name] = self
@@ -86,6 +90,7 @@ class ScriptedModel:
 
     def reply(self, messages: list[Message], params: dict[str, Any]) -> Reply:
         self.calls.append({"messages": messages, "params": params})
+        self.total += 1
         if self.fn is not None:
             return _as_reply(_call(self.fn, messages, params))
         for matcher, answer in self.rules:
