@@ -147,6 +147,32 @@ async def test_claim_filters_by_workflow_ids_and_limit(store: SQLiteStore) -> No
     assert (await store.get_run("other")).status is RunStatus.PENDING  # type: ignore[union-attr]
 
 
+async def test_an_idle_poll_takes_no_write_lock(store: SQLiteStore, tmp_path: Path) -> None:
+    await store.create_run("r1", "wf", b"{}", T0)
+    await store.claim("A", LEASE, 10, T0, WF)  # r1 now RUNNING under A: nothing is ready
+    other = sqlite3.connect(tmp_path / "keel.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        # polls read first and see nothing to do; waiting on the lock would hang here
+        assert await store.claim("B", LEASE, 10, T0 + 1, WF) == []
+        assert await store.claim("B", LEASE, 10, T0 + 1, WF, ids=["r1", "r9"]) == []
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+async def test_watched_runs_are_claimed_behind_a_backlog_of_others(store: SQLiteStore) -> None:
+    from keel.store.sqlite import _SCAN
+
+    for i in range(_SCAN + 5):  # older ready runs this worker does not watch
+        await store.create_run(f"backlog-{i:05d}", "wf", b"{}", T0 + i / 1e6)
+    await store.create_run("mine", "wf", b"{}", T0 + 1)
+    got = await store.claim("A", LEASE, 10, T0 + 2, WF, ids=["mine", "gone"])
+    assert [c.run.id for c in got] == ["mine"]
+    got = await store.claim("A", LEASE, 3, T0 + 2, WF)
+    assert [c.run.id for c in got] == ["backlog-00000", "backlog-00001", "backlog-00002"]
+
+
 async def test_journal_round_trip_and_blobs(store: SQLiteStore) -> None:
     await _claimed(store)
     err = StructuredError(type="ValueError", message="bad", types=["ValueError"], step="b#0")

@@ -260,6 +260,9 @@ CREATE INDEX IF NOT EXISTS escalations_by_run ON escalations(run_id);
 """,
 }
 
+# Ready runs read in one go when a worker watches ids; a longer list means a backlog.
+_SCAN = 1000
+
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
@@ -726,48 +729,56 @@ class SQLiteStore(Store):
         names = list(workflows)
         if not names or limit <= 0:
             return []
-        if ids is None:
-            return self._claim(owner, lease_seconds, limit, now, names, None)
-        id_list = list(ids)
-        out: list[Claimed] = []
-        for i in range(0, len(id_list), 500):  # stay under SQLite's bound-parameter limit
-            out += self._claim(
-                owner, lease_seconds, limit - len(out), now, names, id_list[i : i + 500]
-            )
-            if len(out) >= limit:
-                break
-        return out
+        ready = self._ready(now, names, None, limit if ids is None else _SCAN)
+        if ids is not None:
+            wanted = set(ids)
+            if len(ready) < _SCAN:  # every ready run was seen: keep the watched ones
+                ready = [i for i in ready if i in wanted][:limit]
+            else:  # a backlog not ours: ask by id instead (chunked under SQLite's limit)
+                id_list, ready = list(wanted), []
+                for i in range(0, len(id_list), 500):
+                    ready += self._ready(now, names, id_list[i : i + 500], limit - len(ready))
+                    if len(ready) >= limit:
+                        break
+        if not ready:
+            return []  # nothing to do: no write lock taken
+        return self._claim(owner, lease_seconds, now, ready)
 
-    def _claim(
-        self,
-        owner: str,
-        lease_seconds: float,
-        limit: int,
-        now: float,
-        names: list[str],
-        ids: list[str] | None,
-    ) -> list[Claimed]:
-        ready = (
-            "(status='PENDING' OR (status='WAITING' AND wake_at<=:now)"
-            " OR (status='RUNNING' AND lease_expires<:now))"
-        )
+    _READY = (
+        "(status='PENDING' OR (status='WAITING' AND wake_at<=:now)"
+        " OR (status='RUNNING' AND lease_expires<:now))"
+    )
+
+    def _ready(self, now: float, names: list[str], ids: list[str] | None, limit: int) -> list[str]:
+        """Claimable run ids, oldest first, read without a write lock (WAL readers don't wait)."""
         params: dict[str, Any] = {"now": now, "limit": limit}
         wf = ",".join(f":w{i}" for i in range(len(names)))
         params.update({f"w{i}": n for i, n in enumerate(names)})
-        sel = f"SELECT id FROM runs WHERE {ready} AND workflow IN ({wf})"
+        sql = f"SELECT id FROM runs WHERE {self._READY} AND workflow IN ({wf})"
         if ids is not None:
-            sel += " AND id IN (" + ",".join(f":i{i}" for i in range(len(ids))) + ")"
+            sql += " AND id IN (" + ",".join(f":i{i}" for i in range(len(ids))) + ")"
             params.update({f"i{i}": v for i, v in enumerate(ids)})
-        sel += " ORDER BY created_at LIMIT :limit"
-        params.update(owner=owner, exp=now + lease_seconds)
+        sql += " ORDER BY created_at LIMIT :limit"
+        return [r[0] for r in self._db.execute(sql, params).fetchall()]
+
+    def _claim(
+        self, owner: str, lease_seconds: float, now: float, run_ids: list[str]
+    ) -> list[Claimed]:
+        # Still ready? Another worker may have claimed some since they were read.
+        params: dict[str, Any] = {"now": now, "owner": owner, "exp": now + lease_seconds}
+        params.update({f"i{i}": v for i, v in enumerate(run_ids)})
+        marks = ",".join(f":i{i}" for i in range(len(run_ids)))
         with self._tx() as db:
             rows = db.execute(
                 f"UPDATE runs SET status='RUNNING', lease_owner=:owner, lease_expires=:exp,"
-                f" attempts=attempts+1, updated_at=:now, wake_at=NULL WHERE id IN ({sel})"
+                f" attempts=attempts+1, updated_at=:now, wake_at=NULL"
+                f" WHERE id IN ({marks}) AND {self._READY}"
                 f" RETURNING {_RUN_COLS}",
                 params,
             ).fetchall()
-        return [Claimed(run=_run(r), resumed=r[12] > 1) for r in rows]
+        claimed = [Claimed(run=_run(r), resumed=r[12] > 1) for r in rows]
+        order = {run_id: i for i, run_id in enumerate(run_ids)}
+        return sorted(claimed, key=lambda c: order[c.run.id])
 
     async def renew(
         self, owner: str, run_ids: Sequence[str], lease_seconds: float, now: float
