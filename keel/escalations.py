@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from keel.engine.serde import adapter, unannotated
 from keel.errors import ConfigError, InputError, RunNotFound
+from keel.hitl.schema_check import problems
 from keel.types import Escalation
 
 if TYPE_CHECKING:
@@ -71,11 +72,14 @@ class Escalations:
     def _check_result(self, esc: Escalation, result: Any) -> None:
         """Validate a resolution against the tool's return type or the state model, if known."""
         reg = self._app.registry
+        schema = esc.packet.result_schema
         try:
             if esc.kind == "tool" and esc.packet.tool in reg.tools:
                 ann = reg.tools[esc.packet.tool].return_type
                 if ann is not unannotated():
                     adapter(ann).validate_python(result)
+            elif esc.kind == "tool" and schema is not None:
+                self._check_schema(esc, result, schema)  # the code is not loaded here
             elif esc.kind == "phase" and result is not None:
                 if not isinstance(result, dict):
                     raise InputError(
@@ -84,9 +88,19 @@ class Escalations:
                 wf = reg.workflows.get(esc.workflow)
                 if wf is not None and wf.state is not None:
                     wf.state.model_validate({**(esc.packet.state or {}), **result})
+                elif schema is not None:
+                    self._check_schema(esc, {**(esc.packet.state or {}), **result}, schema)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(x) for x in e['loc']) or '(result)'}: {e['msg']}"
                 for e in exc.errors()
             )
             raise InputError(f"result for escalation {esc.id} is invalid: {problems}") from None
+
+    @staticmethod
+    def _check_schema(esc: Escalation, value: Any, schema: dict[str, Any]) -> None:
+        found = problems(value, schema)
+        if found:
+            raise InputError(
+                f"result for escalation {esc.id} is invalid: {'; '.join(found)}", problems=found
+            )

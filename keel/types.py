@@ -174,6 +174,9 @@ class EscalationPacket(BaseModel):
     error: StructuredError | None = None
     messages: list[str] = Field(default_factory=list)  # validation / checkpoint messages
     state: dict[str, Any] | None = None
+    # JSON schema a resolution must fit (the tool's return type, or the state for a
+    # phase), so it is checked even where the workflow's code is not loaded (CLI, console).
+    result_schema: dict[str, Any] | None = None
 
 
 class Escalation(BaseModel):

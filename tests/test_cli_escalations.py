@@ -153,6 +153,8 @@ def test_phase_escalation_resolved_with_state_edits(keel_cli: CliRunner) -> None
     code, _, err = run(keel_cli, "escalations", "resolve", esc, "--result", "[1, 3]")
     assert code == 2 and "JSON object of state fields" in err
     assert len(err.strip().splitlines()) == 1
+    code, _, err = run(keel_cli, "escalations", "resolve", esc, "--result", '{"total": "four"}')
+    assert code == 2 and "total: expected integer, got str" in err
     code, _, _ = run(keel_cli, "escalations", "resolve", esc, "--result", '{"figures": [1, 3]}')
     assert code == 0
     code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p1", "--json")
@@ -167,12 +169,17 @@ def test_phase_escalation_resolved_with_state_edits(keel_cli: CliRunner) -> None
         (["escalations", "resolve", "nope", "--result", "1"], "no escalation 'nope'"),
         (["escalations", "reject", "nope", "--reason", "x"], "no escalation 'nope'"),
         (["escalations", "resolve", ESC, "--result", "{bad"], "--result is not valid JSON"),
+        # checked against the tool's return type, recorded with the escalation: the CLI
+        # has not loaded the workflow's code
+        (["escalations", "resolve", ESC, "--result", '{"id": "A-7"}'], "tier: required"),
+        (["escalations", "resolve", ESC, "--result", '{"id": 7, "tier": "gold"}'],
+         "id: expected string, got int"),
         (["escalations", "reject", ESC], "a rejection needs --reason"),
         (["escalations", "reject", ESC, "--reason", "  "], "a rejection needs a reason"),
         (["escalations", "list", "--status", "closed"], "unknown escalation status 'closed'"),
     ],
-    ids=["show-unknown", "resolve-unknown", "reject-unknown", "bad-json", "no-reason",
-         "blank-reason", "bad-status"],
+    ids=["show-unknown", "resolve-unknown", "reject-unknown", "bad-json", "missing-field",
+         "wrong-type", "no-reason", "blank-reason", "bad-status"],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line_and_decides_nothing(
     keel_cli: CliRunner, args: list[str], message: str

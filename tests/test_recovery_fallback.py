@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -282,14 +283,22 @@ async def test_a_caught_rejection_lets_the_workflow_carry_on(
     assert await handle.result(RESULT) == "rejected: sam"
 
 
-async def test_a_result_the_deciding_process_could_not_check_fails_the_step(
+async def test_a_result_is_checked_where_the_tools_are_not_loaded(
     make_app: Callable[..., keel.App], store_url: str
 ) -> None:
-    """`keel escalations resolve` has no registry to check the tool's type: the engine
-    checks the answer when the run resumes and fails the step, naming the escalation."""
+    """`keel escalations resolve` has no registry: the tool's return type recorded with
+    the escalation checks the answer; a decision stored unchecked (an older Keel) is
+    still caught when the run resumes, and fails the step naming the escalation."""
     _, _, handle, esc = await _escalated_run(make_app)
+    assert esc.packet.result_schema is not None
     bare = make_app()  # knows the store, not the tools
-    await bare.escalations.resolve(esc.id, result={"id": "A-7"}, by="cli")
+    with pytest.raises(keel.InputError, match="tier: required"):
+        await bare.escalations.resolve(esc.id, result={"id": "A-7"}, by="cli")
+    assert (await bare.escalations.get(esc.id)).status == "open"
+
+    await bare.store.resolve_escalation(
+        esc.id, "resolved", {"result": {"id": "A-7"}, "note": None}, "old-cli", time.time()
+    )
     with pytest.raises(keel.RunFailed) as info:
         await handle.result(RESULT)
     err = info.value.error

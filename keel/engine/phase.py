@@ -264,6 +264,9 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
             error=err,
             messages=messages,
             state=p.parent.state.snapshot() if p.parent.state is not None else None,
+            result_schema=(
+                p.parent.state.model.model_json_schema() if p.parent.state is not None else None
+            ),
         )
         marker = ex.record(
             Scope(path=f"{p.key}/"),

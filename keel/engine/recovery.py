@@ -21,7 +21,7 @@ from keel.engine.execution import (
     Suspend,
 )
 from keel.engine.journal import Scope
-from keel.engine.serde import from_json, revive, to_json
+from keel.engine.serde import adapter, from_json, revive, to_json, unannotated
 from keel.engine.waiting import wait_signal, wait_until
 from keel.errors import (
     BudgetExceeded,
@@ -422,6 +422,17 @@ async def await_resolution(ex: RunExecution, key: str, esc_id: str, pos: int = 0
     return payload
 
 
+def result_schema(annotation: Any) -> dict[str, Any] | None:
+    """The JSON schema of a tool's return type, when it has one to check against."""
+    if annotation is unannotated():
+        return None
+    try:
+        schema: dict[str, Any] = adapter(annotation).json_schema()
+    except Exception:  # a type Pydantic cannot describe: the run still checks on resume
+        return None
+    return schema
+
+
 async def _await_person(step: _Step, err: StructuredError, attempts: int, resumed: bool) -> Any:
     ex, key, name = step.ex, step.key, step.name
     err.fallback = "human"
@@ -441,6 +452,7 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
             error=err,
             messages=list(err.data.get("messages", [])),
             state=step.scope.state.snapshot() if step.scope.state is not None else None,
+            result_schema=result_schema(step.annotation),
         )
         waiting = step.record(status=StepStatus.PENDING, error=err, attempts=attempts)
         waiting.fallback = "human"
