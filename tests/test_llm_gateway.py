@@ -820,3 +820,24 @@ async def test_a_scripted_model_keeps_only_its_latest_requests() -> None:
                                cache=False)
     assert model.total == 5 and len(model.calls) == 3
     assert [c["messages"][0]["content"] for c in model.calls] == ["q2", "q3", "q4"]
+
+
+async def test_the_first_call_imports_litellm_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from keel.llm import _litellm
+
+    on_loop_thread: list[bool] = []
+    real = _litellm.litellm
+
+    def spy() -> Any:
+        on_loop_thread.append(threading.current_thread() is threading.main_thread())
+        return real()
+
+    monkeypatch.setattr(_litellm, "litellm", spy)
+    gateway = Gateway({"m": ScriptedModel(lambda m: "ok")}, retry=NO_RETRY)
+    await gateway.complete(HI, CallContext("wf", "t"), cache=False)
+    # (a slow import there would stall every run of the process; later calls are cached)
+    assert on_loop_thread and on_loop_thread[0] is False
