@@ -565,6 +565,31 @@ async def test_a_burst_of_concurrent_steps_fills_the_budget_and_no_more(
     assert gateway._inflight == {}
 
 
+async def test_a_budget_refusal_falls_back_to_a_cheaper_model(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    smart = ScriptedModel(lambda m: "smart answer", price_as="gpt-4o")  # ~17x the price
+    fast = priced(lambda m: "fast answer")
+    gateway = Gateway({"smart": smart, "fast": fast}, default="smart",
+                      fallbacks={"smart": ["fast"]}, budgets=Budgets(per_run=0.01),
+                      retry=NO_RETRY)
+    app = llm_app(gateway)
+
+    @app.workflow
+    async def wf(ctx: keel.Context) -> list[str]:
+        first = await ctx.llm.complete(HI, max_tokens=500, cache=False)  # fits on smart
+        big = await ctx.llm.complete(HI, max_tokens=1500, cache=False)  # only fast fits
+        return [first.content, big.content, *big.tried]
+
+    out = await (await app.start(wf)).result(RESULT)
+    assert out == ["smart answer", "fast answer", "smart (over budget)", "fast"]
+    assert len(smart.calls) == 1 and len(fast.calls) == 1
+    cc = CallContext("wf", "t", run_id="r-poor", store=app.store)
+    with pytest.raises(keel.BudgetExceeded):  # neither fits: refused, nothing sent
+        await gateway.complete(HI, cc, params={"max_tokens": 100_000}, cache=False)
+    assert len(smart.calls) == 1 and len(fast.calls) == 1
+
+
 async def test_workflow_day_budget_accumulates_across_runs(
     llm_app: Callable[..., keel.App],
 ) -> None:

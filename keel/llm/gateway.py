@@ -322,6 +322,7 @@ class Gateway:
         tried: list[str] = []
         chain = self.route(model, cc)
         now = time.monotonic()
+        over: BudgetExceeded | None = None
         for alias in chain:
             if self._cooling.get(alias, 0.0) > now and alias != chain[-1]:
                 tried.append(f"{alias} (cooling down)")
@@ -330,8 +331,11 @@ class Gateway:
             call_params = {**spec.params, **params}
             try:
                 resp = await self._one(alias, spec, messages, call_params, cc, cache, held)
-            except BudgetExceeded:
-                raise
+            except BudgetExceeded as exc:
+                # Not sent: a cheaper model later in the chain may still fit the budget.
+                over = over or exc
+                tried.append(f"{alias} (over budget)")
+                continue
             except Exception as exc:
                 last = exc
                 tried.append(alias)
@@ -341,6 +345,8 @@ class Gateway:
                 continue
             resp.tried = [*tried, alias]
             return resp
+        if over is not None and last is None:
+            raise over  # every model was refused by the budget: none was sent
         # The last model of a chain is always tried, cooling or not, so the cool-downs say
         # nothing about when a retry could succeed: only the provider's own Retry-After
         # does (None leaves the wait to the step's Retry backoff).
