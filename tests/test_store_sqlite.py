@@ -282,10 +282,10 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (11,)
+    assert db.execute("PRAGMA user_version").fetchone() == (12,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v11\)"):
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v12\)"):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=10")
@@ -318,7 +318,7 @@ async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert await store.list_escalations() == []
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (11,)
+    assert db.execute("PRAGMA user_version").fetchone() == (12,)
     db.close()
 
 
@@ -452,5 +452,48 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
     assert (await store.get_session("a1", T0) or {})["role"] == "admin"
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (11,)
+    assert db.execute("PRAGMA user_version").fetchone() == (12,)
     db.close()
+
+
+def _metered(run_id: str, key: str, cost: float, at: float) -> StepWrite:
+    rec = _rec(run_id, key, kind=StepKind.LLM, started_at=at, ended_at=at)
+    meter = {"model": "m", "input_tokens": 1, "output_tokens": 1, "cost_usd": cost}
+    return StepWrite(rec, b'"ok"', meter=meter)
+
+
+async def test_daily_cost_totals_follow_every_usage_write(store: SQLiteStore) -> None:
+    day = 20_000 * 86400.0  # a UTC midnight
+    await store.create_run("r1", "wf", b"{}", day, tenant="acme")
+    await store.claim("A", LEASE, 10, day, WF)
+    await store.write_steps("r1", "A", [_metered("r1", "llm#0", 0.25, day + 10),
+                                        _metered("r1", "llm#1", 0.5, day + 20)])
+    await store.write_steps("r1", "A", [_metered("r1", "llm#2", 1.0, day - 5)])  # the day before
+    assert await store.spent(workflow="wf", since=day) == pytest.approx(0.75)
+    assert await store.spent(tenant="acme", since=day) == pytest.approx(0.75)
+    assert await store.spent(workflow="wf", since=day - 86400) == pytest.approx(1.75)
+    # a rewritten step replaces its cost instead of adding it twice
+    await store.write_steps("r1", "A", [_metered("r1", "llm#1", 0.125, day + 20)])
+    assert await store.spent(workflow="wf", since=day) == pytest.approx(0.375)
+    # the running totals agree with summing the usage rows (any `since` that is not a midnight)
+    assert await store.spent(workflow="wf", since=day + 1) == pytest.approx(0.375)
+    assert await store.spent(tenant="acme", since=day - 86400 + 1) == pytest.approx(1.375)
+
+
+async def test_daily_totals_are_backfilled_on_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/keel.db"
+    day = 20_000 * 86400.0
+    store = SQLiteStore(url)
+    await store.create_run("r1", "wf", b"{}", day, tenant="acme")
+    await store.claim("A", LEASE, 10, day, WF)
+    await store.write_steps("r1", "A", [_metered("r1", "llm#0", 0.25, day + 10)])
+    await store.close()
+    db = sqlite3.connect(tmp_path / "keel.db")
+    db.execute("DROP TABLE usage_daily")  # as a v11 store was
+    db.execute("PRAGMA user_version=11")
+    db.commit()
+    db.close()
+    store = SQLiteStore(url)
+    assert await store.spent(workflow="wf", since=day) == pytest.approx(0.25)
+    assert await store.spent(tenant="acme", since=day) == pytest.approx(0.25)
+    await store.close()

@@ -34,7 +34,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 11
+_SCHEMA_VERSION = 12
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -258,6 +258,22 @@ CREATE INDEX IF NOT EXISTS reviews_by_run ON reviews(run_id);
 CREATE INDEX IF NOT EXISTS reviews_by_decision ON reviews(decided_at);
 CREATE INDEX IF NOT EXISTS escalations_by_run ON escalations(run_id);
 """,
+    # Running cost totals per workflow and tenant per UTC day: budget checks read one
+    # row instead of summing the day's usage on every model call.
+    12: """
+CREATE TABLE IF NOT EXISTS usage_daily (
+    scope TEXT NOT NULL,
+    day REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (scope, day)
+) WITHOUT ROWID;
+INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
+    SELECT 'wf:' || workflow, CAST(created_at / 86400 AS INTEGER) * 86400, SUM(cost_usd)
+    FROM usage GROUP BY 1, 2;
+INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
+    SELECT 'tenant:' || tenant, CAST(created_at / 86400 AS INTEGER) * 86400, SUM(cost_usd)
+    FROM usage WHERE tenant IS NOT NULL GROUP BY 1, 2;
+""",
 }
 
 # Ready runs read in one go when a worker watches ids; a longer list means a backlog.
@@ -319,6 +335,35 @@ def _run(row: tuple[Any, ...]) -> RunInfo:
         degraded=_degraded(_loads(row[14]) or []),
         tenant=row[15],
     )
+
+
+def _count_daily(
+    db: sqlite3.Connection, run_id: str, step_key: str, cost: float, at: float
+) -> None:
+    """Keep `usage_daily` in step with a usage row about to be written (or rewritten)."""
+    old = db.execute(
+        "SELECT u.workflow, u.tenant, u.cost_usd, u.created_at FROM usage u"
+        " WHERE u.run_id=? AND u.step_key=?",
+        (run_id, step_key),
+    ).fetchone()
+    changes: list[tuple[str | None, str | None, float, float]] = []
+    if old is not None:
+        changes.append((old[0], old[1], -old[2], old[3]))
+    if cost:
+        run = db.execute("SELECT workflow, tenant FROM runs WHERE id=?", (run_id,)).fetchone()
+        if run is not None:
+            changes.append((run[0], run[1], cost, at))
+    for workflow, tenant, amount, when in changes:
+        if not amount:
+            continue
+        day = int(when // 86400) * 86400
+        for scope in (f"wf:{workflow}", f"tenant:{tenant}" if tenant is not None else None):
+            if scope is not None:
+                db.execute(
+                    "INSERT INTO usage_daily (scope, day, cost_usd) VALUES (?, ?, ?) ON CONFLICT"
+                    " (scope, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd",
+                    (scope, day, amount),
+                )
 
 
 def _degraded(pairs: list[list[Any]]) -> list[str]:
@@ -526,6 +571,7 @@ class SQLiteStore(Store):
             r = w.record
             if w.meter is not None:
                 m = w.meter
+                _count_daily(db, r.run_id, r.key, m["cost_usd"], r.ended_at or r.started_at)
                 db.execute(
                     "INSERT OR REPLACE INTO usage (run_id, step_key, workflow, tenant, model,"
                     " input_tokens, output_tokens, cost_usd, cache_hit, created_at)"
@@ -887,6 +933,14 @@ class SQLiteStore(Store):
         tenant: str | None = None,
         since: float | None = None,
     ) -> float:
+        if run_id is None and since is not None and since % 86400 == 0:
+            scope = f"wf:{workflow}" if tenant is None else f"tenant:{tenant}"
+            if (workflow is None) != (tenant is None):  # one whole-days total: kept running
+                row = self._db.execute(
+                    "SELECT COALESCE(SUM(cost_usd), 0) FROM usage_daily WHERE scope=? AND day>=?",
+                    (scope, since),
+                )
+                return float(row.fetchone()[0])
         where, args = self._usage_filter(run_id, workflow, tenant, since)
         row = self._db.execute(f"SELECT COALESCE(SUM(cost_usd), 0) FROM usage{where}", args)
         return float(row.fetchone()[0])
