@@ -144,6 +144,12 @@ def seed_usage(store: Any, workflow: str, rows: int) -> None:
         " output_tokens, cost_usd, cache_hit, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
         [(f"old-{k}", "1", workflow, None, MODEL, 12, 1, 2e-6, 0, now - 1) for k in range(rows)],
     )
+    # ...and the day's running total the store keeps beside them (schema v12)
+    db.execute(
+        "INSERT INTO usage_daily (scope, day, cost_usd) VALUES (?, ?, ?) ON CONFLICT"
+        " (scope, day) DO UPDATE SET cost_usd = cost_usd + excluded.cost_usd",
+        (f"wf:{workflow}", int((now - 1) // 86400) * 86400, rows * 2e-6),
+    )
     db.execute("COMMIT")
 
 
