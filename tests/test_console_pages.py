@@ -22,7 +22,7 @@ from keel.llm import Gateway, Reply, ScriptedModel
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web import PUBLIC
-from tests.services.pages import csrf_of, element
+from tests.services.pages import csrf_of, element, sign_in
 
 SETTLE = 10.0
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -59,11 +59,7 @@ class Console:
 
     async def login(self, user: str) -> httpx.AsyncClient:
         c = self.client()
-        form = await c.get("/login")
-        r = await c.post(
-            "/login", data={"csrf": csrf_of(form.text), "token": self.tokens[user], "next": ""}
-        )
-        assert r.status_code == 303, r.text
+        await sign_in(c, self.tokens[user])
         return c
 
     async def waiting(self, workflow: str, args: dict[str, Any], run_id: str) -> str:

@@ -27,7 +27,7 @@ from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web.runs import fold_states, guess_kind, journal_tree
 from keel.server.web.waterfall import layout, money
-from tests.services.pages import csrf_of, element
+from tests.services.pages import csrf_of, element, sign_in
 
 SETTLE = 10.0
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -93,12 +93,7 @@ class Console:
 
     async def login(self, user: str) -> httpx.AsyncClient:
         c = self.client()
-        form = await c.get("/login")
-        assert "keel_login_csrf" in c.cookies
-        r = await c.post(
-            "/login", data={"csrf": csrf_of(form.text), "token": self.tokens[user], "next": ""}
-        )
-        assert r.status_code == 303, r.text
+        await sign_in(c, self.tokens[user])
         return c
 
     async def run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import html
 import re
 
+import httpx
+
 
 def csrf_of(page: str) -> str:
     """The first form's CSRF token, as a browser would submit it."""
@@ -18,3 +20,11 @@ def element(page: str, element_id: str) -> str:
     found = re.search(rf'id="{element_id}"[^>]*>(.*?)</', page, re.S)
     assert found, f"no #{element_id} in page"
     return html.unescape(found.group(1)).strip()
+
+
+async def sign_in(client: httpx.AsyncClient, token: str) -> None:
+    """Sign in through the form, as a browser does: its CSRF field and cookie, then the token."""
+    form = await client.get("/login")
+    assert "keel_login_csrf" in client.cookies
+    r = await client.post("/login", data={"csrf": csrf_of(form.text), "token": token, "next": ""})
+    assert r.status_code == 303, r.text
