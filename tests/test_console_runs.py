@@ -709,3 +709,17 @@ async def test_a_run_links_the_requests_it_made(console: Console) -> None:
     page = (await c.get("/runs/s-1")).text
     section = page[page.index('id="run-requests"') :]
     assert f'href="{review_url(rid)}"' in section
+
+
+async def test_decided_samples_list_the_latest_verdict_first(console: Console) -> None:
+    first = await sampled(console, "s-1")
+    second = await sampled(console, "s-2", "where is my parcel")
+    waiting = await sampled(console, "s-3", "cancel my order")
+    await console.app.reviews.verdict(second, True, by="rita")
+    await console.app.reviews.verdict(first, False, by="rita")  # the latest verdict
+    c = await console.login("vera")
+    ids = lambda page: re.findall(r'<li class="item sample" data-id="([^"]+)"', page)  # noqa: E731
+    assert ids((await c.get("/reviews")).text) == [waiting]
+    assert ids((await c.get("/reviews", params={"status": "all"})).text) == [
+        first, second, waiting]
+    assert ids((await c.get("/reviews", params={"status": "correct"})).text) == [second]

@@ -53,9 +53,17 @@ def add_routes(web: Web, router: FastAPI) -> None:
         if chosen not in STATUSES:
             error = f"status {status!r} is not one of {', '.join(STATUSES)}"
         else:
-            found = await app.reviews.list(chosen, workflow.strip() or None, REVIEWS_LIMIT)
-            if chosen != "pending":  # decided ones: the latest first
-                found.sort(key=lambda r: (r.decided_at or r.created_at), reverse=True)
+            wf = workflow.strip() or None
+            if chosen == "pending":  # oldest first: first in, first reviewed
+                found = await app.reviews.list(chosen, wf, REVIEWS_LIMIT)
+            else:  # decided ones: the latest decisions first (and pending ones after, for all)
+                rows = await app.store.list_reviews(
+                    "sample", None if chosen == "all" else chosen, None, wf, REVIEWS_LIMIT,
+                    latest_decided=True,
+                )
+                found = [ReviewRequest.model_validate(r) for r in rows]
+                if chosen == "all" and len(found) < REVIEWS_LIMIT:
+                    found += await app.reviews.list("pending", wf, REVIEWS_LIMIT - len(found))
         items = [
             {
                 "id": r.id,
