@@ -116,7 +116,7 @@ async def console(store_url: str) -> AsyncIterator[Console]:
 
     @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.human(queue="accounts"))
     async def lookup_account(account_id: str) -> Account:
-        raise RuntimeError("503 from the accounts service")
+        raise RuntimeError("503 from the accounts service") from ConnectionError("reset")
 
     @app.workflow
     async def lookup(ctx: keel.Context, account_id: str) -> str:
@@ -463,6 +463,8 @@ async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_resu
     assert positions == sorted(positions)
     assert "503 from the accounts service" in element(html, "errors").replace("\n", " ") or (
         "503 from the accounts service" in html)
+    errors = html[html.index('<section id="errors"') :]
+    assert "caused by <code>ConnectionError</code>: reset" in errors
     url = page_url(eid, "escalations")
     r = await post(c, url + "/resolve", {"result": "{oops"})
     assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-result")

@@ -185,7 +185,7 @@ async def console(store_url: str) -> AsyncIterator[Console]:
 
     @app.workflow
     async def broken(ctx: keel.Context, why: str) -> str:
-        raise ValueError(why)
+        raise ValueError(why) from KeyError("ledger row missing")
 
     @app.workflow(sample=Sample(rate=1.0, queue="qa"))
     async def label(ctx: keel.Context, text: str) -> str:
@@ -552,7 +552,8 @@ async def test_stored_markup_in_a_run_renders_as_text(console: Console) -> None:
     assert XSS in json.loads(element(page, "run-result"))["echo"]
     failed = (await c.get("/runs/xss-2")).text
     assert element(failed, "run-status") == "FAILED"
-    assert "ValueError" in failed[failed.index('id="run-error"') :]
+    shown = failed[failed.index('id="run-error"') :]
+    assert "ValueError" in shown and "caused by <code>KeyError</code>" in shown
     listing = (await c.get("/runs", params={"workflow": XSS})).text
     assert "<script>" not in listing
 

@@ -28,6 +28,7 @@ from keel.server.auth import (
 )
 from keel.server.timeparse import parse_time
 from keel.server.web import mount
+from keel.server.web.context import client_of
 
 API = "/api/v1"
 
@@ -62,9 +63,6 @@ class NewUser(BaseModel):
     groups: list[str] = Field(default_factory=list, description="Queues they may decide (*: all)")
 
 
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
 
 def _span(span: Any) -> dict[str, Any]:
     out = dataclasses.asdict(span)
@@ -97,7 +95,7 @@ def create_app(
     limiter = FailureLimiter(failure_limit, failure_window)
 
     async def current_user(request: Request) -> User:
-        client = _client(request)
+        client = client_of(request)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         if not header:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ class Posted:
 
 
 def client_of(request: Request) -> str:
+    """The client's address, the key of the failed-sign-in limit (pages and API alike)."""
     return request.client.host if request.client else "unknown"
 
 
@@ -108,7 +108,7 @@ class Web:
                 raise Refused(403, "CSRF check failed: the form came from another site")
         raw = await request.form()
         form = {k: v for k, v in raw.items() if isinstance(v, str)}
-        token = form.pop("csrf", "") or request.headers.get("x-csrf-token", "")
+        token = form.pop("csrf", "")
         if not token or not same(token, session.csrf):
             raise Refused(403, "CSRF check failed: reload the page and try again")
         return Posted(session, form)
@@ -158,8 +158,3 @@ class Web:
     def to_login(request: Request) -> RedirectResponse:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
-
-
-def form_values(form: Mapping[str, str], prefix: str) -> dict[str, str]:
-    """The fields named `<prefix><name>`, by name."""
-    return {k[len(prefix) :]: v for k, v in form.items() if k.startswith(prefix)}

@@ -63,6 +63,16 @@ def url_id(value: str) -> str:
     return quote(str(value), safe="")
 
 
+def causes(error: Any) -> list[Any]:
+    """The cause chain under a structured error (at most 10 deep), for display."""
+    out: list[Any] = []
+    cur = getattr(error, "cause", None)
+    while cur is not None and len(out) < 10:
+        out.append(cur)
+        cur = cur.cause
+    return out
+
+
 def usd(value: float | None) -> str:
     if not value:
         return "—"
@@ -77,4 +87,5 @@ FILTERS = {
     "pretty": pretty,
     "url_id": url_id,
     "usd": usd,
+    "causes": causes,
 }

@@ -30,7 +30,7 @@ from keel.server.timeparse import parse_time
 from keel.server.web.context import Web
 from keel.server.web.format import url_id
 from keel.server.web.waterfall import layout, money
-from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 log = logging.getLogger("keel.server")
 
@@ -241,14 +241,6 @@ def initial_state(web: Web, workflow: str) -> tuple[dict[str, Any] | None, set[s
     return value, set(model.model_fields)
 
 
-def causes(error: StructuredError | None) -> list[StructuredError]:
-    out: list[StructuredError] = []
-    cur = error.cause if error is not None else None
-    while cur is not None and len(out) < 10:
-        out.append(cur)
-        cur = cur.cause
-    return out
-
 
 def run_duration(run: RunInfo) -> float | None:
     return None if run.ended_at is None else max(run.ended_at - run.created_at, 0.0)
@@ -404,7 +396,6 @@ def add_routes(web: Web, router: FastAPI) -> None:
             trace_error=trace_error,
             cost=await app.store.spent(run_id=run.id),
             duration=run_duration(run),
-            causes=causes(run.error),
             money=money,
         )
 
