@@ -742,11 +742,20 @@ def serve(
         f" /api/v1, over {app.store_url}; decided runs resume in `keel worker`",
         err=True,
     )
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not _loopback(host):
         # Session cookies are Secure: browsers send them back only over HTTPS (or localhost).
         typer.echo("keel serve: reviewers on other machines need HTTPS in front of this "
                    "(a TLS-terminating proxy); the session cookie is Secure", err=True)
     uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: assume it is reachable from elsewhere
+        return False
 
 
 def _whoami() -> str:

@@ -129,6 +129,8 @@ def test_remove_deletes_the_user_and_refuses_unknown_names(cli: Keel) -> None:
     assert [u["name"] for u in json.loads(cli("users", "list", "--json").stdout)] == ["dora"]
     assert asyncio.run(_me(cli.url, token)) == 401
     _one_line_error(cli("users", "remove", "carl"), "no user 'carl'")
+    actors = {a["action"]: a["actor"] for a in asyncio.run(_audit(cli.url, "carl"))}
+    assert actors["user_added"].startswith("cli:") and actors["user_removed"].startswith("cli:")
 
 
 def test_rotate_prints_a_new_token_and_the_old_one_is_refused(cli: Keel) -> None:
@@ -272,3 +274,31 @@ def test_serve_answers_with_the_api_and_stops_on_sigterm(
     assert f"the review console at http://127.0.0.1:{port}/ and the JSON API at /api/v1" in text
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{base}/me", timeout=2.0, trust_env=False)
+
+
+async def _audit(url: str, target: str) -> list[dict[str, object]]:
+    store = SQLiteStore(url)
+    try:
+        return await store.audit_log(target)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("::1", False),
+                                              ("localhost", False), ("0.0.0.0", True),
+                                              ("console.example", True)])
+def test_serve_says_remote_reviewers_need_https(
+    cli: Keel, monkeypatch: pytest.MonkeyPatch, host: str, warned: bool
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from keel.cli import cli as keel_cli
+
+    served: list[str] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: served.append(host))
+    monkeypatch.setenv("KEEL_STORE", cli.url)
+    res = CliRunner().invoke(keel_cli, ["serve", "--host", host])
+    assert res.exit_code == 0 and served == [host], res.output
+    assert "decided runs resume in `keel worker`" in res.stderr
+    assert ("need HTTPS" in res.stderr) is warned

@@ -131,9 +131,9 @@ async def console(store_url: str) -> AsyncIterator[Console]:
         return label.model_dump()
 
     @app.workflow
-    async def announce(ctx: keel.Context, text: str) -> str:
+    async def announce(ctx: keel.Context, text: str, within: float | None = None) -> str:
         await ctx.approval({"post": text}, queue="payments", context={"draft": text},
-                           reason=f"publish {text}")
+                           reason=f"publish {text}", timeout=within)
         return "posted"
 
     server = create_app(app, secure_cookies=False, failure_limit=5, failure_window=60.0)
@@ -210,6 +210,14 @@ async def test_sign_in_sets_a_secure_http_only_strict_cookie(store_url: str) -> 
         assert inbox.status_code == 200 and "rita (reviewer)" in inbox.text
         assert "Content-Security-Policy" in inbox.headers
         assert "script-src 'self'" in inbox.headers["Content-Security-Policy"]
+        assert inbox.headers["X-Frame-Options"] == "DENY"
+        assert inbox.headers["X-Content-Type-Options"] == "nosniff"
+        assert inbox.headers["Cache-Control"] == "no-store"
+    # the session lives in the store: another server process (or a restart) honours it
+    other = httpx.ASGITransport(app=create_app(app))
+    async with httpx.AsyncClient(transport=other, base_url="https://keel.test") as c2:
+        c2.cookies.set("keel_session", raw)
+        assert "rita (reviewer)" in (await c2.get("/inbox")).text
     # only the cookie's hash is stored
     db = Path(store_url.removeprefix("sqlite:///"))
     assert raw.encode() not in db.read_bytes()
@@ -304,6 +312,20 @@ async def test_the_inbox_groups_pending_requests_by_queue_with_age_and_deadline(
     fragment = await c.get("/inbox/items")
     assert fragment.headers["X-Keel-Count"] == "2" and "<html" not in fragment.text
     assert (await c.get("/", follow_redirects=False)).headers["location"] == "/inbox"
+
+
+async def test_the_inbox_puts_decidable_queues_and_near_deadlines_first(
+    console: Console,
+) -> None:
+    await console.waiting("lookup", {"account_id": "a-1"}, "q-accounts")  # queue accounts
+    old = await console.waiting("announce", {"text": "old, no deadline"}, "q-old")
+    soon = await console.waiting("announce", {"text": "soon", "within": 3600.0}, "q-soon")
+    console.tokens["acc"] = await add_user(console.app.store, "acc", "reviewer", ["accounts"])
+    page = (await (await console.login("acc")).get("/inbox")).text
+    assert page.index('data-queue="accounts"') < page.index('data-queue="payments"')
+    payments = page[page.index('data-queue="payments"') :]
+    assert payments.index(f'data-id="{soon}"') < payments.index(f'data-id="{old}"')
+    assert "in 1 h" in payments or "in 60 min" in payments
 
 
 async def test_the_inbox_fragment_shows_new_requests(console: Console) -> None:
@@ -452,6 +474,33 @@ async def test_a_low_confidence_output_is_confirmed_or_corrected(console: Consol
                                                              "priority": 1}
 
 
+async def test_a_low_confidence_output_can_be_confirmed_as_it_is(console: Console) -> None:
+    rid = await console.waiting("classify", {"text": "hm"}, "low-ok")
+    c = await console.login("rita")
+    r = await post(c, page_url(rid) + "/approve", {"output": "ignored when confirming"})
+    assert r.status_code == 303
+    assert (await console.app.approvals.get(rid)).status == "confirmed"
+    assert (await _completed(console.app, "low-ok")).result == {"category": "general",
+                                                                "priority": 3}
+
+
+async def test_an_escalation_is_rejected_with_a_reason(console: Console) -> None:
+    eid = await console.waiting("lookup", {"account_id": "a-9"}, "esc-no")
+    c = await console.login("rita")
+    url = page_url(eid, "escalations")
+    r = await post(c, url + "/reject", {"reason": " "})
+    assert r.status_code == 422 and "needs a reason" in element(r.text, "err-reason")
+    r = await post(c, url + "/reject", {"reason": "account closed"})
+    assert r.status_code == 303
+    with pytest.raises(keel.RunFailed) as failed:  # the step fails with the reason
+        await console.app.handle("esc-no").result(SETTLE)
+    assert failed.value.error is not None and "account closed" in failed.value.error.message
+    esc = await console.app.escalations.get(eid)
+    assert esc.status == "rejected" and esc.resolved_by == "rita"
+    r = await post(c, url + "/reject", {"reason": "again"})
+    assert r.status_code == 409 and 'id="decided"' in r.text
+
+
 async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_result(
     console: Console,
 ) -> None:
@@ -537,6 +586,9 @@ async def test_rotating_a_token_ends_the_old_one_and_its_sessions(console: Conso
     ada, rita = await console.login("ada"), await console.login("rita")
     r = await post(ada, "/users/rita/rotate", {})
     assert r.status_code == 200 and element(r.text, "token-value").startswith("keel_")
+    [rotated] = [a for a in await console.app.store.audit_log("rita")
+                 if a["action"] == "token_rotated"]
+    assert rotated["actor"] == "ada"
     assert (await rita.get("/inbox")).status_code == 303  # her session ended
     c = console.client()
     form = await c.get("/login")
@@ -551,6 +603,9 @@ async def test_removing_a_user_needs_the_name_typed_and_never_oneself(console: C
     assert await console.app.store.get_user("otto") is not None
     r = await post(ada, "/users/otto/remove", {"confirm": "otto"})
     assert r.status_code == 303 and await console.app.store.get_user("otto") is None
+    [removed] = [a for a in await console.app.store.audit_log("otto")
+                 if a["action"] == "user_removed"]
+    assert removed["actor"] == "ada"
     r = await post(ada, "/users/ada/remove", {"confirm": "ada"})
     assert r.status_code == 409 and await console.app.store.get_user("ada") is not None
     r = await post(ada, "/users/ghost/rotate", {})
