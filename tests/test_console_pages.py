@@ -351,6 +351,7 @@ async def test_the_decision_page_shows_why_then_action_then_request_then_context
     assert re.search(r'type="number" id="arg-amount" name="arg.amount" value="40"', html)
     assert re.search(r'type="checkbox" id="arg-express"', html)
     assert 'id="approve"' in html and 'id="reject-form"' in html and 'id="shortcuts"' in html
+    assert element(html, "queue-live") == "1"  # pending in its queue, this one included
 
 
 async def test_an_invalid_edit_shows_the_error_by_the_field_and_keeps_what_was_typed(
@@ -423,6 +424,7 @@ async def test_a_second_decision_is_refused_and_shows_who_decided(console: Conso
     assert (await console.app.approvals.get(rid)).status == "approved"
     live = (await ada.get(page_url(rid) + "/live")).json()
     assert live["status"] == "approved" and live["decided_by"] == "rita"
+    assert live["waiting"] == 0
 
 
 async def test_viewers_and_reviewers_of_other_queues_cannot_decide(console: Console) -> None:

@@ -224,6 +224,10 @@ class Store(abc.ABC):
     ) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
+    async def count_reviews(self, kinds: Sequence[str], status: str, queue: str) -> int:
+        """How many requests of these kinds are in `status` in `queue`."""
+
+    @abc.abstractmethod
     async def get_review(self, review_id: str) -> dict[str, Any] | None: ...
 
     @abc.abstractmethod

@@ -1125,6 +1125,14 @@ class SQLiteStore(Store):
         sql += f" ORDER BY {order} LIMIT ?"
         return [self._review(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
 
+    async def count_reviews(self, kinds: Sequence[str], status: str, queue: str) -> int:
+        marks = ",".join("?" for _ in kinds)
+        row = self._db.execute(
+            f"SELECT COUNT(*) FROM reviews WHERE kind IN ({marks}) AND status=? AND queue=?",
+            (*kinds, status, queue),
+        ).fetchone()
+        return int(row[0])
+
     async def get_review(self, review_id: str) -> dict[str, Any] | None:
         row = self._db.execute(
             f"SELECT {self._REVIEW_COLS} FROM reviews WHERE id=?", (review_id,)

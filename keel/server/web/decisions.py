@@ -148,7 +148,7 @@ def add_routes(web: Web, router: FastAPI) -> None:
             audit=await app.approvals.audit(req.id),
             incoming=req.request.get("incoming", run.input if run else None),
             context=req.request.get("context") or req.request.get("prompt"),
-            waiting=len(await app.approvals.list(req.queue, "pending", None, _INBOX_LIMIT)),
+            waiting=await app.store.count_reviews(DECISION_KINDS, "pending", req.queue),
             output_original=text,
             **values,
         )
@@ -184,7 +184,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
     async def approval_live(review_id: str, s: Session = Depends(web.viewer)) -> Response:
         """Polled by an open decision page: tells it if someone else decided meanwhile."""
         req = await approval(review_id)
-        waiting = len(await app.approvals.list(req.queue, "pending", None, _INBOX_LIMIT))
+        # polled every few seconds by each open page: a count, not the requests
+        waiting = await app.store.count_reviews(DECISION_KINDS, "pending", req.queue)
         return JSONResponse(
             {"status": req.status, "decided_by": req.decided_by, "waiting": waiting},
             headers={"Cache-Control": "no-store"},
