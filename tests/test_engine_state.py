@@ -209,7 +209,7 @@ async def test_map_children_get_isolated_copies(make_app: Callable[..., keel.App
     assert deltas["map:children#0/1/label#0"] == {
         "category": "child1",
         "score": 1,
-        "notes": ["parent note", "from child 1"],
+        "$patch": {"notes": {"append": ["from child 1"]}},  # the fork's list grew by one
     }
 
 

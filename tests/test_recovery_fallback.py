@@ -170,7 +170,7 @@ async def test_human_fallback_suspends_with_a_complete_packet(
     p = esc.packet
     assert p.workflow == "wf" and p.run_id == handle.id and p.tool == "lookup"
     assert p.step == esc.step and "lookup" in p.step
-    assert p.input == ["A-7"]
+    assert p.input == {"args": ["A-7"]}  # by parameter name (the tool takes *args)
     assert p.error is not None and p.error.type == "HTTPStatusError" and p.error.attempts == 3
     assert p.error.fallback == "human"
     assert "lookup" in p.reason and "3 attempt" in p.reason and "HTTP 503" in p.reason
@@ -325,7 +325,7 @@ async def test_each_failed_map_item_gets_its_own_escalation(
     info = await handle.settle(RESULT)
     assert info.status is RunStatus.WAITING
     escs = sorted(await app.escalations.list(), key=lambda e: e.step)
-    assert [e.packet.input for e in escs] == [["A-1"], ["A-2"], ["A-3"]]
+    assert [e.packet.input for e in escs] == [{"args": [a]} for a in ("A-1", "A-2", "A-3")]
     assert sorted(info.waiting_on) == sorted(f"escalation:{e.id}" for e in escs)
     for n, esc in enumerate(escs):
         await app.escalations.resolve(esc.id, result={"id": f"A-{n + 1}", "tier": f"t{n}"}, by="x")

@@ -15,7 +15,7 @@ from keel.engine.journal import Journal, Scope
 from keel.engine.registry import WorkflowDef
 from keel.engine.runtime import Runtime
 from keel.engine.serde import from_json, revive, to_json
-from keel.engine.state import StateTracker
+from keel.engine.state import StateTracker, compose
 from keel.errors import (
     KeelError,
     LeaseLost,
@@ -121,8 +121,10 @@ class RunExecution:
         """Persist a finished step (and pending deterministic values) atomically."""
         if scope.state is not None and rec.status is not StepStatus.PENDING:
             delta = scope.state.delta()
-            if delta is not None:  # keep a delta the caller already took (wait_for)
-                rec.state_delta = {**(rec.state_delta or {}), **delta}
+            if delta is not None and rec.state_delta:  # keep one the caller took (wait_for)
+                rec.state_delta = compose(rec.state_delta, delta, scope.state.snapshot())
+            elif delta is not None:
+                rec.state_delta = delta
         writes = self._drain()
         write = self._write_for(rec, data)
         if rec.status is not StepStatus.PENDING:

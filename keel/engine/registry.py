@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import InitVar, dataclass, field
@@ -32,6 +33,14 @@ def _hints(
         return get_type_hints(inspect.unwrap(fn), localns=localns, include_extras=extras)
     except Exception:  # unresolvable forward refs: fall back to raw annotations
         return dict(getattr(fn, "__annotations__", {}))
+
+
+@functools.lru_cache(maxsize=4096)
+def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):  # builtins without a signature
+        return None
 
 
 def _return_type(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> Any:
@@ -91,8 +100,19 @@ class ToolDef:
             breaker=self.breaker,
             irreversible=self.irreversible,
             reconcile=reconcile if self.reconcile is not None else None,
-            input={"args": list(args), "kwargs": kwargs} if kwargs else list(args),
+            input=self.named_args(args, kwargs),
         )
+
+    def named_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The call's arguments by parameter name, as journaled, traced and redacted:
+        `login("bob", "pw")` and `login(user="bob", password="pw")` look the same."""
+        sig = _signature(self.fn)
+        if sig is not None:
+            try:
+                return dict(sig.bind(*args, **kwargs).arguments)
+            except TypeError:  # the call itself fails with the clearer error
+                pass
+        return {"args": list(args), "kwargs": kwargs} if kwargs else list(args)
 
     @property
     def gated(self) -> bool:
