@@ -126,6 +126,7 @@ class App:
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Any] = []
+        self._redactor_obj: Any = None
         # queue -> the people allowed to decide it (unlisted queues: anyone)
         # keel.toml's [keel.reviewers] applies too, so the CLI enforces the same groups.
         groups = reviewers if reviewers is not None else (config.section("reviewers") or {})
@@ -282,7 +283,12 @@ class App:
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = Runtime(
-                self.store, self.registry, self.hooks, self.settings, on_settled=self._settled
+                self.store,
+                self.registry,
+                self.hooks,
+                self.settings,
+                on_settled=self._settled,
+                render=self._short_redacted,
             )
             self._runtime.extensions["llm"] = self._make_llm
             self._attach_hitl(self._runtime)
@@ -324,10 +330,22 @@ class App:
 
         return Reviews(self)
 
+    @property
+    def _redactor(self) -> Any:
+        """The App's redactor: traces, exports and error messages show payloads through it."""
+        if self._redactor_obj is None:
+            from keel.observe.redact import Redactor
+
+            self._redactor_obj = Redactor(max_chars=self.settings.trace_max_chars)
+        return self._redactor_obj
+
+    def _short_redacted(self, value: Any) -> str:
+        text: str = self._redactor.text(value)
+        return text if len(text) <= 300 else text[:299] + "…"
+
     def _make_tracing(self) -> Any:
         from keel.observe.export import OTLPExport
         from keel.observe.metrics import Metrics, MetricsHook, sdk_meter_provider_installed
-        from keel.observe.redact import Redactor
         from keel.observe.tracer import Tracing
 
         if sdk_meter_provider_installed():  # metrics cost a hook call per step: only when read
@@ -336,7 +354,7 @@ class App:
             self.store,
             self.registry,
             retention_days=self.settings.trace_retention_days,
-            redactor=Redactor(max_chars=self.settings.trace_max_chars),
+            redactor=self._redactor,
             export=OTLPExport.from_env(),
         )
 

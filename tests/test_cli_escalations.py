@@ -72,7 +72,7 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
     assert code == 0
     assert "why: tool 'lookup_account' failed after 2 attempt(s)" in out
     assert "workflow lookup, run e1, step lookup_account#0, tool lookup_account" in out
-    assert 'input: ["A-7"]' in out and "error: HTTPStatusError: HTTP 503" in out
+    assert 'input: {"args": ["A-7"]}' in out and "error: HTTPStatusError: HTTP 503" in out
     assert f"keel escalations resolve {ESC} --result JSON" in out
 
     code, out, _ = run(keel_cli, "escalations", "show", ESC, "--json")
@@ -80,7 +80,7 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
     assert code == 0
     assert packet["workflow"] == "lookup" and packet["run_id"] == "e1"
     assert packet["step"] == "lookup_account#0" and packet["tool"] == "lookup_account"
-    assert packet["input"] == ["A-7"] and packet["reason"] == item["reason"]
+    assert packet["input"] == {"args": ["A-7"]} and packet["reason"] == item["reason"]
     assert packet["error"]["type"] == "HTTPStatusError" and packet["error"]["attempts"] == 2
     assert isinstance(packet["journal"], list)
 

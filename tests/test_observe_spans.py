@@ -133,12 +133,10 @@ async def test_sequential_run_has_root_execution_steps_and_tool_calls(
     f, sc = steps
     assert f.attributes["keel.step.kind"] == "tool" and f.attributes["keel.step.name"] == "fetch"
     assert f.attributes["keel.step.attempts"] == 1
-    assert f.attributes["keel.step.input"] == '["T-1"]'
+    assert f.attributes["keel.step.input"] == '{"ticket": "T-1"}'  # by parameter name
     assert f.attributes["keel.step.output"] == '{"ticket": "T-1", "body": "printer on fire"}'
     assert f.attributes["keel.next_step"] == "score#0"
-    assert sc.attributes["keel.step.input"] == (
-        '{"args": ["printer on fire"], "kwargs": {"weight": 2}}'
-    )
+    assert sc.attributes["keel.step.input"] == '{"text": "printer on fire", "weight": 2}'
     assert sc.attributes["keel.step.output"] == "30"
     assert all(s.status == "OK" for s in steps)
 

@@ -25,7 +25,15 @@ from keel.errors import (
     structured,
 )
 from keel.policy.completion import All, CompletionPolicy
-from keel.types import ItemFailure, MapResult, StepKind, StepStatus, StructuredError
+from keel.store.base import StepWrite
+from keel.types import (
+    ItemFailure,
+    MapResult,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StructuredError,
+)
 
 if TYPE_CHECKING:
     from keel.engine.phase import Phase
@@ -286,7 +294,8 @@ class Context:
         label = name or label
         key, pos = scope.next(f"map:{label}")
         dg = digest(label, len(items))
-        rec = ex.check(scope, key, pos, dg)
+        shape = {"items": len(items)}
+        rec, started = self._open_fan_out(key, pos, StepKind.MAP, label, dg, shape)
         map_scope = scope.child(key, None)
 
         async def run_item(i: int, item: Any) -> Any:
@@ -324,16 +333,16 @@ class Context:
                 unannotated(),
                 key=child_key,
                 pos=i,
+                shown_input=item,
             )
 
-        started = time.time()
         result = await self._fan_out(
             key, [(i, it) for i, it in enumerate(items)], run_item, concurrency
         )
-        if rec is None:
+        if rec is None or rec.status is StepStatus.PENDING:
             summary = ex.record(scope, key, pos, StepKind.MAP, label, dg, started)
-            data = _summary_json(result)
-            await ex.commit(scope, summary, data)
+            summary.input = shape
+            await ex.commit(scope, summary, _summary_json(result))
         self._enforce(policy, key, result)
         return result
 
@@ -349,8 +358,9 @@ class Context:
         scope = self._scope
         key, pos = scope.next("gather")
         dg = digest("gather", len(awaitables))
+        shape = {"branches": len(awaitables)}
         try:
-            rec = ex.check(scope, key, pos, dg)
+            rec, started = self._open_fan_out(key, pos, StepKind.GATHER, "gather", dg, shape)
         except NonDeterminismError:
             _close_all(awaitables)
             raise
@@ -382,13 +392,34 @@ class Context:
                 pos=i,
             )
 
-        started = time.time()
         result = await self._fan_out(key, list(enumerate(awaitables)), run_branch, None)
-        if rec is None:
+        if rec is None or rec.status is StepStatus.PENDING:
             summary = ex.record(scope, key, pos, StepKind.GATHER, "gather", dg, started)
+            summary.input = shape
             await ex.commit(scope, summary, _summary_json(result))
         self._enforce(policy, key, result)
         return result
+
+    def _open_fan_out(
+        self, key: str, pos: int, kind: StepKind, label: str, dg: str, shape: dict[str, int]
+    ) -> tuple[StepRecord | None, float]:
+        """Check a map or gather against the journal and mark it started.
+
+        The started mark (a pending entry holding the item count) goes out with the
+        first item's write, so a resumed run whose item list changed fails here, at
+        the map, and not after items ran.
+        """
+        ex = self._exec
+        scope = self._scope
+        rec = ex.check(scope, key, pos, dg, shape)
+        if rec is not None:
+            return rec, rec.started_at
+        started = time.time()
+        pending = ex.record(scope, key, pos, kind, label, dg, started, status=StepStatus.PENDING)
+        pending.input = shape
+        ex.buffer.append(StepWrite(pending))
+        ex.journal.add(pending)
+        return None, started
 
     async def _fan_out(
         self,

@@ -72,6 +72,18 @@ CURRENT_SCOPE: ContextVar[tuple[RunExecution, Scope] | None] = ContextVar(
 )
 
 
+_NO_INPUT: Any = object()
+
+
+def recorded_input(rec: StepRecord) -> Any:
+    """What a recorded step was called with, as far as the journal knows it."""
+    if rec.input is not None:
+        return rec.input
+    if rec.kind is StepKind.LLM and isinstance(rec.output, dict):
+        return rec.output.get("request")
+    return f"(inputs not recorded; digest {rec.digest})"
+
+
 def current_step() -> StepInfo | None:
     """The journaled step running in this task, or None outside a step."""
     return CURRENT_STEP.get()
@@ -198,15 +210,58 @@ class RunExecution:
 
     # -- replay -----------------------------------------------------------------
 
-    def check(self, scope: Scope, key: str, pos: int, digest: str) -> StepRecord | None:
+    def check(
+        self, scope: Scope, key: str, pos: int, digest: str, new_input: Any = _NO_INPUT
+    ) -> StepRecord | None:
+        """The recorded step at `key`, or None; raise NonDeterminismError if replay diverged.
+
+        `new_input` (what the step is called with now) is shown beside the recorded
+        input when only the arguments changed, redacted and shortened.
+        """
         try:
             return self.journal.check(scope.path, pos, key, digest)
         except NonDeterminismError as exc:
+            if new_input is not _NO_INPUT and "recorded_digest" in exc.data:
+                exc = self._changed_arguments(exc, self.journal.by_key[key], new_input)
             self.fatal = exc
-            raise
+            raise exc from None
+
+    def _changed_arguments(
+        self, exc: NonDeterminismError, rec: StepRecord, new_input: Any
+    ) -> NonDeterminismError:
+        render = self.rt.render
+        before = render(recorded_input(rec))
+        after = render(new_input)
+        return NonDeterminismError(
+            f"{exc.message}\n  recorded: {before}\n  now:      {after}",
+            **{**exc.data, "recorded_input": before, "new_input": after},
+        )
+
+    def check_reached_all(self) -> None:
+        """Fail the run if it ends while steps recorded earlier were never replayed: their
+        effects happened, and the code that made them is gone."""
+        missed = self.journal.unreached()
+        if not missed:
+            return
+        first = missed[0]
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        self.fatal = NonDeterminismError(
+            f"run {self.run.id}: the journal records step {first.key!r}{more}, but replay "
+            "ended without reaching it; it ran in an earlier execution, so its effects "
+            "happened. The workflow code changed (a step was removed, or a map or gather "
+            "got fewer items); finish old runs on the old code, or version the workflow "
+            "under a new name.",
+            run_id=self.run.id,
+            recorded=first.key,
+            new=None,
+            step=first.key,
+            unreached=[r.key for r in missed[:20]],
+        )
+        raise self.fatal
 
     async def replayed(self, scope: Scope, rec: StepRecord, annotation: Any) -> Any:
         """The recorded outcome of a completed step: its value, or its error re-raised."""
+        self.journal.cover(rec.key)
         if rec.state_delta and scope.state is not None:
             scope.state.apply(rec.state_delta)
         if self.rt.hooks.wants("step_replayed"):
@@ -239,13 +294,20 @@ class RunExecution:
         key: str | None = None,
         pos: int | None = None,
         policy: StepPolicy | None = None,
+        shown_input: Any = _NO_INPUT,
     ) -> Any:
-        """Run `fn` as a journaled step under `policy`; on replay return what it recorded."""
+        """Run `fn` as a journaled step under `policy`; on replay return what it recorded.
+
+        `shown_input` is what a NonDeterminismError shows as the new input (default:
+        the policy's input).
+        """
         if self.fatal is not None:  # a hard stop (Fallback.fail): no later step may run
             raise self.fatal
         if key is None or pos is None:
             key, pos = scope.next(key_name or name)
-        rec = self.check(scope, key, pos, digest)
+        if shown_input is _NO_INPUT and policy is not None and policy.input is not None:
+            shown_input = policy.input
+        rec = self.check(scope, key, pos, digest, shown_input)
         if rec is not None and rec.status is not StepStatus.PENDING:
             return await self.replayed(scope, rec, annotation)
         from keel.engine.recovery import PLAIN, run_live
@@ -300,10 +362,16 @@ class RunExecution:
                 result = await self.wf.fn(ctx, **kwargs)
                 if self.fatal is not None:
                     raise self.fatal
+                self.check_reached_all()
                 result_json = to_json(result, what=f"workflow {self.wf.name!r}")
             except (Suspend, Abandon, asyncio.CancelledError):
                 raise
             except Exception as exc:
+                if self.fatal is None:
+                    try:  # a failure that skipped recorded steps is that divergence first
+                        self.check_reached_all()
+                    except NonDeterminismError:
+                        pass
                 failure = self.fatal or exc
                 self.error = structured(failure)
                 await self._finish(RunStatus.FAILED, None, self.error)

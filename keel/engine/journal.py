@@ -36,9 +36,13 @@ class Scope:
 
 
 class Journal:
-    """Recorded steps of one run, checked against what replay reaches."""
+    """Recorded steps of one run, checked against what replay reaches.
 
-    __slots__ = ("by_key", "by_pos", "run_id")
+    It also tracks which recorded steps replay has reached, so a run cannot finish
+    while steps it recorded earlier (whose effects happened) were silently dropped.
+    """
+
+    __slots__ = ("_covered", "_unreached", "by_key", "by_pos", "run_id")
 
     def __init__(self, run_id: str, records: list[StepRecord]) -> None:
         self.run_id = run_id
@@ -46,10 +50,37 @@ class Journal:
         self.by_pos: dict[tuple[str, int], StepRecord] = {}
         for r in records:
             self.add(r)
+        # keys recorded by earlier executions that replay has not reached yet
+        self._unreached: set[str] = set(self.by_key)
+        # replayed steps whose recorded result stood in for their body: what the body
+        # recorded below them (`<key>/...`) is reached with them
+        self._covered: set[str] = set()
 
     def add(self, rec: StepRecord) -> None:
         self.by_key[rec.key] = rec
         self.by_pos[(rec.scope, rec.position)] = rec
+
+    def reached(self, key: str) -> None:
+        """Replay got to the recorded step `key` (read outside `check`)."""
+        self._unreached.discard(key)
+
+    def cover(self, key: str) -> None:
+        """Step `key` returned its recorded result: its body and what it recorded are done."""
+        if self._unreached:
+            self._unreached.discard(key)
+            self._covered.add(key)
+
+    def unreached(self) -> list[StepRecord]:
+        """Steps recorded earlier that replay never reached, in the order they ran."""
+        covered = self._covered
+        out = []
+        for key in self._unreached:
+            cut = key.find("/")
+            while cut != -1 and key[:cut] not in covered:
+                cut = key.find("/", cut + 1)
+            if cut == -1:
+                out.append(self.by_key[key])
+        return sorted(out, key=lambda r: (r.started_at, r.key))
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -73,6 +104,7 @@ class Journal:
         rec = self.by_key.get(key)
         if rec is None:
             return None
+        self._unreached.discard(key)
         if rec.position != position:
             raise NonDeterminismError(
                 f"run {self.run_id}: step {key!r} was recorded at position {rec.position} "

@@ -110,7 +110,9 @@ class Phase:
             last = n == self.retries
             rec = self._attempt_outcome(n)
             if rec is not None and rec.status is StepStatus.ERROR and not last:
-                continue  # replay: this attempt failed its checkpoint; its steps stay unreplayed
+                # replay: this attempt failed its checkpoint; its steps stay unreplayed
+                self.ex.journal.cover(rec.key)
+                continue
             yield PhaseAttempt(self, n, last=last)
             if self.passed:
                 return
@@ -250,6 +252,7 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
     """Ask a person: accept the phase as it stands (optionally editing state) or reject."""
     ex = p.ex
     esc_id = f"{ex.run.id}:{p.key}"
+    ex.journal.reached(f"{p.key}/escalation")
     if ex.journal.by_key.get(f"{p.key}/escalation") is None:
         prefix = f"{p.key}/{number}/"
         err = structured(exc, step=p.key) if exc is not None else None

@@ -40,3 +40,10 @@ class Runtime:
     # Context attributes provided by the host (the App attaches `llm`): the engine
     # offers the door, never what is behind it.
     extensions: dict[str, Any] = field(default_factory=dict)
+    # Short, redacted text of a payload for error messages (the App's redactor);
+    # the engine alone shows no payload content at all.
+    render: Callable[[Any], str] = field(default=lambda value: _opaque(value))
+
+
+def _opaque(value: Any) -> str:
+    return f"<{type(value).__name__}; no redactor configured to show it>"

@@ -106,6 +106,8 @@ def journal_tree(steps: Iterable[StepRecord]) -> list[Node]:
     nodes: dict[str, Node] = {}
     scopes: dict[str, list[Node]] = {}
     for rec in steps:
+        if rec.kind in (StepKind.MAP, StepKind.GATHER) and rec.status is StepStatus.PENDING:
+            continue  # only the mark that a fan-out started: shown as in progress
         node = Node(rec.key, rec)
         nodes[rec.key] = node
         scopes.setdefault(rec.scope, []).append(node)
