@@ -17,7 +17,7 @@ from keel import config
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
-from keel.engine.serde import revive, to_json
+from keel.engine.serde import from_json, revive, to_json
 from keel.engine.worker import Worker
 from keel.errors import (
     ConfigError,
@@ -438,37 +438,67 @@ class App:
         execute: bool = True,
         tenant: str | None = None,
     ) -> RunHandle:
-        """Record a run and start it; an existing `id` returns that run (idempotent)."""
+        """Record a run and start it.
+
+        Starting an existing `id` again is idempotent: with no input, or the same input,
+        it returns that run; a different input is refused (`keel.InputError`).
+        """
         wf = self.registry.workflow(workflow)
+        if id is not None and (not id or len(id) > 200 or any(c.isspace() for c in id)):
+            raise InputError(
+                f"run id {id!r} must be 1-200 characters without whitespace", run_id=id
+            )
         run_id = id or new_run_id()
-        if not run_id or len(run_id) > 200 or any(c.isspace() for c in run_id):
-            raise ConfigError(f"run id {run_id!r} must be 1-200 characters without spaces")
         existing = await self.store.get_run(run_id) if id else None
-        if existing is not None:  # idempotent start: the input of the first start stands
+        if existing is not None and input is None:  # attach: the first start's input stands
             info, created = existing, False
         else:
-            validated = wf.validate_input(input)
-            try:
-                dumped = validated.model_dump(mode="json")
-            except PydanticSerializationError as exc:
-                raise InputError(
-                    f"input for workflow {wf.name!r} cannot be stored as JSON: {exc}. "
-                    "Pass JSON data (dict, list, str, int, float, bool, None) or Pydantic models.",
-                    workflow=wf.name,
-                ) from None
-            data = to_json(dumped, what="input")
-            info, created = await self.store.create_run(
-                run_id, wf.name, data, time.time(), tenant=tenant
-            )
+            data = self._input_json(wf, input)
+            if existing is not None:
+                info, created = existing, False
+            else:
+                info, created = await self.store.create_run(
+                    run_id, wf.name, data, time.time(), tenant=tenant
+                )
         if not created and info.workflow != wf.name:
             raise ConfigError(
                 f"run id {run_id!r} already belongs to workflow {info.workflow!r}, "
                 f"not {wf.name!r}; pick another id",
                 run_id=run_id,
             )
+        if not created and input is not None:
+            self._same_input(info, data)
         if execute and not info.status.terminal:
             (await self._embedded()).watch(run_id)
         return RunHandle(self, run_id, wf.name)
+
+    @staticmethod
+    def _input_json(wf: WorkflowDef, input: Any) -> bytes:
+        validated = wf.validate_input(input)
+        try:
+            dumped = validated.model_dump(mode="json")
+        except PydanticSerializationError as exc:
+            raise InputError(
+                f"input for workflow {wf.name!r} cannot be stored as JSON: {exc}. "
+                "Pass JSON data (dict, list, str, int, float, bool, None) or Pydantic models.",
+                workflow=wf.name,
+            ) from None
+        return to_json(dumped, what="input")
+
+    def _same_input(self, info: RunInfo, data: bytes) -> None:
+        """An existing run started again must be asked for with the input it has."""
+        given = from_json(data)
+        if given == info.input:
+            return
+        recorded, now = self._short_redacted(info.input), self._short_redacted(given)
+        raise InputError(
+            f"run id {info.id!r} already exists ({info.workflow}, {info.status.value}) with "
+            f"different input: recorded {recorded}, given {now}. Starting an id again "
+            "resumes it only with the same input (or none); pick a new id for new input.",
+            run_id=info.id,
+            recorded_input=recorded,
+            new_input=now,
+        )
 
     def run(
         self,

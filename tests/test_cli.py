@@ -153,3 +153,16 @@ def test_bad_store_url(keel_cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("KEEL_STORE", "mongodb://x")
     code, _, err = run(keel_cli, "runs")
     assert code == 2 and "unsupported store URL" in err
+
+
+def test_reusing_an_id_with_other_input_is_refused(keel_cli: CliRunner) -> None:
+    code, out, _ = run(keel_cli, "run", f"{APP}:fan", "--input", '{"n": 3}', "--id", "same")
+    assert code == 0 and "SUCCEEDED" in out
+    code, out, err = run(keel_cli, "run", f"{APP}:fan", "--input", '{"n": 5}', "--id", "same")
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and "'same'" in err
+    assert '{"n": 3}' in err and '{"n": 5}' in err and "pick a new id" in err
+    code, out, _ = run(keel_cli, "run", f"{APP}:fan", "--input", '{"n": 3}', "--id", "same")
+    assert code == 0 and "SUCCEEDED" in out  # the same input stays idempotent
+    code, out, _ = run(keel_cli, "runs", "--json")
+    assert [r["id"] for r in json.loads(out)] == ["same"]

@@ -233,10 +233,20 @@ async def test_start_with_existing_id_returns_the_same_run(
     h2 = await app.start(once, {"x": 1}, id="same-id")
     assert h2.id == h1.id
     assert await h2.result(RESULT_TIMEOUT) == 1
-    h3 = await app.start(once, {"x": 2}, id="same-id")  # the first start's input stands
+    h3 = await app.start(once, id="same-id")  # no input: attach to the run as it is
     assert await h3.result(RESULT_TIMEOUT) == 1
+    with pytest.raises(keel.InputError) as refused:  # another input: never the old result
+        await app.start(once, {"x": 2}, id="same-id")
+    msg = str(refused.value)
+    assert "'same-id'" in msg and '{"x": 1}' in msg and '{"x": 2}' in msg
+    assert refused.value.data["recorded_input"] == '{"x": 1}'
+    assert refused.value.data["new_input"] == '{"x": 2}'
     assert (await h3.info()).input == {"x": 1}
     assert calls == Counter(effect=1)
+    assert len(await app.list_runs()) == 1
+    for bad in ("", " x", "a" * 201):
+        with pytest.raises(keel.InputError, match="1-200 characters"):
+            await app.start(once, {"x": 1}, id=bad)
     assert len(await app.list_runs()) == 1
 
 
