@@ -85,16 +85,18 @@ class StateValidationError(KeelError):
     """A value assigned to a workflow's typed state was rejected."""
 
 
-class SerializationError(KeelError):
-    """A step's output cannot be stored as JSON."""
-
-
 class NonDeterminismError(KeelError):
     """Replay reached a different step than the journal recorded."""
 
 
 class StepError(KeelError):
-    """A step raised; `.error` holds the structured form (live and on replay).
+    """A journaled step failed; `.error` holds its structured form (live and on replay).
+
+    Every failure a `ctx.call`, `ctx.map`, `ctx.llm`, `ctx.approval`, `ctx.wait_for`
+    or `ctx.phase` can raise is a `StepError`, so one `except` catches them all:
+    a tool's own exception (wrapped), a timeout, failed validation or a wrong return
+    type (`ValidationFailed`), a spent retry budget, an open breaker, an unknown
+    outcome, a person's rejection, a missed deadline.
 
     Example:
         try:
@@ -105,7 +107,15 @@ class StepError(KeelError):
 
     def __init__(self, message: str, *, error: StructuredError | None = None, **data: Any) -> None:
         super().__init__(message, **data)
-        self.error = error or StructuredError(type="StepError", message=message)
+        self._error = error  # a foreign exception's record, kept exactly as journaled
+
+    @property
+    def error(self) -> StructuredError:
+        return self._error if self._error is not None else self.to_structured()
+
+    @error.setter
+    def error(self, value: StructuredError) -> None:
+        self._error = value
 
     def matches(self, *exc_types: type[BaseException] | str) -> bool:
         """True if the original exception was an instance of any of `exc_types`."""
@@ -115,10 +125,16 @@ class StepError(KeelError):
     def to_structured(
         self, step: str | None = None, attempts: int | None = None
     ) -> StructuredError:
-        return self.error
+        if self._error is not None:
+            return self._error
+        return super().to_structured(step, attempts)
 
 
-class OutcomeUnknown(KeelError):
+class SerializationError(StepError):
+    """A value cannot be stored as JSON: a step's output, a result, a signal's payload."""
+
+
+class OutcomeUnknown(StepError):
     """An irreversible tool's worker died after its intent was recorded and before its result.
 
     Keel never re-runs such a step blindly: the tool's `reconcile` hook decides, or
@@ -138,7 +154,7 @@ class EffectNotApplied(KeelError):
     """
 
 
-class RetryableError(KeelError):
+class RetryableError(StepError):
     """Raise from a tool to ask for a retry (optionally after `retry_after` seconds).
 
     Example: `raise keel.RetryableError("index still building", retry_after=5)`
@@ -148,7 +164,7 @@ class RetryableError(KeelError):
         super().__init__(message, retry_after=retry_after, **data)
 
 
-class ValidationFailed(KeelError):
+class ValidationFailed(StepError):
     """A step's output failed its `validate=` checks; `.messages` say why.
 
     Retried with the messages handed to the next attempt (`keel.current_step().feedback`).
@@ -158,30 +174,30 @@ class ValidationFailed(KeelError):
         super().__init__(message, messages=list(messages or []), **data)
 
 
-class BudgetExceeded(KeelError):
+class BudgetExceeded(StepError):
     """A tool used up its retry budget for this run; the fallback applies."""
 
 
-class CircuitOpen(KeelError):
+class CircuitOpen(StepError):
     """The tool's circuit breaker is open in this worker; the fallback applies."""
 
 
-class CheckpointFailed(KeelError):
+class CheckpointFailed(StepError):
     """A phase's checkpoint validator rejected the state at the end of the phase."""
 
     def __init__(self, message: str, *, messages: list[str] | None = None, **data: Any) -> None:
         super().__init__(message, messages=list(messages or []), **data)
 
 
-class EscalationRejected(KeelError):
+class EscalationRejected(StepError):
     """A person rejected an escalation (a failed tool or phase) instead of resolving it."""
 
 
-class LowConfidence(KeelError):
+class LowConfidence(StepError):
     """A structured output scored below `min_confidence`; `.output` and `.score` say what."""
 
 
-class CassetteMiss(KeelError):
+class CassetteMiss(StepError):
     """A model request has no recording in the cassette being replayed."""
 
 
@@ -189,27 +205,27 @@ class ModelUnavailable(RetryableError):
     """Every model in the route (and its fallbacks) failed or is cooling down."""
 
 
-class AgentTurnLimit(KeelError):
+class AgentTurnLimit(StepError):
     """An agent loop used all its turns (or its invalid-tool-call budget) without finishing."""
 
 
-class ApprovalRejected(KeelError):
+class ApprovalRejected(StepError):
     """A person rejected the proposed action (or it timed out under a reject policy)."""
 
 
-class ApprovalTimedOut(KeelError):
+class ApprovalTimedOut(StepError):
     """No decision arrived before the deadline and the policy is to fail the run."""
 
 
-class ReviewRejected(KeelError):
+class ReviewRejected(StepError):
     """A reviewer rejected a low-confidence output or a novel input."""
 
 
-class MapFailed(KeelError):
+class MapFailed(StepError):
     """A map or gather did not meet its `require` policy; `.result` has every item."""
 
 
-class SignalTimeout(KeelError, TimeoutError):
+class SignalTimeout(StepError, TimeoutError):
     """`ctx.wait_for` reached its timeout before the signal arrived."""
 
 
@@ -246,10 +262,7 @@ def from_structured(err: StructuredError) -> KeelError:
         exc = cls(err.message, **data)
     except TypeError:
         return StepError(err.message, error=err)
-    if isinstance(exc, StepError):
-        exc.error = err
-    else:
-        exc._structured = err
+    exc._structured = err
     return exc
 
 
@@ -270,7 +283,9 @@ def structured(
             attempts=attempts,
         )
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    rebuilt = isinstance(exc, StepError) or getattr(exc, "_structured", None) is not None
+    rebuilt = getattr(exc, "_structured", None) is not None or (
+        isinstance(exc, StepError) and exc._error is not None
+    )
     if cause is not None and err.cause is None and not rebuilt:
         err = err.model_copy(update={"cause": structured(cause)})
     return err

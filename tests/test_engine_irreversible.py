@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,45 @@ def test_reconcile_requires_irreversible(tmp_path: Path) -> None:
 
         @app.tool(reconcile=lambda key: None)
         async def plain() -> None: ...
+
+
+async def test_unknown_outcome_with_a_human_fallback_asks_a_person(worker_harness: Any) -> None:
+    """SIGKILL between the intent and the result of an irreversible tool that declares
+    `Fallback.human`: the run waits for a person, who says what became of the effect."""
+    h = worker_harness
+    module = "tests.apps.irreversible_app"
+    app = h.app(module)
+    for run_id, decision in (("pay-1", "resolve"), ("pay-2", "reject")):
+        proc = h.spawn(module)
+        await h.wait_ready(proc)
+        await app.start("pay", {"amount": 120}, id=run_id, execute=False)
+        flag = h.data / "in-flight"
+        await h.wait_until(flag.exists, timeout=60, what="the wire to start", procs=[proc])
+        await h.kill(proc, app, run_id)
+        flag.unlink()
+
+        h.spawn(module)
+        info = await h.wait_status(app, run_id, "WAITING", timeout=60)
+        assert info.waiting_on == [f"escalation:{run_id}:wire#0"]
+        esc = await app.escalations.get(f"{run_id}:wire#0")
+        assert esc.queue == "payments" and esc.packet.tool == "wire"
+        reason = esc.packet.reason
+        assert reason.startswith("outcome unknown:")
+        assert f"idempotency key '{run_id}:wire#0'" in reason and "resolve this" in reason
+        assert esc.packet.error is not None and esc.packet.error.type == "OutcomeUnknown"
+        assert esc.packet.input == {"amount": 120}
+        if decision == "resolve":
+            await app.escalations.resolve(esc.id, "tx-from-the-bank", by="dana")
+            done = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+            assert done.result == "paid: tx-from-the-bank"
+        else:
+            await app.escalations.reject(esc.id, "the bank has no such transfer", by="dana")
+            done = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+            assert done.result.startswith("not paid: ")
+            assert "the bank has no such transfer" in done.result
+        for p in h.procs:
+            if p.alive():
+                await h.kill(p, app)
+    # the effect happened once per run and was never attempted again
+    assert h.execution_counts() == {"pay-1:wire#0": 1, "pay-2:wire#0": 1}
+    assert h.effect_dupes() == []

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
+
 from keel.engine.execution import (
     CURRENT_STEP,
     Abandon,
@@ -89,6 +91,7 @@ class _Step:
     started: float
 
     log: list[dict[str, Any]] = field(default_factory=list)  # failed attempts so far
+    gave_up: str | None = None  # why retrying stopped early (a deadline), for the error
 
     def record(self, **kw: Any) -> StepRecord:
         rec = self.ex.record(
@@ -205,6 +208,7 @@ async def run_live(
                         output=_jsonable(value),
                     )
             data = to_json(value, what=f"step {key!r}")
+            result = _typed(name, value, data, annotation)
         except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
             if probe and breaker is not None:
                 breaker.abandon()  # no verdict: let a later call probe instead
@@ -255,9 +259,35 @@ async def run_live(
         await ex.commit(scope, done, data)
         if hooks.active and hooks.wants("step_finished"):
             hooks.step_finished(ex.event(key, kind, name, done))
-        return revive(from_json(data), annotation)
+        return result
     assert last is not None
     return await _fall_back(step, last, attempt)
+
+
+def _typed(name: str, value: Any, data: bytes, annotation: Any) -> Any:
+    """The step's value as its return type gives it, checked before it is journaled: a
+    wrong type is a failed output (retried with feedback), never a stored bad result."""
+    plain = from_json(data)
+    if annotation is unannotated() or annotation is Any:
+        return plain
+    try:
+        return adapter(annotation).validate_python(plain)
+    except PydanticValidationError as exc:
+        messages = [
+            f"{'.'.join(str(x) for x in e['loc']) or '(result)'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise ValidationFailed(
+            f"{name!r} returned {type(value).__name__}, which does not fit its return type "
+            f"{_type_name(annotation)}: {'; '.join(messages)}",
+            messages=messages,
+            output=_jsonable(value),
+        ) from None
+    except TypeError:  # an annotation Pydantic cannot check: keep the JSON value
+        return plain
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def _next_attempt_at(
@@ -269,6 +299,10 @@ def _next_attempt_at(
     delay = retry.delay(attempt, step.key, exc)
     wake = time.time() + delay
     if retry.deadline is not None and wake - step.started > retry.deadline:
+        step.gave_up = (
+            f"gave up after {attempt} attempt(s): the next one ({delay:.1f}s away) would "
+            f"pass the retry deadline of {retry.deadline:g}s from the first attempt"
+        )
         return None
     if retry.budget is not None:
         ex, tool = step.ex, step.name
@@ -325,9 +359,14 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     ex, key, name = step.ex, step.key, step.name
     err = structured(exc, step=key, attempts=attempts)
     err.data.setdefault("tool", name)
+    if step.gave_up is not None:
+        err = err.model_copy(update={"message": f"{err.message} ({step.gave_up})"})
+        err.data["gave_up"] = step.gave_up
     fb = step.policy.fallback
     hooks = ex.rt.hooks
-    if fb is None or isinstance(exc, SerializationError | OutcomeUnknown):
+    unknown = isinstance(exc, OutcomeUnknown)
+    if fb is None or isinstance(exc, SerializationError) or (unknown and fb.kind != "human"):
+        # an unknown outcome is never degraded to a default: the effect may have happened
         failed = step.record(status=StepStatus.ERROR, error=err, attempts=attempts)
         await ex.commit(step.scope, failed, None)
         if hooks.wants("step_failed"):
@@ -354,6 +393,16 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
         ex.fatal = stop  # a hard stop: the run fails even if the workflow catches this
         raise stop from exc
     return await _await_person(step, err, attempts, resumed=False)
+
+
+def _escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
+    if err.type == "OutcomeUnknown":
+        return (
+            f"outcome unknown: {err.message} If it took effect, resolve this with the "
+            "result it had; if it did not, reject it (the step fails with "
+            "EscalationRejected and the workflow decides what happens next)."
+        )
+    return f"tool {tool!r} failed after {attempts} attempt(s): {err.type}: {err.message}"
 
 
 def journal_summary(ex: RunExecution, prefix: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -448,7 +497,7 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
             input=_jsonable(step.policy.input),
             journal=journal_summary(ex, step.scope.phase_prefix or ""),
             output=err.data.get("output"),
-            reason=f"tool {name!r} failed after {attempts} attempt(s): {err.type}: {err.message}",
+            reason=_escalation_reason(name, err, attempts),
             error=err,
             messages=list(err.data.get("messages", [])),
             state=step.scope.state.snapshot() if step.scope.state is not None else None,

@@ -128,7 +128,16 @@ class ToolDef:
             coro = asyncio.to_thread(self.fn, *args, **kwargs)
         if self.timeout is None:
             return await coro
-        return await asyncio.wait_for(coro, self.timeout)
+        try:
+            async with asyncio.timeout(self.timeout) as limit:
+                return await coro
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the tool's own timeout (e.g. its HTTP client's): keep its message
+            raise TimeoutError(
+                f"tool {self.name!r} did not finish within its timeout of {self.timeout:g}s "
+                "(per attempt); raise timeout= on the tool if it needs longer"
+            ) from None
 
     def input_model(self) -> type[BaseModel]:
         """A Pydantic model of the tool's parameters (for agents' argument checks)."""
