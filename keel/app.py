@@ -26,11 +26,13 @@ from keel.errors import (
     RunFailed,
     RunNotFound,
     RunSuspended,
+    SignalRefused,
 )
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
 from keel.store import RunFilter, Store, open_store
+from keel.store.base import RESERVED_SIGNALS
 from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
@@ -81,8 +83,9 @@ class RunHandle:
         info = await self.app._wait(self.id, lambda s: s.terminal, timeout)
         return self.app._outcome(info)
 
-    async def signal(self, name: str, payload: Any = None) -> None:
-        await self.app.signal(self.id, name, payload)
+    async def signal(self, name: str, payload: Any = None, *, queue: bool = False) -> bool:
+        """`App.signal` for this run."""
+        return await self.app.signal(self.id, name, payload, queue=queue)
 
     async def cancel(self) -> RunInfo:
         return await self.app.cancel(self.id)
@@ -415,6 +418,8 @@ class App:
 
     async def _embedded(self) -> Worker:
         loop = asyncio.get_running_loop()
+        if self._worker is not None and self._worker.fault is not None:
+            await self.stop_worker()  # it stopped on a store fault: try afresh
         if self._worker is None or self._worker_loop is not loop:
             self._warm_llm()
             self._worker = Worker(self.runtime, ids=set())
@@ -548,11 +553,32 @@ class App:
         records = await self.store.load_steps(run_id)
         return sorted(records, key=lambda r: (r.started_at, r.key))
 
-    async def signal(self, run_id: str, name: str, payload: Any = None) -> None:
-        """Deliver a signal; a run waiting for it resumes."""
+    async def signal(
+        self, run_id: str, name: str, payload: Any = None, *, queue: bool = False
+    ) -> bool:
+        """Send signal `name` to a run waiting for it (`ctx.wait_for(name)`): it resumes.
+
+        Refused with `keel.SignalRefused` (saying what the run waits for) when the run
+        has ended or is not waiting for `name`. `queue=True` keeps the signal for the
+        run's next `ctx.wait_for(name)` instead, e.g. when the run has not reached its
+        wait yet. Returns True if the run was waiting for it, False if it was queued.
+
+        Example:
+            await app.signal(run_id, "approve", {"by": "ada"})
+        """
+        if name.startswith(RESERVED_SIGNALS):
+            raise SignalRefused(
+                f"signal {name!r} is Keel's own (a person's decision): decide it with"
+                " keel approvals / keel escalations (app.approvals, app.escalations)",
+                run_id=run_id,
+                signal=name,
+            )
         data = to_json(payload, what=f"signal {name!r} payload")
-        await self.store.send_signal(run_id, name, data, time.time())
+        before = await self.store.send_signal(
+            run_id, name, data, time.time(), only_if_waiting=not queue
+        )
         self._wake_worker()
+        return before.status is RunStatus.WAITING and name in before.waiting_on
 
     async def cancel(self, run_id: str) -> RunInfo:
         info = await self.store.cancel_run(run_id, time.time())
@@ -569,6 +595,9 @@ class App:
         if not done(info.status) and self._worker is not None and self._worker_loop is loop:
             self._worker.watch(run_id)
         while not done(info.status):
+            worker = self._worker if self._worker_loop is loop else None
+            if worker is not None and worker.fault is not None:
+                raise worker.fault  # the run is intact, but nothing here can execute it
             if deadline is not None and loop.time() >= deadline:
                 if info.status is RunStatus.WAITING:
                     raise RunSuspended(
@@ -611,13 +640,15 @@ class App:
 
     async def close(self) -> None:
         """Stop the embedded worker (its runs go back to the queue) and close the store."""
-        await self.stop_worker()
-        if self._gateway is not None:
-            await self._gateway.close()
-        if self._store is not None:
-            await self._store.close()
-            self._store = None
-            self._runtime = None
+        try:
+            await self.stop_worker()
+            if self._gateway is not None:
+                await self._gateway.close()
+        finally:  # even when draining hit a store fault
+            if self._store is not None:
+                await self._store.close()
+                self._store = None
+                self._runtime = None
 
     async def __aenter__(self) -> App:
         return self

@@ -1,8 +1,15 @@
-"""The `keel` command: run workflows, host workers, inspect and steer runs."""
+"""The `keel` command: run workflows, host workers, inspect and steer runs.
+
+Every error is one line on stderr, `error: <what is wrong and what to do>`, and the
+exit code says which kind (README "Exit codes"): 0 done, 1 the run failed or was
+cancelled (or there was nothing to act on), 2 a usage or input error, 3 the store
+cannot be opened, read or written, 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal as _signal
 import sys
@@ -10,14 +17,61 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from keel.engine.hooks import Hooks
-from keel.errors import ConfigError, KeelError
+from keel.errors import KeelError, StoreError
 
 T = TypeVar("T")
 
+EXIT_FAILED = 1  # the run FAILED or was CANCELLED, or there was nothing to act on
+EXIT_USAGE = 2  # bad arguments, input, configuration, or a request the run refuses
+EXIT_STORE = 3  # the store cannot be opened, read or written (corrupt, read-only, full)
+
+
+def _exit_code(exc: KeelError) -> int:
+    return EXIT_STORE if isinstance(exc, StoreError) else EXIT_USAGE
+
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors as one line (`error: ...; see: keel run --help`), not a boxed panel."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except KeelError as exc:  # e.g. a bad KEEL_* setting met while parsing
+            typer.echo(f"error: {exc.message}", err=True)
+            sys.exit(_exit_code(exc))
+        except Exception as exc:
+            names = {c.__name__ for c in type(exc).__mro__}
+            if "NoArgsIsHelpError" in names:  # `keel` alone: the help, as usual
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+            if "ClickException" not in names and "Abort" not in names:
+                raise
+            if "Abort" in names:
+                typer.echo("error: aborted", err=True)
+                sys.exit(EXIT_FAILED)
+            message = " ".join(exc.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
+            ctx = getattr(exc, "ctx", None)
+            hint = f"; see: {ctx.command_path} --help" if ctx is not None else ""
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 cli = typer.Typer(
     name="keel",
+    cls=_OneLineErrors,
     help="Durable agentic workflows: run, inspect and steer them.",
     no_args_is_help=True,
     add_completion=False,
@@ -25,20 +79,24 @@ cli = typer.Typer(
 )
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+_JSON_HELP = "inline, @file.json, or - for stdin"
 
 
-def _fail(message: str, code: int = 2) -> None:
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _json_arg(text: str | None, what: str) -> Any:
-    if text is None:
+def _json_arg(value: str | None, what: str) -> Any:
+    """A JSON option's value: inline JSON, `@file.json` or `-` (stdin), within the limits."""
+    from keel._json_input import read_json
+
+    if value is None:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        _fail(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
+        return read_json(value, what)
+    except KeelError as exc:
+        _fail(exc.message, _exit_code(exc))
     return None
 
 
@@ -46,7 +104,7 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(coro_fn())  # type: ignore[arg-type]
     except KeelError as exc:
-        _fail(exc.message)
+        _fail(exc.message, _exit_code(exc))
     raise AssertionError("unreachable")
 
 
@@ -64,7 +122,8 @@ def _print_json(data: Any) -> None:
 def run(
     target: Annotated[str, typer.Argument(help="MODULE:WORKFLOW, MODULE a module or .py path")],
     input: Annotated[
-        str | None, typer.Option("--input", "-i", help="JSON object of inputs")
+        str | None,
+        typer.Option("--input", "-i", help=f"JSON object of inputs: {_JSON_HELP}"),
     ] = None,
     id: Annotated[str | None, typer.Option("--id", help="Run id (idempotent start)")] = None,
     detach: Annotated[
@@ -109,7 +168,7 @@ def run(
         if info.error is not None:
             out.print(f"[red]{info.error.type}: {info.error.message}[/red]")
     if info.status.value in ("FAILED", "CANCELLED"):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
 
 
 def _waiting_hint(run_id: str, waiting_on: list[str]) -> str:
@@ -163,7 +222,7 @@ def worker(
     async def go() -> None:
         apps = []
         for ref in modules:
-            app = find_app(load_module(ref))
+            app = find_app(load_module(ref), ref)
             if app not in apps:
                 apps.append(app)
         workers = [a.worker(concurrency) for a in apps]
@@ -173,7 +232,8 @@ def worker(
             f"{', '.join(sorted({a.store_url for a in apps}))}",
             err=True,
         )
-        task = asyncio.gather(*(w.serve() for w in workers))
+        serving = [asyncio.ensure_future(w.serve()) for w in workers]
+        task = asyncio.gather(*serving)
         loop = asyncio.get_running_loop()
         for sig in (_signal.SIGINT, _signal.SIGTERM):
             loop.add_signal_handler(sig, task.cancel)
@@ -181,9 +241,20 @@ def worker(
             await task
         except asyncio.CancelledError:
             typer.echo("keel worker: stopped; running runs returned to the queue", err=True)
+        except StoreError as exc:
+            # Stop every worker: none can write either. No run is failed for it.
+            for t in serving:
+                t.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
+            raise StoreError(
+                f"keel worker stopped: {exc.message}. No run was failed for it: its runs"
+                " resume when a worker runs again",
+                **exc.data,
+            ) from None
         finally:
             for a in apps:
-                await a.close()
+                with contextlib.suppress(StoreError):
+                    await a.close()
 
     _run(go)
 
@@ -291,7 +362,10 @@ def trace(run_id: str, as_json: JsonOpt = False) -> None:
         )
         return
     if not spans:
-        _fail(f"run {run_id} has no spans yet (tracing off, or nothing recorded so far)", 1)
+        _fail(
+            f"run {run_id} has no spans yet (tracing off, or nothing recorded so far)",
+            EXIT_FAILED,
+        )
     from keel.console import console, trace_tree
 
     console().print(trace_tree(spans))
@@ -335,20 +409,41 @@ def costs(
 def signal_cmd(
     run_id: str,
     name: str,
-    payload: Annotated[str | None, typer.Option("--payload", "-p", help="JSON payload")] = None,
+    payload: Annotated[
+        str | None, typer.Option("--payload", "-p", help=f"JSON payload: {_JSON_HELP}")
+    ] = None,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue",
+            help="Keep the signal for the run's next ctx.wait_for(NAME) even if the run"
+            " is not waiting for it now",
+        ),
+    ] = False,
 ) -> None:
-    """Send a signal to a run (a waiting run resumes)."""
+    """Send a signal to a run waiting for it (the run resumes).
+
+    A run not waiting for NAME refuses it and says what it waits for; --queue keeps it
+    for a later wait instead. An ended run refuses every signal.
+    """
     data = _json_arg(payload, "--payload")
 
-    async def go() -> None:
+    async def go() -> Any:
         app = _store_app()
         try:
-            await app.signal(run_id, name, data)
+            resumes = await app.signal(run_id, name, data, queue=queue)
+            return resumes, await app.get_run(run_id)
         finally:
             await app.close()
 
-    _run(go)
-    typer.echo(f"signal {name!r} sent to {run_id}")
+    resumes, info = _run(go)
+    if resumes:
+        typer.echo(f"signal {name!r} delivered to {run_id}; the run resumes")
+    else:
+        typer.echo(
+            f"signal {name!r} queued for {run_id} ({info.status.value}): its next"
+            f" ctx.wait_for({name!r}) takes it"
+        )
 
 
 @cli.command()
@@ -367,7 +462,10 @@ def cancel(run_id: str) -> None:
 
     info, cancelled = _run(go)
     if not cancelled or info.status.value != "CANCELLED":
-        _fail(f"run {run_id} had already ended {info.status.value}; nothing to cancel", code=1)
+        _fail(
+            f"run {run_id} had already ended {info.status.value}; nothing to cancel",
+            EXIT_FAILED,
+        )
     typer.echo(f"run {run_id} cancelled")
 
 
@@ -434,7 +532,11 @@ def escalations_resolve(
     escalation_id: str,
     result: Annotated[
         str | None,
-        typer.Option("--result", "-r", help="JSON: the tool's result, or state fields for a phase"),
+        typer.Option(
+            "--result",
+            "-r",
+            help=f"JSON: the tool's result, or state fields for a phase: {_JSON_HELP}",
+        ),
     ] = None,
     by: Annotated[str, typer.Option("--by", help="Who decided")] = "",
     note: Annotated[str | None, typer.Option("--note")] = None,
@@ -559,7 +661,9 @@ def approvals_reject(
 @approvals_cli.command("edit")
 def approvals_edit(
     request_id: str,
-    args: Annotated[str, typer.Option("--args", help="JSON object of the tool's arguments")],
+    args: Annotated[
+        str, typer.Option("--args", help=f"JSON object of the tool's arguments: {_JSON_HELP}")
+    ],
     note: Annotated[str | None, typer.Option("--note")] = None,
     by: Annotated[str, typer.Option("--by")] = "",
 ) -> None:
@@ -576,7 +680,9 @@ def approvals_edit(
 @approvals_cli.command("correct")
 def approvals_correct(
     request_id: str,
-    output: Annotated[str, typer.Option("--output", help="JSON: the right output")],
+    output: Annotated[
+        str, typer.Option("--output", help=f"JSON: the right output: {_JSON_HELP}")
+    ],
     by: Annotated[str, typer.Option("--by")] = "",
 ) -> None:
     """For a low-confidence output: supply the right one; it becomes the step's result."""
@@ -631,7 +737,9 @@ def review_show(review_id: str, as_json: JsonOpt = False) -> None:
 def review_verdict(
     review_id: str,
     correct: Annotated[bool | None, typer.Option("--correct/--incorrect")] = None,
-    label: Annotated[str | None, typer.Option("--label", help="JSON: the right output")] = None,
+    label: Annotated[
+        str | None, typer.Option("--label", help=f"JSON: the right output: {_JSON_HELP}")
+    ] = None,
     note: Annotated[str | None, typer.Option("--note")] = None,
     by: Annotated[str, typer.Option("--by")] = "",
 ) -> None:
@@ -736,7 +844,7 @@ def serve(
     from keel.loader import find_app, load_module
     from keel.server.app import create_app
 
-    app = find_app(load_module(module)) if module else App()
+    app = find_app(load_module(module), module) if module else App()
     typer.echo(
         f"keel serve: the review console at http://{host}:{port}/ and the JSON API at"
         f" /api/v1, over {app.store_url}; decided runs resume in `keel worker`",
@@ -768,11 +876,7 @@ def _whoami() -> str:
 
 
 def main() -> None:
-    try:
-        cli()
-    except ConfigError as exc:  # raised while Typer parses, e.g. a bad KEEL_* setting
-        typer.echo(f"error: {exc.message}", err=True)
-        sys.exit(2)
+    cli()  # _OneLineErrors turns usage and Keel errors into one line and an exit code
 
 
 if __name__ == "__main__":

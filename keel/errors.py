@@ -233,6 +233,19 @@ class LeaseLost(KeelError):
     """This worker no longer owns the run (another worker took it over)."""
 
 
+class SignalRefused(KeelError):
+    """A signal was not delivered: the run has ended, or (without `queue=True`) it is not
+    waiting for that name. `.waiting_on` lists what the run waits for."""
+
+
+class StoreError(KeelError):
+    """The store cannot be opened, read or written (corrupt file, read-only, disk full).
+
+    Nothing was written by the failed operation, and no run fails because of it: a
+    worker stops and its runs resume once the store is writable again.
+    """
+
+
 class RunFailed(KeelError):
     """The run ended FAILED; `.error` is the run's structured error."""
 

@@ -49,11 +49,12 @@ async def test_signals_sent_before_the_wait_are_buffered(
         second = await ctx.wait_for("item")
         return [first, second]
 
-    # Record the run without executing it, signal it twice, then let it run.
+    # Record the run without executing it, signal it twice (queued: it is not waiting
+    # yet), then let it run.
     handle = await app.start(collect, id="run-buffered", execute=False)
     assert await handle.status() is keel.RunStatus.PENDING
-    await app.signal("run-buffered", "item", 1)
-    await app.signal("run-buffered", "item", 2)
+    assert await app.signal("run-buffered", "item", 1, queue=True) is False
+    assert await app.signal("run-buffered", "item", 2, queue=True) is False
     handle = await app.start(collect, id="run-buffered")
     assert await handle.result(RESULT_TIMEOUT) == [1, 2]  # in the order sent
     assert (await handle.info()).attempts == 1  # never had to suspend
@@ -79,7 +80,7 @@ async def test_signal_arriving_while_running_is_not_lost(
 
     handle = await app.start(racing)
     await entered.wait()
-    await app.signal(handle.id, "go", "early")
+    await app.signal(handle.id, "go", "early", queue=True)
     gate.set()
     assert await handle.result(RESULT_TIMEOUT) == ["busy done", "early"]
 
@@ -285,7 +286,7 @@ async def test_cancel_a_waiting_run(make_app: Callable[..., keel.App]) -> None:
     assert info.ended_at is not None
     with pytest.raises(keel.RunCancelled, match="cancelled"):
         await handle.result(RESULT_TIMEOUT)
-    with pytest.raises(keel.ConfigError, match="already CANCELLED"):
+    with pytest.raises(keel.SignalRefused, match="already CANCELLED"):
         await handle.signal("never", 1)
     # Cancelling again is harmless and keeps it CANCELLED.
     assert (await handle.cancel()).status is keel.RunStatus.CANCELLED
@@ -339,8 +340,8 @@ async def test_signal_to_finished_or_unknown_run_is_a_clear_error(
 
     handle = await app.start(quick)
     assert await handle.result(RESULT_TIMEOUT) == "ok"
-    with pytest.raises(keel.ConfigError) as info:
-        await app.signal(handle.id, "late", {"x": 1})
+    with pytest.raises(keel.SignalRefused) as info:
+        await app.signal(handle.id, "late", {"x": 1}, queue=True)  # not even queued
     assert "already SUCCEEDED" in str(info.value)
     assert "'late' was not delivered" in str(info.value)
     with pytest.raises(keel.RunNotFound):
@@ -375,3 +376,85 @@ async def test_result_of_a_waiting_run_reports_suspension(
     await handle.settle(RESULT_TIMEOUT)
     with pytest.raises(keel.RunSuspended, match="WAITING for approve"):
         await handle.result(timeout=0.05)
+
+
+async def test_a_signal_the_run_does_not_wait_for_is_refused_naming_what_it_waits_for(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app()
+
+    @app.workflow
+    async def parked(ctx: keel.Context) -> Any:
+        return await ctx.wait_for("go")
+
+    handle = await app.start(parked)
+    assert (await handle.settle(RESULT_TIMEOUT)).waiting_on == ["go"]
+    with pytest.raises(keel.SignalRefused) as refused:
+        await handle.signal("wrongname", 1)
+    msg = str(refused.value)
+    assert "not waiting for signal 'wrongname'" in msg and "it waits for 'go'" in msg
+    assert "queue=True" in msg
+    assert refused.value.data["waiting_on"] == ["go"]
+    assert (await handle.info()).status is keel.RunStatus.WAITING  # untouched
+    with pytest.raises(keel.SignalRefused, match="Keel's own"):  # people decide those
+        await handle.signal("review:rev_1", {"status": "approved"}, queue=True)
+    assert await handle.signal("go", "right") is True  # the run was waiting: it resumes
+    assert await handle.result(RESULT_TIMEOUT) == "right"
+    assert [s.key for s in await app.steps(handle.id)] == ["signal:go#0"]
+
+
+async def test_queue_keeps_a_signal_for_a_later_wait(make_app: Callable[..., keel.App]) -> None:
+    app = make_app()
+
+    @app.workflow
+    async def two_waits(ctx: keel.Context) -> list[Any]:
+        first = await ctx.wait_for("first")
+        return [first, await ctx.wait_for("second")]
+
+    handle = await app.start(two_waits)
+    assert (await handle.settle(RESULT_TIMEOUT)).waiting_on == ["first"]
+    with pytest.raises(keel.SignalRefused, match="it waits for 'first'"):
+        await handle.signal("second", 2)
+    assert await handle.signal("second", 2, queue=True) is False  # kept for later
+    assert await handle.signal("first", 1) is True
+    assert await handle.result(RESULT_TIMEOUT) == [1, 2]
+
+
+async def test_a_second_signal_for_one_wait_is_reported_not_silently_kept(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app()
+
+    @app.workflow
+    async def once(ctx: keel.Context) -> Any:
+        return await ctx.wait_for("go")
+
+    handle = await app.start(once)
+    await handle.settle(RESULT_TIMEOUT)
+    await app.stop_worker()  # nothing takes the first signal yet
+    assert await handle.signal("go", "first") is True
+    with pytest.raises(keel.SignalRefused) as refused:
+        await handle.signal("go", "second")
+    assert "has not taken the 'go' signal sent before (1 waiting)" in str(refused.value)
+    assert refused.value.data["queued"] == 1
+    await app.start(once, id=handle.id)  # a worker again: it takes the first one
+    assert await handle.result(RESULT_TIMEOUT) == "first"
+    with pytest.raises(keel.SignalRefused, match="already SUCCEEDED"):  # never taken now
+        await handle.signal("go", "late", queue=True)
+
+
+async def test_a_run_waiting_on_a_timer_refuses_signals(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app(inline_sleep_max=0.0)
+
+    @app.workflow
+    async def sleeper(ctx: keel.Context) -> str:
+        await ctx.sleep(3600)
+        return "woke"
+
+    handle = await app.start(sleeper)
+    assert (await handle.settle(RESULT_TIMEOUT)).status is keel.RunStatus.WAITING
+    with pytest.raises(keel.SignalRefused, match="it waits for a timer only"):
+        await handle.signal("go")
+    await handle.cancel()

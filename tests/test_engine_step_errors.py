@@ -148,7 +148,7 @@ async def test_except_step_error_catches_every_failure_kind_live_and_on_replay(
     info = await handle.settle(RESULT)
     assert info.status is RunStatus.WAITING, info.error
     live = calls.copy()
-    await app.signal(handle.id, "go")
+    await app.signal(handle.id, "go", queue=True)  # it may still be in its 'never' wait
     got = await handle.result(RESULT)
     assert calls == live  # nothing ran again: every failure came back from the journal
     assert got == [

@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pydantic_core
 import pytest
 
-from keel.errors import ConfigError, LeaseLost, RunNotFound
+from keel.errors import ConfigError, LeaseLost, RunNotFound, SignalRefused
 from keel.store import RunFilter, StepWrite, open_store
 from keel.store.sqlite import SQLiteStore
 from keel.types import RunStatus, StepKind, StepRecord, StepStatus, StructuredError
@@ -249,7 +250,7 @@ async def test_finish_cancel_and_terminal_signals(store: SQLiteStore) -> None:
         {"n": 1},
         T0 + 1,
     )
-    with pytest.raises(ConfigError, match="already SUCCEEDED"):
+    with pytest.raises(SignalRefused, match="already SUCCEEDED"):
         await store.send_signal("r1", "go", b"1", T0 + 2)
     assert (await store.cancel_run("r1", T0 + 3)).status is RunStatus.SUCCEEDED  # stays done
     with pytest.raises(RunNotFound):
@@ -497,3 +498,33 @@ async def test_daily_totals_are_backfilled_on_upgrade(tmp_path: Path) -> None:
     assert await store.spent(workflow="wf", since=day) == pytest.approx(0.25)
     assert await store.spent(tenant="acme", since=day) == pytest.approx(0.25)
     await store.close()
+
+
+async def test_values_nested_past_the_json_readers_limit_read_back(store: SQLiteStore) -> None:
+    # pydantic_core writes JSON up to 254 levels deep but reads only 200: a run holding
+    # 230 levels must not make the store unreadable (runs list, show, console).
+    deep: Any = 1
+    for _ in range(230):
+        deep = [deep]
+    data = pydantic_core.to_json({"data": deep})
+    await store.create_run("deep", "wf", data, T0)
+    run = await store.get_run("deep")
+    assert run is not None and run.input == {"data": deep}
+    assert [r.id for r in await store.list_runs(RunFilter())] == ["deep"]
+
+
+async def test_send_signal_only_if_waiting_refuses_in_the_same_transaction(
+    store: SQLiteStore,
+) -> None:
+    await _claimed(store)
+    with pytest.raises(SignalRefused, match="RUNNING, not waiting") as refused:
+        await store.send_signal("r1", "go", b"1", T0 + 1, only_if_waiting=True)
+    assert refused.value.data["status"] == "RUNNING"
+    await store.suspend_run("r1", "A", None, ["go"], [], T0 + 2)
+    with pytest.raises(SignalRefused, match="it waits for 'go'"):
+        await store.send_signal("r1", "other", b"1", T0 + 3, only_if_waiting=True)
+    before = await store.send_signal("r1", "go", b"1", T0 + 4, only_if_waiting=True)
+    assert (before.status, before.waiting_on) == (RunStatus.WAITING, ["go"])
+    with pytest.raises(SignalRefused, match=r"\(1 waiting\)"):
+        await store.send_signal("r1", "go", b"2", T0 + 5, only_if_waiting=True)
+    await store.send_signal("r1", "go", b"2", T0 + 5)  # the default buffers it

@@ -20,6 +20,7 @@ from keel.errors import (
     KeelError,
     LeaseLost,
     NonDeterminismError,
+    StoreError,
     from_structured,
     structured,
 )
@@ -106,6 +107,9 @@ class RunExecution:
         self.buffer: list[StepWrite] = []  # deterministic values, flushed with the next write
         self.fatal: KeelError | None = None
         self.lost = False
+        # The store failed under this execution: it stops without writing, and the run
+        # (not at fault) resumes from its journal once the store works again.
+        self.fault: StoreError | None = None
         self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
         self.meters: dict[str, dict[str, Any]] = {}  # step key -> usage to store with it
         self.inputs: dict[str, Any] = {}  # step key -> arguments, for observers only
@@ -148,6 +152,9 @@ class RunExecution:
             await self.rt.store.write_steps(self.run.id, self.owner, writes)
         except LeaseLost:
             self.lost = True
+            raise Abandon() from None
+        except StoreError as exc:
+            self.fault = exc
             raise Abandon() from None
         self.journal.add(rec)
         self.recorded(rec, data)
@@ -367,6 +374,10 @@ class RunExecution:
             except (Suspend, Abandon, asyncio.CancelledError):
                 raise
             except Exception as exc:
+                if isinstance(exc, StoreError):
+                    self.fault = self.fault or exc
+                if self.fault is not None:  # a store fault never fails the run
+                    raise Abandon() from None
                 if self.fatal is None:
                     try:  # a failure that skipped recorded steps is that divergence first
                         self.check_reached_all()
@@ -377,9 +388,13 @@ class RunExecution:
                 await self._finish(RunStatus.FAILED, None, self.error)
                 status = RunStatus.FAILED
             else:
+                if self.fault is not None:
+                    raise Abandon()
                 await self._finish(RunStatus.SUCCEEDED, result_json, None)
                 status = RunStatus.SUCCEEDED
         except Suspend as s:
+            if self.fault is not None:
+                return None
             if self.fatal is not None:
                 self.error = structured(self.fatal)
                 await self._finish(RunStatus.FAILED, None, self.error)
@@ -403,7 +418,10 @@ class RunExecution:
             return None
         except asyncio.CancelledError:
             if not self.lost:  # graceful stop: hand the run straight back to the queue
-                await store.release_run(self.run.id, self.owner, self._drain(), time.time())
+                try:
+                    await store.release_run(self.run.id, self.owner, self._drain(), time.time())
+                except StoreError as exc:  # the lease expires instead; stay cancelled
+                    self.fault = self.fault or exc
             raise
         except LeaseLost:
             return None

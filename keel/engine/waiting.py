@@ -9,7 +9,7 @@ from typing import Any
 from keel.engine.execution import Abandon, RunExecution, Suspend
 from keel.engine.journal import Scope
 from keel.engine.serde import digest, from_json, unannotated
-from keel.errors import LeaseLost, SignalTimeout, structured
+from keel.errors import LeaseLost, SignalTimeout, StoreError, structured
 from keel.store.base import StepWrite
 from keel.types import StepKind, StepStatus
 
@@ -59,6 +59,9 @@ async def wait_signal(
         payload = await ex.rt.store.take_signal(ex.run.id, ex.owner, signal, StepWrite(ok), writes)
     except LeaseLost:
         ex.lost = True
+        raise Abandon() from None
+    except StoreError as exc:
+        ex.fault = exc
         raise Abandon() from None
     if payload is not None:
         ok.output = from_json(payload)

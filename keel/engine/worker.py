@@ -17,6 +17,7 @@ from typing import Any
 
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
+from keel.errors import StoreError
 from keel.store.base import Claimed
 from keel.types import RunStatus
 
@@ -92,6 +93,9 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self._last_reap = 0.0
+        # Set when the store cannot be read or written: the worker stops (no run is
+        # failed for it) and `serve` raises it, so `keel worker` exits with one line.
+        self.fault: StoreError | None = None
 
     def notify(self) -> None:
         self._wake.set()
@@ -105,6 +109,8 @@ class Worker:
         if self._tasks:
             return
         await self._reap_dead()
+        if self.fault is not None:
+            raise self.fault
         self._tasks = [
             asyncio.ensure_future(self._poll_loop()),
             asyncio.ensure_future(self._heartbeat_loop()),
@@ -115,8 +121,23 @@ class Worker:
         await self.start()
         try:
             await asyncio.gather(*self._tasks)
+        except asyncio.CancelledError:
+            if self.fault is None:
+                raise
         finally:
             await self.stop()
+        if self.fault is not None:
+            raise self.fault
+
+    def _store_fault(self, exc: StoreError) -> None:
+        """Stop claiming and renewing: runs in flight keep their journal and resume later."""
+        if self.fault is None:
+            self.fault = exc  # raised by `serve` and by `App` waits, not logged twice
+        self._stopping = True
+        current = asyncio.current_task()
+        for t in self._tasks:
+            if t is not current:
+                t.cancel()
 
     async def stop(self) -> None:
         """Stop claiming, interrupt running runs and hand them back to the queue."""
@@ -137,6 +158,8 @@ class Worker:
             self.active.pop(run_id, None)
             try:
                 await self.rt.store.release_run(run_id, self.owner, [], time.time())
+            except StoreError:
+                pass  # the store is down: the lease expires and the run resumes then
             except Exception:
                 log.exception("could not hand run %s back to the queue", run_id)
 
@@ -149,6 +172,9 @@ class Worker:
             if free > 0 and (self.ids is None or self.ids):
                 try:
                     got = await self._claim(free)
+                except StoreError as exc:
+                    self._store_fault(exc)
+                    return
                 except Exception:
                     log.exception("claiming runs failed; retrying")
             if time.time() - self._last_reap > 2.0:
@@ -183,10 +209,16 @@ class Worker:
         status: RunStatus | None = None
         try:
             wf = self.rt.registry.workflow(claimed.run.workflow)
-            status = await RunExecution(self.rt, claimed, self.owner, wf).execute()
+            ex = RunExecution(self.rt, claimed, self.owner, wf)
+            status = await ex.execute()
+            if ex.fault is not None:
+                self._store_fault(ex.fault)
             return status
         except asyncio.CancelledError:
             raise
+        except StoreError as exc:
+            self._store_fault(exc)
+            return None
         except Exception:
             log.exception("run %s crashed the executor; it will be retried", run_id)
             return None
@@ -207,6 +239,9 @@ class Worker:
                 continue
             try:
                 held = await self.rt.store.renew(self.owner, ids, lease, time.time())
+            except StoreError as exc:
+                self._store_fault(exc)
+                return
             except Exception:
                 log.exception("lease renewal failed")
                 continue
@@ -224,5 +259,7 @@ class Worker:
                 if owner != self.owner and owner_is_dead(owner):
                     n = await self.rt.store.expire_owner(owner)
                     log.info("recovered %d run(s) of dead worker %s", n, owner)
+        except StoreError as exc:
+            self._store_fault(exc)
         except Exception:
             log.exception("dead-worker recovery failed")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from keel.engine.hooks import Hooks
+from keel.errors import StoreError
 from keel.observe import ids
 from keel.observe.build import SpanBuilder
 from keel.observe.redact import Redactor
@@ -198,6 +199,8 @@ class Tracing(Hooks):
             try:
                 await self.store.write_spans([s.row() for s in batch])
                 await self._maybe_purge()
+            except StoreError as exc:  # reported once by whoever runs the work, not here
+                log.info("writing %d span(s) failed: %s", len(batch), exc.message)
             except Exception:
                 log.exception("writing %d span(s) failed", len(batch))
 
@@ -218,6 +221,8 @@ class Tracing(Hooks):
         try:
             await self.store.write_spans([s.row() for s in spans])
             await self._maybe_purge()
+        except StoreError as exc:  # reported once by whoever runs the work, not here
+            log.info("writing the spans of run %s failed: %s", st.run.id, exc.message)
         except Exception:
             log.exception("writing %d span(s) of run %s failed", len(spans), st.run.id)
 

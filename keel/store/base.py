@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel.errors import SignalRefused
 from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StructuredError
 
 
@@ -74,8 +75,21 @@ class Store(abc.ABC):
         """Consume the oldest unconsumed `name` signal and journal `write` with it as output."""
 
     @abc.abstractmethod
-    async def send_signal(self, run_id: str, name: str, payload_json: bytes, now: float) -> RunInfo:
-        """Buffer a signal for the run and re-enqueue it if it is WAITING."""
+    async def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload_json: bytes,
+        now: float,
+        *,
+        only_if_waiting: bool = False,
+    ) -> RunInfo:
+        """Buffer a signal for the run and re-enqueue it if it is WAITING for `name`.
+
+        Returns the run as it was before the signal. Raises `SignalRefused` (built by
+        `signal_refused`) when the run has ended, and with `only_if_waiting` when the
+        run is not WAITING for `name`; the check and the write are one transaction.
+        """
 
     @abc.abstractmethod
     async def claim(
@@ -298,3 +312,55 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def close(self) -> None: ...
+
+
+# Signals Keel sends itself when a person decides a review or an escalation.
+RESERVED_SIGNALS = ("review:", "escalation:")
+
+
+def signal_refused(run: RunInfo, name: str, queued: int) -> SignalRefused:
+    """Why `run` does not take signal `name` now, and what to do (`queued`: how many
+    `name` signals it has not taken yet). Shared by every backend's `send_signal`."""
+    data: dict[str, Any] = {
+        "run_id": run.id,
+        "signal": name,
+        "status": run.status.value,
+        "waiting_on": list(run.waiting_on) if run.status is RunStatus.WAITING else [],
+    }
+    if run.status.terminal:
+        return SignalRefused(
+            f"run {run.id} is already {run.status.value}; signal {name!r} was not delivered"
+            " (an ended run takes no signals)",
+            **data,
+        )
+    later = (
+        f"or pass queue=True (keel signal --queue) to keep {name!r} for a later"
+        f" ctx.wait_for({name!r})"
+    )
+    if queued:
+        return SignalRefused(
+            f"run {run.id} has not taken the {name!r} signal sent before ({queued} waiting),"
+            f" so this one would only reach a later ctx.wait_for({name!r}): pass queue=True"
+            " (keel signal --queue) if the workflow waits for it again",
+            queued=queued,
+            **data,
+        )
+    if run.status is not RunStatus.WAITING:
+        return SignalRefused(
+            f"run {run.id} is {run.status.value}, not waiting for a signal now, so"
+            f" {name!r} could not be taken yet: retry once it waits for it, {later}",
+            **data,
+        )
+    signals = [w for w in run.waiting_on if not w.startswith(RESERVED_SIGNALS)]
+    people = [w for w in run.waiting_on if w.startswith(RESERVED_SIGNALS)]
+    if signals:
+        waits = "it waits for " + ", ".join(repr(w) for w in signals)
+    elif people:
+        waits = f"it waits for a person's decision ({', '.join(people)})"
+    else:
+        waits = "it waits for a timer only"
+    return SignalRefused(
+        f"run {run.id} is not waiting for signal {name!r}: {waits}. Send"
+        f" {'one of those' if signals else 'nothing now'}, {later}",
+        **data,
+    )

@@ -11,18 +11,22 @@ transaction, cheaper than a hop to a thread.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pydantic_core
 
 from keel.engine.journal import live_degraded, superseded_attempts
+from keel.engine.serde import from_json
 from keel.errors import ConfigError, LeaseLost, RunNotFound
-from keel.store.base import Claimed, RunFilter, StepWrite, Store
+from keel.store import _sqlite_file
+from keel.store.base import Claimed, RunFilter, StepWrite, Store, signal_refused
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -309,7 +313,15 @@ def _path_from_url(url: str) -> str:
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else pydantic_core.from_json(text)
+    return None if text is None else from_json(text)
+
+
+def _upgrade_script(version: int) -> str:
+    """One transaction that brings a store at `version` (0: new) to `_SCHEMA_VERSION`."""
+    script = _SCHEMA if version == 0 else ""
+    for v in range(max(version, 1) + 1, _SCHEMA_VERSION + 1):
+        script += _MIGRATIONS[v]
+    return f"BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
 
 
 def _err(text: str | None) -> StructuredError | None:
@@ -426,18 +438,24 @@ class SQLiteStore(Store):
         self.url = url
         self.path = _path_from_url(url)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            _sqlite_file.prepare(self.path, _upgrade_script(0))
         try:
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30.0
             )
-        except sqlite3.OperationalError as exc:
-            raise ConfigError(f"cannot open SQLite store {self.path!r}: {exc}") from None
-        self._wal()
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA temp_store=MEMORY")
-        self._migrate()
+        except sqlite3.Error as exc:
+            raise _sqlite_file.fault(self.path, exc) from None
+        try:
+            self._wal()
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA temp_store=MEMORY")
+            self._migrate()
+        except BaseException as exc:
+            self._db.close()
+            if isinstance(exc, sqlite3.Error) and _sqlite_file.is_fault(exc):
+                raise _sqlite_file.fault(self.path, exc) from None
+            raise
 
     def _wal(self) -> None:
         # Switching a new file to WAL takes an exclusive lock that SQLite reports as
@@ -460,13 +478,8 @@ class SQLiteStore(Store):
             )
         if version < _SCHEMA_VERSION:
             # executescript manages its own transaction; keep the whole upgrade in one.
-            script = _SCHEMA if version == 0 else ""
-            for v in range(max(version, 1) + 1, _SCHEMA_VERSION + 1):
-                script += _MIGRATIONS[v]
             try:
-                self._db.executescript(
-                    f"BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
-                )
+                self._db.executescript(_upgrade_script(version))
             except sqlite3.OperationalError:
                 # Another process (workers starting together on a new store) may have
                 # upgraded it between our version check and our lock: then we are done.
@@ -482,10 +495,14 @@ class SQLiteStore(Store):
         db.execute("BEGIN IMMEDIATE")
         try:
             yield db
+            db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite may have rolled back already (a full disk does), and a failed COMMIT
+            # leaves the transaction open: end it either way, keeping the first error.
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
             raise
-        db.execute("COMMIT")
 
     # -- runs ---------------------------------------------------------------
 
@@ -645,19 +662,28 @@ class SQLiteStore(Store):
             self._insert(db, [*writes, write])
         return payload
 
-    async def send_signal(self, run_id: str, name: str, payload_json: bytes, now: float) -> RunInfo:
+    async def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload_json: bytes,
+        now: float,
+        *,
+        only_if_waiting: bool = False,
+    ) -> RunInfo:
         with self._tx() as db:
             row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
             run = _run(row)
-            if run.status.terminal:
-                raise ConfigError(
-                    f"run {run_id} is already {run.status.value}; "
-                    f"signal {name!r} was not delivered",
-                    run_id=run_id,
-                    status=run.status.value,
-                )
+            waited = run.status is RunStatus.WAITING and name in run.waiting_on
+            if run.status.terminal or (only_if_waiting and not waited):
+                (queued,) = db.execute(
+                    "SELECT COUNT(*) FROM signals WHERE run_id=? AND name=?"
+                    " AND consumed_by IS NULL",
+                    (run_id, name),
+                ).fetchone()
+                raise signal_refused(run, name, queued)
             self._deliver(db, run, name, payload_json, now)
         return run
 
@@ -1402,3 +1428,23 @@ class SQLiteStore(Store):
 
     async def close(self) -> None:
         self._db.close()
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    async def call(self: SQLiteStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            if not _sqlite_file.is_fault(exc):
+                raise
+            raise _sqlite_file.fault(self.path, exc) from exc
+
+    return call
+
+
+# Every public operation reports a file or disk fault as one StoreError (path, cause,
+# what to do), never as a raw sqlite3 error from somewhere inside.
+for _name, _fn in list(vars(SQLiteStore).items()):
+    if not _name.startswith("_") and inspect.iscoroutinefunction(_fn):
+        setattr(SQLiteStore, _name, _guarded(_fn))
