@@ -27,6 +27,7 @@ T = TypeVar("T")
 EXIT_FAILED = 1  # the run FAILED or was CANCELLED, or there was nothing to act on
 EXIT_USAGE = 2  # bad arguments, input, configuration, or a request the run refuses
 EXIT_STORE = 3  # the store cannot be opened, read or written (corrupt, read-only, full)
+EXIT_INTERRUPTED = 130  # Ctrl+C (Typer/Click already exit 130 on KeyboardInterrupt)
 
 
 def _exit_code(exc: KeelError) -> int:
@@ -58,9 +59,9 @@ class _OneLineErrors(TyperGroup):
                 sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
             if "ClickException" not in names and "Abort" not in names:
                 raise
-            if "Abort" in names:
-                typer.echo("error: aborted", err=True)
-                sys.exit(EXIT_FAILED)
+            if "Abort" in names:  # Ctrl+C or end of input at a prompt
+                typer.echo("error: interrupted", err=True)
+                sys.exit(EXIT_INTERRUPTED)
             message = " ".join(exc.format_message().split()).rstrip(".")  # type: ignore[attr-defined]
             ctx = getattr(exc, "ctx", None)
             hint = f"; see: {ctx.command_path} --help" if ctx is not None else ""

@@ -22,6 +22,7 @@ from keel.errors import (
     LeaseLost,
     MapFailed,
     NonDeterminismError,
+    StoreError,
     structured,
 )
 from keel.policy.completion import All, CompletionPolicy
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from keel.engine.phase import Phase
 
 T = TypeVar("T")
-_FATAL = (NonDeterminismError, LeaseLost)
+_FATAL = (NonDeterminismError, LeaseLost, StoreError)  # never one item's failure
 
 
 class Context:

@@ -23,6 +23,7 @@ from keel.errors import (
     EscalationRejected,
     LeaseLost,
     NonDeterminismError,
+    StoreError,
     from_structured,
     structured,
 )
@@ -148,7 +149,7 @@ class PhaseAttempt:
         CURRENT_SCOPE.reset(self._token)
         if exc is not None and (
             not isinstance(exc, Exception)
-            or isinstance(exc, Suspend | Abandon | NonDeterminismError | LeaseLost)
+            or isinstance(exc, Suspend | Abandon | NonDeterminismError | LeaseLost | StoreError)
         ):
             return False
         ex = p.ex
