@@ -354,13 +354,15 @@ def signal_refused(run: RunInfo, name: str, queued: int) -> SignalRefused:
     signals = [w for w in run.waiting_on if not w.startswith(RESERVED_SIGNALS)]
     people = [w for w in run.waiting_on if w.startswith(RESERVED_SIGNALS)]
     if signals:
-        waits = "it waits for " + ", ".join(repr(w) for w in signals)
+        waits = f"it waits for {', '.join(repr(w) for w in signals)}. Send one of those"
     elif people:
-        waits = f"it waits for a person's decision ({', '.join(people)})"
+        waits = (
+            f"it waits for a person's decision ({', '.join(people)}). Decide it with"
+            " keel approvals / keel escalations"
+        )
     else:
-        waits = "it waits for a timer only"
+        waits = "it waits for a timer only. Let it run on"
     return SignalRefused(
-        f"run {run.id} is not waiting for signal {name!r}: {waits}. Send"
-        f" {'one of those' if signals else 'nothing now'}, {later}",
+        f"run {run.id} is not waiting for signal {name!r}: {waits}, {later}",
         **data,
     )
