@@ -72,7 +72,7 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
     assert code == 0
     assert "why: tool 'lookup_account' failed after 2 attempt(s)" in out
     assert "workflow lookup, run e1, step lookup_account#0, tool lookup_account" in out
-    assert 'input: ["A-7"]' in out and "error: HTTPStatusError: HTTP 503" in out
+    assert 'input: {"args": ["A-7"]}' in out and "error: HTTPStatusError: HTTP 503" in out
     assert f"keel escalations resolve {ESC} --result JSON" in out
 
     code, out, _ = run(keel_cli, "escalations", "show", ESC, "--json")
@@ -80,7 +80,7 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
     assert code == 0
     assert packet["workflow"] == "lookup" and packet["run_id"] == "e1"
     assert packet["step"] == "lookup_account#0" and packet["tool"] == "lookup_account"
-    assert packet["input"] == ["A-7"] and packet["reason"] == item["reason"]
+    assert packet["input"] == {"args": ["A-7"]} and packet["reason"] == item["reason"]
     assert packet["error"]["type"] == "HTTPStatusError" and packet["error"]["attempts"] == 2
     assert isinstance(packet["journal"], list)
 
@@ -160,6 +160,38 @@ def test_phase_escalation_resolved_with_state_edits(keel_cli: CliRunner) -> None
     code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p1", "--json")
     data = json.loads(out)
     assert data["status"] == "SUCCEEDED" and data["result"] == {"figures": [1, 3], "total": 4}
+
+
+def test_a_phase_resolution_is_checked_where_it_is_entered_and_when_the_run_resumes(
+    keel_cli: CliRunner,
+) -> None:
+    code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p2")
+    assert code == 0 and "WAITING" in out
+    esc = "p2:phase:extract#0"
+    # a misspelt field would be dropped by the state model: refused, the escalation stays open
+    code, _, err = run(keel_cli, "escalations", "resolve", esc, "--result", '{"drfat": [1, 3]}')
+    assert code == 2 and "drfat: unknown field (known: figures, total)" in err, err
+    assert len(err.strip().splitlines()) == 1
+    (item,) = listed(keel_cli)
+    assert item["id"] == esc
+    # fits the state; the checkpoint is the workflow's code, which this command did not load
+    code, _, _ = run(
+        keel_cli, "escalations", "resolve", esc, "--result", '{"figures": [1, 2, 2]}', "--by", "ana"
+    )
+    assert code == 0
+    # the run checks it when it resumes: the phase does not pass; a new escalation says why
+    code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p2")
+    assert code == 0 and "WAITING" in out and f"keel escalations show {esc}~2" in out, out
+    code, out, _ = run(keel_cli, "escalations", "show", f"{esc}~2")
+    assert code == 0 and (
+        f"the resolution of escalation {esc} by ana failed the checkpoint: "
+        "figures sum to 5, not the stated total 4"
+    ) in out.replace("\n", " "), out
+    code, _, _ = run(keel_cli, "escalations", "resolve", f"{esc}~2", "--result", '{"figures": [4]}')
+    assert code == 0
+    code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p2", "--json")
+    data = json.loads(out)
+    assert data["status"] == "SUCCEEDED" and data["result"] == {"figures": [4], "total": 4}
 
 
 @pytest.mark.parametrize(

@@ -40,6 +40,15 @@ class Label(BaseModel):
 
 
 
+class Tally(BaseModel):
+    figures: list[int] = []
+    total: int = 0
+
+
+def adds_up(s: Tally) -> str | None:
+    return None if sum(s.figures) == s.total else f"figures sum to {sum(s.figures)}, not {s.total}"
+
+
 def page_url(review_id: str, kind: str = "approvals") -> str:
     return f"/{kind}/{quote(review_id, safe='')}"
 
@@ -135,9 +144,16 @@ async def console(store_url: str) -> AsyncIterator[Console]:
                            reason=f"publish {text}", timeout=within)
         return "posted"
 
+    @app.workflow(state=Tally)
+    async def tally(ctx: keel.Context) -> dict[str, Any]:
+        async with ctx.phase("count", check=adds_up, on_fail="escalate", queue="accounts"):
+            ctx.state.figures, ctx.state.total = [1, 2], 4
+        return ctx.state.model_dump()
+
     server = create_app(app, secure_cookies=False, failure_limit=5, failure_window=60.0)
     con = Console(app, server)
-    con.wf = {"pay": pay, "lookup": lookup, "classify": classify, "announce": announce}
+    con.wf = {"pay": pay, "lookup": lookup, "classify": classify, "announce": announce,
+              "tally": tally}
     for name, role, groups in [
         ("vera", "viewer", []),
         ("rita", "reviewer", ["payments", "accounts"]),
@@ -524,6 +540,25 @@ async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_resu
     assert r.status_code == 303
     assert (await _completed(console.app, "esc")).result == "a-9:gold"
     assert 'id="decided"' in (await c.get(url)).text
+
+
+async def test_a_phase_resolution_that_would_not_pass_is_refused_on_its_page(
+    console: Console,
+) -> None:
+    eid = await console.waiting("tally", {}, "tally")
+    c = await console.login("rita")
+    url = page_url(eid, "escalations")
+    for edits, problem in [
+        ({"drfat": [1, 3]}, "drfat: unknown field (known: figures, total)"),
+        ({"figures": [1, 2, 2]}, "checkpoint: figures sum to 5, not 4"),
+    ]:
+        r = await post(c, url + "/resolve", {"result": json.dumps(edits)})
+        assert r.status_code == 422 and problem in element(r.text, "err-result"), r.text
+        assert element(r.text, "result") == json.dumps(edits)  # kept for correcting
+    assert (await console.app.escalations.get(eid)).status == "open"
+    r = await post(c, url + "/resolve", {"result": json.dumps({"figures": [4]})})
+    assert r.status_code == 303
+    assert (await _completed(console.app, "tally")).result == {"figures": [4], "total": 4}
 
 
 async def test_unknown_ids_get_a_404_page(console: Console) -> None:
