@@ -136,6 +136,6 @@ class Escalations:
     @classmethod
     def _check_schema(cls, esc: Escalation, value: Any, schema: dict[str, Any]) -> None:
         # a phase's state model ignores unknown fields unless told otherwise: refuse them
-        found = problems(value, schema, closed=esc.kind == "phase")
+        found = problems(value, schema, closed=esc.kind == "phase", top="(result)")
         if found:
             cls._refuse(esc, found)

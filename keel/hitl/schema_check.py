@@ -31,14 +31,18 @@ def problems(
     path: str = "",
     *,
     closed: bool = False,
+    top: str = "(arguments)",
 ) -> list[str]:
+    """What is wrong with `value` under `schema`, one message per problem; `top` names
+    the value itself in messages."""
     root = root or schema
-    where = path or "(arguments)"
+    where = path or top
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        return problems(value, root.get("$defs", {}).get(name, {}), root, path, closed=closed)
+        target = root.get("$defs", {}).get(name, {})
+        return problems(value, target, root, path, closed=closed, top=top)
     if "anyOf" in schema:
-        options = [problems(value, s, root, path, closed=closed) for s in schema["anyOf"]]
+        options = [problems(value, s, root, path, closed=closed, top=top) for s in schema["anyOf"]]
         return [] if any(not o for o in options) else options[0]
     if "enum" in schema and value not in schema["enum"]:
         return [f"{where}: must be one of {schema['enum']}"]
@@ -83,14 +87,14 @@ def problems(
         for name, item in value.items():
             sub = f"{path + '.' if path else ''}{name}"
             if name in props:
-                out += problems(item, props[name], root, sub, closed=closed)
+                out += problems(item, props[name], root, sub, closed=closed, top=top)
             elif extra is False:
                 out.append(f"{sub}: not a parameter")
             elif closed and extra is None and props:
                 out.append(f"{sub}: unknown field (known: {', '.join(props)})")
             elif isinstance(extra, dict):
-                out += problems(item, extra, root, sub, closed=closed)
+                out += problems(item, extra, root, sub, closed=closed, top=top)
     if isinstance(value, list) and "items" in schema:
         for i, item in enumerate(value):
-            out += problems(item, schema["items"], root, f"{where}[{i}]", closed=closed)
+            out += problems(item, schema["items"], root, f"{where}[{i}]", closed=closed, top=top)
     return out

@@ -2,8 +2,8 @@
 verdict form (correct / incorrect, an optional JSON label, a note).
 
 Verdicts go through `app.reviews.verdict`, as the API's and the CLI's do, so the same
-reviewer checks and the same audit log apply. A label that is not JSON is shown next
-to its field with status 422 and nothing is recorded.
+reviewer checks and the same audit log apply. A label that is not JSON, or does not fit
+the workflow's output, is shown next to its field with status 422 and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -154,6 +154,9 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 note=posted.text("note") or None,
             )
         except InputError as exc:
+            if exc.data.get("field") == "label":  # shown by the field it is about
+                return await show(request, posted.session, req, 422, label_error=exc.message,
+                                  **kept)
             return await show(request, posted.session, req, 422, form_error=exc.message, **kept)
         except ConfigError as exc:
             fresh = await sample(req.id)
