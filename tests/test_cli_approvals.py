@@ -154,7 +154,8 @@ def test_reject_needs_a_reason_and_fails_the_step(env: Env) -> None:
     assert info.error.type == "ApprovalRejected" and "unknown payee" in info.error.message
 
 
-def test_edit_validates_then_approves(env: Env) -> None:
+def test_edit_validates_then_approves(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one audit entry per line
     env.park("payout", PAY_B, "e1")
     rid = "e1:approval:pay#0"
     one_line_error(*env.cli("approvals", "edit", rid, "--args", "{amount")[::2], "--args is not")
@@ -174,6 +175,11 @@ def test_edit_validates_then_approves(env: Env) -> None:
         "approvals", "edit", rid, "--args", '{"account": "bolt", "amount": 15}', "--by", "alice"
     )
     assert code == 0 and "edited arguments" in out
+    # the text view ends with the audit log, as --json has it
+    code, out, _ = env.cli("approvals", "show", rid)
+    log_ = out[out.index("audit log:") :].splitlines()
+    assert code == 0 and "requested by keel" in log_[1] and "edited by alice" in log_[2], out
+    assert '"amount": 15' in log_[2] and '"original"' in log_[2]
     info = env.finish("payout", PAY_B, "e1")
     assert info.status is keel.RunStatus.SUCCEEDED and info.result == "paid 15 to bolt"
     code, out, _ = env.cli("approvals", "show", rid, "--json")

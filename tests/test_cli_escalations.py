@@ -8,6 +8,7 @@ the decision (as `keel signal` does in tests/test_cli.py).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -109,6 +110,14 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
     }
     code, out, _ = run(keel_cli, "escalations", "show", ESC)
     assert code == 0 and "decided by dana" in out and "[resolved]" in out
+    # the table says who decided and when, next to the status
+    code, out, _ = run(keel_cli, "escalations", "list", "--status", "all")
+    header = next(line for line in out.splitlines() if " id " in line)
+    assert "decided by" in header and "decided" in header.split("decided by", 1)[1]
+    row = next(line for line in out.splitlines() if ESC in line)
+    assert "resolved" in row and "dana" in row
+    stamp = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+    assert re.search(f"{stamp}.*{stamp}", row)  # created, then decided: both as times
     code, out, _ = run(keel_cli, "show", "e1", "--json")
     (step,) = [s for s in json.loads(out)["steps"] if s["key"] == "lookup_account#0"]
     assert step["fallback"] == "human" and step["output"] == {"id": "A-7", "tier": "gold"}

@@ -4,6 +4,7 @@ field errors, escaped rendering, read-only views and double decisions."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -324,9 +325,37 @@ async def test_the_inbox_groups_pending_requests_by_queue_with_age_and_deadline(
     assert "moves money" in page and "503 from the accounts service" in page
     assert "no deadline" in page and "ago" in page
     assert f'href="{page_url(r1)}"' in page
+    # each row shows what it proposes: the call with its arguments
+    assert proposals(page) == {r1: 'refund(order="o-1", amount=40)',
+                               esc: 'lookup_account(account_id="a-9")'}
     fragment = await c.get("/inbox/items")
     assert fragment.headers["X-Keel-Count"] == "2" and "<html" not in fragment.text
+    assert proposals(fragment.text) == proposals(page)
     assert (await c.get("/", follow_redirects=False)).headers["location"] == "/inbox"
+
+
+def proposals(page: str) -> dict[str, str]:
+    """Inbox row id -> the text of its `code.proposal`, unescaped."""
+    rows = re.findall(r'<li class="item [^"]*" data-id="([^"]+)">(.*?)</li>', page, re.S)
+    out = {}
+    for rid, row in rows:
+        found = re.search(r'<code class="proposal"[^>]*>(.*?)</code>', row, re.S)
+        if found:
+            out[html.unescape(rid)] = html.unescape(found.group(1))
+    return out
+
+
+async def test_inbox_rows_show_proposed_arguments_short_and_escaped(console: Console) -> None:
+    long = await console.waiting("pay", {"order": "o-" + "9" * 300, "amount": 40}, "in-long")
+    bad = await console.waiting("pay", {"order": XSS, "amount": 7}, "in-xss")
+    other = await console.waiting("announce", {"text": "launch day"}, "in-action")
+    page = (await (await console.login("rita")).get("/inbox")).text
+    shown = proposals(page)
+    assert shown[long].startswith('refund(order="o-999') and shown[long].endswith("…")
+    assert len(shown[long]) == 120
+    assert shown[bad] == f"refund(order={json.dumps(XSS)}, amount=7)"
+    assert "<script>" not in page and "<img" not in page  # rendered as text
+    assert shown[other] == 'action: {"post": "launch day"}'
 
 
 async def test_the_inbox_puts_decidable_queues_and_near_deadlines_first(

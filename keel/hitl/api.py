@@ -47,6 +47,12 @@ class ReviewRequest(BaseModel):
         action = self.request.get("action")
         return action.get("args") if isinstance(action, dict) else None
 
+    @property
+    def reason(self) -> str | None:
+        """Why it was routed to a person: "refund is irreversible: a person must approve it"."""
+        reason = self.request.get("reason")
+        return None if reason is None else str(reason)
+
     def summary(self) -> dict[str, Any]:
         """The `--json` shape: id, run_id, queue, status, tool, args and the rest."""
         return {
@@ -58,7 +64,7 @@ class ReviewRequest(BaseModel):
             "status": self.status,
             "tool": self.tool,
             "args": self.args,
-            "reason": self.request.get("reason"),
+            "reason": self.reason,
             "deadline": self.deadline,
             "created_at": self.created_at,
             "decided_by": self.decided_by,

@@ -18,16 +18,11 @@ from keel.errors import ConfigError, InputError
 from keel.hitl.api import ReviewRequest
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
-from keel.server.web.format import url_id
+from keel.server.web.format import preview, url_id
 
 REVIEWS_LIMIT = 500
 STATUSES = ("pending", "correct", "incorrect", "all")
 VERDICTS = ("correct", "incorrect")
-
-
-def _preview(value: Any, width: int = 90) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def add_routes(web: Web, router: FastAPI) -> None:
@@ -74,8 +69,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 "status": r.status,
                 "created_at": r.created_at,
                 "decided_by": r.decided_by,
-                "input": _preview(r.request.get("input")),
-                "result": _preview(r.request.get("result")),
+                "input": preview(r.request.get("input")),
+                "result": preview(r.request.get("result")),
                 "can_decide": r.status == "pending" and web.may_decide(s.user, r.queue),
             }
             for r in found
