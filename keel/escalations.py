@@ -122,8 +122,9 @@ class Escalations:
         failed = await checkpoint_messages(checks, state)
         if failed:
             raise InputError(
-                f"result for escalation {esc.id} does not pass phase {p.phase!r}'s checkpoint: "
-                + "; ".join(failed),
+                f"result for escalation {esc.id} does not pass the checkpoint of phase "
+                f"{p.phase!r}: {'; '.join(failed)}. Set state fields that make it pass, "
+                "or reject the escalation",
                 problems=failed,
             )
 

@@ -579,7 +579,7 @@ async def test_a_phase_resolution_that_would_not_pass_is_refused_on_its_page(
     url = page_url(eid, "escalations")
     for edits, problem in [
         ({"drfat": [1, 3]}, "drfat: unknown field (known: figures, total)"),
-        ({"figures": [1, 2, 2]}, "checkpoint: figures sum to 5, not 4"),
+        ({"figures": [1, 2, 2]}, "checkpoint of phase 'count': figures sum to 5, not 4"),
     ]:
         r = await post(c, url + "/resolve", {"result": json.dumps(edits)})
         assert r.status_code == 422 and problem in element(r.text, "err-result"), r.text

@@ -394,7 +394,8 @@ async def test_a_phase_resolution_must_fit_the_state_and_pass_the_checkpoint(
         ({"author": {"nmae": "ana"}}, "author.nmae: unknown field"),
         ({"total": "four"}, "total: Input should be a valid integer"),
         ({"figures": [1, 2, 2]},
-         "does not pass phase 'extract''s checkpoint: figures sum to 5, not the stated total 4"),
+         "does not pass the checkpoint of phase 'extract': figures sum to 5, not the stated "
+         "total 4. Set state fields that make it pass, or reject the escalation"),
         (None, "figures sum to 3, not the stated total 4"),  # accepting it as it stands
     ]:  # fmt: skip
         with pytest.raises(keel.InputError) as refused:
