@@ -476,10 +476,10 @@ review_cli = typer.Typer(help="Sampled review of completed runs.", invoke_withou
 cli.add_typer(review_cli, name="review")
 
 
-def _print_request(req: Any) -> None:
+def _print_request(req: Any, audit: list[dict[str, Any]] | None = None) -> None:
     from keel.console import console, review_detail
 
-    console().print(review_detail(req))
+    console().print(review_detail(req, audit))
 
 
 @approvals_cli.callback()
@@ -518,7 +518,7 @@ def approvals_show(request_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json({**req.summary(), "request": req.request, "audit": log_})
         return
-    _print_request(req)
+    _print_request(req, log_)
 
 
 async def _get_with_audit(app: Any, request_id: str) -> Any:

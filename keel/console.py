@@ -168,11 +168,18 @@ def run_detail(run: RunInfo, steps: list[StepRecord]) -> Group:
 
 def escalations_table(items: list[Escalation]) -> Table:
     table = Table(header_style="bold")
-    for col in ("id", "queue", "kind", "status", "created", "reason"):
+    for col in ("id", "queue", "kind", "status", "created", "decided by", "decided", "reason"):
         table.add_column(col, overflow="fold")
     for e in items:
         table.add_row(
-            e.id, e.queue, e.kind, e.status, _ts(e.created_at), short(e.packet.reason, 70)
+            e.id,
+            e.queue,
+            e.kind,
+            e.status,
+            _ts(e.created_at),
+            e.resolved_by or "-",
+            _ts(e.resolved_at),
+            short(e.packet.reason, 70),
         )
     return table
 
@@ -296,8 +303,9 @@ def reviews_table(items: list[Any]) -> Table:
     return table
 
 
-def review_detail(r: Any) -> Group:
-    """Why it is here first, then the proposed action, the request, the context."""
+def review_detail(r: Any, audit: list[dict[str, Any]] | None = None) -> Group:
+    """Why it is here first, then the proposed action, the request, the context; then
+    its audit log (who requested, decided, escalated), when given."""
     req = r.request
     lines: list[Any] = [
         Text.assemble((f"{r.kind} ", "bold"), r.id, f"  [{r.status}]  queue={r.queue}"),
@@ -329,4 +337,9 @@ def review_detail(r: Any) -> Group:
                 style="green",
             )
         )
+    if audit:
+        lines.append(Text("audit log:", style="bold"))
+        for e in audit:
+            detail = f"  {short(e['detail'], 120)}" if e.get("detail") else ""
+            lines.append(Text(f"  {_ts(e['at'])}  {e['action']} by {e['actor']}{detail}"))
     return Group(*lines)

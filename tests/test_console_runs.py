@@ -475,6 +475,33 @@ def test_journal_tree_gives_an_unrecorded_parent_a_placeholder() -> None:
     assert phase.children[0].children[0].state == {"x": 2, "y": 0}
 
 
+def test_the_fold_skips_a_phase_resolution_the_run_refused() -> None:
+    from keel.types import StepKind, StepRecord, StepStatus
+
+    def rec(key: str, pos: int, kind: StepKind, out: Any = None, ok: bool = True) -> StepRecord:
+        scope = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+        return StepRecord(run_id="r", key=key, scope=scope, position=pos, kind=kind, name=key,
+                          digest="", status=StepStatus.OK if ok else StepStatus.ERROR,
+                          started_at=float(pos), ended_at=float(pos), output=out)
+
+    def resolved(edits: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "resolved", "result": edits, "by": "ana"}
+
+    steps = [
+        rec("phase:p#0/0", 0, StepKind.PHASE, ok=False),
+        rec("phase:p#0/escalation", 1, StepKind.PHASE, "r:phase:p#0"),
+        rec("phase:p#0/resolution", 2, StepKind.SIGNAL, resolved({"x": 9})),  # refused
+        rec("phase:p#0/escalation~2", 3, StepKind.PHASE, "r:phase:p#0~2"),
+        rec("phase:p#0/resolution~2", 4, StepKind.SIGNAL, resolved({"x": 5})),
+        rec("phase:p#0", 0, StepKind.PHASE),
+    ]
+    roots = journal_tree(steps)
+    assert fold_states(roots, {"x": 0}, {"x"}) == {"x": 5}
+    nodes = {n.key: n for root in roots for n in root.walk()}
+    assert nodes["phase:p#0/resolution"].state == {"x": 0}
+    assert nodes["phase:p#0/resolution~2"].state == {"x": 5}
+
+
 async def test_the_waterfall_has_tool_model_and_retry_spans(console: Console) -> None:
     await console.run("tally", {"xs": [1, 2]}, "tally-2")
     c = await console.login("vera")
@@ -633,13 +660,13 @@ async def test_a_reviewer_records_a_verdict_once(console: Console) -> None:
     shown = (await c.get(review_url(good))).text
     assert "correct" in element(shown, "decided") and 'id="verdict-form"' not in shown
 
-    r = await verdict(c, bad, {"verdict": "incorrect", "label": '{"category": "cancellation"}'})
+    r = await verdict(c, bad, {"verdict": "incorrect", "label": '"cancellation"'})
     assert r.status_code == 303
     done = await console.app.reviews.get(bad)
     assert done.status == "incorrect"
-    assert done.decision is not None and done.decision["label"] == {"category": "cancellation"}
+    assert done.decision is not None and done.decision["label"] == "cancellation"
     [case] = [x for x in await console.app.reviews.export() if x["id"] == bad]
-    assert case["expected"] == {"category": "cancellation"}
+    assert case["expected"] == "cancellation" and case["case"] == "positive"
 
     # a second verdict is refused and shows who decided
     page = (await c.get(review_url(bad))).text
@@ -663,6 +690,11 @@ async def test_an_invalid_label_is_shown_by_its_field_and_nothing_is_decided(
     assert 'aria-invalid="true"' in r.text
     assert '{&#34;category&#34;: billing}' in r.text or "{&quot;category&quot;: billing}" in r.text
     assert ">kept</textarea>" in r.text
+    assert (await console.app.reviews.get(rid)).status == "pending"
+    # JSON, but not what the workflow returns (a string): shown by the field, not recorded
+    r = await verdict(c, rid, {"verdict": "incorrect", "label": '{"category": "billing"}'})
+    assert r.status_code == 422
+    assert "(label): expected string, got dict" in element(r.text, "err-label")
     assert (await console.app.reviews.get(rid)).status == "pending"
     r = await verdict(c, rid, {"verdict": "maybe"})
     assert r.status_code == 422 and (await console.app.reviews.get(rid)).status == "pending"

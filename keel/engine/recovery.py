@@ -436,9 +436,11 @@ async def escalate(
     packet: EscalationPacket,
     queue: str,
     writes: list[StepWrite],
+    esc_id: str | None = None,
 ) -> str:
-    """Record an escalation (once) with the entries that mark the step as waiting for it."""
-    esc_id = f"{ex.run.id}:{key}"
+    """Record an escalation (once) with the entries that mark the step as waiting for it.
+    Its id is `<run>:<key>` unless the step escalates more than once (`esc_id`)."""
+    esc_id = esc_id or f"{ex.run.id}:{key}"
     escalation = Escalation(
         id=esc_id,
         run_id=ex.run.id,
@@ -462,11 +464,14 @@ async def escalate(
     return esc_id
 
 
-async def await_resolution(ex: RunExecution, key: str, esc_id: str, pos: int = 0) -> dict[str, Any]:
-    """Suspend until a person decides escalation `esc_id`; their decision, journaled."""
+async def await_resolution(
+    ex: RunExecution, key: str, esc_id: str, pos: int = 0, name: str = "resolution"
+) -> dict[str, Any]:
+    """Suspend until a person decides escalation `esc_id`; their decision, journaled
+    as `<key>/<name>`."""
     child = Scope(path=f"{key}/", state=None)
     payload: dict[str, Any] = await wait_signal(
-        ex, child, f"{key}/resolution", pos, f"escalation:{esc_id}", None
+        ex, child, f"{key}/{name}", pos, f"escalation:{esc_id}", None
     )
     return payload
 

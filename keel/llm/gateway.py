@@ -111,7 +111,7 @@ class Gateway:
         cooldown: float = 30.0,
         retry: Retry | None = None,
         budgets: Budgets | None = None,
-        cache: bool = True,
+        cache: bool | None = None,
         cache_ttl: float | None = 24 * 3600,
         redis_url: str | None = None,
         cassette: Cassette | None = None,
@@ -211,7 +211,7 @@ class Gateway:
             cooldown=float(cfg.get("cooldown", 30.0)),
             retry=Retry(**retry) if isinstance(retry, dict) else None,
             budgets=Budgets(**(cfg.get("budgets") or {})),
-            cache=bool(cfg.get("cache", True)),
+            cache=None if cfg.get("cache") is None else bool(cfg["cache"]),
             cache_ttl=cfg.get("cache_ttl", 24 * 3600),
             redis_url=cfg.get("redis_url"),
             cassette=Cassette(cfg["cassette"]) if cfg.get("cassette") else None,
@@ -368,7 +368,7 @@ class Gateway:
         held: list[BudgetHold] | None = None,
     ) -> LLMResponse:
         target = spec.model
-        use_cache = self.cache_enabled if cache is None else cache
+        use_cache = self._caches(spec) if cache is None else cache
         key = self._cache_key(target, messages, params) if use_cache else None
         if key is not None:
             hit = await self._cache_get(key, cc)
@@ -516,6 +516,18 @@ class Gateway:
                 )
 
     # -- cache ------------------------------------------------------------------------
+
+    def _caches(self, spec: ModelSpec) -> bool:
+        """Whether a call to this model uses the cache when the call does not say.
+
+        By default only real models are cached. A scripted model's answers come from
+        code, and a cassette is itself the record of answers: a cache (which outlives
+        the run, in the store) would hide an edit to either behind stale answers, and
+        in record mode keep a cassette from recording. `cache=True` caches them too.
+        """
+        if self.cache_enabled is not None:
+            return self.cache_enabled
+        return self.cassette is None and not spec.model.startswith(SCRIPTED_PROVIDER + "/")
 
     @staticmethod
     def _cache_key(target: str, messages: list[Message], params: dict[str, Any]) -> str:

@@ -22,11 +22,20 @@ from keel.server.auth import User
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
 from keel.server.web.fields import Field, fields_for, place_problems, read_back
-from keel.server.web.format import url_id
+from keel.server.web.format import call, preview, url_id
 from keel.types import Escalation
 
 _INBOX_LIMIT = 500
 _DECIDED_LIMIT = 200
+
+
+def _proposal(req: ReviewRequest) -> str | None:
+    """What the person is asked to accept, on one line of an inbox row."""
+    if req.tool is not None:
+        return call(req.tool, req.args)
+    what = {"approval": "action", "low_confidence": "output", "novelty": "input"}.get(req.kind)
+    value = req.request.get(what) if what else None
+    return None if value is None else f"{what}: {preview(value, 110)}"
 
 
 def _item(web: Web, user: User, req: ReviewRequest, now: float) -> dict[str, Any]:
@@ -35,8 +44,9 @@ def _item(web: Web, user: User, req: ReviewRequest, now: float) -> dict[str, Any
         "kind": req.kind,
         "href": f"/approvals/{url_id(req.id)}",
         "tool": req.tool,
+        "proposal": _proposal(req),
         "step": req.step,
-        "reason": req.request.get("reason"),
+        "reason": req.reason,
         "workflow": req.workflow,
         "created_at": req.created_at,
         "deadline": req.deadline,
@@ -51,6 +61,7 @@ def _escalation_item(web: Web, user: User, esc: Escalation, now: float) -> dict[
         "kind": "escalation",
         "href": f"/escalations/{url_id(esc.id)}",
         "tool": esc.packet.tool or esc.packet.phase,
+        "proposal": call(esc.packet.tool, esc.packet.input) if esc.packet.tool else None,
         "step": esc.step,
         "reason": esc.packet.reason,
         "workflow": esc.workflow,

@@ -9,7 +9,7 @@ the recorded `state_delta`s done the way the engine restores state on replay
 (`StateTracker.apply`): map items and gather branches work on a copy forked from the
 state as it stood when the map started; phase attempts share their parent's state and
 each restarts from the phase's start; a person's resolution of a phase escalation sets
-the fields it names.
+the fields it names (unless the run refused it and escalated again).
 """
 
 from __future__ import annotations
@@ -178,13 +178,16 @@ def fold_states(
             return state
         if kind is StepKind.PHASE and any(_attempt(c) for c in node.children):
             base = last = state
-            for item in node.children:
+            # a resolution followed by another escalation round was refused by the run
+            rounds = [i for i, c in enumerate(node.children) if c.name.startswith("escalation")]
+            for i, item in enumerate(node.children):
                 tail = item.name
                 if _attempt(item):  # each attempt restarts from the phase's start
                     last = run_scope(item.children, dict(base))
                     item.state = last
-                elif item.kind is StepKind.SIGNAL and tail == "resolution" and item.rec:
-                    last = _merge(last, _resolution_edits(item.rec.output, fields))
+                elif item.kind is StepKind.SIGNAL and tail.startswith("resolution") and item.rec:
+                    if not any(r > i for r in rounds):
+                        last = _merge(last, _resolution_edits(item.rec.output, fields))
                     item.state = last
                 else:
                     visit(item, last)
