@@ -7,6 +7,7 @@ step, and per attempt a tool call (`execute_tool {tool}`) or a model call
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -70,11 +71,12 @@ def assert_well_formed(spans: list[SpanRow], run_id: str) -> None:
 async def llm_app(store_url: str) -> AsyncIterator[Callable[..., keel.App]]:
     apps: list[keel.App] = []
 
-    def make(model: ScriptedModel) -> keel.App:
+    def make(model: ScriptedModel | Gateway) -> keel.App:
+        gateway = model if isinstance(model, Gateway) else None
         app = keel.App(
             store_url,
             settings=Settings(poll_interval=0.02),
-            llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)),
+            llm=gateway or Gateway({"m": model}, retry=keel.Retry(attempts=1)),
         )
         apps.append(app)
         return app
@@ -435,3 +437,86 @@ async def test_model_call_is_a_client_span_with_usage_cost_and_content(
     stored = repr([(s.attributes, s.events) for s in spans])
     assert "refunded" not in stored
     assert "Category: billing" not in stored
+
+
+COLD = 1.0  # seconds of one-time setup before the first model call is sent
+
+
+class ColdGateway(Gateway):
+    """A gateway whose one-time setup takes COLD seconds, as LiteLLM's first import does
+    on a busy machine: it runs inside the first model step, before any call is sent."""
+
+    def _setup(self) -> None:
+        if not self._ready:
+            time.sleep(COLD)
+        super()._setup()
+
+
+class StatusError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"provider said {status}")
+        self.status_code = status
+
+
+async def test_model_call_span_is_the_call_not_the_setup_before_it(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    """The step span covers the whole step; each `chat` span only the call it stands for,
+    exactly the time the journal recorded for it (start and latency)."""
+    asked = {"n": 0}
+
+    def flaky(messages: list[dict[str, Any]]) -> str:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            raise StatusError(503)  # a transient failure: the step tries again
+        return "ok"
+
+    model = ScriptedModel(flaky, latency=0.05)
+    retry = keel.Retry(attempts=2, backoff=0.01, jitter=False)
+    app = llm_app(ColdGateway({"m": model}, default="m", retry=retry, cache=False))
+
+    @app.workflow
+    async def ask(ctx: keel.Context) -> str:
+        return await ctx.llm.text("hi")  # type: ignore[no-any-return]
+
+    handle = await app.start(ask, {})
+    assert await handle.result(LLM_RESULT) == "ok"
+    spans = await app.trace(handle.id)
+    assert_well_formed(spans, handle.id)
+    s = step(spans, "llm:text#0")
+    failed, chat = kids(spans, s)
+    [rec] = [r for r in await app.steps(handle.id) if r.kind is StepKind.LLM]
+    sent, latency_ms = rec.output["started_at"], rec.output["latency_ms"]
+    assert s.end_ns is not None and failed.end_ns is not None and chat.end_ns is not None
+
+    # the answering call's span is the call as recorded: its start and its latency
+    assert chat.status == "OK" and chat.attributes["keel.attempt"] == 2
+    assert chat.start_ns == pytest.approx(sent * 1e9, abs=1_000)
+    assert (chat.end_ns - chat.start_ns) / 1e6 == pytest.approx(latency_ms, abs=0.01)
+    assert latency_ms >= 50  # the model's own time is in it
+    # the failed first attempt paid for the setup before its call was sent: its span
+    # starts when the call did
+    assert failed.status == "ERROR" and failed.attributes["keel.attempt"] == 1
+    assert failed.start_ns - s.start_ns >= COLD * 1e9
+    assert failed.end_ns <= chat.start_ns
+    # the step span still covers the whole step: setup, failed call, backoff, call
+    assert s.start_ns <= failed.start_ns and chat.end_ns <= s.end_ns
+    assert s.end_ns - s.start_ns >= COLD * 1e9
+
+    # a call that fails for good: the last attempt's span is its call too
+    down = ScriptedModel(lambda m: (_ for _ in ()).throw(StatusError(503)))
+    app = llm_app(ColdGateway({"m": down}, default="m", retry=keel.Retry(attempts=1)))
+
+    @app.workflow
+    async def give_up(ctx: keel.Context) -> str:
+        return await ctx.llm.text("hi")  # type: ignore[no-any-return]
+
+    handle = await app.start(give_up, {})
+    with pytest.raises(keel.RunFailed, match="ModelUnavailable"):
+        await handle.result(LLM_RESULT)
+    spans = await app.trace(handle.id)
+    s = step(spans, "llm:text#0")
+    [last] = kids(spans, s)
+    assert last.status == "ERROR" and s.status == "ERROR"
+    assert last.start_ns - s.start_ns >= COLD * 1e9
+    assert s.start_ns <= last.start_ns and last.end_ns <= s.end_ns  # type: ignore[operator]

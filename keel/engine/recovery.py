@@ -236,6 +236,8 @@ async def run_live(
                     "error": err.type,
                     "message": err.message[:500],
                     "wake": wake,
+                    # when the external call itself ran (a model call sets it): its span
+                    "call": getattr(exc, "keel_call_window", None),
                 }
             )
             await ex.commit(
@@ -325,6 +327,8 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     ex, key, name = step.ex, step.key, step.name
     err = structured(exc, step=key, attempts=attempts)
     err.data.setdefault("tool", name)
+    if getattr(exc, "keel_call_window", None):  # when the model call itself ran: its span
+        err.data.setdefault("call_window", list(exc.keel_call_window))  # type: ignore[attr-defined]
     fb = step.policy.fallback
     hooks = ex.rt.hooks
     if fb is None or isinstance(exc, SerializationError | OutcomeUnknown):

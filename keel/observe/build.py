@@ -53,23 +53,30 @@ class SpanBuilder:
     def for_step(self, rec: StepRecord) -> list[SpanRow]:
         spans = [self._step_span(rec)]
         if rec.kind in (StepKind.TOOL, StepKind.LLM):
+            llm = rec.kind is StepKind.LLM
             begin = rec.started_at
             for entry in rec.attempt_log or []:
+                start, end = _window(llm and entry.get("call"), entry["start"], entry["end"])
                 spans.append(
                     self._call_span(
                         rec,
                         int(entry["attempt"]),
-                        entry["start"],
-                        entry["end"],
+                        start,
+                        end,
                         failed=(entry["error"], entry.get("message", "")),
                     )
                 )
                 begin = entry.get("wake") or entry["end"]
             err = rec.error
             failed = (err.type, err.message) if err is not None else None
-            spans.append(
-                self._call_span(rec, rec.attempts, begin, rec.ended_at or begin, failed=failed)
-            )
+            call: Any = None
+            if llm and err is not None:
+                call = err.data.get("call_window")
+            elif llm and isinstance(rec.output, dict) and rec.output.get("started_at"):
+                sent = rec.output["started_at"]
+                call = (sent, sent + float(rec.output.get("latency_ms") or 0.0) / 1000)
+            start, end = _window(call, begin, rec.ended_at or begin)
+            spans.append(self._call_span(rec, rec.attempts, start, end, failed=failed))
         return spans
 
     def _parent(self, key: str, ended: float | None) -> int:
@@ -217,6 +224,16 @@ class SpanBuilder:
             attrs["error.type"] = failed[0]
             span.status_message = r.truncate(f"{failed[0]}: {r.text(failed[1])}")
         return span
+
+
+def _window(call: Any, start: float, end: float) -> tuple[float, float]:
+    """A model call's own (start, end) as the gateway recorded it, else the attempt's:
+    the setup before the call (LiteLLM's first import, a rate limit) is the step's time."""
+    if isinstance(call, list | tuple) and len(call) == 2:
+        a, b = call
+        if isinstance(a, int | float) and isinstance(b, int | float) and a <= b:
+            return float(a), float(b)
+    return start, end
 
 
 def _link_next_steps(spans: list[SpanRow]) -> None:
