@@ -7,6 +7,7 @@ step, and per attempt a tool call (`execute_tool {tool}`) or a model call
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,8 +16,9 @@ import pytest
 
 import keel
 from keel.engine.runtime import Settings
-from keel.llm import Gateway, ScriptedModel
+from keel.llm import Gateway, Reply, ScriptedModel
 from keel.observe import SEMCONV_VERSION, ids
+from keel.observe.redact import MASK
 from keel.observe.spans import SpanRow
 from keel.types import StepKind
 from tests.faults import Always, Faults, Schedule
@@ -135,12 +137,10 @@ async def test_sequential_run_has_root_execution_steps_and_tool_calls(
     f, sc = steps
     assert f.attributes["keel.step.kind"] == "tool" and f.attributes["keel.step.name"] == "fetch"
     assert f.attributes["keel.step.attempts"] == 1
-    assert f.attributes["keel.step.input"] == '["T-1"]'
+    assert f.attributes["keel.step.input"] == '{"ticket": "T-1"}'  # by parameter name
     assert f.attributes["keel.step.output"] == '{"ticket": "T-1", "body": "printer on fire"}'
     assert f.attributes["keel.next_step"] == "score#0"
-    assert sc.attributes["keel.step.input"] == (
-        '{"args": ["printer on fire"], "kwargs": {"weight": 2}}'
-    )
+    assert sc.attributes["keel.step.input"] == '{"text": "printer on fire", "weight": 2}'
     assert sc.attributes["keel.step.output"] == "30"
     assert all(s.status == "OK" for s in steps)
 
@@ -159,6 +159,10 @@ async def test_sequential_run_has_root_execution_steps_and_tool_calls(
     assert len(call_ids) == 2 and all(handle.id in c for c in call_ids)
     [tool_call] = kids(spans, sc)
     assert tool_call.attributes["gen_ai.tool.call.result"] == "30"
+    assert json.loads(tool_call.attributes["gen_ai.tool.call.arguments"]) == {
+        "text": "printer on fire",
+        "weight": 2,
+    }
 
     # the step spans carry the ids the journal is replayed by: stable across processes
     assert f.span_id == ids.step_span_id(handle.id, "fetch#0")
@@ -520,3 +524,129 @@ async def test_model_call_span_is_the_call_not_the_setup_before_it(
     assert last.status == "ERROR" and s.status == "ERROR"
     assert last.start_ns - s.start_ns >= COLD * 1e9
     assert s.start_ns <= last.start_ns and last.end_ns <= s.end_ns  # type: ignore[operator]
+
+
+async def test_messages_and_tool_calls_have_the_genai_shapes_redacted(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    """gen_ai.input.messages / gen_ai.output.messages are role + parts (text, tool_call,
+    tool_call_response), output messages with a finish_reason; tool arguments are the
+    object of named arguments however the tool was called; secrets are masked inside."""
+    key = "sk-proj-" + "k" * 40
+
+    def fn(messages: list[dict[str, Any]]) -> Reply:
+        if not any(m["role"] == "tool" for m in messages):
+            args = {"user": "bob", "password": "pw"}
+            return Reply(tool_calls=[{"name": "login", "arguments": args}])
+        return Reply(content=f"Signed in. Your key is {key}")
+
+    model = ScriptedModel(fn)
+    app = llm_app(model)
+
+    @app.tool
+    async def login(user: str, password: str) -> dict[str, Any]:
+        """Sign a user in."""
+        return {"session": f"s-{user}", "token": "t-123"}
+
+    @app.workflow
+    async def signin(ctx: keel.Context) -> str | None:
+        await ctx.call(login, "ann", "pw-positional")
+        await ctx.call(login, user="ann", password="pw-keyword")
+        res = await ctx.llm.agent("Sign in bob", tools=[login], system="You sign people in.")
+        return res.content
+
+    handle = await app.start(signin, {})
+    assert await handle.result(LLM_RESULT) == f"Signed in. Your key is {key}"
+    spans = await app.trace(handle.id)
+    assert_well_formed(spans, handle.id)
+    assert key not in repr([s.attributes for s in spans])
+
+    # a positional and a keyword call: the same object of named arguments, redacted
+    by_position, by_keyword = (
+        json.loads(kids(spans, step(spans, k))[0].attributes["gen_ai.tool.call.arguments"])
+        for k in ("login#0", "login#1")
+    )
+    assert by_position == by_keyword == {"user": "ann", "password": MASK}
+
+    first, second = (kids(spans, step(spans, k))[0] for k in ("llm:agent#0", "llm:agent#1"))
+    [rec] = [r for r in await app.steps(handle.id) if r.key == "llm:agent#0"]
+    call_id = rec.output["tool_calls"][0]["id"]
+    system = {"role": "system", "parts": [{"type": "text", "content": "You sign people in."}]}
+    user = {"role": "user", "parts": [{"type": "text", "content": "Sign in bob"}]}
+    tool_call = {
+        "type": "tool_call",
+        "id": call_id,
+        "name": "login",
+        "arguments": {"user": "bob", "password": MASK},
+    }
+    assert json.loads(first.attributes["gen_ai.input.messages"]) == [system, user]
+    assert json.loads(first.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [tool_call], "finish_reason": "tool_call"}
+    ]
+    assert first.attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]  # as sent
+    assert json.loads(second.attributes["gen_ai.input.messages"]) == [
+        system,
+        user,
+        {"role": "assistant", "parts": [tool_call]},
+        {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": call_id,
+                    "response": {"session": "s-bob", "token": MASK},
+                }
+            ],
+        },
+    ]
+    assert json.loads(second.attributes["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": f"Signed in. Your key is {MASK}"}],
+            "finish_reason": "stop",
+        }
+    ]
+
+
+def test_message_parts_for_media_and_legacy_function_results() -> None:
+    from keel.observe import genai
+
+    got = genai.input_messages(
+        [
+            {
+                "role": "user",
+                "name": "ann",
+                "content": [
+                    {"type": "text", "text": "What is in these?"},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/cat.png"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "look", "arguments": "{not json"},
+            },
+            {"role": "function", "name": "look", "content": "42"},
+        ]
+    )
+    assert got == [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "What is in these?"},
+                {"type": "uri", "modality": "image", "uri": "https://x.test/cat.png"},
+                {"type": "blob", "modality": "image", "mime_type": "image/png", "content": "iVBOR"},
+            ],
+            "name": "ann",
+        },
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": None, "name": "look", "arguments": "{not json"}],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": None, "response": 42}]},
+    ]
+    # a response without a finish reason still has one (the conventions require it)
+    assert genai.output_messages({"content": "hi"}) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"}
+    ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.observe import ids
+from keel.observe import genai, ids
 from keel.observe.redact import Redactor
 from keel.observe.spans import SpanRow
 from keel.types import StepKind, StepRecord, StepStatus, StructuredError
@@ -167,10 +167,13 @@ class SpanBuilder:
                     "gen_ai.tool.type": "function",
                 }
             )
-            if self.content and rec.input is not None:
-                attrs["gen_ai.tool.call.arguments"] = r.text(rec.input)
+            if self.content and rec.input is not None:  # by parameter name: an object
+                attrs["gen_ai.tool.call.arguments"] = r.json_text(rec.input)
             if final and failed is None and rec.output is not None and self.content:
-                attrs["gen_ai.tool.call.result"] = r.text(rec.output)
+                result = rec.output
+                attrs["gen_ai.tool.call.result"] = (
+                    r.text(result) if isinstance(result, str) else r.json_text(result)
+                )
         else:
             kind = "CLIENT"
             out = rec.output if isinstance(rec.output, dict) and final else {}
@@ -203,11 +206,8 @@ class SpanBuilder:
             if self.content and out:
                 messages = (out.get("request") or {}).get("messages")
                 if messages is not None:
-                    attrs["gen_ai.input.messages"] = r.text(messages)
-                reply: dict[str, Any] = {"role": "assistant", "content": out.get("content")}
-                if out.get("tool_calls"):
-                    reply["tool_calls"] = out["tool_calls"]
-                attrs["gen_ai.output.messages"] = r.text([reply])
+                    attrs["gen_ai.input.messages"] = r.json_text(genai.input_messages(messages))
+                attrs["gen_ai.output.messages"] = r.json_text(genai.output_messages(out))
         span = SpanRow(
             span_id=ids.call_span_id(self.run_id, rec.key, attempt),
             trace_id=self.trace,
