@@ -221,25 +221,25 @@ class Tracing(Hooks):
         flusher = self._flusher
         if flusher is not None and not flusher.done():  # this run's earlier spans, stored
             await asyncio.wait([flusher])
+        stored: list[SpanRow] | None = None
+        records: list[StepRecord] | None = None
         try:
             trace = ids.hex_trace(st.trace)
             stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
-            records: list[StepRecord] | None = None
             have = executions.numbers([*stored, *spans])
-            if executions.missing(have, st.execution - 1):
+            if executions.missing(have, st.execution - 1):  # a worker died: its span
                 records = await self.store.load_steps(st.run.id)
-                spans = [
-                    *executions.reconstruct(
-                        st.run, have, records, st.execution - 1, self._cutoff_ns()
-                    ),
-                    *spans,
-                ]
-        except Exception:
+                made = executions.reconstruct(
+                    st.run, have, records, st.execution - 1, self._cutoff_ns()
+                )
+                spans = [*made, *spans]
+        except Exception:  # unread, nothing is exported: the next execution sends it
             log.exception("reading the stored spans of run %s failed", st.run.id)
-            stored, records = [], None
+            stored = None
         if self.export is not None:
             try:
-                await self._export(st, spans, stored, records)
+                if stored is not None:
+                    await self._export(st, spans, stored, records)
             except Exception:  # the spans stay unmarked: the next execution sends them
                 log.exception("exporting the spans of run %s failed", st.run.id)
             try:
