@@ -646,6 +646,23 @@ def test_message_parts_for_media_and_legacy_function_results() -> None:
         },
         {"role": "tool", "parts": [{"type": "tool_call_response", "id": None, "response": 42}]},
     ]
+    # no empty text beside a tool call
+    assert genai.input_messages(
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            }
+        ]
+    ) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "c1", "name": "f", "arguments": {}}],
+        }
+    ]
     # a response without a finish reason still has one (the conventions require it)
     assert genai.output_messages({"content": "hi"}) == [
         {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"}

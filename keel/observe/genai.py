@@ -33,7 +33,7 @@ def output_messages(response: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {
             "role": "assistant",
-            "parts": parts,
+            "parts": _compact(parts),
             # required by the conventions: when the provider gave none, what the turn did
             "finish_reason": _FINISH.get(reason, reason) or ("tool_call" if calls else "stop"),
         }
@@ -69,10 +69,17 @@ def _message(m: dict[str, Any]) -> dict[str, Any]:
     legacy = m.get("function_call")
     if isinstance(legacy, dict):
         parts.append(_tool_call(None, legacy.get("name"), legacy.get("arguments")))
-    out: dict[str, Any] = {"role": role, "parts": parts}
+    out: dict[str, Any] = {"role": role, "parts": _compact(parts)}
     if m.get("name"):
         out["name"] = m["name"]
     return out
+
+
+def _compact(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Without the empty text beside tool calls (`"content": ""` in a tool-calling turn)."""
+    if len(parts) < 2:
+        return parts
+    return [p for p in parts if p != {"type": "text", "content": ""}]
 
 
 def _tool_call(call_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
