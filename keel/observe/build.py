@@ -84,6 +84,7 @@ class SpanBuilder:
         are journaled, so a trace read mid-run has no dangling parent."""
         present = {s.span_id for s in spans}
         made: dict[str, SpanRow] = {}
+        latest: dict[str, int] = {}  # the last end among each one's children
         for s in sorted(spans, key=lambda s: s.start_ns):
             key = s.attributes.get("keel.step.key")
             end = s.end_ns or s.start_ns
@@ -92,29 +93,22 @@ class SpanBuilder:
                 span_id = ids.step_span_id(self.run_id, key)
                 if span_id in present:
                     break
-                if key in made:
-                    attrs = made[key].attributes
-                    attrs["keel.step.latest_ns"] = max(attrs["keel.step.latest_ns"], end)
-                    continue
-                made[key] = SpanRow(
-                    span_id=span_id,
-                    trace_id=self.trace,
-                    parent_id=None,
-                    run_id=self.run_id,
-                    name=key.rsplit("/", 1)[-1],
-                    kind="INTERNAL",
-                    start_ns=s.start_ns,
-                    end_ns=None,
-                    status="UNSET",
-                    attributes={
-                        "keel.step.key": key,
-                        "keel.step.in_progress": True,
-                        "keel.step.latest_ns": end,
-                    },
-                )
+                latest[key] = max(latest.get(key, 0), end)
+                if key not in made:
+                    made[key] = SpanRow(
+                        span_id=span_id,
+                        trace_id=self.trace,
+                        parent_id=None,
+                        run_id=self.run_id,
+                        name=key.rsplit("/", 1)[-1],
+                        kind="INTERNAL",
+                        start_ns=s.start_ns,
+                        end_ns=None,
+                        status="UNSET",
+                        attributes={"keel.step.key": key, "keel.step.in_progress": True},
+                    )
         for key, span in made.items():
-            latest = span.attributes.pop("keel.step.latest_ns")
-            span.parent_id = self._parent(key, latest / 1e9)
+            span.parent_id = self._parent(key, latest[key] / 1e9)
         return list(made.values())
 
     def _parent(self, key: str, ended: float | None) -> int:
