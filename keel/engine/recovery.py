@@ -240,6 +240,8 @@ async def run_live(
                     "error": err.type,
                     "message": err.message[:500],
                     "wake": wake,
+                    # when the external call itself ran (a model call sets it): its span
+                    "call": getattr(exc, "keel_call_window", None),
                 }
             )
             await ex.commit(
@@ -362,6 +364,8 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     if step.gave_up is not None:
         err = err.model_copy(update={"message": f"{err.message} ({step.gave_up})"})
         err.data["gave_up"] = step.gave_up
+    if getattr(exc, "keel_call_window", None):  # when the model call itself ran: its span
+        err.data.setdefault("call_window", list(exc.keel_call_window))  # type: ignore[attr-defined]
     fb = step.policy.fallback
     hooks = ex.rt.hooks
     unknown = isinstance(exc, OutcomeUnknown)

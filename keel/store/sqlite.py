@@ -279,6 +279,9 @@ INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
 # Ready runs read in one go when a worker watches ids; a longer list means a backlog.
 _SCAN = 1000
 
+
+# A span the next execution reconstructed for one whose worker died (keel.observe).
+_RECONSTRUCTED = "coalesce(json_extract({}.attributes, '$.\"keel.execution.interrupted\"'), 0)"
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
@@ -1238,14 +1241,22 @@ class SQLiteStore(Store):
     # -- spans ----------------------------------------------------------------
 
     async def write_spans(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert span rows (see keel.observe.spans.SpanRow.row); duplicates are ignored."""
+        """Insert span rows (see keel.observe.spans.SpanRow.row); duplicates are ignored,
+        except that an execution's own span replaces one reconstructed for it (written
+        by the next execution while the first's own write was still on its way)."""
         if not rows:
             return
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO spans (span_id, trace_id, parent_id, run_id, name, kind,"
+                "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind,"
                 " start_ns, end_ns, status, status_message, attributes, events, links)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (trace_id, span_id) DO UPDATE SET name=excluded.name,"
+                " start_ns=excluded.start_ns, end_ns=excluded.end_ns, status=excluded.status,"
+                " status_message=excluded.status_message, attributes=excluded.attributes,"
+                " events=excluded.events, links=excluded.links"
+                f" WHERE {_RECONSTRUCTED.format('spans')}"
+                f" AND NOT {_RECONSTRUCTED.format('excluded')}",
                 rows,
             )
 
