@@ -205,6 +205,46 @@ async def test_draining_a_map_finishes_the_items_in_flight_and_starts_no_more(
     assert counts == {f"{run_id}:map:gated#0/{i}": 1 for i in range(5)}
 
 
+async def test_a_retry_backoff_under_a_drain_becomes_a_durable_timer(
+    worker_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next attempt is a new start of the tool: a draining worker leaves it to the
+    next worker, at the time the backoff said."""
+    h = worker_harness
+    monkeypatch.setenv("KEEL_TEST_DIR", str(h.data))
+    app = h.app(MODULE)
+    run_id = "drain-retry"
+    await app.start("retried", {}, id=run_id, execute=False)
+    w = app.worker()
+    await w.start()
+    await h.wait_until(
+        lambda: h.sql(
+            "SELECT 1 FROM steps WHERE run_id=? AND key='flaky#0' AND status='pending'"
+            " AND error IS NOT NULL",
+            run_id,
+        ),
+        timeout=60,
+        what="the first attempt to fail and its backoff to start",
+    )
+    assert await asyncio.wait_for(w.drain(300), 60) == 0
+    info = await app.get_run(run_id)
+    assert info.status is keel.RunStatus.WAITING and info.wake_at is not None
+    assert info.lease_owner is None
+    assert [k for k, _ in h.executions()] == [f"{run_id}:flaky#0"]  # no second attempt here
+
+    again = app.worker()
+    serving = asyncio.ensure_future(again.serve())
+    try:
+        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+    finally:
+        serving.cancel()
+        await asyncio.gather(serving, return_exceptions=True)
+    assert info.result == 1
+    assert [k for k, _ in h.executions()] == [f"{run_id}:flaky#0"] * 2
+    (step,) = await app.steps(run_id)
+    assert step.attempts == 2
+
+
 async def test_app_close_with_grace_drains_the_embedded_worker(
     worker_harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:

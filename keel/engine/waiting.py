@@ -22,6 +22,8 @@ async def wait_until(ex: RunExecution, wake_at: float) -> None:
         raise Suspend(wake_at=wake_at)
     if remaining > 0:
         await asyncio.sleep(remaining)
+        if ex.draining:  # it began meanwhile: hand the run back (due now), not the next attempt
+            raise Suspend(wake_at=wake_at)
 
 
 async def wait_signal(

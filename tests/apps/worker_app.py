@@ -65,6 +65,19 @@ def build(store: str | None = None) -> keel.App:
         res = await ctx.map(gated, list(range(n)), concurrency=concurrency)
         return list(res.ok)
 
+    @app.tool(retry=keel.Retry(attempts=2, backoff=4, jitter=False))
+    async def flaky(i: int) -> int:
+        """Fails its first attempt (a transient error), then waits 4 s (in memory) to retry."""
+        log_execution()
+        step = keel.current_step()
+        if step is not None and step.attempt == 1:
+            raise ConnectionError("connection reset")
+        return i
+
+    @app.workflow
+    async def retried(ctx: keel.Context) -> int:
+        return await ctx.call(flaky, 1)
+
     @app.tool(approval=Approval(queue="grants", reason="grants need a person"))
     async def grant(n: int) -> int:
         log_execution()
