@@ -99,7 +99,8 @@ class Worker:
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False  # no more claims
         self._draining = False  # no new steps either
-        self._closed = asyncio.Event()
+        self._closed = asyncio.Event()  # stopped (or a loop failed): serve() returns
+        self._left = False  # its row in the store is deleted
         self._crashed: BaseException | None = None
         self._started_at = 0.0
         self._last_reap = 0.0
@@ -118,7 +119,7 @@ class Worker:
         self._wake.set()
 
     async def start(self) -> None:
-        if self._tasks:
+        if self._tasks or self._closed.is_set():  # running, or stopped before it started
             return
         self._started_at = time.time()
         await self._beat(forget_before=self._started_at - _FORGET_AFTER)
@@ -184,11 +185,12 @@ class Worker:
                 await self.rt.store.release_run(run_id, self.owner, [], time.time())
             except Exception:
                 log.exception("could not hand run %s back to the queue", run_id)
-        if self._started_at and not self._closed.is_set():
+        if self._started_at and not self._left:
+            self._left = True
             try:
                 await self.rt.store.remove_worker(self.owner)
-            except Exception:
-                log.exception("could not remove this worker's heartbeat row")
+            except Exception as exc:  # it stops counting as live after three heartbeats
+                log.warning("could not remove this worker's row: %s: %s", type(exc).__name__, exc)
         self._closed.set()
 
     def _loop_ended(self, task: asyncio.Task[Any]) -> None:
@@ -212,8 +214,8 @@ class Worker:
         )
         try:
             await self.rt.store.worker_beat(beat, forget_before=forget_before)
-        except Exception:
-            log.exception("worker heartbeat failed")
+        except Exception as exc:  # runs go on; the row is refreshed at the next beat
+            log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
 
     async def _poll_loop(self) -> None:
         settings = self.rt.settings
