@@ -937,7 +937,7 @@ def serve(
         return
 
     async def go() -> None:
-        server = _quiet_uvicorn(
+        server = _uvicorn_leaving_signals(
             uvicorn.Config(create_app(app), host=host, port=port, log_level="info")
         )
         workers = [a.worker() for a in worker_apps]
@@ -964,7 +964,7 @@ def serve(
     _run(go)
 
 
-def _quiet_uvicorn(config: Any) -> Any:
+def _uvicorn_leaving_signals(config: Any) -> Any:
     """A Uvicorn server that leaves SIGTERM/SIGINT to `_Shutdown`: the first drains the
     workers while the server stops, and the process exits 0 (Uvicorn's own handling
     re-raises the signal at the end, and skips app shutdown on a second Ctrl+C)."""
