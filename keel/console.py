@@ -343,3 +343,17 @@ def review_detail(r: Any, audit: list[dict[str, Any]] | None = None) -> Group:
             detail = f"  {short(e['detail'], 120)}" if e.get("detail") else ""
             lines.append(Text(f"  {_ts(e['at'])}  {e['action']} by {e['actor']}{detail}"))
     return Group(*lines)
+
+
+def workers_table(workers: list[Any], now: float) -> Table:
+    """`keel workers`: one row per worker (`keel.store.base.WorkerBeat`)."""
+    table = Table(header_style="bold")
+    for col in ("host", "pid", "workflows", "kind", "up since", "last seen"):
+        table.add_column(col, overflow="fold")
+    for w in workers:
+        seen = f"{max(0.0, now - w.seen_at):.0f}s ago" + ("" if w.live(now) else " (gone)")
+        kind = "embedded (own runs)" if w.embedded else "worker"
+        table.add_row(
+            w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen
+        )
+    return table

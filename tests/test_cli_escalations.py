@@ -95,7 +95,8 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
         "--by",
         "dana",
     )
-    assert code == 0 and f"escalation {ESC} resolved; run e1 resumes" in out
+    assert code == 0 and f"escalation {ESC} resolved; no live worker serves workflow" in out
+    assert "'lookup', so run e1 waits — start one: keel worker MODULE" in out  # none runs
     code, out, _ = run(keel_cli, "run", f"{APP}:lookup", "--id", "e1", "--json")
     data = json.loads(out)
     assert code == 0 and data["status"] == "SUCCEEDED" and data["result"] == "A-7:gold"

@@ -22,7 +22,7 @@ import pydantic_core
 
 from keel.engine.journal import live_degraded, superseded_attempts
 from keel.errors import ConfigError, LeaseLost, RunNotFound
-from keel.store.base import Claimed, RunFilter, StepWrite, Store
+from keel.store.base import Claimed, RunFilter, StepWrite, Store, WorkerBeat
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -34,7 +34,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 12
+_SCHEMA_VERSION = 13
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -273,6 +273,19 @@ INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
 INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
     SELECT 'tenant:' || tenant, CAST(created_at / 86400 AS INTEGER) * 86400, SUM(cost_usd)
     FROM usage WHERE tenant IS NOT NULL GROUP BY 1, 2;
+""",
+    # Worker heartbeats: which workers are live, and which workflows they serve.
+    13: """
+CREATE TABLE IF NOT EXISTS workers (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    workflows TEXT NOT NULL,
+    embedded INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    beat_every REAL NOT NULL
+) WITHOUT ROWID;
 """,
 }
 
@@ -1292,6 +1305,52 @@ class SQLiteStore(Store):
                 "UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND status='RUNNING'", (owner,)
             )
         return cur.rowcount
+
+    # -- worker heartbeats --------------------------------------------------------
+
+    async def worker_beat(self, beat: WorkerBeat, *, forget_before: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO workers (owner, host, pid, workflows, embedded, started_at, seen_at,"
+                " beat_every) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET"
+                " workflows=excluded.workflows, seen_at=excluded.seen_at,"
+                " beat_every=excluded.beat_every",
+                (
+                    beat.owner,
+                    beat.host,
+                    beat.pid,
+                    pydantic_core.to_json(list(beat.workflows)).decode(),
+                    int(beat.embedded),
+                    beat.started_at,
+                    beat.seen_at,
+                    beat.beat_every,
+                ),
+            )
+            if forget_before is not None:
+                db.execute("DELETE FROM workers WHERE seen_at<?", (forget_before,))
+
+    async def list_workers(self) -> list[WorkerBeat]:
+        rows = self._db.execute(
+            "SELECT owner, host, pid, workflows, embedded, started_at, seen_at, beat_every"
+            " FROM workers ORDER BY seen_at DESC"
+        ).fetchall()
+        return [
+            WorkerBeat(
+                owner=r[0],
+                host=r[1],
+                pid=r[2],
+                workflows=tuple(_loads(r[3]) or ()),
+                embedded=bool(r[4]),
+                started_at=r[5],
+                seen_at=r[6],
+                beat_every=r[7],
+            )
+            for r in rows
+        ]
+
+    async def remove_worker(self, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE owner=?", (owner,))
 
     # -- console users ----------------------------------------------------------
 
