@@ -225,7 +225,12 @@ async def _run_check(p: Phase, state: Any) -> list[str]:
 
 
 async def _finish(
-    p: Phase, status: StepStatus, err: Any, attempts: int, fallback: str | None = None
+    p: Phase,
+    status: StepStatus,
+    err: Any,
+    attempts: int,
+    fallback: str | None = None,
+    delta: dict[str, Any] | None = None,
 ) -> None:
     ex = p.ex
     if ex.journal.by_key.get(p.key) is not None:
@@ -243,6 +248,7 @@ async def _finish(
         attempts=attempts,
     )
     rec.fallback = fallback
+    rec.state_delta = delta  # commit adds what changed since
     await ex.commit(p.parent, rec, None)
 
 
@@ -291,10 +297,14 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
     by = decision.get("by", "someone")
     if decision.get("status") == "resolved":
         edits = decision.get("result")
-        if isinstance(edits, dict) and p.parent.state is not None:
-            p.parent.state.apply(edits)  # the reviewer's corrections become the state
+        state = p.parent.state
+        # what the last attempt changed after its last step: applying the edits marks the
+        # whole state as recorded, so take it first and journal it with the phase
+        pending = state.delta() if state is not None else None
+        if isinstance(edits, dict) and state is not None:
+            state.apply(edits)  # the reviewer's corrections become the state
         p.passed = True
-        await _finish(p, StepStatus.OK, None, number + 1, fallback="human")
+        await _finish(p, StepStatus.OK, None, number + 1, fallback="human", delta=pending)
         return True
     note = decision.get("reason") or decision.get("note") or "no reason given"
     rejected = EscalationRejected(
