@@ -182,6 +182,10 @@ def run_detail(run: RunInfo, steps: list[StepRecord], view: JournalView | None =
         parts.append(Text(f"waiting on {what}{until}", style="magenta"))
     if run.result is not None:
         parts.append(Text(f"result: {short(run.result, 300)}"))
+    if run.state is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        parts.append(Text(f"final state: {short(run.state, 300)}"))
+    elif run.state is not None and run.status is RunStatus.WAITING:
+        parts.append(Text(f"state as it waits: {short(run.state, 300)}"))
     if run.degraded:
         parts.append(
             Text(f"degraded (fell back to defaults): {', '.join(run.degraded)}", style="yellow")
@@ -274,7 +278,7 @@ def run_json(run: RunInfo, steps: list[StepRecord], view: JournalView) -> dict[s
         }
         if view.stateful
         else None,
-        "steps": [step_json(s, by_key.get(s.key)) for s in steps],
+        "steps": [step_json(s, by_key.get(s.key) if view.stateful else None) for s in steps],
     }
 
 

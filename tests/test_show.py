@@ -73,6 +73,7 @@ def test_each_change_is_shown_on_the_step_after_which_it_was_made(keel_cli: Keel
     # the change after the last step is in no journal record, only in the final state
     assert "state: stage" in line(text, "fetch#2 ")
     assert "(start)" not in text  # nothing changed before the first step
+    assert 'final state: {"stage": "done", "count": 30' in text
 
     data = keel_cli.show("s1")
     final = {"stage": "done", "count": 30, "log": [], "verdict": "total 60"}

@@ -32,8 +32,8 @@ what its last attempt changed after its last step; a person's resolution of a ph
 escalation sets the fields it names.
 
 A map item, gather branch or phase attempt is a scope of its own: its `state` is the
-state it ended with (what the item returned with, what the checkpoint judged), and its
-`changed` the changes made before its first step.
+state it ended with (a failed attempt's changes after its last step were undone and are
+in no record), and its `changed` the changes made before its first step.
 """
 
 from __future__ import annotations
