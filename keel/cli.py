@@ -275,11 +275,16 @@ def show(
         from keel.loader import find_app, load_module
 
         try:
-            initial, fields = starting_state(find_app(load_module(app_ref)).registry, info.workflow)
+            registry = find_app(load_module(app_ref)).registry
         except KeelError as exc:
             _fail(exc.message)
-        if fields is None:
-            _fail(f"{app_ref} has no workflow {info.workflow!r} with state (run {run_id})")
+        if info.workflow not in registry.workflows:
+            known = ", ".join(sorted(registry.workflows)) or "none"
+            _fail(
+                f"{app_ref} has no workflow {info.workflow!r} (run {run_id}'s workflow); "
+                f"registered: {known}"
+            )
+        initial, fields = starting_state(registry, info.workflow)
     view = journal_view(info, steps, initial, fields)
     if as_json:
         from keel.console import run_json

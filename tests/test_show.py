@@ -110,6 +110,22 @@ def test_each_change_is_shown_on_the_step_after_which_it_was_made(keel_cli: Keel
     assert steps["fetch#2"]["state_after"] == final
 
 
+def test_show_app_names_what_is_wrong_in_one_line(keel_cli: Keel, tmp_path: Path) -> None:
+    keel_cli("run", f"{APP}:staged", "--id", "s1")
+    other = tmp_path / "other.py"
+    other.write_text("import keel\napp = keel.App()\n")
+    for ref, message in [
+        ("nope.py", "no such file: nope.py"),
+        (str(other), f"{other} has no workflow 'staged' (run s1's workflow); registered: none"),
+    ]:
+        res = subprocess.run(
+            keel_cli.argv("show", "s1", "--app", ref), cwd=tmp_path, env=keel_cli.env,
+            capture_output=True, text=True, timeout=DEADLINE,
+        )
+        assert res.returncode == 2 and res.stdout == "", res
+        assert res.stderr == f"error: {message}\n", res.stderr
+
+
 def test_patch_deltas_fold_to_the_exact_final_state(keel_cli: Keel) -> None:
     keel_cli("run", f"{APP}:grows", "--id", "g1")
     data = keel_cli.show("g1", "--app", APP)
