@@ -334,6 +334,8 @@ class Context:
             summary = ex.record(scope, key, pos, StepKind.MAP, label, dg, started)
             data = _summary_json(result)
             await ex.commit(scope, summary, data)
+        elif scope.state is not None:
+            scope.state.sync()  # where the first execution committed the map
         self._enforce(policy, key, result)
         return result
 
@@ -387,6 +389,8 @@ class Context:
         if rec is None:
             summary = ex.record(scope, key, pos, StepKind.GATHER, "gather", dg, started)
             await ex.commit(scope, summary, _summary_json(result))
+        elif scope.state is not None:
+            scope.state.sync()  # where the first execution committed the gather
         self._enforce(policy, key, result)
         return result
 

@@ -106,11 +106,18 @@ class Phase:
 
     async def _attempts(self) -> AsyncIterator[PhaseAttempt]:
         self._open()
+        skipped = False
         for n in range(self.retries + 1):
             last = n == self.retries
             rec = self._attempt_outcome(n)
             if rec is not None and rec.status is StepStatus.ERROR and not last:
+                skipped = True
                 continue  # replay: this attempt failed its checkpoint; its steps stay unreplayed
+            if skipped and self.parent.state is not None:
+                # the first execution restored the phase's start here, and recorded the
+                # changes made before it with the skipped attempt's first step
+                self.parent.state.sync()
+                skipped = False
             yield PhaseAttempt(self, n, last=last)
             if self.passed:
                 return
@@ -125,11 +132,16 @@ class PhaseAttempt:
         self.last = last
         self._token: Any = None
         self._snapshot: dict[str, Any] | None = None
+        self._before: dict[str, Any] | None = None
 
     async def __aenter__(self) -> PhaseAttempt:
         p = self.phase
         state = p.parent.state
         self._snapshot = state.snapshot() if state is not None else None
+        # changes made before the attempt began (usually before the phase): they stay to
+        # be recorded with its first step, and are copied onto its outcome record so the
+        # phase's start (where each attempt restarts) can be read from the journal
+        self._before = state.pending() if state is not None else None
         scope = Scope(
             path=f"{p.key}/{self.number}/",
             state=state,
@@ -186,6 +198,7 @@ class PhaseAttempt:
                 status=StepStatus.OK if passed else StepStatus.ERROR,
                 error=err,
             )
+            rec.state_delta = self._before
             await ex.commit(outcome_scope, rec, None)
         if passed:
             p.passed = True
@@ -234,6 +247,8 @@ async def _finish(
 ) -> None:
     ex = p.ex
     if ex.journal.by_key.get(p.key) is not None:
+        if p.parent.state is not None:
+            p.parent.state.sync()  # replay: where the first execution committed the phase
         return
     rec = ex.record(
         p.parent,

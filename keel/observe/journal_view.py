@@ -17,19 +17,21 @@ it did with that step's result); it is written with the *next* step to save a wr
 each delta is credited to the step before the record holding it (`Node.changed`), and
 `Node.state` is the state after the step *and* those changes, as the next step saw it.
 Changes before a scope's first step belong to the scope's start: the run's start
-(`JournalView.start`), or the map item or gather branch. A phase shares its parent's
-state, so the changes recorded with its first step are mostly made before the phase
-began: they are credited to the step before the phase. The changes after the run's last
+(`JournalView.start`), or the map item, gather branch or phase attempt. A phase shares
+its parent's state: what was changed before it began is recorded with its first step,
+and a copy with attempt 0's outcome record; that copy is credited to the step before the
+phase (while attempt 0 runs, the whole first delta is). The changes after the run's last
 step are in no delta, only in the run's state snapshot (`RunInfo.state`, written when the
 run finishes or waits): for such runs the difference is credited to the last step (or,
 in a waiting run, to the step before the one it waits in).
 
-**The fold** restores state the way replay does (`StateTracker.apply`, `apply_delta`):
-map items and gather branches work on copies forked from the parent's state as the map
-began (the map's own delta holds what changed before it began); phase attempts share the
-parent's state and each restarts from the phase's start; the phase's own delta holds
-what its last attempt changed after its last step; a person's resolution of a phase
-escalation sets the fields it names.
+**The fold** restores state the way replay does (`StateTracker`, `apply_delta`): each
+delta is applied to its state object as of that object's previous delta. Map items and
+gather branches work on copies forked from the parent's state as the map began (the
+map's own delta holds what changed before it began); phase attempts share the parent's
+state and each restarts from the phase's start; the phase's own delta holds what its
+last attempt changed after its last step; a person's resolution of a phase escalation
+sets the fields it names.
 
 A map item, gather branch or phase attempt is a scope of its own: its `state` is the
 state it ended with (a failed attempt's changes after its last step were undone and are
@@ -150,7 +152,8 @@ def journal_view(
     if stateful:
         if fields is None and final is not None:
             fields = set(final)
-        _Fold(final, fields).scope(start, start.children, dict(initial or {}), True, True)
+        state = dict(initial or {})
+        _Fold(final, fields).scope(start, start.children, state, _Tracker(state), True, True)
     return JournalView(start, initial, initial_from, stateful)
 
 
@@ -273,75 +276,75 @@ def _edits(output: Any) -> dict[str, Any] | None:
     return edits if isinstance(edits, dict) else None
 
 
+@dataclass
+class _Tracker:
+    """One state object of the run (the run's own, or a map item's or branch's copy):
+    `base` is its state as of its last recorded delta. A delta is what changed since
+    then, so it is applied to `base`, not to the state the fold has credited so far."""
+
+    base: dict[str, Any]
+
+
 class _Fold:
     """One pass over the tree, crediting each recorded delta to the step before it."""
 
     def __init__(self, final: dict[str, Any] | None, fields: set[str] | None) -> None:
         self.final = final  # the run's snapshot, until its difference has been credited
         self.fields = fields
-        self.taken: set[int] = set()  # nodes whose delta was credited ahead of them
+        self.skip: set[int] = set()  # nodes whose delta was credited ahead of them
 
-    def change(
-        self, target: Node, state: dict[str, Any], delta: dict[str, Any] | None
+    def credit(self, target: Node, state: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Move from `state` to `new`, crediting the fields that differ to `target`.
+        (A resumed execution may record a field again with the value it already had.)"""
+        moved = [k for k, v in new.items() if state.get(k, _MISSING) != v]
+        if moved:
+            target.changed += [k for k in moved if k not in target.changed]
+            target.state = new
+        return new
+
+    def record(
+        self, t: _Tracker, target: Node, state: dict[str, Any], delta: dict[str, Any] | None
     ) -> dict[str, Any]:
-        """`state` after `delta`, its changes credited to `target`."""
+        """A recorded delta of tracker `t`, credited to `target`."""
         if not delta:
             return state
-        after = apply_delta(state, delta)
-        # a resumed execution may record a field again with the value it already had
-        moved = [f for f in changed_fields(delta) if after.get(f) != state.get(f, _MISSING)]
-        if moved:
-            target.changed += [f for f in moved if f not in target.changed]
-            target.state = after
-        return after
+        new = apply_delta(t.base, delta)
+        t.base = new
+        return self.credit(target, state, new)
 
     def settle(self, target: Node, state: dict[str, Any]) -> dict[str, Any]:
         """Credit what the snapshot holds beyond the journal (changes no record holds yet)."""
         final, self.final = self.final, None
         if final is None:
             return state
-        diff = {k: v for k, v in final.items() if state.get(k, _MISSING) != v}
-        return self.change(target, state, diff)
-
-    def pre(self, node: Node) -> dict[str, Any] | None:
-        """The delta recorded with `node`: the changes made before it began."""
-        if id(node) in self.taken:
-            return None
-        if node.kind is StepKind.PHASE and not _attempt(node):
-            attempts = [c for c in node.children if _attempt(c)]
-            if attempts:
-                # its own delta comes after its last attempt; what attempt 0's first step
-                # holds was (mostly) changed before the phase began
-                first = attempts[0].children[:1]
-                if not first:
-                    return None
-                delta = self.pre(first[0])
-                self.taken.add(id(first[0]))
-                return delta
-        return node.rec.state_delta if node.rec is not None else None
+        return self.credit(target, state, {**state, **final})
 
     def scope(
         self,
         owner: Node,
         members: list[Node],
         state: dict[str, Any],
+        t: _Tracker,
         chain: bool,
         last: bool,
     ) -> tuple[dict[str, Any], Node]:
         """Fold one scope from `state`: the state at its end and the node later changes
-        in it belong to. `chain`: the scope shares the run's own state (the root and its
+        in it belong to. `chain`: the scope works on the run's own state (the root and its
         phases, not map items); `last`: nothing in the chain comes after it."""
         owner.state = state
         tail = owner
         for i, node in enumerate(members):
-            state = self.change(tail, state, self.pre(node))
+            if id(node) not in self.skip and not _has_attempts(node):
+                state = self.record(t, tail, state, node.rec.state_delta if node.rec else None)
             known = True
-            if node.open and not (node.kind is StepKind.PHASE and node.children):
+            if node.open and not _has_attempts(node):
                 # in progress: what changed before it is recorded only when it ends
                 known = chain and self.final is not None
                 if known:
                     state = self.settle(tail, state)
-            state, after = self.visit(node, state, chain, last and i == len(members) - 1)
+            state, after = self.visit(
+                node, state, t, chain, last and i == len(members) - 1, tail
+            )
             if not known and node.rec is None:
                 for inner in node.walk():
                     inner.partial = True
@@ -352,51 +355,81 @@ class _Fold:
         return state, tail
 
     def visit(
-        self, node: Node, state: dict[str, Any], chain: bool, last: bool
+        self, node: Node, state: dict[str, Any], t: _Tracker, chain: bool, last: bool, tail: Node
     ) -> tuple[dict[str, Any], Node]:
         kind = node.kind
         if kind is StepKind.VALUE:
             return state, node  # a recorded time or uuid: the state is the next step's
         if kind is StepKind.CHILD:
             # a map item or gather branch: its own copy, forked from the parent's state
-            end, _ = self.scope(node, node.children, state, False, False)
+            end, _ = self.scope(node, node.children, state, _Tracker(state), False, False)
             node.state = end
             return state, node
         if kind in (StepKind.MAP, StepKind.GATHER):
             node.state = state
             for item in node.children:
-                self.visit(item, state, False, False)
+                self.visit(item, state, _Tracker(state), False, False, node)
             return state, node
-        if kind is StepKind.PHASE and any(_attempt(c) for c in node.children):
-            return self.phase(node, state, chain, last)
+        if _has_attempts(node):
+            return self.phase(node, state, t, chain, last, tail)
         node.state = state
         for child in node.children:  # a person's decisions: scopes without state
-            self.visit(child, state, False, False)
+            self.visit(child, state, t, False, False, node)
         return state, node
 
     def phase(
-        self, node: Node, state: dict[str, Any], chain: bool, last: bool
+        self, node: Node, state: dict[str, Any], t: _Tracker, chain: bool, last: bool, tail: Node
     ) -> tuple[dict[str, Any], Node]:
         attempts = [c for c in node.children if _attempt(c)]
-        start = cur = state
-        tail = node
+        first = attempts[0]
+        if first.rec is not None:
+            # attempt 0's outcome holds a copy of what was changed before it began (also
+            # recorded, with more, by its first step): the phase's start
+            start = self.credit(tail, state, apply_delta(t.base, first.rec.state_delta))
+        else:
+            # still running: credit what its first step recorded before the phase
+            start = state
+            lead = _first_record(first)
+            if lead is not None:
+                assert lead.rec is not None
+                start = self.record(t, tail, state, lead.rec.state_delta)
+                self.skip.add(id(lead))
+        cur = start
+        inner = tail
         for child in node.children:
             if _attempt(child):
                 final = child is attempts[-1]
-                # each attempt restarts from the phase's start
-                end, tail = self.scope(
-                    child, child.children, start, chain, last and final and node.rec is None
+                if child is not first:  # each attempt restarts from the phase's start
+                    t.base = start
+                end, inner = self.scope(
+                    child, child.children, start, t, chain, last and final and node.rec is None
                 )
-                if final and node.rec is not None:
-                    end = self.change(tail, end, node.rec.state_delta)
+                if final and node.rec is not None:  # changed after its last step
+                    end = self.record(t, inner, end, node.rec.state_delta)
                 child.state = cur = end
             elif child.rec is not None and _is_resolution(child.rec):
                 edits = _edits(child.rec.output)
                 if edits and self.fields is not None:
                     edits = {k: v for k, v in edits.items() if k in self.fields}
                 child.state = cur
-                cur = self.change(child, cur, edits)
+                if edits:
+                    cur = self.credit(child, cur, apply_delta(cur, edits))
+                    t.base = cur  # applying the edits counts as recorded
             else:
-                self.visit(child, cur, False, False)
+                self.visit(child, cur, t, False, False, node)
         node.state = cur
-        return cur, (node if node.rec is not None else tail)
+        return cur, (node if node.rec is not None else inner)
+
+
+def _has_attempts(node: Node) -> bool:
+    return node.kind is StepKind.PHASE and not _attempt(node) and any(
+        _attempt(c) for c in node.children
+    )
+
+
+def _first_record(attempt: Node) -> Node | None:
+    """The record holding what was changed before `attempt` began: its first step."""
+    lead = attempt.children[0] if attempt.children else None
+    if lead is None or lead.rec is None or _has_attempts(lead):
+        return None  # a phase it begins with credits its own start
+    return lead
