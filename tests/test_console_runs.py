@@ -29,7 +29,7 @@ from keel.server.auth import add_user
 from keel.server.web.waterfall import layout, money
 from tests.services.pages import csrf_of, element, sign_in
 
-SETTLE = 10.0
+SETTLE = 30.0  # a bound for the engine to get there on a loaded machine; returns at once
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 
@@ -531,6 +531,21 @@ def test_journal_tree_gives_an_unrecorded_parent_a_placeholder() -> None:
     assert a.changed == ["y"] and a.state == {"x": 2, "y": 3}
     assert b.changed == [] and b.state == {"x": 2, "y": 3}
     assert phase.state == {"x": 2, "y": 3}
+    assert not any(n.partial for n in view.nodes())
+
+    # a map in progress: its items fork from the state as the map began, but what was
+    # changed just before it is recorded only when it ends ("so far")
+    steps = [
+        rec("first#0", "", 0, StepKind.TOOL),
+        rec("map:m#0/0", "map:m#0/", 0, StepKind.CHILD),
+        rec("map:m#0/0/a#0", "map:m#0/0/", 0, StepKind.TOOL, {"y": 5}),
+        rec("map:m#0/0/b#0", "map:m#0/0/", 1, StepKind.TOOL),
+    ]
+    view = journal_view(run, steps, {"x": 0, "y": 0})
+    nodes = view.by_key()
+    assert nodes["map:m#0"].rec is None and nodes["map:m#0"].partial
+    assert nodes["map:m#0/0"].changed == ["y"] and nodes["map:m#0/0"].partial
+    assert nodes["map:m#0/0/a#0"].state == {"x": 0, "y": 5} and not nodes["first#0"].partial
 
 
 async def test_the_waterfall_has_tool_model_and_retry_spans(console: Console) -> None:
