@@ -189,3 +189,36 @@ async def test_a_resumed_run_that_fails_after_its_last_step(
     assert nodes["signal:go#0"].state == {**START, "figures": [1, 2]}
     assert nodes["step#1"].changed == ["note"]
     assert nodes["step#1"].state == info.state == {**START, "figures": [1, 2], "note": "giving up"}
+
+
+async def test_without_the_workflow_a_map_items_changes_are_not_the_runs(
+    make_app: Callable[..., keel.App],
+) -> None:
+    app = make_app()
+
+    @app.tool
+    async def step(n: int) -> int:
+        return n
+
+    async def item(ctx: keel.Context, n: int) -> int:
+        ctx.state.note = f"item {n}"  # the item's own copy: the run's note stays ""
+        got: int = await ctx.call(step, n)
+        return got
+
+    @app.workflow(state=Doc)
+    async def wf(ctx: keel.Context) -> None:
+        await ctx.call(step, 0)
+        ctx.state.total = 3
+        await ctx.map(item, [1, 2])
+
+    handle = await app.start(wf)
+    await handle.result(SETTLE)
+    run = await app.get_run(handle.id)
+    view = journal_view(run, await app.steps(handle.id))  # no initial state: inferred
+    assert view.initial_from == "final state"
+    assert view.initial == {"source": "", "figures": [], "note": ""}
+    nodes = view.by_key()
+    assert nodes["step#0"].changed == ["total"]
+    assert nodes["map:item#0"].changed == []  # nothing changed after the last step
+    assert nodes["map:item#0"].state == run.state
+    assert nodes["map:item#0/1"].changed == ["note"]

@@ -140,8 +140,11 @@ def journal_view(
     initial_from: InitialFrom = "workflow"
     if initial is None:
         if final is not None:
-            touched = {f for r in steps for f in changed_fields(r.state_delta)}
-            touched |= {f for r in steps if _is_resolution(r) for f in _edits(r.output) or {}}
+            touched: set[str] = set()
+            for rec in _own_records(start):  # not a map item's copy: not in the snapshot
+                touched |= set(changed_fields(rec.state_delta))
+                if _is_resolution(rec):
+                    touched |= set(_edits(rec.output) or {})
             initial = {k: v for k, v in final.items() if k not in touched}
             initial_from = "final state"
         else:
@@ -267,6 +270,15 @@ def _is_resolution(rec: StepRecord) -> bool:
         and rec.key.endswith("/resolution")
         and rec.scope.rsplit("/", 2)[-2].startswith("phase:")
     )
+
+
+def _own_records(node: Node) -> Iterator[StepRecord]:
+    """The records of the run's own state: below `node`, not inside a map or gather."""
+    for child in node.children:
+        if child.rec is not None:
+            yield child.rec
+        if child.kind not in (StepKind.MAP, StepKind.GATHER):
+            yield from _own_records(child)
 
 
 def _edits(output: Any) -> dict[str, Any] | None:
