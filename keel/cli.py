@@ -373,8 +373,25 @@ def runs(
 
 
 @cli.command()
-def show(run_id: str, as_json: JsonOpt = False) -> None:
-    """Show a run and its journal as a tree (status, attempts, timings)."""
+def show(
+    run_id: str,
+    app_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            metavar="MODULE",
+            help="Module or .py path defining the run's App: its state model gives the "
+            "state the run started with (otherwise inferred from the final state).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run and its journal as a tree (status, attempts, timings, state changes).
+
+    `state: a, b` on a step names the state fields the workflow changed after that step,
+    before its next one; --json gives each step `state_changed` and `state_after`.
+    """
+    from keel.observe.journal_view import journal_view, starting_state
 
     async def go() -> Any:
         app = _store_app()
@@ -384,14 +401,30 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
             await app.close()
 
     info, steps = _run(go)
-    if as_json:
-        from keel.console import step_json
+    initial, fields = None, None
+    if app_ref is not None:
+        from keel.loader import find_app, load_module
 
-        _print_json({**info.summary(), "state": info.state, "steps": [step_json(s) for s in steps]})
+        try:
+            registry = find_app(load_module(app_ref)).registry
+        except KeelError as exc:
+            _fail(exc.message)
+        if info.workflow not in registry.workflows:
+            known = ", ".join(sorted(registry.workflows)) or "none"
+            _fail(
+                f"{app_ref} has no workflow {info.workflow!r} (run {run_id}'s workflow); "
+                f"registered: {known}"
+            )
+        initial, fields = starting_state(registry, info.workflow)
+    view = journal_view(info, steps, initial, fields)
+    if as_json:
+        from keel.console import run_json
+
+        _print_json(run_json(info, steps, view))
         return
     from keel.console import console, run_detail
 
-    console().print(run_detail(info, steps))
+    console().print(run_detail(info, steps, view))
 
 
 @cli.command()

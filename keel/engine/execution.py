@@ -271,8 +271,8 @@ class RunExecution:
     async def replayed(self, scope: Scope, rec: StepRecord, annotation: Any) -> Any:
         """The recorded outcome of a completed step: its value, or its error re-raised."""
         self.journal.cover(rec.key)
-        if rec.state_delta and scope.state is not None:
-            scope.state.apply(rec.state_delta)
+        if scope.state is not None:  # apply() also syncs: later patches need this base
+            scope.state.apply(rec.state_delta or {})
         if self.rt.hooks.wants("step_replayed"):
             self.rt.hooks.step_replayed(self.event(rec.key, rec.kind, rec.name, rec))
         if rec.status is StepStatus.ERROR:

@@ -109,13 +109,20 @@ class Phase:
 
     async def _attempts(self) -> AsyncIterator[PhaseAttempt]:
         self._open()
+        skipped = False
         for n in range(self.retries + 1):
             last = n == self.retries
             rec = self._attempt_outcome(n)
             if rec is not None and rec.status is StepStatus.ERROR and not last:
                 # replay: this attempt failed its checkpoint; its steps stay unreplayed
                 self.ex.journal.cover(rec.key)
+                skipped = True
                 continue
+            if skipped and self.parent.state is not None:
+                # the first execution restored the phase's start here, and recorded the
+                # changes made before it with the skipped attempt's first step
+                self.parent.state.sync()
+                skipped = False
             yield PhaseAttempt(self, n, last=last)
             if self.passed:
                 return
@@ -130,11 +137,16 @@ class PhaseAttempt:
         self.last = last
         self._token: Any = None
         self._snapshot: dict[str, Any] | None = None
+        self._before: dict[str, Any] | None = None
 
     async def __aenter__(self) -> PhaseAttempt:
         p = self.phase
         state = p.parent.state
         self._snapshot = state.snapshot() if state is not None else None
+        # changes made before the attempt began (usually before the phase): they stay to
+        # be recorded with its first step, and are copied onto its outcome record so the
+        # phase's start (where each attempt restarts) can be read from the journal
+        self._before = state.pending() if state is not None else None
         scope = Scope(
             path=f"{p.key}/{self.number}/",
             state=state,
@@ -191,6 +203,7 @@ class PhaseAttempt:
                 status=StepStatus.OK if passed else StepStatus.ERROR,
                 error=err,
             )
+            rec.state_delta = self._before
             await ex.commit(outcome_scope, rec, None)
         if passed:
             p.passed = True
@@ -311,10 +324,17 @@ def _dropped(given: Any, kept: Any, path: str) -> list[str]:
 
 
 async def _finish(
-    p: Phase, status: StepStatus, err: Any, attempts: int, fallback: str | None = None
+    p: Phase,
+    status: StepStatus,
+    err: Any,
+    attempts: int,
+    fallback: str | None = None,
+    delta: dict[str, Any] | None = None,
 ) -> None:
     ex = p.ex
     if ex.journal.by_key.get(p.key) is not None:
+        if p.parent.state is not None:
+            p.parent.state.sync()  # replay: where the first execution committed the phase
         return
     rec = ex.record(
         p.parent,
@@ -329,6 +349,7 @@ async def _finish(
         attempts=attempts,
     )
     rec.fallback = fallback
+    rec.state_delta = delta  # commit adds what changed since
     await ex.commit(p.parent, rec, None)
 
 
@@ -374,10 +395,14 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
             continue
         bad_fit, failed = await _verify(p, edits)
         if not bad_fit and not failed:
-            if isinstance(edits, dict) and edits and p.parent.state is not None:
-                p.parent.state.apply(edits)  # the reviewer's corrections become the state
+            state = p.parent.state
+            # what the last attempt changed after its last step: applying the edits marks
+            # the whole state as recorded, so take it first and journal it with the phase
+            pending = state.delta() if state is not None else None
+            if isinstance(edits, dict) and edits and state is not None:
+                state.apply(edits)  # the reviewer's corrections become the state
             p.passed = True
-            await _finish(p, StepStatus.OK, None, number + 1, fallback="human")
+            await _finish(p, StepStatus.OK, None, number + 1, fallback="human", delta=pending)
             return True
         if bad_fit:
             reason = (
