@@ -628,9 +628,19 @@ class App:
                 msg += f" [step {err.step}]"
         raise RunFailed(msg, error=err, run_id=info.id)
 
-    async def stop_worker(self) -> None:
+    def _resumes_here(self, run_id: str) -> bool:
+        """Whether this process's embedded worker watches `run_id` (and so resumes it)."""
+        w = self._worker
+        return w is not None and w.ids is not None and run_id in w.ids
+
+    async def stop_worker(self, grace: float | None = None) -> None:
+        """Stop the embedded worker: at once (runs in flight go back to the queue), or
+        with `grace` seconds for the steps in flight to finish first (`Worker.drain`)."""
         if self._worker is not None:
-            await self._worker.stop()
+            if grace is None:
+                await self._worker.stop()
+            else:
+                await self._worker.drain(grace)
             self._worker = None
             self._worker_loop = None
         for part in self._drainable:
@@ -638,10 +648,13 @@ class App:
         if self._tracing is not None:
             await self._tracing.drain()
 
-    async def close(self) -> None:
-        """Stop the embedded worker (its runs go back to the queue) and close the store."""
+    async def close(self, grace: float | None = None) -> None:
+        """Stop the embedded worker (its runs go back to the queue) and close the store.
+
+        `grace` drains the worker first: steps in flight get that many seconds to finish.
+        """
         try:
-            await self.stop_worker()
+            await self.stop_worker(grace)
             if self._gateway is not None:
                 await self._gateway.close()
         finally:  # even when draining hit a store fault

@@ -212,12 +212,24 @@ class _MapProgress(Hooks):
             self._progress.stop()
 
 
+GraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--grace",
+        min=0,
+        help="On SIGTERM/Ctrl+C, seconds the steps in flight get to finish (a second signal"
+        " stops at once)",
+    ),
+]
+
+
 @cli.command()
 def worker(
     modules: Annotated[list[str], typer.Argument(help="Modules or .py paths defining keel.App")],
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1)] = None,
+    grace: GraceOpt = 30.0,
 ) -> None:
-    """Execute runs of these modules' workflows until interrupted."""
+    """Execute runs of these modules' workflows until SIGTERM or Ctrl+C (which drain it)."""
     from keel.loader import find_app, load_module
 
     async def go() -> None:
@@ -233,31 +245,149 @@ def worker(
             f"{', '.join(sorted({a.store_url for a in apps}))}",
             err=True,
         )
-        serving = [asyncio.ensure_future(w.serve()) for w in workers]
-        task = asyncio.gather(*serving)
-        loop = asyncio.get_running_loop()
-        for sig in (_signal.SIGINT, _signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+        serving = asyncio.gather(*(w.serve() for w in workers))
+        stop = _Shutdown("keel worker", grace, lambda g: [w.drain(g) for w in workers], serving)
+        stop.install()
+        fault: StoreError | None = None
         try:
-            await task
+            await serving
         except asyncio.CancelledError:
-            typer.echo("keel worker: stopped; running runs returned to the queue", err=True)
-        except StoreError as exc:
-            # Stop every worker: none can write either. No run is failed for it.
-            for t in serving:
-                t.cancel()
-            await asyncio.gather(*serving, return_exceptions=True)
-            raise StoreError(
-                f"keel worker stopped: {exc.message}. No run was failed for it: its runs"
-                " resume when a worker runs again",
-                **exc.data,
-            ) from None
+            pass
+        except StoreError as exc:  # no worker can use the store: all stop, no run fails
+            fault = exc
         finally:
+            for w in workers:  # a worker that failed leaves the others running otherwise
+                await w.stop()
             for a in apps:
                 with contextlib.suppress(StoreError):
                     await a.close()
+            if fault is None:
+                _exit_after(stop.report())
+        if fault is not None:
+            raise StoreError(
+                f"keel worker stopped: {fault.message}. No run was failed for it: its runs"
+                " resume when a worker runs again",
+                **fault.data,
+            )
 
     _run(go)
+
+
+class _Shutdown:
+    """SIGTERM/SIGINT for a process hosting workers: the first drains them (steps in
+    flight get `grace` seconds to finish, then the runs go back to the queue); a second
+    stops at once (runs still go back; their steps in flight may run again)."""
+
+    def __init__(
+        self,
+        name: str,
+        grace: float,
+        drains: Callable[[float], list[Awaitable[int]]],
+        serving: asyncio.Future[Any],
+        on_first: Callable[[], None] | None = None,
+    ) -> None:
+        self.name, self.grace, self.drains, self.serving = name, grace, drains, serving
+        self.on_first = on_first
+        self.draining: asyncio.Future[list[int]] | None = None
+        self.forced = False
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (_signal.SIGINT, _signal.SIGTERM):
+            loop.add_signal_handler(sig, self.signalled, sig)
+
+    def signalled(self, sig: int) -> None:
+        what = _signal.Signals(sig).name
+        if self.draining is None:
+            typer.echo(
+                f"{self.name}: {what}: draining: no new runs or steps; the steps in flight get"
+                f" up to {self.grace:g}s to finish (send it again to stop at once)",
+                err=True,
+            )
+            if self.on_first is not None:
+                self.on_first()
+            self.draining = asyncio.ensure_future(asyncio.gather(*self.drains(self.grace)))
+        elif not self.forced:
+            self.forced = True
+            typer.echo(
+                f"{self.name}: {what} again: stopping now; runs in flight go back to the queue"
+                " and their steps in flight may run again",
+                err=True,
+            )
+            self.draining.cancel()
+            self.serving.cancel()
+
+    def report(self) -> int:
+        """Say how the stop went; the number of runs whose step in flight was interrupted
+        (-1: unknown, a forced stop)."""
+        if self.forced:
+            return -1
+        if self.draining is None or not self.draining.done() or self.draining.cancelled():
+            typer.echo(f"{self.name}: stopped; running runs returned to the queue", err=True)
+            return 0
+        late = sum(self.draining.result())
+        if late:
+            typer.echo(
+                f"{self.name}: the grace of {self.grace:g}s ran out: {late} run(s) were"
+                " interrupted mid-step and went back to the queue; those steps may run again",
+                err=True,
+            )
+        else:
+            typer.echo(
+                f"{self.name}: drained: every step in flight finished and is journaled; their"
+                " runs went back to the queue",
+                err=True,
+            )
+        return late
+
+
+def _exit_after(interrupted: int) -> None:
+    """After an interrupted step, exit 0 right here: a sync tool's thread may still be
+    running, and asyncio.run would wait for it before returning."""
+    if interrupted:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+@cli.command("workers")
+def workers_cmd(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also workers gone without a clean exit (last day)")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live workers: host, pid, the workflows they serve, when last seen."""
+    import time
+
+    rows = _run(lambda: _with_app(lambda app: app.store.list_workers()))
+    now = time.time()
+    shown = [w for w in rows if all_ or w.live(now)]
+    if as_json:
+        _print_json(
+            [
+                {
+                    "owner": w.owner,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "workflows": list(w.workflows),
+                    "embedded": w.embedded,
+                    "started_at": w.started_at,
+                    "last_seen": w.seen_at,
+                    "live": w.live(now),
+                }
+                for w in shown
+            ]
+        )
+        return
+    if not shown:
+        typer.echo("no live workers; start one: keel worker MODULE")
+        return
+    from keel.console import console, workers_table
+
+    console().print(workers_table(shown, now))
 
 
 @cli.command()
@@ -314,8 +444,25 @@ def runs(
 
 
 @cli.command()
-def show(run_id: str, as_json: JsonOpt = False) -> None:
-    """Show a run and its journal as a tree (status, attempts, timings)."""
+def show(
+    run_id: str,
+    app_ref: Annotated[
+        str | None,
+        typer.Option(
+            "--app",
+            metavar="MODULE",
+            help="Module or .py path defining the run's App: its state model gives the "
+            "state the run started with (otherwise inferred from the final state).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a run and its journal as a tree (status, attempts, timings, state changes).
+
+    `state: a, b` on a step names the state fields the workflow changed after that step,
+    before its next one; --json gives each step `state_changed` and `state_after`.
+    """
+    from keel.observe.journal_view import journal_view, starting_state
 
     async def go() -> Any:
         app = _store_app()
@@ -325,14 +472,30 @@ def show(run_id: str, as_json: JsonOpt = False) -> None:
             await app.close()
 
     info, steps = _run(go)
-    if as_json:
-        from keel.console import step_json
+    initial, fields = None, None
+    if app_ref is not None:
+        from keel.loader import find_app, load_module
 
-        _print_json({**info.summary(), "state": info.state, "steps": [step_json(s) for s in steps]})
+        try:
+            registry = find_app(load_module(app_ref)).registry
+        except KeelError as exc:
+            _fail(exc.message)
+        if info.workflow not in registry.workflows:
+            known = ", ".join(sorted(registry.workflows)) or "none"
+            _fail(
+                f"{app_ref} has no workflow {info.workflow!r} (run {run_id}'s workflow); "
+                f"registered: {known}"
+            )
+        initial, fields = starting_state(registry, info.workflow)
+    view = journal_view(info, steps, initial, fields)
+    if as_json:
+        from keel.console import run_json
+
+        _print_json(run_json(info, steps, view))
         return
     from keel.console import console, run_detail
 
-    console().print(run_detail(info, steps))
+    console().print(run_detail(info, steps, view))
 
 
 @cli.command()
@@ -433,16 +596,18 @@ def signal_cmd(
         app = _store_app()
         try:
             resumes = await app.signal(run_id, name, data, queue=queue)
-            return resumes, await app.get_run(run_id)
+            if resumes:
+                return True, await _resume_notice(app, run_id)
+            return False, await app.get_run(run_id)
         finally:
             await app.close()
 
-    resumes, info = _run(go)
-    if resumes:
-        typer.echo(f"signal {name!r} delivered to {run_id}; the run resumes")
-    else:
+    resumes, then = _run(go)
+    if resumes:  # then: whether a live worker takes the run on
+        typer.echo(f"signal {name!r} delivered to {run_id}; {then.message}")
+    else:  # then: the run, not waiting for it yet
         typer.echo(
-            f"signal {name!r} queued for {run_id} ({info.status.value}): its next"
+            f"signal {name!r} queued for {run_id} ({then.status.value}): its next"
             f" ctx.wait_for({name!r}) takes it"
         )
 
@@ -484,6 +649,18 @@ async def _with_app(fn: Callable[[Any], Awaitable[T]]) -> T:
         return await fn(app)
     finally:
         await app.close()
+
+
+async def _resume_notice(app: Any, run_id: str, then: str = "resumes") -> Any:
+    from keel.presence import resume_notice
+
+    return await resume_notice(app, run_id, then)
+
+
+async def _noticed(app: Any, decided: Awaitable[T], then: str = "resumes") -> tuple[T, Any]:
+    """A decision, and whether a live worker will take its run on (`keel.presence`)."""
+    done = await decided
+    return done, await _resume_notice(app, done.run_id, then)  # type: ignore[attr-defined]
 
 
 @escalations_cli.callback()
@@ -544,12 +721,15 @@ def escalations_resolve(
 ) -> None:
     """Resolve an escalation with a result; the waiting run resumes."""
     data = _json_arg(result, "--result")
-    esc = _run(
+    esc, notice = _run(
         lambda: _with_app(
-            lambda app: app.escalations.resolve(escalation_id, data, by=by or _whoami(), note=note)
+            lambda app: _noticed(
+                app,
+                app.escalations.resolve(escalation_id, data, by=by or _whoami(), note=note),
+            )
         )
     )
-    typer.echo(f"escalation {esc.id} resolved; run {esc.run_id} resumes")
+    typer.echo(f"escalation {esc.id} resolved; {notice.message}")
 
 
 @escalations_cli.command("reject")
@@ -562,12 +742,16 @@ def escalations_reject(
     if reason is None:  # checked here, not by Typer, so the error is one line
         _fail("a rejection needs --reason TEXT, so the run's record says why")
         return
-    esc = _run(
+    esc, notice = _run(
         lambda: _with_app(
-            lambda app: app.escalations.reject(escalation_id, reason, by=by or _whoami())
+            lambda app: _noticed(
+                app,
+                app.escalations.reject(escalation_id, reason, by=by or _whoami()),
+                "continues with the failure",
+            )
         )
     )
-    typer.echo(f"escalation {esc.id} rejected; run {esc.run_id} continues with the failure")
+    typer.echo(f"escalation {esc.id} rejected; {notice.message}")
 
 
 approvals_cli = typer.Typer(
@@ -579,10 +763,10 @@ review_cli = typer.Typer(help="Sampled review of completed runs.", invoke_withou
 cli.add_typer(review_cli, name="review")
 
 
-def _print_request(req: Any) -> None:
+def _print_request(req: Any, audit: list[dict[str, Any]] | None = None) -> None:
     from keel.console import console, review_detail
 
-    console().print(review_detail(req))
+    console().print(review_detail(req, audit))
 
 
 @approvals_cli.callback()
@@ -621,7 +805,7 @@ def approvals_show(request_id: str, as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json({**req.summary(), "request": req.request, "audit": log_})
         return
-    _print_request(req)
+    _print_request(req, log_)
 
 
 async def _get_with_audit(app: Any, request_id: str) -> Any:
@@ -635,12 +819,14 @@ def approvals_approve(
     by: Annotated[str, typer.Option("--by")] = "",
 ) -> None:
     """Approve (or, for a low-confidence output, confirm) a request."""
-    req = _run(
+    req, notice = _run(
         lambda: _with_app(
-            lambda app: app.approvals.approve(request_id, by=by or _whoami(), note=note)
+            lambda app: _noticed(
+                app, app.approvals.approve(request_id, by=by or _whoami(), note=note)
+            )
         )
     )
-    typer.echo(f"{req.kind} {req.id} {req.status}; run {req.run_id} resumes")
+    typer.echo(f"{req.kind} {req.id} {req.status}; {notice.message}")
 
 
 @approvals_cli.command("reject")
@@ -653,10 +839,16 @@ def approvals_reject(
     if reason is None:
         _fail("a rejection needs --reason TEXT, so the run's record says why")
         return
-    req = _run(
-        lambda: _with_app(lambda app: app.approvals.reject(request_id, reason, by=by or _whoami()))
+    req, notice = _run(
+        lambda: _with_app(
+            lambda app: _noticed(
+                app,
+                app.approvals.reject(request_id, reason, by=by or _whoami()),
+                "continues with the rejection",
+            )
+        )
     )
-    typer.echo(f"{req.kind} {req.id} rejected; run {req.run_id} continues with the rejection")
+    typer.echo(f"{req.kind} {req.id} rejected; {notice.message}")
 
 
 @approvals_cli.command("edit")
@@ -670,12 +862,14 @@ def approvals_edit(
 ) -> None:
     """Edit the proposed arguments, then approve (edits are validated first)."""
     data = _json_arg(args, "--args")
-    req = _run(
+    req, notice = _run(
         lambda: _with_app(
-            lambda app: app.approvals.edit(request_id, data, by=by or _whoami(), note=note)
+            lambda app: _noticed(
+                app, app.approvals.edit(request_id, data, by=by or _whoami(), note=note)
+            )
         )
     )
-    typer.echo(f"approval {req.id} approved with edited arguments; run {req.run_id} resumes")
+    typer.echo(f"approval {req.id} approved with edited arguments; {notice.message}")
 
 
 @approvals_cli.command("correct")
@@ -688,10 +882,12 @@ def approvals_correct(
 ) -> None:
     """For a low-confidence output: supply the right one; it becomes the step's result."""
     data = _json_arg(output, "--output")
-    req = _run(
-        lambda: _with_app(lambda app: app.approvals.correct(request_id, data, by=by or _whoami()))
+    req, notice = _run(
+        lambda: _with_app(
+            lambda app: _noticed(app, app.approvals.correct(request_id, data, by=by or _whoami()))
+        )
     )
-    typer.echo(f"{req.id} corrected; run {req.run_id} resumes")
+    typer.echo(f"{req.id} corrected; {notice.message}")
 
 
 @review_cli.callback()
@@ -835,6 +1031,16 @@ def serve(
     ] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+    worker_refs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--worker",
+            metavar="MODULE",
+            help="Also execute runs of this module's workflows here, so decided runs resume"
+            " (repeatable)",
+        ),
+    ] = None,
+    grace: GraceOpt = 30.0,
 ) -> None:
     """Serve the review console at http://HOST:PORT/ and the JSON API at /api/v1."""
     try:
@@ -845,17 +1051,76 @@ def serve(
     from keel.loader import find_app, load_module
     from keel.server.app import create_app
 
-    app = find_app(load_module(module), module) if module else App()
+    worker_apps: list[App] = []
+    for ref in worker_refs or []:
+        found = find_app(load_module(ref), ref)
+        if found not in worker_apps:
+            worker_apps.append(found)
+    # The console validates edits with a module's tools: the first worker module will do.
+    app = find_app(load_module(module), module) if module else (worker_apps or [App()])[0]
+    names = sorted({n for a in worker_apps for n in a.registry.workflows})
+    resume = (
+        f"decided runs of [{', '.join(names)}] resume in this process (SIGTERM/Ctrl+C drain"
+        f" it: {grace:g}s grace)"
+        if worker_apps
+        else "decided runs resume in a worker: keel worker MODULE, or keel serve --worker MODULE"
+    )
     typer.echo(
         f"keel serve: the review console at http://{host}:{port}/ and the JSON API at"
-        f" /api/v1, over {app.store_url}; decided runs resume in `keel worker`",
+        f" /api/v1, over {app.store_url}; {resume}",
         err=True,
     )
     if not _loopback(host):
         # Session cookies are Secure: browsers send them back only over HTTPS (or localhost).
         typer.echo("keel serve: reviewers on other machines need HTTPS in front of this "
                    "(a TLS-terminating proxy); the session cookie is Secure", err=True)
-    uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+    if not worker_apps:
+        uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+        return
+
+    async def go() -> None:
+        server = _uvicorn_leaving_signals(
+            uvicorn.Config(create_app(app), host=host, port=port, log_level="info")
+        )
+        workers = [a.worker() for a in worker_apps]
+        serving = asyncio.gather(server.serve(), *(w.serve() for w in workers))
+
+        def stop_http() -> None:
+            server.should_exit = True
+
+        stop = _Shutdown(
+            "keel serve", grace, lambda g: [w.drain(g) for w in workers], serving, stop_http
+        )
+        stop.install()
+        try:
+            await serving
+        except asyncio.CancelledError:
+            pass
+        finally:
+            for w in workers:  # e.g. the port was taken: runs go back to the queue
+                await w.stop()
+            for a in {id(a): a for a in [*worker_apps, app]}.values():
+                with contextlib.suppress(StoreError):  # keep the first error, if any
+                    await a.close()
+        _exit_after(stop.report())
+
+    _run(go)
+
+
+def _uvicorn_leaving_signals(config: Any) -> Any:
+    """A Uvicorn server that leaves SIGTERM/SIGINT to `_Shutdown`: the first drains the
+    workers while the server stops, and the process exits 0 (Uvicorn's own handling
+    re-raises the signal at the end, and skips app shutdown on a second Ctrl+C)."""
+    import contextlib
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:
+            yield
+
+    return Server(config)
 
 
 def _loopback(host: str) -> bool:

@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from keel.observe.journal_view import JournalView, journal_view, trim
+from keel.observe.journal_view import Node as JournalNode
 from keel.types import Escalation, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 _STATUS_STYLE = {
@@ -58,12 +60,20 @@ def runs_table(runs: list[RunInfo]) -> Table:
     return table
 
 
-def _label(rec: StepRecord) -> Text:
+def _label(node: JournalNode, open_word: str) -> Text:
+    rec = node.rec
+    text = Text()
+    text.append(node.name, style="bold")
+    if rec is None:  # a map, gather or phase still in progress: written when it ends
+        kind = node.kind
+        text.append(f"  {kind.value if kind else 'step'}", style="dim")
+        text.append(f"  ({open_word})", style="magenta")
+        if node.changed:
+            text.append(f"  state: {', '.join(node.changed)}", style="cyan")
+        return text
     dur = ""
     if rec.ended_at is not None:
         dur = f" {(rec.ended_at - rec.started_at) * 1000:.1f} ms"
-    text = Text()
-    text.append(rec.key.rsplit("/", 1)[-1], style="bold")
     text.append(f"  {rec.kind.value}", style="dim")
     text.append(f"  {rec.status.value}", style=_STEP_STYLE[rec.status])
     if rec.attempts > 1:
@@ -81,8 +91,8 @@ def _label(rec: StepRecord) -> Text:
         text.append(f"  → {short(rec.output)}")
     if rec.fallback:
         text.append(f"  fallback={rec.fallback}", style="yellow")
-    if rec.state_delta:
-        text.append(f"  state: {', '.join(rec.state_delta)}", style="cyan")
+    if node.changed:  # what the workflow changed after this step, before its next one
+        text.append(f"  state: {', '.join(node.changed)}", style="cyan")
     return text
 
 
@@ -124,37 +134,58 @@ def costs_table(rows: list[dict[str, Any]], group_by: str) -> Table:
     return table
 
 
-def journal_tree(run: RunInfo, steps: list[StepRecord]) -> Tree:
+def journal_tree(run: RunInfo, steps: list[StepRecord], view: JournalView | None = None) -> Tree:
+    """The journal as a tree; `state: a, b` on a step names the state fields the workflow
+    changed after it (before its next step), `(start)` those changed before the first."""
+    if view is None:
+        view = journal_view(run, steps)
     root = Tree(Text.assemble((run.id, "bold"), f"  {run.workflow}  ", status_text(run.status)))
-    children: dict[str, list[StepRecord]] = {}
-    for rec in steps:
-        children.setdefault(rec.scope, []).append(rec)
-    for recs in children.values():
-        recs.sort(key=lambda r: r.position)
+    if view.start.changed:
+        root.add(Text(f"(start)  state: {', '.join(view.start.changed)}", style="cyan"))
+    open_word = {
+        RunStatus.PENDING: "running",
+        RunStatus.RUNNING: "running",
+        RunStatus.WAITING: "in progress",
+    }.get(run.status, "unfinished")
 
-    def add(node: Tree, scope: str) -> None:
-        recs = children.get(scope, [])
-        shown = recs if len(recs) <= _MAX_CHILDREN + 2 else recs[:_MAX_CHILDREN]
-        for rec in shown:
-            sub = node.add(_label(rec))
-            add(sub, rec.key + "/")
-        if len(shown) < len(recs):
-            rest = recs[len(shown) :]
-            bad = sum(r.status is StepStatus.ERROR for r in rest)
-            node.add(Text(f"… {len(rest)} more ({len(rest) - bad} ok, {bad} failed)", style="dim"))
+    def add(tree: Tree, node: JournalNode) -> None:
+        for i, child in enumerate(node.children):
+            if node.more and i == node.more_at:
+                ok = node.more - node.more_failed - node.more_open
+                extra = f", {node.more_open} {open_word}" if node.more_open else ""
+                summary = f"… {node.more} more ({ok} ok, {node.more_failed} failed{extra})"
+                tree.add(Text(summary, style="dim"))
+            add(tree.add(_label(child, open_word)), child)
 
-    add(root, "")
+    trim([view.start], _MAX_CHILDREN)
+    add(root, view.start)
     return root
 
 
-def run_detail(run: RunInfo, steps: list[StepRecord]) -> Group:
-    parts: list[Any] = [journal_tree(run, steps)]
+def run_detail(run: RunInfo, steps: list[StepRecord], view: JournalView | None = None) -> Group:
+    if view is None:
+        view = journal_view(run, steps)
+    parts: list[Any] = [journal_tree(run, steps, view)]
+    if view.initial_from == "final state" and view.initial:
+        # without the workflow's defaults, "never changed" and "changed only after the
+        # last step" look the same in the store
+        parts.append(
+            Text(
+                f"state fields no step changed (or changed only after the last one; "
+                f"--app MODULE tells which): {', '.join(view.initial)}",
+                style="dim",
+            )
+        )
     if run.status is RunStatus.WAITING:
         what = ", ".join(run.waiting_on) or "a timer"
         until = f" (until {_ts(run.wake_at)})" if run.wake_at else ""
         parts.append(Text(f"waiting on {what}{until}", style="magenta"))
     if run.result is not None:
         parts.append(Text(f"result: {short(run.result, 300)}"))
+    if run.state is not None and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        parts.append(Text(f"final state: {short(run.state, 300)}"))
+    elif run.state is not None and run.status is RunStatus.WAITING:
+        parts.append(Text(f"state as it waits: {short(run.state, 300)}"))
     if run.degraded:
         parts.append(
             Text(f"degraded (fell back to defaults): {', '.join(run.degraded)}", style="yellow")
@@ -168,11 +199,18 @@ def run_detail(run: RunInfo, steps: list[StepRecord]) -> Group:
 
 def escalations_table(items: list[Escalation]) -> Table:
     table = Table(header_style="bold")
-    for col in ("id", "queue", "kind", "status", "created", "reason"):
+    for col in ("id", "queue", "kind", "status", "created", "decided by", "decided", "reason"):
         table.add_column(col, overflow="fold")
     for e in items:
         table.add_row(
-            e.id, e.queue, e.kind, e.status, _ts(e.created_at), short(e.packet.reason, 70)
+            e.id,
+            e.queue,
+            e.kind,
+            e.status,
+            _ts(e.created_at),
+            e.resolved_by or "-",
+            _ts(e.resolved_at),
+            short(e.packet.reason, 70),
         )
     return table
 
@@ -221,8 +259,34 @@ def escalation_detail(e: Escalation) -> Group:
     return Group(*lines)
 
 
-def step_json(rec: StepRecord) -> dict[str, Any]:
-    return rec.model_dump(mode="json", exclude_none=True)
+def step_json(rec: StepRecord, node: JournalNode | None = None) -> dict[str, Any]:
+    """A journal record as JSON; with its node from `journal_view`, also `state_changed`
+    (the state fields the workflow changed after this step, before its next one) and
+    `state_after` (the state then, as the next step saw it)."""
+    out = rec.model_dump(mode="json", exclude_none=True)
+    if node is not None:
+        out["state_changed"] = node.changed
+        if node.state is not None:
+            out["state_after"] = node.state
+    return out
+
+
+def run_json(run: RunInfo, steps: list[StepRecord], view: JournalView) -> dict[str, Any]:
+    """`keel show --json`: the run, its state, where each state change happened, the steps."""
+    by_key = view.by_key()
+    return {
+        **run.summary(),
+        "state": run.state,
+        "state_start": {
+            "initial": view.initial,
+            "initial_from": view.initial_from,
+            "changed": view.start.changed,
+            "state": view.start.state,
+        }
+        if view.stateful
+        else None,
+        "steps": [step_json(s, by_key.get(s.key) if view.stateful else None) for s in steps],
+    }
 
 
 def console(stderr: bool = False) -> Console:
@@ -296,8 +360,9 @@ def reviews_table(items: list[Any]) -> Table:
     return table
 
 
-def review_detail(r: Any) -> Group:
-    """Why it is here first, then the proposed action, the request, the context."""
+def review_detail(r: Any, audit: list[dict[str, Any]] | None = None) -> Group:
+    """Why it is here first, then the proposed action, the request, the context; then
+    its audit log (who requested, decided, escalated), when given."""
     req = r.request
     lines: list[Any] = [
         Text.assemble((f"{r.kind} ", "bold"), r.id, f"  [{r.status}]  queue={r.queue}"),
@@ -329,4 +394,23 @@ def review_detail(r: Any) -> Group:
                 style="green",
             )
         )
+    if audit:
+        lines.append(Text("audit log:", style="bold"))
+        for e in audit:
+            detail = f"  {short(e['detail'], 120)}" if e.get("detail") else ""
+            lines.append(Text(f"  {_ts(e['at'])}  {e['action']} by {e['actor']}{detail}"))
     return Group(*lines)
+
+
+def workers_table(workers: list[Any], now: float) -> Table:
+    """`keel workers`: one row per worker (`keel.store.base.WorkerBeat`)."""
+    table = Table(header_style="bold")
+    for col in ("host", "pid", "workflows", "kind", "up since", "last seen"):
+        table.add_column(col, overflow="fold")
+    for w in workers:
+        seen = f"{max(0.0, now - w.seen_at):.0f}s ago" + ("" if w.live(now) else " (gone)")
+        kind = "embedded (own runs)" if w.embedded else "worker"
+        table.add_row(
+            w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen
+        )
+    return table

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 
+from keel.engine.phase import checkpoint_messages, edited_state, find_checks
 from keel.engine.serde import adapter, unannotated
 from keel.errors import ConfigError, InputError, RunNotFound
 from keel.hitl.schema_check import problems
@@ -50,7 +52,10 @@ class Escalations:
     ) -> Escalation:
         """Supply the result: the failed tool's return value, or state edits for a phase."""
         esc = await self.get(escalation_id)
-        self._check_result(esc, result)
+        if esc.kind == "phase":
+            await self._check_phase(esc, result)
+        else:
+            self._check_result(esc, result)
         return await self._decide(esc, "resolved", {"result": result, "note": note}, by)
 
     async def reject(self, escalation_id: str, reason: str, by: str = "") -> Escalation:
@@ -70,26 +75,16 @@ class Escalations:
         return decided
 
     def _check_result(self, esc: Escalation, result: Any) -> None:
-        """Validate a resolution against the tool's return type or the state model, if known."""
+        """Validate a tool's result against its return type, or its recorded schema."""
         reg = self._app.registry
         schema = esc.packet.result_schema
         try:
-            if esc.kind == "tool" and esc.packet.tool in reg.tools:
+            if esc.packet.tool in reg.tools:
                 ann = reg.tools[esc.packet.tool].return_type
                 if ann is not unannotated():
                     adapter(ann).validate_python(result)
-            elif esc.kind == "tool" and schema is not None:
+            elif schema is not None:
                 self._check_schema(esc, result, schema)  # the code is not loaded here
-            elif esc.kind == "phase" and result is not None:
-                if not isinstance(result, dict):
-                    raise InputError(
-                        "a phase escalation's result is a JSON object of state fields to set"
-                    )
-                wf = reg.workflows.get(esc.workflow)
-                if wf is not None and wf.state is not None:
-                    wf.state.model_validate({**(esc.packet.state or {}), **result})
-                elif schema is not None:
-                    self._check_schema(esc, {**(esc.packet.state or {}), **result}, schema)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(x) for x in e['loc']) or '(result)'}: {e['msg']}"
@@ -97,10 +92,51 @@ class Escalations:
             )
             raise InputError(f"result for escalation {esc.id} is invalid: {problems}") from None
 
-    @staticmethod
-    def _check_schema(esc: Escalation, value: Any, schema: dict[str, Any]) -> None:
-        found = problems(value, schema)
-        if found:
+    async def _check_phase(self, esc: Escalation, edits: Any) -> None:
+        """State edits must fit the state (no unknown fields) and pass the phase's checkpoint.
+
+        With the workflow's code loaded, its state model validates the edits and the
+        phase's checks (those defined at module level) run on the edited state. Without
+        it, the state schema recorded in the packet is checked. The run checks again
+        when it resumes, and opens a new escalation if the edits still fail.
+        """
+        p = esc.packet
+        if edits is not None and not isinstance(edits, dict):
             raise InputError(
-                f"result for escalation {esc.id} is invalid: {'; '.join(found)}", problems=found
+                f"result for escalation {esc.id} is invalid: a phase escalation's result is "
+                "a JSON object of state fields to set"
             )
+        wf = self._app.registry.workflows.get(esc.workflow)
+        state: Any = None
+        if wf is not None and wf.state is not None:
+            state, found = edited_state(wf.state, p.state or {}, edits)
+            if state is None:
+                self._refuse(esc, found)
+        elif p.result_schema is not None:
+            self._check_schema(esc, {**(p.state or {}), **(edits or {})}, p.result_schema)
+        elif edits:
+            self._refuse(esc, ["this workflow has no state to edit: resolve with no result"])
+        if wf is None:
+            return  # the code is not loaded: the run runs the checkpoint when it resumes
+        checks, _ = find_checks(p.checks)
+        failed = await checkpoint_messages(checks, state)
+        if failed:
+            raise InputError(
+                f"result for escalation {esc.id} does not pass the checkpoint of phase "
+                f"{p.phase!r}: {'; '.join(failed)}. Set state fields that make it pass, "
+                "or reject the escalation",
+                problems=failed,
+            )
+
+    @staticmethod
+    def _refuse(esc: Escalation, found: Sequence[str]) -> NoReturn:
+        raise InputError(
+            f"result for escalation {esc.id} is invalid: {'; '.join(found)}", problems=list(found)
+        )
+
+    @classmethod
+    def _check_schema(cls, esc: Escalation, value: Any, schema: dict[str, Any]) -> None:
+        # a phase's state model ignores unknown fields unless told otherwise: refuse them
+        found = problems(value, schema, closed=esc.kind == "phase", top="(result)")
+        if found:
+            cls._refuse(esc, found)

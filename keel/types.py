@@ -177,6 +177,9 @@ class EscalationPacket(BaseModel):
     # JSON schema a resolution must fit (the tool's return type, or the state for a
     # phase), so it is checked even where the workflow's code is not loaded (CLI, console).
     result_schema: dict[str, Any] | None = None
+    # A phase's checks as `module:qualname`: where that code is loaded, a resolution
+    # must pass them before it is accepted (the run checks again when it resumes).
+    checks: list[str] = Field(default_factory=list)
 
 
 class Escalation(BaseModel):

@@ -112,8 +112,9 @@ def approval() -> None:
     keel("escalations")
     esc_id = keel_json("escalations", "list")[0]["id"]
     keel("escalations", "show", esc_id)
+    # the checkpoint needs a contact name the draft greets: the person supplies both
     keel("escalations", "resolve", esc_id, "--by", "kim", "--result",
-         json.dumps({"draft": FIXED_DRAFT}))
+         json.dumps({"contact_name": "Quayside team", "draft": FIXED_DRAFT}))
     keel("run", "examples/support_triage.py:triage", "--id", "T-1045")
     banner("   A reviewer approves T-1042; the run resumes at the wait, not at the top")
     keel("signal", "T-1042", "approval", "--payload",

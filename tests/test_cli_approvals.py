@@ -154,7 +154,8 @@ def test_reject_needs_a_reason_and_fails_the_step(env: Env) -> None:
     assert info.error.type == "ApprovalRejected" and "unknown payee" in info.error.message
 
 
-def test_edit_validates_then_approves(env: Env) -> None:
+def test_edit_validates_then_approves(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # one audit entry per line
     env.park("payout", PAY_B, "e1")
     rid = "e1:approval:pay#0"
     one_line_error(*env.cli("approvals", "edit", rid, "--args", "{amount")[::2], "--args is not")
@@ -174,6 +175,11 @@ def test_edit_validates_then_approves(env: Env) -> None:
         "approvals", "edit", rid, "--args", '{"account": "bolt", "amount": 15}', "--by", "alice"
     )
     assert code == 0 and "edited arguments" in out
+    # the text view ends with the audit log, as --json has it
+    code, out, _ = env.cli("approvals", "show", rid)
+    log_ = out[out.index("audit log:") :].splitlines()
+    assert code == 0 and "requested by keel" in log_[1] and "edited by alice" in log_[2], out
+    assert '"amount": 15' in log_[2] and '"original"' in log_[2]
     info = env.finish("payout", PAY_B, "e1")
     assert info.status is keel.RunStatus.SUCCEEDED and info.result == "paid 15 to bolt"
     code, out, _ = env.cli("approvals", "show", rid, "--json")
@@ -186,7 +192,7 @@ def test_edit_validates_then_approves(env: Env) -> None:
 
 def test_review_list_verdict_export(env: Env) -> None:
     async def runs(app: keel.App) -> None:
-        for run_id, text in (("s1", "refund me"), ("s2", "hi there")):
+        for run_id, text in (("s1", "refund me"), ("s2", "hi there"), ("s3", "so?")):
             await (await app.start("label", {"text": text}, id=run_id)).result(SETTLE)
         for part in app._drainable:
             await part.drain()
@@ -196,7 +202,7 @@ def test_review_list_verdict_export(env: Env) -> None:
     assert code == 0 and "s1:sample" in out
     code, out, _ = env.cli("review", "list", "--json")
     rows = json.loads(out)
-    assert [r["id"] for r in rows] == ["s1:sample", "s2:sample"]
+    assert [r["id"] for r in rows] == ["s1:sample", "s2:sample", "s3:sample"]
     assert rows[0]["queue"] == "qa" and rows[0]["result"] == "billing"
     assert rows[0]["input"] == {"text": "refund me"}
     code, out, _ = env.cli("review", "show", "s2:sample", "--json")
@@ -207,6 +213,12 @@ def test_review_list_verdict_export(env: Env) -> None:
         *env.cli("review", "verdict", "s1:sample", "--incorrect", "--label", "{")[::2],
         "--label is not valid JSON",
     )
+    # checked against the workflow's return type (str), recorded when the run was sampled
+    one_line_error(
+        *env.cli("review", "verdict", "s2:sample", "--incorrect", "--label", "7")[::2],
+        "label for s2:sample does not fit the output of workflow 'label': "
+        "(label): expected string, got int",
+    )
     assert env.cli("review", "verdict", "s1:sample", "--correct", "--by", "vera")[0] == 0
     code, out, _ = env.cli(
         "review", "verdict", "s2:sample", "--incorrect", "--label", '"greeting"', "--by", "vera"
@@ -215,14 +227,19 @@ def test_review_list_verdict_export(env: Env) -> None:
     one_line_error(
         *env.cli("review", "verdict", "s2:sample", "--correct")[::2], "a decision is final"
     )
+    assert env.cli("review", "verdict", "s3:sample", "--incorrect", "--by", "vera")[0] == 0
     code, out, _ = env.cli("review", "list", "--json")
     assert json.loads(out) == []
 
     code, out, _ = env.cli("review", "export")
     cases = [json.loads(line) for line in out.splitlines()]
-    assert code == 0 and [(c["run_id"], c["verdict"], c["expected"]) for c in cases] == [
-        ("s1", "correct", "billing"),
-        ("s2", "incorrect", "greeting"),
+    assert code == 0 and [
+        (c["run_id"], c["verdict"], c["case"], c["expected"], c["rejected_output"]) for c in cases
+    ] == [
+        ("s1", "correct", "positive", "billing", None),
+        ("s2", "incorrect", "positive", "greeting", "general"),
+        # wrong, and nobody said what is right: not a case expecting its own output
+        ("s3", "incorrect", "negative", None, "general"),
     ]
     assert cases[1]["input"] == {"text": "hi there"} and cases[1]["output"] == "general"
     assert cases[1]["reviewer"] == "vera"

@@ -8,6 +8,7 @@ the decision (as `keel signal` does in tests/test_cli.py).
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -94,7 +95,8 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
         "--by",
         "dana",
     )
-    assert code == 0 and f"escalation {ESC} resolved; run e1 resumes" in out
+    assert code == 0 and f"escalation {ESC} resolved; no live worker serves workflow" in out
+    assert "'lookup', so run e1 waits — start one: keel worker MODULE" in out  # none runs
     code, out, _ = run(keel_cli, "run", f"{APP}:lookup", "--id", "e1", "--json")
     data = json.loads(out)
     assert code == 0 and data["status"] == "SUCCEEDED" and data["result"] == "A-7:gold"
@@ -109,6 +111,14 @@ def test_list_show_resolve(keel_cli: CliRunner) -> None:
     }
     code, out, _ = run(keel_cli, "escalations", "show", ESC)
     assert code == 0 and "decided by dana" in out and "[resolved]" in out
+    # the table says who decided and when, next to the status
+    code, out, _ = run(keel_cli, "escalations", "list", "--status", "all")
+    header = next(line for line in out.splitlines() if " id " in line)
+    assert "decided by" in header and "decided" in header.split("decided by", 1)[1]
+    row = next(line for line in out.splitlines() if ESC in line)
+    assert "resolved" in row and "dana" in row
+    stamp = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}"
+    assert re.search(f"{stamp}.*{stamp}", row)  # created, then decided: both as times
     code, out, _ = run(keel_cli, "show", "e1", "--json")
     (step,) = [s for s in json.loads(out)["steps"] if s["key"] == "lookup_account#0"]
     assert step["fallback"] == "human" and step["output"] == {"id": "A-7", "tier": "gold"}
@@ -160,6 +170,38 @@ def test_phase_escalation_resolved_with_state_edits(keel_cli: CliRunner) -> None
     code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p1", "--json")
     data = json.loads(out)
     assert data["status"] == "SUCCEEDED" and data["result"] == {"figures": [1, 3], "total": 4}
+
+
+def test_a_phase_resolution_is_checked_where_it_is_entered_and_when_the_run_resumes(
+    keel_cli: CliRunner,
+) -> None:
+    code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p2")
+    assert code == 0 and "WAITING" in out
+    esc = "p2:phase:extract#0"
+    # a misspelt field would be dropped by the state model: refused, the escalation stays open
+    code, _, err = run(keel_cli, "escalations", "resolve", esc, "--result", '{"drfat": [1, 3]}')
+    assert code == 2 and "drfat: unknown field (known: figures, total)" in err, err
+    assert len(err.strip().splitlines()) == 1
+    (item,) = listed(keel_cli)
+    assert item["id"] == esc
+    # fits the state; the checkpoint is the workflow's code, which this command did not load
+    code, _, _ = run(
+        keel_cli, "escalations", "resolve", esc, "--result", '{"figures": [1, 2, 2]}', "--by", "ana"
+    )
+    assert code == 0
+    # the run checks it when it resumes: the phase does not pass; a new escalation says why
+    code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p2")
+    assert code == 0 and "WAITING" in out and f"keel escalations show {esc}~2" in out, out
+    code, out, _ = run(keel_cli, "escalations", "show", f"{esc}~2")
+    assert code == 0 and (
+        f"the resolution of escalation {esc} by ana failed the checkpoint: "
+        "figures sum to 5, not the stated total 4"
+    ) in out.replace("\n", " "), out
+    code, _, _ = run(keel_cli, "escalations", "resolve", f"{esc}~2", "--result", '{"figures": [4]}')
+    assert code == 0
+    code, out, _ = run(keel_cli, "run", f"{APP}:review", "--id", "p2", "--json")
+    data = json.loads(out)
+    assert data["status"] == "SUCCEEDED" and data["result"] == {"figures": [4], "total": 4}
 
 
 @pytest.mark.parametrize(

@@ -300,5 +300,5 @@ def test_serve_says_remote_reviewers_need_https(
     monkeypatch.setenv("KEEL_STORE", cli.url)
     res = CliRunner().invoke(keel_cli, ["serve", "--host", host])
     assert res.exit_code == 0 and served == [host], res.output
-    assert "decided runs resume in `keel worker`" in res.stderr
+    assert "decided runs resume in a worker: keel worker MODULE" in res.stderr
     assert ("need HTTPS" in res.stderr) is warned

@@ -4,6 +4,7 @@ field errors, escaped rendering, read-only views and double decisions."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import AsyncIterator
@@ -38,6 +39,15 @@ class Label(BaseModel):
     priority: int
 
 
+
+
+class Tally(BaseModel):
+    figures: list[int] = []
+    total: int = 0
+
+
+def adds_up(s: Tally) -> str | None:
+    return None if sum(s.figures) == s.total else f"figures sum to {sum(s.figures)}, not {s.total}"
 
 
 def page_url(review_id: str, kind: str = "approvals") -> str:
@@ -135,9 +145,16 @@ async def console(store_url: str) -> AsyncIterator[Console]:
                            reason=f"publish {text}", timeout=within)
         return "posted"
 
+    @app.workflow(state=Tally)
+    async def tally(ctx: keel.Context) -> dict[str, Any]:
+        async with ctx.phase("count", check=adds_up, on_fail="escalate", queue="accounts"):
+            ctx.state.figures, ctx.state.total = [1, 2], 4
+        return ctx.state.model_dump()
+
     server = create_app(app, secure_cookies=False, failure_limit=5, failure_window=60.0)
     con = Console(app, server)
-    con.wf = {"pay": pay, "lookup": lookup, "classify": classify, "announce": announce}
+    con.wf = {"pay": pay, "lookup": lookup, "classify": classify, "announce": announce,
+              "tally": tally}
     for name, role, groups in [
         ("vera", "viewer", []),
         ("rita", "reviewer", ["payments", "accounts"]),
@@ -308,9 +325,37 @@ async def test_the_inbox_groups_pending_requests_by_queue_with_age_and_deadline(
     assert "moves money" in page and "503 from the accounts service" in page
     assert "no deadline" in page and "ago" in page
     assert f'href="{page_url(r1)}"' in page
+    # each row shows what it proposes: the call with its arguments
+    assert proposals(page) == {r1: 'refund(order="o-1", amount=40)',
+                               esc: 'lookup_account(account_id="a-9")'}
     fragment = await c.get("/inbox/items")
     assert fragment.headers["X-Keel-Count"] == "2" and "<html" not in fragment.text
+    assert proposals(fragment.text) == proposals(page)
     assert (await c.get("/", follow_redirects=False)).headers["location"] == "/inbox"
+
+
+def proposals(page: str) -> dict[str, str]:
+    """Inbox row id -> the text of its `code.proposal`, unescaped."""
+    rows = re.findall(r'<li class="item [^"]*" data-id="([^"]+)">(.*?)</li>', page, re.S)
+    out = {}
+    for rid, row in rows:
+        found = re.search(r'<code class="proposal"[^>]*>(.*?)</code>', row, re.S)
+        if found:
+            out[html.unescape(rid)] = html.unescape(found.group(1))
+    return out
+
+
+async def test_inbox_rows_show_proposed_arguments_short_and_escaped(console: Console) -> None:
+    long = await console.waiting("pay", {"order": "o-" + "9" * 300, "amount": 40}, "in-long")
+    bad = await console.waiting("pay", {"order": XSS, "amount": 7}, "in-xss")
+    other = await console.waiting("announce", {"text": "launch day"}, "in-action")
+    page = (await (await console.login("rita")).get("/inbox")).text
+    shown = proposals(page)
+    assert shown[long].startswith('refund(order="o-999') and shown[long].endswith("…")
+    assert len(shown[long]) == 120
+    assert shown[bad] == f"refund(order={json.dumps(XSS)}, amount=7)"
+    assert "<script>" not in page and "<img" not in page  # rendered as text
+    assert shown[other] == 'action: {"post": "launch day"}'
 
 
 async def test_the_inbox_puts_decidable_queues_and_near_deadlines_first(
@@ -524,6 +569,25 @@ async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_resu
     assert r.status_code == 303
     assert (await _completed(console.app, "esc")).result == "a-9:gold"
     assert 'id="decided"' in (await c.get(url)).text
+
+
+async def test_a_phase_resolution_that_would_not_pass_is_refused_on_its_page(
+    console: Console,
+) -> None:
+    eid = await console.waiting("tally", {}, "tally")
+    c = await console.login("rita")
+    url = page_url(eid, "escalations")
+    for edits, problem in [
+        ({"drfat": [1, 3]}, "drfat: unknown field (known: figures, total)"),
+        ({"figures": [1, 2, 2]}, "checkpoint of phase 'count': figures sum to 5, not 4"),
+    ]:
+        r = await post(c, url + "/resolve", {"result": json.dumps(edits)})
+        assert r.status_code == 422 and problem in element(r.text, "err-result"), r.text
+        assert element(r.text, "result") == json.dumps(edits)  # kept for correcting
+    assert (await console.app.escalations.get(eid)).status == "open"
+    r = await post(c, url + "/resolve", {"result": json.dumps({"figures": [4]})})
+    assert r.status_code == 303
+    assert (await _completed(console.app, "tally")).result == {"figures": [4], "total": 4}
 
 
 async def test_unknown_ids_get_a_404_page(console: Console) -> None:

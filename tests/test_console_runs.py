@@ -22,14 +22,14 @@ import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval, Sample
 from keel.llm import Reply, ScriptedModel
+from keel.observe.journal_view import guess_kind, journal_view
 from keel.observe.spans import SpanRow
 from keel.server.app import create_app
 from keel.server.auth import add_user
-from keel.server.web.runs import fold_states, guess_kind, journal_tree
 from keel.server.web.waterfall import layout, money
 from tests.services.pages import csrf_of, element, sign_in
 
-SETTLE = 10.0
+SETTLE = 30.0  # a bound for the engine to get there on a loaded machine; returns at once
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 
@@ -49,6 +49,14 @@ def state_after(page: str, key: str) -> Any:
     )
     assert found, f"no state for {key}"
     return json.loads(html.unescape(found.group(1)))
+
+
+def changed(page: str, key: str) -> str | None:
+    """The "then set ..." note in the head of the journal's `li.step[data-key=key]`."""
+    start = page.index(f'data-key="{html.escape(key)}"')
+    head = page[start : page.index("</div>", start)]
+    found = re.search(r'<span class="changed muted"[^>]*>(.*?)</span>', head, re.S)
+    return html.unescape(found.group(1)) if found else None
 
 
 def run_rows(page: str) -> list[str]:
@@ -163,6 +171,15 @@ async def console(store_url: str) -> AsyncIterator[Console]:
         await ctx.call(inc, 1)
         return int(ctx.state.total)
 
+    @app.workflow(state=Tally)
+    async def grows(ctx: keel.Context, n: int) -> int:
+        for i in range(n):
+            ctx.state.notes.append(f"n{i}")  # journaled as an append patch
+            await ctx.call(inc, i)
+        ctx.state.notes.append("end")  # after the last step: only in the final state
+        ctx.state.last = "grown"
+        return len(ctx.state.notes)
+
     @app.tool(approval=Approval(queue="payments", reason="a person checks each payout"))
     async def payout(n: int) -> str:
         return f"paid {n}"
@@ -191,7 +208,7 @@ async def console(store_url: str) -> AsyncIterator[Console]:
     async def label(ctx: keel.Context, text: str) -> str:
         return "billing" if "refund" in text else "general"
 
-    con.wf = {w.__name__: w for w in (tally, phased, payouts, echo, broken, label)}
+    con.wf = {w.__name__: w for w in (tally, phased, grows, payouts, echo, broken, label)}
     for name, role, groups in [
         ("vera", "viewer", []),
         ("rita", "reviewer", ["qa"]),
@@ -409,16 +426,23 @@ async def test_a_run_page_shows_its_journal_with_the_state_after_each_step(
     llm = llm[: llm.index("</li>")]
     assert "keel-scripted/wf-model" in llm and re.search(r'class="cost">\$0\.0+\d+<', llm)
 
+    # each change is shown on the step after which the workflow made it
     start = {"total": 0, "notes": [], "last": ""}
-    assert state_after(page, "map:item#0") == {**start, "last": "start"}
-    # each map item works on its own copy of the state, forked when the map began
-    assert state_after(page, "map:item#0/0/double#0") == {**start, "last": "item 1"}
+    assert "then set last" in element(page, "run-start-changed")  # set before the first step
+    assert state_after(page, "map:item#0") == {**start, "notes": ["2", "4"], "last": "start"}
+    assert changed(page, "map:item#0") == "then set notes"
+    # each map item works on its own copy of the state, forked when the map began;
+    # an item's state is the state it ended with, its changes those before its first step
+    assert changed(page, "map:item#0/0") == "then set last"
+    assert state_after(page, "map:item#0/0/double#0") == {**start, "total": 2, "last": "item 1"}
+    assert changed(page, "map:item#0/0/double#0") == "then set total"
     assert state_after(page, "map:item#0/0/double#1") == {**start, "total": 2, "last": "item 1"}
+    assert changed(page, "map:item#0/0/double#1") is None
     assert state_after(page, "map:item#0/1/double#1") == {**start, "total": 4, "last": "item 2"}
     assert state_after(page, "map:item#0/1") == {**start, "total": 4, "last": "item 2"}
-    assert state_after(page, "flaky#0") == {"total": 0, "notes": ["2", "4"], "last": "start"}
+    assert state_after(page, "flaky#0") == {"total": 7, "notes": ["2", "4"], "last": "start"}
     assert state_after(page, "llm:summary#0") == {
-        "total": 7, "notes": ["2", "4"], "last": "start"
+        "total": 7, "notes": ["2", "4"], "last": "looks fine"
     }
     final = state_after(page, "double#0")
     assert final == {"total": 7, "notes": ["2", "4"], "last": "looks fine"}
@@ -431,28 +455,52 @@ async def test_the_fold_restarts_each_phase_attempt_from_the_phase_start(
     info = await console.run("phased", {}, "phased-1")
     assert info.status is keel.RunStatus.SUCCEEDED and info.result == 2, info
     steps = await console.app.steps("phased-1")
-    roots = journal_tree(steps)
-    end = fold_states(roots, Tally().model_dump(mode="json"), set(Tally.model_fields))
-    nodes = {n.key: n for root in roots for n in root.walk()}
-    assert [n.key for n in roots] == ["phase:fill#0", "inc#0"]
+    view = journal_view(info, steps, Tally().model_dump(mode="json"), set(Tally.model_fields))
+    nodes = view.by_key()
+    assert [n.key for n in view.roots] == ["phase:fill#0", "inc#0"]
     assert [n.key for n in nodes["phase:fill#0"].children] == ["phase:fill#0/0", "phase:fill#0/1"]
+    assert nodes["phase:fill#0/0/inc#1"].state == {"total": 1, "notes": [], "last": ""}
+    assert nodes["phase:fill#0/0/inc#1"].changed == ["total"]
     assert nodes["phase:fill#0/0/inc#2"].state == {"total": 1, "notes": [], "last": ""}
-    assert nodes["phase:fill#0/0"].state == {"total": 1, "notes": [], "last": ""}
+    assert nodes["phase:fill#0/0"].state == {"total": 1, "notes": [], "last": ""}  # its end
     # attempt 1 begins where the phase began, not where attempt 0 left off
     assert nodes["phase:fill#0/1/inc#0"].state == {"total": 0, "notes": [], "last": ""}
+    assert nodes["phase:fill#0/1/inc#1"].state == {"total": 2, "notes": [], "last": ""}
     assert nodes["phase:fill#0/1/inc#2"].state == {"total": 2, "notes": [], "last": ""}
-    assert nodes["phase:fill#0"].state == {"total": 2, "notes": [], "last": ""}
-    assert end == nodes["inc#0"].state == {"total": 2, "notes": [], "last": "done"}
-    assert end == (await console.app.get_run("phased-1")).state
+    # `last` was set after the phase ended, before the step after it
+    assert nodes["phase:fill#0"].state == {"total": 2, "notes": [], "last": "done"}
+    assert nodes["phase:fill#0"].changed == ["last"]
+    assert nodes["inc#0"].state == {"total": 2, "notes": [], "last": "done"} == info.state
 
     c = await console.login("vera")
     page = (await c.get("/runs/phased-1")).text
     assert state_after(page, "phase:fill#0/1/inc#0") == {"total": 0, "notes": [], "last": ""}
-    assert state_after(page, "inc#0") == end
+    assert state_after(page, "inc#0") == info.state
+
+
+async def test_appended_lists_fold_exactly_and_the_last_change_is_shown(
+    console: Console,
+) -> None:
+    info = await console.run("grows", {"n": 50}, "grows-1")
+    assert info.result == 51, info
+    steps = {s.key: s for s in await console.app.steps("grows-1")}
+    assert steps["inc#10"].state_delta == {"$patch": {"notes": {"append": ["n10"]}}}
+    c = await console.login("vera")
+    page = (await c.get("/runs/grows-1")).text
+    notes = [f"n{i}" for i in range(50)]
+    assert "then set notes" in element(page, "run-start-changed")
+    for i in (0, 1, 10, 48):
+        assert state_after(page, f"inc#{i}") == {"total": 0, "notes": notes[: i + 2], "last": ""}
+        assert changed(page, f"inc#{i}") == "then set notes"
+    # the changes after the last step are shown on it, from the run's final state
+    assert changed(page, "inc#49") == "then set notes, last"
+    assert state_after(page, "inc#49") == info.state == {
+        "total": 0, "notes": [*notes, "end"], "last": "grown"
+    }
 
 
 def test_journal_tree_gives_an_unrecorded_parent_a_placeholder() -> None:
-    from keel.types import StepKind, StepRecord, StepStatus
+    from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
     def rec(key: str, scope: str, pos: int, kind: StepKind, delta: Any = None) -> StepRecord:
         return StepRecord(run_id="r", key=key, scope=scope, position=pos, kind=kind,
@@ -462,17 +510,71 @@ def test_journal_tree_gives_an_unrecorded_parent_a_placeholder() -> None:
     # a phase still running (its own record comes at its end) and a step before it
     steps = [
         rec("phase:p#0/0/a#0", "phase:p#0/0/", 0, StepKind.TOOL, {"x": 2}),
+        rec("phase:p#0/0/b#0", "phase:p#0/0/", 1, StepKind.TOOL, {"y": 3}),
         rec("first#0", "", 0, StepKind.TOOL, {"x": 1}),
     ]
-    roots = journal_tree(steps)
+    run = RunInfo(id="r", workflow="w", status=RunStatus.RUNNING, input={},
+                  created_at=0.0, updated_at=0.0)
+    view = journal_view(run, steps, {"x": 0, "y": 0})
+    roots = view.roots
     assert [(n.key, n.rec is not None) for n in roots] == [("first#0", True), ("phase:p#0", False)]
     phase = roots[1]
     assert phase.kind is StepKind.PHASE and phase.children[0].key == "phase:p#0/0"
     assert phase.children[0].rec is None and phase.children[0].kind is StepKind.PHASE
     assert guess_kind("map:f#0/3") is StepKind.CHILD and guess_kind("gather#1/0") is StepKind.CHILD
     assert guess_kind("map:f#0") is StepKind.MAP and guess_kind("double#0") is None
-    assert fold_states(roots, {"x": 0, "y": 0}) == {"x": 2, "y": 0}
-    assert phase.children[0].children[0].state == {"x": 2, "y": 0}
+    # x=1 was set before the first step; x=2 before the phase (recorded with its first
+    # step); y=3 after the phase's first step
+    assert view.start.changed == ["x"] and view.start.state == {"x": 1, "y": 0}
+    assert roots[0].changed == ["x"] and roots[0].state == {"x": 2, "y": 0}
+    a, b = phase.children[0].children
+    assert a.changed == ["y"] and a.state == {"x": 2, "y": 3}
+    assert b.changed == [] and b.state == {"x": 2, "y": 3}
+    assert phase.state == {"x": 2, "y": 3}
+    assert not any(n.partial for n in view.nodes())
+
+    # a map in progress: its items fork from the state as the map began, but what was
+    # changed just before it is recorded only when it ends ("so far")
+    steps = [
+        rec("first#0", "", 0, StepKind.TOOL),
+        rec("map:m#0/0", "map:m#0/", 0, StepKind.CHILD),
+        rec("map:m#0/0/a#0", "map:m#0/0/", 0, StepKind.TOOL, {"y": 5}),
+        rec("map:m#0/0/b#0", "map:m#0/0/", 1, StepKind.TOOL),
+    ]
+    view = journal_view(run, steps, {"x": 0, "y": 0})
+    nodes = view.by_key()
+    assert nodes["map:m#0"].rec is None and nodes["map:m#0"].partial
+    assert nodes["map:m#0/0"].changed == ["y"] and nodes["map:m#0/0"].partial
+    assert nodes["map:m#0/0/a#0"].state == {"x": 0, "y": 5} and not nodes["first#0"].partial
+
+
+def test_the_fold_skips_a_phase_resolution_the_run_refused() -> None:
+    from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus
+
+    def rec(key: str, pos: int, kind: StepKind, out: Any = None, ok: bool = True) -> StepRecord:
+        scope = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
+        return StepRecord(run_id="r", key=key, scope=scope, position=pos, kind=kind, name=key,
+                          digest="", status=StepStatus.OK if ok else StepStatus.ERROR,
+                          started_at=float(pos), ended_at=float(pos), output=out)
+
+    def resolved(edits: dict[str, Any]) -> dict[str, Any]:
+        return {"status": "resolved", "result": edits, "by": "ana"}
+
+    steps = [
+        rec("phase:p#0/0", 0, StepKind.PHASE, ok=False),
+        rec("phase:p#0/escalation", 1, StepKind.PHASE, "r:phase:p#0"),
+        rec("phase:p#0/resolution", 2, StepKind.SIGNAL, resolved({"x": 9})),  # refused
+        rec("phase:p#0/escalation~2", 3, StepKind.PHASE, "r:phase:p#0~2"),
+        rec("phase:p#0/resolution~2", 4, StepKind.SIGNAL, resolved({"x": 5})),
+        rec("phase:p#0", 0, StepKind.PHASE),
+    ]
+    run = RunInfo(id="r", workflow="w", status=RunStatus.SUCCEEDED, input={},
+                  created_at=0.0, updated_at=0.0)
+    nodes = journal_view(run, steps, {"x": 0}, {"x"}).by_key()
+    assert nodes["phase:p#0"].state == {"x": 5}
+    assert nodes["phase:p#0/resolution"].changed == []  # refused: it set nothing
+    assert nodes["phase:p#0/resolution~2"].changed == ["x"]
+    assert nodes["phase:p#0/resolution~2"].state == {"x": 5}
 
 
 async def test_the_waterfall_has_tool_model_and_retry_spans(console: Console) -> None:
@@ -523,11 +625,13 @@ async def test_a_waiting_run_shows_steps_in_progress_and_its_approvals(
     for key in ("map:pay_one#0", "map:pay_one#0/0", "map:pay_one#0/1"):
         node = journal[journal.index(f'data-key="{key}"') :]
         assert "in progress" in node[: node.index("</div>")], key
-    # what the map's items did is on record; what was set just before the map is not yet
+    # what the map's items did is on record; what was set just before the map (total)
+    # is in the waiting run's state snapshot: the items' copies hold it
     assert state_after(page, "map:pay_one#0/1/double#0") == {
-        "total": 0, "notes": [], "last": "paying 4"
+        "total": 2, "notes": [], "last": "paying 4"
     }
-    assert "(so far)" in node
+    assert "then set total" in element(page, "run-start-changed")
+    assert "(so far)" not in journal
     for req in reqs:
         assert f'href="/approvals/{quote(req.id, safe="")}"' in journal
     assert 'id="run-requests"' in page
@@ -633,13 +737,13 @@ async def test_a_reviewer_records_a_verdict_once(console: Console) -> None:
     shown = (await c.get(review_url(good))).text
     assert "correct" in element(shown, "decided") and 'id="verdict-form"' not in shown
 
-    r = await verdict(c, bad, {"verdict": "incorrect", "label": '{"category": "cancellation"}'})
+    r = await verdict(c, bad, {"verdict": "incorrect", "label": '"cancellation"'})
     assert r.status_code == 303
     done = await console.app.reviews.get(bad)
     assert done.status == "incorrect"
-    assert done.decision is not None and done.decision["label"] == {"category": "cancellation"}
+    assert done.decision is not None and done.decision["label"] == "cancellation"
     [case] = [x for x in await console.app.reviews.export() if x["id"] == bad]
-    assert case["expected"] == {"category": "cancellation"}
+    assert case["expected"] == "cancellation" and case["case"] == "positive"
 
     # a second verdict is refused and shows who decided
     page = (await c.get(review_url(bad))).text
@@ -663,6 +767,11 @@ async def test_an_invalid_label_is_shown_by_its_field_and_nothing_is_decided(
     assert 'aria-invalid="true"' in r.text
     assert '{&#34;category&#34;: billing}' in r.text or "{&quot;category&quot;: billing}" in r.text
     assert ">kept</textarea>" in r.text
+    assert (await console.app.reviews.get(rid)).status == "pending"
+    # JSON, but not what the workflow returns (a string): shown by the field, not recorded
+    r = await verdict(c, rid, {"verdict": "incorrect", "label": '{"category": "billing"}'})
+    assert r.status_code == 422
+    assert "(label): expected string, got dict" in element(r.text, "err-label")
     assert (await console.app.reviews.get(rid)).status == "pending"
     r = await verdict(c, rid, {"verdict": "maybe"})
     assert r.status_code == 422 and (await console.app.reviews.get(rid)).status == "pending"

@@ -23,6 +23,8 @@ def test_the_demo_runs_and_shows_each_part(tmp_path: Path) -> None:
     for part in ("1. Scatter-gather", "2. Sequential triage", "3. An irreversible refund",
                  "4. Crash recovery", "5. The review console", "6. Still waiting"):
         assert part in out, part
+    # T-1045's resolution passes its phase: the run goes on to wait for the approval
+    assert "keel signal T-1045 approval" in out and "T-1045:phase:respond#0~2" not in out
     assert "0 finished ones re-ran" in out
     assert "dana signed in (dana (reviewer))" in out
     assert "next to the field: 'enter a number'; nothing decided" in out

@@ -283,10 +283,14 @@ async def test_a_draft_failing_its_checkpoint_escalates_then_a_fix_is_sent(
     with pytest.raises(keel.InputError):  # not a state field of the right type
         await triage.app.escalations.resolve(esc.id, result={"draft": 7}, by="kim")
     fixed = "Hello Quayside team,\n\nWe are sending replacements for order 7781 today."
-    await triage.app.escalations.resolve(esc.id, result={"draft": fixed}, by="kim")
+    # the checkpoint still fails without a contact name to greet: refused, still open
+    with pytest.raises(keel.InputError, match="does not greet the customer by name"):
+        await triage.app.escalations.resolve(esc.id, result={"draft": fixed}, by="kim")
+    edits = {"contact_name": "Quayside team", "draft": fixed}
+    await triage.app.escalations.resolve(esc.id, result=edits, by="kim")
     info = await handle.settle(TIMEOUT)
     assert info.waiting_on == ["approval"] and info.state is not None
-    assert info.state["draft"] == fixed
+    assert info.state["draft"] == fixed and info.state["contact_name"] == "Quayside team"
 
     await handle.signal("approval", {"approved": True, "reviewer": "dana"})
     outcome = await handle.result(TIMEOUT)

@@ -120,7 +120,7 @@ async def test_irreversible_tool_waits_for_a_person_then_runs_once(
     assert req.request["incoming"] == incoming  # the request that started the run
     assert req.request["context"] == {"customer": "c-3"}  # what the workflow chose to show
     assert "not for the reviewer" not in json.dumps(req.request)
-    assert req.request["reason"] == "refunds move money"
+    assert req.reason == req.request["reason"] == "refunds move money"  # typed, as in the JSON
     assert req.request["args_schema"]["properties"]["amount"]["exclusiveMinimum"] == 0
     assert await app.approvals.get(req.id) == req
 

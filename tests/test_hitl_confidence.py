@@ -87,7 +87,7 @@ async def test_low_confidence_waits_with_output_and_score(app: keel.App) -> None
     assert req.request["output"] == GUESS
     assert req.request["score"] == pytest.approx(LOW_SCORE)
     assert req.request["threshold"] == 0.8
-    assert "below the required 0.8" in req.request["reason"]
+    assert req.reason is not None and "below the required 0.8" in req.reason
     assert req.request["schema"]["title"] == "Label"
     assert "the thing broke?" in json.dumps(req.request["prompt"])
     assert [r.id for r in await app.approvals.list(queue="triage-review")] == [req.id]

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, Literal
 
 import pytest
+from pydantic import BaseModel
 
 import keel
 from keel.engine.runtime import Settings
@@ -169,9 +170,12 @@ async def test_completed_runs_are_sampled_then_verdicts_export_as_eval_cases(
             "run_id": "a",
             "input": {"text": "refund please"},
             "output": "billing",
+            "case": "positive",
             "expected": "billing",
+            "rejected_output": None,
             "verdict": "correct",
             "reviewer": "vera",
+            "note": None,
         },
         {
             "id": "b:sample",
@@ -179,12 +183,71 @@ async def test_completed_runs_are_sampled_then_verdicts_export_as_eval_cases(
             "run_id": "b",
             "input": {"text": "hello"},
             "output": "general",
+            "case": "positive",
             "expected": "greeting",
+            "rejected_output": "general",
             "verdict": "incorrect",
             "reviewer": "vera",
+            "note": "not a ticket",
         },
     ]
     assert await app.reviews.export(workflow="other") == []
+
+
+class Label(BaseModel):
+    category: Literal["billing", "general", "greeting"]
+    priority: int = 3
+
+
+async def test_an_unlabelled_wrong_output_exports_as_a_negative_case_and_labels_must_fit(
+    app: keel.App, wait_until: Callable[..., Any]
+) -> None:
+    """The bug: marked incorrect with no label, a run exported `expected` = its own (wrong)
+    output, a positive case teaching the mistake. A label that does not fit the
+    workflow's output was stored as the expected output."""
+
+    @app.workflow(sample=Sample(rate=1.0, queue="qa"))
+    async def classify(ctx: keel.Context, text: str) -> Label:
+        return Label(category="billing" if "refund" in text else "general")
+
+    for run_id, text in {"x": "hello", "y": "refund", "z": "hi"}.items():
+        await (await app.start(classify, {"text": text}, id=run_id)).result(SETTLE)
+
+    async def three() -> bool:
+        return len(await app.reviews.list()) == 3
+
+    await wait_until(three, "three sampled runs")
+    sample = await app.reviews.get("x:sample")
+    assert sample.request["schema"]["title"] == "Label"  # recorded for checks without the code
+    for label, problem in [
+        ({"category": "weather"}, "category: must be one of"),
+        ({"category": "greeting", "priorty": 1}, "priorty: unknown field"),
+        ({"category": "greeting", "priority": "high"}, "priority: expected integer, got str"),
+        ("greeting", "(label): expected object, got str"),
+    ]:
+        with pytest.raises(keel.InputError) as refused:
+            await app.reviews.verdict("x:sample", correct=False, by="vera", label=label)
+        assert problem in refused.value.message, refused.value.message
+        assert refused.value.data["field"] == "label"
+    with pytest.raises(keel.InputError, match="marked correct expects its own result"):
+        await app.reviews.verdict("y:sample", correct=True, label={"category": "general"})
+    assert len(await app.reviews.list()) == 3  # nothing was decided
+
+    await app.reviews.verdict("x:sample", correct=False, by="vera", note="no idea what is right")
+    await app.reviews.verdict("y:sample", correct=True, by="vera")
+    await app.reviews.verdict("z:sample", correct=False, by="vera", label={"category": "greeting"})
+    cases = {c["run_id"]: c for c in await app.reviews.export()}
+    wrong = {"category": "general", "priority": 3}
+    assert {k: cases["x"][k] for k in ("case", "expected", "rejected_output", "verdict")} == {
+        "case": "negative", "expected": None, "rejected_output": wrong, "verdict": "incorrect"
+    }
+    assert cases["x"]["note"] == "no idea what is right"
+    assert (cases["y"]["case"], cases["y"]["expected"], cases["y"]["rejected_output"]) == (
+        "positive", {"category": "billing", "priority": 3}, None
+    )
+    assert (cases["z"]["case"], cases["z"]["expected"], cases["z"]["rejected_output"]) == (
+        "positive", {"category": "greeting"}, wrong
+    )
 
 
 async def test_daily_quota_on_a_workflow(app: keel.App, wait_until: Callable[..., Any]) -> None:

@@ -30,8 +30,8 @@ TOOL_CALLS = [
         "function": {"name": "lookup", "arguments": '{"order_id": 42}'},
     }
 ]
-# What a recorded response must replay as; latency is the one thing that may differ.
-SAME = {"latency_ms"}
+# What a recorded response must replay as; the call's time is the one thing that may differ.
+SAME = {"latency_ms", "started_at"}
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +21,16 @@ import pytest
 
 import keel
 from keel.engine.runtime import Settings
-from keel.llm import Budgets, Gateway, LLMResponse, ModelSpec, Reply, ScriptedModel, ratelimit
+from keel.llm import (
+    Budgets,
+    Cassette,
+    Gateway,
+    LLMResponse,
+    ModelSpec,
+    Reply,
+    ScriptedModel,
+    ratelimit,
+)
 from keel.llm import gateway as gateway_mod
 from keel.llm.gateway import CallContext
 from keel.llm.ratelimit import RateLimiter, TokenBucket
@@ -656,7 +666,7 @@ async def test_unpriced_models_are_never_refused(llm_app: Callable[..., keel.App
 
 async def test_cache_hit_miss_and_opt_out(llm_app: Callable[..., keel.App]) -> None:
     model = priced(lambda m: "answer")
-    app = llm_app(Gateway({"m": model}))
+    app = llm_app(Gateway({"m": model}, cache=True))  # a scripted model: cached when asked
 
     @app.workflow
     async def wf(ctx: keel.Context) -> list[bool]:
@@ -696,6 +706,44 @@ async def test_cache_hit_miss_and_opt_out(llm_app: Callable[..., keel.App]) -> N
     assert len(off.calls) == 2
 
 
+async def test_scripted_and_cassette_models_are_not_cached_by_default(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The bug: the cache was on for a ScriptedModel and outlived the run, in the store, so
+    a run after the script was edited got the old answers."""
+
+    def scripted(answer: str) -> ScriptedModel:
+        # one name, as the same model has in each new process (or given with name=)
+        return ScriptedModel(lambda messages: answer, name="triage-model")
+
+    answers, hits = [], 0
+    for script in ("billing", "outage"):  # the script, edited between two runs, one store
+        app = keel.App(store_url, settings=Settings(poll_interval=0.02),
+                       llm=Gateway({"m": scripted(script)}))
+
+        @app.workflow
+        async def ask(ctx: keel.Context) -> str:
+            return await ctx.llm.text("what is the category?")
+
+        try:
+            answers.append(await (await app.start(ask)).result(RESULT))
+            hits = sum(r["cache_hits"] for r in await app.store.usage_report("run"))
+        finally:
+            await app.close()
+    assert answers == ["billing", "outage"] and hits == 0
+
+    # a cassette is not cached either (a hit would also keep a recording from being made)
+    gw = Gateway({"m": "openai/gpt-4o-mini"}, cassette=Cassette(tmp_path / "c.jsonl", "record"))
+    assert not gw._caches(gw.spec("m"))
+    assert not Gateway({"m": ScriptedModel(lambda m: "x")})._caches(ModelSpec("keel-scripted/x"))
+    # a real model is; and cache=True / cache=False say it for every model
+    assert Gateway({"m": "openai/gpt-4o-mini"})._caches(ModelSpec("openai/gpt-4o-mini"))
+    forced = Gateway({"m": ScriptedModel(lambda m: "x")}, cache=True)
+    assert forced._caches(forced.spec("m"))
+    assert not Gateway({"m": "openai/gpt-4o-mini"}, cache=False)._caches(ModelSpec("openai/x"))
+    assert Gateway.from_config({"models": {"m": "openai/gpt-4o-mini"}}).cache_enabled is None
+
+
 async def test_cache_entries_expire_after_the_ttl(
     monkeypatch: pytest.MonkeyPatch, llm_app: Callable[..., keel.App]
 ) -> None:
@@ -706,7 +754,7 @@ async def test_cache_entries_expire_after_the_ttl(
         SimpleNamespace(monotonic=time.monotonic, perf_counter=time.perf_counter, time=clock),
     )
     model = ScriptedModel(lambda m: "answer")
-    app = llm_app(Gateway({"m": model}, cache_ttl=60))
+    app = llm_app(Gateway({"m": model}, cache=True, cache_ttl=60))
 
     @app.workflow
     async def wf(ctx: keel.Context) -> bool:

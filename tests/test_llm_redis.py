@@ -14,8 +14,9 @@ from keel.llm.ratelimit import RateLimiter
 
 async def test_cache_is_shared_through_redis(redis_url: str, tmp_path: Path) -> None:
     model = ScriptedModel(lambda messages: "cached answer")
-    one = Gateway(models={"m": model}, redis_url=redis_url)
-    two = Gateway(models={"m": model}, redis_url=redis_url)  # another process, in effect
+    # cache=True: a scripted model is cached only when asked
+    one = Gateway(models={"m": model}, redis_url=redis_url, cache=True)
+    two = Gateway(models={"m": model}, redis_url=redis_url, cache=True)  # another process
     msgs = [{"role": "user", "content": f"hello {tmp_path.name}"}]
     first = await one.complete(msgs, CallContext(workflow="wf"))
     second = await two.complete(msgs, CallContext(workflow="wf"))

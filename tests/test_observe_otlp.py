@@ -8,6 +8,7 @@ with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ REPLY = "REPLY-SENTINEL-5521"
 TOOL_ARG = "TOOLARG-SENTINEL-1187"
 TOOL_RESULT = "TOOLRESULT-SENTINEL-9043"
 SENTINELS = (PROMPT, REPLY, TOOL_ARG, TOOL_RESULT)
+ASKED = f"{PROMPT}: {TOOL_ARG}"  # what the workflow asks the model
 WATERMARK = "keel.exported_until_ns"
 
 
@@ -193,8 +195,17 @@ async def test_spans_arrive_at_the_otlp_receiver(
 
     payload = receiver.payload()
     if capture:
-        assert PROMPT in chat.attributes["gen_ai.input.messages"]
-        assert REPLY in chat.attributes["gen_ai.output.messages"]
+        # the GenAI conventions' shapes, as JSON: role + parts; a finish_reason per output
+        [asked] = json.loads(chat.attributes["gen_ai.input.messages"])
+        assert asked == {"role": "user", "parts": [{"type": "text", "content": ASKED}]}
+        assert json.loads(chat.attributes["gen_ai.output.messages"]) == [
+            {
+                "role": "assistant",
+                "parts": [{"type": "text", "content": f"Answer: {REPLY}"}],
+                "finish_reason": "stop",
+            }
+        ]
+        assert json.loads(tool.attributes["gen_ai.tool.call.arguments"]) == {"ref": TOOL_ARG}
         assert TOOL_RESULT in tool.attributes["gen_ai.tool.call.result"]
         assert TOOL_ARG in fetch_step.attributes["keel.step.input"]
         assert TOOL_RESULT in fetch_step.attributes["keel.step.output"]

@@ -250,3 +250,40 @@ def test_redactor_patterns_fields_and_limits() -> None:
     long = r.text("q" * 100)
     assert long == "q" * 64 + "…[truncated 36 chars; full value in the journal]"
     assert r.text("short") == "short"
+
+
+def test_json_values_are_cut_inside_and_stay_valid_json() -> None:
+    """Messages and tool arguments over the limit keep their JSON structure: the long
+    strings are cut (with the marker), roles, types and ids are whole, secrets masked."""
+    import json
+
+    r = Redactor(max_chars=700)
+    messages = [
+        {"role": "system", "parts": [{"type": "text", "content": "Be brief. " * 30}]},
+        {"role": "user", "parts": [{"type": "text", "content": f"key {API_KEY} " + "x" * 900}]},
+        {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": "call_1",
+                    "response": {"password": PASSWORD, "rows": "y" * 500},
+                }
+            ],
+        },
+    ]
+    text = r.json_text(messages)
+    assert len(text) <= 700
+    cut = json.loads(text)  # valid JSON
+    assert [m["role"] for m in cut] == ["system", "user", "tool"]
+    assert [m["parts"][0]["type"] for m in cut] == ["text", "text", "tool_call_response"]
+    assert cut[2]["parts"][0]["id"] == "call_1"
+    assert cut[2]["parts"][0]["response"]["password"] == MASK
+    assert cut[1]["parts"][0]["content"].startswith(f"key {MASK} xxx")
+    assert "chars; full value in the journal]" in cut[1]["parts"][0]["content"]
+    assert API_KEY not in text and PASSWORD not in text
+    # under the limit: the plain JSON, redacted
+    assert json.loads(r.json_text({"user": "bob", "password": PASSWORD})) == {
+        "user": "bob",
+        "password": MASK,
+    }

@@ -7,6 +7,8 @@ step, and per attempt a tool call (`execute_tool {tool}`) or a model call
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -14,8 +16,9 @@ import pytest
 
 import keel
 from keel.engine.runtime import Settings
-from keel.llm import Gateway, ScriptedModel
+from keel.llm import Gateway, Reply, ScriptedModel
 from keel.observe import SEMCONV_VERSION, ids
+from keel.observe.redact import MASK
 from keel.observe.spans import SpanRow
 from keel.types import StepKind
 from tests.faults import Always, Faults, Schedule
@@ -70,11 +73,12 @@ def assert_well_formed(spans: list[SpanRow], run_id: str) -> None:
 async def llm_app(store_url: str) -> AsyncIterator[Callable[..., keel.App]]:
     apps: list[keel.App] = []
 
-    def make(model: ScriptedModel) -> keel.App:
+    def make(model: ScriptedModel | Gateway) -> keel.App:
+        gateway = model if isinstance(model, Gateway) else None
         app = keel.App(
             store_url,
             settings=Settings(poll_interval=0.02),
-            llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)),
+            llm=gateway or Gateway({"m": model}, retry=keel.Retry(attempts=1)),
         )
         apps.append(app)
         return app
@@ -155,6 +159,10 @@ async def test_sequential_run_has_root_execution_steps_and_tool_calls(
     assert len(call_ids) == 2 and all(handle.id in c for c in call_ids)
     [tool_call] = kids(spans, sc)
     assert tool_call.attributes["gen_ai.tool.call.result"] == "30"
+    assert json.loads(tool_call.attributes["gen_ai.tool.call.arguments"]) == {
+        "text": "printer on fire",
+        "weight": 2,
+    }
 
     # the step spans carry the ids the journal is replayed by: stable across processes
     assert f.span_id == ids.step_span_id(handle.id, "fetch#0")
@@ -433,3 +441,229 @@ async def test_model_call_is_a_client_span_with_usage_cost_and_content(
     stored = repr([(s.attributes, s.events) for s in spans])
     assert "refunded" not in stored
     assert "Category: billing" not in stored
+
+
+COLD = 1.0  # seconds of one-time setup before the first model call is sent
+
+
+class ColdGateway(Gateway):
+    """A gateway whose one-time setup takes COLD seconds, as LiteLLM's first import does
+    on a busy machine: it runs inside the first model step, before any call is sent."""
+
+    def _setup(self) -> None:
+        if not self._ready:
+            time.sleep(COLD)
+        super()._setup()
+
+
+class StatusError(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"provider said {status}")
+        self.status_code = status
+
+
+async def test_model_call_span_is_the_call_not_the_setup_before_it(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    """The step span covers the whole step; each `chat` span only the call it stands for,
+    exactly the time the journal recorded for it (start and latency)."""
+    asked = {"n": 0}
+
+    def flaky(messages: list[dict[str, Any]]) -> str:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            raise StatusError(503)  # a transient failure: the step tries again
+        return "ok"
+
+    model = ScriptedModel(flaky, latency=0.05)
+    retry = keel.Retry(attempts=2, backoff=0.01, jitter=False)
+    app = llm_app(ColdGateway({"m": model}, default="m", retry=retry, cache=False))
+
+    @app.workflow
+    async def ask(ctx: keel.Context) -> str:
+        return await ctx.llm.text("hi")  # type: ignore[no-any-return]
+
+    handle = await app.start(ask, {})
+    assert await handle.result(LLM_RESULT) == "ok"
+    spans = await app.trace(handle.id)
+    assert_well_formed(spans, handle.id)
+    s = step(spans, "llm:text#0")
+    failed, chat = kids(spans, s)
+    [rec] = [r for r in await app.steps(handle.id) if r.kind is StepKind.LLM]
+    sent, latency_ms = rec.output["started_at"], rec.output["latency_ms"]
+    assert s.end_ns is not None and failed.end_ns is not None and chat.end_ns is not None
+
+    # the answering call's span is the call as recorded: its start and its latency
+    assert chat.status == "OK" and chat.attributes["keel.attempt"] == 2
+    assert chat.start_ns == pytest.approx(sent * 1e9, abs=1_000)
+    assert (chat.end_ns - chat.start_ns) / 1e6 == pytest.approx(latency_ms, abs=0.01)
+    assert latency_ms >= 50  # the model's own time is in it
+    # the failed first attempt paid for the setup before its call was sent: its span
+    # starts when the call did
+    assert failed.status == "ERROR" and failed.attributes["keel.attempt"] == 1
+    assert failed.start_ns - s.start_ns >= COLD * 1e9
+    assert failed.end_ns <= chat.start_ns
+    # the step span still covers the whole step: setup, failed call, backoff, call
+    assert s.start_ns <= failed.start_ns and chat.end_ns <= s.end_ns
+    assert s.end_ns - s.start_ns >= COLD * 1e9
+
+    # a call that fails for good: the last attempt's span is its call too
+    down = ScriptedModel(lambda m: (_ for _ in ()).throw(StatusError(503)))
+    app = llm_app(ColdGateway({"m": down}, default="m", retry=keel.Retry(attempts=1)))
+
+    @app.workflow
+    async def give_up(ctx: keel.Context) -> str:
+        return await ctx.llm.text("hi")  # type: ignore[no-any-return]
+
+    handle = await app.start(give_up, {})
+    with pytest.raises(keel.RunFailed, match="ModelUnavailable"):
+        await handle.result(LLM_RESULT)
+    spans = await app.trace(handle.id)
+    s = step(spans, "llm:text#0")
+    [last] = kids(spans, s)
+    assert last.status == "ERROR" and s.status == "ERROR"
+    assert last.start_ns - s.start_ns >= COLD * 1e9
+    assert s.start_ns <= last.start_ns and last.end_ns <= s.end_ns  # type: ignore[operator]
+
+
+async def test_messages_and_tool_calls_have_the_genai_shapes_redacted(
+    llm_app: Callable[..., keel.App],
+) -> None:
+    """gen_ai.input.messages / gen_ai.output.messages are role + parts (text, tool_call,
+    tool_call_response), output messages with a finish_reason; tool arguments are the
+    object of named arguments however the tool was called; secrets are masked inside."""
+    key = "sk-proj-" + "k" * 40
+
+    def fn(messages: list[dict[str, Any]]) -> Reply:
+        if not any(m["role"] == "tool" for m in messages):
+            args = {"user": "bob", "password": "pw"}
+            return Reply(tool_calls=[{"name": "login", "arguments": args}])
+        return Reply(content=f"Signed in. Your key is {key}")
+
+    model = ScriptedModel(fn)
+    app = llm_app(model)
+
+    @app.tool
+    async def login(user: str, password: str) -> dict[str, Any]:
+        """Sign a user in."""
+        return {"session": f"s-{user}", "token": "t-123"}
+
+    @app.workflow
+    async def signin(ctx: keel.Context) -> str | None:
+        await ctx.call(login, "ann", "pw-positional")
+        await ctx.call(login, user="ann", password="pw-keyword")
+        res = await ctx.llm.agent("Sign in bob", tools=[login], system="You sign people in.")
+        return res.content
+
+    handle = await app.start(signin, {})
+    assert await handle.result(LLM_RESULT) == f"Signed in. Your key is {key}"
+    spans = await app.trace(handle.id)
+    assert_well_formed(spans, handle.id)
+    assert key not in repr([s.attributes for s in spans])
+
+    # a positional and a keyword call: the same object of named arguments, redacted
+    by_position, by_keyword = (
+        json.loads(kids(spans, step(spans, k))[0].attributes["gen_ai.tool.call.arguments"])
+        for k in ("login#0", "login#1")
+    )
+    assert by_position == by_keyword == {"user": "ann", "password": MASK}
+
+    first, second = (kids(spans, step(spans, k))[0] for k in ("llm:agent#0", "llm:agent#1"))
+    [rec] = [r for r in await app.steps(handle.id) if r.key == "llm:agent#0"]
+    call_id = rec.output["tool_calls"][0]["id"]
+    system = {"role": "system", "parts": [{"type": "text", "content": "You sign people in."}]}
+    user = {"role": "user", "parts": [{"type": "text", "content": "Sign in bob"}]}
+    tool_call = {
+        "type": "tool_call",
+        "id": call_id,
+        "name": "login",
+        "arguments": {"user": "bob", "password": MASK},
+    }
+    assert json.loads(first.attributes["gen_ai.input.messages"]) == [system, user]
+    assert json.loads(first.attributes["gen_ai.output.messages"]) == [
+        {"role": "assistant", "parts": [tool_call], "finish_reason": "tool_call"}
+    ]
+    assert first.attributes["gen_ai.response.finish_reasons"] == ["tool_calls"]  # as sent
+    assert json.loads(second.attributes["gen_ai.input.messages"]) == [
+        system,
+        user,
+        {"role": "assistant", "parts": [tool_call]},
+        {
+            "role": "tool",
+            "parts": [
+                {
+                    "type": "tool_call_response",
+                    "id": call_id,
+                    "response": {"session": "s-bob", "token": MASK},
+                }
+            ],
+        },
+    ]
+    assert json.loads(second.attributes["gen_ai.output.messages"]) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "text", "content": f"Signed in. Your key is {MASK}"}],
+            "finish_reason": "stop",
+        }
+    ]
+
+
+def test_message_parts_for_media_and_legacy_function_results() -> None:
+    from keel.observe import genai
+
+    got = genai.input_messages(
+        [
+            {
+                "role": "user",
+                "name": "ann",
+                "content": [
+                    {"type": "text", "text": "What is in these?"},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/cat.png"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBOR"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "function_call": {"name": "look", "arguments": "{not json"},
+            },
+            {"role": "function", "name": "look", "content": "42"},
+        ]
+    )
+    assert got == [
+        {
+            "role": "user",
+            "parts": [
+                {"type": "text", "content": "What is in these?"},
+                {"type": "uri", "modality": "image", "uri": "https://x.test/cat.png"},
+                {"type": "blob", "modality": "image", "mime_type": "image/png", "content": "iVBOR"},
+            ],
+            "name": "ann",
+        },
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": None, "name": "look", "arguments": "{not json"}],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": None, "response": 42}]},
+    ]
+    # no empty text beside a tool call
+    assert genai.input_messages(
+        [
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ],
+            }
+        ]
+    ) == [
+        {
+            "role": "assistant",
+            "parts": [{"type": "tool_call", "id": "c1", "name": "f", "arguments": {}}],
+        }
+    ]
+    # a response without a finish reason still has one (the conventions require it)
+    assert genai.output_messages({"content": "hi"}) == [
+        {"role": "assistant", "parts": [{"type": "text", "content": "hi"}], "finish_reason": "stop"}
+    ]

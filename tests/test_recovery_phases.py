@@ -8,6 +8,7 @@ started with, and replay never re-executes a failed attempt's steps.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -349,6 +350,124 @@ async def test_phase_escalation_packet_and_state_edits(make_app: Callable[..., k
     assert steps["phase:extract#0"].status is StepStatus.OK
     assert steps["phase:extract#0"].fallback == "human"
     assert faults.count("extract") == 2  # the person's edits, not another run
+
+
+class Author(BaseModel):
+    name: str = ""
+
+
+class Report(BaseModel):
+    figures: list[int] = []
+    total: int = 0
+    author: Author = Author()
+
+
+def report_adds_up(s: Report) -> str | None:  # module level: run where a resolution is entered
+    if sum(s.figures) != s.total:
+        return f"figures sum to {sum(s.figures)}, not the stated total {s.total}"
+    return None
+
+
+async def test_a_phase_resolution_must_fit_the_state_and_pass_the_checkpoint(
+    make_app: Callable[..., keel.App],
+) -> None:
+    """The bug: `{"drfat": ...}` was accepted, the failed checkpoint passed, and the right
+    resolution was then refused as already decided. With the workflow's code loaded,
+    every resolution that would not pass is refused where it is entered."""
+    app = make_app()
+
+    @app.workflow(state=Report)
+    async def wf(ctx: keel.Context) -> dict[str, Any]:
+        async with ctx.phase("extract", check=report_adds_up, on_fail="escalate"):
+            ctx.state.figures = [1, 2]
+            ctx.state.total = 4
+        return ctx.state.model_dump()
+
+    handle = await app.start(wf)
+    assert (await handle.settle(RESULT)).status is RunStatus.WAITING
+    (esc,) = await app.escalations.list()
+    assert esc.packet.checks == [f"{__name__}:report_adds_up"]
+    for edits, message in [
+        ({"drfat": [1, 3]}, "drfat: unknown field (known: figures, total, author)"),
+        ({"figures": [1, 3], "drfat": 1}, "drfat: unknown field"),
+        ({"$patch": {"figures": {"append": [1]}}}, "$patch: unknown field"),
+        ({"author": {"nmae": "ana"}}, "author.nmae: unknown field"),
+        ({"total": "four"}, "total: Input should be a valid integer"),
+        ({"figures": [1, 2, 2]},
+         "does not pass the checkpoint of phase 'extract': figures sum to 5, not the stated "
+         "total 4. Set state fields that make it pass, or reject the escalation"),
+        (None, "figures sum to 3, not the stated total 4"),  # accepting it as it stands
+    ]:  # fmt: skip
+        with pytest.raises(keel.InputError) as refused:
+            await app.escalations.resolve(esc.id, result=edits, by="ana")
+        assert message in refused.value.message, (edits, refused.value.message)
+        assert refused.value.data["problems"]
+        assert (await app.escalations.get(esc.id)).status == "open"
+    # the right resolution is still possible, and the phase passes with it
+    await app.escalations.resolve(esc.id, result={"figures": [1, 3], "author": {"name": "ana"}})
+    out = await handle.result(RESULT)
+    assert out == {"figures": [1, 3], "total": 4, "author": {"name": "ana"}}
+    assert len(await app.escalations.list("all")) == 1
+
+
+async def test_a_resolution_that_fails_when_the_run_resumes_opens_a_new_escalation(
+    make_app: Callable[..., keel.App],
+) -> None:
+    """Where the checkpoint could not run at entry (a lambda here; the CLI without the
+    code), or the store was written directly, the run checks the resolution itself: the
+    phase never passes on a bad one; a new escalation says why and waits."""
+    app = make_app()
+
+    @app.workflow(state=Report)
+    async def wf(ctx: keel.Context) -> dict[str, Any]:
+        checks = [lambda s: None if sum(s.figures) == s.total else f"sum {sum(s.figures)}"]
+        async with ctx.phase("extract", check=checks, on_fail="escalate", queue="finance"):
+            ctx.state.figures = [1, 2]
+            ctx.state.total = 4
+        return ctx.state.model_dump()
+
+    handle = await app.start(wf)
+    assert (await handle.settle(RESULT)).status is RunStatus.WAITING
+    first = f"{handle.id}:phase:extract#0"
+    # written to the store directly, past every check at entry
+    await app.store.resolve_escalation(
+        first, "resolved", {"result": {"drfat": [1, 3]}, "note": None}, "mallory", time.time()
+    )
+    second = await _next_escalation(app, handle, f"{first}~2")
+    assert second.step == "phase:extract#0" and second.queue == "finance"
+    assert second.packet.reason == (
+        f"phase 'extract': the resolution of escalation {first} by mallory does not fit the "
+        "state: drfat: unknown field (known: figures, total, author)"
+    )
+    assert second.packet.state is not None and second.packet.state["figures"] == [1, 2]
+    assert (await app.escalations.get(first)).status == "resolved"
+    # the lambda cannot run where this is entered: accepted here, refused by the run
+    await app.escalations.resolve(second.id, result={"figures": [1, 2, 2]}, by="ana")
+    third = await _next_escalation(app, handle, f"{first}~3")
+    assert third.packet.reason == (
+        f"phase 'extract': the resolution of escalation {second.id} by ana failed the "
+        "checkpoint: sum 5"
+    )
+    assert third.packet.messages == ["sum 5"]
+    assert third.packet.state is not None and third.packet.state["figures"] == [1, 2]
+    await app.escalations.resolve(third.id, result={"figures": [3, 1]}, by="ana")
+    out = await handle.result(RESULT)
+    assert out["figures"] == [3, 1] and out["total"] == 4
+    steps = _by_key(await app.steps(handle.id))
+    assert steps["phase:extract#0"].status is StepStatus.OK
+    assert steps["phase:extract#0"].fallback == "human"
+    assert {"phase:extract#0/escalation~3", "phase:extract#0/resolution~3"} <= set(steps)
+
+
+async def _next_escalation(app: keel.App, handle: Any, esc_id: str) -> keel.Escalation:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + RESULT
+    while loop.time() < deadline:
+        info = await app.get_run(handle.id)
+        if info.status is RunStatus.WAITING and info.waiting_on == [f"escalation:{esc_id}"]:
+            return await app.escalations.get(esc_id)
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no escalation {esc_id} opened; open: {await app.escalations.list()}")
 
 
 async def test_phase_escalation_rejected(make_app: Callable[..., keel.App]) -> None:

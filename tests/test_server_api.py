@@ -28,6 +28,15 @@ class Account(BaseModel):
     tier: str
 
 
+class Tally(BaseModel):
+    figures: list[int] = []
+    total: int = 0
+
+
+def adds_up(s: Tally) -> str | None:
+    return None if sum(s.figures) == s.total else f"figures sum to {sum(s.figures)}, not {s.total}"
+
+
 class Env:
     def __init__(self, app: keel.App, client: httpx.AsyncClient, calls: list[Any]) -> None:
         self.app, self.client, self.calls = app, client, calls
@@ -83,11 +92,17 @@ async def env(store_url: str) -> AsyncIterator[Env]:
         account = await ctx.call(lookup_account, account_id)
         return f"{account.id}:{account.tier}"
 
+    @app.workflow(state=Tally)
+    async def tally(ctx: keel.Context) -> dict[str, Any]:
+        async with ctx.phase("count", check=adds_up, on_fail="escalate", queue="accounts"):
+            ctx.state.figures, ctx.state.total = [1, 2], 4
+        return ctx.state.model_dump()
+
     api = create_app(app, failure_limit=10, failure_window=60.0)
     transport = httpx.ASGITransport(app=api, client=("10.0.0.1", 5000))
     async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
         e = Env(app, client, calls)
-        e.wf = {"pay": pay, "lookup": lookup}
+        e.wf = {"pay": pay, "lookup": lookup, "tally": tally}
         for name, role, groups in [
             ("vera", "viewer", []),
             ("rita", "reviewer", ["payments", "accounts"]),
@@ -249,6 +264,27 @@ async def test_escalation_resolve_validates_and_resumes(env: Env) -> None:
     assert await handle.result(SETTLE) == "a-9:pro"
     twice = await env.post(f"/escalations/{eid}/reject", "rita", {"reason": "no"})
     assert twice.status_code == 409 and "already resolved" in twice.json()["detail"]
+
+
+async def test_a_phase_resolution_that_would_not_pass_is_refused_with_the_reason(
+    env: Env,
+) -> None:
+    handle = await env.app.start(env.wf["tally"], id="t1")
+    assert (await handle.settle(SETTLE)).status is keel.RunStatus.WAITING
+    eid = "t1:phase:count#0"
+    for edits, problem in [
+        ({"drfat": [1, 3]}, "drfat: unknown field (known: figures, total)"),
+        ({"total": "four"}, "total: Input should be a valid integer"),
+        ({"figures": [1, 2, 2]}, "figures sum to 5, not 4"),
+    ]:
+        bad = await env.post(f"/escalations/{eid}/resolve", "rita", {"result": edits})
+        assert bad.status_code == 422, bad.text
+        assert problem in bad.json()["detail"] and problem in bad.json()["problems"][0]
+    assert "checkpoint" in bad.json()["detail"]
+    assert (await env.get(f"/escalations/{eid}", "vera")).json()["status"] == "open"
+    good = await env.post(f"/escalations/{eid}/resolve", "rita", {"result": {"figures": [4]}})
+    assert good.status_code == 200
+    assert await handle.result(SETTLE) == {"figures": [4], "total": 4}
 
 
 async def test_failed_logins_are_rate_limited(env: Env) -> None:

@@ -132,6 +132,8 @@ async def test_suspended_runs_hold_no_memory_in_the_worker(worker_harness):
 
 
 async def test_sigterm_hands_a_running_run_back_to_the_queue(worker_harness):
+    """`Worker.stop()` (what cancelling `serve()` does): no drain, the step in flight is
+    interrupted and runs again. `keel worker` drains first: tests/test_worker_drain.py."""
     h: Harness = worker_harness
     h.base_env["KEEL_LEASE_SECONDS"] = "30"  # PENDING must come from the hand-back, not expiry
     app = h.app()

@@ -344,6 +344,8 @@ class Context:
             summary = ex.record(scope, key, pos, StepKind.MAP, label, dg, started)
             summary.input = shape
             await ex.commit(scope, summary, _summary_json(result))
+        elif scope.state is not None:
+            scope.state.sync()  # where the first execution committed the map
         self._enforce(policy, key, result)
         return result
 
@@ -398,6 +400,8 @@ class Context:
             summary = ex.record(scope, key, pos, StepKind.GATHER, "gather", dg, started)
             summary.input = shape
             await ex.commit(scope, summary, _summary_json(result))
+        elif scope.state is not None:
+            scope.state.sync()  # where the first execution committed the gather
         self._enforce(policy, key, result)
         return result
 

@@ -48,6 +48,14 @@ class Abandon(BaseException):
     """This worker must stop executing the run without writing (lease lost, fatal error)."""
 
 
+class Drain(Abandon):
+    """The worker is draining (`Worker.drain`): stop before a new step, hand the run back.
+
+    An `Abandon`, so everything that lets an abandon through (map lanes finish the
+    item in hand first) lets a drain through too.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class StepInfo:
     """The step currently executing, for tools that need an idempotency key.
@@ -114,6 +122,7 @@ class RunExecution:
         self.meters: dict[str, dict[str, Any]] = {}  # step key -> usage to store with it
         self.inputs: dict[str, Any] = {}  # step key -> arguments, for observers only
         self.error: StructuredError | None = None  # why the run failed, once it has
+        self.draining = False  # set by Worker.drain: no new step may start
         state = StateTracker(wf.state) if wf.state is not None else None
         self.root = Scope(path="", state=state)
 
@@ -269,8 +278,8 @@ class RunExecution:
     async def replayed(self, scope: Scope, rec: StepRecord, annotation: Any) -> Any:
         """The recorded outcome of a completed step: its value, or its error re-raised."""
         self.journal.cover(rec.key)
-        if rec.state_delta and scope.state is not None:
-            scope.state.apply(rec.state_delta)
+        if scope.state is not None:  # apply() also syncs: later patches need this base
+            scope.state.apply(rec.state_delta or {})
         if self.rt.hooks.wants("step_replayed"):
             self.rt.hooks.step_replayed(self.event(rec.key, rec.kind, rec.name, rec))
         if rec.status is StepStatus.ERROR:
@@ -317,6 +326,8 @@ class RunExecution:
         rec = self.check(scope, key, pos, digest, shown_input)
         if rec is not None and rec.status is not StepStatus.PENDING:
             return await self.replayed(scope, rec, annotation)
+        if self.draining:  # the step boundary: steps in flight finish, no new one starts
+            raise Drain()
         from keel.engine.recovery import PLAIN, run_live
 
         return await run_live(
@@ -414,6 +425,9 @@ class RunExecution:
                     return None
                 if hooks.active:
                     hooks.run_suspended(self.run.id, self.run.workflow, sorted(s.signals))
+        except Drain:  # the worker is stopping: back to the queue now, no lease wait
+            await store.release_run(self.run.id, self.owner, self._drain(), time.time())
+            return RunStatus.PENDING
         except Abandon:
             return None
         except asyncio.CancelledError:

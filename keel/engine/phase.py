@@ -8,10 +8,13 @@ to a person or fails with `CheckpointFailed`. Earlier phases are untouched.
 from __future__ import annotations
 
 import inspect
+import sys
 import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ValidationError
 
 from keel.engine.execution import CURRENT_SCOPE, Abandon, RunExecution, Suspend
 from keel.engine.journal import Scope
@@ -107,13 +110,20 @@ class Phase:
 
     async def _attempts(self) -> AsyncIterator[PhaseAttempt]:
         self._open()
+        skipped = False
         for n in range(self.retries + 1):
             last = n == self.retries
             rec = self._attempt_outcome(n)
             if rec is not None and rec.status is StepStatus.ERROR and not last:
                 # replay: this attempt failed its checkpoint; its steps stay unreplayed
                 self.ex.journal.cover(rec.key)
+                skipped = True
                 continue
+            if skipped and self.parent.state is not None:
+                # the first execution restored the phase's start here, and recorded the
+                # changes made before it with the skipped attempt's first step
+                self.parent.state.sync()
+                skipped = False
             yield PhaseAttempt(self, n, last=last)
             if self.passed:
                 return
@@ -128,11 +138,16 @@ class PhaseAttempt:
         self.last = last
         self._token: Any = None
         self._snapshot: dict[str, Any] | None = None
+        self._before: dict[str, Any] | None = None
 
     async def __aenter__(self) -> PhaseAttempt:
         p = self.phase
         state = p.parent.state
         self._snapshot = state.snapshot() if state is not None else None
+        # changes made before the attempt began (usually before the phase): they stay to
+        # be recorded with its first step, and are copied onto its outcome record so the
+        # phase's start (where each attempt restarts) can be read from the journal
+        self._before = state.pending() if state is not None else None
         scope = Scope(
             path=f"{p.key}/{self.number}/",
             state=state,
@@ -189,6 +204,7 @@ class PhaseAttempt:
                 status=StepStatus.OK if passed else StepStatus.ERROR,
                 error=err,
             )
+            rec.state_delta = self._before
             await ex.commit(outcome_scope, rec, None)
         if passed:
             p.passed = True
@@ -214,8 +230,13 @@ class PhaseAttempt:
 
 
 async def _run_check(p: Phase, state: Any) -> list[str]:
+    return await checkpoint_messages(p.checks, state)
+
+
+async def checkpoint_messages(checks: tuple[Any, ...], state: Any) -> list[str]:
+    """What a phase's checks say about `state`; no messages means it passes."""
     messages: list[str] = []
-    for check in p.checks:
+    for check in checks:
         if inspect.iscoroutinefunction(check):
             try:
                 verdict = await check(state)
@@ -227,11 +248,94 @@ async def _run_check(p: Phase, state: Any) -> list[str]:
     return messages
 
 
+def check_refs(checks: tuple[Any, ...]) -> list[str]:
+    """Where each check is defined (`module:qualname`), recorded with a phase escalation
+    so that a resolution can be checked where it is entered, if that code is loaded."""
+    return [
+        f"{getattr(c, '__module__', None) or '?'}:"
+        f"{getattr(c, '__qualname__', None) or type(c).__qualname__}"
+        for c in checks
+    ]
+
+
+def find_checks(refs: list[str]) -> tuple[tuple[Any, ...], list[str]]:
+    """The checks named by `refs` that are functions or classes defined at module level
+    in a module already imported; and the refs that are not (lambdas, closures, code
+    not loaded). Nothing is imported: a stored name never loads code."""
+    found: list[Any] = []
+    missing: list[str] = []
+    for ref in refs:
+        module, _, qualname = ref.partition(":")
+        obj: Any = sys.modules.get(module)
+        if "<" in qualname:  # a lambda, or a function defined inside another one
+            obj = None
+        for part in qualname.split(".") if obj is not None else ():
+            obj = getattr(obj, part, None)
+        if (
+            (inspect.isfunction(obj) or isinstance(obj, type))
+            and obj.__module__ == module
+            and obj.__qualname__ == qualname
+        ):
+            found.append(obj)
+        else:
+            missing.append(ref)
+    return tuple(found), missing
+
+
+def edited_state(
+    model: type[BaseModel], before: dict[str, Any], edits: Any
+) -> tuple[BaseModel | None, list[str]]:
+    """The state a phase resolution leaves: `before` with the fields in `edits` set;
+    or, when the edits do not fit the state model, what is wrong with them (an unknown
+    field anywhere is wrong: a misspelt name would otherwise be dropped silently)."""
+    if edits is None:
+        edits = {}
+    if not isinstance(edits, dict):
+        return None, ["a phase escalation's result is a JSON object of state fields to set"]
+    known = model.model_fields
+    unknown = [k for k in edits if k not in known]
+    if unknown:
+        names = ", ".join(known)
+        return None, [f"{k}: unknown field (known: {names})" for k in unknown]
+    try:
+        value = model.model_validate({**before, **edits})
+    except ValidationError as exc:
+        return None, [
+            f"{'.'.join(str(x) for x in e['loc']) or '(state)'}: {e['msg']}" for e in exc.errors()
+        ]
+    kept = value.model_dump(mode="json")
+    dropped = [m for k, v in edits.items() for m in _dropped(v, kept.get(k), k)]
+    return (None, dropped) if dropped else (value, [])
+
+
+def _dropped(given: Any, kept: Any, path: str) -> list[str]:
+    """Keys in `given` that validation ignored (absent from what was kept)."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        out: list[str] = []
+        for k, v in given.items():
+            if k in kept:
+                out += _dropped(v, kept[k], f"{path}.{k}")
+            else:
+                out.append(f"{path}.{k}: unknown field")
+        return out
+    if isinstance(given, list) and isinstance(kept, list) and len(given) == len(kept):
+        pairs = enumerate(zip(given, kept, strict=True))
+        return [m for i, (g, k) in pairs for m in _dropped(g, k, f"{path}[{i}]")]
+    return []
+
+
 async def _finish(
-    p: Phase, status: StepStatus, err: Any, attempts: int, fallback: str | None = None
+    p: Phase,
+    status: StepStatus,
+    err: Any,
+    attempts: int,
+    fallback: str | None = None,
+    delta: dict[str, Any] | None = None,
 ) -> None:
     ex = p.ex
     if ex.journal.by_key.get(p.key) is not None:
+        if p.parent.state is not None:
+            p.parent.state.sync()  # replay: where the first execution committed the phase
         return
     rec = ex.record(
         p.parent,
@@ -246,60 +350,73 @@ async def _finish(
         attempts=attempts,
     )
     rec.fallback = fallback
+    rec.state_delta = delta  # commit adds what changed since
     await ex.commit(p.parent, rec, None)
 
 
+def _round_suffix(n: int) -> str:
+    """Escalation rounds after the first get their own id and journal keys: `~2`, `~3`."""
+    return "" if n == 1 else f"~{n}"
+
+
+def _opened(p: Phase, n: int) -> bool:
+    return p.ex.journal.by_key.get(f"{p.key}/escalation{_round_suffix(n)}") is not None
+
+
 async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseException | None) -> bool:
-    """Ask a person: accept the phase as it stands (optionally editing state) or reject."""
+    """Ask a person: accept the phase (optionally editing state) or reject it.
+
+    A resolution is checked again here, whatever checked it where it was entered: its
+    edits must fit the state model and the edited state must pass the checkpoint. If it
+    does not, the phase does not pass: a new escalation (id suffixed `~2`, `~3`, ...)
+    says why, and the run waits for that one.
+    """
     ex = p.ex
-    esc_id = f"{ex.run.id}:{p.key}"
-    ex.journal.reached(f"{p.key}/escalation")
-    if ex.journal.by_key.get(f"{p.key}/escalation") is None:
-        prefix = f"{p.key}/{number}/"
-        err = structured(exc, step=p.key) if exc is not None else None
-        packet = EscalationPacket(
-            workflow=ex.run.workflow,
-            run_id=ex.run.id,
-            step=p.key,
-            phase=p.name,
-            journal=journal_summary(ex, prefix),
-            reason=f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): "
-            + "; ".join(messages),
-            error=err,
-            messages=messages,
-            state=p.parent.state.snapshot() if p.parent.state is not None else None,
-            result_schema=(
-                p.parent.state.model.model_json_schema() if p.parent.state is not None else None
-            ),
+    reason = (
+        f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): "
+        + "; ".join(messages)
+    )
+    err = structured(exc, step=p.key) if exc is not None else None
+    n = 1
+    while True:
+        suffix = _round_suffix(n)
+        esc_id = f"{ex.run.id}:{p.key}{suffix}"
+        ex.journal.reached(f"{p.key}/escalation{suffix}")  # replay got to this round
+        if not _opened(p, n):
+            await _open(p, number, n, esc_id, reason, messages, err)
+        decision = await await_resolution(
+            ex, p.key, esc_id, pos=p.retries + 2 * n, name=f"resolution{suffix}"
         )
-        marker = ex.record(
-            Scope(path=f"{p.key}/"),
-            f"{p.key}/escalation",
-            p.retries + 1,
-            StepKind.PHASE,
-            "escalation",
-            "",
-            time.time(),
-        )
-        marker.output = esc_id
-        await escalate(
-            ex,
-            p.parent,
-            p.key,
-            "phase",
-            packet,
-            p.queue,
-            [StepWrite(marker, b'"' + esc_id.encode() + b'"')],
-        )
-    decision = await await_resolution(ex, p.key, esc_id, pos=p.retries + 2)
-    by = decision.get("by", "someone")
-    if decision.get("status") == "resolved":
+        by = decision.get("by", "someone")
+        if decision.get("status") != "resolved":
+            break
         edits = decision.get("result")
-        if isinstance(edits, dict) and p.parent.state is not None:
-            p.parent.state.apply(edits)  # the reviewer's corrections become the state
-        p.passed = True
-        await _finish(p, StepStatus.OK, None, number + 1, fallback="human")
-        return True
+        if _opened(p, n + 1):
+            n += 1  # replay: this resolution was refused, and the next round is on record
+            continue
+        bad_fit, failed = await _verify(p, edits)
+        if not bad_fit and not failed:
+            state = p.parent.state
+            # what the last attempt changed after its last step: applying the edits marks
+            # the whole state as recorded, so take it first and journal it with the phase
+            pending = state.delta() if state is not None else None
+            if isinstance(edits, dict) and edits and state is not None:
+                state.apply(edits)  # the reviewer's corrections become the state
+            p.passed = True
+            await _finish(p, StepStatus.OK, None, number + 1, fallback="human", delta=pending)
+            return True
+        if bad_fit:
+            reason = (
+                f"phase {p.name!r}: the resolution of escalation {esc_id} by {by} does not "
+                "fit the state: " + "; ".join(bad_fit)
+            )
+        else:
+            reason = (
+                f"phase {p.name!r}: the resolution of escalation {esc_id} by {by} failed the "
+                "checkpoint: " + "; ".join(failed)
+            )
+        messages, err = bad_fit or failed, None
+        n += 1
     note = decision.get("reason") or decision.get("note") or "no reason given"
     rejected = EscalationRejected(
         f"phase {p.name!r} escalation {esc_id} was rejected by {by}: {note}",
@@ -307,7 +424,64 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
         by=by,
         step=p.key,
     )
-    err = structured(rejected, step=p.key)
-    err.fallback = "human"
-    await _finish(p, StepStatus.ERROR, err, number + 1, fallback="human")
-    raise from_structured(err)
+    failure = structured(rejected, step=p.key)
+    failure.fallback = "human"
+    await _finish(p, StepStatus.ERROR, failure, number + 1, fallback="human")
+    raise from_structured(failure)
+
+
+async def _open(
+    p: Phase, number: int, n: int, esc_id: str, reason: str, messages: list[str], err: Any
+) -> None:
+    """Record escalation round `n` of the phase, and the journal entry that marks it."""
+    ex = p.ex
+    state = p.parent.state
+    packet = EscalationPacket(
+        workflow=ex.run.workflow,
+        run_id=ex.run.id,
+        step=p.key,
+        phase=p.name,
+        journal=journal_summary(ex, f"{p.key}/{number}/"),
+        reason=reason,
+        error=err,
+        messages=messages,
+        state=state.snapshot() if state is not None else None,
+        result_schema=state.model.model_json_schema() if state is not None else None,
+        checks=check_refs(p.checks),
+    )
+    marker = ex.record(
+        Scope(path=f"{p.key}/"),
+        f"{p.key}/escalation{_round_suffix(n)}",
+        p.retries + 2 * n - 1,
+        StepKind.PHASE,
+        "escalation",
+        "",
+        time.time(),
+    )
+    marker.output = esc_id
+    await escalate(
+        ex,
+        p.parent,
+        p.key,
+        "phase",
+        packet,
+        p.queue,
+        [StepWrite(marker, b'"' + esc_id.encode() + b'"')],
+        esc_id=esc_id,
+    )
+
+
+async def _verify(p: Phase, edits: Any) -> tuple[list[str], list[str]]:
+    """Why a resolution cannot pass the phase: (does not fit the state, fails the checkpoint)."""
+    done = p.ex.journal.by_key.get(p.key)
+    if done is not None and done.status is StepStatus.OK:
+        return [], []  # replay: it passed when it was applied; checks are not re-run
+    tracker = p.parent.state
+    if tracker is None:
+        if edits not in (None, {}):
+            return ["this workflow has no state to edit: resolve with no result"], []
+        return [], await _run_check(p, None)
+    value, bad_fit = edited_state(tracker.model, tracker.snapshot(), edits)
+    if value is None:
+        return bad_fit, []
+    return [], await _run_check(p, value)

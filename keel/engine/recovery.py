@@ -240,6 +240,8 @@ async def run_live(
                     "error": err.type,
                     "message": err.message[:500],
                     "wake": wake,
+                    # when the external call itself ran (a model call sets it): its span
+                    "call": getattr(exc, "keel_call_window", None),
                 }
             )
             await ex.commit(
@@ -362,6 +364,8 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     if step.gave_up is not None:
         err = err.model_copy(update={"message": f"{err.message} ({step.gave_up})"})
         err.data["gave_up"] = step.gave_up
+    if getattr(exc, "keel_call_window", None):  # when the model call itself ran: its span
+        err.data.setdefault("call_window", list(exc.keel_call_window))  # type: ignore[attr-defined]
     fb = step.policy.fallback
     hooks = ex.rt.hooks
     unknown = isinstance(exc, OutcomeUnknown)
@@ -436,9 +440,11 @@ async def escalate(
     packet: EscalationPacket,
     queue: str,
     writes: list[StepWrite],
+    esc_id: str | None = None,
 ) -> str:
-    """Record an escalation (once) with the entries that mark the step as waiting for it."""
-    esc_id = f"{ex.run.id}:{key}"
+    """Record an escalation (once) with the entries that mark the step as waiting for it.
+    Its id is `<run>:<key>` unless the step escalates more than once (`esc_id`)."""
+    esc_id = esc_id or f"{ex.run.id}:{key}"
     escalation = Escalation(
         id=esc_id,
         run_id=ex.run.id,
@@ -462,11 +468,14 @@ async def escalate(
     return esc_id
 
 
-async def await_resolution(ex: RunExecution, key: str, esc_id: str, pos: int = 0) -> dict[str, Any]:
-    """Suspend until a person decides escalation `esc_id`; their decision, journaled."""
+async def await_resolution(
+    ex: RunExecution, key: str, esc_id: str, pos: int = 0, name: str = "resolution"
+) -> dict[str, Any]:
+    """Suspend until a person decides escalation `esc_id`; their decision, journaled
+    as `<key>/<name>`."""
     child = Scope(path=f"{key}/", state=None)
     payload: dict[str, Any] = await wait_signal(
-        ex, child, f"{key}/resolution", pos, f"escalation:{esc_id}", None
+        ex, child, f"{key}/{name}", pos, f"escalation:{esc_id}", None
     )
     return payload
 

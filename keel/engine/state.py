@@ -198,6 +198,19 @@ class StateTracker:
                 setattr(self.value, name, after[name])
         self._last = self.value.model_dump(mode="json")
 
+    def pending(self) -> dict[str, Any] | None:
+        """What `delta()` would return now, left to be recorded with the next step."""
+        last = self._last
+        out = self.delta()
+        self._last = last
+        return out
+
+    def sync(self) -> None:
+        """Count the state as it stands as persisted: replay calls this where the first
+        execution committed a record of this scope, so later deltas (patches) have the
+        same base they had there."""
+        self._last = self.value.model_dump(mode="json")
+
     def snapshot(self) -> dict[str, Any]:
         return self.value.model_dump(mode="json")
 

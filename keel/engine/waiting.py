@@ -17,10 +17,13 @@ from keel.types import StepKind, StepStatus
 async def wait_until(ex: RunExecution, wake_at: float) -> None:
     """Hold the run in memory for a short wait; suspend it durably for a long one."""
     remaining = wake_at - time.time()
-    if remaining > ex.rt.settings.inline_sleep_max:
+    # A draining worker (Worker.drain) holds no wait at all: the timer is durable.
+    if remaining > ex.rt.settings.inline_sleep_max or (remaining > 0 and ex.draining):
         raise Suspend(wake_at=wake_at)
     if remaining > 0:
         await asyncio.sleep(remaining)
+        if ex.draining:  # it began meanwhile: hand the run back (due now), not the next attempt
+            raise Suspend(wake_at=wake_at)
 
 
 async def wait_signal(

@@ -1,7 +1,10 @@
 """The worker: claims runnable runs under a lease, executes them, keeps leases alive.
 
 A run's lease is renewed by a heartbeat; a run whose worker died is taken over
-once its lease expires, or at once when the dead worker was on this host.
+once its lease expires, or at once when the dead worker was on this host. The
+same heartbeat refreshes the worker's row in the store, so others can tell
+whether a live worker serves a workflow. `drain()` is the graceful stop: no new
+claims, no new steps, the steps in flight finish and their runs are handed back.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from typing import Any
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.errors import StoreError
-from keel.store.base import Claimed
+from keel.store.base import Claimed, WorkerBeat
 from keel.types import RunStatus
 
 log = logging.getLogger("keel.worker")
 _HOST = socket.gethostname()
+# Rows of workers gone without a clean exit (SIGKILL) are dropped after this long.
+_FORGET_AFTER = 24 * 3600.0
 
 
 def _proc_stat(pid: int) -> tuple[str, str]:
@@ -78,7 +83,8 @@ class Worker:
     """Executes runs of the registered workflows.
 
     `ids` restricts it to those runs (the embedded worker of a process that starts
-    runs); `None` means any run of a registered workflow (`keel worker`).
+    runs); `None` means any run of a registered workflow (`keel worker`). While it
+    runs, a row in the store's `workers` table says it is live (`keel workers`).
     """
 
     def __init__(
@@ -89,13 +95,24 @@ class Worker:
         self.concurrency = concurrency or rt.settings.concurrency
         self.ids = ids
         self.active: dict[str, asyncio.Task[RunStatus | None]] = {}
+        self._executions: dict[str, RunExecution] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._stopping = False
+        self._stopping = False  # no more claims
+        self._draining = False  # no new steps either
+        self._closed = asyncio.Event()  # stopped (or a loop failed): serve() returns
+        self._left = False  # its row in the store is deleted
+        self._crashed: BaseException | None = None
+        self._started_at = 0.0
         self._last_reap = 0.0
         # Set when the store cannot be read or written: the worker stops (no run is
         # failed for it) and `serve` raises it, so `keel worker` exits with one line.
         self.fault: StoreError | None = None
+
+    @property
+    def beat_every(self) -> float:
+        """Seconds between heartbeats: leases are renewed, and the worker's row refreshed."""
+        return max(0.05, self.rt.settings.lease_seconds / 3)
 
     def notify(self) -> None:
         self._wake.set()
@@ -106,8 +123,10 @@ class Worker:
         self._wake.set()
 
     async def start(self) -> None:
-        if self._tasks:
+        if self._tasks or self._closed.is_set():  # running, or stopped before it started
             return
+        self._started_at = time.time()
+        await self._beat(forget_before=self._started_at - _FORGET_AFTER)
         await self._reap_dead()
         if self.fault is not None:
             raise self.fault
@@ -115,29 +134,52 @@ class Worker:
             asyncio.ensure_future(self._poll_loop()),
             asyncio.ensure_future(self._heartbeat_loop()),
         ]
+        for t in self._tasks:
+            t.add_done_callback(self._loop_ended)
 
     async def serve(self) -> None:
-        """Run until cancelled (what `keel worker` does); hands runs back on the way out."""
+        """Run until cancelled, stopped or drained (what `keel worker` does).
+
+        Cancelling it is `stop()`: runs in flight go back to the queue at once.
+        """
         await self.start()
         try:
-            await asyncio.gather(*self._tasks)
-        except asyncio.CancelledError:
-            if self.fault is None:
-                raise
+            await self._closed.wait()
         finally:
             await self.stop()
         if self.fault is not None:
             raise self.fault
+        if self._crashed is not None:
+            raise self._crashed
 
     def _store_fault(self, exc: StoreError) -> None:
-        """Stop claiming and renewing: runs in flight keep their journal and resume later."""
+        """Stop: the store cannot be used. Runs in flight keep their journal and resume
+        on the next worker; none is failed for it."""
         if self.fault is None:
             self.fault = exc  # raised by `serve` and by `App` waits, not logged twice
         self._stopping = True
-        current = asyncio.current_task()
-        for t in self._tasks:
-            if t is not current:
-                t.cancel()
+        self._wake.set()
+        self._closed.set()
+
+    async def drain(self, grace: float) -> int:
+        """Stop claiming, let the steps in flight finish (up to `grace` s), then stop.
+
+        Each run stops at its next step boundary: the steps in flight finish and are
+        journaled, and the run goes back to the queue at once, for any worker to take
+        (no lease wait). A run still busy after `grace` seconds is interrupted as by
+        `stop()`: its step in flight may run again. Returns how many runs were
+        interrupted (0: every step in flight finished).
+        """
+        self._stopping = self._draining = True
+        self._wake.set()
+        for ex in self._executions.values():
+            ex.draining = True
+        running = list(self.active.values())
+        late: set[asyncio.Task[RunStatus | None]] = set()
+        if running:
+            _, late = await asyncio.wait(running, timeout=max(0.0, grace))
+        await self.stop()
+        return len(late)
 
     async def stop(self) -> None:
         """Stop claiming, interrupt running runs and hand them back to the queue."""
@@ -162,6 +204,41 @@ class Worker:
                 pass  # the store is down: the lease expires and the run resumes then
             except Exception:
                 log.exception("could not hand run %s back to the queue", run_id)
+        # After a store fault the row cannot be deleted either: it stops counting as
+        # live after three missed heartbeats.
+        if self._started_at and not self._left and self.fault is None:
+            self._left = True
+            try:
+                await self.rt.store.remove_worker(self.owner)
+            except Exception as exc:  # it stops counting as live after three heartbeats
+                log.warning("could not remove this worker's row: %s: %s", type(exc).__name__, exc)
+        self._closed.set()
+
+    def _loop_ended(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        self._crashed = task.exception()  # serve() re-raises it once the runs are back
+        log.error("worker loop failed", exc_info=self._crashed)
+        self._closed.set()
+
+    async def _beat(self, forget_before: float | None = None) -> None:
+        """Say this worker is live: one small upsert per heartbeat."""
+        beat = WorkerBeat(
+            owner=self.owner,
+            host=_HOST,
+            pid=os.getpid(),
+            workflows=tuple(sorted(self.rt.registry.workflows)),
+            started_at=self._started_at,
+            seen_at=time.time(),
+            beat_every=self.beat_every,
+            embedded=self.ids is not None,
+        )
+        try:
+            await self.rt.store.worker_beat(beat, forget_before=forget_before)
+        except StoreError as exc:  # a worker that cannot write does no good: stop
+            self._store_fault(exc)
+        except Exception as exc:  # runs go on; the row is refreshed at the next beat
+            log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
 
     async def _poll_loop(self) -> None:
         settings = self.rt.settings
@@ -210,6 +287,8 @@ class Worker:
         try:
             wf = self.rt.registry.workflow(claimed.run.workflow)
             ex = RunExecution(self.rt, claimed, self.owner, wf)
+            ex.draining = self._draining
+            self._executions[run_id] = ex
             status = await ex.execute()
             if ex.fault is not None:
                 self._store_fault(ex.fault)
@@ -224,6 +303,7 @@ class Worker:
             return None
         finally:
             self.active.pop(run_id, None)
+            self._executions.pop(run_id, None)
             if status is not None and status.terminal and self.ids is not None:
                 self.ids.discard(run_id)
             if status is not None and self.rt.on_settled is not None:
@@ -231,9 +311,12 @@ class Worker:
             self._wake.set()
 
     async def _heartbeat_loop(self) -> None:
+        # Runs until stop(), draining included: leases of runs finishing their steps
+        # must not expire meanwhile.
         lease = self.rt.settings.lease_seconds
-        while not self._stopping:
-            await asyncio.sleep(max(0.05, lease / 3))
+        while True:
+            await asyncio.sleep(self.beat_every)
+            await self._beat()
             ids = list(self.active)
             if not ids:
                 continue

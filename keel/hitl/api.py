@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
+from keel.engine.recovery import result_schema
+from keel.engine.serde import adapter, unannotated
 from keel.errors import ConfigError, InputError, RunNotFound
 from keel.hitl.requests import signal_for
 from keel.hitl.schema_check import problems
@@ -45,6 +47,12 @@ class ReviewRequest(BaseModel):
         action = self.request.get("action")
         return action.get("args") if isinstance(action, dict) else None
 
+    @property
+    def reason(self) -> str | None:
+        """Why it was routed to a person: "refund is irreversible: a person must approve it"."""
+        reason = self.request.get("reason")
+        return None if reason is None else str(reason)
+
     def summary(self) -> dict[str, Any]:
         """The `--json` shape: id, run_id, queue, status, tool, args and the rest."""
         return {
@@ -56,7 +64,7 @@ class ReviewRequest(BaseModel):
             "status": self.status,
             "tool": self.tool,
             "args": self.args,
-            "reason": self.request.get("reason"),
+            "reason": self.reason,
             "deadline": self.deadline,
             "created_at": self.created_at,
             "decided_by": self.decided_by,
@@ -203,29 +211,82 @@ class Reviews(_Base):
         label: Any = None,
         note: str | None = None,
     ) -> ReviewRequest:
+        """Mark a sampled run correct or incorrect. `label` is the right output of a run
+        marked incorrect, checked against the workflow's return type; without one, the
+        run exports as a negative case (the output is wrong; the right one is unknown)."""
         req = await self.get(review_id)
         if req.kind != "sample":
             raise InputError(f"{review_id} is not a sampled review")
+        if label is not None:
+            if correct and label != req.request.get("result"):
+                raise InputError(
+                    f"a label is the expected output of a run marked incorrect; {review_id} "
+                    "marked correct expects its own result. Drop the label, or mark it incorrect",
+                    field="label",
+                )
+            self._check_label(req, label)
         status = "correct" if correct else "incorrect"
         return await self._decide(req, status, {"label": label, "note": note}, by, wake=False)
 
+    def _check_label(self, req: ReviewRequest, label: Any) -> None:
+        """A label must fit the workflow's output: its return type where the code is loaded,
+        else the schema recorded when the run was sampled (unknown keys refused in both)."""
+        wf = self._app.registry.workflows.get(req.workflow)
+        returns = wf.return_type if wf is not None else unannotated()
+        schema = req.request.get("schema") or result_schema(returns)
+        found: builtins.list[str] = []
+        if isinstance(schema, dict):
+            found = problems(label, schema, closed=True, top="(label)")
+        if not found and returns is not unannotated():
+            try:
+                adapter(returns).validate_python(label)
+            except ValidationError as exc:
+                found = [
+                    f"{'.'.join(str(x) for x in e['loc']) or '(label)'}: {e['msg']}"
+                    for e in exc.errors()
+                ]
+        if found:
+            raise InputError(
+                f"label for {req.id} does not fit the output of workflow {req.workflow!r}: "
+                + "; ".join(found),
+                problems=found,
+                field="label",
+            )
+
     async def export(self, workflow: str | None = None) -> builtins.list[dict[str, Any]]:
-        """Reviewed samples as eval cases: input, expected output, verdict."""
+        """Reviewed samples as eval cases, in id order (the format: docs/hitl.md).
+
+        `case` is "positive" when the right output is known (`expected`: the run's own
+        output if marked correct, the reviewer's label if marked incorrect) and
+        "negative" for a run marked incorrect without a label: `expected` is null and
+        `rejected_output` is the output that must not be produced again.
+        """
         out: builtins.list[dict[str, Any]] = []
         for status in ("correct", "incorrect"):
             for r in await self._app.store.list_reviews("sample", status, None, workflow, 10_000):
                 req = ReviewRequest.model_validate(r)
-                label = (req.decision or {}).get("label")
+                decision = req.decision or {}
+                label = decision.get("label")
+                output = req.request.get("result")
+                if req.status == "correct":
+                    case, expected = "positive", output
+                elif label is not None:
+                    case, expected = "positive", label
+                else:  # wrong, and nobody said what is right: never a positive case
+                    case, expected = "negative", None
                 out.append(
                     {
                         "id": req.id,
                         "workflow": req.workflow,
                         "run_id": req.run_id,
                         "input": req.request.get("input"),
-                        "output": req.request.get("result"),
-                        "expected": label if label is not None else req.request.get("result"),
+                        "output": output,
+                        "case": case,
+                        "expected": expected,
+                        "rejected_output": output if req.status == "incorrect" else None,
                         "verdict": req.status,
                         "reviewer": req.decided_by,
+                        "note": decision.get("note"),
                     }
                 )
         return sorted(out, key=lambda c: str(c["id"]))

@@ -155,6 +155,8 @@ async def ask(
                 ex.fatal = exc
             raise exc from None
     done = ex.record(scope, key, pos, StepKind.REVIEW, name, dg, started)
+    if rec is None:  # it replaces the pending entry this execution wrote: keep its changes
+        done.state_delta = pending.state_delta
     await ex.commit(scope, done, _json(decision))
     return decision
 

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from keel.engine.hooks import Hooks
+from keel.engine.recovery import result_schema
 from keel.hitl.policy import Sample
 from keel.types import RunStatus
 
@@ -54,6 +55,16 @@ class Sampler(Hooks):
         if run is None:
             return False
         day = dt.datetime.fromtimestamp(run.ended_at or time.time(), dt.UTC).date().isoformat()
+        wf = self.app.registry.workflows.get(workflow)
+        request: dict[str, Any] = {
+            "input": run.input,
+            "result": run.result,
+            "day": day,
+            "reason": "sampled for review",
+        }
+        schema = result_schema(wf.return_type) if wf is not None else None
+        if schema is not None:  # a reviewer's label is checked against it, code loaded or not
+            request["schema"] = schema
         review: dict[str, Any] = {
             "id": f"{run_id}:sample",
             "kind": "sample",
@@ -62,12 +73,7 @@ class Sampler(Hooks):
             "step": None,
             "queue": policy.queue,
             "deadline": None,
-            "request": {
-                "input": run.input,
-                "result": run.result,
-                "day": day,
-                "reason": "sampled for review",
-            },
+            "request": request,
         }
         now = time.time()
         if policy.rate is not None:

@@ -345,7 +345,9 @@ def _response_or_fallback(out: Any) -> Any:
     return out
 
 
-_RESPONSE_FIELDS = frozenset(LLMResponse.model_fields)
+# Fields every journaled LLMResponse has; fields added later (optional) are left out,
+# so turns journaled before them still replay as responses.
+_RESPONSE_FIELDS = frozenset(LLMResponse.model_fields) - {"started_at"}
 
 
 def _current_key() -> str:

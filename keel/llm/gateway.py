@@ -4,6 +4,7 @@ budgets and a response cache, all in front of `litellm.acompletion`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -25,6 +26,15 @@ from keel.policy.retry import Retry, is_transient, retry_after_of
 
 # Parameters that do not change what a model answers: left out of cache keys.
 _NON_SEMANTIC = {"timeout", "metadata", "api_key", "api_base", "num_retries", "user"}
+# Set on an error raised by a model call: (start, end) in epoch seconds of the provider
+# call(s) it came from, so a failed attempt's trace span shows the call, not the setup.
+CALL_WINDOW = "keel_call_window"
+
+
+def _mark_call(exc: BaseException, start: float | None, end: float | None) -> None:
+    if start is not None and end is not None:
+        with contextlib.suppress(AttributeError, TypeError):  # an exception without a dict
+            setattr(exc, CALL_WINDOW, (start, end))
 
 
 @dataclass
@@ -111,7 +121,7 @@ class Gateway:
         cooldown: float = 30.0,
         retry: Retry | None = None,
         budgets: Budgets | None = None,
-        cache: bool = True,
+        cache: bool | None = None,
         cache_ttl: float | None = 24 * 3600,
         redis_url: str | None = None,
         cassette: Cassette | None = None,
@@ -211,7 +221,7 @@ class Gateway:
             cooldown=float(cfg.get("cooldown", 30.0)),
             retry=Retry(**retry) if isinstance(retry, dict) else None,
             budgets=Budgets(**(cfg.get("budgets") or {})),
-            cache=bool(cfg.get("cache", True)),
+            cache=None if cfg.get("cache") is None else bool(cfg["cache"]),
             cache_ttl=cfg.get("cache_ttl", 24 * 3600),
             redis_url=cfg.get("redis_url"),
             cassette=Cassette(cfg["cassette"]) if cfg.get("cassette") else None,
@@ -323,6 +333,7 @@ class Gateway:
         chain = self.route(model, cc)
         now = time.monotonic()
         over: BudgetExceeded | None = None
+        sent: list[float] = []  # start and end of the provider calls that failed
         for alias in chain:
             if self._cooling.get(alias, 0.0) > now and alias != chain[-1]:
                 tried.append(f"{alias} (cooling down)")
@@ -339,7 +350,9 @@ class Gateway:
             except Exception as exc:
                 last = exc
                 tried.append(alias)
+                sent += getattr(exc, CALL_WINDOW, None) or ()
                 if not is_transient(exc):
+                    _mark_call(exc, min(sent, default=None), max(sent, default=None))
                     raise
                 self._cooling[alias] = time.monotonic() + self.cooldown
                 continue
@@ -350,12 +363,14 @@ class Gateway:
         # The last model of a chain is always tried, cooling or not, so the cool-downs say
         # nothing about when a retry could succeed: only the provider's own Retry-After
         # does (None leaves the wait to the step's Retry backoff).
-        raise ModelUnavailable(
+        failed = ModelUnavailable(
             f"no model could answer: tried {', '.join(tried) or 'none'}"
             + (f"; last error {type(last).__name__}: {last}" if last else ""),
             retry_after=retry_after_of(last) if last is not None else None,
             tried=tried,
-        ) from last
+        )
+        _mark_call(failed, min(sent, default=None), max(sent, default=None))
+        raise failed from last
 
     async def _one(
         self,
@@ -368,12 +383,13 @@ class Gateway:
         held: list[BudgetHold] | None = None,
     ) -> LLMResponse:
         target = spec.model
-        use_cache = self.cache_enabled if cache is None else cache
+        use_cache = self._caches(spec) if cache is None else cache
         key = self._cache_key(target, messages, params) if use_cache else None
         if key is not None:
             hit = await self._cache_get(key, cc)
             if hit is not None:
                 hit.cache_hit, hit.cost_usd, hit.latency_ms = True, 0.0, 0.0
+                hit.started_at = time.time()  # answered here and now: no provider call
                 return hit
         scopes = self._scopes(cc)
         # Counting tokens costs ~0.1 ms: only when a budget or a token limit needs it.
@@ -388,8 +404,14 @@ class Gateway:
             limiter = self._limiter(alias, spec)
             if limiter is not None:
                 await limiter.acquire(prompt_tokens + int(params.get("max_tokens") or 0))
-            started = time.perf_counter()
-            resp = await self._send(target, messages, params)
+            # The call's own time, journaled: its trace span is this, not the step's setup.
+            sent_at, started = time.time(), time.perf_counter()
+            try:
+                resp = await self._send(target, messages, params)
+            except BaseException as exc:
+                _mark_call(exc, sent_at, sent_at + time.perf_counter() - started)
+                raise
+            resp.started_at = sent_at
             resp.latency_ms = round((time.perf_counter() - started) * 1000, 3)
             resp.model = target
             # the provider behind the model (LiteLLM names custom ones, and a cassette, itself)
@@ -516,6 +538,18 @@ class Gateway:
                 )
 
     # -- cache ------------------------------------------------------------------------
+
+    def _caches(self, spec: ModelSpec) -> bool:
+        """Whether a call to this model uses the cache when the call does not say.
+
+        By default only real models are cached. A scripted model's answers come from
+        code, and a cassette is itself the record of answers: a cache (which outlives
+        the run, in the store) would hide an edit to either behind stale answers, and
+        in record mode keep a cassette from recording. `cache=True` caches them too.
+        """
+        if self.cache_enabled is not None:
+            return self.cache_enabled
+        return self.cassette is None and not spec.model.startswith(SCRIPTED_PROVIDER + "/")
 
     @staticmethod
     def _cache_key(target: str, messages: list[Message], params: dict[str, Any]) -> str:

@@ -32,6 +32,9 @@ class LLMResponse(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     cost_usd: float = 0.0
     cache_hit: bool = False
+    # The provider call's own time: when it was sent (epoch seconds) and how long it took,
+    # without the setup before it (LiteLLM's first import, rate limits, budget checks).
+    started_at: float | None = None
     latency_ms: float = 0.0
     tried: list[str] = Field(default_factory=list)  # models attempted, in order
     request: dict[str, Any] = Field(default_factory=dict)  # messages and parameters sent

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.observe import ids
+from keel.observe import genai, ids
 from keel.observe.redact import Redactor
 from keel.observe.spans import SpanRow
 from keel.types import StepKind, StepRecord, StepStatus, StructuredError
@@ -53,24 +53,63 @@ class SpanBuilder:
     def for_step(self, rec: StepRecord) -> list[SpanRow]:
         spans = [self._step_span(rec)]
         if rec.kind in (StepKind.TOOL, StepKind.LLM):
+            llm = rec.kind is StepKind.LLM
             begin = rec.started_at
             for entry in rec.attempt_log or []:
+                start, end = _window(llm and entry.get("call"), entry["start"], entry["end"])
                 spans.append(
                     self._call_span(
                         rec,
                         int(entry["attempt"]),
-                        entry["start"],
-                        entry["end"],
+                        start,
+                        end,
                         failed=(entry["error"], entry.get("message", "")),
                     )
                 )
                 begin = entry.get("wake") or entry["end"]
             err = rec.error
             failed = (err.type, err.message) if err is not None else None
-            spans.append(
-                self._call_span(rec, rec.attempts, begin, rec.ended_at or begin, failed=failed)
-            )
+            call: Any = None
+            if llm and err is not None:
+                call = err.data.get("call_window")
+            elif llm and isinstance(rec.output, dict) and rec.output.get("started_at"):
+                sent = rec.output["started_at"]
+                call = (sent, sent + float(rec.output.get("latency_ms") or 0.0) / 1000)
+            start, end = _window(call, begin, rec.ended_at or begin)
+            spans.append(self._call_span(rec, rec.attempts, start, end, failed=failed))
         return spans
+
+    def open_parents(self, spans: list[SpanRow]) -> list[SpanRow]:
+        """Open spans for steps still in flight (a map or phase) whose finished children
+        are journaled, so a trace read mid-run has no dangling parent."""
+        present = {s.span_id for s in spans}
+        made: dict[str, SpanRow] = {}
+        latest: dict[str, int] = {}  # the last end among each one's children
+        for s in sorted(spans, key=lambda s: s.start_ns):
+            key = s.attributes.get("keel.step.key")
+            end = s.end_ns or s.start_ns
+            while isinstance(key, str) and "/" in key:
+                key = key.rsplit("/", 1)[0]
+                span_id = ids.step_span_id(self.run_id, key)
+                if span_id in present:
+                    break
+                latest[key] = max(latest.get(key, 0), end)
+                if key not in made:
+                    made[key] = SpanRow(
+                        span_id=span_id,
+                        trace_id=self.trace,
+                        parent_id=None,
+                        run_id=self.run_id,
+                        name=key.rsplit("/", 1)[-1],
+                        kind="INTERNAL",
+                        start_ns=s.start_ns,
+                        end_ns=None,
+                        status="UNSET",
+                        attributes={"keel.step.key": key, "keel.step.in_progress": True},
+                    )
+        for key, span in made.items():
+            span.parent_id = self._parent(key, latest[key] / 1e9)
+        return list(made.values())
 
     def _parent(self, key: str, ended: float | None) -> int:
         if "/" in key:
@@ -160,10 +199,13 @@ class SpanBuilder:
                     "gen_ai.tool.type": "function",
                 }
             )
-            if self.content and rec.input is not None:
-                attrs["gen_ai.tool.call.arguments"] = r.text(rec.input)
+            if self.content and rec.input is not None:  # by parameter name: an object
+                attrs["gen_ai.tool.call.arguments"] = r.json_text(rec.input)
             if final and failed is None and rec.output is not None and self.content:
-                attrs["gen_ai.tool.call.result"] = r.text(rec.output)
+                result = rec.output
+                attrs["gen_ai.tool.call.result"] = (
+                    r.text(result) if isinstance(result, str) else r.json_text(result)
+                )
         else:
             kind = "CLIENT"
             out = rec.output if isinstance(rec.output, dict) and final else {}
@@ -196,11 +238,8 @@ class SpanBuilder:
             if self.content and out:
                 messages = (out.get("request") or {}).get("messages")
                 if messages is not None:
-                    attrs["gen_ai.input.messages"] = r.text(messages)
-                reply: dict[str, Any] = {"role": "assistant", "content": out.get("content")}
-                if out.get("tool_calls"):
-                    reply["tool_calls"] = out["tool_calls"]
-                attrs["gen_ai.output.messages"] = r.text([reply])
+                    attrs["gen_ai.input.messages"] = r.json_text(genai.input_messages(messages))
+                attrs["gen_ai.output.messages"] = r.json_text(genai.output_messages(out))
         span = SpanRow(
             span_id=ids.call_span_id(self.run_id, rec.key, attempt),
             trace_id=self.trace,
@@ -217,6 +256,16 @@ class SpanBuilder:
             attrs["error.type"] = failed[0]
             span.status_message = r.truncate(f"{failed[0]}: {r.text(failed[1])}")
         return span
+
+
+def _window(call: Any, start: float, end: float) -> tuple[float, float]:
+    """A model call's own (start, end) as the gateway recorded it, else the attempt's:
+    the setup before the call (LiteLLM's first import, a rate limit) is the step's time."""
+    if isinstance(call, list | tuple) and len(call) == 2:
+        a, b = call
+        if isinstance(a, int | float) and isinstance(b, int | float) and a <= b:
+            return float(a), float(b)
+    return start, end
 
 
 def _link_next_steps(spans: list[SpanRow]) -> None:

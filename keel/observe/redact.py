@@ -97,8 +97,52 @@ class Redactor:
             value = self.pattern.sub(MASK, value)
         return self.truncate(value)
 
-    def truncate(self, text: str) -> str:
+    def json_text(self, value: Any) -> str:
+        """`value` as redacted JSON that stays valid JSON over the size limit: its longest
+        strings are cut (each with the marker), not the text."""
+        plain = self.value(pydantic_core.to_jsonable_python(value, fallback=str))
+        text = json.dumps(plain, default=str, ensure_ascii=False)
         if len(text) <= self.max_chars:
             return text
-        cut = len(text) - self.max_chars
-        return f"{text[: self.max_chars]}…[truncated {cut} chars; full value in the journal]"
+        # The largest per-string cap that fits; short strings (roles, types, ids) stay whole.
+        lo, hi, best = _MIN_CAP, max(_string_lengths(plain), default=0), None
+        while lo <= hi:
+            cap = (lo + hi) // 2
+            cut = json.dumps(_cap(plain, cap, self.truncate), default=str, ensure_ascii=False)
+            if len(cut) <= self.max_chars:
+                best, lo = cut, cap + 1
+            else:
+                hi = cap - 1
+        return best if best is not None else self.truncate(text)  # too many parts: cut it
+
+    def truncate(self, text: str, limit: int | None = None) -> str:
+        limit = self.max_chars if limit is None else limit
+        if len(text) <= limit:
+            return text
+        return f"{text[:limit]}{_MARKER.format(len(text) - limit)}"
+
+
+_MARKER = "…[truncated {} chars; full value in the journal]"
+_MIN_CAP = 64
+
+
+def _string_lengths(value: Any) -> Iterable[int]:
+    if isinstance(value, str):
+        yield len(value)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _string_lengths(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _string_lengths(v)
+
+
+def _cap(value: Any, cap: int, cut: Any) -> Any:
+    """`value` with every string longer than `cap` cut to `cap` (and marked)."""
+    if isinstance(value, str):
+        return cut(value, cap)
+    if isinstance(value, dict):
+        return {k: _cap(v, cap, cut) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cap(v, cap, cut) for v in value]
+    return value

@@ -1,7 +1,9 @@
 """Tracing: one span per execution and a root per run are written as runs execute;
 the spans of steps are built from the journal (keel.observe.build) when a trace is read
 or exported. So a step appears exactly once however often it was replayed, and tracing
-costs nearly nothing while the run executes."""
+costs nearly nothing while the run executes. An execution whose worker died wrote no
+span: the next execution to end writes one reconstructed from the journal
+(keel.observe.executions), and reads make it on the fly until then."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from keel.engine.hooks import Hooks
 from keel.errors import StoreError
-from keel.observe import ids
+from keel.observe import executions, ids
 from keel.observe.build import SpanBuilder
 from keel.observe.redact import Redactor
 from keel.observe.spans import SpanRow
-from keel.types import RunInfo, RunStatus, StepKind, StructuredError
+from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StructuredError
 
 if TYPE_CHECKING:
     from keel.engine.registry import Registry
@@ -70,7 +72,7 @@ class Tracing(Hooks):
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: list[SpanRow] = []
         self._flusher: asyncio.Task[None] | None = None
-        self._exporting: dict[str, asyncio.Task[None]] = {}  # run id -> its latest write
+        self._writing: dict[str, asyncio.Task[None]] = {}  # run id -> its latest write
         self._purged_at = 0.0
 
     # -- executions ---------------------------------------------------------------------
@@ -175,17 +177,23 @@ class Tracing(Hooks):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        if self.export is not None:  # exporting reads the run's journal: one task per run
-            # ... in execution order: an export reads the watermark the previous one stored
-            prev = self._exporting.get(st.run.id)
+        if self.export is not None or st.execution > 1:
+            # Exporting, and reconstructing the spans of executions that died, read the
+            # run's stored spans: one task per run, in execution order (an export reads
+            # the watermark the previous one stored; a check for missing spans needs
+            # this process's earlier ones written).
+            prev = self._writing.get(st.run.id)
             task = loop.create_task(self._write(st, spans, prev))
-            self._exporting[st.run.id] = task
+            self._writing[st.run.id] = task
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-            task.add_done_callback(functools.partial(self._exported, st.run.id))
+            task.add_done_callback(functools.partial(self._written, st.run.id))
             return
-        # Local only: rows of every run that ended since the last flush go in one
-        # transaction, so many short runs do not pay a commit each.
+        self._enqueue(spans, loop)
+
+    def _enqueue(self, spans: list[SpanRow], loop: asyncio.AbstractEventLoop) -> None:
+        """Local only: rows of every run that ended since the last flush go in one
+        transaction, so many short runs do not pay a commit each."""
         self._pending.extend(spans)
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
@@ -204,48 +212,88 @@ class Tracing(Hooks):
             except Exception:
                 log.exception("writing %d span(s) failed", len(batch))
 
-    def _exported(self, run_id: str, task: asyncio.Task[None]) -> None:
-        if self._exporting.get(run_id) is task:
-            del self._exporting[run_id]
+    def _written(self, run_id: str, task: asyncio.Task[None]) -> None:
+        if self._writing.get(run_id) is task:
+            del self._writing[run_id]
 
     async def _write(
         self, st: _Run, spans: list[SpanRow], after: asyncio.Task[None] | None = None
     ) -> None:
         if after is not None:
             await asyncio.wait([after])
+        flusher = self._flusher
+        if flusher is not None and not flusher.done():  # this run's earlier spans, stored
+            await asyncio.wait([flusher])
+        stored: list[SpanRow] | None = None
+        records: list[StepRecord] | None = None
+        try:
+            trace = ids.hex_trace(st.trace)
+            stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
+            have = executions.numbers([*stored, *spans])
+            if executions.missing(have, st.execution - 1):  # a worker died: its span
+                records = await self.store.load_steps(st.run.id)
+                made = executions.reconstruct(
+                    st.run, have, records, st.execution - 1, self._cutoff_ns()
+                )
+                spans = [*made, *spans]
+        except Exception:  # unread, nothing is exported: the next execution sends it
+            log.exception("reading the stored spans of run %s failed", st.run.id)
+            stored = None
         if self.export is not None:
             try:
-                await self._export(st, spans)
+                if stored is not None:
+                    await self._export(st, spans, stored, records)
             except Exception:  # the spans stay unmarked: the next execution sends them
                 log.exception("exporting the spans of run %s failed", st.run.id)
-        try:
-            await self.store.write_spans([s.row() for s in spans])
-            await self._maybe_purge()
-        except StoreError as exc:  # reported once by whoever runs the work, not here
-            log.info("writing the spans of run %s failed: %s", st.run.id, exc.message)
-        except Exception:
-            log.exception("writing %d span(s) of run %s failed", len(spans), st.run.id)
+            try:
+                await self.store.write_spans([s.row() for s in spans])
+                await self._maybe_purge()
+            except StoreError as exc:  # reported once by whoever runs the work, not here
+                log.info("writing the spans of run %s failed: %s", st.run.id, exc.message)
+            except Exception:
+                log.exception("writing %d span(s) of run %s failed", len(spans), st.run.id)
+        else:
+            self._enqueue(spans, asyncio.get_running_loop())
 
-    async def _export(self, st: _Run, spans: list[SpanRow]) -> None:
+    async def _export(
+        self,
+        st: _Run,
+        spans: list[SpanRow],
+        stored: list[SpanRow],
+        records: list[StepRecord] | None,
+    ) -> None:
         """Send what is new since the last execution that exported: this execution's
-        steps, and those of any execution that died before it could export them."""
+        steps, and those of any execution that died before it could export them (with
+        its reconstructed span), or whose export failed (with its stored span)."""
         assert self.export is not None
         # The watermark is this execution's end: every step that ended by then is
         # journaled (a resumed execution may already be recording steps; those are
         # the next export's), and each step falls in exactly one export's window.
         until = st.exec_span.end_ns or time.time_ns()
-        trace = ids.hex_trace(st.trace)
-        stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
         since = max((int(s.attributes.get(WATERMARK, 0)) for s in stored), default=0)
-        records = [
-            r
-            for r in await self.store.load_steps(st.run.id)
-            if since < (_ns(r.ended_at) or 0) <= until
-        ]
+        if records is None:
+            records = await self.store.load_steps(st.run.id)
+        window = [r for r in records if since < (_ns(r.ended_at) or 0) <= until]
         execs = [s for s in [*stored, *spans] if "keel.execution" in s.attributes]
+        ours = {s.span_id for s in spans}
+        unsent = [  # stored by an execution whose export failed
+            s
+            for s in stored
+            if "keel.execution" in s.attributes
+            and (s.end_ns or 0) > since
+            and s.span_id not in ours
+        ]
         builder = SpanBuilder(st.run.id, self.redactor, st.content, execs)
-        if await self.export.send([*builder.spans(records), *spans]):
-            st.exec_span.attributes[WATERMARK] = until
+        if await self.export.send([*builder.spans(window), *unsent, *spans]):
+            for s in spans:
+                if "keel.execution" in s.attributes and s.end_ns is not None:
+                    s.attributes[WATERMARK] = until if s is st.exec_span else s.end_ns
+
+    def _cutoff_ns(self) -> int:
+        """Spans that ended before this are purged by trace retention."""
+        if self.retention_days <= 0:
+            return 0
+        return int((time.time() - self.retention_days * 86400) * _NS)
 
     def _schedule_purge(self) -> None:
         if time.time() - self._purged_at < 3600 or self.retention_days <= 0:
@@ -262,7 +310,7 @@ class Tracing(Hooks):
         if now - self._purged_at < 3600 or self.retention_days <= 0:
             return
         self._purged_at = now
-        await self.store.purge_spans(int((now - self.retention_days * 86400) * _NS))
+        await self.store.purge_spans(self._cutoff_ns())
 
     async def drain(self) -> None:
         """Wait for scheduled span writes (called when an App or worker stops)."""
@@ -275,30 +323,46 @@ class Tracing(Hooks):
     # -- reading --------------------------------------------------------------------------
 
     async def spans(self, run: RunInfo) -> list[SpanRow]:
-        """The run's whole trace: stored execution and root spans plus spans of its steps."""
+        """The run's whole trace: stored execution and root spans, the spans of its steps,
+        and the execution spans the store lacks (an execution killed mid-run, one in
+        progress in another process), made from the journal."""
         await self.drain()
         trace = ids.hex_trace(ids.trace_id(run.id))
         stored = [SpanRow.from_row(r) for r in await self.store.load_spans(trace)]
+        records = await self.store.load_steps(run.id)
         wf = self.registry.workflows.get(run.workflow)
+        content = getattr(wf, "trace_content", True) if wf else True
         execs = [s for s in stored if "keel.execution" in s.attributes]
         live = self._runs.get(run.id)
-        if live is not None:  # the execution in progress in this process
-            execs.append(live.exec_span)
-        content = getattr(wf, "trace_content", True) if wf else True
-        builder = SpanBuilder(run.id, self.redactor, content, execs)
-        steps = builder.spans(await self.store.load_steps(run.id))
-        if live is not None:  # open, like the run: the steps it recorded hang under it
-            stored.append(replace(live.exec_span, attributes=dict(live.exec_span.attributes)))
+        if live is not None:  # the execution in progress in this process: open, like the run
+            execs.append(replace(live.exec_span, attributes=dict(live.exec_span.attributes)))
         if not execs and run.status.terminal and run.attempts <= 1:
             # ended in one execution: its execution span is the run's record
-            only = self._single_execution(run)
-            stored.append(only)
-            execs = [only]
-            builder = SpanBuilder(run.id, self.redactor, content, execs)
-            steps = builder.spans(await self.store.load_steps(run.id))
+            execs = [self._single_execution(run)]
+        else:
+            execs += self._unwritten(run, execs, records, live is not None)
+        stored += [s for s in execs if s not in stored]
+        builder = SpanBuilder(run.id, self.redactor, content, execs)
+        steps = builder.spans(records)
+        steps += builder.open_parents(steps)
         if not any(s.parent_id is None for s in stored):
             stored.append(self._synthesized_root(run, has_executions=bool(execs)))
         return sorted([*stored, *steps], key=lambda s: (s.start_ns, s.name))
+
+    def _unwritten(
+        self, run: RunInfo, execs: list[SpanRow], records: list[StepRecord], live: bool
+    ) -> list[SpanRow]:
+        """Spans of the run's executions that are neither stored nor live here."""
+        have = executions.numbers(execs)
+        made: list[SpanRow] = []
+        running = run.status is RunStatus.RUNNING
+        if running and not live and run.attempts >= 1 and run.attempts not in have:
+            made.append(executions.in_progress(run, have))  # executing in another process
+            have[run.attempts] = made[-1]
+        if run.status.terminal and not have:
+            return made  # nothing was stored for this run: tracing was off, or purged
+        upto = run.attempts - 1 if running else run.attempts
+        return made + executions.reconstruct(run, have, records, upto, self._cutoff_ns())
 
     def _single_execution(self, run: RunInfo) -> SpanRow:
         end = _ns(run.ended_at or run.updated_at) or 0

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from keel.app import App
 from keel.errors import ConfigError, InputError, RunNotFound
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.presence import live_workers, resume_notice
 from keel.server.auth import (
     ROLES,
     FailureLimiter,
@@ -241,6 +242,10 @@ def create_app(
             code = 409 if "already" in exc.message else 403
             raise HTTPException(code, exc.message) from None
 
+    async def notice(run_id: str, then: str = "resumes") -> dict[str, Any]:
+        """`worker_live` and a one-line `message`: will a live worker take the run on?"""
+        return (await resume_notice(keel_app, run_id, then)).as_json()
+
     @api.get(API + "/approvals")
     async def list_approvals(
         queue: str | None = None,
@@ -277,7 +282,7 @@ def create_app(
             f"{req.kind} {req.id}",
             lambda: keel_app.approvals.approve(review_id, by=user.name, note=body.note),
         )
-        return _review(done)
+        return {**_review(done), **await notice(done.run_id)}
 
     @api.post(API + "/approvals/{review_id}/reject")
     async def reject(review_id: str, body: Reason, user: User = reviewer) -> dict[str, Any]:
@@ -289,7 +294,7 @@ def create_app(
             f"{req.kind} {req.id}",
             lambda: keel_app.approvals.reject(review_id, body.reason, by=user.name),
         )
-        return _review(done)
+        return {**_review(done), **await notice(done.run_id, "continues with the rejection")}
 
     @api.post(API + "/approvals/{review_id}/edit")
     async def edit(review_id: str, body: Edit, user: User = reviewer) -> dict[str, Any]:
@@ -301,7 +306,7 @@ def create_app(
             f"{req.kind} {req.id}",
             lambda: keel_app.approvals.edit(review_id, body.args, by=user.name, note=body.note),
         )
-        return _review(done)
+        return {**_review(done), **await notice(done.run_id)}
 
     # -- escalations --------------------------------------------------------------
 
@@ -336,7 +341,7 @@ def create_app(
             ),
         )
         out: dict[str, Any] = done.model_dump(mode="json")
-        return out
+        return {**out, **await notice(done.run_id)}
 
     @api.post(API + "/escalations/{escalation_id}/reject")
     async def reject_escalation(
@@ -351,7 +356,7 @@ def create_app(
             lambda: keel_app.escalations.reject(escalation_id, body.reason, by=user.name),
         )
         out: dict[str, Any] = done.model_dump(mode="json")
-        return out
+        return {**out, **await notice(done.run_id, "continues with the failure")}
 
     # -- sampled reviews ----------------------------------------------------------
 
@@ -388,6 +393,16 @@ def create_app(
             ),
         )
         return _review(done)
+
+    # -- workers --------------------------------------------------------------------
+
+    @api.get(API + "/workers")
+    async def list_workers(user: User = viewer) -> list[dict[str, Any]]:
+        """Live workers: who will resume decided runs (see `keel workers`)."""
+        return [
+            {**dataclasses.asdict(w), "workflows": list(w.workflows)}
+            for w in await live_workers(keel_app)
+        ]
 
     # -- administration -----------------------------------------------------------
 

@@ -28,6 +28,31 @@ class Claimed:
     resumed: bool  # it had run before (recovery, timer or signal)
 
 
+# A worker is live while its last heartbeat is younger than this many heartbeat intervals.
+LIVE_BEATS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerBeat:
+    """A worker's row in the store, refreshed by its heartbeat (`keel workers` lists them).
+
+    Example:
+        live = [w for w in await store.list_workers() if w.live(time.time())]
+    """
+
+    owner: str  # its lease owner id
+    host: str
+    pid: int
+    workflows: tuple[str, ...]
+    started_at: float
+    seen_at: float  # its last heartbeat
+    beat_every: float  # seconds between its heartbeats
+    embedded: bool = False  # an App's own worker: only the runs its process started
+
+    def live(self, now: float) -> bool:
+        return now - self.seen_at <= LIVE_BEATS * self.beat_every
+
+
 @dataclass(slots=True)
 class RunFilter:
     status: RunStatus | None = None
@@ -153,6 +178,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def expire_owner(self, owner: str) -> int:
         """Expire every lease `owner` holds, so other workers take its runs now."""
+
+    @abc.abstractmethod
+    async def worker_beat(self, beat: WorkerBeat, *, forget_before: float | None = None) -> None:
+        """Insert or refresh a worker's row; with `forget_before`, drop rows of workers
+        last seen before then (gone without a clean exit)."""
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerBeat]:
+        """Every worker row, live or not, the most recently seen first."""
+
+    @abc.abstractmethod
+    async def remove_worker(self, owner: str) -> None:
+        """Delete a worker's row (its clean exit)."""
 
     @abc.abstractmethod
     async def open_escalation(

@@ -26,7 +26,7 @@ from keel.engine.journal import live_degraded, superseded_attempts
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, LeaseLost, RunNotFound
 from keel.store import _sqlite_file
-from keel.store.base import Claimed, RunFilter, StepWrite, Store, signal_refused
+from keel.store.base import Claimed, RunFilter, StepWrite, Store, WorkerBeat, signal_refused
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -38,7 +38,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 12
+_SCHEMA_VERSION = 13
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -278,11 +278,27 @@ INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
     SELECT 'tenant:' || tenant, CAST(created_at / 86400 AS INTEGER) * 86400, SUM(cost_usd)
     FROM usage WHERE tenant IS NOT NULL GROUP BY 1, 2;
 """,
+    # Worker heartbeats: which workers are live, and which workflows they serve.
+    13: """
+CREATE TABLE IF NOT EXISTS workers (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    workflows TEXT NOT NULL,
+    embedded INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    beat_every REAL NOT NULL
+) WITHOUT ROWID;
+""",
 }
 
 # Ready runs read in one go when a worker watches ids; a longer list means a backlog.
 _SCAN = 1000
 
+
+# A span the next execution reconstructed for one whose worker died (keel.observe).
+_RECONSTRUCTED = "coalesce(json_extract({}.attributes, '$.\"keel.execution.interrupted\"'), 0)"
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
@@ -1264,14 +1280,22 @@ class SQLiteStore(Store):
     # -- spans ----------------------------------------------------------------
 
     async def write_spans(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert span rows (see keel.observe.spans.SpanRow.row); duplicates are ignored."""
+        """Insert span rows (see keel.observe.spans.SpanRow.row); duplicates are ignored,
+        except that an execution's own span replaces one reconstructed for it (written
+        by the next execution while the first's own write was still on its way)."""
         if not rows:
             return
         with self._tx() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO spans (span_id, trace_id, parent_id, run_id, name, kind,"
+                "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind,"
                 " start_ns, end_ns, status, status_message, attributes, events, links)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (trace_id, span_id) DO UPDATE SET name=excluded.name,"
+                " start_ns=excluded.start_ns, end_ns=excluded.end_ns, status=excluded.status,"
+                " status_message=excluded.status_message, attributes=excluded.attributes,"
+                " events=excluded.events, links=excluded.links"
+                f" WHERE {_RECONSTRUCTED.format('spans')}"
+                f" AND NOT {_RECONSTRUCTED.format('excluded')}",
                 rows,
             )
 
@@ -1307,6 +1331,52 @@ class SQLiteStore(Store):
                 "UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND status='RUNNING'", (owner,)
             )
         return cur.rowcount
+
+    # -- worker heartbeats --------------------------------------------------------
+
+    async def worker_beat(self, beat: WorkerBeat, *, forget_before: float | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO workers (owner, host, pid, workflows, embedded, started_at, seen_at,"
+                " beat_every) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (owner) DO UPDATE SET"
+                " workflows=excluded.workflows, seen_at=excluded.seen_at,"
+                " beat_every=excluded.beat_every",
+                (
+                    beat.owner,
+                    beat.host,
+                    beat.pid,
+                    pydantic_core.to_json(list(beat.workflows)).decode(),
+                    int(beat.embedded),
+                    beat.started_at,
+                    beat.seen_at,
+                    beat.beat_every,
+                ),
+            )
+            if forget_before is not None:
+                db.execute("DELETE FROM workers WHERE seen_at<?", (forget_before,))
+
+    async def list_workers(self) -> list[WorkerBeat]:
+        rows = self._db.execute(
+            "SELECT owner, host, pid, workflows, embedded, started_at, seen_at, beat_every"
+            " FROM workers ORDER BY seen_at DESC"
+        ).fetchall()
+        return [
+            WorkerBeat(
+                owner=r[0],
+                host=r[1],
+                pid=r[2],
+                workflows=tuple(_loads(r[3]) or ()),
+                embedded=bool(r[4]),
+                started_at=r[5],
+                seen_at=r[6],
+                beat_every=r[7],
+            )
+            for r in rows
+        ]
+
+    async def remove_worker(self, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM workers WHERE owner=?", (owner,))
 
     # -- console users ----------------------------------------------------------
 

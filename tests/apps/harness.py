@@ -116,6 +116,44 @@ class Harness:
         self.procs.append(proc)
         return proc
 
+    def spawn_keel(self, *args: str, **env: Any) -> WorkerProc:
+        """Start the real CLI, `python -m keel.cli ARGS...` (e.g. `worker MODULE`), on this
+        store. It is ready once its worker's heartbeat row is in the store (`wait_beat`)."""
+        n = len(self.procs)
+        stderr_path = self.root / f"keel-{n}.stderr"
+        full_env = self.env(**env)
+        with open(stderr_path, "wb") as err:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "keel.cli", *args],
+                cwd=self.root,
+                env=full_env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        proc = WorkerProc(popen, stderr_path, self.root / f"keel-{n}.ready", full_env)
+        self.procs.append(proc)
+        return proc
+
+    def worker_pids(self) -> set[int]:
+        """Pids with a row in the store's `workers` table (live or not)."""
+        if not self.db_path.exists():
+            return set()
+        try:
+            return {pid for (pid,) in self.sql("SELECT pid FROM workers")}
+        except sqlite3.OperationalError:  # the first worker has not created the table yet
+            return set()
+
+    async def wait_beat(self, proc: WorkerProc, timeout: float = 60.0) -> None:
+        """Until `proc`'s worker has written its heartbeat row (it is serving)."""
+        await self.wait_until(
+            lambda: proc.pid in self.worker_pids(),
+            timeout=timeout,
+            what=f"worker {proc.pid}'s heartbeat row",
+            procs=[proc],
+            interval=0.02,
+        )
+
     async def wait_ready(self, proc: WorkerProc, timeout: float = 30.0) -> None:
         await self.wait_until(
             proc.ready_path.exists,

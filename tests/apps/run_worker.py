@@ -1,8 +1,9 @@
 """Run one Keel worker for a test app: `python -m tests.apps.run_worker tests.apps.crash_app`.
 
 The module must define `build(store_url) -> keel.App`; the store comes from
-$KEEL_STORE. SIGTERM/SIGINT cancel `serve()` (a graceful stop: running runs
-go back to the queue) and the process exits 0. SIGUSR1 runs a full
+$KEEL_STORE. SIGTERM/SIGINT cancel `serve()`, which is `Worker.stop()`: running
+runs go back to the queue at once (their steps in flight run again) and the
+process exits 0. `keel worker` drains instead (tests/test_worker_drain.py). SIGUSR1 runs a full
 `gc.collect()` (+ glibc `malloc_trim`) and then appends a line to
 $KEEL_TEST_DIR/gc.log, so a test can read a settled RSS. When $KEEL_TEST_READY
 is set, that file is created once the worker has started polling.

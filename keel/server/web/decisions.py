@@ -16,27 +16,40 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from keel.app import App
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.presence import ResumeNotice, resume_notice, unserved
 from keel.server.auth import User
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
 from keel.server.web.fields import Field, fields_for, place_problems, read_back
-from keel.server.web.format import url_id
-from keel.types import Escalation
+from keel.server.web.format import call, preview, url_id
+from keel.types import Escalation, RunInfo, RunStatus
 
 _INBOX_LIMIT = 500
 _DECIDED_LIMIT = 200
 
 
+def _proposal(req: ReviewRequest) -> str | None:
+    """What the person is asked to accept, on one line of an inbox row."""
+    if req.tool is not None:
+        return call(req.tool, req.args)
+    what = {"approval": "action", "low_confidence": "output", "novelty": "input"}.get(req.kind)
+    value = req.request.get(what) if what else None
+    return None if value is None else f"{what}: {preview(value, 110)}"
+
+
 def _item(web: Web, user: User, req: ReviewRequest, now: float) -> dict[str, Any]:
     return {
         "id": req.id,
+        "run_id": req.run_id,
         "kind": req.kind,
         "href": f"/approvals/{url_id(req.id)}",
         "tool": req.tool,
+        "proposal": _proposal(req),
         "step": req.step,
-        "reason": req.request.get("reason"),
+        "reason": req.reason,
         "workflow": req.workflow,
         "created_at": req.created_at,
         "deadline": req.deadline,
@@ -48,9 +61,11 @@ def _item(web: Web, user: User, req: ReviewRequest, now: float) -> dict[str, Any
 def _escalation_item(web: Web, user: User, esc: Escalation, now: float) -> dict[str, Any]:
     return {
         "id": esc.id,
+        "run_id": esc.run_id,
         "kind": "escalation",
         "href": f"/escalations/{url_id(esc.id)}",
         "tool": esc.packet.tool or esc.packet.phase,
+        "proposal": call(esc.packet.tool, esc.packet.input) if esc.packet.tool else None,
         "step": esc.step,
         "reason": esc.packet.reason,
         "workflow": esc.workflow,
@@ -75,6 +90,15 @@ async def _queues(web: Web, user: User, queue: str | None) -> list[tuple[str, li
     return sorted(items.items(), key=lambda kv: (not kv[1][0]["can_decide"], kv[0]))
 
 
+async def _after_decision(
+    app: App, run: RunInfo | None, decided: bool, then: str
+) -> ResumeNotice | None:
+    """For a decided item whose run is ready to go on: whether a live worker will take it."""
+    if not decided or run is None or run.status is not RunStatus.PENDING:
+        return None
+    return await resume_notice(app, run.id, then)
+
+
 def add_routes(web: Web, router: FastAPI) -> None:
     """Register this module's pages on the console's app."""
     app = web.app
@@ -85,7 +109,11 @@ def add_routes(web: Web, router: FastAPI) -> None:
     ) -> Response:
         queues = await _queues(web, s.user, queue)
         total = sum(len(v) for _, v in queues)
-        return web.page(request, "inbox.html", queues=queues, total=total, queue=queue)
+        # Decisions here resume runs only where a worker runs: say so when none does.
+        idle = await unserved(app, [(i["run_id"], i["workflow"]) for _, v in queues for i in v])
+        return web.page(
+            request, "inbox.html", queues=queues, total=total, queue=queue, unserved=idle
+        )
 
     @router.get("/inbox/items", response_class=HTMLResponse)
     async def inbox_items(queue: str | None = None, s: Session = Depends(web.viewer)) -> Response:
@@ -150,6 +178,10 @@ def add_routes(web: Web, router: FastAPI) -> None:
             context=req.request.get("context") or req.request.get("prompt"),
             waiting=await app.store.count_reviews(DECISION_KINDS, "pending", req.queue),
             output_original=text,
+            notice=await _after_decision(
+                app, run, req.status != "pending",
+                "continues with the rejection" if req.status == "rejected" else "resumes",
+            ),
             **values,
         )
 
@@ -275,6 +307,10 @@ def add_routes(web: Web, router: FastAPI) -> None:
             incoming=run.input if run else None,
             can_decide=web.may_decide(session.user, esc.queue),
             audit=await app.approvals.audit(esc.id),
+            notice=await _after_decision(
+                app, run, esc.status != "open",
+                "continues with the failure" if esc.status == "rejected" else "resumes",
+            ),
             **values,
         )
 

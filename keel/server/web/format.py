@@ -51,6 +51,24 @@ def duration(seconds: float | None) -> str:
     return span(seconds)
 
 
+def preview(value: Any, width: int = 90) -> str:
+    """One line of a value (strings as they are, the rest as JSON), cut to `width`."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def call(tool: str, args: Any, width: int = 120) -> str:
+    """A proposed call on one line, `refund(order="o-1", amount=40)`, cut to `width`."""
+    if isinstance(args, dict):
+        inner = ", ".join(
+            f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in args.items()
+        )
+    else:
+        inner = "" if args is None else preview(args, width)
+    return preview(f"{tool}({inner})", width)
+
+
 def pretty(value: Any) -> str:
     """Indented JSON (strings stay strings); the template escapes it."""
     if isinstance(value, str):

@@ -2,8 +2,8 @@
 verdict form (correct / incorrect, an optional JSON label, a note).
 
 Verdicts go through `app.reviews.verdict`, as the API's and the CLI's do, so the same
-reviewer checks and the same audit log apply. A label that is not JSON is shown next
-to its field with status 422 and nothing is recorded.
+reviewer checks and the same audit log apply. A label that is not JSON, or does not fit
+the workflow's output, is shown next to its field with status 422 and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -18,16 +18,11 @@ from keel.errors import ConfigError, InputError
 from keel.hitl.api import ReviewRequest
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
-from keel.server.web.format import url_id
+from keel.server.web.format import preview, url_id
 
 REVIEWS_LIMIT = 500
 STATUSES = ("pending", "correct", "incorrect", "all")
 VERDICTS = ("correct", "incorrect")
-
-
-def _preview(value: Any, width: int = 90) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def add_routes(web: Web, router: FastAPI) -> None:
@@ -74,8 +69,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 "status": r.status,
                 "created_at": r.created_at,
                 "decided_by": r.decided_by,
-                "input": _preview(r.request.get("input")),
-                "result": _preview(r.request.get("result")),
+                "input": preview(r.request.get("input")),
+                "result": preview(r.request.get("result")),
                 "can_decide": r.status == "pending" and web.may_decide(s.user, r.queue),
             }
             for r in found
@@ -154,6 +149,9 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 note=posted.text("note") or None,
             )
         except InputError as exc:
+            if exc.data.get("field") == "label":  # shown by the field it is about
+                return await show(request, posted.session, req, 422, label_error=exc.message,
+                                  **kept)
             return await show(request, posted.session, req, 422, form_error=exc.message, **kept)
         except ConfigError as exc:
             fresh = await sample(req.id)

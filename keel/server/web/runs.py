@@ -2,22 +2,14 @@
 its header, input and result, the journal as a tree with the state after every step,
 the requests for people it made, and its trace as a waterfall.
 
-The journal tree follows the keys' scopes exactly as `keel.console.journal_tree` does:
-a step's children are the records whose scope is `<its key>/` (map items, gather
-branches, phase attempts, review decisions). The state after each step is a fold of
-the recorded `state_delta`s done the way the engine restores state on replay
-(`StateTracker.apply`): map items and gather branches work on a copy forked from the
-state as it stood when the map started; phase attempts share their parent's state and
-each restarts from the phase's start; a person's resolution of a phase escalation sets
-the fields it names.
+The journal tree and its state fold are `keel.observe.journal_view`'s, the same that
+`keel show` prints: each change is credited to the step after which it was made.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -25,12 +17,13 @@ from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import InputError
 from keel.hitl.api import DECISION_KINDS
+from keel.observe.journal_view import journal_view, starting_state, trim
 from keel.server.sessions import Session
 from keel.server.timeparse import parse_time
 from keel.server.web.context import Web
 from keel.server.web.format import url_id
 from keel.server.web.waterfall import layout, money
-from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus
+from keel.types import RunInfo, RunStatus
 
 log = logging.getLogger("keel.server")
 
@@ -41,207 +34,7 @@ STATUSES = [s.value for s in RunStatus]
 _LOCAL = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,3})?)?")
 
 
-# -- the journal tree and the state fold --------------------------------------------------
-
-
-@dataclass
-class Node:
-    """One journal entry in the tree (or a placeholder for a step not yet recorded)."""
-
-    key: str
-    rec: StepRecord | None
-    children: list[Node] = field(default_factory=list)
-    state: dict[str, Any] | None = None  # the state after this step
-    requests: list[dict[str, Any]] = field(default_factory=list)  # approvals etc. it made
-    partial: bool = False  # inside a map not recorded yet: changes made before it are not
-    more: int = 0  # children left off the page
-    more_failed: int = 0
-
-    @property
-    def name(self) -> str:
-        """The key's last segment: `double#1`, `map:item#0`, `0` for a map item."""
-        return self.key.rsplit("/", 1)[-1]
-
-    @property
-    def kind(self) -> StepKind | None:
-        return self.rec.kind if self.rec is not None else guess_kind(self.key)
-
-    @property
-    def duration(self) -> float | None:
-        rec = self.rec
-        if rec is None or rec.ended_at is None:
-            return None
-        return max(rec.ended_at - rec.started_at, 0.0)
-
-    def walk(self) -> Iterable[Node]:
-        yield self
-        for child in self.children:
-            yield from child.walk()
-
-
-def guess_kind(key: str) -> StepKind | None:
-    """The kind of a step not recorded yet, from its key (`phase:x#0`, `map:f#0/3`)."""
-    parent, _, tail = key.rpartition("/")
-    if tail.startswith("phase:"):
-        return StepKind.PHASE
-    if tail.startswith("map:"):
-        return StepKind.MAP
-    if tail.startswith("gather#"):
-        return StepKind.GATHER
-    if tail.isdigit() and parent:
-        above = parent.rsplit("/", 1)[-1]
-        if above.startswith("phase:"):
-            return StepKind.PHASE  # an attempt of a phase
-        if above.startswith(("map:", "gather#")):
-            return StepKind.CHILD  # a map item or gather branch
-    return None
-
-
-def journal_tree(steps: Iterable[StepRecord]) -> list[Node]:
-    """The journal as a forest: each scope's steps by position, children under `key/`.
-
-    A scope whose parent step is not recorded yet (a phase or map still in progress)
-    gets a placeholder node (`rec` None) at the end of its own parent scope.
-    """
-    nodes: dict[str, Node] = {}
-    scopes: dict[str, list[Node]] = {}
-    for rec in steps:
-        if rec.kind in (StepKind.MAP, StepKind.GATHER) and rec.status is StepStatus.PENDING:
-            continue  # only the mark that a fan-out started: shown as in progress
-        node = Node(rec.key, rec)
-        nodes[rec.key] = node
-        scopes.setdefault(rec.scope, []).append(node)
-
-    def ensure(scope: str) -> None:
-        if not scope:
-            return
-        key = scope[:-1]
-        if key in nodes:
-            return
-        node = Node(key, None)
-        nodes[key] = node
-        parent = key.rsplit("/", 1)[0] + "/" if "/" in key else ""
-        scopes.setdefault(parent, []).append(node)
-        ensure(parent)
-
-    for scope in list(scopes):
-        ensure(scope)
-    for scope, members in scopes.items():
-        members.sort(
-            key=lambda n: (
-                n.rec is None,
-                n.rec.position if n.rec else 0,
-                n.rec.started_at if n.rec else 0.0,
-                n.key,
-            )
-        )
-        if scope:
-            nodes[scope[:-1]].children = members
-    return scopes.get("", [])
-
-
-def _merge(state: dict[str, Any], delta: dict[str, Any] | None) -> dict[str, Any]:
-    return {**state, **delta} if delta else state
-
-
-def fold_states(
-    roots: list[Node], initial: dict[str, Any], fields: set[str] | None = None
-) -> dict[str, Any]:
-    """Set `node.state` to the state after each step; returns the state after the root.
-
-    `fields` (the state model's fields, when known) limits what a person's phase
-    resolution may set, as `StateTracker.apply` does.
-    """
-
-    def run_scope(members: list[Node], state: dict[str, Any]) -> dict[str, Any]:
-        for node in members:
-            state = visit(node, state)
-        return state
-
-    def visit(node: Node, state: dict[str, Any]) -> dict[str, Any]:
-        kind = node.kind
-        delta = node.rec.state_delta if node.rec is not None else None
-        if kind is StepKind.CHILD:
-            # a map item or gather branch: its own copy, forked from the parent's state
-            node.state = _merge(run_scope(node.children, dict(state)), delta)
-            return state
-        if kind in (StepKind.MAP, StepKind.GATHER):
-            # its delta holds what changed before the map began (the parent waits on
-            # it while the items run on forks), so the forks start from that state
-            state = _merge(state, delta)
-            node.state = state
-            for item in node.children:
-                visit(item, state)
-            if node.rec is None:  # still running: that delta is not on record yet
-                for inner in node.walk():
-                    inner.partial = True
-            return state
-        if kind is StepKind.PHASE and any(_attempt(c) for c in node.children):
-            base = last = state
-            for item in node.children:
-                tail = item.name
-                if _attempt(item):  # each attempt restarts from the phase's start
-                    last = run_scope(item.children, dict(base))
-                    item.state = last
-                elif item.kind is StepKind.SIGNAL and tail == "resolution" and item.rec:
-                    last = _merge(last, _resolution_edits(item.rec.output, fields))
-                    item.state = last
-                else:
-                    visit(item, last)
-            state = _merge(last, delta)
-            node.state = state
-            return state
-        state = _merge(state, delta)
-        node.state = state
-        for child in node.children:  # decisions, resolutions: scopes without state
-            visit(child, state)
-        return state
-
-    return run_scope(roots, dict(initial))
-
-
-def _attempt(node: Node) -> bool:
-    return node.kind is StepKind.PHASE and node.name.isdigit()
-
-
-def _resolution_edits(output: Any, fields: set[str] | None) -> dict[str, Any] | None:
-    if not isinstance(output, dict) or output.get("status") != "resolved":
-        return None
-    edits = output.get("result")
-    if not isinstance(edits, dict):
-        return None
-    return {k: v for k, v in edits.items() if fields is None or k in fields}
-
-
-def trim(nodes: list[Node], limit: int = MAX_CHILDREN) -> list[Node]:
-    """At most `limit` children per scope on the page; the rest counted on the parent."""
-    for node in nodes:
-        if len(node.children) > limit + 2:
-            rest = node.children[limit:]
-            node.children = node.children[:limit]
-            node.more = len(rest)
-            node.more_failed = sum(
-                1 for n in rest if n.rec is not None and n.rec.status is StepStatus.ERROR
-            )
-        trim(node.children, limit)
-    return nodes
-
-
 # -- reading a run -----------------------------------------------------------------------
-
-
-def initial_state(web: Web, workflow: str) -> tuple[dict[str, Any] | None, set[str] | None]:
-    """The state a new run of `workflow` starts with, and its fields (None: unknown here)."""
-    wf = web.app.registry.workflows.get(workflow)
-    model = getattr(wf, "state", None) if wf is not None else None
-    if model is None:
-        return None, None
-    try:
-        value: dict[str, Any] = model().model_dump(mode="json")
-    except Exception:  # a state model without defaults cannot start a run either
-        return None, set(model.model_fields)
-    return value, set(model.model_fields)
-
 
 
 def run_duration(run: RunInfo) -> float | None:
@@ -365,15 +158,10 @@ def add_routes(web: Web, router: FastAPI) -> None:
     async def run_page(request: Request, run_id: str, s: Session = Depends(web.viewer)) -> Response:
         run = await app.get_run(run_id)
         steps = await app.steps(run_id)
-        roots = journal_tree(steps)
-        initial, fields = initial_state(web, run.workflow)
-        stateful = (
-            initial is not None or run.state is not None or any(r.state_delta for r in steps)
-        )
-        if stateful:
-            fold_states(roots, initial or {}, fields)
+        initial, fields = starting_state(app.registry, run.workflow)
+        view = journal_view(run, steps, initial, fields)
         requests = await requests_of(web, run)
-        by_key = {n.key: n for root in roots for n in root.walk()}
+        by_key = view.by_key()
         for req in requests:
             node = by_key.get(str(req.get("step") or ""))
             if node is not None:
@@ -389,10 +177,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
             "run.html",
             run=run,
             steps=len(steps),
-            journal=trim(roots),
-            stateful=stateful,
-            initial_known=initial is not None,
-            initial=initial,
+            journal=trim(view.roots, MAX_CHILDREN),
+            view=view,
             requests=requests,
             waterfall=rows,
             trace_error=trace_error,
