@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,8 +13,23 @@ import pytest
 import keel
 from keel.engine.runtime import Settings
 
-# Generous upper bound for "wait until the engine got there"; tests never assert timings.
-SETTLE_TIMEOUT = 10.0
+_REPO = str(Path(__file__).resolve().parents[1])
+if _REPO not in sys.path:  # `tests.*` must import under plain `pytest` too
+    sys.path.insert(0, _REPO)
+
+from tests.limits import WAIT  # noqa: E402
+
+SETTLE_TIMEOUT = WAIT  # "until the engine got there": a bound, never a timing
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _litellm_imported() -> None:
+    """Import LiteLLM once per session, before any test's waits start: its cold import
+    takes 15-30 s on a loaded 2-core machine, more than a test should have to absorb.
+    (Worker subprocesses still import it themselves; their waits allow for that.)"""
+    from keel.llm._litellm import litellm
+
+    litellm()
 
 
 @pytest.fixture
@@ -61,13 +78,6 @@ def wait_until() -> Callable[..., Awaitable[None]]:
 
 
 # -- worker subprocesses (tests/test_crash_recovery.py, tests/test_workers.py) ----------
-
-import sys as _sys  # noqa: E402
-from pathlib import Path as _Path  # noqa: E402
-
-_REPO = str(_Path(__file__).resolve().parents[1])
-if _REPO not in _sys.path:  # `tests.apps.*` must import under plain `pytest` too
-    _sys.path.insert(0, _REPO)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keel.cli import cli
+from tests.limits import WAIT
 
 APP = str(Path(__file__).parent / "apps" / "cli_app.py")
 
@@ -89,7 +90,7 @@ def test_detach_then_worker_executes(keel_cli: CliRunner, tmp_path: Path) -> Non
         assert json.loads(out)["result"] == 20
     finally:
         worker.terminate()
-        _, err = worker.communicate(timeout=20)
+        _, err = worker.communicate(timeout=WAIT)
     assert worker.returncode == 0
     assert "keel worker: 3 workflow(s) [broken, fan, waits]" in err
 

@@ -19,8 +19,9 @@ from typer.testing import CliRunner
 import keel
 from keel.cli import cli
 from tests.apps.hitl_app import build
+from tests.limits import WAIT
 
-SETTLE = 10.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 class Env:

@@ -21,10 +21,11 @@ import pytest
 import keel
 from keel.server.app import create_app
 from keel.store.sqlite import SQLiteStore
+from tests.limits import WAIT
 from tests.services.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-DEADLINE = 30.0  # generous bound for a subprocess to start or stop; never a timing assertion
+DEADLINE = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 class Keel:
@@ -247,7 +248,7 @@ def test_serve_answers_with_the_api_and_stops_on_sigterm(
     proc, port, log = server
     _wait_until_serving(proc, port, log)
     base = f"http://127.0.0.1:{port}/api/v1"
-    with httpx.Client(trust_env=False, timeout=10.0) as client:
+    with httpx.Client(trust_env=False, timeout=WAIT) as client:
         anon = client.get(f"{base}/me")
         assert anon.status_code == 401 and anon.headers["WWW-Authenticate"] == "Bearer"
         me = client.get(f"{base}/me", headers={"Authorization": f"Bearer {token}"})

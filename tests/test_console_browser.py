@@ -25,6 +25,7 @@ from urllib.parse import quote, unquote, urlsplit
 import pytest
 
 from tests.apps.console_app import INPUT_XSS, XSS
+from tests.limits import WAIT
 from tests.services.browser import chromium, new_context
 from tests.services.console_server import Console, console_server
 
@@ -112,7 +113,7 @@ def text(page: Any, selector: str) -> str:
     return str(page.locator(selector).inner_text()).strip()
 
 
-def wait_run_page(page: Any, run_id: str, statuses: tuple[str, ...], timeout: float = 20.0) -> str:
+def wait_run_page(page: Any, run_id: str, statuses: tuple[str, ...], timeout: float = WAIT) -> str:
     """Open the run's page and reload it until #run-status shows one of `statuses`."""
     resp = page.goto(run_path(run_id))
     deadline = time.monotonic() + timeout
@@ -386,10 +387,10 @@ def test_inbox_updates_live_without_disturbing_a_reviewer(console: Console, cont
     second = console.pending("live-2")
     # No reload: the item appears by the page's own polling.
     page.wait_for_selector(
-        f'section.queue[data-queue="payments"] li.item[data-id="{first.id}"]', timeout=15_000
+        f'section.queue[data-queue="payments"] li.item[data-id="{first.id}"]', timeout=WAIT * 1000
     )
     page.wait_for_selector(
-        f'section.queue[data-queue="support"] li.item[data-id="{second.id}"]', timeout=15_000
+        f'section.queue[data-queue="support"] li.item[data-id="{second.id}"]', timeout=WAIT * 1000
     )
     assert page.evaluate("() => window.__sameDocument") is True
     shot(page, "inbox.png")
@@ -411,7 +412,7 @@ def test_inbox_updates_live_without_disturbing_a_reviewer(console: Console, cont
     # Someone else decides it meanwhile: the page says so, keeps the typing, disables buttons.
     status, _ = console.api("POST", f"/approvals/{first.id}/approve", console.tokens["ada"], {})
     assert status == 200
-    expect(page.locator("#stale")).to_be_visible(timeout=10_000)
+    expect(page.locator("#stale")).to_be_visible(timeout=WAIT * 1000)
     expect(page.locator("#stale")).to_contain_text("approved by ada")
     expect(page.locator("#approve")).to_be_disabled()
     expect(page.locator("#note")).to_have_value("half-written note")

@@ -23,9 +23,10 @@ from keel.llm import Gateway, Reply, ScriptedModel
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web import PUBLIC
+from tests.limits import WAIT
 from tests.services.pages import csrf_of, element, sign_in
 
-SETTLE = 10.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 

@@ -27,9 +27,10 @@ from keel.observe.spans import SpanRow
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web.waterfall import layout, money
+from tests.limits import WAIT
 from tests.services.pages import csrf_of, element, sign_in
 
-SETTLE = 30.0  # a bound for the engine to get there on a loaded machine; returns at once
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 

@@ -19,6 +19,7 @@ import pytest
 import keel
 from tests.apps.crash_app import delays, step_value
 from tests.apps.harness import Harness, Kill
+from tests.limits import WAIT
 
 pytestmark = pytest.mark.slow
 
@@ -59,7 +60,7 @@ async def _crash_loop(
         proc = h.spawn()
         await h.wait_until(
             lambda t=target, pid=proc.pid: ready_to_kill(t, pid),
-            timeout=60,
+            timeout=WAIT,
             what=f"{target} steps of {run_id} to start",
             procs=[proc],
         )
@@ -180,7 +181,7 @@ async def test_durable_timer_fires_after_worker_restart(worker_harness, restart)
     await app.start("nap", {"seconds": 3.0}, id=run_id, execute=False)
 
     first = h.spawn()
-    waiting = await h.wait_status(app, run_id, "WAITING", timeout=30, procs=[first])
+    waiting = await h.wait_status(app, run_id, "WAITING", timeout=WAIT, procs=[first])
     assert waiting.wake_at is not None
     assert waiting.lease_owner is None
     wake_at = waiting.wake_at
@@ -193,12 +194,12 @@ async def test_durable_timer_fires_after_worker_restart(worker_harness, restart)
     await h.kill(first, app)
     if restart == "after_deadline":
         await h.wait_until(
-            lambda: time.time() > wake_at + 0.3, timeout=30, what="the deadline to pass"
+            lambda: time.time() > wake_at + 0.3, timeout=WAIT, what="the deadline to pass"
         )
         # Nobody ran it while no worker was alive.
         assert (await app.get_run(run_id)).status.value == "WAITING"
     second = h.spawn()
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
 
     assert info.result == [step_value(0, 2), step_value(1, 2)]
     assert info.ended_at is not None and info.ended_at >= wake_at
@@ -228,7 +229,9 @@ async def test_killed_worker_is_recovered_by_dead_pid_not_lease_expiry(worker_ha
     await app.start("steps", {"seed": 7, "n": N_STEPS}, id=run_id, execute=False)
 
     first = h.spawn()
-    await h.wait_until(lambda: len(h.executions()) >= 5, timeout=30, what="5 steps", procs=[first])
+    await h.wait_until(
+        lambda: len(h.executions()) >= 5, timeout=WAIT, what="5 steps", procs=[first]
+    )
     kill = await h.kill(first, app, run_id, reap=reap)
     assert not kill.run_finished
     orphan = await app.get_run(run_id)
@@ -236,7 +239,7 @@ async def test_killed_worker_is_recovered_by_dead_pid_not_lease_expiry(worker_ha
 
     second = h.spawn()
     # Far inside the 600 s lease: the new worker saw the owner's process is gone.
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=30, procs=[second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
     assert info.result == [step_value(i, d) for i, d in enumerate(delays(7, N_STEPS))]
     expected = {f"{run_id}:work#{i}" for i in range(N_STEPS)}
     _assert_exactly_once(h, expected, [kill], reruns_per_kill=1)
@@ -257,7 +260,7 @@ async def test_surviving_worker_takes_over_a_killed_workers_runs(worker_harness)
 
     await h.wait_until(
         lambda: sum(p == victim.pid for _, p in h.executions()) >= 10,
-        timeout=60,
+        timeout=WAIT,
         what="the victim to execute 10 steps",
         procs=[victim, survivor],
     )
@@ -270,7 +273,7 @@ async def test_surviving_worker_takes_over_a_killed_workers_runs(worker_harness)
 
     await h.wait_until(
         lambda: h.status_counts() == {"SUCCEEDED": len(ids)},
-        timeout=60,
+        timeout=WAIT,
         what="every run to succeed on the survivor",
         procs=[survivor],
     )
@@ -296,13 +299,13 @@ async def test_heartbeat_keeps_a_step_longer_than_the_lease(worker_harness):
     await app.start("stoppable", {}, id=run_id, execute=False)
     await h.wait_until(
         lambda: (f"{run_id}:block#0", first.pid) in h.executions(),
-        timeout=30,
+        timeout=WAIT,
         what="block#0 to start",
         procs=[first],
     )
     second = h.spawn(KEEL_TEST_BLOCK=5)  # polling the same store the whole time
     await h.wait_ready(second)
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[first, second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[first, second])
     assert info.attempts == 1
     assert h.executions() == [
         (f"{run_id}:work#0", first.pid),

@@ -14,9 +14,10 @@ import pytest
 
 import keel
 from keel.types import RunStatus
+from tests.limits import WAIT
 
 APP = "tests.apps.divergence_app"
-RESULT_TIMEOUT = 60.0
+RESULT_TIMEOUT = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 async def _kill_mid_run(h: Any, workflow: str, block_at: int, **env: Any) -> Any:

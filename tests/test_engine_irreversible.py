@@ -10,6 +10,7 @@ import pytest
 
 import keel
 from keel.types import StepStatus
+from tests.limits import WAIT
 
 
 class _Interrupted(Exception):
@@ -25,7 +26,7 @@ async def _interrupt_mid_call(
 ) -> None:
     """Start the run, stop the worker while the irreversible tool is in flight."""
     await app.start(wf, {}, id=run_id)
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), WAIT)
     await app.stop_worker()  # cancels the run mid-call: it goes back to PENDING
 
 
@@ -44,7 +45,7 @@ async def test_intent_is_recorded_before_the_call(tmp_path: Path) -> None:
     async def pay(ctx: keel.Context) -> str:
         return await ctx.call(charge, 5)
 
-    result = await (await app.start(pay, {}, id="p1")).result(10)
+    result = await (await app.start(pay, {}, id="p1")).result(WAIT)
     assert result == "charged 5 as p1:charge#0"
     assert seen == [["pending"]]  # the intent was durable before the effect ran
     steps = await app.steps("p1")
@@ -73,7 +74,7 @@ async def test_interrupted_call_without_reconcile_is_outcome_unknown(tmp_path: P
     assert (await app.get_run("w1")).status is keel.RunStatus.PENDING
 
     with pytest.raises(keel.RunFailed) as caught:
-        await (await app.start(pay, {}, id="w1")).result(10)
+        await (await app.start(pay, {}, id="w1")).result(WAIT)
     assert calls == 1  # never re-run blindly
     err = caught.value.error
     assert err is not None and err.type == "OutcomeUnknown"
@@ -108,7 +109,7 @@ async def test_reconcile_returns_the_effect_of_the_interrupted_call(tmp_path: Pa
         return await ctx.call(wire, 7)
 
     await _interrupt_mid_call(app, pay, "r1", started)
-    assert await (await app.start(pay, {}, id="r1")).result(10) == "tx-7"
+    assert await (await app.start(pay, {}, id="r1")).result(WAIT) == "tx-7"
     assert calls == 1
     (step,) = await app.steps("r1")
     assert step.status is StepStatus.OK and step.attempts == 2
@@ -137,7 +138,7 @@ async def test_reconcile_not_applied_runs_the_tool_again(tmp_path: Path) -> None
         return await ctx.call(wire, 9)
 
     await _interrupt_mid_call(app, pay, "n1", started)
-    assert await (await app.start(pay, {}, id="n1")).result(10) == "tx-9"
+    assert await (await app.start(pay, {}, id="n1")).result(WAIT) == "tx-9"
     assert calls == 2
     await app.close()
 
@@ -161,12 +162,12 @@ async def test_unknown_outcome_with_a_human_fallback_asks_a_person(worker_harnes
         await h.wait_ready(proc)
         await app.start("pay", {"amount": 120}, id=run_id, execute=False)
         flag = h.data / "in-flight"
-        await h.wait_until(flag.exists, timeout=60, what="the wire to start", procs=[proc])
+        await h.wait_until(flag.exists, timeout=WAIT, what="the wire to start", procs=[proc])
         await h.kill(proc, app, run_id)
         flag.unlink()
 
         h.spawn(module)
-        info = await h.wait_status(app, run_id, "WAITING", timeout=60)
+        info = await h.wait_status(app, run_id, "WAITING", timeout=WAIT)
         assert info.waiting_on == [f"escalation:{run_id}:wire#0"]
         esc = await app.escalations.get(f"{run_id}:wire#0")
         assert esc.queue == "payments" and esc.packet.tool == "wire"
@@ -177,11 +178,11 @@ async def test_unknown_outcome_with_a_human_fallback_asks_a_person(worker_harnes
         assert esc.packet.input == {"amount": 120}
         if decision == "resolve":
             await app.escalations.resolve(esc.id, "tx-from-the-bank", by="dana")
-            done = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+            done = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT)
             assert done.result == "paid: tx-from-the-bank"
         else:
             await app.escalations.reject(esc.id, "the bank has no such transfer", by="dana")
-            done = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+            done = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT)
             assert done.result.startswith("not paid: ")
             assert "the bank has no such transfer" in done.result
         for p in h.procs:

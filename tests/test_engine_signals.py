@@ -12,8 +12,9 @@ import pytest
 
 import keel
 from keel.types import StepKind, StepStatus
+from tests.limits import WAIT
 
-RESULT_TIMEOUT = 10.0
+RESULT_TIMEOUT = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 async def test_wait_for_returns_the_payload(make_app: Callable[..., keel.App]) -> None:

@@ -23,8 +23,9 @@ from pydantic import BaseModel, Field
 import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
+from tests.limits import WAIT
 
-SETTLE = 10.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 @pytest.fixture

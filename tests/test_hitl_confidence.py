@@ -18,8 +18,9 @@ from pydantic import BaseModel
 import keel
 from keel.engine.runtime import Settings
 from keel.llm import Gateway, Reply, ScriptedModel
+from tests.limits import WAIT
 
-SETTLE = 10.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 NO_RETRY = keel.Retry(attempts=1)
 LOW_LOGPROBS = [-0.4, -1.2, -0.9, -0.5]  # confidence exp(-0.75) = 0.472
 LOW_SCORE = math.exp(sum(LOW_LOGPROBS) / len(LOW_LOGPROBS))

@@ -13,6 +13,7 @@ from typing import Any
 
 import keel
 from tests.apps.harness import Harness
+from tests.limits import WAIT
 
 APP = "tests.apps.hitl_app"
 
@@ -72,7 +73,7 @@ async def test_no_run_without_approval_across_kills_then_exactly_once(
     # 3. killed after the resumed run journaled the decision, before the tool's intent
     await app.approvals.approve(pending.id, by="alice")
     w3 = h.spawn(APP, KEEL_TEST_DIE_AFTER_DECISION=1)
-    await h.wait_until(lambda: not w3.alive(), timeout=30, what="the worker to die on resume")
+    await h.wait_until(lambda: not w3.alive(), timeout=WAIT, what="the worker to die on resume")
     steps = {s.key: s.status.value for s in await app.steps("undecided")}
     assert steps == {
         "approval:pay#0": "pending",
@@ -123,7 +124,7 @@ async def test_kill_while_the_approved_tool_runs(worker_harness: Harness) -> Non
 
     await h.wait_until(
         lambda: len(h.executions()) == 3 and h.effects() == ["r-after:pay#0"],
-        timeout=30,
+        timeout=WAIT,
         what="the three approved calls to be in flight",
         procs=[w1],
     )

@@ -17,8 +17,9 @@ import keel
 from keel.embed import LocalMiniLM
 from keel.engine.runtime import Settings
 from keel.hitl import NoveltyDetector
+from tests.limits import WAIT
 
-SETTLE = 30.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 
 TICKETS = [
     "I was charged twice for my subscription this month, please refund one charge",

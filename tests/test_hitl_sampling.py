@@ -19,8 +19,9 @@ import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Sample
 from keel.hitl.sampling import Sampler
+from tests.limits import WAIT
 
-SETTLE = 10.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 CHI2_P001 = {9: 27.88, 14: 36.12}  # chi-square critical values at p = 0.001
 
 

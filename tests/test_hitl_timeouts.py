@@ -18,6 +18,7 @@ import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
 from tests.apps.harness import Harness
+from tests.limits import WAIT
 
 APP = "tests.apps.hitl_app"
 DEADLINE = 2.0  # seconds; the first worker is killed long before it passes
@@ -91,7 +92,7 @@ async def test_timeout_policies_fire_after_a_restart(worker_harness: Harness) ->
         req = await _review(app, "t-escalate")
         return req if req.queue == "leads" else None
 
-    moved = await h.wait_until(escalated, timeout=30, what="the escalation", procs=[w2])
+    moved = await h.wait_until(escalated, timeout=WAIT, what="the escalation", procs=[w2])
     assert moved.status == "pending" and moved.deadline > first.deadline
     assert moved.deadline - time.time() > 300  # the escalation's own (long) deadline
     assert await _actions(app, moved.id) == ["requested", "escalated"]
@@ -120,14 +121,14 @@ async def test_expiry_is_taken_even_if_the_worker_dies_right_after_storing_it(
     w1 = h.spawn(APP, KEEL_TEST_DIE_AFTER_EXPIRY=1)  # SIGKILLs itself once it expired one
     await h.wait_ready(w1)
     await app.start("deadline", {"policy": "reject", "timeout": 0.5}, id="x1", execute=False)
-    await h.wait_until(lambda: not w1.alive(), timeout=30, what="the worker to die at expiry")
+    await h.wait_until(lambda: not w1.alive(), timeout=WAIT, what="the worker to die at expiry")
     req = await _review(app, "x1")
     assert req.status == "expired"
     assert (await app.get_run("x1")).status.value != "SUCCEEDED"
 
     w2 = h.spawn(APP)
     await h.wait_ready(w2)
-    info = await h.wait_status(app, "x1", "SUCCEEDED", procs=[w2], timeout=30)
+    info = await h.wait_status(app, "x1", "SUCCEEDED", procs=[w2], timeout=WAIT)
     assert info.result.startswith("caught ApprovalRejected:")
     assert "timeout policy: reject" in info.result
     assert await _actions(app, req.id) == ["requested", "expired"]
@@ -153,7 +154,7 @@ async def test_tool_deadline_fires_in_a_new_app_on_the_same_store(store_url: str
         return app, ops
 
     first, ops = build()
-    info = await (await first.start(ops, {"name": "db"}, id="op1")).settle(10)
+    info = await (await first.start(ops, {"name": "db"}, id="op1")).settle(WAIT)
     assert info.status.value == "WAITING"
     [req] = await first.approvals.list()
     await first.close()
@@ -164,7 +165,7 @@ async def test_tool_deadline_fires_in_a_new_app_on_the_same_store(store_url: str
     try:
         assert (await second.approvals.get(req.id)).status == "pending"  # nobody took it yet
         with pytest.raises(keel.RunFailed) as caught:
-            await (await second.start(ops2, {"name": "db"}, id="op1")).result(10)
+            await (await second.start(ops2, {"name": "db"}, id="op1")).result(WAIT)
         err = caught.value.error
         assert err is not None and err.type == "ApprovalRejected"
         assert "timeout policy: reject" in err.message

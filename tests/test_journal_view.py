@@ -12,8 +12,9 @@ from pydantic import BaseModel, Field
 import keel
 from keel.observe.journal_view import JournalView, journal_view
 from keel.types import RunStatus
+from tests.limits import WAIT
 
-SETTLE = 30.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 class Doc(BaseModel):

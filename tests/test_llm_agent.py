@@ -14,8 +14,9 @@ import keel
 from keel.engine.runtime import Settings
 from keel.llm import Gateway, LLMResponse, Reply, ScriptedModel
 from keel.types import RunStatus, StepStatus
+from tests.limits import WAIT
 
-RESULT = 20.0
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 NO_RETRY = keel.Retry(attempts=1)
 ASK = "Where is order 42?"
 

@@ -19,8 +19,9 @@ from keel.engine.runtime import Settings
 from keel.llm import Cassette, Gateway, LLMResponse, ScriptedModel
 from keel.llm.gateway import CallContext
 from keel.types import RunStatus
+from tests.limits import WAIT
 
-RESULT = 20.0
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 REAL = "openai/gpt-4o-mini"
 ASK = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi"}]
 TOOL_CALLS = [

@@ -35,8 +35,9 @@ from keel.llm import gateway as gateway_mod
 from keel.llm.gateway import CallContext
 from keel.llm.ratelimit import RateLimiter, TokenBucket
 from keel.types import RunStatus, StepStatus
+from tests.limits import WAIT
 
-RESULT = 20.0  # bound on waiting for a run (never asserted as a timing)
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 NO_RETRY = keel.Retry(attempts=1)
 HI = [{"role": "user", "content": "hi"}]
 

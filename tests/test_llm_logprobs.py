@@ -8,6 +8,7 @@ import pytest
 
 from keel.llm import Gateway, ScriptedModel
 from keel.llm.gateway import CallContext
+from tests.limits import WAIT
 
 
 def test_logprob_support_follows_litellms_parameter_map() -> None:
@@ -48,7 +49,7 @@ async def test_without_logprobs_confidence_is_self_consistency(
         return label.category
 
     try:
-        assert await (await app.start(wf)).result(30) == "billing"
+        assert await (await app.start(wf)).result(WAIT) == "billing"
     finally:
         await app.close()
     assert len(model.calls) == 3  # the answer plus two samples, all agreeing

@@ -10,6 +10,7 @@ import keel
 from keel.llm import Gateway, ModelSpec, ScriptedModel
 from keel.llm.gateway import CallContext
 from keel.llm.ratelimit import RateLimiter
+from tests.limits import WAIT
 
 
 async def test_cache_is_shared_through_redis(redis_url: str, tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ async def test_gateway_with_redis_runs_a_workflow(redis_url: str, tmp_path: Path
     async def ask(ctx: keel.Context) -> str:
         return str(await ctx.llm.text("ping"))
 
-    assert await (await app.start(ask)).result(30) == "ok"
+    assert await (await app.start(ask)).result(WAIT) == "ok"
     await app.close()
 
 

@@ -20,8 +20,9 @@ import keel
 from keel.engine.runtime import Settings
 from keel.llm import Gateway, LLMResponse, ModelSpec, Reply, ScriptedModel
 from keel.types import RunStatus
+from tests.limits import WAIT
 
-RESULT = 20.0
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 NO_RETRY = keel.Retry(attempts=1)
 
 

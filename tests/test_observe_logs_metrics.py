@@ -18,8 +18,9 @@ from keel.llm import Gateway, ScriptedModel
 from keel.observe import JsonFormatter, TraceContextFilter, configure_logging, ids
 from keel.types import RunStatus
 from tests.faults import Always, Faults, Schedule
+from tests.limits import WAIT
 
-RESULT = 60.0  # the first model call of the session waits for LiteLLM's import
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 # -- logs -----------------------------------------------------------------------------------
@@ -60,7 +61,7 @@ async def test_logs_inside_a_step_carry_its_trace_and_span_ids(
 
     log.info("before any run")
     handle = await app.start(orders, {"n": 4})
-    assert len(await handle.result(10.0)) == 4
+    assert len(await handle.result(WAIT)) == 4
     spans = await app.trace(handle.id)
     span_of = {s.attributes["keel.step.key"]: s for s in spans if "keel.step.key" in s.attributes}
 
@@ -110,7 +111,7 @@ async def test_trace_context_filter_on_any_handler(make_app: Callable[..., keel.
 
     try:
         handle = await app.start(wf, {})
-        assert await handle.result(10.0) == 3
+        assert await handle.result(WAIT) == 3
     finally:
         logger.removeHandler(handler)
     [rec] = records
@@ -189,7 +190,7 @@ async def test_metrics_runs_steps_retries_fallbacks_tokens_and_cost(
         assert (await good.result(RESULT))[:3] == [1, 0, 3]
         bad = await app.start(m_bad, {})
         with pytest.raises(keel.RunFailed):
-            await bad.result(10.0)
+            await bad.result(WAIT)
         llm_steps = [s for s in await app.steps(good.id) if s.kind.value == "llm"]
         await app.trace(good.id)
     finally:
@@ -273,7 +274,7 @@ async def test_metrics_with_an_explicit_meter(store_url: str) -> None:
 
     try:
         handle = await app.start(x_wf, {})
-        assert await handle.result(10.0) == 1
+        assert await handle.result(WAIT) == 1
         await app.trace(handle.id)
     finally:
         await app.close()

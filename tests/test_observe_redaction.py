@@ -19,8 +19,9 @@ from keel.observe import Redactor
 from keel.observe.ids import hex_span
 from keel.observe.redact import MASK
 from keel.types import StepKind
+from tests.limits import WAIT
 
-RESULT = 60.0  # the first model call of the session waits for LiteLLM's import
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 API_KEY = "sk-proj-" + "Q7fA2kLm9Xz" * 3 + "Pq8Rt3Vw1"  # 8 + 40 characters
 PROMPT_KEY = "sk-proj-" + "Zb4Nc8Hd0Ue" * 3 + "Ws2Yt6Ka5"
 PASSWORD = "correct-horse-battery-staple"
@@ -174,7 +175,7 @@ async def test_failed_run_error_messages_are_redacted(
 
     handle = await app.start(pay, {})
     with pytest.raises(keel.RunFailed):
-        await handle.result(10.0)
+        await handle.result(WAIT)
     spans = await app.trace(handle.id)
     assert_no_secrets(trace_text(spans))  # a one-execution run stores no spans: all are built
     root = next(s for s in spans if s.parent_id is None)
@@ -204,7 +205,7 @@ async def test_long_values_are_truncated_with_a_marker_and_kept_in_the_journal(
         return len(text) + len(data)
 
     handle = await app.start(big, {"n": 10_000})
-    assert await handle.result(10.0) == 10_100
+    assert await handle.result(WAIT) == 10_100
     spans = await app.trace(handle.id)
     by_key = {s.attributes.get("keel.step.key"): s for s in spans}
 

@@ -20,8 +20,9 @@ import keel
 from keel.observe import ids
 from keel.observe.spans import SpanRow
 from keel.types import RunStatus
+from tests.limits import WAIT
 
-RESULT = 10.0
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 WATERMARK = "keel.exported_until_ns"
 
 
@@ -173,14 +174,14 @@ async def test_sigkill_and_resume_leave_each_completed_step_once(
     await h.wait_ready(first)
     await h.wait_status(app, run_id, "WAITING", procs=[first])
     # the suspension ended execution 1: its span is stored once it was exported
-    await h.wait_until(lambda: exported_execution(1), timeout=30, what="execution 1 exported")
+    await h.wait_until(lambda: exported_execution(1), timeout=WAIT, what="execution 1 exported")
     batch1 = await received(lambda got: len(got) >= 3)
     assert sorted(r.name for r in batch1) == ["execute traced", "execute_tool work", "work#0"]
 
     await app.signal(run_id, "go", 1)
     await h.wait_until(
         lambda: (f"{run_id}:block#0", first.pid) in h.executions(),
-        timeout=30,
+        timeout=WAIT,
         what="block#0 in flight",
         procs=[first],
     )
@@ -217,7 +218,7 @@ async def test_sigkill_and_resume_leave_each_completed_step_once(
     async def complete() -> bool:
         return any(s.parent_id is None for s in await table(app, run_id))
 
-    await h.wait_until(complete, timeout=30, what="the root span", procs=[second])
+    await h.wait_until(complete, timeout=WAIT, what="the root span", procs=[second])
     spans = await read()
 
     # each completed step exactly once: replayed ones are not duplicated
@@ -363,7 +364,7 @@ async def test_executions_killed_in_a_row_are_reconstructed_in_the_local_store(
     async def kill_in_block(proc: Any) -> None:
         await h.wait_until(
             lambda: (f"{run_id}:block#0", proc.pid) in h.executions(),
-            timeout=30,
+            timeout=WAIT,
             what=f"block#0 in flight in worker {proc.pid}",
             procs=[proc],
         )
@@ -376,7 +377,7 @@ async def test_executions_killed_in_a_row_are_reconstructed_in_the_local_store(
     third = h.spawn(module, KEEL_TEST_BLOCK=0)
     await h.wait_status(app, run_id, "SUCCEEDED", procs=[third])
     await h.wait_until(
-        lambda: table_has_root(app, run_id), timeout=30, what="the root span", procs=[third]
+        lambda: table_has_root(app, run_id), timeout=WAIT, what="the root span", procs=[third]
     )
     spans = await app.trace(run_id)
     assert_tree(spans)

@@ -22,9 +22,10 @@ from keel.observe.redact import MASK
 from keel.observe.spans import SpanRow
 from keel.types import StepKind
 from tests.faults import Always, Faults, Schedule
+from tests.limits import WAIT
 
-RESULT = 10.0  # bound for a run without model calls; never a timing assertion
-LLM_RESULT = 60.0  # the first model call of the session waits for LiteLLM's import
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
+LLM_RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 FAST = keel.Retry(attempts=4, backoff=0.001, jitter=False)
 
 

@@ -21,6 +21,7 @@ import pytest
 from keel.store.sqlite import _SCHEMA_VERSION
 from tests.apps.harness import Harness, WorkerProc
 from tests.faults import Attempt, read_log
+from tests.limits import WAIT
 
 APP = "tests.apps.recovery_app"
 EPS = 0.005  # clock granularity between a recorded wake time and the next attempt's start
@@ -51,7 +52,7 @@ async def _pending(h: Harness, run_id: str, attempts: int, proc: WorkerProc) -> 
         return wake_at if status == "pending" and n == attempts and error else None
 
     wake: float = await h.wait_until(
-        ready, timeout=30, what=f"a backoff after attempt {attempts}", procs=[proc]
+        ready, timeout=WAIT, what=f"a backoff after attempt {attempts}", procs=[proc]
     )
     return wake
 
@@ -75,7 +76,7 @@ async def test_sigkill_during_a_backoff_sleep_keeps_the_count_and_the_wake_time(
         assert not kill.run_finished
         pids.append(proc.pid)
     final = h.spawn(APP, KEEL_INLINE_SLEEP_MAX="600")
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[final])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[final])
     assert info.result == "charged"
 
     attempts = _attempts(h, "flaky")
@@ -101,14 +102,14 @@ async def test_a_long_backoff_suspends_the_run_and_survives_a_restart(
     # backoff 1 s then 2 s, both longer than inline_sleep_max: the run suspends
     await app.start("backoff", {"backoff": 1.0}, id=run_id, execute=False)
     first = h.spawn(APP, KEEL_INLINE_SLEEP_MAX="0.5")
-    info = await h.wait_status(app, run_id, "WAITING", timeout=30, procs=[first])
+    info = await h.wait_status(app, run_id, "WAITING", timeout=WAIT, procs=[first])
     status, n, wake_at, _ = _step(h, run_id, "flaky")
     assert status == "pending" and n == 1 and wake_at is not None
     assert info.wake_at == wake_at and info.waiting_on == []
     # the worker holds nothing: kill it while the run waits
     await h.kill(first, app, run_id)
     second = h.spawn(APP, KEEL_INLINE_SLEEP_MAX="0.5")
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
     assert info.result == "charged"
     attempts = _attempts(h, "flaky")
     assert [a.attempt for a in attempts] == [1, 2, 3]
@@ -124,11 +125,11 @@ async def test_replay_after_a_crash_skips_failed_phase_attempts(worker_harness: 
     await app.start("phased", {}, id=run_id, execute=False)
     proc = h.spawn(APP, KEEL_TEST_BLOCK="60")  # attempt 1 blocks in `block`
     await h.wait_until(
-        lambda: _attempts(h, "block"), timeout=30, what="the block step to start", procs=[proc]
+        lambda: _attempts(h, "block"), timeout=WAIT, what="the block step to start", procs=[proc]
     )
     await h.kill(proc, app, run_id)
     final = h.spawn(APP, KEEL_TEST_BLOCK="0")
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[final])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[final])
     assert info.result == [1, 2, 3]
     log = read_log(h.data / "attempts.log")
     by_key: dict[str, list[int]] = {}
@@ -190,12 +191,12 @@ async def test_workers_starting_together_on_a_new_store_all_open_it(tmp_path: Pa
             )
     try:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
+        deadline = loop.time() + WAIT
         while not all(r.exists() for r in readies):
             assert loop.time() < deadline and all(p.poll() is None for p in procs)
             await asyncio.sleep(0.01)
         go.touch()  # all at once
-        errors = [p.communicate(timeout=30)[1].decode() for p in procs]
+        errors = [p.communicate(timeout=WAIT)[1].decode() for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:

@@ -18,8 +18,9 @@ from pydantic import BaseModel
 import keel
 from keel.types import RunStatus, StepKind, StepStatus
 from tests.faults import Always, Calls, Faults, Schedule
+from tests.limits import WAIT
 
-RESULT = 10.0
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 class Doc(BaseModel):

@@ -24,8 +24,9 @@ from keel.policy.breaker import BreakerState
 from keel.policy.retry import is_transient, retry_after_of, status_of
 from keel.types import RunStatus, StepStatus
 from tests.faults import Always, Calls, Faults, HTTPStatusError, Schedule, Seeded
+from tests.limits import WAIT
 
-RESULT = 10.0  # generous bound for a run to finish; never a timing assertion
+RESULT = WAIT  # a bound, never a timing (tests/limits.py)
 FAST = keel.Retry(attempts=4, backoff=0.001, jitter=False)
 # Clock granularity between the recorded wake time and the next attempt's timestamp.
 EPS = 0.005

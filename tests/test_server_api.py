@@ -19,8 +19,9 @@ from keel.engine.runtime import Settings
 from keel.hitl import Approval
 from keel.server.app import create_app
 from keel.server.auth import add_user
+from tests.limits import WAIT
 
-SETTLE = 10.0
+SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 class Account(BaseModel):

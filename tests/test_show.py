@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 
+from tests.limits import WAIT
+
 APP = str(Path(__file__).parent / "apps" / "show_app.py")
 ROOT = Path(__file__).resolve().parent.parent
-DEADLINE = 90.0  # generous bound for a subprocess to get somewhere; never a timing assertion
+DEADLINE = WAIT  # a bound, never a timing (tests/limits.py)
 
 
 class Keel:

@@ -17,6 +17,7 @@ import pytest
 import keel
 from tests.apps.harness import Harness, WorkerProc
 from tests.apps.worker_app import open_gate
+from tests.limits import WAIT
 
 pytestmark = pytest.mark.slow
 
@@ -45,7 +46,7 @@ async def said(h: Harness, proc: WorkerProc, text: str) -> None:
     )
 
 
-def exit_code(proc: WorkerProc, timeout: float = 60) -> int:
+def exit_code(proc: WorkerProc, timeout: float = WAIT) -> int:
     return proc.popen.wait(timeout=timeout)
 
 

@@ -24,6 +24,7 @@ from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.store.sqlite import _MIGRATIONS, _SCHEMA, SQLiteStore
 from tests.apps.harness import Harness, WorkerProc
+from tests.limits import WAIT
 from tests.services.pages import csrf_of, element, sign_in
 from tests.services.redis_server import free_port
 
@@ -58,7 +59,7 @@ async def parked(h: Harness, workflow: str, inputs: dict[str, Any], run_id: str)
     App: no worker of this process is left to resume it."""
     app = importlib.import_module(MODULE).build(h.url)
     try:
-        info = await (await app.start(workflow, inputs, id=run_id)).settle(60)
+        info = await (await app.start(workflow, inputs, id=run_id)).settle(WAIT)
         assert info.status is keel.RunStatus.WAITING, info
     finally:
         await app.close()
@@ -213,7 +214,7 @@ async def test_keel_serve_with_a_worker_resumes_a_decided_run(worker_harness: Ha
     await h.wait_beat(serve)
     base = f"http://127.0.0.1:{port}/api/v1"
     auth = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+    async with httpx.AsyncClient(trust_env=False, timeout=WAIT) as client:
 
         async def answering() -> bool:
             try:

@@ -9,6 +9,7 @@ import pytest
 
 from tests.apps.crash_app import BALLAST_BYTES, step_value
 from tests.apps.harness import Harness
+from tests.limits import WAIT
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +144,7 @@ async def test_sigterm_hands_a_running_run_back_to_the_queue(worker_harness):
     first = h.spawn(KEEL_TEST_BLOCK=120)  # block#0 stays in flight until stopped
     await h.wait_until(
         lambda: (f"{run_id}:block#0", first.pid) in h.executions(),
-        timeout=30,
+        timeout=WAIT,
         what="block#0 to be in flight",
         procs=[first],
     )
@@ -161,7 +162,7 @@ async def test_sigterm_hands_a_running_run_back_to_the_queue(worker_harness):
     assert h.effects() == [f"{run_id}:work#0"]
 
     second = h.spawn(KEEL_TEST_BLOCK=0)
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
     assert info.result == [step_value(0, 2), 1, step_value(2, 2)]
     assert info.attempts == 2
     # Only the step in flight at the stop ran again.
@@ -202,7 +203,7 @@ async def test_cancelling_serve_hands_a_running_run_back(worker_harness, monkeyp
     try:
         await h.wait_until(
             lambda: any(k == f"{run_id}:block#0" for k, _ in h.executions()),
-            timeout=30,
+            timeout=WAIT,
             what="block#0 to be in flight",
         )
         assert (await app.get_run(run_id)).status.value == "RUNNING"
@@ -219,7 +220,7 @@ async def test_cancelling_serve_hands_a_running_run_back(worker_harness, monkeyp
     monkeypatch.setenv("KEEL_TEST_BLOCK", "0")
     serving = asyncio.ensure_future(app.worker().serve())
     try:
-        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=30)
+        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT)
     finally:
         serving.cancel()
         with pytest.raises(asyncio.CancelledError):

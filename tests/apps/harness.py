@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import keel
+from tests.limits import WAIT
 
 REPO = Path(__file__).resolve().parents[2]
 APP_MODULE = "tests.apps.crash_app"
@@ -144,7 +145,7 @@ class Harness:
         except sqlite3.OperationalError:  # the first worker has not created the table yet
             return set()
 
-    async def wait_beat(self, proc: WorkerProc, timeout: float = 60.0) -> None:
+    async def wait_beat(self, proc: WorkerProc, timeout: float = WAIT) -> None:
         """Until `proc`'s worker has written its heartbeat row (it is serving)."""
         await self.wait_until(
             lambda: proc.pid in self.worker_pids(),
@@ -154,7 +155,7 @@ class Harness:
             interval=0.02,
         )
 
-    async def wait_ready(self, proc: WorkerProc, timeout: float = 30.0) -> None:
+    async def wait_ready(self, proc: WorkerProc, timeout: float = WAIT) -> None:
         await self.wait_until(
             proc.ready_path.exists,
             timeout=timeout,
@@ -169,13 +170,13 @@ class Harness:
         at = time.time()
         os.kill(proc.pid, signal.SIGKILL)
         if reap:
-            proc.popen.wait(timeout=30)
+            proc.popen.wait(timeout=WAIT)
         else:
             import psutil
 
             await self.wait_until(
                 lambda: psutil.Process(proc.pid).status() == psutil.STATUS_ZOMBIE,
-                timeout=30,
+                timeout=WAIT,
                 what=f"worker {proc.pid} to die",
             )
         rows = self.sql("SELECT run_id, key FROM steps WHERE status != 'pending'")
@@ -191,7 +192,7 @@ class Harness:
             run_finished=finished,
         )
 
-    def terminate(self, proc: WorkerProc, timeout: float = 30.0) -> int:
+    def terminate(self, proc: WorkerProc, timeout: float = WAIT) -> int:
         """SIGTERM (graceful stop) and wait; returns the exit code."""
         if proc.alive():
             proc.popen.send_signal(signal.SIGTERM)
@@ -202,7 +203,7 @@ class Harness:
 
         return int(psutil.Process(proc.pid).memory_info().rss)
 
-    async def collect(self, proc: WorkerProc, timeout: float = 30.0) -> None:
+    async def collect(self, proc: WorkerProc, timeout: float = WAIT) -> None:
         """Make the worker gc.collect() (+ malloc_trim) and wait until it has."""
         log = self.data / "gc.log"
 
@@ -225,10 +226,10 @@ class Harness:
                     proc.popen.send_signal(signal.SIGTERM)
         for proc in self.procs:
             try:
-                proc.popen.wait(timeout=10)
+                proc.popen.wait(timeout=WAIT)
             except subprocess.TimeoutExpired:
                 proc.popen.kill()
-                proc.popen.wait(timeout=10)
+                proc.popen.wait(timeout=WAIT)
         for app in self.apps:
             await app.close()
         if self._db is not None:
@@ -313,7 +314,7 @@ class Harness:
         run_id: str,
         status: str,
         *,
-        timeout: float = 60.0,
+        timeout: float = WAIT,
         procs: list[WorkerProc] | tuple[WorkerProc, ...] = (),
     ) -> keel.RunInfo:
         async def reached() -> keel.RunInfo | None:

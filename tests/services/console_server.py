@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import keel
+from tests.limits import WAIT
 from tests.services.redis_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,11 +72,11 @@ class _Proc:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.popen.pid, signal.SIGTERM)
         try:
-            self.popen.wait(timeout=10)
+            self.popen.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(timeout=10)
+            self.popen.wait(timeout=WAIT)
 
 
 class _Loop:
@@ -86,12 +87,12 @@ class _Loop:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=WAIT)
         self.loop.close()
 
 
@@ -121,7 +122,7 @@ class Console:
         env["NO_COLOR"] = "1"
         return env
 
-    def keel(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    def keel(self, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
         """Run one `keel` CLI command on this store; fails with its output if it fails."""
         done = subprocess.run(
             [sys.executable, "-m", "keel", *args],
@@ -155,7 +156,7 @@ class Console:
                     f"{proc.name} exited {proc.popen.returncode}:\n{proc.log()[-4000:]}"
                 )
 
-    def wait_serving(self, timeout: float = 30.0) -> None:
+    def wait_serving(self, timeout: float = WAIT) -> None:
         """Poll until the server answers HTTP at all (any status: /api/v1/me without a
         token is a 401, which proves the app is up)."""
         deadline = time.monotonic() + timeout
@@ -176,7 +177,7 @@ class Console:
         for proc in self.procs:
             proc.stop()
         with contextlib.suppress(Exception):
-            self._loop.call(self.app.close(), timeout=10)
+            self._loop.call(self.app.close(), timeout=WAIT)
         self._loop.close()
 
     # -- helpers for tests ----------------------------------------------------------
@@ -205,12 +206,12 @@ class Console:
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=WAIT) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT) -> T:
         return self._loop.call(coro, timeout)
 
     def start(self, workflow: str, input: dict[str, Any], id: str) -> str:
@@ -221,7 +222,7 @@ class Console:
     def run(self, run_id: str) -> Any:
         return self.call(self.app.get_run(run_id))
 
-    def wait_status(self, run_id: str, *statuses: str, timeout: float = 20.0) -> Any:
+    def wait_status(self, run_id: str, *statuses: str, timeout: float = WAIT) -> Any:
         """Poll the store until the run is in one of `statuses` (e.g. "WAITING")."""
         deadline = time.monotonic() + timeout
         while True:

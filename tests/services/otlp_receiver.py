@@ -29,6 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
+from tests.limits import WAIT
+
 KINDS = {1: "INTERNAL", 2: "SERVER", 3: "CLIENT", 4: "PRODUCER", 5: "CONSUMER"}
 STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
 
@@ -134,7 +136,7 @@ class Receiver:
             return b"".join(self.raw)
 
     def wait_for(
-        self, pred: Callable[[list[ReceivedSpan]], bool], timeout: float = 10.0
+        self, pred: Callable[[list[ReceivedSpan]], bool], timeout: float = WAIT
     ) -> list[ReceivedSpan]:
         """The spans received once `pred(spans)` holds; fails after `timeout` seconds."""
         deadline = time.monotonic() + timeout
@@ -198,7 +200,7 @@ def http_receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
-        thread.join(timeout=10)
+        thread.join(timeout=WAIT)
 
 
 @contextmanager

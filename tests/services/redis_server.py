@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.limits import WAIT
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -53,7 +55,7 @@ def redis_server(workdir: Path) -> Iterator[str]:
         stderr=subprocess.PIPE,
     )
     try:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + WAIT
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
@@ -69,4 +71,4 @@ def redis_server(workdir: Path) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.kill()
-        proc.wait(timeout=10)
+        proc.wait(timeout=WAIT)
