@@ -113,6 +113,7 @@ class App:
         llm: Any = None,
         notify: Callable[[dict[str, Any]], Any] | str | None = None,
         reviewers: dict[str, set[str] | list[str]] | None = None,
+        redactor: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -129,7 +130,7 @@ class App:
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Any] = []
-        self._redactor_obj: Any = None
+        self._redactor_obj: Any = redactor
         # queue -> the people allowed to decide it (unlisted queues: anyone)
         # keel.toml's [keel.reviewers] applies too, so the CLI enforces the same groups.
         groups = reviewers if reviewers is not None else (config.section("reviewers") or {})
@@ -334,8 +335,9 @@ class App:
         return Reviews(self)
 
     @property
-    def _redactor(self) -> Any:
-        """The App's redactor: traces, exports and error messages show payloads through it."""
+    def redactor(self) -> Any:
+        """What masks secrets in everything Keel shows or exports of a payload: traces,
+        OTLP, error messages, redacted views (`keel.App(redactor=keel.observe.Redactor(...))`)."""
         if self._redactor_obj is None:
             from keel.observe.redact import Redactor
 
@@ -343,7 +345,7 @@ class App:
         return self._redactor_obj
 
     def _short_redacted(self, value: Any) -> str:
-        text: str = self._redactor.text(value)
+        text: str = self.redactor.text(value)
         return text if len(text) <= 300 else text[:299] + "…"
 
     def _make_tracing(self) -> Any:
@@ -357,7 +359,7 @@ class App:
             self.store,
             self.registry,
             retention_days=self.settings.trace_retention_days,
-            redactor=self._redactor,
+            redactor=self.redactor,
             export=OTLPExport.from_env(),
         )
 
