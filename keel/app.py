@@ -36,6 +36,7 @@ from keel.store.base import RESERVED_SIGNALS
 from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from keel.codec import PayloadCodec
     from keel.escalations import Escalations
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,10 +115,22 @@ class App:
         notify: Callable[[dict[str, Any]], Any] | str | None = None,
         reviewers: dict[str, set[str] | list[str]] | None = None,
         redactor: Any = None,
+        codec: PayloadCodec | None = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
         self._store: Store | None = store if isinstance(store, Store) else None
+        # Every payload stored passes through it (keel.codec); KEEL_ENCRYPTION_KEY sets
+        # one with no code change. Resolved now, so a bad key fails at once.
+        given = self._store.codec if self._store is not None else None
+        if given is not None and codec is not None and codec is not given:
+            raise ConfigError(
+                "App(codec=...) differs from the codec of the store it was given: open the"
+                " store with the codec you want (open_store(url, codec=...)) and pass only it"
+            )
+        self.codec: PayloadCodec | None = given or codec or config.codec()
+        if self._store is not None:
+            self._store.codec = self.codec
         self.settings = settings or file_settings
         self.registry = Registry()
         self.hooks = HookSet()
@@ -280,7 +293,7 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.store_url)
+            self._store = open_store(self.store_url, self.codec)
         return self._store
 
     @property

@@ -6,11 +6,14 @@ import os
 import tomllib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.engine.runtime import Settings
 from keel.errors import ConfigError
 from keel.store import DEFAULT_URL
+
+if TYPE_CHECKING:
+    from keel.codec import PayloadCodec
 
 
 def _toml(path: Path) -> dict[str, Any]:
@@ -57,3 +60,20 @@ def section(name: str, config_file: str | Path = "keel.toml") -> dict[str, Any] 
     if not isinstance(value, dict):
         raise ConfigError(f"{config_file}: [keel.{name}] must be a table")
     return value
+
+
+def codec(config_file: str | Path = "keel.toml") -> PayloadCodec | None:
+    """The codec the environment asks for: `KEEL_ENCRYPTION_KEY` (base64 keys, comma-
+    separated, the first current), else `KEEL_ENCRYPTION_KEY_FILE`, else keel.toml's
+    `encryption_key_file`; None (payloads stored in clear) when none is set. Keys are
+    never read from the store, nor written in keel.toml itself."""
+    from keel import codec as _codec
+
+    if _codec.ENV_KEY in os.environ or _codec.ENV_KEY_FILE in os.environ:
+        return _codec.AESGCMCodec.from_env()
+    path = _toml(Path(config_file)).get("encryption_key_file")
+    if path is None:
+        return None
+    if not isinstance(path, str):
+        raise ConfigError(f"{config_file}: encryption_key_file must be a path (a string)")
+    return _codec.AESGCMCodec.from_file(path, f"{config_file} encryption_key_file")

@@ -246,6 +246,13 @@ class StoreError(KeelError):
     """
 
 
+class PayloadUnreadable(StoreError):
+    """A stored payload cannot be decoded: it was encrypted with a key this process is
+    not given (`.key_id`), or it does not authenticate (changed, moved, or a different
+    key under that id). Nothing is returned in its place, and no run fails because of
+    it: a worker stops until it is started with the right keys."""
+
+
 class RunFailed(KeelError):
     """The run ended FAILED; `.error` is the run's structured error."""
 

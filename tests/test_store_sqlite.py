@@ -283,12 +283,13 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v13\)"):
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v14\)"):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
+    db.execute("ALTER TABLE spans DROP COLUMN reconstructed")  # as a v10 store was
     db.execute("PRAGMA user_version=10")
     db.close()
     reopened = SQLiteStore(f"sqlite:///{path}")  # same version: data kept
@@ -319,7 +320,7 @@ async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert await store.list_escalations() == []
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     db.close()
 
 
@@ -453,7 +454,7 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
     assert (await store.get_session("a1", T0) or {})["role"] == "admin"
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     db.close()
 
 
@@ -491,6 +492,7 @@ async def test_daily_totals_are_backfilled_on_upgrade(tmp_path: Path) -> None:
     await store.close()
     db = sqlite3.connect(tmp_path / "keel.db")
     db.execute("DROP TABLE usage_daily")  # as a v11 store was
+    db.execute("ALTER TABLE spans DROP COLUMN reconstructed")
     db.execute("PRAGMA user_version=11")
     db.commit()
     db.close()

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from keel.errors import ConfigError
 from keel.store.base import Claimed, RunFilter, StepWrite, Store
+
+if TYPE_CHECKING:
+    from keel.codec import PayloadCodec
 
 DEFAULT_URL = "sqlite:///.keel/keel.db"
 
 __all__ = ["DEFAULT_URL", "Claimed", "RunFilter", "StepWrite", "Store", "open_store"]
 
 
-def open_store(url: str) -> Store:
-    """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`)."""
+def open_store(url: str, codec: PayloadCodec | None = None) -> Store:
+    """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`);
+    with `codec`, every payload is stored sealed by it (keel.codec)."""
     if url.startswith("sqlite:"):
         from keel.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, codec)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ConfigError(
         f"unsupported store URL {url!r} (scheme {scheme!r}); "

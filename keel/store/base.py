@@ -5,10 +5,13 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.errors import SignalRefused
 from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StructuredError
+
+if TYPE_CHECKING:
+    from keel.codec import PayloadCodec
 
 
 @dataclass(slots=True)
@@ -71,6 +74,8 @@ class Store(abc.ABC):
     """
 
     url: str
+    # Seals every payload stored, opens it when read (keel.codec); None: stored in clear.
+    codec: PayloadCodec | None = None
 
     @abc.abstractmethod
     async def create_run(
@@ -347,6 +352,16 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_sessions(self, now: float) -> int:
         """Delete expired sessions; return how many."""
+
+    @abc.abstractmethod
+    async def rekey(self, batch: int = 500, vacuum: bool = False) -> dict[str, Any]:
+        """Seal every stored payload with the codec's current key (values under older keys
+        and values stored in clear), in short batches that concurrent writers survive;
+        the counts (`sealed`, `rekeyed`, `current`)."""
+
+    @abc.abstractmethod
+    async def payload_keys(self) -> dict[str | None, int]:
+        """How many stored payloads each key id sealed (None: stored in clear)."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -18,14 +18,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydantic_core
 
 from keel.engine.journal import live_degraded, superseded_attempts
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, LeaseLost, RunNotFound
-from keel.store import _sqlite_file
+from keel.store import _sealed, _sqlite_file
 from keel.store.base import Claimed, RunFilter, StepWrite, Store, WorkerBeat, signal_refused
 from keel.types import (
     Escalation,
@@ -38,7 +38,10 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 13
+if TYPE_CHECKING:
+    from keel.codec import PayloadCodec
+
+_SCHEMA_VERSION = 14
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -291,14 +294,23 @@ CREATE TABLE IF NOT EXISTS workers (
     beat_every REAL NOT NULL
 ) WITHOUT ROWID;
 """,
+    # Whether a span was reconstructed from the journal, in a clear column: attributes
+    # may be encrypted (keel.codec), so SQL must not look inside them.
+    14: """
+ALTER TABLE spans ADD COLUMN reconstructed INTEGER NOT NULL DEFAULT 0;
+UPDATE spans SET reconstructed = CASE WHEN typeof(attributes) = 'text' THEN
+    coalesce(json_extract(attributes, '$."keel.execution.interrupted"'), 0) ELSE 0 END;
+""",
 }
 
 # Ready runs read in one go when a worker watches ids; a longer list means a backlog.
 _SCAN = 1000
+# A rekey transaction stops early past this many bytes of values (large outputs).
+_REKEY_BATCH_BYTES = 8 * 1024 * 1024
+# Restored by rekey, which alone may rewrite audit entries (to seal them anew).
+_AUDIT_NO_UPDATE = """CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
 
-
-# A span the next execution reconstructed for one whose worker died (keel.observe).
-_RECONSTRUCTED = "coalesce(json_extract({}.attributes, '$.\"keel.execution.interrupted\"'), 0)"
 _RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
@@ -344,7 +356,7 @@ def _err(text: str | None) -> StructuredError | None:
     return None if text is None else StructuredError.model_validate_json(text)
 
 
-def _run(row: tuple[Any, ...]) -> RunInfo:
+def _run(row: Sequence[Any]) -> RunInfo:
     return RunInfo(
         id=row[0],
         workflow=row[1],
@@ -402,7 +414,7 @@ def _degraded(pairs: list[list[Any]]) -> list[str]:
     return live_degraded(degraded, superseded_attempts(attempts, degraded))
 
 
-def _step(row: tuple[Any, ...]) -> StepRecord:
+def _step(row: Sequence[Any]) -> StepRecord:
     return StepRecord(
         run_id=row[0],
         key=row[1],
@@ -426,7 +438,7 @@ def _step(row: tuple[Any, ...]) -> StepRecord:
     )
 
 
-def _escalation(row: tuple[Any, ...]) -> Escalation:
+def _escalation(row: Sequence[Any]) -> Escalation:
     return Escalation(
         id=row[0],
         run_id=row[1],
@@ -447,11 +459,25 @@ def _text(data: bytes | None) -> str | None:
     return None if data is None else data.decode()
 
 
-class SQLiteStore(Store):
-    """The embedded store: one SQLite file shared by any number of local processes."""
+def _reconstructed(attributes: str | None) -> int:
+    """Whether a span row's attributes mark it reconstructed from the journal
+    (keel.observe.executions): a real span of that execution replaces it."""
+    key = "keel.execution.interrupted"
+    if not attributes or f'"{key}"' not in attributes:
+        return 0
+    return int(bool(from_json(attributes).get(key)))
 
-    def __init__(self, url: str) -> None:
+
+class SQLiteStore(Store):
+    """The embedded store: one SQLite file shared by any number of local processes.
+
+    With a `codec` (keel.codec), every payload column (`_sealed.TABLES`) is stored
+    sealed by it; values stored before read as they are.
+    """
+
+    def __init__(self, url: str, codec: PayloadCodec | None = None) -> None:
         self.url = url
+        self.codec = codec
         self.path = _path_from_url(url)
         if self.path != ":memory:":
             _sqlite_file.prepare(self.path, _upgrade_script(0))
@@ -505,6 +531,53 @@ class SQLiteStore(Store):
                 if now < _SCHEMA_VERSION:
                     raise
 
+    # -- payloads: sealed by the codec when there is one (keel/store/_sealed.py) ------
+
+    def _seal(self, data: bytes | str | None, where: str, *row: Any) -> str | bytes | None:
+        if data is None:
+            return None
+        if self.codec is None:
+            return data if isinstance(data, str) else data.decode()
+        raw = data.encode() if isinstance(data, str) else data
+        return _sealed.seal(self.codec, raw, where, row)
+
+    def _open(self, value: str | bytes | None, where: str, *row: Any) -> str | None:
+        if value is None or type(value) is str:
+            return value
+        out = _sealed.unseal(self.codec, value, where, row)
+        return out if isinstance(out, str) else out.decode()
+
+    def _opened(
+        self, row: Sequence[Any], cols: tuple[tuple[int, str], ...], *key: Any
+    ) -> Sequence[Any]:
+        """`row` with its payload columns (index, column) read back as text."""
+        if all(type(row[i]) is not bytes for i, _ in cols):
+            return row  # all clear: the usual case without a codec
+        out = list(row)
+        for i, where in cols:
+            out[i] = self._open(out[i], where, *key)
+        return out
+
+    _RUN_SEALED = ((3, "runs.input"), (4, "runs.result"), (5, "runs.error"), (6, "runs.state"))
+    _STEP_SEALED = (
+        (6, "steps.digest"),
+        (8, "steps.output"),
+        (9, "steps.error"),
+        (14, "steps.state_delta"),
+        (17, "steps.input"),
+        (18, "steps.attempt_log"),
+    )
+    _ESC_SEALED = ((7, "escalations.packet"), (8, "escalations.resolution"))
+
+    def _as_run(self, row: Sequence[Any]) -> RunInfo:
+        return _run(self._opened(row, self._RUN_SEALED, row[0]))
+
+    def _as_step(self, row: Sequence[Any]) -> StepRecord:
+        return _step(self._opened(row, self._STEP_SEALED, row[0], row[1]))
+
+    def _as_escalation(self, row: Sequence[Any]) -> Escalation:
+        return _escalation(self._opened(row, self._ESC_SEALED, row[0]))
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         db = self._db
@@ -530,15 +603,15 @@ class SQLiteStore(Store):
                 "INSERT OR IGNORE INTO runs"
                 " (id, workflow, status, input, created_at, updated_at, tenant)"
                 " VALUES (?, ?, 'PENDING', ?, ?, ?, ?)",
-                (run_id, workflow, input_json.decode(), now, now, tenant),
+                (run_id, workflow, self._seal(input_json, "runs.input", run_id), now, now, tenant),
             )
             created = cur.rowcount == 1
             row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
-        return _run(row), created
+        return self._as_run(row), created
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         row = self._db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
-        return _run(row) if row else None
+        return self._as_run(row) if row else None
 
     async def list_runs(self, flt: RunFilter) -> list[RunInfo]:
         where: list[str] = []
@@ -560,7 +633,7 @@ class SQLiteStore(Store):
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC, id LIMIT ?"
         rows = self._db.execute(sql, (*args, flt.limit)).fetchall()
-        return [_run(r) for r in rows]
+        return [self._as_run(r) for r in rows]
 
     async def cancel_run(self, run_id: str, now: float) -> RunInfo:
         with self._tx() as db:
@@ -572,7 +645,7 @@ class SQLiteStore(Store):
             row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
-        return _run(row)
+        return self._as_run(row)
 
     # -- journal --------------------------------------------------------------
 
@@ -580,13 +653,14 @@ class SQLiteStore(Store):
         rows = self._db.execute(
             f"SELECT {_STEP_COLS} FROM steps WHERE run_id=?", (run_id,)
         ).fetchall()
-        return [_step(r) for r in rows]
+        return [self._as_step(r) for r in rows]
 
     async def load_blob(self, digest: str) -> bytes:
         row = self._db.execute("SELECT data FROM blobs WHERE digest=?", (digest,)).fetchone()
         if row is None:
             raise RunNotFound(f"out-of-line output {digest} is missing from {self.url}")
-        return bytes(row[0])
+        data = _sealed.unseal(self.codec, bytes(row[0]), "blobs.data", (digest,))
+        return data if isinstance(data, bytes) else data.encode()
 
     def _check_owner(self, db: sqlite3.Connection, run_id: str, owner: str) -> None:
         row = db.execute("SELECT lease_owner, status FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -598,8 +672,8 @@ class SQLiteStore(Store):
                 status=status,
             )
 
-    @staticmethod
-    def _insert(db: sqlite3.Connection, writes: Sequence[StepWrite]) -> None:
+    def _insert(self, db: sqlite3.Connection, writes: Sequence[StepWrite]) -> None:
+        seal = self._seal
         for w in writes:
             r = w.record
             if w.meter is not None:
@@ -622,10 +696,12 @@ class SQLiteStore(Store):
                     ),
                 )
             if w.blob is not None and r.blob:
+                data = w.blob if self.codec is None else seal(w.blob, "blobs.data", r.blob)
                 db.execute(
                     "INSERT OR IGNORE INTO blobs (digest, size, data) VALUES (?, ?, ?)",
-                    (r.blob, len(w.blob), w.blob),
+                    (r.blob, len(w.blob), data),
                 )
+            at = (r.run_id, r.key)
             db.execute(
                 f"INSERT OR REPLACE INTO steps ({_STEP_COLS}) VALUES"
                 " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -636,21 +712,27 @@ class SQLiteStore(Store):
                     r.position,
                     r.kind.value,
                     r.name,
-                    r.digest,
+                    seal(r.digest, "steps.digest", *at),
                     r.status.value,
-                    _text(w.output_json),
-                    r.error.model_dump_json(exclude_none=True) if r.error else None,
+                    seal(w.output_json, "steps.output", *at),
+                    seal(r.error.model_dump_json(exclude_none=True), "steps.error", *at)
+                    if r.error
+                    else None,
                     r.attempts,
                     r.started_at,
                     r.ended_at,
                     r.wake_at,
-                    _text(pydantic_core.to_json(r.state_delta)) if r.state_delta else None,
+                    seal(pydantic_core.to_json(r.state_delta), "steps.state_delta", *at)
+                    if r.state_delta
+                    else None,
                     r.blob,
                     r.fallback,
-                    _text(pydantic_core.to_json(r.input, fallback=repr))
+                    seal(pydantic_core.to_json(r.input, fallback=repr), "steps.input", *at)
                     if r.input is not None
                     else None,
-                    _text(pydantic_core.to_json(r.attempt_log)) if r.attempt_log else None,
+                    seal(pydantic_core.to_json(r.attempt_log), "steps.attempt_log", *at)
+                    if r.attempt_log
+                    else None,
                 ),
             )
 
@@ -673,7 +755,7 @@ class SQLiteStore(Store):
                 self._insert(db, writes)
                 return None
             db.execute("UPDATE signals SET consumed_by=? WHERE id=?", (write.record.key, row[0]))
-            payload: bytes = row[1].encode()
+            payload = (self._open(row[1], "signals.payload", run_id, name) or "").encode()
             write.output_json = payload
             self._insert(db, [*writes, write])
         return payload
@@ -691,7 +773,7 @@ class SQLiteStore(Store):
             row = db.execute(f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(f"no run {run_id!r} in {self.url}", run_id=run_id)
-            run = _run(row)
+            run = self._as_run(row)
             waited = run.status is RunStatus.WAITING and name in run.waiting_on
             if run.status.terminal or (only_if_waiting and not waited):
                 (queued,) = db.execute(
@@ -703,13 +785,12 @@ class SQLiteStore(Store):
             self._deliver(db, run, name, payload_json, now)
         return run
 
-    @staticmethod
     def _deliver(
-        db: sqlite3.Connection, run: RunInfo, name: str, payload_json: bytes, now: float
+        self, db: sqlite3.Connection, run: RunInfo, name: str, payload_json: bytes, now: float
     ) -> None:
         db.execute(
             "INSERT INTO signals (run_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
-            (run.id, name, payload_json.decode(), now),
+            (run.id, name, self._seal(payload_json, "signals.payload", run.id, name), now),
         )
         if run.status is RunStatus.WAITING and name in run.waiting_on:
             db.execute(
@@ -736,7 +817,7 @@ class SQLiteStore(Store):
                     e.kind,
                     e.step,
                     e.status,
-                    e.packet.model_dump_json(),
+                    self._seal(e.packet.model_dump_json(), "escalations.packet", e.id),
                     e.created_at,
                 ),
             )
@@ -760,13 +841,14 @@ class SQLiteStore(Store):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
-        return [_escalation(r) for r in self._db.execute(sql, (*args, limit)).fetchall()]
+        rows = self._db.execute(sql, (*args, limit)).fetchall()
+        return [self._as_escalation(r) for r in rows]
 
     async def get_escalation(self, escalation_id: str) -> Escalation | None:
         row = self._db.execute(
             f"SELECT {_ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
         ).fetchone()
-        return _escalation(row) if row else None
+        return self._as_escalation(row) if row else None
 
     async def resolve_escalation(
         self, escalation_id: str, status: str, resolution: dict[str, Any], by: str, now: float
@@ -777,7 +859,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is None:
                 raise RunNotFound(f"no escalation {escalation_id!r} in {self.url}")
-            esc = _escalation(row)
+            esc = self._as_escalation(row)
             if esc.status != "open":
                 raise ConfigError(
                     f"escalation {escalation_id} was already {esc.status} by "
@@ -787,13 +869,20 @@ class SQLiteStore(Store):
             db.execute(
                 "UPDATE escalations SET status=?, resolution=?, resolved_at=?, resolved_by=?"
                 " WHERE id=?",
-                (status, payload.decode(), now, by, escalation_id),
+                (
+                    status,
+                    self._seal(payload, "escalations.resolution", escalation_id),
+                    now,
+                    by,
+                    escalation_id,
+                ),
             )
             run_row = db.execute(
                 f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (esc.run_id,)
             ).fetchone()
-            if run_row is not None and not _run(run_row).status.terminal:
-                self._deliver(db, _run(run_row), f"escalation:{escalation_id}", payload, now)
+            run = self._as_run(run_row) if run_row is not None else None
+            if run is not None and not run.status.terminal:
+                self._deliver(db, run, f"escalation:{escalation_id}", payload, now)
         return esc.model_copy(
             update={
                 "status": status,
@@ -864,7 +953,7 @@ class SQLiteStore(Store):
                 f" RETURNING {_RUN_COLS}",
                 params,
             ).fetchall()
-        claimed = [Claimed(run=_run(r), resumed=r[12] > 1) for r in rows]
+        claimed = [Claimed(run=self._as_run(r), resumed=r[12] > 1) for r in rows]
         order = {run_id: i for i, run_id in enumerate(run_ids)}
         return sorted(claimed, key=lambda c: order[c.run.id])
 
@@ -917,7 +1006,7 @@ class SQLiteStore(Store):
                     wake_at,
                     pydantic_core.to_json(sorted(waiting_on)).decode() if waiting_on else None,
                     now,
-                    _text(state_json),
+                    self._seal(state_json, "runs.state", run_id),
                     run_id,
                 ),
             )
@@ -942,9 +1031,11 @@ class SQLiteStore(Store):
                 " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL WHERE id=?",
                 (
                     status.value,
-                    _text(result_json),
-                    error.model_dump_json(exclude_none=True) if error else None,
-                    _text(state_json),
+                    self._seal(result_json, "runs.result", run_id),
+                    self._seal(error.model_dump_json(exclude_none=True), "runs.error", run_id)
+                    if error
+                    else None,
+                    self._seal(state_json, "runs.state", run_id),
                     now,
                     now,
                     run_id,
@@ -1043,13 +1134,13 @@ class SQLiteStore(Store):
             "SELECT value FROM kv_cache WHERE key=? AND (expires_at IS NULL OR expires_at>?)",
             (key, now),
         ).fetchone()
-        return row[0] if row else None
+        return self._open(row[0], "kv_cache.value", key) if row else None
 
     async def cache_put(self, key: str, value: str, expires_at: float | None) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO kv_cache (key, value, expires_at) VALUES (?, ?, ?)",
-                (key, value, expires_at),
+                (key, self._seal(value, "kv_cache.value", key), expires_at),
             )
 
     async def cache_purge(self, now: float) -> int:
@@ -1066,8 +1157,7 @@ class SQLiteStore(Store):
         " created_at, decided_at, decided_by"
     )
 
-    @staticmethod
-    def _review(row: tuple[Any, ...]) -> dict[str, Any]:
+    def _review(self, row: tuple[Any, ...]) -> dict[str, Any]:
         keys = (
             "id",
             "kind",
@@ -1084,17 +1174,23 @@ class SQLiteStore(Store):
             "decided_by",
         )
         out = dict(zip(keys, row, strict=True))
-        out["request"] = _loads(out["request"])
-        out["decision"] = _loads(out["decision"])
+        out["request"] = _loads(self._open(out["request"], "reviews.request", out["id"]))
+        out["decision"] = _loads(self._open(out["decision"], "reviews.decision", out["id"]))
         return out
 
-    @staticmethod
     def _audit(
-        db: sqlite3.Connection, actor: str, action: str, target: str, detail: Any, now: float
+        self,
+        db: sqlite3.Connection,
+        actor: str,
+        action: str,
+        target: str,
+        detail: Any,
+        now: float,
     ) -> None:
+        sealed = self._seal(pydantic_core.to_json(detail), "audit.detail", target)
         db.execute(
             "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
-            (now, actor, action, target, _text(pydantic_core.to_json(detail))),
+            (now, actor, action, target, sealed),
         )
 
     def _insert_review(self, db: sqlite3.Connection, review: dict[str, Any], now: float) -> bool:
@@ -1108,7 +1204,9 @@ class SQLiteStore(Store):
                 review["workflow"],
                 review.get("step"),
                 review["queue"],
-                pydantic_core.to_json(review["request"]).decode(),
+                self._seal(
+                    pydantic_core.to_json(review["request"]), "reviews.request", review["id"]
+                ),
                 review.get("deadline"),
                 now,
             ),
@@ -1206,15 +1304,16 @@ class SQLiteStore(Store):
             payload = pydantic_core.to_json({"status": status, **decision, "by": by})
             db.execute(
                 "UPDATE reviews SET status=?, decision=?, decided_at=?, decided_by=? WHERE id=?",
-                (status, payload.decode(), now, by, review_id),
+                (status, self._seal(payload, "reviews.decision", review_id), now, by, review_id),
             )
             self._audit(db, by, status, review_id, decision, now)
             if signal is not None:
                 run_row = db.execute(
                     f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (review["run_id"],)
                 ).fetchone()
-                if run_row is not None and not _run(run_row).status.terminal:
-                    self._deliver(db, _run(run_row), signal, payload, now)
+                run = self._as_run(run_row) if run_row is not None else None
+                if run is not None and not run.status.terminal:
+                    self._deliver(db, run, signal, payload, now)
         review.update(
             status=status, decision=_loads(payload.decode()), decided_at=now, decided_by=by
         )
@@ -1272,7 +1371,7 @@ class SQLiteStore(Store):
                 "actor": r[2],
                 "action": r[3],
                 "target": r[4],
-                "detail": _loads(r[5]),
+                "detail": _loads(self._open(r[5], "audit.detail", r[4])),
             }
             for r in rows
         ]
@@ -1285,27 +1384,42 @@ class SQLiteStore(Store):
         by the next execution while the first's own write was still on its way)."""
         if not rows:
             return
+        seal = self._seal
+        stored = [
+            (
+                *r[:9],
+                seal(r[9], "spans.status_message", r[1], r[0]),
+                seal(r[10], "spans.attributes", r[1], r[0]),
+                seal(r[11], "spans.events", r[1], r[0]),
+                r[12],
+                _reconstructed(r[10]),
+            )
+            for r in rows
+        ]
         with self._tx() as db:
             db.executemany(
                 "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind,"
-                " start_ns, end_ns, status, status_message, attributes, events, links)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " start_ns, end_ns, status, status_message, attributes, events, links,"
+                " reconstructed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (trace_id, span_id) DO UPDATE SET name=excluded.name,"
                 " start_ns=excluded.start_ns, end_ns=excluded.end_ns, status=excluded.status,"
                 " status_message=excluded.status_message, attributes=excluded.attributes,"
-                " events=excluded.events, links=excluded.links"
-                f" WHERE {_RECONSTRUCTED.format('spans')}"
-                f" AND NOT {_RECONSTRUCTED.format('excluded')}",
-                rows,
+                " events=excluded.events, links=excluded.links,"
+                " reconstructed=excluded.reconstructed"
+                " WHERE spans.reconstructed AND NOT excluded.reconstructed",
+                stored,
             )
 
+    _SPAN_SEALED = ((9, "spans.status_message"), (10, "spans.attributes"), (11, "spans.events"))
+
     async def load_spans(self, trace_id: str) -> list[tuple[Any, ...]]:
-        return self._db.execute(
+        rows = self._db.execute(
             "SELECT span_id, trace_id, parent_id, run_id, name, kind, start_ns, end_ns, status,"
             " status_message, attributes, events, links FROM spans WHERE trace_id=?"
             " ORDER BY start_ns",
             (trace_id,),
         ).fetchall()
+        return [tuple(self._opened(r, self._SPAN_SEALED, r[1], r[0])) for r in rows]
 
     async def span_ids(self, trace_id: str) -> set[str]:
         rows = self._db.execute("SELECT span_id FROM spans WHERE trace_id=?", (trace_id,))
@@ -1495,6 +1609,105 @@ class SQLiteStore(Store):
     async def purge_sessions(self, now: float) -> int:
         with self._tx() as db:
             return db.execute("DELETE FROM sessions WHERE expires_at<=?", (now,)).rowcount
+
+    # -- encryption at rest: sealing what is stored under the current key -------------
+
+    async def rekey(self, batch: int = 500, vacuum: bool = False) -> dict[str, Any]:
+        """Seal every stored payload with the codec's current key: values under older
+        keys and values stored in clear. Counts what it did.
+
+        Each batch is one short write transaction that reads values and rewrites them,
+        so a worker writing meanwhile waits a moment and loses nothing. Values already
+        under the current key are skipped, so a stopped rekey just runs again.
+        Overwritten values are zeroed (secure_delete) and the WAL is truncated after;
+        `vacuum` also rewrites the file, dropping what earlier writes left in free
+        pages (it blocks writers while it runs).
+        """
+        codec = self.codec
+        if codec is None:
+            raise ConfigError(
+                "no encryption key is configured, so there is no key to rekey to: set"
+                " KEEL_ENCRYPTION_KEY (make a key with: keel store new-key)"
+            )
+        done = {"sealed": 0, "rekeyed": 0, "current": 0}
+        (secure,) = self._db.execute("PRAGMA secure_delete").fetchone()
+        self._db.execute("PRAGMA secure_delete=ON")
+        try:
+            for table in _sealed.TABLES:
+                after: tuple[Any, ...] | None = None
+                while True:
+                    with self._tx() as db:
+                        after = self._rekey_batch(db, codec, table, after, batch, done)
+                    if after is None:
+                        break
+            if vacuum:
+                self._db.execute("VACUUM")
+        finally:
+            self._db.execute(f"PRAGMA secure_delete={int(secure)}")
+        busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        return {"key_id": codec.key_id, **done, "wal_truncated": not busy, "vacuumed": vacuum}
+
+    def _rekey_batch(
+        self,
+        db: sqlite3.Connection,
+        codec: PayloadCodec,
+        t: _sealed.Table,
+        after: tuple[Any, ...] | None,
+        limit: int,
+        done: dict[str, int],
+    ) -> tuple[Any, ...] | None:
+        """Reseal up to `limit` rows of `t` past key `after`; the last key done, or None
+        at the table's end."""
+        keys, nk, nr = ", ".join(t.keys), len(t.keys), len(t.row)
+        sql = f"SELECT {', '.join((*t.keys, *t.row, *t.payloads))} FROM {t.name}"
+        if after is not None:
+            sql += f" WHERE ({keys}) > ({', '.join('?' * nk)})"
+        cur = db.execute(sql + f" ORDER BY {keys} LIMIT ?", (*(after or ()), limit))
+        updates: list[tuple[dict[str, bytes], tuple[Any, ...]]] = []
+        seen, size, last = 0, 0, None
+        for r in cur:
+            seen, last, row = seen + 1, r[:nk], r[nk : nk + nr]
+            changes: dict[str, bytes] = {}
+            for col, value in zip(t.payloads, r[nk + nr :], strict=True):
+                kid = _sealed.key_of(value)
+                if value is None or kid == codec.key_id:
+                    done["current"] += value is not None
+                    continue
+                where = f"{t.name}.{col}"
+                plain = _sealed.unseal(codec, value, where, row)
+                raw = plain if isinstance(plain, bytes) else plain.encode()
+                changes[col] = _sealed.seal(codec, raw, where, row)
+                done["sealed" if kid is None else "rekeyed"] += 1
+                size += len(value)
+            if changes:
+                updates.append((changes, last))
+            if size > _REKEY_BATCH_BYTES:  # large outputs: keep each transaction short
+                break
+        cur.close()
+        append_only = t.name == "audit" and updates
+        if append_only:  # the one sanctioned rewrite: same entries, sealed anew
+            db.execute("DROP TRIGGER IF EXISTS audit_no_update")
+        for changes, key in updates:
+            sets = ", ".join(f"{c}=?" for c in changes)
+            match = " AND ".join(f"{k}=?" for k in t.keys)
+            db.execute(f"UPDATE {t.name} SET {sets} WHERE {match}", (*changes.values(), *key))
+        if append_only:
+            db.execute(_AUDIT_NO_UPDATE)
+        return last if seen == limit or size > _REKEY_BATCH_BYTES else None
+
+    async def payload_keys(self) -> dict[str | None, int]:
+        """How many stored payloads each key id sealed (None: stored in clear)."""
+        counts: dict[str | None, int] = {}
+        for t in _sealed.TABLES:
+            for col in t.payloads:  # only a sealed value's head: its key id
+                rows = self._db.execute(
+                    f"SELECT CASE WHEN typeof({col}) = 'blob' THEN substr({col}, 1, 300) END"
+                    f" FROM {t.name} WHERE {col} IS NOT NULL"
+                )
+                for (head,) in rows:
+                    kid = _sealed.key_of(head)
+                    counts[kid] = counts.get(kid, 0) + 1
+        return counts
 
     async def close(self) -> None:
         self._db.close()
