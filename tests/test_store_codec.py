@@ -1,0 +1,616 @@
+"""Encryption at rest: every journaled payload sealed by the App's codec (keel.codec).
+
+The planted-secret tests read the raw bytes of the SQLite file and its WAL, so they
+prove what an attacker with a copy of the disk (or a backup) would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+import keel
+from keel.cli import cli
+from keel.codec import AESGCMCodec, key_id, new_key
+from keel.engine.runtime import Settings
+from keel.errors import ConfigError, PayloadUnreadable
+from keel.llm import Gateway, Reply, ScriptedModel
+from keel.store.sqlite import _MIGRATIONS, _SCHEMA, SQLiteStore
+from tests.limits import WAIT
+
+KEY_A, KEY_B, KEY_C = new_key(), new_key(), new_key()
+ID_A, ID_B, ID_C = (key_id(base64.b64decode(k)) for k in (KEY_A, KEY_B, KEY_C))
+
+# One distinct secret per place a payload can land; none may reach the disk in clear.
+PLANTED = {
+    "run input": "Zq-run-input-4d1f",
+    "tool argument": "Zq-tool-arg-8a2c",
+    "tool result": "Zq-tool-result-c3e9",
+    "state": "Zq-state-51b7",
+    "signal payload": "Zq-signal-0e6d",
+    "approval argument": "Zq-approval-arg-7f40",
+    "escalation packet": "Zq-escalation-9b13",
+    "escalation resolution": "Zq-resolution-2c88",
+    "large output": "Zq-large-output-6a5e",
+    "model prompt": "Zq-prompt-d2f1",
+    "model reply": "Zq-reply-a7c4",
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_key_from_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KEEL_ENCRYPTION_KEY", "KEEL_ENCRYPTION_KEY_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+async def apps(store_url: str) -> AsyncIterator[Callable[..., keel.App]]:
+    """Apps on this test's store, built under whatever KEEL_ENCRYPTION_KEY is set then."""
+    made: list[keel.App] = []
+
+    def make(llm: Any = None, **kw: Any) -> keel.App:
+        app = keel.App(store_url, settings=Settings(poll_interval=0.02, **kw), llm=llm)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        await app.close()
+
+
+def db_path(store_url: str) -> Path:
+    return Path(store_url.removeprefix("sqlite:///"))
+
+
+def disk_bytes(store_url: str) -> dict[str, bytes]:
+    """The store's files as an attacker with a copy of the disk would have them."""
+    path = db_path(store_url)
+    files = {"db": path.read_bytes()}
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists():
+        files["wal"] = wal.read_bytes()
+    return files
+
+
+def found(store_url: str, secrets: dict[str, str]) -> list[str]:
+    files = disk_bytes(store_url)
+    return [
+        f"{what} in {name}"
+        for what, secret in secrets.items()
+        for name, data in files.items()
+        if secret.encode() in data
+    ]
+
+
+def checkpoint(store_url: str) -> None:
+    db = sqlite3.connect(db_path(store_url))
+    try:
+        busy, _, _ = db.execute("PRAGMA wal_checkpoint(FULL)").fetchone()
+        assert busy == 0
+    finally:
+        db.close()
+
+
+async def keel_cmd(store_url: str, *args: str, key: str | None = None) -> tuple[int, str, str]:
+    """The `keel` CLI on the store, with KEEL_ENCRYPTION_KEY set to `key` (or unset)."""
+
+    def invoke() -> Any:
+        env = {"KEEL_STORE": store_url, "COLUMNS": "240", "KEEL_ENCRYPTION_KEY": key}
+        return CliRunner().invoke(cli, list(args), env=env)
+
+    res = await asyncio.to_thread(invoke)
+    return res.exit_code, res.stdout, res.stderr
+
+
+class Notes(BaseModel):
+    note: str = ""
+
+
+def model() -> Gateway:
+    scripted = ScriptedModel(default=Reply(content=f"the answer is {PLANTED['model reply']}"))
+    # cache=True: the reply also lands in the response cache, which must be sealed too
+    return Gateway({"m": scripted}, cache=True, retry=keel.Retry(attempts=1))
+
+
+def everything_app(app: keel.App) -> Any:
+    """A workflow that puts a planted secret in every kind of payload Keel stores."""
+
+    @app.tool
+    async def lookup(account: str) -> str:
+        return f"balance for {account}: {PLANTED['tool result']}"
+
+    @app.tool
+    async def report(title: str) -> str:  # over large_output_bytes: stored out of line
+        return f"{title} {PLANTED['large output']} " + "x" * 4000
+
+    @app.tool(irreversible=True)
+    async def pay(to: str) -> str:
+        return "paid"
+
+    @app.tool(fallback=keel.Fallback.human(queue="ops"))
+    async def fragile(item: str) -> str:
+        raise ValueError(f"cannot handle {PLANTED['escalation packet']}")
+
+    @app.workflow(state=Notes)
+    async def everything(ctx: keel.Context, secret: str) -> str:
+        ctx.state.note = PLANTED["state"]
+        balance = await ctx.call(lookup, PLANTED["tool argument"])
+        big = await ctx.call(report, "quarterly")
+        signal = await ctx.wait_for("go")
+        await ctx.call(pay, PLANTED["approval argument"])
+        fixed = await ctx.call(fragile, "widget")
+        reply = await ctx.llm.text(f"summarise {PLANTED['model prompt']}")
+        return " | ".join([secret, balance, big[:60], json.dumps(signal), fixed, reply])
+
+    return everything
+
+
+async def drive_everything(app: keel.App) -> str:
+    """Run `everything` to its end, deciding what a person decides; its run id."""
+    wf = everything_app(app)
+    handle = await app.start(wf, {"secret": PLANTED["run input"]})
+    assert (await handle.settle(WAIT)).waiting_on == ["go"]
+    await app.signal(handle.id, "go", {"word": PLANTED["signal payload"]})
+    await handle.settle(WAIT)
+    (req,) = await app.approvals.list()
+    await app.approvals.approve(req.id, by="dana")
+    await handle.settle(WAIT)
+    (esc,) = await app.escalations.list()
+    await app.escalations.resolve(esc.id, PLANTED["escalation resolution"], by="dana")
+    result = await handle.result(WAIT)
+    for what in ("run input", "tool result", "signal payload", "model reply"):
+        assert PLANTED[what] in result, what
+    return handle.id
+
+
+# -- the planted-secret test ------------------------------------------------------------
+
+
+async def test_planted_secrets_never_reach_the_database_file_or_its_wal(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    app = apps(model(), large_output_bytes=1024)
+    run_id = await drive_everything(app)
+    await app.trace(run_id)  # traces are stored too
+    assert "wal" in disk_bytes(store_url) and len(disk_bytes(store_url)["wal"]) > 0
+    assert found(store_url, PLANTED) == []  # the WAL not yet checkpointed
+    checkpoint(store_url)
+    assert found(store_url, PLANTED) == []  # and after
+
+    # Everything reads back for a holder of the key: App, approvals, escalations, traces.
+    steps = {s.name: s for s in await app.steps(run_id)}
+    assert steps["lookup"].input == {"account": PLANTED["tool argument"]}
+    (req,) = await app.approvals.list(status="all")
+    assert PLANTED["approval argument"] in json.dumps(req.model_dump(), default=str)
+    (esc,) = await app.escalations.list(status="all")
+    assert PLANTED["escalation packet"] in esc.packet.model_dump_json()
+    assert PLANTED["escalation resolution"] in json.dumps(esc.resolution)
+    spans = json.dumps([s.attributes for s in await app.trace(run_id)], default=str)
+    assert PLANTED["tool argument"] in spans and PLANTED["model prompt"] in spans
+    assert (await app.get_run(run_id)).state == {"note": PLANTED["state"]}
+    await app.close()
+
+    # ... and through the CLI, which takes the key from the environment like the App.
+    code, out, err = await keel_cmd(store_url, "show", run_id, "--json", key=KEY_A)
+    assert code == 0, err
+    assert PLANTED["run input"] in out and PLANTED["tool argument"] in out
+    code, out, _ = await keel_cmd(store_url, "escalations", "list", "--status", "all", key=KEY_A)
+    assert code == 0 and "fragile" in out
+    code, out, err = await keel_cmd(store_url, "store", "keys", "--json", key=KEY_A)
+    stored = json.loads(out)["stored"]
+    assert code == 0 and [r["key_id"] for r in stored] == [ID_A], stored
+    assert found(store_url, PLANTED) == []  # reading wrote nothing in clear either
+
+
+async def test_without_a_key_the_same_run_is_in_clear(
+    apps: Callable[..., keel.App], store_url: str
+) -> None:
+    """The control: the grep above finds what it looks for when nothing is sealed."""
+    app = apps(model(), large_output_bytes=1024)
+    await drive_everything(app)
+    await app.close()
+    checkpoint(store_url)
+    assert len(found(store_url, PLANTED)) >= len(PLANTED)
+
+
+# -- rotation, rekey, missing keys ----------------------------------------------------
+
+
+def waiter_app(app: keel.App) -> Any:
+    @app.tool
+    async def echo(text: str) -> str:
+        return f"echo {text}"
+
+    @app.workflow
+    async def waiter(ctx: keel.Context, secret: str) -> str:
+        first = await ctx.call(echo, secret)
+        word = await ctx.wait_for("go")
+        return f"{first} / {word}"
+
+    return waiter
+
+
+async def test_a_run_suspended_under_one_key_resumes_after_rotation_and_rekey(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    old = apps()
+    handle = await old.start(waiter_app(old), {"secret": "Zq-rot-input"}, id="rot-1")
+    assert (await handle.settle(WAIT)).status is keel.RunStatus.WAITING
+    await old.close()
+
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", f"{KEY_B},{KEY_A}")  # B current, A still read
+    rotated = apps()
+    waiter_app(rotated)
+    handle = await rotated.start("waiter", id="rot-1")  # attach: this process resumes it
+    await handle.signal("go", "Zq-rot-signal")
+    assert await handle.result(WAIT) == "echo Zq-rot-input / Zq-rot-signal"
+    await rotated.close()
+    keys = await apps().store.payload_keys()
+    assert keys.get(ID_A, 0) > 0 and keys.get(ID_B, 0) > 0  # old values stay under A
+
+    code, out, err = await keel_cmd(store_url, "store", "rekey", key=f"{KEY_B},{KEY_A}")
+    assert code == 0, err
+    assert f"rekeyed to key {ID_B}" in out and f"every stored payload is under key {ID_B}" in out
+    assert f"{keys[ID_A]} re-encrypted from older keys" in out
+
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_B)  # A removed
+    only_b = apps()
+    assert (await only_b.get_run("rot-1")).result == "echo Zq-rot-input / Zq-rot-signal"
+    assert next(s.output for s in await only_b.steps("rot-1")) == "echo Zq-rot-input"
+    assert await only_b.store.payload_keys() == {ID_B: keys[ID_A] + keys[ID_B]}  # all moved
+    await only_b.close()
+
+    # A process given only the removed key says which key it lacks, never garbage.
+    code, _, err = await keel_cmd(store_url, "show", "rot-1", key=KEY_A)
+    assert code == 3
+    assert err.count("\n") == 1 and f"encrypted with key {ID_B}, which is not configured" in err
+    assert KEY_A not in err and KEY_B not in err
+
+
+async def test_a_missing_key_is_a_clear_error_and_fails_no_run(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    writer = apps()
+    waiter_app(writer)
+    await writer.start("waiter", {"secret": "Zq-missing"}, id="m-1", execute=False)
+    await writer.close()
+
+    monkeypatch.delenv("KEEL_ENCRYPTION_KEY")
+    with pytest.raises(PayloadUnreadable) as caught:
+        await apps().get_run("m-1")
+    assert str(caught.value) == (
+        f"cannot read runs.input of m-1: it is encrypted (key {ID_A}) and no key is configured;"
+        " set KEEL_ENCRYPTION_KEY to the keys this store was written with"
+    )
+    assert caught.value.key_id == ID_A and caught.value.where == "runs.input"
+    code, _, err = await keel_cmd(store_url, "runs")
+    assert code == 3 and f"(key {ID_A}) and no key is configured" in err
+
+    # A worker with the wrong key stops on the first run it cannot read; the run is
+    # intact and finishes once a worker with the right key takes it.
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_C)
+    wrong = apps(lease_seconds=1.0)
+    waiter_app(wrong)
+    worker = wrong.worker()
+    with pytest.raises(PayloadUnreadable, match=f"encrypted with key {ID_A}, which is not"):
+        await asyncio.wait_for(worker.serve(), WAIT)
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    right = apps()
+    waiter_app(right)
+    handle = await right.start("waiter", id="m-1")  # attach: its recorded input stands
+    assert (await handle.settle(WAIT)).status is keel.RunStatus.WAITING
+    await handle.signal("go", "later")
+    assert await handle.result(WAIT) == "echo Zq-missing / later"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("not base64!", "KEEL_ENCRYPTION_KEY: key 1 is not base64"),
+        (
+            base64.b64encode(b"k" * 16).decode(),
+            "encryption key 1 is 16 bytes; AES-256-GCM needs 32",
+        ),
+        ("", "KEEL_ENCRYPTION_KEY is set but empty"),
+        (f"{KEY_A},", "KEEL_ENCRYPTION_KEY: key 2 of 2 is empty (a stray comma?)"),
+    ],
+)
+async def test_a_bad_key_is_a_one_line_error(
+    store_url: str, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", value)
+    with pytest.raises(ConfigError) as caught:
+        keel.App(store_url)
+    assert message in str(caught.value)
+    if value:
+        assert value.split(",")[0] not in str(caught.value)  # never echoes a key
+    code, out, err = await keel_cmd(store_url, "runs", key=value)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err
+
+
+async def test_keys_from_a_file_and_from_code(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "key"
+    path.write_text(f"{KEY_B},{KEY_A}\n")
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY_FILE", str(path))
+    app = keel.App(store_url)
+    assert isinstance(app.codec, AESGCMCodec) and app.codec.key_ids == [ID_B, ID_A]
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    with pytest.raises(ConfigError, match="both KEEL_ENCRYPTION_KEY and KEEL_ENCRYPTION_KEY_FILE"):
+        keel.App(store_url)
+    monkeypatch.delenv("KEEL_ENCRYPTION_KEY")
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY_FILE", str(tmp_path / "absent"))
+    with pytest.raises(ConfigError, match="cannot read key file"):
+        keel.App(store_url)
+    monkeypatch.delenv("KEEL_ENCRYPTION_KEY_FILE")
+    # A codec in code wins over the environment; any object with the three members works.
+    coded = keel.App(store_url, codec=Reversed())
+    waiter_app(coded)
+    handle = await coded.start("waiter", {"secret": "Zq-coded"})
+    await handle.settle(WAIT)
+    assert set(await coded.store.payload_keys()) == {"rev-1"}
+    assert (await coded.get_run(handle.id)).input == {"secret": "Zq-coded"}
+    await coded.close()
+
+
+class Reversed:
+    """A toy codec (not encryption): what any user codec has to provide."""
+
+    key_id = "rev-1"
+
+    def encode(self, data: bytes, context: bytes) -> bytes:
+        return data[::-1]
+
+    def decode(self, data: bytes, key_id: str, context: bytes) -> bytes:
+        return data[::-1]
+
+
+# -- a store written before encryption was turned on ------------------------------------
+
+BEFORE = {"input": "Zq-before-input", "big": "Zq-before-big", "signal": "Zq-before-signal"}
+
+
+def before_app(app: keel.App) -> Any:
+    @app.tool
+    async def big(tag: str) -> str:  # stored out of line
+        return f"{tag} {BEFORE['big']} " + "y" * 4000
+
+    @app.workflow
+    async def before(ctx: keel.Context, secret: str) -> str:
+        out = await ctx.call(big, "t")
+        word = await ctx.wait_for("go")
+        return f"{secret}|{out.split()[1]}|{word}"
+
+    return before
+
+
+async def test_a_clear_store_stays_readable_and_rekey_seals_it(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = apps(large_output_bytes=1024)
+    before = before_app(plain)
+    done = await plain.start(before, {"secret": BEFORE["input"]}, id="b-done")
+    await done.settle(WAIT)
+    await done.signal("go", BEFORE["signal"])
+    assert BEFORE["signal"] in await done.result(WAIT)
+    waiting = await plain.start(before, {"secret": BEFORE["input"]}, id="b-waiting")
+    await waiting.settle(WAIT)
+    await plain.close()
+    checkpoint(store_url)
+    assert found(store_url, BEFORE)  # stored in clear: the store predates the key
+
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    sealed = apps(large_output_bytes=1024)
+    before_app(sealed)
+    expected = f"{BEFORE['input']}|{BEFORE['big']}|{BEFORE['signal']}"
+    assert (await sealed.get_run("b-done")).result == expected
+    (big,) = [s for s in await sealed.steps("b-done") if s.blob]
+    assert BEFORE["big"].encode() in await sealed.store.load_blob(big.blob)  # a clear blob
+    resumed = await sealed.start("before", id="b-waiting")
+    await resumed.signal("go", "Zq-after-signal")
+    assert "Zq-after-signal" in await resumed.result(WAIT)
+    keys = await sealed.store.payload_keys()
+    assert keys.get(None, 0) > 0 and keys.get(ID_A, 0) > 0  # both kinds, side by side
+    await sealed.close()
+
+    code, out, err = await keel_cmd(store_url, "store", "rekey", "--vacuum", key=KEY_A)
+    assert code == 0, err
+    assert f"{keys[None]} sealed (were in clear)" in out
+    code, out, _ = await keel_cmd(store_url, "store", "keys", "--json", key=KEY_A)
+    assert [r["key_id"] for r in json.loads(out)["stored"]] == [ID_A]
+    assert found(store_url, BEFORE) == []  # no copy left in clear, in pages or the WAL
+    code, out, _ = await keel_cmd(store_url, "show", "b-done", "--json", key=KEY_A)
+    assert code == 0 and BEFORE["input"] in out and BEFORE["signal"] in out
+
+
+async def test_rekey_without_a_key_says_what_to_do(store_url: str) -> None:
+    code, _, err = await keel_cmd(store_url, "store", "rekey")
+    assert code == 2 and "no encryption key is configured" in err and "keel store new-key" in err
+
+
+async def test_new_key_prints_a_usable_key(store_url: str) -> None:
+    code, out, _ = await keel_cmd(store_url, "store", "new-key")
+    assert code == 0 and len(base64.b64decode(out.strip(), validate=True)) == 32
+    assert AESGCMCodec.from_text(out.strip()).key_id == key_id(base64.b64decode(out.strip()))
+
+
+# -- integrity: a sealed value opens only where it was written --------------------------
+
+
+async def test_a_sealed_value_cannot_be_moved_to_another_row_or_column(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    app = apps()
+    wf = waiter_app(app)
+    for run_id in ("x-1", "x-2"):
+        await app.start(wf, {"secret": run_id}, id=run_id, execute=False)
+    db = sqlite3.connect(db_path(store_url))
+    with db:
+        db.execute("UPDATE runs SET input=(SELECT input FROM runs WHERE id='x-1') WHERE id='x-2'")
+        db.execute("UPDATE runs SET result=input WHERE id='x-1'")
+    db.close()
+    for run_id, column in (("x-2", "runs.input"), ("x-1", "runs.result")):
+        with pytest.raises(PayloadUnreadable) as caught:
+            await app.get_run(run_id)
+        assert str(caught.value) == (
+            f"cannot read {column} of {run_id}: it does not authenticate under key {ID_A}:"
+            " the stored value was changed or moved from another row or column"
+        )
+
+
+# -- no SQL looks inside a sealed column: the trace store's upsert ----------------------
+
+
+def _span_row(attrs: dict[str, Any], status: str) -> tuple[Any, ...]:
+    return (
+        "00000000000000a1",
+        "0" * 31 + "1",
+        None,
+        "r1",
+        "execute wf",
+        "INTERNAL",
+        1,
+        2,
+        status,
+        None,
+        json.dumps(attrs),
+        None,
+        None,
+    )
+
+
+async def test_a_real_span_replaces_a_reconstructed_one_in_a_sealed_trace_store(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteStore(f"sqlite:///{tmp_path}/keel.db", AESGCMCodec.from_text(KEY_A))
+    try:
+        ghost = _span_row({"keel.execution": 1, "keel.execution.interrupted": True}, "ERROR")
+        real = _span_row({"keel.execution": 1}, "OK")
+        await store.write_spans([ghost])
+        await store.write_spans([real])  # the execution's own span arrives late: it wins
+        await store.write_spans([ghost])  # a reconstruction never replaces a real span
+        ((row),) = await store.load_spans("0" * 31 + "1")
+        assert row[8] == "OK" and json.loads(row[10]) == {"keel.execution": 1}
+    finally:
+        await store.close()
+
+
+async def test_a_v13_store_learns_which_spans_were_reconstructed(tmp_path: Path) -> None:
+    path = tmp_path / "keel.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 14)) + "PRAGMA user_version=13;"
+    )
+    db.execute(
+        "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind, start_ns,"
+        " end_ns, status, status_message, attributes, events, links)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        _span_row({"keel.execution": 1, "keel.execution.interrupted": True}, "ERROR"),
+    )
+    db.commit()
+    db.close()
+    store = SQLiteStore(f"sqlite:///{path}")
+    try:
+        await store.write_spans([_span_row({"keel.execution": 1}, "OK")])
+        ((row),) = await store.load_spans("0" * 31 + "1")
+        assert row[8] == "OK"
+    finally:
+        await store.close()
+
+
+# -- rekey while a worker writes --------------------------------------------------------
+
+ROUNDS = 5
+_GO_ON = {"busy": False}  # read by the tool `more`: runs keep writing while it is set
+
+
+def busy_app(app: keel.App) -> Any:
+    @app.tool
+    async def square(n: int) -> dict[str, int]:
+        await asyncio.sleep(0.01)
+        return {"n": n, "sq": n * n}
+
+    @app.tool
+    async def more() -> bool:  # journaled, so a replay takes the same number of turns
+        return _GO_ON["busy"]
+
+    @app.workflow
+    async def busy(ctx: keel.Context, seed: int) -> int:
+        total, i = 0, 0
+        while i < ROUNDS or await ctx.call(more):
+            total += (await ctx.call(square, seed + i))["sq"]
+            i += 1
+        return total
+
+    return busy
+
+
+async def test_rekey_while_a_worker_writes_loses_nothing(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    old = apps()
+    wf = busy_app(old)
+    seeds = list(range(0, 100_000, 1000))
+    for seed in seeds[:20]:  # finished under A: rekey has work from the start
+        await old.start(wf, {"seed": seed}, id=f"busy-{seed}")
+    for seed in seeds[:20]:
+        await old.handle(f"busy-{seed}").result(WAIT)
+    await old.close()
+
+    both = f"{KEY_B},{KEY_A}"
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", both)
+    live = apps()
+    busy_app(live)
+    _GO_ON["busy"] = True  # they write step after step until both rekeys are done
+    try:
+        handles = [await live.start("busy", {"seed": s}, id=f"busy-{s}") for s in seeds[20:]]
+        env = {**os.environ, "KEEL_STORE": store_url, "KEEL_ENCRYPTION_KEY": both}
+        for _ in range(2):  # small batches, in another process, while the worker writes
+            proc = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "keel.cli", "store", "rekey", "--batch", "7"),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            _, err = await asyncio.wait_for(proc.communicate(), WAIT)
+            # exit 1 would mean values left under A or in clear: no writer here has only A
+            assert proc.returncode == 0, err.decode()
+            assert not any([(await h.status()).terminal for h in handles])  # still writing
+    finally:
+        _GO_ON["busy"] = False
+    for h in handles:
+        await h.result(WAIT)
+    for seed in seeds:
+        run = await live.get_run(f"busy-{seed}")
+        outputs = [s.output for s in await live.steps(run.id) if s.name == "square"]
+        assert sorted(o["n"] for o in outputs) == [seed + i for i in range(len(outputs))]
+        assert run.result == sum(o["sq"] for o in outputs), run
+        assert len(outputs) >= ROUNDS
+    assert set(await live.store.payload_keys()) == {ID_B}
+
+
+def test_import_keel_and_an_app_without_a_key_do_not_load_cryptography() -> None:
+    code = (
+        "import sys, keel; keel.App('sqlite:///:memory:');"
+        " assert 'cryptography' not in sys.modules, 'loaded'"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_ENCRYPTION")}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=WAIT)
