@@ -87,6 +87,7 @@ class AESGCMCodec:
                 )
             self._aes.setdefault(key_id(key), AESGCM(key))
         self._current = next(iter(self._aes))
+        self._sealer = self._aes[self._current]
 
     @property
     def key_id(self) -> str:
@@ -141,7 +142,7 @@ class AESGCMCodec:
 
     def encode(self, data: bytes, context: bytes) -> bytes:
         nonce = os.urandom(_NONCE)
-        sealed: bytes = self._aes[self._current].encrypt(nonce, data, context)
+        sealed: bytes = self._sealer.encrypt(nonce, data, context)
         return nonce + sealed
 
     def decode(self, data: bytes, key_id: str, context: bytes) -> bytes:

@@ -59,8 +59,23 @@ TABLES = (
 )
 
 
-def context(where: str, row: tuple[Any, ...]) -> bytes:
-    return "\x1f".join((where, *map(str, row))).encode()
+def context(where: str, row: tuple[str, ...]) -> bytes:
+    return "\x1f".join((where, *row)).encode()
+
+
+_HEADS: dict[str, bytes] = {}  # key id -> envelope head (a few keys: built once each)
+
+
+def _head(kid: str) -> bytes:
+    head = _HEADS.get(kid)
+    if head is None:
+        raw = kid.encode()
+        if not 0 < len(raw) < 256:
+            raise ConfigError(f"a codec's key_id must be 1-255 bytes, got {kid!r}")
+        head = MAGIC + bytes((len(raw),)) + raw
+        if len(_HEADS) < 64:
+            _HEADS[kid] = head
+    return head
 
 
 def key_of(value: Any) -> str | None:
@@ -70,22 +85,19 @@ def key_of(value: Any) -> str | None:
     return None
 
 
-def seal(codec: PayloadCodec, data: bytes, where: str, row: tuple[Any, ...]) -> bytes:
-    kid = codec.key_id.encode()
-    if not 0 < len(kid) < 256:
-        raise ConfigError(f"a codec's key_id must be 1-255 bytes, got {codec.key_id!r}")
-    return MAGIC + bytes((len(kid),)) + kid + codec.encode(data, context(where, row))
+def seal(codec: PayloadCodec, data: bytes, where: str, row: tuple[str, ...]) -> bytes:
+    return _head(codec.key_id) + codec.encode(data, context(where, row))
 
 
 def unseal(
-    codec: PayloadCodec | None, value: str | bytes, where: str, row: tuple[Any, ...]
+    codec: PayloadCodec | None, value: str | bytes, where: str, row: tuple[str, ...]
 ) -> str | bytes:
     """A stored value's payload: clear values as they are, sealed ones decoded."""
     kid = key_of(value)
     if kid is None:
         return value
     assert isinstance(value, bytes)
-    what = f"{where} of {'/'.join(map(str, row))}"
+    what = f"{where} of {'/'.join(row)}"
     if codec is None:
         raise PayloadUnreadable(
             f"cannot read {what}: it is encrypted (key {kid}) and no key is configured;"

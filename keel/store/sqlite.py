@@ -533,7 +533,7 @@ class SQLiteStore(Store):
 
     # -- payloads: sealed by the codec when there is one (keel/store/_sealed.py) ------
 
-    def _seal(self, data: bytes | str | None, where: str, *row: Any) -> str | bytes | None:
+    def _seal(self, data: bytes | str | None, where: str, *row: str) -> str | bytes | None:
         if data is None:
             return None
         if self.codec is None:
@@ -541,14 +541,14 @@ class SQLiteStore(Store):
         raw = data.encode() if isinstance(data, str) else data
         return _sealed.seal(self.codec, raw, where, row)
 
-    def _open(self, value: str | bytes | None, where: str, *row: Any) -> str | None:
+    def _open(self, value: str | bytes | None, where: str, *row: str) -> str | None:
         if value is None or type(value) is str:
             return value
         out = _sealed.unseal(self.codec, value, where, row)
         return out if isinstance(out, str) else out.decode()
 
     def _opened(
-        self, row: Sequence[Any], cols: tuple[tuple[int, str], ...], *key: Any
+        self, row: Sequence[Any], cols: tuple[tuple[int, str], ...], *key: str
     ) -> Sequence[Any]:
         """`row` with its payload columns (index, column) read back as text."""
         if all(type(row[i]) is not bytes for i, _ in cols):
