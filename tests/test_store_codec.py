@@ -614,3 +614,41 @@ def test_import_keel_and_an_app_without_a_key_do_not_load_cryptography() -> None
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_ENCRYPTION")}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=WAIT)
+
+
+async def test_a_reply_cached_in_redis_is_sealed_too(
+    redis_url: str, store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis.asyncio as aioredis
+
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    calls: list[int] = []
+    reply = f"Zq-redis-reply-{os.getpid()}-{id(calls)}"  # the Redis is shared by the session
+
+    def answer(messages: list[dict[str, Any]]) -> str:
+        calls.append(1)
+        return reply
+
+    results = []
+    for _ in range(2):  # the second App (another process, as it were) hits the cache
+        app = keel.App(
+            store_url,
+            llm=Gateway(
+                {"m": ScriptedModel(answer, name="sealed-cache")}, redis_url=redis_url, cache=True
+            ),
+        )
+
+        @app.workflow
+        async def ask(ctx: keel.Context, q: str) -> str:
+            return str(await ctx.llm.text(q))
+
+        results.append(await (await app.start(ask, {"q": f"ask {reply}"})).result(WAIT))
+        await app.close()
+    assert results == [reply, reply] and len(calls) == 1
+    client = aioredis.from_url(redis_url)
+    try:
+        values = [await client.get(k) for k in await client.keys("llm:*")]
+    finally:
+        await client.aclose()
+    assert not [v for v in values if reply.encode() in v]
+    assert any(v.startswith(b"\x00KC\x01") for v in values)

@@ -564,7 +564,12 @@ class Gateway:
     async def _cache_get(self, key: str, cc: CallContext) -> LLMResponse | None:
         if self._redis is not None:
             raw = await self._redis.get(key)
-            text = raw.decode() if raw is not None else None
+            codec = getattr(cc.store, "codec", None)
+            if raw is not None and raw[:1] == b"\x00":  # sealed by the store's codec
+                from keel.store import _sealed
+
+                raw = _sealed.unseal(codec, raw, "redis.llm_cache", (key,))
+            text = raw.decode() if isinstance(raw, bytes) else raw
         elif cc.store is not None:
             text = await cc.store.cache_get(key, time.time())
         else:
@@ -574,10 +579,17 @@ class Gateway:
     async def _cache_put(self, key: str, resp: LLMResponse, cc: CallContext) -> None:
         text = resp.model_dump_json()
         if self._redis is not None:
-            if self.cache_ttl:
-                await self._redis.set(key, text, ex=int(max(1, self.cache_ttl)))
+            codec = getattr(cc.store, "codec", None)  # a reply is a payload: sealed like one
+            if codec is not None:
+                from keel.store import _sealed
+
+                value: str | bytes = _sealed.seal(codec, text.encode(), "redis.llm_cache", (key,))
             else:
-                await self._redis.set(key, text)
+                value = text
+            if self.cache_ttl:
+                await self._redis.set(key, value, ex=int(max(1, self.cache_ttl)))
+            else:
+                await self._redis.set(key, value)
         elif cc.store is not None:
             expires = time.time() + self.cache_ttl if self.cache_ttl else None
             await cc.store.cache_put(key, text, expires)
