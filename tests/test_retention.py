@@ -571,9 +571,7 @@ def test_the_audit_log_keeps_no_payload_of_a_decision() -> None:
     }
     detail = audit_detail(decision)
     assert SECRET not in json.dumps(detail) and "400" not in json.dumps(detail)
-    assert detail["fields"] == ["args", "note", "original"]
-    assert detail["changed"] == ["amount"]
-    assert len(detail["sha256"]) == 64
+    assert detail == {"fields": ["args", "note", "original"], "changed": ["amount"]}
 
 
 async def test_a_decision_is_audited_without_its_payload(store: SQLiteStore) -> None:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import abc
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
-
-import pydantic_core
 
 from keel.errors import ConfigError, SignalRefused
 from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StructuredError
@@ -137,12 +134,13 @@ class StoreSpace:
 
 
 def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:
-    """What the audit log keeps of a person's decision: which fields it had, which tool
-    arguments an edit changed, and a digest of the whole, never the content.
+    """What the audit log keeps of a person's decision: which fields it had and which
+    tool arguments an edit changed, never their values.
 
     The decision itself (arguments, outputs, labels, notes) lives in the request and the
     run's journal, and goes when the run is purged; the audit log is append-only and
-    kept, so it holds no payload (docs/storage.md).
+    kept, so it holds no payload (docs/storage.md). Not even a digest of one: a digest
+    of a guessable value (an amount, a yes/no label) gives the value away.
     """
     out: dict[str, Any] = {"fields": sorted(k for k, v in decision.items() if v is not None)}
     args, original = decision.get("args"), decision.get("original")
@@ -150,7 +148,6 @@ def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:
         out["changed"] = sorted(
             k for k in {*args, *original} if args.get(k, ...) != original.get(k, ...)
         )
-    out["sha256"] = hashlib.sha256(pydantic_core.to_json(decision, fallback=repr)).hexdigest()
     return out
 
 

@@ -4,7 +4,7 @@
 `chain` journals `n` steps, the first with an output large enough to be stored out of
 line; every run's large output is the same, so all of them share one blob. `held` holds
 its second step until the test creates `$KEEL_TEST_DIR/gate-<i>`; `waits` waits for a
-signal.
+signal. Every `work` step logs its execution (tests/apps/effects.py).
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import keel
+from tests.apps.effects import log_execution
 
 BIG = "x" * (300 * 1024)  # over the 256 KiB large_output_bytes default: a shared blob
 
 
-def gate(i: int) -> Path:
-    return Path(os.environ["KEEL_TEST_DIR"]) / f"gate-{i}"
+def gate(i: int, root: Path | None = None) -> Path:
+    return (root or Path(os.environ["KEEL_TEST_DIR"])) / f"gate-{i}"
 
 
 def build(store: str | None = None) -> keel.App:
@@ -32,6 +33,7 @@ def build(store: str | None = None) -> keel.App:
 
     @app.tool
     async def work(i: int) -> int:
+        log_execution()  # $KEEL_TEST_DIR/exec.log: which steps ran, how often
         await asyncio.sleep(0.005)
         return i
 
