@@ -303,16 +303,18 @@ CREATE TABLE IF NOT EXISTS workers (
     beat_every REAL NOT NULL
 ) WITHOUT ROWID;
 """,
-    # Retention (docs/storage.md): purges find ended runs, a run's signals and spans, and
-    # the steps sharing a blob by index; purged runs' usage is kept as per-day totals;
-    # the audit log keeps no payload, so what earlier versions logged of decisions
-    # (arguments, outputs, notes) becomes the names of its fields, overwritten in place
-    # (secure_delete: left on for the connection that upgrades, as most builds have it).
+    # Retention (docs/storage.md): purges find ended runs, expired cache entries, a run's
+    # signals and spans, and the steps sharing a blob by index; purged runs' usage is
+    # kept as per-day totals; the audit log keeps no payload, so what earlier versions
+    # logged of decisions (arguments, outputs, notes) becomes the names of its fields,
+    # overwritten in place (secure_delete: left on for the connection that upgrades, as
+    # most builds have it).
     14: """
 CREATE INDEX IF NOT EXISTS runs_ended ON runs(ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX IF NOT EXISTS steps_by_blob ON steps(blob) WHERE blob IS NOT NULL;
 CREATE INDEX IF NOT EXISTS signals_by_run ON signals(run_id);
 CREATE INDEX IF NOT EXISTS spans_by_run ON spans(run_id);
+CREATE INDEX IF NOT EXISTS kv_cache_expiry ON kv_cache(expires_at) WHERE expires_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS usage_rollup (
     day REAL NOT NULL,
     workflow TEXT NOT NULL,
@@ -1552,7 +1554,8 @@ class SQLiteStore(Store):
     def _purgeable(self, db: sqlite3.Connection, scope: PurgeScope, limit: int) -> list[str]:
         """Ids of ended runs in `scope`, the longest ended first (index `runs_ended`)."""
         marks = ",".join("?" * len(scope.statuses))
-        sql = f"SELECT id FROM runs WHERE ended_at<? AND status IN ({marks})"
+        # `+status`: not by `runs_ready`, which would walk every ended run of the store.
+        sql = f"SELECT id FROM runs WHERE ended_at<? AND +status IN ({marks})"
         args: list[Any] = [scope.ended_before, *(s.value for s in scope.statuses)]
         if scope.workflow is not None:
             sql += " AND workflow=?"
@@ -1639,7 +1642,7 @@ class SQLiteStore(Store):
 
     async def count_purge(self, scope: PurgeScope, now: float) -> Purged:
         marks = ",".join("?" * len(scope.statuses))
-        doomed = f"SELECT id FROM runs WHERE ended_at<? AND status IN ({marks})"
+        doomed = f"SELECT id FROM runs WHERE ended_at<? AND +status IN ({marks})"
         args: list[Any] = [scope.ended_before, *(s.value for s in scope.statuses)]
         if scope.workflow is not None:
             doomed += " AND workflow=?"
