@@ -486,11 +486,10 @@ def runs_purge(
 ) -> None:
     """Delete ended runs past a retention, with everything that is theirs.
 
-    A run goes with its journal, signals, blobs no other run shares, spans, approval and
-    review requests, escalations and usage rows (kept as per-day totals, so keel costs
-    still answers). PENDING, RUNNING and WAITING runs are never purged. Workers may keep
-    running meanwhile: it deletes in small transactions. docs/storage.md says what is
-    kept and for how long.
+    A run goes with its journal, signals, blobs no other run shares, spans,
+    requests, escalations and usage (kept as per-day totals for keel costs).
+    PENDING, RUNNING and WAITING runs are never purged. Workers may keep
+    running: it deletes in small transactions. See docs/storage.md.
     """
     import dataclasses
     import time

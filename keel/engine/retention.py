@@ -49,7 +49,8 @@ async def purge(
             break
         # Other writers (workers) get the lock for at least as long as this batch held it.
         await asyncio.sleep(max(0.01, time.monotonic() - began))
-    total.add(await store.purge_expired(scope, now))
+    if stop is None or not stop():
+        total.add(await store.purge_expired(scope, now))
     return total
 
 

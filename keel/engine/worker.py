@@ -358,7 +358,7 @@ class Worker:
                     )
             except Exception as exc:
                 log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
-            await asyncio.sleep(settings.retention_interval)
+            await asyncio.sleep(max(0.1, settings.retention_interval))
 
     async def _reap_dead(self) -> None:
         """Release leases of dead workers on this host, so their runs restart now."""
