@@ -505,17 +505,15 @@ def runs_purge(
         return
     statuses: list[RunStatus] = []
     for given in status or []:
-        try:
-            st = RunStatus(given.upper())
-        except ValueError:
-            st = None
+        st = next((s for s in RunStatus if s.value == given.upper()), None)
         if st is None or not st.terminal:
             what = "not a run status" if st is None else "not an ended status"
             _fail(
                 f"--status {given!r} is {what}: only ended runs are purged;"
                 f" use {', '.join(s.value for s in ENDED)}"
             )
-        statuses.append(st)  # type: ignore[arg-type]
+            return
+        statuses.append(st)
     if vacuum and dry_run:
         _fail("--vacuum changes the store, --dry-run changes nothing: use one of them")
     now = time.time()

@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from keel.observe.journal_view import JournalView, journal_view, trim
 from keel.observe.journal_view import Node as JournalNode
+from keel.store.base import ENDED, Purged, PurgeScope, StoreSpace
 from keel.types import Escalation, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 _STATUS_STYLE = {
@@ -420,14 +421,13 @@ def _mib(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
 
-def purge_report(done: Any, scope: Any, older_than: str, dry_run: bool, space: Any) -> str:
-    """`keel runs purge`: what went (or would go), per table, and the store's size after.
-
-    `done` is a `keel.store.base.Purged`, `scope` its `PurgeScope`, `space` a
-    `StoreSpace` (None for a dry run)."""
-    ended = {"SUCCEEDED", "FAILED", "CANCELLED"}
-    statuses = [s.value for s in scope.statuses]
-    which = "ended" if set(statuses) == ended else "/".join(statuses)
+def purge_report(
+    done: Purged, scope: PurgeScope, older_than: str, dry_run: bool, space: StoreSpace | None
+) -> str:
+    """`keel runs purge`: what went (or would go), per table, and the store's size after
+    (`space`, None for a dry run)."""
+    ended = set(scope.statuses) == set(ENDED)
+    which = "ended" if ended else "/".join(s.value for s in scope.statuses)
     if scope.workflow:
         which += f" {scope.workflow}"
     cutoff = f"ended before {_ts(scope.ended_before)} UTC (--older-than {older_than})"
