@@ -359,6 +359,7 @@ class App:
             self.store,
             self.registry,
             retention_days=self.settings.trace_retention_days,
+            purge_every=self.settings.retention_interval,
             redactor=self.redactor,
             export=OTLPExport.from_env(),
         )

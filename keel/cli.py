@@ -390,8 +390,16 @@ def workers_cmd(
     console().print(workers_table(shown, now))
 
 
-@cli.command()
+runs_cli = typer.Typer(
+    help="List runs, newest first; keel runs purge deletes ended ones past a retention.",
+    invoke_without_command=True,
+)
+cli.add_typer(runs_cli, name="runs")
+
+
+@runs_cli.callback()
 def runs(
+    ctx: typer.Context,
     status: Annotated[
         str | None,
         typer.Option(
@@ -410,7 +418,9 @@ def runs(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first (keel runs purge --help: delete old ended runs)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from keel.server.timeparse import parse_time
     from keel.types import RunStatus
 
@@ -441,6 +451,105 @@ def runs(
     from keel.console import console, runs_table
 
     console().print(runs_table(found))
+
+
+@runs_cli.command("purge")
+def runs_purge(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Runs that ended at least this long ago: 30d, 12h, 90m, 45s, 2w"
+        ),
+    ],
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", "-s", help="Only runs that ended so: SUCCEEDED, FAILED, CANCELLED (repeat)"
+        ),
+    ] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be purged; change nothing.")
+    ] = False,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum",
+            help="Then rewrite the store to give its free space back (holds the write lock"
+            " while it runs; later purges shrink it by themselves).",
+        ),
+    ] = False,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=10_000, help="Runs per transaction")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete ended runs past a retention, with everything that is theirs.
+
+    A run goes with its journal, signals, blobs no other run shares, spans,
+    requests, escalations and usage (kept as per-day totals for keel costs).
+    PENDING, RUNNING and WAITING runs are never purged. Workers may keep
+    running: it deletes in small transactions. See docs/storage.md.
+    """
+    import dataclasses
+    import time
+
+    from keel.server.timeparse import parse_duration
+    from keel.store.base import ENDED, PurgeScope
+    from keel.types import RunStatus
+
+    try:
+        seconds = parse_duration(older_than, "--older-than")
+    except KeelError as exc:
+        _fail(exc.message)
+        return
+    statuses: list[RunStatus] = []
+    for given in status or []:
+        st = next((s for s in RunStatus if s.value == given.upper()), None)
+        if st is None or not st.terminal:
+            what = "not a run status" if st is None else "not an ended status"
+            _fail(
+                f"--status {given!r} is {what}: only ended runs are purged;"
+                f" use {', '.join(s.value for s in ENDED)}"
+            )
+            return
+        statuses.append(st)
+    if vacuum and dry_run:
+        _fail("--vacuum changes the store, --dry-run changes nothing: use one of them")
+    now = time.time()
+    scope = PurgeScope(
+        ended_before=now - seconds,
+        statuses=tuple(dict.fromkeys(statuses)) or ENDED,
+        workflow=workflow,
+    )
+
+    async def go(app: Any) -> Any:
+        from keel.engine.retention import purge
+
+        store = app.store
+        if dry_run:
+            done = await store.count_purge(scope, now)
+        else:
+            done = await purge(store, scope, now, batch=batch)
+        return done, await store.reclaim_space(full=vacuum) if not dry_run else None
+
+    done, space = _run(lambda: _with_app(go))
+    if as_json:
+        _print_json(
+            {
+                "dry_run": dry_run,
+                "older_than": older_than,
+                "ended_before": scope.ended_before,
+                "statuses": [s.value for s in scope.statuses],
+                "workflow": workflow,
+                "purged": done.counts(),
+                "store": None if space is None else dataclasses.asdict(space),
+            }
+        )
+        return
+    from keel.console import purge_report
+
+    typer.echo(purge_report(done, scope, older_than, dry_run, space))
 
 
 @cli.command()

@@ -128,7 +128,7 @@ async def test_a_v12_store_gains_the_workers_table_and_keeps_its_runs(tmp_path: 
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     cols = [r[1] for r in db.execute("PRAGMA table_info(workers)")]
     assert cols == [
         "owner", "host", "pid", "workflows", "embedded", "started_at", "seen_at", "beat_every"

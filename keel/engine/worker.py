@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+from keel.engine import retention
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.errors import StoreError
@@ -140,6 +141,8 @@ class Worker:
             asyncio.ensure_future(self._poll_loop()),
             asyncio.ensure_future(self._heartbeat_loop()),
         ]
+        if self.rt.settings.retention_days > 0:
+            self._tasks.append(asyncio.ensure_future(self._retention_loop()))
         for t in self._tasks:
             t.add_done_callback(self._loop_ended)
 
@@ -372,6 +375,29 @@ class Worker:
                 if run_id not in held and task is not None:
                     log.warning("lost the lease on run %s (cancelled or taken over)", run_id)
                     task.cancel()
+
+    async def _retention_loop(self) -> None:
+        """Apply `retention_days` (keel.engine.retention.sweep). A failed sweep is logged
+        and tried again next time: housekeeping never stops the worker."""
+        settings = self.rt.settings
+        while not self._stopping:
+            try:
+                done = await retention.sweep(
+                    self.rt.store,
+                    settings.retention_days,
+                    time.time(),
+                    every=settings.retention_interval,
+                    stop=lambda: self._stopping,
+                )
+                if done is not None and done.runs:
+                    log.info(
+                        "retention: purged %d run(s) that ended over %g day(s) ago",
+                        done.runs,
+                        settings.retention_days,
+                    )
+            except Exception as exc:
+                log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(max(0.1, settings.retention_interval))
 
     async def _reap_dead(self) -> None:
         """Release leases of dead workers on this host, so their runs restart now."""
