@@ -157,6 +157,8 @@ class Approvals(_Base):
             )
         if not isinstance(args, dict):
             raise InputError("edited arguments are a JSON object of the tool's parameters")
+        # Arguments shown masked and sent back unchanged keep their values.
+        args = self._app.redactor.restore(args, req.args or {})
         found = problems(args, req.request.get("args_schema") or {})
         tool = self._app.registry.tools.get(req.tool)
         if tool is not None and not found:
