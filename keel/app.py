@@ -311,6 +311,9 @@ class App:
                 secrets=self.secrets,
             )
             self._runtime.extensions["llm"] = self._make_llm
+            from keel.observe.logs import guard_keel_loggers
+
+            guard_keel_loggers(self.redactor)
             self._attach_hitl(self._runtime)
             if self.settings.tracing:
                 self._tracing = self._make_tracing()

@@ -51,6 +51,20 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# Keel's own loggers: their records (a worker's crash traceback, a failed notification)
+# are masked where they are made, whatever handler prints them.
+KEEL_LOGGERS = ("keel", "keel.worker", "keel.hooks", "keel.observe", "keel.hitl", "keel.server")
+
+
+def guard_keel_loggers(redactor: Redactor) -> None:
+    """Mask secrets in every record Keel's own loggers make (once per process: the first
+    App that starts work sets the redactor)."""
+    for name in KEEL_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter(redactor))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the trace context when there is one."""
 

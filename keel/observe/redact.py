@@ -16,11 +16,15 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pydantic_core
 
 from keel.errors import ConfigError
+from keel.types import Escalation, RunInfo, StepRecord, StructuredError
+
+if TYPE_CHECKING:
+    from keel.hitl.api import ReviewRequest
 
 MASK = "[REDACTED]"
 
@@ -160,6 +164,15 @@ class Redactor:
         if isinstance(value, dict):
             if _is_reference(value):  # a keel.Secret's reference names a source, no value
                 return value
+            if value.get("type") == "object" and isinstance(value.get("properties"), dict):
+                # a JSON Schema (a tool's arguments): its property names describe fields,
+                # they hold no values
+                return {
+                    k: {n: self.value(p) for n, p in v.items()}
+                    if k == "properties"
+                    else self.value(v)
+                    for k, v in value.items()
+                }
             return {k: self._field(k, v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
@@ -224,6 +237,68 @@ class Redactor:
             if rule.worth(text):
                 text = rule.sub(text)
         return text
+
+    # -- records, for renderings (CLI, console, API) --------------------------------------
+
+    def run(self, info: RunInfo) -> RunInfo:
+        """`info` with its input, result, state and error redacted."""
+        return info.model_copy(
+            update={
+                "input": self.value(info.input),
+                "result": self.value(info.result),
+                "state": self.value(info.state),
+                "error": self.error(info.error),
+            }
+        )
+
+    def step(self, rec: StepRecord) -> StepRecord:
+        """A journal entry with its input, output, state change, error and failed
+        attempts redacted."""
+        return rec.model_copy(
+            update={
+                "input": self.value(rec.input),
+                "output": self.value(rec.output),
+                "state_delta": self.value(rec.state_delta),
+                "error": self.error(rec.error),
+                "attempt_log": self.value(rec.attempt_log),
+            }
+        )
+
+    def error(self, err: StructuredError | None) -> StructuredError | None:
+        """A structured error with its message, data and causes redacted."""
+        if err is None:
+            return None
+        return err.model_copy(
+            update={
+                "message": self.scrub(err.message),
+                "data": self.value(err.data),
+                "cause": self.error(err.cause),
+            }
+        )
+
+    def escalation(self, esc: Escalation) -> Escalation:
+        """An escalation with its packet's payloads (input, output, journal, state, error,
+        messages) and its resolution redacted."""
+        p = esc.packet
+        packet = p.model_copy(
+            update={
+                "input": self.value(p.input),
+                "output": self.value(p.output),
+                "journal": self.value(p.journal),
+                "state": self.value(p.state),
+                "error": self.error(p.error),
+                "messages": [self.scrub(m) for m in p.messages],
+                "reason": self.scrub(p.reason),
+            }
+        )
+        return esc.model_copy(update={"packet": packet, "resolution": self.value(esc.resolution)})
+
+    def review(self, req: ReviewRequest) -> ReviewRequest:
+        """An approval or review request with its request (arguments, context, input,
+        output) and its decision redacted."""
+        return req.model_copy(
+            update={"request": self.value(req.request), "decision": self.value(req.decision)}
+        )
 
     def restore(self, edited: Any, original: Any) -> Any:
         """`edited` with every `[REDACTED]` put back to the value at the same place in
