@@ -37,7 +37,9 @@ _KEY = "$secret"
 
 
 def _bad_reference(given: Any) -> ValueError:
-    shown = f"a {type(given).__name__}" if not isinstance(given, dict) else repr(given)[:200]
+    shown = f"a {type(given).__name__}"
+    if isinstance(given, dict):  # keys only: a value may sit in it
+        shown = f"an object with keys {sorted(map(str, given))}"
     return ValueError(
         f'a keel.Secret takes a reference such as {{"{_KEY}": "env:STRIPE_KEY"}} '
         f"(scheme:name), not {shown}: Keel never stores a secret's value. Put the value "
@@ -67,9 +69,12 @@ class Secret:
     def __init__(self, ref: str) -> None:
         scheme, sep, name = ref.partition(":") if isinstance(ref, str) else ("", "", "")
         if not sep or not name or not _SCHEME.fullmatch(scheme):
+            # The text is not echoed: a value passed by mistake must not reach a log.
             raise ConfigError(
-                f"keel.Secret({ref!r}): a reference is 'scheme:name' with a lower-case "
-                "scheme, e.g. 'env:STRIPE_KEY', 'file:/run/secrets/stripe', 'vault:payments'"
+                f"keel.Secret takes a reference 'scheme:name' with a lower-case scheme, "
+                "e.g. 'env:STRIPE_KEY', 'file:/run/secrets/stripe', 'vault:payments'; "
+                f"this {type(ref).__name__} is not one (its text is not shown: it may be "
+                "the secret itself)"
             )
         self._ref = ref
 
