@@ -346,3 +346,33 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
+
+
+async def test_keels_own_log_records_are_masked(
+    make_app: Callable[..., keel.App], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing hook's traceback quotes what it choked on; Keel's logger masks it before
+    any handler (here pytest's) sees the record."""
+    app = make_app()
+
+    class Audit(keel.Hooks):
+        def step_recorded(self, ev: keel.StepEvent) -> None:
+            raise ValueError(f"cannot audit login with password={PASSWORD}")
+
+    app.hooks.add(Audit())
+
+    @app.tool
+    async def login(user: str) -> str:
+        return user
+
+    @app.workflow
+    async def sign_in(ctx: keel.Context) -> str:
+        return await ctx.call(login, "bob")  # type: ignore[no-any-return]
+
+    with caplog.at_level(logging.ERROR, logger="keel.hooks"):
+        assert await (await app.start(sign_in, {})).result(WAIT) == "bob"
+    failures = [r for r in caplog.records if r.name == "keel.hooks"]
+    assert failures, "the hook's failure was logged"
+    assert all(PASSWORD not in (r.getMessage() + (r.exc_text or "")) for r in failures)
+    assert f"password={MASK}" in (failures[0].exc_text or "")
+    assert PASSWORD not in caplog.text
