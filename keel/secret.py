@@ -169,6 +169,24 @@ Secret.__pydantic_serializer__ = SchemaSerializer(  # type: ignore[attr-defined]
 )
 
 
+def references(value: Any) -> set[str]:
+    """The secret references (`scheme:name`) in a JSON-like value."""
+    found: set[str] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, Secret):
+            found.add(v.ref)
+        elif isinstance(v, dict):
+            if len(v) == 1 and isinstance(v.get(_KEY), str):
+                found.add(v[_KEY])
+            else:
+                stack.extend(v.values())
+        elif isinstance(v, list | tuple):
+            stack.extend(v)
+    return found
+
+
 # -- sources --------------------------------------------------------------------------------
 
 

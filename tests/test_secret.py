@@ -234,3 +234,32 @@ async def test_a_secret_survives_a_crash_and_is_never_stored_traced_or_exported(
         for value in (stripe, db_password):
             assert value.encode() not in data, f"{value[:12]}... leaked in {where}"
     assert b"env:STRIPE_KEY" in places["keel show --json --raw"]
+
+
+async def test_an_approval_edit_cannot_point_a_tool_at_another_secret(
+    make_app: Callable[..., keel.App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYMENTS_KEY", "pay-value")
+    monkeypatch.setenv("ADMIN_KEY", "admin-value")
+    app = make_app()
+    used: list[tuple[str, int]] = []
+
+    @app.tool(irreversible=True)
+    async def refund(api_key: keel.Secret, cents: int) -> str:
+        used.append((api_key.reveal(), cents))
+        return "ok"
+
+    @app.workflow
+    async def back(ctx: keel.Context, api_key: keel.Secret) -> str:
+        return await ctx.call(refund, api_key, 900)  # type: ignore[no-any-return]
+
+    handle = await app.start(back, {"api_key": {"$secret": "env:PAYMENTS_KEY"}})
+    await handle.settle(WAIT)
+    [req] = await app.approvals.list()
+    assert req.args == {"api_key": {"$secret": "env:PAYMENTS_KEY"}, "cents": 900}
+    with pytest.raises(keel.InputError, match="cannot change which secrets a tool reads"):
+        await app.approvals.edit(req.id, {"api_key": {"$secret": "env:ADMIN_KEY"}, "cents": 900})
+    assert (await app.approvals.get(req.id)).status == "pending"
+    await app.approvals.edit(req.id, {**(req.args or {}), "cents": 90}, by="ops")
+    assert await handle.result(WAIT) == "ok"
+    assert used == [("pay-value", 90)]
