@@ -15,6 +15,7 @@ Keel but errors.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import socket
@@ -223,6 +224,22 @@ class SecretSources:
 
     def __init__(self) -> None:
         self._resolvers: dict[str, Resolver] = {"env": _env, "file": _file}
+        self._allowed: tuple[str, ...] | None = None  # None: every reference
+
+    def allow(self, *patterns: str) -> None:
+        """Resolve only references matching these globs (`"env:STRIPE_*"`,
+        `"vault:payments/*"`): whoever starts a run chooses its references, and without
+        a list any variable or file the worker can read may be named.
+
+        Example: `app.secrets.allow("env:STRIPE_KEY", "file:/run/secrets/*")`
+        """
+        for p in patterns:
+            if not isinstance(p, str) or ":" not in p:
+                raise ConfigError(
+                    f"secret allow-list entries are 'scheme:name' globs such as 'env:STRIPE_*', "
+                    f"not {p!r}"
+                )
+        self._allowed = (*(self._allowed or ()), *patterns)
 
     def register(self, scheme: str, resolver: Resolver) -> None:
         """Resolve references `scheme:name` with `resolver(name)` (None: no such secret)."""
@@ -244,6 +261,15 @@ class SecretSources:
 
     def resolve(self, secret: Secret) -> str:
         """The secret's value from its source; `keel.SecretUnavailable` when there is none."""
+        if self._allowed is not None and not any(
+            fnmatch.fnmatchcase(secret.ref, p) for p in self._allowed
+        ):
+            raise SecretUnavailable(
+                f"secret {secret.ref} is not allowed in this app (allowed: "
+                f"{', '.join(self._allowed)}); if the workflow should read it, add it with "
+                f"app.secrets.allow({secret.ref!r})",
+                ref=secret.ref,
+            )
         resolver = self._resolvers.get(secret.scheme)
         if resolver is None:
             raise SecretUnavailable(

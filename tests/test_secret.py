@@ -118,6 +118,13 @@ async def test_sources_env_file_and_registered(
     assert await handle.result(WAIT) == 3
     assert got == ["env-value-1", "file-value-1", "vault-value-1"]
     assert app.secrets.resolve(refs["c"]) == "vault-value-1"
+    # an allow-list: only the references it names resolve
+    app.secrets.allow("env:API_*", f"file:{tmp_path}/*")
+    assert app.secrets.resolve(refs["a"]) == "env-value-1"
+    with pytest.raises(keel.SecretUnavailable, match=r"app\.secrets\.allow\('vault:payments'\)"):
+        app.secrets.resolve(refs["c"])
+    with pytest.raises(keel.ConfigError, match="scheme:name"):
+        app.secrets.allow("STRIPE_*")
     with pytest.raises(keel.ConfigError, match="already has a resolver"):
         app.secrets.register("vault", dict().get)
     with pytest.raises(keel.ConfigError, match="lower-case"):
