@@ -17,6 +17,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter
 
 import keel
+from keel.engine.runtime import Settings
 from keel.engine.serde import args_digest, revive, to_json
 from tests.apps.harness import Harness
 from tests.limits import WAIT
@@ -270,3 +271,33 @@ async def test_an_approval_edit_cannot_point_a_tool_at_another_secret(
     await app.approvals.edit(req.id, {**(req.args or {}), "cents": 90}, by="ops")
     assert await handle.result(WAIT) == "ok"
     assert used == [("pay-value", 90)]
+
+
+async def test_a_model_never_chooses_a_secret(store_url: str) -> None:
+    from keel.llm import Gateway, Reply, ScriptedModel
+
+    model = ScriptedModel(lambda m: Reply(content="done"))
+    app = keel.App(
+        store_url,
+        settings=Settings(poll_interval=0.02),
+        llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)),
+    )
+
+    @app.tool
+    async def charge(api_key: keel.Secret, cents: int) -> str:
+        return "charged"
+
+    @app.workflow
+    async def agent(ctx: keel.Context) -> str:
+        res = await ctx.llm.agent("refund order 42", tools=[charge])
+        return res.content or ""
+
+    try:
+        handle = await app.start(agent, {})
+        with pytest.raises(keel.RunFailed) as failed:
+            await handle.result(WAIT)
+    finally:
+        await app.close()
+    assert failed.value.error is not None and failed.value.error.type == "ConfigError"
+    assert "a model must not choose which credentials" in failed.value.error.message
+    assert not model.calls
