@@ -9,6 +9,7 @@ from typing import Any
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry
 from keel.policy.breaker import BreakerState
+from keel.secret import SecretSources
 from keel.store.base import Store
 from keel.types import RunStatus
 
@@ -47,6 +48,8 @@ class Runtime:
     # Short, redacted text of a payload for error messages (the App's redactor);
     # the engine alone shows no payload content at all.
     render: Callable[[Any], str] = field(default=lambda value: _opaque(value))
+    # Where `keel.Secret.reveal()` reads values inside this runtime's runs.
+    secrets: SecretSources = field(default_factory=SecretSources)
 
 
 def _opaque(value: Any) -> str:
