@@ -298,6 +298,7 @@ async def test_a_missing_key_is_a_clear_error_and_fails_no_run(
         " set KEEL_ENCRYPTION_KEY to the keys this store was written with"
     )
     assert caught.value.key_id == ID_A and caught.value.where == "runs.input"
+    assert caught.value.kind == "unreadable"  # a worker stops on it: waiting cannot fix it
     code, _, err = await keel_cmd(store_url, "runs")
     assert code == 3 and f"(key {ID_A}) and no key is configured" in err
 
@@ -512,11 +513,11 @@ async def test_a_real_span_replaces_a_reconstructed_one_in_a_sealed_trace_store(
         await store.close()
 
 
-async def test_a_v13_store_learns_which_spans_were_reconstructed(tmp_path: Path) -> None:
+async def test_a_v14_store_learns_which_spans_were_reconstructed(tmp_path: Path) -> None:
     path = tmp_path / "keel.db"
     db = sqlite3.connect(path)
     db.executescript(
-        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 14)) + "PRAGMA user_version=13;"
+        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 15)) + "PRAGMA user_version=14;"
     )
     db.execute(
         "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind, start_ns,"

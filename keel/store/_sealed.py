@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from keel.codec import PayloadCodec
 
 MAGIC = b"\x00KC\x01"
+# A PayloadUnreadable's `kind`: waiting does not fix it (keel.engine.worker stops on it).
+UNREADABLE = "unreadable"
 _HEAD = len(MAGIC)
 
 
@@ -104,15 +106,17 @@ def unseal(
             " set KEEL_ENCRYPTION_KEY to the keys this store was written with",
             key_id=kid,
             where=where,
+            kind=UNREADABLE,
         )
     try:
         return codec.decode(value[_HEAD + 1 + value[_HEAD] :], kid, context(where, row))
     except PayloadUnreadable as exc:
-        data = {**exc.data, "where": where}
+        data = {**exc.data, "where": where, "kind": UNREADABLE}
         raise PayloadUnreadable(f"cannot read {what}: {exc.message}", **data) from None
     except Exception as exc:  # a custom codec's own failure: never return garbage
         raise PayloadUnreadable(
             f"cannot read {what}: the codec failed ({type(exc).__name__}: {exc})",
             key_id=kid,
             where=where,
+            kind=UNREADABLE,
         ) from exc
