@@ -24,7 +24,7 @@ import pydantic_core
 
 from keel.engine.journal import live_degraded, superseded_attempts
 from keel.engine.serde import from_json
-from keel.errors import ConfigError, LeaseLost, RunNotFound
+from keel.errors import ConfigError, LeaseLost, PayloadUnreadable, RunNotFound
 from keel.store import _sealed, _sqlite_file
 from keel.store.base import (
     PURGED_RUNS,
@@ -1005,7 +1005,17 @@ class SQLiteStore(Store):
                 f" RETURNING {_RUN_COLS}",
                 params,
             ).fetchall()
-        claimed = [Claimed(run=self._as_run(r), resumed=r[12] > 1) for r in rows]
+        try:
+            claimed = [Claimed(run=self._as_run(r), resumed=r[12] > 1) for r in rows]
+        except PayloadUnreadable:
+            # This worker lacks a key (and stops): a worker that has it takes them now.
+            with self._tx() as db:
+                db.execute(
+                    f"UPDATE runs SET lease_expires=0 WHERE id IN ({marks})"
+                    " AND lease_owner=:owner AND status='RUNNING'",
+                    params,
+                )
+            raise
         order = {run_id: i for i, run_id in enumerate(run_ids)}
         return sorted(claimed, key=lambda c: order[c.run.id])
 
