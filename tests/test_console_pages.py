@@ -20,6 +20,7 @@ import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
 from keel.llm import Gateway, Reply, ScriptedModel
+from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web import PUBLIC
@@ -172,9 +173,7 @@ async def console(store_url: str) -> AsyncIterator[Console]:
 
 
 async def test_every_page_and_form_refuses_an_anonymous_request(console: Console) -> None:
-    from fastapi.routing import APIRoute
-
-    routes = [r for r in console.server.routes if isinstance(r, APIRoute)]
+    routes = endpoints(console.server)
     pages = {r.path for r in routes if not r.path.startswith("/api/")}
     assert pages >= {"/", "/inbox", "/inbox/items", "/decided", "/approvals/{review_id}",
                      "/approvals/{review_id}/approve", "/approvals/{review_id}/reject",
@@ -189,18 +188,18 @@ async def test_every_page_and_form_refuses_an_anonymous_request(console: Console
         if cookie:
             c.cookies.set("keel_session", cookie)
         for route in routes:
-            for method in route.methods:
-                if (method, route.path) in PUBLIC or route.path.startswith("/api/"):
-                    continue  # the API's own test covers /api/v1
-                path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), route.path)
-                r = await c.request(method, path, data={"csrf": "x"})
-                checked += 1
-                if method == "GET":
-                    assert r.status_code == 303, (method, path, r.status_code)
-                    assert r.headers["location"].startswith("/login?next="), path
-                    assert "o-1" not in r.text
-                else:
-                    assert r.status_code == 401, (method, path, r.status_code)
+            method = route.method
+            if (method, route.path) in PUBLIC or route.path.startswith("/api/"):
+                continue  # the API's own test covers /api/v1
+            path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), route.path)
+            r = await c.request(method, path, data={"csrf": "x"})
+            checked += 1
+            if method == "GET":
+                assert r.status_code == 303, (method, path, r.status_code)
+                assert r.headers["location"].startswith("/login?next="), path
+                assert "o-1" not in r.text
+            else:
+                assert r.status_code == 401, (method, path, r.status_code)
     assert checked >= 2 * 13
     [req] = await console.app.approvals.list()
     assert req.status == "pending"  # nothing was decided by any of those posts

@@ -17,8 +17,10 @@ from pydantic import BaseModel, Field
 import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
+from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
+from keel.server.web import PUBLIC
 from tests.limits import WAIT
 
 SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
@@ -120,12 +122,10 @@ def _concrete(path: str) -> str:
 
 
 async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
-    from fastapi.routing import APIRoute
-
     api = create_app(env.app)
     # The JSON API's routes; the console's web pages (login, static files) are tested elsewhere.
-    routes = [r for r in api.routes if isinstance(r, APIRoute) and r.path.startswith("/api/v1")]
-    assert {r.path for r in routes} >= {
+    routes = [e for e in endpoints(api) if e.path.startswith("/api/v1")]
+    assert {e.path for e in routes} >= {
         "/api/v1/openapi.json",
         "/api/v1/runs",
         "/api/v1/runs/{run_id}",
@@ -146,18 +146,41 @@ async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
         checked = 0
         for route in routes:
-            for method in route.methods:
-                for headers in ({}, {"Authorization": "Bearer keel_0123456789abcdef_nope"}):
-                    resp = await client.request(method, _concrete(route.path), headers=headers)
-                    assert resp.status_code == 401, (method, route.path, headers, resp.text)
-                    checked += 1
-                    if headers:  # a bad token counts toward the limit: start afresh
-                        api = create_app(env.app)
-                        client._transport = httpx.ASGITransport(app=api)
+            for headers in ({}, {"Authorization": "Bearer keel_0123456789abcdef_nope"}):
+                resp = await client.request(route.method, _concrete(route.path), headers=headers)
+                assert resp.status_code == 401, (route, headers, resp.text)
+                checked += 1
+                if headers:  # a bad token counts toward the limit: start afresh
+                    api = create_app(env.app)
+                    client._transport = httpx.ASGITransport(app=api)
         assert checked >= 2 * 20
         # Framework defaults are off: no unauthenticated docs or spec anywhere.
         for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/docs"):
             assert (await client.get(path)).status_code in (401, 404)
+
+
+async def test_every_route_is_built_with_an_access_check(env: Env) -> None:
+    """Routers carry their check as a router-level dependency: no route can miss it."""
+    found = endpoints(create_app(env.app))
+    assert len(found) >= 40
+    unguarded = {(e.method, e.path) for e in found if not e.guarded}
+    assert unguarded == PUBLIC  # the sign-in form, and nothing else
+
+
+async def test_writes_need_a_reviewer_and_users_an_admin_on_every_route(env: Env) -> None:
+    """The role follows the method on every route: a viewer may read, never write."""
+    for e in endpoints(create_app(env.app)):
+        if not e.path.startswith("/api/v1"):
+            continue
+        resp = await env.client.request(
+            e.method, _concrete(e.path).replace("x-1", "nope"), headers=env.auth("vera")
+        )
+        if e.path.startswith("/api/v1/users"):
+            assert resp.status_code == 403, (e, resp.text)
+        elif e.method != "GET":
+            assert resp.status_code == 403 and "needs reviewer" in resp.text, (e, resp.text)
+        else:
+            assert resp.status_code in (200, 404), (e, resp.text)
 
 
 async def test_openapi_spec_needs_a_token(env: Env) -> None:

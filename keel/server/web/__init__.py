@@ -9,13 +9,12 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from keel.app import App
 from keel.server.auth import FailureLimiter
 from keel.server.sessions import Sessions
-from keel.server.web import decisions, login, reviews, runs, users
+from keel.server.web import approvals, escalations, inbox, login, reviews, runs, users
 from keel.server.web.context import LoginRequired, Refused, Web
 
 STATIC = Path(__file__).with_name("static")
@@ -52,20 +51,18 @@ def mount(
         app, Sessions(app.store, session_ttl), limiter,
         secure_cookies=secure_cookies, poll_ms=poll_ms,
     )
-    login.add_routes(web, server)
-    decisions.add_routes(web, server)
-    runs.add_routes(web, server)
-    reviews.add_routes(web, server)
-    users.add_routes(web, server)
+    for router in (
+        login.router(web),
+        login.logout_router(web),
+        inbox.router(web),
+        approvals.router(web),
+        escalations.router(web),
+        runs.router(web),
+        reviews.router(web),
+        users.router(web),
+    ):
+        server.include_router(router)
     server.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for route in server.routes:  # pages are not part of the JSON API's spec
-        if isinstance(route, APIRoute):
-            route.include_in_schema = False
-
-    @server.get("/", include_in_schema=False)
-    async def home(request: Request) -> Response:
-        await web.viewer(request)
-        return web.back("/inbox")
 
     @server.exception_handler(LoginRequired)
     async def login_required(request: Request, _: LoginRequired) -> Response:

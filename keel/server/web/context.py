@@ -7,16 +7,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from keel.app import App
+from keel.server.access import READS, guard, needed
 from keel.server.auth import FailureLimiter, User
 from keel.server.sessions import COOKIE, Session, Sessions, same
 from keel.server.web.format import FILTERS
 
 TEMPLATES = Path(__file__).with_name("templates")
+_POSTED = "keel.posted"  # scope key: the checked form, read once per request
 
 
 class LoginRequired(Exception):
@@ -89,8 +91,8 @@ class Web:
 
     # -- dependencies ---------------------------------------------------------------
 
-    async def viewer(self, request: Request) -> Session:
-        """Any signed-in user (every role reads)."""
+    async def session(self, request: Request) -> Session:
+        """The signed-in user's session (every role reads); `LoginRequired` without one."""
         session = await self.sessions.load(request.cookies.get(COOKIE))
         if session is None:
             raise LoginRequired()
@@ -98,8 +100,11 @@ class Web:
         return session
 
     async def posted(self, request: Request) -> Posted:
-        """A signed-in user's form, with its CSRF token and origin checked."""
-        session = await self.viewer(request)
+        """A signed-in user's form, with its CSRF token and origin checked (once a request)."""
+        done = request.scope.get(_POSTED)
+        if isinstance(done, Posted):
+            return done
+        session = await self.session(request)
         origin = request.headers.get("origin")
         if origin and origin != "null":
             # Behind a proxy the public host may arrive as X-Forwarded-Host.
@@ -111,7 +116,29 @@ class Web:
         token = form.pop("csrf", "")
         if not token or not same(token, session.csrf):
             raise Refused(403, "CSRF check failed: reload the page and try again")
-        return Posted(session, form)
+        posted = request.scope[_POSTED] = Posted(session, form)
+        return posted
+
+    def router(
+        self, *, read: str = "viewer", write: str = "reviewer", refusal: str = ""
+    ) -> APIRouter:
+        """A router whose every page needs a session and `read` (GET) or `write` (other
+        methods, which also need the form's CSRF token) as the least role; `refusal`
+        completes the 403 message ("deciding needs a reviewer")."""
+
+        @guard
+        async def access(request: Request) -> Session:
+            session = await self.session(request)
+            if request.method not in READS:
+                await self.posted(request)
+            role = needed(request.method, read, write)
+            user = session.user
+            if not user.at_least(role):
+                why = refusal or f"this needs {role}"
+                raise Refused(403, f"{user.name} is a {user.role}; {why}")
+            return session
+
+        return APIRouter(dependencies=[Depends(access)], include_in_schema=False)
 
     # -- permissions --------------------------------------------------------------------
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from keel.server.auth import authenticate
 from keel.server.sessions import COOKIE, LOGIN_COOKIE, same
-from keel.server.web.context import Posted, Web, client_of, safe_next
+from keel.server.web.context import Web, client_of, safe_next
 
 
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register this module's pages on the console's app."""
+def router(web: Web) -> APIRouter:
+    """The sign-in form: public (it is how a session starts). See `logout_router`."""
+    r = APIRouter(include_in_schema=False)
 
     def form(request: Request, status: int = 200, error: str = "", nxt: str = "") -> Response:
         token = secrets.token_urlsafe(24)
@@ -31,13 +32,13 @@ def add_routes(web: Web, router: FastAPI) -> None:
         )
         return page
 
-    @router.get("/login", response_class=HTMLResponse)
+    @r.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, next: str = "") -> Response:
         if await web.sessions.load(request.cookies.get(COOKIE)) is not None:
             return RedirectResponse(safe_next(next), status_code=303)
         return form(request, nxt=safe_next(next) if next else "")
 
-    @router.post("/login", response_class=HTMLResponse)
+    @r.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         client = client_of(request)
         raw = await request.form()
@@ -71,11 +72,18 @@ def add_routes(web: Web, router: FastAPI) -> None:
         done.delete_cookie(LOGIN_COOKIE, path="/login")
         return done
 
-    @router.post("/logout")
-    async def logout(request: Request, posted: Posted = Depends(web.posted)) -> Response:
+    return r
+
+
+def logout_router(web: Web) -> APIRouter:
+    """Sign out: any signed-in user, with the form's CSRF token."""
+    r = web.router(write="viewer")
+
+    @r.post("/logout")
+    async def logout(request: Request) -> Response:
         await web.sessions.end(request.cookies.get(COOKIE))
         done = RedirectResponse("/login", status_code=303)
         done.delete_cookie(COOKIE, path="/")
         return done
 
-
+    return r

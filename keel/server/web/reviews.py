@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError, InputError
@@ -25,8 +25,8 @@ STATUSES = ("pending", "correct", "incorrect", "all")
 VERDICTS = ("correct", "incorrect")
 
 
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register this module's pages on the console's app."""
+def router(web: Web) -> APIRouter:
+    r = web.router(refusal="deciding needs a reviewer")
     app = web.app
 
     async def sample(review_id: str) -> ReviewRequest:
@@ -35,12 +35,12 @@ def add_routes(web: Web, router: FastAPI) -> None:
             raise Refused(404, f"{review_id} is a {req.kind} request, not a sampled review")
         return req
 
-    @router.get("/reviews", response_class=HTMLResponse)
+    @r.get("/reviews", response_class=HTMLResponse)
     async def reviews_page(
         request: Request,
         status: str = "pending",
         workflow: str = "",
-        s: Session = Depends(web.viewer),
+        s: Session = Depends(web.session),
     ) -> Response:
         chosen = status.strip().lower() or "pending"
         error = None
@@ -103,13 +103,13 @@ def add_routes(web: Web, router: FastAPI) -> None:
             **values,
         )
 
-    @router.get("/reviews/{review_id:path}", response_class=HTMLResponse)
+    @r.get("/reviews/{review_id:path}", response_class=HTMLResponse)
     async def review_page(
-        request: Request, review_id: str, s: Session = Depends(web.viewer)
+        request: Request, review_id: str, s: Session = Depends(web.session)
     ) -> Response:
         return await show(request, s, await sample(review_id))
 
-    @router.post("/reviews/{review_id:path}/verdict", response_class=HTMLResponse)
+    @r.post("/reviews/{review_id:path}/verdict", response_class=HTMLResponse)
     async def verdict(
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:
@@ -160,3 +160,5 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 form_error=exc.message,
             )
         return web.back(f"/reviews/{url_id(req.id)}")
+
+    return r

@@ -12,7 +12,7 @@ import logging
 import re
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import InputError
@@ -95,18 +95,18 @@ def _looks_local(text: str) -> bool:
 # -- routes --------------------------------------------------------------------------------
 
 
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register this module's pages on the console's app."""
+def router(web: Web) -> APIRouter:
+    r = web.router()
     app = web.app
 
-    @router.get("/runs", response_class=HTMLResponse)
+    @r.get("/runs", response_class=HTMLResponse)
     async def runs_page(
         request: Request,
         workflow: str = "",
         status: str = "",
         since: str = "",
         until: str = "",
-        s: Session = Depends(web.viewer),
+        s: Session = Depends(web.session),
     ) -> Response:
         errors: dict[str, str] = {}
         chosen: RunStatus | None = None
@@ -154,8 +154,10 @@ def add_routes(web: Web, router: FastAPI) -> None:
             money=money,
         )
 
-    @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
-    async def run_page(request: Request, run_id: str, s: Session = Depends(web.viewer)) -> Response:
+    @r.get("/runs/{run_id:path}", response_class=HTMLResponse)
+    async def run_page(
+        request: Request, run_id: str, s: Session = Depends(web.session)
+    ) -> Response:
         run = await app.get_run(run_id)
         steps = await app.steps(run_id)
         initial, fields = starting_state(app.registry, run.workflow)
@@ -186,6 +188,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
             duration=run_duration(run),
             money=money,
         )
+
+    return r
 
 
 async def _costs(web: Web, workflow: str | None, since: float | None) -> dict[str, float]:

@@ -1,0 +1,65 @@
+"""The checks every route is built with, shared by the JSON API and the console pages.
+
+Routers are made with their guard as a router-level dependency (`APIRouter(dependencies=
+[...])`), so a route added to one cannot leave the check out; `endpoints(server)` tells
+a test which routes carry one. The role a request needs follows its method: reads
+(`GET`, `HEAD`) need the router's `read` role, everything else its `write` role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+_MARK = "__keel_guard__"
+
+
+def guard(check: F) -> F:
+    """Mark `check` as an authentication-and-role guard (what `guarded` looks for)."""
+    setattr(check, _MARK, True)
+    return check
+
+
+def needed(method: str, read: str, write: str) -> str:
+    """The role a request with this method needs."""
+    return read if method.upper() in READS else write
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One method and path the app serves, and whether a guard runs before its handler."""
+
+    method: str
+    path: str
+    guarded: bool
+
+
+def endpoints(server: FastAPI) -> list[Endpoint]:
+    """Every route of `server` (included routers flattened; mounts such as `/static` left
+    out), so a test can hold each one to its check."""
+    out: list[Endpoint] = []
+    for route in iter_route_contexts(server.routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        calls = _calls(route.dependant)
+        marked = any(getattr(c, _MARK, False) for c in calls)
+        for method in sorted(route.methods or ()):
+            out.append(Endpoint(method, str(route.path), marked))
+    return out
+
+
+def _calls(dependant: Any) -> list[Any]:
+    found: list[Any] = []
+    stack = list(dependant.dependencies)
+    while stack:
+        dep = stack.pop()
+        found.append(getattr(dep.call, "__func__", dep.call))
+        stack.extend(dep.dependencies)
+    return found

@@ -1,0 +1,69 @@
+"""`/api/v1/escalations`: failures handed to a person: list, read, resolve, reject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
+
+from keel.errors import ConfigError
+from keel.server.api.base import Api, Reason
+from keel.server.auth import User
+
+
+class Resolution(BaseModel):
+    result: Any = None
+    note: str | None = None
+
+
+def router(api: Api) -> APIRouter:
+    r = api.router("/escalations")
+    app = api.app
+
+    @r.get("")
+    async def list_escalations(
+        status: str = "open",
+        queue: str | None = None,
+        limit: int = 100,
+        user: User = Depends(api.user),
+    ) -> list[dict[str, Any]]:
+        try:
+            found = await app.escalations.list(status, queue, min(max(limit, 1), 1000))
+        except ConfigError as exc:
+            raise HTTPException(422, exc.message) from None
+        return [e.model_dump(mode="json") for e in found]
+
+    @r.get("/{escalation_id}")
+    async def get_escalation(escalation_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
+        esc = await app.escalations.get(escalation_id)
+        out: dict[str, Any] = esc.model_dump(mode="json")
+        return out
+
+    @r.post("/{escalation_id}/resolve")
+    async def resolve(
+        escalation_id: str, body: Resolution, user: User = Depends(api.user)
+    ) -> dict[str, Any]:
+        esc = await app.escalations.get(escalation_id)
+        done = await api.decide(
+            user, esc.queue, esc.status, f"escalation {esc.id}",
+            lambda: app.escalations.resolve(
+                escalation_id, body.result, by=user.name, note=body.note
+            ),
+        )
+        out: dict[str, Any] = done.model_dump(mode="json")
+        return {**out, **await api.notice(done.run_id)}
+
+    @r.post("/{escalation_id}/reject")
+    async def reject_escalation(
+        escalation_id: str, body: Reason, user: User = Depends(api.user)
+    ) -> dict[str, Any]:
+        esc = await app.escalations.get(escalation_id)
+        done = await api.decide(
+            user, esc.queue, esc.status, f"escalation {esc.id}",
+            lambda: app.escalations.reject(escalation_id, body.reason, by=user.name),
+        )
+        out: dict[str, Any] = done.model_dump(mode="json")
+        return {**out, **await api.notice(done.run_id, "continues with the failure")}
+
+    return r

@@ -1,0 +1,60 @@
+"""`/api/v1/reviews`: completed runs sampled for a person's verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel
+
+from keel.errors import RunNotFound
+from keel.hitl.api import ReviewRequest
+from keel.server.api.approvals import review
+from keel.server.api.base import Api
+from keel.server.auth import User
+
+
+class Verdict(BaseModel):
+    correct: bool
+    label: Any = None
+    note: str | None = None
+
+
+def router(api: Api) -> APIRouter:
+    r = api.router("/reviews")
+    app = api.app
+
+    async def sample(review_id: str) -> ReviewRequest:
+        req: ReviewRequest = await app.reviews.get(review_id)
+        if req.kind != "sample":
+            raise RunNotFound(f"no sampled review {review_id!r}; it is a {req.kind} request")
+        return req
+
+    @r.get("")
+    async def list_reviews(
+        status: str = "pending",
+        workflow: str | None = None,
+        limit: int = 100,
+        user: User = Depends(api.user),
+    ) -> list[dict[str, Any]]:
+        found = await app.reviews.list(status, workflow, min(max(limit, 1), 1000))
+        return [review(r) for r in found]
+
+    @r.get("/{review_id}")
+    async def get_sample(review_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
+        return review(await sample(review_id))
+
+    @r.post("/{review_id}/verdict")
+    async def verdict(
+        review_id: str, body: Verdict, user: User = Depends(api.user)
+    ) -> dict[str, Any]:
+        req = await sample(review_id)
+        done = await api.decide(
+            user, req.queue, req.status, f"sampled review {req.id}",
+            lambda: app.reviews.verdict(
+                review_id, body.correct, by=user.name, label=body.label, note=body.note
+            ),
+        )
+        return review(done)
+
+    return r

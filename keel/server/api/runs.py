@@ -1,0 +1,60 @@
+"""`/api/v1/runs`: run summaries, one run with its journal, its trace."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException
+
+from keel.server.api.base import Api
+from keel.server.auth import User
+from keel.server.timeparse import parse_time
+
+
+def _span(span: Any) -> dict[str, Any]:
+    out = dataclasses.asdict(span)
+    for key in ("span_id", "trace_id", "parent_id"):
+        if isinstance(out.get(key), int):
+            out[key] = f"{out[key]:x}"
+    out["links"] = [f"{x:x}" if isinstance(x, int) else x for x in out.get("links") or []]
+    return out
+
+
+def router(api: Api) -> APIRouter:
+    r = api.router("/runs")
+    app = api.app
+
+    @r.get("")
+    async def list_runs(
+        status: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        since: str | None = None,
+        until: str | None = None,
+        user: User = Depends(api.user),
+    ) -> list[dict[str, Any]]:
+        start = None if since is None else parse_time(since, "since")
+        end = None if until is None else parse_time(until, "until")
+        try:
+            runs = await app.list_runs(
+                status, workflow, min(max(limit, 1), 1000), since=start, until=end
+            )
+        except ValueError:
+            raise HTTPException(422, f"unknown status {status!r}") from None
+        return [r.summary() for r in runs]
+
+    @r.get("/{run_id}")
+    async def get_run(run_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
+        info = await app.get_run(run_id)
+        steps = await app.steps(run_id)
+        return {
+            "run": info.model_dump(mode="json"),
+            "journal": [s.model_dump(mode="json") for s in steps],
+        }
+
+    @r.get("/{run_id}/trace")
+    async def get_trace(run_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
+        return {"run_id": run_id, "spans": [_span(s) for s in await app.trace(run_id)]}
+
+    return r
