@@ -154,9 +154,13 @@ async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
                     api = create_app(env.app)
                     client._transport = httpx.ASGITransport(app=api)
         assert checked >= 2 * 20
-        # Framework defaults are off: no unauthenticated docs or spec anywhere.
+        # Framework defaults are off: no docs or spec anywhere but /api/v1/openapi.json, and
+        # anonymous requests are refused even where nothing is served (no route probing).
         for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/docs"):
-            assert (await client.get(path)).status_code in (401, 404)
+            anon = await client.get(path)
+            assert anon.status_code in (303, 401), (path, anon.status_code)
+            assert anon.status_code == 401 or anon.headers["location"].startswith("/login")
+        assert (await env.get("/docs", "vera")).status_code == 404
 
 
 async def test_every_route_is_built_with_an_access_check(env: Env) -> None:

@@ -8,14 +8,28 @@ built with its access check as a router-level dependency.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from keel.app import App
 from keel.errors import InputError, RunNotFound
 from keel.server.api import API, Api, routers
 from keel.server.auth import FailureLimiter
-from keel.server.web import mount
+from keel.server.gate import Gate, close_unread
+from keel.server.settings import ServeSettings
+from keel.server.web import PUBLIC, PUBLIC_PREFIXES, SecurityHeaders, mount
+
+
+class _Server(FastAPI):
+    """FastAPI with `close_unread` outside everything, FastAPI's own body limit included,
+    so its 413 ends the connection too."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return close_unread(super().build_middleware_stack())
 
 
 def create_app(
@@ -26,20 +40,31 @@ def create_app(
     secure_cookies: bool = True,
     session_ttl: float = 12 * 3600,
     poll_ms: int = 2000,
+    max_body: int | str | None = None,
+    forwarded_allow_ips: str | Sequence[str] | None = None,
+    raw_payloads: str | Sequence[str] | None = None,
 ) -> FastAPI:
     """The review console over `keel_app`'s store: web pages at `/`, JSON API at `/api/v1`.
 
     `keel serve` runs it under Uvicorn. Session cookies are `Secure` unless
     `secure_cookies=False` (plain HTTP beyond localhost, e.g. behind a TLS proxy
     that does not forward the scheme, still sets them: browsers only send them over HTTPS).
+
+    `max_body` (bytes, or e.g. "4MiB"), `forwarded_allow_ips` and `raw_payloads` default
+    to keel.toml / `KEEL_*` (`keel.server.settings`): bodies above 1 MiB get 413, no proxy
+    headers are believed, and viewers see payloads redacted.
     """
+    settings = ServeSettings.load(
+        max_body=max_body, forwarded_allow_ips=forwarded_allow_ips, raw_payloads=raw_payloads
+    )
     limiter = FailureLimiter(failure_limit, failure_window)
-    server = FastAPI(
+    server = _Server(
         title="Keel review console API",
         version="1",
         openapi_url=None,  # served at /api/v1/openapi.json, behind authentication
         docs_url=None,
         redoc_url=None,
+        max_body_size=settings.max_body,
     )
     web = mount(
         server,
@@ -48,9 +73,29 @@ def create_app(
         secure_cookies=secure_cookies,
         session_ttl=session_ttl,
         poll_ms=poll_ms,
+        max_body=settings.max_body,
     )
-    for router in routers(Api(keel_app, limiter), server):
+    api = Api(keel_app, limiter)
+    for router in routers(api, server):
         server.include_router(router)
+
+    # Middleware, innermost first: the gate, then security headers (so the gate's refusals
+    # carry them too), then the proxy headers, so the gate's rate limit sees the client
+    # behind a trusted proxy, and nobody else's X-Forwarded-For.
+    server.add_middleware(
+        Gate,
+        api_prefix=API,
+        public=PUBLIC,
+        public_prefixes=PUBLIC_PREFIXES,
+        token_user=api.authenticate,
+        session=web.sessions.load,
+        signed_out=web.signed_out,
+    )
+    server.add_middleware(SecurityHeaders)
+    if settings.forwarded_allow_ips:
+        server.add_middleware(
+            ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips)
+        )
 
     @server.exception_handler(RunNotFound)
     async def not_found(request: Request, exc: RunNotFound) -> Response:

@@ -13,6 +13,7 @@ from keel.errors import ConfigError
 from keel.presence import resume_notice
 from keel.server.access import guard, needed
 from keel.server.auth import FailureLimiter, User, authenticate
+from keel.server.gate import USER
 from keel.server.web.context import client_of
 
 API = "/api/v1"
@@ -33,9 +34,9 @@ class Api:
         self.app = app
         self.limiter = limiter
 
-    async def user(self, request: Request) -> User:
+    async def authenticate(self, request: Request) -> User:
         """The user of the request's bearer token: 401 without a valid one, 429 when this
-        address failed too often."""
+        address failed too often. The gate calls it before the route (and the body)."""
         client = client_of(request)
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -61,6 +62,17 @@ class Api:
             self.limiter.failed(client)
             raise HTTPException(
                 401, "invalid or unknown API token", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return user
+
+    async def user(self, request: Request) -> User:
+        """The user the gate let in (`keel.server.gate`); 401 if it did not run."""
+        user = request.scope.get(USER)
+        if not isinstance(user, User):
+            raise HTTPException(
+                401,
+                "authentication required: send Authorization: Bearer <token>",
+                headers={"WWW-Authenticate": "Bearer"},
             )
         return user
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.app import App
 from keel.server.auth import FailureLimiter
@@ -34,7 +36,8 @@ HEADERS = {
 }
 
 # Pages and posts that answer without a session; a test checks every other route refuses.
-PUBLIC = {("GET", "/login"), ("POST", "/login")}
+PUBLIC = frozenset({("GET", "/login"), ("POST", "/login")})
+PUBLIC_PREFIXES = ("/static/",)  # GET only
 
 
 def mount(
@@ -45,11 +48,12 @@ def mount(
     secure_cookies: bool = True,
     session_ttl: float = 12 * 3600,
     poll_ms: int = 2000,
+    max_body: int = 1024 * 1024,
 ) -> Web:
-    """Add the console's pages, static files and security headers to `server`."""
+    """Add the console's pages and static files to `server`."""
     web = Web(
         app, Sessions(app.store, session_ttl), limiter,
-        secure_cookies=secure_cookies, poll_ms=poll_ms,
+        secure_cookies=secure_cookies, poll_ms=poll_ms, max_body=max_body,
     )
     for router in (
         login.router(web),
@@ -66,19 +70,27 @@ def mount(
 
     @server.exception_handler(LoginRequired)
     async def login_required(request: Request, _: LoginRequired) -> Response:
-        if request.method in ("GET", "HEAD"):
-            return web.to_login(request)
-        return web.error(request, 401, "Sign in first: your session is missing or expired.")
+        return web.signed_out(request)
 
     @server.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
         return web.error(request, exc.status, exc.message)
-
-    @server.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response: Response = await call_next(request)
-        for key, value in HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
-
     return web
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response carries `HEADERS` (unless it set its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in HEADERS.items():
+                    if key not in headers:
+                        headers[key] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -8,13 +8,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from keel.app import App
 from keel.server.access import READS, guard, needed
 from keel.server.auth import FailureLimiter, User
-from keel.server.sessions import COOKIE, Session, Sessions, same
+from keel.server.gate import SESSION
+from keel.server.sessions import Session, Sessions, same
 from keel.server.web.format import FILTERS
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -75,8 +76,10 @@ class Web:
         *,
         secure_cookies: bool = True,
         poll_ms: int = 2000,
+        max_body: int = 1024 * 1024,
     ) -> None:
         self.app = app
+        self.max_body = max_body
         self.sessions = sessions
         self.limiter = limiter
         self.secure_cookies = secure_cookies
@@ -92,9 +95,9 @@ class Web:
     # -- dependencies ---------------------------------------------------------------
 
     async def session(self, request: Request) -> Session:
-        """The signed-in user's session (every role reads); `LoginRequired` without one."""
-        session = await self.sessions.load(request.cookies.get(COOKIE))
-        if session is None:
+        """The session the gate let in (`keel.server.gate`); `LoginRequired` without one."""
+        session = request.scope.get(SESSION)
+        if not isinstance(session, Session):
             raise LoginRequired()
         request.state.session = session
         return session
@@ -180,6 +183,12 @@ class Web:
     def back(path: str) -> RedirectResponse:
         """After a successful post: see the result with a GET (post/redirect/get)."""
         return RedirectResponse(path, status_code=303)
+
+    def signed_out(self, request: Request) -> Response:
+        """The answer without a session: pages go to the sign-in form, posts are refused."""
+        if request.method in ("GET", "HEAD"):
+            return self.to_login(request)
+        return self.error(request, 401, "Sign in first: your session is missing or expired.")
 
     @staticmethod
     def to_login(request: Request) -> RedirectResponse:

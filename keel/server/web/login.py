@@ -11,10 +11,13 @@ from keel.server.auth import authenticate
 from keel.server.sessions import COOKIE, LOGIN_COOKIE, same
 from keel.server.web.context import Web, client_of, safe_next
 
+LOGIN_MAX_BODY = 16 * 1024
+
 
 def router(web: Web) -> APIRouter:
     """The sign-in form: public (it is how a session starts). See `logout_router`."""
-    r = APIRouter(include_in_schema=False)
+    # Public, so its body is read before anyone is known: a token and two short fields.
+    r = APIRouter(include_in_schema=False, max_body_size=min(LOGIN_MAX_BODY, web.max_body))
 
     def form(request: Request, status: int = 200, error: str = "", nxt: str = "") -> Response:
         token = secrets.token_urlsafe(24)
