@@ -310,6 +310,26 @@ async def test_forms_without_the_right_csrf_token_change_nothing(console: Consol
     assert (await console.app.approvals.get(rid)).status == "pending"
 
 
+async def test_x_forwarded_host_counts_for_the_origin_check_only_behind_a_proxy(
+    console: Console,
+) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "xfh")
+    proxied = Console(console.app, create_app(console.app, secure_cookies=False,
+                                              forwarded_allow_ips="10.0.0.1"))
+    proxied.tokens = console.tokens
+    for con, allowed in ((console, False), (proxied, True)):
+        c = await con.login("rita")
+        page = await c.get(page_url(rid))
+        r = await c.post(page_url(rid) + "/reject", data={"csrf": csrf_of(page.text),
+                                                         "reason": "no"},
+                         headers={"Origin": "https://console.example",
+                                  "X-Forwarded-Host": "console.example"})
+        assert (r.status_code == 303) is allowed, (allowed, r.status_code)
+        assert allowed or "CSRF check failed" in r.text
+        await con.close()
+    assert (await console.app.approvals.get(rid)).status == "rejected"
+
+
 # -- the inbox ------------------------------------------------------------------------------
 
 

@@ -74,6 +74,7 @@ def create_app(
         session_ttl=session_ttl,
         poll_ms=poll_ms,
         max_body=settings.max_body,
+        behind_proxy=bool(settings.forwarded_allow_ips),
     )
     api = Api(keel_app, limiter)
     for router in routers(api, server):

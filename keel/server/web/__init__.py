@@ -49,11 +49,13 @@ def mount(
     session_ttl: float = 12 * 3600,
     poll_ms: int = 2000,
     max_body: int = 1024 * 1024,
+    behind_proxy: bool = False,
 ) -> Web:
     """Add the console's pages and static files to `server`."""
     web = Web(
         app, Sessions(app.store, session_ttl), limiter,
         secure_cookies=secure_cookies, poll_ms=poll_ms, max_body=max_body,
+        behind_proxy=behind_proxy,
     )
     for router in (
         login.router(web),

@@ -77,9 +77,11 @@ class Web:
         secure_cookies: bool = True,
         poll_ms: int = 2000,
         max_body: int = 1024 * 1024,
+        behind_proxy: bool = False,
     ) -> None:
         self.app = app
         self.max_body = max_body
+        self.behind_proxy = behind_proxy
         self.sessions = sessions
         self.limiter = limiter
         self.secure_cookies = secure_cookies
@@ -110,8 +112,9 @@ class Web:
         session = await self.session(request)
         origin = request.headers.get("origin")
         if origin and origin != "null":
-            # Behind a proxy the public host may arrive as X-Forwarded-Host.
-            hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host")}
+            hosts = {request.headers.get("host", "")}
+            if self.behind_proxy:  # the public host may arrive as X-Forwarded-Host
+                hosts.add(request.headers.get("x-forwarded-host", ""))
             if urlsplit(origin).netloc not in hosts:
                 raise Refused(403, "CSRF check failed: the form came from another site")
         raw = await request.form()
