@@ -37,7 +37,8 @@ class Endpoint:
     """One method and path the app serves, and whether a guard runs before its handler."""
 
     method: str
-    path: str
+    path: str  # as documented: `/api/v1/runs/{run_id}`
+    pattern: str  # as routed, with convertors: `/api/v1/runs/{run_id:keel_id}`
     guarded: bool
 
 
@@ -51,7 +52,7 @@ def endpoints(server: FastAPI) -> list[Endpoint]:
         calls = _calls(route.dependant)
         marked = any(getattr(c, _MARK, False) for c in calls)
         for method in sorted(route.methods or ()):
-            out.append(Endpoint(method, str(route.path), marked))
+            out.append(Endpoint(method, str(route.path_format), str(route.path), marked))
     return out
 
 

@@ -20,16 +20,18 @@ from keel.errors import InputError, RunNotFound
 from keel.server.api import API, Api, routers
 from keel.server.auth import FailureLimiter
 from keel.server.gate import Gate, close_unread
+from keel.server.paths import keep_segments
 from keel.server.settings import ServeSettings
 from keel.server.web import PUBLIC, PUBLIC_PREFIXES, SecurityHeaders, mount
 
 
 class _Server(FastAPI):
-    """FastAPI with `close_unread` outside everything, FastAPI's own body limit included,
-    so its 413 ends the connection too."""
+    """FastAPI with two wrappers outside everything, its own body limit included:
+    `keep_segments` (ids with `/` route as one segment) and `close_unread` (a refusal
+    ends the connection, FastAPI's 413 too)."""
 
     def build_middleware_stack(self) -> ASGIApp:
-        return close_unread(super().build_middleware_stack())
+        return close_unread(keep_segments(super().build_middleware_stack()))
 
 
 def create_app(

@@ -51,7 +51,7 @@ def router(api: Api) -> APIRouter:
             queues.setdefault(req.queue, []).append(req.summary())
         return {"queues": queues, "count": len(found)}
 
-    @r.get("/{review_id}")
+    @r.get("/{review_id:keel_id}")
     async def get_approval(review_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
         req = await decision_request(review_id)
         return {
@@ -60,7 +60,7 @@ def router(api: Api) -> APIRouter:
             "can_decide": req.status == "pending" and user.may_decide(req.queue),
         }
 
-    @r.post("/{review_id}/approve")
+    @r.post("/{review_id:keel_id}/approve")
     async def approve(
         review_id: str, body: Note, user: User = Depends(api.user)
     ) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def router(api: Api) -> APIRouter:
         )
         return {**review(done), **await api.notice(done.run_id)}
 
-    @r.post("/{review_id}/reject")
+    @r.post("/{review_id:keel_id}/reject")
     async def reject(
         review_id: str, body: Reason, user: User = Depends(api.user)
     ) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def router(api: Api) -> APIRouter:
         )
         return {**review(done), **await api.notice(done.run_id, "continues with the rejection")}
 
-    @r.post("/{review_id}/edit")
+    @r.post("/{review_id:keel_id}/edit")
     async def edit(review_id: str, body: Edit, user: User = Depends(api.user)) -> dict[str, Any]:
         req = await decision_request(review_id)
         done = await api.decide(

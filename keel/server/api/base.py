@@ -14,9 +14,11 @@ from keel.presence import resume_notice
 from keel.server.access import guard, needed
 from keel.server.auth import FailureLimiter, User, authenticate
 from keel.server.gate import USER
+from keel.server.paths import ID
 from keel.server.web.context import client_of
 
 API = "/api/v1"
+assert ID == "keel_id"  # importing paths registers the `{id:keel_id}` route convertor
 
 
 class Note(BaseModel):

@@ -34,13 +34,13 @@ def router(api: Api) -> APIRouter:
             raise HTTPException(422, exc.message) from None
         return [e.model_dump(mode="json") for e in found]
 
-    @r.get("/{escalation_id}")
+    @r.get("/{escalation_id:keel_id}")
     async def get_escalation(escalation_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
         esc = await app.escalations.get(escalation_id)
         out: dict[str, Any] = esc.model_dump(mode="json")
         return out
 
-    @r.post("/{escalation_id}/resolve")
+    @r.post("/{escalation_id:keel_id}/resolve")
     async def resolve(
         escalation_id: str, body: Resolution, user: User = Depends(api.user)
     ) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def router(api: Api) -> APIRouter:
         out: dict[str, Any] = done.model_dump(mode="json")
         return {**out, **await api.notice(done.run_id)}
 
-    @r.post("/{escalation_id}/reject")
+    @r.post("/{escalation_id:keel_id}/reject")
     async def reject_escalation(
         escalation_id: str, body: Reason, user: User = Depends(api.user)
     ) -> dict[str, Any]:

@@ -40,11 +40,11 @@ def router(api: Api) -> APIRouter:
         found = await app.reviews.list(status, workflow, min(max(limit, 1), 1000))
         return [review(r) for r in found]
 
-    @r.get("/{review_id}")
+    @r.get("/{review_id:keel_id}")
     async def get_sample(review_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
         return review(await sample(review_id))
 
-    @r.post("/{review_id}/verdict")
+    @r.post("/{review_id:keel_id}/verdict")
     async def verdict(
         review_id: str, body: Verdict, user: User = Depends(api.user)
     ) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def router(api: Api) -> APIRouter:
             raise HTTPException(422, f"unknown status {status!r}") from None
         return [r.summary() for r in runs]
 
-    @r.get("/{run_id}")
+    @r.get("/{run_id:keel_id}")
     async def get_run(run_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
         info = await app.get_run(run_id)
         steps = await app.steps(run_id)
@@ -53,7 +53,7 @@ def router(api: Api) -> APIRouter:
             "journal": [s.model_dump(mode="json") for s in steps],
         }
 
-    @r.get("/{run_id}/trace")
+    @r.get("/{run_id:keel_id}/trace")
     async def get_trace(run_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
         return {"run_id": run_id, "spans": [_span(s) for s in await app.trace(run_id)]}
 

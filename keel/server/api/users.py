@@ -9,11 +9,11 @@ from pydantic import BaseModel, Field
 
 from keel.errors import ConfigError
 from keel.server.api.base import Api
-from keel.server.auth import ROLES, User, add_user, remove_user, rotate_token
+from keel.server.auth import ROLES, User, add_user, name_problem, remove_user, rotate_token
 
 
 class NewUser(BaseModel):
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(description="1-200 characters without whitespace or control characters")
     role: str = Field(description="viewer, reviewer or admin")
     groups: list[str] = Field(default_factory=list, description="Queues they may decide (*: all)")
 
@@ -39,8 +39,9 @@ def router(api: Api) -> APIRouter:
     async def create_user(body: NewUser, user: User = Depends(api.user)) -> dict[str, Any]:
         if body.role not in ROLES:
             raise HTTPException(422, f"unknown role {body.role!r}; use one of {', '.join(ROLES)}")
-        if not body.name.strip():
-            raise HTTPException(422, "a user needs a name")
+        problem = name_problem(body.name)
+        if problem is not None:
+            raise HTTPException(422, problem)
         groups = [g.strip() for g in body.groups if g.strip()]
         if await store.get_user(body.name) is not None:
             raise HTTPException(409, f"user {body.name!r} already exists")
@@ -51,7 +52,7 @@ def router(api: Api) -> APIRouter:
             raise HTTPException(code, exc.message) from None
         return {"name": body.name, "role": body.role, "groups": groups, "token": token}
 
-    @r.delete("/{name}", status_code=204, response_class=Response)
+    @r.delete("/{name:keel_id}", status_code=204, response_class=Response)
     async def delete_user(name: str, user: User = Depends(api.user)) -> Response:
         await known_user(name)
         try:
@@ -60,7 +61,7 @@ def router(api: Api) -> APIRouter:
             raise HTTPException(404, f"no user {name!r}") from None
         return Response(status_code=204)
 
-    @r.post("/{name}/token")
+    @r.post("/{name:keel_id}/token")
     async def new_user_token(name: str, user: User = Depends(api.user)) -> dict[str, Any]:
         row = await known_user(name)
         try:

@@ -15,11 +15,11 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
 from keel.server.web.decisions import after_decision
 from keel.server.web.fields import Field, fields_for, place_problems, read_back
-from keel.server.web.format import url_id
 
 
 def router(web: Web) -> APIRouter:
@@ -92,13 +92,13 @@ def router(web: Web) -> APIRouter:
             return await show(request, posted.session, fresh, code, form_error=exc.message)
         return web.back(f"/approvals/{url_id(req.id)}")
 
-    @r.get("/approvals/{review_id}", response_class=HTMLResponse)
+    @r.get("/approvals/{review_id:keel_id}", response_class=HTMLResponse)
     async def approval_page(
         request: Request, review_id: str, s: Session = Depends(web.session)
     ) -> Response:
         return await show(request, s, await approval(review_id))
 
-    @r.get("/approvals/{review_id}/live")
+    @r.get("/approvals/{review_id:keel_id}/live")
     async def approval_live(review_id: str, s: Session = Depends(web.session)) -> Response:
         """Polled by an open decision page: tells it if someone else decided meanwhile."""
         req = await approval(review_id)
@@ -109,7 +109,7 @@ def router(web: Web) -> APIRouter:
             headers={"Cache-Control": "no-store"},
         )
 
-    @r.post("/approvals/{review_id}/approve", response_class=HTMLResponse)
+    @r.post("/approvals/{review_id:keel_id}/approve", response_class=HTMLResponse)
     async def approve(
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:
@@ -139,7 +139,7 @@ def router(web: Web) -> APIRouter:
         return await show(request, posted.session, req, 422, fields=fields,
                           form_error=error, note=posted.form.get("note", ""))
 
-    @r.post("/approvals/{review_id}/correct", response_class=HTMLResponse)
+    @r.post("/approvals/{review_id:keel_id}/correct", response_class=HTMLResponse)
     async def correct(
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:
@@ -161,7 +161,7 @@ def router(web: Web) -> APIRouter:
             return await show(request, posted.session, req, 422, output_text=text,
                               output_error=exc.message, note=posted.form.get("note", ""))
 
-    @r.post("/approvals/{review_id}/reject", response_class=HTMLResponse)
+    @r.post("/approvals/{review_id:keel_id}/reject", response_class=HTMLResponse)
     async def reject(
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:

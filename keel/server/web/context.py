@@ -15,10 +15,12 @@ from keel.app import App
 from keel.server.access import READS, guard, needed
 from keel.server.auth import FailureLimiter, User
 from keel.server.gate import SESSION
+from keel.server.paths import ID
 from keel.server.sessions import Session, Sessions, same
 from keel.server.web.format import FILTERS
 
 TEMPLATES = Path(__file__).with_name("templates")
+assert ID == "keel_id"  # importing paths registers the `{id:keel_id}` route convertor
 _POSTED = "keel.posted"  # scope key: the checked form, read once per request
 
 

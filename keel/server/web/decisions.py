@@ -15,8 +15,9 @@ from keel.app import App
 from keel.hitl.api import ReviewRequest
 from keel.presence import ResumeNotice, resume_notice
 from keel.server.auth import User
+from keel.server.paths import url_id
 from keel.server.web.context import Web
-from keel.server.web.format import call, preview, url_id
+from keel.server.web.format import call, preview
 from keel.types import Escalation, RunInfo, RunStatus
 
 INBOX_LIMIT = 500

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError, InputError
+from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Web
 from keel.server.web.decisions import after_decision
-from keel.server.web.format import url_id
 from keel.types import Escalation
 
 
@@ -61,13 +61,13 @@ def router(web: Web) -> APIRouter:
                                          form_error=exc.message)
         return web.back(f"/escalations/{url_id(esc.id)}")
 
-    @r.get("/escalations/{escalation_id}", response_class=HTMLResponse)
+    @r.get("/escalations/{escalation_id:keel_id}", response_class=HTMLResponse)
     async def escalation_page(
         request: Request, escalation_id: str, s: Session = Depends(web.session)
     ) -> Response:
         return await show_escalation(request, s, await app.escalations.get(escalation_id))
 
-    @r.post("/escalations/{escalation_id}/resolve", response_class=HTMLResponse)
+    @r.post("/escalations/{escalation_id:keel_id}/resolve", response_class=HTMLResponse)
     async def resolve(
         request: Request, escalation_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:
@@ -93,7 +93,7 @@ def router(web: Web) -> APIRouter:
                 request, posted.session, esc, 422, result_error=exc.message, **kept
             )
 
-    @r.post("/escalations/{escalation_id}/reject", response_class=HTMLResponse)
+    @r.post("/escalations/{escalation_id:keel_id}/reject", response_class=HTMLResponse)
     async def reject_escalation(
         request: Request, escalation_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:

@@ -16,9 +16,10 @@ from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import ReviewRequest
+from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
-from keel.server.web.format import preview, url_id
+from keel.server.web.format import preview
 
 REVIEWS_LIMIT = 500
 STATUSES = ("pending", "correct", "incorrect", "all")
@@ -103,13 +104,13 @@ def router(web: Web) -> APIRouter:
             **values,
         )
 
-    @r.get("/reviews/{review_id:path}", response_class=HTMLResponse)
+    @r.get("/reviews/{review_id:keel_id}", response_class=HTMLResponse)
     async def review_page(
         request: Request, review_id: str, s: Session = Depends(web.session)
     ) -> Response:
         return await show(request, s, await sample(review_id))
 
-    @r.post("/reviews/{review_id:path}/verdict", response_class=HTMLResponse)
+    @r.post("/reviews/{review_id:keel_id}/verdict", response_class=HTMLResponse)
     async def verdict(
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:

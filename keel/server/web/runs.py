@@ -18,10 +18,10 @@ from fastapi.responses import HTMLResponse, Response
 from keel.errors import InputError
 from keel.hitl.api import DECISION_KINDS
 from keel.observe.journal_view import journal_view, starting_state, trim
+from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.timeparse import parse_time
 from keel.server.web.context import Web
-from keel.server.web.format import url_id
 from keel.server.web.waterfall import layout, money
 from keel.types import RunInfo, RunStatus
 
@@ -154,7 +154,7 @@ def router(web: Web) -> APIRouter:
             money=money,
         )
 
-    @r.get("/runs/{run_id:path}", response_class=HTMLResponse)
+    @r.get("/runs/{run_id:keel_id}", response_class=HTMLResponse)
     async def run_page(
         request: Request, run_id: str, s: Session = Depends(web.session)
     ) -> Response:

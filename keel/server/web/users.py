@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError
-from keel.server.auth import ROLES, add_user, remove_user, rotate_token
+from keel.server.auth import ROLES, add_user, name_problem, remove_user, rotate_token
 from keel.server.web.context import Posted, Refused, Web
 
 
@@ -30,10 +30,12 @@ def router(web: Web) -> APIRouter:
 
     @r.post("/users", response_class=HTMLResponse)
     async def create(request: Request, posted: Posted = Depends(web.posted)) -> Response:
-        form = {k: posted.text(k) for k in ("name", "role", "groups")}
+        form = {k: posted.text(k) for k in ("role", "groups")}
+        form["name"] = posted.form.get("name", "")  # as typed: the rule is the same everywhere
         errors: dict[str, str] = {}
-        if not form["name"]:
-            errors["name"] = "a user needs a name"
+        problem = name_problem(form["name"])
+        if problem is not None:
+            errors["name"] = problem
         elif await store.get_user(form["name"]) is not None:
             errors["name"] = f"{form['name']!r} already exists"
         if form["role"] not in ROLES:
@@ -50,7 +52,7 @@ def router(web: Web) -> APIRouter:
         # The token is shown in this response only: no redirect, and never cached.
         return await show(request, 201, created={"name": form["name"], "token": token})
 
-    @r.post("/users/{name}/rotate", response_class=HTMLResponse)
+    @r.post("/users/{name:keel_id}/rotate", response_class=HTMLResponse)
     async def rotate(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
         try:
             token = await rotate_token(store, name, by=posted.user.name)
@@ -61,7 +63,7 @@ def router(web: Web) -> APIRouter:
                    "self": name == posted.user.name}
         return await show(request, 200, created=created)
 
-    @r.post("/users/{name}/remove", response_class=HTMLResponse)
+    @r.post("/users/{name:keel_id}/remove", response_class=HTMLResponse)
     async def remove(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
         if name == posted.user.name:
             raise Refused(409, "you cannot remove yourself here; another admin or "
