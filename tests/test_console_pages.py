@@ -722,3 +722,22 @@ async def test_the_openapi_spec_describes_only_the_json_api(console: Console) ->
     paths = spec.json()["paths"]
     assert "/api/v1/approvals/{review_id}/edit" in paths
     assert all(p.startswith("/api/v1/") for p in paths), sorted(paths)
+
+
+async def test_every_page_refuses_a_query_parameter_it_does_not_take(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "q")
+    c = await console.login("ada")
+    checked = 0
+    for e in endpoints(console.server):
+        if e.method != "GET" or e.path.startswith("/api/"):
+            continue
+        path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), e.path) + "?bogus=1"
+        r = await c.get(path)
+        assert r.status_code == 422, (path, r.status_code)
+        assert 'id="error-message"' in r.text and "bogus" in r.text, path
+        checked += 1
+    assert checked >= 10
+    # the parameters pages do take still work, and their bad values are shown on the page
+    assert (await c.get("/runs?status=FAILED&workflow=pay")).status_code == 200
+    bad = await c.get("/runs?status=bogus")
+    assert bad.status_code == 422 and "not a run status" in bad.text

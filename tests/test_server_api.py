@@ -478,3 +478,60 @@ async def test_rotating_a_token_refuses_the_old_one(env: Env) -> None:
     assert (await env.get("/users", "ada")).status_code == 401
     env.tokens["ada"] = mine.json()["token"]
     assert (await env.get("/users", "ada")).status_code == 200
+
+
+# -- query parameters --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "says"),
+    [
+        ("/approvals?status=bogus", "status", "Input should be 'pending', 'approved', 'edited'"),
+        ("/approvals?kind=sample", "kind", "'approval', 'low_confidence' or 'novelty'"),
+        ("/approvals?limit=0", "limit", "greater than or equal to 1"),
+        ("/approvals?limit=5000", "limit", "less than or equal to 1000"),
+        ("/approvals?limit=ten", "limit", "a valid integer"),
+        ("/approvals?queue=", "queue", "at least 1 character"),
+        ("/runs?status=bogus", "status", "'pending', 'running', 'waiting', 'succeeded'"),
+        ("/runs?limit=-3", "limit", "greater than or equal to 1"),
+        ("/runs?workflow=" + "w" * 201, "workflow", "at most 200 characters"),
+        ("/runs?since=soon", "since", "ISO 8601"),
+        ("/escalations?status=closed", "status", "'open', 'resolved', 'rejected' or 'all'"),
+        ("/escalations?limit=1001", "limit", "less than or equal to 1000"),
+        ("/reviews?status=maybe", "status", "'pending', 'correct', 'incorrect' or 'all'"),
+        ("/reviews?limit=0", "limit", "greater than or equal to 1"),
+        ("/runs?stauts=failed", "stauts", "unknown query parameter; this route takes limit,"),
+        ("/me?verbose=1", "verbose", "unknown query parameter; this route takes none"),
+    ],
+)
+async def test_bad_query_parameters_are_422_naming_the_parameter_and_what_it_takes(
+    env: Env, query: str, field: str, says: str
+) -> None:
+    resp = await env.get(query, "vera")
+    assert resp.status_code == 422, (query, resp.text)
+    body = resp.json()
+    assert field in body["fields"] and says in body["detail"], body
+    assert any(p.startswith(f"{field}: ") for p in body["problems"]), body
+
+
+async def test_good_query_parameters_still_work(env: Env) -> None:
+    for query in ("/runs?status=SUCCEEDED", "/runs?status=waiting&limit=1000&workflow=pay",
+                  "/approvals?status=all&kind=approval&limit=1&queue=payments",
+                  "/escalations?status=all", "/reviews?status=incorrect&workflow=pay"):
+        assert (await env.get(query, "vera")).status_code == 200, query
+
+
+async def test_every_route_refuses_a_query_parameter_it_does_not_take(env: Env) -> None:
+    """API routes answer 422 naming it; console pages a 422 page (nothing is listed)."""
+    page = await (c := env.client).get("/login?bogus=1")
+    assert page.status_code == 422 and "bogus" in page.text
+    checked = 0
+    for e in endpoints(env.client._transport.app):  # type: ignore[attr-defined]
+        if not e.path.startswith("/api/v1"):
+            continue
+        path = _concrete(e.path).replace("x-1", "nope") + "?bogus=1"
+        resp = await c.request(e.method, path, headers=env.auth("ada"), json={})
+        assert resp.status_code == 422, (e, resp.text)
+        assert resp.json()["fields"] == ["bogus"], (e, resp.text)
+        checked += 1
+    assert checked >= 20

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,6 +31,27 @@ def guard(check: F) -> F:
 def needed(method: str, read: str, write: str) -> str:
     """The role a request with this method needs."""
     return read if method.upper() in READS else write
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters the route does not take (422 naming them and the ones it
+    does): a mistyped filter must not quietly list everything."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    takes = {p.alias for p in route.dependant.query_params}
+    takes.update(p.alias for d in route.dependant.dependencies for p in d.query_params)
+    unknown = sorted(set(request.query_params) - takes)
+    if unknown:
+        hint = f"this route takes {', '.join(sorted(takes))}" if takes else "this route takes none"
+        raise RequestValidationError(
+            [
+                {"type": "extra_forbidden", "loc": ("query", name),
+                 "msg": f"unknown query parameter; {hint}",
+                 "input": request.query_params.get(name)}
+                for name in unknown
+            ]
+        )
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,10 @@ built with its access check as a router-level dependency.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
@@ -110,10 +112,30 @@ def create_app(
     async def invalid(request: Request, exc: InputError) -> Response:
         if not request.url.path.startswith(API):
             return web.error(request, 422, exc.message)
-        found = list(exc.data.get("problems") or [])
-        fields = sorted({p.split(":", 1)[0].strip() for p in found if ":" in p})
-        return JSONResponse(
-            {"detail": exc.message, "problems": found, "fields": fields}, status_code=422
-        )
+        return _unprocessable(exc.message, list(exc.data.get("problems") or []))
+
+    @server.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # Query parameters and bodies FastAPI refused: the same shape as InputError's.
+        problems = [f"{_where(e)}: {e['msg']}" for e in exc.errors()]
+        if not request.url.path.startswith(API):
+            return web.error(request, 422, "; ".join(problems))
+        return _unprocessable("; ".join(problems), problems)
 
     return server
+
+
+def _unprocessable(message: str, problems: list[str]) -> JSONResponse:
+    """422 `{"detail", "problems": ["field: why", ...], "fields"}`."""
+    fields = sorted({p.split(":", 1)[0].strip() for p in problems if ":" in p})
+    return JSONResponse(
+        {"detail": message, "problems": problems, "fields": fields}, status_code=422
+    )
+
+
+def _where(error: Any) -> str:
+    """The field an error is about: `status` for ("query", "status"), `body` for bad JSON."""
+    loc = [str(part) for part in error.get("loc", ())]
+    if error.get("type") == "json_invalid" or len(loc) < 2:
+        return loc[0] if loc else "request"
+    return ".".join(loc[1:])

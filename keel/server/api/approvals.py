@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from keel.errors import ConfigError, RunNotFound
+from keel.errors import RunNotFound
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
-from keel.server.api.base import Api, Note, Reason
+from keel.server.api.base import Api, ApprovalKind, ApprovalStatus, Limit, Name, Note, Reason
 from keel.server.auth import User
 
 
@@ -36,16 +36,13 @@ def router(api: Api) -> APIRouter:
 
     @r.get("")
     async def list_approvals(
-        queue: str | None = None,
-        status: str = "pending",
-        kind: str | None = None,
-        limit: int = 100,
+        queue: Name | None = None,
+        status: ApprovalStatus = "pending",
+        kind: ApprovalKind | None = None,
+        limit: Limit = 100,
         user: User = Depends(api.user),
     ) -> dict[str, Any]:
-        try:
-            found = await app.approvals.list(queue, status, kind, min(max(limit, 1), 1000))
-        except ConfigError as exc:
-            raise HTTPException(422, exc.message) from None
+        found = await app.approvals.list(queue, status, kind, limit)
         queues: dict[str, list[dict[str, Any]]] = {}
         for req in found:
             queues.setdefault(req.queue, []).append(req.summary())

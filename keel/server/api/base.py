@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, BeforeValidator, Field
 
 from keel.app import App
 from keel.errors import ConfigError
 from keel.presence import resume_notice
-from keel.server.access import guard, needed
+from keel.server.access import guard, known_query, needed
 from keel.server.auth import FailureLimiter, User, authenticate
 from keel.server.gate import USER
 from keel.server.paths import ID
@@ -19,6 +19,25 @@ from keel.server.web.context import client_of
 
 API = "/api/v1"
 assert ID == "keel_id"  # importing paths registers the `{id:keel_id}` route convertor
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+# Query parameters: a value outside these is refused with 422 listing the allowed ones.
+Limit = Annotated[int, Query(ge=1, le=1000, description="At most this many (1-1000)")]
+Name = Annotated[str, Query(min_length=1, max_length=200)]
+RunStatusName = Annotated[
+    Literal["pending", "running", "waiting", "succeeded", "failed", "cancelled"],
+    BeforeValidator(_lower),
+]
+ApprovalStatus = Literal[
+    "pending", "approved", "edited", "rejected", "confirmed", "corrected", "expired", "all"
+]
+ApprovalKind = Literal["approval", "low_confidence", "novelty"]
+EscalationStatus = Literal["open", "resolved", "rejected", "all"]
+ReviewStatus = Literal["pending", "correct", "incorrect", "all"]
 
 
 class Note(BaseModel):
@@ -91,7 +110,7 @@ class Api:
                 raise HTTPException(403, f"{user.name} is a {user.role}; this needs {role}")
             return user
 
-        return APIRouter(prefix=API + prefix, dependencies=[Depends(access)])
+        return APIRouter(prefix=API + prefix, dependencies=[Depends(access), Depends(known_query)])
 
     async def decide(
         self, user: User, queue: str, status: str, what: str, act: Callable[[], Awaitable[Any]]

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from keel.errors import ConfigError
-from keel.server.api.base import Api, Reason
+from keel.server.api.base import Api, EscalationStatus, Limit, Name, Reason
 from keel.server.auth import User
 
 
@@ -23,15 +22,12 @@ def router(api: Api) -> APIRouter:
 
     @r.get("")
     async def list_escalations(
-        status: str = "open",
-        queue: str | None = None,
-        limit: int = 100,
+        status: EscalationStatus = "open",
+        queue: Name | None = None,
+        limit: Limit = 100,
         user: User = Depends(api.user),
     ) -> list[dict[str, Any]]:
-        try:
-            found = await app.escalations.list(status, queue, min(max(limit, 1), 1000))
-        except ConfigError as exc:
-            raise HTTPException(422, exc.message) from None
+        found = await app.escalations.list(status, queue, limit)
         return [e.model_dump(mode="json") for e in found]
 
     @r.get("/{escalation_id:keel_id}")

@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from keel.errors import RunNotFound
 from keel.hitl.api import ReviewRequest
 from keel.server.api.approvals import review
-from keel.server.api.base import Api
+from keel.server.api.base import Api, Limit, Name, ReviewStatus
 from keel.server.auth import User
 
 
@@ -32,12 +32,12 @@ def router(api: Api) -> APIRouter:
 
     @r.get("")
     async def list_reviews(
-        status: str = "pending",
-        workflow: str | None = None,
-        limit: int = 100,
+        status: ReviewStatus = "pending",
+        workflow: Name | None = None,
+        limit: Limit = 100,
         user: User = Depends(api.user),
     ) -> list[dict[str, Any]]:
-        found = await app.reviews.list(status, workflow, min(max(limit, 1), 1000))
+        found = await app.reviews.list(status, workflow, limit)
         return [review(r) for r in found]
 
     @r.get("/{review_id:keel_id}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends
 
-from keel.server.api.base import Api
+from keel.server.api.base import Api, Limit, Name, RunStatusName
 from keel.server.auth import User
 from keel.server.timeparse import parse_time
 
@@ -27,21 +27,16 @@ def router(api: Api) -> APIRouter:
 
     @r.get("")
     async def list_runs(
-        status: str | None = None,
-        workflow: str | None = None,
-        limit: int = 100,
+        status: RunStatusName | None = None,
+        workflow: Name | None = None,
+        limit: Limit = 100,
         since: str | None = None,
         until: str | None = None,
         user: User = Depends(api.user),
     ) -> list[dict[str, Any]]:
         start = None if since is None else parse_time(since, "since")
         end = None if until is None else parse_time(until, "until")
-        try:
-            runs = await app.list_runs(
-                status, workflow, min(max(limit, 1), 1000), since=start, until=end
-            )
-        except ValueError:
-            raise HTTPException(422, f"unknown status {status!r}") from None
+        runs = await app.list_runs(status, workflow, limit, since=start, until=end)
         return [r.summary() for r in runs]
 
     @r.get("/{run_id:keel_id}")

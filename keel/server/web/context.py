@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from keel.app import App
-from keel.server.access import READS, guard, needed
+from keel.server.access import READS, guard, known_query, needed
 from keel.server.auth import FailureLimiter, User
 from keel.server.gate import SESSION
 from keel.server.paths import ID
@@ -146,7 +146,9 @@ class Web:
                 raise Refused(403, f"{user.name} is a {user.role}; {why}")
             return session
 
-        return APIRouter(dependencies=[Depends(access)], include_in_schema=False)
+        return APIRouter(
+            dependencies=[Depends(access), Depends(known_query)], include_in_schema=False
+        )
 
     # -- permissions --------------------------------------------------------------------
 

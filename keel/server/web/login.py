@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import secrets
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from keel.server.access import known_query
 from keel.server.auth import authenticate
 from keel.server.sessions import COOKIE, LOGIN_COOKIE, same
 from keel.server.web.context import Web, client_of, safe_next
@@ -17,7 +18,11 @@ LOGIN_MAX_BODY = 16 * 1024
 def router(web: Web) -> APIRouter:
     """The sign-in form: public (it is how a session starts). See `logout_router`."""
     # Public, so its body is read before anyone is known: a token and two short fields.
-    r = APIRouter(include_in_schema=False, max_body_size=min(LOGIN_MAX_BODY, web.max_body))
+    r = APIRouter(
+        include_in_schema=False,
+        max_body_size=min(LOGIN_MAX_BODY, web.max_body),
+        dependencies=[Depends(known_query)],
+    )
 
     def form(request: Request, status: int = 200, error: str = "", nxt: str = "") -> Response:
         token = secrets.token_urlsafe(24)
