@@ -23,6 +23,7 @@ from keel.server.api import API, Api, routers
 from keel.server.auth import FailureLimiter
 from keel.server.gate import Gate, close_unread
 from keel.server.paths import keep_segments
+from keel.server.payloads import PayloadPolicy
 from keel.server.settings import ServeSettings
 from keel.server.web import PUBLIC, PUBLIC_PREFIXES, SecurityHeaders, mount
 
@@ -62,6 +63,7 @@ def create_app(
         max_body=max_body, forwarded_allow_ips=forwarded_allow_ips, raw_payloads=raw_payloads
     )
     limiter = FailureLimiter(failure_limit, failure_window)
+    payloads = PayloadPolicy(keel_app, settings.raw_payloads)
     server = _Server(
         title="Keel review console API",
         version="1",
@@ -79,8 +81,9 @@ def create_app(
         poll_ms=poll_ms,
         max_body=settings.max_body,
         behind_proxy=bool(settings.forwarded_allow_ips),
+        payloads=payloads,
     )
-    api = Api(keel_app, limiter)
+    api = Api(keel_app, limiter, payloads)
     for router in routers(api, server):
         server.include_router(router)
 

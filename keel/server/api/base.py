@@ -15,6 +15,7 @@ from keel.server.access import guard, known_query, needed
 from keel.server.auth import FailureLimiter, User, authenticate
 from keel.server.gate import USER
 from keel.server.paths import ID
+from keel.server.payloads import PayloadPolicy, Payloads
 from keel.server.web.context import client_of
 
 API = "/api/v1"
@@ -51,9 +52,10 @@ class Reason(BaseModel):
 class Api:
     """The App behind the API and the checks its routers share."""
 
-    def __init__(self, app: App, limiter: FailureLimiter) -> None:
+    def __init__(self, app: App, limiter: FailureLimiter, payloads: PayloadPolicy) -> None:
         self.app = app
         self.limiter = limiter
+        self.payloads = payloads
 
     async def authenticate(self, request: Request) -> User:
         """The user of the request's bearer token: 401 without a valid one, 429 when this
@@ -96,6 +98,10 @@ class Api:
                 headers={"WWW-Authenticate": "Bearer"},
             )
         return user
+
+    async def view(self, request: Request) -> Payloads:
+        """How the request's user sees payloads: raw, or redacted (`keel.server.payloads`)."""
+        return self.payloads.of(await self.user(request))
 
     def router(
         self, prefix: str = "", *, read: str = "viewer", write: str = "reviewer"

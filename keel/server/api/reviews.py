@@ -12,6 +12,7 @@ from keel.hitl.api import ReviewRequest
 from keel.server.api.approvals import review
 from keel.server.api.base import Api, Limit, Name, ReviewStatus
 from keel.server.auth import User
+from keel.server.payloads import Payloads
 
 
 class Verdict(BaseModel):
@@ -35,18 +36,21 @@ def router(api: Api) -> APIRouter:
         status: ReviewStatus = "pending",
         workflow: Name | None = None,
         limit: Limit = 100,
-        user: User = Depends(api.user),
+        view: Payloads = Depends(api.view),
     ) -> list[dict[str, Any]]:
         found = await app.reviews.list(status, workflow, limit)
-        return [review(r) for r in found]
+        return [review(view.request(r)) for r in found]
 
     @r.get("/{review_id:keel_id}")
-    async def get_sample(review_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
-        return review(await sample(review_id))
+    async def get_sample(review_id: str, view: Payloads = Depends(api.view)) -> dict[str, Any]:
+        return review(view.request(await sample(review_id)))
 
     @r.post("/{review_id:keel_id}/verdict")
     async def verdict(
-        review_id: str, body: Verdict, user: User = Depends(api.user)
+        review_id: str,
+        body: Verdict,
+        user: User = Depends(api.user),
+        view: Payloads = Depends(api.view),
     ) -> dict[str, Any]:
         req = await sample(review_id)
         done = await api.decide(
@@ -55,6 +59,6 @@ def router(api: Api) -> APIRouter:
                 review_id, body.correct, by=user.name, label=body.label, note=body.note
             ),
         )
-        return review(done)
+        return review(view.request(done))
 
     return r

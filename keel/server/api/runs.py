@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from keel.server.api.base import Api, Limit, Name, RunStatusName
-from keel.server.auth import User
+from keel.server.payloads import Payloads
 from keel.server.timeparse import parse_time
 
 
@@ -32,24 +32,25 @@ def router(api: Api) -> APIRouter:
         limit: Limit = 100,
         since: str | None = None,
         until: str | None = None,
-        user: User = Depends(api.user),
+        view: Payloads = Depends(api.view),
     ) -> list[dict[str, Any]]:
         start = None if since is None else parse_time(since, "since")
         end = None if until is None else parse_time(until, "until")
         runs = await app.list_runs(status, workflow, limit, since=start, until=end)
-        return [r.summary() for r in runs]
+        return [view.run(r).summary() for r in runs]
 
     @r.get("/{run_id:keel_id}")
-    async def get_run(run_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
+    async def get_run(run_id: str, view: Payloads = Depends(api.view)) -> dict[str, Any]:
         info = await app.get_run(run_id)
         steps = await app.steps(run_id)
         return {
-            "run": info.model_dump(mode="json"),
-            "journal": [s.model_dump(mode="json") for s in steps],
+            "run": view.run(info).model_dump(mode="json"),
+            "journal": [view.step(s).model_dump(mode="json") for s in steps],
         }
 
     @r.get("/{run_id:keel_id}/trace")
-    async def get_trace(run_id: str, user: User = Depends(api.user)) -> dict[str, Any]:
-        return {"run_id": run_id, "spans": [_span(s) for s in await app.trace(run_id)]}
+    async def get_trace(run_id: str, view: Payloads = Depends(api.view)) -> dict[str, Any]:
+        spans = await app.trace(run_id)
+        return {"run_id": run_id, "spans": [_span(view.span(s)) for s in spans]}
 
     return r

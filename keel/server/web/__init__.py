@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.app import App
 from keel.server.auth import FailureLimiter
+from keel.server.payloads import PayloadPolicy
 from keel.server.sessions import Sessions
 from keel.server.web import approvals, escalations, inbox, login, reviews, runs, users
 from keel.server.web.context import LoginRequired, Refused, Web
@@ -50,12 +51,13 @@ def mount(
     poll_ms: int = 2000,
     max_body: int = 1024 * 1024,
     behind_proxy: bool = False,
+    payloads: PayloadPolicy | None = None,
 ) -> Web:
     """Add the console's pages and static files to `server`."""
     web = Web(
         app, Sessions(app.store, session_ttl), limiter,
         secure_cookies=secure_cookies, poll_ms=poll_ms, max_body=max_body,
-        behind_proxy=behind_proxy,
+        behind_proxy=behind_proxy, payloads=payloads,
     )
     for router in (
         login.router(web),

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
 from keel.server.paths import url_id
+from keel.server.payloads import NO_RAW_EDIT
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
 from keel.server.web.decisions import after_decision
@@ -47,6 +48,12 @@ def router(web: Web) -> APIRouter:
         **values: Any,
     ) -> Response:
         run = await app.store.get_run(req.run_id)
+        view = web.payloads.of(session.user)
+        can_decide = web.may_decide(session.user, req.queue)
+        if fields is None:
+            # Editable fields hold the proposal: one who sees it masked approves it as it is.
+            fields = arg_fields(view.request(req)) if view.raw or not can_decide else []
+        req = view.request(req)
         output = req.request.get("output")
         text = json.dumps(output, indent=2, ensure_ascii=False) if output is not None else ""
         values.setdefault("output_text", text)
@@ -57,10 +64,10 @@ def router(web: Web) -> APIRouter:
             "approval.html",
             status=status,
             req=req,
-            fields=arg_fields(req) if fields is None else fields,
-            can_decide=web.may_decide(session.user, req.queue),
-            audit=await app.approvals.audit(req.id),
-            incoming=req.request.get("incoming", run.input if run else None),
+            fields=fields,
+            can_decide=can_decide,
+            audit=view.audit(await app.approvals.audit(req.id)),
+            incoming=req.request.get("incoming", view.run(run).input if run else None),
             context=req.request.get("context") or req.request.get("prompt"),
             waiting=await app.store.count_reviews(DECISION_KINDS, "pending", req.queue),
             output_original=text,
@@ -119,7 +126,9 @@ def router(web: Web) -> APIRouter:
         async def as_proposed() -> Any:
             return await app.approvals.approve(req.id, by=posted.user.name, note=note)
 
-        fields = arg_fields(req)  # none for outputs, inputs and free-form actions
+        # None for outputs, inputs and free-form actions, and for a reviewer who sees the
+        # proposal masked: they approve it as proposed.
+        fields = arg_fields(req) if web.payloads.of(posted.user).raw else []
         if not fields:
             return await decide(request, posted, req, as_proposed)
         args, ok = read_back(fields, posted.form)
@@ -144,6 +153,8 @@ def router(web: Web) -> APIRouter:
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:
         req = await open_for(posted, review_id)
+        if not web.payloads.of(posted.user).raw:
+            raise Refused(403, NO_RAW_EDIT.format(user=posted.user))
         text = posted.form.get("output", "")
         note = posted.text("note") or None
         try:

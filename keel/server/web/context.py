@@ -16,6 +16,7 @@ from keel.server.access import READS, guard, known_query, needed
 from keel.server.auth import FailureLimiter, User
 from keel.server.gate import SESSION
 from keel.server.paths import ID
+from keel.server.payloads import PayloadPolicy
 from keel.server.sessions import Session, Sessions, same
 from keel.server.web.format import FILTERS
 
@@ -80,8 +81,10 @@ class Web:
         poll_ms: int = 2000,
         max_body: int = 1024 * 1024,
         behind_proxy: bool = False,
+        payloads: PayloadPolicy | None = None,
     ) -> None:
         self.app = app
+        self.payloads = payloads or PayloadPolicy(app, ("reviewer", "admin"))
         self.max_body = max_body
         self.behind_proxy = behind_proxy
         self.sessions = sessions
@@ -173,6 +176,7 @@ class Web:
         session: Session | None = getattr(request.state, "session", None)
         html = self.env.get_template(template).render(
             user=session.user if session else None,
+            raw=session is not None and self.payloads.of(session.user).raw,
             csrf=session.csrf if session else "",
             path=request.url.path,
             poll_ms=self.poll_ms,

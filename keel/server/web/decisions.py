@@ -73,11 +73,12 @@ def escalation_item(web: Web, user: User, esc: Escalation) -> dict[str, Any]:
 async def queues(web: Web, user: User, queue: str | None) -> list[tuple[str, list[Any]]]:
     """Pending items grouped by queue: soonest deadline first, then oldest first."""
     now = time.time()
+    view = web.payloads.of(user)
     items: dict[str, list[dict[str, Any]]] = {}
     for req in await web.app.approvals.list(queue, "pending", None, INBOX_LIMIT):
-        items.setdefault(req.queue, []).append(item(web, user, req, now))
+        items.setdefault(req.queue, []).append(item(web, user, view.request(req), now))
     for esc in await web.app.escalations.list("open", queue, INBOX_LIMIT):
-        items.setdefault(esc.queue, []).append(escalation_item(web, user, esc))
+        items.setdefault(esc.queue, []).append(escalation_item(web, user, view.escalation(esc)))
     for group in items.values():
         group.sort(key=lambda i: (i["deadline"] is None, i["deadline"] or 0, i["created_at"]))
     # Queues this user can act on first, then by name.

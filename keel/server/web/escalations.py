@@ -29,15 +29,17 @@ def router(web: Web) -> APIRouter:
         values.setdefault("reason", "")
         values.setdefault("note", "")
         run = await app.store.get_run(esc.run_id)
+        view = web.payloads.of(session.user)
+        shown = view.escalation(esc)
         return web.page(
             request,
             "escalation.html",
             status=status,
-            esc=esc,
-            p=esc.packet,
-            incoming=run.input if run else None,
+            esc=shown,
+            p=shown.packet,
+            incoming=view.run(run).input if run else None,
             can_decide=web.may_decide(session.user, esc.queue),
-            audit=await app.approvals.audit(esc.id),
+            audit=view.audit(await app.approvals.audit(esc.id)),
             notice=await after_decision(
                 app, run, esc.status != "open",
                 "continues with the failure" if esc.status == "rejected" else "resumes",

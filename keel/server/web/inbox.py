@@ -53,7 +53,8 @@ def router(web: Web) -> APIRouter:
         rows = []
         for kind in DECISION_KINDS:
             rows += await app.store.list_reviews(kind, limit=_DECIDED_LIMIT, latest_decided=True)
-        found = [ReviewRequest.model_validate(r) for r in rows]
+        view = web.payloads.of(s.user)
+        found = [view.request(ReviewRequest.model_validate(r)) for r in rows]
         found.sort(key=lambda r: r.decided_at or 0, reverse=True)
         items = [
             {**item(web, s.user, r, time.time()), "status": r.status, "queue": r.queue,

@@ -60,6 +60,8 @@ def router(web: Web) -> APIRouter:
                 found = [ReviewRequest.model_validate(r) for r in rows]
                 if chosen == "all" and len(found) < REVIEWS_LIMIT:
                     found += await app.reviews.list("pending", wf, REVIEWS_LIMIT - len(found))
+        view = web.payloads.of(s.user)
+        found = [view.request(r) for r in found]
         items = [
             {
                 "id": r.id,
@@ -93,14 +95,15 @@ def router(web: Web) -> APIRouter:
         values.setdefault("label_text", "")
         values.setdefault("note", "")
         run = await app.store.get_run(req.run_id)
+        view = web.payloads.of(session.user)
         return web.page(
             request,
             "review.html",
             status=status,
-            req=req,
-            run=run,
+            req=view.request(req),
+            run=view.run(run) if run else None,
             can_decide=web.may_decide(session.user, req.queue),
-            audit=await app.reviews.audit(req.id),
+            audit=view.audit(await app.reviews.audit(req.id)),
             **values,
         )
 

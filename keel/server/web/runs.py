@@ -158,8 +158,9 @@ def router(web: Web) -> APIRouter:
     async def run_page(
         request: Request, run_id: str, s: Session = Depends(web.session)
     ) -> Response:
-        run = await app.get_run(run_id)
-        steps = await app.steps(run_id)
+        payloads = web.payloads.of(s.user)
+        run = payloads.run(await app.get_run(run_id))
+        steps = [payloads.step(step) for step in await app.steps(run_id)]
         initial, fields = starting_state(app.registry, run.workflow)
         view = journal_view(run, steps, initial, fields)
         requests = await requests_of(web, run)
@@ -170,7 +171,7 @@ def router(web: Web) -> APIRouter:
                 node.requests.append(req)
         trace_error = None
         try:
-            rows = layout(await app.trace(run_id))
+            rows = layout([payloads.span(span) for span in await app.trace(run_id)])
         except Exception as exc:  # the journal still renders without the trace
             log.warning("trace of run %s unavailable: %s", run_id, exc, exc_info=True)
             rows, trace_error = [], f"{type(exc).__name__}: {exc}"
