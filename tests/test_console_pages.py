@@ -264,6 +264,17 @@ async def test_the_login_form_needs_its_own_csrf_token(console: Console) -> None
     assert r.status_code == 403 and "keel_session" not in r.headers.get("set-cookie", "")
 
 
+async def test_a_second_sign_in_form_does_not_void_the_first(console: Console) -> None:
+    """Another tab, or a stray anonymous request sent to the form (/favicon.ico), keeps
+    the browser's sign-in token, so the form already on screen still works."""
+    c = console.client()
+    first = await c.get("/login")
+    assert (await c.get("/favicon.ico")).headers["location"].startswith("/login")
+    await c.get("/login", params={"next": "/favicon.ico"})
+    r = await c.post("/login", data={"csrf": csrf_of(first.text), "token": console.tokens["rita"]})
+    assert r.status_code == 303 and c.cookies.get("keel_session")
+
+
 async def test_sign_in_only_redirects_to_this_site(console: Console) -> None:
     for target, expected in [("/runs?status=FAILED", "/runs?status=FAILED"),
                              ("//evil.example/x", "/inbox"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +14,7 @@ from keel.server.sessions import COOKIE, LOGIN_COOKIE, same
 from keel.server.web.context import Web, client_of, safe_next
 
 LOGIN_MAX_BODY = 16 * 1024
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")  # what token_urlsafe(24) makes
 
 
 def router(web: Web) -> APIRouter:
@@ -25,7 +27,10 @@ def router(web: Web) -> APIRouter:
     )
 
     def form(request: Request, status: int = 200, error: str = "", nxt: str = "") -> Response:
-        token = secrets.token_urlsafe(24)
+        # Keep the browser's token if it has one: a second form (another tab, or a stray
+        # anonymous request such as /favicon.ico sent here) must not void the first.
+        held = request.cookies.get(LOGIN_COOKIE, "")
+        token = held if _TOKEN.fullmatch(held) else secrets.token_urlsafe(24)
         page = web.page(
             request, "login.html", status=status, error=error, next=nxt, login_csrf=token
         )
