@@ -19,7 +19,7 @@ RULE = "1-200 characters without whitespace or control characters, and not '.' o
 def id_problem(value: str, what: str) -> str | None:
     """Why `value` cannot be a `what` ("run id", "user name"), or None when it can."""
     if not value:
-        return f"a {what} cannot be empty: use {RULE}"
+        return f"{what} '' is empty; use {RULE}"
     if len(value) > MAX_LEN:
         return f"{what} {value[:40]!r}... is {len(value)} characters; use {RULE}"
     if value in (".", ".."):

@@ -535,3 +535,12 @@ async def test_every_route_refuses_a_query_parameter_it_does_not_take(env: Env) 
         assert resp.json()["fields"] == ["bogus"], (e, resp.text)
         checked += 1
     assert checked >= 20
+
+
+def test_the_run_status_parameter_lists_every_run_status() -> None:
+    from typing import get_args
+
+    from keel.server.api.base import RunStatusName
+
+    literal = get_args(RunStatusName)[0]
+    assert set(get_args(literal)) == {s.value.lower() for s in keel.RunStatus}

@@ -23,7 +23,7 @@ _MARK = "__keel_guard__"
 
 
 def guard(check: F) -> F:
-    """Mark `check` as an authentication-and-role guard (what `guarded` looks for)."""
+    """Mark `check` as an authentication-and-role guard (what `endpoints` looks for)."""
     setattr(check, _MARK, True)
     return check
 
@@ -39,8 +39,7 @@ async def known_query(request: Request) -> None:
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
-    takes = {p.alias for p in route.dependant.query_params}
-    takes.update(p.alias for d in route.dependant.dependencies for p in d.query_params)
+    takes = {p.alias for d in _dependants(route.dependant) for p in d.query_params}
     unknown = sorted(set(request.query_params) - takes)
     if unknown:
         hint = f"this route takes {', '.join(sorted(takes))}" if takes else "this route takes none"
@@ -71,18 +70,19 @@ def endpoints(server: FastAPI) -> list[Endpoint]:
     for route in iter_route_contexts(server.routes):
         if not isinstance(route.original_route, APIRoute):
             continue
-        calls = _calls(route.dependant)
+        calls = [getattr(d.call, "__func__", d.call) for d in _dependants(route.dependant)]
         marked = any(getattr(c, _MARK, False) for c in calls)
         for method in sorted(route.methods or ()):
             out.append(Endpoint(method, str(route.path_format), str(route.path), marked))
     return out
 
 
-def _calls(dependant: Any) -> list[Any]:
+def _dependants(root: Any) -> list[Any]:
+    """`root` and every dependency under it."""
     found: list[Any] = []
-    stack = list(dependant.dependencies)
+    stack = [root]
     while stack:
         dep = stack.pop()
-        found.append(getattr(dep.call, "__func__", dep.call))
+        found.append(dep)
         stack.extend(dep.dependencies)
     return found

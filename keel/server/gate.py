@@ -3,7 +3,7 @@
 FastAPI reads and parses a request's body before it resolves the route's dependencies,
 so a check there comes too late to stop an anonymous 200 MB upload. `Gate` sits in
 front of the routes instead: every request except the sign-in form and static files
-needs a valid API token (`/api/...`) or console session (everything else) before the
+needs a valid API token (`/api/v1/...`) or console session (everything else) before the
 route, and with it the body, is reached. What it let in is left in the ASGI scope for
 the routers' guards (`USER`, `SESSION`).
 
