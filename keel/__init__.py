@@ -62,6 +62,9 @@ _EXPORTS = {
     "RunFailed": "keel.errors",
     "RunCancelled": "keel.errors",
     "RunSuspended": "keel.errors",
+    "SecretUnavailable": "keel.errors",
+    "Secret": "keel.secret",
+    "Redactor": "keel.observe.redact",
 }
 
 # Spelled out (not derived from _EXPORTS) so type checkers see the exports.
@@ -95,6 +98,7 @@ __all__ = [
     "ModelUnavailable",
     "NonDeterminismError",
     "OutcomeUnknown",
+    "Redactor",
     "Retry",
     "RetryableError",
     "ReviewRejected",
@@ -105,6 +109,8 @@ __all__ = [
     "RunNotFound",
     "RunStatus",
     "RunSuspended",
+    "Secret",
+    "SecretUnavailable",
     "SerializationError",
     "SignalRefused",
     "SignalTimeout",
@@ -152,6 +158,7 @@ if TYPE_CHECKING:
         RunFailed,
         RunNotFound,
         RunSuspended,
+        SecretUnavailable,
         SerializationError,
         SignalRefused,
         SignalTimeout,
@@ -161,10 +168,12 @@ if TYPE_CHECKING:
         UnknownWorkflowError,
         ValidationFailed,
     )
+    from keel.observe.redact import Redactor
     from keel.policy.breaker import CircuitBreaker
     from keel.policy.completion import All, AtLeast, BestEffort
     from keel.policy.fallback import Fallback
     from keel.policy.retry import Retry
+    from keel.secret import Secret
     from keel.types import (
         Escalation,
         EscalationPacket,

@@ -32,12 +32,14 @@ from keel.errors import (
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
+from keel.secret import SecretSources
 from keel.store import RunFilter, Store, open_store
 from keel.store.base import RESERVED_SIGNALS
 from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.escalations import Escalations
+    from keel.observe.redact import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -47,6 +49,12 @@ def _caller_locals() -> dict[str, Any] | None:
     so annotations naming classes defined in that function resolve."""
     frame = sys._getframe(2)
     return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
+
+
+def _is_redactor(value: Any) -> bool:
+    from keel.observe.redact import Redactor
+
+    return isinstance(value, Redactor)
 
 
 def new_run_id() -> str:
@@ -114,7 +122,7 @@ class App:
         llm: Any = None,
         notify: Callable[[dict[str, Any]], Any] | str | None = None,
         reviewers: dict[str, set[str] | list[str]] | None = None,
-        redactor: Any = None,
+        redactor: Redactor | None = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -131,7 +139,14 @@ class App:
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Any] = []
-        self._redactor_obj: Any = redactor
+        if redactor is not None and not _is_redactor(redactor):
+            raise ConfigError(
+                f"redactor= takes a keel.Redactor (keel.observe.Redactor), not "
+                f"{type(redactor).__name__}"
+            )
+        self._redactor_obj: Redactor | None = redactor
+        # Where keel.Secret values come from in this app's runs: env and file built in.
+        self.secrets = SecretSources()
         # queue -> the people allowed to decide it (unlisted queues: anyone)
         # keel.toml's [keel.reviewers] applies too, so the CLI enforces the same groups.
         groups = reviewers if reviewers is not None else (config.section("reviewers") or {})
@@ -294,8 +309,12 @@ class App:
                 self.settings,
                 on_settled=self._settled,
                 render=self._short_redacted,
+                secrets=self.secrets,
             )
             self._runtime.extensions["llm"] = self._make_llm
+            from keel.observe.logs import guard_keel_loggers
+
+            guard_keel_loggers(self.redactor)
             self._attach_hitl(self._runtime)
             if self.settings.tracing:
                 self._tracing = self._make_tracing()
@@ -317,7 +336,7 @@ class App:
         if self._notify is not None:
             from keel.hitl.notify import Notifier
 
-            notifier = Notifier(self._notify)
+            notifier = Notifier(self._notify, redact=self.redactor.value)
             self.hooks.add(notifier)
             self._drainable.append(notifier)
 
@@ -336,13 +355,17 @@ class App:
         return Reviews(self)
 
     @property
-    def redactor(self) -> Any:
+    def redactor(self) -> Redactor:
         """What masks secrets in everything Keel shows or exports of a payload: traces,
-        OTLP, error messages, redacted views (`keel.App(redactor=keel.observe.Redactor(...))`)."""
+        OTLP, logs, error messages, notifications, the CLI's and the console's redacted
+        views. `keel.App(redactor=keel.Redactor(...))`, else keel.toml's `[keel.redact]`
+        (the defaults without one)."""
         if self._redactor_obj is None:
             from keel.observe.redact import Redactor
 
-            self._redactor_obj = Redactor(max_chars=self.settings.trace_max_chars)
+            self._redactor_obj = Redactor.from_config(
+                config.section("redact"), max_chars=self.settings.trace_max_chars
+            )
         return self._redactor_obj
 
     def _short_redacted(self, value: Any) -> str:
@@ -360,6 +383,7 @@ class App:
             self.store,
             self.registry,
             retention_days=self.settings.trace_retention_days,
+            purge_every=self.settings.retention_interval,
             redactor=self.redactor,
             export=OTLPExport.from_env(),
         )

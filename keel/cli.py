@@ -152,7 +152,7 @@ def run(
             if progress:
                 progress.close()
             await app.close()
-        return info
+        return app.redactor.run(info)
 
     info = _run(go)
     if as_json:
@@ -390,8 +390,16 @@ def workers_cmd(
     console().print(workers_table(shown, now))
 
 
-@cli.command()
+runs_cli = typer.Typer(
+    help="List runs, newest first; keel runs purge deletes ended ones past a retention.",
+    invoke_without_command=True,
+)
+cli.add_typer(runs_cli, name="runs")
+
+
+@runs_cli.callback()
 def runs(
+    ctx: typer.Context,
     status: Annotated[
         str | None,
         typer.Option(
@@ -410,7 +418,9 @@ def runs(
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first (keel runs purge --help: delete old ended runs)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from keel.server.timeparse import parse_time
     from keel.types import RunStatus
 
@@ -430,9 +440,10 @@ def runs(
     async def go() -> Any:
         app = _store_app()
         try:
-            return await app.list_runs(st, workflow, limit, since=start, until=end)
+            found = await app.list_runs(st, workflow, limit, since=start, until=end)
         finally:
             await app.close()
+        return [app.redactor.run(r) for r in found]
 
     found = _run(go)
     if as_json:
@@ -441,6 +452,105 @@ def runs(
     from keel.console import console, runs_table
 
     console().print(runs_table(found))
+
+
+@runs_cli.command("purge")
+def runs_purge(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Runs that ended at least this long ago: 30d, 12h, 90m, 45s, 2w"
+        ),
+    ],
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status", "-s", help="Only runs that ended so: SUCCEEDED, FAILED, CANCELLED (repeat)"
+        ),
+    ] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would be purged; change nothing.")
+    ] = False,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum",
+            help="Then rewrite the store to give its free space back (holds the write lock"
+            " while it runs; later purges shrink it by themselves).",
+        ),
+    ] = False,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=10_000, help="Runs per transaction")
+    ] = 100,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete ended runs past a retention, with everything that is theirs.
+
+    A run goes with its journal, signals, blobs no other run shares, spans,
+    requests, escalations and usage (kept as per-day totals for keel costs).
+    PENDING, RUNNING and WAITING runs are never purged. Workers may keep
+    running: it deletes in small transactions. See docs/storage.md.
+    """
+    import dataclasses
+    import time
+
+    from keel.server.timeparse import parse_duration
+    from keel.store.base import ENDED, PurgeScope
+    from keel.types import RunStatus
+
+    try:
+        seconds = parse_duration(older_than, "--older-than")
+    except KeelError as exc:
+        _fail(exc.message)
+        return
+    statuses: list[RunStatus] = []
+    for given in status or []:
+        st = next((s for s in RunStatus if s.value == given.upper()), None)
+        if st is None or not st.terminal:
+            what = "not a run status" if st is None else "not an ended status"
+            _fail(
+                f"--status {given!r} is {what}: only ended runs are purged;"
+                f" use {', '.join(s.value for s in ENDED)}"
+            )
+            return
+        statuses.append(st)
+    if vacuum and dry_run:
+        _fail("--vacuum changes the store, --dry-run changes nothing: use one of them")
+    now = time.time()
+    scope = PurgeScope(
+        ended_before=now - seconds,
+        statuses=tuple(dict.fromkeys(statuses)) or ENDED,
+        workflow=workflow,
+    )
+
+    async def go(app: Any) -> Any:
+        from keel.engine.retention import purge
+
+        store = app.store
+        if dry_run:
+            done = await store.count_purge(scope, now)
+        else:
+            done = await purge(store, scope, now, batch=batch)
+        return done, await store.reclaim_space(full=vacuum) if not dry_run else None
+
+    done, space = _run(lambda: _with_app(go))
+    if as_json:
+        _print_json(
+            {
+                "dry_run": dry_run,
+                "older_than": older_than,
+                "ended_before": scope.ended_before,
+                "statuses": [s.value for s in scope.statuses],
+                "workflow": workflow,
+                "purged": done.counts(),
+                "store": None if space is None else dataclasses.asdict(space),
+            }
+        )
+        return
+    from keel.console import purge_report
+
+    typer.echo(purge_report(done, scope, older_than, dry_run, space))
 
 
 @cli.command()
@@ -456,28 +566,38 @@ def show(
         ),
     ] = None,
     as_json: JsonOpt = False,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Payloads as journaled, secrets included (default: masked by the redactor "
+            "of --app's App, else keel.toml's [keel.redact])",
+        ),
+    ] = False,
 ) -> None:
     """Show a run and its journal as a tree (status, attempts, timings, state changes).
 
     `state: a, b` on a step names the state fields the workflow changed after that step,
     before its next one; --json gives each step `state_changed` and `state_after`.
+    Inputs, outputs, state and errors are shown redacted unless --raw.
     """
     from keel.observe.journal_view import journal_view, starting_state
 
     async def go() -> Any:
         app = _store_app()
         try:
-            return await app.get_run(run_id), await app.steps(run_id)
+            return await app.get_run(run_id), await app.steps(run_id), app.redactor
         finally:
             await app.close()
 
-    info, steps = _run(go)
+    info, steps, redactor = _run(go)
     initial, fields = None, None
     if app_ref is not None:
         from keel.loader import find_app, load_module
 
         try:
-            registry = find_app(load_module(app_ref)).registry
+            user_app = find_app(load_module(app_ref))
+            registry, redactor = user_app.registry, user_app.redactor
         except KeelError as exc:
             _fail(exc.message)
         if info.workflow not in registry.workflows:
@@ -487,6 +607,9 @@ def show(
                 f"registered: {known}"
             )
         initial, fields = starting_state(registry, info.workflow)
+    if not raw:
+        info, steps = redactor.run(info), [redactor.step(s) for s in steps]
+        initial = redactor.value(initial)
     view = journal_view(info, steps, initial, fields)
     if as_json:
         from keel.console import run_json
@@ -651,6 +774,21 @@ async def _with_app(fn: Callable[[Any], Awaitable[T]]) -> T:
         await app.close()
 
 
+async def _shown(app: Any, found: Awaitable[Any]) -> Any:
+    """Escalations, requests or eval cases as the App's redactor shows them."""
+    from keel.types import Escalation
+
+    def one(x: Any) -> Any:
+        if isinstance(x, Escalation):
+            return app.redactor.escalation(x)
+        if hasattr(x, "request") and hasattr(x, "decision"):  # a hitl ReviewRequest
+            return app.redactor.review(x)
+        return app.redactor.value(x)
+
+    value = await found
+    return [one(x) for x in value] if isinstance(value, list) else one(value)
+
+
 async def _resume_notice(app: Any, run_id: str, then: str = "resumes") -> Any:
     from keel.presence import resume_notice
 
@@ -679,7 +817,7 @@ def escalations_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List escalations, newest first."""
-    found = _run(lambda: _with_app(lambda app: app.escalations.list(status, queue)))
+    found = _run(lambda: _with_app(lambda app: _shown(app, app.escalations.list(status, queue))))
     if as_json:
         _print_json(
             [
@@ -696,7 +834,7 @@ def escalations_list(
 @escalations_cli.command("show")
 def escalations_show(escalation_id: str, as_json: JsonOpt = False) -> None:
     """Show an escalation packet: what was tried, what happened, why it needs a person."""
-    esc = _run(lambda: _with_app(lambda app: app.escalations.get(escalation_id)))
+    esc = _run(lambda: _with_app(lambda app: _shown(app, app.escalations.get(escalation_id))))
     if as_json:
         _print_json(esc.model_dump(mode="json"))
         return
@@ -789,7 +927,9 @@ def approvals_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List requests, oldest first."""
-    found = _run(lambda: _with_app(lambda app: app.approvals.list(queue, status, kind)))
+    found = _run(
+        lambda: _with_app(lambda app: _shown(app, app.approvals.list(queue, status, kind)))
+    )
     if as_json:
         _print_json([r.summary() for r in found])
         return
@@ -809,7 +949,8 @@ def approvals_show(request_id: str, as_json: JsonOpt = False) -> None:
 
 
 async def _get_with_audit(app: Any, request_id: str) -> Any:
-    return await app.approvals.get(request_id), await app.approvals.audit(request_id)
+    req = await _shown(app, app.approvals.get(request_id))
+    return req, app.redactor.value(await app.approvals.audit(request_id))
 
 
 @approvals_cli.command("approve")
@@ -906,7 +1047,7 @@ def review_list(
     as_json: JsonOpt = False,
 ) -> None:
     """List sampled runs."""
-    found = _run(lambda: _with_app(lambda app: app.reviews.list(status, workflow)))
+    found = _run(lambda: _with_app(lambda app: _shown(app, app.reviews.list(status, workflow))))
     if as_json:
         _print_json(
             [
@@ -923,7 +1064,7 @@ def review_list(
 @review_cli.command("show")
 def review_show(review_id: str, as_json: JsonOpt = False) -> None:
     """Show a sampled run's input and result."""
-    req = _run(lambda: _with_app(lambda app: app.reviews.get(review_id)))
+    req = _run(lambda: _with_app(lambda app: _shown(app, app.reviews.get(review_id))))
     if as_json:
         _print_json({**req.summary(), "request": req.request})
         return
@@ -958,7 +1099,7 @@ def review_verdict(
 @review_cli.command("export")
 def review_export(workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None) -> None:
     """Reviewed samples as eval cases, one JSON object per line."""
-    cases = _run(lambda: _with_app(lambda app: app.reviews.export(workflow)))
+    cases = _run(lambda: _with_app(lambda app: _shown(app, app.reviews.export(workflow))))
     for case in cases:
         typer.echo(json.dumps(case, default=str))
 

@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from keel.observe.journal_view import JournalView, journal_view, trim
 from keel.observe.journal_view import Node as JournalNode
+from keel.store.base import ENDED, Purged, PurgeScope, StoreSpace
 from keel.types import Escalation, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 _STATUS_STYLE = {
@@ -414,3 +415,40 @@ def workers_table(workers: list[Any], now: float) -> Table:
             w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen
         )
     return table
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def purge_report(
+    done: Purged, scope: PurgeScope, older_than: str, dry_run: bool, space: StoreSpace | None
+) -> str:
+    """`keel runs purge`: what went (or would go), per table, and the store's size after
+    (`space`, None for a dry run)."""
+    ended = set(scope.statuses) == set(ENDED)
+    which = "ended" if ended else "/".join(s.value for s in scope.statuses)
+    if scope.workflow:
+        which += f" {scope.workflow}"
+    cutoff = f"ended before {_ts(scope.ended_before)} UTC (--older-than {older_than})"
+    verb = "would purge" if dry_run else "purged"
+    head = f"{verb} {done.runs} {which} run(s) that {cutoff}"
+    if not done.runs:
+        head = f"nothing to purge: no {which} run {cutoff}"
+    counts = done.counts()
+    counts.pop("runs")
+    parts = [
+        f"{table} {n}" + (" (kept as per-day totals)" if table == "usage" else "")
+        for table, n in counts.items()
+        if n
+    ]
+    lines = [head] + (["  " + ", ".join(parts)] if parts else [])
+    if space is not None:
+        if space.shrinks:
+            lines.append(f"store: {_mib(space.size_bytes)}; freed space goes back to the disk")
+        else:
+            lines.append(
+                f"store: {_mib(space.size_bytes)}, {_mib(space.free_bytes)} of it free (reused"
+                " by new writes; --vacuum gives it back to the disk)"
+            )
+    return "\n".join(lines)

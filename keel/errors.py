@@ -73,6 +73,12 @@ class InputError(KeelError):
     """A workflow's input did not validate against its signature."""
 
 
+class SecretUnavailable(KeelError):
+    """A `keel.Secret`'s source has no value for it in this process (an environment
+    variable not set, a file missing, no resolver registered for its scheme).
+    `.ref` is the reference; the message says what to set."""
+
+
 class UnknownWorkflowError(KeelError):
     """No workflow with that name is registered."""
 

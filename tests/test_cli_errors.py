@@ -12,11 +12,15 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from tests.limits import WAIT
 
 APP = str(Path(__file__).parent / "apps" / "cli_errors_app.py")
 WAITS = str(Path(__file__).parent / "apps" / "cli_app.py")
@@ -287,7 +291,7 @@ def test_a_full_disk_refuses_a_detached_run(tmp_path: Path, tmpfs: Path) -> None
 
 
 @pytest.mark.parametrize("runner", ["worker", "run"])
-def test_a_full_disk_stops_the_worker_and_never_fails_the_run(
+def test_a_full_disk_pauses_the_worker_and_never_fails_the_run(
     tmp_path: Path, tmpfs: Path, runner: str
 ) -> None:
     keel = Keel(tmp_path, tmpfs / "store" / "keel.db")
@@ -295,17 +299,46 @@ def test_a_full_disk_stops_the_worker_and_never_fails_the_run(
     scratch.mkdir()
     start = ["run", f"{APP}:fill", "--id", "f1", "--input", json.dumps({"directory": str(scratch)})]
     if runner == "worker":
+        # `keel worker` pauses through the fault and resumes by itself once space is freed
         assert keel(*start, "--detach").code == 0
-        res = keel("worker", APP)
-        res.one_line_error(STORE, "keel worker stopped", "disk is full", "No run was failed")
-    else:  # `keel run` executes it in-process: the same fault, the same one line
-        res = keel(*start)
-        res.one_line_error(STORE, str(keel.store), "disk is full")
+        log = tmp_path / "worker.err"
+        with open(log, "wb") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "keel.cli", "worker", APP],
+                cwd=tmp_path,
+                env={**keel.env, "KEEL_LEASE_SECONDS": "1.5"},  # a heartbeat every 0.5 s
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        try:
+            _until(lambda: "keel worker paused" in log.read_text(), "the worker to pause")
+            text = log.read_text()
+            assert "disk is full" in text and "No run was failed" in text, text
+            assert proc.poll() is None  # paused, not gone
+            assert keel.runs()["f1"] in ("PENDING", "RUNNING")  # not FAILED
+            (scratch / "filler").unlink()
+            _until(lambda: keel.runs()["f1"] == "SUCCEEDED", "the run to finish after it")
+            assert "keel worker resumed" in log.read_text()
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=WAIT) == 0, log.read_text()
+        done = keel("show", "f1", "--json")
+        assert json.loads(done.out)["result"] == "second call"  # it ran again, at least once
+        return
+    res = keel(*start)  # `keel run` executes it in-process: it stops with one line
+    res.one_line_error(STORE, str(keel.store), "disk is full")
     (scratch / "filler").unlink()
     assert keel.runs()["f1"] in ("PENDING", "RUNNING")  # not FAILED
     done = keel("run", f"{APP}:fill", "--id", "f1", "--json")
     assert done.code == 0, done.err
     assert json.loads(done.out)["result"] == "second call"  # the step ran again, at least once
+
+
+def _until(pred: Any, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 # -- usage errors, ids, modules ---------------------------------------------------------

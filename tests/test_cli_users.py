@@ -48,7 +48,7 @@ class Keel:
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=60,
+            timeout=WAIT,
         )
 
     def add(self, name: str, role: str, *extra: str) -> str:

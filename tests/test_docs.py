@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.limits import WAIT
+
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
@@ -29,7 +31,7 @@ def test_example_runs(where: str, code: str, tmp_path: Path) -> None:
     script.write_text(code)
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "KEEL_POLL_INTERVAL": "0.02"}
     proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=WAIT)
     assert proc.returncode == 0, f"{where} failed:\n{proc.stderr[-3000:]}"
     # each program prints what its comments promise; spot-check the final line
     promised = re.findall(r"print\(.*\)\s+#\s*(.+)", code)

@@ -355,6 +355,6 @@ def test_import_keel_stays_lazy() -> None:
         "assert keel.__version__\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=WAIT
     )
     assert proc.returncode == 0, proc.stderr

@@ -699,7 +699,7 @@ def test_importing_an_example_does_not_import_litellm(example_env: Path) -> None
         env=_env(example_env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=WAIT,
         check=True,
     ).stdout
     assert out.strip() == "[]"
@@ -712,7 +712,7 @@ def test_support_triage_script_runs(example_env: Path) -> None:
         env=_env(example_env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=WAIT,
         check=True,
     ).stdout
     assert "WAITING, waiting on ['approval']" in out
@@ -727,7 +727,7 @@ def test_doc_summary_script_runs(example_env: Path) -> None:
         env=_env(example_env),
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=WAIT,
         check=True,
     ).stdout
     assert "48/50 documents processed" in out
@@ -746,7 +746,7 @@ def test_doc_summary_runs_through_the_cli(example_env: Path) -> None:
         "--json",
     ]
     proc = subprocess.run(
-        cmd, cwd=example_env, env=_env(example_env), capture_output=True, text=True, timeout=60
+        cmd, cwd=example_env, env=_env(example_env), capture_output=True, text=True, timeout=WAIT
     )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)

@@ -880,7 +880,7 @@ def test_import_keel_does_not_import_litellm() -> None:
         "print('ok')\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT, check=False
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"

@@ -137,7 +137,7 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
     assert [c.status for c in api_calls] == ["ERROR", "ERROR"]
     for c in api_calls:
         assert c.status_message == (
-            f"ConnectionError: 401 from /v1/invoices with Authorization: {MASK}"
+            f"ConnectionError: 401 from /v1/invoices with Authorization: Bearer {MASK}"
         )
 
     # never in the OTLP payload (decoded at the receiver, and the raw bytes)
@@ -227,7 +227,7 @@ async def test_long_values_are_truncated_with_a_marker_and_kept_in_the_journal(
 
 
 def test_redactor_patterns_fields_and_limits() -> None:
-    r = Redactor(extra_patterns=[r"ACME-\d{6}"], extra_fields=["ssn"], max_chars=64)
+    r = Redactor(patterns=[r"ACME-\d{6}"], fields=["ssn"], max_chars=64)
     samples = {
         "openai": "sk-proj-" + "a1" * 20,
         "anthropic": "sk-ant-api03-" + "b2" * 20,

@@ -283,10 +283,10 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v13\)"):
+    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v14\)"):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=10")
@@ -319,7 +319,7 @@ async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert await store.list_escalations() == []
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     db.close()
 
 
@@ -453,7 +453,7 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
     assert (await store.get_session("a1", T0) or {})["role"] == "admin"
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     db.close()
 
 

@@ -34,7 +34,7 @@ def worker(h: Harness, *args: str) -> WorkerProc:
 async def in_flight(h: Harness, proc: WorkerProc, key: str) -> None:
     await h.wait_until(
         lambda: (key, proc.pid) in h.executions(),
-        timeout=60,
+        timeout=WAIT,
         what=f"{key} to be in flight",
         procs=[proc],
     )
@@ -42,7 +42,7 @@ async def in_flight(h: Harness, proc: WorkerProc, key: str) -> None:
 
 async def said(h: Harness, proc: WorkerProc, text: str) -> None:
     await h.wait_until(
-        lambda: text in proc.stderr(), timeout=60, what=f"{text!r} on stderr", procs=[proc]
+        lambda: text in proc.stderr(), timeout=WAIT, what=f"{text!r} on stderr", procs=[proc]
     )
 
 
@@ -84,7 +84,7 @@ async def test_sigterm_lets_the_step_in_flight_finish_and_hands_the_run_over_at_
     assert first.pid not in h.worker_pids()  # its heartbeat row went with it
 
     second = worker(h)
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
     assert info.result == [0, 1, 2]
     # Every step ran exactly once: the one in flight at SIGTERM did not run again.
     assert h.executions() == [
@@ -118,7 +118,7 @@ async def test_a_step_longer_than_the_grace_is_interrupted_and_may_run_again(
 
     open_gate(h.data, 1)
     second = worker(h)
-    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[second])
+    info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
     assert info.result == [0, 1, 2]
     # At least once: the interrupted step ran again; the journaled one did not.
     counts = Counter(k for k, _ in h.executions())
@@ -152,7 +152,7 @@ async def test_a_second_signal_stops_at_once_and_still_hands_the_run_back(
 
     open_gate(h.data, 1)
     second = worker(h)
-    await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[second])
+    await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[second])
     assert Counter(k for k, _ in h.executions())[f"{run_id}:gated#0"] == 2
     assert h.terminate(second) == 0, second.stderr()
 
@@ -179,7 +179,7 @@ async def test_draining_a_map_finishes_the_items_in_flight_and_starts_no_more(
     w = app.worker()
     await w.start()
     await h.wait_until(
-        lambda: len(h.executions()) == 2, timeout=60, what="two map items in flight"
+        lambda: len(h.executions()) == 2, timeout=WAIT, what="two map items in flight"
     )
     draining = asyncio.ensure_future(w.drain(300))
     await asyncio.sleep(0.2)
@@ -197,7 +197,7 @@ async def test_draining_a_map_finishes_the_items_in_flight_and_starts_no_more(
     again = app.worker()
     serving = asyncio.ensure_future(again.serve())
     try:
-        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT)
     finally:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
@@ -224,7 +224,7 @@ async def test_a_retry_backoff_under_a_drain_becomes_a_durable_timer(
             " AND error IS NOT NULL",
             run_id,
         ),
-        timeout=60,
+        timeout=WAIT,
         what="the first attempt to fail and its backoff to start",
     )
     assert await asyncio.wait_for(w.drain(300), 60) == 0
@@ -236,7 +236,7 @@ async def test_a_retry_backoff_under_a_drain_becomes_a_durable_timer(
     again = app.worker()
     serving = asyncio.ensure_future(again.serve())
     try:
-        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60)
+        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT)
     finally:
         serving.cancel()
         await asyncio.gather(serving, return_exceptions=True)
@@ -256,7 +256,7 @@ async def test_app_close_with_grace_drains_the_embedded_worker(
     await app.start("drainable", {}, id=run_id)  # the embedded worker runs it
     await h.wait_until(
         lambda: any(k == f"{run_id}:gated#0" for k, _ in h.executions()),
-        timeout=60,
+        timeout=WAIT,
         what="gated#0 in flight",
     )
     closing = asyncio.ensure_future(app.stop_worker(grace=300))

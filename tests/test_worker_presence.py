@@ -104,7 +104,7 @@ async def test_a_killed_worker_stops_counting_as_live_after_three_heartbeats(
     async def gone() -> bool:
         return await listed_workers(h) == []
 
-    await h.wait_until(gone, timeout=60, what="the killed worker to stop counting as live")
+    await h.wait_until(gone, timeout=WAIT, what="the killed worker to stop counting as live")
     (row,) = await listed_workers(h, "--all")  # its row stays, marked gone
     assert row["pid"] == proc.pid and row["live"] is False
 
@@ -128,7 +128,7 @@ async def test_a_v12_store_gains_the_workers_table_and_keeps_its_runs(tmp_path: 
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (13,)
+    assert db.execute("PRAGMA user_version").fetchone() == (14,)
     cols = [r[1] for r in db.execute("PRAGMA table_info(workers)")]
     assert cols == [
         "owner", "host", "pid", "workflows", "embedded", "started_at", "seen_at", "beat_every"
@@ -167,7 +167,7 @@ async def test_cli_decisions_say_run_resumes_only_when_a_live_worker_serves_it(
     await h.wait_beat(proc)
     # The worker takes up what was decided before it started...
     for run_id, result in (("g1", 1), ("e1", 7), ("s1", "x")):
-        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=60, procs=[proc])
+        info = await h.wait_status(app, run_id, "SUCCEEDED", timeout=WAIT, procs=[proc])
         assert info.result == result
     # ...and a decision made while it runs says the run resumes.
     res = await keel_cli(
@@ -177,7 +177,7 @@ async def test_cli_decisions_say_run_resumes_only_when_a_live_worker_serves_it(
     assert res.stdout.strip() == (
         "approval g2:approval:grant#0 rejected; run g2 continues with the rejection"
     )
-    await h.wait_status(app, "g2", "FAILED", timeout=60, procs=[proc])
+    await h.wait_status(app, "g2", "FAILED", timeout=WAIT, procs=[proc])
     assert h.terminate(proc) == 0, proc.stderr()
 
 
@@ -222,7 +222,7 @@ async def test_keel_serve_with_a_worker_resumes_a_decided_run(worker_harness: Ha
             except httpx.TransportError:
                 return False
 
-        await h.wait_until(answering, timeout=60, what="keel serve to answer", procs=[serve])
+        await h.wait_until(answering, timeout=WAIT, what="keel serve to answer", procs=[serve])
         workers = (await client.get(f"{base}/workers", headers=auth)).json()
         assert [w["pid"] for w in workers] == [serve.pid]
         r = await client.post(
@@ -231,11 +231,11 @@ async def test_keel_serve_with_a_worker_resumes_a_decided_run(worker_harness: Ha
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["worker_live"] is True and body["message"] == "run g4 resumes"
-        info = await h.wait_status(app, "g4", "SUCCEEDED", timeout=60, procs=[serve])
+        info = await h.wait_status(app, "g4", "SUCCEEDED", timeout=WAIT, procs=[serve])
         assert info.result == 4
 
     serve.popen.send_signal(signal.SIGTERM)
-    assert serve.popen.wait(timeout=60) == 0, serve.stderr()
+    assert serve.popen.wait(timeout=WAIT) == 0, serve.stderr()
     assert "drained" in serve.stderr()
     assert serve.pid not in h.worker_pids()
 
@@ -281,7 +281,7 @@ async def test_console_pages_say_when_no_worker_will_resume_a_decided_run(
 
         proc = worker(h)
         await h.wait_beat(proc)
-        await h.wait_status(app, "g6", "SUCCEEDED", timeout=60, procs=[proc])
+        await h.wait_status(app, "g6", "SUCCEEDED", timeout=WAIT, procs=[proc])
         inbox = await c.get("/inbox")
         assert 'id="no-worker"' not in inbox.text  # g7 waits, and a live worker serves it
         decided = await c.get("/approvals/g6:approval:grant%230")

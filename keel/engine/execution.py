@@ -24,6 +24,7 @@ from keel.errors import (
     from_structured,
     structured,
 )
+from keel.secret import use_sources
 from keel.store.base import Claimed, StepWrite
 from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
 
@@ -372,6 +373,7 @@ class RunExecution:
         from keel.engine.context import Context
 
         CURRENT_SCOPE.set((self, self.root))
+        use_sources(self.rt.secrets)
         ctx = Context(self, self.root)
         status: RunStatus
         try:

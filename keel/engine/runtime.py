@@ -9,6 +9,7 @@ from typing import Any
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry
 from keel.policy.breaker import BreakerState
+from keel.secret import SecretSources
 from keel.store.base import Store
 from keel.types import RunStatus
 
@@ -23,7 +24,11 @@ class Settings:
     poll_interval: float = 0.1
     concurrency: int = 200  # runs one worker executes at once
     tracing: bool = True  # spans for every run in the local store (and OTLP when set)
-    trace_retention_days: float = 7.0
+    trace_retention_days: float = 7.0  # spans older than this are purged (0: kept)
+    # Ended runs older than this are purged by workers, with their journal, blobs, spans
+    # and requests (0: kept forever; docs/storage.md).
+    retention_days: float = 0.0
+    retention_interval: float = 3600.0  # seconds between a process's retention sweeps
     trace_max_chars: int = 4096  # longer attribute values are truncated with a marker
 
 
@@ -43,6 +48,8 @@ class Runtime:
     # Short, redacted text of a payload for error messages (the App's redactor);
     # the engine alone shows no payload content at all.
     render: Callable[[Any], str] = field(default=lambda value: _opaque(value))
+    # Where `keel.Secret.reveal()` reads values inside this runtime's runs.
+    secrets: SecretSources = field(default_factory=SecretSources)
 
 
 def _opaque(value: Any) -> str:

@@ -18,6 +18,7 @@ import socket
 import time
 from typing import Any
 
+from keel.engine import retention
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.errors import StoreError
@@ -105,9 +106,15 @@ class Worker:
         self._crashed: BaseException | None = None
         self._started_at = 0.0
         self._last_reap = 0.0
-        # Set when the store cannot be read or written: the worker stops (no run is
-        # failed for it) and `serve` raises it, so `keel worker` exits with one line.
+        # Set when the store cannot be used and the worker stops for it (no run is
+        # failed): `serve` raises it, so `keel worker` exits with one line.
         self.fault: StoreError | None = None
+        # A standalone worker pauses through faults that can pass (a full disk, a lock,
+        # a read-only mount) and resumes when a heartbeat gets through; a worker embedded
+        # in a command (`keel run`) stops and reports, since someone waits on it.
+        self.pause_on_fault = ids is None
+        self.paused: StoreError | None = None
+        self._faulted: set[str] = set()  # runs abandoned by a fault: handed back on resume
 
     @property
     def beat_every(self) -> float:
@@ -134,6 +141,8 @@ class Worker:
             asyncio.ensure_future(self._poll_loop()),
             asyncio.ensure_future(self._heartbeat_loop()),
         ]
+        if self.rt.settings.retention_days > 0:
+            self._tasks.append(asyncio.ensure_future(self._retention_loop()))
         for t in self._tasks:
             t.add_done_callback(self._loop_ended)
 
@@ -153,8 +162,20 @@ class Worker:
             raise self._crashed
 
     def _store_fault(self, exc: StoreError) -> None:
-        """Stop: the store cannot be used. Runs in flight keep their journal and resume
-        on the next worker; none is failed for it."""
+        """Pause (a fault that can pass) or stop: the store cannot be used. Runs in flight
+        keep their journal and resume later; none is failed for it."""
+        # At start-up a fault is a setup problem (a read-only file, a wrong path): say so
+        # and stop. Once running, one that can pass is waited out.
+        if self.pause_on_fault and self._tasks and exc.data.get("kind") != "corrupt":
+            if self.paused is None:
+                log.warning(
+                    "keel worker paused: %s. No run was failed; runs in flight resume from"
+                    " their journal. Retrying every %.0f s.",
+                    exc.message,
+                    self.beat_every,
+                )
+            self.paused = exc
+            return
         if self.fault is None:
             self.fault = exc  # raised by `serve` and by `App` waits, not logged twice
         self._stopping = True
@@ -235,10 +256,24 @@ class Worker:
         )
         try:
             await self.rt.store.worker_beat(beat, forget_before=forget_before)
-        except StoreError as exc:  # a worker that cannot write does no good: stop
+        except StoreError as exc:  # a worker that cannot write does no good: pause or stop
             self._store_fault(exc)
         except Exception as exc:  # runs go on; the row is refreshed at the next beat
             log.warning("worker heartbeat failed: %s: %s", type(exc).__name__, exc)
+        else:
+            if self.paused is not None:
+                await self._resume()
+
+    async def _resume(self) -> None:
+        """The store takes writes again: hand back the runs a fault interrupted (so any
+        worker takes them now, not after their leases expire) and claim again."""
+        log.warning("keel worker resumed: the store takes writes again")
+        self.paused = None
+        for run_id in sorted(self._faulted):
+            with contextlib.suppress(Exception):  # taken over meanwhile: nothing to do
+                await self.rt.store.release_run(run_id, self.owner, [], time.time())
+        self._faulted.clear()
+        self._wake.set()
 
     async def _poll_loop(self) -> None:
         settings = self.rt.settings
@@ -246,15 +281,18 @@ class Worker:
             self._wake.clear()
             got = 0
             free = self.concurrency - len(self.active)
+            if self.paused is not None:  # the heartbeat probes the store meanwhile
+                free = 0
             if free > 0 and (self.ids is None or self.ids):
                 try:
                     got = await self._claim(free)
                 except StoreError as exc:
                     self._store_fault(exc)
-                    return
+                    if self.paused is None:
+                        return
                 except Exception:
                     log.exception("claiming runs failed; retrying")
-            if time.time() - self._last_reap > 2.0:
+            if time.time() - self._last_reap > 2.0 and self.paused is None:
                 await self._reap_dead()
             if got and got >= free:
                 await asyncio.sleep(0)
@@ -291,11 +329,13 @@ class Worker:
             self._executions[run_id] = ex
             status = await ex.execute()
             if ex.fault is not None:
+                self._faulted.add(run_id)
                 self._store_fault(ex.fault)
             return status
         except asyncio.CancelledError:
             raise
         except StoreError as exc:
+            self._faulted.add(run_id)
             self._store_fault(exc)
             return None
         except Exception:
@@ -324,7 +364,9 @@ class Worker:
                 held = await self.rt.store.renew(self.owner, ids, lease, time.time())
             except StoreError as exc:
                 self._store_fault(exc)
-                return
+                if self.paused is None:
+                    return
+                continue
             except Exception:
                 log.exception("lease renewal failed")
                 continue
@@ -333,6 +375,29 @@ class Worker:
                 if run_id not in held and task is not None:
                     log.warning("lost the lease on run %s (cancelled or taken over)", run_id)
                     task.cancel()
+
+    async def _retention_loop(self) -> None:
+        """Apply `retention_days` (keel.engine.retention.sweep). A failed sweep is logged
+        and tried again next time: housekeeping never stops the worker."""
+        settings = self.rt.settings
+        while not self._stopping:
+            try:
+                done = await retention.sweep(
+                    self.rt.store,
+                    settings.retention_days,
+                    time.time(),
+                    every=settings.retention_interval,
+                    stop=lambda: self._stopping,
+                )
+                if done is not None and done.runs:
+                    log.info(
+                        "retention: purged %d run(s) that ended over %g day(s) ago",
+                        done.runs,
+                        settings.retention_days,
+                    )
+            except Exception as exc:
+                log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(max(0.1, settings.retention_interval))
 
     async def _reap_dead(self) -> None:
         """Release leases of dead workers on this host, so their runs restart now."""

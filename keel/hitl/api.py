@@ -13,6 +13,7 @@ from keel.engine.serde import adapter, unannotated
 from keel.errors import ConfigError, InputError, RunNotFound
 from keel.hitl.requests import signal_for
 from keel.hitl.schema_check import problems
+from keel.secret import references
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -157,6 +158,18 @@ class Approvals(_Base):
             )
         if not isinstance(args, dict):
             raise InputError("edited arguments are a JSON object of the tool's parameters")
+        # Arguments shown masked and sent back unchanged keep their values.
+        args = self._app.redactor.restore(args, req.args or {})
+        # A reviewer decides what the call does, not which credentials it reads: a new
+        # secret reference would make the tool reveal any secret the worker can reach.
+        added = sorted(references(args) - references(req.args or {}))
+        if added:
+            raise InputError(
+                f"edited arguments for {req.tool} refer to secret(s) {', '.join(added)} that "
+                "the proposed call did not use; an edit cannot change which secrets a tool "
+                "reads (keep the proposed references, or reject the request)",
+                problems=[f"secret {ref}: not in the proposed call" for ref in added],
+            )
         found = problems(args, req.request.get("args_schema") or {})
         tool = self._app.registry.tools.get(req.tool)
         if tool is not None and not found:

@@ -1,4 +1,7 @@
-"""Notification of new review requests: a callable or a webhook; never blocks a run."""
+"""Notification of new review requests: a callable or a webhook; never blocks a run.
+
+What leaves the process is the request as the App's redactor renders it: a webhook,
+a chat message or a pager never carries a secret."""
 
 from __future__ import annotations
 
@@ -16,11 +19,19 @@ log = logging.getLogger("keel.hitl")
 
 
 class Notifier(Hooks):
-    """Calls `target(review)` (sync or async) or POSTs the review as JSON to a URL."""
+    """Calls `target(review)` (sync or async) or POSTs the review as JSON to a URL; the
+    review as `redact` renders it (the App's `redactor.value`)."""
 
-    def __init__(self, target: Callable[[dict[str, Any]], Any] | str, timeout: float = 5.0):
+    def __init__(
+        self,
+        target: Callable[[dict[str, Any]], Any] | str,
+        timeout: float = 5.0,
+        *,
+        redact: Callable[[Any], Any],
+    ):
         self.target = target
         self.timeout = timeout
+        self.redact = redact
         self._tasks: set[asyncio.Task[None]] = set()
 
     def review_requested(self, review: dict[str, Any]) -> None:
@@ -28,7 +39,8 @@ class Notifier(Hooks):
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
-        task = loop.create_task(self._send(review))
+        shown: dict[str, Any] = self.redact(review)
+        task = loop.create_task(self._send(shown))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -365,12 +365,21 @@ def _jsonable(value: Any) -> Any:
 
 
 def _tool_schema(d: ToolDef) -> dict[str, Any]:
+    parameters = d.input_model().model_json_schema()
+    if '"$secret"' in json.dumps(parameters):
+        # The model would pick the reference: one prompt injection away from a tool that
+        # reveals any credential the worker can read.
+        raise ConfigError(
+            f"agent tool {d.name!r} takes a keel.Secret, and a model must not choose which "
+            "credentials a tool reads; give the agent a tool without that parameter that "
+            "reveals its secret itself (e.g. keel.Secret.env('NAME').reveal())"
+        )
     return {
         "type": "function",
         "function": {
             "name": d.name,
             "description": (d.fn.__doc__ or d.name).strip(),
-            "parameters": d.input_model().model_json_schema(),
+            "parameters": parameters,
         },
     }
 

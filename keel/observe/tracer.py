@@ -58,6 +58,7 @@ class Tracing(Hooks):
         registry: Registry,
         *,
         retention_days: float = 7.0,
+        purge_every: float = 3600.0,  # seconds, like the run retention's sweeps
         redactor: Redactor | None = None,
         export: OTLPExport | None = None,
         metrics: Any = None,
@@ -65,6 +66,7 @@ class Tracing(Hooks):
         self.store = store
         self.registry = registry
         self.retention_days = retention_days
+        self.purge_every = purge_every
         self.redactor = redactor or Redactor()
         self.export = export
         self.metrics = metrics
@@ -296,7 +298,7 @@ class Tracing(Hooks):
         return int((time.time() - self.retention_days * 86400) * _NS)
 
     def _schedule_purge(self) -> None:
-        if time.time() - self._purged_at < 3600 or self.retention_days <= 0:
+        if time.time() - self._purged_at < self.purge_every or self.retention_days <= 0:
             return
         try:
             task = asyncio.get_running_loop().create_task(self._maybe_purge())
@@ -307,7 +309,7 @@ class Tracing(Hooks):
 
     async def _maybe_purge(self) -> None:
         now = time.time()
-        if now - self._purged_at < 3600 or self.retention_days <= 0:
+        if now - self._purged_at < self.purge_every or self.retention_days <= 0:
             return
         self._purged_at = now
         await self.store.purge_spans(self._cutoff_ns())

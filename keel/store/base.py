@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from keel.errors import SignalRefused
+from keel.errors import ConfigError, SignalRefused
 from keel.types import Escalation, RunInfo, RunStatus, StepRecord, StructuredError
 
 
@@ -61,6 +61,94 @@ class RunFilter:
     until: float | None = None  # created_at < until
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+# Cost reports show the usage of purged runs under this name when grouped by run or step.
+PURGED_RUNS = "(purged runs)"
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeScope:
+    """Which runs a purge removes: ended ones (never PENDING, RUNNING or WAITING) whose
+    `ended_at` is before `ended_before`, optionally of some statuses or one workflow.
+
+    Example:
+        scope = PurgeScope(ended_before=time.time() - 30 * 86400, workflow="triage")
+    """
+
+    ended_before: float  # epoch seconds
+    statuses: tuple[RunStatus, ...] = ENDED
+    workflow: str | None = None
+
+    def __post_init__(self) -> None:
+        live = [s.value for s in self.statuses if not s.terminal]
+        if live or not self.statuses:
+            raise ConfigError(
+                f"only ended runs can be purged, not {', '.join(live) or 'no status'}: use"
+                f" {', '.join(s.value for s in ENDED)}",
+                statuses=live,
+            )
+
+
+@dataclass(slots=True)
+class Purged:
+    """Rows a purge deleted (or, counted dry, would delete), per table.
+
+    `usage` rows are not lost: they are folded into per-day totals first
+    (`usage_rollup`), which cost reports keep answering from.
+    """
+
+    runs: int = 0
+    steps: int = 0
+    signals: int = 0
+    blobs: int = 0  # out-of-line outputs no remaining step refers to
+    spans: int = 0
+    reviews: int = 0  # approvals, low-confidence, novelty and sampled reviews
+    escalations: int = 0
+    usage: int = 0
+    sample_counts: int = 0  # the sampler's per-day counters
+    cache: int = 0  # expired response-cache entries
+
+    def add(self, other: Purged) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def counts(self) -> dict[str, int]:
+        """Table -> rows, in a fixed order (the `--json` shape)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSpace:
+    """How big a store is, and what a purge can give back to the file system.
+
+    Deleted rows free pages inside the file, which new writes reuse. The file itself
+    shrinks only when `shrinks` (SQLite incremental auto-vacuum) or after a full
+    `reclaim_space(full=True)`.
+    """
+
+    size_bytes: int  # the file's pages, in use or free
+    free_bytes: int  # free pages, reused before the file grows
+    shrinks: bool  # purges return freed pages to the file system
+
+
+def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:
+    """What the audit log keeps of a person's decision: which fields it had and which
+    tool arguments an edit changed, never their values.
+
+    The decision itself (arguments, outputs, labels, notes) lives in the request and the
+    run's journal, and goes when the run is purged; the audit log is append-only and
+    kept, so it holds no payload (docs/storage.md). Not even a digest of one: a digest
+    of a guessable value (an amount, a yes/no label) gives the value away.
+    """
+    out: dict[str, Any] = {"fields": sorted(k for k, v in decision.items() if v is not None)}
+    args, original = decision.get("args"), decision.get("original")
+    if isinstance(args, dict) and isinstance(original, dict):
+        out["changed"] = sorted(
+            k for k in {*args, *original} if args.get(k, ...) != original.get(k, ...)
+        )
+    return out
 
 
 class Store(abc.ABC):
@@ -347,6 +435,34 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def purge_sessions(self, now: float) -> int:
         """Delete expired sessions; return how many."""
+
+    # -- retention (docs/storage.md) -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def purge_runs(self, scope: PurgeScope, limit: int = 100) -> Purged:
+        """Delete up to `limit` runs of `scope`, oldest ended first, with everything that
+        is theirs, in one transaction: steps, signals, spans, requests and escalations,
+        usage (folded into per-day totals first), and the blobs no other step refers to.
+
+        Call it until it returns fewer than `limit` runs (`keel.engine.retention.purge`
+        does, pausing between batches so workers keep writing). Cheap, and no write
+        lock, when nothing matches.
+        """
+
+    @abc.abstractmethod
+    async def purge_expired(self, scope: PurgeScope, now: float) -> Purged:
+        """Delete what expired regardless of runs: response-cache entries past their
+        expiry at `now`, and the sampler's counters of days before `scope`'s cutoff."""
+
+    @abc.abstractmethod
+    async def count_purge(self, scope: PurgeScope, now: float) -> Purged:
+        """What `purge_runs` (to the end) and `purge_expired` would delete; reads only."""
+
+    @abc.abstractmethod
+    async def reclaim_space(self, full: bool = False) -> StoreSpace:
+        """Give free pages back to the file system where the store allows it cheaply;
+        `full` rewrites the whole store (it then shrinks after every purge), holding
+        the write lock meanwhile. Returns the space after."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...

@@ -26,7 +26,19 @@ from keel.engine.journal import live_degraded, superseded_attempts
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, LeaseLost, RunNotFound
 from keel.store import _sqlite_file
-from keel.store.base import Claimed, RunFilter, StepWrite, Store, WorkerBeat, signal_refused
+from keel.store.base import (
+    PURGED_RUNS,
+    Claimed,
+    Purged,
+    PurgeScope,
+    RunFilter,
+    StepWrite,
+    Store,
+    StoreSpace,
+    WorkerBeat,
+    audit_detail,
+    signal_refused,
+)
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -38,7 +50,7 @@ from keel.types import (
     StructuredError,
 )
 
-_SCHEMA_VERSION = 13
+_SCHEMA_VERSION = 14
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -291,6 +303,43 @@ CREATE TABLE IF NOT EXISTS workers (
     beat_every REAL NOT NULL
 ) WITHOUT ROWID;
 """,
+    # Retention (docs/storage.md): purges find ended runs, expired cache entries, a run's
+    # signals and spans, and the steps sharing a blob by index; purged runs' usage is
+    # kept as per-day totals; the audit log keeps no payload, so what earlier versions
+    # logged of decisions (arguments, outputs, notes) becomes the names of its fields,
+    # overwritten in place (secure_delete: left on for the connection that upgrades, as
+    # most builds have it).
+    14: """
+CREATE INDEX IF NOT EXISTS runs_ended ON runs(ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS steps_by_blob ON steps(blob) WHERE blob IS NOT NULL;
+CREATE INDEX IF NOT EXISTS signals_by_run ON signals(run_id);
+CREATE INDEX IF NOT EXISTS spans_by_run ON spans(run_id);
+CREATE INDEX IF NOT EXISTS kv_cache_expiry ON kv_cache(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage_rollup (
+    day REAL NOT NULL,
+    workflow TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    PRIMARY KEY (day, workflow, tenant, model)
+) WITHOUT ROWID;
+PRAGMA secure_delete=1;
+DROP TRIGGER IF EXISTS audit_no_update;
+UPDATE audit SET detail = json_object(
+    'fields', (SELECT json_group_array(key) FROM
+        (SELECT key FROM json_each(audit.detail) WHERE type != 'null' ORDER BY key)),
+    'scrubbed', json('true'))
+WHERE json_valid(detail) AND json_type(detail) = 'object' AND (
+    json_type(detail, '$.args') IS NOT NULL OR json_type(detail, '$.original') IS NOT NULL
+    OR json_type(detail, '$.output') IS NOT NULL OR json_type(detail, '$.label') IS NOT NULL
+    OR json_type(detail, '$.note') IS NOT NULL OR json_type(detail, '$.reason') IS NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+""",
 }
 
 # Ready runs read in one go when a worker watches ids; a longer list means a backlog.
@@ -337,7 +386,10 @@ def _upgrade_script(version: int) -> str:
     script = _SCHEMA if version == 0 else ""
     for v in range(max(version, 1) + 1, _SCHEMA_VERSION + 1):
         script += _MIGRATIONS[v]
-    return f"BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
+    # A new store gives the pages purges free back to the file system (only settable
+    # before its first table; older stores switch with `keel runs purge --vacuum`).
+    vacuum = "PRAGMA auto_vacuum=INCREMENTAL;" if version == 0 else ""
+    return f"{vacuum}BEGIN IMMEDIATE;{script}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;"
 
 
 def _err(text: str | None) -> StructuredError | None:
@@ -1011,6 +1063,7 @@ class SQLiteStore(Store):
             f" SUM(cache_hit) FROM usage{where} GROUP BY 1 ORDER BY 5 DESC",
             args,
         ).fetchall()
+        rows = self._with_rollup(rows, group_by, workflow, tenant, since)
         return [
             {
                 group_by: r[0],
@@ -1208,7 +1261,7 @@ class SQLiteStore(Store):
                 "UPDATE reviews SET status=?, decision=?, decided_at=?, decided_by=? WHERE id=?",
                 (status, payload.decode(), now, by, review_id),
             )
-            self._audit(db, by, status, review_id, decision, now)
+            self._audit(db, by, status, review_id, audit_detail(decision), now)
             if signal is not None:
                 run_row = db.execute(
                     f"SELECT {_RUN_COLS} FROM runs WHERE id=?", (review["run_id"],)
@@ -1495,6 +1548,189 @@ class SQLiteStore(Store):
     async def purge_sessions(self, now: float) -> int:
         with self._tx() as db:
             return db.execute("DELETE FROM sessions WHERE expires_at<=?", (now,)).rowcount
+
+    # -- retention (docs/storage.md) ---------------------------------------------------
+
+    def _purgeable(self, db: sqlite3.Connection, scope: PurgeScope, limit: int) -> list[str]:
+        """Ids of ended runs in `scope`, the longest ended first (index `runs_ended`)."""
+        marks = ",".join("?" * len(scope.statuses))
+        # `+status`: not by `runs_ready`, which would walk every ended run of the store.
+        sql = f"SELECT id FROM runs WHERE ended_at<? AND +status IN ({marks})"
+        args: list[Any] = [scope.ended_before, *(s.value for s in scope.statuses)]
+        if scope.workflow is not None:
+            sql += " AND workflow=?"
+            args.append(scope.workflow)
+        rows = db.execute(sql + " ORDER BY ended_at LIMIT ?", (*args, limit)).fetchall()
+        return [r[0] for r in rows]
+
+    @contextmanager
+    def _secure_delete(self) -> Iterator[None]:
+        """Deleted rows are overwritten with zeros, not left readable in free pages."""
+        (was,) = self._db.execute("PRAGMA secure_delete").fetchone()
+        self._db.execute("PRAGMA secure_delete=1")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA secure_delete={int(was)}")
+
+    async def purge_runs(self, scope: PurgeScope, limit: int = 100) -> Purged:
+        if not self._purgeable(self._db, scope, 1):
+            return Purged()  # nothing to do: no write lock taken
+        with self._secure_delete(), self._tx() as db:
+            ids = self._purgeable(db, scope, limit)  # again: others may have purged them
+            if not ids:
+                return Purged()
+            marks = ",".join("?" * len(ids))
+            blobs = [
+                r[0]
+                for r in db.execute(
+                    f"SELECT DISTINCT blob FROM steps WHERE run_id IN ({marks})"
+                    " AND blob IS NOT NULL",
+                    ids,
+                )
+            ]
+            db.execute(
+                "INSERT INTO usage_rollup (day, workflow, tenant, model, calls, input_tokens,"
+                " output_tokens, cost_usd, cache_hits)"
+                " SELECT CAST(created_at / 86400 AS INTEGER) * 86400, workflow,"
+                " COALESCE(tenant, ''), model, COUNT(*), SUM(input_tokens), SUM(output_tokens),"
+                f" SUM(cost_usd), SUM(cache_hit) FROM usage WHERE run_id IN ({marks})"
+                " GROUP BY 1, 2, 3, 4 ON CONFLICT (day, workflow, tenant, model) DO UPDATE SET"
+                " calls = calls + excluded.calls,"
+                " input_tokens = input_tokens + excluded.input_tokens,"
+                " output_tokens = output_tokens + excluded.output_tokens,"
+                " cost_usd = cost_usd + excluded.cost_usd,"
+                " cache_hits = cache_hits + excluded.cache_hits",
+                ids,
+            )
+            out = Purged(runs=len(ids))
+            for table in ("usage", "steps", "signals", "spans", "reviews", "escalations"):
+                cur = db.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", ids)
+                setattr(out, table, cur.rowcount)
+            db.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
+            for digest in blobs:  # content-addressed: another run's step may share it
+                out.blobs += db.execute(
+                    "DELETE FROM blobs WHERE digest=?"
+                    " AND NOT EXISTS (SELECT 1 FROM steps WHERE blob=?)",
+                    (digest, digest),
+                ).rowcount
+        return out
+
+    @staticmethod
+    def _expired(scope: PurgeScope) -> tuple[str, list[Any]]:
+        """The sampler's counters of days before the cutoff's (UTC) day."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(scope.ended_before))
+        sql, args = " FROM sample_counts WHERE day<?", [day]
+        if scope.workflow is not None:
+            sql += " AND workflow=?"
+            args.append(scope.workflow)
+        return sql, args
+
+    async def purge_expired(self, scope: PurgeScope, now: float) -> Purged:
+        samples, args = self._expired(scope)
+        cache = " FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?"
+        (some,) = self._db.execute(
+            f"SELECT EXISTS (SELECT 1{samples}) OR EXISTS (SELECT 1{cache})", (*args, now)
+        ).fetchone()
+        if not some:
+            return Purged()
+        with self._secure_delete(), self._tx() as db:
+            return Purged(
+                sample_counts=db.execute(f"DELETE{samples}", args).rowcount,
+                cache=db.execute(f"DELETE{cache}", (now,)).rowcount,
+            )
+
+    async def count_purge(self, scope: PurgeScope, now: float) -> Purged:
+        marks = ",".join("?" * len(scope.statuses))
+        doomed = f"SELECT id FROM runs WHERE ended_at<? AND +status IN ({marks})"
+        args: list[Any] = [scope.ended_before, *(s.value for s in scope.statuses)]
+        if scope.workflow is not None:
+            doomed += " AND workflow=?"
+            args.append(scope.workflow)
+        of_runs = [
+            f"(SELECT COUNT(*) FROM {t} WHERE run_id IN doomed)"
+            for t in ("steps", "signals", "spans", "reviews", "escalations", "usage")
+        ]
+        samples, sample_args = self._expired(scope)
+        row = self._db.execute(
+            f"WITH doomed AS MATERIALIZED ({doomed}) SELECT (SELECT COUNT(*) FROM doomed),"
+            f" {', '.join(of_runs)},"
+            " (SELECT COUNT(*) FROM (SELECT DISTINCT blob AS d FROM steps"
+            "  WHERE run_id IN doomed AND blob IS NOT NULL)"
+            "  WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE s.blob = d"
+            "  AND s.run_id NOT IN doomed)),"
+            f" (SELECT COUNT(*){samples}),"
+            " (SELECT COUNT(*) FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?)",
+            (*args, *sample_args, now),
+        ).fetchone()
+        names = ("runs", "steps", "signals", "spans", "reviews", "escalations", "usage")
+        out = Purged(**dict(zip(names, row[:7], strict=True)))
+        out.blobs, out.sample_counts, out.cache = row[7], row[8], row[9]
+        return out
+
+    def _space(self) -> StoreSpace:
+        def pragma(name: str) -> int:
+            return int(self._db.execute(f"PRAGMA {name}").fetchone()[0])
+
+        size = pragma("page_size")
+        return StoreSpace(
+            size_bytes=pragma("page_count") * size,
+            free_bytes=pragma("freelist_count") * size,
+            shrinks=pragma("auto_vacuum") == 2,  # INCREMENTAL
+        )
+
+    async def reclaim_space(self, full: bool = False) -> StoreSpace:
+        if full:
+            # VACUUM rewrites the file; the mode set just before takes effect with it.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            self._db.execute("VACUUM")
+        elif self._space().shrinks and self._space().free_bytes:
+            # One statement frees every free page, one page per step: executescript runs
+            # it to the end (execute() would stop after the first page).
+            self._db.executescript("PRAGMA incremental_vacuum;")
+        # Copy what can be copied from the WAL now, so the file shrinks and the zeroed
+        # pages of deleted rows reach it; never waits for readers.
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        return self._space()
+
+    def _with_rollup(
+        self,
+        rows: list[tuple[Any, ...]],
+        group_by: str,
+        workflow: str | None,
+        tenant: str | None,
+        since: float | None,
+    ) -> list[tuple[Any, ...]]:
+        """Cost report rows with purged runs' usage added from its per-day totals: by run
+        or step it is one `(purged runs)` row; a day counts only if it starts at or after
+        `since` (its hours are gone)."""
+        key = {"workflow": "workflow", "tenant": "NULLIF(tenant, '')", "model": "model"}.get(
+            group_by, "?"
+        )
+        where: list[str] = []
+        args: list[Any] = []
+        for col, val in (("workflow", workflow), ("tenant", tenant)):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        if since is not None:
+            where.append("day>=?")
+            args.append(since)
+        rolled = self._db.execute(
+            f"SELECT {key}, SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd),"
+            " SUM(cache_hits) FROM usage_rollup"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " GROUP BY 1",
+            ([PURGED_RUNS] if key == "?" else []) + args,
+        ).fetchall()
+        if not rolled:
+            return rows
+        merged = {r[0]: list(r) for r in rows}
+        for r in rolled:
+            have = merged.setdefault(r[0], [r[0], 0, 0, 0, 0.0, 0])
+            for i in range(1, 6):
+                have[i] = (have[i] or 0) + (r[i] or 0)
+        return sorted((tuple(v) for v in merged.values()), key=lambda v: -(v[4] or 0))
 
     async def close(self) -> None:
         self._db.close()
