@@ -24,16 +24,12 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import pydantic_core
-
 from keel.app import App
 from keel.hitl.api import ReviewRequest
+from keel.observe.redact import Redactor
 from keel.server.auth import User
-from keel.types import Escalation, RunInfo, StepRecord, StructuredError
+from keel.types import Escalation, RunInfo, StepRecord
 
-# JSON schemas inside requests and packets: structure, not payload; the console builds
-# forms from them, so their property names must stay as they are.
-_SCHEMAS = frozenset({"args_schema", "schema", "result_schema"})
 NO_RAW_EDIT = (
     "{user.name} is a {user.role}, who sees payloads redacted ([keel.roles] raw_payloads), "
     "so cannot edit or correct what they cannot see; approve or reject as proposed"
@@ -41,73 +37,30 @@ NO_RAW_EDIT = (
 
 
 class Payloads:
-    """One user's view of payloads: as stored (`raw`), or redacted."""
+    """One user's view of payloads: as stored (`raw`), or through the App's redactor
+    (its record methods: `run`, `step`, `review`, `escalation`)."""
 
-    def __init__(self, redactor: Any, raw: bool) -> None:
+    def __init__(self, redactor: Redactor, raw: bool) -> None:
         self._redactor = redactor
         self.raw = raw
 
     def value(self, value: Any) -> Any:
         """A JSON-like value as this user may see it."""
-        if self.raw or value is None:
-            return value
-        return self._redactor.value(pydantic_core.to_jsonable_python(value, fallback=str))
-
-    def _fields(self, record: Any, names: Sequence[str]) -> dict[str, Any]:
-        """The named payload fields, redacted together so a secret's key names it."""
-        shown = self.value({n: getattr(record, n) for n in names})
-        return {n: shown.get(n) for n in names}
-
-    def error(self, error: StructuredError | None) -> StructuredError | None:
-        if self.raw or error is None:
-            return error
-        return StructuredError.model_validate(self.value(error.model_dump(mode="json")))
+        return value if self.raw or value is None else self._redactor.value(value)
 
     def run(self, run: RunInfo) -> RunInfo:
-        if self.raw:
-            return run
-        shown = self._fields(run, ("input", "result", "state"))
-        return run.model_copy(update={**shown, "input": shown["input"] or {},
-                                      "error": self.error(run.error)})
+        return run if self.raw else self._redactor.run(run)
 
     def step(self, step: StepRecord) -> StepRecord:
-        if self.raw:
-            return step
-        shown = self._fields(step, ("input", "output", "state_delta", "attempt_log"))
-        return step.model_copy(update={**shown, "error": self.error(step.error)})
-
-    def _request(self, body: dict[str, Any]) -> dict[str, Any]:
-        kept = {k: v for k, v in body.items() if k in _SCHEMAS}
-        shown = self.value({k: v for k, v in body.items() if k not in _SCHEMAS})
-        return {**shown, **kept}
+        return step if self.raw else self._redactor.step(step)
 
     def request(self, req: ReviewRequest) -> ReviewRequest:
         """An approval, review or sample: its request (arguments, context, prompt, output,
         input, result) and its decision (edited arguments, corrections, labels)."""
-        if self.raw:
-            return req
-        return req.model_copy(update={
-            "request": self._request(req.request),
-            "decision": None if req.decision is None else self.value(req.decision),
-        })
+        return req if self.raw else self._redactor.review(req)
 
     def escalation(self, esc: Escalation) -> Escalation:
-        if self.raw:
-            return esc
-        packet = esc.packet
-        shown = self._fields(
-            packet, ("input", "journal", "output", "messages", "state", "reason")
-        )
-        return esc.model_copy(update={
-            "packet": packet.model_copy(update={
-                **shown,
-                "journal": shown["journal"] or [],
-                "messages": [str(m) for m in shown["messages"] or []],
-                "reason": str(shown["reason"]),
-                "error": self.error(packet.error),
-            }),
-            "resolution": None if esc.resolution is None else self.value(esc.resolution),
-        })
+        return esc if self.raw else self._redactor.escalation(esc)
 
     def audit(self, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """An audit log: each entry's `detail` holds what was decided."""
@@ -116,7 +69,8 @@ class Payloads:
         return [{**e, "detail": self.value(e.get("detail"))} for e in entries]
 
     def span(self, span: Any) -> Any:
-        """A trace span (`keel.observe.spans.SpanRow`): its attributes and events."""
+        """A trace span (`keel.observe.spans.SpanRow`): its attributes and events (spans
+        are recorded redacted; this also covers ones recorded under older rules)."""
         if self.raw:
             return span
         return dataclasses.replace(
