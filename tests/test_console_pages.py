@@ -541,6 +541,9 @@ async def test_a_low_confidence_output_is_confirmed_or_corrected(console: Consol
     assert "Confidence" in page and 'id="output"' in page and 'id="correct"' in page
     r = await post(c, page_url(rid) + "/correct", {"output": "{not json"})
     assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-output")
+    deep = "[" * 1000 + "]" * 1000  # would exhaust the JSON parser's stack (a 500 before)
+    r = await post(c, page_url(rid) + "/correct", {"output": deep})
+    assert r.status_code == 422 and "the limit is 100" in element(r.text, "err-output")
     r = await post(c, page_url(rid) + "/correct",
                    {"output": json.dumps({"category": "weather", "priority": 1})})
     assert r.status_code == 422 and "category" in element(r.text, "err-output")
@@ -594,6 +597,8 @@ async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_resu
     url = page_url(eid, "escalations")
     r = await post(c, url + "/resolve", {"result": "{oops"})
     assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-result")
+    r = await post(c, url + "/resolve", {"result": "{\"a\": " * 500 + "1" + "}" * 500})
+    assert r.status_code == 422 and "the limit is 100" in element(r.text, "err-result")
     r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9"})})
     assert r.status_code == 422 and "tier" in element(r.text, "err-result")
     r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9", "tier": "gold"})})

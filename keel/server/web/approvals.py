@@ -20,7 +20,7 @@ from keel.server.payloads import NO_RAW_EDIT
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
 from keel.server.web.decisions import after_decision
-from keel.server.web.fields import Field, fields_for, place_problems, read_back
+from keel.server.web.fields import Field, fields_for, form_json, place_problems, read_back
 
 
 def router(web: Web) -> APIRouter:
@@ -158,11 +158,10 @@ def router(web: Web) -> APIRouter:
         text = posted.form.get("output", "")
         note = posted.text("note") or None
         try:
-            output = json.loads(text)
-        except json.JSONDecodeError as exc:
+            output = form_json(text)
+        except ValueError as exc:
             return await show(request, posted.session, req, 422, output_text=text,
-                              output_error=f"not valid JSON: {exc.msg} (line {exc.lineno})",
-                              note=posted.form.get("note", ""))
+                              output_error=str(exc), note=posted.form.get("note", ""))
         try:
             return await decide(
                 request, posted, req,

@@ -3,7 +3,6 @@ result (or state edits, for a phase) or rejected."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Web
 from keel.server.web.decisions import after_decision
+from keel.server.web.fields import form_json
 from keel.types import Escalation
 
 
@@ -79,11 +79,10 @@ def router(web: Web) -> APIRouter:
         note = posted.text("note") or None
         kept = {"result": text, "note": posted.form.get("note", "")}
         try:
-            result = json.loads(text) if text.strip() else None
-        except json.JSONDecodeError as exc:
+            result = form_json(text) if text.strip() else None
+        except ValueError as exc:
             return await show_escalation(
-                request, posted.session, esc, 422,
-                result_error=f"not valid JSON: {exc.msg} (line {exc.lineno})", **kept,
+                request, posted.session, esc, 422, result_error=str(exc), **kept
             )
         try:
             return await settle(

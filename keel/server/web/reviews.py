@@ -8,7 +8,6 @@ the workflow's output, is shown next to its field with status 422 and nothing is
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -19,6 +18,7 @@ from keel.hitl.api import ReviewRequest
 from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
+from keel.server.web.fields import form_json
 from keel.server.web.format import preview
 
 REVIEWS_LIMIT = 500
@@ -136,13 +136,10 @@ def router(web: Web) -> APIRouter:
         label = None
         if label_text.strip():
             try:
-                label = json.loads(label_text)
-            except json.JSONDecodeError as exc:
+                label = form_json(label_text)
+            except ValueError as exc:
                 return await show(
-                    request, posted.session, req, 422,
-                    label_error=f"not valid JSON: {exc.msg} (line {exc.lineno}, "
-                    f"column {exc.colno})",
-                    **kept,
+                    request, posted.session, req, 422, label_error=str(exc), **kept
                 )
         try:
             await app.reviews.verdict(
