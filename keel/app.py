@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticSerializationError
 
 from keel import config
+from keel._ids import id_problem
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
@@ -488,10 +489,9 @@ class App:
         it returns that run; a different input is refused (`keel.InputError`).
         """
         wf = self.registry.workflow(workflow)
-        if id is not None and (not id or len(id) > 200 or any(c.isspace() for c in id)):
-            raise InputError(
-                f"run id {id!r} must be 1-200 characters without whitespace", run_id=id
-            )
+        problem = None if id is None else id_problem(id, "run id")
+        if problem is not None:
+            raise InputError(problem, run_id=id)
         run_id = id or new_run_id()
         existing = await self.store.get_run(run_id) if id else None
         if existing is not None and input is None:  # attach: the first start's input stands

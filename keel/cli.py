@@ -1282,6 +1282,24 @@ def serve(
         ),
     ] = None,
     grace: GraceOpt = 30.0,
+    max_body: Annotated[
+        str | None,
+        typer.Option(
+            "--max-body",
+            metavar="SIZE",
+            help="Largest request body read (e.g. 1MiB, the default; 4MiB; 65536); more gets"
+            " 413. Also KEEL_MAX_BODY / [keel.serve] max_body",
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            "--forwarded-allow-ips",
+            metavar="IPS",
+            help="Proxies (comma-separated IPs or networks) whose X-Forwarded-For/-Proto are"
+            " believed; none by default. Also KEEL_FORWARDED_ALLOW_IPS",
+        ),
+    ] = None,
 ) -> None:
     """Serve the review console at http://HOST:PORT/ and the JSON API at /api/v1."""
     try:
@@ -1291,6 +1309,10 @@ def serve(
     from keel.app import App
     from keel.loader import find_app, load_module
     from keel.server.app import create_app
+    from keel.server.settings import ServeSettings
+
+    # Read first: a bad size or address fails here, in one line, before anything starts.
+    settings = ServeSettings.load(max_body=max_body, forwarded_allow_ips=forwarded_allow_ips)
 
     worker_apps: list[App] = []
     for ref in worker_refs or []:
@@ -1315,14 +1337,22 @@ def serve(
         # Session cookies are Secure: browsers send them back only over HTTPS (or localhost).
         typer.echo("keel serve: reviewers on other machines need HTTPS in front of this "
                    "(a TLS-terminating proxy); the session cookie is Secure", err=True)
+    console = create_app(
+        app,
+        max_body=settings.max_body,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+    )
+    # Proxy headers are the console's own business (create_app, from --forwarded-allow-ips):
+    # Uvicorn's default would believe X-Forwarded-For from any local process.
+    http: dict[str, Any] = {
+        "host": host, "port": port, "log_level": "info", "proxy_headers": False
+    }
     if not worker_apps:
-        uvicorn.run(create_app(app), host=host, port=port, log_level="info")
+        uvicorn.run(console, **http)
         return
 
     async def go() -> None:
-        server = _uvicorn_leaving_signals(
-            uvicorn.Config(create_app(app), host=host, port=port, log_level="info")
-        )
+        server = _uvicorn_leaving_signals(uvicorn.Config(console, **http))
         workers = [a.worker() for a in worker_apps]
         serving = asyncio.gather(server.serve(), *(w.serve() for w in workers))
 

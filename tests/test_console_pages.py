@@ -20,6 +20,7 @@ import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
 from keel.llm import Gateway, Reply, ScriptedModel
+from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web import PUBLIC
@@ -172,9 +173,7 @@ async def console(store_url: str) -> AsyncIterator[Console]:
 
 
 async def test_every_page_and_form_refuses_an_anonymous_request(console: Console) -> None:
-    from fastapi.routing import APIRoute
-
-    routes = [r for r in console.server.routes if isinstance(r, APIRoute)]
+    routes = endpoints(console.server)
     pages = {r.path for r in routes if not r.path.startswith("/api/")}
     assert pages >= {"/", "/inbox", "/inbox/items", "/decided", "/approvals/{review_id}",
                      "/approvals/{review_id}/approve", "/approvals/{review_id}/reject",
@@ -189,18 +188,18 @@ async def test_every_page_and_form_refuses_an_anonymous_request(console: Console
         if cookie:
             c.cookies.set("keel_session", cookie)
         for route in routes:
-            for method in route.methods:
-                if (method, route.path) in PUBLIC or route.path.startswith("/api/"):
-                    continue  # the API's own test covers /api/v1
-                path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), route.path)
-                r = await c.request(method, path, data={"csrf": "x"})
-                checked += 1
-                if method == "GET":
-                    assert r.status_code == 303, (method, path, r.status_code)
-                    assert r.headers["location"].startswith("/login?next="), path
-                    assert "o-1" not in r.text
-                else:
-                    assert r.status_code == 401, (method, path, r.status_code)
+            method = route.method
+            if (method, route.path) in PUBLIC or route.path.startswith("/api/"):
+                continue  # the API's own test covers /api/v1
+            path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), route.path)
+            r = await c.request(method, path, data={"csrf": "x"})
+            checked += 1
+            if method == "GET":
+                assert r.status_code == 303, (method, path, r.status_code)
+                assert r.headers["location"].startswith("/login?next="), path
+                assert "o-1" not in r.text
+            else:
+                assert r.status_code == 401, (method, path, r.status_code)
     assert checked >= 2 * 13
     [req] = await console.app.approvals.list()
     assert req.status == "pending"  # nothing was decided by any of those posts
@@ -265,6 +264,17 @@ async def test_the_login_form_needs_its_own_csrf_token(console: Console) -> None
     assert r.status_code == 403 and "keel_session" not in r.headers.get("set-cookie", "")
 
 
+async def test_a_second_sign_in_form_does_not_void_the_first(console: Console) -> None:
+    """Another tab, or a stray anonymous request sent to the form (/favicon.ico), keeps
+    the browser's sign-in token, so the form already on screen still works."""
+    c = console.client()
+    first = await c.get("/login")
+    assert (await c.get("/favicon.ico")).headers["location"].startswith("/login")
+    await c.get("/login", params={"next": "/favicon.ico"})
+    r = await c.post("/login", data={"csrf": csrf_of(first.text), "token": console.tokens["rita"]})
+    assert r.status_code == 303 and c.cookies.get("keel_session")
+
+
 async def test_sign_in_only_redirects_to_this_site(console: Console) -> None:
     for target, expected in [("/runs?status=FAILED", "/runs?status=FAILED"),
                              ("//evil.example/x", "/inbox"),
@@ -309,6 +319,26 @@ async def test_forms_without_the_right_csrf_token_change_nothing(console: Consol
                                                     "arg.amount": "40"}, headers=headers)
         assert r.status_code == 403 and "CSRF check failed" in r.text
     assert (await console.app.approvals.get(rid)).status == "pending"
+
+
+async def test_x_forwarded_host_counts_for_the_origin_check_only_behind_a_proxy(
+    console: Console,
+) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "xfh")
+    proxied = Console(console.app, create_app(console.app, secure_cookies=False,
+                                              forwarded_allow_ips="10.0.0.1"))
+    proxied.tokens = console.tokens
+    for con, allowed in ((console, False), (proxied, True)):
+        c = await con.login("rita")
+        page = await c.get(page_url(rid))
+        r = await c.post(page_url(rid) + "/reject", data={"csrf": csrf_of(page.text),
+                                                         "reason": "no"},
+                         headers={"Origin": "https://console.example",
+                                  "X-Forwarded-Host": "console.example"})
+        assert (r.status_code == 303) is allowed, (allowed, r.status_code)
+        assert allowed or "CSRF check failed" in r.text
+        await con.close()
+    assert (await console.app.approvals.get(rid)).status == "rejected"
 
 
 # -- the inbox ------------------------------------------------------------------------------
@@ -511,6 +541,9 @@ async def test_a_low_confidence_output_is_confirmed_or_corrected(console: Consol
     assert "Confidence" in page and 'id="output"' in page and 'id="correct"' in page
     r = await post(c, page_url(rid) + "/correct", {"output": "{not json"})
     assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-output")
+    deep = "[" * 1000 + "]" * 1000  # would exhaust the JSON parser's stack (a 500 before)
+    r = await post(c, page_url(rid) + "/correct", {"output": deep})
+    assert r.status_code == 422 and "the limit is 100" in element(r.text, "err-output")
     r = await post(c, page_url(rid) + "/correct",
                    {"output": json.dumps({"category": "weather", "priority": 1})})
     assert r.status_code == 422 and "category" in element(r.text, "err-output")
@@ -564,6 +597,8 @@ async def test_an_escalation_shows_the_error_and_is_resolved_with_a_checked_resu
     url = page_url(eid, "escalations")
     r = await post(c, url + "/resolve", {"result": "{oops"})
     assert r.status_code == 422 and "not valid JSON" in element(r.text, "err-result")
+    r = await post(c, url + "/resolve", {"result": "{\"a\": " * 500 + "1" + "}" * 500})
+    assert r.status_code == 422 and "the limit is 100" in element(r.text, "err-result")
     r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9"})})
     assert r.status_code == 422 and "tier" in element(r.text, "err-result")
     r = await post(c, url + "/resolve", {"result": json.dumps({"id": "a-9", "tier": "gold"})})
@@ -703,3 +738,22 @@ async def test_the_openapi_spec_describes_only_the_json_api(console: Console) ->
     paths = spec.json()["paths"]
     assert "/api/v1/approvals/{review_id}/edit" in paths
     assert all(p.startswith("/api/v1/") for p in paths), sorted(paths)
+
+
+async def test_every_page_refuses_a_query_parameter_it_does_not_take(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "q")
+    c = await console.login("ada")
+    checked = 0
+    for e in endpoints(console.server):
+        if e.method != "GET" or e.path.startswith("/api/"):
+            continue
+        path = re.sub(r"\{[^}]+\}", quote(rid, safe=""), e.path) + "?bogus=1"
+        r = await c.get(path)
+        assert r.status_code == 422, (path, r.status_code)
+        assert 'id="error-message"' in r.text and "bogus" in r.text, path
+        checked += 1
+    assert checked >= 10
+    # the parameters pages do take still work, and their bad values are shown on the page
+    assert (await c.get("/runs?status=FAILED&workflow=pay")).status_code == 200
+    bad = await c.get("/runs?status=bogus")
+    assert bad.status_code == 422 and "not a run status" in bad.text

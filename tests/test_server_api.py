@@ -17,8 +17,10 @@ from pydantic import BaseModel, Field
 import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
+from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
+from keel.server.web import PUBLIC
 from tests.limits import WAIT
 
 SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
@@ -120,12 +122,10 @@ def _concrete(path: str) -> str:
 
 
 async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
-    from fastapi.routing import APIRoute
-
     api = create_app(env.app)
     # The JSON API's routes; the console's web pages (login, static files) are tested elsewhere.
-    routes = [r for r in api.routes if isinstance(r, APIRoute) and r.path.startswith("/api/v1")]
-    assert {r.path for r in routes} >= {
+    routes = [e for e in endpoints(api) if e.path.startswith("/api/v1")]
+    assert {e.path for e in routes} >= {
         "/api/v1/openapi.json",
         "/api/v1/runs",
         "/api/v1/runs/{run_id}",
@@ -146,18 +146,45 @@ async def test_every_route_refuses_an_anonymous_request(env: Env) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
         checked = 0
         for route in routes:
-            for method in route.methods:
-                for headers in ({}, {"Authorization": "Bearer keel_0123456789abcdef_nope"}):
-                    resp = await client.request(method, _concrete(route.path), headers=headers)
-                    assert resp.status_code == 401, (method, route.path, headers, resp.text)
-                    checked += 1
-                    if headers:  # a bad token counts toward the limit: start afresh
-                        api = create_app(env.app)
-                        client._transport = httpx.ASGITransport(app=api)
+            for headers in ({}, {"Authorization": "Bearer keel_0123456789abcdef_nope"}):
+                resp = await client.request(route.method, _concrete(route.path), headers=headers)
+                assert resp.status_code == 401, (route, headers, resp.text)
+                checked += 1
+                if headers:  # a bad token counts toward the limit: start afresh
+                    api = create_app(env.app)
+                    client._transport = httpx.ASGITransport(app=api)
         assert checked >= 2 * 20
-        # Framework defaults are off: no unauthenticated docs or spec anywhere.
+        # Framework defaults are off: no docs or spec anywhere but /api/v1/openapi.json, and
+        # anonymous requests are refused even where nothing is served (no route probing).
         for path in ("/openapi.json", "/docs", "/redoc", "/api/v1/docs"):
-            assert (await client.get(path)).status_code in (401, 404)
+            anon = await client.get(path)
+            assert anon.status_code in (303, 401), (path, anon.status_code)
+            assert anon.status_code == 401 or anon.headers["location"].startswith("/login")
+        assert (await env.get("/docs", "vera")).status_code == 404
+
+
+async def test_every_route_is_built_with_an_access_check(env: Env) -> None:
+    """Routers carry their check as a router-level dependency: no route can miss it."""
+    found = endpoints(create_app(env.app))
+    assert len(found) >= 40
+    unguarded = {(e.method, e.path) for e in found if not e.guarded}
+    assert unguarded == PUBLIC  # the sign-in form, and nothing else
+
+
+async def test_writes_need_a_reviewer_and_users_an_admin_on_every_route(env: Env) -> None:
+    """The role follows the method on every route: a viewer may read, never write."""
+    for e in endpoints(create_app(env.app)):
+        if not e.path.startswith("/api/v1"):
+            continue
+        resp = await env.client.request(
+            e.method, _concrete(e.path).replace("x-1", "nope"), headers=env.auth("vera")
+        )
+        if e.path.startswith("/api/v1/users"):
+            assert resp.status_code == 403, (e, resp.text)
+        elif e.method != "GET":
+            assert resp.status_code == 403 and "needs reviewer" in resp.text, (e, resp.text)
+        else:
+            assert resp.status_code in (200, 404), (e, resp.text)
 
 
 async def test_openapi_spec_needs_a_token(env: Env) -> None:
@@ -451,3 +478,69 @@ async def test_rotating_a_token_refuses_the_old_one(env: Env) -> None:
     assert (await env.get("/users", "ada")).status_code == 401
     env.tokens["ada"] = mine.json()["token"]
     assert (await env.get("/users", "ada")).status_code == 200
+
+
+# -- query parameters --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "says"),
+    [
+        ("/approvals?status=bogus", "status", "Input should be 'pending', 'approved', 'edited'"),
+        ("/approvals?kind=sample", "kind", "'approval', 'low_confidence' or 'novelty'"),
+        ("/approvals?limit=0", "limit", "greater than or equal to 1"),
+        ("/approvals?limit=5000", "limit", "less than or equal to 1000"),
+        ("/approvals?limit=ten", "limit", "a valid integer"),
+        ("/approvals?queue=", "queue", "at least 1 character"),
+        ("/runs?status=bogus", "status", "'pending', 'running', 'waiting', 'succeeded'"),
+        ("/runs?limit=-3", "limit", "greater than or equal to 1"),
+        ("/runs?workflow=" + "w" * 201, "workflow", "at most 200 characters"),
+        ("/runs?since=soon", "since", "ISO 8601"),
+        ("/escalations?status=closed", "status", "'open', 'resolved', 'rejected' or 'all'"),
+        ("/escalations?limit=1001", "limit", "less than or equal to 1000"),
+        ("/reviews?status=maybe", "status", "'pending', 'correct', 'incorrect' or 'all'"),
+        ("/reviews?limit=0", "limit", "greater than or equal to 1"),
+        ("/runs?stauts=failed", "stauts", "unknown query parameter; this route takes limit,"),
+        ("/me?verbose=1", "verbose", "unknown query parameter; this route takes none"),
+    ],
+)
+async def test_bad_query_parameters_are_422_naming_the_parameter_and_what_it_takes(
+    env: Env, query: str, field: str, says: str
+) -> None:
+    resp = await env.get(query, "vera")
+    assert resp.status_code == 422, (query, resp.text)
+    body = resp.json()
+    assert field in body["fields"] and says in body["detail"], body
+    assert any(p.startswith(f"{field}: ") for p in body["problems"]), body
+
+
+async def test_good_query_parameters_still_work(env: Env) -> None:
+    for query in ("/runs?status=SUCCEEDED", "/runs?status=waiting&limit=1000&workflow=pay",
+                  "/approvals?status=all&kind=approval&limit=1&queue=payments",
+                  "/escalations?status=all", "/reviews?status=incorrect&workflow=pay"):
+        assert (await env.get(query, "vera")).status_code == 200, query
+
+
+async def test_every_route_refuses_a_query_parameter_it_does_not_take(env: Env) -> None:
+    """API routes answer 422 naming it; console pages a 422 page (nothing is listed)."""
+    page = await (c := env.client).get("/login?bogus=1")
+    assert page.status_code == 422 and "bogus" in page.text
+    checked = 0
+    for e in endpoints(env.client._transport.app):  # type: ignore[attr-defined]
+        if not e.path.startswith("/api/v1"):
+            continue
+        path = _concrete(e.path).replace("x-1", "nope") + "?bogus=1"
+        resp = await c.request(e.method, path, headers=env.auth("ada"), json={})
+        assert resp.status_code == 422, (e, resp.text)
+        assert resp.json()["fields"] == ["bogus"], (e, resp.text)
+        checked += 1
+    assert checked >= 20
+
+
+def test_the_run_status_parameter_lists_every_run_status() -> None:
+    from typing import get_args
+
+    from keel.server.api.base import RunStatusName
+
+    literal = get_args(RunStatusName)[0]
+    assert set(get_args(literal)) == {s.value.lower() for s in keel.RunStatus}

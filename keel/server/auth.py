@@ -16,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel._ids import id_problem
 from keel.errors import ConfigError
 from keel.store.base import Store
 
@@ -41,6 +42,13 @@ class User:
 
     def public(self) -> dict[str, Any]:
         return {"name": self.name, "role": self.role, "groups": list(self.groups)}
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot be a user's name, or None (the rule is `keel._ids.RULE`)."""
+    if not name.strip():
+        return "a user needs a name"
+    return id_problem(name, "user name")
 
 
 def _hash(secret: str, salt: str) -> str:
@@ -83,8 +91,9 @@ async def add_user(
     """Create a user and return their API token (the only time it is available)."""
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r}; use one of {', '.join(ROLES)}")
-    if not name.strip():
-        raise ConfigError("a user needs a name")
+    problem = name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
     token, token_id, token_hash = new_token()
     await store.add_user(
         {

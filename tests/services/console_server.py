@@ -97,8 +97,10 @@ class _Loop:
 
 
 class Console:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_env: dict[str, str] | None = None) -> None:
         self.workdir = workdir
+        self.extra_env = dict(extra_env or {})
+        self.server: _Proc | None = None
         self.store_url = f"sqlite:///{workdir / 'keel.db'}"  # workdir is absolute
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -120,6 +122,7 @@ class Console:
         env["KEEL_STORE"] = self.store_url
         env["KEEL_POLL_INTERVAL"] = "0.05"
         env["NO_COLOR"] = "1"
+        env.update(self.extra_env)
         return env
 
     def keel(self, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
@@ -250,15 +253,19 @@ class Console:
 
 
 @contextmanager
-def console_server(workdir: Path) -> Iterator[Console]:
+def console_server(
+    workdir: Path, *serve_args: str, worker: bool = True, env: dict[str, str] | None = None
+) -> Iterator[Console]:
     """`keel worker` + `keel serve` on `tests/apps/console_app.py` over a store in
-    `workdir`; stops both (by PID) on exit."""
+    `workdir`; stops both (by PID) on exit. `serve_args` go to `keel serve`, `env` to both
+    processes (e.g. KEEL_MAX_BODY); `worker=False` starts the server alone."""
     workdir = workdir.resolve()
-    console = Console(workdir)
+    console = Console(workdir, env or {})
     try:
         console.keel("runs", "--limit", "1")  # creates the schema before two processes race
-        console.spawn("worker", "worker", str(APP_FILE))
-        console.spawn(
+        if worker:
+            console.spawn("worker", "worker", str(APP_FILE))
+        console.server = console.spawn(
             "server",
             "serve",
             str(APP_FILE),
@@ -266,6 +273,7 @@ def console_server(workdir: Path) -> Iterator[Console]:
             "127.0.0.1",
             "--port",
             str(console.port),
+            *serve_args,
         )
         console.wait_serving()
         yield console

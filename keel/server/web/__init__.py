@@ -9,13 +9,15 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from keel.app import App
 from keel.server.auth import FailureLimiter
+from keel.server.payloads import PayloadPolicy
 from keel.server.sessions import Sessions
-from keel.server.web import decisions, login, reviews, runs, users
+from keel.server.web import approvals, escalations, inbox, login, reviews, runs, users
 from keel.server.web.context import LoginRequired, Refused, Web
 
 STATIC = Path(__file__).with_name("static")
@@ -35,7 +37,8 @@ HEADERS = {
 }
 
 # Pages and posts that answer without a session; a test checks every other route refuses.
-PUBLIC = {("GET", "/login"), ("POST", "/login")}
+PUBLIC = frozenset({("GET", "/login"), ("POST", "/login")})
+PUBLIC_PREFIXES = ("/static/",)  # GET only
 
 
 def mount(
@@ -46,42 +49,52 @@ def mount(
     secure_cookies: bool = True,
     session_ttl: float = 12 * 3600,
     poll_ms: int = 2000,
+    max_body: int = 1024 * 1024,
+    behind_proxy: bool = False,
+    payloads: PayloadPolicy | None = None,
 ) -> Web:
-    """Add the console's pages, static files and security headers to `server`."""
+    """Add the console's pages and static files to `server`."""
     web = Web(
         app, Sessions(app.store, session_ttl), limiter,
-        secure_cookies=secure_cookies, poll_ms=poll_ms,
+        secure_cookies=secure_cookies, poll_ms=poll_ms, max_body=max_body,
+        behind_proxy=behind_proxy, payloads=payloads,
     )
-    login.add_routes(web, server)
-    decisions.add_routes(web, server)
-    runs.add_routes(web, server)
-    reviews.add_routes(web, server)
-    users.add_routes(web, server)
+    for router in (
+        login.router(web),
+        login.logout_router(web),
+        inbox.router(web),
+        approvals.router(web),
+        escalations.router(web),
+        runs.router(web),
+        reviews.router(web),
+        users.router(web),
+    ):
+        server.include_router(router)
     server.mount("/static", StaticFiles(directory=STATIC), name="static")
-    for route in server.routes:  # pages are not part of the JSON API's spec
-        if isinstance(route, APIRoute):
-            route.include_in_schema = False
-
-    @server.get("/", include_in_schema=False)
-    async def home(request: Request) -> Response:
-        await web.viewer(request)
-        return web.back("/inbox")
 
     @server.exception_handler(LoginRequired)
     async def login_required(request: Request, _: LoginRequired) -> Response:
-        if request.method in ("GET", "HEAD"):
-            return web.to_login(request)
-        return web.error(request, 401, "Sign in first: your session is missing or expired.")
+        return web.signed_out(request)
 
     @server.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
         return web.error(request, exc.status, exc.message)
-
-    @server.middleware("http")
-    async def security_headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        response: Response = await call_next(request)
-        for key, value in HEADERS.items():
-            response.headers.setdefault(key, value)
-        return response
-
     return web
+
+
+class SecurityHeaders:
+    """ASGI middleware: every response carries `HEADERS` (unless it set its own)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for key, value in HEADERS.items():
+                    if key not in headers:
+                        headers[key] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -7,16 +7,22 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from keel.app import App
+from keel.server.access import READS, guard, known_query, needed
 from keel.server.auth import FailureLimiter, User
-from keel.server.sessions import COOKIE, Session, Sessions, same
+from keel.server.gate import SESSION
+from keel.server.paths import ID
+from keel.server.payloads import PayloadPolicy
+from keel.server.sessions import Session, Sessions, same
 from keel.server.web.format import FILTERS
 
 TEMPLATES = Path(__file__).with_name("templates")
+assert ID == "keel_id"  # importing paths registers the `{id:keel_id}` route convertor
+_POSTED = "keel.posted"  # scope key: the checked form, read once per request
 
 
 class LoginRequired(Exception):
@@ -73,8 +79,14 @@ class Web:
         *,
         secure_cookies: bool = True,
         poll_ms: int = 2000,
+        max_body: int = 1024 * 1024,
+        behind_proxy: bool = False,
+        payloads: PayloadPolicy | None = None,
     ) -> None:
         self.app = app
+        self.payloads = payloads or PayloadPolicy(app, ("reviewer", "admin"))
+        self.max_body = max_body
+        self.behind_proxy = behind_proxy
         self.sessions = sessions
         self.limiter = limiter
         self.secure_cookies = secure_cookies
@@ -89,21 +101,25 @@ class Web:
 
     # -- dependencies ---------------------------------------------------------------
 
-    async def viewer(self, request: Request) -> Session:
-        """Any signed-in user (every role reads)."""
-        session = await self.sessions.load(request.cookies.get(COOKIE))
-        if session is None:
+    async def session(self, request: Request) -> Session:
+        """The session the gate let in (`keel.server.gate`); `LoginRequired` without one."""
+        session = request.scope.get(SESSION)
+        if not isinstance(session, Session):
             raise LoginRequired()
         request.state.session = session
         return session
 
     async def posted(self, request: Request) -> Posted:
-        """A signed-in user's form, with its CSRF token and origin checked."""
-        session = await self.viewer(request)
+        """A signed-in user's form, with its CSRF token and origin checked (once a request)."""
+        done = request.scope.get(_POSTED)
+        if isinstance(done, Posted):
+            return done
+        session = await self.session(request)
         origin = request.headers.get("origin")
         if origin and origin != "null":
-            # Behind a proxy the public host may arrive as X-Forwarded-Host.
-            hosts = {request.headers.get("host", ""), request.headers.get("x-forwarded-host")}
+            hosts = {request.headers.get("host", "")}
+            if self.behind_proxy:  # the public host may arrive as X-Forwarded-Host
+                hosts.add(request.headers.get("x-forwarded-host", ""))
             if urlsplit(origin).netloc not in hosts:
                 raise Refused(403, "CSRF check failed: the form came from another site")
         raw = await request.form()
@@ -111,7 +127,31 @@ class Web:
         token = form.pop("csrf", "")
         if not token or not same(token, session.csrf):
             raise Refused(403, "CSRF check failed: reload the page and try again")
-        return Posted(session, form)
+        posted = request.scope[_POSTED] = Posted(session, form)
+        return posted
+
+    def router(
+        self, *, read: str = "viewer", write: str = "reviewer", refusal: str = ""
+    ) -> APIRouter:
+        """A router whose every page needs a session and `read` (GET) or `write` (other
+        methods, which also need the form's CSRF token) as the least role; `refusal`
+        completes the 403 message ("deciding needs a reviewer")."""
+
+        @guard
+        async def access(request: Request) -> Session:
+            session = await self.session(request)
+            if request.method not in READS:
+                await self.posted(request)
+            role = needed(request.method, read, write)
+            user = session.user
+            if not user.at_least(role):
+                why = refusal or f"this needs {role}"
+                raise Refused(403, f"{user.name} is a {user.role}; {why}")
+            return session
+
+        return APIRouter(
+            dependencies=[Depends(access), Depends(known_query)], include_in_schema=False
+        )
 
     # -- permissions --------------------------------------------------------------------
 
@@ -136,6 +176,7 @@ class Web:
         session: Session | None = getattr(request.state, "session", None)
         html = self.env.get_template(template).render(
             user=session.user if session else None,
+            raw=session is not None and self.payloads.of(session.user).raw,
             csrf=session.csrf if session else "",
             path=request.url.path,
             poll_ms=self.poll_ms,
@@ -153,6 +194,12 @@ class Web:
     def back(path: str) -> RedirectResponse:
         """After a successful post: see the result with a GET (post/redirect/get)."""
         return RedirectResponse(path, status_code=303)
+
+    def signed_out(self, request: Request) -> Response:
+        """The answer without a session: pages go to the sign-in form, posts are refused."""
+        if request.method in ("GET", "HEAD"):
+            return self.to_login(request)
+        return self.error(request, 401, "Sign in first: your session is missing or expired.")
 
     @staticmethod
     def to_login(request: Request) -> RedirectResponse:

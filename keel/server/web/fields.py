@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from keel._json_input import parse_json
+from keel.errors import InputError
+
 PREFIX = "arg."
 
 
@@ -171,10 +174,7 @@ def _convert(f: Field, text: str) -> Any:
                 return option
         raise ValueError(f"choose one of {', '.join(f.options)}")
     if f.kind == "json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"not valid JSON: {exc.msg} (line {exc.lineno})") from None
+        return form_json(text)
     return f.value  # strings keep their spaces
 
 
@@ -192,3 +192,11 @@ def place_problems(fields: list[Field], problems: list[str]) -> list[str]:
             left.append(problem)
     return left
 
+
+def form_json(text: str) -> Any:
+    """JSON typed into a form, held to the CLI's limits (nesting is checked before
+    parsing, so a deep document cannot exhaust the parser); ValueError says why not."""
+    try:
+        return parse_json(text, "this")
+    except InputError as exc:
+        raise ValueError(exc.message) from None

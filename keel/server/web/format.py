@@ -6,7 +6,8 @@ import json
 import time
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+
+from keel.server.paths import url_id
 
 
 def when(ts: float | None) -> str:
@@ -74,11 +75,6 @@ def pretty(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, indent=2, default=str, ensure_ascii=False, sort_keys=False)
-
-
-def url_id(value: str) -> str:
-    """A review id (`r1:approval:refund#0`) as one URL path segment."""
-    return quote(str(value), safe="")
 
 
 def causes(error: Any) -> list[Any]:

@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from keel.server.access import known_query
 from keel.server.auth import authenticate
 from keel.server.sessions import COOKIE, LOGIN_COOKIE, same
-from keel.server.web.context import Posted, Web, client_of, safe_next
+from keel.server.web.context import Web, client_of, safe_next
+
+LOGIN_MAX_BODY = 16 * 1024
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")  # what token_urlsafe(24) makes
 
 
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register this module's pages on the console's app."""
+def router(web: Web) -> APIRouter:
+    """The sign-in form: public (it is how a session starts). See `logout_router`."""
+    # Public, so its body is read before anyone is known: a token and two short fields.
+    r = APIRouter(
+        include_in_schema=False,
+        max_body_size=min(LOGIN_MAX_BODY, web.max_body),
+        dependencies=[Depends(known_query)],
+    )
 
     def form(request: Request, status: int = 200, error: str = "", nxt: str = "") -> Response:
-        token = secrets.token_urlsafe(24)
+        # Keep the browser's token if it has one: a second form (another tab, or a stray
+        # anonymous request such as /favicon.ico sent here) must not void the first.
+        held = request.cookies.get(LOGIN_COOKIE, "")
+        token = held if _TOKEN.fullmatch(held) else secrets.token_urlsafe(24)
         page = web.page(
             request, "login.html", status=status, error=error, next=nxt, login_csrf=token
         )
@@ -31,13 +45,13 @@ def add_routes(web: Web, router: FastAPI) -> None:
         )
         return page
 
-    @router.get("/login", response_class=HTMLResponse)
+    @r.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, next: str = "") -> Response:
         if await web.sessions.load(request.cookies.get(COOKIE)) is not None:
             return RedirectResponse(safe_next(next), status_code=303)
         return form(request, nxt=safe_next(next) if next else "")
 
-    @router.post("/login", response_class=HTMLResponse)
+    @r.post("/login", response_class=HTMLResponse)
     async def login(request: Request) -> Response:
         client = client_of(request)
         raw = await request.form()
@@ -71,11 +85,18 @@ def add_routes(web: Web, router: FastAPI) -> None:
         done.delete_cookie(LOGIN_COOKIE, path="/login")
         return done
 
-    @router.post("/logout")
-    async def logout(request: Request, posted: Posted = Depends(web.posted)) -> Response:
+    return r
+
+
+def logout_router(web: Web) -> APIRouter:
+    """Sign out: any signed-in user, with the form's CSRF token."""
+    r = web.router(write="viewer")
+
+    @r.post("/logout")
+    async def logout(request: Request) -> Response:
         await web.sessions.end(request.cookies.get(COOKIE))
         done = RedirectResponse("/login", status_code=303)
         done.delete_cookie(COOKIE, path="/")
         return done
 
-
+    return r

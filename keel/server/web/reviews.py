@@ -8,25 +8,26 @@ the workflow's output, is shown next to its field with status 422 and nothing is
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import ReviewRequest
+from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
-from keel.server.web.format import preview, url_id
+from keel.server.web.fields import form_json
+from keel.server.web.format import preview
 
 REVIEWS_LIMIT = 500
 STATUSES = ("pending", "correct", "incorrect", "all")
 VERDICTS = ("correct", "incorrect")
 
 
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register this module's pages on the console's app."""
+def router(web: Web) -> APIRouter:
+    r = web.router(refusal="deciding needs a reviewer")
     app = web.app
 
     async def sample(review_id: str) -> ReviewRequest:
@@ -35,12 +36,12 @@ def add_routes(web: Web, router: FastAPI) -> None:
             raise Refused(404, f"{review_id} is a {req.kind} request, not a sampled review")
         return req
 
-    @router.get("/reviews", response_class=HTMLResponse)
+    @r.get("/reviews", response_class=HTMLResponse)
     async def reviews_page(
         request: Request,
         status: str = "pending",
         workflow: str = "",
-        s: Session = Depends(web.viewer),
+        s: Session = Depends(web.session),
     ) -> Response:
         chosen = status.strip().lower() or "pending"
         error = None
@@ -59,6 +60,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 found = [ReviewRequest.model_validate(r) for r in rows]
                 if chosen == "all" and len(found) < REVIEWS_LIMIT:
                     found += await app.reviews.list("pending", wf, REVIEWS_LIMIT - len(found))
+        view = web.payloads.of(s.user)
+        found = [view.request(r) for r in found]
         items = [
             {
                 "id": r.id,
@@ -92,24 +95,25 @@ def add_routes(web: Web, router: FastAPI) -> None:
         values.setdefault("label_text", "")
         values.setdefault("note", "")
         run = await app.store.get_run(req.run_id)
+        view = web.payloads.of(session.user)
         return web.page(
             request,
             "review.html",
             status=status,
-            req=req,
-            run=run,
+            req=view.request(req),
+            run=view.run(run) if run else None,
             can_decide=web.may_decide(session.user, req.queue),
-            audit=await app.reviews.audit(req.id),
+            audit=view.audit(await app.reviews.audit(req.id)),
             **values,
         )
 
-    @router.get("/reviews/{review_id:path}", response_class=HTMLResponse)
+    @r.get("/reviews/{review_id:keel_id}", response_class=HTMLResponse)
     async def review_page(
-        request: Request, review_id: str, s: Session = Depends(web.viewer)
+        request: Request, review_id: str, s: Session = Depends(web.session)
     ) -> Response:
         return await show(request, s, await sample(review_id))
 
-    @router.post("/reviews/{review_id:path}/verdict", response_class=HTMLResponse)
+    @r.post("/reviews/{review_id:keel_id}/verdict", response_class=HTMLResponse)
     async def verdict(
         request: Request, review_id: str, posted: Posted = Depends(web.posted)
     ) -> Response:
@@ -132,13 +136,10 @@ def add_routes(web: Web, router: FastAPI) -> None:
         label = None
         if label_text.strip():
             try:
-                label = json.loads(label_text)
-            except json.JSONDecodeError as exc:
+                label = form_json(label_text)
+            except ValueError as exc:
                 return await show(
-                    request, posted.session, req, 422,
-                    label_error=f"not valid JSON: {exc.msg} (line {exc.lineno}, "
-                    f"column {exc.colno})",
-                    **kept,
+                    request, posted.session, req, 422, label_error=str(exc), **kept
                 )
         try:
             await app.reviews.verdict(
@@ -160,3 +161,5 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 form_error=exc.message,
             )
         return web.back(f"/reviews/{url_id(req.id)}")
+
+    return r

@@ -12,16 +12,16 @@ import logging
 import re
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import InputError
 from keel.hitl.api import DECISION_KINDS
 from keel.observe.journal_view import journal_view, starting_state, trim
+from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.timeparse import parse_time
 from keel.server.web.context import Web
-from keel.server.web.format import url_id
 from keel.server.web.waterfall import layout, money
 from keel.types import RunInfo, RunStatus
 
@@ -95,18 +95,18 @@ def _looks_local(text: str) -> bool:
 # -- routes --------------------------------------------------------------------------------
 
 
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register this module's pages on the console's app."""
+def router(web: Web) -> APIRouter:
+    r = web.router()
     app = web.app
 
-    @router.get("/runs", response_class=HTMLResponse)
+    @r.get("/runs", response_class=HTMLResponse)
     async def runs_page(
         request: Request,
         workflow: str = "",
         status: str = "",
         since: str = "",
         until: str = "",
-        s: Session = Depends(web.viewer),
+        s: Session = Depends(web.session),
     ) -> Response:
         errors: dict[str, str] = {}
         chosen: RunStatus | None = None
@@ -154,10 +154,13 @@ def add_routes(web: Web, router: FastAPI) -> None:
             money=money,
         )
 
-    @router.get("/runs/{run_id:path}", response_class=HTMLResponse)
-    async def run_page(request: Request, run_id: str, s: Session = Depends(web.viewer)) -> Response:
-        run = await app.get_run(run_id)
-        steps = await app.steps(run_id)
+    @r.get("/runs/{run_id:keel_id}", response_class=HTMLResponse)
+    async def run_page(
+        request: Request, run_id: str, s: Session = Depends(web.session)
+    ) -> Response:
+        payloads = web.payloads.of(s.user)
+        run = payloads.run(await app.get_run(run_id))
+        steps = [payloads.step(step) for step in await app.steps(run_id)]
         initial, fields = starting_state(app.registry, run.workflow)
         view = journal_view(run, steps, initial, fields)
         requests = await requests_of(web, run)
@@ -168,7 +171,7 @@ def add_routes(web: Web, router: FastAPI) -> None:
                 node.requests.append(req)
         trace_error = None
         try:
-            rows = layout(await app.trace(run_id))
+            rows = layout([payloads.span(span) for span in await app.trace(run_id)])
         except Exception as exc:  # the journal still renders without the trace
             log.warning("trace of run %s unavailable: %s", run_id, exc, exc_info=True)
             rows, trace_error = [], f"{type(exc).__name__}: {exc}"
@@ -186,6 +189,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
             duration=run_duration(run),
             money=money,
         )
+
+    return r
 
 
 async def _costs(web: Web, workflow: str | None, since: float | None) -> dict[str, float]:

@@ -4,22 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError
-from keel.server.auth import ROLES, add_user, remove_user, rotate_token
-from keel.server.sessions import Session
+from keel.server.auth import ROLES, add_user, name_problem, remove_user, rotate_token
 from keel.server.web.context import Posted, Refused, Web
 
 
-def _admin(session: Session) -> None:
-    if not session.user.at_least("admin"):
-        raise Refused(403, f"{session.user.name} is a {session.user.role}; users are for admins")
-
-
-def add_routes(web: Web, router: FastAPI) -> None:
-    """Register the users page on the console's app."""
+def router(web: Web) -> APIRouter:
+    r = web.router(read="admin", write="admin", refusal="users are for admins")
     store = web.app.store
 
     async def show(request: Request, status: int = 200, **values: Any) -> Response:
@@ -30,18 +24,18 @@ def add_routes(web: Web, router: FastAPI) -> None:
             roles=ROLES, **values,
         )
 
-    @router.get("/users", response_class=HTMLResponse)
-    async def users(request: Request, s: Session = Depends(web.viewer)) -> Response:
-        _admin(s)
+    @r.get("/users", response_class=HTMLResponse)
+    async def users(request: Request) -> Response:
         return await show(request)
 
-    @router.post("/users", response_class=HTMLResponse)
+    @r.post("/users", response_class=HTMLResponse)
     async def create(request: Request, posted: Posted = Depends(web.posted)) -> Response:
-        _admin(posted.session)
-        form = {k: posted.text(k) for k in ("name", "role", "groups")}
+        form = {k: posted.text(k) for k in ("role", "groups")}
+        form["name"] = posted.form.get("name", "")  # as typed: the rule is the same everywhere
         errors: dict[str, str] = {}
-        if not form["name"]:
-            errors["name"] = "a user needs a name"
+        problem = name_problem(form["name"])
+        if problem is not None:
+            errors["name"] = problem
         elif await store.get_user(form["name"]) is not None:
             errors["name"] = f"{form['name']!r} already exists"
         if form["role"] not in ROLES:
@@ -58,9 +52,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
         # The token is shown in this response only: no redirect, and never cached.
         return await show(request, 201, created={"name": form["name"], "token": token})
 
-    @router.post("/users/{name}/rotate", response_class=HTMLResponse)
+    @r.post("/users/{name:keel_id}/rotate", response_class=HTMLResponse)
     async def rotate(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
-        _admin(posted.session)
         try:
             token = await rotate_token(store, name, by=posted.user.name)
         except ConfigError as exc:
@@ -70,9 +63,8 @@ def add_routes(web: Web, router: FastAPI) -> None:
                    "self": name == posted.user.name}
         return await show(request, 200, created=created)
 
-    @router.post("/users/{name}/remove", response_class=HTMLResponse)
+    @r.post("/users/{name:keel_id}/remove", response_class=HTMLResponse)
     async def remove(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
-        _admin(posted.session)
         if name == posted.user.name:
             raise Refused(409, "you cannot remove yourself here; another admin or "
                                "`keel users remove` can")
@@ -83,3 +75,5 @@ def add_routes(web: Web, router: FastAPI) -> None:
         except ConfigError as exc:
             raise Refused(404, exc.message) from None
         return web.back("/users")
+
+    return r

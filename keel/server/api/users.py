@@ -1,0 +1,73 @@
+"""`/api/v1/users` (admins): list, add (the token shown once), remove, rotate a token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, Field
+
+from keel.errors import ConfigError
+from keel.server.api.base import Api
+from keel.server.auth import ROLES, User, add_user, name_problem, remove_user, rotate_token
+
+
+class NewUser(BaseModel):
+    name: str = Field(description="1-200 characters without whitespace or control characters")
+    role: str = Field(description="viewer, reviewer or admin")
+    groups: list[str] = Field(default_factory=list, description="Queues they may decide (*: all)")
+
+
+def router(api: Api) -> APIRouter:
+    r = api.router("/users", read="admin", write="admin")
+    store = api.app.store
+
+    async def known_user(name: str) -> dict[str, Any]:
+        row = await store.get_user(name)
+        if row is None:
+            raise HTTPException(404, f"no user {name!r}")
+        return row
+
+    @r.get("")
+    async def list_users() -> list[dict[str, Any]]:
+        return [
+            {k: row[k] for k in ("name", "role", "groups", "created_at")}
+            for row in await store.list_users()
+        ]
+
+    @r.post("", status_code=201)
+    async def create_user(body: NewUser, user: User = Depends(api.user)) -> dict[str, Any]:
+        if body.role not in ROLES:
+            raise HTTPException(422, f"unknown role {body.role!r}; use one of {', '.join(ROLES)}")
+        problem = name_problem(body.name)
+        if problem is not None:
+            raise HTTPException(422, problem)
+        groups = [g.strip() for g in body.groups if g.strip()]
+        if await store.get_user(body.name) is not None:
+            raise HTTPException(409, f"user {body.name!r} already exists")
+        try:
+            token = await add_user(store, body.name, body.role, groups, by=user.name)
+        except ConfigError as exc:
+            code = 409 if "already exists" in exc.message else 422
+            raise HTTPException(code, exc.message) from None
+        return {"name": body.name, "role": body.role, "groups": groups, "token": token}
+
+    @r.delete("/{name:keel_id}", status_code=204, response_class=Response)
+    async def delete_user(name: str, user: User = Depends(api.user)) -> Response:
+        await known_user(name)
+        try:
+            await remove_user(store, name, by=user.name)
+        except ConfigError:  # removed meanwhile
+            raise HTTPException(404, f"no user {name!r}") from None
+        return Response(status_code=204)
+
+    @r.post("/{name:keel_id}/token")
+    async def new_user_token(name: str, user: User = Depends(api.user)) -> dict[str, Any]:
+        row = await known_user(name)
+        try:
+            token = await rotate_token(store, name, by=user.name)
+        except ConfigError:
+            raise HTTPException(404, f"no user {name!r}") from None
+        return {"name": name, "role": row["role"], "groups": row["groups"], "token": token}
+
+    return r
