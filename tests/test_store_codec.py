@@ -658,3 +658,27 @@ async def test_a_reply_cached_in_redis_is_sealed_too(
         await client.aclose()
     assert not [v for v in values if reply.encode() in v]
     assert any(v.startswith(b"\x00KC\x01") for v in values)
+
+
+async def test_a_console_without_the_key_says_which_key_it_lacks(
+    apps: Callable[..., keel.App], store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from keel.server.app import create_app
+    from keel.server.auth import add_user
+
+    monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY_A)
+    writer = apps()
+    await writer.start(waiter_app(writer), {"secret": "Zq-console"}, id="c-1", execute=False)
+    monkeypatch.delenv("KEEL_ENCRYPTION_KEY")
+    keyless = apps()
+    token = await add_user(keyless.store, "ada", "admin", [])  # users are metadata: clear
+    transport = httpx.ASGITransport(app=create_app(keyless), client=("10.0.0.1", 5000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+        got = await client.get("/api/v1/runs/c-1", headers={"Authorization": f"Bearer {token}"})
+    assert got.status_code == 503
+    assert got.json()["detail"].startswith(
+        f"cannot read runs.input of c-1: it is encrypted (key {ID_A})"
+    )
+    assert "Zq-console" not in got.text

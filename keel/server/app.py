@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from keel.app import App
-from keel.errors import InputError, RunNotFound
+from keel.errors import InputError, PayloadUnreadable, RunNotFound
 from keel.server.api import API, Api, routers
 from keel.server.auth import FailureLimiter
 from keel.server.gate import Gate, close_unread
@@ -116,6 +116,14 @@ def create_app(
         if not request.url.path.startswith(API):
             return web.error(request, 422, exc.message)
         return _unprocessable(exc.message, list(exc.data.get("problems") or []))
+
+    @server.exception_handler(PayloadUnreadable)
+    async def no_key(request: Request, exc: PayloadUnreadable) -> Response:
+        # This server lacks a key the stored payloads need (docs/encryption.md): say
+        # which, rather than a bare 500.
+        if not request.url.path.startswith(API):
+            return web.error(request, 503, exc.message)
+        return JSONResponse({"detail": exc.message}, status_code=503)
 
     @server.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
