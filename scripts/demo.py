@@ -2,8 +2,9 @@
 
 Everything goes through the real `keel` command so the demo shows what a user
 types: a 50-document fan-out, a support ticket that waits for a human, a worker
-SIGKILLed in the middle of a fan-out and resumed, a refund decided through the review
-console's server, and what is still pending.
+SIGKILLed in the middle of a fan-out and resumed, another drained by SIGTERM, a refund
+decided through the review console's server, a CRM sync whose key is a `keel.Secret`
+on a store encrypted at rest, and what is still pending.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ ENV = {
     "KEEL_STORE": f"sqlite:///{STORE_DIR / 'keel.db'}",
     "KEEL_EXAMPLE_OUTBOX": str(STORE_DIR / "outbox"),
     "KEEL_EXAMPLE_FLAKY_CRM": "1",  # the CRM fails each first lookup: watch the retries
+    "KEEL_EXAMPLE_CRM_KEY": "crm_live_4f0c8d2e9a7b",  # what a secret store would provide
     "COLUMNS": os.environ.get("COLUMNS", "110"),
 }
 
@@ -162,8 +164,49 @@ def crash_recovery() -> None:
           f"{len(after) - len(before)} ran after the restart, {len(rerun)} finished ones re-ran")
 
 
+def drain() -> None:
+    banner("5. SIGTERM drains a worker: the steps in flight finish, the run goes back at once")
+    keel("run", "examples/doc_summary.py:summarize_docs", "--input", "{}", "--id", "summary-3",
+         "--detach")
+    print("\033[2m$ keel worker examples/doc_summary.py &   (sent SIGTERM shortly)\033[0m")
+    worker = subprocess.Popen([*KEEL, "worker", "examples/doc_summary.py", "--grace", "30"],
+                              cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while len(finished_children("summary-3")) < 10 and time.time() < deadline:
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    done = finished_children("summary-3")
+    print(f"worker exited {worker.returncode} with {len(done)} of 50 documents journaled:")
+    for line in err.strip().splitlines()[-2:]:
+        print(f"  {line}")
+    print(f"run summary-3 is {keel_json('show', 'summary-3')['status']} (no lease to wait out)")
+    keel("run", "examples/doc_summary.py:summarize_docs", "--id", "summary-3")
+
+
+def privacy() -> None:
+    banner("7. Privacy: a secret by reference, payloads encrypted at rest, redacted on screen")
+    keel("run", "examples/account_sync.py:sync", "--id", "sync-1", "--input",
+         json.dumps({"account_id": "acct_1001",
+                     "crm_key": {"$secret": "env:KEEL_EXAMPLE_CRM_KEY"}}))
+    keel("show", "sync-1")
+    steps = {st["key"]: st for st in keel_json("show", "sync-1")["steps"]}
+    print("the journal holds a reference: push_to_crm's crm_key = "
+          f"{steps['push_to_crm#0']['input']['crm_key']}; shown, the account's api_token = "
+          f"{steps['fetch_account#0']['output']['api_token']}")
+    db = STORE_DIR / "keel.db"
+    files = b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal")) if p.exists())
+    for planted in (ENV["KEEL_EXAMPLE_CRM_KEY"], "billing@larkspur.example",
+                    "lrk_tok_93b1f0c27e5d4a68", "duplicate charge"):
+        where = "FOUND in" if planted.encode() in files else "absent from"
+        print(f"  {planted!r}: {where} {db.name} and its WAL")
+    keel("store", "keys")
+    keel("runs", "purge", "--older-than", "30d", "--dry-run")
+
+
 def console() -> None:
-    banner("5. The review console: `keel serve` (web pages at / and a JSON API at /api/v1)")
+    banner("6. The review console: `keel serve` (web pages at / and a JSON API at /api/v1)")
     keel("users", "add", "val", "--role", "viewer")
     token = keel("users", "add", "dana", "--role", "reviewer", "--groups", "payments").stdout
     token = token.strip().splitlines()[-1]
@@ -292,7 +335,7 @@ def _http(url: str, token: str = "", body: Any = None, wait: bool = False) -> st
 
 
 def pending() -> None:
-    banner("6. Still waiting for a reviewer, and what the models cost")
+    banner("8. Still waiting for a reviewer, and what the models cost")
     keel("runs", "--status", "WAITING")
     keel("escalations", "list", "--status", "all")
     keel("approvals", "list", "--status", "all")
@@ -305,11 +348,15 @@ def pending() -> None:
 def main() -> None:
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     STORE_DIR.mkdir(parents=True)
+    banner("0. A store encrypted at rest: every payload sealed with this key")
+    ENV["KEEL_ENCRYPTION_KEY"] = keel("store", "new-key").stdout.strip()
     fan_out()
     approval()
     refunds()
     crash_recovery()
+    drain()
     console()
+    privacy()
     pending()
 
 

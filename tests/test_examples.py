@@ -799,3 +799,29 @@ async def test_small_refunds_need_no_approval_and_rejections_are_handled(
     await app.approvals.reject(req.id, "not our fault", by="dana")
     out = await big.result(TIMEOUT)
     assert out["status"] == "rejected" and "not our fault" in out["why"]
+
+
+# -- account sync: a secret by reference ------------------------------------------------
+
+
+async def test_account_sync_reveals_the_crm_key_only_inside_the_tool(
+    load: Callable[[str], ModuleType], example_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sync = load("account_sync")
+    key = "crm_live_4f0c8d2e9a7b"
+    monkeypatch.setenv("KEEL_EXAMPLE_CRM_KEY", key)
+    ref = {"$secret": "env:KEEL_EXAMPLE_CRM_KEY"}
+    handle = await sync.app.start(sync.sync, {"account_id": "acct_1001", "crm_key": ref})
+    out = await handle.result(TIMEOUT)
+    assert out["account"] == "acct_1001" and out["crm_id"].startswith("crm_")
+    steps = {s.key: s for s in await sync.app.steps(handle.id)}
+    assert steps["push_to_crm#0"].input["crm_key"] == ref  # the reference, never the key
+    assert (await handle.info()).input["crm_key"] == ref
+    stored = b"".join(p.read_bytes() for p in example_env.glob("keel.db*"))
+    assert key.encode() not in stored
+    # a key the CRM refuses fails the step (after its retries), naming why, not the key
+    monkeypatch.setenv("KEEL_EXAMPLE_CRM_KEY", "wrong")
+    bad = await sync.app.start(sync.sync, {"account_id": "acct_1003", "crm_key": ref})
+    with pytest.raises(keel.RunFailed) as failed:
+        await bad.result(TIMEOUT)
+    assert failed.value.error is not None and "CRM keys start with crm_" in str(failed.value)
