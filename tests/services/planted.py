@@ -154,41 +154,6 @@ async def planted(store_url: str, **app_options: Any) -> AsyncIterator[Env]:
         await app.close()
 
 
-async def _every_get(env: Env, server: Any, user: str) -> dict[str, str]:
-    """Every GET route of `server` (enumerated, every id filled in) as `user`: path -> body."""
-    ids = {
-        "run_id": [r.id for r in await env.app.list_runs()],
-        "escalation_id": [e.id for e in await env.app.escalations.list("all")],
-        "/approvals/": [r.id for r in await env.app.approvals.list(status="all")],
-        "/reviews/": [r.id for r in await env.app.reviews.list("all")],
-    }
-    bodies: dict[str, str] = {}
-    async with env.clients(server, user) as (api, web):
-        for e in endpoints(server):
-            if e.method != "GET" or e.path.startswith("/api/v1/users"):
-                continue
-            found = re.search(r"\{(\w+)\}", e.path)
-            if found is None:
-                fills = [e.path]
-            else:
-                key = found.group(1)
-                if key == "review_id":
-                    key = "/approvals/" if "/approvals/" in e.path else "/reviews/"
-                fills = [e.path.replace(found.group(0), url_id(i)) for i in ids[key]]
-                assert fills, e
-            for path in fills:
-                for query in ("", "?status=all") if e.path.endswith(
-                        ("/approvals", "/escalations", "/reviews")) else ("",):
-                    client = api if path.startswith("/api/") else web
-                    r = await client.get(path + query)
-                    assert r.status_code in (200, 303, 403), (path, r.status_code, r.text[:300])
-                    bodies[path + query] = r.text
-    assert len(bodies) >= 40
-    return bodies
-
-
-
-
 async def every_get(env: Env, server: Any, user: str) -> dict[str, str]:
     """Every GET route of `server` (enumerated, every id filled in) as `user`: path -> body."""
     ids = {
