@@ -181,7 +181,10 @@ def drain() -> None:
     print(f"worker exited {worker.returncode} with {len(done)} of 50 documents journaled:")
     for line in err.strip().splitlines()[-2:]:
         print(f"  {line}")
-    print(f"run summary-3 is {keel_json('show', 'summary-3')['status']} (no lease to wait out)")
+    status = keel_json("show", "summary-3")["status"]
+    why = ("a retry backoff in flight became a durable timer" if status == "WAITING"
+           else "back in the queue: no lease to wait out")
+    print(f"run summary-3 is {status} ({why})")
     keel("run", "examples/doc_summary.py:summarize_docs", "--id", "summary-3")
 
 
