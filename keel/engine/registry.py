@@ -43,6 +43,23 @@ def _signature(fn: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _binding(
+    fn: Callable[..., Any],
+) -> tuple[tuple[str, ...], tuple[str, ...], frozenset[str], bool] | None:
+    """(positional parameter names, every parameter name in order and as a set, no
+    *args/**kwargs/positional-only) of `fn`, for binding a call's arguments quickly."""
+    sig = _signature(fn)
+    if sig is None:
+        return None
+    params = list(sig.parameters.values())
+    kinds = inspect.Parameter
+    positional = tuple(p.name for p in params if p.kind is kinds.POSITIONAL_OR_KEYWORD)
+    simple = all(p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY) for p in params)
+    order = tuple(p.name for p in params)
+    return positional, order, frozenset(order), simple
+
+
 def _return_type(fn: Callable[..., Any], localns: dict[str, Any] | None = None) -> Any:
     hint = _hints(fn, localns).get("return", inspect.Signature.empty)
     return unannotated() if hint is inspect.Signature.empty else hint
@@ -106,8 +123,19 @@ class ToolDef:
     def named_args(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """The call's arguments by parameter name, as journaled, traced and redacted:
         `login("bob", "pw")` and `login(user="bob", password="pw")` look the same."""
-        sig = _signature(self.fn)
-        if sig is not None:
+        plan = _binding(self.fn)
+        if plan is not None:
+            positional, order, names, simple = plan
+            if simple and len(args) <= len(positional) and kwargs.keys() <= names:
+                # the common case, without inspect's bind (a step's hot path)
+                given = dict(zip(positional, args, strict=False))  # fewer args: defaults
+                if not kwargs:
+                    return given
+                if not given.keys() & kwargs.keys():
+                    given.update(kwargs)
+                    return {n: given[n] for n in order if n in given}  # parameter order
+            sig = _signature(self.fn)
+            assert sig is not None
             try:
                 return dict(sig.bind(*args, **kwargs).arguments)
             except TypeError:  # the call itself fails with the clearer error
