@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from keel._version import __version__
 
 _EXPORTS = {
     "Retry": "keel.policy.retry",

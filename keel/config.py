@@ -67,7 +67,7 @@ def codec(config_file: str | Path = "keel.toml") -> PayloadCodec | None:
     separated, the first current), else `KEEL_ENCRYPTION_KEY_FILE`, else keel.toml's
     `encryption_key_file`; None (payloads stored in clear) when none is set. Keys are
     never read from the store, nor written in keel.toml itself."""
-    from keel import codec as _codec
+    import keel.codec as _codec
 
     if _codec.ENV_KEY in os.environ or _codec.ENV_KEY_FILE in os.environ:
         return _codec.AESGCMCodec.from_env()

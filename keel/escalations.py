@@ -15,7 +15,7 @@ from keel.hitl.schema_check import problems
 from keel.types import Escalation
 
 if TYPE_CHECKING:
-    from keel.app import App
+    from keel.hitl.host import Host
 
 
 class Escalations:
@@ -27,7 +27,7 @@ class Escalations:
         await app.escalations.resolve(esc.id, result={"tier": "pro"}, by="dana")
     """
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Host) -> None:
         self._app = app
 
     async def list(

@@ -78,6 +78,11 @@ class Context:
         return self._exec.run.workflow
 
     @property
+    def input(self) -> dict[str, Any]:
+        """The run's input as it was started (JSON), e.g. to show a reviewer what came in."""
+        return self._exec.run.input
+
+    @property
     def llm(self) -> Any:
         """Model calls (`text`, `structured`, `agent`); configure with `keel.App(llm=...)`."""
         make = self._exec.rt.extensions.get("llm")

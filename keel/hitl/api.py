@@ -16,7 +16,7 @@ from keel.hitl.schema_check import problems
 from keel.secret import references
 
 if TYPE_CHECKING:
-    from keel.app import App
+    from keel.hitl.host import Host
 
 DECISION_KINDS = ("approval", "low_confidence", "novelty")
 
@@ -74,7 +74,7 @@ class ReviewRequest(BaseModel):
 
 
 class _Base:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Host) -> None:
         self._app = app
 
     async def get(self, review_id: str) -> ReviewRequest:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from keel.errors import ApprovalRejected, ReviewRejected
+from keel.errors import ApprovalRejected, ConfigError, ReviewRejected
 from keel.hitl.policy import Approval, TimeoutPolicy
 from keel.hitl.requests import ask
 
@@ -56,7 +56,7 @@ async def approval(
         "action": action,
         "context": _jsonable(context),
         "reason": reason or "the workflow asked for approval",
-        "incoming": ctx._exec.run.input,
+        "incoming": ctx.input,
     }
     decision = await ask(
         ctx,
@@ -81,14 +81,17 @@ async def approve_call(
     named = dict(bound.arguments)
     if not policy.applies(named):
         return args, kwargs
-    state = ctx._scope.state
-    context = policy_context(policy, state.value if state is not None else None)
+    try:
+        state = ctx.state
+    except ConfigError:  # a workflow without typed state
+        state = None
+    context = policy_context(policy, state)
     request = {
         "action": {"tool": tool.name, "args": _jsonable(named)},
         "args_schema": tool.input_model().model_json_schema(),
         "context": context,
         "reason": policy.reason or f"{tool.name} is irreversible: a person must approve it",
-        "incoming": ctx._exec.run.input,
+        "incoming": ctx.input,
     }
     decision = await ask(
         ctx,

@@ -16,7 +16,7 @@ from keel.hitl.policy import Sample
 from keel.types import RunStatus
 
 if TYPE_CHECKING:
-    from keel.app import App
+    from keel.hitl.host import Host
 
 log = logging.getLogger("keel.hitl")
 
@@ -29,7 +29,7 @@ def _unit(seed: int, run_id: str) -> float:
 class Sampler(Hooks):
     """Decides, when a run succeeds, whether it goes to its workflow's review queue."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Host) -> None:
         self.app = app
         self._tasks: set[asyncio.Task[Any]] = set()
 

@@ -34,14 +34,14 @@ class OTLPExport:
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-        import keel
+        from keel._version import __version__
 
         self.exporter = exporter
         self.protocol = protocol
         self.resource = Resource.create(
             {"service.name": os.environ.get("OTEL_SERVICE_NAME", "keel")}
         )
-        self.scope = InstrumentationScope("keel", keel.__version__, SCHEMA_URL)
+        self.scope = InstrumentationScope("keel", __version__, SCHEMA_URL)
         self.content = capture_content()
 
     @classmethod

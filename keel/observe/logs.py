@@ -98,9 +98,9 @@ def configure_logging(
     Example: `keel.observe.configure_logging("INFO", redactor=app.redactor)`
     """
     if redactor is None:
-        from keel import config
+        from keel.config import section
 
-        redactor = Redactor.from_config(config.section("redact"))
+        redactor = Redactor.from_config(section("redact"))
     handler = logging.StreamHandler()
     handler.addFilter(TraceContextFilter())
     handler.addFilter(RedactingFilter(redactor))
