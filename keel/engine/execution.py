@@ -254,15 +254,15 @@ class RunExecution:
             **{**exc.data, "recorded_input": before, "new_input": after},
         )
 
-    def check_reached_all(self) -> None:
-        """Fail the run if it ends while steps recorded earlier were never replayed: their
-        effects happened, and the code that made them is gone."""
+    def _unreached(self) -> NonDeterminismError | None:
+        """The divergence of a run that ends while steps recorded earlier were never
+        replayed (their effects happened, and the code that made them is gone)."""
         missed = self.journal.unreached()
         if not missed:
-            return
+            return None
         first = missed[0]
         more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
-        self.fatal = NonDeterminismError(
+        return NonDeterminismError(
             f"run {self.run.id}: the journal records step {first.key!r}{more}, but replay "
             "ended without reaching it; it ran in an earlier execution, so its effects "
             "happened. The workflow code changed (a step was removed, or a map or gather "
@@ -274,7 +274,6 @@ class RunExecution:
             step=first.key,
             unreached=[r.key for r in missed[:20]],
         )
-        raise self.fatal
 
     async def replayed(self, scope: Scope, rec: StepRecord, annotation: Any) -> Any:
         """The recorded outcome of a completed step: its value, or its error re-raised."""
@@ -380,9 +379,9 @@ class RunExecution:
             try:
                 kwargs = self.wf.kwargs(self.run.input)
                 result = await self.wf.fn(ctx, **kwargs)
+                self.fatal = self.fatal or self._unreached()
                 if self.fatal is not None:
                     raise self.fatal
-                self.check_reached_all()
                 result_json = to_json(result, what=f"workflow {self.wf.name!r}")
             except (Suspend, Abandon, asyncio.CancelledError):
                 raise
@@ -391,11 +390,8 @@ class RunExecution:
                     self.fault = self.fault or exc
                 if self.fault is not None:  # a store fault never fails the run
                     raise Abandon() from None
-                if self.fatal is None:
-                    try:  # a failure that skipped recorded steps is that divergence first
-                        self.check_reached_all()
-                    except NonDeterminismError:
-                        pass
+                # a failure that skipped recorded steps is that divergence first
+                self.fatal = self.fatal or self._unreached()
                 failure = self.fatal or exc
                 self.error = structured(failure)
                 await self._finish(RunStatus.FAILED, None, self.error)
