@@ -22,7 +22,7 @@ _EXPORTS = {
     "Escalation": "keel.types",
     "EscalationPacket": "keel.types",
     "App": "keel.app",
-    "RunHandle": "keel.app",
+    "RunHandle": "keel.handle",
     "LowConfidence": "keel.errors",
     "ApprovalRejected": "keel.errors",
     "ApprovalTimedOut": "keel.errors",
@@ -132,7 +132,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from keel import hitl, llm
-    from keel.app import App, RunHandle
+    from keel.app import App
     from keel.engine.context import Context
     from keel.engine.execution import StepInfo, current_step
     from keel.engine.hooks import Hooks, StepEvent
@@ -171,6 +171,7 @@ if TYPE_CHECKING:
         UnknownWorkflowError,
         ValidationFailed,
     )
+    from keel.handle import RunHandle
     from keel.observe.redact import Redactor
     from keel.policy.breaker import CircuitBreaker
     from keel.policy.completion import All, AtLeast, BestEffort

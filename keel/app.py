@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import secrets
 import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from pydantic import BaseModel
-from pydantic_core import PydanticSerializationError
 
 from keel import config
 from keel._ids import id_problem
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
-from keel.engine.serde import from_json, revive, to_json
+from keel.engine.serde import revive, to_json
 from keel.engine.worker import Worker
 from keel.errors import (
     ConfigError,
@@ -29,6 +27,7 @@ from keel.errors import (
     RunSuspended,
     SignalRefused,
 )
+from keel.handle import RunHandle, input_json, new_run_id, same_input
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
@@ -56,52 +55,6 @@ def _is_redactor(value: Any) -> bool:
     from keel.observe.redact import Redactor
 
     return isinstance(value, Redactor)
-
-
-def new_run_id() -> str:
-    return f"run_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
-
-
-class RunHandle:
-    """A started run.
-
-    Example:
-        handle = await app.start(triage, {"ticket": t})
-        outcome = await handle.result()
-    """
-
-    def __init__(self, app: App, run_id: str, workflow: str) -> None:
-        self.app = app
-        self.id = run_id
-        self.workflow = workflow
-
-    def __repr__(self) -> str:
-        return f"<RunHandle {self.id} ({self.workflow})>"
-
-    async def info(self) -> RunInfo:
-        return await self.app.get_run(self.id)
-
-    async def status(self) -> RunStatus:
-        return (await self.info()).status
-
-    async def settle(self, timeout: float | None = None) -> RunInfo:
-        """Wait until the run is WAITING or finished (not PENDING/RUNNING)."""
-        return await self.app._wait(self.id, lambda s: s not in _ACTIVE, timeout)
-
-    async def result(self, timeout: float | None = None) -> Any:
-        """Wait for the run to finish; return its result or raise `RunFailed`/`RunCancelled`."""
-        info = await self.app._wait(self.id, lambda s: s.terminal, timeout)
-        return self.app._outcome(info)
-
-    async def signal(self, name: str, payload: Any = None, *, queue: bool = False) -> bool:
-        """`App.signal` for this run."""
-        return await self.app.signal(self.id, name, payload, queue=queue)
-
-    async def cancel(self) -> RunInfo:
-        return await self.app.cancel(self.id)
-
-
-_ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 
 
 class App:
@@ -324,34 +277,10 @@ class App:
                 render=self._short_redacted,
                 secrets=self.secrets,
             )
-            self._runtime.extensions["llm"] = self._make_llm
-            from keel.observe.logs import guard_keel_loggers
+            from keel.features import attach
 
-            guard_keel_loggers(self.redactor)
-            self._attach_hitl(self._runtime)
-            if self.settings.tracing:
-                self._tracing = self._make_tracing()
-                self.hooks.add(self._tracing)
+            self._tracing = attach(self, self._runtime, self._notify)
         return self._runtime
-
-    def _attach_hitl(self, rt: Runtime) -> None:
-        from keel.hitl.gate import approval, approve_call
-        from keel.hitl.sampling import Sampler
-
-        rt.extensions["gate"] = approve_call
-        rt.extensions["approval"] = approval
-        from keel.hitl.gate import review_output
-
-        rt.extensions["review_output"] = review_output
-        sampler = Sampler(self)
-        self.hooks.add(sampler)
-        self._drainable.append(sampler)
-        if self._notify is not None:
-            from keel.hitl.notify import Notifier
-
-            notifier = Notifier(self._notify, redact=self.redactor.value)
-            self.hooks.add(notifier)
-            self._drainable.append(notifier)
 
     @property
     def approvals(self) -> Any:
@@ -385,22 +314,6 @@ class App:
         text: str = self.redactor.text(value)
         return text if len(text) <= 300 else text[:299] + "…"
 
-    def _make_tracing(self) -> Any:
-        from keel.observe.export import OTLPExport
-        from keel.observe.metrics import Metrics, MetricsHook, sdk_meter_provider_installed
-        from keel.observe.tracer import Tracing
-
-        if sdk_meter_provider_installed():  # metrics cost a hook call per step: only when read
-            self.hooks.add(MetricsHook(Metrics()))
-        return Tracing(
-            self.store,
-            self.registry,
-            retention_days=self.settings.trace_retention_days,
-            purge_every=self.settings.retention_interval,
-            redactor=self.redactor,
-            export=OTLPExport.from_env(),
-        )
-
     async def trace(self, run_id: str) -> list[Any]:
         """The run's spans (`keel.observe.spans.SpanRow`), oldest first."""
         from keel.observe import ids
@@ -426,19 +339,6 @@ class App:
 
                 self._gateway = Gateway.of(chosen)
         return self._gateway
-
-    def _make_llm(self, ctx: Any) -> Any:
-        gateway = self.gateway
-        if gateway is None:
-            from keel.errors import ConfigError as _ConfigError
-
-            raise _ConfigError(
-                "this app has no model configured: pass keel.App(llm=keel.llm.Gateway(...)) "
-                "or a keel.llm.ScriptedModel, or set KEEL_MODEL"
-            )
-        from keel.llm.facade import LLM
-
-        return LLM(ctx, gateway)
 
     def _settled(self, run_id: str, status: RunStatus) -> None:
         for fut in self._waiters.pop(run_id, []):
@@ -497,7 +397,7 @@ class App:
         if existing is not None and input is None:  # attach: the first start's input stands
             info, created = existing, False
         else:
-            data = self._input_json(wf, input)
+            data = input_json(wf, input)
             if existing is not None:
                 info, created = existing, False
             else:
@@ -511,38 +411,10 @@ class App:
                 run_id=run_id,
             )
         if not created and input is not None:
-            self._same_input(info, data)
+            same_input(info, data, self._short_redacted)
         if execute and not info.status.terminal:
             (await self._embedded()).watch(run_id)
         return RunHandle(self, run_id, wf.name)
-
-    @staticmethod
-    def _input_json(wf: WorkflowDef, input: Any) -> bytes:
-        validated = wf.validate_input(input)
-        try:
-            dumped = validated.model_dump(mode="json")
-        except PydanticSerializationError as exc:
-            raise InputError(
-                f"input for workflow {wf.name!r} cannot be stored as JSON: {exc}. "
-                "Pass JSON data (dict, list, str, int, float, bool, None) or Pydantic models.",
-                workflow=wf.name,
-            ) from None
-        return to_json(dumped, what="input")
-
-    def _same_input(self, info: RunInfo, data: bytes) -> None:
-        """An existing run started again must be asked for with the input it has."""
-        given = from_json(data)
-        if given == info.input:
-            return
-        recorded, now = self._short_redacted(info.input), self._short_redacted(given)
-        raise InputError(
-            f"run id {info.id!r} already exists ({info.workflow}, {info.status.value}) with "
-            f"different input: recorded {recorded}, given {now}. Starting an id again "
-            "resumes it only with the same input (or none); pick a new id for new input.",
-            run_id=info.id,
-            recorded_input=recorded,
-            new_input=now,
-        )
 
     def run(
         self,

@@ -1,0 +1,77 @@
+"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), people
+(approval gates, reviews, sampling, notifications) and tracing.
+
+The engine offers doors (Context extensions and lifecycle hooks) and knows nothing of
+what fills them; this module is the one place that fills them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from keel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keel.app import App
+    from keel.engine.runtime import Runtime
+
+
+def attach(app: App, rt: Runtime, notify: Any) -> Any:
+    """Wire every feature of `app` into its runtime; returns its tracing hook (or None)."""
+    from keel.observe.logs import guard_keel_loggers
+
+    rt.extensions["llm"] = lambda ctx: _llm(app, ctx)
+    guard_keel_loggers(app.redactor)
+    _attach_people(app, rt, notify)
+    if not app.settings.tracing:
+        return None
+    tracing = _tracing(app)
+    app.hooks.add(tracing)
+    return tracing
+
+
+def _llm(app: App, ctx: Any) -> Any:
+    gateway = app.gateway
+    if gateway is None:
+        raise ConfigError(
+            "this app has no model configured: pass keel.App(llm=keel.llm.Gateway(...)) "
+            "or a keel.llm.ScriptedModel, or set KEEL_MODEL"
+        )
+    from keel.llm.facade import LLM
+
+    return LLM(ctx, gateway)
+
+
+def _attach_people(app: App, rt: Runtime, notify: Any) -> None:
+    from keel.hitl.gate import approval, approve_call, review_output
+    from keel.hitl.sampling import Sampler
+
+    rt.extensions["gate"] = approve_call
+    rt.extensions["approval"] = approval
+    rt.extensions["review_output"] = review_output
+    sampler = Sampler(app)
+    app.hooks.add(sampler)
+    app._drainable.append(sampler)
+    if notify is not None:
+        from keel.hitl.notify import Notifier
+
+        notifier = Notifier(notify, redact=app.redactor.value)
+        app.hooks.add(notifier)
+        app._drainable.append(notifier)
+
+
+def _tracing(app: App) -> Any:
+    from keel.observe.export import OTLPExport
+    from keel.observe.metrics import Metrics, MetricsHook, sdk_meter_provider_installed
+    from keel.observe.tracer import Tracing
+
+    if sdk_meter_provider_installed():  # metrics cost a hook call per step: only when read
+        app.hooks.add(MetricsHook(Metrics()))
+    return Tracing(
+        app.store,
+        app.registry,
+        retention_days=app.settings.trace_retention_days,
+        purge_every=app.settings.retention_interval,
+        redactor=app.redactor,
+        export=OTLPExport.from_env(),
+    )
