@@ -4,7 +4,6 @@ budgets and a response cache, all in front of `litellm.acompletion`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import itertools
@@ -14,7 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.errors import BudgetExceeded, ConfigError, ModelUnavailable
+from keel.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ModelUnavailable,
+    call_window,
+    mark_call_window,
+)
 from keel.llm import _litellm
 from keel.llm.cassette import MOCKS, Cassette, request_key
 from keel.llm.cassette import PROVIDER as CASSETTE_PROVIDER
@@ -26,15 +31,6 @@ from keel.policy.retry import Retry, is_transient, retry_after_of
 
 # Parameters that do not change what a model answers: left out of cache keys.
 _NON_SEMANTIC = {"timeout", "metadata", "api_key", "api_base", "num_retries", "user"}
-# Set on an error raised by a model call: (start, end) in epoch seconds of the provider
-# call(s) it came from, so a failed attempt's trace span shows the call, not the setup.
-CALL_WINDOW = "keel_call_window"
-
-
-def _mark_call(exc: BaseException, start: float | None, end: float | None) -> None:
-    if start is not None and end is not None:
-        with contextlib.suppress(AttributeError, TypeError):  # an exception without a dict
-            setattr(exc, CALL_WINDOW, (start, end))
 
 
 @dataclass
@@ -350,9 +346,10 @@ class Gateway:
             except Exception as exc:
                 last = exc
                 tried.append(alias)
-                sent += getattr(exc, CALL_WINDOW, None) or ()
+                sent += call_window(exc) or ()
                 if not is_transient(exc):
-                    _mark_call(exc, min(sent, default=None), max(sent, default=None))
+                    if sent:  # the calls it came from, fallbacks' included
+                        mark_call_window(exc, min(sent), max(sent))
                     raise
                 self._cooling[alias] = time.monotonic() + self.cooldown
                 continue
@@ -369,7 +366,8 @@ class Gateway:
             retry_after=retry_after_of(last) if last is not None else None,
             tried=tried,
         )
-        _mark_call(failed, min(sent, default=None), max(sent, default=None))
+        if sent:
+            mark_call_window(failed, min(sent), max(sent))
         raise failed from last
 
     async def _one(
@@ -409,7 +407,7 @@ class Gateway:
             try:
                 resp = await self._send(target, messages, params)
             except BaseException as exc:
-                _mark_call(exc, sent_at, sent_at + time.perf_counter() - started)
+                mark_call_window(exc, sent_at, sent_at + time.perf_counter() - started)
                 raise
             resp.started_at = sent_at
             resp.latency_ms = round((time.perf_counter() - started) * 1000, 3)
