@@ -133,6 +133,20 @@ def test_field_names_are_normalised_and_globs_match() -> None:
     assert r.sensitive("Refresh-Token") and not r.sensitive("token_count")
 
 
+def test_a_json_schemas_property_names_are_not_masked() -> None:
+    """A tool's `args_schema` describes a `password` parameter and holds no password:
+    its property names stay (a reviewer sees what the tool takes); values in it do not."""
+    r = Redactor()
+    schema = {
+        "type": "object",
+        "properties": {"password": {"type": "string", "title": "Password"}, "user": {}},
+        "required": ["password"],
+    }
+    assert r.value({"args_schema": schema}) == {"args_schema": schema}
+    leaky = {"type": "object", "properties": {"token": {"default": "sk-proj-" + "a" * 20}}}
+    assert r.value(leaky)["properties"] == {"token": {"default": MASK}}
+
+
 def test_secrets_inside_free_text() -> None:
     r = Redactor()
     cases = {
