@@ -744,6 +744,9 @@ async def test_scripted_and_cassette_models_are_not_cached_by_default(
     assert forced._caches(forced.spec("m"))
     assert not Gateway({"m": "openai/gpt-4o-mini"}, cache=False)._caches(ModelSpec("openai/x"))
     assert Gateway.from_config({"models": {"m": "openai/gpt-4o-mini"}}).cache_enabled is None
+    # `cache = true` in [keel.llm] is cache=True
+    configured = Gateway.from_config({"models": {"m": "openai/gpt-4o-mini"}, "cache": True})
+    assert configured._caches(ModelSpec("keel-scripted/x"))
 
 
 async def test_cache_entries_expire_after_the_ttl(
