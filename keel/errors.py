@@ -7,6 +7,7 @@ structured form on replay, never unpickled.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 from keel.types import StructuredError
@@ -315,3 +316,24 @@ def structured(
     if cause is not None and err.cause is None and not rebuilt:
         err = err.model_copy(update={"cause": structured(cause)})
     return err
+
+
+# -- when a failed external call ran --------------------------------------------------------
+
+# The attribute a layer that makes external calls (the LLM gateway) sets on the error a
+# call raised: `(start, end)`, epoch seconds, of the call itself. The engine journals it
+# with the failed attempt, so that attempt's trace span is the call, not the setup
+# before it (LiteLLM's first import, a rate-limit wait).
+CALL_WINDOW = "keel_call_window"
+
+
+def mark_call_window(exc: BaseException, start: float, end: float) -> None:
+    """Note on `exc` when the call it came from ran (`call_window` reads it)."""
+    with contextlib.suppress(AttributeError, TypeError):  # an exception without a dict
+        setattr(exc, CALL_WINDOW, (start, end))
+
+
+def call_window(exc: BaseException) -> tuple[float, float] | None:
+    """When the call `exc` came from ran, if whoever raised it said (`mark_call_window`)."""
+    window: tuple[float, float] | None = getattr(exc, CALL_WINDOW, None)
+    return window

@@ -31,6 +31,7 @@ from keel.llm import (
     ScriptedModel,
     ratelimit,
 )
+from keel.llm import cache as cache_mod
 from keel.llm import gateway as gateway_mod
 from keel.llm.gateway import CallContext
 from keel.llm.ratelimit import RateLimiter, TokenBucket
@@ -743,17 +744,18 @@ async def test_scripted_and_cassette_models_are_not_cached_by_default(
     assert forced._caches(forced.spec("m"))
     assert not Gateway({"m": "openai/gpt-4o-mini"}, cache=False)._caches(ModelSpec("openai/x"))
     assert Gateway.from_config({"models": {"m": "openai/gpt-4o-mini"}}).cache_enabled is None
+    # `cache = true` in [keel.llm] is cache=True
+    configured = Gateway.from_config({"models": {"m": "openai/gpt-4o-mini"}, "cache": True})
+    assert configured._caches(ModelSpec("keel-scripted/x"))
 
 
 async def test_cache_entries_expire_after_the_ttl(
     monkeypatch: pytest.MonkeyPatch, llm_app: Callable[..., keel.App]
 ) -> None:
     clock = Clock(time.time())
-    monkeypatch.setattr(
-        gateway_mod,
-        "time",
-        SimpleNamespace(monotonic=time.monotonic, perf_counter=time.perf_counter, time=clock),
-    )
+    fake = SimpleNamespace(monotonic=time.monotonic, perf_counter=time.perf_counter, time=clock)
+    monkeypatch.setattr(gateway_mod, "time", fake)
+    monkeypatch.setattr(cache_mod, "time", fake)  # where entries are stored and expire
     model = ScriptedModel(lambda m: "answer")
     app = llm_app(Gateway({"m": model}, cache=True, cache_ttl=60))
 

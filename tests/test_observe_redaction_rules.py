@@ -21,6 +21,7 @@ from keel.engine.runtime import Settings
 from keel.errors import ConfigError
 from keel.hitl import Approval
 from keel.observe import RedactingFilter, Redactor, configure_logging
+from keel.observe.logs import KEEL_LOGGERS
 from keel.observe.redact import MASK, _required_literal
 from tests.limits import WAIT
 from tests.test_observe_redaction import span_store_text, trace_text
@@ -130,6 +131,20 @@ def test_field_names_are_normalised_and_globs_match() -> None:
     }
     assert shown["max_tokens"] == 200 and shown["keyboard"] == "qwerty"
     assert r.sensitive("Refresh-Token") and not r.sensitive("token_count")
+
+
+def test_a_json_schemas_property_names_are_not_masked() -> None:
+    """A tool's `args_schema` describes a `password` parameter and holds no password:
+    its property names stay (a reviewer sees what the tool takes); values in it do not."""
+    r = Redactor()
+    schema = {
+        "type": "object",
+        "properties": {"password": {"type": "string", "title": "Password"}, "user": {}},
+        "required": ["password"],
+    }
+    assert r.value({"args_schema": schema}) == {"args_schema": schema}
+    leaky = {"type": "object", "properties": {"token": {"default": "sk-proj-" + "a" * 20}}}
+    assert r.value(leaky)["properties"] == {"token": {"default": MASK}}
 
 
 def test_secrets_inside_free_text() -> None:
@@ -376,3 +391,17 @@ async def test_keels_own_log_records_are_masked(
     assert all(PASSWORD not in (r.getMessage() + (r.exc_text or "")) for r in failures)
     assert f"password={MASK}" in (failures[0].exc_text or "")
     assert PASSWORD not in caplog.text
+
+
+def test_every_logger_keel_writes_to_is_masked() -> None:
+    """A logger's filters see only records made on that logger, not its children's: so
+    each logger Keel's code names must be in the list the App masks (a new one, or a
+    `getLogger(__name__)`, would log unmasked)."""
+    root = Path(keel.__file__).parent
+    named: dict[str, str] = {}  # getLogger's argument -> a module that passes it
+    for path in root.rglob("*.py"):
+        for arg in re.findall(r"getLogger\(([^)]*)\)", path.read_text()):
+            named.setdefault(arg.strip("\"'"), str(path.relative_to(root)))
+    unmasked = {n: m for n, m in named.items() if n.startswith("keel") and n not in KEEL_LOGGERS}
+    assert "keel.worker" in named and not unmasked, unmasked
+    assert "__name__" not in named, named.get("__name__")

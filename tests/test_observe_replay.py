@@ -444,6 +444,56 @@ async def test_an_executions_own_span_replaces_one_reconstructed_for_it(
         assert kept == span(interrupted=not any(not i for i in order)), order
 
 
+def test_executions_older_than_the_trace_retention_are_not_reconstructed() -> None:
+    """Retention purged their spans (and would purge them again): a read or the next
+    execution does not make them anew; the later ones, inside retention, are made."""
+    from keel.observe.executions import reconstruct
+    from keel.types import RunInfo, StepKind, StepRecord, StepStatus
+
+    run = RunInfo(
+        id="r-old",
+        workflow="wf",
+        status=RunStatus.SUCCEEDED,
+        input={},
+        created_at=10.0,
+        updated_at=400.0,
+        attempts=3,
+    )
+    recs = [
+        StepRecord(
+            run_id=run.id,
+            key=f"s#{i}",
+            scope="",
+            position=i,
+            kind=StepKind.TOOL,
+            name="s",
+            digest="d",
+            status=StepStatus.OK,
+            started_at=t - 1,
+            ended_at=t,
+        )
+        for i, t in enumerate((50.0, 60.0))
+    ]
+    third = SpanRow(
+        span_id=ids.execution_span_id(run.id, 3),
+        trace_id=ids.trace_id(run.id),
+        parent_id=None,
+        run_id=run.id,
+        name="execute wf (resumed)",
+        kind="INTERNAL",
+        start_ns=300 * 10**9,
+        end_ns=400 * 10**9,
+        status="OK",
+        attributes={"keel.execution": 3},
+    )
+    # execution 1 journaled both steps (ended at 60 s); execution 2 ran from then to 300 s
+    made = reconstruct(run, {3: third}, recs, 2)
+    assert [s.attributes["keel.execution"] for s in made] == [1, 2]
+    assert made[0].end_ns == 60 * 10**9
+    kept = reconstruct(run, {3: third}, recs, 2, cutoff_ns=100 * 10**9)
+    assert [s.attributes["keel.execution"] for s in kept] == [2]
+
+
 async def test_trace_read_mid_map_has_open_spans_for_the_steps_in_flight(
     make_app: Callable[..., keel.App],
 ) -> None:

@@ -161,6 +161,46 @@ async def test_a_missing_source_is_a_clear_error_naming_the_reference(
         keel.Secret.env("MISSING_KEY").reveal()
 
 
+async def test_a_missing_secret_is_not_retried_and_a_failing_source_is(
+    make_app: Callable[..., keel.App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A value that is not there does not appear by waiting: not retried, even under a
+    Retry. A resolver's exception (a network error) is the step's failure, retried like
+    any other. A resolver returns a str or None."""
+    monkeypatch.delenv("MISSING_KEY", raising=False)
+    app = make_app()
+    asked = {"n": 0}
+
+    def vault(name: str) -> str | None:
+        asked["n"] += 1
+        if asked["n"] == 1:
+            raise ConnectionError("vault unreachable")
+        return f"{name}-value"
+
+    app.secrets.register("vault", vault)
+    app.secrets.register("numbers", lambda name: 42)  # type: ignore[arg-type,return-value]
+
+    @app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False))
+    async def charge(api_key: keel.Secret) -> str:
+        return api_key.reveal()
+
+    @app.workflow
+    async def pay(ctx: keel.Context, api_key: keel.Secret) -> str:
+        return await ctx.call(charge, api_key)  # type: ignore[no-any-return]
+
+    handle = await app.start(pay, {"api_key": {"$secret": "env:MISSING_KEY"}})
+    with pytest.raises(keel.RunFailed) as failed:
+        await handle.result(WAIT)
+    err = failed.value.error
+    assert err is not None and err.type == "SecretUnavailable" and err.attempts == 1
+    handle = await app.start(pay, {"api_key": {"$secret": "vault:stripe"}})
+    assert await handle.result(WAIT) == "stripe-value"
+    [step] = await app.steps(handle.id)
+    assert step.attempts == 2 and asked["n"] == 2
+    with pytest.raises(keel.ConfigError, match="must return a str or None"):
+        app.secrets.resolve(keel.Secret("numbers:x"))
+
+
 # -- never stored, read again after a crash -------------------------------------------------
 
 

@@ -35,6 +35,7 @@ from keel.errors import (
     OutcomeUnknown,
     SerializationError,
     ValidationFailed,
+    call_window,
     from_structured,
     structured,
 )
@@ -241,7 +242,7 @@ async def run_live(
                     "message": err.message[:500],
                     "wake": wake,
                     # when the external call itself ran (a model call sets it): its span
-                    "call": getattr(exc, "keel_call_window", None),
+                    "call": call_window(exc),
                 }
             )
             await ex.commit(
@@ -364,8 +365,9 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     if step.gave_up is not None:
         err = err.model_copy(update={"message": f"{err.message} ({step.gave_up})"})
         err.data["gave_up"] = step.gave_up
-    if getattr(exc, "keel_call_window", None):  # when the model call itself ran: its span
-        err.data.setdefault("call_window", list(exc.keel_call_window))  # type: ignore[attr-defined]
+    window = call_window(exc)
+    if window:  # when the model call itself ran: its span
+        err.data.setdefault("call_window", list(window))
     fb = step.policy.fallback
     hooks = ex.rt.hooks
     unknown = isinstance(exc, OutcomeUnknown)

@@ -4,18 +4,22 @@ budgets and a response cache, all in front of `litellm.acompletion`."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
-import hashlib
 import itertools
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from keel.errors import BudgetExceeded, ConfigError, ModelUnavailable
+from keel.errors import (
+    BudgetExceeded,
+    ConfigError,
+    ModelUnavailable,
+    call_window,
+    mark_call_window,
+)
 from keel.llm import _litellm
+from keel.llm.cache import cache_get, cache_key, cache_put
 from keel.llm.cassette import MOCKS, Cassette, request_key
 from keel.llm.cassette import PROVIDER as CASSETTE_PROVIDER
 from keel.llm.ratelimit import RateLimiter
@@ -23,18 +27,6 @@ from keel.llm.scripted import PROVIDER as SCRIPTED_PROVIDER
 from keel.llm.scripted import ScriptedModel
 from keel.llm.types import LLMResponse, Message
 from keel.policy.retry import Retry, is_transient, retry_after_of
-
-# Parameters that do not change what a model answers: left out of cache keys.
-_NON_SEMANTIC = {"timeout", "metadata", "api_key", "api_base", "num_retries", "user"}
-# Set on an error raised by a model call: (start, end) in epoch seconds of the provider
-# call(s) it came from, so a failed attempt's trace span shows the call, not the setup.
-CALL_WINDOW = "keel_call_window"
-
-
-def _mark_call(exc: BaseException, start: float | None, end: float | None) -> None:
-    if start is not None and end is not None:
-        with contextlib.suppress(AttributeError, TypeError):  # an exception without a dict
-            setattr(exc, CALL_WINDOW, (start, end))
 
 
 @dataclass
@@ -350,9 +342,10 @@ class Gateway:
             except Exception as exc:
                 last = exc
                 tried.append(alias)
-                sent += getattr(exc, CALL_WINDOW, None) or ()
+                sent += call_window(exc) or ()
                 if not is_transient(exc):
-                    _mark_call(exc, min(sent, default=None), max(sent, default=None))
+                    if sent:  # the calls it came from, fallbacks' included
+                        mark_call_window(exc, min(sent), max(sent))
                     raise
                 self._cooling[alias] = time.monotonic() + self.cooldown
                 continue
@@ -369,7 +362,8 @@ class Gateway:
             retry_after=retry_after_of(last) if last is not None else None,
             tried=tried,
         )
-        _mark_call(failed, min(sent, default=None), max(sent, default=None))
+        if sent:
+            mark_call_window(failed, min(sent), max(sent))
         raise failed from last
 
     async def _one(
@@ -384,9 +378,9 @@ class Gateway:
     ) -> LLMResponse:
         target = spec.model
         use_cache = self._caches(spec) if cache is None else cache
-        key = self._cache_key(target, messages, params) if use_cache else None
+        key = cache_key(target, messages, params) if use_cache else None
         if key is not None:
-            hit = await self._cache_get(key, cc)
+            hit = await cache_get(key, self._redis, cc.store)
             if hit is not None:
                 hit.cache_hit, hit.cost_usd, hit.latency_ms = True, 0.0, 0.0
                 hit.started_at = time.time()  # answered here and now: no provider call
@@ -409,7 +403,7 @@ class Gateway:
             try:
                 resp = await self._send(target, messages, params)
             except BaseException as exc:
-                _mark_call(exc, sent_at, sent_at + time.perf_counter() - started)
+                mark_call_window(exc, sent_at, sent_at + time.perf_counter() - started)
                 raise
             resp.started_at = sent_at
             resp.latency_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -434,7 +428,7 @@ class Gateway:
             held.append(reserved)
         resp.request = {"messages": messages, "params": params}
         if key is not None:
-            await self._cache_put(key, resp, cc)
+            await cache_put(key, resp, self._redis, cc.store, self.cache_ttl)
         return resp
 
     async def _send(
@@ -550,49 +544,6 @@ class Gateway:
         if self.cache_enabled is not None:
             return self.cache_enabled
         return self.cassette is None and not spec.model.startswith(SCRIPTED_PROVIDER + "/")
-
-    @staticmethod
-    def _cache_key(target: str, messages: list[Message], params: dict[str, Any]) -> str:
-        body = {
-            "model": target,
-            "messages": messages,
-            "params": {k: v for k, v in sorted(params.items()) if k not in _NON_SEMANTIC},
-        }
-        digest = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode())
-        return "llm:" + digest.hexdigest()
-
-    async def _cache_get(self, key: str, cc: CallContext) -> LLMResponse | None:
-        if self._redis is not None:
-            raw = await self._redis.get(key)
-            codec = getattr(cc.store, "codec", None)
-            if raw is not None and raw[:1] == b"\x00":  # sealed by the store's codec
-                from keel.store import _sealed
-
-                raw = _sealed.unseal(codec, raw, "redis.llm_cache", (key,))
-            text = raw.decode() if isinstance(raw, bytes) else raw
-        elif cc.store is not None:
-            text = await cc.store.cache_get(key, time.time())
-        else:
-            return None
-        return LLMResponse.model_validate_json(text) if text else None
-
-    async def _cache_put(self, key: str, resp: LLMResponse, cc: CallContext) -> None:
-        text = resp.model_dump_json()
-        if self._redis is not None:
-            codec = getattr(cc.store, "codec", None)  # a reply is a payload: sealed like one
-            if codec is not None:
-                from keel.store import _sealed
-
-                value: str | bytes = _sealed.seal(codec, text.encode(), "redis.llm_cache", (key,))
-            else:
-                value = text
-            if self.cache_ttl:
-                await self._redis.set(key, value, ex=int(max(1, self.cache_ttl)))
-            else:
-                await self._redis.set(key, value)
-        elif cc.store is not None:
-            expires = time.time() + self.cache_ttl if self.cache_ttl else None
-            await cc.store.cache_put(key, text, expires)
 
     async def close(self) -> None:
         if self._redis is not None:
