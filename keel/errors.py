@@ -337,3 +337,13 @@ def call_window(exc: BaseException) -> tuple[float, float] | None:
     """When the call `exc` came from ran, if whoever raised it said (`mark_call_window`)."""
     window: tuple[float, float] | None = getattr(exc, CALL_WINDOW, None)
     return window
+
+
+def validation_problems(exc: Any, whole: str | None = "(value)") -> list[str]:
+    """`where: what` for each error of a Pydantic `ValidationError`, as Keel's messages
+    put them (`whole` names an error about the value itself; None: the message alone)."""
+    out = []
+    for e in exc.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        out.append(f"{where or whole}: {e['msg']}" if where or whole is not None else e["msg"])
+    return out

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from keel.engine.phase import checkpoint_messages, edited_state, find_checks
 from keel.engine.serde import adapter, unannotated
-from keel.errors import ConfigError, InputError, RunNotFound
+from keel.errors import ConfigError, InputError, RunNotFound, validation_problems
 from keel.hitl.schema_check import problems
 from keel.types import Escalation
 
@@ -86,10 +86,7 @@ class Escalations:
             elif schema is not None:
                 self._check_schema(esc, result, schema)  # the code is not loaded here
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or '(result)'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            problems = "; ".join(validation_problems(exc, "(result)"))
             raise InputError(f"result for escalation {esc.id} is invalid: {problems}") from None
 
     async def _check_phase(self, esc: Escalation, edits: Any) -> None:

@@ -29,6 +29,7 @@ from keel.errors import (
     StoreError,
     from_structured,
     structured,
+    validation_problems,
 )
 from keel.policy.validation import normalise, run_checks, verdict_messages
 from keel.store.base import StepWrite
@@ -300,9 +301,7 @@ def edited_state(
     try:
         value = model.model_validate({**before, **edits})
     except ValidationError as exc:
-        return None, [
-            f"{'.'.join(str(x) for x in e['loc']) or '(state)'}: {e['msg']}" for e in exc.errors()
-        ]
+        return None, validation_problems(exc, "(state)")
     kept = value.model_dump(mode="json")
     dropped = [m for k, v in edits.items() for m in _dropped(v, kept.get(k), k)]
     return (None, dropped) if dropped else (value, [])

@@ -38,6 +38,7 @@ from keel.errors import (
     call_window,
     from_structured,
     structured,
+    validation_problems,
 )
 from keel.policy.breaker import BreakerState, CircuitBreaker
 from keel.policy.fallback import Fallback
@@ -276,9 +277,7 @@ def _typed(name: str, value: Any, data: bytes, annotation: Any) -> Any:
     try:
         return adapter(annotation).validate_python(plain)
     except PydanticValidationError as exc:
-        messages = [
-            f"{'.'.join(str(x) for x in e['loc']) or '(result)'}: {e['msg']}" for e in exc.errors()
-        ]
+        messages = validation_problems(exc, "(result)")
         raise ValidationFailed(
             f"{name!r} returned {type(value).__name__}, which does not fit its return type "
             f"{_type_name(annotation)}: {'; '.join(messages)}",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from keel.engine.serde import unannotated
-from keel.errors import ConfigError, InputError
+from keel.errors import ConfigError, InputError, validation_problems
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import NO_RETRY, Retry
@@ -303,10 +303,7 @@ class WorkflowDef:
         try:
             return self.input_model.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or '(input)'}: {e['msg']}"
-                for e in exc.errors()
-            )
+            problems = "; ".join(validation_problems(exc, "(input)"))
             raise InputError(
                 f"input for workflow {self.name!r} is invalid: {problems}",
                 workflow=self.name,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from keel.engine.recovery import result_schema
 from keel.engine.serde import adapter, unannotated
-from keel.errors import ConfigError, InputError, RunNotFound
+from keel.errors import ConfigError, InputError, RunNotFound, validation_problems
 from keel.hitl.requests import signal_for
 from keel.hitl.schema_check import problems
 from keel.secret import references
@@ -176,7 +176,7 @@ class Approvals(_Base):
             try:
                 tool.input_model().model_validate(args)
             except ValidationError as exc:
-                found = [f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()]
+                found = validation_problems(exc, "")
         if found:
             raise InputError(
                 f"edited arguments for {req.tool} are invalid: {'; '.join(found)}", problems=found
@@ -254,10 +254,7 @@ class Reviews(_Base):
             try:
                 adapter(returns).validate_python(label)
             except ValidationError as exc:
-                found = [
-                    f"{'.'.join(str(x) for x in e['loc']) or '(label)'}: {e['msg']}"
-                    for e in exc.errors()
-                ]
+                found = validation_problems(exc, "(label)")
         if found:
             raise InputError(
                 f"label for {req.id} does not fit the output of workflow {req.workflow!r}: "

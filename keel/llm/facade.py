@@ -22,6 +22,7 @@ from keel.errors import (
     KeelError,
     LowConfidence,
     ValidationFailed,
+    validation_problems,
 )
 from keel.llm import structured as so
 from keel.llm.gateway import BudgetHold, CallContext, Gateway
@@ -398,9 +399,6 @@ def _check_call(
     try:
         model = tool.input_model().model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc']) or '(arguments)'}: {e['msg']}"
-            for e in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc, "(arguments)"))
         return f"invalid arguments for {name}: {problems}", {}
     return None, {k: getattr(model, k) for k in type(model).model_fields}

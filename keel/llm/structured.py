@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from keel.errors import validation_problems
 from keel.llm.types import LLMResponse, Message
 
 
@@ -61,9 +62,7 @@ def parse(schema: type[BaseModel], text: str) -> tuple[BaseModel | None, list[st
     try:
         return schema.model_validate(data), []
     except ValidationError as exc:
-        return None, [
-            f"{'.'.join(str(x) for x in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-        ]
+        return None, validation_problems(exc, "(root)")
 
 
 def feedback_messages(resp: LLMResponse, problems: list[str]) -> list[Message]:

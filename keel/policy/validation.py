@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from keel.errors import validation_problems
+
 Check = Callable[[Any], "str | Sequence[str] | bool | None"]
 ValidateSpec = Any  # a type, a check, or a list of them
 
@@ -39,9 +41,7 @@ def run_checks(value: Any, checks: tuple[Any, ...]) -> tuple[Any, list[str]]:
             try:
                 value = _adapter(check).validate_python(value)
             except ValidationError as exc:
-                for e in exc.errors():
-                    where = ".".join(str(x) for x in e["loc"])
-                    messages.append(f"{where}: {e['msg']}" if where else e["msg"])
+                messages += validation_problems(exc, None)
                 return value, messages  # later checks would only see the wrong shape
             continue
         try:
