@@ -369,8 +369,15 @@ def test_an_empty_run_id_is_refused(keel: Keel) -> None:
 
 def test_a_module_without_an_app_is_named_as_given(keel: Keel) -> None:
     (keel.tmp / "noapp.py").write_text("X = 1\n")
-    for args in (["run", "noapp.py:wf"], ["worker", "noapp.py"], ["serve", "noapp.py"]):
+    assert keel("run", f"{APP}:echo", "--id", "e1").code == 0
+    for args in (
+        ["run", "noapp.py:wf"],
+        ["worker", "noapp.py"],
+        ["serve", "noapp.py"],
+        ["show", "e1", "--app", "noapp.py"],
+    ):
         line = keel(*args).one_line_error(USAGE, "noapp.py defines no keel.App", "keel.App()")
+        assert line.startswith("error: noapp.py defines"), line  # as given: not its path
         assert "keel_user_" not in line
 
 

@@ -316,10 +316,10 @@ def show(
     info, steps, redactor = _run(go)
     initial, fields = None, None
     if app_ref is not None:
-        from keel.loader import find_app, load_module
+        from keel.loader import load_app
 
         try:
-            user_app = find_app(load_module(app_ref))
+            user_app = load_app(app_ref)
             registry, redactor = user_app.registry, user_app.redactor
         except KeelError as exc:
             _fail(exc.message)

@@ -55,7 +55,7 @@ def serve(
     except ImportError:
         _fail("keel serve needs FastAPI and Uvicorn: pip install fastapi uvicorn")
     from keel.app import App
-    from keel.loader import find_app, load_module
+    from keel.loader import load_app
     from keel.server.app import create_app
     from keel.server.settings import ServeSettings
 
@@ -64,11 +64,11 @@ def serve(
 
     worker_apps: list[App] = []
     for ref in worker_refs or []:
-        found = find_app(load_module(ref), ref)
+        found = load_app(ref)
         if found not in worker_apps:
             worker_apps.append(found)
     # The console validates edits with a module's tools: the first worker module will do.
-    app = find_app(load_module(module), module) if module else (worker_apps or [App()])[0]
+    app = load_app(module) if module else (worker_apps or [App()])[0]
     names = sorted({n for a in worker_apps for n in a.registry.workflows})
     resume = (
         f"decided runs of [{', '.join(names)}] resume in this process (SIGTERM/Ctrl+C drain"

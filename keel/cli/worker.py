@@ -31,12 +31,12 @@ def worker(
     grace: GraceOpt = 30.0,
 ) -> None:
     """Execute runs of these modules' workflows until SIGTERM or Ctrl+C (which drain it)."""
-    from keel.loader import find_app, load_module
+    from keel.loader import load_app
 
     async def go() -> None:
         apps = []
         for ref in modules:
-            app = find_app(load_module(ref), ref)
+            app = load_app(ref)
             if app not in apps:
                 apps.append(app)
         workers = [a.worker(concurrency) for a in apps]
