@@ -107,9 +107,7 @@ def serve(
         def stop_http() -> None:
             server.should_exit = True
 
-        stop = _Shutdown(
-            "keel serve", grace, lambda g: [w.drain(g) for w in workers], serving, stop_http
-        )
+        stop = _Shutdown("keel serve", grace, workers, serving, stop_http)
         stop.install()
         try:
             await serving

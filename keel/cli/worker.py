@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import signal as _signal
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keel.cli._common import JsonOpt, _print_json, _run, _with_app
 from keel.errors import StoreError
+
+if TYPE_CHECKING:
+    from keel.engine.worker import Worker
 
 GraceOpt = Annotated[
     float,
@@ -47,7 +50,7 @@ def worker(
             err=True,
         )
         serving = asyncio.gather(*(w.serve() for w in workers))
-        stop = _Shutdown("keel worker", grace, lambda g: [w.drain(g) for w in workers], serving)
+        stop = _Shutdown("keel worker", grace, workers, serving)
         stop.install()
         fault: StoreError | None = None
         try:
@@ -83,11 +86,11 @@ class _Shutdown:
         self,
         name: str,
         grace: float,
-        drains: Callable[[float], list[Awaitable[int]]],
+        workers: list[Worker],
         serving: asyncio.Future[Any],
         on_first: Callable[[], None] | None = None,
     ) -> None:
-        self.name, self.grace, self.drains, self.serving = name, grace, drains, serving
+        self.name, self.grace, self.workers, self.serving = name, grace, workers, serving
         self.on_first = on_first
         self.draining: asyncio.Future[list[int]] | None = None
         self.forced = False
@@ -107,7 +110,8 @@ class _Shutdown:
             )
             if self.on_first is not None:
                 self.on_first()
-            self.draining = asyncio.ensure_future(asyncio.gather(*self.drains(self.grace)))
+            drains = (w.drain(self.grace) for w in self.workers)
+            self.draining = asyncio.ensure_future(asyncio.gather(*drains))
         elif not self.forced:
             self.forced = True
             typer.echo(
