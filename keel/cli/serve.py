@@ -128,8 +128,6 @@ def _uvicorn_leaving_signals(config: Any) -> Any:
     """A Uvicorn server that leaves SIGTERM/SIGINT to `_Shutdown`: the first drains the
     workers while the server stops, and the process exits 0 (Uvicorn's own handling
     re-raises the signal at the end, and skips app shutdown on a second Ctrl+C)."""
-    import contextlib
-
     import uvicorn
 
     class Server(uvicorn.Server):
