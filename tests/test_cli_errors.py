@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -339,6 +340,31 @@ def _until(pred: Any, what: str) -> None:
     while not pred():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+# -- interrupted --------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_command_exits_130_without_a_traceback(keel: Keel) -> None:
+    """README "Exit codes": 130 interrupted (Ctrl+C), here `keel run` mid-step."""
+    marker = keel.tmp / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "run", f"{APP}:naps", "--id", "n1",
+         "--input", json.dumps({"marker": str(marker)})],
+        cwd=keel.tmp,
+        env=keel.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _until(marker.exists, "the step to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode(), err.decode()
 
 
 # -- usage errors, ids, modules ---------------------------------------------------------
