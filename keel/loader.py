@@ -42,25 +42,22 @@ def load_module(ref: str) -> ModuleType:
         raise ConfigError(f"cannot import module {ref!r}: {exc}") from None
 
 
-def find_app(module: ModuleType, ref: str | None = None) -> App:
-    """The one `keel.App` that `module` defines; `ref` is how the user named the module."""
+def load_app(ref: str) -> App:
+    """The one `keel.App` that the module `ref` names (a dotted name or a .py path)
+    defines. Errors name the module as given: a .py path is imported under an internal
+    name (keel_user_<stem>) that means nothing to the user."""
     from keel.app import App
 
-    # A .py path is imported under an internal name (keel_user_<stem>): say what was given.
-    given = ref or module.__name__
-    if given.startswith("keel_user_"):
-        given = getattr(module, "__file__", None) or given
+    module = load_module(ref)
     apps = {id(v): v for v in vars(module).values() if isinstance(v, App)}
     if not apps:
         raise ConfigError(
-            f"{given} defines no keel.App: add one at module level, e.g."
+            f"{ref} defines no keel.App: add one at module level, e.g."
             " `app = keel.App()`, and register workflows with `@app.workflow`",
-            module=given,
+            module=ref,
         )
     if len(apps) > 1:
-        raise ConfigError(
-            f"{given} defines {len(apps)} keel.App instances; keep one", module=given
-        )
+        raise ConfigError(f"{ref} defines {len(apps)} keel.App instances; keep one", module=ref)
     return next(iter(apps.values()))
 
 
@@ -72,7 +69,7 @@ def load_workflow(target: str) -> tuple[App, str]:
             f"expected MODULE:WORKFLOW (e.g. examples/doc_summary.py:summarize_docs), "
             f"got {target!r}"
         )
-    app = find_app(load_module(module_ref), module_ref)
+    app = load_app(module_ref)
     if wf_name in app.registry.workflows:
         return app, wf_name
     for name, wf in app.registry.workflows.items():

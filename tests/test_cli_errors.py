@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -341,6 +342,31 @@ def _until(pred: Any, what: str) -> None:
         time.sleep(0.1)
 
 
+# -- interrupted --------------------------------------------------------------------------
+
+
+def test_ctrl_c_during_a_command_exits_130_without_a_traceback(keel: Keel) -> None:
+    """README "Exit codes": 130 interrupted (Ctrl+C), here `keel run` mid-step."""
+    marker = keel.tmp / "started"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keel.cli", "run", f"{APP}:naps", "--id", "n1",
+         "--input", json.dumps({"marker": str(marker)})],
+        cwd=keel.tmp,
+        env=keel.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        _until(marker.exists, "the step to start")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=WAIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    assert "Traceback" not in err.decode(), err.decode()
+
+
 # -- usage errors, ids, modules ---------------------------------------------------------
 
 
@@ -369,8 +395,15 @@ def test_an_empty_run_id_is_refused(keel: Keel) -> None:
 
 def test_a_module_without_an_app_is_named_as_given(keel: Keel) -> None:
     (keel.tmp / "noapp.py").write_text("X = 1\n")
-    for args in (["run", "noapp.py:wf"], ["worker", "noapp.py"], ["serve", "noapp.py"]):
+    assert keel("run", f"{APP}:echo", "--id", "e1").code == 0
+    for args in (
+        ["run", "noapp.py:wf"],
+        ["worker", "noapp.py"],
+        ["serve", "noapp.py"],
+        ["show", "e1", "--app", "noapp.py"],
+    ):
         line = keel(*args).one_line_error(USAGE, "noapp.py defines no keel.App", "keel.App()")
+        assert line.startswith("error: noapp.py defines"), line  # as given: not its path
         assert "keel_user_" not in line
 
 

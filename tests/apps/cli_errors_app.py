@@ -1,7 +1,9 @@
-"""Workflows for tests/test_cli_errors.py: any JSON input, a big input, a disk filler."""
+"""Workflows for tests/test_cli_errors.py: any JSON input, a big input, a disk filler, a
+step that waits to be interrupted."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 from typing import Any
@@ -55,3 +57,17 @@ async def fill(ctx: keel.Context, directory: str) -> str:
 async def waits(ctx: keel.Context) -> int:
     got = await ctx.wait_for("go")
     return len(got)
+
+
+@app.tool()
+async def nap(marker: str) -> str:
+    """Say it started (the file `marker`), then wait longer than any test does."""
+    with open(marker, "w") as f:
+        f.write("started")
+    await asyncio.sleep(3600)
+    return "woke"
+
+
+@app.workflow()
+async def naps(ctx: keel.Context, marker: str) -> str:
+    return await ctx.call(nap, marker)

@@ -1,0 +1,5 @@
+"""`python -m keel.cli` is the `keel` command."""
+
+from keel.cli import main
+
+main()

@@ -1,0 +1,194 @@
+"""`keel worker` (host workers until SIGTERM/Ctrl+C drain them) and `keel workers`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal as _signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from keel.cli._common import JsonOpt, _print_json, _run, _with_app
+from keel.errors import StoreError
+
+if TYPE_CHECKING:
+    from keel.engine.worker import Worker
+
+GraceOpt = Annotated[
+    float,
+    typer.Option(
+        "--grace",
+        min=0,
+        help="On SIGTERM/Ctrl+C, seconds the steps in flight get to finish (a second signal"
+        " stops at once)",
+    ),
+]
+
+
+def worker(
+    modules: Annotated[list[str], typer.Argument(help="Modules or .py paths defining keel.App")],
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1)] = None,
+    grace: GraceOpt = 30.0,
+) -> None:
+    """Execute runs of these modules' workflows until SIGTERM or Ctrl+C (which drain it)."""
+    from keel.loader import load_app
+
+    async def go() -> None:
+        apps = []
+        for ref in modules:
+            app = load_app(ref)
+            if app not in apps:
+                apps.append(app)
+        workers = [a.worker(concurrency) for a in apps]
+        names = sorted(n for a in apps for n in a.registry.workflows)
+        typer.echo(
+            f"keel worker: {len(names)} workflow(s) [{', '.join(names)}] on "
+            f"{', '.join(sorted({a.store_url for a in apps}))}",
+            err=True,
+        )
+        serving = asyncio.gather(*(w.serve() for w in workers))
+        stop = _Shutdown("keel worker", grace, workers, serving)
+        stop.install()
+        fault: StoreError | None = None
+        try:
+            await serving
+        except asyncio.CancelledError:
+            pass
+        except StoreError as exc:  # no worker can use the store: all stop, no run fails
+            fault = exc
+        finally:
+            for w in workers:  # a worker that failed leaves the others running otherwise
+                await w.stop()
+            for a in apps:
+                with contextlib.suppress(StoreError):
+                    await a.close()
+            if fault is None:
+                _exit_after(stop.report())
+        if fault is not None:
+            raise StoreError(
+                f"keel worker stopped: {fault.message}. No run was failed for it: its runs"
+                " resume when a worker runs again",
+                **fault.data,
+            )
+
+    _run(go)
+
+
+class _Shutdown:
+    """SIGTERM/SIGINT for a process hosting workers: the first drains them (steps in
+    flight get `grace` seconds to finish, then the runs go back to the queue); a second
+    stops at once (runs still go back; their steps in flight may run again)."""
+
+    def __init__(
+        self,
+        name: str,
+        grace: float,
+        workers: list[Worker],
+        serving: asyncio.Future[Any],
+        on_first: Callable[[], None] | None = None,
+    ) -> None:
+        self.name, self.grace, self.workers, self.serving = name, grace, workers, serving
+        self.on_first = on_first
+        self.draining: asyncio.Future[list[int]] | None = None
+        self.forced = False
+
+    def install(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (_signal.SIGINT, _signal.SIGTERM):
+            loop.add_signal_handler(sig, self.signalled, sig)
+
+    def signalled(self, sig: int) -> None:
+        what = _signal.Signals(sig).name
+        if self.draining is None:
+            typer.echo(
+                f"{self.name}: {what}: draining: no new runs or steps; the steps in flight get"
+                f" up to {self.grace:g}s to finish (send it again to stop at once)",
+                err=True,
+            )
+            if self.on_first is not None:
+                self.on_first()
+            drains = (w.drain(self.grace) for w in self.workers)
+            self.draining = asyncio.ensure_future(asyncio.gather(*drains))
+        elif not self.forced:
+            self.forced = True
+            typer.echo(
+                f"{self.name}: {what} again: stopping now; runs in flight go back to the queue"
+                " and their steps in flight may run again",
+                err=True,
+            )
+            self.draining.cancel()
+            self.serving.cancel()
+
+    def report(self) -> int:
+        """Say how the stop went; the number of runs whose step in flight was interrupted
+        (-1: unknown, a forced stop)."""
+        if self.forced:
+            return -1
+        if self.draining is None or not self.draining.done() or self.draining.cancelled():
+            typer.echo(f"{self.name}: stopped; running runs returned to the queue", err=True)
+            return 0
+        late = sum(self.draining.result())
+        if late:
+            typer.echo(
+                f"{self.name}: the grace of {self.grace:g}s ran out: {late} run(s) were"
+                " interrupted mid-step and went back to the queue; those steps may run again",
+                err=True,
+            )
+        else:
+            typer.echo(
+                f"{self.name}: drained: every step in flight finished and is journaled; their"
+                " runs went back to the queue",
+                err=True,
+            )
+        return late
+
+
+def _exit_after(interrupted: int) -> None:
+    """After an interrupted step, exit 0 right here: a sync tool's thread may still be
+    running, and asyncio.run would wait for it before returning."""
+    if interrupted:
+        import os
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
+def workers_cmd(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also workers gone without a clean exit (last day)")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Live workers: host, pid, the workflows they serve, when last seen."""
+    import time
+
+    rows = _run(lambda: _with_app(lambda app: app.store.list_workers()))
+    now = time.time()
+    shown = [w for w in rows if all_ or w.live(now)]
+    if as_json:
+        _print_json(
+            [
+                {
+                    "owner": w.owner,
+                    "host": w.host,
+                    "pid": w.pid,
+                    "workflows": list(w.workflows),
+                    "embedded": w.embedded,
+                    "started_at": w.started_at,
+                    "last_seen": w.seen_at,
+                    "live": w.live(now),
+                }
+                for w in shown
+            ]
+        )
+        return
+    if not shown:
+        typer.echo("no live workers; start one: keel worker MODULE")
+        return
+    from keel.console import console, workers_table
+
+    console().print(workers_table(shown, now))
