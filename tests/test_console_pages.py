@@ -517,6 +517,17 @@ async def test_viewers_and_reviewers_of_other_queues_cannot_decide(console: Cons
     assert (await console.app.approvals.get(rid)).status == "pending"
 
 
+async def test_the_apps_reviewer_list_applies_on_top_of_groups(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "listed")
+    console.app.reviewers["payments"] = {"ada"}  # as App(reviewers={"payments": {"ada"}})
+    rita = await console.login("rita")  # a reviewer of group payments, not on the list
+    page = (await rita.get(page_url(rid))).text
+    assert 'id="read-only"' in page and 'id="approve"' not in page
+    r = await rita.post(page_url(rid) + "/reject", data={"csrf": csrf_of(page), "reason": "no"})
+    assert r.status_code == 403 and "may not decide queue" in r.text
+    assert (await console.app.approvals.get(rid)).status == "pending"
+
+
 async def test_stored_markup_renders_as_text(console: Console) -> None:
     rid = await console.waiting("announce", {"text": XSS}, "xss")
     c = await console.login("rita")
