@@ -268,6 +268,17 @@ async def test_roles_and_queue_groups(env: Env) -> None:
     assert (await env.post(f"/approvals/{rid}/approve", "ada")).status_code == 200
 
 
+async def test_the_apps_reviewer_list_applies_on_top_of_groups(env: Env) -> None:
+    rid = await env.waiting_approval("r4b")
+    env.app.reviewers["payments"] = {"ada"}  # as App(reviewers={"payments": {"ada"}}) sets
+    assert (await env.get(f"/approvals/{rid}", "rita")).json()["can_decide"] is False
+    refused = await env.post(f"/approvals/{rid}/approve", "rita")
+    assert refused.status_code == 403 and "not a reviewer of queue" in refused.json()["detail"]
+    assert (await env.app.approvals.get(rid)).status == "pending"
+    assert (await env.get(f"/approvals/{rid}", "ada")).json()["can_decide"] is True
+    assert (await env.post(f"/approvals/{rid}/approve", "ada")).status_code == 200
+
+
 async def test_unknown_ids_are_404(env: Env) -> None:
     for path in ("/runs/nope", "/runs/nope/trace", "/approvals/nope", "/escalations/nope"):
         assert (await env.get(path, "vera")).status_code == 404, path
