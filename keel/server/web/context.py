@@ -77,14 +77,14 @@ class Web:
         sessions: Sessions,
         limiter: FailureLimiter,
         *,
+        max_body: int,
+        payloads: PayloadPolicy,
         secure_cookies: bool = True,
         poll_ms: int = 2000,
-        max_body: int = 1024 * 1024,
         behind_proxy: bool = False,
-        payloads: PayloadPolicy | None = None,
     ) -> None:
         self.app = app
-        self.payloads = payloads or PayloadPolicy(app, ("reviewer", "admin"))
+        self.payloads = payloads
         self.max_body = max_body
         self.behind_proxy = behind_proxy
         self.sessions = sessions
