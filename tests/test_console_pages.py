@@ -221,6 +221,7 @@ async def test_sign_in_sets_a_secure_http_only_strict_cookie(store_url: str) -> 
                       if k == "set-cookie" and v.startswith("keel_session="))
         lowered = cookie.lower()
         assert "httponly" in lowered and "secure" in lowered and "samesite=strict" in lowered
+        assert "max-age=43200" in lowered  # 12 hours
         raw = cookie.split(";", 1)[0].split("=", 1)[1]
         inbox = await c.get("/inbox")
         assert inbox.status_code == 200 and "rita (reviewer)" in inbox.text
