@@ -205,6 +205,16 @@ async def test_every_page_and_form_refuses_an_anonymous_request(console: Console
     assert req.status == "pending"  # nothing was decided by any of those posts
 
 
+async def test_refusals_before_any_route_carry_the_security_headers(console: Console) -> None:
+    c = console.client()
+    refused = [await c.get("/inbox"), await c.post("/logout", data={"csrf": "x"}),
+               await c.get("/api/v1/me"), await c.get("/static/nope.css")]
+    assert [r.status_code for r in refused] == [303, 401, 401, 404]
+    for r in refused:  # the gate's answers pass through the security headers, too
+        assert r.headers["X-Frame-Options"] == "DENY", r.request.url
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"], r.request.url
+
+
 # -- sign-in, sessions and CSRF ------------------------------------------------------------
 
 
