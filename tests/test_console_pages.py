@@ -205,6 +205,16 @@ async def test_every_page_and_form_refuses_an_anonymous_request(console: Console
     assert req.status == "pending"  # nothing was decided by any of those posts
 
 
+async def test_refusals_before_any_route_carry_the_security_headers(console: Console) -> None:
+    c = console.client()
+    refused = [await c.get("/inbox"), await c.post("/logout", data={"csrf": "x"}),
+               await c.get("/api/v1/me"), await c.get("/static/nope.css")]
+    assert [r.status_code for r in refused] == [303, 401, 401, 404]
+    for r in refused:  # the gate's answers pass through the security headers, too
+        assert r.headers["X-Frame-Options"] == "DENY", r.request.url
+        assert "script-src 'self'" in r.headers["Content-Security-Policy"], r.request.url
+
+
 # -- sign-in, sessions and CSRF ------------------------------------------------------------
 
 
@@ -221,6 +231,7 @@ async def test_sign_in_sets_a_secure_http_only_strict_cookie(store_url: str) -> 
                       if k == "set-cookie" and v.startswith("keel_session="))
         lowered = cookie.lower()
         assert "httponly" in lowered and "secure" in lowered and "samesite=strict" in lowered
+        assert "max-age=43200" in lowered  # 12 hours
         raw = cookie.split(";", 1)[0].split("=", 1)[1]
         inbox = await c.get("/inbox")
         assert inbox.status_code == 200 and "rita (reviewer)" in inbox.text
@@ -514,6 +525,17 @@ async def test_viewers_and_reviewers_of_other_queues_cannot_decide(console: Cons
             r = await c.post(page_url(rid) + f"/{action}",
                              data={"csrf": csrf_of(page), **data})
             assert r.status_code == 403, (user, action)
+    assert (await console.app.approvals.get(rid)).status == "pending"
+
+
+async def test_the_apps_reviewer_list_applies_on_top_of_groups(console: Console) -> None:
+    rid = await console.waiting("pay", {"order": "o-1", "amount": 40}, "listed")
+    console.app.reviewers["payments"] = {"ada"}  # as App(reviewers={"payments": {"ada"}})
+    rita = await console.login("rita")  # a reviewer of group payments, not on the list
+    page = (await rita.get(page_url(rid))).text
+    assert 'id="read-only"' in page and 'id="approve"' not in page
+    r = await rita.post(page_url(rid) + "/reject", data={"csrf": csrf_of(page), "reason": "no"})
+    assert r.status_code == 403 and "may not decide queue" in r.text
     assert (await console.app.approvals.get(rid)).status == "pending"
 
 

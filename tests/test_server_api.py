@@ -238,6 +238,34 @@ async def test_reject_needs_a_reason_and_resumes_the_run(env: Env) -> None:
     assert env.calls == []
 
 
+async def test_every_decision_route_says_whether_a_worker_will_resume_the_run(env: Env) -> None:
+    decided = []
+    for run_id, action, body in [
+        ("n1", "approve", {}),
+        ("n2", "reject", {"reason": "no"}),
+        ("n3", "edit", {"args": {"order": "o-1", "amount": 5}}),
+    ]:
+        rid = await env.waiting_approval(run_id)
+        decided.append(await env.post(f"/approvals/{rid}/{action}", "rita", body))
+    for run_id, action, body in [
+        ("n4", "resolve", {"result": {"id": "a-1", "tier": "pro"}}),
+        ("n5", "reject", {"reason": "no"}),
+    ]:
+        await env.app.start(env.wf["lookup"], {"account_id": "a-1"}, id=run_id)
+        assert (await env.app.handle(run_id).settle(SETTLE)).status is keel.RunStatus.WAITING
+        [esc] = [e for e in await env.app.escalations.list("open") if e.run_id == run_id]
+        decided.append(await env.post(f"/escalations/{esc.id}/{action}", "rita", body))
+    # This process started the runs, so its own worker takes them on.
+    said = [(r.status_code, r.json().get("worker_live"), r.json().get("message")) for r in decided]
+    assert said == [
+        (200, True, "run n1 resumes"),
+        (200, True, "run n2 continues with the rejection"),
+        (200, True, "run n3 resumes"),
+        (200, True, "run n4 resumes"),
+        (200, True, "run n5 continues with the failure"),
+    ], said
+
+
 async def test_invalid_edit_is_422_naming_the_field_then_a_valid_edit_runs(env: Env) -> None:
     rid = await env.waiting_approval("r3")
     bad = await env.post(f"/approvals/{rid}/edit", "rita", {"args": {"order": "o-1", "amount": -5}})
@@ -265,6 +293,17 @@ async def test_roles_and_queue_groups(env: Env) -> None:
     me = (await env.get("/me", "otto")).json()
     assert me == {"name": "otto", "role": "reviewer", "groups": ["support"]}
     # admins decide any queue
+    assert (await env.post(f"/approvals/{rid}/approve", "ada")).status_code == 200
+
+
+async def test_the_apps_reviewer_list_applies_on_top_of_groups(env: Env) -> None:
+    rid = await env.waiting_approval("r4b")
+    env.app.reviewers["payments"] = {"ada"}  # as App(reviewers={"payments": {"ada"}}) sets
+    assert (await env.get(f"/approvals/{rid}", "rita")).json()["can_decide"] is False
+    refused = await env.post(f"/approvals/{rid}/approve", "rita")
+    assert refused.status_code == 403 and "not a reviewer of queue" in refused.json()["detail"]
+    assert (await env.app.approvals.get(rid)).status == "pending"
+    assert (await env.get(f"/approvals/{rid}", "ada")).json()["can_decide"] is True
     assert (await env.post(f"/approvals/{rid}/approve", "ada")).status_code == 200
 
 

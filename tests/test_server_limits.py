@@ -143,6 +143,25 @@ def test_behind_a_configured_proxy_the_forwarded_address_is_the_client(tmp_path:
             assert blocked.status_code == 429
 
 
+async def test_a_star_trusts_every_peer_and_a_named_proxy_only_itself(tmp_path: Path) -> None:
+    import keel
+    from keel.server.app import create_app
+
+    app = keel.App(f"sqlite:///{tmp_path / 'k.db'}")
+    for allowed, limited in (("*", False), ("10.0.0.5", True)):
+        server = create_app(app, forwarded_allow_ips=allowed)
+        transport = httpx.ASGITransport(app=server, client=("192.0.2.50", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as c:
+            codes = [
+                (await c.get("/api/v1/me", headers={**BAD, "X-Forwarded-For": f"203.0.113.{i}"}))
+                .status_code
+                for i in range(11)
+            ]
+        # believed: eleven clients, one failure each; not: one peer, limited after ten
+        assert codes == [401] * 10 + [429 if limited else 401], (allowed, codes)
+    await app.close()
+
+
 # -- settings ---------------------------------------------------------------------------
 
 

@@ -8,13 +8,15 @@ a test which routes carry one. The role a request needs follows its method: read
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute, iter_route_contexts
+
+from keel.server.auth import User
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,6 +33,15 @@ def guard(check: F) -> F:
 def needed(method: str, read: str, write: str) -> str:
     """The role a request with this method needs."""
     return read if method.upper() in READS else write
+
+
+def may_decide(user: User, queue: str, reviewers: Mapping[str, Collection[str]]) -> bool:
+    """Role and groups (`keel users`), then the App's own reviewer list for the queue
+    (`App(reviewers=...)`, `[keel.reviewers]`): what a decision of `user`'s will pass."""
+    if not user.may_decide(queue):
+        return False
+    group = reviewers.get(queue)
+    return group is None or user.name in group
 
 
 async def known_query(request: Request) -> None:

@@ -105,43 +105,40 @@ def create_app(
             ProxyHeadersMiddleware, trusted_hosts=list(settings.forwarded_allow_ips)
         )
 
+    def refusal(
+        request: Request, status: int, message: str, problems: list[str] | None = None
+    ) -> Response:
+        """An error page for the console; for the API `{"detail"}`, and with `problems`
+        (`["field: why", ...]`) those and the `fields` they name: one shape for every 422."""
+        if not request.url.path.startswith(API):
+            return web.error(request, status, message)
+        body: dict[str, Any] = {"detail": message}
+        if problems is not None:
+            body["problems"] = problems
+            body["fields"] = sorted({p.split(":", 1)[0].strip() for p in problems if ":" in p})
+        return JSONResponse(body, status_code=status)
+
     @server.exception_handler(RunNotFound)
     async def not_found(request: Request, exc: RunNotFound) -> Response:
-        if not request.url.path.startswith(API):
-            return web.error(request, 404, exc.message)
-        return JSONResponse({"detail": exc.message}, status_code=404)
+        return refusal(request, 404, exc.message)
 
     @server.exception_handler(InputError)
     async def invalid(request: Request, exc: InputError) -> Response:
-        if not request.url.path.startswith(API):
-            return web.error(request, 422, exc.message)
-        return _unprocessable(exc.message, list(exc.data.get("problems") or []))
+        return refusal(request, 422, exc.message, list(exc.data.get("problems") or []))
 
     @server.exception_handler(PayloadUnreadable)
     async def no_key(request: Request, exc: PayloadUnreadable) -> Response:
         # This server lacks a key the stored payloads need (docs/encryption.md): say
         # which, rather than a bare 500.
-        if not request.url.path.startswith(API):
-            return web.error(request, 503, exc.message)
-        return JSONResponse({"detail": exc.message}, status_code=503)
+        return refusal(request, 503, exc.message)
 
     @server.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         # Query parameters and bodies FastAPI refused: the same shape as InputError's.
         problems = [f"{_where(e)}: {e['msg']}" for e in exc.errors()]
-        if not request.url.path.startswith(API):
-            return web.error(request, 422, "; ".join(problems))
-        return _unprocessable("; ".join(problems), problems)
+        return refusal(request, 422, "; ".join(problems), problems)
 
     return server
-
-
-def _unprocessable(message: str, problems: list[str]) -> JSONResponse:
-    """422 `{"detail", "problems": ["field: why", ...], "fields"}`."""
-    fields = sorted({p.split(":", 1)[0].strip() for p in problems if ":" in p})
-    return JSONResponse(
-        {"detail": message, "problems": problems, "fields": fields}, status_code=422
-    )
 
 
 def _where(error: Any) -> str:

@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from keel.errors import RunNotFound
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.server.access import may_decide
 from keel.server.api.base import Api, ApprovalKind, ApprovalStatus, Limit, Name, Note, Reason
 from keel.server.auth import User
 from keel.server.payloads import NO_RAW_EDIT, Payloads
@@ -57,7 +58,7 @@ def router(api: Api) -> APIRouter:
         return {
             **review(view.request(req)),
             "audit": view.audit(await app.approvals.audit(review_id)),
-            "can_decide": req.status == "pending" and user.may_decide(req.queue),
+            "can_decide": req.status == "pending" and may_decide(user, req.queue, app.reviewers),
         }
 
     @r.post("/{review_id:keel_id}/approve")

@@ -46,12 +46,12 @@ def mount(
     app: App,
     limiter: FailureLimiter,
     *,
+    max_body: int,
+    payloads: PayloadPolicy,
     secure_cookies: bool = True,
     session_ttl: float = 12 * 3600,
     poll_ms: int = 2000,
-    max_body: int = 1024 * 1024,
     behind_proxy: bool = False,
-    payloads: PayloadPolicy | None = None,
 ) -> Web:
     """Add the console's pages and static files to `server`."""
     web = Web(

@@ -50,10 +50,10 @@ def router(web: Web) -> APIRouter:
         run = await app.store.get_run(req.run_id)
         view = web.payloads.of(session.user)
         can_decide = web.may_decide(session.user, req.queue)
+        req = view.request(req)
         if fields is None:
             # Editable fields hold the proposal: one who sees it masked approves it as it is.
-            fields = arg_fields(view.request(req)) if view.raw or not can_decide else []
-        req = view.request(req)
+            fields = arg_fields(req) if view.raw or not can_decide else []
         output = req.request.get("output")
         text = json.dumps(output, indent=2, ensure_ascii=False) if output is not None else ""
         values.setdefault("output_text", text)

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from keel.app import App
-from keel.server.access import READS, guard, known_query, needed
+from keel.server.access import READS, guard, known_query, may_decide, needed
 from keel.server.auth import FailureLimiter, User
 from keel.server.gate import SESSION
 from keel.server.paths import ID
@@ -77,14 +77,14 @@ class Web:
         sessions: Sessions,
         limiter: FailureLimiter,
         *,
+        max_body: int,
+        payloads: PayloadPolicy,
         secure_cookies: bool = True,
         poll_ms: int = 2000,
-        max_body: int = 1024 * 1024,
         behind_proxy: bool = False,
-        payloads: PayloadPolicy | None = None,
     ) -> None:
         self.app = app
-        self.payloads = payloads or PayloadPolicy(app, ("reviewer", "admin"))
+        self.payloads = payloads
         self.max_body = max_body
         self.behind_proxy = behind_proxy
         self.sessions = sessions
@@ -157,10 +157,7 @@ class Web:
 
     def may_decide(self, user: User, queue: str) -> bool:
         """Role and groups (`keel users`), then the App's own reviewer list for the queue."""
-        if not user.may_decide(queue):
-            return False
-        group = self.app.reviewers.get(queue)
-        return group is None or user.name in group
+        return may_decide(user, queue, self.app.reviewers)
 
     def require_decider(self, user: User, queue: str) -> None:
         if not self.may_decide(user, queue):
