@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from keel.store.base import WorkerBeat
+from keel.types import RunInfo
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -47,10 +48,14 @@ class ResumeNotice:
         return {"worker_live": self.worker_live, "message": self.message}
 
 
-async def resume_notice(app: App, run_id: str, then: str = "resumes") -> ResumeNotice:
+async def resume_notice(
+    app: App, run_id: str, then: str = "resumes", run: RunInfo | None = None
+) -> ResumeNotice:
     """What happens to `run_id` now that it may go on: `run R resumes` only when a live
-    worker serves its workflow; otherwise what to start. `then` says what the run does."""
-    run = await app.store.get_run(run_id)
+    worker serves its workflow; otherwise what to start. `then` says what the run does;
+    `run` is the run as the caller just read it (else it is read here)."""
+    if run is None:
+        run = await app.store.get_run(run_id)
     if run is None:
         return ResumeNotice(False, f"run {run_id} is not in {app.store_url}")
     if run.status.terminal:

@@ -91,4 +91,4 @@ async def after_decision(
     """For a decided item whose run is ready to go on: whether a live worker will take it."""
     if not decided or run is None or run.status is not RunStatus.PENDING:
         return None
-    return await resume_notice(app, run.id, then)
+    return await resume_notice(app, run.id, then, run)
