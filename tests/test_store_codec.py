@@ -27,7 +27,8 @@ from keel.codec import AESGCMCodec, key_id, new_key
 from keel.engine.runtime import Settings
 from keel.errors import ConfigError, PayloadUnreadable
 from keel.llm import Gateway, Reply, ScriptedModel
-from keel.store.sqlite import _MIGRATIONS, _SCHEMA, SQLiteStore
+from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
+from keel.store.sqlite import SQLiteStore
 from tests.limits import WAIT
 
 KEY_A, KEY_B, KEY_C = new_key(), new_key(), new_key()
@@ -522,7 +523,7 @@ async def test_a_v14_store_learns_which_spans_were_reconstructed(tmp_path: Path)
     path = tmp_path / "keel.db"
     db = sqlite3.connect(path)
     db.executescript(
-        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 15)) + "PRAGMA user_version=14;"
+        SCHEMA + "".join(MIGRATIONS[v] for v in range(2, 15)) + "PRAGMA user_version=14;"
     )
     db.execute(
         "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind, start_ns,"
