@@ -446,6 +446,27 @@ async def test_a_clear_store_stays_readable_and_rekey_seals_it(
     assert code == 0 and BEFORE["input"] in out and BEFORE["signal"] in out
 
 
+async def test_rekey_zeroes_the_clear_values_it_seals_without_a_vacuum(store_url: str) -> None:
+    secrets = {f"run {i}": f"Zq-sealed-in-place-{i:03d}" for i in range(100)}
+    plain = SQLiteStore(store_url)
+    for i, secret in enumerate(secrets.values()):
+        await plain.create_run(f"r{i}", "wf", json.dumps({"secret": secret}).encode(), 1.0)
+    await plain.close()
+    checkpoint(store_url)
+    assert len(found(store_url, secrets)) == 100
+
+    sealed = SQLiteStore(store_url, AESGCMCodec([base64.b64decode(KEY_A)]))
+    # Many SQLite builds zero deleted content by default, not all: rekey must not rely
+    # on it to leave no clear copy in the pages it rewrites.
+    sealed._db.execute("PRAGMA secure_delete=0")
+    done = await sealed.rekey()
+    assert (done["sealed"], done["wal_truncated"], done["vacuumed"]) == (100, True, False)
+    assert sealed._db.execute("PRAGMA secure_delete").fetchone() == (0,)  # as it was
+    await sealed.close()
+    checkpoint(store_url)
+    assert found(store_url, secrets) == []
+
+
 async def test_rekey_without_a_key_says_what_to_do(store_url: str) -> None:
     code, _, err = await keel_cmd(store_url, "store", "rekey")
     assert code == 2 and "no encryption key is configured" in err and "keel store new-key" in err
