@@ -266,6 +266,17 @@ class SQLiteCore(Store):
                     db.execute("ROLLBACK")
             raise
 
+    @contextmanager
+    def _secure_delete(self) -> Iterator[None]:
+        """Deleted and overwritten values are zeroed, not left readable in free pages
+        (purges, rekey), whatever the SQLite build's default."""
+        (was,) = self._db.execute("PRAGMA secure_delete").fetchone()
+        self._db.execute("PRAGMA secure_delete=1")
+        try:
+            yield
+        finally:
+            self._db.execute(f"PRAGMA secure_delete={int(was)}")
+
     # -- writes the concerns make inside their own transactions ------------------------
 
     def _check_owner(self, db: sqlite3.Connection, run_id: str, owner: str) -> None:

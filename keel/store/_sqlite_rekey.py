@@ -45,9 +45,7 @@ class SQLiteRekey(SQLiteCore):
                 " KEEL_ENCRYPTION_KEY (make a key with: keel store new-key)"
             )
         done = {"sealed": 0, "rekeyed": 0, "current": 0}
-        (secure,) = self._db.execute("PRAGMA secure_delete").fetchone()
-        self._db.execute("PRAGMA secure_delete=ON")
-        try:
+        with self._secure_delete():
             for table in _sealed.TABLES:
                 after: tuple[Any, ...] | None = None
                 while True:
@@ -57,8 +55,6 @@ class SQLiteRekey(SQLiteCore):
                         break
             if vacuum:
                 await self.reclaim_space(full=True)
-        finally:
-            self._db.execute(f"PRAGMA secure_delete={int(secure)}")
         busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         return {"key_id": codec.key_id, **done, "wal_truncated": not busy, "vacuumed": vacuum}
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from keel.store._sqlite_core import SQLiteCore
@@ -31,16 +29,6 @@ class SQLiteRetention(SQLiteCore):
             args.append(scope.workflow)
         rows = db.execute(sql + " ORDER BY ended_at LIMIT ?", (*args, limit)).fetchall()
         return [r[0] for r in rows]
-
-    @contextmanager
-    def _secure_delete(self) -> Iterator[None]:
-        """Deleted rows are overwritten with zeros, not left readable in free pages."""
-        (was,) = self._db.execute("PRAGMA secure_delete").fetchone()
-        self._db.execute("PRAGMA secure_delete=1")
-        try:
-            yield
-        finally:
-            self._db.execute(f"PRAGMA secure_delete={int(was)}")
 
     async def purge_runs(self, scope: PurgeScope, limit: int = 100) -> Purged:
         if not self._purgeable(self._db, scope, 1):
