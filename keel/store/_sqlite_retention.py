@@ -18,8 +18,10 @@ from keel.store.base import Purged, PurgeScope, StoreSpace
 class SQLiteRetention(SQLiteCore):
     """Purges, and the store's space (docs/storage.md)."""
 
-    def _purgeable(self, db: sqlite3.Connection, scope: PurgeScope, limit: int) -> list[str]:
-        """Ids of ended runs in `scope`, the longest ended first (index `runs_ended`)."""
+    @staticmethod
+    def _ended(scope: PurgeScope) -> tuple[str, list[Any]]:
+        """The query for the ids of the runs in `scope` (index `runs_ended`): what a
+        purge takes and what a dry run counts are the same runs."""
         marks = ",".join("?" * len(scope.statuses))
         # `+status`: not by `runs_ready`, which would walk every ended run of the store.
         sql = f"SELECT id FROM runs WHERE ended_at<? AND +status IN ({marks})"
@@ -27,6 +29,11 @@ class SQLiteRetention(SQLiteCore):
         if scope.workflow is not None:
             sql += " AND workflow=?"
             args.append(scope.workflow)
+        return sql, args
+
+    def _purgeable(self, db: sqlite3.Connection, scope: PurgeScope, limit: int) -> list[str]:
+        """Ids of ended runs in `scope`, the longest ended first."""
+        sql, args = self._ended(scope)
         rows = db.execute(sql + " ORDER BY ended_at LIMIT ?", (*args, limit)).fetchall()
         return [r[0] for r in rows]
 
@@ -98,12 +105,7 @@ class SQLiteRetention(SQLiteCore):
             )
 
     async def count_purge(self, scope: PurgeScope, now: float) -> Purged:
-        marks = ",".join("?" * len(scope.statuses))
-        doomed = f"SELECT id FROM runs WHERE ended_at<? AND +status IN ({marks})"
-        args: list[Any] = [scope.ended_before, *(s.value for s in scope.statuses)]
-        if scope.workflow is not None:
-            doomed += " AND workflow=?"
-            args.append(scope.workflow)
+        doomed, args = self._ended(scope)
         of_runs = [
             f"(SELECT COUNT(*) FROM {t} WHERE run_id IN doomed)"
             for t in ("steps", "signals", "spans", "reviews", "escalations", "usage")
