@@ -143,7 +143,7 @@ class SQLiteRetention(SQLiteCore):
             # VACUUM rewrites the file; the mode set just before takes effect with it.
             self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             self._db.execute("VACUUM")
-        elif self._space().shrinks and self._space().free_bytes:
+        elif (space := self._space()).shrinks and space.free_bytes:
             # One statement frees every free page, one page per step: executescript runs
             # it to the end (execute() would stop after the first page).
             self._db.executescript("PRAGMA incremental_vacuum;")
