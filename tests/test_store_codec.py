@@ -467,6 +467,25 @@ async def test_rekey_zeroes_the_clear_values_it_seals_without_a_vacuum(store_url
     assert found(store_url, secrets) == []
 
 
+async def test_rekey_seals_the_audit_log_and_leaves_it_append_only(store_url: str) -> None:
+    plain = SQLiteStore(store_url)
+    user = {"name": "rita", "role": "admin", "token_id": "t1", "token_hash": "h"}
+    await plain.add_user({**user, "groups": ["ops"], "created_at": 1.0})
+    await plain.close()
+
+    sealed = SQLiteStore(store_url, AESGCMCodec([base64.b64decode(KEY_A)]))
+    assert (await sealed.rekey())["sealed"] == 1
+    assert await sealed.payload_keys() == {ID_A: 1}  # the audit entry's detail
+    (entry,) = await sealed.audit_log("rita")
+    assert entry["action"] == "user_added"
+    assert entry["detail"] == {"role": "admin", "groups": ["ops"]}
+    # Rekey rewrote the entry past the trigger that refuses updates: it is back.
+    for sql in ("UPDATE audit SET actor='someone else'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            sealed._db.execute(sql)
+    await sealed.close()
+
+
 async def test_rekey_without_a_key_says_what_to_do(store_url: str) -> None:
     code, _, err = await keel_cmd(store_url, "store", "rekey")
     assert code == 2 and "no encryption key is configured" in err and "keel store new-key" in err
