@@ -76,7 +76,11 @@ class SQLiteUsage(SQLiteCore):
 
     @staticmethod
     def _usage_filter(
-        run_id: str | None, workflow: str | None, tenant: str | None, since: float | None
+        run_id: str | None,
+        workflow: str | None,
+        tenant: str | None,
+        since: float | None,
+        since_col: str = "created_at",  # `day` in the per-day totals (usage_rollup)
     ) -> tuple[str, list[Any]]:
         where: list[str] = []
         args: list[Any] = []
@@ -85,7 +89,7 @@ class SQLiteUsage(SQLiteCore):
                 where.append(f"{col}=?")
                 args.append(val)
         if since is not None:
-            where.append("created_at>=?")
+            where.append(f"{since_col}>=?")
             args.append(since)
         return (" WHERE " + " AND ".join(where) if where else ""), args
 
@@ -124,20 +128,10 @@ class SQLiteUsage(SQLiteCore):
         key = {"workflow": "workflow", "tenant": "NULLIF(tenant, '')", "model": "model"}.get(
             group_by, "?"
         )
-        where: list[str] = []
-        args: list[Any] = []
-        for col, val in (("workflow", workflow), ("tenant", tenant)):
-            if val is not None:
-                where.append(f"{col}=?")
-                args.append(val)
-        if since is not None:
-            where.append("day>=?")
-            args.append(since)
+        where, args = self._usage_filter(None, workflow, tenant, since, since_col="day")
         rolled = self._db.execute(
             f"SELECT {key}, SUM(calls), SUM(input_tokens), SUM(output_tokens), SUM(cost_usd),"
-            " SUM(cache_hits) FROM usage_rollup"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " GROUP BY 1",
+            f" SUM(cache_hits) FROM usage_rollup{where} GROUP BY 1",
             ([PURGED_RUNS] if key == "?" else []) + args,
         ).fetchall()
         if not rolled:
