@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from keel.store.sqlite import _SCHEMA_VERSION
+from keel.store._sqlite_schema import SCHEMA_VERSION
 from tests.apps.harness import Harness, WorkerProc
 from tests.faults import Attempt, read_log
 from tests.limits import WAIT
@@ -207,7 +207,7 @@ async def test_workers_starting_together_on_a_new_store_all_open_it(tmp_path: Pa
         db = sqlite3.connect(tmp_path / f"{store}.db")
         try:
             (version,) = db.execute("PRAGMA user_version").fetchone()
-            assert version == _SCHEMA_VERSION
+            assert version == SCHEMA_VERSION
             assert db.execute("SELECT count(*) FROM escalations").fetchone() == (0,)
         finally:
             db.close()

@@ -21,8 +21,9 @@ from typer.testing import CliRunner
 
 from keel.cli import cli
 from keel.engine import retention
+from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
 from keel.store.base import PURGED_RUNS, Purged, PurgeScope, StepWrite, audit_detail
-from keel.store.sqlite import _MIGRATIONS, _SCHEMA, SQLiteStore
+from keel.store.sqlite import SQLiteStore
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -593,7 +594,7 @@ async def test_upgrading_scrubs_payloads_earlier_versions_put_in_the_audit_log(
 ) -> None:
     db_path = tmp_path / "keel.db"
     v13 = sqlite3.connect(db_path, isolation_level=None)
-    script = _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 14))
+    script = SCHEMA + "".join(MIGRATIONS[v] for v in range(2, 14))
     v13.executescript(f"BEGIN;{script}PRAGMA user_version=13;COMMIT;")
     rows = [
         ("alice", "edited", "r:approval:pay#0", {"args": {"pin": SECRET}, "note": None}),

@@ -27,7 +27,8 @@ from keel.codec import AESGCMCodec, key_id, new_key
 from keel.engine.runtime import Settings
 from keel.errors import ConfigError, PayloadUnreadable
 from keel.llm import Gateway, Reply, ScriptedModel
-from keel.store.sqlite import _MIGRATIONS, _SCHEMA, SQLiteStore
+from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
+from keel.store.sqlite import SQLiteStore
 from tests.limits import WAIT
 
 KEY_A, KEY_B, KEY_C = new_key(), new_key(), new_key()
@@ -445,6 +446,46 @@ async def test_a_clear_store_stays_readable_and_rekey_seals_it(
     assert code == 0 and BEFORE["input"] in out and BEFORE["signal"] in out
 
 
+async def test_rekey_zeroes_the_clear_values_it_seals_without_a_vacuum(store_url: str) -> None:
+    secrets = {f"run {i}": f"Zq-sealed-in-place-{i:03d}" for i in range(100)}
+    plain = SQLiteStore(store_url)
+    for i, secret in enumerate(secrets.values()):
+        await plain.create_run(f"r{i}", "wf", json.dumps({"secret": secret}).encode(), 1.0)
+    await plain.close()
+    checkpoint(store_url)
+    assert len(found(store_url, secrets)) == 100
+
+    sealed = SQLiteStore(store_url, AESGCMCodec([base64.b64decode(KEY_A)]))
+    # Many SQLite builds zero deleted content by default, not all: rekey must not rely
+    # on it to leave no clear copy in the pages it rewrites.
+    sealed._db.execute("PRAGMA secure_delete=0")
+    done = await sealed.rekey()
+    assert (done["sealed"], done["wal_truncated"], done["vacuumed"]) == (100, True, False)
+    assert sealed._db.execute("PRAGMA secure_delete").fetchone() == (0,)  # as it was
+    await sealed.close()
+    checkpoint(store_url)
+    assert found(store_url, secrets) == []
+
+
+async def test_rekey_seals_the_audit_log_and_leaves_it_append_only(store_url: str) -> None:
+    plain = SQLiteStore(store_url)
+    user = {"name": "rita", "role": "admin", "token_id": "t1", "token_hash": "h"}
+    await plain.add_user({**user, "groups": ["ops"], "created_at": 1.0})
+    await plain.close()
+
+    sealed = SQLiteStore(store_url, AESGCMCodec([base64.b64decode(KEY_A)]))
+    assert (await sealed.rekey())["sealed"] == 1
+    assert await sealed.payload_keys() == {ID_A: 1}  # the audit entry's detail
+    (entry,) = await sealed.audit_log("rita")
+    assert entry["action"] == "user_added"
+    assert entry["detail"] == {"role": "admin", "groups": ["ops"]}
+    # Rekey rewrote the entry past the trigger that refuses updates: it is back.
+    for sql in ("UPDATE audit SET actor='someone else'", "DELETE FROM audit"):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            sealed._db.execute(sql)
+    await sealed.close()
+
+
 async def test_rekey_without_a_key_says_what_to_do(store_url: str) -> None:
     code, _, err = await keel_cmd(store_url, "store", "rekey")
     assert code == 2 and "no encryption key is configured" in err and "keel store new-key" in err
@@ -522,7 +563,7 @@ async def test_a_v14_store_learns_which_spans_were_reconstructed(tmp_path: Path)
     path = tmp_path / "keel.db"
     db = sqlite3.connect(path)
     db.executescript(
-        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 15)) + "PRAGMA user_version=14;"
+        SCHEMA + "".join(MIGRATIONS[v] for v in range(2, 15)) + "PRAGMA user_version=14;"
     )
     db.execute(
         "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind, start_ns,"

@@ -163,7 +163,7 @@ async def test_an_idle_poll_takes_no_write_lock(store: SQLiteStore, tmp_path: Pa
 
 
 async def test_watched_runs_are_claimed_behind_a_backlog_of_others(store: SQLiteStore) -> None:
-    from keel.store.sqlite import _SCAN
+    from keel.store._sqlite_runs import _SCAN
 
     for i in range(_SCAN + 5):  # older ready runs this worker does not watch
         await store.create_run(f"backlog-{i:05d}", "wf", b"{}", T0 + i / 1e6)
@@ -298,11 +298,11 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
 
 
 async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
-    from keel.store.sqlite import _SCHEMA
+    from keel.store._sqlite_schema import SCHEMA
 
     path = tmp_path / "keel.db"
     db = sqlite3.connect(path)
-    db.executescript(_SCHEMA + "PRAGMA user_version=1;")
+    db.executescript(SCHEMA + "PRAGMA user_version=1;")
     db.execute(
         "INSERT INTO runs (id, workflow, status, input, created_at, updated_at)"
         " VALUES ('old', 'wf', 'SUCCEEDED', '{}', 1, 1)"
@@ -435,12 +435,12 @@ async def test_rotate_token_replaces_it_and_ends_sessions(store: SQLiteStore) ->
 
 
 async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> None:
-    from keel.store.sqlite import _MIGRATIONS, _SCHEMA
+    from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
 
     path = tmp_path / "keel.db"
     db = sqlite3.connect(path)
     db.executescript(
-        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 10)) + "PRAGMA user_version=9;"
+        SCHEMA + "".join(MIGRATIONS[v] for v in range(2, 10)) + "PRAGMA user_version=9;"
     )
     db.execute(
         "INSERT INTO users (name, role, token_id, token_hash, groups, created_at)"

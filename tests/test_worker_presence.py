@@ -22,7 +22,8 @@ import pytest
 import keel
 from keel.server.app import create_app
 from keel.server.auth import add_user
-from keel.store.sqlite import _MIGRATIONS, _SCHEMA, SQLiteStore
+from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
+from keel.store.sqlite import SQLiteStore
 from tests.apps.harness import Harness, WorkerProc
 from tests.limits import WAIT
 from tests.services.pages import csrf_of, element, sign_in
@@ -113,7 +114,7 @@ async def test_a_v12_store_gains_the_workers_table_and_keeps_its_runs(tmp_path: 
     path = tmp_path / "keel.db"
     db = sqlite3.connect(path)
     db.executescript(
-        _SCHEMA + "".join(_MIGRATIONS[v] for v in range(2, 13)) + "PRAGMA user_version=12;"
+        SCHEMA + "".join(MIGRATIONS[v] for v in range(2, 13)) + "PRAGMA user_version=12;"
     )
     db.execute(
         "INSERT INTO runs (id, workflow, status, input, created_at, updated_at)"

@@ -1,0 +1,318 @@
+"""The SQLite store's schema and its migrations: what a new store is made of, and how an
+older one is brought up to date (one transaction, whichever version it starts from).
+
+A concern of its own so that every table of every concern is defined in one place;
+`_sqlite_core.SQLiteCore` applies it when it opens a store.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 15
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    state TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ended_at REAL,
+    wake_at REAL,
+    waiting_on TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    lease_expires REAL
+);
+CREATE INDEX IF NOT EXISTS runs_ready ON runs(status, wake_at);
+CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
+CREATE TABLE IF NOT EXISTS steps (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    status TEXT NOT NULL,
+    output TEXT,
+    error TEXT,
+    attempts INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL,
+    wake_at REAL,
+    state_delta TEXT,
+    blob TEXT,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signals (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    consumed_by TEXT
+);
+CREATE INDEX IF NOT EXISTS signals_pending ON signals(run_id, name) WHERE consumed_by IS NULL;
+CREATE TABLE IF NOT EXISTS blobs (
+    digest TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+# Each entry upgrades the schema by one version; a fresh store runs them all in order.
+MIGRATIONS = {
+    2: """
+ALTER TABLE steps ADD COLUMN fallback TEXT;
+CREATE TABLE IF NOT EXISTS escalations (
+    id TEXT PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    step TEXT NOT NULL,
+    status TEXT NOT NULL,
+    packet TEXT NOT NULL,
+    resolution TEXT,
+    created_at REAL NOT NULL,
+    resolved_at REAL,
+    resolved_by TEXT
+);
+CREATE INDEX IF NOT EXISTS escalations_by_status ON escalations(status, created_at);
+""",
+    3: """
+ALTER TABLE runs ADD COLUMN tenant TEXT;
+CREATE TABLE IF NOT EXISTS usage (
+    run_id TEXT NOT NULL,
+    step_key TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    tenant TEXT,
+    model TEXT NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hit INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, step_key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_by_workflow ON usage(workflow, created_at);
+CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage(tenant, created_at);
+CREATE TABLE IF NOT EXISTS kv_cache (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at REAL
+) WITHOUT ROWID;
+""",
+    4: """
+CREATE TABLE IF NOT EXISTS spans (
+    span_id TEXT PRIMARY KEY,
+    trace_id TEXT NOT NULL,
+    parent_id TEXT,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    attributes TEXT NOT NULL,
+    events TEXT,
+    links TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans(trace_id, start_ns);
+CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
+""",
+    5: """
+CREATE TABLE IF NOT EXISTS reviews (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    workflow TEXT NOT NULL,
+    step TEXT,
+    queue TEXT NOT NULL,
+    status TEXT NOT NULL,
+    request TEXT NOT NULL,
+    decision TEXT,
+    deadline REAL,
+    created_at REAL NOT NULL,
+    decided_at REAL,
+    decided_by TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS reviews_open ON reviews(kind, status, queue, created_at);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS audit_by_target ON audit(target, id);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS sample_counts (
+    workflow TEXT NOT NULL,
+    day TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    PRIMARY KEY (workflow, day)
+) WITHOUT ROWID;
+""",
+    # Spans clustered by trace: a run's spans share pages instead of landing on random
+    # ones (a span id is a hash), which halves the bytes written per span.
+    6: """
+CREATE TABLE spans_by_trace_v6 (
+    trace_id TEXT NOT NULL,
+    span_id TEXT NOT NULL,
+    parent_id TEXT,
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_ns INTEGER NOT NULL,
+    end_ns INTEGER,
+    status TEXT NOT NULL,
+    status_message TEXT,
+    attributes TEXT NOT NULL,
+    events TEXT,
+    links TEXT,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+INSERT INTO spans_by_trace_v6 SELECT trace_id, span_id, parent_id, run_id, name, kind,
+    start_ns, end_ns, status, status_message, attributes, events, links FROM spans;
+DROP TABLE spans;
+ALTER TABLE spans_by_trace_v6 RENAME TO spans;
+CREATE INDEX IF NOT EXISTS spans_by_end ON spans(end_ns);
+""",
+    # What a tool step was called with, and its failed attempts: traces are built from
+    # the journal itself, so it keeps what a trace needs.
+    7: """
+ALTER TABLE steps ADD COLUMN input TEXT;
+ALTER TABLE steps ADD COLUMN attempt_log TEXT;
+""",
+    # Budget checks sum today's cost per workflow / tenant: covering indexes answer them
+    # from the index alone.
+    8: """
+DROP INDEX IF EXISTS usage_by_workflow;
+DROP INDEX IF EXISTS usage_by_tenant;
+CREATE INDEX IF NOT EXISTS usage_wf_cost ON usage(workflow, created_at, cost_usd);
+CREATE INDEX IF NOT EXISTS usage_tenant_cost ON usage(tenant, created_at, cost_usd);
+""",
+    # Review-console users: API tokens are stored only as salted hashes.
+    9: """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    token_id TEXT NOT NULL UNIQUE,
+    token_hash TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    created_at REAL NOT NULL
+) WITHOUT ROWID;
+""",
+    # Review-console login sessions: only a hash of the cookie value is kept.
+    10: """
+CREATE TABLE IF NOT EXISTS sessions (
+    id_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    client TEXT,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires_at);
+CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user);
+""",
+    # The console finds a run's requests, and the latest decisions, without scanning.
+    11: """
+CREATE INDEX IF NOT EXISTS reviews_by_run ON reviews(run_id);
+CREATE INDEX IF NOT EXISTS reviews_by_decision ON reviews(decided_at);
+CREATE INDEX IF NOT EXISTS escalations_by_run ON escalations(run_id);
+""",
+    # Running cost totals per workflow and tenant per UTC day: budget checks read one
+    # row instead of summing the day's usage on every model call.
+    12: """
+CREATE TABLE IF NOT EXISTS usage_daily (
+    scope TEXT NOT NULL,
+    day REAL NOT NULL,
+    cost_usd REAL NOT NULL,
+    PRIMARY KEY (scope, day)
+) WITHOUT ROWID;
+INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
+    SELECT 'wf:' || workflow, CAST(created_at / 86400 AS INTEGER) * 86400, SUM(cost_usd)
+    FROM usage GROUP BY 1, 2;
+INSERT OR REPLACE INTO usage_daily (scope, day, cost_usd)
+    SELECT 'tenant:' || tenant, CAST(created_at / 86400 AS INTEGER) * 86400, SUM(cost_usd)
+    FROM usage WHERE tenant IS NOT NULL GROUP BY 1, 2;
+""",
+    # Worker heartbeats: which workers are live, and which workflows they serve.
+    13: """
+CREATE TABLE IF NOT EXISTS workers (
+    owner TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    workflows TEXT NOT NULL,
+    embedded INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    beat_every REAL NOT NULL
+) WITHOUT ROWID;
+""",
+    # Retention (docs/storage.md): purges find ended runs, expired cache entries, a run's
+    # signals and spans, and the steps sharing a blob by index; purged runs' usage is
+    # kept as per-day totals; the audit log keeps no payload, so what earlier versions
+    # logged of decisions (arguments, outputs, notes) becomes the names of its fields,
+    # overwritten in place (secure_delete: left on for the connection that upgrades, as
+    # most builds have it).
+    14: """
+CREATE INDEX IF NOT EXISTS runs_ended ON runs(ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS steps_by_blob ON steps(blob) WHERE blob IS NOT NULL;
+CREATE INDEX IF NOT EXISTS signals_by_run ON signals(run_id);
+CREATE INDEX IF NOT EXISTS spans_by_run ON spans(run_id);
+CREATE INDEX IF NOT EXISTS kv_cache_expiry ON kv_cache(expires_at) WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS usage_rollup (
+    day REAL NOT NULL,
+    workflow TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    model TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    cache_hits INTEGER NOT NULL,
+    PRIMARY KEY (day, workflow, tenant, model)
+) WITHOUT ROWID;
+PRAGMA secure_delete=1;
+DROP TRIGGER IF EXISTS audit_no_update;
+UPDATE audit SET detail = json_object(
+    'fields', (SELECT json_group_array(key) FROM
+        (SELECT key FROM json_each(audit.detail) WHERE type != 'null' ORDER BY key)),
+    'scrubbed', json('true'))
+WHERE json_valid(detail) AND json_type(detail) = 'object' AND (
+    json_type(detail, '$.args') IS NOT NULL OR json_type(detail, '$.original') IS NOT NULL
+    OR json_type(detail, '$.output') IS NOT NULL OR json_type(detail, '$.label') IS NOT NULL
+    OR json_type(detail, '$.note') IS NOT NULL OR json_type(detail, '$.reason') IS NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+""",
+    # Whether a span was reconstructed from the journal, in a clear column: attributes
+    # may be encrypted (keel.codec), so SQL must not look inside them.
+    15: """
+ALTER TABLE spans ADD COLUMN reconstructed INTEGER NOT NULL DEFAULT 0;
+UPDATE spans SET reconstructed = CASE WHEN typeof(attributes) = 'text' THEN
+    coalesce(json_extract(attributes, '$."keel.execution.interrupted"'), 0) ELSE 0 END;
+""",
+}
+
+
+def upgrade_script(version: int) -> str:
+    """One transaction that brings a store at `version` (0: new) to `SCHEMA_VERSION`."""
+    script = SCHEMA if version == 0 else ""
+    for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+        script += MIGRATIONS[v]
+    # A new store gives the pages purges free back to the file system (only settable
+    # before its first table; older stores switch with `keel runs purge --vacuum`).
+    vacuum = "PRAGMA auto_vacuum=INCREMENTAL;" if version == 0 else ""
+    return f"{vacuum}BEGIN IMMEDIATE;{script}PRAGMA user_version={SCHEMA_VERSION};COMMIT;"
