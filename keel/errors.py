@@ -70,6 +70,10 @@ class ConfigError(KeelError):
     """Keel was configured or called in a way it cannot honour."""
 
 
+class Conflict(ConfigError):
+    """It is already done or taken: a decision made once already, a name in use."""
+
+
 class InputError(KeelError):
     """A workflow's input did not validate against its signature."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pydantic_core
 
-from keel.errors import ConfigError
+from keel.errors import ConfigError, Conflict
 from keel.store._sqlite_core import SQLiteCore, loads
 from keel.store.base import WorkerBeat
 
@@ -97,7 +97,7 @@ class SQLiteIdentity(SQLiteCore):
                 ),
             )
             if cur.rowcount != 1:
-                raise ConfigError(f"user {user['name']!r} already exists in {self.url}")
+                raise Conflict(f"user {user['name']!r} already exists in {self.url}")
             self._audit(
                 db,
                 user.get("by") or "cli",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic_core
 
-from keel.errors import ConfigError, RunNotFound
+from keel.errors import Conflict, RunNotFound
 from keel.store._sqlite_core import RUN_COLS, SQLiteCore, loads
 from keel.store.base import StepWrite, audit_detail
 from keel.types import Escalation, EscalationPacket
@@ -112,7 +112,7 @@ class SQLiteReviews(SQLiteCore):
                 raise RunNotFound(f"no escalation {escalation_id!r} in {self.url}")
             esc = self._as_escalation(row)
             if esc.status != "open":
-                raise ConfigError(
+                raise Conflict(
                     f"escalation {escalation_id} was already {esc.status} by "
                     f"{esc.resolved_by or 'someone'}; a decision is final"
                 )
@@ -275,7 +275,7 @@ class SQLiteReviews(SQLiteCore):
                 raise RunNotFound(f"no review {review_id!r} in {self.url}")
             review = self._review(row)
             if review["status"] != "pending":
-                raise ConfigError(
+                raise Conflict(
                     f"{review['kind']} {review_id} was already {review['status']} by "
                     f"{review['decided_by'] or 'someone'}; a decision is final"
                 )

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, BeforeValidator, Field
 
 from keel.app import App
-from keel.errors import ConfigError
+from keel.errors import ConfigError, Conflict
 from keel.presence import resume_notice
 from keel.server.access import guard, known_query, needed
 from keel.server.auth import FailureLimiter, User, authenticate
@@ -132,9 +132,10 @@ class Api:
             raise HTTPException(409, f"{what} is already {status}; a decision is final")
         try:
             return await act()
-        except ConfigError as exc:
-            code = 409 if "already" in exc.message else 403
-            raise HTTPException(code, exc.message) from None
+        except Conflict as exc:  # decided by someone else meanwhile
+            raise HTTPException(409, exc.message) from None
+        except ConfigError as exc:  # e.g. not among the App's reviewers for this queue
+            raise HTTPException(403, exc.message) from None
 
     async def notice(self, run_id: str, then: str = "resumes") -> dict[str, Any]:
         """`worker_live` and a one-line `message`: will a live worker take the run on?"""

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Response
 from pydantic import BaseModel, Field
 
-from keel.errors import ConfigError
+from keel.errors import ConfigError, Conflict
 from keel.server.api.base import Api
 from keel.server.auth import ROLES, User, add_user, name_problem, remove_user, rotate_token
 
@@ -47,9 +47,10 @@ def router(api: Api) -> APIRouter:
             raise HTTPException(409, f"user {body.name!r} already exists")
         try:
             token = await add_user(store, body.name, body.role, groups, by=user.name)
+        except Conflict as exc:  # created meanwhile by someone else
+            raise HTTPException(409, exc.message) from None
         except ConfigError as exc:
-            code = 409 if "already exists" in exc.message else 422
-            raise HTTPException(code, exc.message) from None
+            raise HTTPException(422, exc.message) from None
         return {"name": body.name, "role": body.role, "groups": groups, "token": token}
 
     @r.delete("/{name:keel_id}", status_code=204, response_class=Response)
