@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import (  # noqa: E402
+from _harness import (
     BENCH,
     bench_parser,
     keel_env,
@@ -34,10 +34,11 @@ from _harness import (  # noqa: E402
     trial_count,
     write_report,
 )
-from engine import System, ensure_venv  # noqa: E402
+from engine import System, ensure_venv
 
-SQLALCHEMY = System("sqlalchemy", "SQLAlchemy", "", "import sqlalchemy",
-                    pins={"sqlalchemy": "2.0.45"})
+SQLALCHEMY = System(
+    "sqlalchemy", "SQLAlchemy", "", "import sqlalchemy", pins={"sqlalchemy": "2.0.45"}
+)
 CHILD = BENCH / "peers" / "sql_layer_child.py"
 VARIANTS = ("raw sqlite3", "SQLAlchemy text()", "SQLAlchemy Core")
 
@@ -73,12 +74,17 @@ def main() -> None:
         extra = per[v] - raw
         of_step = f"{extra / (w1 * 1000) * 100:+.0f}%" if w1 else "n/a"
         rows.append([v, f"{per[v]:.1f}", f"{per[v] / raw:.2f}x", f"{extra:+.1f}", of_step])
-    print_tables([(
-        f"One step commit on SQLite (median of {trials}; Keel W1 = "
-        f"{w1:.3f} ms/step)" if w1 else "One step commit on SQLite",
-        ["layer", "µs/commit", "vs raw", "µs added", "added / Keel step"],
-        rows,
-    )])
+    print_tables(
+        [
+            (
+                f"One step commit on SQLite (median of {trials}; Keel W1 = {w1:.3f} ms/step)"
+                if w1
+                else "One step commit on SQLite",
+                ["layer", "µs/commit", "vs raw", "µs added", "added / Keel step"],
+                rows,
+            )
+        ]
+    )
     print(f"versions: {good[-1]['versions']}  machine: {machine_info()}")
     if args.json:
         write_report(args.json, {"trials": results, "w1_ms_per_step": w1})

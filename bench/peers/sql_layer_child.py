@@ -98,8 +98,15 @@ def sa_text(path: str) -> Callable[[int], None]:
                 raise RuntimeError("lease lost")
             conn.execute(
                 step,
-                {"r": "r1", "k": f"s#{i}", "kind": "tool", "st": "ok", "o": OUTPUT, "s": now,
-                 "e": now},
+                {
+                    "r": "r1",
+                    "k": f"s#{i}",
+                    "kind": "tool",
+                    "st": "ok",
+                    "o": OUTPUT,
+                    "s": now,
+                    "e": now,
+                },
             )
             conn.execute(touch, {"now": now, "id": "r1"})
 
@@ -112,21 +119,34 @@ def sa_core(path: str) -> Callable[[int], None]:
 
     md = MetaData()
     runs = Table(
-        "runs", md, Column("id", String, primary_key=True), Column("lease_owner", String),
-        Column("lease_expires", Float), Column("updated_at", Float),
+        "runs",
+        md,
+        Column("id", String, primary_key=True),
+        Column("lease_owner", String),
+        Column("lease_expires", Float),
+        Column("updated_at", Float),
     )
     steps = Table(
-        "steps", md, Column("run_id", String, primary_key=True),
-        Column("key", String, primary_key=True), Column("kind", String), Column("status", String),
-        Column("output", Text), Column("started_at", Float), Column("ended_at", Float),
+        "steps",
+        md,
+        Column("run_id", String, primary_key=True),
+        Column("key", String, primary_key=True),
+        Column("kind", String),
+        Column("status", String),
+        Column("output", Text),
+        Column("started_at", Float),
+        Column("ended_at", Float),
     )
     engine = _engine(path)
     conn = engine.connect()
     ins = insert(steps)
     upsert = ins.on_conflict_do_update(
         index_elements=[steps.c.run_id, steps.c.key],
-        set_={"status": ins.excluded.status, "output": ins.excluded.output,
-              "ended_at": ins.excluded.ended_at},
+        set_={
+            "status": ins.excluded.status,
+            "output": ins.excluded.output,
+            "ended_at": ins.excluded.ended_at,
+        },
     )
 
     # Built once with bound parameters: the layer's best case (no per-call construction).
@@ -142,8 +162,15 @@ def sa_core(path: str) -> Callable[[int], None]:
                 raise RuntimeError("lease lost")
             conn.execute(
                 upsert,
-                {"run_id": "r1", "key": f"s#{i}", "kind": "tool", "status": "ok",
-                 "output": OUTPUT, "started_at": now, "ended_at": now},
+                {
+                    "run_id": "r1",
+                    "key": f"s#{i}",
+                    "kind": "tool",
+                    "status": "ok",
+                    "output": OUTPUT,
+                    "started_at": now,
+                    "ended_at": now,
+                },
             )
             conn.execute(touch, {"rid": "r1", "now": now})
 
@@ -158,8 +185,11 @@ def main() -> None:
     args = ap.parse_args()
     variants: dict[str, Callable[[int], None]] = {}
     versions: dict[str, str] = {"sqlite": sqlite3.sqlite_version}
-    for name, make in (("raw sqlite3", raw), ("SQLAlchemy text()", sa_text),
-                       ("SQLAlchemy Core", sa_core)):
+    for name, make in (
+        ("raw sqlite3", raw),
+        ("SQLAlchemy text()", sa_text),
+        ("SQLAlchemy Core", sa_core),
+    ):
         path = os.path.join(args.dir, name.split()[-1].strip("()") + ".db")
         _prepare(path)
         try:
