@@ -467,7 +467,8 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
     ada = await store.get_user("ada")
     assert ada is not None and ada.role == "admin"
     await store.create_session(_session("a1", "ada"))
-    assert (await store.get_session("a1", T0) or {})["role"] == "admin"
+    session = await store.get_session("a1", T0)
+    assert session is not None and session.role == "admin"
     await store.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone() == (15,)
