@@ -411,7 +411,9 @@ def workers_table(workers: list[Any], now: float) -> Table:
     for w in workers:
         seen = f"{max(0.0, now - w.seen_at):.0f}s ago" + ("" if w.live(now) else " (gone)")
         kind = "embedded (own runs)" if w.embedded else "worker"
-        table.add_row(w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen)
+        table.add_row(
+            w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen
+        )
     return table
 
 

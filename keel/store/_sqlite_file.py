@@ -107,7 +107,8 @@ def fault(path: str, exc: sqlite3.Error) -> StoreError:
         )
     elif kind == "corrupt":
         msg = (
-            f"{where} is corrupt or not a Keel store {said}. Restore it from a backup, {_ELSEWHERE}"
+            f"{where} is corrupt or not a Keel store {said}. Restore it from a backup,"
+            f" {_ELSEWHERE}"
         )
     elif kind == "locked":
         msg = (
