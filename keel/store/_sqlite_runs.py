@@ -24,6 +24,9 @@ from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
 _SCAN = 1000
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 _NOTHING_OPENED = Committed()
+# Seconds a worker's clock may differ from the database's and still count as the same
+# clock: below call latency, a difference says nothing about skew.
+_SAME_CLOCK = 1.0
 
 
 class SQLiteRuns(SQLiteCore):
@@ -274,19 +277,25 @@ class SQLiteRuns(SQLiteCore):
                 if hit:  # the signal raced the suspension: run again now
                     status = RunStatus.PENDING
             # The timer is kept as a delay from the database's now: `wake_at - now` is the
-            # same on any clock, `wake_at` alone is as wrong as the worker's clock.
+            # same on any clock, `wake_at` alone is as wrong as the worker's clock. Clocks
+            # that agree within `_SAME_CLOCK` keep `wake_at` exactly (the journal's value).
+            db_now = self._now_sql
             db.execute(
-                f"UPDATE runs SET status=?, wake_at={self._now_sql} + ?, waiting_on=?,"
-                " lease_owner=NULL, lease_expires=NULL, updated_at=?,"
-                " state=COALESCE(?, state) WHERE id=?",
-                (
-                    status.value,
-                    None if wake_at is None else wake_at - now,
-                    pydantic_core.to_json(sorted(waiting_on)).decode() if waiting_on else None,
-                    now,
-                    self._seal(state_json, "runs.state", run_id),
-                    run_id,
-                ),
+                f"UPDATE runs SET status=:status, wake_at=CASE"
+                f" WHEN abs({db_now} - :now) <= {_SAME_CLOCK} THEN :wake_at"
+                f" ELSE {db_now} + (:wake_at - :now) END, waiting_on=:waiting,"
+                " lease_owner=NULL, lease_expires=NULL, updated_at=:now,"
+                " state=COALESCE(:state, state) WHERE id=:id",
+                {
+                    "status": status.value,
+                    "wake_at": wake_at,
+                    "now": now,
+                    "waiting": pydantic_core.to_json(sorted(waiting_on)).decode()
+                    if waiting_on
+                    else None,
+                    "state": self._seal(state_json, "runs.state", run_id),
+                    "id": run_id,
+                },
             )
         return status
 
