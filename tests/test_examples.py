@@ -336,7 +336,7 @@ async def test_triage_model_calls_are_journaled_with_usage_and_cost(triage: Modu
 
     # The same usage is metered in the store, per run, for `keel costs`.
     [row] = await triage.app.store.usage_report("run")
-    assert row["calls"] == 2 and row["cost_usd"] == pytest.approx(
+    assert row.calls == 2 and row.cost_usd == pytest.approx(
         sum(s.output["cost_usd"] for s in llm.values())
     )
 

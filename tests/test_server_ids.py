@@ -267,7 +267,7 @@ async def test_ids_no_url_can_hold_are_refused_with_one_message_everywhere(env: 
             with pytest.raises(keel.InputError) as run:
                 await env.app.start(env.wf["pay"], {"to": "bob"}, id=bad)
             assert run.value.message == message.replace("user name", "run id", 1)
-    assert [u["name"] for u in await env.app.store.list_users()] == ["ada", "rita"]
+    assert [u.name for u in await env.app.store.list_users()] == ["ada", "rita"]
     assert await env.app.list_runs() == []
 
 

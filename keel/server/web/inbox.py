@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.hitl.api import DECISION_KINDS
 from keel.presence import unserved
 from keel.server.sessions import Session
 from keel.server.web.context import Web
@@ -54,7 +54,7 @@ def router(web: Web) -> APIRouter:
         for kind in DECISION_KINDS:
             rows += await app.store.list_reviews(kind, limit=_DECIDED_LIMIT, latest_decided=True)
         view = web.payloads.of(s.user)
-        found = [view.request(ReviewRequest.model_validate(r)) for r in rows]
+        found = [view.request(r) for r in rows]
         found.sort(key=lambda r: r.decided_at or 0, reverse=True)
         items = [
             {**item(web, s.user, r, time.time()), "status": r.status, "queue": r.queue,

@@ -53,11 +53,14 @@ def router(web: Web) -> APIRouter:
             if chosen == "pending":  # oldest first: first in, first reviewed
                 found = await app.reviews.list(chosen, wf, REVIEWS_LIMIT)
             else:  # decided ones: the latest decisions first (and pending ones after, for all)
-                rows = await app.store.list_reviews(
-                    "sample", None if chosen == "all" else chosen, None, wf, REVIEWS_LIMIT,
+                found = await app.store.list_reviews(
+                    "sample",
+                    None if chosen == "all" else chosen,
+                    None,
+                    wf,
+                    REVIEWS_LIMIT,
                     latest_decided=True,
                 )
-                found = [ReviewRequest.model_validate(r) for r in rows]
                 if chosen == "all" and len(found) < REVIEWS_LIMIT:
                     found += await app.reviews.list("pending", wf, REVIEWS_LIMIT - len(found))
         view = web.payloads.of(s.user)
