@@ -6,7 +6,7 @@ import builtins
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from keel.engine.recovery import result_schema
 from keel.engine.serde import adapter, unannotated
@@ -14,63 +14,12 @@ from keel.errors import ConfigError, InputError, RunNotFound, validation_problem
 from keel.hitl.requests import signal_for
 from keel.hitl.schema_check import problems
 from keel.secret import references
+from keel.types import ReviewRequest as ReviewRequest  # moved: stores return it
 
 if TYPE_CHECKING:
     from keel.hitl.host import Host
 
 DECISION_KINDS = ("approval", "low_confidence", "novelty")
-
-
-class ReviewRequest(BaseModel):
-    """One request for a person: an approval, a low-confidence or novelty review, a sample."""
-
-    id: str
-    kind: str
-    run_id: str
-    workflow: str
-    step: str | None = None
-    queue: str
-    status: str
-    request: dict[str, Any]
-    decision: dict[str, Any] | None = None
-    deadline: float | None = None
-    created_at: float
-    decided_at: float | None = None
-    decided_by: str | None = None
-
-    @property
-    def tool(self) -> str | None:
-        action = self.request.get("action")
-        return action.get("tool") if isinstance(action, dict) else None
-
-    @property
-    def args(self) -> dict[str, Any] | None:
-        action = self.request.get("action")
-        return action.get("args") if isinstance(action, dict) else None
-
-    @property
-    def reason(self) -> str | None:
-        """Why it was routed to a person: "refund is irreversible: a person must approve it"."""
-        reason = self.request.get("reason")
-        return None if reason is None else str(reason)
-
-    def summary(self) -> dict[str, Any]:
-        """The `--json` shape: id, run_id, queue, status, tool, args and the rest."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "queue": self.queue,
-            "status": self.status,
-            "tool": self.tool,
-            "args": self.args,
-            "reason": self.reason,
-            "deadline": self.deadline,
-            "created_at": self.created_at,
-            "decided_by": self.decided_by,
-            "decision": self.decision,
-        }
 
 
 class _Base:
