@@ -108,10 +108,12 @@ async def claim(
     return [c.run.id for c in got]
 
 
-async def claimed(store: Store, run_id: str = "r1", owner: str = "A", **kw: Any) -> None:
-    """Create `run_id` and let `owner` claim it (nothing else is ready)."""
-    await create(store, run_id, **kw)
-    assert await claim(store, owner, ids=[run_id]) == [run_id]
+async def claimed(
+    store: Store, run_id: str = "r1", owner: str = "A", workflow: str = "wf", **kw: Any
+) -> None:
+    """Create `run_id` and let `owner` claim it."""
+    await create(store, run_id, workflow, **kw)
+    assert await claim(store, owner, workflows=[workflow], ids=[run_id]) == [run_id]
 
 
 async def renew(
@@ -229,3 +231,8 @@ async def until_store_time(store: Store, t: float) -> None:
     while await store.now() <= t:
         assert loop.time() < deadline, f"the store's clock never passed {t}"
         await asyncio.sleep(0.01)
+
+
+async def journal(store: Store, run_id: str) -> list[StepRecord]:
+    """The run's entries in journal order (`load_steps` promises no order)."""
+    return sorted(await store.load_steps(run_id), key=lambda s: (s.scope, s.position, s.key))

@@ -16,7 +16,18 @@ from keel.errors import RunNotFound, SignalRefused
 from keel.store import RunFilter, Store
 from keel.store.records import StepWrite
 from keel.types import RunStatus, StepStatus, StructuredError
-from tests.store.kit import cancel, claim, claimed, commit, create, finish, rec, signal, step
+from tests.store.kit import (
+    cancel,
+    claim,
+    claimed,
+    commit,
+    create,
+    finish,
+    journal,
+    rec,
+    signal,
+    step,
+)
 
 
 async def test_create_run_is_idempotent(store: Store) -> None:
@@ -93,14 +104,14 @@ async def test_steps_load_in_journal_order_with_errors_and_deltas(store: Store) 
         step("r1", "a#0", 0, b'{"k":[1,2]}', state_delta={"n": 1}),
         step("r1", "b#0", 1, None, status=StepStatus.ERROR, error=err),
     )
-    steps = await store.load_steps("r1")
+    steps = await journal(store, "r1")
     assert [s.key for s in steps] == ["a#0", "b#0", "c#0"]
     assert steps[0].output == {"k": [1, 2]} and steps[0].state_delta == {"n": 1}
     assert steps[1].status is StepStatus.ERROR and steps[1].error == err
     assert steps[2].output == 3
     # the same key written again replaces its entry (a pending timer that finished)
     await commit(store, "r1", "A", step("r1", "a#0", 0, b'"new"'))
-    assert [s.output for s in await store.load_steps("r1")] == ["new", None, 3]
+    assert [s.output for s in await journal(store, "r1")] == ["new", None, 3]
 
 
 async def test_a_step_keeps_every_field_it_was_written_with(store: Store) -> None:

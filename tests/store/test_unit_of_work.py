@@ -20,7 +20,7 @@ import pytest
 from keel.errors import LeaseLost
 from keel.store import Store
 from tests.limits import WAIT
-from tests.store.kit import claim, claimed, commit, create, step, usage
+from tests.store.kit import claim, claimed, commit, create, journal, step, usage
 from tests.store.people_kit import escalation, review
 from tests.store.writer_proc import STEPS
 
@@ -46,7 +46,7 @@ async def test_a_unit_lands_whole_and_says_what_it_opened(store: Store) -> None:
         escalations=[escalation("es1", "r1")],
     )
     assert done.opened == frozenset({"rv1", "es1"})
-    assert [s.key for s in await store.load_steps("r1")] == ["llm#0", "b#0"]
+    assert [s.key for s in await journal(store, "r1")] == ["llm#0", "b#0"]
     assert await store.spent(run_id="r1") == pytest.approx(0.5)
     got = await store.get_review("rv1")
     assert got is not None and got.status == "pending"
