@@ -75,8 +75,7 @@ async def resume_notice(
         )
     return ResumeNotice(
         False,
-        f"no live worker serves workflow {run.workflow!r}, so run {run_id} waits — "
-        f"{START_HINT}",
+        f"no live worker serves workflow {run.workflow!r}, so run {run_id} waits — {START_HINT}",
     )
 
 

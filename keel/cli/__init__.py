@@ -85,4 +85,3 @@ cli.add_typer(store.store_cli, name="store")
 
 def main() -> None:
     cli()  # _OneLineErrors turns usage and Keel errors into one line and an exit code
-

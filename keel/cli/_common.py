@@ -99,12 +99,10 @@ async def _noticed(app: Any, decided: Awaitable[T], then: str = "resumes") -> tu
     return done, await _resume_notice(app, done.run_id, then)  # type: ignore[attr-defined]
 
 
-
 def _print_request(req: Any, audit: list[dict[str, Any]] | None = None) -> None:
     from keel.console import console, review_detail
 
     console().print(review_detail(req, audit))
-
 
 
 def _whoami() -> str:
@@ -114,5 +112,3 @@ def _whoami() -> str:
         return getpass.getuser()
     except Exception:
         return "anonymous"
-
-

@@ -136,9 +136,7 @@ def approvals_edit(
 @approvals_cli.command("correct")
 def approvals_correct(
     request_id: str,
-    output: Annotated[
-        str, typer.Option("--output", help=f"JSON: the right output: {_JSON_HELP}")
-    ],
+    output: Annotated[str, typer.Option("--output", help=f"JSON: the right output: {_JSON_HELP}")],
     by: Annotated[str, typer.Option("--by")] = "",
 ) -> None:
     """For a low-confidence output: supply the right one; it becomes the step's result."""

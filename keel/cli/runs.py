@@ -406,7 +406,7 @@ def costs(
         )
     )
     if as_json:
-        _print_json(rows)
+        _print_json([r.as_dict() for r in rows])
         return
     from keel.console import console, costs_table
 

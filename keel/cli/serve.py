@@ -83,8 +83,11 @@ def serve(
     )
     if not _loopback(host):
         # Session cookies are Secure: browsers send them back only over HTTPS (or localhost).
-        typer.echo("keel serve: reviewers on other machines need HTTPS in front of this "
-                   "(a TLS-terminating proxy); the session cookie is Secure", err=True)
+        typer.echo(
+            "keel serve: reviewers on other machines need HTTPS in front of this "
+            "(a TLS-terminating proxy); the session cookie is Secure",
+            err=True,
+        )
     console = create_app(
         app,
         max_body=settings.max_body,
@@ -92,9 +95,7 @@ def serve(
     )
     # Proxy headers are the console's own business (create_app, from --forwarded-allow-ips):
     # Uvicorn's default would believe X-Forwarded-For from any local process.
-    http: dict[str, Any] = {
-        "host": host, "port": port, "log_level": "info", "proxy_headers": False
-    }
+    http: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "proxy_headers": False}
     if not worker_apps:
         uvicorn.run(console, **http)
         return

@@ -59,7 +59,7 @@ def users_rotate(name: str) -> None:
 def users_list(as_json: JsonOpt = False) -> None:
     """Console users: name, role, groups (never tokens)."""
     rows = _run(lambda: _with_app(lambda app: app.store.list_users()))
-    shown = [{"name": r["name"], "role": r["role"], "groups": r["groups"]} for r in rows]
+    shown = [{"name": u.name, "role": u.role, "groups": list(u.groups)} for u in rows]
     if as_json:
         _print_json(shown)
         return

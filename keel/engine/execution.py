@@ -25,7 +25,7 @@ from keel.errors import (
     structured,
 )
 from keel.secret import use_sources
-from keel.store.base import Claimed, StepWrite
+from keel.store import Claimed, StepWrite, UnitOfWork, Usage
 from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ class RunExecution:
         # (not at fault) resumes from its journal once the store works again.
         self.fault: StoreError | None = None
         self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
-        self.meters: dict[str, dict[str, Any]] = {}  # step key -> usage to store with it
+        self.meters: dict[str, Usage] = {}  # step key -> usage to store with it
         self.inputs: dict[str, Any] = {}  # step key -> arguments, for observers only
         self.error: StructuredError | None = None  # why the run failed, once it has
         self.draining = False  # set by Worker.drain: no new step may start
@@ -154,12 +154,12 @@ class RunExecution:
         writes = self._drain()
         write = self._write_for(rec, data)
         if rec.status is not StepStatus.PENDING:
-            write.meter = self.meters.pop(rec.key, None)
+            write.usage = self.meters.pop(rec.key, None)
         writes.append(write)
         if data is not None and rec.blob is None and rec.output is None and len(data) <= 4096:
             rec.output = from_json(data)  # the in-memory journal mirrors the stored one
         try:
-            await self.rt.store.write_steps(self.run.id, self.owner, writes)
+            await self.rt.store.commit(UnitOfWork(self.run.id, self.owner, writes))
         except LeaseLost:
             self.lost = True
             raise Abandon() from None

@@ -371,9 +371,8 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
     says why, and the run waits for that one.
     """
     ex = p.ex
-    reason = (
-        f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): "
-        + "; ".join(messages)
+    reason = f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): " + "; ".join(
+        messages
     )
     err = structured(exc, step=p.key) if exc is not None else None
     n = 1

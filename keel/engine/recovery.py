@@ -44,7 +44,7 @@ from keel.policy.breaker import BreakerState, CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import NO_RETRY, Retry
 from keel.policy.validation import run_checks
-from keel.store.base import StepWrite
+from keel.store import StepWrite, UnitOfWork
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -457,7 +457,8 @@ async def escalate(
         created_at=time.time(),
     )
     try:
-        await ex.rt.store.open_escalation(ex.run.id, ex.owner, escalation, [*ex._drain(), *writes])
+        steps = [*ex._drain(), *writes]
+        await ex.rt.store.commit(UnitOfWork(ex.run.id, ex.owner, steps, escalations=[escalation]))
     except LeaseLost:
         ex.lost = True
         raise Abandon() from None

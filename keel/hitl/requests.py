@@ -25,8 +25,8 @@ from keel.errors import (
     structured,
 )
 from keel.hitl.policy import Escalate, TimeoutPolicy
-from keel.store.base import StepWrite
-from keel.types import StepKind, StepStatus
+from keel.store import StepWrite, UnitOfWork
+from keel.types import ReviewRequest, StepKind, StepStatus
 
 if TYPE_CHECKING:
     from keel.engine.context import Context
@@ -84,9 +84,9 @@ async def ask(
             "deadline": deadline,
         }
         try:
-            created = await ex.rt.store.open_review(
-                review, ex.owner, [*ex._drain(), StepWrite(pending)], now
-            )
+            req = ReviewRequest(**review, status="pending", created_at=now)
+            uow = UnitOfWork(ex.run.id, ex.owner, [*ex._drain(), StepWrite(pending)], [req])
+            created = review_id in (await ex.rt.store.commit(uow)).opened
         except LeaseLost:
             ex.lost = True
             raise Abandon() from None
@@ -122,7 +122,7 @@ async def ask(
                 )
             except ConfigError:
                 current = await store.get_review(review_id)
-                if current is None or current.get("status") != "expired":
+                if current is None or current.status != "expired":
                     wait = None  # a person decided just as the deadline passed: take that
                     continue
                 # expired by an earlier execution that died before journaling the failure

@@ -29,6 +29,7 @@ from keel.llm.gateway import BudgetHold, CallContext, Gateway
 from keel.llm.types import LLMResponse, Message, as_messages
 from keel.policy.fallback import Fallback
 from keel.policy.validation import normalise, run_checks
+from keel.store import Usage
 from keel.types import StepKind
 
 if TYPE_CHECKING:
@@ -95,13 +96,13 @@ class LLM:
                 messages, cc, model=model, params=params, cache=cache, held=held
             )
             info = _current_key()
-            ex.meters[info] = {
-                "model": resp.model,
-                "input_tokens": resp.usage.input_tokens,
-                "output_tokens": resp.usage.output_tokens,
-                "cost_usd": resp.cost_usd,
-                "cache_hit": resp.cache_hit,
-            }
+            ex.meters[info] = Usage(
+                model=resp.model,
+                input_tokens=resp.usage.input_tokens,
+                output_tokens=resp.usage.output_tokens,
+                cost_usd=resp.cost_usd,
+                cache_hit=resp.cache_hit,
+            )
             return resp
 
         policy = StepPolicy(

@@ -160,9 +160,7 @@ def journal_view(
     return JournalView(start, initial, initial_from, stateful)
 
 
-def starting_state(
-    registry: Any, workflow: str
-) -> tuple[dict[str, Any] | None, set[str] | None]:
+def starting_state(registry: Any, workflow: str) -> tuple[dict[str, Any] | None, set[str] | None]:
     """The state a new run of `workflow` starts with and its state model's fields, from
     an app's registry; (None, None) when the workflow is not registered there."""
     wf = registry.workflows.get(workflow)
@@ -357,9 +355,7 @@ class _Fold:
                 known = chain and self.final is not None
                 if known:
                     state = self.settle(tail, state)
-            state, after = self.visit(
-                node, state, t, chain, last and i == len(members) - 1, tail
-            )
+            state, after = self.visit(node, state, t, chain, last and i == len(members) - 1, tail)
             if not known and node.rec is None:
                 for inner in node.walk():
                     inner.partial = True
@@ -440,8 +436,10 @@ class _Fold:
 
 
 def _has_attempts(node: Node) -> bool:
-    return node.kind is StepKind.PHASE and not _attempt(node) and any(
-        _attempt(c) for c in node.children
+    return (
+        node.kind is StepKind.PHASE
+        and not _attempt(node)
+        and any(_attempt(c) for c in node.children)
     )
 
 

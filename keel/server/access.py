@@ -56,9 +56,12 @@ async def known_query(request: Request) -> None:
         hint = f"this route takes {', '.join(sorted(takes))}" if takes else "this route takes none"
         raise RequestValidationError(
             [
-                {"type": "extra_forbidden", "loc": ("query", name),
-                 "msg": f"unknown query parameter; {hint}",
-                 "input": request.query_params.get(name)}
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": f"unknown query parameter; {hint}",
+                    "input": request.query_params.get(name),
+                }
                 for name in unknown
             ]
         )

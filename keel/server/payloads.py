@@ -77,9 +77,15 @@ class Payloads:
             span,
             status_message=self.value(span.status_message),
             attributes={k: self._attribute(v) for k, v in span.attributes.items()},
-            events=[{**e, "attributes": {k: self._attribute(v)
-                                         for k, v in (e.get("attributes") or {}).items()}}
-                    for e in span.events],
+            events=[
+                {
+                    **e,
+                    "attributes": {
+                        k: self._attribute(v) for k, v in (e.get("attributes") or {}).items()
+                    },
+                }
+                for e in span.events
+            ],
         )
 
     def _attribute(self, value: Any) -> Any:

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 
 from keel.server.auth import User
-from keel.store.base import Store
+from keel.store import ConsoleSession, Store
 
 COOKIE = "keel_session"
 LOGIN_COOKIE = "keel_login_csrf"  # double-submit token for the login form itself
@@ -50,14 +50,14 @@ class Sessions:
         now = time.time()
         session = Session(user, secrets.token_urlsafe(32), now + self.ttl)
         await self.store.create_session(
-            {
-                "id_hash": _digest(raw),
-                "user": user.name,
-                "csrf": session.csrf,
-                "client": client,
-                "created_at": now,
-                "expires_at": session.expires_at,
-            }
+            ConsoleSession(
+                id_hash=_digest(raw),
+                user=user.name,
+                csrf=session.csrf,
+                client=client,
+                created_at=now,
+                expires_at=session.expires_at,
+            )
         )
         await self._purge(now)
         return raw, session
@@ -68,8 +68,8 @@ class Sessions:
         row = await self.store.get_session(_digest(raw), time.time())
         if row is None:
             return None
-        user = User(row["user"], row["role"], tuple(row["groups"]))
-        return Session(user, row["csrf"], row["expires_at"])
+        user = User(row.user, row.role or "", row.groups)
+        return Session(user, row.csrf, row.expires_at)
 
     async def end(self, raw: str | None) -> None:
         if raw and len(raw) <= 128:

@@ -27,8 +27,15 @@ from keel.server.auth import ROLES
 
 MIB = 1024 * 1024
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|kb|mb|gb)?", re.IGNORECASE)
-_UNITS = {"b": 1, "kib": 1024, "mib": MIB, "gib": 1024 * MIB,
-          "kb": 1000, "mb": 1000**2, "gb": 1000**3}
+_UNITS = {
+    "b": 1,
+    "kib": 1024,
+    "mib": MIB,
+    "gib": 1024 * MIB,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+}
 MIN_BODY = 1024  # below this not even the sign-in form fits
 
 
@@ -56,12 +63,22 @@ class ServeSettings:
         serve = config.section("serve", config_file) or {}
         roles = config.section("roles", config_file) or {}
         return cls(
-            max_body=parse_size(_pick(max_body, "KEEL_MAX_BODY", serve.get("max_body"),
-                                      MIB), "max_body"),
-            forwarded_allow_ips=_proxies(_pick(forwarded_allow_ips, "KEEL_FORWARDED_ALLOW_IPS",
-                                               serve.get("forwarded_allow_ips"), ())),
-            raw_payloads=_roles(_pick(raw_payloads, "KEEL_RAW_PAYLOADS",
-                                      roles.get("raw_payloads"), cls.raw_payloads)),
+            max_body=parse_size(
+                _pick(max_body, "KEEL_MAX_BODY", serve.get("max_body"), MIB), "max_body"
+            ),
+            forwarded_allow_ips=_proxies(
+                _pick(
+                    forwarded_allow_ips,
+                    "KEEL_FORWARDED_ALLOW_IPS",
+                    serve.get("forwarded_allow_ips"),
+                    (),
+                )
+            ),
+            raw_payloads=_roles(
+                _pick(
+                    raw_payloads, "KEEL_RAW_PAYLOADS", roles.get("raw_payloads"), cls.raw_payloads
+                )
+            ),
         )
 
 
@@ -88,8 +105,9 @@ def parse_size(value: int | str, name: str = "max_body") -> int:
             )
         size = int(float(found.group(1)) * _UNITS[(found.group(2) or "b").lower()])
     if size < MIN_BODY:
-        raise ConfigError(f"{name} {value!r} is below {MIN_BODY} bytes: the sign-in form "
-                          "would not fit")
+        raise ConfigError(
+            f"{name} {value!r} is below {MIN_BODY} bytes: the sign-in form would not fit"
+        )
     return size
 
 

@@ -70,7 +70,10 @@ def router(api: Api) -> APIRouter:
     ) -> dict[str, Any]:
         req = await decision_request(review_id)
         done = await api.decide(
-            user, req.queue, req.status, f"{req.kind} {req.id}",
+            user,
+            req.queue,
+            req.status,
+            f"{req.kind} {req.id}",
             lambda: app.approvals.approve(review_id, by=user.name, note=body.note),
         )
         return {**review(view.request(done)), **await api.notice(done.run_id)}
@@ -84,7 +87,10 @@ def router(api: Api) -> APIRouter:
     ) -> dict[str, Any]:
         req = await decision_request(review_id)
         done = await api.decide(
-            user, req.queue, req.status, f"{req.kind} {req.id}",
+            user,
+            req.queue,
+            req.status,
+            f"{req.kind} {req.id}",
             lambda: app.approvals.reject(review_id, body.reason, by=user.name),
         )
         then = "continues with the rejection"
@@ -101,7 +107,10 @@ def router(api: Api) -> APIRouter:
             raise HTTPException(403, NO_RAW_EDIT.format(user=user))
         req = await decision_request(review_id)
         done = await api.decide(
-            user, req.queue, req.status, f"{req.kind} {req.id}",
+            user,
+            req.queue,
+            req.status,
+            f"{req.kind} {req.id}",
             lambda: app.approvals.edit(review_id, body.args, by=user.name, note=body.note),
         )
         return {**review(view.request(done)), **await api.notice(done.run_id)}

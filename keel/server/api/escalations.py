@@ -48,7 +48,10 @@ def router(api: Api) -> APIRouter:
     ) -> dict[str, Any]:
         esc = await app.escalations.get(escalation_id)
         done = await api.decide(
-            user, esc.queue, esc.status, f"escalation {esc.id}",
+            user,
+            esc.queue,
+            esc.status,
+            f"escalation {esc.id}",
             lambda: app.escalations.resolve(
                 escalation_id, body.result, by=user.name, note=body.note
             ),
@@ -65,7 +68,10 @@ def router(api: Api) -> APIRouter:
     ) -> dict[str, Any]:
         esc = await app.escalations.get(escalation_id)
         done = await api.decide(
-            user, esc.queue, esc.status, f"escalation {esc.id}",
+            user,
+            esc.queue,
+            esc.status,
+            f"escalation {esc.id}",
             lambda: app.escalations.reject(escalation_id, body.reason, by=user.name),
         )
         out: dict[str, Any] = view.escalation(done).model_dump(mode="json")

@@ -54,7 +54,10 @@ def router(api: Api) -> APIRouter:
     ) -> dict[str, Any]:
         req = await sample(review_id)
         done = await api.decide(
-            user, req.queue, req.status, f"sampled review {req.id}",
+            user,
+            req.queue,
+            req.status,
+            f"sampled review {req.id}",
             lambda: app.reviews.verdict(
                 review_id, body.correct, by=user.name, label=body.label, note=body.note
             ),

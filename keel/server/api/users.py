@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from keel.errors import ConfigError, Conflict
 from keel.server.api.base import Api
 from keel.server.auth import ROLES, User, add_user, name_problem, remove_user, rotate_token
+from keel.store import User as StoredUser
 
 
 class NewUser(BaseModel):
@@ -22,7 +23,7 @@ def router(api: Api) -> APIRouter:
     r = api.router("/users", read="admin", write="admin")
     store = api.app.store
 
-    async def known_user(name: str) -> dict[str, Any]:
+    async def known_user(name: str) -> StoredUser:
         row = await store.get_user(name)
         if row is None:
             raise HTTPException(404, f"no user {name!r}")
@@ -31,8 +32,8 @@ def router(api: Api) -> APIRouter:
     @r.get("")
     async def list_users() -> list[dict[str, Any]]:
         return [
-            {k: row[k] for k in ("name", "role", "groups", "created_at")}
-            for row in await store.list_users()
+            {"name": u.name, "role": u.role, "groups": list(u.groups), "created_at": u.created_at}
+            for u in await store.list_users()
         ]
 
     @r.post("", status_code=201)
@@ -69,6 +70,6 @@ def router(api: Api) -> APIRouter:
             token = await rotate_token(store, name, by=user.name)
         except ConfigError:
             raise HTTPException(404, f"no user {name!r}") from None
-        return {"name": name, "role": row["role"], "groups": row["groups"], "token": token}
+        return {"name": name, "role": row.role, "groups": list(row.groups), "token": token}
 
     return r

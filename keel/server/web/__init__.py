@@ -55,9 +55,14 @@ def mount(
 ) -> Web:
     """Add the console's pages and static files to `server`."""
     web = Web(
-        app, Sessions(app.store, session_ttl), limiter,
-        secure_cookies=secure_cookies, poll_ms=poll_ms, max_body=max_body,
-        behind_proxy=behind_proxy, payloads=payloads,
+        app,
+        Sessions(app.store, session_ttl),
+        limiter,
+        secure_cookies=secure_cookies,
+        poll_ms=poll_ms,
+        max_body=max_body,
+        behind_proxy=behind_proxy,
+        payloads=payloads,
     )
     for router in (
         login.router(web),
@@ -79,6 +84,7 @@ def mount(
     @server.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
         return web.error(request, exc.status, exc.message)
+
     return web
 
 

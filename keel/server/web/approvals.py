@@ -72,7 +72,9 @@ def router(web: Web) -> APIRouter:
             waiting=await app.store.count_reviews(DECISION_KINDS, "pending", req.queue),
             output_original=text,
             notice=await after_decision(
-                app, run, req.status != "pending",
+                app,
+                run,
+                req.status != "pending",
                 "continues with the rejection" if req.status == "rejected" else "resumes",
             ),
             **values,
@@ -89,8 +91,13 @@ def router(web: Web) -> APIRouter:
         """Make a decision, then show it. Bad input (`InputError`) is the caller's to show;
         a decision someone else made first shows as a 409 page with theirs."""
         if req.status != "pending":
-            return await show(request, posted.session, req, 409,
-                              form_error=f"already {req.status} by {req.decided_by}")
+            return await show(
+                request,
+                posted.session,
+                req,
+                409,
+                form_error=f"already {req.status} by {req.decided_by}",
+            )
         try:
             await act()
         except ConfigError as exc:
@@ -139,14 +146,23 @@ def router(web: Web) -> APIRouter:
         else:
             try:
                 return await decide(
-                    request, posted, req,
+                    request,
+                    posted,
+                    req,
                     lambda: app.approvals.edit(req.id, args, by=posted.user.name, note=note),
                 )
             except InputError as exc:
                 left = place_problems(fields, list(exc.data.get("problems") or []))
                 error = "; ".join(left) if left else "Some values are not allowed; see below."
-        return await show(request, posted.session, req, 422, fields=fields,
-                          form_error=error, note=posted.form.get("note", ""))
+        return await show(
+            request,
+            posted.session,
+            req,
+            422,
+            fields=fields,
+            form_error=error,
+            note=posted.form.get("note", ""),
+        )
 
     @r.post("/approvals/{review_id:keel_id}/correct", response_class=HTMLResponse)
     async def correct(
@@ -160,16 +176,32 @@ def router(web: Web) -> APIRouter:
         try:
             output = form_json(text)
         except ValueError as exc:
-            return await show(request, posted.session, req, 422, output_text=text,
-                              output_error=str(exc), note=posted.form.get("note", ""))
+            return await show(
+                request,
+                posted.session,
+                req,
+                422,
+                output_text=text,
+                output_error=str(exc),
+                note=posted.form.get("note", ""),
+            )
         try:
             return await decide(
-                request, posted, req,
+                request,
+                posted,
+                req,
                 lambda: app.approvals.correct(req.id, output, by=posted.user.name, note=note),
             )
         except InputError as exc:
-            return await show(request, posted.session, req, 422, output_text=text,
-                              output_error=exc.message, note=posted.form.get("note", ""))
+            return await show(
+                request,
+                posted.session,
+                req,
+                422,
+                output_text=text,
+                output_error=exc.message,
+                note=posted.form.get("note", ""),
+            )
 
     @r.post("/approvals/{review_id:keel_id}/reject", response_class=HTMLResponse)
     async def reject(
@@ -178,10 +210,17 @@ def router(web: Web) -> APIRouter:
         req = await open_for(posted, review_id)
         reason = posted.text("reason")
         if not reason:
-            return await show(request, posted.session, req, 422,
-                              reason_error="A rejection needs a reason: the run's record says why.")
+            return await show(
+                request,
+                posted.session,
+                req,
+                422,
+                reason_error="A rejection needs a reason: the run's record says why.",
+            )
         return await decide(
-            request, posted, req,
+            request,
+            posted,
+            req,
             lambda: app.approvals.reject(req.id, reason, by=posted.user.name),
         )
 

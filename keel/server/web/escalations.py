@@ -41,7 +41,9 @@ def router(web: Web) -> APIRouter:
             can_decide=web.may_decide(session.user, esc.queue),
             audit=view.audit(await app.approvals.audit(esc.id)),
             notice=await after_decision(
-                app, run, esc.status != "open",
+                app,
+                run,
+                esc.status != "open",
                 "continues with the failure" if esc.status == "rejected" else "resumes",
             ),
             **values,
@@ -52,15 +54,21 @@ def router(web: Web) -> APIRouter:
     ) -> Response:
         """Resolve or reject, then show it; like `decide`, for escalations."""
         if esc.status != "open":
-            return await show_escalation(request, posted.session, esc, 409,
-                                         form_error=f"already {esc.status} by {esc.resolved_by}")
+            return await show_escalation(
+                request,
+                posted.session,
+                esc,
+                409,
+                form_error=f"already {esc.status} by {esc.resolved_by}",
+            )
         try:
             await act()
         except ConfigError as exc:
             fresh = await app.escalations.get(esc.id)
             code = 409 if fresh.status != "open" else 403
-            return await show_escalation(request, posted.session, fresh, code,
-                                         form_error=exc.message)
+            return await show_escalation(
+                request, posted.session, fresh, code, form_error=exc.message
+            )
         return web.back(f"/escalations/{url_id(esc.id)}")
 
     @r.get("/escalations/{escalation_id:keel_id}", response_class=HTMLResponse)
@@ -86,7 +94,9 @@ def router(web: Web) -> APIRouter:
             )
         try:
             return await settle(
-                request, posted, esc,
+                request,
+                posted,
+                esc,
                 lambda: app.escalations.resolve(esc.id, result, by=posted.user.name, note=note),
             )
         except InputError as exc:
@@ -103,11 +113,16 @@ def router(web: Web) -> APIRouter:
         reason = posted.text("reason")
         if not reason:
             return await show_escalation(
-                request, posted.session, esc, 422,
+                request,
+                posted.session,
+                esc,
+                422,
                 reason_error="A rejection needs a reason: the run's record says why.",
             )
         return await settle(
-            request, posted, esc,
+            request,
+            posted,
+            esc,
             lambda: app.escalations.reject(esc.id, reason, by=posted.user.name),
         )
 

@@ -40,8 +40,10 @@ class Field:
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
-        return {**root.get("$defs", {}).get(name, {}), **{k: v for k, v in schema.items()
-                                                          if k != "$ref"}}
+        return {
+            **root.get("$defs", {}).get(name, {}),
+            **{k: v for k, v in schema.items() if k != "$ref"},
+        }
     return schema
 
 

@@ -8,7 +8,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.hitl.api import DECISION_KINDS
 from keel.presence import unserved
 from keel.server.sessions import Session
 from keel.server.web.context import Web
@@ -38,15 +38,11 @@ def router(web: Web) -> APIRouter:
         )
 
     @r.get("/inbox/items", response_class=HTMLResponse)
-    async def inbox_items(
-        queue: str | None = None, s: Session = Depends(web.session)
-    ) -> Response:
+    async def inbox_items(queue: str | None = None, s: Session = Depends(web.session)) -> Response:
         found = await queues(web, s.user, queue)
         total = sum(len(v) for _, v in found)
         html = web.fragment("_inbox_items.html", queues=found)
-        return HTMLResponse(
-            html, headers={"Cache-Control": "no-store", "X-Keel-Count": str(total)}
-        )
+        return HTMLResponse(html, headers={"Cache-Control": "no-store", "X-Keel-Count": str(total)})
 
     @r.get("/decided", response_class=HTMLResponse)
     async def decided(request: Request, s: Session = Depends(web.session)) -> Response:
@@ -54,11 +50,16 @@ def router(web: Web) -> APIRouter:
         for kind in DECISION_KINDS:
             rows += await app.store.list_reviews(kind, limit=_DECIDED_LIMIT, latest_decided=True)
         view = web.payloads.of(s.user)
-        found = [view.request(ReviewRequest.model_validate(r)) for r in rows]
+        found = [view.request(r) for r in rows]
         found.sort(key=lambda r: r.decided_at or 0, reverse=True)
         items = [
-            {**item(web, s.user, r, time.time()), "status": r.status, "queue": r.queue,
-             "decided_by": r.decided_by, "decided_at": r.decided_at}
+            {
+                **item(web, s.user, r, time.time()),
+                "status": r.status,
+                "queue": r.queue,
+                "decided_by": r.decided_by,
+                "decided_at": r.decided_at,
+            }
             for r in found[:_DECIDED_LIMIT]
         ]
         return web.page(request, "decided.html", items=items)

@@ -63,8 +63,12 @@ def router(web: Web) -> APIRouter:
             return form(request, 403, "The sign-in form expired; please try again.", nxt)
         wait = web.limiter.retry_after(client)
         if wait is not None:
-            page = form(request, 429, "Too many failed sign-ins from this address; "
-                        f"try again in {int(wait) + 1} s.", nxt)
+            page = form(
+                request,
+                429,
+                f"Too many failed sign-ins from this address; try again in {int(wait) + 1} s.",
+                nxt,
+            )
             page.headers["Retry-After"] = str(int(wait) + 1)
             return page
         user = await authenticate(web.app.store, fields.get("token", "").strip())

@@ -53,11 +53,14 @@ def router(web: Web) -> APIRouter:
             if chosen == "pending":  # oldest first: first in, first reviewed
                 found = await app.reviews.list(chosen, wf, REVIEWS_LIMIT)
             else:  # decided ones: the latest decisions first (and pending ones after, for all)
-                rows = await app.store.list_reviews(
-                    "sample", None if chosen == "all" else chosen, None, wf, REVIEWS_LIMIT,
+                found = await app.store.list_reviews(
+                    "sample",
+                    None if chosen == "all" else chosen,
+                    None,
+                    wf,
+                    REVIEWS_LIMIT,
                     latest_decided=True,
                 )
-                found = [ReviewRequest.model_validate(r) for r in rows]
                 if chosen == "all" and len(found) < REVIEWS_LIMIT:
                     found += await app.reviews.list("pending", wf, REVIEWS_LIMIT - len(found))
         view = web.payloads.of(s.user)
@@ -123,24 +126,29 @@ def router(web: Web) -> APIRouter:
         kept = {"label_text": label_text, "note": posted.form.get("note", "")}
         if req.status != "pending":
             return await show(
-                request, posted.session, req, 409,
+                request,
+                posted.session,
+                req,
+                409,
                 form_error=f"already {req.status} by {req.decided_by or 'someone'}; "
                 "a verdict is final",
             )
         choice = posted.text("verdict").lower()
         if choice not in VERDICTS:
             return await show(
-                request, posted.session, req, 422,
-                form_error="Choose “Correct” or “Incorrect”.", **kept,
+                request,
+                posted.session,
+                req,
+                422,
+                form_error="Choose “Correct” or “Incorrect”.",
+                **kept,
             )
         label = None
         if label_text.strip():
             try:
                 label = form_json(label_text)
             except ValueError as exc:
-                return await show(
-                    request, posted.session, req, 422, label_error=str(exc), **kept
-                )
+                return await show(request, posted.session, req, 422, label_error=str(exc), **kept)
         try:
             await app.reviews.verdict(
                 req.id,
@@ -151,13 +159,17 @@ def router(web: Web) -> APIRouter:
             )
         except InputError as exc:
             if exc.data.get("field") == "label":  # shown by the field it is about
-                return await show(request, posted.session, req, 422, label_error=exc.message,
-                                  **kept)
+                return await show(
+                    request, posted.session, req, 422, label_error=exc.message, **kept
+                )
             return await show(request, posted.session, req, 422, form_error=exc.message, **kept)
         except ConfigError as exc:
             fresh = await sample(req.id)
             return await show(
-                request, posted.session, fresh, 409 if fresh.status != "pending" else 403,
+                request,
+                posted.session,
+                fresh,
+                409 if fresh.status != "pending" else 403,
                 form_error=exc.message,
             )
         return web.back(f"/reviews/{url_id(req.id)}")

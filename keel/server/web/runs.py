@@ -45,19 +45,18 @@ async def requests_of(web: Web, run: RunInfo) -> list[dict[str, Any]]:
     """The requests for a person this run made: approvals, reviews, samples, escalations."""
     store = web.app.store
     out: list[dict[str, Any]] = []
-    for row in await store.list_reviews(limit=_REQUESTS_LIMIT, run_id=run.id):
-        kind = str(row.get("kind"))
-        base = "/approvals/" if kind in DECISION_KINDS else "/reviews/"
+    for req in await store.list_reviews(limit=_REQUESTS_LIMIT, run_id=run.id):
+        base = "/approvals/" if req.kind in DECISION_KINDS else "/reviews/"
         out.append(
             {
-                "id": row["id"],
-                "kind": kind,
-                "step": row.get("step"),
-                "status": row.get("status"),
-                "queue": row.get("queue"),
-                "decided_by": row.get("decided_by"),
-                "created_at": row.get("created_at"),
-                "href": base + url_id(str(row["id"])),
+                "id": req.id,
+                "kind": req.kind,
+                "step": req.step,
+                "status": req.status,
+                "queue": req.queue,
+                "decided_by": req.decided_by,
+                "created_at": req.created_at,
+                "href": base + url_id(req.id),
             }
         )
     for esc in await store.list_escalations(None, None, _REQUESTS_LIMIT, run_id=run.id):
@@ -200,4 +199,4 @@ async def _costs(web: Web, workflow: str | None, since: float | None) -> dict[st
     except Exception as exc:  # a store without usage metering still lists its runs
         log.warning("usage report unavailable: %s", exc)
         return {}
-    return {str(r["run"]): float(r["cost_usd"] or 0.0) for r in report}
+    return {str(r.key): float(r.cost_usd or 0.0) for r in report}

@@ -20,8 +20,12 @@ def router(web: Web) -> APIRouter:
         values.setdefault("form", {"name": "", "role": "reviewer", "groups": ""})
         values.setdefault("errors", {})
         return web.page(
-            request, "users.html", status=status, users=await store.list_users(),
-            roles=ROLES, **values,
+            request,
+            "users.html",
+            status=status,
+            users=await store.list_users(),
+            roles=ROLES,
+            **values,
         )
 
     @r.get("/users", response_class=HTMLResponse)
@@ -45,8 +49,7 @@ def router(web: Web) -> APIRouter:
             return await show(request, code, form=form, errors=errors)
         groups = [g.strip() for g in form["groups"].split(",") if g.strip()]
         try:
-            token = await add_user(store, form["name"], form["role"], groups,
-                                   by=posted.user.name)
+            token = await add_user(store, form["name"], form["role"], groups, by=posted.user.name)
         except ConfigError as exc:  # created meanwhile by someone else
             return await show(request, 409, form=form, errors={"name": exc.message})
         # The token is shown in this response only: no redirect, and never cached.
@@ -59,15 +62,15 @@ def router(web: Web) -> APIRouter:
         except ConfigError as exc:
             raise Refused(404, exc.message) from None
         # Rotating ends every session of the user: one's own too, so they sign in again.
-        created = {"name": name, "token": token, "rotated": True,
-                   "self": name == posted.user.name}
+        created = {"name": name, "token": token, "rotated": True, "self": name == posted.user.name}
         return await show(request, 200, created=created)
 
     @r.post("/users/{name:keel_id}/remove", response_class=HTMLResponse)
     async def remove(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
         if name == posted.user.name:
-            raise Refused(409, "you cannot remove yourself here; another admin or "
-                               "`keel users remove` can")
+            raise Refused(
+                409, "you cannot remove yourself here; another admin or `keel users remove` can"
+            )
         if posted.text("confirm") != name:
             return await show(request, 422, errors={f"remove:{name}": "type the name to confirm"})
         try:
