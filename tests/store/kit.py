@@ -116,9 +116,7 @@ async def claimed(
     assert await claim(store, owner, workflows=[workflow], ids=[run_id]) == [run_id]
 
 
-async def renew(
-    store: Store, owner: str, run_ids: Sequence[str], lease: float = LEASE
-) -> set[str]:
+async def renew(store: Store, owner: str, run_ids: Sequence[str], lease: float = LEASE) -> set[str]:
     return await _with_now(  # type: ignore[no-any-return]
         store, "renew", {"owner": owner, "run_ids": list(run_ids), "lease_seconds": lease}
     )
@@ -172,9 +170,7 @@ async def finish(
     )
 
 
-async def release(
-    store: Store, run_id: str, owner: str, writes: Sequence[StepWrite] = ()
-) -> None:
+async def release(store: Store, run_id: str, owner: str, writes: Sequence[StepWrite] = ()) -> None:
     await _with_now(
         store, "release_run", {"run_id": run_id, "owner": owner, "writes": list(writes)}
     )

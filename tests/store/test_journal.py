@@ -158,7 +158,9 @@ async def test_blobs_are_shared_by_digest(store: Store) -> None:
         await claimed(store, run_id)
         for i in range(2):  # the same output twice in one run, and once more in another
             key = f"s#{i}"
-            await commit(store, run_id, "A", StepWrite(rec(run_id, key, i, blob=digest), None, data))
+            await commit(
+                store, run_id, "A", StepWrite(rec(run_id, key, i, blob=digest), None, data)
+            )
     assert await store.load_blob(digest) == data
     for run_id in ("r1", "r2"):
         assert [s.blob for s in await store.load_steps(run_id)] == [digest, digest]

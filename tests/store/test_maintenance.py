@@ -11,7 +11,7 @@ import pytest
 from keel.codec import AESGCMCodec, new_key
 from keel.errors import ConfigError
 from keel.store import Store, open_store
-from keel.store.records import PurgeScope, Purged, StepWrite
+from keel.store.records import Purged, PurgeScope, StepWrite
 from keel.types import RunStatus, StepKind
 from tests.store.kit import claimed, commit, create, finish, journal, rec, step, usage
 from tests.store.people_kit import escalation, review

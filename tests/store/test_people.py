@@ -64,9 +64,7 @@ async def test_a_review_is_decided_once_and_wakes_its_run(store: Store) -> None:
     with pytest.raises(RunNotFound):
         await store.decide_review("missing", "approved", {}, "bob", 2_001.0, None)
     assert [c for c in await claim(store, "B")] == ["r1"]
-    taken = await store.take_signal(
-        "r1", "B", "review:rv1", _signal_step("r1", "review:rv1"), []
-    )
+    taken = await store.take_signal("r1", "B", "review:rv1", _signal_step("r1", "review:rv1"), [])
     assert taken is not None and b"alice" in taken
     log = await store.audit_log("rv1")
     assert all(isinstance(e, AuditEntry) for e in log)
@@ -149,7 +147,10 @@ async def test_escalations_list_newest_first(store: Store) -> None:
         store,
         "r1",
         "A",
-        escalations=[escalation("old", "r1", created_at=1.0), escalation("new", "r1", created_at=2.0)],
+        escalations=[
+            escalation("old", "r1", created_at=1.0),
+            escalation("new", "r1", created_at=2.0),
+        ],
     )
     assert [e.id for e in await store.list_escalations()] == ["new", "old"]
     assert [e.id for e in await store.list_escalations(limit=1)] == ["new"]

@@ -9,7 +9,9 @@ from keel.store import Store
 from keel.store.records import SpanRecord
 
 
-def _span(span_id: str, trace: str = "t1", start: int = 1, end: int | None = 2, **kw: object) -> SpanRecord:
+def _span(
+    span_id: str, trace: str = "t1", start: int = 1, end: int | None = 2, **kw: object
+) -> SpanRecord:
     fields: dict[str, object] = {
         "span_id": span_id,
         "trace_id": trace,
