@@ -36,6 +36,7 @@ from keel.types import (
     StepStatus,
     StructuredError,
 )
+from tests.backends import fresh_url
 
 DAY = 86400.0
 NOW = time.time()
@@ -54,7 +55,7 @@ def _digest(data: bytes) -> str:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(f"sqlite:///{tmp_path}/keel.db")
+    s = SQLiteStore(fresh_url(tmp_path))
     yield s
     await s.close()
 
@@ -345,7 +346,7 @@ def _filled(tmp_path: Path, *fill: Callable[[SQLiteStore], Awaitable[None]]) -> 
     its own event loop)."""
 
     async def go() -> None:
-        s = SQLiteStore(f"sqlite:///{tmp_path}/keel.db")
+        s = SQLiteStore(fresh_url(tmp_path))
         try:
             for f in fill:
                 await f(s)
@@ -356,7 +357,7 @@ def _filled(tmp_path: Path, *fill: Callable[[SQLiteStore], Awaitable[None]]) -> 
 
 
 def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, list(args))
     return res.exit_code, res.stdout, res.stderr

@@ -31,6 +31,7 @@ from keel.llm import Gateway, Reply, ScriptedModel
 from keel.store import SpanRecord, User
 from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
 from keel.store.sqlite import SQLiteStore
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 KEY_A, KEY_B, KEY_C = new_key(), new_key(), new_key()
@@ -547,7 +548,7 @@ def _span_row(attrs: dict[str, Any], status: str) -> SpanRecord:
 async def test_a_real_span_replaces_a_reconstructed_one_in_a_sealed_trace_store(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/keel.db", AESGCMCodec.from_text(KEY_A))
+    store = SQLiteStore(fresh_url(tmp_path), AESGCMCodec.from_text(KEY_A))
     try:
         ghost = _span_row({"keel.execution": 1, "keel.execution.interrupted": True}, "ERROR")
         real = _span_row({"keel.execution": 1}, "OK")
