@@ -181,9 +181,11 @@ def _violations() -> list[tuple[_Import, str]]:
             theirs = _layer(imp.imported)
             if theirs is None or theirs[0] <= own[0]:
                 continue
-            rule = _CONTRACTS.get(
-                own[1], f"{own[1]} (rank {own[0]}) never imports {theirs[1]} (rank {theirs[0]})"
+            rule = (
+                f"layer {own[1]} (rank {own[0]}) never imports layer {theirs[1]} (rank {theirs[0]})"
             )
+            if own[1] in _CONTRACTS:
+                rule += f"; {_CONTRACTS[own[1]]}"
             out.append((imp, rule))
     return out
 
@@ -254,8 +256,7 @@ def test_server_and_cli_use_app_services_not_the_store(surface: str) -> None:
         f"(keel.server.identity, keel.server.sessions, keel.llm.costs, keel.hitl.inbox, "
         f"keel.presence, keel.maintenance, or the App's own methods)"
         for module, path in _modules()
-        if (module == surface or module.startswith(surface + "."))
-        and module not in _STORE_SERVICES
+        if (module == surface or module.startswith(surface + ".")) and module not in _STORE_SERVICES
         for line, _ in _attributes(module, path, ("store",))
     ]
     assert not found, "\n".join(found)
