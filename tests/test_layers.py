@@ -32,6 +32,7 @@ _LAYERS: dict[str, tuple[int, str]] = {
     "keel._version": (0, "foundation"),
     "keel._ids": (0, "foundation"),
     "keel._json_input": (0, "foundation"),
+    "keel._jsonv": (0, "foundation"),  # JSON values (arrives with the store branch)
     "keel.errors": (0, "foundation"),
     "keel.types": (0, "foundation"),
     "keel.codec": (0, "foundation"),
