@@ -24,6 +24,7 @@ class Watched(StoreHost, Protocol):
 
     def _resumes_here(self, run_id: str) -> bool: ...
 
+
 START_HINT = "start one: keel worker MODULE (or keel serve --worker MODULE)"
 
 
