@@ -41,7 +41,9 @@ def store_keys(as_json: JsonOpt = False) -> None:
     """Which keys the stored payloads are encrypted with (and how many are in clear)."""
 
     async def go(app: Any) -> tuple[Any, dict[str | None, int]]:
-        return app.codec, await app.store.payload_keys()
+        from keel.maintenance import Maintenance
+
+        return app.codec, await Maintenance(app).payload_keys()
 
     codec, counts = _run(lambda: _with_app(go))
     current = codec.key_id if codec is not None else None
@@ -83,8 +85,11 @@ def store_rekey(
     """
 
     async def go(app: Any) -> tuple[RekeyCounts, dict[str | None, int]]:
-        done = await app.store.rekey(batch=batch, vacuum=vacuum)
-        return done, await app.store.payload_keys()
+        from keel.maintenance import Maintenance
+
+        upkeep = Maintenance(app)
+        done = await upkeep.rekey(batch=batch, vacuum=vacuum)
+        return done, await upkeep.payload_keys()
 
     done, counts = _run(lambda: _with_app(go))
     current = done.key_id

@@ -28,9 +28,12 @@ _PREFIX = "keel_"
 
 @dataclass(frozen=True)
 class User:
+    """A console user as the server sees them (no token material)."""
+
     name: str
     role: str
     groups: tuple[str, ...] = ()
+    created_at: float | None = field(default=None, compare=False)
 
     def at_least(self, role: str) -> bool:
         return _RANK[self.role] >= _RANK[role]
