@@ -54,7 +54,15 @@ class Phase:
     """
 
     def __init__(
-        self, ctx: Context, name: str, check: Any, retries: int, on_fail: OnFail, queue: str
+        self,
+        ex: RunExecution,
+        parent: Scope,
+        ctx: Context,
+        name: str,
+        check: Any,
+        retries: int,
+        on_fail: str,
+        queue: str,
     ) -> None:
         if retries < 0:
             raise ConfigError(f"ctx.phase retries must be >= 0, got {retries}")
@@ -64,10 +72,10 @@ class Phase:
         self.name = name
         self.checks = normalise(check)
         self.retries = retries
-        self.on_fail = on_fail
+        self.on_fail: OnFail = "escalate" if on_fail == "escalate" else "fail"
         self.queue = queue
-        self.ex: RunExecution = ctx._exec
-        self.parent: Scope = ctx._scope
+        self.ex = ex
+        self.parent = parent
         self.key = ""
         self.pos = 0
         self.started = 0.0
@@ -371,9 +379,8 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
     says why, and the run waits for that one.
     """
     ex = p.ex
-    reason = (
-        f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): "
-        + "; ".join(messages)
+    reason = f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): " + "; ".join(
+        messages
     )
     err = structured(exc, step=p.key) if exc is not None else None
     n = 1

@@ -23,6 +23,7 @@ from keel.engine.execution import (
     Suspend,
 )
 from keel.engine.journal import Scope
+from keel.engine.operation import Operation
 from keel.engine.serde import adapter, from_json, revive, to_json, unannotated
 from keel.engine.waiting import wait_signal, wait_until
 from keel.errors import (
@@ -133,30 +134,25 @@ def _breaker(ex: RunExecution, tool: str, config: CircuitBreaker) -> BreakerStat
 
 
 async def run_live(
-    ex: RunExecution,
-    scope: Scope,
-    key: str,
-    pos: int,
-    kind: StepKind,
-    name: str,
-    digest: str,
+    op: Operation,
     fn: Callable[[], Awaitable[Any]],
     annotation: Any,
     policy: StepPolicy,
-    rec: StepRecord | None,
 ) -> Any:
     """Attempt a step until it succeeds, then record it; or apply its fallback."""
+    ex, scope, key, kind, name = op._ex, op.scope, op.key, op.kind, op.name
+    rec = op.recorded
     step = _Step(
         ex,
         scope,
         key,
-        pos,
+        op.pos,
         kind,
         name,
-        digest,
+        op.digest,
         annotation,
         policy,
-        rec.started_at if rec is not None else time.time(),
+        op.started_at,
     )
     hooks = ex.rt.hooks
     if hooks.active:
@@ -456,11 +452,7 @@ async def escalate(
         packet=packet,
         created_at=time.time(),
     )
-    try:
-        await ex.rt.store.open_escalation(ex.run.id, ex.owner, escalation, [*ex._drain(), *writes])
-    except LeaseLost:
-        ex.lost = True
-        raise Abandon() from None
+    await ex.persist(writes, escalations=[escalation])
     for w in writes:
         ex.journal.add(w.record)
         ex.recorded(w.record)

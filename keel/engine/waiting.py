@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-from keel.engine.execution import Abandon, RunExecution, Suspend
+from keel.engine.execution import RunExecution, Suspend
 from keel.engine.journal import Scope
 from keel.engine.serde import digest, from_json, unannotated
-from keel.errors import LeaseLost, SignalTimeout, StoreError, structured
+from keel.errors import SignalTimeout, structured
 from keel.store.base import StepWrite
 from keel.types import StepKind, StepStatus
 
@@ -40,7 +40,7 @@ async def wait_signal(
     ok = ex.record(scope, key, pos, StepKind.SIGNAL, signal, dg, started, wake_at=deadline)
     if scope.state is not None:
         ok.state_delta = scope.state.delta()
-    writes = ex._drain()
+    writes: list[StepWrite] = []
     pending = None
     if rec is None:
         # The pending entry carries the same delta: if the run suspends here, the
@@ -58,14 +58,7 @@ async def wait_signal(
         )
         pending.state_delta = ok.state_delta
         writes.append(StepWrite(pending))
-    try:
-        payload = await ex.rt.store.take_signal(ex.run.id, ex.owner, signal, StepWrite(ok), writes)
-    except LeaseLost:
-        ex.lost = True
-        raise Abandon() from None
-    except StoreError as exc:
-        ex.fault = exc
-        raise Abandon() from None
+    payload = await ex.take_signal(signal, StepWrite(ok), writes)
     if payload is not None:
         ok.output = from_json(payload)
         ex.journal.add(ok)
@@ -97,3 +90,25 @@ async def wait_signal(
         await ex.commit(scope, failed, None)
         raise err
     raise Suspend(wake_at=deadline, signals=frozenset({signal}))
+
+
+async def sleep(ex: RunExecution, scope: Scope, seconds: float) -> None:
+    """The journaled timer behind `ctx.sleep`: held in memory when short, else suspended."""
+    op = ex.operation(scope, StepKind.SLEEP, "sleep", digest(float(seconds)))
+    if op.done:
+        await op.replay()
+        return
+    now = time.time()
+    if op.recorded is None:
+        wake_at = now + max(0.0, float(seconds))
+        await ex.commit(scope, op.entry(StepStatus.PENDING, wake_at=wake_at, started=now), None)
+    else:
+        assert op.recorded.wake_at is not None
+        wake_at = op.recorded.wake_at
+    remaining = wake_at - now
+    if remaining > ex.rt.settings.inline_sleep_max:
+        raise Suspend(wake_at=wake_at)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    started = op.recorded.started_at if op.recorded is not None else now
+    await ex.commit(scope, op.entry(wake_at=wake_at, started=started), None)
