@@ -32,7 +32,6 @@ from keel.errors import (
     validation_problems,
 )
 from keel.policy.validation import normalise, run_checks, verdict_messages
-from keel.store.base import StepWrite
 from keel.types import EscalationPacket, StepKind, StepRecord, StepStatus
 
 if TYPE_CHECKING:
@@ -455,8 +454,9 @@ async def _open(
         result_schema=state.model.model_json_schema() if state is not None else None,
         checks=check_refs(p.checks),
     )
+    marker_scope = Scope(path=f"{p.key}/")
     marker = ex.record(
-        Scope(path=f"{p.key}/"),
+        marker_scope,
         f"{p.key}/escalation{_round_suffix(n)}",
         p.retries + 2 * n - 1,
         StepKind.PHASE,
@@ -465,16 +465,8 @@ async def _open(
         time.time(),
     )
     marker.output = esc_id
-    await escalate(
-        ex,
-        p.parent,
-        p.key,
-        "phase",
-        packet,
-        p.queue,
-        [StepWrite(marker, b'"' + esc_id.encode() + b'"')],
-        esc_id=esc_id,
-    )
+    data = b'"' + esc_id.encode() + b'"'
+    await escalate(ex, p.key, "phase", packet, p.queue, (marker_scope, marker, data), esc_id)
 
 
 async def _verify(p: Phase, edits: Any) -> tuple[list[str], list[str]]:

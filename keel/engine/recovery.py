@@ -45,7 +45,6 @@ from keel.policy.breaker import BreakerState, CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import NO_RETRY, Retry
 from keel.policy.validation import run_checks
-from keel.store.base import StepWrite
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -431,15 +430,15 @@ def journal_summary(ex: RunExecution, prefix: str, limit: int = 50) -> list[dict
 
 async def escalate(
     ex: RunExecution,
-    scope: Scope,
     key: str,
     kind: str,
     packet: EscalationPacket,
     queue: str,
-    writes: list[StepWrite],
+    marker: tuple[Scope, StepRecord, bytes | None],
     esc_id: str | None = None,
 ) -> str:
-    """Record an escalation (once) with the entries that mark the step as waiting for it.
+    """Record an escalation (once) atomically with the journal entry that marks the step
+    as waiting for it (`marker`: its scope, record and output).
     Its id is `<run>:<key>` unless the step escalates more than once (`esc_id`)."""
     esc_id = esc_id or f"{ex.run.id}:{key}"
     escalation = Escalation(
@@ -452,10 +451,8 @@ async def escalate(
         packet=packet,
         created_at=time.time(),
     )
-    await ex.persist(writes, escalations=[escalation])
-    for w in writes:
-        ex.journal.add(w.record)
-        ex.recorded(w.record)
+    scope, rec, data = marker
+    await ex.commit(scope, rec, data, escalation=escalation)
     if ex.rt.hooks.active:
         ex.rt.hooks.escalated(ex.run.id, esc_id, queue)
     return esc_id
@@ -507,15 +504,8 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
         )
         waiting = step.record(status=StepStatus.PENDING, error=err, attempts=attempts)
         waiting.fallback = "human"
-        await escalate(
-            ex,
-            step.scope,
-            key,
-            "tool",
-            packet,
-            fb.queue if fb is not None else "escalations",
-            [StepWrite(waiting)],
-        )
+        queue = fb.queue if fb is not None else "escalations"
+        await escalate(ex, key, "tool", packet, queue, (step.scope, waiting, None))
     decision = await await_resolution(ex, key, esc_id)
     by = decision.get("by", "someone")
     if decision.get("status") == "resolved":
