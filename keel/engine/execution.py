@@ -165,7 +165,8 @@ class RunExecution:
         here (run transitions and signal takes have their own store calls), so a lost
         lease or a failing store is handled once: the run is abandoned, nothing written.
         """
-        batch = [*self._drain(), *writes]
+        batch = self._drain()  # the buffer's own list, swapped out: ours to extend
+        batch.extend(writes)
         store = self.rt.store
         opened: frozenset[str] = frozenset()
         if len(reviews) + len(escalations) > 1:
@@ -371,12 +372,22 @@ class RunExecution:
         """Run `fn` as a journaled operation under `policy`; on replay return what it
         recorded. `shown_input` is what a NonDeterminismError shows as the new input
         (default: the policy's input)."""
+        if self.fatal is not None:  # a hard stop (Fallback.fail): no later step may run
+            raise self.fatal
+        if key is None or pos is None:
+            key, pos = scope.next(key_name or name)
         if shown_input is _NO_INPUT and policy is not None and policy.input is not None:
             shown_input = policy.input
-        op = self.operation(
-            scope, kind, name, digest, key_name=key_name, key=key, pos=pos, shown_input=shown_input
-        )
-        return await op.run(fn, annotation, policy)
+        rec = self.check(scope, key, pos, digest, shown_input)
+        # `operation(...).run(...)` written out: this is every tool call's hot path
+        if rec is not None and rec.status is not StepStatus.PENDING:
+            return await self.replayed(scope, rec, annotation)
+        if self.draining:  # the step boundary: steps in flight finish, no new one starts
+            raise Drain()
+        from keel.engine.recovery import PLAIN, run_live
+
+        op = Operation(self, scope, kind, name, digest, key, pos, rec)
+        return await run_live(op, fn, annotation, policy or PLAIN)
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         """A recorded non-deterministic value (time, uuid, random): buffered, no extra write."""

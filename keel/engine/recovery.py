@@ -151,7 +151,7 @@ async def run_live(
         op.digest,
         annotation,
         policy,
-        op.started_at,
+        rec.started_at if rec is not None else time.time(),
     )
     hooks = ex.rt.hooks
     if hooks.active:
