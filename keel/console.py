@@ -13,7 +13,7 @@ from rich.tree import Tree
 
 from keel.observe.journal_view import JournalView, journal_view, trim
 from keel.observe.journal_view import Node as JournalNode
-from keel.store.base import ENDED, Purged, PurgeScope, StoreSpace
+from keel.store.base import ENDED, Purged, PurgeScope, StoreSpace, UsageGroup
 from keel.types import Escalation, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 _STATUS_STYLE = {
@@ -116,20 +116,20 @@ def _llm_summary(out: dict[str, Any]) -> Text:
     return text
 
 
-def costs_table(rows: list[dict[str, Any]], group_by: str) -> Table:
+def costs_table(rows: list[UsageGroup], group_by: str) -> Table:
     table = Table(header_style="bold")
     for col in (group_by, "calls", "input tok", "output tok", "cost (USD)", "cache hits"):
         table.add_column(col, justify="left" if col == group_by else "right")
     total = 0.0
     for r in rows:
-        total += r["cost_usd"] or 0.0
+        total += r.cost_usd or 0.0
         table.add_row(
-            str(r[group_by]),
-            str(r["calls"]),
-            str(r["input_tokens"]),
-            str(r["output_tokens"]),
-            f"{r['cost_usd'] or 0:.6f}",
-            str(r["cache_hits"]),
+            str(r.key),
+            str(r.calls),
+            str(r.input_tokens),
+            str(r.output_tokens),
+            f"{r.cost_usd or 0:.6f}",
+            str(r.cache_hits),
         )
     table.caption = f"total ${total:.6f}"
     return table

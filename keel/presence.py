@@ -11,18 +11,33 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from keel.host import StoreHost
 from keel.store.base import WorkerBeat
 from keel.types import RunInfo
 
-if TYPE_CHECKING:
-    from keel.app import App
+
+class Watched(StoreHost, Protocol):
+    """What presence needs from the application (`keel.App` is one): its store, and
+    whether this process's own embedded worker watches a run."""
+
+    def _resumes_here(self, run_id: str) -> bool: ...
+
 
 START_HINT = "start one: keel worker MODULE (or keel serve --worker MODULE)"
 
 
-async def live_workers(app: App, workflow: str | None = None) -> list[WorkerBeat]:
+async def workers(app: StoreHost) -> list[WorkerBeat]:
+    """Every worker that sent a heartbeat, live or not, the most recently seen first.
+
+    Example:
+        gone = [w for w in await workers(app) if not w.live(time.time())]
+    """
+    return await app.store.list_workers()
+
+
+async def live_workers(app: StoreHost, workflow: str | None = None) -> list[WorkerBeat]:
     """Live workers (of `workflow` if given), the most recently seen first.
 
     Example:
@@ -32,7 +47,7 @@ async def live_workers(app: App, workflow: str | None = None) -> list[WorkerBeat
     now = time.time()
     return [
         w
-        for w in await app.store.list_workers()
+        for w in await workers(app)
         if w.live(now) and (workflow is None or workflow in w.workflows)
     ]
 
@@ -49,7 +64,7 @@ class ResumeNotice:
 
 
 async def resume_notice(
-    app: App, run_id: str, then: str = "resumes", run: RunInfo | None = None
+    app: Watched, run_id: str, then: str = "resumes", run: RunInfo | None = None
 ) -> ResumeNotice:
     """What happens to `run_id` now that it may go on: `run R resumes` only when a live
     worker serves its workflow; otherwise what to start. `then` says what the run does;
@@ -80,7 +95,7 @@ async def resume_notice(
     )
 
 
-async def unserved(app: App, runs: Iterable[tuple[str, str]]) -> list[str]:
+async def unserved(app: Watched, runs: Iterable[tuple[str, str]]) -> list[str]:
     """The workflows of these `(run_id, workflow)` pairs that no live `keel worker`
     serves (a run this process's embedded worker watches is served)."""
     waiting = {wf for run_id, wf in runs if not app._resumes_here(run_id)}

@@ -197,3 +197,90 @@ class Escalation(BaseModel):
     created_at: float
     resolved_at: float | None = None
     resolved_by: str | None = None
+
+
+class ReviewRequest(BaseModel):
+    """One request for a person: an approval, a low-confidence or novelty review, a sample."""
+
+    id: str
+    kind: str
+    run_id: str
+    workflow: str
+    step: str | None = None
+    queue: str
+    status: str
+    request: dict[str, Any]
+    decision: dict[str, Any] | None = None
+    deadline: float | None = None
+    created_at: float
+    decided_at: float | None = None
+    decided_by: str | None = None
+
+    @property
+    def tool(self) -> str | None:
+        action = self.request.get("action")
+        return action.get("tool") if isinstance(action, dict) else None
+
+    @property
+    def args(self) -> dict[str, Any] | None:
+        action = self.request.get("action")
+        return action.get("args") if isinstance(action, dict) else None
+
+    @property
+    def reason(self) -> str | None:
+        """Why it was routed to a person: "refund is irreversible: a person must approve it"."""
+        reason = self.request.get("reason")
+        return None if reason is None else str(reason)
+
+    def summary(self) -> dict[str, Any]:
+        """The `--json` shape: id, run_id, queue, status, tool, args and the rest."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "run_id": self.run_id,
+            "workflow": self.workflow,
+            "queue": self.queue,
+            "status": self.status,
+            "tool": self.tool,
+            "args": self.args,
+            "reason": self.reason,
+            "deadline": self.deadline,
+            "created_at": self.created_at,
+            "decided_by": self.decided_by,
+            "decision": self.decision,
+        }
+
+
+def superseded_attempts(phase_attempts: list[str], keys: list[str]) -> list[str]:
+    """Prefixes (`<phase key>/<n>/`) of phase attempts that a later attempt replaced.
+
+    `phase_attempts` are keys of phase-attempt outcome records (`<phase key>/<n>`);
+    `keys` may add any other keys, so an attempt in progress also counts as later.
+    Here, not in the engine, because stores compute `RunInfo.degraded` with it.
+
+    Example:
+        superseded_attempts(["p/1", "p/2"], [])  # ["p/1/"]
+    """
+    latest: dict[str, int] = {}
+    tried: dict[str, set[int]] = {}
+    for key in phase_attempts:
+        phase, _, n = key.rpartition("/")
+        if phase and n.isdigit():
+            tried.setdefault(phase, set()).add(int(n))
+            latest[phase] = max(latest.get(phase, 0), int(n))
+    for key in keys:
+        for phase in tried:
+            if key.startswith(phase + "/"):
+                n = key[len(phase) + 1 :].split("/", 1)[0]
+                if n.isdigit():
+                    latest[phase] = max(latest[phase], int(n))
+    return [f"{p}/{n}/" for p, ns in tried.items() for n in ns if n < latest[p]]
+
+
+def live_degraded(degraded: list[str], superseded: list[str]) -> list[str]:
+    """Degraded step keys, without those in phase attempts that were thrown away.
+
+    Example:
+        live_degraded(["p/1/a", "p/2/a"], ["p/1/"])  # ["p/2/a"]
+    """
+    return sorted(k for k in degraded if not any(k.startswith(p) for p in superseded))

@@ -1,4 +1,5 @@
-"""Shared fixtures: a fresh SQLite store per test and Apps that are closed afterwards."""
+"""Shared fixtures: a fresh store per test (on the backend `KEEL_TEST_STORE` picks, see
+tests/backends.py) and Apps that are closed afterwards."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ import pytest
 
 import keel
 from keel.engine.runtime import Settings
+from keel.store import Store
 
 _REPO = str(Path(__file__).resolve().parents[1])
 if _REPO not in sys.path:  # `tests.*` must import under plain `pytest` too
     sys.path.insert(0, _REPO)
 
+from tests.backends import UnknownBackend, backend, fresh_url  # noqa: E402
 from tests.limits import WAIT  # noqa: E402
 
 SETTLE_TIMEOUT = WAIT  # "until the engine got there": a bound, never a timing
@@ -32,10 +35,34 @@ def _litellm_imported() -> None:
     litellm()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse an unknown KEEL_TEST_STORE before collecting anything, naming the known ones."""
+    try:
+        backend()
+    except UnknownBackend as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"store backend: {backend().name} (KEEL_TEST_STORE)"
+
+
 @pytest.fixture
 def store_url(tmp_path: Any) -> str:
-    """A fresh SQLite store URL in this test's tmp_path."""
-    return f"sqlite:///{tmp_path}/keel.db"
+    """A fresh store URL on this session's backend (tests/backends.py)."""
+    return fresh_url(tmp_path)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    """A fresh, open store on this session's backend; closed at teardown."""
+    from keel.store import open_store
+
+    opened = open_store(store_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @pytest.fixture

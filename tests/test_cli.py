@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keel.cli import cli
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 APP = str(Path(__file__).parent / "apps" / "cli_app.py")
@@ -19,7 +20,7 @@ APP = str(Path(__file__).parent / "apps" / "cli_app.py")
 
 @pytest.fixture()
 def keel_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
     monkeypatch.setenv("KEEL_POLL_INTERVAL", "0.02")
     monkeypatch.chdir(tmp_path)
     # The CLI imports the app module once per process; each test needs a fresh one
@@ -69,7 +70,7 @@ def test_detach_then_worker_executes(keel_cli: CliRunner, tmp_path: Path) -> Non
     assert code == 0 and json.loads(out)["status"] == "PENDING"
     env = {
         **os.environ,
-        "KEEL_STORE": f"sqlite:///{tmp_path}/keel.db",
+        "KEEL_STORE": fresh_url(tmp_path),
         "KEEL_POLL_INTERVAL": "0.02",
     }
     worker = subprocess.Popen(

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import keel
 from keel.cli import cli
 from tests.apps.hitl_app import build
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
@@ -26,7 +27,7 @@ SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 
 class Env:
     def __init__(self, tmp_path: Path) -> None:
-        self.url = f"sqlite:///{tmp_path}/keel.db"
+        self.url = fresh_url(tmp_path)
         self.runner = CliRunner()
 
     def cli(self, *args: str) -> tuple[int, str, str]:
@@ -65,7 +66,7 @@ class Env:
 
 @pytest.fixture()
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
     monkeypatch.setenv("KEEL_POLL_INTERVAL", "0.02")
     monkeypatch.setenv("KEEL_TEST_DIR", str(tmp_path / "data"))
     (tmp_path / "data" / "effects").mkdir(parents=True)

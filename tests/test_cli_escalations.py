@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from keel.cli import cli
+from tests.backends import fresh_url
 
 APP = str(Path(__file__).parent / "apps" / "recovery_app.py")
 ESC = "e1:lookup_account#0"
@@ -23,7 +24,7 @@ ESC = "e1:lookup_account#0"
 
 @pytest.fixture()
 def keel_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
     monkeypatch.setenv("KEEL_POLL_INTERVAL", "0.02")
     monkeypatch.setenv("COLUMNS", "200")  # tables wide enough not to fold ids
     monkeypatch.delenv("KEEL_TEST_DIR", raising=False)

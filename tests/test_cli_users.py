@@ -13,13 +13,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 import keel
 from keel.server.app import create_app
+from keel.store import AuditEntry, User
 from keel.store.sqlite import SQLiteStore
 from tests.limits import WAIT
 from tests.services.redis_server import free_port
@@ -83,11 +83,11 @@ def test_add_prints_the_token_once_and_stores_only_its_hash(cli: Keel) -> None:
     raw = cli.store_bytes()
     assert raw and token.encode() not in raw and secret.encode() not in raw
     (row,) = asyncio.run(_users(cli.url))
-    assert row["token_hash"].startswith("sha256$") and secret not in row["token_hash"]
-    assert row["groups"] == ["payments", "accounts"]
+    assert row.token_hash.startswith("sha256$") and secret not in row.token_hash
+    assert row.groups == ("payments", "accounts")
 
 
-async def _users(url: str) -> list[dict[str, Any]]:
+async def _users(url: str) -> list[User]:
     store = SQLiteStore(url)
     try:
         return await store.list_users()
@@ -130,7 +130,7 @@ def test_remove_deletes_the_user_and_refuses_unknown_names(cli: Keel) -> None:
     assert [u["name"] for u in json.loads(cli("users", "list", "--json").stdout)] == ["dora"]
     assert asyncio.run(_me(cli.url, token)) == 401
     _one_line_error(cli("users", "remove", "carl"), "no user 'carl'")
-    actors = {a["action"]: a["actor"] for a in asyncio.run(_audit(cli.url, "carl"))}
+    actors = {a.action: a.actor for a in asyncio.run(_audit(cli.url, "carl"))}
     assert actors["user_added"].startswith("cli:") and actors["user_removed"].startswith("cli:")
 
 
@@ -277,7 +277,7 @@ def test_serve_answers_with_the_api_and_stops_on_sigterm(
         httpx.get(f"{base}/me", timeout=2.0, trust_env=False)
 
 
-async def _audit(url: str, target: str) -> list[dict[str, object]]:
+async def _audit(url: str, target: str) -> list[AuditEntry]:
     store = SQLiteStore(url)
     try:
         return await store.audit_log(target)
@@ -285,9 +285,16 @@ async def _audit(url: str, target: str) -> list[dict[str, object]]:
         await store.close()
 
 
-@pytest.mark.parametrize(("host", "warned"), [("127.0.0.1", False), ("::1", False),
-                                              ("localhost", False), ("0.0.0.0", True),
-                                              ("console.example", True)])
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0.0.0.0", True),
+        ("console.example", True),
+    ],
+)
 def test_serve_says_remote_reviewers_need_https(
     cli: Keel, monkeypatch: pytest.MonkeyPatch, host: str, warned: bool
 ) -> None:

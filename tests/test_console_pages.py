@@ -684,12 +684,12 @@ async def test_admins_add_users_whose_token_is_shown_once_and_works(console: Con
     assert token.startswith("keel_")
     assert token not in (await ada.get("/users")).text  # shown once
     row = await console.app.store.get_user("nina")
-    assert row and row["groups"] == ["payments", "qa"] and token not in str(row)
+    assert row and row.groups == ("payments", "qa") and token not in str(row)
     console.tokens["nina"] = token
     nina = await console.login("nina")
     assert "nina (reviewer)" in (await nina.get("/inbox")).text
-    [added] = [a for a in await console.app.store.audit_log("nina") if a["action"] == "user_added"]
-    assert added["actor"] == "ada"
+    [added] = [a for a in await console.app.store.audit_log("nina") if a.action == "user_added"]
+    assert added.actor == "ada"
 
 
 async def test_adding_a_user_checks_the_form(console: Console) -> None:
@@ -701,7 +701,7 @@ async def test_adding_a_user_checks_the_form(console: Console) -> None:
     assert 'value="zed"' in r.text  # what was typed stays
     r = await post(ada, "/users", {"name": "rita", "role": "viewer"})
     assert r.status_code == 409 and "already exists" in element(r.text, "err-name")
-    assert (await console.app.store.get_user("rita"))["role"] == "reviewer"  # type: ignore[index]
+    assert (await console.app.store.get_user("rita")).role == "reviewer"  # type: ignore[union-attr]
     assert await console.app.store.get_user("zed") is None
 
 
@@ -710,8 +710,8 @@ async def test_rotating_a_token_ends_the_old_one_and_its_sessions(console: Conso
     r = await post(ada, "/users/rita/rotate", {})
     assert r.status_code == 200 and element(r.text, "token-value").startswith("keel_")
     [rotated] = [a for a in await console.app.store.audit_log("rita")
-                 if a["action"] == "token_rotated"]
-    assert rotated["actor"] == "ada"
+                 if a.action == "token_rotated"]
+    assert rotated.actor == "ada"
     assert (await rita.get("/inbox")).status_code == 303  # her session ended
     c = console.client()
     form = await c.get("/login")
@@ -727,8 +727,8 @@ async def test_removing_a_user_needs_the_name_typed_and_never_oneself(console: C
     r = await post(ada, "/users/otto/remove", {"confirm": "otto"})
     assert r.status_code == 303 and await console.app.store.get_user("otto") is None
     [removed] = [a for a in await console.app.store.audit_log("otto")
-                 if a["action"] == "user_removed"]
-    assert removed["actor"] == "ada"
+                 if a.action == "user_removed"]
+    assert removed.actor == "ada"
     r = await post(ada, "/users/ada/remove", {"confirm": "ada"})
     assert r.status_code == 409 and await console.app.store.get_user("ada") is not None
     r = await post(ada, "/users/ghost/rotate", {})

@@ -10,6 +10,7 @@ import pytest
 
 import keel
 from keel.types import StepStatus
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 
@@ -18,7 +19,7 @@ class _Interrupted(Exception):
 
 
 def _app(tmp_path: Path) -> keel.App:
-    return keel.App(f"sqlite:///{tmp_path}/keel.db")
+    return keel.App(fresh_url(tmp_path))
 
 
 async def _interrupt_mid_call(

@@ -12,7 +12,7 @@ import pytest
 import keel
 from keel.engine.execution import RunExecution
 from keel.errors import InputError, NonDeterminismError
-from keel.store.base import Claimed
+from keel.store import Claimed
 from keel.types import RunStatus, StepKind, StepStatus
 from tests.limits import WAIT
 

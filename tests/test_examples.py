@@ -25,6 +25,7 @@ import pytest
 import keel
 from keel.engine.hooks import StepEvent
 from keel.types import StepStatus
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -63,7 +64,7 @@ class Recorder(keel.Hooks):
 def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)  # nothing may land in the repo's .keel/
     monkeypatch.delenv("KEEL_MODEL", raising=False)  # the offline model, whatever the shell has
-    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
     monkeypatch.setenv("KEEL_EXAMPLE_OUTBOX", str(tmp_path / "outbox"))
     monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0")
     monkeypatch.setenv("KEEL_POLL_INTERVAL", "0.02")
@@ -336,7 +337,7 @@ async def test_triage_model_calls_are_journaled_with_usage_and_cost(triage: Modu
 
     # The same usage is metered in the store, per run, for `keel costs`.
     [row] = await triage.app.store.usage_report("run")
-    assert row["calls"] == 2 and row["cost_usd"] == pytest.approx(
+    assert row.calls == 2 and row.cost_usd == pytest.approx(
         sum(s.output["cost_usd"] for s in llm.values())
     )
 
@@ -677,7 +678,7 @@ async def test_doc_summary_resumes_after_interruption_without_redoing_items(
 def _env(tmp: Path) -> dict[str, str]:
     return {
         **os.environ,
-        "KEEL_STORE": f"sqlite:///{tmp}/keel.db",
+        "KEEL_STORE": fresh_url(tmp),
         "KEEL_EXAMPLE_OUTBOX": str(tmp / "outbox"),
         "KEEL_EXAMPLE_LATENCY_SCALE": "0",
     }

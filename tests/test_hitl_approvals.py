@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 import keel
 from keel.engine.runtime import Settings
 from keel.hitl import Approval
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
@@ -495,6 +496,6 @@ async def test_reviewer_groups_come_from_keel_toml(
     """The CLI builds a bare App: keel.toml's [keel.reviewers] must still bind it."""
     (tmp_path / "keel.toml").write_text('[keel.reviewers]\npayments = ["alice"]\n')
     monkeypatch.chdir(tmp_path)
-    app = keel.App(f"sqlite:///{tmp_path}/keel.db")
+    app = keel.App(fresh_url(tmp_path))
     assert app.reviewers == {"payments": {"alice"}}
-    assert keel.App(f"sqlite:///{tmp_path}/keel.db", reviewers={}).reviewers == {}
+    assert keel.App(fresh_url(tmp_path), reviewers={}).reviewers == {}

@@ -122,7 +122,7 @@ async def test_a_reviewed_sample_stays_and_the_day_keeps_at_most_k_pending(
     kept = await app.reviews.get(first[0].id)
     assert kept.status == "correct" and kept.decided_by == "vera"  # never swapped out
     log = await app.store.audit_log()
-    assert {e["action"] for e in log} >= {"requested", "correct", "resampled"}
+    assert {e.action for e in log} >= {"requested", "correct", "resampled"}
 
 
 async def test_completed_runs_are_sampled_then_verdicts_export_as_eval_cases(

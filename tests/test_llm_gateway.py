@@ -565,8 +565,9 @@ async def test_a_burst_of_concurrent_steps_fills_the_budget_and_no_more(
         fallback = keel.Fallback.degrade("(over budget)")
 
         async def one(i: int) -> str:
-            return await ctx.llm.text(f"essay {i}", max_tokens=20_000, cache=False,
-                                      fallback=fallback)
+            return await ctx.llm.text(
+                f"essay {i}", max_tokens=20_000, cache=False, fallback=fallback
+            )
 
         return list(await ctx.gather(*[one(i) for i in range(6)]))
 
@@ -582,9 +583,13 @@ async def test_a_budget_refusal_falls_back_to_a_cheaper_model(
 ) -> None:
     smart = ScriptedModel(lambda m: "smart answer", price_as="gpt-4o")  # ~17x the price
     fast = priced(lambda m: "fast answer")
-    gateway = Gateway({"smart": smart, "fast": fast}, default="smart",
-                      fallbacks={"smart": ["fast"]}, budgets=Budgets(per_run=0.01),
-                      retry=NO_RETRY)
+    gateway = Gateway(
+        {"smart": smart, "fast": fast},
+        default="smart",
+        fallbacks={"smart": ["fast"]},
+        budgets=Budgets(per_run=0.01),
+        retry=NO_RETRY,
+    )
     app = llm_app(gateway)
 
     @app.workflow
@@ -694,7 +699,7 @@ async def test_cache_hit_miss_and_opt_out(llm_app: Callable[..., keel.App]) -> N
     assert [bool(r[8]) for r in rows] == [r.cache_hit for r in resps]
     assert sum(r[7] for r in rows) == pytest.approx(sum(r.cost_usd for r in resps))
     (report,) = await app.store.usage_report("run")
-    assert report["calls"] == 6 and report["cache_hits"] == 2
+    assert report.calls == 6 and report.cache_hits == 2
 
     # a gateway with the cache off never reads or writes it
     off = ScriptedModel(lambda m: "x")
@@ -720,8 +725,9 @@ async def test_scripted_and_cassette_models_are_not_cached_by_default(
 
     answers, hits = [], 0
     for script in ("billing", "outage"):  # the script, edited between two runs, one store
-        app = keel.App(store_url, settings=Settings(poll_interval=0.02),
-                       llm=Gateway({"m": scripted(script)}))
+        app = keel.App(
+            store_url, settings=Settings(poll_interval=0.02), llm=Gateway({"m": scripted(script)})
+        )
 
         @app.workflow
         async def ask(ctx: keel.Context) -> str:
@@ -729,7 +735,7 @@ async def test_scripted_and_cassette_models_are_not_cached_by_default(
 
         try:
             answers.append(await (await app.start(ask)).result(RESULT))
-            hits = sum(r["cache_hits"] for r in await app.store.usage_report("run"))
+            hits = sum(r.cache_hits for r in await app.store.usage_report("run"))
         finally:
             await app.close()
     assert answers == ["billing", "outage"] and hits == 0
@@ -800,7 +806,7 @@ async def test_a_replayed_step_is_neither_a_cache_hit_nor_a_cost(
     after = await usage_rows(app, handle.id)
     assert after[0] == before[0] and len(after) == 2  # replay metered nothing
     (report,) = await app.store.usage_report("run")
-    assert report["calls"] == 2 and report["cache_hits"] == 0
+    assert report.calls == 2 and report.cache_hits == 0
 
 
 # -- the journal and metering ----------------------------------------------------------------
@@ -840,8 +846,8 @@ async def test_each_call_is_journaled_and_metered(llm_app: Callable[..., keel.Ap
     assert (tin, tout, hit) == (resp.usage.input_tokens, resp.usage.output_tokens, 0)
     assert cost == pytest.approx(resp.cost_usd)
     (by_tenant,) = await app.store.usage_report("tenant")
-    assert by_tenant["tenant"] == "acme" and by_tenant["calls"] == 1
-    assert by_tenant["cost_usd"] == pytest.approx(resp.cost_usd)
+    assert by_tenant.key == "acme" and by_tenant.calls == 1
+    assert by_tenant.cost_usd == pytest.approx(resp.cost_usd)
     assert await app.store.spent(tenant="acme") == pytest.approx(resp.cost_usd)
     assert await app.store.spent(tenant="globex") == 0.0
 
@@ -892,8 +898,9 @@ async def test_a_scripted_model_keeps_only_its_latest_requests() -> None:
     model = ScriptedModel(lambda m: "ok", keep_calls=3)
     gateway = Gateway({"m": model}, retry=NO_RETRY)
     for i in range(5):
-        await gateway.complete([{"role": "user", "content": f"q{i}"}], CallContext("wf", "t"),
-                               cache=False)
+        await gateway.complete(
+            [{"role": "user", "content": f"q{i}"}], CallContext("wf", "t"), cache=False
+        )
     assert model.total == 5 and len(model.calls) == 3
     assert [c["messages"][0]["content"] for c in model.calls] == ["q2", "q3", "q4"]
 

@@ -8,6 +8,7 @@ import pytest
 
 from keel.llm import Gateway, ScriptedModel
 from keel.llm.gateway import CallContext
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 
@@ -39,7 +40,7 @@ async def test_without_logprobs_confidence_is_self_consistency(
     model = ScriptedModel(lambda m: json.dumps({"category": "billing"}))
     gw = Gateway(models={"m": model}, retry=keel.Retry(attempts=1))
     monkeypatch.setattr(gw, "supports_logprobs", lambda model, cc: False)
-    app = keel.App(f"sqlite:///{tmp_path}/keel.db", llm=gw)
+    app = keel.App(fresh_url(tmp_path), llm=gw)
 
     @app.workflow()
     async def wf(ctx: keel.Context) -> str:

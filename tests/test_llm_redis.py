@@ -10,6 +10,7 @@ import keel
 from keel.llm import Gateway, ModelSpec, ScriptedModel
 from keel.llm.gateway import CallContext
 from keel.llm.ratelimit import RateLimiter
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 
@@ -45,7 +46,7 @@ async def test_rate_limit_window_is_shared_across_limiters(redis_url: str) -> No
 async def test_gateway_with_redis_runs_a_workflow(redis_url: str, tmp_path: Path) -> None:
     model = ScriptedModel(lambda messages: "ok")
     app = keel.App(
-        f"sqlite:///{tmp_path}/keel.db",
+        fresh_url(tmp_path),
         llm=Gateway(models={"m": ModelSpec(model, rpm=1000)}, redis_url=redis_url),
     )
 

@@ -23,6 +23,7 @@ from keel.hitl import Approval
 from keel.observe import RedactingFilter, Redactor, configure_logging
 from keel.observe.logs import KEEL_LOGGERS
 from keel.observe.redact import MASK, _required_literal
+from tests.backends import fresh_url
 from tests.limits import WAIT
 from tests.test_observe_redaction import span_store_text, trace_text
 
@@ -208,15 +209,15 @@ def test_keel_toml_configures_the_redactor(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "keel.toml").write_text(
         '[keel.redact]\nfields = ["*_pin"]\npatterns = [\'ACME-\\d{6}\']\nemail = true\n'
     )
-    app = keel.App(f"sqlite:///{tmp_path}/k.db")
+    app = keel.App(fresh_url(tmp_path, "k"))
     assert app.redactor.text(f"{EMAIL} ACME-123456 card_pin=1234 password=x") == (
         f"{MASK} {MASK} card_pin={MASK} password={MASK}"
     )
     (tmp_path / "keel.toml").write_text("[keel.redact]\nfeilds = []\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) feilds"):
-        _ = keel.App(f"sqlite:///{tmp_path}/k.db").redactor
+        _ = keel.App(fresh_url(tmp_path, "k")).redactor
     with pytest.raises(ConfigError, match=r"redactor= takes a keel\.Redactor"):
-        keel.App(f"sqlite:///{tmp_path}/k.db", redactor=lambda v: v)  # type: ignore[arg-type]
+        keel.App(fresh_url(tmp_path, "k"), redactor=lambda v: v)  # type: ignore[arg-type]
 
 
 # -- one redactor per App, everywhere ----------------------------------------------------

@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 import keel
 from keel.cli import cli
 from keel.types import RunStatus, StepStatus
+from tests.backends import fresh_url
 from tests.faults import Always, Faults, Schedule
 from tests.limits import WAIT
 
@@ -654,7 +655,7 @@ async def test_a_crashing_check_is_a_failed_check(make_app: Callable[..., keel.A
 
 
 def test_validate_rejects_things_that_are_not_checks(tmp_path: Path) -> None:
-    app = keel.App(f"sqlite:///{tmp_path}/k.db")
+    app = keel.App(fresh_url(tmp_path, "k"))
     with pytest.raises(TypeError, match="validate= takes types and check functions"):
 
         @app.tool(validate=[42])

@@ -7,6 +7,7 @@ as an argument), so "40 days ago" needs no waiting and no clock tricks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import os
@@ -21,18 +22,21 @@ from typer.testing import CliRunner
 
 from keel.cli import cli
 from keel.engine import retention
+from keel.store import SpanRecord, UnitOfWork, Usage, UsageGroup
 from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
 from keel.store.base import PURGED_RUNS, Purged, PurgeScope, StepWrite, audit_detail
 from keel.store.sqlite import SQLiteStore
 from keel.types import (
     Escalation,
     EscalationPacket,
+    ReviewRequest,
     RunStatus,
     StepKind,
     StepRecord,
     StepStatus,
     StructuredError,
 )
+from tests.backends import fresh_url
 
 DAY = 86400.0
 NOW = time.time()
@@ -51,7 +55,7 @@ def _digest(data: bytes) -> str:
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    s = SQLiteStore(f"sqlite:///{tmp_path}/keel.db")
+    s = SQLiteStore(fresh_url(tmp_path))
     yield s
     await s.close()
 
@@ -73,18 +77,12 @@ def _rec(run_id: str, key: str, at: float, **kw: Any) -> StepRecord:
     return StepRecord(**fields)
 
 
-def _meter(model: str, cost: float, tokens: int = 10) -> dict[str, Any]:
-    return {
-        "model": model,
-        "input_tokens": tokens,
-        "output_tokens": tokens // 2,
-        "cost_usd": cost,
-        "cache_hit": False,
-    }
+def _meter(model: str, cost: float, tokens: int = 10) -> Usage:
+    return Usage(model=model, input_tokens=tokens, output_tokens=tokens // 2, cost_usd=cost)
 
 
-def _span(run_id: str, n: int, end_s: float) -> tuple[Any, ...]:
-    return (
+def _span(run_id: str, n: int, end_s: float) -> SpanRecord:
+    return SpanRecord(
         f"{n:016x}",
         hashlib.md5(run_id.encode()).hexdigest(),
         None,
@@ -124,31 +122,29 @@ async def _run(
         await store.cancel_run(run_id, at + 10)
         return
     owner = f"w-{run_id}"
-    assert [c.run.id for c in await store.claim(owner, 30, 1, at + 1, [workflow], ids=[run_id])]
+    assert [c.run.id for c in await store.claim(owner, 30, 1, [workflow], ids=[run_id])]
     writes = [StepWrite(_rec(run_id, "a#0", at + 2), b"1")]
     for i, blob in enumerate(blobs):
         writes.append(StepWrite(_rec(run_id, f"big#{i}", at + 3, blob=_digest(blob)), None, blob))
     for i, (model, cost) in enumerate(usage):
         rec = _rec(run_id, f"llm#{i}", at + 4, kind=StepKind.LLM)
-        writes.append(StepWrite(rec, b'"answer"', meter=_meter(model, cost)))
-    await store.write_steps(run_id, owner, writes)
+        writes.append(StepWrite(rec, b'"answer"', usage=_meter(model, cost)))
+    await store.commit(UnitOfWork(run_id, owner, writes))
     await store.send_signal(run_id, "later", payload, at + 5)
     await store.write_spans([_span(run_id, 1, at + 6), _span(run_id, 2, at + 7)])
     if people:
-        await store.open_review(
-            {
-                "id": f"{run_id}:approval:pay#0",
-                "kind": "approval",
-                "run_id": run_id,
-                "workflow": workflow,
-                "step": "pay#0",
-                "queue": "payments",
-                "request": {"action": {"tool": "pay", "args": {"note": f"{SECRET}:{run_id}"}}},
-            },
-            None,
-            [],
-            at + 6,
+        review = ReviewRequest(
+            id=f"{run_id}:approval:pay#0",
+            kind="approval",
+            run_id=run_id,
+            workflow=workflow,
+            step="pay#0",
+            queue="payments",
+            status="pending",
+            request={"action": {"tool": "pay", "args": {"note": f"{SECRET}:{run_id}"}}},
+            created_at=at + 6,
         )
+        await store.commit(UnitOfWork(run_id, None, reviews=[review]))
         packet = EscalationPacket(
             workflow=workflow, run_id=run_id, step="x#0", reason="503", input=f"{SECRET}:{run_id}"
         )
@@ -162,7 +158,7 @@ async def _run(
             packet=packet,
             created_at=at + 6,
         )
-        await store.open_escalation(run_id, owner, esc, [])
+        await store.commit(UnitOfWork(run_id, owner, escalations=[esc]))
     if status is RunStatus.RUNNING:
         return
     if status is RunStatus.WAITING:
@@ -287,10 +283,12 @@ async def _usage_runs(store: SQLiteStore) -> None:
     await _run(store, "recent-ok", RECENT, usage=(("m1", 4.0),), tenant="acme")
 
 
-def _by(rows: list[dict[str, Any]], key: str) -> dict[Any, tuple[Any, ...]]:
+def _by(rows: list[UsageGroup] | list[dict[str, Any]], key: str) -> dict[Any, tuple[Any, ...]]:
+    """A cost report by group, from the store (UsageGroup) or `keel costs --json` (dicts)."""
+    dicts = [r.as_dict() if isinstance(r, UsageGroup) else r for r in rows]
     return {
         r[key]: (r["calls"], r["input_tokens"], r["output_tokens"], round(r["cost_usd"], 9))
-        for r in rows
+        for r in dicts
     }
 
 
@@ -348,7 +346,7 @@ def _filled(tmp_path: Path, *fill: Callable[[SQLiteStore], Awaitable[None]]) -> 
     its own event loop)."""
 
     async def go() -> None:
-        s = SQLiteStore(f"sqlite:///{tmp_path}/keel.db")
+        s = SQLiteStore(fresh_url(tmp_path))
         try:
             for f in fill:
                 await f(s)
@@ -359,7 +357,7 @@ def _filled(tmp_path: Path, *fill: Callable[[SQLiteStore], Awaitable[None]]) -> 
 
 
 def _cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
     monkeypatch.chdir(tmp_path)
     res = CliRunner().invoke(cli, list(args))
     return res.exit_code, res.stdout, res.stderr
@@ -582,11 +580,11 @@ async def test_a_decision_is_audited_without_its_payload(store: SQLiteStore) -> 
     decision = {"note": SECRET, "args": args, "original": {"note": f"{SECRET}:old-running"}}
     await store.decide_review(review_id, "edited", decision, "alice", NOW, None)
     requested, edited = await store.audit_log(review_id)
-    assert (edited["actor"], edited["action"]) == ("alice", "edited")
-    assert edited["detail"] == audit_detail(decision)
-    assert SECRET not in json.dumps([requested, edited])
+    assert (edited.actor, edited.action) == ("alice", "edited")
+    assert edited.detail == audit_detail(decision)
+    assert SECRET not in json.dumps([dataclasses.asdict(requested), dataclasses.asdict(edited)])
     # the decision itself stays with the request (and goes with its run)
-    assert (await store.get_review(review_id))["decision"]["args"] == args  # type: ignore[index]
+    assert (await store.get_review(review_id)).decision["args"] == args  # type: ignore[union-attr,index]
 
 
 async def test_upgrading_scrubs_payloads_earlier_versions_put_in_the_audit_log(
@@ -613,10 +611,10 @@ async def test_upgrading_scrubs_payloads_earlier_versions_put_in_the_audit_log(
         log = await store.audit_log()
     finally:
         await store.close()
-    assert [(e["actor"], e["action"]) for e in log] == [(a, b) for a, b, _, _ in rows]
-    assert log[0]["detail"] == {"fields": ["args"], "scrubbed": True}
-    assert log[1]["detail"] == {"fields": ["reason"], "scrubbed": True}
-    assert log[2]["detail"] == {"kind": "approval", "queue": "payments"}  # no payload: kept
+    assert [(e.actor, e.action) for e in log] == [(a, b) for a, b, _, _ in rows]
+    assert log[0].detail == {"fields": ["args"], "scrubbed": True}
+    assert log[1].detail == {"fields": ["reason"], "scrubbed": True}
+    assert log[2].detail == {"kind": "approval", "queue": "payments"}  # no payload: kept
     assert SECRET.encode() not in _checkpointed(db_path)
     db = sqlite3.connect(db_path)
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -690,7 +688,7 @@ async def test_a_purge_with_nothing_to_do_reads_as_little_in_a_big_store(
     for i in range(1, 1500):
         run_id = f"recent-{i}"
         await store.create_run(run_id, "wf", b"{}", RECENT)
-        await store.claim("w", 30, 1, RECENT, ["wf"], ids=[run_id])
+        await store.claim("w", 30, 1, ["wf"], ids=[run_id])
         await store.finish_run(run_id, "w", RunStatus.SUCCEEDED, b"1", None, None, [], RECENT)
         await store.cache_put(f"answer-{i}", "answer", NOW + 3600)
     assert await cost() <= small + 2

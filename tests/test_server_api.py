@@ -21,6 +21,7 @@ from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web import PUBLIC
+from keel.store import ConsoleSession
 from tests.limits import WAIT
 
 SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
@@ -378,7 +379,7 @@ async def test_tokens_are_stored_hashed(env: Env, store_url: str) -> None:
         secret = token.split("_", 2)[2]
         assert token.encode() not in raw and secret.encode() not in raw
     rows = await keel.App(store_url).store.list_users()
-    assert all(r["token_hash"].startswith("sha256$") for r in rows)
+    assert all(r.token_hash.startswith("sha256$") for r in rows)
 
 
 # -- the time filter on runs -----------------------------------------------------
@@ -441,7 +442,7 @@ async def test_admin_creates_a_user_whose_token_works(env: Env) -> None:
     assert "nina" in {u["name"] for u in listed}
     assert all("token" not in k for u in listed for k in u)  # shown once, never listed
     stored = await env.app.store.get_user("nina")
-    assert stored is not None and body["token"] not in stored["token_hash"]
+    assert stored is not None and body["token"] not in stored.token_hash
 
     viewer = await env.post("/users", "ada", {"name": "vic", "role": "viewer"})
     assert viewer.status_code == 201 and viewer.json()["groups"] == []
@@ -478,14 +479,14 @@ async def test_removing_a_user_ends_their_token_and_sessions(env: Env) -> None:
     store = env.app.store
     now = time.time()
     await store.create_session(
-        {
-            "id_hash": "h-otto",
-            "user": "otto",
-            "csrf": "c",
-            "client": "10.0.0.1",
-            "created_at": now,
-            "expires_at": now + 3600,
-        }
+        ConsoleSession(
+            id_hash="h-otto",
+            user="otto",
+            csrf="c",
+            client="10.0.0.1",
+            created_at=now,
+            expires_at=now + 3600,
+        )
     )
     assert await store.get_session("h-otto", now) is not None
     resp = await env.delete("/users/otto", "ada")
@@ -493,7 +494,7 @@ async def test_removing_a_user_ends_their_token_and_sessions(env: Env) -> None:
     assert (await env.get("/me", "otto")).status_code == 401
     assert await store.get_session("h-otto", now) is None
     assert await store.get_user("otto") is None
-    assert [a["action"] for a in await store.audit_log("otto")] == ["user_added", "user_removed"]
+    assert [a.action for a in await store.audit_log("otto")] == ["user_added", "user_removed"]
     gone = await env.delete("/users/otto", "ada")
     assert gone.status_code == 404 and "otto" in gone.json()["detail"]
     assert (await env.delete("/users/nobody", "ada")).status_code == 404

@@ -23,6 +23,7 @@ from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.paths import url_id
+from tests.backends import fresh_url
 from tests.limits import WAIT
 from tests.services.pages import csrf_of, sign_in
 
@@ -115,7 +116,7 @@ async def env(store_url: str) -> AsyncIterator[Env]:
 
 
 def test_every_path_parameter_is_one_percent_encoded_segment(tmp_path: Path) -> None:
-    found = endpoints(create_app(keel.App(f"sqlite:///{tmp_path / 'k.db'}")))
+    found = endpoints(create_app(keel.App(fresh_url(tmp_path, "k"))))
     params = [p for e in found for p in re.findall(r"\{([^}]*)\}", e.pattern)]
     assert len(params) >= 20
     assert all(p.endswith(":keel_id") for p in params), params
@@ -267,7 +268,7 @@ async def test_ids_no_url_can_hold_are_refused_with_one_message_everywhere(env: 
             with pytest.raises(keel.InputError) as run:
                 await env.app.start(env.wf["pay"], {"to": "bob"}, id=bad)
             assert run.value.message == message.replace("user name", "run id", 1)
-    assert [u["name"] for u in await env.app.store.list_users()] == ["ada", "rita"]
+    assert [u.name for u in await env.app.store.list_users()] == ["ada", "rita"]
     assert await env.app.list_runs() == []
 
 
@@ -280,7 +281,7 @@ def _keel(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEEL_")}
-    env["KEEL_STORE"] = f"sqlite:///{tmp_path / 'keel.db'}"
+    env["KEEL_STORE"] = fresh_url(tmp_path)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent.parent),
                                          env.get("PYTHONPATH", "")])
     return subprocess.run([sys.executable, "-m", "keel", *args], cwd=tmp_path, env=env,

@@ -14,6 +14,7 @@ import httpx
 import psutil
 import pytest
 
+from tests.backends import fresh_url
 from tests.limits import WAIT
 from tests.services.console_server import Console, console_server
 from tests.services.pages import csrf_of
@@ -147,7 +148,7 @@ async def test_a_star_trusts_every_peer_and_a_named_proxy_only_itself(tmp_path: 
     import keel
     from keel.server.app import create_app
 
-    app = keel.App(f"sqlite:///{tmp_path / 'k.db'}")
+    app = keel.App(fresh_url(tmp_path, "k"))
     for allowed, limited in (("*", False), ("10.0.0.5", True)):
         server = create_app(app, forwarded_allow_ips=allowed)
         transport = httpx.ASGITransport(app=server, client=("192.0.2.50", 5000))
@@ -209,7 +210,7 @@ def test_bad_settings_are_refused_with_the_reason(
         ServeSettings.load(**kwargs)  # type: ignore[arg-type]
     assert message in str(err.value)
     with pytest.raises(keel.ConfigError):
-        create_app(keel.App(f"sqlite:///{tmp_path / 'k.db'}"), **kwargs)  # type: ignore[arg-type]
+        create_app(keel.App(fresh_url(tmp_path, "k")), **kwargs)  # type: ignore[arg-type]
 
 
 def test_keel_serve_refuses_a_bad_limit_in_one_line(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 APP = str(Path(__file__).parent / "apps" / "show_app.py")
@@ -29,7 +30,7 @@ class Keel:
         self.dir = tmp_path
         self.env = {
             **os.environ,
-            "KEEL_STORE": f"sqlite:///{tmp_path}/keel.db",
+            "KEEL_STORE": fresh_url(tmp_path),
             "KEEL_POLL_INTERVAL": "0.02",
             "COLUMNS": "200",  # Rich wraps at the terminal width; keep a step on one line
             "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),

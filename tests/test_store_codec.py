@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import sqlite3
@@ -27,8 +28,10 @@ from keel.codec import AESGCMCodec, key_id, new_key
 from keel.engine.runtime import Settings
 from keel.errors import ConfigError, PayloadUnreadable
 from keel.llm import Gateway, Reply, ScriptedModel
+from keel.store import SpanRecord, User
 from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
 from keel.store.sqlite import SQLiteStore
+from tests.backends import fresh_url
 from tests.limits import WAIT
 
 KEY_A, KEY_B, KEY_C = new_key(), new_key(), new_key()
@@ -460,7 +463,7 @@ async def test_rekey_zeroes_the_clear_values_it_seals_without_a_vacuum(store_url
     # on it to leave no clear copy in the pages it rewrites.
     sealed._db.execute("PRAGMA secure_delete=0")
     done = await sealed.rekey()
-    assert (done["sealed"], done["wal_truncated"], done["vacuumed"]) == (100, True, False)
+    assert (done.sealed, done.wal_truncated, done.vacuumed) == (100, True, False)
     assert sealed._db.execute("PRAGMA secure_delete").fetchone() == (0,)  # as it was
     await sealed.close()
     checkpoint(store_url)
@@ -469,16 +472,15 @@ async def test_rekey_zeroes_the_clear_values_it_seals_without_a_vacuum(store_url
 
 async def test_rekey_seals_the_audit_log_and_leaves_it_append_only(store_url: str) -> None:
     plain = SQLiteStore(store_url)
-    user = {"name": "rita", "role": "admin", "token_id": "t1", "token_hash": "h"}
-    await plain.add_user({**user, "groups": ["ops"], "created_at": 1.0})
+    await plain.add_user(User("rita", "admin", "t1", "h", groups=("ops",), created_at=1.0))
     await plain.close()
 
     sealed = SQLiteStore(store_url, AESGCMCodec([base64.b64decode(KEY_A)]))
-    assert (await sealed.rekey())["sealed"] == 1
+    assert (await sealed.rekey()).sealed == 1
     assert await sealed.payload_keys() == {ID_A: 1}  # the audit entry's detail
     (entry,) = await sealed.audit_log("rita")
-    assert entry["action"] == "user_added"
-    assert entry["detail"] == {"role": "admin", "groups": ["ops"]}
+    assert entry.action == "user_added"
+    assert entry.detail == {"role": "admin", "groups": ["ops"]}
     # Rekey rewrote the entry past the trigger that refuses updates: it is back.
     for sql in ("UPDATE audit SET actor='someone else'", "DELETE FROM audit"):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
@@ -525,8 +527,8 @@ async def test_a_sealed_value_cannot_be_moved_to_another_row_or_column(
 # -- no SQL looks inside a sealed column: the trace store's upsert ----------------------
 
 
-def _span_row(attrs: dict[str, Any], status: str) -> tuple[Any, ...]:
-    return (
+def _span_row(attrs: dict[str, Any], status: str) -> SpanRecord:
+    return SpanRecord(
         "00000000000000a1",
         "0" * 31 + "1",
         None,
@@ -546,7 +548,7 @@ def _span_row(attrs: dict[str, Any], status: str) -> tuple[Any, ...]:
 async def test_a_real_span_replaces_a_reconstructed_one_in_a_sealed_trace_store(
     tmp_path: Path,
 ) -> None:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/keel.db", AESGCMCodec.from_text(KEY_A))
+    store = SQLiteStore(fresh_url(tmp_path), AESGCMCodec.from_text(KEY_A))
     try:
         ghost = _span_row({"keel.execution": 1, "keel.execution.interrupted": True}, "ERROR")
         real = _span_row({"keel.execution": 1}, "OK")
@@ -554,7 +556,7 @@ async def test_a_real_span_replaces_a_reconstructed_one_in_a_sealed_trace_store(
         await store.write_spans([real])  # the execution's own span arrives late: it wins
         await store.write_spans([ghost])  # a reconstruction never replaces a real span
         ((row),) = await store.load_spans("0" * 31 + "1")
-        assert row[8] == "OK" and json.loads(row[10]) == {"keel.execution": 1}
+        assert row.status == "OK" and json.loads(row.attributes) == {"keel.execution": 1}
     finally:
         await store.close()
 
@@ -569,7 +571,9 @@ async def test_a_v14_store_learns_which_spans_were_reconstructed(tmp_path: Path)
         "INSERT INTO spans (span_id, trace_id, parent_id, run_id, name, kind, start_ns,"
         " end_ns, status, status_message, attributes, events, links)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        _span_row({"keel.execution": 1, "keel.execution.interrupted": True}, "ERROR"),
+        dataclasses.astuple(
+            _span_row({"keel.execution": 1, "keel.execution.interrupted": True}, "ERROR")
+        ),
     )
     db.commit()
     db.close()
@@ -577,7 +581,7 @@ async def test_a_v14_store_learns_which_spans_were_reconstructed(tmp_path: Path)
     try:
         await store.write_spans([_span_row({"keel.execution": 1}, "OK")])
         ((row),) = await store.load_spans("0" * 31 + "1")
-        assert row[8] == "OK"
+        assert row.status == "OK"
     finally:
         await store.close()
 

@@ -249,14 +249,11 @@ def runs_purge(
     )
 
     async def go(app: Any) -> Any:
-        from keel.engine.retention import purge
+        from keel.maintenance import Maintenance
 
-        store = app.store
-        if dry_run:
-            done = await store.count_purge(scope, now)
-        else:
-            done = await purge(store, scope, now, batch=batch)
-        return done, await store.reclaim_space(full=vacuum) if not dry_run else None
+        upkeep = Maintenance(app)
+        done = await upkeep.purge(scope, now, batch=batch, dry_run=dry_run)
+        return done, await upkeep.reclaim_space(full=vacuum) if not dry_run else None
 
     done, space = _run(lambda: _with_app(go))
     if as_json:
@@ -400,13 +397,15 @@ def costs(
             _fail(f"--since {since!r} is not an ISO date or time (e.g. 2026-11-25)")
             return
         start = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    from keel.llm.costs import Costs
+
     rows = _run(
         lambda: _with_app(
-            lambda app: app.store.usage_report(by, workflow=workflow, tenant=tenant, since=start)
+            lambda app: Costs(app).report(by, workflow=workflow, tenant=tenant, since=start)
         )
     )
     if as_json:
-        _print_json(rows)
+        _print_json([r.as_dict() for r in rows])
         return
     from keel.console import console, costs_table
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from keel.cli._common import EXIT_FAILED, JsonOpt, _fail, _print_json, _run, _with_app
+
+if TYPE_CHECKING:
+    from keel.store import RekeyCounts
 
 store_cli = typer.Typer(
     help="The store itself: encryption keys of stored payloads.", no_args_is_help=True
@@ -38,7 +41,9 @@ def store_keys(as_json: JsonOpt = False) -> None:
     """Which keys the stored payloads are encrypted with (and how many are in clear)."""
 
     async def go(app: Any) -> tuple[Any, dict[str | None, int]]:
-        return app.codec, await app.store.payload_keys()
+        from keel.maintenance import Maintenance
+
+        return app.codec, await Maintenance(app).payload_keys()
 
     codec, counts = _run(lambda: _with_app(go))
     current = codec.key_id if codec is not None else None
@@ -79,21 +84,24 @@ def store_rekey(
     listed as no longer holding values can be removed from KEEL_ENCRYPTION_KEY.
     """
 
-    async def go(app: Any) -> tuple[dict[str, Any], dict[str | None, int]]:
-        done = await app.store.rekey(batch=batch, vacuum=vacuum)
-        return done, await app.store.payload_keys()
+    async def go(app: Any) -> tuple[RekeyCounts, dict[str | None, int]]:
+        from keel.maintenance import Maintenance
+
+        upkeep = Maintenance(app)
+        done = await upkeep.rekey(batch=batch, vacuum=vacuum)
+        return done, await upkeep.payload_keys()
 
     done, counts = _run(lambda: _with_app(go))
-    current = done["key_id"]
+    current = done.key_id
     left = {k: n for k, n in counts.items() if k != current}
     if as_json:
-        _print_json({**done, "left": _key_counts(left, current)})
+        _print_json({**done.as_dict(), "left": _key_counts(left, current)})
     else:
         typer.echo(
-            f"rekeyed to key {current}: {done['sealed']} sealed (were in clear),"
-            f" {done['rekeyed']} re-encrypted from older keys, {done['current']} already current"
+            f"rekeyed to key {current}: {done.sealed} sealed (were in clear),"
+            f" {done.rekeyed} re-encrypted from older keys, {done.current} already current"
         )
-        if not done["wal_truncated"]:
+        if not done.wal_truncated:
             typer.echo("note: the WAL could not be truncated now (readers were active)", err=True)
     if left:
         where = ", ".join(f"{n} under {'clear' if k is None else k}" for k, n in left.items())

@@ -21,11 +21,11 @@ def users_add(
     ] = None,
 ) -> None:
     """Create a user and print their API token (shown once; only its hash is stored)."""
-    from keel.server.auth import add_user
+    from keel.server.identity import Identity
 
     queues = [g.strip() for g in (groups or "").split(",") if g.strip()]
     by = f"cli:{_whoami()}"
-    token = _run(lambda: _with_app(lambda app: add_user(app.store, name, role, queues, by=by)))
+    token = _run(lambda: _with_app(lambda app: Identity(app).add(name, role, queues, by=by)))
     typer.echo(f"created {role} {name!r}; API token (shown once, store it now):", err=True)
     typer.echo(token)
 
@@ -33,20 +33,20 @@ def users_add(
 @users_cli.command("remove")
 def users_remove(name: str) -> None:
     """Delete a user: their API token and console sessions stop working at once."""
-    from keel.server.auth import remove_user
+    from keel.server.identity import Identity
 
     by = f"cli:{_whoami()}"
-    _run(lambda: _with_app(lambda app: remove_user(app.store, name, by=by)))
+    _run(lambda: _with_app(lambda app: Identity(app).remove(name, by=by)))
     typer.echo(f"removed {name!r}; their token and sessions no longer work")
 
 
 @users_cli.command("rotate")
 def users_rotate(name: str) -> None:
     """Give a user a new API token and print it (shown once); the old one stops working."""
-    from keel.server.auth import rotate_token
+    from keel.server.identity import Identity
 
     by = f"cli:{_whoami()}"
-    token = _run(lambda: _with_app(lambda app: rotate_token(app.store, name, by=by)))
+    token = _run(lambda: _with_app(lambda app: Identity(app).rotate(name, by=by)))
     typer.echo(
         f"new API token for {name!r} (shown once, store it now; the old token and their"
         " sessions no longer work):",
@@ -58,8 +58,10 @@ def users_rotate(name: str) -> None:
 @users_cli.command("list")
 def users_list(as_json: JsonOpt = False) -> None:
     """Console users: name, role, groups (never tokens)."""
-    rows = _run(lambda: _with_app(lambda app: app.store.list_users()))
-    shown = [{"name": r["name"], "role": r["role"], "groups": r["groups"]} for r in rows]
+    from keel.server.identity import Identity
+
+    rows = _run(lambda: _with_app(lambda app: Identity(app).list()))
+    shown = [{"name": u.name, "role": u.role, "groups": list(u.groups)} for u in rows]
     if as_json:
         _print_json(shown)
         return

@@ -166,7 +166,9 @@ def workers_cmd(
     """Live workers: host, pid, the workflows they serve, when last seen."""
     import time
 
-    rows = _run(lambda: _with_app(lambda app: app.store.list_workers()))
+    from keel.presence import workers
+
+    rows = _run(lambda: _with_app(workers))
     now = time.time()
     shown = [w for w in rows if all_ or w.live(now)]
     if as_json:

@@ -33,9 +33,10 @@ from keel.errors import (
     structured,
 )
 from keel.secret import use_sources
-from keel.store.base import Claimed, StepWrite
+from keel.store import Claimed, StepWrite, UnitOfWork, Usage
 from keel.types import (
     Escalation,
+    ReviewRequest,
     RunInfo,
     RunStatus,
     StepKind,
@@ -60,6 +61,8 @@ CURRENT_SCOPE: ContextVar[tuple[RunExecution, Scope] | None] = ContextVar(
 
 
 _NO_INPUT: Any = NOT_SHOWN
+# A new request's decision fields (all None): left out of the review_requested payload.
+_UNDECIDED = {"decision", "decided_at", "decided_by"}
 
 
 def recorded_input(rec: StepRecord) -> Any:
@@ -92,7 +95,7 @@ class RunExecution:
         # (not at fault) resumes from its journal once the store works again.
         self.fault: StoreError | None = None
         self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
-        self.meters: dict[str, dict[str, Any]] = {}  # step key -> usage to store with it
+        self.meters: dict[str, Usage] = {}  # step key -> usage to store with it
         self.inputs: dict[str, Any] = {}  # step key -> arguments, for observers only
         self.error: StructuredError | None = None  # why the run failed, once it has
         self.draining = False  # set by Worker.drain: no new step may start
@@ -121,7 +124,7 @@ class RunExecution:
         rec: StepRecord,
         data: bytes | None,
         *,
-        review: Mapping[str, Any] | None = None,
+        review: ReviewRequest | None = None,
         escalation: Escalation | None = None,
     ) -> bool:
         """Persist a step entry (and pending deterministic values, and the request to a
@@ -134,7 +137,7 @@ class RunExecution:
                 rec.state_delta = delta
         write = self._write_for(rec, data)
         if rec.status is not StepStatus.PENDING:
-            write.meter = self.meters.pop(rec.key, None)
+            write.usage = self.meters.pop(rec.key, None)
         if data is not None and rec.blob is None and rec.output is None and len(data) <= 4096:
             rec.output = from_json(data)  # the in-memory journal mirrors the stored one
         opened = await self.persist(
@@ -145,16 +148,14 @@ class RunExecution:
         self.journal.add(rec)
         self.recorded(rec, data)
         if review is not None and opened and self.rt.hooks.active:
-            self.rt.hooks.review_requested(
-                {**review, "status": "pending", "created_at": rec.started_at}
-            )
+            self.rt.hooks.review_requested(review.model_dump(exclude=_UNDECIDED))
         return bool(opened)
 
     async def persist(
         self,
         writes: Sequence[StepWrite],
         *,
-        reviews: Sequence[Mapping[str, Any]] = (),
+        reviews: Sequence[ReviewRequest] = (),
         escalations: Sequence[Escalation] = (),
     ) -> frozenset[str]:
         """THE write of a run's steps: journal entries (with their usage), the deterministic
@@ -167,27 +168,16 @@ class RunExecution:
         """
         batch = self._drain()  # the buffer's own list, swapped out: ours to extend
         batch.extend(writes)
-        store = self.rt.store
-        opened: frozenset[str] = frozenset()
-        if len(reviews) + len(escalations) > 1:
-            raise ValueError("one request to a person per write")  # the store's limit today
+        uow = UnitOfWork(self.run.id, self.owner, batch, list(reviews), list(escalations))
         try:
-            if reviews:
-                review = dict(reviews[0])
-                created = await store.open_review(review, self.owner, batch, time.time())
-                opened = frozenset({review["id"]}) if created else opened
-            elif escalations:
-                await store.open_escalation(self.run.id, self.owner, escalations[0], batch)
-                opened = frozenset({escalations[0].id})
-            else:
-                await store.write_steps(self.run.id, self.owner, batch)
+            committed = await self.rt.store.commit(uow)
         except LeaseLost:
             self.lost = True
             raise Abandon() from None
         except StoreError as exc:
             self.fault = exc
             raise Abandon() from None
-        return opened
+        return committed.opened
 
     async def take_signal(
         self, signal: str, write: StepWrite, writes: Sequence[StepWrite]

@@ -8,6 +8,10 @@ from keel.engine.state import StateTracker
 from keel.errors import NonDeterminismError
 from keel.types import StepRecord
 
+# Moved to keel.types (stores compute RunInfo.degraded with them); kept importable here.
+from keel.types import live_degraded as live_degraded
+from keel.types import superseded_attempts as superseded_attempts
+
 
 @dataclass(slots=True)
 class Scope:
@@ -127,30 +131,3 @@ class Journal:
                 new_digest=digest,
             )
         return rec
-
-
-def superseded_attempts(phase_attempts: list[str], keys: list[str]) -> list[str]:
-    """Prefixes (`<phase key>/<n>/`) of phase attempts that a later attempt replaced.
-
-    `phase_attempts` are keys of phase-attempt outcome records (`<phase key>/<n>`);
-    `keys` may add any other keys, so an attempt in progress also counts as later.
-    """
-    latest: dict[str, int] = {}
-    tried: dict[str, set[int]] = {}
-    for key in phase_attempts:
-        phase, _, n = key.rpartition("/")
-        if phase and n.isdigit():
-            tried.setdefault(phase, set()).add(int(n))
-            latest[phase] = max(latest.get(phase, 0), int(n))
-    for key in keys:
-        for phase in tried:
-            if key.startswith(phase + "/"):
-                n = key[len(phase) + 1 :].split("/", 1)[0]
-                if n.isdigit():
-                    latest[phase] = max(latest[phase], int(n))
-    return [f"{p}/{n}/" for p, ns in tried.items() for n in ns if n < latest[p]]
-
-
-def live_degraded(degraded: list[str], superseded: list[str]) -> list[str]:
-    """Degraded step keys, without those in phase attempts that were thrown away."""
-    return sorted(k for k in degraded if not any(k.startswith(p) for p in superseded))

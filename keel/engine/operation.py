@@ -29,22 +29,19 @@ Example (a journaled call to an outside oracle, see docs/durable-operations.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from keel.engine.control import Drain
 from keel.engine.journal import Scope
 from keel.engine.serde import to_json, unannotated
 from keel.errors import KeelError, from_structured, structured
-from keel.types import Escalation, StepKind, StepRecord, StepStatus
+from keel.store import Usage
+from keel.types import Escalation, ReviewRequest, StepKind, StepRecord, StepStatus
 
 if TYPE_CHECKING:
     from keel.engine.execution import RunExecution
     from keel.engine.recovery import StepPolicy
-
-# The review a person is asked for, as the store opens it today (the store's contract
-# turns it into a typed `ReviewRequest`; the engine passes it through unread).
-ReviewSpec = Mapping[str, Any]
 
 # "No new input to show": a NonDeterminismError then names the steps and digests only.
 NOT_SHOWN: Any = object()
@@ -162,13 +159,7 @@ class Operation:
         cache_hit: bool,
     ) -> None:
         """Usage of the effect running now (a model call), stored with its outcome."""
-        self._ex.meters[self.key] = {
-            "model": model,
-            "input_tokens": input_tokens,
-            "output_tokens": output_tokens,
-            "cost_usd": cost_usd,
-            "cache_hit": cache_hit,
-        }
+        self._ex.meters[self.key] = Usage(model, input_tokens, output_tokens, cost_usd, cache_hit)
 
     # -- records and commits ----------------------------------------------------------
 
@@ -201,7 +192,7 @@ class Operation:
         rec: StepRecord,
         data: bytes | None = None,
         *,
-        review: ReviewSpec | None = None,
+        review: ReviewRequest | None = None,
         escalation: Escalation | None = None,
     ) -> bool:
         """Write `rec` (output `data`, JSON) with the request it opens, atomically.
@@ -211,7 +202,7 @@ class Operation:
         return await self._ex.commit(self.scope, rec, data, review=review, escalation=escalation)
 
     async def begin(
-        self, *, wake_at: float | None = None, review: ReviewSpec | None = None
+        self, *, wake_at: float | None = None, review: ReviewRequest | None = None
     ) -> bool:
         """Record the PENDING entry (with a review to open, atomically); True if new.
 
@@ -259,4 +250,4 @@ class Operation:
         raise raised from None
 
 
-__all__ = ["NOT_SHOWN", "Operation", "ReviewSpec"]
+__all__ = ["NOT_SHOWN", "Operation"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from typing import Any
 
 import pydantic_core
 from pydantic import TypeAdapter
 
+from keel._jsonv import from_json as from_json  # moved: stores read JSON with it too
 from keel.errors import SerializationError
 
 _ANY = object()
@@ -30,16 +30,6 @@ def to_json(value: Any, *, what: str) -> bytes:
             "Return JSON data (dict, list, str, int, float, bool, None) or a Pydantic model.",
             value_type=type(value).__name__,
         ) from None
-
-
-def from_json(data: bytes | str) -> Any:
-    try:
-        return pydantic_core.from_json(data)
-    except ValueError as exc:
-        # pydantic_core parses 200 levels deep but writes up to 254: read what it wrote.
-        if "recursion limit" not in str(exc):
-            raise
-        return json.loads(data)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -313,7 +313,6 @@ class Worker:
             self.owner,
             rt.settings.lease_seconds,
             limit,
-            time.time(),
             rt.registry.workflows.keys(),
             ids=ids,
         )
@@ -363,7 +362,7 @@ class Worker:
             if not ids:
                 continue
             try:
-                held = await self.rt.store.renew(self.owner, ids, lease, time.time())
+                held = await self.rt.store.renew(self.owner, ids, lease)
             except StoreError as exc:
                 self._store_fault(exc)
                 if self.paused is None:

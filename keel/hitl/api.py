@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from keel.engine.recovery import result_schema
 from keel.engine.serde import adapter, unannotated
@@ -14,6 +15,7 @@ from keel.errors import ConfigError, InputError, RunNotFound, validation_problem
 from keel.hitl.requests import signal_for
 from keel.hitl.schema_check import problems
 from keel.secret import references
+from keel.types import ReviewRequest as ReviewRequest  # moved: stores return it
 
 if TYPE_CHECKING:
     from keel.hitl.host import Host
@@ -21,71 +23,20 @@ if TYPE_CHECKING:
 DECISION_KINDS = ("approval", "low_confidence", "novelty")
 
 
-class ReviewRequest(BaseModel):
-    """One request for a person: an approval, a low-confidence or novelty review, a sample."""
-
-    id: str
-    kind: str
-    run_id: str
-    workflow: str
-    step: str | None = None
-    queue: str
-    status: str
-    request: dict[str, Any]
-    decision: dict[str, Any] | None = None
-    deadline: float | None = None
-    created_at: float
-    decided_at: float | None = None
-    decided_by: str | None = None
-
-    @property
-    def tool(self) -> str | None:
-        action = self.request.get("action")
-        return action.get("tool") if isinstance(action, dict) else None
-
-    @property
-    def args(self) -> dict[str, Any] | None:
-        action = self.request.get("action")
-        return action.get("args") if isinstance(action, dict) else None
-
-    @property
-    def reason(self) -> str | None:
-        """Why it was routed to a person: "refund is irreversible: a person must approve it"."""
-        reason = self.request.get("reason")
-        return None if reason is None else str(reason)
-
-    def summary(self) -> dict[str, Any]:
-        """The `--json` shape: id, run_id, queue, status, tool, args and the rest."""
-        return {
-            "id": self.id,
-            "kind": self.kind,
-            "run_id": self.run_id,
-            "workflow": self.workflow,
-            "queue": self.queue,
-            "status": self.status,
-            "tool": self.tool,
-            "args": self.args,
-            "reason": self.reason,
-            "deadline": self.deadline,
-            "created_at": self.created_at,
-            "decided_by": self.decided_by,
-            "decision": self.decision,
-        }
-
-
 class _Base:
     def __init__(self, app: Host) -> None:
         self._app = app
 
     async def get(self, review_id: str) -> ReviewRequest:
-        row = await self._app.store.get_review(review_id)
-        if row is None:
+        req = await self._app.store.get_review(review_id)
+        if req is None:
             raise RunNotFound(f"no review request {review_id!r} in {self._app.store_url}")
-        return ReviewRequest.model_validate(row)
+        return req
 
     async def audit(self, review_id: str) -> list[dict[str, Any]]:
-        """The append-only audit log of a request: who requested, decided, escalated."""
-        return await self._app.store.audit_log(review_id)
+        """The append-only audit log of a request: who requested, decided, escalated
+        (each entry's fields as a dict: id, at, actor, action, target, detail)."""
+        return [dataclasses.asdict(e) for e in await self._app.store.audit_log(review_id)]
 
     def _check_reviewer(self, req: ReviewRequest, by: str) -> None:
         group = self._app.reviewers.get(req.queue)
@@ -99,7 +50,7 @@ class _Base:
         self, req: ReviewRequest, status: str, decision: dict[str, Any], by: str, wake: bool = True
     ) -> ReviewRequest:
         self._check_reviewer(req, by)
-        row = await self._app.store.decide_review(
+        decided = await self._app.store.decide_review(
             req.id,
             status,
             decision,
@@ -108,7 +59,7 @@ class _Base:
             signal_for(req.id) if wake else None,
         )
         self._app._wake_worker()
-        return ReviewRequest.model_validate(row)
+        return decided
 
 
 class Approvals(_Base):
@@ -128,13 +79,13 @@ class Approvals(_Base):
     ) -> builtins.list[ReviewRequest]:
         if kind is not None and kind not in DECISION_KINDS:
             raise ConfigError(f"unknown kind {kind!r}; use one of {', '.join(DECISION_KINDS)}")
-        rows: builtins.list[dict[str, Any]] = []
+        rows: builtins.list[ReviewRequest] = []
         for k in (kind,) if kind else DECISION_KINDS:
             rows += await self._app.store.list_reviews(
                 k, None if status == "all" else status, queue, None, limit
             )
-        rows.sort(key=lambda r: (r["created_at"], r["id"]))
-        return [ReviewRequest.model_validate(r) for r in rows[:limit]]
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        return rows[:limit]
 
     async def approve(self, review_id: str, by: str = "", note: str | None = None) -> ReviewRequest:
         req = await self.get(review_id)
@@ -211,10 +162,9 @@ class Reviews(_Base):
     async def list(
         self, status: str | None = "pending", workflow: str | None = None, limit: int = 100
     ) -> builtins.list[ReviewRequest]:
-        rows = await self._app.store.list_reviews(
+        return await self._app.store.list_reviews(
             "sample", None if status == "all" else status, None, workflow, limit
         )
-        return [ReviewRequest.model_validate(r) for r in rows]
 
     async def verdict(
         self,
@@ -273,8 +223,7 @@ class Reviews(_Base):
         """
         out: builtins.list[dict[str, Any]] = []
         for status in ("correct", "incorrect"):
-            for r in await self._app.store.list_reviews("sample", status, None, workflow, 10_000):
-                req = ReviewRequest.model_validate(r)
+            for req in await self._app.store.list_reviews("sample", status, None, workflow, 10_000):
                 decision = req.decision or {}
                 label = decision.get("label")
                 output = req.request.get("result")

@@ -18,7 +18,7 @@ from keel.errors import (
     SignalTimeout,
 )
 from keel.hitl.policy import Escalate, TimeoutPolicy
-from keel.types import StepKind
+from keel.types import ReviewRequest, StepKind
 
 if TYPE_CHECKING:
     from keel.engine.context import Context
@@ -55,17 +55,20 @@ async def ask(
     key = op.key
     review_id = f"{op.run_id}:{key}"
     if not op.begun:
-        deadline = time.time() + timeout if timeout is not None else None
-        review = {
-            "id": review_id,
-            "kind": kind,
-            "run_id": op.run_id,
-            "workflow": op.workflow,
-            "step": key,
-            "queue": queue,
-            "request": request,
-            "deadline": deadline,
-        }
+        now = time.time()
+        deadline = now + timeout if timeout is not None else None
+        review = ReviewRequest(
+            id=review_id,
+            kind=kind,
+            run_id=op.run_id,
+            workflow=op.workflow,
+            step=key,
+            queue=queue,
+            status="pending",
+            request=request,
+            deadline=deadline,
+            created_at=now,
+        )
         await op.begin(wake_at=deadline, review=review)
     level, wait, policy = 0, timeout, on_timeout
     while True:
@@ -93,7 +96,7 @@ async def ask(
                 )
             except ConfigError:
                 current = await store.get_review(review_id)
-                if current is None or current.get("status") != "expired":
+                if current is None or current.status != "expired":
                     wait = None  # a person decided just as the deadline passed: take that
                     continue
                 # expired by an earlier execution that died before journaling the failure

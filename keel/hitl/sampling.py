@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 from keel.engine.hooks import Hooks
 from keel.engine.recovery import result_schema
 from keel.hitl.policy import Sample
-from keel.types import RunStatus
+from keel.store import UnitOfWork
+from keel.types import ReviewRequest, RunStatus
 
 if TYPE_CHECKING:
     from keel.hitl.host import Host
@@ -79,12 +80,12 @@ class Sampler(Hooks):
         if policy.rate is not None:
             if _unit(policy.seed, run_id) >= policy.rate:
                 return False
-            return self._opened(review, await store.open_review(review, None, [], now), now)
+            return self._opened(review, await self._open(review, now), now)
         k = int(policy.per_day or 0)
         n = await store.count_sample(workflow, day)  # this run is the n-th of the day
         if n <= k:  # Algorithm R: the first k fill the reservoir
             review["request"]["slot"] = n - 1
-            return self._opened(review, await store.open_review(review, None, [], now), now)
+            return self._opened(review, await self._open(review, now), now)
         j = random.Random(f"{policy.seed}:{run_id}").randrange(n)
         if j >= k:
             return False
@@ -92,12 +93,19 @@ class Sampler(Hooks):
         current = [
             r
             for r in await store.list_reviews("sample", "pending", None, workflow, 10_000)
-            if r["request"].get("day") == day and r["request"].get("slot") == j
+            if r.request.get("day") == day and r.request.get("slot") == j
         ]
         if not current:  # that slot was already reviewed: the reviewed one stays
             return False
-        replaced = await store.replace_review(current[0]["id"], review, now)
+        req = ReviewRequest(**review, status="pending", created_at=now)
+        replaced = await store.replace_review(current[0].id, req, now)
         return self._opened(review, replaced, now)
+
+    async def _open(self, review: dict[str, Any], now: float) -> bool:
+        """Open a sample (no lease: the run has ended); True if it is new."""
+        req = ReviewRequest(**review, status="pending", created_at=now)
+        done = await self.app.store.commit(UnitOfWork(req.run_id, None, reviews=[req]))
+        return req.id in done.opened
 
     def _opened(self, review: dict[str, Any], created: bool, now: float) -> bool:
         """Notify (App(notify=...)) about every sample that entered the queue."""

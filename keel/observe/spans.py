@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.observe.ids import hex_span, hex_trace
+from keel.store.records import SpanRecord
 
 SEMCONV_VERSION = "1.44.0"  # the OpenTelemetry semantic conventions these spans follow
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
@@ -39,8 +40,9 @@ class SpanRow:
     events: list[dict[str, Any]] = field(default_factory=list)
     links: list[int] = field(default_factory=list)
 
-    def row(self) -> tuple[Any, ...]:
-        return (
+    def row(self) -> SpanRecord:
+        """The stored form of this span (keel.store.SpanStore)."""
+        return SpanRecord(
             hex_span(self.span_id),
             hex_trace(self.trace_id),
             hex_span(self.parent_id) if self.parent_id else None,
@@ -57,21 +59,22 @@ class SpanRow:
         )
 
     @classmethod
-    def from_row(cls, r: tuple[Any, ...]) -> SpanRow:
+    def from_row(cls, r: SpanRecord) -> SpanRow:
+        """The span a stored record holds."""
         return cls(
-            span_id=int(r[0], 16),
-            trace_id=int(r[1], 16),
-            parent_id=int(r[2], 16) if r[2] else None,
-            run_id=r[3],
-            name=r[4],
-            kind=r[5],
-            start_ns=r[6],
-            end_ns=r[7],
-            status=r[8],
-            status_message=r[9],
-            attributes=json.loads(r[10]),
-            events=json.loads(r[11]) if r[11] else [],
-            links=[int(x, 16) for x in json.loads(r[12])] if r[12] else [],
+            span_id=int(r.span_id, 16),
+            trace_id=int(r.trace_id, 16),
+            parent_id=int(r.parent_id, 16) if r.parent_id else None,
+            run_id=r.run_id,
+            name=r.name,
+            kind=r.kind,
+            start_ns=r.start_ns,
+            end_ns=r.end_ns,
+            status=r.status,
+            status_message=r.status_message,
+            attributes=json.loads(r.attributes),
+            events=json.loads(r.events) if r.events else [],
+            links=[int(x, 16) for x in json.loads(r.links)] if r.links else [],
         )
 
     def to_otel(self, resource: Any, scope: Any, with_content: bool) -> Any:

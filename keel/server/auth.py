@@ -18,7 +18,8 @@ from typing import Any
 
 from keel._ids import id_problem
 from keel.errors import ConfigError
-from keel.store.base import Store
+from keel.store import Store
+from keel.store import User as StoredUser
 
 ROLES = ("viewer", "reviewer", "admin")
 _RANK = {role: i for i, role in enumerate(ROLES)}
@@ -27,9 +28,12 @@ _PREFIX = "keel_"
 
 @dataclass(frozen=True)
 class User:
+    """A console user as the server sees them (no token material)."""
+
     name: str
     role: str
     groups: tuple[str, ...] = ()
+    created_at: float | None = field(default=None, compare=False)
 
     def at_least(self, role: str) -> bool:
         return _RANK[self.role] >= _RANK[role]
@@ -96,15 +100,15 @@ async def add_user(
         raise ConfigError(problem)
     token, token_id, token_hash = new_token()
     await store.add_user(
-        {
-            "name": name,
-            "role": role,
-            "token_id": token_id,
-            "token_hash": token_hash,
-            "groups": [g for g in (groups or []) if g],
-            "created_at": time.time() if now is None else now,
-            "by": by,
-        }
+        StoredUser(
+            name=name,
+            role=role,
+            token_id=token_id,
+            token_hash=token_hash,
+            groups=tuple(g for g in (groups or []) if g),
+            created_at=time.time() if now is None else now,
+            by=by,
+        )
     )
     return token
 
@@ -127,9 +131,9 @@ async def authenticate(store: Store, token: str) -> User | None:
     if parts is None:
         return None
     row = await store.user_by_token_id(parts[0])
-    if row is None or not _matches(parts[1], row["token_hash"]):
+    if row is None or not _matches(parts[1], row.token_hash):
         return None
-    return User(row["name"], row["role"], tuple(row["groups"]))
+    return User(row.name, row.role, row.groups)
 
 
 @dataclass

@@ -5,14 +5,66 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigError
-from keel.store.base import Claimed, RunFilter, StepWrite, Store
+from keel.store.base import Store
+from keel.store.identity import IdentityStore
+from keel.store.journal import JournalStore
+from keel.store.maintenance import MaintenanceStore
+from keel.store.people import PeopleStore
+from keel.store.records import (
+    AuditEntry,
+    Claimed,
+    ConsoleSession,
+    Purged,
+    PurgeScope,
+    RekeyCounts,
+    RunFilter,
+    SpanRecord,
+    StepWrite,
+    StoreSpace,
+    Usage,
+    UsageGroup,
+    User,
+    WorkerBeat,
+)
+from keel.store.spans import SpanStore
+from keel.store.unit import Committed, UnitOfWork
+from keel.store.usage import UsageStore
+from keel.types import Escalation, ReviewRequest
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
 
 DEFAULT_URL = "sqlite:///.keel/keel.db"
 
-__all__ = ["DEFAULT_URL", "Claimed", "RunFilter", "StepWrite", "Store", "open_store"]
+__all__ = [
+    "DEFAULT_URL",
+    "AuditEntry",
+    "Claimed",
+    "Committed",
+    "ConsoleSession",
+    "Escalation",
+    "IdentityStore",
+    "JournalStore",
+    "MaintenanceStore",
+    "PeopleStore",
+    "PurgeScope",
+    "Purged",
+    "RekeyCounts",
+    "ReviewRequest",
+    "RunFilter",
+    "SpanRecord",
+    "SpanStore",
+    "StepWrite",
+    "Store",
+    "StoreSpace",
+    "UnitOfWork",
+    "Usage",
+    "UsageGroup",
+    "UsageStore",
+    "User",
+    "WorkerBeat",
+    "open_store",
+]
 
 
 def open_store(url: str, codec: PayloadCodec | None = None) -> Store:

@@ -23,13 +23,23 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic_core
 
-from keel.engine.journal import live_degraded, superseded_attempts
-from keel.engine.serde import from_json
+from keel._jsonv import from_json
 from keel.errors import ConfigError, LeaseLost
 from keel.store import _sealed, _sqlite_file
 from keel.store._sqlite_schema import SCHEMA_VERSION, upgrade_script
 from keel.store.base import StepWrite, Store
-from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+from keel.types import (
+    Escalation,
+    ReviewRequest,
+    RunInfo,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StructuredError,
+    live_degraded,
+    superseded_attempts,
+)
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -40,6 +50,13 @@ RUN_COLS = (
     # degraded steps and phase attempts (1), which tell which attempts were thrown away
     " (SELECT json_group_array(json_array(s.key, s.kind = 'phase')) FROM steps s"
     "  WHERE s.run_id = runs.id AND (s.fallback = 'degrade' OR s.kind = 'phase')), tenant"
+)
+# The database clock in epoch seconds, evaluated inside each statement that decides a
+# lease or a timer: workers' clocks may disagree, the database's is one.
+NOW_SQL = "((julianday('now') - 2440587.5) * 86400.0)"
+ESC_COLS = (
+    "id, run_id, workflow, queue, kind, step, status, packet, resolution, created_at,"
+    " resolved_at, resolved_by"
 )
 STEP_COLS = (
     "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
@@ -293,9 +310,9 @@ class SQLiteCore(Store):
         seal = self._seal
         for w in writes:
             r = w.record
-            if w.meter is not None:
-                m = w.meter
-                _count_daily(db, r.run_id, r.key, m["cost_usd"], r.ended_at or r.started_at)
+            if w.usage is not None:
+                m = w.usage
+                _count_daily(db, r.run_id, r.key, m.cost_usd, r.ended_at or r.started_at)
                 db.execute(
                     "INSERT OR REPLACE INTO usage (run_id, step_key, workflow, tenant, model,"
                     " input_tokens, output_tokens, cost_usd, cache_hit, created_at)"
@@ -303,11 +320,11 @@ class SQLiteCore(Store):
                     (
                         r.run_id,
                         r.key,
-                        m["model"],
-                        m["input_tokens"],
-                        m["output_tokens"],
-                        m["cost_usd"],
-                        int(bool(m.get("cache_hit"))),
+                        m.model,
+                        m.input_tokens,
+                        m.output_tokens,
+                        m.cost_usd,
+                        int(m.cache_hit),
                         r.ended_at or r.started_at,
                         r.run_id,
                     ),
@@ -353,6 +370,49 @@ class SQLiteCore(Store):
                 ),
             )
 
+    _REVIEW_COLS = (
+        "id, kind, run_id, workflow, step, queue, status, request, decision, deadline,"
+        " created_at, decided_at, decided_by"
+    )
+
+    def _insert_review(self, db: sqlite3.Connection, review: ReviewRequest) -> bool:
+        """Insert a pending review unless its id exists (audited when new); True if new."""
+        cur = db.execute(
+            f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
+            " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
+            (
+                review.id,
+                review.kind,
+                review.run_id,
+                review.workflow,
+                review.step,
+                review.queue,
+                self._seal(pydantic_core.to_json(review.request), "reviews.request", review.id),
+                review.deadline,
+                review.created_at,
+            ),
+        )
+        return cur.rowcount == 1
+
+    def _insert_escalation(self, db: sqlite3.Connection, e: Escalation) -> bool:
+        """Insert an open escalation unless its id exists; True if new."""
+        cur = db.execute(
+            f"INSERT OR IGNORE INTO escalations ({ESC_COLS}) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL)",
+            (
+                e.id,
+                e.run_id,
+                e.workflow,
+                e.queue,
+                e.kind,
+                e.step,
+                e.status,
+                self._seal(e.packet.model_dump_json(), "escalations.packet", e.id),
+                e.created_at,
+            ),
+        )
+        return cur.rowcount == 1
+
     def _deliver(
         self, db: sqlite3.Connection, run: RunInfo, name: str, payload_json: bytes, now: float
     ) -> None:
@@ -380,6 +440,13 @@ class SQLiteCore(Store):
             "INSERT INTO audit (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
             (now, actor, action, target, sealed),
         )
+
+    # The clock statements read (tests of this backend pin it to a literal to move time).
+    _now_sql = NOW_SQL
+
+    async def now(self) -> float:
+        (now,) = self._db.execute(f"SELECT {self._now_sql}").fetchone()
+        return float(now)
 
     async def close(self) -> None:
         self._db.close()

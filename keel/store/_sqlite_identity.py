@@ -1,8 +1,8 @@
 """The SQLite store's identities: review-console users and their login sessions, and
 the heartbeats of workers.
 
-One concern of `keel.store.sqlite.SQLiteStore` (the store interface is to be split along
-the same lines).
+The `keel.store.identity.IdentityStore` of `keel.store.sqlite.SQLiteStore`, and the
+worker heartbeats of its `JournalStore`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pydantic_core
 
 from keel.errors import ConfigError, Conflict
 from keel.store._sqlite_core import SQLiteCore, loads
-from keel.store.base import WorkerBeat
+from keel.store.base import ConsoleSession, User, WorkerBeat
 
 
 def _text(data: bytes | None) -> str | None:
@@ -75,56 +75,59 @@ class SQLiteIdentity(SQLiteCore):
     _USER_COLS = "name, role, token_id, token_hash, groups, created_at"
 
     @staticmethod
-    def _user(row: tuple[Any, ...]) -> dict[str, Any]:
-        keys = ("name", "role", "token_id", "token_hash", "groups", "created_at")
-        out = dict(zip(keys, row, strict=True))
-        out["groups"] = loads(out["groups"]) or []
-        return out
+    def _user(row: tuple[Any, ...]) -> User:
+        return User(
+            name=row[0],
+            role=row[1],
+            token_id=row[2],
+            token_hash=row[3],
+            groups=tuple(loads(row[4]) or ()),
+            created_at=row[5],
+        )
 
-    async def add_user(self, user: dict[str, Any]) -> None:
-        """Add a console user; a name already taken is refused."""
+    async def add_user(self, user: User) -> None:
+        groups = [g for g in user.groups if g]
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO users (name, role, token_id, token_hash, groups, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    user["name"],
-                    user["role"],
-                    user["token_id"],
-                    user["token_hash"],
-                    _text(pydantic_core.to_json(list(user.get("groups") or []))),
-                    user["created_at"],
+                    user.name,
+                    user.role,
+                    user.token_id,
+                    user.token_hash,
+                    _text(pydantic_core.to_json(groups)),
+                    user.created_at,
                 ),
             )
             if cur.rowcount != 1:
-                raise Conflict(f"user {user['name']!r} already exists in {self.url}")
+                raise Conflict(f"user {user.name!r} already exists in {self.url}")
             self._audit(
                 db,
-                user.get("by") or "cli",
+                user.by or "cli",
                 "user_added",
-                user["name"],
-                {"role": user["role"], "groups": list(user.get("groups") or [])},
-                user["created_at"],
+                user.name,
+                {"role": user.role, "groups": groups},
+                user.created_at,
             )
 
-    async def get_user(self, name: str) -> dict[str, Any] | None:
+    async def get_user(self, name: str) -> User | None:
         row = self._db.execute(
             f"SELECT {self._USER_COLS} FROM users WHERE name=?", (name,)
         ).fetchone()
         return self._user(row) if row else None
 
-    async def user_by_token_id(self, token_id: str) -> dict[str, Any] | None:
+    async def user_by_token_id(self, token_id: str) -> User | None:
         row = self._db.execute(
             f"SELECT {self._USER_COLS} FROM users WHERE token_id=?", (token_id,)
         ).fetchone()
         return self._user(row) if row else None
 
-    async def list_users(self) -> list[dict[str, Any]]:
+    async def list_users(self) -> list[User]:
         rows = self._db.execute(f"SELECT {self._USER_COLS} FROM users ORDER BY name").fetchall()
         return [self._user(r) for r in rows]
 
     async def remove_user(self, name: str, by: str = "cli") -> None:
-        """Delete a user and every session of theirs in one transaction."""
         now = time.time()
         with self._tx() as db:
             row = db.execute("SELECT role FROM users WHERE name=?", (name,)).fetchone()
@@ -137,7 +140,6 @@ class SQLiteIdentity(SQLiteCore):
     async def rotate_token(
         self, name: str, token_id: str, token_hash: str, by: str = "cli"
     ) -> None:
-        """Replace a user's token (the old one stops working) and end their sessions."""
         now = time.time()
         with self._tx() as db:
             cur = db.execute(
@@ -151,22 +153,22 @@ class SQLiteIdentity(SQLiteCore):
 
     # -- console sessions -------------------------------------------------------
 
-    async def create_session(self, session: dict[str, Any]) -> None:
+    async def create_session(self, session: ConsoleSession) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sessions (id_hash, user, csrf, client, created_at, expires_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (
-                    session["id_hash"],
-                    session["user"],
-                    session["csrf"],
-                    session.get("client"),
-                    session["created_at"],
-                    session["expires_at"],
+                    session.id_hash,
+                    session.user,
+                    session.csrf,
+                    session.client,
+                    session.created_at,
+                    session.expires_at,
                 ),
             )
 
-    async def get_session(self, id_hash: str, now: float) -> dict[str, Any] | None:
+    async def get_session(self, id_hash: str, now: float) -> ConsoleSession | None:
         row = self._db.execute(
             "SELECT s.id_hash, s.user, s.csrf, s.client, s.created_at, s.expires_at,"
             " u.role, u.groups FROM sessions s JOIN users u ON u.name = s.user"
@@ -175,10 +177,16 @@ class SQLiteIdentity(SQLiteCore):
         ).fetchone()
         if row is None:
             return None
-        keys = ("id_hash", "user", "csrf", "client", "created_at", "expires_at", "role", "groups")
-        out = dict(zip(keys, row, strict=True))
-        out["groups"] = loads(out["groups"]) or []
-        return out
+        return ConsoleSession(
+            id_hash=row[0],
+            user=row[1],
+            csrf=row[2],
+            client=row[3],
+            created_at=row[4],
+            expires_at=row[5],
+            role=row[6],
+            groups=tuple(loads(row[7]) or ()),
+        )
 
     async def delete_session(self, id_hash: str) -> None:
         with self._tx() as db:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from keel.errors import ConfigError
 from keel.store import _sealed
 from keel.store._sqlite_core import SQLiteCore
+from keel.store.base import RekeyCounts
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -27,7 +28,7 @@ BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END"""
 class SQLiteRekey(SQLiteCore):
     """Encryption at rest: sealing what is stored under the current key."""
 
-    async def rekey(self, batch: int = 500, vacuum: bool = False) -> dict[str, Any]:
+    async def rekey(self, batch: int = 500, vacuum: bool = False) -> RekeyCounts:
         """Seal every stored payload with the codec's current key: values under older
         keys and values stored in clear. Counts what it did.
 
@@ -56,7 +57,7 @@ class SQLiteRekey(SQLiteCore):
             if vacuum:
                 await self.reclaim_space(full=True)
         busy = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-        return {"key_id": codec.key_id, **done, "wal_truncated": not busy, "vacuumed": vacuum}
+        return RekeyCounts(**done, key_id=codec.key_id, wal_truncated=not busy, vacuumed=vacuum)
 
     def _rekey_batch(
         self,

@@ -1,8 +1,8 @@
 """The SQLite store's retention (docs/storage.md): purging ended runs with everything
 that is theirs, purging what expired, counting a purge dry, and giving freed space back.
 
-One concern of `keel.store.sqlite.SQLiteStore` (the store interface is to be split along
-the same lines).
+The `keel.store.maintenance.MaintenanceStore` of `keel.store.sqlite.SQLiteStore`, with
+`_sqlite_rekey`.
 """
 
 from __future__ import annotations

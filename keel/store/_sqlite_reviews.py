@@ -1,27 +1,21 @@
 """The SQLite store's requests to people: reviews (approvals, low confidence, novelty,
 samples), escalations, and the append-only audit log of what people decided.
 
-One concern of `keel.store.sqlite.SQLiteStore` (the store interface is to be split along
-the same lines).
+The `keel.store.people.PeopleStore` of `keel.store.sqlite.SQLiteStore`; requests are
+opened by `commit` (`_sqlite_core`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
 import pydantic_core
 
 from keel.errors import Conflict, RunNotFound
-from keel.store._sqlite_core import RUN_COLS, SQLiteCore, loads
-from keel.store.base import StepWrite, audit_detail
-from keel.types import Escalation, EscalationPacket
-
-_ESC_COLS = (
-    "id, run_id, workflow, queue, kind, step, status, packet, resolution, created_at,"
-    " resolved_at, resolved_by"
-)
+from keel.store._sqlite_core import ESC_COLS, RUN_COLS, SQLiteCore, loads
+from keel.store.base import AuditEntry, audit_detail
+from keel.types import Escalation, EscalationPacket, ReviewRequest
 
 
 def _escalation(row: Sequence[Any]) -> Escalation:
@@ -51,29 +45,6 @@ class SQLiteReviews(SQLiteCore):
 
     # -- escalations ----------------------------------------------------------
 
-    async def open_escalation(
-        self, run_id: str, owner: str, escalation: Escalation, writes: Sequence[StepWrite]
-    ) -> None:
-        e = escalation
-        with self._tx() as db:
-            self._check_owner(db, run_id, owner)
-            db.execute(
-                f"INSERT OR IGNORE INTO escalations ({_ESC_COLS}) VALUES"
-                " (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, NULL, NULL)",
-                (
-                    e.id,
-                    e.run_id,
-                    e.workflow,
-                    e.queue,
-                    e.kind,
-                    e.step,
-                    e.status,
-                    self._seal(e.packet.model_dump_json(), "escalations.packet", e.id),
-                    e.created_at,
-                ),
-            )
-            self._insert(db, writes)
-
     async def list_escalations(
         self,
         status: str | None = None,
@@ -88,7 +59,7 @@ class SQLiteReviews(SQLiteCore):
             if val:
                 where.append(f"{col}=?")
                 args.append(val)
-        sql = f"SELECT {_ESC_COLS} FROM escalations"
+        sql = f"SELECT {ESC_COLS} FROM escalations"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created_at DESC LIMIT ?"
@@ -97,7 +68,7 @@ class SQLiteReviews(SQLiteCore):
 
     async def get_escalation(self, escalation_id: str) -> Escalation | None:
         row = self._db.execute(
-            f"SELECT {_ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
+            f"SELECT {ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
         ).fetchone()
         return self._as_escalation(row) if row else None
 
@@ -106,7 +77,7 @@ class SQLiteReviews(SQLiteCore):
     ) -> Escalation:
         with self._tx() as db:
             row = db.execute(
-                f"SELECT {_ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
+                f"SELECT {ESC_COLS} FROM escalations WHERE id=?", (escalation_id,)
             ).fetchone()
             if row is None:
                 raise RunNotFound(f"no escalation {escalation_id!r} in {self.url}")
@@ -145,71 +116,23 @@ class SQLiteReviews(SQLiteCore):
 
     # -- reviews (approvals, low confidence, novelty, samples) and the audit log ----
 
-    _REVIEW_COLS = (
-        "id, kind, run_id, workflow, step, queue, status, request, decision, deadline,"
-        " created_at, decided_at, decided_by"
-    )
-
-    def _review(self, row: tuple[Any, ...]) -> dict[str, Any]:
-        keys = (
-            "id",
-            "kind",
-            "run_id",
-            "workflow",
-            "step",
-            "queue",
-            "status",
-            "request",
-            "decision",
-            "deadline",
-            "created_at",
-            "decided_at",
-            "decided_by",
+    def _review(self, row: Sequence[Any]) -> ReviewRequest:
+        rid = row[0]
+        return ReviewRequest(
+            id=rid,
+            kind=row[1],
+            run_id=row[2],
+            workflow=row[3],
+            step=row[4],
+            queue=row[5],
+            status=row[6],
+            request=loads(self._open(row[7], "reviews.request", rid)),
+            decision=loads(self._open(row[8], "reviews.decision", rid)),
+            deadline=row[9],
+            created_at=row[10],
+            decided_at=row[11],
+            decided_by=row[12],
         )
-        out = dict(zip(keys, row, strict=True))
-        out["request"] = loads(self._open(out["request"], "reviews.request", out["id"]))
-        out["decision"] = loads(self._open(out["decision"], "reviews.decision", out["id"]))
-        return out
-
-    def _insert_review(self, db: sqlite3.Connection, review: dict[str, Any], now: float) -> bool:
-        cur = db.execute(
-            f"INSERT OR IGNORE INTO reviews ({self._REVIEW_COLS}) VALUES"
-            " (?, ?, ?, ?, ?, ?, 'pending', ?, NULL, ?, ?, NULL, NULL)",
-            (
-                review["id"],
-                review["kind"],
-                review["run_id"],
-                review["workflow"],
-                review.get("step"),
-                review["queue"],
-                self._seal(
-                    pydantic_core.to_json(review["request"]), "reviews.request", review["id"]
-                ),
-                review.get("deadline"),
-                now,
-            ),
-        )
-        return cur.rowcount == 1
-
-    async def open_review(
-        self, review: dict[str, Any], owner: str | None, writes: Sequence[StepWrite], now: float
-    ) -> bool:
-        """Insert a pending review (idempotent on id) with its journal entries; True if new."""
-        with self._tx() as db:
-            if owner is not None:
-                self._check_owner(db, review["run_id"], owner)
-            created = self._insert_review(db, review, now)
-            if created:
-                self._audit(
-                    db,
-                    "keel",
-                    "requested",
-                    review["id"],
-                    {"kind": review["kind"], "queue": review["queue"]},
-                    now,
-                )
-            self._insert(db, writes)
-        return created
 
     async def list_reviews(
         self,
@@ -221,7 +144,7 @@ class SQLiteReviews(SQLiteCore):
         *,
         run_id: str | None = None,
         latest_decided: bool = False,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ReviewRequest]:
         where: list[str] = []
         args: list[Any] = []
         for col, val in (
@@ -251,7 +174,7 @@ class SQLiteReviews(SQLiteCore):
         ).fetchone()
         return int(row[0])
 
-    async def get_review(self, review_id: str) -> dict[str, Any] | None:
+    async def get_review(self, review_id: str) -> ReviewRequest | None:
         row = self._db.execute(
             f"SELECT {self._REVIEW_COLS} FROM reviews WHERE id=?", (review_id,)
         ).fetchone()
@@ -265,8 +188,7 @@ class SQLiteReviews(SQLiteCore):
         by: str,
         now: float,
         signal: str | None,
-    ) -> dict[str, Any]:
-        """Decide a pending review once, log it, and wake its run through `signal`."""
+    ) -> ReviewRequest:
         with self._tx() as db:
             row = db.execute(
                 f"SELECT {self._REVIEW_COLS} FROM reviews WHERE id=?", (review_id,)
@@ -274,10 +196,10 @@ class SQLiteReviews(SQLiteCore):
             if row is None:
                 raise RunNotFound(f"no review {review_id!r} in {self.url}")
             review = self._review(row)
-            if review["status"] != "pending":
+            if review.status != "pending":
                 raise Conflict(
-                    f"{review['kind']} {review_id} was already {review['status']} by "
-                    f"{review['decided_by'] or 'someone'}; a decision is final"
+                    f"{review.kind} {review_id} was already {review.status} by "
+                    f"{review.decided_by or 'someone'}; a decision is final"
                 )
             payload = pydantic_core.to_json({"status": status, **decision, "by": by})
             db.execute(
@@ -287,20 +209,23 @@ class SQLiteReviews(SQLiteCore):
             self._audit(db, by, status, review_id, audit_detail(decision), now)
             if signal is not None:
                 run_row = db.execute(
-                    f"SELECT {RUN_COLS} FROM runs WHERE id=?", (review["run_id"],)
+                    f"SELECT {RUN_COLS} FROM runs WHERE id=?", (review.run_id,)
                 ).fetchone()
                 run = self._as_run(run_row) if run_row is not None else None
                 if run is not None and not run.status.terminal:
                     self._deliver(db, run, signal, payload, now)
-        review.update(
-            status=status, decision=loads(payload.decode()), decided_at=now, decided_by=by
+        return review.model_copy(
+            update={
+                "status": status,
+                "decision": loads(payload.decode()),
+                "decided_at": now,
+                "decided_by": by,
+            }
         )
-        return review
 
     async def requeue_review(
         self, review_id: str, queue: str, deadline: float | None, now: float
     ) -> bool:
-        """Move a still-pending review to another queue with a new deadline (timeout escalation)."""
         with self._tx() as db:
             cur = db.execute(
                 "UPDATE reviews SET queue=?, deadline=? WHERE id=? AND status='pending'",
@@ -312,18 +237,16 @@ class SQLiteReviews(SQLiteCore):
                 )
         return cur.rowcount == 1
 
-    async def replace_review(self, old_id: str, review: dict[str, Any], now: float) -> bool:
-        """Reservoir sampling: swap a still-pending sample for a new one."""
+    async def replace_review(self, old_id: str, review: ReviewRequest, now: float) -> bool:
         with self._tx() as db:
             cur = db.execute("DELETE FROM reviews WHERE id=? AND status='pending'", (old_id,))
             if not cur.rowcount:
                 return False
-            self._insert_review(db, review, now)
-            self._audit(db, "keel", "resampled", review["id"], {"replaced": old_id}, now)
+            self._insert_review(db, review)
+            self._audit(db, "keel", "resampled", review.id, {"replaced": old_id}, now)
         return True
 
     async def count_sample(self, workflow: str, day: str) -> int:
-        """Count one more completed run of `workflow` on `day`; the new count."""
         with self._tx() as db:
             db.execute(
                 "INSERT INTO sample_counts (workflow, day, seen) VALUES (?, ?, 1)"
@@ -335,7 +258,7 @@ class SQLiteReviews(SQLiteCore):
             ).fetchone()
         return int(seen)
 
-    async def audit_log(self, target: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    async def audit_log(self, target: str | None = None, limit: int = 200) -> list[AuditEntry]:
         sql = "SELECT id, at, actor, action, target, detail FROM audit"
         args: list[Any] = []
         if target is not None:
@@ -343,13 +266,13 @@ class SQLiteReviews(SQLiteCore):
             args.append(target)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
         return [
-            {
-                "id": r[0],
-                "at": r[1],
-                "actor": r[2],
-                "action": r[3],
-                "target": r[4],
-                "detail": loads(self._open(r[5], "audit.detail", r[4])),
-            }
+            AuditEntry(
+                id=r[0],
+                at=r[1],
+                actor=r[2],
+                action=r[3],
+                target=r[4],
+                detail=loads(self._open(r[5], "audit.detail", r[4])),
+            )
             for r in rows
         ]

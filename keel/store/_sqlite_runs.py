@@ -1,8 +1,9 @@
 """The SQLite store's runs and their journals, queue leases, timers and signals: what
 the engine reads and writes to execute a run.
 
-One concern of `keel.store.sqlite.SQLiteStore` (the store interface is to be split along
-the same lines).
+The `keel.store.journal.JournalStore` of `keel.store.sqlite.SQLiteStore` (worker
+heartbeats are in `_sqlite_identity`). Leases and timers are decided on the database clock
+(`NOW_SQL`, evaluated in the statement).
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from keel.errors import LeaseLost, PayloadUnreadable, RunNotFound
 from keel.store import _sealed
 from keel.store._sqlite_core import RUN_COLS, STEP_COLS, SQLiteCore
 from keel.store.base import Claimed, RunFilter, StepWrite, signal_refused
+from keel.store.unit import Committed, UnitOfWork
 from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
 
 # Ready runs read in one go when a worker watches ids; a longer list means a backlog.
 _SCAN = 1000
 _TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+_NOTHING_OPENED = Committed()
+# Seconds a worker's clock may differ from the database's and still count as the same
+# clock: below call latency, a difference says nothing about skew.
+_SAME_CLOCK = 1.0
 
 
 class SQLiteRuns(SQLiteCore):
@@ -95,10 +101,21 @@ class SQLiteRuns(SQLiteCore):
         data = _sealed.unseal(self.codec, bytes(row[0]), "blobs.data", (digest,))
         return data if isinstance(data, bytes) else data.encode()
 
-    async def write_steps(self, run_id: str, owner: str, writes: Sequence[StepWrite]) -> None:
+    async def commit(self, uow: UnitOfWork) -> Committed:
+        opened: list[str] = []
         with self._tx() as db:
-            self._check_owner(db, run_id, owner)
-            self._insert(db, writes)
+            if uow.owner is not None:
+                self._check_owner(db, uow.run_id, uow.owner)
+            for review in uow.reviews:
+                if self._insert_review(db, review):
+                    opened.append(review.id)
+                    detail = {"kind": review.kind, "queue": review.queue}
+                    self._audit(db, "keel", "requested", review.id, detail, review.created_at)
+            for esc in uow.escalations:
+                if self._insert_escalation(db, esc):
+                    opened.append(esc.id)
+            self._insert(db, uow.steps)
+        return Committed(frozenset(opened)) if opened else _NOTHING_OPENED
 
     async def take_signal(
         self, run_id: str, owner: str, name: str, write: StepWrite, writes: Sequence[StepWrite]
@@ -151,14 +168,13 @@ class SQLiteRuns(SQLiteCore):
         owner: str,
         lease_seconds: float,
         limit: int,
-        now: float,
         workflows: Iterable[str],
         ids: Iterable[str] | None = None,
     ) -> list[Claimed]:
         names = list(workflows)
         if not names or limit <= 0:
             return []
-        ready = self._ready(now, names, None, limit if ids is None else _SCAN)
+        ready = self._ready(names, None, limit if ids is None else _SCAN)
         if ids is not None:
             wanted = set(ids)
             if len(ready) < _SCAN:  # every ready run was seen: keep the watched ones
@@ -166,42 +182,44 @@ class SQLiteRuns(SQLiteCore):
             else:  # a backlog not ours: ask by id instead (chunked under SQLite's limit)
                 id_list, ready = list(wanted), []
                 for i in range(0, len(id_list), 500):
-                    ready += self._ready(now, names, id_list[i : i + 500], limit - len(ready))
+                    ready += self._ready(names, id_list[i : i + 500], limit - len(ready))
                     if len(ready) >= limit:
                         break
         if not ready:
             return []  # nothing to do: no write lock taken
-        return self._claim(owner, lease_seconds, now, ready)
+        return self._claim(owner, lease_seconds, ready)
 
-    _READY = (
-        "(status='PENDING' OR (status='WAITING' AND wake_at<=:now)"
-        " OR (status='RUNNING' AND lease_expires<:now))"
-    )
+    def _ready_sql(self) -> str:
+        """Due timers and expired leases, on the database clock, never a worker's."""
+        now = self._now_sql
+        return (
+            f"(status='PENDING' OR (status='WAITING' AND wake_at<={now})"
+            f" OR (status='RUNNING' AND lease_expires<{now}))"
+        )
 
-    def _ready(self, now: float, names: list[str], ids: list[str] | None, limit: int) -> list[str]:
+    def _ready(self, names: list[str], ids: list[str] | None, limit: int) -> list[str]:
         """Claimable run ids, oldest first, read without a write lock (WAL readers don't wait)."""
-        params: dict[str, Any] = {"now": now, "limit": limit}
+        params: dict[str, Any] = {"limit": limit}
         wf = ",".join(f":w{i}" for i in range(len(names)))
         params.update({f"w{i}": n for i, n in enumerate(names)})
-        sql = f"SELECT id FROM runs WHERE {self._READY} AND workflow IN ({wf})"
+        sql = f"SELECT id FROM runs WHERE {self._ready_sql()} AND workflow IN ({wf})"
         if ids is not None:
             sql += " AND id IN (" + ",".join(f":i{i}" for i in range(len(ids))) + ")"
             params.update({f"i{i}": v for i, v in enumerate(ids)})
         sql += " ORDER BY created_at LIMIT :limit"
         return [r[0] for r in self._db.execute(sql, params).fetchall()]
 
-    def _claim(
-        self, owner: str, lease_seconds: float, now: float, run_ids: list[str]
-    ) -> list[Claimed]:
+    def _claim(self, owner: str, lease_seconds: float, run_ids: list[str]) -> list[Claimed]:
         # Still ready? Another worker may have claimed some since they were read.
-        params: dict[str, Any] = {"now": now, "owner": owner, "exp": now + lease_seconds}
+        params: dict[str, Any] = {"owner": owner, "lease": lease_seconds}
         params.update({f"i{i}": v for i, v in enumerate(run_ids)})
         marks = ",".join(f":i{i}" for i in range(len(run_ids)))
         with self._tx() as db:
             rows = db.execute(
-                f"UPDATE runs SET status='RUNNING', lease_owner=:owner, lease_expires=:exp,"
-                f" attempts=attempts+1, updated_at=:now, wake_at=NULL"
-                f" WHERE id IN ({marks}) AND {self._READY}"
+                f"UPDATE runs SET status='RUNNING', lease_owner=:owner,"
+                f" lease_expires={self._now_sql} + :lease,"
+                f" attempts=attempts+1, updated_at={self._now_sql}, wake_at=NULL"
+                f" WHERE id IN ({marks}) AND {self._ready_sql()}"
                 f" RETURNING {RUN_COLS}",
                 params,
             ).fetchall()
@@ -219,9 +237,7 @@ class SQLiteRuns(SQLiteCore):
         order = {run_id: i for i, run_id in enumerate(run_ids)}
         return sorted(claimed, key=lambda c: order[c.run.id])
 
-    async def renew(
-        self, owner: str, run_ids: Sequence[str], lease_seconds: float, now: float
-    ) -> set[str]:
+    async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:
         if not run_ids:
             return set()
         held: set[str] = set()
@@ -230,9 +246,9 @@ class SQLiteRuns(SQLiteCore):
                 chunk = list(run_ids[i : i + 900])
                 marks = ",".join("?" * len(chunk))
                 rows = db.execute(
-                    f"UPDATE runs SET lease_expires=? WHERE lease_owner=? AND status='RUNNING'"
-                    f" AND id IN ({marks}) RETURNING id",
-                    (now + lease_seconds, owner, *chunk),
+                    f"UPDATE runs SET lease_expires={self._now_sql} + ? WHERE lease_owner=?"
+                    f" AND status='RUNNING' AND id IN ({marks}) RETURNING id",
+                    (lease_seconds, owner, *chunk),
                 ).fetchall()
                 held.update(r[0] for r in rows)
         return held
@@ -260,17 +276,26 @@ class SQLiteRuns(SQLiteCore):
                 ).fetchone()
                 if hit:  # the signal raced the suspension: run again now
                     status = RunStatus.PENDING
+            # The timer is kept as a delay from the database's now: `wake_at - now` is the
+            # same on any clock, `wake_at` alone is as wrong as the worker's clock. Clocks
+            # that agree within `_SAME_CLOCK` keep `wake_at` exactly (the journal's value).
+            db_now = self._now_sql
             db.execute(
-                "UPDATE runs SET status=?, wake_at=?, waiting_on=?, lease_owner=NULL,"
-                " lease_expires=NULL, updated_at=?, state=COALESCE(?, state) WHERE id=?",
-                (
-                    status.value,
-                    wake_at,
-                    pydantic_core.to_json(sorted(waiting_on)).decode() if waiting_on else None,
-                    now,
-                    self._seal(state_json, "runs.state", run_id),
-                    run_id,
-                ),
+                f"UPDATE runs SET status=:status, wake_at=CASE"
+                f" WHEN abs({db_now} - :now) <= {_SAME_CLOCK} THEN :wake_at"
+                f" ELSE {db_now} + (:wake_at - :now) END, waiting_on=:waiting,"
+                " lease_owner=NULL, lease_expires=NULL, updated_at=:now,"
+                " state=COALESCE(:state, state) WHERE id=:id",
+                {
+                    "status": status.value,
+                    "wake_at": wake_at,
+                    "now": now,
+                    "waiting": pydantic_core.to_json(sorted(waiting_on)).decode()
+                    if waiting_on
+                    else None,
+                    "state": self._seal(state_json, "runs.state", run_id),
+                    "id": run_id,
+                },
             )
         return status
 

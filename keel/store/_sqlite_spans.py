@@ -1,16 +1,15 @@
 """The SQLite store's spans: the local trace store (keel.observe).
 
-One concern of `keel.store.sqlite.SQLiteStore` (the store interface is to be split along
-the same lines).
+The `keel.store.spans.SpanStore` of `keel.store.sqlite.SQLiteStore`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from keel.engine.serde import from_json
+from keel._jsonv import from_json
 from keel.store._sqlite_core import SQLiteCore
+from keel.store.base import SpanRecord
 
 
 def _reconstructed(attributes: str | None) -> int:
@@ -25,21 +24,28 @@ def _reconstructed(attributes: str | None) -> int:
 class SQLiteSpans(SQLiteCore):
     """Spans, written and read by keel.observe."""
 
-    async def write_spans(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Insert span rows (see keel.observe.spans.SpanRow.row); duplicates are ignored,
-        except that an execution's own span replaces one reconstructed for it (written
-        by the next execution while the first's own write was still on its way)."""
+    async def write_spans(self, rows: Sequence[SpanRecord]) -> None:
+        # A reconstructed span is written by the next execution while the first's own
+        # write may still be on its way: the real one replaces it, not the reverse.
         if not rows:
             return
         seal = self._seal
         stored = [
             (
-                *r[:9],
-                seal(r[9], "spans.status_message", r[1], r[0]),
-                seal(r[10], "spans.attributes", r[1], r[0]),
-                seal(r[11], "spans.events", r[1], r[0]),
-                r[12],
-                _reconstructed(r[10]),
+                r.span_id,
+                r.trace_id,
+                r.parent_id,
+                r.run_id,
+                r.name,
+                r.kind,
+                r.start_ns,
+                r.end_ns,
+                r.status,
+                seal(r.status_message, "spans.status_message", r.trace_id, r.span_id),
+                seal(r.attributes, "spans.attributes", r.trace_id, r.span_id),
+                seal(r.events, "spans.events", r.trace_id, r.span_id),
+                r.links,
+                _reconstructed(r.attributes),
             )
             for r in rows
         ]
@@ -59,14 +65,14 @@ class SQLiteSpans(SQLiteCore):
 
     _SPAN_SEALED = ((9, "spans.status_message"), (10, "spans.attributes"), (11, "spans.events"))
 
-    async def load_spans(self, trace_id: str) -> list[tuple[Any, ...]]:
+    async def load_spans(self, trace_id: str) -> list[SpanRecord]:
         rows = self._db.execute(
             "SELECT span_id, trace_id, parent_id, run_id, name, kind, start_ns, end_ns, status,"
             " status_message, attributes, events, links FROM spans WHERE trace_id=?"
             " ORDER BY start_ns",
             (trace_id,),
         ).fetchall()
-        return [tuple(self._opened(r, self._SPAN_SEALED, r[1], r[0])) for r in rows]
+        return [SpanRecord(*self._opened(r, self._SPAN_SEALED, r[1], r[0])) for r in rows]
 
     async def span_ids(self, trace_id: str) -> set[str]:
         rows = self._db.execute("SELECT span_id FROM spans WHERE trace_id=?", (trace_id,))

@@ -1,9 +1,8 @@
 """The SQLite store's metered usage (model calls' tokens and cost, budgets, cost reports)
 and the response cache.
 
-One concern of `keel.store.sqlite.SQLiteStore` (the store interface is to be split along
-the same lines). Usage rows are written with the journal entry they meter
-(`SQLiteCore._insert`).
+The `keel.store.usage.UsageStore` of `keel.store.sqlite.SQLiteStore`. Usage rows are
+written with the journal entry they meter (`SQLiteCore._insert`, called by `commit`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from typing import Any
 
 from keel.errors import ConfigError
 from keel.store._sqlite_core import SQLiteCore
-from keel.store.base import PURGED_RUNS
+from keel.store.base import PURGED_RUNS, UsageGroup
 
 
 class SQLiteUsage(SQLiteCore):
@@ -43,7 +42,7 @@ class SQLiteUsage(SQLiteCore):
         workflow: str | None = None,
         tenant: str | None = None,
         since: float | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[UsageGroup]:
         column = {
             "run": "run_id",
             "workflow": "workflow",
@@ -63,14 +62,15 @@ class SQLiteUsage(SQLiteCore):
         ).fetchall()
         rows = self._with_rollup(rows, group_by, workflow, tenant, since)
         return [
-            {
-                group_by: r[0],
-                "calls": r[1],
-                "input_tokens": r[2],
-                "output_tokens": r[3],
-                "cost_usd": r[4],
-                "cache_hits": r[5],
-            }
+            UsageGroup(
+                by=group_by,
+                key=r[0],
+                calls=r[1],
+                input_tokens=r[2],
+                output_tokens=r[3],
+                cost_usd=r[4],
+                cache_hits=r[5],
+            )
             for r in rows
         ]
 

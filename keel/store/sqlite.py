@@ -1,13 +1,14 @@
 """SQLite backend: the zero-setup default.
 
 `SQLiteStore` is composed of one class per concern over a shared core, each in its own
-module (the store interface is to be split along the same lines):
+module, along the lines of the interfaces (`keel.store.journal`, `people`, `usage`,
+`spans`, `identity`, `maintenance`):
 
 - `_sqlite_core.py`: the connection, one transaction per call, payload sealing, row
-  decoding, and the writes concerns share (lease check, journal entries, signal
-  delivery, audit entries)
+  decoding, the database clock (`NOW_SQL`), and the writes concerns share (lease check,
+  journal entries with their usage, reviews, escalations, signal delivery, audit)
 - `_sqlite_schema.py`: the schema and its migrations
-- `_sqlite_runs.py`: runs and their journals, queue leases, timers and signals
+- `_sqlite_runs.py`: runs and their journals (`commit`), queue leases, timers, signals
 - `_sqlite_reviews.py`: requests to people (reviews, escalations) and the audit log
 - `_sqlite_usage.py`: metered usage (budgets, cost reports) and the response cache
 - `_sqlite_spans.py`: spans (the local trace store)

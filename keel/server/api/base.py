@@ -12,8 +12,9 @@ from keel.app import App
 from keel.errors import ConfigError, Conflict
 from keel.presence import resume_notice
 from keel.server.access import guard, known_query, needed
-from keel.server.auth import FailureLimiter, User, authenticate
+from keel.server.auth import FailureLimiter, User
 from keel.server.gate import USER
+from keel.server.identity import Identity
 from keel.server.paths import ID
 from keel.server.payloads import PayloadPolicy, Payloads
 from keel.server.web.context import client_of
@@ -77,7 +78,7 @@ class Api:
                 headers={"Retry-After": str(int(wait) + 1)},
             )
         user = (
-            await authenticate(self.app.store, token.strip())
+            await Identity(self.app).authenticate(token.strip())
             if scheme.lower() == "bearer"
             else None
         )

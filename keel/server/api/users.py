@@ -9,7 +9,8 @@ from pydantic import BaseModel, Field
 
 from keel.errors import ConfigError, Conflict
 from keel.server.api.base import Api
-from keel.server.auth import ROLES, User, add_user, name_problem, remove_user, rotate_token
+from keel.server.auth import ROLES, User, name_problem
+from keel.server.identity import Identity
 
 
 class NewUser(BaseModel):
@@ -20,19 +21,19 @@ class NewUser(BaseModel):
 
 def router(api: Api) -> APIRouter:
     r = api.router("/users", read="admin", write="admin")
-    store = api.app.store
+    identity = Identity(api.app)
 
-    async def known_user(name: str) -> dict[str, Any]:
-        row = await store.get_user(name)
-        if row is None:
+    async def known_user(name: str) -> User:
+        found = await identity.get(name)
+        if found is None:
             raise HTTPException(404, f"no user {name!r}")
-        return row
+        return found
 
     @r.get("")
     async def list_users() -> list[dict[str, Any]]:
         return [
-            {k: row[k] for k in ("name", "role", "groups", "created_at")}
-            for row in await store.list_users()
+            {"name": u.name, "role": u.role, "groups": list(u.groups), "created_at": u.created_at}
+            for u in await identity.list()
         ]
 
     @r.post("", status_code=201)
@@ -43,10 +44,10 @@ def router(api: Api) -> APIRouter:
         if problem is not None:
             raise HTTPException(422, problem)
         groups = [g.strip() for g in body.groups if g.strip()]
-        if await store.get_user(body.name) is not None:
+        if await identity.get(body.name) is not None:
             raise HTTPException(409, f"user {body.name!r} already exists")
         try:
-            token = await add_user(store, body.name, body.role, groups, by=user.name)
+            token = await identity.add(body.name, body.role, groups, by=user.name)
         except Conflict as exc:  # created meanwhile by someone else
             raise HTTPException(409, exc.message) from None
         except ConfigError as exc:
@@ -57,18 +58,18 @@ def router(api: Api) -> APIRouter:
     async def delete_user(name: str, user: User = Depends(api.user)) -> Response:
         await known_user(name)
         try:
-            await remove_user(store, name, by=user.name)
+            await identity.remove(name, by=user.name)
         except ConfigError:  # removed meanwhile
             raise HTTPException(404, f"no user {name!r}") from None
         return Response(status_code=204)
 
     @r.post("/{name:keel_id}/token")
     async def new_user_token(name: str, user: User = Depends(api.user)) -> dict[str, Any]:
-        row = await known_user(name)
+        found = await known_user(name)
         try:
-            token = await rotate_token(store, name, by=user.name)
+            token = await identity.rotate(name, by=user.name)
         except ConfigError:
             raise HTTPException(404, f"no user {name!r}") from None
-        return {"name": name, "role": row["role"], "groups": row["groups"], "token": token}
+        return {"name": name, "role": found.role, "groups": list(found.groups), "token": token}
 
     return r

@@ -55,7 +55,7 @@ def mount(
 ) -> Web:
     """Add the console's pages and static files to `server`."""
     web = Web(
-        app, Sessions(app.store, session_ttl), limiter,
+        app, Sessions(app, session_ttl), limiter,
         secure_cookies=secure_cookies, poll_ms=poll_ms, max_body=max_body,
         behind_proxy=behind_proxy, payloads=payloads,
     )

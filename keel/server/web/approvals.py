@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.hitl.inbox import Inbox
 from keel.server.paths import url_id
 from keel.server.payloads import NO_RAW_EDIT
 from keel.server.sessions import Session
@@ -47,7 +48,7 @@ def router(web: Web) -> APIRouter:
         fields: list[Field] | None = None,
         **values: Any,
     ) -> Response:
-        run = await app.store.get_run(req.run_id)
+        run = await web.run_or_none(req.run_id)
         view = web.payloads.of(session.user)
         can_decide = web.may_decide(session.user, req.queue)
         req = view.request(req)
@@ -69,7 +70,7 @@ def router(web: Web) -> APIRouter:
             audit=view.audit(await app.approvals.audit(req.id)),
             incoming=req.request.get("incoming", view.run(run).input if run else None),
             context=req.request.get("context") or req.request.get("prompt"),
-            waiting=await app.store.count_reviews(DECISION_KINDS, "pending", req.queue),
+            waiting=await Inbox(app).waiting(DECISION_KINDS, req.queue),
             output_original=text,
             notice=await after_decision(
                 app, run, req.status != "pending",
@@ -110,7 +111,7 @@ def router(web: Web) -> APIRouter:
         """Polled by an open decision page: tells it if someone else decided meanwhile."""
         req = await approval(review_id)
         # polled every few seconds by each open page: a count, not the requests
-        waiting = await app.store.count_reviews(DECISION_KINDS, "pending", req.queue)
+        waiting = await Inbox(app).waiting(DECISION_KINDS, req.queue)
         return JSONResponse(
             {"status": req.status, "decided_by": req.decided_by, "waiting": waiting},
             headers={"Cache-Control": "no-store"},

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from keel.app import App
+from keel.errors import RunNotFound
 from keel.server.access import READS, guard, known_query, may_decide, needed
 from keel.server.auth import FailureLimiter, User
 from keel.server.gate import SESSION
@@ -19,6 +20,7 @@ from keel.server.paths import ID
 from keel.server.payloads import PayloadPolicy
 from keel.server.sessions import Session, Sessions, same
 from keel.server.web.format import FILTERS
+from keel.types import RunInfo
 
 TEMPLATES = Path(__file__).with_name("templates")
 assert ID == "keel_id"  # importing paths registers the `{id:keel_id}` route convertor
@@ -154,6 +156,13 @@ class Web:
         )
 
     # -- permissions --------------------------------------------------------------------
+
+    async def run_or_none(self, run_id: str) -> RunInfo | None:
+        """The run a request or escalation belongs to, or None when it was purged."""
+        try:
+            return await self.app.get_run(run_id)
+        except RunNotFound:
+            return None
 
     def may_decide(self, user: User, queue: str) -> bool:
         """Role and groups (`keel users`), then the App's own reviewer list for the queue."""

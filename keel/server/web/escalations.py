@@ -28,7 +28,7 @@ def router(web: Web) -> APIRouter:
         values.setdefault("result", "")
         values.setdefault("reason", "")
         values.setdefault("note", "")
-        run = await app.store.get_run(esc.run_id)
+        run = await web.run_or_none(esc.run_id)
         view = web.payloads.of(session.user)
         shown = view.escalation(esc)
         return web.page(

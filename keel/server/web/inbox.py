@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.hitl.api import DECISION_KINDS, ReviewRequest
+from keel.hitl.inbox import Inbox
 from keel.presence import unserved
 from keel.server.sessions import Session
 from keel.server.web.context import Web
@@ -50,11 +51,11 @@ def router(web: Web) -> APIRouter:
 
     @r.get("/decided", response_class=HTMLResponse)
     async def decided(request: Request, s: Session = Depends(web.session)) -> Response:
-        rows = []
+        rows: list[ReviewRequest] = []
         for kind in DECISION_KINDS:
-            rows += await app.store.list_reviews(kind, limit=_DECIDED_LIMIT, latest_decided=True)
+            rows += await Inbox(app).decided(kind, limit=_DECIDED_LIMIT)
         view = web.payloads.of(s.user)
-        found = [view.request(ReviewRequest.model_validate(r)) for r in rows]
+        found = [view.request(r) for r in rows]
         found.sort(key=lambda r: r.decided_at or 0, reverse=True)
         items = [
             {**item(web, s.user, r, time.time()), "status": r.status, "queue": r.queue,

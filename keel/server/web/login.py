@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from keel.server.access import known_query
-from keel.server.auth import authenticate
+from keel.server.identity import Identity
 from keel.server.sessions import COOKIE, LOGIN_COOKIE, same
 from keel.server.web.context import Web, client_of, safe_next
 
@@ -67,7 +67,7 @@ def router(web: Web) -> APIRouter:
                         f"try again in {int(wait) + 1} s.", nxt)
             page.headers["Retry-After"] = str(int(wait) + 1)
             return page
-        user = await authenticate(web.app.store, fields.get("token", "").strip())
+        user = await Identity(web.app).authenticate(fields.get("token", "").strip())
         if user is None:
             web.limiter.failed(client)
             return form(request, 401, "That token is not valid.", nxt)

@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError, InputError
 from keel.hitl.api import ReviewRequest
+from keel.hitl.inbox import Inbox
 from keel.server.paths import url_id
 from keel.server.sessions import Session
 from keel.server.web.context import Posted, Refused, Web
@@ -53,11 +54,9 @@ def router(web: Web) -> APIRouter:
             if chosen == "pending":  # oldest first: first in, first reviewed
                 found = await app.reviews.list(chosen, wf, REVIEWS_LIMIT)
             else:  # decided ones: the latest decisions first (and pending ones after, for all)
-                rows = await app.store.list_reviews(
-                    "sample", None if chosen == "all" else chosen, None, wf, REVIEWS_LIMIT,
-                    latest_decided=True,
+                found = await Inbox(app).decided(
+                    "sample", None if chosen == "all" else chosen, wf, REVIEWS_LIMIT
                 )
-                found = [ReviewRequest.model_validate(r) for r in rows]
                 if chosen == "all" and len(found) < REVIEWS_LIMIT:
                     found += await app.reviews.list("pending", wf, REVIEWS_LIMIT - len(found))
         view = web.payloads.of(s.user)
@@ -94,7 +93,7 @@ def router(web: Web) -> APIRouter:
     ) -> Response:
         values.setdefault("label_text", "")
         values.setdefault("note", "")
-        run = await app.store.get_run(req.run_id)
+        run = await web.run_or_none(req.run_id)
         view = web.payloads.of(session.user)
         return web.page(
             request,

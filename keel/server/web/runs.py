@@ -17,6 +17,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import InputError
 from keel.hitl.api import DECISION_KINDS
+from keel.hitl.inbox import Inbox
+from keel.llm.costs import Costs
 from keel.observe.journal_view import journal_view, starting_state, trim
 from keel.server.paths import url_id
 from keel.server.sessions import Session
@@ -43,24 +45,23 @@ def run_duration(run: RunInfo) -> float | None:
 
 async def requests_of(web: Web, run: RunInfo) -> list[dict[str, Any]]:
     """The requests for a person this run made: approvals, reviews, samples, escalations."""
-    store = web.app.store
+    reviews, escalations = await Inbox(web.app).of_run(run.id, _REQUESTS_LIMIT)
     out: list[dict[str, Any]] = []
-    for row in await store.list_reviews(limit=_REQUESTS_LIMIT, run_id=run.id):
-        kind = str(row.get("kind"))
-        base = "/approvals/" if kind in DECISION_KINDS else "/reviews/"
+    for req in reviews:
+        base = "/approvals/" if req.kind in DECISION_KINDS else "/reviews/"
         out.append(
             {
-                "id": row["id"],
-                "kind": kind,
-                "step": row.get("step"),
-                "status": row.get("status"),
-                "queue": row.get("queue"),
-                "decided_by": row.get("decided_by"),
-                "created_at": row.get("created_at"),
-                "href": base + url_id(str(row["id"])),
+                "id": req.id,
+                "kind": req.kind,
+                "step": req.step,
+                "status": req.status,
+                "queue": req.queue,
+                "decided_by": req.decided_by,
+                "created_at": req.created_at,
+                "href": base + url_id(req.id),
             }
         )
-    for esc in await store.list_escalations(None, None, _REQUESTS_LIMIT, run_id=run.id):
+    for esc in escalations:
         out.append(
             {
                 "id": esc.id,
@@ -185,7 +186,7 @@ def router(web: Web) -> APIRouter:
             requests=requests,
             waterfall=rows,
             trace_error=trace_error,
-            cost=await app.store.spent(run_id=run.id),
+            cost=await Costs(app).spent(run_id=run.id),
             duration=run_duration(run),
             money=money,
         )
@@ -196,8 +197,7 @@ def router(web: Web) -> APIRouter:
 async def _costs(web: Web, workflow: str | None, since: float | None) -> dict[str, float]:
     """Metered model cost per run id (runs without model calls are absent)."""
     try:
-        report = await web.app.store.usage_report("run", workflow=workflow, since=since)
+        return await Costs(web.app).per_run(workflow=workflow, since=since)
     except Exception as exc:  # a store without usage metering still lists its runs
         log.warning("usage report unavailable: %s", exc)
         return {}
-    return {str(r["run"]): float(r["cost_usd"] or 0.0) for r in report}

@@ -8,19 +8,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
 from keel.errors import ConfigError
-from keel.server.auth import ROLES, add_user, name_problem, remove_user, rotate_token
+from keel.server.auth import ROLES, name_problem
+from keel.server.identity import Identity
 from keel.server.web.context import Posted, Refused, Web
 
 
 def router(web: Web) -> APIRouter:
     r = web.router(read="admin", write="admin", refusal="users are for admins")
-    store = web.app.store
+    identity = Identity(web.app)
 
     async def show(request: Request, status: int = 200, **values: Any) -> Response:
         values.setdefault("form", {"name": "", "role": "reviewer", "groups": ""})
         values.setdefault("errors", {})
         return web.page(
-            request, "users.html", status=status, users=await store.list_users(),
+            request, "users.html", status=status, users=await identity.list(),
             roles=ROLES, **values,
         )
 
@@ -36,7 +37,7 @@ def router(web: Web) -> APIRouter:
         problem = name_problem(form["name"])
         if problem is not None:
             errors["name"] = problem
-        elif await store.get_user(form["name"]) is not None:
+        elif await identity.get(form["name"]) is not None:
             errors["name"] = f"{form['name']!r} already exists"
         if form["role"] not in ROLES:
             errors["role"] = f"choose one of {', '.join(ROLES)}"
@@ -45,8 +46,8 @@ def router(web: Web) -> APIRouter:
             return await show(request, code, form=form, errors=errors)
         groups = [g.strip() for g in form["groups"].split(",") if g.strip()]
         try:
-            token = await add_user(store, form["name"], form["role"], groups,
-                                   by=posted.user.name)
+            token = await identity.add(form["name"], form["role"], groups,
+                                       by=posted.user.name)
         except ConfigError as exc:  # created meanwhile by someone else
             return await show(request, 409, form=form, errors={"name": exc.message})
         # The token is shown in this response only: no redirect, and never cached.
@@ -55,7 +56,7 @@ def router(web: Web) -> APIRouter:
     @r.post("/users/{name:keel_id}/rotate", response_class=HTMLResponse)
     async def rotate(request: Request, name: str, posted: Posted = Depends(web.posted)) -> Response:
         try:
-            token = await rotate_token(store, name, by=posted.user.name)
+            token = await identity.rotate(name, by=posted.user.name)
         except ConfigError as exc:
             raise Refused(404, exc.message) from None
         # Rotating ends every session of the user: one's own too, so they sign in again.
@@ -71,7 +72,7 @@ def router(web: Web) -> APIRouter:
         if posted.text("confirm") != name:
             return await show(request, 422, errors={f"remove:{name}": "type the name to confirm"})
         try:
-            await remove_user(store, name, by=posted.user.name)
+            await identity.remove(name, by=posted.user.name)
         except ConfigError as exc:
             raise Refused(404, exc.message) from None
         return web.back("/users")

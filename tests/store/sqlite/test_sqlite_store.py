@@ -14,7 +14,15 @@ import pydantic_core
 import pytest
 
 from keel.errors import ConfigError, LeaseLost, RunNotFound, SignalRefused
-from keel.store import RunFilter, StepWrite, open_store
+from keel.store import (
+    ConsoleSession,
+    RunFilter,
+    StepWrite,
+    UnitOfWork,
+    Usage,
+    User,
+    open_store,
+)
 from keel.store.sqlite import SQLiteStore
 from keel.types import RunStatus, StepKind, StepRecord, StepStatus, StructuredError
 
@@ -47,9 +55,15 @@ def _rec(run_id: str, key: str, pos: int = 0, **kw: Any) -> StepRecord:
     return StepRecord(**fields)
 
 
+def _at(store: SQLiteStore, now: float) -> SQLiteStore:
+    """Pin the database clock (what leases and timers are measured on) to `now`."""
+    store._now_sql = repr(float(now))
+    return store
+
+
 async def _claimed(store: SQLiteStore, run_id: str = "r1", owner: str = "A") -> None:
     await store.create_run(run_id, "wf", b'{"x":1}', T0)
-    got = await store.claim(owner, LEASE, 10, T0, WF)
+    got = await _at(store, T0).claim(owner, LEASE, 10, WF)
     assert [c.run.id for c in got] == [run_id]
 
 
@@ -71,43 +85,43 @@ async def test_create_run_is_idempotent(store: SQLiteStore) -> None:
 
 async def test_claim_lease_is_exclusive_between_owners(store: SQLiteStore) -> None:
     await store.create_run("r1", "wf", b"{}", T0)
-    a = await store.claim("A", LEASE, 10, T0, WF)
+    a = await _at(store, T0).claim("A", LEASE, 10, WF)
     assert [c.run.id for c in a] == ["r1"]
     assert a[0].run.status is RunStatus.RUNNING
     assert a[0].run.lease_owner == "A"
     assert a[0].resumed is False
-    assert await store.claim("B", LEASE, 10, T0 + 1, WF) == []
-    assert await store.claim("A", LEASE, 10, T0 + 1, WF) == []  # not twice either
-    assert await store.claim("B", LEASE, 10, T0 + LEASE - 1, WF) == []
+    assert await _at(store, T0 + 1).claim("B", LEASE, 10, WF) == []
+    assert await _at(store, T0 + 1).claim("A", LEASE, 10, WF) == []  # not twice either
+    assert await _at(store, T0 + LEASE - 1).claim("B", LEASE, 10, WF) == []
 
 
 async def test_renew_extends_only_the_owners_lease(store: SQLiteStore) -> None:
     await _claimed(store)
-    assert await store.renew("B", ["r1"], LEASE, T0 + 10) == set()
-    assert await store.renew("A", ["r1", "unknown"], LEASE, T0 + 20) == {"r1"}
+    assert await _at(store, T0 + 10).renew("B", ["r1"], LEASE) == set()
+    assert await _at(store, T0 + 20).renew("A", ["r1", "unknown"], LEASE) == {"r1"}
     # The original lease would have expired at T0 + 30; the renewal holds until T0 + 50.
-    assert await store.claim("B", LEASE, 10, T0 + 40, WF) == []
-    got = await store.claim("B", LEASE, 10, T0 + 51, WF)
+    assert await _at(store, T0 + 40).claim("B", LEASE, 10, WF) == []
+    got = await _at(store, T0 + 51).claim("B", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r1"]
-    assert await store.renew("A", [], LEASE, T0 + 52) == set()
+    assert await _at(store, T0 + 52).renew("A", [], LEASE) == set()
 
 
 async def test_expired_lease_is_claimable_and_the_old_owner_is_fenced(
     store: SQLiteStore,
 ) -> None:
     await _claimed(store)
-    got = await store.claim("B", LEASE, 10, T0 + LEASE + 1, WF)
+    got = await _at(store, T0 + LEASE + 1).claim("B", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r1"]
     assert got[0].resumed is True
     assert got[0].run.attempts == 2
     assert got[0].run.lease_owner == "B"
-    assert await store.renew("A", ["r1"], LEASE, T0 + LEASE + 2) == set()
+    assert await _at(store, T0 + LEASE + 2).renew("A", ["r1"], LEASE) == set()
     with pytest.raises(LeaseLost, match="no longer owned by this worker"):
-        await store.write_steps("r1", "A", [StepWrite(_rec("r1", "a#0"), b"1")])
+        await store.commit(UnitOfWork("r1", "A", [StepWrite(_rec("r1", "a#0"), b"1")]))
     with pytest.raises(LeaseLost):
         await store.finish_run("r1", "A", RunStatus.SUCCEEDED, b"1", None, None, [], T0 + 40)
     assert await store.load_steps("r1") == []
-    await store.write_steps("r1", "B", [StepWrite(_rec("r1", "a#0"), b"1")])
+    await store.commit(UnitOfWork("r1", "B", [StepWrite(_rec("r1", "a#0"), b"1")]))
     assert [s.key for s in await store.load_steps("r1")] == ["a#0"]
 
 
@@ -115,7 +129,7 @@ async def test_expire_owner_makes_its_runs_claimable_now(store: SQLiteStore) -> 
     await _claimed(store)
     assert await store.running_owners() == ["A"]
     assert await store.expire_owner("A") == 1
-    got = await store.claim("B", LEASE, 10, T0 + 1, WF)
+    got = await _at(store, T0 + 1).claim("B", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r1"]
     assert await store.running_owners() == ["B"]
 
@@ -130,7 +144,7 @@ async def test_release_run_returns_it_to_the_queue(store: SQLiteStore) -> None:
     assert run is not None
     assert (run.status, run.lease_owner) == (RunStatus.PENDING, None)
     assert [s.output for s in await store.load_steps("r1")] == [2]  # flushed with the release
-    got = await store.claim("B", LEASE, 10, T0 + 3, WF)
+    got = await _at(store, T0 + 3).claim("B", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r1"]
 
 
@@ -138,25 +152,25 @@ async def test_claim_filters_by_workflow_ids_and_limit(store: SQLiteStore) -> No
     for i in range(4):
         await store.create_run(f"r{i}", "wf", b"{}", T0 + i)
     await store.create_run("other", "not-mine", b"{}", T0)
-    assert await store.claim("A", LEASE, 10, T0 + 10, []) == []
-    got = await store.claim("A", LEASE, 10, T0 + 10, WF, ids=["r2", "other"])
+    assert await _at(store, T0 + 10).claim("A", LEASE, 10, []) == []
+    got = await _at(store, T0 + 10).claim("A", LEASE, 10, WF, ids=["r2", "other"])
     assert [c.run.id for c in got] == ["r2"]
-    got = await store.claim("A", LEASE, 2, T0 + 10, WF)
+    got = await _at(store, T0 + 10).claim("A", LEASE, 2, WF)
     assert [c.run.id for c in got] == ["r0", "r1"]  # oldest first
-    got = await store.claim("A", LEASE, 10, T0 + 10, WF)
+    got = await _at(store, T0 + 10).claim("A", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r3"]
     assert (await store.get_run("other")).status is RunStatus.PENDING  # type: ignore[union-attr]
 
 
 async def test_an_idle_poll_takes_no_write_lock(store: SQLiteStore, tmp_path: Path) -> None:
     await store.create_run("r1", "wf", b"{}", T0)
-    await store.claim("A", LEASE, 10, T0, WF)  # r1 now RUNNING under A: nothing is ready
+    await _at(store, T0).claim("A", LEASE, 10, WF)  # r1 now RUNNING under A: nothing is ready
     other = sqlite3.connect(tmp_path / "keel.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
     try:
         # polls read first and see nothing to do; waiting on the lock would hang here
-        assert await store.claim("B", LEASE, 10, T0 + 1, WF) == []
-        assert await store.claim("B", LEASE, 10, T0 + 1, WF, ids=["r1", "r9"]) == []
+        assert await _at(store, T0 + 1).claim("B", LEASE, 10, WF) == []
+        assert await _at(store, T0 + 1).claim("B", LEASE, 10, WF, ids=["r1", "r9"]) == []
     finally:
         other.execute("ROLLBACK")
         other.close()
@@ -168,9 +182,9 @@ async def test_watched_runs_are_claimed_behind_a_backlog_of_others(store: SQLite
     for i in range(_SCAN + 5):  # older ready runs this worker does not watch
         await store.create_run(f"backlog-{i:05d}", "wf", b"{}", T0 + i / 1e6)
     await store.create_run("mine", "wf", b"{}", T0 + 1)
-    got = await store.claim("A", LEASE, 10, T0 + 2, WF, ids=["mine", "gone"])
+    got = await _at(store, T0 + 2).claim("A", LEASE, 10, WF, ids=["mine", "gone"])
     assert [c.run.id for c in got] == ["mine"]
-    got = await store.claim("A", LEASE, 3, T0 + 2, WF)
+    got = await _at(store, T0 + 2).claim("A", LEASE, 3, WF)
     assert [c.run.id for c in got] == ["backlog-00000", "backlog-00001", "backlog-00002"]
 
 
@@ -183,7 +197,7 @@ async def test_journal_round_trip_and_blobs(store: SQLiteStore) -> None:
         StepWrite(_rec("r1", "b#0", 1, status=StepStatus.ERROR, error=err), None),
         StepWrite(_rec("r1", "c#0", 2, blob="digest-c"), None, big),
     ]
-    await store.write_steps("r1", "A", writes)
+    await store.commit(UnitOfWork("r1", "A", writes))
     steps = {s.key: s for s in await store.load_steps("r1")}
     assert steps["a#0"].output == {"k": [1, 2]}
     assert steps["a#0"].state_delta == {"n": 1}
@@ -193,13 +207,13 @@ async def test_journal_round_trip_and_blobs(store: SQLiteStore) -> None:
     with pytest.raises(RunNotFound):
         await store.load_blob("nope")
     # A rewrite of the same key replaces it (pending -> finished).
-    await store.write_steps("r1", "A", [StepWrite(_rec("r1", "a#0", 0), b"3")])
+    await store.commit(UnitOfWork("r1", "A", [StepWrite(_rec("r1", "a#0", 0), b"3")]))
     assert {s.key: s.output for s in await store.load_steps("r1")}["a#0"] == 3
 
 
 async def test_suspend_wake_and_signals(store: SQLiteStore) -> None:
     await _claimed(store)
-    status = await store.suspend_run("r1", "A", T0 + 100, ["go"], [], T0 + 1)
+    status = await _at(store, T0 + 1).suspend_run("r1", "A", T0 + 100, ["go"], [], T0 + 1)
     assert status is RunStatus.WAITING
     run = await store.get_run("r1")
     assert run is not None
@@ -209,12 +223,12 @@ async def test_suspend_wake_and_signals(store: SQLiteStore) -> None:
         ["go"],
         None,
     )
-    assert await store.claim("B", LEASE, 10, T0 + 2, WF) == []  # not due yet
+    assert await _at(store, T0 + 2).claim("B", LEASE, 10, WF) == []  # not due yet
     await store.send_signal("r1", "other", b"1", T0 + 3)  # not what it waits for
     assert (await store.get_run("r1")).status is RunStatus.WAITING  # type: ignore[union-attr]
     await store.send_signal("r1", "go", b'"yes"', T0 + 4)
     assert (await store.get_run("r1")).status is RunStatus.PENDING  # type: ignore[union-attr]
-    got = await store.claim("B", LEASE, 10, T0 + 5, WF)
+    got = await _at(store, T0 + 5).claim("B", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r1"]
     ok = StepWrite(_rec("r1", "signal:go#0", kind=StepKind.SIGNAL))
     assert await store.take_signal("r1", "B", "go", ok, []) == b'"yes"'
@@ -225,9 +239,9 @@ async def test_suspend_wake_and_signals(store: SQLiteStore) -> None:
 
 async def test_timer_wakes_when_due(store: SQLiteStore) -> None:
     await _claimed(store)
-    await store.suspend_run("r1", "A", T0 + 100, [], [], T0 + 1)
-    assert await store.claim("B", LEASE, 10, T0 + 99, WF) == []
-    got = await store.claim("B", LEASE, 10, T0 + 100, WF)
+    await _at(store, T0 + 1).suspend_run("r1", "A", T0 + 100, [], [], T0 + 1)
+    assert await _at(store, T0 + 99).claim("B", LEASE, 10, WF) == []
+    got = await _at(store, T0 + 100).claim("B", LEASE, 10, WF)
     assert [c.run.id for c in got] == ["r1"]
     assert got[0].run.wake_at is None
 
@@ -235,7 +249,7 @@ async def test_timer_wakes_when_due(store: SQLiteStore) -> None:
 async def test_signal_racing_the_suspension_requeues(store: SQLiteStore) -> None:
     await _claimed(store)
     await store.send_signal("r1", "go", b"1", T0 + 1)  # arrives while RUNNING
-    status = await store.suspend_run("r1", "A", None, ["go"], [], T0 + 2)
+    status = await _at(store, T0 + 2).suspend_run("r1", "A", None, ["go"], [], T0 + 2)
     assert status is RunStatus.PENDING
 
 
@@ -260,7 +274,7 @@ async def test_finish_cancel_and_terminal_signals(store: SQLiteStore) -> None:
 
     await store.create_run("r2", "wf", b"{}", T0)
     assert (await store.cancel_run("r2", T0 + 4)).status is RunStatus.CANCELLED
-    assert await store.claim("A", LEASE, 10, T0 + 5, WF) == []
+    assert await _at(store, T0 + 5).claim("A", LEASE, 10, WF) == []
 
 
 async def test_list_runs_filters(store: SQLiteStore) -> None:
@@ -336,42 +350,42 @@ def test_bad_sqlite_urls() -> None:
 # -- console users and sessions ------------------------------------------------
 
 
-def _user(name: str, role: str = "reviewer", token_id: str = "") -> dict[str, Any]:
-    return {
-        "name": name,
-        "role": role,
-        "token_id": token_id or f"{name:0<16}"[:16],
-        "token_hash": f"sha256$salt${name}",
-        "groups": ["payments"],
-        "created_at": T0,
-    }
+def _user(name: str, role: str = "reviewer", token_id: str = "") -> User:
+    return User(
+        name=name,
+        role=role,
+        token_id=token_id or f"{name:0<16}"[:16],
+        token_hash=f"sha256$salt${name}",
+        groups=("payments",),
+        created_at=T0,
+    )
 
 
-def _session(id_hash: str, user: str, expires_at: float = T0 + 100) -> dict[str, Any]:
-    return {
-        "id_hash": id_hash,
-        "user": user,
-        "csrf": f"csrf-{id_hash}",
-        "client": "10.0.0.1",
-        "created_at": T0,
-        "expires_at": expires_at,
-    }
+def _session(id_hash: str, user: str, expires_at: float = T0 + 100) -> ConsoleSession:
+    return ConsoleSession(
+        id_hash=id_hash,
+        user=user,
+        csrf=f"csrf-{id_hash}",
+        client="10.0.0.1",
+        created_at=T0,
+        expires_at=expires_at,
+    )
 
 
 async def test_sessions_carry_their_users_role_and_expire(store: SQLiteStore) -> None:
     await store.add_user(_user("rita"))
     await store.create_session(_session("h1", "rita", expires_at=T0 + 100))
     got = await store.get_session("h1", T0 + 1)
-    assert got == {
-        "id_hash": "h1",
-        "user": "rita",
-        "csrf": "csrf-h1",
-        "client": "10.0.0.1",
-        "created_at": T0,
-        "expires_at": T0 + 100,
-        "role": "reviewer",
-        "groups": ["payments"],
-    }
+    assert got == ConsoleSession(
+        id_hash="h1",
+        user="rita",
+        csrf="csrf-h1",
+        client="10.0.0.1",
+        created_at=T0,
+        expires_at=T0 + 100,
+        role="reviewer",
+        groups=("payments",),
+    )
     assert await store.get_session("nope", T0 + 1) is None
     assert await store.get_session("h1", T0 + 100) is None  # expires_at <= now: gone
     assert await store.get_session("h1", T0 + 99.9) is not None
@@ -408,10 +422,11 @@ async def test_remove_user_ends_their_sessions_and_is_audited(store: SQLiteStore
     assert await store.user_by_token_id("aaaaaaaaaaaaaaaa") is None
     assert await store.get_session("r1", T0 + 1) is None
     assert store._db.execute("SELECT count(*) FROM sessions WHERE user='rita'").fetchone() == (0,)
-    assert (await store.get_session("o1", T0 + 1) or {})["user"] == "otto"
+    session = await store.get_session("o1", T0 + 1)
+    assert session is not None and session.user == "otto"
     [added, removed] = await store.audit_log("rita")
-    assert added["action"] == "user_added"
-    assert removed["action"] == "user_removed" and removed["detail"]["sessions"] == 2
+    assert added.action == "user_added"
+    assert removed.action == "user_removed" and (removed.detail or {})["sessions"] == 2
     with pytest.raises(ConfigError, match="no user 'rita'"):
         await store.remove_user("rita")
     # a new user of the same name starts clean: no session of the old one comes back
@@ -425,10 +440,10 @@ async def test_rotate_token_replaces_it_and_ends_sessions(store: SQLiteStore) ->
     await store.rotate_token("rita", "dddddddddddddddd", "sha256$new$digest")
     assert await store.user_by_token_id("aaaaaaaaaaaaaaaa") is None
     row = await store.user_by_token_id("dddddddddddddddd")
-    assert row is not None and row["name"] == "rita" and row["token_hash"] == "sha256$new$digest"
-    assert row["role"] == "reviewer" and row["groups"] == ["payments"]  # nothing else changed
+    assert row is not None and row.name == "rita" and row.token_hash == "sha256$new$digest"
+    assert row.role == "reviewer" and row.groups == ("payments",)  # nothing else changed
     assert await store.get_session("r1", T0 + 1) is None
-    assert (await store.audit_log("rita"))[-1]["action"] == "token_rotated"
+    assert (await store.audit_log("rita"))[-1].action == "token_rotated"
     with pytest.raises(ConfigError, match="no user 'nobody'"):
         await store.rotate_token("nobody", "eeeeeeeeeeeeeeee", "sha256$x$y")
     assert await store.user_by_token_id("eeeeeeeeeeeeeeee") is None
@@ -449,9 +464,11 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
     db.commit()
     db.close()
     store = SQLiteStore(f"sqlite:///{path}")
-    assert (await store.get_user("ada") or {})["role"] == "admin"
+    ada = await store.get_user("ada")
+    assert ada is not None and ada.role == "admin"
     await store.create_session(_session("a1", "ada"))
-    assert (await store.get_session("a1", T0) or {})["role"] == "admin"
+    session = await store.get_session("a1", T0)
+    assert session is not None and session.role == "admin"
     await store.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone() == (15,)
@@ -460,22 +477,28 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
 
 def _metered(run_id: str, key: str, cost: float, at: float) -> StepWrite:
     rec = _rec(run_id, key, kind=StepKind.LLM, started_at=at, ended_at=at)
-    meter = {"model": "m", "input_tokens": 1, "output_tokens": 1, "cost_usd": cost}
-    return StepWrite(rec, b'"ok"', meter=meter)
+    return StepWrite(rec, b'"ok"', usage=Usage("m", 1, 1, cost))
 
 
 async def test_daily_cost_totals_follow_every_usage_write(store: SQLiteStore) -> None:
     day = 20_000 * 86400.0  # a UTC midnight
     await store.create_run("r1", "wf", b"{}", day, tenant="acme")
-    await store.claim("A", LEASE, 10, day, WF)
-    await store.write_steps("r1", "A", [_metered("r1", "llm#0", 0.25, day + 10),
-                                        _metered("r1", "llm#1", 0.5, day + 20)])
-    await store.write_steps("r1", "A", [_metered("r1", "llm#2", 1.0, day - 5)])  # the day before
+    await _at(store, day).claim("A", LEASE, 10, WF)
+    await store.commit(
+        UnitOfWork(
+            "r1",
+            "A",
+            [_metered("r1", "llm#0", 0.25, day + 10), _metered("r1", "llm#1", 0.5, day + 20)],
+        )
+    )
+    await store.commit(
+        UnitOfWork("r1", "A", [_metered("r1", "llm#2", 1.0, day - 5)])
+    )  # the day before
     assert await store.spent(workflow="wf", since=day) == pytest.approx(0.75)
     assert await store.spent(tenant="acme", since=day) == pytest.approx(0.75)
     assert await store.spent(workflow="wf", since=day - 86400) == pytest.approx(1.75)
     # a rewritten step replaces its cost instead of adding it twice
-    await store.write_steps("r1", "A", [_metered("r1", "llm#1", 0.125, day + 20)])
+    await store.commit(UnitOfWork("r1", "A", [_metered("r1", "llm#1", 0.125, day + 20)]))
     assert await store.spent(workflow="wf", since=day) == pytest.approx(0.375)
     # the running totals agree with summing the usage rows (any `since` that is not a midnight)
     assert await store.spent(workflow="wf", since=day + 1) == pytest.approx(0.375)
@@ -487,8 +510,8 @@ async def test_daily_totals_are_backfilled_on_upgrade(tmp_path: Path) -> None:
     day = 20_000 * 86400.0
     store = SQLiteStore(url)
     await store.create_run("r1", "wf", b"{}", day, tenant="acme")
-    await store.claim("A", LEASE, 10, day, WF)
-    await store.write_steps("r1", "A", [_metered("r1", "llm#0", 0.25, day + 10)])
+    await _at(store, day).claim("A", LEASE, 10, WF)
+    await store.commit(UnitOfWork("r1", "A", [_metered("r1", "llm#0", 0.25, day + 10)]))
     await store.close()
     db = sqlite3.connect(tmp_path / "keel.db")
     db.execute("DROP TABLE usage_daily")  # as a v11 store was
@@ -522,7 +545,7 @@ async def test_send_signal_only_if_waiting_refuses_in_the_same_transaction(
     with pytest.raises(SignalRefused, match="RUNNING, not waiting") as refused:
         await store.send_signal("r1", "go", b"1", T0 + 1, only_if_waiting=True)
     assert refused.value.data["status"] == "RUNNING"
-    await store.suspend_run("r1", "A", None, ["go"], [], T0 + 2)
+    await _at(store, T0 + 2).suspend_run("r1", "A", None, ["go"], [], T0 + 2)
     with pytest.raises(SignalRefused, match="it waits for 'go'"):
         await store.send_signal("r1", "other", b"1", T0 + 3, only_if_waiting=True)
     before = await store.send_signal("r1", "go", b"1", T0 + 4, only_if_waiting=True)
