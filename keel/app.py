@@ -157,7 +157,7 @@ class App:
             if novelty is not None:
                 from keel.hitl.gate import novelty_gate
 
-                body = novelty_gate(f, novelty)
+                body = novelty_gate(f, novelty, self)
             wf = WorkflowDef(
                 fn=body,
                 name=name or f.__name__,

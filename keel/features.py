@@ -1,8 +1,9 @@
 """How an App plugs the feature layers into the engine: model calls (`ctx.llm`), people
 (approval gates, reviews, sampling, notifications) and tracing.
 
-The engine offers doors (Context extensions and lifecycle hooks) and knows nothing of
-what fills them; this module is the one place that fills them.
+The engine offers typed doors (`keel.engine.plugins`: `ModelCalls`, `People`) and
+lifecycle hooks, and knows nothing of what fills them; this module is the one place
+that fills them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     """Wire every feature of `app` into its runtime; returns its tracing hook (or None)."""
     from keel.observe.logs import guard_keel_loggers
 
-    rt.extensions["llm"] = lambda ctx: _llm(app, ctx)
+    rt.features.models = lambda ctx: _llm(app, rt, ctx)
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
     if not app.settings.tracing:
@@ -30,7 +31,7 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     return tracing
 
 
-def _llm(app: App, ctx: Any) -> Any:
+def _llm(app: App, rt: Runtime, ctx: Any) -> Any:
     gateway = app.gateway
     if gateway is None:
         raise ConfigError(
@@ -39,16 +40,14 @@ def _llm(app: App, ctx: Any) -> Any:
         )
     from keel.llm.facade import LLM
 
-    return LLM(ctx, gateway)
+    return LLM(ctx, gateway, store=app.store, people=rt.features.people)
 
 
 def _attach_people(app: App, rt: Runtime, notify: Any) -> None:
-    from keel.hitl.gate import approval, approve_call, review_output
+    from keel.hitl.gate import Checkpoints
     from keel.hitl.sampling import Sampler
 
-    rt.extensions["gate"] = approve_call
-    rt.extensions["approval"] = approval
-    rt.extensions["review_output"] = review_output
+    rt.features.people = Checkpoints(app)
     sampler = Sampler(app)
     app.hooks.add(sampler)
     app._drainable.append(sampler)

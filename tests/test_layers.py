@@ -84,18 +84,10 @@ _CONTRACTS = {
 # which entries have gone stale. Never add to it: fix the import instead.
 _KNOWN: set[tuple[str, str]] = set()
 
-# Engine privates that features reach for; the durable-operation primitive replaces
-# them (operation helper). (module, attribute) pairs allowed for now.
+# Engine privates that features reached for before the durable-operation primitive
+# (keel.engine.operation) replaced them; tests/test_engine_seam.py checks the rest.
 _PRIVATE = ("_exec", "_scope", "_drain")
-_KNOWN_PRIVATE: set[tuple[str, str]] = {
-    ("keel.hitl.requests", "_exec"),
-    ("keel.hitl.requests", "_scope"),
-    ("keel.hitl.requests", "_drain"),
-    ("keel.hitl.gate", "_exec"),
-    ("keel.hitl.gate", "_scope"),
-    ("keel.llm.facade", "_exec"),
-    ("keel.llm.facade", "_scope"),
-}
+_KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 # Server and CLI reach the store through App-level services; only these modules (the
 # services the server owns) touch `.store` there.

@@ -5,13 +5,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from keel.engine.control import (
+    CURRENT_STEP,
+    Abandon,
+    Drain,
+    StepInfo,
+    Suspend,
+    current_step,
+)
 from keel.engine.hooks import StepEvent
-from keel.engine.journal import Journal, Scope
+from keel.engine.journal import Journal, Scope, live_degraded, superseded_attempts
+from keel.engine.operation import NOT_SHOWN, Operation
 from keel.engine.registry import WorkflowDef
 from keel.engine.runtime import Runtime
 from keel.engine.serde import from_json, revive, to_json
@@ -26,63 +34,35 @@ from keel.errors import (
 )
 from keel.secret import use_sources
 from keel.store import Claimed, StepWrite, UnitOfWork, Usage
-from keel.types import RunInfo, RunStatus, StepKind, StepRecord, StepStatus, StructuredError
+from keel.types import (
+    Escalation,
+    ReviewRequest,
+    RunInfo,
+    RunStatus,
+    StepKind,
+    StepRecord,
+    StepStatus,
+    StructuredError,
+)
 
 if TYPE_CHECKING:
+    from keel.engine.context import Context
+    from keel.engine.phase import Phase
+    from keel.engine.plugins import Features
     from keel.engine.recovery import StepPolicy
+    from keel.engine.registry import ToolDef
+    from keel.policy.completion import CompletionPolicy
+    from keel.types import MapResult
 
 
-class Suspend(BaseException):
-    """Unwinds a run that must wait (timer or signal); BaseException so user code can't eat it."""
-
-    def __init__(self, wake_at: float | None = None, signals: frozenset[str] = frozenset()):
-        super().__init__("run suspended")
-        self.wake_at = wake_at
-        self.signals = signals
-
-    def merge(self, other: Suspend) -> Suspend:
-        wakes = [w for w in (self.wake_at, other.wake_at) if w is not None]
-        return Suspend(min(wakes) if wakes else None, self.signals | other.signals)
-
-
-class Abandon(BaseException):
-    """This worker must stop executing the run without writing (lease lost, fatal error)."""
-
-
-class Drain(Abandon):
-    """The worker is draining (`Worker.drain`): stop before a new step, hand the run back.
-
-    An `Abandon`, so everything that lets an abandon through (map lanes finish the
-    item in hand first) lets a drain through too.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class StepInfo:
-    """The step currently executing, for tools that need an idempotency key.
-
-    Example:
-        info = keel.current_step()
-        stripe.charge(..., idempotency_key=info.idempotency_key)
-    """
-
-    run_id: str
-    key: str
-    attempt: int
-    feedback: tuple[str, ...] = ()  # why the previous attempt's output failed validation
-
-    @property
-    def idempotency_key(self) -> str:
-        return f"{self.run_id}:{self.key}"
-
-
-CURRENT_STEP: ContextVar[StepInfo | None] = ContextVar("keel_current_step", default=None)
 CURRENT_SCOPE: ContextVar[tuple[RunExecution, Scope] | None] = ContextVar(
     "keel_current_scope", default=None
 )
 
 
-_NO_INPUT: Any = object()
+_NO_INPUT: Any = NOT_SHOWN
+# A new request's decision fields (all None): left out of the review_requested payload.
+_UNDECIDED = {"decision", "decided_at", "decided_by"}
 
 
 def recorded_input(rec: StepRecord) -> Any:
@@ -92,11 +72,6 @@ def recorded_input(rec: StepRecord) -> Any:
     if rec.kind is StepKind.LLM and isinstance(rec.output, dict):
         return rec.output.get("request")
     return f"(inputs not recorded; digest {rec.digest})"
-
-
-def current_step() -> StepInfo | None:
-    """The journaled step running in this task, or None outside a step."""
-    return CURRENT_STEP.get()
 
 
 def _blob_digest(data: bytes) -> str:
@@ -143,31 +118,82 @@ class RunExecution:
             return StepWrite(rec, None, data)
         return StepWrite(rec, data)
 
-    async def commit(self, scope: Scope, rec: StepRecord, data: bytes | None) -> None:
-        """Persist a finished step (and pending deterministic values) atomically."""
+    async def commit(
+        self,
+        scope: Scope,
+        rec: StepRecord,
+        data: bytes | None,
+        *,
+        review: ReviewRequest | None = None,
+        escalation: Escalation | None = None,
+    ) -> bool:
+        """Persist a step entry (and pending deterministic values, and the request to a
+        person it opens) atomically; True when that request is new."""
         if scope.state is not None and rec.status is not StepStatus.PENDING:
             delta = scope.state.delta()
             if delta is not None and rec.state_delta:  # keep one the caller took (wait_for)
                 rec.state_delta = compose(rec.state_delta, delta, scope.state.snapshot())
             elif delta is not None:
                 rec.state_delta = delta
-        writes = self._drain()
         write = self._write_for(rec, data)
         if rec.status is not StepStatus.PENDING:
             write.usage = self.meters.pop(rec.key, None)
-        writes.append(write)
         if data is not None and rec.blob is None and rec.output is None and len(data) <= 4096:
             rec.output = from_json(data)  # the in-memory journal mirrors the stored one
+        opened = await self.persist(
+            [write],
+            reviews=() if review is None else (review,),
+            escalations=() if escalation is None else (escalation,),
+        )
+        self.journal.add(rec)
+        self.recorded(rec, data)
+        if review is not None and opened and self.rt.hooks.active:
+            self.rt.hooks.review_requested(review.model_dump(exclude=_UNDECIDED))
+        return bool(opened)
+
+    async def persist(
+        self,
+        writes: Sequence[StepWrite],
+        *,
+        reviews: Sequence[ReviewRequest] = (),
+        escalations: Sequence[Escalation] = (),
+    ) -> frozenset[str]:
+        """THE write of a run's steps: journal entries (with their usage), the deterministic
+        values buffered before them, and the requests to people they open, all in one
+        transaction under this worker's lease. Returns the ids of requests it created.
+
+        Every journal write the engine and the features make for a step comes through
+        here (run transitions and signal takes have their own store calls), so a lost
+        lease or a failing store is handled once: the run is abandoned, nothing written.
+        """
+        batch = self._drain()  # the buffer's own list, swapped out: ours to extend
+        batch.extend(writes)
+        uow = UnitOfWork(self.run.id, self.owner, batch, list(reviews), list(escalations))
         try:
-            await self.rt.store.commit(UnitOfWork(self.run.id, self.owner, writes))
+            committed = await self.rt.store.commit(uow)
         except LeaseLost:
             self.lost = True
             raise Abandon() from None
         except StoreError as exc:
             self.fault = exc
             raise Abandon() from None
-        self.journal.add(rec)
-        self.recorded(rec, data)
+        return committed.opened
+
+    async def take_signal(
+        self, signal: str, write: StepWrite, writes: Sequence[StepWrite]
+    ) -> bytes | None:
+        """Consume a `signal` and journal `write` with its payload (and `writes`, with the
+        buffered values) atomically; None when none is waiting. Abandons like `persist`."""
+        try:
+            return await self.rt.store.take_signal(
+                self.run.id, self.owner, signal, write, [*self._drain(), *writes]
+            )
+        except LeaseLost:
+            self.lost = True
+            raise Abandon() from None
+        except StoreError as exc:
+            self.fault = exc
+            raise Abandon() from None
 
     def recorded(self, rec: StepRecord, data: bytes | None = None) -> None:
         """Tell observers a journal entry is durable (tracing builds spans from these)."""
@@ -297,6 +323,27 @@ class RunExecution:
 
     # -- the generic durable step -------------------------------------------------
 
+    def operation(
+        self,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        *,
+        key_name: str | None = None,
+        key: str | None = None,
+        pos: int | None = None,
+        shown_input: Any = _NO_INPUT,
+    ) -> Operation:
+        """Open the journaled operation at the next key of `scope` (or at `key`/`pos`),
+        checked against the journal (NonDeterminismError if replay diverged)."""
+        if self.fatal is not None:  # a hard stop (Fallback.fail): no later step may run
+            raise self.fatal
+        if key is None or pos is None:
+            key, pos = scope.next(key_name or name)
+        rec = self.check(scope, key, pos, digest, shown_input)
+        return Operation(self, scope, kind, name, digest, key, pos, rec)
+
     async def step(
         self,
         scope: Scope,
@@ -312,11 +359,9 @@ class RunExecution:
         policy: StepPolicy | None = None,
         shown_input: Any = _NO_INPUT,
     ) -> Any:
-        """Run `fn` as a journaled step under `policy`; on replay return what it recorded.
-
-        `shown_input` is what a NonDeterminismError shows as the new input (default:
-        the policy's input).
-        """
+        """Run `fn` as a journaled operation under `policy`; on replay return what it
+        recorded. `shown_input` is what a NonDeterminismError shows as the new input
+        (default: the policy's input)."""
         if self.fatal is not None:  # a hard stop (Fallback.fail): no later step may run
             raise self.fatal
         if key is None or pos is None:
@@ -324,15 +369,15 @@ class RunExecution:
         if shown_input is _NO_INPUT and policy is not None and policy.input is not None:
             shown_input = policy.input
         rec = self.check(scope, key, pos, digest, shown_input)
+        # `operation(...).run(...)` written out: this is every tool call's hot path
         if rec is not None and rec.status is not StepStatus.PENDING:
             return await self.replayed(scope, rec, annotation)
         if self.draining:  # the step boundary: steps in flight finish, no new one starts
             raise Drain()
         from keel.engine.recovery import PLAIN, run_live
 
-        return await run_live(
-            self, scope, key, pos, kind, name, digest, fn, annotation, policy or PLAIN, rec
-        )
+        op = Operation(self, scope, kind, name, digest, key, pos, rec)
+        return await run_live(op, fn, annotation, policy or PLAIN)
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         """A recorded non-deterministic value (time, uuid, random): buffered, no extra write."""
@@ -347,6 +392,69 @@ class RunExecution:
         self.buffer.append(StepWrite(rec, to_json(v, what=name)))
         self.journal.add(rec)
         return v
+
+    # -- the rest of the execution port (keel.engine.port) ----------------------------
+
+    @property
+    def features(self) -> Features:
+        return self.rt.features
+
+    @property
+    def tools(self) -> Mapping[str, ToolDef]:
+        return self.rt.registry.tools
+
+    def current(self, bound: Scope) -> Scope:
+        cur = CURRENT_SCOPE.get()
+        if cur is not None and cur[0] is self:
+            return cur[1]
+        return bound
+
+    async def sleep(self, scope: Scope, seconds: float) -> None:
+        from keel.engine.waiting import sleep
+
+        await sleep(self, scope, seconds)
+
+    async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:
+        from keel.engine.waiting import wait_signal
+
+        key, pos = scope.next(f"signal:{signal}")
+        return await wait_signal(self, scope, key, pos, signal, timeout)
+
+    async def map(
+        self,
+        scope: Scope,
+        fn: Callable[[Context, Any], Awaitable[Any]] | None,
+        tool: ToolDef | None,
+        label: str,
+        items: list[Any],
+        concurrency: int | None,
+        require: CompletionPolicy,
+    ) -> MapResult[Any]:
+        from keel.engine.fanout import map_items
+
+        return await map_items(self, scope, fn, tool, label, items, concurrency, require)
+
+    async def gather(
+        self, scope: Scope, awaitables: tuple[Awaitable[Any], ...], require: CompletionPolicy
+    ) -> MapResult[Any]:
+        from keel.engine.fanout import gather
+
+        return await gather(self, scope, awaitables, require)
+
+    def phase(
+        self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
+    ) -> Phase:
+        from keel.engine.phase import Phase
+
+        return Phase(self, ctx.current_scope(), ctx, name, check, retries, on_fail, queue)
+
+    def degraded(self) -> list[str]:
+        records = self.journal.by_key.values()
+        degraded = [r.key for r in records if r.fallback == "degrade"]
+        if not degraded:
+            return []
+        attempts = [r.key for r in records if r.kind is StepKind.PHASE]
+        return live_degraded(degraded, superseded_attempts(attempts, [r.key for r in records]))
 
     # -- the run ------------------------------------------------------------------
 
@@ -462,3 +570,15 @@ class RunExecution:
             )
         except LeaseLost:
             raise Abandon() from None
+
+
+__all__ = [
+    "CURRENT_SCOPE",
+    "CURRENT_STEP",
+    "Abandon",
+    "Drain",
+    "RunExecution",
+    "StepInfo",
+    "Suspend",
+    "current_step",
+]

@@ -32,7 +32,6 @@ from keel.errors import (
     validation_problems,
 )
 from keel.policy.validation import normalise, run_checks, verdict_messages
-from keel.store.base import StepWrite
 from keel.types import EscalationPacket, StepKind, StepRecord, StepStatus
 
 if TYPE_CHECKING:
@@ -54,7 +53,15 @@ class Phase:
     """
 
     def __init__(
-        self, ctx: Context, name: str, check: Any, retries: int, on_fail: OnFail, queue: str
+        self,
+        ex: RunExecution,
+        parent: Scope,
+        ctx: Context,
+        name: str,
+        check: Any,
+        retries: int,
+        on_fail: str,
+        queue: str,
     ) -> None:
         if retries < 0:
             raise ConfigError(f"ctx.phase retries must be >= 0, got {retries}")
@@ -64,10 +71,10 @@ class Phase:
         self.name = name
         self.checks = normalise(check)
         self.retries = retries
-        self.on_fail = on_fail
+        self.on_fail: OnFail = "escalate" if on_fail == "escalate" else "fail"
         self.queue = queue
-        self.ex: RunExecution = ctx._exec
-        self.parent: Scope = ctx._scope
+        self.ex = ex
+        self.parent = parent
         self.key = ""
         self.pos = 0
         self.started = 0.0
@@ -371,9 +378,8 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
     says why, and the run waits for that one.
     """
     ex = p.ex
-    reason = (
-        f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): "
-        + "; ".join(messages)
+    reason = f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): " + "; ".join(
+        messages
     )
     err = structured(exc, step=p.key) if exc is not None else None
     n = 1
@@ -448,8 +454,9 @@ async def _open(
         result_schema=state.model.model_json_schema() if state is not None else None,
         checks=check_refs(p.checks),
     )
+    marker_scope = Scope(path=f"{p.key}/")
     marker = ex.record(
-        Scope(path=f"{p.key}/"),
+        marker_scope,
         f"{p.key}/escalation{_round_suffix(n)}",
         p.retries + 2 * n - 1,
         StepKind.PHASE,
@@ -458,16 +465,8 @@ async def _open(
         time.time(),
     )
     marker.output = esc_id
-    await escalate(
-        ex,
-        p.parent,
-        p.key,
-        "phase",
-        packet,
-        p.queue,
-        [StepWrite(marker, b'"' + esc_id.encode() + b'"')],
-        esc_id=esc_id,
-    )
+    data = b'"' + esc_id.encode() + b'"'
+    await escalate(ex, p.key, "phase", packet, p.queue, (marker_scope, marker, data), esc_id)
 
 
 async def _verify(p: Phase, edits: Any) -> tuple[list[str], list[str]]:

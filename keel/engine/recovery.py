@@ -23,6 +23,7 @@ from keel.engine.execution import (
     Suspend,
 )
 from keel.engine.journal import Scope
+from keel.engine.operation import Operation
 from keel.engine.serde import adapter, from_json, revive, to_json, unannotated
 from keel.engine.waiting import wait_signal, wait_until
 from keel.errors import (
@@ -44,7 +45,6 @@ from keel.policy.breaker import BreakerState, CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import NO_RETRY, Retry
 from keel.policy.validation import run_checks
-from keel.store import StepWrite, UnitOfWork
 from keel.types import (
     Escalation,
     EscalationPacket,
@@ -133,27 +133,22 @@ def _breaker(ex: RunExecution, tool: str, config: CircuitBreaker) -> BreakerStat
 
 
 async def run_live(
-    ex: RunExecution,
-    scope: Scope,
-    key: str,
-    pos: int,
-    kind: StepKind,
-    name: str,
-    digest: str,
+    op: Operation,
     fn: Callable[[], Awaitable[Any]],
     annotation: Any,
     policy: StepPolicy,
-    rec: StepRecord | None,
 ) -> Any:
     """Attempt a step until it succeeds, then record it; or apply its fallback."""
+    ex, scope, key, kind, name = op._ex, op.scope, op.key, op.kind, op.name
+    rec = op.recorded
     step = _Step(
         ex,
         scope,
         key,
-        pos,
+        op.pos,
         kind,
         name,
-        digest,
+        op.digest,
         annotation,
         policy,
         rec.started_at if rec is not None else time.time(),
@@ -435,15 +430,15 @@ def journal_summary(ex: RunExecution, prefix: str, limit: int = 50) -> list[dict
 
 async def escalate(
     ex: RunExecution,
-    scope: Scope,
     key: str,
     kind: str,
     packet: EscalationPacket,
     queue: str,
-    writes: list[StepWrite],
+    marker: tuple[Scope, StepRecord, bytes | None],
     esc_id: str | None = None,
 ) -> str:
-    """Record an escalation (once) with the entries that mark the step as waiting for it.
+    """Record an escalation (once) atomically with the journal entry that marks the step
+    as waiting for it (`marker`: its scope, record and output).
     Its id is `<run>:<key>` unless the step escalates more than once (`esc_id`)."""
     esc_id = esc_id or f"{ex.run.id}:{key}"
     escalation = Escalation(
@@ -456,15 +451,8 @@ async def escalate(
         packet=packet,
         created_at=time.time(),
     )
-    try:
-        steps = [*ex._drain(), *writes]
-        await ex.rt.store.commit(UnitOfWork(ex.run.id, ex.owner, steps, escalations=[escalation]))
-    except LeaseLost:
-        ex.lost = True
-        raise Abandon() from None
-    for w in writes:
-        ex.journal.add(w.record)
-        ex.recorded(w.record)
+    scope, rec, data = marker
+    await ex.commit(scope, rec, data, escalation=escalation)
     if ex.rt.hooks.active:
         ex.rt.hooks.escalated(ex.run.id, esc_id, queue)
     return esc_id
@@ -516,15 +504,8 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
         )
         waiting = step.record(status=StepStatus.PENDING, error=err, attempts=attempts)
         waiting.fallback = "human"
-        await escalate(
-            ex,
-            step.scope,
-            key,
-            "tool",
-            packet,
-            fb.queue if fb is not None else "escalations",
-            [StepWrite(waiting)],
-        )
+        queue = fb.queue if fb is not None else "escalations"
+        await escalate(ex, key, "tool", packet, queue, (step.scope, waiting, None))
     decision = await await_resolution(ex, key, esc_id)
     by = decision.get("by", "someone")
     if decision.get("status") == "resolved":

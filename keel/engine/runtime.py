@@ -1,4 +1,4 @@
-"""What the engine needs from its host: store, registry, hooks and settings."""
+"""What the engine needs from its host: store, registry, hooks, features and settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keel.engine.hooks import HookSet
+from keel.engine.plugins import Features
 from keel.engine.registry import Registry
 from keel.policy.breaker import BreakerState
 from keel.secret import SecretSources
@@ -42,9 +43,9 @@ class Runtime:
     on_settled: Callable[[str, RunStatus], None] | None = None
     # Circuit breakers, one per tool, shared by every run this process executes.
     breakers: dict[str, BreakerState] = field(default_factory=dict)
-    # Context attributes provided by the host (the App attaches `llm`): the engine
-    # offers the door, never what is behind it.
-    extensions: dict[str, Any] = field(default_factory=dict)
+    # Features provided by the host (the App attaches models and people): the engine
+    # offers the typed doors (keel.engine.plugins), never what is behind them.
+    features: Features = field(default_factory=Features)
     # Short, redacted text of a payload for error messages (the App's redactor);
     # the engine alone shows no payload content at all.
     render: Callable[[Any], str] = field(default=lambda value: _opaque(value))

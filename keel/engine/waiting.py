@@ -6,10 +6,10 @@ import asyncio
 import time
 from typing import Any
 
-from keel.engine.execution import Abandon, RunExecution, Suspend
+from keel.engine.execution import RunExecution, Suspend
 from keel.engine.journal import Scope
-from keel.engine.serde import digest, from_json, unannotated
-from keel.errors import LeaseLost, SignalTimeout, StoreError, structured
+from keel.engine.serde import digest, from_json
+from keel.errors import SignalTimeout, structured
 from keel.store.base import StepWrite
 from keel.types import StepKind, StepStatus
 
@@ -29,43 +29,30 @@ async def wait_until(ex: RunExecution, wake_at: float) -> None:
 async def wait_signal(
     ex: RunExecution, scope: Scope, key: str, pos: int, signal: str, timeout: float | None
 ) -> Any:
-    """The journaled wait behind `ctx.wait_for`: the payload, or SignalTimeout, or Suspend."""
-    dg = digest(signal, timeout)
-    rec = ex.check(scope, key, pos, dg)
-    if rec is not None and rec.status is not StepStatus.PENDING:
-        return await ex.replayed(scope, rec, unannotated())
+    """The journaled wait behind `ctx.wait_for`: the payload, or SignalTimeout, or Suspend.
+
+    The payload is taken and journaled in one write (`RunExecution.take_signal`), so a
+    signal is consumed exactly when the wait's outcome is on record.
+    """
+    op = ex.operation(scope, StepKind.SIGNAL, signal, digest(signal, timeout), key=key, pos=pos)
+    if op.done:
+        return await op.replay()
+    rec = op.recorded
     now = time.time()
     started = rec.started_at if rec is not None else now
     deadline = rec.wake_at if rec is not None else (now + timeout if timeout is not None else None)
-    ok = ex.record(scope, key, pos, StepKind.SIGNAL, signal, dg, started, wake_at=deadline)
+    ok = op.entry(wake_at=deadline, started=started)
     if scope.state is not None:
         ok.state_delta = scope.state.delta()
-    writes = ex._drain()
+    writes: list[StepWrite] = []
     pending = None
     if rec is None:
         # The pending entry carries the same delta: if the run suspends here, the
         # state changes made before the wait are already on record.
-        pending = ex.record(
-            scope,
-            key,
-            pos,
-            StepKind.SIGNAL,
-            signal,
-            dg,
-            started,
-            status=StepStatus.PENDING,
-            wake_at=deadline,
-        )
+        pending = op.entry(StepStatus.PENDING, wake_at=deadline, started=started)
         pending.state_delta = ok.state_delta
         writes.append(StepWrite(pending))
-    try:
-        payload = await ex.rt.store.take_signal(ex.run.id, ex.owner, signal, StepWrite(ok), writes)
-    except LeaseLost:
-        ex.lost = True
-        raise Abandon() from None
-    except StoreError as exc:
-        ex.fault = exc
-        raise Abandon() from None
+    payload = await ex.take_signal(signal, StepWrite(ok), writes)
     if payload is not None:
         ok.output = from_json(payload)
         ex.journal.add(ok)
@@ -81,19 +68,32 @@ async def wait_signal(
             timeout=timeout,
             step=key,
         )
-        failed = ex.record(
-            scope,
-            key,
-            pos,
-            StepKind.SIGNAL,
-            signal,
-            dg,
-            started,
-            status=StepStatus.ERROR,
-            error=structured(err, step=key),
-            wake_at=deadline,
+        failed = op.entry(
+            StepStatus.ERROR, error=structured(err, step=key), wake_at=deadline, started=started
         )
         failed.state_delta = ok.state_delta  # taken above; the commit must not drop it
-        await ex.commit(scope, failed, None)
+        await op.commit(failed)
         raise err
     raise Suspend(wake_at=deadline, signals=frozenset({signal}))
+
+
+async def sleep(ex: RunExecution, scope: Scope, seconds: float) -> None:
+    """The journaled timer behind `ctx.sleep`: held in memory when short, else suspended."""
+    op = ex.operation(scope, StepKind.SLEEP, "sleep", digest(float(seconds)))
+    if op.done:
+        await op.replay()
+        return
+    now = time.time()
+    if op.recorded is None:
+        wake_at = now + max(0.0, float(seconds))
+        await op.commit(op.entry(StepStatus.PENDING, wake_at=wake_at, started=now))
+    else:
+        assert op.recorded.wake_at is not None
+        wake_at = op.recorded.wake_at
+    remaining = wake_at - now
+    if remaining > ex.rt.settings.inline_sleep_max:
+        raise Suspend(wake_at=wake_at)
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+    started = op.recorded.started_at if op.recorded is not None else now
+    await op.commit(op.entry(wake_at=wake_at, started=started))

@@ -15,6 +15,8 @@ from keel.hitl.requests import ask
 if TYPE_CHECKING:
     from keel.engine.context import Context
     from keel.engine.registry import ToolDef
+    from keel.hitl.host import Host
+    from keel.store.base import Store
 
 
 class Decision(BaseModel):
@@ -39,8 +41,74 @@ def _rejected(what: str, decision: dict[str, Any]) -> ApprovalRejected:
     )
 
 
+class Checkpoints:
+    """keel.hitl as the engine's `People` feature: approvals, gated tools, output reviews.
+
+    Example (what keel/features.py does):
+        rt.features.people = Checkpoints(app)
+    """
+
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    async def approval(
+        self,
+        ctx: Context,
+        action: str | dict[str, Any],
+        *,
+        context: Any = None,
+        reason: str | None = None,
+        queue: str = "approvals",
+        timeout: float | None = None,
+        on_timeout: TimeoutPolicy = "reject",
+    ) -> Decision:
+        """`ctx.approval(...)`: see `approval`."""
+        return await approval(
+            ctx,
+            self._host.store,
+            action,
+            context=context,
+            reason=reason,
+            queue=queue,
+            timeout=timeout,
+            on_timeout=on_timeout,
+        )
+
+    async def approve_call(
+        self, ctx: Context, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The gate in front of a tool that needs approval: see `approve_call`."""
+        return await approve_call(ctx, self._host.store, tool, args, kwargs)
+
+    async def review_output(
+        self,
+        ctx: Context,
+        *,
+        schema: type[BaseModel],
+        output: dict[str, Any],
+        score: float,
+        threshold: float,
+        prompt: Any,
+        queue: str,
+        timeout: float | None,
+    ) -> BaseModel:
+        """A low-confidence output to a person: see `review_output`."""
+        return await review_output(
+            ctx,
+            self._host.store,
+            schema=schema,
+            output=output,
+            score=score,
+            threshold=threshold,
+            prompt=prompt,
+            queue=queue,
+            timeout=timeout,
+        )
+
+
 async def approval(
     ctx: Context,
+    store: Store,
     action: str | dict[str, Any],
     *,
     context: Any = None,
@@ -60,6 +128,7 @@ async def approval(
     }
     decision = await ask(
         ctx,
+        store,
         kind="approval",
         name=label,
         request=request,
@@ -73,7 +142,7 @@ async def approval(
 
 
 async def approve_call(
-    ctx: Context, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ctx: Context, store: Store, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """The gate in front of an irreversible tool: its arguments once a person approved them."""
     policy = tool.approval if isinstance(tool.approval, Approval) else Approval()
@@ -95,6 +164,7 @@ async def approve_call(
     }
     decision = await ask(
         ctx,
+        store,
         kind="approval",
         name=tool.name,
         request=request,
@@ -131,21 +201,18 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-def novelty_gate(fn: Any, detector: Any) -> Any:
+def novelty_gate(fn: Any, detector: Any, host: Host) -> Any:
     """Wrap a workflow so a novel input goes to review before any of its steps run."""
 
     @functools.wraps(fn)
     async def guarded(ctx: Context, **inputs: Any) -> Any:
-        await check_novelty(ctx, detector, inputs)
+        await check_novelty(ctx, host.store, detector, inputs)
         return await fn(ctx, **inputs)
 
     return guarded
 
 
-async def check_novelty(ctx: Context, detector: Any, inputs: dict[str, Any]) -> None:
-    from keel.engine.serde import digest
-    from keel.types import StepKind
-
+async def check_novelty(ctx: Context, store: Store, detector: Any, inputs: dict[str, Any]) -> None:
     plain = _jsonable(inputs)
     text = detector.text(plain)
 
@@ -153,11 +220,12 @@ async def check_novelty(ctx: Context, detector: Any, inputs: dict[str, Any]) -> 
         value, novel = await detector.score(text)
         return {"score": value, "threshold": detector.threshold, "novel": novel}
 
-    verdict = await ctx._exec.step(ctx._scope, StepKind.TOOL, "novelty", digest(text), score, dict)
+    verdict = await ctx.operation("novelty", text).run(score, dict)
     if not verdict["novel"]:
         return
     decision = await ask(
         ctx,
+        store,
         kind="novelty",
         name="input",
         request={
@@ -177,6 +245,7 @@ async def check_novelty(ctx: Context, detector: Any, inputs: dict[str, Any]) -> 
 
 async def review_output(
     ctx: Context,
+    store: Store,
     *,
     schema: type[BaseModel],
     output: dict[str, Any],
@@ -189,6 +258,7 @@ async def review_output(
     """A low-confidence output goes to a person, who confirms it or supplies the right one."""
     decision = await ask(
         ctx,
+        store,
         kind="low_confidence",
         name=schema.__name__,
         request={

@@ -10,26 +10,19 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from keel.engine.execution import Abandon
-from keel.engine.journal import Scope
-from keel.engine.serde import digest, unannotated
-from keel.engine.waiting import wait_signal
 from keel.errors import (
     ApprovalRejected,
     ApprovalTimedOut,
     ConfigError,
-    LeaseLost,
     ReviewRejected,
     SignalTimeout,
-    from_structured,
-    structured,
 )
 from keel.hitl.policy import Escalate, TimeoutPolicy
-from keel.store import StepWrite, UnitOfWork
-from keel.types import ReviewRequest, StepKind, StepStatus
+from keel.types import ReviewRequest, StepKind
 
 if TYPE_CHECKING:
     from keel.engine.context import Context
+    from keel.store.base import Store
 
 
 def signal_for(review_id: str) -> str:
@@ -38,6 +31,7 @@ def signal_for(review_id: str) -> str:
 
 async def ask(
     ctx: Context,
+    store: Store,
     *,
     kind: str,
     name: str,
@@ -46,68 +40,48 @@ async def ask(
     timeout: float | None,
     on_timeout: TimeoutPolicy = "reject",
 ) -> dict[str, Any]:
-    """Ask a person; return their decision (`status`, `by`, `note`, ...) once it is in."""
-    ex = ctx._exec
-    scope = ctx._scope
-    key, pos = scope.next(f"{kind}:{name}")
-    review_id = f"{ex.run.id}:{key}"
-    dg = digest(kind, name, queue, timeout)
-    rec = ex.check(scope, key, pos, dg)
-    if rec is not None and rec.status is not StepStatus.PENDING:
-        out: dict[str, Any] = await ex.replayed(scope, rec, unannotated())
+    """Ask a person; return their decision (`status`, `by`, `note`, ...) once it is in.
+
+    One durable operation: its PENDING entry and the review land together; the
+    decision is a signal waited for under it; a deadline applies the timeout policy.
+    `store` is where the timeout policy moves or expires the review.
+    """
+    op = ctx.operation(
+        name, kind, name, queue, timeout, kind=StepKind.REVIEW, key_name=f"{kind}:{name}"
+    )
+    if op.done:
+        out: dict[str, Any] = await op.replay()
         return out
-    now = time.time()
-    started = rec.started_at if rec is not None else now
-    if rec is None:
+    key = op.key
+    review_id = f"{op.run_id}:{key}"
+    if not op.begun:
+        now = time.time()
         deadline = now + timeout if timeout is not None else None
-        pending = ex.record(
-            scope,
-            key,
-            pos,
-            StepKind.REVIEW,
-            name,
-            dg,
-            now,
-            status=StepStatus.PENDING,
-            wake_at=deadline,
+        review = ReviewRequest(
+            id=review_id,
+            kind=kind,
+            run_id=op.run_id,
+            workflow=op.workflow,
+            step=key,
+            queue=queue,
+            status="pending",
+            request=request,
+            deadline=deadline,
+            created_at=now,
         )
-        if scope.state is not None:
-            pending.state_delta = scope.state.delta()
-        review = {
-            "id": review_id,
-            "kind": kind,
-            "run_id": ex.run.id,
-            "workflow": ex.run.workflow,
-            "step": key,
-            "queue": queue,
-            "request": request,
-            "deadline": deadline,
-        }
-        try:
-            req = ReviewRequest(**review, status="pending", created_at=now)
-            uow = UnitOfWork(ex.run.id, ex.owner, [*ex._drain(), StepWrite(pending)], [req])
-            created = review_id in (await ex.rt.store.commit(uow)).opened
-        except LeaseLost:
-            ex.lost = True
-            raise Abandon() from None
-        ex.journal.add(pending)
-        ex.recorded(pending)
-        if created and ex.rt.hooks.active:
-            ex.rt.hooks.review_requested({**review, "status": "pending", "created_at": now})
-    sub = Scope(path=f"{key}/", state=None)
+        await op.begin(wake_at=deadline, review=review)
     level, wait, policy = 0, timeout, on_timeout
     while True:
         try:
-            decision: dict[str, Any] = await wait_signal(
-                ex, sub, f"{key}/decision#{level}", level, signal_for(review_id), wait
+            decision: dict[str, Any] = await op.wait(
+                signal_for(review_id), f"decision#{level}", level, wait
             )
             break
         except SignalTimeout:
             level += 1
             now = time.time()
-            store = ex.rt.store
             if isinstance(policy, Escalate):
-                if f"{key}/decision#{level}" in ex.journal.by_key:  # replay: it moved before
+                if op.has(f"decision#{level}"):  # replay: it moved before
                     wait, policy = policy.timeout, policy.then
                     continue
                 new_deadline = now + policy.timeout if policy.timeout is not None else None
@@ -128,7 +102,7 @@ async def ask(
                 # expired by an earlier execution that died before journaling the failure
             rejected = ApprovalRejected if kind == "approval" else ReviewRejected
             cls = ApprovalTimedOut if policy == "fail" else rejected
-            err = structured(
+            await op.fail(
                 cls(
                     f"{kind} {review_id} got no decision before its deadline (queue {queue}); "
                     f"timeout policy: {policy}",
@@ -136,32 +110,7 @@ async def ask(
                     policy=policy,
                     step=key,
                 ),
-                step=key,
+                fatal=policy == "fail",
             )
-            failed = ex.record(
-                scope,
-                key,
-                pos,
-                StepKind.REVIEW,
-                name,
-                dg,
-                started,
-                status=StepStatus.ERROR,
-                error=err,
-            )
-            await ex.commit(scope, failed, None)
-            exc = from_structured(err)
-            if policy == "fail":
-                ex.fatal = exc
-            raise exc from None
-    done = ex.record(scope, key, pos, StepKind.REVIEW, name, dg, started)
-    if rec is None:  # it replaces the pending entry this execution wrote: keep its changes
-        done.state_delta = pending.state_delta
-    await ex.commit(scope, done, _json(decision))
+    await op.finish(decision)
     return decision
-
-
-def _json(value: Any) -> bytes:
-    import pydantic_core
-
-    return pydantic_core.to_json(value)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from keel.engine.recovery import StepPolicy
 from keel.engine.registry import Tool, ToolDef
-from keel.engine.serde import digest, unannotated
+from keel.engine.serde import unannotated
 from keel.errors import (
     AgentTurnLimit,
     ConfigError,
@@ -29,11 +29,12 @@ from keel.llm.gateway import BudgetHold, CallContext, Gateway
 from keel.llm.types import LLMResponse, Message, as_messages
 from keel.policy.fallback import Fallback
 from keel.policy.validation import normalise, run_checks
-from keel.store import Usage
 from keel.types import StepKind
 
 if TYPE_CHECKING:
     from keel.engine.context import Context
+    from keel.engine.plugins import People
+    from keel.store.base import Store
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -57,9 +58,18 @@ class LLM:
         reply = await ctx.llm.text(f"Draft a reply about {label.category}", model="smart")
     """
 
-    def __init__(self, ctx: Context, gateway: Gateway) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        gateway: Gateway,
+        *,
+        store: Store | None = None,
+        people: People | None = None,
+    ) -> None:
         self.ctx = ctx
         self.gateway = gateway
+        self.store = store  # where budgets read spend (None: no store-backed budgets)
+        self.people = people  # where a low-confidence output goes for review
 
     # -- one journaled model turn -------------------------------------------------------
 
@@ -80,23 +90,22 @@ class LLM:
         `Fallback.degrade(default)`, the step records and returns `default` instead
         (a person's answer for `Fallback.human()`).
         """
-        ex = self.ctx._exec
-        scope = self.ctx._scope
         if tools:
             params = {**params, "tools": tools}
-        run = ex.run
+        ctx = self.ctx
         cc = CallContext(
-            workflow=run.workflow, name=name, run_id=run.id, tenant=run.tenant, store=ex.rt.store
+            workflow=ctx.workflow, name=name, run_id=ctx.run_id, tenant=ctx.tenant, store=self.store
         )
         gateway = self.gateway
         held: list[BudgetHold] = []  # this step's cost, counted until it is stored
+        shown = {"messages": messages, "model": model, "params": params}
+        op = ctx.operation(f"llm:{name}", messages, model, params, kind=StepKind.LLM, shown=shown)
 
         async def call() -> LLMResponse:
             resp = await gateway.complete(
                 messages, cc, model=model, params=params, cache=cache, held=held
             )
-            info = _current_key()
-            ex.meters[info] = Usage(
+            op.meter(
                 model=resp.model,
                 input_tokens=resp.usage.input_tokens,
                 output_tokens=resp.usage.output_tokens,
@@ -105,21 +114,9 @@ class LLM:
             )
             return resp
 
-        policy = StepPolicy(
-            retry=gateway.retry,
-            fallback=fallback,
-            input={"messages": messages, "model": model, "params": params},
-        )
+        policy = StepPolicy(retry=gateway.retry, fallback=fallback, input=shown)
         try:
-            out = await ex.step(
-                scope,
-                StepKind.LLM,
-                f"llm:{name}",
-                digest(messages, model, params),
-                call,
-                LLMResponse if fallback is None else unannotated(),
-                policy=policy,
-            )
+            out = await op.run(call, LLMResponse if fallback is None else unannotated(), policy)
         finally:
             for h in held:
                 gateway.release(h)
@@ -209,9 +206,9 @@ class LLM:
                     min_confidence,
                 )
                 if min_confidence is not None and score is not None and score < min_confidence:
-                    route = self.ctx._exec.rt.extensions.get("review_output")
-                    if on_low_confidence == "review" and route is not None:
-                        reviewed: S = await route(
+                    people = self.people
+                    if on_low_confidence == "review" and people is not None:
+                        reviewed: S = await people.review_output(  # type: ignore[assignment]
                             self.ctx,
                             schema=schema,
                             output=result.model_dump(mode="json"),
@@ -350,14 +347,6 @@ def _response_or_fallback(out: Any) -> Any:
 # Fields every journaled LLMResponse has; fields added later (optional) are left out,
 # so turns journaled before them still replay as responses.
 _RESPONSE_FIELDS = frozenset(LLMResponse.model_fields) - {"started_at"}
-
-
-def _current_key() -> str:
-    from keel.engine.execution import current_step
-
-    info = current_step()
-    assert info is not None, "model calls run inside a journaled step"
-    return info.key
 
 
 def _jsonable(value: Any) -> Any:
