@@ -107,8 +107,7 @@ def fault(path: str, exc: sqlite3.Error) -> StoreError:
         )
     elif kind == "corrupt":
         msg = (
-            f"{where} is corrupt or not a Keel store {said}. Restore it from a backup,"
-            f" {_ELSEWHERE}"
+            f"{where} is corrupt or not a Keel store {said}. Restore it from a backup, {_ELSEWHERE}"
         )
     elif kind == "locked":
         msg = (

@@ -1,13 +1,18 @@
-"""The SQLite store's schema and its migrations: what a new store is made of, and how an
-older one is brought up to date (one transaction, whichever version it starts from).
+"""The SQLite store's schema history: how a store made by an earlier Keel is brought up
+to date (one transaction, whichever version it starts from). A new store is made from
+the neutral schema (`keel.store.sql.schema`) instead; SQLite stores keep their version
+in `PRAGMA user_version`.
 
-A concern of its own so that every table of every concern is defined in one place;
-`_sqlite_core.SQLiteCore` applies it when it opens a store.
+`SCHEMA` (version 1) and `MIGRATIONS` are history: never edited, only appended to, and
+kept whole so tests can make a store of any earlier version.
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 15
+from keel.store.sql.schema import VERSION, ddl
+from keel.store.sql.sqlite_dialect import SQLiteDialect
+
+SCHEMA_VERSION = VERSION
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -309,9 +314,10 @@ UPDATE spans SET reconstructed = CASE WHEN typeof(attributes) = 'text' THEN
 
 def upgrade_script(version: int) -> str:
     """One transaction that brings a store at `version` (0: new) to `SCHEMA_VERSION`."""
-    script = SCHEMA if version == 0 else ""
-    for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-        script += MIGRATIONS[v]
+    if version == 0:
+        script = ddl(SQLiteDialect())
+    else:
+        script = "".join(MIGRATIONS[v] for v in range(version + 1, SCHEMA_VERSION + 1))
     # A new store gives the pages purges free back to the file system (only settable
     # before its first table; older stores switch with `keel runs purge --vacuum`).
     vacuum = "PRAGMA auto_vacuum=INCREMENTAL;" if version == 0 else ""

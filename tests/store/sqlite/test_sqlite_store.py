@@ -177,7 +177,7 @@ async def test_an_idle_poll_takes_no_write_lock(store: SQLiteStore, tmp_path: Pa
 
 
 async def test_watched_runs_are_claimed_behind_a_backlog_of_others(store: SQLiteStore) -> None:
-    from keel.store._sqlite_runs import _SCAN
+    from keel.store.sql.runs import _SCAN
 
     for i in range(_SCAN + 5):  # older ready runs this worker does not watch
         await store.create_run(f"backlog-{i:05d}", "wf", b"{}", T0 + i / 1e6)

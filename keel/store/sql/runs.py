@@ -1,0 +1,384 @@
+"""Runs and their journals, queue leases, timers and signals: what the engine reads and
+writes to execute a run (the `keel.store.journal.JournalStore` queries; worker
+heartbeats are in `identity`). Leases and timers are decided on the database clock
+(`{now}`, evaluated in the statement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pydantic_core
+
+from keel.errors import LeaseLost, PayloadUnreadable, RunNotFound
+from keel.store import _sealed
+from keel.store.base import Claimed, RunFilter, StepWrite, signal_refused
+from keel.store.sql.core import STEP_COLS, Session
+from keel.store.sql.dialect import marks
+from keel.store.sql.writes import (
+    audit,
+    check_owner,
+    deliver,
+    insert_escalation,
+    insert_review,
+    insert_steps,
+    run_row,
+)
+from keel.store.unit import Committed, UnitOfWork
+from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
+
+# Ready runs read in one go when a worker watches ids; a longer list means a backlog.
+_SCAN = 1000
+_TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+_NOTHING_OPENED = Committed()
+# Seconds a worker's clock may differ from the database's and still count as the same
+# clock: below call latency, a difference says nothing about skew.
+_SAME_CLOCK = 1.0
+# Due timers and expired leases, on the database clock, never a worker's.
+_READY = (
+    "(status='PENDING' OR (status='WAITING' AND wake_at<={now})"
+    " OR (status='RUNNING' AND lease_expires<{now}))"
+)
+_LOAD_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id=?"
+_FINISH = (
+    "UPDATE runs SET status=?, result=?, error=?, state=?, ended_at=?, updated_at=?,"
+    " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL WHERE id=?"
+)
+# The timer is kept as a delay from the database's now: `wake_at - now` is the same on
+# any clock, `wake_at` alone is as wrong as the worker's clock. Clocks that agree within
+# `_SAME_CLOCK` keep `wake_at` exactly (the journal's value).
+_SUSPEND = (
+    "UPDATE runs SET status=?, wake_at=CASE"
+    f" WHEN abs({{now}} - ?) <= {_SAME_CLOCK} THEN ? ELSE {{now}} + ? END, waiting_on=?,"
+    " lease_owner=NULL, lease_expires=NULL, updated_at=?,"
+    " state=COALESCE(?, state) WHERE id=?"
+)
+
+
+# -- runs ---------------------------------------------------------------------
+
+
+def create_run(
+    s: Session, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None
+) -> tuple[RunInfo, bool]:
+    """Start run `run_id` unless it exists; the run, and whether it is new."""
+    with s.write():
+        cur = s.execute(
+            "INSERT INTO runs (id, workflow, status, input, created_at, updated_at, tenant)"
+            " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant),
+        )
+        created = cur.rowcount == 1
+        run = run_row(s, run_id)
+    assert run is not None
+    return run, created
+
+
+def get_run(s: Session, run_id: str) -> RunInfo | None:
+    """Run `run_id`, or None."""
+    return run_row(s, run_id)
+
+
+def list_runs(s: Session, flt: RunFilter) -> list[RunInfo]:
+    """Runs matching `flt`, newest first."""
+    where: list[str] = []
+    args: list[Any] = []
+    if flt.status:
+        where.append("status=?")
+        args.append(flt.status.value)
+    if flt.workflow:
+        where.append("workflow=?")
+        args.append(flt.workflow)
+    if flt.since is not None:
+        where.append("created_at>=?")
+        args.append(flt.since)
+    if flt.until is not None:
+        where.append("created_at<?")
+        args.append(flt.until)
+    sql = "SELECT {run_cols} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY created_at DESC, id LIMIT ?"
+    return [s.as_run(r) for r in s.execute(sql, (*args, flt.limit)).fetchall()]
+
+
+def cancel_run(s: Session, run_id: str, now: float) -> RunInfo:
+    """End `run_id` as CANCELLED unless it has ended; the run as it is after."""
+    with s.write():
+        s.execute(
+            "UPDATE runs SET status='CANCELLED', ended_at=?, updated_at=?, lease_owner=NULL,"
+            " lease_expires=NULL, wake_at=NULL WHERE id=? AND status NOT IN (?, ?, ?)",
+            (now, now, run_id, *_TERMINAL),
+        )
+        run = run_row(s, run_id)
+    if run is None:
+        raise RunNotFound(f"no run {run_id!r} in {s.url}", run_id=run_id)
+    return run
+
+
+# -- journal --------------------------------------------------------------------
+
+
+def load_steps(s: Session, run_id: str) -> list[StepRecord]:
+    """Every journal entry of `run_id`."""
+    return [s.as_step(r) for r in s.execute(_LOAD_STEPS, (run_id,)).fetchall()]
+
+
+def load_blob(s: Session, digest: str) -> bytes:
+    """The out-of-line output stored under `digest`."""
+    row = s.execute("SELECT data FROM blobs WHERE digest=?", (digest,)).fetchone()
+    if row is None:
+        raise RunNotFound(f"out-of-line output {digest} is missing from {s.url}")
+    data = _sealed.unseal(s.codec, bytes(row[0]), "blobs.data", (digest,))
+    return data if isinstance(data, bytes) else data.encode()
+
+
+def commit(s: Session, uow: UnitOfWork) -> Committed:
+    """Write a unit of work in one transaction (see `keel.store.unit`)."""
+    opened: list[str] = []
+    with s.write():
+        if uow.owner is not None:
+            check_owner(s, uow.run_id, uow.owner)
+        for review in uow.reviews:
+            if insert_review(s, review):
+                opened.append(review.id)
+                detail = {"kind": review.kind, "queue": review.queue}
+                audit(s, "keel", "requested", review.id, detail, review.created_at)
+        for esc in uow.escalations:
+            if insert_escalation(s, esc):
+                opened.append(esc.id)
+        insert_steps(s, uow.steps)
+    return Committed(frozenset(opened)) if opened else _NOTHING_OPENED
+
+
+def take_signal(
+    s: Session, run_id: str, owner: str, name: str, write: StepWrite, writes: Sequence[StepWrite]
+) -> bytes | None:
+    """Consume the oldest pending signal `name` into `write`, with `writes`."""
+    with s.write():
+        check_owner(s, run_id, owner)
+        row = s.execute(
+            "SELECT id, payload FROM signals WHERE run_id=? AND name=? AND consumed_by IS NULL"
+            " ORDER BY id LIMIT 1{for_update}",
+            (run_id, name),
+        ).fetchone()
+        if row is None:
+            insert_steps(s, writes)
+            return None
+        s.execute("UPDATE signals SET consumed_by=? WHERE id=?", (write.record.key, row[0]))
+        payload = (s.open(row[1], "signals.payload", run_id, name) or "").encode()
+        write.output_json = payload
+        insert_steps(s, [*writes, write])
+    return payload
+
+
+def send_signal(
+    s: Session, run_id: str, name: str, payload_json: bytes, now: float, only_if_waiting: bool
+) -> RunInfo:
+    """Queue signal `name` for `run_id` (refused when it has ended, or does not wait)."""
+    with s.write():
+        run = run_row(s, run_id, lock=True)
+        if run is None:
+            raise RunNotFound(f"no run {run_id!r} in {s.url}", run_id=run_id)
+        waited = run.status is RunStatus.WAITING and name in run.waiting_on
+        if run.status.terminal or (only_if_waiting and not waited):
+            (queued,) = s.execute(
+                "SELECT COUNT(*) FROM signals WHERE run_id=? AND name=? AND consumed_by IS NULL",
+                (run_id, name),
+            ).fetchone()
+            raise signal_refused(run, name, queued)
+        deliver(s, run, name, payload_json, now)
+    return run
+
+
+# -- queue and leases -------------------------------------------------------------
+
+
+def claim(
+    s: Session,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    workflows: Iterable[str],
+    ids: Iterable[str] | None,
+) -> list[Claimed]:
+    """Lease up to `limit` ready runs of `workflows` (of `ids` only, if given)."""
+    names = list(workflows)
+    if not names or limit <= 0:
+        return []
+    ready = _ready(s, names, None, limit if ids is None else _SCAN)
+    if ids is not None:
+        wanted = set(ids)
+        if len(ready) < _SCAN:  # every ready run was seen: keep the watched ones
+            ready = [i for i in ready if i in wanted][:limit]
+        else:  # a backlog not ours: ask by id instead (chunked under the variable limit)
+            id_list, ready = list(wanted), []
+            step = max(1, min(500, s.dialect.max_params - len(names) - 1))
+            for i in range(0, len(id_list), step):
+                ready += _ready(s, names, id_list[i : i + step], limit - len(ready))
+                if len(ready) >= limit:
+                    break
+    if not ready:
+        return []  # nothing to do: no write lock taken
+    return _claim(s, owner, lease_seconds, ready)
+
+
+def _ready(s: Session, names: list[str], ids: list[str] | None, limit: int) -> list[str]:
+    """Claimable run ids, oldest first, read without a write lock."""
+    sql = f"SELECT id FROM runs WHERE {_READY} AND workflow IN ({marks(len(names))})"
+    args: list[Any] = list(names)
+    if ids is not None:
+        sql += f" AND id IN ({marks(len(ids))})"
+        args += ids
+    sql += " ORDER BY created_at LIMIT ?"
+    return [r[0] for r in s.execute(sql, (*args, limit)).fetchall()]
+
+
+def _claim(s: Session, owner: str, lease_seconds: float, run_ids: list[str]) -> list[Claimed]:
+    # Still ready? Another worker may have claimed some since they were read.
+    ids = marks(len(run_ids))
+    with s.write():
+        rows = s.execute(
+            "UPDATE runs SET status='RUNNING', lease_owner=?, lease_expires={now} + ?,"
+            " attempts=attempts+1, updated_at={now}, wake_at=NULL"
+            f" WHERE id IN ({ids}) AND {_READY} RETURNING {{run_cols}}",
+            (owner, lease_seconds, *run_ids),
+        ).fetchall()
+    try:
+        claimed = [Claimed(run=s.as_run(r), resumed=r[12] > 1) for r in rows]
+    except PayloadUnreadable:
+        # This worker lacks a key (and stops): a worker that has it takes them now.
+        with s.write():
+            s.execute(
+                f"UPDATE runs SET lease_expires=0 WHERE id IN ({ids})"
+                " AND lease_owner=? AND status='RUNNING'",
+                (*run_ids, owner),
+            )
+        raise
+    order = {run_id: i for i, run_id in enumerate(run_ids)}
+    return sorted(claimed, key=lambda c: order[c.run.id])
+
+
+def renew(s: Session, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:
+    """Extend `owner`'s leases of `run_ids`; the ids it still holds."""
+    if not run_ids:
+        return set()
+    held: set[str] = set()
+    step = min(900, s.dialect.max_params - 2)
+    with s.write():
+        for i in range(0, len(run_ids), step):
+            chunk = list(run_ids[i : i + step])
+            rows = s.execute(
+                "UPDATE runs SET lease_expires={now} + ? WHERE lease_owner=?"
+                f" AND status='RUNNING' AND id IN ({marks(len(chunk))}) RETURNING id",
+                (lease_seconds, owner, *chunk),
+            ).fetchall()
+            held.update(r[0] for r in rows)
+    return held
+
+
+def suspend_run(
+    s: Session,
+    run_id: str,
+    owner: str,
+    wake_at: float | None,
+    waiting_on: Sequence[str],
+    writes: Sequence[StepWrite],
+    now: float,
+    state_json: bytes | None,
+) -> RunStatus:
+    """Park `run_id` until `wake_at` or one of `waiting_on` arrives."""
+    with s.write():
+        check_owner(s, run_id, owner)
+        insert_steps(s, writes)
+        status = RunStatus.WAITING
+        if waiting_on:
+            hit = s.execute(
+                "SELECT 1 FROM signals WHERE run_id=? AND consumed_by IS NULL"
+                f" AND name IN ({marks(len(waiting_on))}) LIMIT 1",
+                (run_id, *waiting_on),
+            ).fetchone()
+            if hit:  # the signal raced the suspension: run again now
+                status = RunStatus.PENDING
+        waiting = pydantic_core.to_json(sorted(waiting_on)).decode() if waiting_on else None
+        delay = None if wake_at is None else wake_at - now
+        s.execute(
+            _SUSPEND,
+            (
+                status.value,
+                now,
+                wake_at,
+                delay,
+                waiting,
+                now,
+                s.seal(state_json, "runs.state", run_id),
+                run_id,
+            ),
+        )
+    return status
+
+
+def finish_run(
+    s: Session,
+    run_id: str,
+    owner: str,
+    status: RunStatus,
+    result_json: bytes | None,
+    error: StructuredError | None,
+    state_json: bytes | None,
+    writes: Sequence[StepWrite],
+    now: float,
+) -> None:
+    """End `run_id` with `status`, with its last journal entries."""
+    with s.write():
+        check_owner(s, run_id, owner)
+        insert_steps(s, writes)
+        s.execute(
+            _FINISH,
+            (
+                status.value,
+                s.seal(result_json, "runs.result", run_id),
+                s.seal(error.model_dump_json(exclude_none=True), "runs.error", run_id)
+                if error
+                else None,
+                s.seal(state_json, "runs.state", run_id),
+                now,
+                now,
+                run_id,
+            ),
+        )
+
+
+def release_run(
+    s: Session, run_id: str, owner: str, writes: Sequence[StepWrite], now: float
+) -> None:
+    """Give `run_id` back to the queue (a worker stopping), with its last entries."""
+    with s.write():
+        try:
+            check_owner(s, run_id, owner)
+        except LeaseLost:
+            return
+        insert_steps(s, writes)
+        s.execute(
+            "UPDATE runs SET status='PENDING', lease_owner=NULL, lease_expires=NULL,"
+            " updated_at=? WHERE id=? AND lease_owner=? AND status='RUNNING'",
+            (now, run_id, owner),
+        )
+
+
+def running_owners(s: Session) -> list[str]:
+    """Owners holding a lease."""
+    rows = s.execute(
+        "SELECT DISTINCT lease_owner FROM runs WHERE status='RUNNING' AND lease_owner IS NOT NULL"
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def expire_owner(s: Session, owner: str) -> int:
+    """Expire every lease `owner` holds; how many."""
+    with s.write():
+        cur = s.execute(
+            "UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND status='RUNNING'", (owner,)
+        )
+    return cur.rowcount

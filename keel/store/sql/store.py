@@ -1,0 +1,321 @@
+"""`SQLStore`: the `keel.store.Store` interfaces over the neutral query modules.
+
+Every method hands its query function to `_call`, which a backend implements: SQLite
+runs it inline on its one connection, a Postgres store would run it in a worker thread
+on a pooled connection (see `keel.store.sql.dialect` for the whole contract). What is
+not SQL (`now`, `reclaim_space`, `rekey`, `close`) is the backend's own.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from keel.store.base import (
+    AuditEntry,
+    Claimed,
+    ConsoleSession,
+    Purged,
+    PurgeScope,
+    RunFilter,
+    SpanRecord,
+    StepWrite,
+    Store,
+    UsageGroup,
+    User,
+    WorkerBeat,
+)
+from keel.store.sql import identity, rekey, retention, reviews, runs, spans, usage
+from keel.store.sql.core import Session
+from keel.store.unit import Committed, UnitOfWork
+from keel.types import (
+    Escalation,
+    ReviewRequest,
+    RunInfo,
+    RunStatus,
+    StepRecord,
+    StructuredError,
+)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class SQLStore(Store):
+    """A store whose SQL is `keel.store.sql`'s; a backend supplies `_call`.
+
+    Example (a backend):
+        >>> class MyStore(SQLStore):  # doctest: +SKIP
+        ...     async def _call(self, fn, /, *args, **kwargs):
+        ...         with self._pool.connection() as conn:
+        ...             return await asyncio.to_thread(fn, MySession(conn), *args, **kwargs)
+    """
+
+    @abc.abstractmethod
+    async def _call(
+        self, fn: Callable[Concatenate[Session, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        """`fn(session, *args, **kwargs)`, run the way this backend runs statements."""
+
+    # -- journal ------------------------------------------------------------------
+
+    async def create_run(
+        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+    ) -> tuple[RunInfo, bool]:
+        return await self._call(runs.create_run, run_id, workflow, input_json, now, tenant)
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        return await self._call(runs.get_run, run_id)
+
+    async def list_runs(self, flt: RunFilter) -> list[RunInfo]:
+        return await self._call(runs.list_runs, flt)
+
+    async def cancel_run(self, run_id: str, now: float) -> RunInfo:
+        return await self._call(runs.cancel_run, run_id, now)
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        return await self._call(runs.load_steps, run_id)
+
+    async def load_blob(self, digest: str) -> bytes:
+        return await self._call(runs.load_blob, digest)
+
+    async def commit(self, uow: UnitOfWork) -> Committed:
+        return await self._call(runs.commit, uow)
+
+    async def take_signal(
+        self, run_id: str, owner: str, name: str, write: StepWrite, writes: Sequence[StepWrite]
+    ) -> bytes | None:
+        return await self._call(runs.take_signal, run_id, owner, name, write, writes)
+
+    async def send_signal(
+        self,
+        run_id: str,
+        name: str,
+        payload_json: bytes,
+        now: float,
+        *,
+        only_if_waiting: bool = False,
+    ) -> RunInfo:
+        return await self._call(runs.send_signal, run_id, name, payload_json, now, only_if_waiting)
+
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        workflows: Iterable[str],
+        ids: Iterable[str] | None = None,
+    ) -> list[Claimed]:
+        return await self._call(runs.claim, owner, lease_seconds, limit, workflows, ids)
+
+    async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:
+        return await self._call(runs.renew, owner, run_ids, lease_seconds)
+
+    async def suspend_run(
+        self,
+        run_id: str,
+        owner: str,
+        wake_at: float | None,
+        waiting_on: Sequence[str],
+        writes: Sequence[StepWrite],
+        now: float,
+        state_json: bytes | None = None,
+    ) -> RunStatus:
+        return await self._call(
+            runs.suspend_run, run_id, owner, wake_at, waiting_on, writes, now, state_json
+        )
+
+    async def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        status: RunStatus,
+        result_json: bytes | None,
+        error: StructuredError | None,
+        state_json: bytes | None,
+        writes: Sequence[StepWrite],
+        now: float,
+    ) -> None:
+        return await self._call(
+            runs.finish_run, run_id, owner, status, result_json, error, state_json, writes, now
+        )
+
+    async def release_run(
+        self, run_id: str, owner: str, writes: Sequence[StepWrite], now: float
+    ) -> None:
+        return await self._call(runs.release_run, run_id, owner, writes, now)
+
+    async def running_owners(self) -> list[str]:
+        return await self._call(runs.running_owners)
+
+    async def expire_owner(self, owner: str) -> int:
+        return await self._call(runs.expire_owner, owner)
+
+    async def worker_beat(self, beat: WorkerBeat, *, forget_before: float | None = None) -> None:
+        return await self._call(identity.worker_beat, beat, forget_before)
+
+    async def list_workers(self) -> list[WorkerBeat]:
+        return await self._call(identity.list_workers)
+
+    async def remove_worker(self, owner: str) -> None:
+        return await self._call(identity.remove_worker, owner)
+
+    # -- people -------------------------------------------------------------------
+
+    async def list_reviews(
+        self,
+        kind: str | None = None,
+        status: str | None = None,
+        queue: str | None = None,
+        workflow: str | None = None,
+        limit: int = 100,
+        *,
+        run_id: str | None = None,
+        latest_decided: bool = False,
+    ) -> list[ReviewRequest]:
+        return await self._call(
+            reviews.list_reviews, kind, status, queue, workflow, limit, run_id, latest_decided
+        )
+
+    async def count_reviews(self, kinds: Sequence[str], status: str, queue: str) -> int:
+        return await self._call(reviews.count_reviews, kinds, status, queue)
+
+    async def get_review(self, review_id: str) -> ReviewRequest | None:
+        return await self._call(reviews.get_review, review_id)
+
+    async def decide_review(
+        self,
+        review_id: str,
+        status: str,
+        decision: dict[str, Any],
+        by: str,
+        now: float,
+        signal: str | None,
+    ) -> ReviewRequest:
+        return await self._call(reviews.decide_review, review_id, status, decision, by, now, signal)
+
+    async def requeue_review(
+        self, review_id: str, queue: str, deadline: float | None, now: float
+    ) -> bool:
+        return await self._call(reviews.requeue_review, review_id, queue, deadline, now)
+
+    async def replace_review(self, old_id: str, review: ReviewRequest, now: float) -> bool:
+        return await self._call(reviews.replace_review, old_id, review, now)
+
+    async def count_sample(self, workflow: str, day: str) -> int:
+        return await self._call(reviews.count_sample, workflow, day)
+
+    async def list_escalations(
+        self,
+        status: str | None = None,
+        queue: str | None = None,
+        limit: int = 100,
+        *,
+        run_id: str | None = None,
+    ) -> list[Escalation]:
+        return await self._call(reviews.list_escalations, status, queue, limit, run_id)
+
+    async def get_escalation(self, escalation_id: str) -> Escalation | None:
+        return await self._call(reviews.get_escalation, escalation_id)
+
+    async def resolve_escalation(
+        self, escalation_id: str, status: str, resolution: dict[str, Any], by: str, now: float
+    ) -> Escalation:
+        return await self._call(
+            reviews.resolve_escalation, escalation_id, status, resolution, by, now
+        )
+
+    async def audit_log(self, target: str | None = None, limit: int = 200) -> list[AuditEntry]:
+        return await self._call(reviews.audit_log, target, limit)
+
+    # -- usage and cache ----------------------------------------------------------
+
+    async def spent(
+        self,
+        run_id: str | None = None,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> float:
+        return await self._call(usage.spent, run_id, workflow, tenant, since)
+
+    async def usage_report(
+        self,
+        group_by: str,
+        workflow: str | None = None,
+        tenant: str | None = None,
+        since: float | None = None,
+    ) -> list[UsageGroup]:
+        return await self._call(usage.usage_report, group_by, workflow, tenant, since)
+
+    async def cache_get(self, key: str, now: float) -> str | None:
+        return await self._call(usage.cache_get, key, now)
+
+    async def cache_put(self, key: str, value: str, expires_at: float | None) -> None:
+        return await self._call(usage.cache_put, key, value, expires_at)
+
+    async def cache_purge(self, now: float) -> int:
+        return await self._call(usage.cache_purge, now)
+
+    # -- spans --------------------------------------------------------------------
+
+    async def write_spans(self, rows: Sequence[SpanRecord]) -> None:
+        return await self._call(spans.write_spans, rows)
+
+    async def load_spans(self, trace_id: str) -> list[SpanRecord]:
+        return await self._call(spans.load_spans, trace_id)
+
+    async def span_ids(self, trace_id: str) -> set[str]:
+        return await self._call(spans.span_ids, trace_id)
+
+    async def purge_spans(self, ended_before_ns: int) -> int:
+        return await self._call(spans.purge_spans, ended_before_ns)
+
+    # -- identity -----------------------------------------------------------------
+
+    async def add_user(self, user: User) -> None:
+        return await self._call(identity.add_user, user)
+
+    async def get_user(self, name: str) -> User | None:
+        return await self._call(identity.get_user, name)
+
+    async def user_by_token_id(self, token_id: str) -> User | None:
+        return await self._call(identity.user_by_token_id, token_id)
+
+    async def list_users(self) -> list[User]:
+        return await self._call(identity.list_users)
+
+    async def remove_user(self, name: str, by: str = "cli") -> None:
+        return await self._call(identity.remove_user, name, by)
+
+    async def rotate_token(
+        self, name: str, token_id: str, token_hash: str, by: str = "cli"
+    ) -> None:
+        return await self._call(identity.rotate_token, name, token_id, token_hash, by)
+
+    async def create_session(self, session: ConsoleSession) -> None:
+        return await self._call(identity.create_session, session)
+
+    async def get_session(self, id_hash: str, now: float) -> ConsoleSession | None:
+        return await self._call(identity.get_session, id_hash, now)
+
+    async def delete_session(self, id_hash: str) -> None:
+        return await self._call(identity.delete_session, id_hash)
+
+    async def purge_sessions(self, now: float) -> int:
+        return await self._call(identity.purge_sessions, now)
+
+    # -- maintenance ----------------------------------------------------------------
+
+    async def purge_runs(self, scope: PurgeScope, limit: int = 100) -> Purged:
+        return await self._call(retention.purge_runs, scope, limit)
+
+    async def purge_expired(self, scope: PurgeScope, now: float) -> Purged:
+        return await self._call(retention.purge_expired, scope, now)
+
+    async def count_purge(self, scope: PurgeScope, now: float) -> Purged:
+        return await self._call(retention.count_purge, scope, now)
+
+    async def payload_keys(self) -> dict[str | None, int]:
+        return await self._call(rekey.payload_keys)
