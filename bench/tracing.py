@@ -336,10 +336,10 @@ PROFILE_FOCUS = (
     "keel/engine/hooks.py:",
     "keel/engine/execution.py:recorded",
     "keel/engine/execution.py:event",
-    "keel/store/_sqlite_spans.py:write_spans",
-    "keel/store/_sqlite_spans.py:span_ids",
-    "keel/store/_sqlite_runs.py:write_steps",
-    "keel/store/_sqlite_core.py:_tx",
+    "keel/store/sql/spans.py:write_spans",
+    "keel/store/sql/spans.py:span_ids",
+    "keel/store/sql/writes.py:insert_steps",
+    "keel/store/sqlite.py:write",
 )
 PROFILE_TOP = 25
 
