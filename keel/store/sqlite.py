@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 _DIALECT = SQLiteDialect()
+_BEGIN = _DIALECT.begin_write
 
 
 def _path_from_url(url: str) -> str:
@@ -59,7 +60,7 @@ class _SQLiteSession(Session):
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
         db = self._conn
-        db.execute("BEGIN IMMEDIATE")
+        db.execute(_BEGIN)
         try:
             yield self
             db.execute("COMMIT")

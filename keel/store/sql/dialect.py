@@ -11,6 +11,8 @@ placeholders and a few `{fragment}` markers for what truly differs:
 - `{noindex}`: a prefix that keeps the planner off an index (SQLite's unary `+`);
 - `{day:expr}`: the start of `expr`'s UTC day, in epoch seconds;
 - `{head:col}`: the first bytes of a payload column when it holds a sealed value;
+- `{append_only_off:table}`, `{append_only_on:table}`: lift and restore the guard of an
+  append-only table (rekey reseals the audit log in place);
 - in DDL, the column types `{real}`, `{bigint}`, `{blob}`, `{payload}`, `{serial_pk}` and the
   table suffix `{without_rowid}`;
 - `{run_cols}`: the columns a run is read with (they aggregate JSON: `json_array_agg`).
@@ -22,9 +24,9 @@ lookup per statement, no string work.
 What a second backend must provide (Postgres with psycopg 3 is the next one):
 
 1. A `Dialect` subclass with the fragments above, `placeholders()`, `max_params`,
-   `begin_write`, how the schema version is read and written (`version_sql()`,
-   `set_version_sql()`), and the append-only guard of the audit log (`append_only()`,
-   `append_only_off()`, `append_only_on()`).
+   `begin_write`, how the schema version is kept, read and written
+   (`version_table()`, `version_sql()`, `set_version_sql()`), and the append-only
+   guard of the audit log (`append_only()`, `append_only_off()`, `append_only_on()`).
 2. A `keel.store.sql.core.Session` subclass: one connection for the duration of a
    call, `execute`/`executemany` through the session's `Renderer` (DB-API style:
    the returned cursor has `fetchone`, `fetchall`, `rowcount` and iterates rows),
@@ -128,6 +130,10 @@ class Dialect:
         """`sql` with its `?` placeholders in the driver's style (`?` stays `?`)."""
         return sql
 
+    def version_table(self) -> str:
+        """DDL of where the schema version is kept, if it is a table ('' if not)."""
+        return ""
+
     def version_sql(self) -> str:
         """A statement whose one row, one column is the schema version (none: no row)."""
         raise NotImplementedError
@@ -162,6 +168,8 @@ class Dialect:
             "without_rowid": self.without_rowid,
             "day": _Fn(self.day),
             "head": _Fn(self.head),
+            "append_only_off": _Fn(self.append_only_off),
+            "append_only_on": _Fn(self.append_only_on),
         }
 
 

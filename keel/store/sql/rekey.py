@@ -72,13 +72,13 @@ def _batch(
     cur.close()
     append_only = t.name == "audit" and updates
     if append_only:  # the one sanctioned rewrite: same entries, sealed anew
-        s.execute(s.dialect.append_only_off("audit"))
+        s.execute("{append_only_off:audit}")
     for changes, key in updates:
         sets = ", ".join(f"{c}=?" for c in changes)
         match = " AND ".join(f"{k}=?" for k in t.keys)
         s.execute(f"UPDATE {t.name} SET {sets} WHERE {match}", (*changes.values(), *key))
     if append_only:
-        s.execute(s.dialect.append_only_on("audit"))
+        s.execute("{append_only_on:audit}")
     return last if seen == limit or size > _REKEY_BATCH_BYTES else None
 
 

@@ -220,4 +220,5 @@ CREATE TABLE IF NOT EXISTS usage_rollup (
 def ddl(dialect: Dialect) -> str:
     """Every table, index and guard of the current schema, as `dialect` spells them:
     statements separated by `;` (no transaction, no version record)."""
-    return _TABLES.format_map(dialect.fragments()) + dialect.append_only("audit")
+    tables = _TABLES.format_map(dialect.fragments())
+    return dialect.version_table() + tables + dialect.append_only("audit")
