@@ -43,7 +43,7 @@ What a second backend must provide (Postgres with psycopg 3 is the next one):
 Example:
     >>> from keel.store.sql.sqlite_dialect import SQLiteDialect
     >>> Renderer(SQLiteDialect())("SELECT id FROM runs WHERE wake_at<={now}")[:36]
-    "SELECT id FROM runs WHERE wake_at<=("
+    'SELECT id FROM runs WHERE wake_at<=('
 """
 
 from __future__ import annotations

@@ -93,8 +93,8 @@ def add_user(s: Session, user: User) -> None:
     groups = [g for g in user.groups if g]
     with s.write():
         cur = s.execute(
-            f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (name) DO NOTHING",
+            # no conflict target: a taken name or token id is refused alike
+            f"INSERT INTO users ({_USER_COLS}) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 user.name,
                 user.role,
