@@ -367,7 +367,7 @@ def oracle() -> None:
     keel("signal", "ord-7781", "oracle:oracle#0", "--payload", json.dumps("yes, heavy rain"))
     keel(*run)
     keel("show", "ord-7781")
-    banner("   Run it again: the recorded answer is replayed, the oracle is not asked again")
+    banner("   Start it again: the recorded result comes back, the oracle is not asked again")
     keel(*run)
     asked = [json.loads(line) for line in inbox.read_text().splitlines()]
     result = keel_json("show", "ord-7781")["result"]
