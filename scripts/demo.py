@@ -339,7 +339,7 @@ def _http(url: str, token: str = "", body: Any = None, wait: bool = False) -> st
 
 
 def pending() -> None:
-    banner("8. Still waiting for a reviewer, and what the models cost")
+    banner("9. Still waiting for a reviewer, and what the models cost")
     keel("runs", "--status", "WAITING")
     keel("escalations", "list", "--status", "all")
     keel("approvals", "list", "--status", "all")
@@ -350,7 +350,7 @@ def pending() -> None:
 
 
 def oracle() -> None:
-    banner("9. A feature of your own on the durable-operation primitive: ask an oracle once")
+    banner("8. A feature of your own on the durable-operation primitive: ask an oracle once")
     print("   examples/oracle.py: ctx.operation('oracle', question) journals the question, "
           "waits for the answer as a signal, and replays it")
     run = ["run", "examples/oracle.py:plan_delivery", "--id", "ord-7781"]
@@ -388,8 +388,8 @@ def main() -> None:
     drain()
     console()
     privacy()
-    pending()
     oracle()
+    pending()
 
 
 if __name__ == "__main__":
