@@ -38,6 +38,7 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.engine.plugins import Background
     from keel.escalations import Escalations
     from keel.observe.redact import Redactor
 
@@ -104,7 +105,7 @@ class App:
         self._gateway: Any = None
         self._tracing: Any = None
         self._notify = notify
-        self._drainable: list[Any] = []
+        self._drainable: list[Background] = []  # features' background work (features.py)
         if redactor is not None and not _is_redactor(redactor):
             raise ConfigError(
                 f"redactor= takes a keel.Redactor (keel.observe.Redactor), not "

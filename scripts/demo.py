@@ -4,7 +4,8 @@ Everything goes through the real `keel` command so the demo shows what a user
 types: a 50-document fan-out, a support ticket that waits for a human, a worker
 SIGKILLed in the middle of a fan-out and resumed, another drained by SIGTERM, a refund
 decided through the review console's server, a CRM sync whose key is a `keel.Secret`
-on a store encrypted at rest, and what is still pending.
+on a store encrypted at rest, what is still pending, and a feature of your own built on
+the durable-operation primitive (an outside oracle asked once).
 """
 
 from __future__ import annotations
@@ -338,7 +339,7 @@ def _http(url: str, token: str = "", body: Any = None, wait: bool = False) -> st
 
 
 def pending() -> None:
-    banner("8. Still waiting for a reviewer, and what the models cost")
+    banner("9. Still waiting for a reviewer, and what the models cost")
     keel("runs", "--status", "WAITING")
     keel("escalations", "list", "--status", "all")
     keel("approvals", "list", "--status", "all")
@@ -346,6 +347,33 @@ def pending() -> None:
     print("approve with: keel signal T-1043 approval --payload "
           "'{\"approved\": true, \"reviewer\": \"you\"}'")
     print(f"store: {ENV['KEEL_STORE']}")
+
+
+def oracle() -> None:
+    banner("8. A feature of your own on the durable-operation primitive: ask an oracle once")
+    print("   examples/oracle.py: ctx.operation('oracle', question) journals the question, "
+          "waits for the answer as a signal, and replays it")
+    run = ["run", "examples/oracle.py:plan_delivery", "--id", "ord-7781"]
+    keel(*run, "--input", json.dumps({"order_id": "ord-7781", "city": "Bergen"}))
+    inbox = STORE_DIR / "outbox" / "oracle.jsonl"
+    asked = [json.loads(line) for line in inbox.read_text().splitlines()]
+    for q in asked:
+        print(f"  oracle inbox: {q['id']} asks {q['question']!r}, answer on {q['signal']!r}")
+    info = keel_json("show", "ord-7781")
+    print(f"run ord-7781 is {info['status']} on {info['waiting_on']}: "
+          "`keel run` has exited, no process holds the run")
+    # the answer comes back as a signal; the run resumes from its journal, from the top:
+    # the oracle step is begun, so its question is handed over again under the same id
+    keel("signal", "ord-7781", "oracle:oracle#0", "--payload", json.dumps("yes, heavy rain"))
+    keel(*run)
+    keel("show", "ord-7781")
+    banner("   Start it again: the recorded result comes back, the oracle is not asked again")
+    keel(*run)
+    asked = [json.loads(line) for line in inbox.read_text().splitlines()]
+    result = keel_json("show", "ord-7781")["result"]
+    print(f"ord-7781 resumed from its journal once answered, then started again: asked once "
+          f"({len(asked)} question in the oracle's inbox), forecast {result['forecast']!r}, "
+          f"booked {result['booking']}")
 
 
 def main() -> None:
@@ -360,6 +388,7 @@ def main() -> None:
     drain()
     console()
     privacy()
+    oracle()
     pending()
 
 

@@ -11,10 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 ENV = "KEEL_TEST_STORE"
 DEFAULT = "sqlite"
@@ -27,6 +31,12 @@ class Backend:
     name: str
     # A URL no other test uses, its files (if any) under the given directory.
     url: Callable[[Path, str], str]
+    # Every byte the backend holds for the store at a URL, as a copy of its disk would
+    # have them (for tests proving a secret never reaches storage); None: cannot say.
+    at_rest: Callable[[str], bytes] | None = None
+    # Every row the backend holds for the store at a URL, as text, for "wrote nothing"
+    # checks that must also see what no interface reads back (e.g. queued signals).
+    rows: Callable[[str], list[str]] | None = None
 
 
 def _sqlite_url(directory: Path, name: str) -> str:
@@ -34,7 +44,32 @@ def _sqlite_url(directory: Path, name: str) -> str:
     return f"sqlite:///{directory}/{name}.db"
 
 
-BACKENDS: dict[str, Backend] = {b.name: b for b in (Backend("sqlite", _sqlite_url),)}
+def _sqlite_at_rest(url: str) -> bytes:
+    # The file and its WAL as they are, then again after a checkpoint: a value must be in
+    # neither (most recent writes are only in the WAL until a checkpoint moves them).
+    path = Path(url.removeprefix("sqlite:///"))
+
+    def files() -> bytes:
+        return b"".join(
+            Path(f"{path}{suffix}").read_bytes()
+            for suffix in ("", "-wal")
+            if Path(f"{path}{suffix}").exists()
+        )
+
+    before = files()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return before + files()
+
+
+def _sqlite_rows(url: str) -> list[str]:
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+        return list(db.iterdump())
+
+
+BACKENDS: dict[str, Backend] = {
+    b.name: b for b in (Backend("sqlite", _sqlite_url, _sqlite_at_rest, _sqlite_rows),)
+}
 
 
 class UnknownBackend(Exception):
@@ -56,6 +91,16 @@ def backend() -> Backend:
 def fresh_url(directory: Path, name: str = "keel") -> str:
     """A fresh store URL on this session's backend, e.g. `fresh_url(tmp_path, "other")`."""
     return backend().url(Path(directory), name)
+
+
+def at_rest(url: str) -> bytes:
+    """Every byte this session's backend holds for the store at `url`, e.g.
+    `assert b"secret" not in at_rest(store_url)`; skips the test on a backend that cannot
+    produce them."""
+    read = backend().at_rest
+    if read is None:
+        pytest.skip(f"the {backend().name} backend cannot show the bytes it stores")
+    return read(url)
 
 
 def is_sqlite() -> bool:

@@ -19,8 +19,8 @@ import pytest
 
 import keel
 from keel.server.app import create_app
-from keel.store import AuditEntry, User
-from keel.store.sqlite import SQLiteStore
+from keel.store import AuditEntry, User, open_store
+from tests.backends import at_rest, fresh_url
 from tests.limits import WAIT
 from tests.services.redis_server import free_port
 
@@ -33,8 +33,7 @@ class Keel:
 
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path
-        self.db = tmp_path / "keel.db"
-        self.url = f"sqlite:///{self.db}"
+        self.url = fresh_url(tmp_path)  # the session's backend (KEEL_TEST_STORE)
         self.env = {
             **os.environ,
             "KEEL_STORE": self.url,
@@ -57,7 +56,7 @@ class Keel:
         return res.stdout.strip()
 
     def store_bytes(self) -> bytes:
-        return b"".join(p.read_bytes() for p in self.dir.glob("keel.db*"))
+        return at_rest(self.url)
 
 
 @pytest.fixture
@@ -88,7 +87,7 @@ def test_add_prints_the_token_once_and_stores_only_its_hash(cli: Keel) -> None:
 
 
 async def _users(url: str) -> list[User]:
-    store = SQLiteStore(url)
+    store = open_store(url)
     try:
         return await store.list_users()
     finally:
@@ -170,7 +169,7 @@ T_10H = 1795600800.0  # 2026-11-25T10:00:00Z
 
 def test_runs_since_and_until(cli: Keel) -> None:
     async def seed() -> None:
-        store = SQLiteStore(cli.url)
+        store = open_store(cli.url)
         try:
             for run_id, at in [("t0", T_10H - 3600), ("t1", T_10H), ("t2", T_10H + 1800)]:
                 await store.create_run(run_id, "archive", b"{}", at)
@@ -278,7 +277,7 @@ def test_serve_answers_with_the_api_and_stops_on_sigterm(
 
 
 async def _audit(url: str, target: str) -> list[AuditEntry]:
-    store = SQLiteStore(url)
+    store = open_store(url)
     try:
         return await store.audit_log(target)
     finally:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import pytest
 
 import keel
+from keel.types import StepKind
+from tests.backends import is_sqlite
 from tests.limits import WAIT
 
 HOUR = 3600.0
@@ -50,6 +52,10 @@ async def test_a_skewed_worker_does_not_take_a_live_lease(
     assert run is not None and run.lease_owner == "other-worker"
     # Renewing from the skewed clock keeps the lease about 30 s ahead of the database.
     assert await app.store.renew("other-worker", ["held-1"], 30.0) == {"held-1"}
+    # How far ahead of the database clock the lease now ends: no interface shows a
+    # lease's end, so this reads the SQLite column (other backends stop here).
+    if not is_sqlite():
+        pytest.skip("reads lease_expires from the SQLite file; the checks above passed")
     [row] = app.store._db.execute(  # type: ignore[attr-defined]
         "SELECT lease_expires - (julianday('now') - 2440587.5) * 86400.0 FROM runs"
     ).fetchall()
@@ -82,4 +88,30 @@ async def test_a_skewed_worker_does_not_move_a_durable_timer(
         assert await worker._claim(10) == 0  # not due on the database clock
     finally:
         await worker.stop()
+    await handle.cancel()
+
+
+@pytest.mark.parametrize("skew", [HOUR, -HOUR])
+async def test_a_skewed_worker_sets_timers_on_the_database_clock(
+    make_app: Callable[..., keel.App], monkeypatch: pytest.MonkeyPatch, skew: float
+) -> None:
+    """The engine's clock follows the store's, so the journal's timer and the run's agree
+    and a second worker, skewed otherwise, hands the same timer on unchanged."""
+    app = make_app(inline_sleep_max=0.0)
+
+    @app.workflow
+    async def sleeper(ctx: keel.Context) -> str:
+        await ctx.sleep(SLEEP)
+        return "woke"
+
+    _skew(monkeypatch, skew)
+    handle = await app.start(sleeper)
+    assert (await handle.settle(WAIT)).status is keel.RunStatus.WAITING
+    # The worker measured the store's clock: its own is an hour off, the engine's is not.
+    assert abs(app.runtime.clock() - await app.store.now()) < HOUR / 60
+    run = await app.get_run(handle.id)
+    [entry] = [s for s in await app.store.load_steps(handle.id) if s.kind is StepKind.SLEEP]
+    assert run is not None and run.wake_at is not None and entry.wake_at is not None
+    assert run.wake_at == pytest.approx(entry.wake_at, abs=1.0)
+    assert SLEEP - HOUR / 60 < entry.wake_at - await app.store.now() <= SLEEP
     await handle.cancel()

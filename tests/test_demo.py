@@ -1,4 +1,5 @@
-"""`make demo` runs end to end: every example, the crash recovery and the review console."""
+"""`make demo` runs end to end: every example, the crash recovery, the review console, and a
+feature built on the durable-operation primitive."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def test_the_demo_runs_and_shows_each_part(tmp_path: Path) -> None:
     out = proc.stdout
     for part in ("0. A store encrypted at rest", "1. Scatter-gather", "2. Sequential triage",
                  "3. An irreversible refund", "4. Crash recovery", "5. SIGTERM drains",
-                 "6. The review console", "7. Privacy", "8. Still waiting"):
+                 "6. The review console", "7. Privacy",
+                 "8. A feature of your own on the durable-operation primitive",
+                 "9. Still waiting"):
         assert part in out, part
     # T-1045's resolution passes its phase: the run goes on to wait for the approval
     assert "keel signal T-1045 approval" in out and "T-1045:phase:respond#0~2" not in out
@@ -38,3 +41,7 @@ def test_the_demo_runs_and_shows_each_part(tmp_path: Path) -> None:
     assert "crm_key = {'$secret': 'env:KEEL_EXAMPLE_CRM_KEY'}" in out
     assert "api_token = [REDACTED]" in out
     assert out.count("absent from keel.db and its WAL") == 4 and "FOUND in" not in out
+    # the oracle answered through a signal; resumed and started again, it was asked once
+    assert "run ord-7781 is WAITING on ['oracle:oracle#0']" in out
+    assert "asked once (1 question in the oracle's inbox)" in out
+    assert "booked covered-van/ord-7781" in out

@@ -826,3 +826,69 @@ async def test_account_sync_reveals_the_crm_key_only_inside_the_tool(
     with pytest.raises(keel.RunFailed) as failed:
         await bad.result(TIMEOUT)
     assert failed.value.error is not None and "CRM keys start with crm_" in str(failed.value)
+
+
+# -- oracle: a feature of one's own on the durable-operation primitive ------------------
+
+
+async def test_oracle_is_asked_once_across_crashes_and_restarts(
+    load: Callable[[str], ModuleType], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The question is journaled before it leaves; every re-execution replays the oracle.
+
+    A crash right after the hand-over resends it under the same id (the inbox keeps one),
+    a restarted worker takes the answer, and a crash after the answer replays it: the
+    inbox holds one question and the third execution hands nothing over at all.
+    """
+    first = load("oracle")
+    handed: list[str] = []
+    real_hand_over = first.hand_over
+
+    def hand_over_then_die_once(ask_id: str, signal: str, question: str) -> None:
+        real_hand_over(ask_id, signal, question)
+        handed.append(ask_id)
+        if len(handed) == 1:
+            raise asyncio.CancelledError()  # the worker is interrupted right here
+
+    monkeypatch.setattr(first, "hand_over", hand_over_then_die_once)
+    order = {"order_id": "ord-1", "city": "Bergen"}
+    handle = await first.app.start(first.plan_delivery, order, id="ord-1")
+    info = await handle.settle(TIMEOUT)
+    assert info.status is keel.RunStatus.WAITING and info.waiting_on == ["oracle:oracle#0"]
+    assert handed == ["ord-1:oracle#0"] * 2  # resent after the crash, same id
+    [asked] = [json.loads(line) for line in first.inbox().read_text().splitlines()]
+    assert asked == {
+        "id": "ord-1:oracle#0",
+        "signal": "oracle:oracle#0",
+        "question": "Will it rain in Bergen tomorrow?",
+    }
+    await first.app.close()  # the worker goes away while the run waits
+
+    second = load("oracle")  # a restarted worker, same store
+    rec = Recorder()
+    second.app.hooks.add(rec)
+    monkeypatch.setattr(second, "hand_over", lambda *a: handed.append(a[0]) or real_hand_over(*a))
+    booked: list[str] = []
+
+    def reserve_after_a_crash(order_id: str, carrier: str) -> str:
+        booked.append(carrier)
+        if len(booked) == 1:
+            raise asyncio.CancelledError()  # the oracle's answer is already journaled
+        return str(first.reserve(order_id, carrier))
+
+    monkeypatch.setattr(second, "reserve", reserve_after_a_crash)
+    await second.app.signal("ord-1", "oracle:oracle#0", "yes, heavy rain")
+    out = await (await second.app.start(second.plan_delivery, order, id="ord-1")).result(TIMEOUT)
+
+    assert out == {
+        "order_id": "ord-1",
+        "city": "Bergen",
+        "forecast": "yes, heavy rain",
+        "booking": "covered-van/ord-1",
+    }
+    assert booked == ["covered van"] * 2
+    assert handed == ["ord-1:oracle#0"] * 3  # the answered execution never hands over
+    assert "oracle" in [ev.name for ev in rec.replayed]
+    assert len(second.inbox().read_text().splitlines()) == 1  # asked exactly once
+    [oracle] = [s for s in await second.app.steps("ord-1") if s.key == "oracle#0"]
+    assert oracle.status is StepStatus.OK and oracle.output == "yes, heavy rain"

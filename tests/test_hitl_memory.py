@@ -4,6 +4,8 @@ is rows in the store, not a coroutine (each would hold a 64 KiB ballast here).
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from tests.apps.harness import Harness
@@ -56,14 +58,14 @@ async def test_ten_thousand_pending_approvals_keep_worker_memory_flat(
         f"({rss_first / 2**20:.1f} MiB -> {rss_all / 2**20:.1f} MiB)"
     )
     # Parked durably: one pending request and review step each, no lease, nothing ran.
-    assert h.sql("SELECT kind, queue, count(*) FROM reviews WHERE status='pending'") == [
-        ("approval", "grants", TOTAL)
-    ]
-    assert h.sql("SELECT count(*) FROM steps WHERE kind='review' AND status='pending'") == [
-        (TOTAL,)
-    ]
-    assert h.sql("SELECT count(*) FROM steps WHERE kind='tool'") == [(0,)]
-    assert h.sql("SELECT count(*) FROM runs WHERE lease_owner IS NOT NULL") == [(0,)]
+    pending = h.store(lambda s: s.list_reviews(status="pending", limit=2 * TOTAL))
+    assert Counter((r.kind, r.queue) for r in pending) == {("approval", "grants"): TOTAL}
+    steps = h.all_steps()
+    assert sum(1 for s in steps if s.kind.value == "review" and s.status.value == "pending") == (
+        TOTAL
+    )
+    assert [s.key for s in steps if s.kind.value == "tool"] == []
+    assert [r.id for r in h.runs() if r.lease_owner is not None] == []
 
     chosen = [0, 1, 4_999, 9_998, 9_999]
     for n in chosen:

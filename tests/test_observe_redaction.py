@@ -5,7 +5,6 @@ long values are truncated with a marker, and the journal keeps every output as i
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +15,9 @@ import keel
 from keel.engine.runtime import Settings
 from keel.llm import Gateway, ScriptedModel
 from keel.observe import Redactor
-from keel.observe.ids import hex_span
+from keel.observe.ids import hex_span, hex_trace, trace_id
 from keel.observe.redact import MASK
+from keel.store import open_store
 from keel.types import StepKind
 from tests.limits import WAIT
 
@@ -29,14 +29,17 @@ BEARER = "Bearer abcDEF0123456789ghiJKL"
 SECRETS = (API_KEY, PROMPT_KEY, PASSWORD, BEARER.split()[1])
 
 
-def span_store_text(store_url: str) -> str:
-    """Every column of every row of the spans table (execution and root spans: the spans
-    of steps are built from the journal when a trace is read or exported)."""
-    path = store_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT * FROM spans").fetchall()
+async def span_store_text(store_url: str, run_id: str) -> str:
+    """Every field of every span the trace store holds for the run (execution and root
+    spans: the spans of steps are built from the journal when a trace is read or
+    exported), read through the store's span interface."""
+    store = open_store(store_url)
+    try:
+        rows = await store.load_spans(hex_trace(trace_id(run_id)))
+    finally:
+        await store.close()
     assert rows
-    return "\n".join(repr(r) for r in rows)
+    return "\n".join(repr(dataclasses.astuple(r)) for r in rows)
 
 
 def trace_text(spans: list[Any]) -> str:
@@ -107,7 +110,7 @@ async def test_planted_secrets_never_reach_the_trace_store_or_otlp(
     assert PROMPT_KEY in out[2] and out[3] == "n/a"
 
     # never in the spans table (the root and the execution span: every column)...
-    stored = span_store_text(store_url)
+    stored = await span_store_text(store_url, handle.id)
     assert_no_secrets(stored)
     [root] = [s for s in spans if s.parent_id is None]
     assert root.attributes["keel.run.input"] == (

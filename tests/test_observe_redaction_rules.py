@@ -68,7 +68,7 @@ async def test_positional_and_keyword_arguments_are_redacted_alike(
         "password": PASSWORD,
     }
     assert journal["login#2"].input["session_token"] == SESSION
-    texts = [trace_text(spans), span_store_text(store_url)]
+    texts = [trace_text(spans), await span_store_text(store_url, handle.id)]
     by_key = {s.attributes.get("keel.step.key"): s for s in spans}
     for key in ("login#0", "login#1", "login#2"):
         step = by_key[key]

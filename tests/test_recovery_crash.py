@@ -8,17 +8,11 @@ only starts runs and reads the store.
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sqlite3
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from keel.store._sqlite_schema import SCHEMA_VERSION
+from keel.types import StepKind
 from tests.apps.harness import Harness, WorkerProc
 from tests.faults import Attempt, read_log
 from tests.limits import WAIT
@@ -33,14 +27,13 @@ def _attempts(h: Harness, tool: str) -> list[Attempt]:
     return [a for a in read_log(h.data / "attempts.log") if a.tool == tool]
 
 
-def _step(h: Harness, run_id: str, name: str) -> tuple[str, int, float | None, str | None]:
-    rows = h.sql(
-        "SELECT status, attempts, wake_at, error FROM steps WHERE run_id=? AND name=?",
-        run_id,
-        name,
-    )
+def _step(h: Harness, run_id: str, name: str) -> tuple[str, int, float | None, Any]:
+    rows = [s for s in h.steps(run_id) if s.name == name]
     assert len(rows) <= 1, rows
-    return rows[0] if rows else ("", 0, None, None)
+    if not rows:
+        return ("", 0, None, None)
+    (rec,) = rows
+    return (rec.status.value, rec.attempts, rec.wake_at, rec.error)
 
 
 async def _pending(h: Harness, run_id: str, attempts: int, proc: WorkerProc) -> float:
@@ -145,69 +138,9 @@ async def test_replay_after_a_crash_skips_failed_phase_attempts(worker_harness: 
         "phase:extract#0/1/extract#0",
         "phase:extract#0/1/block#0",
     }
-    rows = dict(h.sql("SELECT key, status FROM steps WHERE run_id=? AND kind='phase'", run_id))
+    rows = {s.key: s.status.value for s in h.steps(run_id) if s.kind is StepKind.PHASE}
     assert rows == {
         "phase:extract#0": "ok",
         "phase:extract#0/0": "error",
         "phase:extract#0/1": "ok",
     }
-
-
-STORES = 3  # new stores, each opened by 3 processes at once
-_OPEN_STORE = """
-import os, sys, time
-from keel.store.sqlite import SQLiteStore
-db, ready, go = sys.argv[1:]
-open(ready, "w").close()
-while not os.path.exists(go):
-    time.sleep(0.0005)
-SQLiteStore("sqlite:///" + db)
-"""
-
-
-async def test_workers_starting_together_on_a_new_store_all_open_it(tmp_path: Path) -> None:
-    """Every worker that starts on a new store races to switch it to WAL and to upgrade
-    its schema (v2 added the recovery columns and tables); none may die of it."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    go = tmp_path / "go"
-    procs, readies = [], []
-    for store in range(STORES):
-        for n in range(3):
-            ready = tmp_path / f"ready-{store}-{n}"
-            readies.append(ready)
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-c",
-                        _OPEN_STORE,
-                        str(tmp_path / f"{store}.db"),
-                        str(ready),
-                        str(go),
-                    ],
-                    env=env,
-                    stderr=subprocess.PIPE,
-                )
-            )
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while not all(r.exists() for r in readies):
-            assert loop.time() < deadline and all(p.poll() is None for p in procs)
-            await asyncio.sleep(0.01)
-        go.touch()  # all at once
-        errors = [p.communicate(timeout=WAIT)[1].decode() for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-    assert [p.returncode for p in procs] == [0] * len(procs), [e for e in errors if e][:1]
-    for store in range(STORES):
-        db = sqlite3.connect(tmp_path / f"{store}.db")
-        try:
-            (version,) = db.execute("PRAGMA user_version").fetchone()
-            assert version == SCHEMA_VERSION
-            assert db.execute("SELECT count(*) FROM escalations").fetchone() == (0,)
-        finally:
-            db.close()

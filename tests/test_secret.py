@@ -20,6 +20,7 @@ import keel
 from keel.engine.runtime import Settings
 from keel.engine.serde import args_digest, revive, to_json
 from tests.apps.harness import Harness
+from tests.backends import at_rest
 from tests.limits import WAIT
 from tests.test_observe_redaction import span_store_text, trace_text
 
@@ -267,14 +268,12 @@ async def test_a_secret_survives_a_crash_and_is_never_stored_traced_or_exported(
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    places: dict[str, bytes] = {
-        path.name: path.read_bytes() for path in sorted(h.root.glob("keel.db*"))
-    }
-    assert "keel.db" in places
+    places: dict[str, bytes] = {"the store at rest": at_rest(h.url)}  # file and WAL on SQLite
+    assert places["the store at rest"]
     places["keel show --json"] = cli("show", handle.id, "--json")
     places["keel show --json --raw"] = cli("show", handle.id, "--json", "--raw")
     places["keel trace --json"] = cli("trace", handle.id, "--json")
-    places["spans table"] = span_store_text(h.url).encode()
+    places["spans table"] = (await span_store_text(h.url, handle.id)).encode()
     places["trace as read"] = trace_text(spans).encode()
     places["OTLP payload"] = otlp_http.payload()
     places["worker stderr"] = b"".join(p.stderr_path.read_bytes() for p in h.procs)

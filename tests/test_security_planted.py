@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 
+from keel.observe.ids import hex_trace, trace_id
+from tests.backends import at_rest, fresh_url
 from tests.limits import WAIT
 from tests.services.planted import SECRETS, around, every_get, planted
 
@@ -32,26 +33,20 @@ def _leaks(where: str, text: str) -> list[str]:
     return [f"{where}: {around(text, s)}" for s in SECRETS if s in text]
 
 
-def _store_bytes(path: Path) -> bytes:
-    return b"".join(
-        Path(f"{path}{suffix}").read_bytes()
-        for suffix in ("", "-wal")
-        if Path(f"{path}{suffix}").exists()
-    )
-
-
 async def test_planted_secrets_reach_no_file_page_route_trace_or_export(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, otlp_http: Any
 ) -> None:
     monkeypatch.setenv("KEEL_ENCRYPTION_KEY", KEY)
     monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
-    db = tmp_path / "keel.db"
-    url = f"sqlite:///{db}"
+    url = fresh_url(tmp_path)  # the session's backend (KEEL_TEST_STORE)
     leaks: list[str] = []
     async with planted(url) as env:
         app = env.app
         runs = [r.id for r in await app.list_runs()]
         assert len(runs) == 6
+        # the control for the trace store: it holds spans (the root and execution ones)
+        stored_spans = [await app.store.load_spans(hex_trace(trace_id(r))) for r in runs]
+        assert any(stored_spans)
         # the store reads back in clear for the App that holds the key
         assert (await app.get_run("d1")).input["password"] in SECRETS
 
@@ -87,13 +82,8 @@ async def test_planted_secrets_reach_no_file_page_route_trace_or_export(
     )
     assert any(s in raw.stdout for s in SECRETS), raw.stderr
 
-    stored = _store_bytes(db)  # before a checkpoint: most of it is in the WAL
-    with sqlite3.connect(db) as conn:
-        (spans,) = conn.execute("SELECT count(*) FROM spans").fetchone()
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    assert spans > 0
-    stored += _store_bytes(db)
+    stored = at_rest(url)  # on SQLite: the file and WAL, before and after a checkpoint
     for s in SECRETS:
         if s.encode() in stored:
-            leaks.append(f"database file or WAL: {s!r}")
+            leaks.append(f"the store at rest: {s!r}")
     assert not leaks, "\n".join(leaks)

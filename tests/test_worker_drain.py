@@ -51,8 +51,8 @@ def exit_code(proc: WorkerProc, timeout: float = WAIT) -> int:
 
 
 def journal(h: Harness, run_id: str) -> list[tuple[str, str]]:
-    rows = h.sql("SELECT key, status FROM steps WHERE run_id=? ORDER BY started_at", run_id)
-    return [(k, s) for k, s in rows]
+    rows = sorted(h.steps(run_id), key=lambda s: s.started_at)
+    return [(s.key, s.status.value) for s in rows]
 
 
 async def test_sigterm_lets_the_step_in_flight_finish_and_hands_the_run_over_at_once(
@@ -219,10 +219,9 @@ async def test_a_retry_backoff_under_a_drain_becomes_a_durable_timer(
     w = app.worker()
     await w.start()
     await h.wait_until(
-        lambda: h.sql(
-            "SELECT 1 FROM steps WHERE run_id=? AND key='flaky#0' AND status='pending'"
-            " AND error IS NOT NULL",
-            run_id,
+        lambda: any(
+            s.key == "flaky#0" and s.status.value == "pending" and s.error is not None
+            for s in h.steps(run_id)
         ),
         timeout=WAIT,
         what="the first attempt to fail and its backoff to start",

@@ -10,10 +10,8 @@ import asyncio
 import importlib
 import json
 import signal
-import sqlite3
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,8 +20,6 @@ import pytest
 import keel
 from keel.server.app import create_app
 from keel.server.auth import add_user
-from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
-from keel.store.sqlite import SQLiteStore
 from tests.apps.harness import Harness, WorkerProc
 from tests.limits import WAIT
 from tests.services.pages import csrf_of, element, sign_in
@@ -108,33 +104,6 @@ async def test_a_killed_worker_stops_counting_as_live_after_three_heartbeats(
     await h.wait_until(gone, timeout=WAIT, what="the killed worker to stop counting as live")
     (row,) = await listed_workers(h, "--all")  # its row stays, marked gone
     assert row["pid"] == proc.pid and row["live"] is False
-
-
-async def test_a_v12_store_gains_the_workers_table_and_keeps_its_runs(tmp_path: Path) -> None:
-    path = tmp_path / "keel.db"
-    db = sqlite3.connect(path)
-    db.executescript(
-        SCHEMA + "".join(MIGRATIONS[v] for v in range(2, 13)) + "PRAGMA user_version=12;"
-    )
-    db.execute(
-        "INSERT INTO runs (id, workflow, status, input, created_at, updated_at)"
-        " VALUES ('old', 'wf', 'WAITING', '{}', 1, 1)"
-    )
-    db.commit()
-    db.close()
-    store = SQLiteStore(f"sqlite:///{path}")
-    try:
-        assert (await store.get_run("old")) is not None
-        assert await store.list_workers() == []
-    finally:
-        await store.close()
-    db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (15,)
-    cols = [r[1] for r in db.execute("PRAGMA table_info(workers)")]
-    assert cols == [
-        "owner", "host", "pid", "workflows", "embedded", "started_at", "seen_at", "beat_every"
-    ]
-    db.close()
 
 
 # -- the CLI's decision commands -----------------------------------------------------------
@@ -288,4 +257,3 @@ async def test_console_pages_say_when_no_worker_will_resume_a_decided_run(
         decided = await c.get("/approvals/g6:approval:grant%230")
         assert 'id="resume-notice"' not in decided.text  # its run has ended
     assert h.terminate(proc) == 0, proc.stderr()
-

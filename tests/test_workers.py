@@ -7,9 +7,14 @@ from collections import Counter
 
 import pytest
 
+from keel.types import StepKind, StepRecord, StepStatus
 from tests.apps.crash_app import BALLAST_BYTES, step_value
 from tests.apps.harness import Harness
 from tests.limits import WAIT
+
+
+def _count(steps: list[StepRecord], kind: StepKind, status: StepStatus) -> int:
+    return sum(1 for s in steps if s.kind is kind and s.status is status)
 
 pytestmark = pytest.mark.slow
 
@@ -110,10 +115,9 @@ async def test_suspended_runs_hold_no_memory_in_the_worker(worker_harness):
         f"must hold no coroutine (each would keep a {BALLAST_BYTES // 1024} KiB ballast)"
     )
     # Every run is parked durably: one pending signal step, no lease.
-    assert h.sql("SELECT count(*) FROM steps WHERE kind='signal' AND status='pending'") == [
-        (SUSPEND_TOTAL,)
-    ]
-    assert h.sql("SELECT count(*) FROM runs WHERE lease_owner IS NOT NULL") == [(0,)]
+    steps = h.all_steps()
+    assert _count(steps, StepKind.SIGNAL, StepStatus.PENDING) == SUSPEND_TOTAL
+    assert [r.id for r in h.runs() if r.lease_owner is not None] == []
 
     for n in range(SUSPEND_TOTAL):
         await app.signal(f"hold-{n:04d}", "go", n)
@@ -125,11 +129,9 @@ async def test_suspended_runs_hold_no_memory_in_the_worker(worker_harness):
         interval=0.05,
     )
     assert h.status_counts() == {"SUCCEEDED": SUSPEND_TOTAL}
-    results = dict(h.sql("SELECT id, result FROM runs"))
-    assert all(results[f"hold-{n:04d}"] == str(2 * n + BALLAST_BYTES) for n in range(SUSPEND_TOTAL))
-    assert h.sql("SELECT count(*) FROM steps WHERE kind='signal' AND status='ok'") == [
-        (SUSPEND_TOTAL,)
-    ]
+    results = {r.id: r.result for r in h.runs()}
+    assert all(results[f"hold-{n:04d}"] == 2 * n + BALLAST_BYTES for n in range(SUSPEND_TOTAL))
+    assert _count(h.all_steps(), StepKind.SIGNAL, StepStatus.OK) == SUSPEND_TOTAL
 
 
 async def test_sigterm_hands_a_running_run_back_to_the_queue(worker_harness):

@@ -524,7 +524,7 @@ class RunExecution:
                         s.wake_at,
                         sorted(s.signals),
                         self._drain(),
-                        time.time(),
+                        self.rt.clock(),
                         self._state_json(),
                     )
                 except LeaseLost:

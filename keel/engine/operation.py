@@ -116,6 +116,11 @@ class Operation:
         rec = self.recorded
         return rec.wake_at if rec is not None else None
 
+    def clock(self) -> float:
+        """Now on the store's clock (epoch seconds): what deadlines are computed on, so
+        every worker agrees when one has passed."""
+        return self._ex.rt.clock()
+
     def has(self, part: str) -> bool:
         """The journal holds `<key>/<part>` (e.g. a decision this operation waited for)."""
         return f"{self.key}/{part}" in self._ex.journal.by_key

@@ -84,3 +84,16 @@ class Features:
 
 
 __all__ = ["Features", "ModelCalls", "People"]
+
+
+class Background(Protocol):
+    """A feature's background work (sampling, notifications) that the App finishes on
+    close, after its worker stops and before the store closes.
+
+    Example:
+        await sampler.drain()  # keel.hitl.sampling.Sampler is one; App.close() awaits it
+    """
+
+    async def drain(self) -> None:
+        """Finish what is queued; return when nothing of it is left."""
+        ...

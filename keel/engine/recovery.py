@@ -294,8 +294,10 @@ def _next_attempt_at(
     if attempt >= retry.attempts or not retry.should_retry(exc):
         return None
     delay = retry.delay(attempt, step.key, exc)
-    wake = time.time() + delay
-    if retry.deadline is not None and wake - step.started > retry.deadline:
+    # The wake-up is a timer (on the store's clock, as every timer); the deadline counts
+    # from the step's start on this process's clock.
+    wake = step.ex.rt.clock() + delay
+    if retry.deadline is not None and time.time() + delay - step.started > retry.deadline:
         step.gave_up = (
             f"gave up after {attempt} attempt(s): the next one ({delay:.1f}s away) would "
             f"pass the retry deadline of {retry.deadline:g}s from the first attempt"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,14 @@ class Runtime:
     render: Callable[[Any], str] = field(default=lambda value: _opaque(value))
     # Where `keel.Secret.reveal()` reads values inside this runtime's runs.
     secrets: SecretSources = field(default_factory=SecretSources)
+    # The store's clock minus this process's, in seconds (the worker measures it every
+    # heartbeat). Timers and deadlines are computed on `clock()`, so workers whose clocks
+    # disagree still agree on when a run is due: one hands a timer to another unchanged.
+    clock_offset: float = 0.0
+
+    def clock(self) -> float:
+        """Now on the store's clock, as well as this process can tell (epoch seconds)."""
+        return time.time() + self.clock_offset
 
 
 def _opaque(value: Any) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from keel.engine.execution import RunExecution, Suspend
@@ -16,7 +15,7 @@ from keel.types import StepKind, StepStatus
 
 async def wait_until(ex: RunExecution, wake_at: float) -> None:
     """Hold the run in memory for a short wait; suspend it durably for a long one."""
-    remaining = wake_at - time.time()
+    remaining = wake_at - ex.rt.clock()
     # A draining worker (Worker.drain) holds no wait at all: the timer is durable.
     if remaining > ex.rt.settings.inline_sleep_max or (remaining > 0 and ex.draining):
         raise Suspend(wake_at=wake_at)
@@ -38,7 +37,7 @@ async def wait_signal(
     if op.done:
         return await op.replay()
     rec = op.recorded
-    now = time.time()
+    now = ex.rt.clock()
     started = rec.started_at if rec is not None else now
     deadline = rec.wake_at if rec is not None else (now + timeout if timeout is not None else None)
     ok = op.entry(wake_at=deadline, started=started)
@@ -61,7 +60,7 @@ async def wait_signal(
     if pending is not None:
         ex.journal.add(pending)
         ex.recorded(pending)
-    if deadline is not None and time.time() >= deadline:
+    if deadline is not None and ex.rt.clock() >= deadline:
         err = SignalTimeout(
             f"no {signal!r} signal arrived within {timeout}s",
             signal=signal,
@@ -83,7 +82,7 @@ async def sleep(ex: RunExecution, scope: Scope, seconds: float) -> None:
     if op.done:
         await op.replay()
         return
-    now = time.time()
+    now = ex.rt.clock()
     if op.recorded is None:
         wake_at = now + max(0.0, float(seconds))
         await op.commit(op.entry(StepStatus.PENDING, wake_at=wake_at, started=now))

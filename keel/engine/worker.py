@@ -29,6 +29,7 @@ log = logging.getLogger("keel.worker")
 _HOST = socket.gethostname()
 # Rows of workers gone without a clean exit (SIGKILL) are dropped after this long.
 _FORGET_AFTER = 24 * 3600.0
+_SAME_CLOCK = 1.0  # seconds: clocks closer than this count as one (_sync_clock)
 
 
 def _proc_stat(pid: int) -> tuple[str, str]:
@@ -258,6 +259,7 @@ class Worker:
         )
         try:
             await self.rt.store.worker_beat(beat, forget_before=forget_before)
+            await self._sync_clock()
         except StoreError as exc:  # a worker that cannot write does no good: pause or stop
             self._store_fault(exc)
         except Exception as exc:  # runs go on; the row is refreshed at the next beat
@@ -265,6 +267,16 @@ class Worker:
         else:
             if self.paused is not None:
                 await self._resume()
+
+    async def _sync_clock(self) -> None:
+        """Measure the store's clock against this process's (timers are set on the
+        store's), taking the middle of the round trip as the moment it was read."""
+        before = time.time()
+        store_now = await self.rt.store.now()
+        offset = store_now - (before + time.time()) / 2
+        # Within a second, the clocks are the same clock: an offset that small is the round
+        # trip's noise and the store clock's resolution, and must not move timers.
+        self.rt.clock_offset = offset if abs(offset) > _SAME_CLOCK else 0.0
 
     async def _resume(self) -> None:
         """The store takes writes again: hand back the runs a fault interrupted (so any

@@ -7,7 +7,6 @@ with a new deadline). A decision is taken once; everything lands in the audit lo
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import (
@@ -55,7 +54,7 @@ async def ask(
     key = op.key
     review_id = f"{op.run_id}:{key}"
     if not op.begun:
-        now = time.time()
+        now = op.clock()
         deadline = now + timeout if timeout is not None else None
         review = ReviewRequest(
             id=review_id,
@@ -79,7 +78,7 @@ async def ask(
             break
         except SignalTimeout:
             level += 1
-            now = time.time()
+            now = op.clock()
             if isinstance(policy, Escalate):
                 if op.has(f"decision#{level}"):  # replay: it moved before
                     wait, policy = policy.timeout, policy.then

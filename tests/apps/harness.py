@@ -1,4 +1,5 @@
-"""Worker subprocesses on a per-test SQLite store, and readers for what they did.
+"""Worker subprocesses on a per-test store (on the session's backend, tests/backends.py),
+and readers for what they did (through the store's interfaces, from sync code too).
 
 Used through the `worker_harness` fixture (tests/conftest.py). Everything it
 starts it also stops: teardown sends SIGTERM to each worker it spawned (by pid)
@@ -13,19 +14,24 @@ import importlib
 import inspect
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import keel
+from keel.store import RunFilter, Store, WorkerBeat, open_store
+from keel.types import RunInfo, StepRecord
+from tests.backends import fresh_url
 from tests.limits import WAIT
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 APP_MODULE = "tests.apps.crash_app"
@@ -65,16 +71,56 @@ class WorkerProc:
         return text[-limit:]
 
 
+class StoreView:
+    """The store's interface calls from sync code, e.g. `view(lambda s: s.get_run("r1"))`.
+
+    Predicates polled by `wait_until` are sync and run inside the test's own event loop,
+    so the store lives on a loop of its own, in a thread: one store opened with
+    `open_store(url)` and kept until `close()` (cheap to poll, thousands of runs too).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._store: Store | None = None
+
+    def __call__(self, call: Callable[[Store], Awaitable[T]]) -> T:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=self._loop.run_forever, name="harness-store", daemon=True
+            )
+            self._thread.start()
+        return asyncio.run_coroutine_threadsafe(self._call(call), self._loop).result(WAIT)
+
+    async def _call(self, call: Callable[[Store], Awaitable[T]]) -> T:
+        if self._store is None:
+            self._store = open_store(self.url)
+        return await call(self._store)
+
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        if self._store is not None:
+            store = self._store
+            asyncio.run_coroutine_threadsafe(store.close(), self._loop).result(WAIT)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(WAIT)
+        self._loop.close()
+        self._loop = self._store = None
+
+
 class Harness:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.db_path = root / "keel.db"
-        self.url = f"sqlite:///{self.db_path}"  # root is absolute: sqlite:////tmp/...
+        self.url = fresh_url(root)  # the session's backend (KEEL_TEST_STORE)
         self.data = root / "data"
         (self.data / "effects").mkdir(parents=True)
         self.procs: list[WorkerProc] = []
         self.apps: list[keel.App] = []
-        self._db: sqlite3.Connection | None = None
+        self.store = StoreView(self.url)
         # Backstop only: a SIGKILLed worker on this host is detected by its dead pid.
         self.base_env: dict[str, str] = {"KEEL_LEASE_SECONDS": "2"}
 
@@ -137,13 +183,8 @@ class Harness:
         return proc
 
     def worker_pids(self) -> set[int]:
-        """Pids with a row in the store's `workers` table (live or not)."""
-        if not self.db_path.exists():
-            return set()
-        try:
-            return {pid for (pid,) in self.sql("SELECT pid FROM workers")}
-        except sqlite3.OperationalError:  # the first worker has not created the table yet
-            return set()
+        """Pids of the workers that have beaten in the store (live or not)."""
+        return {w.pid for w in self.workers()}
 
     async def wait_beat(self, proc: WorkerProc, timeout: float = WAIT) -> None:
         """Until `proc`'s worker has written its heartbeat row (it is serving)."""
@@ -179,8 +220,8 @@ class Harness:
                 timeout=WAIT,
                 what=f"worker {proc.pid} to die",
             )
-        rows = self.sql("SELECT run_id, key FROM steps WHERE status != 'pending'")
-        journaled = frozenset(f"{r}:{k}" for r, k in rows if run_id is None or r == run_id)
+        steps = self.steps(run_id) if run_id is not None else self.all_steps()
+        journaled = frozenset(f"{s.run_id}:{s.key}" for s in steps if s.status.value != "pending")
         finished = False
         if run_id is not None:
             finished = (await app.get_run(run_id)).status.terminal
@@ -232,8 +273,7 @@ class Harness:
                 proc.popen.wait(timeout=WAIT)
         for app in self.apps:
             await app.close()
-        if self._db is not None:
-            self._db.close()
+        self.store.close()
 
     # -- observations -------------------------------------------------------------
 
@@ -262,17 +302,36 @@ class Harness:
             return []
         return [line.rsplit(" ", 1)[0] for line in text.splitlines()]
 
-    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
-        """Read the store directly (cheap for thousands of runs)."""
-        if self._db is None:
-            self._db = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-        return self._db.execute(query, args).fetchall()
+    def runs(self) -> list[RunInfo]:
+        """Every run in the store."""
+        return self.store(lambda s: s.list_runs(RunFilter(limit=2**31)))
+
+    def steps(self, run_id: str) -> list[StepRecord]:
+        """The run's journal entries (in no particular order)."""
+        return self.store(lambda s: s.load_steps(run_id))
+
+    def all_steps(self) -> list[StepRecord]:
+        """The journal entries of every run."""
+
+        async def every(s: Store) -> list[StepRecord]:
+            runs = await s.list_runs(RunFilter(limit=2**31))
+            return [rec for run in runs for rec in await s.load_steps(run.id)]
+
+        return self.store(every)
+
+    def workers(self) -> list[WorkerBeat]:
+        """Every worker that has beaten in the store (live or not)."""
+        return self.store(lambda s: s.list_workers())
 
     def status_counts(self) -> dict[str, int]:
-        return dict(self.sql("SELECT status, count(*) FROM runs GROUP BY status"))
+        return dict(Counter(r.status.value for r in self.runs()))
 
     def diagnostics(self) -> str:
-        parts = [f"runs by status: {self.status_counts() if self.db_path.exists() else '-'}"]
+        try:
+            counts: Any = self.status_counts()
+        except Exception as exc:  # diagnostics must not hide the failure they describe
+            counts = f"unreadable ({exc})"
+        parts = [f"runs by status: {counts}"]
         for proc in self.procs:
             state = "alive" if proc.alive() else f"exit {proc.popen.returncode}"
             err = proc.stderr()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import keel
+from tests.backends import fresh_url
 from tests.limits import WAIT
 from tests.services.redis_server import free_port
 
@@ -101,7 +102,7 @@ class Console:
         self.workdir = workdir
         self.extra_env = dict(extra_env or {})
         self.server: _Proc | None = None
-        self.store_url = f"sqlite:///{workdir / 'keel.db'}"  # workdir is absolute
+        self.store_url = fresh_url(workdir)  # the session's backend (KEEL_TEST_STORE)
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.procs: list[_Proc] = []

@@ -57,6 +57,8 @@ async def test_runs_are_listed_newest_first_and_filtered(store: Store) -> None:
     assert [r.id for r in await store.list_runs(RunFilter(status=RunStatus.CANCELLED))] == ["b"]
     assert [r.id for r in await store.list_runs(RunFilter(since=1_001.0))] == ["b"]
     assert [r.id for r in await store.list_runs(RunFilter(until=1_001.0))] == ["a"]  # exclusive
+    both = RunFilter(since=1_000.0, until=1_002.0)
+    assert [r.id for r in await store.list_runs(both)] == ["b", "a"]
     assert await store.list_runs(RunFilter(since=1_001.0, until=1_001.0)) == []
     assert len(await store.list_runs(RunFilter(limit=1))) == 1
 
