@@ -31,7 +31,9 @@ What a second backend must provide (Postgres with psycopg 3 is the next one):
    call, `execute`/`executemany` through the session's `Renderer` (DB-API style:
    the returned cursor has `fetchone`, `fetchall`, `rowcount` and iterates rows),
    `write()` (one write transaction, rolled back on any error) and, if it has one,
-   `scrubbing()` (deleted values zeroed on disk).
+   `scrubbing()` (deleted values zeroed on disk). Where `payload` columns are binary
+   (Postgres: BYTEA), its `seal()` also returns a clear value as UTF-8 bytes
+   (`open()` already reads clear bytes back as text).
 3. A `keel.store.sql.store.SQLStore` subclass whose `_call(fn, *args)` runs a neutral
    query function with a session: SQLite runs it inline (one short transaction is
    cheaper than a hop to a thread); Postgres runs it in a worker thread on a
