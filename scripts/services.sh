@@ -8,6 +8,9 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # Browser tests (tests/test_console_browser.py) drive Debian's Chromium at this exact path
 # through the venv's Playwright. Never `playwright install`: nothing here downloads a browser.
 [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
+# Postgres 15 (tests start throwaway clusters with initdb/pg_ctl on free ports, stopped by
+# PID); the package's own cluster service is stopped below.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
@@ -21,5 +24,6 @@ if ((${#need_apt[@]})); then
     # Debian starts the packaged service; tests run their own instances instead.
     if command -v service >/dev/null 2>&1; then
         service redis-server stop >/dev/null 2>&1 || true
+        service postgresql stop >/dev/null 2>&1 || true
     fi
 fi

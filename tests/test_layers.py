@@ -256,5 +256,5 @@ def test_the_checker_sees_what_it_must() -> None:
     assert any(i.imported == "keel.store.base" and i.typing_only for i in imports)
     app = {i.imported for i in _imports("keel.app", _PKG / "app.py")}
     assert "keel.config" in app and "keel" not in app  # `from keel import config`
-    assert _layer("keel.store._sqlite_core") == (2, "store")
+    assert _layer("keel.store.sql.runs") == (2, "store")
     assert _layer("keel") == (10, "keel facade")

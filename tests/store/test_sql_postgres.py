@@ -51,7 +51,10 @@ def _binary(name: str) -> str | None:
 def _unavailable(reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"Postgres 15 is required under CI: {reason}")
-    pytest.skip(f"no throwaway Postgres: {reason}")
+    pytest.skip(
+        f"no throwaway Postgres: {reason}; install it with `apt-get install postgresql`"
+        " (scripts/services.sh does, under make test)"
+    )
 
 
 def _free_port() -> int:
