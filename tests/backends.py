@@ -67,8 +67,26 @@ def _sqlite_rows(url: str) -> list[str]:
         return list(db.iterdump())
 
 
+def _postgres_url(directory: Path, name: str) -> str:
+    # A database of its own on the session's throwaway server (started on first use).
+    from tests.services.postgres import fresh_database
+
+    return fresh_database()
+
+
+def _postgres_rows(url: str) -> list[str]:
+    from tests.services.postgres import rows
+
+    return rows(url)
+
+
 BACKENDS: dict[str, Backend] = {
-    b.name: b for b in (Backend("sqlite", _sqlite_url, _sqlite_at_rest, _sqlite_rows),)
+    b.name: b
+    for b in (
+        Backend("sqlite", _sqlite_url, _sqlite_at_rest, _sqlite_rows),
+        # at_rest: the server's files mix every database's pages; tests needing them skip.
+        Backend("postgres", _postgres_url, None, _postgres_rows),
+    )
 }
 
 

@@ -68,14 +68,27 @@ __all__ = [
 
 
 def open_store(url: str, codec: PayloadCodec | None = None) -> Store:
-    """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`);
-    with `codec`, every payload is stored sealed by it (keel.codec)."""
+    """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`,
+    `postgresql://user:pass@host/db`); with `codec`, every payload is stored sealed by it
+    (keel.codec)."""
     if url.startswith("sqlite:"):
         from keel.store.sqlite import SQLiteStore
 
         return SQLiteStore(url, codec)
+    if url.startswith(("postgresql:", "postgres:")):
+        # Lazy: psycopg is an optional extra, and `import keel` stays fast without it.
+        try:
+            from keel.store.postgres import PostgresStore
+        except ImportError as exc:
+            if exc.name not in ("psycopg", "psycopg_pool"):
+                raise
+            raise ConfigError(
+                f"a Postgres store needs psycopg ({exc.name} is not installed):"
+                " pip install 'keel[postgres]'"
+            ) from None
+        return PostgresStore(url, codec)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ConfigError(
-        f"unsupported store URL {url!r} (scheme {scheme!r}); "
-        "use sqlite:///path/to/keel.db (the default is sqlite:///.keel/keel.db)"
+        f"unsupported store URL {url!r} (scheme {scheme!r}); use sqlite:///path/to/keel.db"
+        " (the default is sqlite:///.keel/keel.db) or postgresql://user:pass@host/db"
     )

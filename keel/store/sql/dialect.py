@@ -8,6 +8,9 @@ placeholders and a few `{fragment}` markers for what truly differs:
 - `{now}`: the database clock in epoch seconds (leases and timers are decided on it);
 - `{for_update}`: the row lock a read-then-write takes (nothing on SQLite, whose write
   transaction already excludes other writers);
+- `{skip_locked}`: the row lock a claim's pick takes, skipping rows another claim holds
+  (empty on SQLite, which runs one write at a time; when set, `runs.claim` picks and
+  leases in one statement);
 - `{noindex}`: a prefix that keeps the planner off an index (SQLite's unary `+`);
 - `{day:expr}`: the start of `expr`'s UTC day, in epoch seconds;
 - `{head:col}`: the first bytes of a payload column when it holds a sealed value;
@@ -108,6 +111,7 @@ class Dialect:
     # Starts the one write transaction a call makes.
     begin_write = "BEGIN"
     for_update = ""
+    skip_locked = ""
     noindex = ""
     real = "REAL"
     bigint = "BIGINT"
@@ -161,6 +165,7 @@ class Dialect:
         return {
             "now": self.now,
             "for_update": self.for_update,
+            "skip_locked": self.skip_locked,
             "noindex": self.noindex,
             "real": self.real,
             "bigint": self.bigint,

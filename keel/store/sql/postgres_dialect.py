@@ -32,6 +32,8 @@ class PostgresDialect(Dialect):
     # READ COMMITTED; a read-then-write locks its rows (`{for_update}`).
     begin_write = "BEGIN"
     for_update = " FOR UPDATE"
+    # Concurrent claims take different runs instead of queueing on the same rows.
+    skip_locked = " FOR UPDATE SKIP LOCKED"
     noindex = ""
     real = "DOUBLE PRECISION"
     bigint = "BIGINT"

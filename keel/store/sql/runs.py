@@ -207,6 +207,8 @@ def claim(
     names = list(workflows)
     if not names or limit <= 0:
         return []
+    if s.dialect.skip_locked:
+        return _claim_skipping(s, owner, lease_seconds, limit, names, ids)
     ready = _ready(s, names, None, limit if ids is None else _SCAN)
     if ids is not None:
         wanted = set(ids)
@@ -245,6 +247,49 @@ def _claim(s: Session, owner: str, lease_seconds: float, run_ids: list[str]) -> 
             f" WHERE id IN ({ids}) AND {_READY} RETURNING {{run_cols}}",
             (owner, lease_seconds, *run_ids),
         ).fetchall()
+    return _claimed(s, owner, rows, run_ids)
+
+
+def _claim_skipping(
+    s: Session,
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    names: list[str],
+    ids: Iterable[str] | None,
+) -> list[Claimed]:
+    """Pick and lease in one statement per chunk, skipping the rows another worker is
+    leasing right now (`{skip_locked}`): concurrent claims on a database that runs
+    them in parallel share the ready runs instead of all reaching for the oldest."""
+    chunks: list[list[str] | None] = [None]
+    if ids is not None:
+        id_list = list(dict.fromkeys(ids))
+        step = max(1, min(500, s.dialect.max_params - len(names) - 3))
+        chunks = [id_list[i : i + step] for i in range(0, len(id_list), step)]
+    rows: list[Any] = []
+    with s.write():
+        for chunk in chunks:
+            if len(rows) >= limit:
+                break
+            pick = f"SELECT id FROM runs WHERE {_READY} AND workflow IN ({marks(len(names))})"
+            args: list[Any] = [owner, lease_seconds, *names]
+            if chunk is not None:
+                pick += f" AND id IN ({marks(len(chunk))})"
+                args += chunk
+            pick += " ORDER BY created_at LIMIT ?{skip_locked}"
+            rows += s.execute(
+                "UPDATE runs SET status='RUNNING', lease_owner=?, lease_expires={now} + ?,"
+                " attempts=attempts+1, updated_at={now}, wake_at=NULL"
+                f" WHERE id IN ({pick}) RETURNING {{run_cols}}",
+                (*args, limit - len(rows)),
+            ).fetchall()
+    rows.sort(key=lambda r: (r[7], r[0]))  # oldest first, as `_ready` reads them
+    return _claimed(s, owner, rows, [r[0] for r in rows])
+
+
+def _claimed(s: Session, owner: str, rows: list[Any], run_ids: list[str]) -> list[Claimed]:
+    """The leased `rows` as records (in `run_ids`' order)."""
+    ids = marks(len(run_ids))
     try:
         claimed = [Claimed(run=s.as_run(r), resumed=r[12] > 1) for r in rows]
     except PayloadUnreadable:

@@ -12,3 +12,9 @@ from tests.backends import backend, is_sqlite
 def _sqlite_only() -> None:
     if not is_sqlite():
         pytest.skip(f"SQLite-specific; this session's store backend is {backend().name}")
+
+
+@pytest.fixture
+def backend_name() -> str:
+    """These tests are of SQLite's file: not parametrized over the other backends."""
+    return "sqlite"

@@ -1,0 +1,293 @@
+"""Postgres backend: many worker hosts on one database (`KEEL_STORE=postgresql://...`).
+
+`PostgresStore` is `keel.store.sql.store.SQLStore` (the neutral queries of
+`keel.store.sql`) on psycopg 3 with the Postgres dialect. psycopg's sync
+`ConnectionPool` lends a connection per call and the query function runs in a worker
+thread sized to the pool, so no statement ever blocks the event loop. Connections are in
+autocommit; a write is the session's `BEGIN` ... `COMMIT` (READ COMMITTED, with
+`{for_update}` row locks where a query reads then writes).
+
+Payload columns are BYTEA: clear values are stored as their UTF-8 bytes, sealed values
+as the envelope's bytes (`keel.store._sealed`), and both read back as text.
+
+The schema is created on first open (`keel.store.sql.schema`), its version kept in the
+dialect's `keel_schema` table, under a transaction-level advisory lock so hosts opening a
+new database together create it once.
+
+Example:
+    >>> store = PostgresStore("postgresql://keel:secret@db.internal/keel")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
+
+import psycopg
+from psycopg.adapt import Loader
+from psycopg_pool import ConnectionPool
+
+from keel.errors import ConfigError, StoreError
+from keel.store.base import RekeyCounts, StoreSpace
+from keel.store.sql import rekey
+from keel.store.sql.core import Session, renderer
+from keel.store.sql.dialect import Renderer
+from keel.store.sql.postgres_dialect import PostgresDialect
+from keel.store.sql.schema import VERSION, ddl
+from keel.store.sql.store import SQLStore
+
+if TYPE_CHECKING:
+    from keel.codec import PayloadCodec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+_DIALECT = PostgresDialect()
+# pg_advisory_xact_lock's key for schema changes: any constant no other app uses ("keel").
+_SCHEMA_LOCK = 0x6B65656C
+# Connections a store keeps at most (and threads running its calls): a worker's steps
+# and the console's requests share them. KEEL_PG_POOL overrides.
+_POOL_MAX = 8
+Buffer = bytes | bytearray | memoryview
+
+
+class _Numeric(Loader):
+    """NUMERIC as int when whole, else float: SUM over BIGINT is NUMERIC in Postgres,
+    and the records (like SQLite's rows) hold plain numbers, never Decimal."""
+
+    def load(self, data: Buffer) -> int | float:
+        text = bytes(data).decode()
+        return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+
+class _Conn:
+    """A psycopg connection as the neutral `Connection` (DB-API `execute`/`executemany`
+    returning the cursor)."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._c = conn
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
+        # No parameters: the simple protocol, so a script may hold several statements.
+        return self._c.execute(sql, parameters or None)  # type: ignore[arg-type]
+
+    def executemany(
+        self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]
+    ) -> psycopg.Cursor[Any]:
+        cur = self._c.cursor()
+        cur.executemany(sql, seq_of_parameters)  # type: ignore[arg-type]
+        return cur
+
+
+class _PgSession(Session):
+    """One pooled connection for the duration of one call."""
+
+    _conn: _Conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Session]:
+        conn = self._conn._c
+        conn.execute(_DIALECT.begin_write)
+        try:
+            yield self
+            conn.execute("COMMIT")
+        except BaseException:
+            # A broken connection has no transaction left to end; keep the first error.
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def seal(self, data: bytes | str | None, where: str, *row: str) -> str | bytes | None:
+        # BYTEA takes bytes only: a clear value is its UTF-8 bytes.
+        out = super().seal(data, where, *row)
+        return out.encode() if isinstance(out, str) else out
+
+
+def _fault(url: str, exc: psycopg.Error) -> StoreError:
+    """A StoreError saying the database at `url` (password hidden) could not be used."""
+    where = _safe(url)
+    state = getattr(exc, "sqlstate", None)
+    reason = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, psycopg.errors.DiskFull):
+        kind, hint = "full", "its disk is full; free space on the database server, then retry"
+    elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        kind, hint = "read-only", "the server is read-only (a standby?); point at the primary"
+    elif state is None or state.startswith("08") or state.startswith("57P"):
+        kind, hint = "unreachable", "check that the server is up and reachable, then retry"
+    else:
+        kind, hint = "other", "see the server's log"
+    return StoreError(
+        f"store {where} failed (Postgres: {reason}): {hint}",
+        store=where,
+        reason=reason,
+        sqlstate=state,
+        kind=kind,
+    )
+
+
+def _is_fault(exc: BaseException) -> bool:
+    """True for faults of the server or the connection (not programming errors): the
+    cases a SQLite store reports as StoreError too."""
+    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+
+
+def _safe(url: str) -> str:
+    """`url` with its password replaced, fit for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://…"
+    host, db = info.get("host", ""), info.get("dbname", "")
+    port = f":{info['port']}" if info.get("port") else ""
+    user = f"{info['user']}@" if info.get("user") else ""
+    return f"postgresql://{user}{host}{port}/{db}"
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    conn.adapters.register_loader("numeric", _Numeric)
+
+
+class PostgresStore(SQLStore):
+    """The shared store: one Postgres database used by workers on many hosts.
+
+    With a `codec` (keel.codec), every payload column is stored sealed by it.
+
+    Example:
+        >>> store = PostgresStore("postgresql://keel@localhost/keel")  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str, codec: PayloadCodec | None = None) -> None:
+        self.url = url
+        self.codec = codec
+        size = int(os.environ.get("KEEL_PG_POOL", "") or _POOL_MAX)
+        self._render: Renderer = renderer(_DIALECT)
+        try:
+            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=size,
+                kwargs={"autocommit": True, "cursor_factory": psycopg.RawCursor},
+                configure=_configure,
+                open=False,
+                name="keel",
+            )
+            self._pool.open(wait=True, timeout=30.0)
+        except psycopg.Error as exc:
+            raise _fault(url, exc) from None
+        self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="keel-pg")
+        self._closed = False
+        try:
+            self._migrate()
+        except BaseException as exc:
+            self._shut()
+            if isinstance(exc, psycopg.Error) and _is_fault(exc):
+                raise _fault(url, exc) from None
+            raise
+
+    def _migrate(self) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            # One host at a time creates or upgrades; the lock ends with the transaction.
+            conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+            conn.execute(_DIALECT.version_table())
+            row = conn.execute(_DIALECT.version_sql()).fetchone()
+            version = int(row[0]) if row else 0
+            if version > VERSION:
+                raise ConfigError(
+                    f"store {_safe(self.url)} has schema v{version}, newer than this Keel"
+                    f" (v{VERSION}); upgrade Keel"
+                )
+            if version == 0:
+                conn.execute(ddl(_DIALECT))
+                conn.execute(_DIALECT.set_version_sql(VERSION))
+            elif version < VERSION:  # the first Postgres schema is VERSION: none older
+                raise ConfigError(f"store {_safe(self.url)} has unknown schema v{version}")
+
+    def _session(self, conn: psycopg.Connection[Any]) -> _PgSession:
+        return _PgSession(self.url, self.codec, _DIALECT, self._render, _Conn(conn))
+
+    def _run(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
+        with self._pool.connection() as conn:
+            return fn(self._session(conn), *args, **kwargs)
+
+    async def _call(
+        self, fn: Callable[Concatenate[Session, P], R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._threads, functools.partial(self._run, fn, args, kwargs)
+            )
+        except psycopg.Error as exc:
+            if not _is_fault(exc):
+                raise
+            raise _fault(self.url, exc) from exc
+
+    # The clock statements read: tests pin it to a literal to move time.
+    @property
+    def _now_sql(self) -> str:
+        return self._render("{now}")
+
+    @_now_sql.setter
+    def _now_sql(self, expr: str) -> None:
+        self._render = renderer(_DIALECT, now=expr)
+
+    async def now(self) -> float:
+        return await self._call(_now)
+
+    # -- space and encryption at rest ---------------------------------------------
+
+    async def reclaim_space(self, full: bool = False) -> StoreSpace:
+        """VACUUM (FULL with `full`: rewrites every table, locking each meanwhile)."""
+        return await self._call(_vacuum, full)
+
+    async def rekey(self, batch: int = 500, vacuum: bool = False) -> RekeyCounts:
+        """Seal every stored payload with the codec's current key (see SQLiteStore.rekey);
+        `vacuum` also rewrites the tables so old row versions are dropped."""
+        codec = self.codec
+        if codec is None:
+            raise ConfigError(
+                "no encryption key is configured, so there is no key to rekey to: set"
+                " KEEL_ENCRYPTION_KEY (make a key with: keel store new-key)"
+            )
+        done = await self._call(rekey.reseal, codec, batch)
+        if vacuum:
+            await self.reclaim_space(full=True)
+        return RekeyCounts(**done, key_id=codec.key_id, vacuumed=vacuum)
+
+    async def close(self) -> None:
+        if not self._closed:
+            await asyncio.to_thread(self._shut)
+
+    def _shut(self) -> None:
+        self._closed = True
+        self._threads.shutdown(wait=True)
+        self._pool.close()
+
+
+def _now(s: Session) -> float:
+    (now,) = s.execute("SELECT {now}").fetchone()
+    return float(now)
+
+
+def _space(s: Session) -> StoreSpace:
+    (size,) = s.execute("SELECT pg_database_size(current_database())").fetchone()
+    # Dead row versions' space is reused by later writes, like SQLite's free pages.
+    (free,) = s.execute(
+        "SELECT COALESCE(SUM(n_dead_tup * (pg_relation_size(relid)"
+        " / GREATEST(n_live_tup + n_dead_tup, 1))), 0) FROM pg_stat_user_tables"
+    ).fetchone()
+    return StoreSpace(size_bytes=int(size), free_bytes=int(free), shrinks=False)
+
+
+def _vacuum(s: Session, full: bool) -> StoreSpace:
+    # VACUUM runs outside a transaction: the session's connection is in autocommit.
+    s.execute("VACUUM (FULL)" if full else "VACUUM")
+    return _space(s)

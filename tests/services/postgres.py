@@ -1,0 +1,182 @@
+"""A throwaway Postgres 15 for the whole test session, and a fresh database per store.
+
+The server starts the first time a test needs it (`server()`): `initdb` in a temp dir,
+`pg_ctl` on a free loopback port (as the `postgres` account when we are root, since
+initdb refuses root), durability off (a test server needs none of it, and commits get
+much cheaper). It is stopped by its PID when the test process exits. `fresh_database()`
+makes an empty database on it per call (CREATE DATABASE from template0: fast), so each
+test's store is isolated. Without the binaries a test is skipped with the install hint;
+under CI=true it fails instead.
+
+Example:
+    url = fresh_database()  # postgresql://postgres@127.0.0.1:PORT/keel_ab12cd34
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.limits import WAIT
+
+_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/bin")
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A running throwaway server: where it listens and how to reach it with psql."""
+
+    host: str
+    port: int
+    bindir: str
+    root: Path
+    pid: int
+
+    def url(self, dbname: str = "postgres") -> str:
+        """A libpq URL for `dbname` on this server (trust auth: no password)."""
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def psql(self, dbname: str = "postgres") -> list[str]:
+        """A psql command line for `dbname`, without a script."""
+        return [
+            f"{self.bindir}/psql", "-X", "-q", "-h", self.host, "-p", str(self.port),
+            "-U", "postgres", "-d", dbname,
+        ]  # fmt: skip
+
+
+_lock = threading.Lock()
+_server: Server | None = None
+_broken: str | None = None  # why the server could not start (not retried)
+
+
+def binary(name: str) -> str | None:
+    """Path of a Postgres program (Debian keeps them out of PATH)."""
+    for d in _BIN_DIRS:
+        if os.access(f"{d}/{name}", os.X_OK):
+            return f"{d}/{name}"
+    return shutil.which(name)
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test with the install hint (fail under CI=true)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"Postgres 15 is required under CI: {reason}")
+    pytest.skip(
+        f"no throwaway Postgres: {reason}; install it with `apt-get install postgresql`"
+        " (scripts/services.sh does, under make test)"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server() -> Server:
+    """The session's server, started on first use; skips (fails under CI) without one."""
+    global _server, _broken
+    with _lock:
+        if _server is None and _broken is None:
+            try:
+                _server = _start()
+            except _Unavailable as exc:
+                _broken = str(exc)
+        if _server is None:
+            unavailable(_broken or "not started")
+        assert _server is not None
+        return _server
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _start() -> Server:
+    initdb, pg_ctl = binary("initdb"), binary("pg_ctl")
+    if not (initdb and pg_ctl and binary("psql")):
+        raise _Unavailable("initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)")
+    as_user: list[str] = []
+    # Outside pytest's (private) temp tree: the postgres account must reach it.
+    root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
+    if os.geteuid() == 0:
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            raise _Unavailable("running as root and runuser is missing")
+        as_user = [runuser, "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    data, port = root / "data", _free_port()
+    opts = (
+        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off"
+        " -c full_page_writes=off -c max_connections=400"
+    )
+    try:
+        subprocess.run(
+            [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
+            check=True,
+            capture_output=True,
+            timeout=WAIT * 6,
+        )
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-l", str(root / "log"), "-o", opts, "-w", "start"],
+            check=True,
+            capture_output=True,
+            timeout=WAIT * 6,
+        )
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        raise _Unavailable(f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}") from None
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    found = Server("127.0.0.1", port, os.path.dirname(initdb), root, pid)
+    atexit.register(_stop, found)
+    return found
+
+
+def _stop(srv: Server) -> None:
+    """Fast shutdown by PID, then the data directory goes."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(srv.pid, signal.SIGINT)
+    deadline = time.monotonic() + WAIT * 6
+    while time.monotonic() < deadline and (srv.root / "data" / "postmaster.pid").exists():
+        time.sleep(0.05)
+    shutil.rmtree(srv.root, ignore_errors=True)
+
+
+def fresh_database(prefix: str = "keel") -> str:
+    """An empty database of its own on the session's server, as a store URL."""
+    import psycopg
+
+    srv = server()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}".lower()
+    with psycopg.connect(srv.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    return srv.url(name)
+
+
+def rows(url: str) -> list[str]:
+    """Every row of every table of the database at `url`, as text (for "wrote nothing"
+    checks)."""
+    import psycopg
+
+    out: list[str] = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        ).fetchall()
+        for (table,) in tables:
+            for (row,) in conn.execute(f'SELECT t::text FROM "{table}" t ORDER BY 1'):
+                out.append(f"{table}: {row}")
+    return out
