@@ -64,7 +64,6 @@ class _Numeric(Loader):
         return int(text) if text.lstrip("-").isdigit() else float(text)
 
 
-
 class _Conn:
     """A psycopg connection as the neutral `Connection` (DB-API `execute`/`executemany`
     returning the cursor)."""
@@ -76,13 +75,13 @@ class _Conn:
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> psycopg.Cursor[Any]:
         # No parameters: the simple protocol, so a script may hold several statements.
-        return self._c.execute(sql, parameters or None)  # type: ignore[arg-type]
+        return self._c.execute(sql, parameters or None)
 
     def executemany(
         self, sql: str, seq_of_parameters: Iterable[Sequence[Any]]
     ) -> psycopg.Cursor[Any]:
         cur = self._c.cursor()
-        cur.executemany(sql, seq_of_parameters)  # type: ignore[arg-type]
+        cur.executemany(sql, seq_of_parameters)
         return cur
 
 
@@ -260,7 +259,13 @@ class PostgresStore(SQLStore):
         done = await self._call(rekey.reseal, codec, batch)
         if vacuum:
             await self.reclaim_space(full=True)
-        return RekeyCounts(**done, key_id=codec.key_id, vacuumed=vacuum)
+        return RekeyCounts(
+            sealed=done["sealed"],
+            rekeyed=done["rekeyed"],
+            current=done["current"],
+            key_id=codec.key_id,
+            vacuumed=vacuum,
+        )
 
     async def close(self) -> None:
         if not self._closed:

@@ -108,7 +108,9 @@ class _Unavailable(Exception):
 def _start() -> Server:
     initdb, pg_ctl = binary("initdb"), binary("pg_ctl")
     if not (initdb and pg_ctl and binary("psql")):
-        raise _Unavailable("initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)")
+        raise _Unavailable(
+            "initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)"
+        )
     as_user: list[str] = []
     # Outside pytest's (private) temp tree: the postgres account must reach it.
     root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
@@ -138,7 +140,9 @@ def _start() -> Server:
         )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
-        raise _Unavailable(f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}") from None
+        raise _Unavailable(
+            f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}"
+        ) from None
     pid = int((data / "postmaster.pid").read_text().split()[0])
     found = Server("127.0.0.1", port, os.path.dirname(initdb), root, pid)
     atexit.register(_stop, found)

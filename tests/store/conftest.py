@@ -1,7 +1,8 @@
 """The conformance suite's fixtures: every test runs once per selected backend.
 
 `store` (tests/conftest.py) opens `store_url`, which here is parametrized by every
-backend, so test ids carry it (`test_x[sqlite]`, `test_x[postgres]`). The backends come from tests/backends.py.
+backend, so test ids carry it (`test_x[sqlite]`, `test_x[postgres]`). The backends come
+from tests/backends.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.backends import BACKENDS, backend
-
 
 # Every backend the suite knows, KEEL_TEST_STORE's first: the conformance suite runs on
 # all of them in every session (a backend whose server is missing skips with the install

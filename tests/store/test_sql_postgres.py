@@ -2,23 +2,16 @@
 applies as the Postgres dialect renders it, and every statement the neutral query
 modules run (recorded while a SQLite store does one of everything) PREPAREs.
 
-Postgres is started for this module only (`initdb` in a temp dir, `pg_ctl` on a free
-loopback port, stopped by its PID) and talked to with `psql`; without the binaries the
-test is skipped with the reason, and under CI=true it fails instead.
+The server is the session's throwaway Postgres (tests/services/postgres.py), talked to
+with `psql` on a database of each test's own; without the binaries the test is skipped
+with the reason, and under CI=true it fails instead.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,93 +29,21 @@ from keel.store.sqlite import SQLiteStore
 from keel.store.unit import UnitOfWork
 from keel.types import Escalation, EscalationPacket, ReviewRequest, RunStatus
 from tests.limits import WAIT
+from tests.services import postgres as postgres_service
 from tests.store import kit
 
-_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/local/bin")
 
-
-def _binary(name: str) -> str | None:
-    for d in _BIN_DIRS:
-        if os.access(f"{d}/{name}", os.X_OK):
-            return f"{d}/{name}"
-    return shutil.which(name)
-
-
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"Postgres 15 is required under CI: {reason}")
-    pytest.skip(
-        f"no throwaway Postgres: {reason}; install it with `apt-get install postgresql`"
-        " (scripts/services.sh does, under make test)"
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[list[str]]:
-    """A psql command line for a fresh Postgres 15 server, stopped after the module."""
-    initdb, pg_ctl, psql = _binary("initdb"), _binary("pg_ctl"), _binary("psql")
-    if not (initdb and pg_ctl and psql):
-        _unavailable("initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)")
-        return
-    # initdb refuses root: the server then runs as the `postgres` account, in a directory
-    # of its own outside pytest's (private) temp tree.
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            _unavailable("running as root and runuser is missing")
-        as_user = [str(runuser), "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-    data, port = root / "data", _free_port()
-    pid = None
-    try:
-        subprocess.run(
-            [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-            check=True,
-            capture_output=True,
-            timeout=WAIT * 6,
-        )
-        subprocess.run(
-            [
-                *as_user,
-                pg_ctl,
-                "-D",
-                str(data),
-                "-l",
-                str(root / "log"),
-                "-o",
-                f"-h 127.0.0.1 -p {port} -k {root}",
-                "-w",
-                "start",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=WAIT * 6,
-        )
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-        yield [psql, "-X", "-q", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
-    except subprocess.CalledProcessError as exc:
-        _unavailable(f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}")
-    finally:
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGINT)  # fast shutdown
-            deadline = time.monotonic() + WAIT * 6
-            while time.monotonic() < deadline and (data / "postmaster.pid").exists():
-                time.sleep(0.05)
-        shutil.rmtree(root, ignore_errors=True)
+@pytest.fixture
+def postgres() -> list[str]:
+    """A psql command line for a fresh, empty database on the session's throwaway Postgres
+    (tests/services/postgres.py: skips without the binaries, fails under CI=true)."""
+    url = postgres_service.fresh_database("prep")
+    return postgres_service.server().psql(url.rsplit("/", 1)[1])
 
 
 def _psql(cmd: list[str], script: str, *, stop: bool) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*cmd, "-v", f"ON_ERROR_STOP={int(stop)}", "-d", "postgres", "-f", "-"],
+        [*cmd, "-v", f"ON_ERROR_STOP={int(stop)}", "-f", "-"],
         input=script,
         capture_output=True,
         text=True,
