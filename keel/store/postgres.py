@@ -169,6 +169,12 @@ class PostgresStore(SQLStore):
         size = int(os.environ.get("KEEL_PG_POOL", "") or _POOL_MAX)
         self._render: Renderer = renderer(_DIALECT)
         try:
+            # One direct connection first: a wrong URL, password or database fails here at
+            # once (a pool would retry it until its timeout), and it creates the schema.
+            with psycopg.connect(
+                url, autocommit=True, connect_timeout=10, cursor_factory=psycopg.RawCursor
+            ) as conn:
+                self._migrate(conn)
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 url,
                 min_size=1,
@@ -178,21 +184,16 @@ class PostgresStore(SQLStore):
                 open=False,
                 name="keel",
             )
-            self._pool.open(wait=True, timeout=30.0)
+            self._pool.open(wait=False)
         except psycopg.Error as exc:
+            if not _is_fault(exc):
+                raise
             raise _fault(url, exc) from None
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="keel-pg")
         self._closed = False
-        try:
-            self._migrate()
-        except BaseException as exc:
-            self._shut()
-            if isinstance(exc, psycopg.Error) and _is_fault(exc):
-                raise _fault(url, exc) from None
-            raise
 
-    def _migrate(self) -> None:
-        with self._pool.connection() as conn, conn.transaction():
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        with conn.transaction():
             # One host at a time creates or upgrades; the lock ends with the transaction.
             conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
             conn.execute(_DIALECT.version_table())
