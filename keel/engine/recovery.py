@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from keel.engine.control import Drain
 from keel.engine.execution import (
     CURRENT_STEP,
     Abandon,
@@ -25,6 +26,7 @@ from keel.engine.execution import (
 from keel.engine.journal import Scope
 from keel.engine.operation import Operation
 from keel.engine.serde import adapter, from_json, revive, to_json, unannotated
+from keel.engine.slots import Held
 from keel.engine.waiting import wait_signal, wait_until
 from keel.errors import (
     BudgetExceeded,
@@ -94,6 +96,13 @@ class _Step:
 
     log: list[dict[str, Any]] = field(default_factory=list)  # failed attempts so far
     gave_up: str | None = None  # why retrying stopped early (a deadline), for the error
+    held: Held | None = None  # the step slot of the attempt in flight
+
+    def free(self) -> None:
+        """Give the step slot back (its outcome is journaled, or it never will be)."""
+        if self.held is not None:
+            self.held.give_back()
+            self.held = None
 
     def record(self, **kw: Any) -> StepRecord:
         rec = self.ex.record(
@@ -163,7 +172,6 @@ async def run_live(
     if rec is not None and rec.attempt_log:
         step.log = list(rec.attempt_log)
     feedback: list[str] = []
-    last: BaseException | None = None
     interrupted = False
     if rec is not None:  # resuming a step that had started
         if rec.fallback == "human" and rec.error is not None:
@@ -174,6 +182,27 @@ async def run_live(
                 await wait_until(ex, rec.wake_at)
         elif policy.irreversible:
             interrupted = True
+    try:
+        return await _attempts(step, fn, attempt, feedback, interrupted)
+    finally:
+        step.free()  # whatever ended it (a fallback, an abandon, a cancel): the slot is free
+
+
+async def _attempts(
+    step: _Step,
+    fn: Callable[[], Awaitable[Any]],
+    attempt: int,
+    feedback: list[str],
+    interrupted: bool,
+) -> Any:
+    """The attempt loop. Each attempt holds a step slot from before its effect until its
+    outcome is journaled (keel.engine.slots), never while it waits out a backoff."""
+    ex, scope, key, kind, name = step.ex, step.scope, step.key, step.kind, step.name
+    policy = step.policy
+    hooks = ex.rt.hooks
+    slots = ex.rt.step_slots()
+    last: BaseException | None = None
+    first = True
     retry = policy.retry
     breaker = _breaker(ex, name, policy.breaker) if policy.breaker is not None else None
     while True:
@@ -184,6 +213,10 @@ async def run_live(
                 tool=name,
             )
             break
+        step.held = await slots.take()
+        if first and ex.draining:  # drained while it waited for a slot: it never started
+            raise Drain()
+        first = False
         probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
         attempt += 1
         attempt_started = time.time()
@@ -205,7 +238,7 @@ async def run_live(
                         output=_jsonable(value),
                     )
             data = to_json(value, what=f"step {key!r}")
-            result = _typed(name, value, data, annotation)
+            result = _typed(name, value, data, step.annotation)
         except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
             if probe and breaker is not None:
                 breaker.abandon()  # no verdict: let a later call probe instead
@@ -246,6 +279,7 @@ async def run_live(
                 step.record(status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake),
                 None,
             )
+            step.free()  # journaled: the backoff holds no slot
             if hooks.active:
                 hooks.step_retrying(ex.event(key, kind, name), attempt, wake)
             await wait_until(ex, wake)
@@ -256,6 +290,7 @@ async def run_live(
             breaker.success()
         done = step.record(attempts=attempt)
         await ex.commit(scope, done, data)
+        step.free()
         if hooks.active and hooks.wants("step_finished"):
             hooks.step_finished(ex.event(key, kind, name, done))
         return result
@@ -508,6 +543,7 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
         waiting.fallback = "human"
         queue = fb.queue if fb is not None else "escalations"
         await escalate(ex, key, "tool", packet, queue, (step.scope, waiting, None))
+    step.free()  # waiting for a person holds no slot
     decision = await await_resolution(ex, key, esc_id)
     by = decision.get("by", "someone")
     if decision.get("status") == "resolved":

@@ -21,6 +21,7 @@ from typing import Any
 from keel.engine import retention
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
+from keel.engine.slots import check_limit
 from keel.errors import StoreError
 from keel.store.base import Claimed, WorkerBeat
 from keel.types import RunStatus
@@ -90,11 +91,18 @@ class Worker:
     """
 
     def __init__(
-        self, rt: Runtime, *, concurrency: int | None = None, ids: set[str] | None = None
+        self,
+        rt: Runtime,
+        *,
+        max_runs: int | None = None,
+        ids: set[str] | None = None,
+        concurrency: int | None = None,  # the name of `max_runs` before it existed
     ) -> None:
         self.rt = rt
         self.owner = make_owner()
-        self.concurrency = concurrency or rt.settings.concurrency
+        # Runs it executes at once: it claims only up to its free run slots.
+        self.max_runs = check_limit("max_runs", max_runs or concurrency or rt.settings.max_runs)
+        rt.step_slots()  # a bad max_steps is refused here, not at the first step
         self.ids = ids
         self.active: dict[str, asyncio.Task[RunStatus | None]] = {}
         self._executions: dict[str, RunExecution] = {}
@@ -294,7 +302,7 @@ class Worker:
         while not self._stopping:
             self._wake.clear()
             got = 0
-            free = self.concurrency - len(self.active)
+            free = self.max_runs - len(self.active)
             if self.paused is not None:  # the heartbeat probes the store meanwhile
                 free = 0
             if free > 0 and (self.ids is None or self.ids):
