@@ -75,7 +75,7 @@ class StepSlots:
             except asyncio.CancelledError:
                 if fut.done() and not fut.cancelled():
                     self._give_back(self._gen)  # handed over as we were cancelled: pass it on
-                else:
+                elif fut in self._waiting:  # not yet skipped by a `_give_back`
                     self._waiting.remove(fut)
                 raise
         self.peak = max(self.peak, self.busy)
