@@ -144,8 +144,7 @@ async def test_parents_and_backoffs_hold_no_slot(make_app: Any) -> None:
 
 async def test_a_cancelled_waiter_passes_its_slot_on() -> None:
     slots = StepSlots(1)
-    # Taken in tasks of their own: a task that holds a slot would share it with its own.
-    held = await asyncio.ensure_future(slots.take())
+    held = await slots.take()
     waiter = asyncio.ensure_future(slots.take())
     other = asyncio.ensure_future(slots.take())
     await asyncio.sleep(0)

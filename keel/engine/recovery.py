@@ -200,7 +200,8 @@ async def _attempts(
     ex, scope, key, kind, name = step.ex, step.scope, step.key, step.kind, step.name
     policy = step.policy
     hooks = ex.rt.hooks
-    slots = ex.rt.step_slots()
+    # Inside another step's effect (a tool making steps), its slot covers these too.
+    slots = ex.rt.step_slots() if CURRENT_STEP.get() is None else None
     last: BaseException | None = None
     first = True
     retry = policy.retry
@@ -213,9 +214,10 @@ async def _attempts(
                 tool=name,
             )
             break
-        step.held = await slots.take()
-        if first and ex.draining:  # drained while it waited for a slot: it never started
-            raise Drain()
+        if slots is not None:
+            step.held = slots.take_now() or await slots.take()
+            if first and ex.draining:  # drained while it waited for a slot: never started
+                raise Drain()
         first = False
         probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
         attempt += 1

@@ -8,19 +8,15 @@ Only effects hold slots. A parent waiting on its map children, a run waiting for
 timer, a signal or a person, a step waiting out a retry's backoff: none holds one,
 so no step waiting for a slot can be waiting on a step that holds one (no deadlock).
 An effect that itself makes steps (a tool calling `ctx.call`) runs them on its own
-slot, for the same reason.
+slot, for the same reason (keel.engine.recovery: `CURRENT_STEP` is set inside an effect).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from contextvars import ContextVar
 
 from keel.errors import ConfigError
-
-# Set while the current task runs an effect on a slot: nested steps reuse it.
-_HOLDING: ContextVar[bool] = ContextVar("keel_holding_step_slot", default=False)
 
 
 def check_limit(option: str, value: object) -> int:
@@ -42,7 +38,7 @@ class StepSlots:
 
     Example:
         slots = StepSlots(4)
-        held = await slots.take()
+        held = slots.take_now() or await slots.take()
         try:
             ...  # the effect, then the journal write of its outcome
         finally:
@@ -57,10 +53,17 @@ class StepSlots:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._gen = 0  # bumped with each new loop: slots of an old loop are not given back
 
+    def take_now(self) -> Held | None:
+        """A free slot without waiting (every step's path while slots are free), or None."""
+        free = self.busy < self.size and not self._waiting
+        if free and asyncio.get_running_loop() is self._loop:
+            self.busy += 1
+            self.peak = max(self.peak, self.busy)
+            return Held(self)
+        return None
+
     async def take(self) -> Held:
-        """Wait for a free slot (none when this task already holds one); hold it."""
-        if _HOLDING.get():
-            return _NESTED
+        """Wait for a free slot and hold it."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (a new asyncio.run): start afresh
             self._loop, self.busy, self._waiting = loop, 0, deque()
@@ -93,26 +96,15 @@ class StepSlots:
 
 
 class Held:
-    """One slot taken by `StepSlots.take`; `give_back()` is idempotent."""
+    """One slot taken from `StepSlots`; `give_back()` is idempotent."""
 
-    __slots__ = ("_gen", "_slots", "_token")
+    __slots__ = ("_gen", "_slots")
 
-    def __init__(self, slots: StepSlots | None) -> None:
-        self._slots = slots
-        self._gen = slots._gen if slots is not None else 0
-        self._token = _HOLDING.set(True) if slots is not None else None
+    def __init__(self, slots: StepSlots) -> None:
+        self._slots: StepSlots | None = slots
+        self._gen = slots._gen
 
     def give_back(self) -> None:
         slots, self._slots = self._slots, None
-        if slots is None:
-            return
-        if self._token is not None:
-            try:
-                _HOLDING.reset(self._token)
-            except ValueError:  # given back from another context: it ends with its task
-                pass
-            self._token = None
-        slots._give_back(self._gen)
-
-
-_NESTED = Held(None)
+        if slots is not None:
+            slots._give_back(self._gen)
