@@ -182,122 +182,113 @@ async def run_live(
                 await wait_until(ex, rec.wake_at)
         elif policy.irreversible:
             interrupted = True
-    try:
-        return await _attempts(step, fn, attempt, feedback, interrupted)
-    finally:
-        step.free()  # whatever ended it (a fallback, an abandon, a cancel): the slot is free
-
-
-async def _attempts(
-    step: _Step,
-    fn: Callable[[], Awaitable[Any]],
-    attempt: int,
-    feedback: list[str],
-    interrupted: bool,
-) -> Any:
-    """The attempt loop. Each attempt holds a step slot from before its effect until its
-    outcome is journaled (keel.engine.slots), never while it waits out a backoff."""
-    ex, scope, key, kind, name = step.ex, step.scope, step.key, step.kind, step.name
-    policy = step.policy
-    hooks = ex.rt.hooks
-    # Inside another step's effect (a tool making steps), its slot covers these too.
+    # Each attempt holds a step slot from before its effect until its outcome is
+    # journaled (keel.engine.slots), never while it waits out a backoff or a person.
+    # Inside another step's effect (a tool making steps), that one's slot covers it.
     slots = ex.rt.step_slots() if CURRENT_STEP.get() is None else None
     last: BaseException | None = None
     first = True
-    retry = policy.retry
-    breaker = _breaker(ex, name, policy.breaker) if policy.breaker is not None else None
-    while True:
-        if breaker is not None and not breaker.allow():
-            last = CircuitOpen(
-                f"circuit breaker for tool {name!r} is open after repeated failures; "
-                f"next probe in {breaker.retry_in():.1f}s",
-                tool=name,
-            )
-            break
-        if slots is not None:
-            step.held = slots.take_now() or await slots.take()
-            if first and ex.draining:  # drained while it waited for a slot: never started
-                raise Drain()
-        first = False
-        probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
-        attempt += 1
-        attempt_started = time.time()
-        call = fn
-        if interrupted:
-            call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
-            interrupted = False
-        elif policy.irreversible:
-            await ex.commit(scope, step.record(status=StepStatus.PENDING, attempts=attempt), None)
-        token = CURRENT_STEP.set(StepInfo(ex.run.id, key, attempt, tuple(feedback)))
-        try:
-            value = await call()
-            if policy.validate:
-                value, messages = run_checks(value, policy.validate)
-                if messages:
-                    raise ValidationFailed(
-                        f"output of {name!r} failed validation: {'; '.join(messages)}",
-                        messages=messages,
-                        output=_jsonable(value),
-                    )
-            data = to_json(value, what=f"step {key!r}")
-            result = _typed(name, value, data, step.annotation)
-        except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
-            if probe and breaker is not None:
-                breaker.abandon()  # no verdict: let a later call probe instead
-            raise
-        except Exception as exc:
-            last = exc
+    try:
+        retry = policy.retry
+        breaker = _breaker(ex, name, policy.breaker) if policy.breaker is not None else None
+        while True:
+            if breaker is not None and not breaker.allow():
+                last = CircuitOpen(
+                    f"circuit breaker for tool {name!r} is open after repeated failures; "
+                    f"next probe in {breaker.retry_in():.1f}s",
+                    tool=name,
+                )
+                break
+            if slots is not None:
+                step.held = slots.take_now() or await slots.take()
+                if first and ex.draining:  # drained while it waited for a slot: never started
+                    raise Drain()
+            first = False
+            probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
+            attempt += 1
+            attempt_started = time.time()
+            call = fn
+            if interrupted:
+                call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
+                interrupted = False
+            elif policy.irreversible:
+                await ex.commit(
+                    scope, step.record(status=StepStatus.PENDING, attempts=attempt), None
+                )
+            token = CURRENT_STEP.set(StepInfo(ex.run.id, key, attempt, tuple(feedback)))
+            try:
+                value = await call()
+                if policy.validate:
+                    value, messages = run_checks(value, policy.validate)
+                    if messages:
+                        raise ValidationFailed(
+                            f"output of {name!r} failed validation: {'; '.join(messages)}",
+                            messages=messages,
+                            output=_jsonable(value),
+                        )
+                data = to_json(value, what=f"step {key!r}")
+                result = _typed(name, value, data, step.annotation)
+            except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
+                if probe and breaker is not None:
+                    breaker.abandon()  # no verdict: let a later call probe instead
+                raise
+            except Exception as exc:
+                last = exc
+                if breaker is not None:
+                    breaker.failure()
+                if isinstance(exc, SerializationError):
+                    exc.data["step"] = key
+                    break
+                feedback = (
+                    list(exc.data.get("messages", [])) if isinstance(exc, ValidationFailed) else []
+                )
+                wake = _next_attempt_at(step, retry, attempt, exc)
+                if wake is None:
+                    break
+                if isinstance(wake, BaseException):
+                    last = wake
+                    break
+                err = structured(exc, step=key, attempts=attempt)
+                if feedback:
+                    err.data["feedback"] = feedback
+                step.log.append(
+                    {
+                        "attempt": attempt,
+                        "start": attempt_started,
+                        "end": time.time(),
+                        "error": err.type,
+                        "message": err.message[:500],
+                        "wake": wake,
+                        # when the external call itself ran (a model call sets it): its span
+                        "call": call_window(exc),
+                    }
+                )
+                await ex.commit(
+                    scope,
+                    step.record(
+                        status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake
+                    ),
+                    None,
+                )
+                step.free()  # journaled: the backoff holds no slot
+                if hooks.active:
+                    hooks.step_retrying(ex.event(key, kind, name), attempt, wake)
+                await wait_until(ex, wake)
+                continue
+            finally:
+                CURRENT_STEP.reset(token)
             if breaker is not None:
-                breaker.failure()
-            if isinstance(exc, SerializationError):
-                exc.data["step"] = key
-                break
-            feedback = (
-                list(exc.data.get("messages", [])) if isinstance(exc, ValidationFailed) else []
-            )
-            wake = _next_attempt_at(step, retry, attempt, exc)
-            if wake is None:
-                break
-            if isinstance(wake, BaseException):
-                last = wake
-                break
-            err = structured(exc, step=key, attempts=attempt)
-            if feedback:
-                err.data["feedback"] = feedback
-            step.log.append(
-                {
-                    "attempt": attempt,
-                    "start": attempt_started,
-                    "end": time.time(),
-                    "error": err.type,
-                    "message": err.message[:500],
-                    "wake": wake,
-                    # when the external call itself ran (a model call sets it): its span
-                    "call": call_window(exc),
-                }
-            )
-            await ex.commit(
-                scope,
-                step.record(status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake),
-                None,
-            )
-            step.free()  # journaled: the backoff holds no slot
-            if hooks.active:
-                hooks.step_retrying(ex.event(key, kind, name), attempt, wake)
-            await wait_until(ex, wake)
-            continue
-        finally:
-            CURRENT_STEP.reset(token)
-        if breaker is not None:
-            breaker.success()
-        done = step.record(attempts=attempt)
-        await ex.commit(scope, done, data)
-        step.free()
-        if hooks.active and hooks.wants("step_finished"):
-            hooks.step_finished(ex.event(key, kind, name, done))
-        return result
-    assert last is not None
-    return await _fall_back(step, last, attempt)
+                breaker.success()
+            done = step.record(attempts=attempt)
+            await ex.commit(scope, done, data)
+            step.free()
+            if hooks.active and hooks.wants("step_finished"):
+                hooks.step_finished(ex.event(key, kind, name, done))
+            return result
+        assert last is not None
+        return await _fall_back(step, last, attempt)
+    finally:
+        step.free()  # whatever ended it (a fallback, an abandon, a cancel): the slot is free
 
 
 def _typed(name: str, value: Any, data: bytes, annotation: Any) -> Any:
