@@ -103,7 +103,7 @@ class Worker:
         self.owner = make_owner()
         # Runs it executes at once: it claims only up to its free run slots. An embedded
         # worker (`ids`) executes only the runs its own process started and awaits: no
-        # queue to spread, and holding them back only delays them (W3 ran 13% slower at
+        # queue to spread, and holding them back only delays them (W3 took ~15% more CPU at
         # 16), so it keeps the old cap. Step slots bound its effects all the same.
         default = max(rt.settings.max_runs, _EMBEDDED_RUNS) if ids is not None else None
         limit = max_runs or concurrency or default or rt.settings.max_runs
