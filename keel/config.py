@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from keel.engine.runtime import Settings
+from keel.engine.slots import check_limit
 from keel.errors import ConfigError
 from keel.store import DEFAULT_URL
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+
+
+# Settings that are counts of slots: whole numbers >= 1, nothing else.
+_LIMITS = frozenset({"max_runs", "max_steps"})
 
 
 def _toml(path: Path) -> dict[str, Any]:
@@ -36,7 +41,12 @@ def load(store: str | None = None, config_file: str | Path = "keel.toml") -> tup
     settings = Settings()
     for f in fields(Settings):
         raw = os.environ.get(f"KEEL_{f.name.upper()}", file_cfg.get(f.name))
+        if raw is None and f.name == "max_runs":  # its name before --max-runs existed
+            raw = os.environ.get("KEEL_CONCURRENCY", file_cfg.get("concurrency"))
         if raw is None:
+            continue
+        if f.name in _LIMITS:  # 2.5 or true would pass int(): refuse, naming the option
+            setattr(settings, f.name, check_limit(f"setting {f.name} (KEEL_{f.name.upper()})", raw))
             continue
         kind = type(getattr(settings, f.name))
         try:

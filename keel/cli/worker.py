@@ -30,7 +30,27 @@ GraceOpt = Annotated[
 
 def worker(
     modules: Annotated[list[str], typer.Argument(help="Modules or .py paths defining keel.App")],
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1)] = None,
+    max_runs: Annotated[
+        int | None,
+        typer.Option(
+            "--max-runs",
+            "--concurrency",
+            "-c",
+            min=1,
+            help="Runs this worker executes at once; it claims only up to its free run slots,"
+            " so work spreads over all workers [default: KEEL_MAX_RUNS or 16]",
+        ),
+    ] = None,
+    max_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--max-steps",
+            min=1,
+            help="Step effects (tool and model calls) running at once in this process; a step"
+            " holds its slot until its outcome is journaled, so a kill repeats at most this"
+            " many [default: KEEL_MAX_STEPS or 64]",
+        ),
+    ] = None,
     grace: GraceOpt = 30.0,
 ) -> None:
     """Execute runs of these modules' workflows until SIGTERM or Ctrl+C (which drain it)."""
@@ -42,7 +62,10 @@ def worker(
             app = load_app(ref)
             if app not in apps:
                 apps.append(app)
-        workers = [a.worker(concurrency) for a in apps]
+        for a in apps:
+            if max_steps is not None:  # set before any step runs: the slots follow it
+                a.runtime.settings.max_steps = max_steps
+        workers = [a.worker(max_runs) for a in apps]
         names = sorted(n for a in apps for n in a.registry.workflows)
         typer.echo(
             f"keel worker: {len(names)} workflow(s) [{', '.join(names)}] on "

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from keel.engine.control import Drain
 from keel.engine.execution import (
     CURRENT_STEP,
     Abandon,
@@ -25,6 +26,7 @@ from keel.engine.execution import (
 from keel.engine.journal import Scope
 from keel.engine.operation import Operation
 from keel.engine.serde import adapter, from_json, revive, to_json, unannotated
+from keel.engine.slots import Held
 from keel.engine.waiting import wait_signal, wait_until
 from keel.errors import (
     BudgetExceeded,
@@ -94,6 +96,13 @@ class _Step:
 
     log: list[dict[str, Any]] = field(default_factory=list)  # failed attempts so far
     gave_up: str | None = None  # why retrying stopped early (a deadline), for the error
+    held: Held | None = None  # the step slot of the attempt in flight
+
+    def free(self) -> None:
+        """Give the step slot back (its outcome is journaled, or it never will be)."""
+        if self.held is not None:
+            self.held.give_back()
+            self.held = None
 
     def record(self, **kw: Any) -> StepRecord:
         rec = self.ex.record(
@@ -163,7 +172,6 @@ async def run_live(
     if rec is not None and rec.attempt_log:
         step.log = list(rec.attempt_log)
     feedback: list[str] = []
-    last: BaseException | None = None
     interrupted = False
     if rec is not None:  # resuming a step that had started
         if rec.fallback == "human" and rec.error is not None:
@@ -174,93 +182,113 @@ async def run_live(
                 await wait_until(ex, rec.wake_at)
         elif policy.irreversible:
             interrupted = True
-    retry = policy.retry
-    breaker = _breaker(ex, name, policy.breaker) if policy.breaker is not None else None
-    while True:
-        if breaker is not None and not breaker.allow():
-            last = CircuitOpen(
-                f"circuit breaker for tool {name!r} is open after repeated failures; "
-                f"next probe in {breaker.retry_in():.1f}s",
-                tool=name,
-            )
-            break
-        probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
-        attempt += 1
-        attempt_started = time.time()
-        call = fn
-        if interrupted:
-            call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
-            interrupted = False
-        elif policy.irreversible:
-            await ex.commit(scope, step.record(status=StepStatus.PENDING, attempts=attempt), None)
-        token = CURRENT_STEP.set(StepInfo(ex.run.id, key, attempt, tuple(feedback)))
-        try:
-            value = await call()
-            if policy.validate:
-                value, messages = run_checks(value, policy.validate)
-                if messages:
-                    raise ValidationFailed(
-                        f"output of {name!r} failed validation: {'; '.join(messages)}",
-                        messages=messages,
-                        output=_jsonable(value),
-                    )
-            data = to_json(value, what=f"step {key!r}")
-            result = _typed(name, value, data, annotation)
-        except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
-            if probe and breaker is not None:
-                breaker.abandon()  # no verdict: let a later call probe instead
-            raise
-        except Exception as exc:
-            last = exc
+    # Each attempt holds a step slot from before its effect until its outcome is
+    # journaled (keel.engine.slots), never while it waits out a backoff or a person.
+    # Inside another step's effect (a tool making steps), that one's slot covers it.
+    slots = ex.rt.step_slots() if CURRENT_STEP.get() is None else None
+    last: BaseException | None = None
+    first = True
+    try:
+        retry = policy.retry
+        breaker = _breaker(ex, name, policy.breaker) if policy.breaker is not None else None
+        while True:
+            if breaker is not None and not breaker.allow():
+                last = CircuitOpen(
+                    f"circuit breaker for tool {name!r} is open after repeated failures; "
+                    f"next probe in {breaker.retry_in():.1f}s",
+                    tool=name,
+                )
+                break
+            if slots is not None:
+                step.held = slots.take_now() or await slots.take()
+                if first and ex.draining:  # drained while it waited for a slot: never started
+                    raise Drain()
+            first = False
+            probe = breaker is not None and breaker.probing  # this attempt is the half-open probe
+            attempt += 1
+            attempt_started = time.time()
+            call = fn
+            if interrupted:
+                call = _after_interrupted_intent(ex, key, name, fn, policy.reconcile)
+                interrupted = False
+            elif policy.irreversible:
+                await ex.commit(
+                    scope, step.record(status=StepStatus.PENDING, attempts=attempt), None
+                )
+            token = CURRENT_STEP.set(StepInfo(ex.run.id, key, attempt, tuple(feedback)))
+            try:
+                value = await call()
+                if policy.validate:
+                    value, messages = run_checks(value, policy.validate)
+                    if messages:
+                        raise ValidationFailed(
+                            f"output of {name!r} failed validation: {'; '.join(messages)}",
+                            messages=messages,
+                            output=_jsonable(value),
+                        )
+                data = to_json(value, what=f"step {key!r}")
+                result = _typed(name, value, data, step.annotation)
+            except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
+                if probe and breaker is not None:
+                    breaker.abandon()  # no verdict: let a later call probe instead
+                raise
+            except Exception as exc:
+                last = exc
+                if breaker is not None:
+                    breaker.failure()
+                if isinstance(exc, SerializationError):
+                    exc.data["step"] = key
+                    break
+                feedback = (
+                    list(exc.data.get("messages", [])) if isinstance(exc, ValidationFailed) else []
+                )
+                wake = _next_attempt_at(step, retry, attempt, exc)
+                if wake is None:
+                    break
+                if isinstance(wake, BaseException):
+                    last = wake
+                    break
+                err = structured(exc, step=key, attempts=attempt)
+                if feedback:
+                    err.data["feedback"] = feedback
+                step.log.append(
+                    {
+                        "attempt": attempt,
+                        "start": attempt_started,
+                        "end": time.time(),
+                        "error": err.type,
+                        "message": err.message[:500],
+                        "wake": wake,
+                        # when the external call itself ran (a model call sets it): its span
+                        "call": call_window(exc),
+                    }
+                )
+                await ex.commit(
+                    scope,
+                    step.record(
+                        status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake
+                    ),
+                    None,
+                )
+                step.free()  # journaled: the backoff holds no slot
+                if hooks.active:
+                    hooks.step_retrying(ex.event(key, kind, name), attempt, wake)
+                await wait_until(ex, wake)
+                continue
+            finally:
+                CURRENT_STEP.reset(token)
             if breaker is not None:
-                breaker.failure()
-            if isinstance(exc, SerializationError):
-                exc.data["step"] = key
-                break
-            feedback = (
-                list(exc.data.get("messages", [])) if isinstance(exc, ValidationFailed) else []
-            )
-            wake = _next_attempt_at(step, retry, attempt, exc)
-            if wake is None:
-                break
-            if isinstance(wake, BaseException):
-                last = wake
-                break
-            err = structured(exc, step=key, attempts=attempt)
-            if feedback:
-                err.data["feedback"] = feedback
-            step.log.append(
-                {
-                    "attempt": attempt,
-                    "start": attempt_started,
-                    "end": time.time(),
-                    "error": err.type,
-                    "message": err.message[:500],
-                    "wake": wake,
-                    # when the external call itself ran (a model call sets it): its span
-                    "call": call_window(exc),
-                }
-            )
-            await ex.commit(
-                scope,
-                step.record(status=StepStatus.PENDING, error=err, attempts=attempt, wake_at=wake),
-                None,
-            )
-            if hooks.active:
-                hooks.step_retrying(ex.event(key, kind, name), attempt, wake)
-            await wait_until(ex, wake)
-            continue
-        finally:
-            CURRENT_STEP.reset(token)
-        if breaker is not None:
-            breaker.success()
-        done = step.record(attempts=attempt)
-        await ex.commit(scope, done, data)
-        if hooks.active and hooks.wants("step_finished"):
-            hooks.step_finished(ex.event(key, kind, name, done))
-        return result
-    assert last is not None
-    return await _fall_back(step, last, attempt)
+                breaker.success()
+            done = step.record(attempts=attempt)
+            await ex.commit(scope, done, data)
+            step.free()
+            if hooks.active and hooks.wants("step_finished"):
+                hooks.step_finished(ex.event(key, kind, name, done))
+            return result
+        assert last is not None
+        return await _fall_back(step, last, attempt)
+    finally:
+        step.free()  # whatever ended it (a fallback, an abandon, a cancel): the slot is free
 
 
 def _typed(name: str, value: Any, data: bytes, annotation: Any) -> Any:
@@ -508,6 +536,7 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
         waiting.fallback = "human"
         queue = fb.queue if fb is not None else "escalations"
         await escalate(ex, key, "tool", packet, queue, (step.scope, waiting, None))
+    step.free()  # waiting for a person holds no slot
     decision = await await_resolution(ex, key, esc_id)
     by = decision.get("by", "someone")
     if decision.get("status") == "resolved":

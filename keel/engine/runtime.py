@@ -10,6 +10,7 @@ from typing import Any
 from keel.engine.hooks import HookSet
 from keel.engine.plugins import Features
 from keel.engine.registry import Registry
+from keel.engine.slots import StepSlots, check_limit
 from keel.policy.breaker import BreakerState
 from keel.secret import SecretSources
 from keel.store.base import Store
@@ -24,7 +25,16 @@ class Settings:
     inline_sleep_max: float = 5.0  # longer sleeps suspend the run instead of holding it
     lease_seconds: float = 30.0
     poll_interval: float = 0.1
-    concurrency: int = 200  # runs one worker executes at once
+    # Runs one worker executes at once (`keel worker --max-runs`). A worker claims only
+    # up to its free run slots, so work spreads over every worker instead of the first
+    # one claiming the whole queue. 16 keeps a 2-core host busy with I/O-bound runs
+    # (model and tool calls mostly wait) while leaving runs for the other workers.
+    max_runs: int = 16
+    # Step effects (tool and model calls) one process runs at once (`--max-steps`).
+    # A step holds its slot until its outcome is journaled, so this bounds how many
+    # effects a kill can make run again. 64 keeps 16 runs' map items flowing (4 each)
+    # while a kill repeats at most 64 effects, not thousands.
+    max_steps: int = 64
     tracing: bool = True  # spans for every run in the local store (and OTLP when set)
     trace_retention_days: float = 7.0  # spans older than this are purged (0: kept)
     # Ended runs older than this are purged by workers, with their journal, blobs, spans
@@ -56,6 +66,16 @@ class Runtime:
     # heartbeat). Timers and deadlines are computed on `clock()`, so workers whose clocks
     # disagree still agree on when a run is due: one hands a timer to another unchanged.
     clock_offset: float = 0.0
+    _slots: StepSlots | None = field(default=None, repr=False)
+
+    def step_slots(self) -> StepSlots:
+        """The process's step slots (`settings.max_steps`), shared by all its runs."""
+        slots = self._slots
+        if slots is None:
+            slots = self._slots = StepSlots(self.settings.max_steps)
+        elif slots.size != self.settings.max_steps:  # changed after start-up (the CLI)
+            slots.size = check_limit("max_steps", self.settings.max_steps)
+        return slots
 
     def clock(self) -> float:
         """Now on the store's clock, as well as this process can tell (epoch seconds)."""
