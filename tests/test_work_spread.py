@@ -185,7 +185,7 @@ def test_limits_from_the_environment_and_the_old_name(
     for var in ("KEEL_MAX_RUNS", "KEEL_MAX_STEPS", "KEEL_CONCURRENCY"):
         monkeypatch.delenv(var, raising=False)
     _, settings = config.load(config_file=tmp_path / "keel.toml")
-    assert (settings.max_runs, settings.max_steps) == (16, 64)
+    assert (settings.max_runs, settings.max_steps) == (16, 256)
     monkeypatch.setenv("KEEL_CONCURRENCY", "5")  # its name before --max-runs
     monkeypatch.setenv("KEEL_MAX_STEPS", "8")
     _, settings = config.load(config_file=tmp_path / "keel.toml")

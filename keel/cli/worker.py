@@ -48,7 +48,7 @@ def worker(
             min=1,
             help="Step effects (tool and model calls) running at once in this process; a step"
             " holds its slot until its outcome is journaled, so a kill repeats at most this"
-            " many [default: KEEL_MAX_STEPS or 64]",
+            " many [default: KEEL_MAX_STEPS or 256]",
         ),
     ] = None,
     grace: GraceOpt = 30.0,

@@ -32,9 +32,10 @@ class Settings:
     max_runs: int = 16
     # Step effects (tool and model calls) one process runs at once (`--max-steps`).
     # A step holds its slot until its outcome is journaled, so this bounds how many
-    # effects a kill can make run again. 64 keeps 16 runs' map items flowing (4 each)
-    # while a kill repeats at most 64 effects, not thousands.
-    max_steps: int = 64
+    # effects a kill can make run again. 256 lets a 1,000-item fan-out of I/O-bound calls
+    # finish in four waves (bench W2) while a kill repeats at most 256 effects, where an
+    # unbounded process was measured repeating 3,221.
+    max_steps: int = 256
     tracing: bool = True  # spans for every run in the local store (and OTLP when set)
     trace_retention_days: float = 7.0  # spans older than this are purged (0: kept)
     # Ended runs older than this are purged by workers, with their journal, blobs, spans

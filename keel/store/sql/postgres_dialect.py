@@ -23,7 +23,8 @@ END $fn$;
 
 
 class PostgresDialect(Dialect):
-    """Postgres 14+ (CREATE OR REPLACE TRIGGER) with psycopg 3 (`$n` placeholders: psycopg's `RawCursor`)."""
+    """Postgres 14+ (the audit guard's CREATE OR REPLACE TRIGGER) with psycopg 3 (`$n`
+    placeholders: psycopg's `RawCursor`)."""
 
     name = "postgres"
     # The statement's start, like SQLite's julianday('now'): one time per statement.
