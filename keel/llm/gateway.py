@@ -385,7 +385,7 @@ class Gateway:
                 hit.cache_hit, hit.cost_usd, hit.latency_ms = True, 0.0, 0.0
                 hit.started_at = time.time()  # answered here and now: no provider call
                 return hit
-        scopes = self._scopes(cc)
+        scopes = self._limit_scopes(cc)
         # Counting tokens costs ~0.1 ms: only when a budget or a token limit needs it.
         prompt_tokens = (
             _litellm.count_tokens(spec.price_model or "gpt-4o-mini", messages=messages)
@@ -461,7 +461,7 @@ class Gateway:
 
     # -- budgets ----------------------------------------------------------------------
 
-    def _scopes(self, cc: CallContext) -> list[tuple[str, float, dict[str, Any]]]:
+    def _limit_scopes(self, cc: CallContext) -> list[tuple[str, float, dict[str, Any]]]:
         b = self.budgets
         day = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         since = day.timestamp()
@@ -514,7 +514,7 @@ class Gateway:
     async def _check_budgets(self, cc: CallContext, hold: BudgetHold | None) -> None:
         if cc.store is None or hold is None:
             return
-        for scope, limit, filters in self._scopes(cc):
+        for scope, limit, filters in self._limit_scopes(cc):
             spent = await cc.store.spent(**filters)
             # Calls reserved before this one, and this one's estimate: a burst of
             # concurrent calls lets the first ones through instead of refusing them all.
