@@ -13,7 +13,7 @@ from rich.tree import Tree
 
 from keel.observe.journal_view import JournalView, journal_view, trim
 from keel.observe.journal_view import Node as JournalNode
-from keel.store.base import ENDED, Purged, PurgeScope, StoreSpace, UsageGroup
+from keel.store.records import ENDED, Purged, PurgeScope, StoreSpace, UsageGroup
 from keel.types import Escalation, RunInfo, RunStatus, StepKind, StepRecord, StepStatus
 
 _STATUS_STYLE = {
@@ -404,7 +404,7 @@ def review_detail(r: Any, audit: list[dict[str, Any]] | None = None) -> Group:
 
 
 def workers_table(workers: list[Any], now: float) -> Table:
-    """`keel workers`: one row per worker (`keel.store.base.WorkerBeat`)."""
+    """`keel workers`: one row per worker (`keel.store.WorkerBeat`)."""
     table = Table(header_style="bold")
     for col in ("host", "pid", "workflows", "kind", "up since", "last seen"):
         table.add_column(col, overflow="fold")

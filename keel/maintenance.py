@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from keel.host import StoreHost
     from keel.store import RekeyCounts
-    from keel.store.base import Purged, PurgeScope, StoreSpace
+    from keel.store.records import Purged, PurgeScope, StoreSpace
 
 
 class Maintenance:

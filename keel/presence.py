@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from keel.host import StoreHost
-from keel.store.base import WorkerBeat
+from keel.store.records import WorkerBeat
 from keel.types import RunInfo
 
 

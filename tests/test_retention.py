@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from keel.cli import cli
 from keel.engine import retention
 from keel.store import SpanRecord, Store, UnitOfWork, Usage, UsageGroup, open_store
-from keel.store.base import PURGED_RUNS, Purged, PurgeScope, StepWrite, audit_detail
+from keel.store.base import audit_detail
+from keel.store.records import PURGED_RUNS, Purged, PurgeScope, StepWrite
 from keel.types import (
     Escalation,
     EscalationPacket,

@@ -13,7 +13,7 @@ from keel.maintenance import Maintenance
 from keel.presence import workers
 from keel.server.identity import Identity
 from keel.server.sessions import Sessions
-from keel.store.base import ENDED, PurgeScope
+from keel.store.records import ENDED, PurgeScope
 from tests.limits import WAIT
 
 

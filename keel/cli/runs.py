@@ -220,7 +220,7 @@ def runs_purge(
     import time
 
     from keel.server.timeparse import parse_duration
-    from keel.store.base import ENDED, PurgeScope
+    from keel.store.records import ENDED, PurgeScope
     from keel.types import RunStatus
 
     try:

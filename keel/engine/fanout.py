@@ -27,7 +27,7 @@ from keel.errors import (
     structured,
 )
 from keel.policy.completion import CompletionPolicy
-from keel.store.base import StepWrite
+from keel.store.records import StepWrite
 from keel.types import ItemFailure, MapResult, StepKind, StepRecord, StepStatus, StructuredError
 
 if TYPE_CHECKING:

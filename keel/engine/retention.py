@@ -13,7 +13,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from keel.store.base import Purged, PurgeScope, Store
+from keel.store.base import Store
+from keel.store.records import Purged, PurgeScope
 
 DAY = 86400.0
 BATCH = 100  # runs per transaction: a few milliseconds of write lock each

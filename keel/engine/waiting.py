@@ -9,7 +9,7 @@ from keel.engine.execution import RunExecution, Suspend
 from keel.engine.journal import Scope
 from keel.engine.serde import digest, from_json
 from keel.errors import SignalTimeout, structured
-from keel.store.base import StepWrite
+from keel.store.records import StepWrite
 from keel.types import StepKind, StepStatus
 
 

@@ -23,7 +23,7 @@ from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.engine.slots import check_limit
 from keel.errors import StoreError
-from keel.store.base import Claimed, WorkerBeat
+from keel.store.records import Claimed, WorkerBeat
 from keel.types import RunStatus
 
 log = logging.getLogger("keel.worker")

@@ -1,6 +1,7 @@
 """The store every backend implements: one object made of the interfaces by concern
 (`journal.py`, `people.py`, `usage.py`, `spans.py`, `identity.py`, `maintenance.py`),
-with helpers every backend shares."""
+with helpers every backend shares. Records live in `records.py`, the unit of work in
+`unit.py`; `keel.store` exports them all."""
 
 from __future__ import annotations
 
@@ -12,27 +13,7 @@ from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
 from keel.store.people import PeopleStore
-from keel.store.records import (
-    ENDED,
-    LIVE_BEATS,
-    PURGED_RUNS,
-    AuditEntry,
-    Claimed,
-    ConsoleSession,
-    Purged,
-    PurgeScope,
-    RekeyCounts,
-    RunFilter,
-    SpanRecord,
-    StepWrite,
-    StoreSpace,
-    Usage,
-    UsageGroup,
-    User,
-    WorkerBeat,
-)
 from keel.store.spans import SpanStore
-from keel.store.unit import Committed, UnitOfWork
 from keel.store.usage import UsageStore
 from keel.types import RunInfo, RunStatus
 
@@ -40,31 +21,7 @@ if TYPE_CHECKING:
     from keel.codec import PayloadCodec
 
 # Records used to live here; `from keel.store.base import StepWrite` keeps working.
-__all__ = [
-    "ENDED",
-    "LIVE_BEATS",
-    "PURGED_RUNS",
-    "RESERVED_SIGNALS",
-    "AuditEntry",
-    "Claimed",
-    "Committed",
-    "ConsoleSession",
-    "PurgeScope",
-    "Purged",
-    "RekeyCounts",
-    "RunFilter",
-    "SpanRecord",
-    "StepWrite",
-    "Store",
-    "StoreSpace",
-    "UnitOfWork",
-    "Usage",
-    "UsageGroup",
-    "User",
-    "WorkerBeat",
-    "audit_detail",
-    "signal_refused",
-]
+__all__ = ["RESERVED_SIGNALS", "Store", "audit_detail", "signal_refused"]
 
 
 def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:

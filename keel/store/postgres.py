@@ -33,7 +33,7 @@ from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool
 
 from keel.errors import ConfigError, StoreError
-from keel.store.base import RekeyCounts, StoreSpace
+from keel.store.records import RekeyCounts, StoreSpace
 from keel.store.sql import rekey
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.dialect import Renderer

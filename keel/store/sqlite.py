@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from keel.errors import ConfigError
 from keel.store import _sqlite_file
 from keel.store._sqlite_schema import SCHEMA_VERSION, upgrade_script
-from keel.store.base import RekeyCounts, StoreSpace
+from keel.store.records import RekeyCounts, StoreSpace
 from keel.store.sql import rekey
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.sqlite_dialect import SQLiteDialect

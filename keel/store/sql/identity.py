@@ -14,7 +14,7 @@ from typing import Any
 import pydantic_core
 
 from keel.errors import ConfigError, Conflict
-from keel.store.base import ConsoleSession, User, WorkerBeat
+from keel.store.records import ConsoleSession, User, WorkerBeat
 from keel.store.sql.core import Session, loads
 from keel.store.sql.writes import audit
 

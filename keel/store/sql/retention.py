@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from keel.store.base import Purged, PurgeScope
+from keel.store.records import Purged, PurgeScope
 from keel.store.sql.core import Session
 from keel.store.sql.dialect import marks
 

@@ -11,7 +11,8 @@ from typing import Any
 import pydantic_core
 
 from keel.errors import Conflict, RunNotFound
-from keel.store.base import AuditEntry, audit_detail
+from keel.store.base import audit_detail
+from keel.store.records import AuditEntry
 from keel.store.sql.core import ESC_COLS, REVIEW_COLS, Session, loads
 from keel.store.sql.dialect import marks
 from keel.store.sql.writes import audit, deliver, insert_review, run_row

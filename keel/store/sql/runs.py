@@ -13,7 +13,8 @@ import pydantic_core
 
 from keel.errors import LeaseLost, PayloadUnreadable, RunNotFound
 from keel.store import _sealed
-from keel.store.base import Claimed, RunFilter, StepWrite, signal_refused
+from keel.store.base import signal_refused
+from keel.store.records import Claimed, RunFilter, StepWrite
 from keel.store.sql.core import STEP_COLS, Session
 from keel.store.sql.dialect import marks
 from keel.store.sql.writes import (

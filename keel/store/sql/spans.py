@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from keel._jsonv import from_json
-from keel.store.base import SpanRecord
+from keel.store.records import SpanRecord
 from keel.store.sql.core import Session
 
 _SPAN_SEALED = ((9, "spans.status_message"), (10, "spans.attributes"), (11, "spans.events"))

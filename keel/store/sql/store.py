@@ -12,7 +12,8 @@ import abc
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from keel.store.base import (
+from keel.store.base import Store
+from keel.store.records import (
     AuditEntry,
     Claimed,
     ConsoleSession,
@@ -21,7 +22,6 @@ from keel.store.base import (
     RunFilter,
     SpanRecord,
     StepWrite,
-    Store,
     UsageGroup,
     User,
     WorkerBeat,

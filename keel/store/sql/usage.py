@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from keel.errors import ConfigError
-from keel.store.base import PURGED_RUNS, UsageGroup
+from keel.store.records import PURGED_RUNS, UsageGroup
 from keel.store.sql.core import Session
 
 _GROUP_COLS = {

@@ -11,7 +11,7 @@ from typing import Any
 import pydantic_core
 
 from keel.errors import LeaseLost
-from keel.store.base import StepWrite
+from keel.store.records import StepWrite
 from keel.store.sql.core import ESC_COLS, REVIEW_COLS, STEP_COLS, Session
 from keel.types import Escalation, ReviewRequest, RunInfo, RunStatus
 

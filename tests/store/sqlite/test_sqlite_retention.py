@@ -15,7 +15,7 @@ import pytest
 
 from keel.engine import retention
 from keel.store._sqlite_schema import MIGRATIONS, SCHEMA
-from keel.store.base import Purged, PurgeScope
+from keel.store.records import Purged, PurgeScope
 from keel.store.sqlite import SQLiteStore
 from keel.types import RunStatus
 from tests.backends import fresh_url
