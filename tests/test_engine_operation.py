@@ -195,3 +195,27 @@ async def test_meter_stores_usage_with_the_outcome(make_app: Callable[..., keel.
     handle = await app.start(metered, {})
     assert await handle.result(timeout=WAIT) == "ok"
     assert await app.store.spent(run_id=handle.id) == pytest.approx(0.5)
+
+
+async def test_after_a_hard_stop_no_operation_opens(make_app: Callable[..., keel.App]) -> None:
+    """Fallback.fail is final: a workflow that catches it cannot go on to wait or ask."""
+    app = make_app()
+
+    @app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.fail())
+    async def charge() -> str:
+        raise RuntimeError("card declined")
+
+    @app.workflow
+    async def stubborn(ctx: keel.Context) -> str:
+        try:
+            await ctx.call(charge)
+        except Exception:
+            pass  # swallowed: the hard stop must still hold
+        await ctx.approval("charge again by hand")
+        return "went on"
+
+    handle = await app.start(stubborn)
+    info = await handle.settle(WAIT)
+    assert info.status is RunStatus.FAILED
+    assert info.error is not None and "card declined" in info.error.message
+    assert await app.approvals.list(status="all") == []

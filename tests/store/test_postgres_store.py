@@ -76,3 +76,12 @@ async def test_calls_run_off_the_event_loop() -> None:
         assert ticks > 0  # the loop ran while the statement was in a worker thread
     finally:
         await store.close()
+
+
+def test_a_fault_message_hides_the_password() -> None:
+    srv = service.server()
+    url = f"postgresql://postgres:hunter2-secret@127.0.0.1:{srv.port}/no_such_database"
+    with pytest.raises(StoreError) as caught:
+        open_store(url)
+    shown = f"{caught.value} {caught.value.data}"
+    assert "hunter2-secret" not in shown and "no_such_database" in shown
