@@ -93,7 +93,7 @@ def server() -> Server:
         if _server is None and _broken is None:
             try:
                 _server = _start()
-            except _Unavailable as exc:
+            except Unavailable as exc:
                 _broken = str(exc)
         if _server is None:
             unavailable(_broken or "not started")
@@ -101,14 +101,25 @@ def server() -> Server:
         return _server
 
 
-class _Unavailable(Exception):
-    pass
+class Unavailable(Exception):
+    """The Postgres binaries are missing or the server would not start."""
+
+
+def start_server() -> Server:
+    """A new throwaway server of the caller's own (tests that kill or restart one, the
+    benches); stop it with `stop_server`. Raises `Unavailable` without the binaries."""
+    return _start()
+
+
+def stop_server(srv: Server) -> None:
+    """Stop a server from `start_server` by its PID and remove its files."""
+    _stop(srv)
 
 
 def _start() -> Server:
     initdb, pg_ctl = binary("initdb"), binary("pg_ctl")
     if not (initdb and pg_ctl and binary("psql")):
-        raise _Unavailable(
+        raise Unavailable(
             "initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)"
         )
     as_user: list[str] = []
@@ -117,7 +128,7 @@ def _start() -> Server:
     if os.geteuid() == 0:
         runuser = shutil.which("runuser")
         if runuser is None:
-            raise _Unavailable("running as root and runuser is missing")
+            raise Unavailable("running as root and runuser is missing")
         as_user = [runuser, "-u", "postgres", "--"]
         shutil.chown(root, "postgres")
     data, port = root / "data", _free_port()
@@ -140,7 +151,7 @@ def _start() -> Server:
         )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
-        raise _Unavailable(
+        raise Unavailable(
             f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}"
         ) from None
     pid = int((data / "postmaster.pid").read_text().split()[0])
