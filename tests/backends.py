@@ -67,11 +67,18 @@ def _sqlite_rows(url: str) -> list[str]:
         return list(db.iterdump())
 
 
+_pg_databases: dict[tuple[Path, str], str] = {}
+
+
 def _postgres_url(directory: Path, name: str) -> str:
-    # A database of its own on the session's throwaway server (started on first use).
+    # A database of its own on the session's throwaway server (started on first use); the
+    # same (directory, name) is the same database, as it is the same file on SQLite.
     from tests.services.postgres import fresh_database
 
-    return fresh_database()
+    key = (directory.resolve(), name)
+    if key not in _pg_databases:
+        _pg_databases[key] = fresh_database()
+    return _pg_databases[key]
 
 
 def _postgres_rows(url: str) -> list[str]:

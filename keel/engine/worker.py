@@ -224,17 +224,20 @@ class Worker:
         self._stopping = True
         for t in self._tasks:
             t.cancel()
-        runs = list(self.active.values())
+        cancelled = list(self.active.items())
+        runs = [t for _, t in cancelled]
         for t in runs:
             t.cancel()
         for t in [*self._tasks, *runs]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        # A run whose task was cancelled before it ever started never reached the
-        # hand-back in RunExecution.execute; release it here, or it stays RUNNING
-        # under this worker's lease until the lease expires.
-        for run_id in list(self.active):
+        # A run whose task was cancelled before it reached the hand-back in
+        # RunExecution.execute (not yet started, or waiting on a store call that a
+        # network store answers later) would stay RUNNING under this worker's lease until
+        # it expires: release each one here. A run already handed back, finished or
+        # taken over is not this worker's any more, and release_run leaves it alone.
+        for run_id in sorted({*self.active, *(r for r, t in cancelled if t.cancelled())}):
             self.active.pop(run_id, None)
             try:
                 await self.rt.store.release_run(run_id, self.owner, [], time.time())

@@ -113,9 +113,9 @@ class StoreView:
 
 
 class Harness:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None) -> None:
         self.root = root
-        self.url = fresh_url(root)  # the session's backend (KEEL_TEST_STORE)
+        self.url = url or fresh_url(root)  # default: the session's backend (KEEL_TEST_STORE)
         self.data = root / "data"
         (self.data / "effects").mkdir(parents=True)
         self.procs: list[WorkerProc] = []
