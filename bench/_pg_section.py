@@ -42,6 +42,10 @@ __all__ = ["binaries_available", "check_url", "run"]
 
 W1_FLOOR_TARGET = 1.5  # Keel's W1 within 1.5x of the floor (issue 14)
 Results = dict[str, dict[str, dict[str, Any]]]  # system -> workload -> merged result
+_FLOOR_ROWS = (
+    ("floor_pool", "W1 floor via thread hop + pool checkout (ms)"),
+    ("floor_autocommit", "W1 floor as one autocommit INSERT (ms)"),
+)
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def run(args: argparse.Namespace, trials: int) -> dict[str, Any]:
     if results:
         tables.append(_main_table(systems, results))
     if w3_procs:
-        tables.append(_procs_table(w3_procs))
+        tables.append(_procs_table(w3_procs, server.owned))
     print_tables(tables)
     return {
         "server": server.settings,
@@ -203,18 +207,11 @@ def _main_table(
         if row.workload == "w1" and row.key == "ms_per_step":
             target = _floor_target(target, keel, _value(floor, row.key))
         rows.append([row.label, *cells, lead, target])
-    pool = _get(results, "floor_pool", "w1")
-    if pool:
-        blank = [""] * len(names)
-        rows.append(
-            [
-                "W1 floor, via thread hop + pool (ms)",
-                *blank,
-                _cell(pool, "ms_per_step", ".3f"),
-                "",
-                "",
-            ]
-        )
+    for name, label in _FLOOR_ROWS:
+        res = _get(results, name, "w1")
+        if res:
+            blank = [""] * len(names)
+            rows.append([label, *blank, _cell(res, "ms_per_step", ".3f"), "", ""])
     return "Keel engine benchmark on Postgres (median of trials)", header, rows
 
 
@@ -226,7 +223,9 @@ def _floor_target(target: str, keel: float | None, floor: float | None) -> str:
     return f"{target}; {ratio:.2f}x floor (≤ {W1_FLOOR_TARGET:g}) {mark}".lstrip("; ")
 
 
-def _procs_table(w3: dict[int, dict[str, Any]]) -> tuple[str, list[str], list[list[str]]]:
+def _procs_table(
+    w3: dict[int, dict[str, Any]], server_owned: bool
+) -> tuple[str, list[str], list[list[str]]]:
     base = _value(w3.get(min(w3)), "wf_per_s")
     rows = []
     for n, res in sorted(w3.items()):
@@ -249,6 +248,7 @@ def _procs_table(w3: dict[int, dict[str, Any]]) -> tuple[str, list[str], list[li
         "wf/s",
         f"vs {min(w3)}",
         "runs per worker",
-        "cores busy (workers + Postgres)",
+        # Postgres's CPU is known only for the bench's own server (--pg: workers only).
+        "cores busy (workers + Postgres)" if server_owned else "cores busy (workers)",
     ]
     return "W3 on Postgres: 200 runs enqueued, then N Keel worker processes", header, rows

@@ -165,7 +165,8 @@ def import_seconds(system: System, python: Path) -> float:
 
 
 # The Postgres floor for W1 (bench/peers/pg_floor.py), on the repo's interpreter:
-# bare is the floor itself; pool is the same step made the way Keel's store calls.
+# `floor` is the floor itself; the others show what a thread hop + pool checkout
+# add to it, and what one round trip per step would cost.
 FLOORS: dict[str, System] = {
     s.name: s
     for s in (
@@ -177,6 +178,14 @@ FLOORS: dict[str, System] = {
             "import psycopg_pool",
             venv=False,
             args=("--variant", "pool"),
+        ),
+        System(
+            "floor_autocommit",
+            "floor, one autocommit INSERT",
+            "pg_floor.py",
+            "import psycopg",
+            venv=False,
+            args=("--variant", "autocommit"),
         ),
     )
 }

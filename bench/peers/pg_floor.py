@@ -14,6 +14,9 @@ Variants:
   a hop to a worker thread (`run_in_executor`) that checks a connection out
   of a psycopg_pool `ConnectionPool`; the difference to `bare` is what that
   architecture costs per step, before any of Keel's own SQL.
+- `autocommit`: the INSERT alone on an autocommit connection, one round trip
+  (psycopg's default above sends BEGIN, the INSERT and COMMIT: three). What a
+  step costs at best if its journal write is a single statement.
 """
 
 from __future__ import annotations
@@ -88,6 +91,21 @@ class BareFloor(_Unsupported):
             _step(self._conn, run, i)
 
 
+class AutocommitFloor(BareFloor):
+    """The INSERT alone, committed by the server as it runs: one round trip per step."""
+
+    async def open(self, workdir: Path, pg: str | None) -> None:
+        await super().open(workdir, pg)
+        assert self._conn is not None
+        self._conn.autocommit = True
+
+    async def w1(self) -> None:
+        assert self._conn is not None
+        run = next(self._runs)
+        for i in range(W1_STEPS):
+            self._conn.execute(_INSERT, (run, i, _OUTPUT))
+
+
 class PoolFloor(_Unsupported):
     """The same step, each a call as Keel's store makes it: thread hop + pool checkout."""
 
@@ -120,7 +138,7 @@ class PoolFloor(_Unsupported):
             await loop.run_in_executor(self._threads, self._call, run, i)
 
 
-VARIANTS = {"bare": BareFloor, "pool": PoolFloor}
+VARIANTS = {"bare": BareFloor, "pool": PoolFloor, "autocommit": AutocommitFloor}
 
 
 def _versions() -> dict[str, str]:
