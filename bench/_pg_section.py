@@ -35,7 +35,7 @@ from _harness import (
     timed,
     with_trials,
 )
-from _postgres import BenchServer, bench_server, binaries_available, check_url
+from _postgres import BenchServer, ServerError, bench_server, binaries_available, check_url
 from _systems import FLOORS, PROCS_WORKLOAD, SYSTEMS, WORKLOADS, System, prepare, run_workload
 
 __all__ = ["binaries_available", "check_url", "run"]
@@ -85,6 +85,21 @@ def run(args: argparse.Namespace, trials: int) -> dict[str, Any]:
     for name, (_, reason) in ready.items():
         if reason:
             log(f"{name}: {reason}")
+    try:
+        return _run_on(args, trials, systems, workloads, floors, ready)
+    except ServerError as exc:
+        log(f"Postgres section skipped: {exc}")
+        return {"ok": False, "error": str(exc)}
+
+
+def _run_on(
+    args: argparse.Namespace,
+    trials: int,
+    systems: Sequence[System],
+    workloads: Sequence[str],
+    floors: Sequence[System],
+    ready: dict[str, tuple[Path | None, str | None]],
+) -> dict[str, Any]:
     with bench_server(args.pg, args.durable) as server:
         log(server.header())
         load_before = load_text()

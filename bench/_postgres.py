@@ -115,19 +115,34 @@ def _restart_durable(svc: Any, srv: Any) -> Any:
     return dataclasses.replace(srv, pid=pid)
 
 
+class ServerError(Exception):
+    """The bench's Postgres could not be started or reached (the section is skipped)."""
+
+
 @contextlib.contextmanager
 def bench_server(url: str | None = None, durable: bool = False) -> Iterator[BenchServer]:
     """The server for this bench run: `url`'s, or a throwaway one stopped at the end."""
+    import psycopg
+
     if url is not None:
         server = BenchServer(admin_url=url, pid=None, owned=False)
-        server.settings = _read_settings(url)
+        try:
+            server.settings = _read_settings(url)
+        except psycopg.Error as exc:
+            raise ServerError(f"cannot use --pg {url}: {exc}") from None
         yield server
         return
     svc = _services()
-    srv = svc.start_server()
+    try:
+        srv = svc.start_server()
+    except svc.Unavailable as exc:
+        raise ServerError(f"no throwaway Postgres: {exc}") from None
     try:
         if durable:
-            srv = _restart_durable(svc, srv)
+            try:
+                srv = _restart_durable(svc, srv)
+            except subprocess.CalledProcessError as exc:
+                raise ServerError(f"restart with fsync on failed: {exc.stderr!r}") from None
         server = BenchServer(admin_url=srv.url(), pid=srv.pid, owned=True)
         server.settings = _read_settings(server.admin_url)
         yield server

@@ -56,7 +56,7 @@ class Sizes:
 class Adapter(Protocol):
     """What a system must provide; each method runs real durable workflows."""
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         """Create the store (an SQLite file inside `workdir`, or the empty Postgres
         database at URL `pg`) and start the runtime."""
 

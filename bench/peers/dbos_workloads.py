@@ -64,7 +64,7 @@ class DBOSAdapter:
         self._db: Path | None = None
         self._pg: str | None = None
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         self._db, self._pg = workdir / "dbos.sqlite", pg
         config: DBOSConfig = {
             "name": "keel-bench",

@@ -85,7 +85,7 @@ class KeelAdapter:
         assert self._app is not None, "open() first"
         return self._app
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         self._app, self._flows = build_app(pg or f"sqlite:///{workdir / 'keel.db'}")
 
     async def close(self) -> None:

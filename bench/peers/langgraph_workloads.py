@@ -106,7 +106,7 @@ class LangGraphAdapter:
         self._graphs: dict[str, CompiledStateGraph[Any]] = {}
         self._w1: CompiledStateGraph[Any] | None = None
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         if pg:  # the issue compares LangGraph on SQLite only: no Postgres saver installed
             raise ValueError("the LangGraph adapter runs on SQLite only")
         db = str(workdir / "langgraph.sqlite")

@@ -73,7 +73,7 @@ class BareFloor(_Unsupported):
         self._conn: psycopg.Connection[Any] | None = None
         self._runs = count()
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         if not pg:
             raise ValueError("the floor needs --pg URL")
         self._conn = psycopg.connect(pg)
@@ -94,7 +94,7 @@ class BareFloor(_Unsupported):
 class AutocommitFloor(BareFloor):
     """The INSERT alone, committed by the server as it runs: one round trip per step."""
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         await super().open(workdir, pg)
         assert self._conn is not None
         self._conn.autocommit = True
@@ -114,7 +114,7 @@ class PoolFloor(_Unsupported):
         self._threads = ThreadPoolExecutor(max_workers=_POOL)
         self._runs = count()
 
-    async def open(self, workdir: Path, pg: str | None) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
         if not pg:
             raise ValueError("the floor needs --pg URL")
         with psycopg.connect(pg) as conn:
