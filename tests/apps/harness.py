@@ -332,6 +332,11 @@ class Harness:
         except Exception as exc:  # diagnostics must not hide the failure they describe
             counts = f"unreadable ({exc})"
         parts = [f"runs by status: {counts}"]
+        try:
+            failed = [r for r in self.runs() if r.status.value == "FAILED"][:3]
+        except Exception:  # diagnostics must not hide the failure they describe
+            failed = []
+        parts += [f"run {r.id} FAILED: {r.error}" for r in failed]
         for proc in self.procs:
             state = "alive" if proc.alive() else f"exit {proc.popen.returncode}"
             err = proc.stderr()
