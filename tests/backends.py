@@ -37,6 +37,11 @@ class Backend:
     # Every row the backend holds for the store at a URL, as text, for "wrote nothing"
     # checks that must also see what no interface reads back (e.g. queued signals).
     rows: Callable[[str], list[str]] | None = None
+    # Runs one statement (`?` placeholders) on the store's database and commits:
+    # for what no interface does (moving a run back in time, single usage rows).
+    sql: Callable[[str, str, tuple[object, ...]], list[tuple[object, ...]]] | None = None
+    # The database's clock in seconds since the epoch, as an SQL expression.
+    now_sql: str = ""
 
 
 def _sqlite_url(directory: Path, name: str) -> str:
@@ -70,6 +75,11 @@ def _sqlite_rows(url: str) -> list[str]:
 _pg_databases: dict[tuple[Path, str], str] = {}
 
 
+def _sqlite_sql(url: str, query: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+        return db.execute(query, args).fetchall()
+
+
 def _postgres_url(directory: Path, name: str) -> str:
     # A database of its own on the session's throwaway server (started on first use); the
     # same (directory, name) is the same database, as it is the same file on SQLite.
@@ -87,12 +97,34 @@ def _postgres_rows(url: str) -> list[str]:
     return rows(url)
 
 
+def _postgres_sql(url: str, query: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(query.replace("?", "%s"), args)
+        return cur.fetchall() if cur.description else []
+
+
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("sqlite", _sqlite_url, _sqlite_at_rest, _sqlite_rows),
+        Backend(
+            "sqlite",
+            _sqlite_url,
+            _sqlite_at_rest,
+            _sqlite_rows,
+            _sqlite_sql,
+            "((julianday('now') - 2440587.5) * 86400.0)",
+        ),
         # at_rest: the server's files mix every database's pages; tests needing them skip.
-        Backend("postgres", _postgres_url, None, _postgres_rows),
+        Backend(
+            "postgres",
+            _postgres_url,
+            None,
+            _postgres_rows,
+            _postgres_sql,
+            "EXTRACT(EPOCH FROM clock_timestamp())",
+        ),
     )
 }
 
@@ -126,6 +158,16 @@ def at_rest(url: str) -> bytes:
     if read is None:
         pytest.skip(f"the {backend().name} backend cannot show the bytes it stores")
     return read(url)
+
+
+def sql(url: str, query: str, *args: object) -> list[tuple[object, ...]]:
+    """Run `query` (`?` placeholders; `{now}` is the database's clock in epoch seconds) on
+    the database of the store at `url` and commit, e.g.
+    `sql(url, "UPDATE runs SET ended_at = ended_at - ?", 86400)`. For what no store
+    interface does; the rows it returns, if any."""
+    b = backend()
+    assert b.sql is not None, f"the {b.name} backend runs no SQL"
+    return b.sql(url, query.replace("{now}", b.now_sql), args)
 
 
 def is_sqlite() -> bool:
