@@ -91,6 +91,25 @@ def _postgres_url(directory: Path, name: str) -> str:
     return _pg_databases[key]
 
 
+def _postgres_at_rest(url: str) -> bytes:
+    # Every value of every row of the store's database, BYTEA as its raw bytes (a sealed
+    # or clear payload as stored), the rest as text. The server's files mix databases and
+    # hold old row versions too; what is checked here is what the database holds live.
+    import psycopg
+
+    out = bytearray()
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        ).fetchall()
+        for (table,) in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    out += value if isinstance(value, bytes) else str(value).encode()
+                    out += b"\0"
+    return bytes(out)
+
+
 def _postgres_rows(url: str) -> list[str]:
     from tests.services.postgres import rows
 
@@ -116,11 +135,10 @@ BACKENDS: dict[str, Backend] = {
             _sqlite_sql,
             "((julianday('now') - 2440587.5) * 86400.0)",
         ),
-        # at_rest: the server's files mix every database's pages; tests needing them skip.
         Backend(
             "postgres",
             _postgres_url,
-            None,
+            _postgres_at_rest,
             _postgres_rows,
             _postgres_sql,
             "EXTRACT(EPOCH FROM clock_timestamp())",
