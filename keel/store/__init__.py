@@ -9,6 +9,7 @@ from keel.store.base import Store
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.options import StoreOptions
 from keel.store.people import PeopleStore
 from keel.store.records import (
     AuditEntry,
@@ -56,6 +57,7 @@ __all__ = [
     "SpanStore",
     "StepWrite",
     "Store",
+    "StoreOptions",
     "StoreSpace",
     "UnitOfWork",
     "Usage",
@@ -67,10 +69,13 @@ __all__ = [
 ]
 
 
-def open_store(url: str, codec: PayloadCodec | None = None) -> Store:
+def open_store(
+    url: str, codec: PayloadCodec | None = None, options: StoreOptions | None = None
+) -> Store:
     """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`,
     `postgresql://user:pass@host/db`); with `codec`, every payload is stored sealed by it
-    (keel.codec)."""
+    (keel.codec); `options` are Postgres's connection settings (`keel.config.store_options()`
+    reads them from KEEL_* and keel.toml; defaults without)."""
     if url.startswith("sqlite:"):
         from keel.store.sqlite import SQLiteStore
 
@@ -86,7 +91,7 @@ def open_store(url: str, codec: PayloadCodec | None = None) -> Store:
                 f"a Postgres store needs psycopg ({exc.name} is not installed):"
                 " pip install 'keel[postgres]'"
             ) from None
-        return PostgresStore(url, codec)
+        return PostgresStore(url, codec, options)
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ConfigError(
         f"unsupported store URL {url!r} (scheme {scheme!r}); use sqlite:///path/to/keel.db"
