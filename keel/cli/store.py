@@ -48,7 +48,7 @@ def store_migrate(
     if as_json:
         _print_json(done.as_dict())
     else:
-        typer.echo(f"{done.store}: {done.message}")
+        typer.echo(f"store {done.where}: {done.message}")
 
 
 @store_cli.command("check")
@@ -67,7 +67,7 @@ def store_check(as_json: JsonOpt = False) -> None:
     if as_json:
         _print_json(report.as_dict())
     else:
-        typer.echo(f"store    {report.backend} {report.store}")
+        typer.echo(f"store    {report.backend} {report.where}")
         for c in report.checks:
             typer.echo(f"{c.name:<8} {c.status:<5} {c.detail}")
     for c in report.checks:

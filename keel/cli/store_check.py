@@ -51,7 +51,7 @@ class Report:
     3 when the store could not be reached, else 1."""
 
     backend: str
-    store: str
+    where: str
     checks: list[Check]
 
     @property
@@ -64,7 +64,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
-            "store": self.store,
+            "store": self.where,
             "ok": self.exit_code == 0,
             "checks": [c.as_dict() for c in self.checks],
         }

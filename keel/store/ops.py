@@ -65,7 +65,7 @@ def _pg_migrate(url: str, options: StoreOptions, dry_run: bool) -> Migration:
     from keel.store.postgres import _safe
 
     with _pg_faults(url), postgres_connect.connect(postgres_connect.conninfo(url, options)) as c:
-        return postgres_schema.migrate(c, f"store {_safe(url)}", dry_run)
+        return postgres_schema.migrate(c, _safe(url), dry_run)
 
 
 async def _sqlite_migrate(url: str, dry_run: bool) -> Migration:
@@ -73,7 +73,7 @@ async def _sqlite_migrate(url: str, dry_run: bool) -> Migration:
     from keel.store.sqlite import SQLiteStore, _path_from_url
 
     path = _path_from_url(url)
-    where = f"store {path!r}"
+    where = path
     before = _sqlite_version(path)
     steps = plan(before, VERSION, MIGRATIONS, where)
     if not dry_run:

@@ -174,7 +174,7 @@ class PostgresStore(SQLStore):
             # One direct connection first: a wrong URL, password or database fails here at
             # once (a pool would retry it until its timeout), and it creates the schema.
             with postgres_connect.connect(info) as conn:
-                postgres_schema.ensure(conn, f"store {_safe(url)}", opts.auto_migrate)
+                postgres_schema.ensure(conn, _safe(url), opts.auto_migrate)
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
                 info,
                 min_size=1,

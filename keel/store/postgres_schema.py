@@ -12,7 +12,7 @@ version's step is appended here and `keel.store.sql.schema` is changed to match.
 
 Example:
     >>> with connect(info) as conn:  # doctest: +SKIP
-    ...     print(migrate(conn, "store postgresql://db/keel").message)
+    ...     print(migrate(conn, "postgresql://db/keel").message)
     created schema v15
 """
 
@@ -60,10 +60,11 @@ def migrate(
     conn: psycopg.Connection[Any],
     where: str,
     dry_run: bool = False,
-    steps: Mapping[int, str] = STEPS,
+    steps: Mapping[int, str] | None = None,
 ) -> Migration:
     """Create or upgrade the schema to `VERSION` (idempotent; one host at a time), or
     with `dry_run` only say what that would do. `steps` defaults to `STEPS`."""
+    steps = STEPS if steps is None else steps
     if dry_run:
         before = read_version(conn)
         return Migration(where, before, VERSION, plan(before, VERSION, steps, where), True)

@@ -7,9 +7,9 @@ Postgres: `keel.store.postgres_schema.STEPS`). A new store is made whole from
 `keel.store.sql.schema.ddl` instead, and starts at the current `VERSION`.
 
 Example:
-    >>> plan(13, 15, {14: "...", 15: "..."}, "store x")
+    >>> plan(13, 15, {14: "...", 15: "..."}, "/srv/keel.db")
     (14, 15)
-    >>> Migration("store x", 13, 15, (14, 15)).message
+    >>> Migration("/srv/keel.db", 13, 15, (14, 15)).message
     'upgraded v13 → v15'
 """
 
@@ -28,15 +28,16 @@ MIGRATE = "keel store migrate"
 class Migration:
     """What `keel store migrate` did (or, with `dry_run`, would do) to one store.
 
-    `before` is 0 when there was no schema yet; `steps` are the versions applied in turn
-    (empty when the store was created whole or was already current).
+    `where` is where the store is (no password); `before` is 0 when there was no schema
+    yet; `steps` are the versions applied in turn (empty when the store was created
+    whole or was already current).
 
     Example:
-        >>> Migration("store x", 0, 15).message
+        >>> Migration("/srv/keel.db", 0, 15).message
         'created schema v15'
     """
 
-    store: str
+    where: str
     before: int
     after: int
     steps: tuple[int, ...] = ()
@@ -63,7 +64,7 @@ class Migration:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "store": self.store,
+            "store": self.where,
             "action": self.action,
             "before": self.before,
             "after": self.after,
@@ -86,7 +87,7 @@ def plan(version: int, target: int, steps: Mapping[int, str], where: str) -> tup
     if missing:
         known = f"from v{min(steps) - 1}" if steps else f"only v{target}"
         raise ConfigError(
-            f"{where} has schema v{version}, which this Keel cannot upgrade (it knows"
+            f"store {where} has schema v{version}, which this Keel cannot upgrade (it knows"
             f" {known}): restore a backup or use the Keel release that made it"
         )
     return todo
@@ -95,7 +96,7 @@ def plan(version: int, target: int, steps: Mapping[int, str], where: str) -> tup
 def too_old(where: str, version: int, target: int) -> ConfigError:
     """The error a worker meets on a store it must not upgrade by itself."""
     return ConfigError(
-        f"{where} has schema v{version}, this Keel needs v{target}: run `{MIGRATE}`"
+        f"store {where} has schema v{version}, this Keel needs v{target}: run `{MIGRATE}`"
         " (the release step before new workers start), or set KEEL_AUTO_MIGRATE=true to"
         " let a worker upgrade it on open"
     )
@@ -103,5 +104,5 @@ def too_old(where: str, version: int, target: int) -> ConfigError:
 
 def too_new(where: str, version: int, target: int) -> ConfigError:
     return ConfigError(
-        f"{where} has schema v{version}, newer than this Keel (v{target}); upgrade Keel"
+        f"store {where} has schema v{version}, newer than this Keel (v{target}); upgrade Keel"
     )
