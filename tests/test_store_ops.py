@@ -39,6 +39,7 @@ def keel(*args: str) -> tuple[int, str, str]:
 @pytest.fixture(autouse=True)
 def _no_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no keel.toml of the repository's
+    monkeypatch.delenv("KEEL_STORE", raising=False)
     for name in list(os.environ):
         if name.startswith(("KEEL_PG_", "KEEL_AUTO_MIGRATE")):
             monkeypatch.delenv(name)
@@ -251,3 +252,36 @@ def test_check_judges_clock_skew_against_the_lease(
     if status == "fail":
         assert "error: clock: skew +11.0" in err and "lease 30 s / 3 = 10 s" in err
 
+
+
+# -- docs/deploy.md ------------------------------------------------------------------
+
+DEPLOY = ROOT / "docs" / "deploy.md"
+
+
+def _blocks(lang: str) -> list[str]:
+    import re
+
+    return re.findall(rf"```{lang}\n(.*?)```", DEPLOY.read_text(), re.S)
+
+
+def test_deploy_doc_store_commands_run_as_written(tmp_path: Path) -> None:
+    url = service.fresh_database()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "KEEL_STORE": url}
+    lines = [ln.split("#")[0].split() for b in _blocks("sh") for ln in b.splitlines()]
+    commands = [ln for ln in lines if ln[:2] == ["keel", "store"]]
+    assert len(commands) >= 5
+    for cmd in commands:
+        done = subprocess.run([sys.executable, "-m", *cmd], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=WAIT)  # fmt: skip
+        assert done.returncode == 0, f"{' '.join(cmd)}: {done.stderr}"
+
+
+def test_deploy_doc_keel_toml_is_read_as_it_says(tmp_path: Path) -> None:
+    from keel import config
+
+    (toml,) = _blocks("toml")
+    (tmp_path / "keel.toml").write_text(toml)
+    url, _ = config.load()
+    assert url.startswith("postgresql://keel@db.internal:5432/keel")
+    assert config.store_options() == StoreOptions(password_file="/etc/keel/pg-password")
