@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigError
@@ -81,19 +82,26 @@ def open_store(
 
         return SQLiteStore(url, codec)
     if url.startswith(("postgresql:", "postgres:")):
-        # Lazy: psycopg is an optional extra, and `import keel` stays fast without it.
-        try:
-            from keel.store.postgres import PostgresStore
-        except ImportError as exc:
-            if exc.name not in ("psycopg", "psycopg_pool"):
-                raise
-            raise ConfigError(
-                f"a Postgres store needs psycopg ({exc.name} is not installed):"
-                " pip install 'keel[postgres]'"
-            ) from None
-        return PostgresStore(url, codec, options)
+        store: Store = postgres_backend().PostgresStore(url, codec, options)
+        return store
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ConfigError(
         f"unsupported store URL {url!r} (scheme {scheme!r}); use sqlite:///path/to/keel.db"
         " (the default is sqlite:///.keel/keel.db) or postgresql://user:pass@host/db"
     )
+
+
+def postgres_backend() -> ModuleType:
+    """The `keel.store.postgres` module, imported on first use (psycopg is an optional
+    extra, and `import keel` stays fast without it); a ConfigError naming the extra
+    when psycopg is not installed."""
+    try:
+        import keel.store.postgres as backend
+    except ImportError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise ConfigError(
+            f"a Postgres store needs psycopg ({exc.name} is not installed):"
+            " pip install 'keel[postgres]'"
+        ) from None
+    return backend

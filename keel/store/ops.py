@@ -15,8 +15,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,9 +35,9 @@ def _is_postgres(url: str) -> bool:
 def describe(url: str) -> tuple[str, str]:
     """The backend's name and where the store is, fit for messages (no password)."""
     if _is_postgres(url):
-        from keel.store.postgres import _safe
+        from keel.store import postgres_backend
 
-        return "postgres", _safe(url)
+        return "postgres", postgres_backend()._safe(url)
     if url.startswith("sqlite:"):
         from keel.store.sqlite import _path_from_url
 
@@ -121,17 +120,29 @@ def _pg_faults(url: str) -> Any:
         raise _fault(url, exc) from None
 
 
-@dataclass
+# Runs a function of the probe's connection off the event loop (Postgres) or inline.
+_Runner = Callable[[Callable[[Any], Any]], Awaitable[Any]]
+
+
 class Probe:
     """A connection to a store for checking it: `round_trip()`, `version()`, `now()`
-    (the store's clock, epoch seconds) and what the server is (`server`)."""
+    (the store's clock, epoch seconds), and `server` (what it is: version, limits)."""
 
-    backend: str
-    where: str
-    server: dict[str, Any] = field(default_factory=dict)
-    _run: Callable[[Callable[[Any], Any]], Any] = field(default=None, repr=False)  # type: ignore[assignment]
-    _version: Callable[[Any], int] = field(default=lambda c: 0, repr=False)
-    _now_sql: str = field(default="", repr=False)
+    def __init__(
+        self,
+        backend: str,
+        where: str,
+        run: _Runner,
+        version: Callable[[Any], int],
+        now_sql: str,
+        server: dict[str, Any],
+    ) -> None:
+        self.backend = backend
+        self.where = where
+        self.server = server
+        self._run = run
+        self._version = version
+        self._now_sql = now_sql
 
     async def round_trip(self) -> float:
         """Seconds one trivial statement takes, there and back."""
@@ -145,8 +156,8 @@ class Probe:
 
     async def now(self) -> float:
         """The store's clock, as leases and timers read it."""
-        sql = self._now_sql
-        return float(await self._run(lambda c: c.execute(f"SELECT {sql}").fetchone()[0]))
+        sql = f"SELECT {self._now_sql}"
+        return float(await self._run(lambda c: c.execute(sql).fetchone()[0]))
 
 
 @contextlib.asynccontextmanager
@@ -160,9 +171,10 @@ async def probe(url: str, options: StoreOptions | None = None) -> AsyncIterator[
             yield found
         return
     path = where
-    exists = path == ":memory:" or Path(path).exists()
+    # No file yet: nothing to read but the clock, which is this host's own.
+    exists = path != ":memory:" and Path(path).exists()
     with _sqlite_faults(path):
-        db = _sqlite_ro(path) if exists and path != ":memory:" else sqlite3.connect(":memory:")
+        db = _sqlite_ro(path) if exists else sqlite3.connect(":memory:")
     try:
 
         async def run(fn: Callable[[Any], T]) -> T:
@@ -173,7 +185,7 @@ async def probe(url: str, options: StoreOptions | None = None) -> AsyncIterator[
             return int(c.execute(_SQLITE.version_sql()).fetchone()[0]) if exists else 0
 
         info = {"sqlite_version": sqlite3.sqlite_version, "exists": exists}
-        yield Probe(backend, path, info, run, version, _SQLITE.now)
+        yield Probe(backend, path, run, version, _SQLITE.now, info)
     finally:
         db.close()
 
@@ -204,9 +216,9 @@ async def _pg_probe(url: str, where: str, options: StoreOptions) -> AsyncIterato
             (most,) = c.execute("SHOW max_connections").fetchone()
             return {"server_version": version, "max_connections": int(most)}
 
-        found = Probe("postgres", where, {}, run, postgres_schema.read_version, PostgresDialect.now)
-        found.server = await run(server)
-        yield found
+        about = await run(server)
+        read = postgres_schema.read_version
+        yield Probe("postgres", where, run, read, PostgresDialect.now, about)
     finally:
         await asyncio.to_thread(conn.close)
 
