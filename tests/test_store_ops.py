@@ -91,6 +91,19 @@ def test_an_older_postgres_schema_is_refused_on_open_until_migrated() -> None:
     assert _versions(url) == [VERSION - 1]  # a worker starting up changed nothing
 
 
+def test_a_worker_of_the_newer_keel_stops_with_one_line(tmp_path: Path) -> None:
+    url = service.fresh_database()
+    _created(url)
+    _set_version(url, VERSION - 1)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "KEEL_STORE": url}
+    app = str(ROOT / "tests" / "apps" / "cli_app.py")
+    done = subprocess.run([sys.executable, "-m", "keel", "worker", app], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=WAIT)  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: store postgresql://postgres@") and "keel store migrate" in line
+
+
 @pytest.fixture
 def test_step(monkeypatch: pytest.MonkeyPatch) -> str:
     """A test-only upgrade step to the current version (Postgres has no older schema)."""
@@ -249,6 +262,7 @@ def test_check_judges_clock_skew_against_the_lease(
     clock = _checks(out)["clock"]
     assert (got, clock["status"]) == (code, status)
     assert clock["fail_above_s"] == 10.0  # lease 30 s / 3
+    assert not (tmp_path / "keel.db").exists()  # checking a store never creates one
     if status == "fail":
         assert "error: clock: skew +11.0" in err and "lease 30 s / 3 = 10 s" in err
 
