@@ -103,8 +103,11 @@ def test_the_connection_string_carries_the_settings(tmp_path: Path) -> None:
     assert info["password"] == PASSWORD and info["connect_timeout"] == "4"
     assert info["options"] == "-c work_mem=8MB -c statement_timeout=1500"  # the URL's kept
     assert info["application_name"].startswith("keel ")
-    named = conninfo("postgresql://keel@db/keel?application_name=mine", StoreOptions())
-    assert conninfo_to_dict(named)["application_name"] == "mine"  # the URL's own wins
+    named = conninfo(
+        "postgresql://keel@db/keel?application_name=mine&connect_timeout=30", StoreOptions()
+    )
+    got = conninfo_to_dict(named)
+    assert (got["application_name"], got["connect_timeout"]) == ("mine", "30")  # the URL's own
 
 
 def test_the_default_application_name_says_command_host_and_pid(

@@ -169,7 +169,8 @@ class PostgresStore(SQLStore):
         opts = options or StoreOptions()
         size = opts.pool_size
         self._render: Renderer = renderer(_DIALECT)
-        info = postgres_connect.conninfo(url, opts)
+        # Every connection this store makes uses it (not `url`): it carries the options.
+        self._conninfo = info = postgres_connect.conninfo(url, opts)
         try:
             # One direct connection first: a wrong URL, password or database fails here at
             # once (a pool would retry it until its timeout), and it creates the schema.

@@ -1,10 +1,11 @@
 """How the Postgres backend reaches its server: the store URL plus `StoreOptions` as one
 libpq connection string, and a direct connection made from it.
 
-Settings the URL already has keep their place; the options add what a deployment sets
-outside it: the password from a file (so keel.toml and the URL hold no secret), the
-connect timeout, the statement timeout (appended to the URL's own `options`), and the
-`application_name` that `pg_stat_activity` shows.
+Settings the URL already has keep their place (its `connect_timeout` and
+`application_name` win); the options add what a deployment sets outside it: the
+password from a file (so keel.toml and the URL hold no secret), the connect timeout,
+the statement timeout (appended to the URL's own `options`), and the `application_name`
+that `pg_stat_activity` shows.
 
 Example:
     >>> info = conninfo("postgresql://keel@db/keel", StoreOptions(application_name="k"))
@@ -39,7 +40,10 @@ def conninfo(url: str, options: StoreOptions) -> str:
         raise ConfigError(
             f"the store URL is not a valid Postgres URL: {_first_line(exc)}"
         ) from None
-    extra: dict[str, Any] = {"connect_timeout": options.connect_timeout}
+    extra: dict[str, Any] = {}
+    # The URL is the more specific place: a timeout or name written in it is kept.
+    if "connect_timeout" not in given:
+        extra["connect_timeout"] = options.connect_timeout
     if "application_name" not in given or options.application_name is not None:
         extra["application_name"] = (options.application_name or default_name())[:_NAME_MAX]
     if options.password_file is not None:
