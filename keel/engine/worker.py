@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from keel.engine import retention
+from keel.engine.clock import SAME_CLOCK, clock_offset
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.engine.slots import check_limit
@@ -31,7 +32,6 @@ _HOST = socket.gethostname()
 # Rows of workers gone without a clean exit (SIGKILL) are dropped after this long.
 _FORGET_AFTER = 24 * 3600.0
 _EMBEDDED_RUNS = 200  # runs an embedded worker executes at once (see Worker.__init__)
-_SAME_CLOCK = 1.0  # seconds: clocks closer than this count as one (_sync_clock)
 
 
 def _proc_stat(pid: int) -> tuple[str, str]:
@@ -288,12 +288,9 @@ class Worker:
     async def _sync_clock(self) -> None:
         """Measure the store's clock against this process's (timers are set on the
         store's), taking the middle of the round trip as the moment it was read."""
-        before = time.time()
-        store_now = await self.rt.store.now()
-        offset = store_now - (before + time.time()) / 2
-        # Within a second, the clocks are the same clock: an offset that small is the round
-        # trip's noise and the store clock's resolution, and must not move timers.
-        self.rt.clock_offset = offset if abs(offset) > _SAME_CLOCK else 0.0
+        offset = await clock_offset(self.rt.store.now)
+        # Within a second, the clocks are the same clock (keel.engine.clock.SAME_CLOCK).
+        self.rt.clock_offset = offset if abs(offset) > SAME_CLOCK else 0.0
 
     async def _resume(self) -> None:
         """The store takes writes again: hand back the runs a fault interrupted (so any
