@@ -24,7 +24,14 @@ class Settings:
     large_output_bytes: int = 256 * 1024  # larger step outputs are stored out of line
     inline_sleep_max: float = 5.0  # longer sleeps suspend the run instead of holding it
     lease_seconds: float = 30.0
+    # An idle worker without a wake feed polls for claimable runs after `poll_interval`
+    # seconds, doubling up to `poll_max`; any wake-up or claim starts it over. With a
+    # live wake feed (Postgres LISTEN/NOTIFY, SQLite's data_version) wake-ups come from
+    # the store and the claim query runs only every `listen_poll` seconds, as a safety
+    # net; due timers are slept until either way (docs/architecture.md#wake-ups).
     poll_interval: float = 0.1
+    poll_max: float = 2.0
+    listen_poll: float = 5.0
     # Runs one worker executes at once (`keel worker --max-runs`). A worker claims only
     # up to its free run slots, so work spreads over every worker instead of the first
     # one claiming the whole queue. 16 keeps a 2-core host busy with I/O-bound runs

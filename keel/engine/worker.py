@@ -23,8 +23,10 @@ from keel.engine.clock import SAME_CLOCK, clock_offset
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.engine.slots import check_limit
+from keel.engine.wakeups import Pacer, check_pacing
 from keel.errors import StoreError
 from keel.store.records import Claimed, WorkerBeat
+from keel.store.wake import WakeFeed
 from keel.types import RunStatus
 
 log = logging.getLogger("keel.worker")
@@ -32,6 +34,7 @@ _HOST = socket.gethostname()
 # Rows of workers gone without a clean exit (SIGKILL) are dropped after this long.
 _FORGET_AFTER = 24 * 3600.0
 _EMBEDDED_RUNS = 200  # runs an embedded worker executes at once (see Worker.__init__)
+_REAP_EVERY = 2.0  # seconds between looks for dead workers on this host
 
 
 def _proc_stat(pid: int) -> tuple[str, str]:
@@ -109,10 +112,14 @@ class Worker:
         limit = max_runs or concurrency or default or rt.settings.max_runs
         self.max_runs = check_limit("max_runs", limit)
         rt.step_slots()  # a bad max_steps is refused here, not at the first step
+        check_pacing(rt.settings)
         self.ids = ids
         self.active: dict[str, asyncio.Task[RunStatus | None]] = {}
         self._executions: dict[str, RunExecution] = {}
+        # Set by anything that may have made a run claimable; one Event, so a burst of
+        # wake-ups while a claim runs costs one more claim, not one each.
         self._wake = asyncio.Event()
+        self._feed: WakeFeed | None = None  # wake-ups from other processes (start())
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False  # no more claims
         self._draining = False  # no new steps either
@@ -120,7 +127,6 @@ class Worker:
         self._left = False  # its row in the store is deleted
         self._crashed: BaseException | None = None
         self._started_at = 0.0
-        self._last_reap = 0.0
         # Set when the store cannot be used and the worker stops for it (no run is
         # failed): `serve` raises it, so `keel worker` exits with one line.
         self.fault: StoreError | None = None
@@ -137,6 +143,17 @@ class Worker:
         return max(0.05, self.rt.settings.lease_seconds / 3)
 
     def notify(self) -> None:
+        """Claim now: this process did something that may have made a run claimable."""
+        self._wake.set()
+
+    def _woken(self, workflow: str | None, run_id: str | None) -> None:
+        """A wake-up from the store's feed: claim now if it may concern this worker
+        (None: the feed cannot say which run, so look)."""
+        if self.ids is not None:
+            if run_id is not None and run_id not in self.ids:
+                return
+        elif workflow is not None and workflow not in self.rt.registry.workflows:
+            return
         self._wake.set()
 
     def watch(self, run_id: str) -> None:
@@ -155,7 +172,13 @@ class Worker:
         self._tasks = [
             asyncio.ensure_future(self._poll_loop()),
             asyncio.ensure_future(self._heartbeat_loop()),
+            asyncio.ensure_future(self._reap_loop()),
         ]
+        self._feed = self.rt.store.wake_feed()
+        if self._feed is not None:
+            self._tasks.append(
+                asyncio.ensure_future(self._feed.run(self._woken, self.rt.settings.poll_interval))
+            )
         if self.rt.settings.retention_days > 0:
             self._tasks.append(asyncio.ensure_future(self._retention_loop()))
         for t in self._tasks:
@@ -304,14 +327,15 @@ class Worker:
         self._wake.set()
 
     async def _poll_loop(self) -> None:
-        settings = self.rt.settings
+        pace = Pacer(self.rt.settings, self._feed)
         while not self._stopping:
             self._wake.clear()
             got = 0
             free = self.max_runs - len(self.active)
             if self.paused is not None:  # the heartbeat probes the store meanwhile
                 free = 0
-            if free > 0 and (self.ids is None or self.ids):
+            watching = self.ids is None or bool(self.ids)
+            if free > 0 and watching:
                 try:
                     got = await self._claim(free)
                 except StoreError as exc:
@@ -320,13 +344,34 @@ class Worker:
                         return
                 except Exception:
                     log.exception("claiming runs failed; retrying")
-            if time.time() - self._last_reap > 2.0 and self.paused is None:
-                await self._reap_dead()
-            if got and got >= free:
-                await asyncio.sleep(0)
-                continue
+            if got:
+                pace.woke()
+                if got >= free:
+                    await asyncio.sleep(0)
+                    continue
+            due = None
+            if free > 0 and watching and self.paused is None and pace.wants_due():
+                due = await self._next_due()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), settings.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), pace.wait(due))
+                pace.woke()
+
+    async def _next_due(self) -> float | None:
+        """Seconds until this worker's next timer is due (None: none, or unknown)."""
+        try:
+            ids = None if self.ids is None else list(self.ids)  # a copy: the set changes
+            return await self.rt.store.next_due(list(self.rt.registry.workflows), ids)
+        except StoreError as exc:
+            self._store_fault(exc)
+        except Exception:
+            log.exception("reading the next timer failed; polling meanwhile")
+        return None
+
+    async def _reap_loop(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(_REAP_EVERY)
+            if self.paused is None:
+                await self._reap_dead()
 
     async def _claim(self, limit: int) -> int:
         rt = self.rt
@@ -428,12 +473,12 @@ class Worker:
 
     async def _reap_dead(self) -> None:
         """Release leases of dead workers on this host, so their runs restart now."""
-        self._last_reap = time.time()
         try:
             for owner in await self.rt.store.running_owners():
                 if owner != self.owner and owner_is_dead(owner):
                     n = await self.rt.store.expire_owner(owner)
                     log.info("recovered %d run(s) of dead worker %s", n, owner)
+                    self._wake.set()  # its runs are claimable now
         except StoreError as exc:
             self._store_fault(exc)
         except Exception:

@@ -5,6 +5,10 @@ Every write that depends on owning a run checks the lease in the same transactio
 raises `LeaseLost` when another worker holds it now. Lease expiry and timer due-ness are
 decided with the store's own clock (`now()`), never a worker's: a worker whose clock is
 off cannot take a live lease or wake a timer early.
+
+Workers learn that runs became claimable from a wake feed (`wake_feed()`, see
+`keel.store.wake`) and when the next timer is due from `next_due()`, so an idle worker
+does not have to run the claim query over and over.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 from keel.store.records import Claimed, RunFilter, StepWrite, WorkerBeat
 from keel.store.unit import Committed, UnitOfWork
+from keel.store.wake import WakeFeed
 from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
 
 
@@ -118,6 +123,27 @@ class JournalStore(abc.ABC):
         judged on the store's clock; two workers never both claim one run. Returns
         nothing (and takes no write lock) when nothing is ready.
         """
+
+    @abc.abstractmethod
+    async def next_due(
+        self, workflows: Iterable[str], ids: Iterable[str] | None = None
+    ) -> float | None:
+        """Seconds from the store's now until the earliest timer of a WAITING run of
+        `workflows` (only `ids`, if given) is due (0 or less: due already); None when no
+        such run has a timer. A worker sleeps until then instead of polling.
+
+        Example:
+            due = await store.next_due(["triage"])  # 42.0: a timer wakes in 42 s
+        """
+
+    def wake_feed(self) -> WakeFeed | None:
+        """A new feed of wake-ups from other processes' commits (one per worker), or
+        None when this store has none (the worker then polls with backoff).
+
+        Example:
+            feed = store.wake_feed()  # Postgres: LISTEN keel_wake on its own connection
+        """
+        return None
 
     @abc.abstractmethod
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:

@@ -41,6 +41,7 @@ from keel.store.sql.core import Session, renderer
 from keel.store.sql.dialect import Renderer
 from keel.store.sql.postgres_dialect import PostgresDialect
 from keel.store.sql.store import SQLStore
+from keel.store.wake import WakeFeed
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -224,6 +225,12 @@ class PostgresStore(SQLStore):
 
     async def now(self) -> float:
         return await self._call(_now)
+
+    def wake_feed(self) -> WakeFeed:
+        """LISTEN for other hosts' wake-ups on a connection of its own (not pooled)."""
+        from keel.store._pg_listen import PgWakeFeed
+
+        return PgWakeFeed(self.url, _safe(self.url))
 
     # -- space and encryption at rest ---------------------------------------------
 

@@ -31,6 +31,7 @@ from keel.store.sql import rekey
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.sqlite_dialect import SQLiteDialect
 from keel.store.sql.store import SQLStore
+from keel.store.wake import WakeFeed
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -189,6 +190,12 @@ class SQLiteStore(SQLStore):
     def _now_sql(self, expr: str) -> None:
         self._s.render = renderer(_DIALECT, now=expr)
         self._s._cache = self._s.render.cache
+
+    def wake_feed(self) -> WakeFeed:
+        """Other processes' commits, told by `PRAGMA data_version` (_sqlite_wake.py)."""
+        from keel.store._sqlite_wake import SQLiteWakeFeed
+
+        return SQLiteWakeFeed(lambda: int(self._db.execute("PRAGMA data_version").fetchone()[0]))
 
     @_guarded
     async def now(self) -> float:

@@ -20,6 +20,11 @@ placeholders and a few `{fragment}` markers for what truly differs:
   table suffix `{without_rowid}`;
 - `{run_cols}`: the columns a run is read with (they aggregate JSON: `json_array_agg`).
 
+Not a marker but a whole statement: `wake_sql(where)` tells listening workers that the
+`runs` rows matching `where` may be claimable, delivered when the transaction commits
+(Postgres NOTIFY; '' on SQLite, which has no cross-process notification: the query
+modules skip the statement, see `keel.store.sql.writes.wake`).
+
 A statement is rendered once (`Renderer`: markers filled in, `?` rewritten to the
 driver's placeholder style) and cached by its text, so the hot path does one dict
 lookup per statement, no string work.
@@ -159,6 +164,11 @@ class Dialect:
     def append_only_on(self, table: str) -> str:
         """Restores what `append_only_off` lifted."""
         raise NotImplementedError
+
+    def wake_sql(self, where: str) -> str:
+        """A statement announcing, on commit, the runs matching `where` (a condition on
+        `runs`, with `?` placeholders) to listening workers; '' when the database cannot."""
+        return ""
 
     def fragments(self) -> dict[str, object]:
         """Every `{marker}` a neutral statement may use, filled in for this dialect."""

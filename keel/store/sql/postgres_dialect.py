@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 from keel.store.sql.dialect import Dialect
+from keel.store.wake import WAKE_CHANNEL
 
 # Runs once per table guard: plpgsql refuses the row change, naming the table.
 _APPEND_ONLY_FN = """CREATE OR REPLACE FUNCTION keel_append_only() RETURNS trigger
@@ -69,6 +70,14 @@ class PostgresDialect(Dialect):
                 continue
             out.append(ch)
         return "".join(out)
+
+    def wake_sql(self, where: str) -> str:
+        # One NOTIFY per run, sent at COMMIT (none on rollback); Postgres folds identical
+        # ones in a transaction. The payload is what `keel.store.wake.parse_wake` reads.
+        return (
+            f"SELECT pg_notify('{WAKE_CHANNEL}', json_build_array(workflow, id)::text)"
+            f" FROM runs WHERE {where}"
+        )
 
     def version_table(self) -> str:
         return (

@@ -25,6 +25,7 @@ from keel.store.sql.writes import (
     insert_review,
     insert_steps,
     run_row,
+    wake,
 )
 from keel.store.unit import Committed, UnitOfWork
 from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
@@ -71,6 +72,8 @@ def create_run(
             (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant),
         )
         created = cur.rowcount == 1
+        if created:
+            wake(s, "id=?", (run_id,))
         run = run_row(s, run_id)
     assert run is not None
     return run, created
@@ -306,6 +309,30 @@ def _claimed(s: Session, owner: str, rows: list[Any], run_ids: list[str]) -> lis
     return sorted(claimed, key=lambda c: order[c.run.id])
 
 
+def next_due(s: Session, workflows: Iterable[str], ids: Iterable[str] | None) -> float | None:
+    """Seconds until the earliest timer of a WAITING run of `workflows` is due."""
+    names = list(workflows)
+    if not names:
+        return None
+    # In wake_at order on the runs_ready index: the first row of a wanted workflow wins.
+    sql = (
+        "SELECT wake_at - {now} FROM runs WHERE status='WAITING' AND wake_at IS NOT NULL"
+        f" AND workflow IN ({marks(len(names))})"
+    )
+    args: list[Any] = names
+    if ids is not None:
+        id_list = list(ids)
+        if not id_list:
+            return None
+        if len(id_list) + len(names) < min(500, s.dialect.max_params):
+            sql += f" AND id IN ({marks(len(id_list))})"
+            args = [*names, *id_list]
+        # More ids than one statement takes: every run of the workflows (an earlier
+        # answer only wakes the worker early, never late).
+    row = s.execute(sql + " ORDER BY wake_at LIMIT 1", args).fetchone()
+    return None if row is None else float(row[0])
+
+
 def renew(s: Session, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:
     """Extend `owner`'s leases of `run_ids`; the ids it still holds."""
     if not run_ids:
@@ -362,6 +389,9 @@ def suspend_run(
                 run_id,
             ),
         )
+        if status is RunStatus.PENDING or wake_at is not None:
+            # Claimable now, or a new timer: idle workers re-read when the next one is due.
+            wake(s, "id=?", (run_id,))
     return status
 
 
@@ -411,6 +441,7 @@ def release_run(
             " updated_at=? WHERE id=? AND lease_owner=? AND status='RUNNING'",
             (now, run_id, owner),
         )
+        wake(s, "id=? AND status='PENDING'", (run_id,))
 
 
 def running_owners(s: Session) -> list[str]:
@@ -424,7 +455,9 @@ def running_owners(s: Session) -> list[str]:
 def expire_owner(s: Session, owner: str) -> int:
     """Expire every lease `owner` holds; how many."""
     with s.write():
-        cur = s.execute(
+        n = s.execute(
             "UPDATE runs SET lease_expires=0 WHERE lease_owner=? AND status='RUNNING'", (owner,)
-        )
-    return cur.rowcount
+        ).rowcount
+        if n:
+            wake(s, "lease_owner=? AND status='RUNNING'", (owner,))
+    return n

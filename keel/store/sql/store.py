@@ -109,6 +109,11 @@ class SQLStore(Store):
     ) -> list[Claimed]:
         return await self._call(runs.claim, owner, lease_seconds, limit, workflows, ids)
 
+    async def next_due(
+        self, workflows: Iterable[str], ids: Iterable[str] | None = None
+    ) -> float | None:
+        return await self._call(runs.next_due, workflows, ids)
+
     async def renew(self, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:
         return await self._call(runs.renew, owner, run_ids, lease_seconds)
 

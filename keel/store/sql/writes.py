@@ -1,6 +1,7 @@
 """The writes several concerns make inside their own transaction: the lease check,
 journal entries with their metered usage, opening reviews and escalations, signal
-delivery, an audit entry. Each takes a `Session` already inside `write()`.
+delivery, an audit entry, the wake-up of listening workers. Each takes a `Session`
+already inside `write()`.
 """
 
 from __future__ import annotations
@@ -198,6 +199,15 @@ def deliver(s: Session, run: RunInfo, name: str, payload_json: bytes, now: float
             "UPDATE runs SET status='PENDING', updated_at=? WHERE id=? AND status='WAITING'",
             (now, run.id),
         )
+        wake(s, "id=?", (run.id,))
+
+
+def wake(s: Session, where: str, params: Sequence[Any]) -> None:
+    """Wake listening workers (any host) for the runs matching `where`, once this
+    transaction commits; nothing where the database cannot notify (SQLite)."""
+    sql = s.dialect.wake_sql(where)
+    if sql:
+        s.execute(sql, params)
 
 
 def audit(s: Session, actor: str, action: str, target: str, detail: Any, now: float) -> None:
