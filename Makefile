@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/gateway.py
 	$(PY) bench/tracing.py
 	$(PY) bench/hitl.py
+	$(PY) bench/wakeups.py
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache

@@ -71,6 +71,8 @@ async def _one_of_everything(store: SQLiteStore) -> None:
     await kit.claimed(store, "r1", "A")
     await store.claim("B", 30.0, 5, ["wf"], ids=["r1", "r2"])
     await kit.renew(store, "A", ["r1"])
+    await store.next_due(["wf"])
+    await store.next_due(["wf"], ids=["r1"])
     now = await store.now()
     review = ReviewRequest(
         id="rv1", kind="approval", run_id="r1", workflow="wf", step="s#0", queue="q",
