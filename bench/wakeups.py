@@ -196,6 +196,7 @@ async def _measure(url: str, mode: str, runs: int, decisions: int, idle: float) 
         "claims_per_s_parked": statistics.mean(claims_parked),
         "next_due_per_s_parked": statistics.mean(dues),
         "load": load,
+        "latencies_ms": [round(x * 1000, 2) for x in lat],  # in decision order
     }
 
 

@@ -191,6 +191,8 @@ def test_polls_back_off_without_a_live_feed_and_are_a_safety_net_with_one() -> N
     listening = Pacer(s, _Feed(live=True))
     assert listening.wait(None) == 30.0
     assert listening.wait(due=3.0) == 3.0
+    # Executing runs (they wake it as they end): no timer look-up, at most poll_max.
+    assert listening.wait(None, busy=True) == 1.0
 
 
 @pytest.mark.parametrize("name", ["poll_interval", "poll_max", "listen_poll"])

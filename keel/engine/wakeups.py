@@ -42,6 +42,8 @@ class Pacer:
         [0.1, 0.2, 0.4]
         >>> pace.woke(); pace.wait(due=0.05)
         0.1
+        >>> Pacer(Settings(poll_max=2.0, listen_poll=5.0), feed=None).wait(None, busy=True)
+        0.1
     """
 
     __slots__ = ("_feed", "_idle", "_settings")
@@ -66,14 +68,19 @@ class Pacer:
         # The first idle wait is poll_interval, which a timer never shortens.
         return self.listening or (self._idle > 0 and s.poll_max > s.poll_interval)
 
-    def wait(self, due: float | None) -> float:
+    def wait(self, due: float | None, busy: bool = False) -> float:
         """Seconds to wait for a wake-up before claiming again; `due`: seconds until
-        the next timer of this worker's runs (None: none)."""
+        the next timer of this worker's runs (None: none or not asked); `busy`: it is
+        executing runs, which wake it as they end, so it skips asking for the next
+        timer (a query per run would cost more than it saves) and waits at most
+        `poll_max`: a timer coming due meanwhile is late by no more than that."""
         s = self._settings
         if self.listening:
             wait = s.listen_poll
         else:
             wait = min(s.poll_max, s.poll_interval * 2 ** min(self._idle, 60))
+        if busy:
+            wait = min(wait, s.poll_max)
         self._idle += 1
         if due is not None:
             # Never below poll_interval: a due run another worker is taking must not spin.

@@ -349,11 +349,11 @@ class Worker:
                 if got >= free:
                     await asyncio.sleep(0)
                     continue
-            due = None
-            if free > 0 and watching and self.paused is None and pace.wants_due():
+            due, busy = None, bool(self.active)
+            if free > 0 and watching and not busy and self.paused is None and pace.wants_due():
                 due = await self._next_due()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), pace.wait(due))
+                await asyncio.wait_for(self._wake.wait(), pace.wait(due, busy))
                 pace.woke()
 
     async def _next_due(self) -> float | None:
