@@ -231,6 +231,8 @@ async def test_a_burst_of_wake_ups_costs_one_claim(make_app: Any, wait_until: An
     async def mine(ctx: keel.Context) -> None:
         return None
 
+    # Only the test's wake-ups: no feed of the store's (Postgres wakes it once on LISTEN).
+    app.store.wake_feed = lambda: None  # type: ignore[method-assign]
     worker = Worker(app.runtime)
     claims = 0
     claim = app.store.claim
