@@ -8,7 +8,7 @@ polls with backoff meanwhile, and it reconnects with backoff; once listening aga
 wakes the worker once for whatever was committed while it was away.
 
 Example:
-    feed = PgWakeFeed("postgresql://keel@db/keel")
+    feed = PgWakeFeed(conninfo, "postgresql://keel@db/keel")  # conninfo: the store's
     task = asyncio.ensure_future(feed.run(on_wake, 0.1))
 """
 
@@ -32,7 +32,6 @@ _KEEPALIVES: dict[str, Any] = {
     "keepalives_idle": 30,
     "keepalives_interval": 10,
     "keepalives_count": 3,
-    "connect_timeout": 10,
 }
 
 
@@ -43,8 +42,8 @@ class PgWakeFeed(WakeFeed):
         feed = store.wake_feed()  # a PgWakeFeed for a PostgresStore
     """
 
-    def __init__(self, url: str, where: str) -> None:
-        self._url = url
+    def __init__(self, conninfo: str, where: str) -> None:
+        self._conninfo = conninfo  # the store's: URL, password file, timeouts, app name
         self._where = where  # the URL with its password hidden, for log lines
         self._live = False
         self._failing = False
@@ -76,7 +75,7 @@ class PgWakeFeed(WakeFeed):
             self._delay = min(self._delay * 2, _MAX_RETRY)
 
     async def _listen(self, wake: Wake) -> None:
-        conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True, **_KEEPALIVES)
+        conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **_KEEPALIVES)
         async with conn:
             await conn.execute(f"LISTEN {WAKE_CHANNEL}")
             self._live = True

@@ -230,7 +230,7 @@ class PostgresStore(SQLStore):
         """LISTEN for other hosts' wake-ups on a connection of its own (not pooled)."""
         from keel.store._pg_listen import PgWakeFeed
 
-        return PgWakeFeed(self.url, _safe(self.url))
+        return PgWakeFeed(self._conninfo, _safe(self.url))  # with the store's options
 
     # -- space and encryption at rest ---------------------------------------------
 
