@@ -18,6 +18,7 @@ from keel.store.records import Claimed, RunFilter, StepWrite
 from keel.store.sql.core import STEP_COLS, Session
 from keel.store.sql.dialect import marks
 from keel.store.sql.writes import (
+    alone,
     audit,
     check_owner,
     deliver,
@@ -25,6 +26,7 @@ from keel.store.sql.writes import (
     insert_review,
     insert_steps,
     run_row,
+    write_leased_step,
 )
 from keel.store.unit import Committed, UnitOfWork
 from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
@@ -136,7 +138,20 @@ def load_blob(s: Session, digest: str) -> bytes:
 
 
 def commit(s: Session, uow: UnitOfWork) -> Committed:
-    """Write a unit of work in one transaction (see `keel.store.unit`)."""
+    """Write a unit of work in one transaction (see `keel.store.unit`).
+
+    The usual unit, one journal entry under a lease, is one statement instead
+    (`write_leased_step`): on Postgres one round trip instead of four.
+    """
+    if (
+        uow.owner is not None
+        and len(uow.steps) == 1
+        and not uow.reviews
+        and not uow.escalations
+        and alone(uow.steps[0])
+    ):
+        write_leased_step(s, uow.owner, uow.steps[0])
+        return _NOTHING_OPENED
     opened: list[str] = []
     with s.write():
         if uow.owner is not None:
