@@ -143,14 +143,8 @@ def commit(s: Session, uow: UnitOfWork) -> Committed:
     The usual unit, one journal entry under a lease, is one statement instead
     (`write_leased_step`): on Postgres one round trip instead of four.
     """
-    if (
-        uow.owner is not None
-        and len(uow.steps) == 1
-        and not uow.reviews
-        and not uow.escalations
-        and alone(uow.steps[0])
-    ):
-        write_leased_step(s, uow.owner, uow.steps[0])
+    if uow.owner is not None and (w := single_step(uow)) is not None:
+        write_leased_step(s, uow.owner, w)
         return _NOTHING_OPENED
     opened: list[str] = []
     with s.write():
@@ -166,6 +160,13 @@ def commit(s: Session, uow: UnitOfWork) -> Committed:
                 opened.append(esc.id)
         insert_steps(s, uow.steps)
     return Committed(frozenset(opened)) if opened else _NOTHING_OPENED
+
+
+def single_step(uow: UnitOfWork) -> StepWrite | None:
+    """The unit's one journal entry when that is all it writes (`writes.alone`), else None."""
+    if len(uow.steps) != 1 or uow.reviews or uow.escalations or not alone(uow.steps[0]):
+        return None
+    return uow.steps[0]
 
 
 def take_signal(

@@ -139,11 +139,21 @@ def write_leased_step(s: Session, owner: str, w: StepWrite) -> None:
     takeover either waits for this write or makes it insert nothing, as `check_owner`
     in a transaction would.
     """
-    r = w.record
-    if s.execute(_WRITE_LEASED_STEP, (*_step_row(s, w), r.run_id, owner)).rowcount == 1:
-        return
-    row = s.execute("SELECT status FROM runs WHERE id=?", (r.run_id,)).fetchone()
-    raise _lease_lost(r.run_id, row[0] if row else "missing")
+    sql, params = leased_step(s, owner, w)
+    if s.execute(sql, params).rowcount != 1:
+        raise lease_lost(s, w.record.run_id)
+
+
+def leased_step(s: Session, owner: str, w: StepWrite) -> tuple[str, tuple[Any, ...]]:
+    """The statement `write_leased_step` runs and its values (for a backend that sends it
+    its own way); it wrote the entry if it changed one row, else see `lease_lost`."""
+    return _WRITE_LEASED_STEP, (*_step_row(s, w), w.record.run_id, owner)
+
+
+def lease_lost(s: Session, run_id: str) -> LeaseLost:
+    """The LeaseLost of a guarded write that changed nothing, with the run's status."""
+    row = s.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+    return _lease_lost(run_id, row[0] if row else "missing")
 
 
 def _step_row(s: Session, w: StepWrite) -> tuple[Any, ...]:
@@ -161,9 +171,7 @@ def _step_row(s: Session, w: StepWrite) -> tuple[Any, ...]:
         seal(r.digest, "steps.digest", *at),
         r.status.value,
         seal(w.output_json, "steps.output", *at),
-        seal(r.error.model_dump_json(exclude_none=True), "steps.error", *at)
-        if r.error
-        else None,
+        seal(r.error.model_dump_json(exclude_none=True), "steps.error", *at) if r.error else None,
         r.attempts,
         r.started_at,
         r.ended_at,
