@@ -36,13 +36,14 @@ from keel.errors import ConfigError, StoreError
 from keel.store import postgres_connect, postgres_schema
 from keel.store.options import StoreOptions
 from keel.store.postgres_async import AsyncStatements
-from keel.store.records import RekeyCounts, StoreSpace
+from keel.store.records import RekeyCounts, StepWrite, StoreSpace
 from keel.store.sql import rekey, runs, writes
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.dialect import Renderer
 from keel.store.sql.postgres_dialect import PostgresDialect
 from keel.store.sql.store import SQLStore
 from keel.store.unit import Committed, UnitOfWork
+from keel.types import RunStatus, StructuredError
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -217,16 +218,44 @@ class PostgresStore(SQLStore):
                 raise
             raise _fault(self.url, exc) from exc
 
+    # -- one-statement writes: from the event loop, no thread hop (postgres_async) ----
+
     async def commit(self, uow: UnitOfWork) -> Committed:
         """The usual unit, one journal entry under a lease, is one statement
-        (`writes.leased_step`), sent from the event loop with no thread hop; any other
-        unit is a transaction in a worker thread."""
+        (`writes.leased_step`); any other unit is a transaction in a worker thread."""
         w = runs.single_step(uow) if uow.owner is not None else None
         if w is None or uow.owner is None or not self._statements.usable():
             return await super().commit(uow)
-        # A session without a connection: building the values only seals payloads.
-        sealer = _PgSession(self.url, self.codec, _DIALECT, self._render, _Conn(cast(Any, None)))
-        sql, params = writes.leased_step(sealer, uow.owner, w)
+        await self._guarded(uow.run_id, *writes.leased_step(self._sealer(), uow.owner, w))
+        return Committed()
+
+    async def finish_run(
+        self,
+        run_id: str,
+        owner: str,
+        status: RunStatus,
+        result_json: bytes | None,
+        error: StructuredError | None,
+        state_json: bytes | None,
+        writes: Sequence[StepWrite],
+        now: float,
+    ) -> None:
+        if writes or not self._statements.usable():
+            return await super().finish_run(
+                run_id, owner, status, result_json, error, state_json, writes, now
+            )
+        s = self._sealer()
+        await self._guarded(
+            run_id, *runs.finishing(s, run_id, owner, status, result_json, error, state_json, now)
+        )
+
+    def _sealer(self) -> _PgSession:
+        # A session without a connection: building a statement's values only seals them.
+        return _PgSession(self.url, self.codec, _DIALECT, self._render, _Conn(cast(Any, None)))
+
+    async def _guarded(self, run_id: str, sql: str, params: tuple[Any, ...]) -> None:
+        """Run a write whose lease predicate is its own (it changes one row, or none when
+        the lease is lost: then LeaseLost, read in a normal call)."""
         try:
             changed = await self._statements.execute(self._render(sql), params)
         except psycopg.Error as exc:  # as `_call` reports them
@@ -234,8 +263,7 @@ class PostgresStore(SQLStore):
                 raise
             raise _fault(self.url, exc) from exc
         if changed != 1:
-            raise await self._call(writes.lease_lost, uow.run_id)
-        return Committed()
+            raise await self._call(writes.lease_lost, run_id)
 
     # The clock statements read: tests pin it to a literal to move time.
     @property
