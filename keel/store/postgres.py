@@ -5,7 +5,10 @@
 `ConnectionPool` lends a connection per call and the query function runs in a worker
 thread sized to the pool, so no statement ever blocks the event loop. Connections are in
 autocommit; a write is the session's `BEGIN` ... `COMMIT` (READ COMMITTED, with
-`{for_update}` row locks where a query reads then writes).
+`{for_update}` row locks where a query reads then writes). The hot path is cheaper: a
+journal entry under a lease, and a run's end, are one statement each whose lease check
+is its own predicate, awaited on the event loop (`keel.store.postgres_async`): one
+round trip and no thread hop per step.
 
 Payload columns are BYTEA: clear values are stored as their UTF-8 bytes, sealed values
 as the envelope's bytes (`keel.store._sealed`), and both read back as text.
