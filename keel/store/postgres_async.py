@@ -9,7 +9,8 @@ as much as the round trip of a small statement. A journal write that is one stat
 The set is bound to the event loop that first used it (asyncio locks are); on another
 loop `usable()` is False and the caller takes its threaded path. Idle connections are
 kept LIFO; a connection that failed, or whose statement was interrupted, is closed and
-dropped (the next call opens a new one), so a restarted server costs one fault.
+dropped, and a connection fault drops the idle ones too (the next call opens a new one),
+so a restarted server costs one fault, not one per idle connection.
 
 Example:
     >>> conns = AsyncStatements("postgresql://keel@db/keel", size=8)  # doctest: +SKIP
@@ -56,15 +57,22 @@ class AsyncStatements:
             try:
                 cur = await conn.execute(sql, params)
                 changed = cur.rowcount
-            except BaseException:
+            except BaseException as exc:
                 # Broken, or a statement cut off mid-flight (cancelled): never reuse it.
                 conn.pgconn.finish()
+                if isinstance(exc, psycopg.OperationalError):
+                    self._drop_idle()  # a restarted server left them all dead: one fault
                 raise
             if self._closed:
                 await conn.close()
             else:
                 self._idle.append(conn)
             return changed
+
+    def _drop_idle(self) -> None:
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.pgconn.finish()
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         # The store's connection string: it carries its options (timeouts, password, name).
