@@ -7,6 +7,7 @@ was lost raises LeaseLost and writes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 
 import pytest
@@ -18,6 +19,7 @@ from keel.store.records import WorkerBeat
 from keel.types import RunStatus
 from tests.store.kit import (
     LEASE,
+    cancel,
     claim,
     claimed,
     commit,
@@ -170,3 +172,45 @@ async def test_workers_beat_list_and_leave(store: Store) -> None:
     assert [w.owner for w in await store.list_workers()] == ["x", "new"]
     await store.remove_worker("x")
     assert [w.owner for w in await store.list_workers()] == ["new"]
+
+
+async def test_a_write_to_a_cancelled_run_raises_and_writes_nothing(store: Store) -> None:
+    await claimed(store, "r1")
+    await cancel(store, "r1")
+    with pytest.raises(LeaseLost, match="CANCELLED"):
+        await commit(store, "r1", "A", step("r1", "a#0"))
+    assert await store.load_steps("r1") == []
+
+
+async def test_a_write_racing_a_takeover_lands_before_it_or_not_at_all(
+    store: Store, store_url: str
+) -> None:
+    """The lease check and the write are one: a write that returns landed before the new
+    owner took the run (the new owner's first read sees it); one refused left nothing."""
+    from keel.store import open_store
+
+    ids = [f"r{i}" for i in range(20)]
+    for run_id in ids:
+        await create(store, run_id)
+    assert sorted(await claim(store, "A", lease=0.05, limit=len(ids))) == sorted(ids)
+    await until_store_time(store, await store.now() + 0.05)
+    other = open_store(store_url)  # the new owner: its own connections
+
+    async def old_owner(run_id: str) -> bool:
+        try:
+            await commit(store, run_id, "A", step(run_id, "a#0"))
+        except LeaseLost:
+            return False
+        return True
+
+    async def new_owner(run_id: str) -> list[str]:
+        assert await claim(other, "B", ids=[run_id]) == [run_id]
+        return [s.key for s in await other.load_steps(run_id)]
+
+    try:
+        outcomes = await asyncio.gather(*(asyncio.gather(old_owner(r), new_owner(r)) for r in ids))
+        for run_id, (landed, seen) in zip(ids, outcomes, strict=True):
+            assert seen == (["a#0"] if landed else []), run_id
+            assert [s.key for s in await store.load_steps(run_id)] == seen, run_id
+    finally:
+        await other.close()

@@ -46,7 +46,9 @@ What a second backend must provide (Postgres with psycopg 3 is the next one):
    query function with a session: SQLite runs it inline (one short transaction is
    cheaper than a hop to a thread); Postgres runs it in a worker thread on a
    connection taken from psycopg's sync `ConnectionPool` (autocommit; `write()` issues
-   `BEGIN` / `COMMIT`). It also implements what is not SQL (`now`, `reclaim_space`,
+   `BEGIN` / `COMMIT`), except the one-statement writes (`writes.leased_step`,
+   `runs.finishing`), which it awaits on an `AsyncConnection` with no thread hop.
+   It also implements what is not SQL (`now`, `reclaim_space`,
    `rekey`'s file-level steps, `close`) and creates or upgrades the schema
    (`keel.store.sql.schema`).
 

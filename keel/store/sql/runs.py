@@ -6,6 +6,7 @@ heartbeats are in `identity`). Leases and timers are decided on the database clo
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -18,14 +19,17 @@ from keel.store.records import Claimed, RunFilter, StepWrite
 from keel.store.sql.core import STEP_COLS, Session
 from keel.store.sql.dialect import marks
 from keel.store.sql.writes import (
+    alone,
     audit,
     check_owner,
     deliver,
     insert_escalation,
     insert_review,
     insert_steps,
+    lease_lost,
     run_row,
     wake,
+    write_leased_step,
 )
 from keel.store.unit import Committed, UnitOfWork
 from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
@@ -43,9 +47,10 @@ _READY = (
     " OR (status='RUNNING' AND lease_expires<{now}))"
 )
 _LOAD_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id=?"
-_FINISH = (
+_FINISH_LEASED = (
     "UPDATE runs SET status=?, result=?, error=?, state=?, ended_at=?, updated_at=?,"
-    " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL WHERE id=?"
+    " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL"
+    " WHERE id=? AND lease_owner=? AND status='RUNNING'"
 )
 # The timer is kept as a delay from the database's now: `wake_at - now` is the same on
 # any clock, `wake_at` alone is as wrong as the worker's clock. Clocks that agree within
@@ -139,7 +144,14 @@ def load_blob(s: Session, digest: str) -> bytes:
 
 
 def commit(s: Session, uow: UnitOfWork) -> Committed:
-    """Write a unit of work in one transaction (see `keel.store.unit`)."""
+    """Write a unit of work in one transaction (see `keel.store.unit`).
+
+    The usual unit, one journal entry under a lease, is one statement instead
+    (`write_leased_step`): on Postgres one round trip instead of four.
+    """
+    if uow.owner is not None and (w := single_step(uow)) is not None:
+        write_leased_step(s, uow.owner, w)
+        return _NOTHING_OPENED
     opened: list[str] = []
     with s.write():
         if uow.owner is not None:
@@ -154,6 +166,13 @@ def commit(s: Session, uow: UnitOfWork) -> Committed:
                 opened.append(esc.id)
         insert_steps(s, uow.steps)
     return Committed(frozenset(opened)) if opened else _NOTHING_OPENED
+
+
+def single_step(uow: UnitOfWork) -> StepWrite | None:
+    """The unit's one journal entry when that is all it writes (`writes.alone`), else None."""
+    if len(uow.steps) != 1 or uow.reviews or uow.escalations or not alone(uow.steps[0]):
+        return None
+    return uow.steps[0]
 
 
 def take_signal(
@@ -271,7 +290,8 @@ def _claim_skipping(
         step = max(1, min(500, s.dialect.max_params - len(names) - 3))
         chunks = [id_list[i : i + step] for i in range(0, len(id_list), step)]
     rows: list[Any] = []
-    with s.write():
+    # One statement is atomic by itself: a transaction only when there are several.
+    with s.write() if len(chunks) > 1 else contextlib.nullcontext(s):
         for chunk in chunks:
             if len(rows) >= limit:
                 break
@@ -406,24 +426,43 @@ def finish_run(
     writes: Sequence[StepWrite],
     now: float,
 ) -> None:
-    """End `run_id` with `status`, with its last journal entries."""
+    """End `run_id` with `status`, with its last journal entries.
+
+    The lease is the update's own predicate: without entries to write, ending the run
+    is one statement (on Postgres one round trip instead of four)."""
+    sql, params = finishing(s, run_id, owner, status, result_json, error, state_json, now)
+    if not writes:
+        if s.execute(sql, params).rowcount != 1:
+            raise lease_lost(s, run_id)
+        return
     with s.write():
-        check_owner(s, run_id, owner)
+        if s.execute(sql, params).rowcount != 1:  # locks the run for the entries
+            raise lease_lost(s, run_id)
         insert_steps(s, writes)
-        s.execute(
-            _FINISH,
-            (
-                status.value,
-                s.seal(result_json, "runs.result", run_id),
-                s.seal(error.model_dump_json(exclude_none=True), "runs.error", run_id)
-                if error
-                else None,
-                s.seal(state_json, "runs.state", run_id),
-                now,
-                now,
-                run_id,
-            ),
-        )
+
+
+def finishing(
+    s: Session,
+    run_id: str,
+    owner: str,
+    status: RunStatus,
+    result_json: bytes | None,
+    error: StructuredError | None,
+    state_json: bytes | None,
+    now: float,
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement ending `run_id` if `owner` holds its lease, and its values; it
+    changed one row, or the lease was lost (`lease_lost`)."""
+    return _FINISH_LEASED, (
+        status.value,
+        s.seal(result_json, "runs.result", run_id),
+        s.seal(error.model_dump_json(exclude_none=True), "runs.error", run_id) if error else None,
+        s.seal(state_json, "runs.state", run_id),
+        now,
+        now,
+        run_id,
+        owner,
+    )
 
 
 def release_run(

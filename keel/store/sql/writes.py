@@ -16,11 +16,17 @@ from keel.store.records import StepWrite
 from keel.store.sql.core import ESC_COLS, REVIEW_COLS, STEP_COLS, Session
 from keel.types import Escalation, ReviewRequest, RunInfo, RunStatus
 
-_UPSERT_STEP = (
-    f"INSERT INTO steps ({STEP_COLS}) VALUES"
-    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (run_id, key) DO UPDATE SET "
-    + ", ".join(f"{c.strip()}=excluded.{c.strip()}" for c in STEP_COLS.split(",")[2:])
+_STEP_VALUES = ", ".join("?" * len(STEP_COLS.split(",")))
+_STEP_CONFLICT = " ON CONFLICT (run_id, key) DO UPDATE SET " + ", ".join(
+    f"{c.strip()}=excluded.{c.strip()}" for c in STEP_COLS.split(",")[2:]
+)
+_UPSERT_STEP = f"INSERT INTO steps ({STEP_COLS}) VALUES ({_STEP_VALUES}){_STEP_CONFLICT}"
+# The same upsert guarded by the lease: the row is inserted only if the run is RUNNING
+# under this owner, whose row it locks for the statement (Postgres infers the values'
+# types from the target columns, as for VALUES).
+_WRITE_LEASED_STEP = (
+    f"INSERT INTO steps ({STEP_COLS}) SELECT {_STEP_VALUES} FROM runs"
+    " WHERE id=? AND lease_owner=? AND status='RUNNING'{for_update}" + _STEP_CONFLICT
 )
 # The run's workflow and tenant are copied in; a step of a run that is gone meters nothing.
 _UPSERT_USAGE = (
@@ -50,12 +56,15 @@ def check_owner(s: Session, run_id: str, owner: str) -> None:
         "SELECT lease_owner, status FROM runs WHERE id=?{for_update}", (run_id,)
     ).fetchone()
     if row is None or row[0] != owner or row[1] != "RUNNING":
-        status = row[1] if row else "missing"
-        raise LeaseLost(
-            f"run {run_id} is no longer owned by this worker (status {status})",
-            run_id=run_id,
-            status=status,
-        )
+        raise _lease_lost(run_id, row[1] if row else "missing")
+
+
+def _lease_lost(run_id: str, status: str) -> LeaseLost:
+    return LeaseLost(
+        f"run {run_id} is no longer owned by this worker (status {status})",
+        run_id=run_id,
+        status=status,
+    )
 
 
 def count_daily(s: Session, run_id: str, step_key: str, cost: float, at: float) -> None:
@@ -88,7 +97,6 @@ def count_daily(s: Session, run_id: str, step_key: str, cost: float, at: float) 
 
 def insert_steps(s: Session, writes: Sequence[StepWrite]) -> None:
     """Write journal entries, their out-of-line outputs and their metered usage."""
-    seal = s.seal
     for w in writes:
         r = w.record
         if w.usage is not None:
@@ -109,45 +117,78 @@ def insert_steps(s: Session, writes: Sequence[StepWrite]) -> None:
                 ),
             )
         if w.blob is not None and r.blob:
-            data = w.blob if s.codec is None else seal(w.blob, "blobs.data", r.blob)
+            data = w.blob if s.codec is None else s.seal(w.blob, "blobs.data", r.blob)
             s.execute(
                 "INSERT INTO blobs (digest, size, data) VALUES (?, ?, ?)"
                 " ON CONFLICT (digest) DO NOTHING",
                 (r.blob, len(w.blob), data),
             )
-        at = (r.run_id, r.key)
-        s.execute(
-            _UPSERT_STEP,
-            (
-                r.run_id,
-                r.key,
-                r.scope,
-                r.position,
-                r.kind.value,
-                r.name,
-                seal(r.digest, "steps.digest", *at),
-                r.status.value,
-                seal(w.output_json, "steps.output", *at),
-                seal(r.error.model_dump_json(exclude_none=True), "steps.error", *at)
-                if r.error
-                else None,
-                r.attempts,
-                r.started_at,
-                r.ended_at,
-                r.wake_at,
-                seal(pydantic_core.to_json(r.state_delta), "steps.state_delta", *at)
-                if r.state_delta
-                else None,
-                r.blob,
-                r.fallback,
-                seal(pydantic_core.to_json(r.input, fallback=repr), "steps.input", *at)
-                if r.input is not None
-                else None,
-                seal(pydantic_core.to_json(r.attempt_log), "steps.attempt_log", *at)
-                if r.attempt_log
-                else None,
-            ),
-        )
+        s.execute(_UPSERT_STEP, _step_row(s, w))
+
+
+def alone(w: StepWrite) -> bool:
+    """True when `w` is one row of `steps` and nothing else (no usage, no blob row): what
+    `write_leased_step` can write in one statement."""
+    return w.usage is None and (w.blob is None or not w.record.blob)
+
+
+def write_leased_step(s: Session, owner: str, w: StepWrite) -> None:
+    """Write journal entry `w` (`alone`) if `owner` holds the lease of its running run,
+    else raise LeaseLost having written nothing: one statement, no transaction.
+
+    The lease predicate and the row lock (`{for_update}`) are the statement's, so a
+    takeover either waits for this write or makes it insert nothing, as `check_owner`
+    in a transaction would.
+    """
+    sql, params = leased_step(s, owner, w)
+    if s.execute(sql, params).rowcount != 1:
+        raise lease_lost(s, w.record.run_id)
+
+
+def leased_step(s: Session, owner: str, w: StepWrite) -> tuple[str, tuple[Any, ...]]:
+    """The statement `write_leased_step` runs and its values (for a backend that sends it
+    its own way); it wrote the entry if it changed one row, else see `lease_lost`."""
+    return _WRITE_LEASED_STEP, (*_step_row(s, w), w.record.run_id, owner)
+
+
+def lease_lost(s: Session, run_id: str) -> LeaseLost:
+    """The LeaseLost of a guarded write that changed nothing, with the run's status."""
+    row = s.execute("SELECT status FROM runs WHERE id=?", (run_id,)).fetchone()
+    return _lease_lost(run_id, row[0] if row else "missing")
+
+
+def _step_row(s: Session, w: StepWrite) -> tuple[Any, ...]:
+    """`w` as the values of a `STEP_COLS` row, payloads sealed."""
+    r = w.record
+    seal = s.seal
+    at = (r.run_id, r.key)
+    return (
+        r.run_id,
+        r.key,
+        r.scope,
+        r.position,
+        r.kind.value,
+        r.name,
+        seal(r.digest, "steps.digest", *at),
+        r.status.value,
+        seal(w.output_json, "steps.output", *at),
+        seal(r.error.model_dump_json(exclude_none=True), "steps.error", *at) if r.error else None,
+        r.attempts,
+        r.started_at,
+        r.ended_at,
+        r.wake_at,
+        seal(pydantic_core.to_json(r.state_delta), "steps.state_delta", *at)
+        if r.state_delta
+        else None,
+        r.blob,
+        r.fallback,
+        seal(pydantic_core.to_json(r.input, fallback=repr), "steps.input", *at)
+        if r.input is not None
+        else None,
+        seal(pydantic_core.to_json(r.attempt_log), "steps.attempt_log", *at)
+        if r.attempt_log
+        else None,
+    )
 
 
 def insert_review(s: Session, review: ReviewRequest) -> bool:
