@@ -20,7 +20,7 @@ from keel.cli._common import (
     _with_app,
 )
 from keel.engine.hooks import Hooks
-from keel.errors import KeelError
+from keel.errors import KeelError, StoreError
 
 
 def run(
@@ -50,7 +50,15 @@ def run(
             app.hooks.add(progress)
         try:
             handle = await app.start(wf, data, id=id, execute=not detach)
-            info = await handle.info() if detach else await handle.settle()
+            try:
+                info = await handle.info() if detach else await handle.settle()
+            except StoreError as exc:  # the run is recorded: say it was not failed
+                raise type(exc)(
+                    f"{exc.message}. Run {handle.id} was not failed: it resumes from its"
+                    " journal when a worker takes it (keel worker), or run it again with"
+                    f" --id {handle.id}",
+                    **{**exc.data, "run_id": handle.id},
+                ) from None
         finally:
             if progress:
                 progress.close()

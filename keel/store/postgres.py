@@ -153,7 +153,7 @@ def _kind(exc: psycopg.Error, state: str, reason: str) -> tuple[str, str]:
         return "read-only", "the server is read-only (a standby, or a failover under way)"
     if state.startswith("28") or "password authentication failed" in reason:
         return "auth", "check the user and password in KEEL_STORE"
-    if state == "3D000":
+    if state == "3D000" or ("database" in reason and "does not exist" in reason):
         return "missing", "create the database, or fix its name in KEEL_STORE"
     if state.startswith("XX"):
         return "corrupt", "the server reports damaged data; see its log"
@@ -184,8 +184,7 @@ def _may_retry(exc: psycopg.Error, session: _PgSession | None) -> bool:
     if isinstance(exc, PoolTimeout):  # it waited for a connection already: surface it
         return False
     broken = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
-        getattr(exc, "sqlstate", None) is None
-        or str(exc.sqlstate).startswith(("08", "57P"))
+        getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith(("08", "57P"))
     )
     return broken and (session is None or not session.committing)
 

@@ -182,9 +182,7 @@ def _opts(root: Path, port: int, durable: bool = False) -> str:
 def _start(durable: bool = False) -> Server:
     initdb, pg_ctl = binary("initdb"), binary("pg_ctl")
     if not (initdb and pg_ctl and binary("psql")):
-        raise Unavailable(
-            "initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)"
-        )
+        raise Unavailable("initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)")
     as_user = _as_postgres()
     # Outside pytest's (private) temp tree: the postgres account must reach it.
     root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
@@ -207,9 +205,7 @@ def _start(durable: bool = False) -> Server:
         )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
-        raise Unavailable(
-            f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}"
-        ) from None
+        raise Unavailable(f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}") from None
     pid = int((data / "postmaster.pid").read_text().split()[0])
     found = Server("127.0.0.1", port, os.path.dirname(initdb), root, pid, durable)
     atexit.register(_stop, found)
