@@ -33,6 +33,8 @@ from tests.limits import WAIT
 
 APP = str(Path(__file__).parent / "apps" / "faults_app.py")
 _ROOT = str(Path(__file__).parent.parent)
+# A workflow's step keys, less the item number (tests/apps/faults_app.py).
+_STEP = {"chain": "work#", "fan": "map:work#0/", "embedded": "work#"}
 
 
 def until(check: Callable[[], bool], what: str, limit: float = WAIT) -> None:
@@ -109,9 +111,14 @@ class Fleet:
         self.procs.append((proc, log))
         return proc
 
-    def workers(self, count: int) -> None:
+    def workers(self, count: int, *args: str) -> None:
         for i in range(count):
-            self.spawn("worker", APP, name=f"worker{i}")
+            self.spawn("worker", APP, *args, name=f"worker{i}")
+
+    def busy(self) -> int:
+        """How many processes have run a step."""
+        log = self.tmp / "exec.log"
+        return len({ln.split()[1] for ln in log.read_text().splitlines()}) if log.exists() else 0
 
     def executions(self) -> list[str]:
         """Step keys in the order their code started (re-runs included)."""
@@ -158,7 +165,7 @@ class Fleet:
         assert {r: got[r] for r in self.steps} == dict.fromkeys(self.steps, "SUCCEEDED"), got
         effects = {p.name for p in (self.tmp / "effects").iterdir()}
         want = {
-            quote(f"{run_id}:work#{i}", safe="")
+            quote(f"{run_id}:{_STEP[run_id.rstrip('0123456789')]}{i}", safe="")
             for run_id, n in self.steps.items()
             for i in range(n)
         }

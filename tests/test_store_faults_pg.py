@@ -48,9 +48,8 @@ def test_kill_9_of_the_postmaster_mid_run_then_a_restart_fails_no_run(
     fleet = Fleet(tmp_path, _database(server))
     fleet.enqueue("chain", 6, n=40)
     fleet.enqueue("fan", 2, n=30)
-    fleet.steps.update({f"fan{i}": 30 for i in range(2)})
-    fleet.workers(2)
-    until(lambda: len(fleet.executions()) >= 20, "steps of every run to be in flight")
+    fleet.workers(2, "--max-runs", "4")  # the runs spread over both
+    until(lambda: fleet.busy() == 2, "both workers to run steps")
     pg.kill_server(server)
     # down past the store's wait for a connection (5 s): the workers pause, once each
     until(
@@ -58,13 +57,10 @@ def test_kill_9_of_the_postmaster_mid_run_then_a_restart_fails_no_run(
                     for i in range(2)),
         "both workers to pause",
     )  # fmt: skip
-    restarted = pg.restart_server(server)
-    try:
-        fleet.settle()
-        # 6 chains with a step each in flight, 2 maps with up to 4 each
-        fleet.check(episodes=1, in_flight=6 + 2 * 4)
-    finally:
-        pg.kill_server(restarted)  # the fixture's stop finds it gone and cleans up
+    pg.restart_server(server)  # the fixture stops it: stop_server finds the new postmaster
+    fleet.settle()
+    # 6 chains with a step each in flight, 2 maps with up to 4 each
+    fleet.check(episodes=1, in_flight=6 + 2 * 4)
 
 
 def test_every_keel_connection_terminated_mid_run_fails_no_run(
@@ -74,8 +70,8 @@ def test_every_keel_connection_terminated_mid_run_fails_no_run(
 
     fleet = Fleet(tmp_path, _database(server))
     fleet.enqueue("chain", 6, n=40)
-    fleet.workers(2)
-    until(lambda: len(fleet.executions()) >= 20, "steps of every run to be in flight")
+    fleet.workers(2, "--max-runs", "3")
+    until(lambda: fleet.busy() == 2, "both workers to run steps")
     with psycopg.connect(server.url(), autocommit=True) as conn:
         for _ in range(3):  # and again while the pools reconnect
             conn.execute(

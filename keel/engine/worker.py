@@ -40,6 +40,10 @@ _PROBE_FIRST, _PROBE_MAX = 0.1, 5.0
 # Store faults that never pass by waiting: a damaged file, a payload sealed with a key
 # this worker lacks, a wrong password or a database that does not exist.
 _LASTING = frozenset({"corrupt", "unreadable", "auth", "missing"})
+# Faults that pass by themselves (a server restarting, a lock held elsewhere): waited out
+# even when met at start-up, once the store opened. Others met then (a read-only file, a
+# full disk) are a setup problem: the worker stops and says so.
+_PASSING = frozenset({"unreachable", "conflict", "busy", "locked"})
 
 
 def _proc_stat(pid: int) -> tuple[str, str]:
@@ -192,8 +196,9 @@ class Worker:
         # At start-up a fault is a setup problem (a read-only file, a wrong path): say so
         # and stop. Once running, one that can pass is waited out: one line when the
         # episode starts and one when it ends, however many calls failed in between.
-        lasting = exc.data.get("kind") in _LASTING
-        if self.pause_on_fault and self._tasks and not lasting:
+        kind = exc.data.get("kind")
+        waits = bool(self._tasks) or kind in _PASSING
+        if self.pause_on_fault and waits and kind not in _LASTING:
             if self.paused is None:
                 log.warning(
                     "keel worker paused: %s. No run was failed; runs in flight resume from"

@@ -158,6 +158,15 @@ def _pid(srv: Server) -> int:
         return srv.pid
 
 
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, which a container's init may never reap, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
 def _as_postgres() -> list[str]:
     """The prefix that runs a Postgres program as the postgres account when we are root
     (initdb and the server refuse root)."""
@@ -222,6 +231,8 @@ def _stop(srv: Server) -> None:
         return
     deadline = time.monotonic() + WAIT * 6
     while time.monotonic() < deadline and (srv.root / "data" / "postmaster.pid").exists():
+        if not _alive(pid):  # killed (its pid file stays), or a zombie nobody reaps
+            break
         time.sleep(0.05)
     shutil.rmtree(srv.root, ignore_errors=True)
 
