@@ -96,22 +96,6 @@ def test_a_full_disk_pauses_the_worker_and_it_resumes_when_space_is_freed(
     fleet.check(episodes=1, in_flight=4)
 
 
-def test_a_read_only_store_pauses_the_worker_until_it_is_writable_again(
-    tmp_path: Path,
-    tmpfs: Path,  # noqa: F811
-) -> None:
-    fleet = _tmpfs_fleet(tmp_path, tmpfs)
-    _mount("-o", "remount,ro", str(tmpfs))
-    try:
-        until(lambda: _paused(fleet, ["worker0"]), "the worker to pause")
-        assert "read-only" in (tmp_path / "worker0.err").read_text()
-        assert "FAILED" not in _statuses_unlocked(fleet).values()
-    finally:
-        _mount("-o", "remount,rw", str(tmpfs))
-    fleet.settle()
-    fleet.check(episodes=1, in_flight=4)
-
-
 # -- a read-only file mid-run ------------------------------------------------------------
 # Linux refuses to remount a file system read-only while a process has a file on it open
 # for writing (EBUSY), and a chmod does not touch descriptors already open: a worker meets
@@ -187,3 +171,28 @@ async def test_a_read_only_store_mid_run_pauses_until_it_is_writable(
     assert window.failed >= 2
     effects = {p.name for p in (tmp_path / "effects").iterdir()}
     assert len(effects) == 3 * 40
+
+
+async def test_the_api_says_503_when_the_store_fails_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from keel.errors import StoreError
+    from keel.server.app import create_app
+    from keel.server.auth import add_user
+    from tests.apps.faults_app import build
+
+    app = build(f"sqlite:///{tmp_path}/keel.db")
+    token = await add_user(app.store, "ada", "admin", [])
+
+    async def locked(*args: object, **kwargs: object) -> object:
+        raise StoreError("store 'keel.db' stayed locked by another process", kind="locked")
+
+    monkeypatch.setattr(app.store, "list_runs", locked)
+    transport = httpx.ASGITransport(app=create_app(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as client:
+        res = await client.get("/api/v1/runs", headers={"Authorization": f"Bearer {token}"})
+    await app.close()
+    assert res.status_code == 503, res.text
+    assert "locked" in res.json()["detail"] and "retry" in res.json()["detail"]

@@ -49,8 +49,11 @@ def run(
         if progress:
             app.hooks.add(progress)
         try:
-            handle = await app.start(wf, data, id=id, execute=not detach)
+            # Recorded first: a store fault after that leaves a run to resume, not lost.
+            handle = await app.start(wf, data, id=id, execute=False)
             try:
+                if not detach:
+                    await app.start(wf, id=handle.id)  # attach: the embedded worker runs it
                 info = await handle.info() if detach else await handle.settle()
             except StoreError as exc:  # the run is recorded: say it was not failed
                 raise type(exc)(
