@@ -57,6 +57,10 @@ def test_kill_9_of_the_postmaster_mid_run_then_a_restart_fails_no_run(
                     for i in range(2)),
         "both workers to pause",
     )  # fmt: skip
+    # a command that writes while the server is down: one line, exit 3, nothing lost
+    res = fleet.keel("signal", "chain0", "go")
+    assert res.returncode == 3 and "Traceback" not in res.stderr, res.stderr
+    assert [ln for ln in res.stderr.splitlines() if ln.startswith("error:")], res.stderr
     pg.restart_server(server)  # the fixture stops it: stop_server finds the new postmaster
     fleet.settle()
     # 6 chains with a step each in flight, 2 maps with up to 4 each

@@ -446,6 +446,9 @@ class Worker:
         and tried again next time: housekeeping never stops the worker."""
         settings = self.rt.settings
         while not self._stopping:
+            if self.paused is not None:  # the store is down: housekeeping waits for it
+                await asyncio.sleep(max(0.1, settings.retention_interval))
+                continue
             try:
                 done = await retention.sweep(
                     self.rt.store,
@@ -460,6 +463,10 @@ class Worker:
                         done.runs,
                         settings.retention_days,
                     )
+            except StoreError as exc:  # one episode, one line: the worker's pause says it
+                self._store_fault(exc)
+                if self.paused is None:
+                    return
             except Exception as exc:
                 log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(max(0.1, settings.retention_interval))
