@@ -183,3 +183,51 @@ async def test_a_failover_to_a_read_only_server_is_a_store_fault(pg_store: Any) 
     with pytest.raises(StoreError) as got:
         await pg_store._call(write)
     assert got.value.data["kind"] == "read-only" and got.value.data["sqlstate"] == "25006"
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ('connection failed: FATAL:  password authentication failed for user "keel"', "auth"),
+        ('connection failed: FATAL:  database "keel" does not exist', "missing"),
+        ("server closed the connection unexpectedly", "unreachable"),
+        ("40001", "conflict"),
+        ("40P01", "conflict"),
+        ("53100", "full"),
+        ("25006", "read-only"),
+        ("57P01", "unreachable"),
+        ("53300", "busy"),
+        ("XX001", "corrupt"),
+    ],
+)
+def test_postgres_faults_are_classified(error: str, kind: str) -> None:
+    """What the worker does with each (keel.engine.worker): auth, missing and corrupt
+    stop it with one line; the others pause it until the store is back."""
+    import psycopg
+
+    from keel.store.postgres import _fault
+
+    exc = (
+        psycopg.errors.lookup(error)("x")
+        if len(error) == 5 and error[:2].isalnum() and " " not in error
+        else psycopg.OperationalError(error)
+    )
+    got = _fault("postgresql://keel:secret@db/keel", exc)
+    assert got.data["kind"] == kind
+    assert "secret" not in got.message
+
+
+async def test_lasting_faults_stop_a_worker_and_passing_ones_pause_it(tmp_path: Path) -> None:
+    from keel.errors import StoreError
+    from tests.apps.faults_app import build
+
+    app = build(f"sqlite:///{tmp_path}/keel.db")
+    try:
+        for kind, pauses in [("unreachable", True), ("auth", False)]:
+            worker = app.worker()
+            worker._tasks = [object()]  # type: ignore[list-item]  # as if running
+            worker._store_fault(StoreError("store failed", kind=kind))
+            assert (worker.paused is not None) is pauses
+            assert (worker.fault is not None) is not pauses
+    finally:
+        await app.close()
