@@ -32,6 +32,8 @@ test: $(TEST_STAMP)
 	bash scripts/services.sh
 	$(MAKE) lint
 	$(PY) -m pytest -q -p no:cacheprovider
+	# The store-facing tests again on Postgres (tests/postgres_suite.txt says which, and why not the rest)
+	KEEL_TEST_STORE=postgres $(PY) -m pytest -q -p no:cacheprovider $$(grep '^tests/' tests/postgres_suite.txt)
 
 # Console screenshots (inbox, decision page, waterfall) from the browser tests.
 screenshots: $(TEST_STAMP)

@@ -37,6 +37,7 @@ __all__ = [
     "failure_label",
     "keel_env",
     "keel_python",
+    "load_text",
     "log",
     "machine_info",
     "median_result",
@@ -262,6 +263,11 @@ def trial_count(args: argparse.Namespace, full: int = 3) -> int:
     return int(args.trials or (1 if args.quick else full))
 
 
+def load_text() -> str:
+    """The 1, 5 and 15 minute load averages: how busy the shared machine was."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine_info() -> dict[str, Any]:
     cpu = "unknown"
     cpuinfo = Path("/proc/cpuinfo")
@@ -276,6 +282,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "sqlite": __import__("sqlite3").sqlite_version,
+        "load_average": os.getloadavg(),
     }
 
 

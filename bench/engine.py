@@ -1,39 +1,37 @@
-"""Engine benchmark: Keel against LangGraph (SQLite checkpointer) and DBOS (SQLite).
+"""Engine benchmark: Keel against LangGraph (SQLite checkpointer) and DBOS, on SQLite
+and on Postgres.
 
     python bench/engine.py [--quick] [--only keel,langgraph,dbos] [--json out.json]
+    python bench/engine.py --store postgres [--durable] [--pg URL] [--procs 1,2,4]
 
 Each peer is installed at a pinned version in its own venv under
 `bench/.venvs/<peer>` (created on first use, reused while the versions
 match); Keel runs from the repo's `.venv`. Every workload of every system
-runs in a fresh subprocess with a fresh temp-dir database, so memory and
-disk figures belong to that workload alone. Each cell is the median of 3
-trials (1 with --quick). See bench/README.md for what each workload does.
+runs in a fresh subprocess with a fresh temp-dir database (on Postgres: a
+fresh database on the same server), so memory and disk figures belong to that
+workload alone. Each cell is the median of 3 trials (1 with --quick). The
+Postgres section (bench/_pg_section.py) adds a floor (a bare psycopg INSERT +
+COMMIT per step) and W3 with several Keel worker processes. See
+bench/README.md for what each workload does.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import _pg_section as pg_section
 from _harness import (
-    BENCH,
-    REPO,
-    TIMEOUT_S,
     bench_parser,
     choose,
-    communicate_json,
     failure_label,
-    keel_env,
-    keel_python,
+    load_text,
     log,
     machine_info,
     print_tables,
@@ -42,142 +40,15 @@ from _harness import (
     with_trials,
     write_report,
 )
-
-VENVS = BENCH / ".venvs"
-WORKLOADS = ("w1", "w2_200", "w2_1000", "w3", "w4")
-INSTALL_TIMEOUT_S = 900.0
-IMPORT_REPEATS = 5
-
-
-@dataclass(frozen=True)
-class System:
-    name: str
-    label: str
-    script: str  # under bench/peers/
-    import_stmt: str  # what a user of the system imports to run these workloads
-    pins: dict[str, str] = field(default_factory=dict)  # distribution -> exact version
-    venv: bool = True  # False: run with the repo's interpreter (Keel itself)
-
-
-SYSTEMS: dict[str, System] = {
-    s.name: s
-    for s in (
-        # keel's names resolve lazily, so bare `import keel` loads almost nothing;
-        # touching App and Context imports what defining a workflow needs.
-        System(
-            "keel", "Keel", "keel_workloads.py", "import keel; keel.App; keel.Context", venv=False
-        ),
-        System(
-            "langgraph",
-            "LangGraph",
-            "langgraph_workloads.py",
-            "import langgraph.graph, langgraph.checkpoint.sqlite.aio",
-            # The checkpointer is pinned too, so a rerun measures the same code.
-            pins={"langgraph": "1.2.22", "langgraph-checkpoint-sqlite": "3.1.2"},
-        ),
-        System("dbos", "DBOS", "dbos_workloads.py", "import dbos", pins={"dbos": "3.4.0"}),
-    )
-}
-
-
-# --- interpreters -------------------------------------------------------------
-
-
-def installed_versions(python: Path, dists: Sequence[str]) -> dict[str, str | None]:
-    code = (
-        "import importlib.metadata as m, json, sys\n"
-        "def v(d):\n"
-        "    try: return m.version(d)\n"
-        "    except m.PackageNotFoundError: return None\n"
-        "print(json.dumps({d: v(d) for d in sys.argv[1:]}))"
-    )
-    out = subprocess.run(
-        [str(python), "-c", code, *dists], capture_output=True, text=True, check=True
-    )
-    result: dict[str, str | None] = json.loads(out.stdout)
-    return result
-
-
-def ensure_venv(system: System) -> Path:
-    """The peer's venv python, creating or re-pinning the venv when needed."""
-    venv = VENVS / system.name
-    python = venv / "bin" / "python"
-    if python.exists() and installed_versions(python, list(system.pins)) == system.pins:
-        return python
-    if not python.exists():
-        log(f"creating {venv.relative_to(REPO)}")
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    reqs = [f"{dist}=={ver}" for dist, ver in system.pins.items()]
-    log(f"installing {' '.join(reqs)} into {venv.relative_to(REPO)}")
-    pip = subprocess.run(
-        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", *reqs],
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT_S,
-    )
-    if pip.returncode != 0:  # pip's own warnings are noise unless the install failed
-        sys.stderr.write(pip.stdout + pip.stderr)
-        raise subprocess.CalledProcessError(pip.returncode, pip.args)
-    return python
-
-
-def child_env(system: System) -> dict[str, str]:
-    return dict(os.environ) if system.venv else keel_env()
-
-
-def prepare(system: System) -> tuple[Path | None, str | None]:
-    """(python, None) when the system can run, else (None, reason shown in its cells)."""
-    try:
-        python = keel_python() if not system.venv else ensure_venv(system)
-        check = subprocess.run(
-            [str(python), "-c", system.import_stmt],
-            env=child_env(system),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-        )
-    except (subprocess.SubprocessError, OSError) as exc:
-        return None, f"setup failed: {exc}"
-    if check.returncode != 0:
-        last = (check.stderr.strip().splitlines() or ["?"])[-1]
-        return None, f"import failed: {last}"
-    return python, None
-
-
-# --- running workloads --------------------------------------------------------
-
-
-def run_workload(system: System, python: Path, workload: str, quick: bool) -> dict[str, Any]:
-    """One workload in a fresh process and fresh temp dir; never raises."""
-    with tempfile.TemporaryDirectory(prefix=f"keel-bench-{system.name}-{workload}-") as tmp:
-        cmd = [str(python), str(BENCH / "peers" / system.script), workload, "--dir", tmp]
-        if quick:
-            cmd.append("--quick")
-        # Own session, so a timeout can kill the whole process group (DBOS threads etc.).
-        result, _stderr = communicate_json(cmd, child_env(system))
-    return result
-
-
-def import_seconds(system: System, python: Path) -> float:
-    """Min over fresh interpreters of the import alone (interpreter start excluded)."""
-    code = (
-        "import time; t = time.perf_counter()\n"
-        f"{system.import_stmt}\n"
-        "print(time.perf_counter() - t)"
-    )
-    times = []
-    for _ in range(IMPORT_REPEATS):
-        out = subprocess.run(
-            [str(python), "-c", code],
-            env=child_env(system),
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=TIMEOUT_S,
-        )
-        times.append(float(out.stdout.strip().splitlines()[-1]))
-    return min(times)
-
+from _systems import (
+    PROCS_WORKLOAD,
+    SYSTEMS,
+    WORKLOADS,
+    System,
+    import_seconds,
+    prepare,
+    run_workload,
+)
 
 # --- the table ----------------------------------------------------------------
 
@@ -283,26 +154,70 @@ def import_result(system: System, python: Path) -> dict[str, Any]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(__doc__, "1 trial, fewer W1 runs")
     parser.add_argument("--only", default=",".join(SYSTEMS), help="comma list of systems")
-    parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list")
+    parser.add_argument(
+        "--workloads",
+        default=",".join((*WORKLOADS, PROCS_WORKLOAD)),
+        help=f"comma list ({PROCS_WORKLOAD}: W3 with N worker processes, Postgres only)",
+    )
+    parser.add_argument(
+        "--store",
+        choices=("sqlite", "postgres", "both"),
+        help="which stores to bench [default: both when Postgres can be started or --pg is"
+        " given, else sqlite]",
+    )
+    parser.add_argument(
+        "--pg",
+        metavar="URL",
+        help="use this Postgres server (a database to"
+        " CREATE/DROP the bench's databases from) instead of a throwaway one",
+    )
+    parser.add_argument(
+        "--durable",
+        action="store_true",
+        help="start the throwaway Postgres"
+        " with fsync, synchronous_commit and full_page_writes on (its defaults)",
+    )
+    parser.add_argument("--procs", default="1,2,4", help="worker processes for W3 on Postgres")
     args = parser.parse_args(argv)
     args.only = choose(parser, "only", args.only, list(SYSTEMS))
-    args.workloads = choose(parser, "workloads", args.workloads, WORKLOADS)
+    args.workloads = choose(parser, "workloads", args.workloads, (*WORKLOADS, PROCS_WORKLOAD))
+    try:
+        args.procs = [int(n) for n in args.procs.split(",") if n.strip()]
+    except ValueError:
+        parser.error(f"--procs: a comma list of worker counts, got {args.procs!r}")
+    if not args.procs or min(args.procs) < 1:
+        parser.error("--procs: every worker count must be at least 1")
+    problem = args.pg and pg_section.check_url(args.pg)
+    if problem:
+        parser.error(f"--pg: {problem}")
+    if args.durable and args.pg:
+        parser.error(
+            "--durable starts a throwaway server; an existing one (--pg) keeps its own settings"
+        )
+    if args.store is None:
+        args.store = "both" if args.pg or pg_section.binaries_available() else "sqlite"
+    elif args.store != "sqlite" and not args.pg and not pg_section.binaries_available():
+        parser.error(
+            "--store postgres: no Postgres binaries here (apt-get install postgresql)"
+            " and no --pg URL"
+        )
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     trials = trial_count(args)
-    systems = [SYSTEMS[name] for name in args.only]
-    results = {s.name: bench_system(s, args.workloads, trials, args.quick) for s in systems}
-    print_table(systems, results)
+    report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "trials": trials}
+    log(f"load average {load_text()}")
+    if args.store in ("sqlite", "both"):
+        systems = [SYSTEMS[name] for name in args.only]
+        workloads = [w for w in args.workloads if w in WORKLOADS]
+        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in systems}
+        print_table(systems, results)
+        report["results"] = results
+    if args.store in ("postgres", "both"):
+        report["postgres"] = pg_section.run(args, trials)
     if args.json:
-        report = {
-            "machine": machine_info(),
-            "quick": args.quick,
-            "trials": trials,
-            "results": results,
-        }
         write_report(args.json, report)
     return 0
 

@@ -263,7 +263,7 @@ class App:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = open_store(self.store_url, self.codec)
+            self._store = open_store(self.store_url, self.codec, config.store_options())
         return self._store
 
     @property

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from keel.host import StoreHost
 from keel.store.records import WorkerBeat
-from keel.types import RunInfo
+from keel.types import RunInfo, RunStatus
 
 
 class Watched(StoreHost, Protocol):
@@ -64,15 +64,25 @@ class ResumeNotice:
 
 
 async def resume_notice(
-    app: Watched, run_id: str, then: str = "resumes", run: RunInfo | None = None
+    app: Watched,
+    run_id: str,
+    then: str = "resumes",
+    run: RunInfo | None = None,
+    *,
+    decided: bool = False,
 ) -> ResumeNotice:
     """What happens to `run_id` now that it may go on: `run R resumes` only when a live
     worker serves its workflow; otherwise what to start. `then` says what the run does;
-    `run` is the run as the caller just read it (else it is read here)."""
+    `run` is the run as the caller just read it (else it is read here). `decided`: the
+    run was waiting on the decision (or signal) the caller just made."""
     if run is None:
         run = await app.store.get_run(run_id)
     if run is None:
         return ResumeNotice(False, f"run {run_id} is not in {app.store_url}")
+    if decided and run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
+        # It was waiting when the decision landed, so a worker took it on and it has
+        # ended since (a fast worker beats this read, on a networked store most often).
+        return ResumeNotice(True, f"run {run_id} {then}")
     if run.status.terminal:
         return ResumeNotice(False, f"run {run_id} already ended {run.status.value}")
     if app._resumes_here(run_id):

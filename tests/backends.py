@@ -37,6 +37,11 @@ class Backend:
     # Every row the backend holds for the store at a URL, as text, for "wrote nothing"
     # checks that must also see what no interface reads back (e.g. queued signals).
     rows: Callable[[str], list[str]] | None = None
+    # Runs one statement (`?` placeholders) on the store's database and commits:
+    # for what no interface does (moving a run back in time, single usage rows).
+    sql: Callable[[str, str, tuple[object, ...]], list[tuple[object, ...]]] | None = None
+    # The database's clock in seconds since the epoch, as an SQL expression.
+    now_sql: str = ""
 
 
 def _sqlite_url(directory: Path, name: str) -> str:
@@ -67,11 +72,42 @@ def _sqlite_rows(url: str) -> list[str]:
         return list(db.iterdump())
 
 
+_pg_databases: dict[tuple[Path, str], str] = {}
+
+
+def _sqlite_sql(url: str, query: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db, db:
+        return db.execute(query, args).fetchall()
+
+
 def _postgres_url(directory: Path, name: str) -> str:
-    # A database of its own on the session's throwaway server (started on first use).
+    # A database of its own on the session's throwaway server (started on first use); the
+    # same (directory, name) is the same database, as it is the same file on SQLite.
     from tests.services.postgres import fresh_database
 
-    return fresh_database()
+    key = (directory.resolve(), name)
+    if key not in _pg_databases:
+        _pg_databases[key] = fresh_database()
+    return _pg_databases[key]
+
+
+def _postgres_at_rest(url: str) -> bytes:
+    # Every value of every row of the store's database, BYTEA as its raw bytes (a sealed
+    # or clear payload as stored), the rest as text. The server's files mix databases and
+    # hold old row versions too; what is checked here is what the database holds live.
+    import psycopg
+
+    out = bytearray()
+    with psycopg.connect(url, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        ).fetchall()
+        for (table,) in tables:
+            for row in conn.execute(f'SELECT * FROM "{table}"'):
+                for value in row:
+                    out += value if isinstance(value, bytes) else str(value).encode()
+                    out += b"\0"
+    return bytes(out)
 
 
 def _postgres_rows(url: str) -> list[str]:
@@ -80,12 +116,33 @@ def _postgres_rows(url: str) -> list[str]:
     return rows(url)
 
 
+def _postgres_sql(url: str, query: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(query.replace("?", "%s"), args)
+        return cur.fetchall() if cur.description else []
+
+
 BACKENDS: dict[str, Backend] = {
     b.name: b
     for b in (
-        Backend("sqlite", _sqlite_url, _sqlite_at_rest, _sqlite_rows),
-        # at_rest: the server's files mix every database's pages; tests needing them skip.
-        Backend("postgres", _postgres_url, None, _postgres_rows),
+        Backend(
+            "sqlite",
+            _sqlite_url,
+            _sqlite_at_rest,
+            _sqlite_rows,
+            _sqlite_sql,
+            "((julianday('now') - 2440587.5) * 86400.0)",
+        ),
+        Backend(
+            "postgres",
+            _postgres_url,
+            _postgres_at_rest,
+            _postgres_rows,
+            _postgres_sql,
+            "EXTRACT(EPOCH FROM clock_timestamp())",
+        ),
     )
 }
 
@@ -119,6 +176,16 @@ def at_rest(url: str) -> bytes:
     if read is None:
         pytest.skip(f"the {backend().name} backend cannot show the bytes it stores")
     return read(url)
+
+
+def sql(url: str, query: str, *args: object) -> list[tuple[object, ...]]:
+    """Run `query` (`?` placeholders; `{now}` is the database's clock in epoch seconds) on
+    the database of the store at `url` and commit, e.g.
+    `sql(url, "UPDATE runs SET ended_at = ended_at - ?", 86400)`. For what no store
+    interface does; the rows it returns, if any."""
+    b = backend()
+    assert b.sql is not None, f"the {b.name} backend runs no SQL"
+    return b.sql(url, query.replace("{now}", b.now_sql), args)
 
 
 def is_sqlite() -> bool:

@@ -28,7 +28,7 @@ from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.web.waterfall import layout, money
 from tests.limits import WAIT
-from tests.services.pages import csrf_of, element, sign_in
+from tests.services.pages import csrf_of, element, sample_of, sign_in
 
 SETTLE = WAIT  # a bound, never a timing (tests/limits.py)
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
@@ -690,7 +690,7 @@ async def test_run_ids_with_slashes_open_and_unknown_ids_get_a_404_page(
 
 async def sampled(console: Console, run_id: str, text: str = "please refund my order") -> str:
     await console.run("label", {"text": text}, run_id)
-    req = await console.app.reviews.get(f"{run_id}:sample")
+    req = await sample_of(console.app, run_id)
     assert req.status == "pending"
     return str(req.id)
 

@@ -36,7 +36,7 @@ from keel.llm import gateway as gateway_mod
 from keel.llm.gateway import CallContext
 from keel.llm.ratelimit import RateLimiter, TokenBucket
 from keel.types import RunStatus, StepStatus
-from tests.backends import is_sqlite
+from tests.backends import sql
 from tests.limits import WAIT
 
 RESULT = WAIT  # a bound, never a timing (tests/limits.py)
@@ -95,17 +95,14 @@ def responses(steps: list[keel.StepRecord]) -> list[LLMResponse]:
 async def usage_rows(app: keel.App, run_id: str | None = None) -> list[tuple[Any, ...]]:
     """The usage table, read straight from the store's database: each model call's own
     row (run, step, workflow, tenant, model, tokens, cost, hit), which no store interface
-    returns (usage_report sums them by group). SQLite only: skips on other backends."""
-    if not is_sqlite():
-        pytest.skip("reads the SQLite usage table: no interface lists single usage rows")
-    db = app.store._db  # type: ignore[attr-defined]
-    sql = "SELECT run_id, step_key, workflow, tenant, model, input_tokens, output_tokens,"
-    sql += " cost_usd, cache_hit FROM usage"
+    returns (usage_report sums them by group)."""
+    query = "SELECT run_id, step_key, workflow, tenant, model, input_tokens, output_tokens,"
+    query += " cost_usd, cache_hit FROM usage"
     args: tuple[Any, ...] = ()
     if run_id is not None:
-        sql += " WHERE run_id=?"
+        query += " WHERE run_id=?"
         args = (run_id,)
-    return sorted(db.execute(sql + " ORDER BY run_id, step_key", args).fetchall())
+    return sorted(sql(app.store.url, query + " ORDER BY run_id, step_key", *args))  # type: ignore[attr-defined]
 
 
 # -- routing -------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -16,7 +15,7 @@ from keel.errors import RunNotFound
 from keel.store import Store
 from tests.apps.harness import Harness
 from tests.apps.retention_app import gate
-from tests.backends import is_sqlite
+from tests.backends import sql
 from tests.limits import WAIT
 
 pytestmark = pytest.mark.slow
@@ -55,22 +54,9 @@ def _dangling(h: Harness) -> list[str]:
     return h.store(missing)
 
 
-def _sqlite(h: Harness, query: str, *args: object) -> list[tuple[object, ...]]:
-    """SQL on the store's file, for what no store interface does (moving runs back in
-    time; counting the blobs no run refers to). SQLite only: the caller skips otherwise."""
-    db = sqlite3.connect(h.url.removeprefix("sqlite:///"))
-    try:
-        with db:  # committed
-            return db.execute(query, args).fetchall()
-    finally:
-        db.close()
-
-
 async def test_a_purge_while_a_worker_executes_runs_fails_none_and_loses_no_step(
     worker_harness: Harness,
 ) -> None:
-    if not is_sqlite():  # no store interface moves a run's times back forty days
-        pytest.skip("backdates runs with SQL on the SQLite file")
     h = worker_harness
     h.base_env["KEEL_LEASE_SECONDS"] = "30"  # the worker stays live: no lease may lapse
     worker = h.spawn_keel("worker", APP)
@@ -88,7 +74,8 @@ async def test_a_purge_while_a_worker_executes_runs_fails_none_and_loses_no_step
     )
     # Forty days pass for them (they share one blob with every run to come).
     back = 40 * DAY
-    _sqlite(h, "UPDATE runs SET created_at = created_at - ?, ended_at = ended_at - ?", back, back)
+    # (no store interface moves a run's times back: SQL on the store's database)
+    sql(h.url, "UPDATE runs SET created_at = created_at - ?, ended_at = ended_at - ?", back, back)
 
     # In flight during the whole purge: held mid-run until the purge is over.
     held = [f"held-{i}" for i in range(3)]
@@ -96,10 +83,7 @@ async def test_a_purge_while_a_worker_executes_runs_fails_none_and_loses_no_step
         await app.start("held", {"i": i}, id=run_id, execute=False)
     await app.start("waits", {}, id="waiting", execute=False)
     await h.wait_until(
-        lambda: (
-            all("work#0" in _keys(h, r) for r in held)
-            and _status(h, "waiting") == "WAITING"
-        ),
+        lambda: all("work#0" in _keys(h, r) for r in held) and _status(h, "waiting") == "WAITING",
         timeout=WAIT,
         what="held runs mid-run and a run waiting",
         procs=[worker],
@@ -196,7 +180,5 @@ async def test_workers_apply_the_retention_setting_by_themselves(
         assert w.alive(), w.stderr()
         assert "retention sweep failed" not in w.stderr(), w.stderr()
     # the blob every chain run shared went with the last of them (no interface lists
-    # blobs no run refers to: counted in the SQLite file)
-    if not is_sqlite():
-        pytest.skip("the blob count reads the SQLite file; everything else above passed")
-    assert _sqlite(h, "SELECT COUNT(*) FROM blobs") == [(0,)]
+    # blobs no run refers to: counted in the store's database)
+    assert sql(h.url, "SELECT COUNT(*) FROM blobs") == [(0,)]

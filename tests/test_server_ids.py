@@ -25,7 +25,7 @@ from keel.server.auth import add_user
 from keel.server.paths import url_id
 from tests.backends import fresh_url
 from tests.limits import WAIT
-from tests.services.pages import csrf_of, sign_in
+from tests.services.pages import csrf_of, sample_of, sign_in
 
 SETTLE = WAIT
 SPECIAL = [
@@ -200,7 +200,8 @@ async def test_sampled_reviews_of_special_runs_open_and_take_a_verdict(env: Env)
     rids = ["g/1#?", "g/2%<b>"]
     for rid in rids:
         await (await env.app.start(env.wf["graded"], {"text": "hi"}, id=rid)).result(SETTLE)
-    found = {r.run_id: r.id for r in await env.app.reviews.list()}
+    # A run's sample is opened just after it ends (keel/hitl/sampling.py).
+    found = {(await sample_of(env.app, rid)).run_id: f"{rid}:sample" for rid in rids}
     async with env.client() as api, env.client() as web:
         await sign_in(web, env.tokens["rita"])
         first = found[rids[0]]

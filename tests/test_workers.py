@@ -245,8 +245,7 @@ async def test_stop_hands_back_runs_claimed_but_not_yet_started(worker_harness):
     h: Harness = worker_harness
     app = h.app()
     await app.start("short", {"k": 1}, id="claimed-1", execute=False)
-    worker = app.worker()
-    await worker.start()
+    worker = app.worker()  # not started: its own poll loop would claim the run first
     try:
         assert await worker._claim(10) == 1  # its task is scheduled, not started
         assert (await app.get_run("claimed-1")).status.value == "RUNNING"

@@ -6,8 +6,11 @@ measured the same way. This module runs inside each peer's own venv, so it
 uses the standard library only (no psutil, no rich).
 
 Protocol with the harness (`bench/engine.py`): the script is run as
-`python <system>_workloads.py WORKLOAD --dir TMPDIR [--quick]` in a fresh
-process and prints exactly one JSON object on its last stdout line.
+`python <system>_workloads.py WORKLOAD --dir TMPDIR [--quick] [--pg URL]` in a
+fresh process and prints exactly one JSON object on its last stdout line. With
+`--pg`, the system keeps its store in that (empty) Postgres database instead of
+an SQLite file in TMPDIR; psycopg is then imported lazily to measure it (Keel's
+and DBOS's venvs both have it).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -30,6 +34,7 @@ W1_BLOB = "x" * 1000  # ~1 KB of state carried by every W1 run
 W3_STEPS = 5
 NAP_S = 0.05  # per-item sleep in W2: the ideal fan-out wall time
 SIGNAL_PAYLOAD = "ok"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -51,8 +56,9 @@ class Sizes:
 class Adapter(Protocol):
     """What a system must provide; each method runs real durable workflows."""
 
-    async def open(self, workdir: Path) -> None:
-        """Create the store (an SQLite file inside `workdir`) and start the runtime."""
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
+        """Create the store (an SQLite file inside `workdir`, or the empty Postgres
+        database at URL `pg`) and start the runtime."""
 
     async def close(self) -> None: ...
 
@@ -105,6 +111,27 @@ def bytes_written() -> int:
     raise RuntimeError("wchar not found in /proc/self/io")
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """utime + stime of a process so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children_cpu_seconds(parent: int) -> float:
+    """CPU time so far of the live children of `parent` (a postmaster's backends)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == parent:
+                total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        except (OSError, IndexError, ValueError):
+            continue  # exited meanwhile
+    return total
+
+
 def _is_sqlite(path: Path) -> bool:
     try:
         with path.open("rb") as fh:
@@ -147,29 +174,86 @@ def sqlite_journal_modes(workdir: Path) -> dict[str, str]:
     return modes
 
 
+class Disk(Protocol):
+    """Where a system's store lives: what it keeps, and what it wrote, in bytes."""
+
+    def stored(self) -> int: ...
+
+    def written(self) -> int: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class SqliteDisk:
+    """SQLite files under the workload's temp dir; writes are this process's write(2)s."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def stored(self) -> int:
+        checkpoint_all(self.workdir)
+        return stored_bytes(self.workdir)
+
+    def written(self) -> int:
+        return bytes_written()
+
+    def describe(self) -> dict[str, Any]:
+        return {"journal_modes": sqlite_journal_modes(self.workdir)}
+
+
+class PgDisk:
+    """One Postgres database: its size on disk, and the server's WAL position.
+
+    The server writes for the client, so `written` is WAL bytes generated (the server
+    runs one workload at a time: the whole WAL growth is this workload's).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def _one(self, sql: str) -> Any:
+        import psycopg  # only the Postgres runs need it; every venv has it then
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            row = conn.execute(sql).fetchone()
+        assert row is not None
+        return row[0]
+
+    def stored(self) -> int:
+        return int(self._one("SELECT pg_database_size(current_database())"))
+
+    def written(self) -> int:
+        return int(self._one("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+
+    def describe(self) -> dict[str, Any]:
+        return {"server_version": str(self._one("SHOW server_version"))}
+
+
+def disk_for(workdir: Path, pg: str | None) -> Disk:
+    return PgDisk(pg) if pg else SqliteDisk(workdir)
+
+
 # --- the workloads ----------------------------------------------------------
 
 
-async def measure_w1(adapter: Adapter, workdir: Path, sizes: Sizes) -> dict[str, Any]:
+async def measure_w1(adapter: Adapter, disk: Disk, sizes: Sizes) -> dict[str, Any]:
     """Sequential no-op steps: per-step latency and per-step disk cost."""
     for _ in range(sizes.w1_warmup):
         await adapter.w1()
-    checkpoint_all(workdir)
-    size0, written0 = stored_bytes(workdir), bytes_written()
+    size0, written0 = disk.stored(), disk.written()
     t0 = time.perf_counter()
     for _ in range(sizes.w1_runs):
         await adapter.w1()
     elapsed = time.perf_counter() - t0
-    written = bytes_written() - written0  # read before our own checkpoint writes
-    checkpoint_all(workdir)
+    written = disk.written() - written0  # read before SQLite's checkpoint writes
     steps = sizes.w1_runs * W1_STEPS
     return {
         "runs": sizes.w1_runs,
         "steps": steps,
         "ms_per_step": elapsed * 1000 / steps,
-        "stored_bytes_per_step": (stored_bytes(workdir) - size0) / steps,
+        "stored_bytes_per_step": (disk.stored() - size0) / steps,
         "written_bytes_per_step": written / steps,
-        "journal_modes": sqlite_journal_modes(workdir),
+        **disk.describe(),
     }
 
 
@@ -229,11 +313,13 @@ async def measure_w4(adapter: Adapter, sizes: Sizes) -> dict[str, Any]:
 WORKLOADS = ("w1", "w2_200", "w2_1000", "w3", "w4")
 
 
-async def _run(adapter: Adapter, workload: str, workdir: Path, sizes: Sizes) -> dict[str, Any]:
-    await adapter.open(workdir)
+async def _run(
+    adapter: Adapter, workload: str, workdir: Path, pg: str | None, sizes: Sizes
+) -> dict[str, Any]:
+    await adapter.open(workdir, pg)
     try:
         if workload == "w1":
-            return await measure_w1(adapter, workdir, sizes)
+            return await measure_w1(adapter, disk_for(workdir, pg), sizes)
         if workload.startswith("w2_"):
             return await measure_w2(adapter, int(workload.removeprefix("w2_")))
         if workload == "w3":
@@ -249,20 +335,23 @@ def main(
     system: str,
     make_adapter: Callable[[], Adapter],
     versions: Callable[[], dict[str, str]],
+    workloads: Sequence[str] = WORKLOADS,
 ) -> None:
     """Parse argv, run one workload, print one JSON line (see run_reported)."""
     parser = argparse.ArgumentParser(description=f"{system} workloads for bench/engine.py")
-    parser.add_argument("workload", choices=WORKLOADS)
+    parser.add_argument("workload", choices=workloads)
     parser.add_argument("--dir", type=Path, required=True, help="empty temp dir for the store")
+    parser.add_argument("--pg", help="an empty Postgres database (URL) to use instead of SQLite")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {"system": system, "workload": args.workload}
+    out["store"] = "postgres" if args.pg else "sqlite"
 
     def run() -> dict[str, Any]:
         out["versions"] = versions()
         sizes = Sizes.for_mode(args.quick)
         adapter = make_adapter()
-        return asyncio.run(_run(adapter, args.workload, args.dir, sizes))
+        return asyncio.run(_run(adapter, args.workload, args.dir, args.pg, sizes))
 
     run_reported(out, run)
 

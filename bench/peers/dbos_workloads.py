@@ -5,6 +5,9 @@ Settings: DBOS defaults on an SQLite system database (`system_database_url`
 (journal_mode=DELETE, synchronous=FULL) and opens IMMEDIATE transactions.
 Without Postgres LISTEN/NOTIFY, `recv` is woken by polling the database
 (`notification_listener_polling_interval_sec`, default 1 s), which we keep.
+
+With `--pg URL`, DBOS's own Postgres system database at that URL (its
+defaults: SQLAlchemy on psycopg 3, schema `dbos`, LISTEN/NOTIFY wake-ups).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 from _common import NAP_S, SIGNAL_PAYLOAD, W1_BLOB, W1_STEPS, W3_STEPS, main
 from dbos import DBOS, DBOSConfig, WorkflowHandleAsync
 
+_SLEEPS = "operation_outputs WHERE function_name = 'DBOS.sleep'"  # recv's durable timeouts
 WAIT_TIMEOUT_S = 3600.0  # longer than any run of the bench: W4 must wait on the signal
 
 
@@ -58,12 +62,13 @@ async def wait_for_go() -> str:
 class DBOSAdapter:
     def __init__(self) -> None:
         self._db: Path | None = None
+        self._pg: str | None = None
 
-    async def open(self, workdir: Path) -> None:
-        self._db = workdir / "dbos.sqlite"
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
+        self._db, self._pg = workdir / "dbos.sqlite", pg
         config: DBOSConfig = {
             "name": "keel-bench",
-            "system_database_url": f"sqlite:///{self._db}",
+            "system_database_url": pg or f"sqlite:///{self._db}",
             "log_level": "WARNING",  # keep log writes out of the bytes-written figure
         }
         DBOS(config=config)
@@ -93,12 +98,16 @@ class DBOSAdapter:
             await asyncio.sleep(0.05)
 
     def _parked(self, ids: set[str]) -> set[str]:
+        if self._pg:
+            import psycopg
+
+            with psycopg.connect(self._pg, autocommit=True) as pg:
+                rows = pg.execute(f"SELECT workflow_uuid FROM dbos.{_SLEEPS}").fetchall()
+            return ids & {r[0] for r in rows}
         assert self._db is not None
         conn = sqlite3.connect(self._db, timeout=30)
         try:
-            rows = conn.execute(
-                "SELECT workflow_uuid FROM operation_outputs WHERE function_name = 'DBOS.sleep'"
-            ).fetchall()
+            rows = conn.execute(f"SELECT workflow_uuid FROM {_SLEEPS}").fetchall()
         finally:
             conn.close()
         return ids & {r[0] for r in rows}

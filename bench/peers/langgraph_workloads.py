@@ -106,7 +106,9 @@ class LangGraphAdapter:
         self._graphs: dict[str, CompiledStateGraph[Any]] = {}
         self._w1: CompiledStateGraph[Any] | None = None
 
-    async def open(self, workdir: Path) -> None:
+    async def open(self, workdir: Path, pg: str | None = None) -> None:
+        if pg:  # the issue compares LangGraph on SQLite only: no Postgres saver installed
+            raise ValueError("the LangGraph adapter runs on SQLite only")
         db = str(workdir / "langgraph.sqlite")
         saver = await self._stack.enter_async_context(AsyncSqliteSaver.from_conn_string(db))
         await saver.setup()

@@ -88,9 +88,10 @@ async def _shown(app: Any, found: Awaitable[Any]) -> Any:
 
 
 async def _resume_notice(app: Any, run_id: str, then: str = "resumes") -> Any:
+    """Whether a live worker takes on a run that was waiting on what was just decided."""
     from keel.presence import resume_notice
 
-    return await resume_notice(app, run_id, then)
+    return await resume_notice(app, run_id, then, decided=True)
 
 
 async def _noticed(app: Any, decided: Awaitable[T], then: str = "resumes") -> tuple[T, Any]:

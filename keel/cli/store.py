@@ -1,4 +1,5 @@
-"""`keel store`: the store itself (encryption keys of stored payloads)."""
+"""`keel store`: the store itself: its schema (`migrate`), whether this host can use it
+(`check`), and the encryption keys of stored payloads."""
 
 from __future__ import annotations
 
@@ -12,8 +13,68 @@ if TYPE_CHECKING:
     from keel.store import RekeyCounts
 
 store_cli = typer.Typer(
-    help="The store itself: encryption keys of stored payloads.", no_args_is_help=True
+    help="The store itself: its schema, a health check, encryption keys of stored payloads.",
+    no_args_is_help=True,
 )
+
+
+def _configured() -> tuple[str, Any, Any]:
+    """The store URL, its connection options and the engine settings, as an App reads
+    them (code > KEEL_* > keel.toml > defaults), without opening the store."""
+    from keel import config
+
+    url, settings = config.load()
+    return url, config.store_options(), settings
+
+
+@store_cli.command("migrate")
+def store_migrate(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be done; change nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create or upgrade the store's schema to this Keel's version.
+
+    Idempotent and safe from several hosts at once (one does it, the others find it
+    done). Run it as the release step before starting workers of a newer Keel: on
+    Postgres, workers refuse to start on an older schema (KEEL_AUTO_MIGRATE=true lets
+    them upgrade it).
+    """
+    from keel.store.ops import migrate
+
+    url, options, _ = _configured()
+    done = _run(lambda: migrate(url, options, dry_run=dry_run))
+    if as_json:
+        _print_json(done.as_dict())
+    else:
+        typer.echo(f"store {done.where}: {done.message}")
+
+
+@store_cli.command("check")
+def store_check(as_json: JsonOpt = False) -> None:
+    """Can this host use the store? Connects (timing a round trip), compares the schema
+    version with this Keel's and this host's clock with the store's.
+
+    Exit 0 when every check passes (warnings allowed), 3 when the store cannot be
+    reached, 1 when another check fails; each failure is one `error:` line. Fit for a
+    readiness probe.
+    """
+    from keel.cli.store_check import check
+
+    url, options, settings = _configured()
+    report = _run(lambda: check(url, options, settings.lease_seconds))
+    if as_json:
+        _print_json(report.as_dict())
+    else:
+        typer.echo(f"store    {report.backend} {report.where}")
+        for c in report.checks:
+            typer.echo(f"{c.name:<8} {c.status:<5} {c.detail}")
+    for c in report.checks:
+        if c.status == "fail":
+            typer.echo(f"error: {c.name}: {c.detail}", err=True)
+    if report.exit_code:
+        raise typer.Exit(report.exit_code)
 
 
 @store_cli.command("new-key")

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from keel.engine import retention
+from keel.engine.clock import SAME_CLOCK, clock_offset
 from keel.engine.execution import RunExecution
 from keel.engine.runtime import Runtime
 from keel.engine.slots import check_limit
@@ -32,7 +33,6 @@ _HOST = socket.gethostname()
 # Rows of workers gone without a clean exit (SIGKILL) are dropped after this long.
 _FORGET_AFTER = 24 * 3600.0
 _EMBEDDED_RUNS = 200  # runs an embedded worker executes at once (see Worker.__init__)
-_SAME_CLOCK = 1.0  # seconds: clocks closer than this count as one (_sync_clock)
 # While paused by a store fault, the store is probed after 0.1 s, then twice as long
 # each time (with jitter, so workers on many hosts do not probe in step), up to 5 s:
 # a short blip resumes at once, a long outage costs one small query per 5 s.
@@ -240,17 +240,20 @@ class Worker:
         self._stopping = True
         for t in self._tasks:
             t.cancel()
-        runs = list(self.active.values())
+        cancelled = list(self.active.items())
+        runs = [t for _, t in cancelled]
         for t in runs:
             t.cancel()
         for t in [*self._tasks, *runs]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
         self._tasks = []
-        # A run whose task was cancelled before it ever started never reached the
-        # hand-back in RunExecution.execute; release it here, or it stays RUNNING
-        # under this worker's lease until the lease expires.
-        for run_id in list(self.active):
+        # A run whose task was cancelled before it reached the hand-back in
+        # RunExecution.execute (not yet started, or waiting on a store call that a
+        # network store answers later) would stay RUNNING under this worker's lease until
+        # it expires: release each one here. A run already handed back, finished or
+        # taken over is not this worker's any more, and release_run leaves it alone.
+        for run_id in sorted({*self.active, *(r for r, t in cancelled if t.cancelled())}):
             self.active.pop(run_id, None)
             try:
                 await self.rt.store.release_run(run_id, self.owner, [], time.time())
@@ -301,12 +304,9 @@ class Worker:
     async def _sync_clock(self) -> None:
         """Measure the store's clock against this process's (timers are set on the
         store's), taking the middle of the round trip as the moment it was read."""
-        before = time.time()
-        store_now = await self.rt.store.now()
-        offset = store_now - (before + time.time()) / 2
-        # Within a second, the clocks are the same clock: an offset that small is the round
-        # trip's noise and the store clock's resolution, and must not move timers.
-        self.rt.clock_offset = offset if abs(offset) > _SAME_CLOCK else 0.0
+        offset = await clock_offset(self.rt.store.now)
+        # Within a second, the clocks are the same clock (keel.engine.clock.SAME_CLOCK).
+        self.rt.clock_offset = offset if abs(offset) > SAME_CLOCK else 0.0
 
     async def _resume(self) -> None:
         """The store takes writes again: hand back the runs a fault interrupted (so any

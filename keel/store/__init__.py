@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from keel.errors import ConfigError
@@ -9,6 +10,7 @@ from keel.store.base import Store
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.options import StoreOptions
 from keel.store.people import PeopleStore
 from keel.store.records import (
     AuditEntry,
@@ -56,6 +58,7 @@ __all__ = [
     "SpanStore",
     "StepWrite",
     "Store",
+    "StoreOptions",
     "StoreSpace",
     "UnitOfWork",
     "Usage",
@@ -67,28 +70,38 @@ __all__ = [
 ]
 
 
-def open_store(url: str, codec: PayloadCodec | None = None) -> Store:
+def open_store(
+    url: str, codec: PayloadCodec | None = None, options: StoreOptions | None = None
+) -> Store:
     """Open the store at `url` (`sqlite:///relative.db`, `sqlite:////abs/path.db`,
     `postgresql://user:pass@host/db`); with `codec`, every payload is stored sealed by it
-    (keel.codec)."""
+    (keel.codec); `options` are Postgres's connection settings (`keel.config.store_options()`
+    reads them from KEEL_* and keel.toml; defaults without)."""
     if url.startswith("sqlite:"):
         from keel.store.sqlite import SQLiteStore
 
         return SQLiteStore(url, codec)
     if url.startswith(("postgresql:", "postgres:")):
-        # Lazy: psycopg is an optional extra, and `import keel` stays fast without it.
-        try:
-            from keel.store.postgres import PostgresStore
-        except ImportError as exc:
-            if exc.name not in ("psycopg", "psycopg_pool"):
-                raise
-            raise ConfigError(
-                f"a Postgres store needs psycopg ({exc.name} is not installed):"
-                " pip install 'keel[postgres]'"
-            ) from None
-        return PostgresStore(url, codec)
+        store: Store = postgres_backend().PostgresStore(url, codec, options)
+        return store
     scheme = url.split(":", 1)[0] if ":" in url else url
     raise ConfigError(
         f"unsupported store URL {url!r} (scheme {scheme!r}); use sqlite:///path/to/keel.db"
         " (the default is sqlite:///.keel/keel.db) or postgresql://user:pass@host/db"
     )
+
+
+def postgres_backend() -> ModuleType:
+    """The `keel.store.postgres` module, imported on first use (psycopg is an optional
+    extra, and `import keel` stays fast without it); a ConfigError naming the extra
+    when psycopg is not installed."""
+    try:
+        import keel.store.postgres as backend
+    except ImportError as exc:
+        if exc.name not in ("psycopg", "psycopg_pool"):
+            raise
+        raise ConfigError(
+            f"a Postgres store needs psycopg ({exc.name} is not installed):"
+            " pip install 'keel[postgres]'"
+        ) from None
+    return backend

@@ -10,9 +10,10 @@ autocommit; a write is the session's `BEGIN` ... `COMMIT` (READ COMMITTED, with
 Payload columns are BYTEA: clear values are stored as their UTF-8 bytes, sealed values
 as the envelope's bytes (`keel.store._sealed`), and both read back as text.
 
-The schema is created on first open (`keel.store.sql.schema`), its version kept in the
-dialect's `keel_schema` table, under a transaction-level advisory lock so hosts opening a
-new database together create it once.
+The schema is created on first open and upgraded only by `keel store migrate` (or
+`auto_migrate`): `keel.store.postgres_schema`. Connection settings besides the URL
+(pool size, timeouts, password file, application name) are `StoreOptions`, applied by
+`keel.store.postgres_connect`.
 
 Example:
     >>> store = PostgresStore("postgresql://keel:secret@db.internal/keel")  # doctest: +SKIP
@@ -24,7 +25,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,12 +36,13 @@ from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from keel.errors import ConfigError, StoreError
+from keel.store import postgres_connect, postgres_schema
+from keel.store.options import StoreOptions
 from keel.store.records import RekeyCounts, StoreSpace
 from keel.store.sql import rekey
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.dialect import Renderer
 from keel.store.sql.postgres_dialect import PostgresDialect
-from keel.store.sql.schema import VERSION, ddl
 from keel.store.sql.store import SQLStore
 
 if TYPE_CHECKING:
@@ -50,11 +51,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 _DIALECT = PostgresDialect()
-# pg_advisory_xact_lock's key for schema changes: any constant no other app uses ("keel").
-_SCHEMA_LOCK = 0x6B65656C
-# Connections a store keeps at most (and threads running its calls): a worker's steps
-# and the console's requests share them. KEEL_PG_POOL overrides.
-_POOL_MAX = 8
 Buffer = bytes | bytearray | memoryview
 # A call whose transaction the server aborted (serialization failure, deadlock) or whose
 # connection broke before anything committed is run again, whole, this many times with
@@ -228,26 +224,31 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
 class PostgresStore(SQLStore):
     """The shared store: one Postgres database used by workers on many hosts.
 
-    With a `codec` (keel.codec), every payload column is stored sealed by it.
+    With a `codec` (keel.codec), every payload column is stored sealed by it; `options`
+    are the connection settings (pool size, timeouts, password file; keel.config reads
+    them from KEEL_* and keel.toml).
 
     Example:
         >>> store = PostgresStore("postgresql://keel@localhost/keel")  # doctest: +SKIP
     """
 
-    def __init__(self, url: str, codec: PayloadCodec | None = None) -> None:
+    def __init__(
+        self, url: str, codec: PayloadCodec | None = None, options: StoreOptions | None = None
+    ) -> None:
         self.url = url
         self.codec = codec
-        size = int(os.environ.get("KEEL_PG_POOL", "") or _POOL_MAX)
+        opts = options or StoreOptions()
+        size = opts.pool_size
         self._render: Renderer = renderer(_DIALECT)
+        # Every connection this store makes uses it (not `url`): it carries the options.
+        self._conninfo = info = postgres_connect.conninfo(url, opts)
         try:
             # One direct connection first: a wrong URL, password or database fails here at
             # once (a pool would retry it until its timeout), and it creates the schema.
-            with psycopg.connect(
-                url, autocommit=True, connect_timeout=10, cursor_factory=psycopg.RawCursor
-            ) as conn:
-                self._migrate(conn)
+            with postgres_connect.connect(info) as conn:
+                postgres_schema.ensure(conn, _safe(url), opts.auto_migrate)
             self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-                url,
+                info,
                 min_size=1,
                 max_size=size,
                 kwargs={"autocommit": True, "cursor_factory": psycopg.RawCursor},
@@ -262,24 +263,6 @@ class PostgresStore(SQLStore):
             raise _fault(url, exc) from None
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="keel-pg")
         self._closed = False
-
-    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
-        with conn.transaction():
-            # One host at a time creates or upgrades; the lock ends with the transaction.
-            conn.execute(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
-            conn.execute(_DIALECT.version_table())
-            row = conn.execute(_DIALECT.version_sql()).fetchone()
-            version = int(row[0]) if row else 0
-            if version > VERSION:
-                raise ConfigError(
-                    f"store {_safe(self.url)} has schema v{version}, newer than this Keel"
-                    f" (v{VERSION}); upgrade Keel"
-                )
-            if version == 0:
-                conn.execute(ddl(_DIALECT))
-                conn.execute(_DIALECT.set_version_sql(VERSION))
-            elif version < VERSION:  # the first Postgres schema is VERSION: none older
-                raise ConfigError(f"store {_safe(self.url)} has unknown schema v{version}")
 
     def _session(self, conn: psycopg.Connection[Any]) -> _PgSession:
         return _PgSession(self.url, self.codec, _DIALECT, self._render, _Conn(conn))

@@ -70,6 +70,18 @@ def build(store: str | None = None) -> keel.App:
         return list(res.ok)
 
     @app.workflow
+    async def chain_map(
+        ctx: keel.Context, seed: int, n: int = 10, items: int = 20, concurrency: int = 5
+    ) -> int:
+        """A chain of `n` steps, then a map of `items` (the chaos test's run)."""
+        total = 0
+        for i, ms in enumerate(delays(seed, n)):
+            total += await ctx.call(work, i, ms)
+        specs = [[n + i, ms] for i, ms in enumerate(delays(seed + 1, items))]
+        res = await ctx.map(item, specs, concurrency=concurrency)
+        return total + sum(res.ok)
+
+    @app.workflow
     async def nap(ctx: keel.Context, seconds: float) -> list[int]:
         before = await ctx.call(work, 0, 2)
         await ctx.sleep(seconds)

@@ -113,9 +113,9 @@ class StoreView:
 
 
 class Harness:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, url: str | None = None) -> None:
         self.root = root
-        self.url = fresh_url(root)  # the session's backend (KEEL_TEST_STORE)
+        self.url = url or fresh_url(root)  # default: the session's backend (KEEL_TEST_STORE)
         self.data = root / "data"
         (self.data / "effects").mkdir(parents=True)
         self.procs: list[WorkerProc] = []
@@ -332,6 +332,11 @@ class Harness:
         except Exception as exc:  # diagnostics must not hide the failure they describe
             counts = f"unreadable ({exc})"
         parts = [f"runs by status: {counts}"]
+        try:
+            failed = [r for r in self.runs() if r.status.value == "FAILED"][:3]
+        except Exception:  # diagnostics must not hide the failure they describe
+            failed = []
+        parts += [f"run {r.id} FAILED: {r.error}" for r in failed]
         for proc in self.procs:
             state = "alive" if proc.alive() else f"exit {proc.popen.returncode}"
             err = proc.stderr()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
+from typing import Any
 
 import httpx
+
+import keel
+from tests.limits import WAIT
 
 
 def csrf_of(page: str) -> str:
@@ -28,3 +33,16 @@ async def sign_in(client: httpx.AsyncClient, token: str) -> None:
     assert "keel_login_csrf" in client.cookies
     r = await client.post("/login", data={"csrf": csrf_of(form.text), "token": token, "next": ""})
     assert r.status_code == 303, r.text
+
+
+async def sample_of(app: Any, run_id: str) -> Any:
+    """The run's sample: it is opened just after the run ends (keel/hitl/sampling.py), so
+    on a store reached over the network it may not be there yet when the result is."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while True:
+        try:
+            return await app.reviews.get(f"{run_id}:sample")
+        except keel.RunNotFound:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.01)

@@ -139,5 +139,6 @@ class Api:
             raise HTTPException(403, exc.message) from None
 
     async def notice(self, run_id: str, then: str = "resumes") -> dict[str, Any]:
-        """`worker_live` and a one-line `message`: will a live worker take the run on?"""
-        return (await resume_notice(self.app, run_id, then)).as_json()
+        """`worker_live` and a one-line `message`: will a live worker take on the run that
+        was waiting on what was just decided?"""
+        return (await resume_notice(self.app, run_id, then, decided=True)).as_json()
