@@ -20,7 +20,7 @@ from keel.cli._common import (
     _with_app,
 )
 from keel.engine.hooks import Hooks
-from keel.errors import KeelError
+from keel.errors import KeelError, StoreError
 
 
 def run(
@@ -49,8 +49,19 @@ def run(
         if progress:
             app.hooks.add(progress)
         try:
-            handle = await app.start(wf, data, id=id, execute=not detach)
-            info = await handle.info() if detach else await handle.settle()
+            # Recorded first: a store fault after that leaves a run to resume, not lost.
+            handle = await app.start(wf, data, id=id, execute=False)
+            try:
+                if not detach:
+                    await app.start(wf, id=handle.id)  # attach: the embedded worker runs it
+                info = await handle.info() if detach else await handle.settle()
+            except StoreError as exc:  # the run is recorded: say it was not failed
+                raise type(exc)(
+                    f"{exc.message}. Run {handle.id} was not failed: it resumes from its"
+                    " journal when a worker takes it (keel worker), or run it again with"
+                    f" --id {handle.id}",
+                    **{**exc.data, "run_id": handle.id},
+                ) from None
         finally:
             if progress:
                 progress.close()

@@ -94,6 +94,7 @@ class RunExecution:
         # The store failed under this execution: it stops without writing, and the run
         # (not at fault) resumes from its journal once the store works again.
         self.fault: StoreError | None = None
+        self.fault_at = 0.0  # time.monotonic() when it was met
         self.retries_used: dict[str, int] = {}  # per tool, for retry budgets
         self.meters: dict[str, Usage] = {}  # step key -> usage to store with it
         self.inputs: dict[str, Any] = {}  # step key -> arguments, for observers only
@@ -175,8 +176,7 @@ class RunExecution:
             self.lost = True
             raise Abandon() from None
         except StoreError as exc:
-            self.fault = exc
-            raise Abandon() from None
+            raise self.faulted(exc) from None
         return committed.opened
 
     async def take_signal(
@@ -192,8 +192,15 @@ class RunExecution:
             self.lost = True
             raise Abandon() from None
         except StoreError as exc:
-            self.fault = exc
-            raise Abandon() from None
+            raise self.faulted(exc) from None
+
+    def faulted(self, exc: StoreError) -> Abandon:
+        """Note that the store failed under this execution and return the `Abandon` to
+        raise: the run stops here without writing (a step whose effect ran is not
+        journaled as failed) and resumes from its journal once the store works again."""
+        if self.fault is None:
+            self.fault, self.fault_at = exc, time.monotonic()
+        return Abandon()
 
     def recorded(self, rec: StepRecord, data: bytes | None = None) -> None:
         """Tell observers a journal entry is durable (tracing builds spans from these)."""
@@ -313,7 +320,10 @@ class RunExecution:
             raise from_structured(rec.error)
         value = rec.output
         if rec.blob:
-            value = from_json(await self.rt.store.load_blob(rec.blob))
+            try:
+                value = from_json(await self.rt.store.load_blob(rec.blob))
+            except StoreError as exc:  # never seen by the workflow, which could catch it
+                raise self.faulted(exc) from None
         return revive(value, annotation)
 
     def event(
@@ -495,7 +505,7 @@ class RunExecution:
                 raise
             except Exception as exc:
                 if isinstance(exc, StoreError):
-                    self.fault = self.fault or exc
+                    self.faulted(exc)
                 if self.fault is not None:  # a store fault never fails the run
                     raise Abandon() from None
                 # a failure that skipped recorded steps is that divergence first
@@ -541,7 +551,7 @@ class RunExecution:
                 try:
                     await store.release_run(self.run.id, self.owner, self._drain(), time.time())
                 except StoreError as exc:  # the lease expires instead; stay cancelled
-                    self.fault = self.fault or exc
+                    self.faulted(exc)
             raise
         except LeaseLost:
             return None

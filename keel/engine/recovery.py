@@ -37,6 +37,7 @@ from keel.errors import (
     NonDeterminismError,
     OutcomeUnknown,
     SerializationError,
+    StoreError,
     ValidationFailed,
     call_window,
     from_structured,
@@ -232,6 +233,13 @@ async def run_live(
                 if probe and breaker is not None:
                     breaker.abandon()  # no verdict: let a later call probe instead
                 raise
+            except StoreError as exc:
+                # Keel's own store failed under the effect (a cache or usage write): not the
+                # step's error, never retried or journaled as its failure; the run stops
+                # here and resumes from its journal once the store works again.
+                if probe and breaker is not None:
+                    breaker.abandon()
+                raise ex.faulted(exc) from None
             except Exception as exc:
                 last = exc
                 if breaker is not None:

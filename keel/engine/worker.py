@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -35,6 +36,17 @@ _HOST = socket.gethostname()
 _FORGET_AFTER = 24 * 3600.0
 _EMBEDDED_RUNS = 200  # runs an embedded worker executes at once (see Worker.__init__)
 _REAP_EVERY = 2.0  # seconds between looks for dead workers on this host
+# While paused by a store fault, the store is probed after 0.1 s, then twice as long
+# each time (with jitter, so workers on many hosts do not probe in step), up to 5 s:
+# a short blip resumes at once, a long outage costs one small query per 5 s.
+_PROBE_FIRST, _PROBE_MAX = 0.1, 5.0
+# Store faults that never pass by waiting: a damaged file, a payload sealed with a key
+# this worker lacks, a wrong password or a database that does not exist.
+_LASTING = frozenset({"corrupt", "unreadable", "auth", "missing"})
+# Faults that pass by themselves (a server restarting, a lock held elsewhere): waited out
+# even when met at start-up, once the store opened. Others met then (a read-only file, a
+# full disk) are a setup problem: the worker stops and says so.
+_PASSING = frozenset({"unreachable", "conflict", "busy", "locked"})
 
 
 def _proc_stat(pid: int) -> tuple[str, str]:
@@ -135,6 +147,8 @@ class Worker:
         # in a command (`keel run`) stops and reports, since someone waits on it.
         self.pause_on_fault = ids is None
         self.paused: StoreError | None = None
+        self._probe = 0.0  # seconds until the next probe of a paused store
+        self._resumed_at = -1.0  # time.monotonic() of the last resume
         self._faulted: set[str] = set()  # runs abandoned by a fault: handed back on resume
 
     @property
@@ -203,17 +217,19 @@ class Worker:
         """Pause (a fault that can pass) or stop: the store cannot be used. Runs in flight
         keep their journal and resume later; none is failed for it."""
         # At start-up a fault is a setup problem (a read-only file, a wrong path): say so
-        # and stop. Once running, one that can pass is waited out.
-        # A corrupt file, or a payload sealed with a key this worker lacks, never passes.
-        lasting = exc.data.get("kind") in ("corrupt", "unreadable")
-        if self.pause_on_fault and self._tasks and not lasting:
+        # and stop. Once running, one that can pass is waited out: one line when the
+        # episode starts and one when it ends, however many calls failed in between.
+        kind = exc.data.get("kind")
+        waits = bool(self._tasks) or kind in _PASSING
+        if self.pause_on_fault and waits and kind not in _LASTING:
             if self.paused is None:
                 log.warning(
                     "keel worker paused: %s. No run was failed; runs in flight resume from"
-                    " their journal. Retrying every %.0f s.",
+                    " their journal. Retrying with backoff (up to every %g s).",
                     exc.message,
-                    self.beat_every,
+                    _PROBE_MAX,
                 )
+                self._probe = _PROBE_FIRST
             self.paused = exc
             return
         if self.fault is None:
@@ -319,12 +335,27 @@ class Worker:
         """The store takes writes again: hand back the runs a fault interrupted (so any
         worker takes them now, not after their leases expire) and claim again."""
         log.warning("keel worker resumed: the store takes writes again")
-        self.paused = None
+        # Still paused while handing back, so no claim runs meanwhile: a claim could take a
+        # faulted run again (its lease expired), and the release after it would hand the
+        # new execution's run to another worker while it runs here.
         for run_id in sorted(self._faulted):
+            if run_id in self.active:  # executing here again: it keeps its lease
+                continue
             with contextlib.suppress(Exception):  # taken over meanwhile: nothing to do
                 await self.rt.store.release_run(run_id, self.owner, [], time.time())
         self._faulted.clear()
+        self.paused = None
+        self._resumed_at = time.monotonic()
         self._wake.set()
+
+    def _next_beat(self) -> float:
+        """Seconds to the next heartbeat: the beat interval, or while paused the probe's
+        backoff (exponential with jitter, capped)."""
+        if self.paused is None:
+            return self.beat_every
+        wait = min(self._probe, _PROBE_MAX, self.beat_every)
+        self._probe = min(self._probe * 2, _PROBE_MAX)
+        return wait * random.uniform(0.5, 1.0)
 
     async def _poll_loop(self) -> None:
         pace = Pacer(self.rt.settings, self._feed)
@@ -388,7 +419,10 @@ class Worker:
             ids=ids,
         )
         for c in claimed:
-            self.active[c.run.id] = asyncio.ensure_future(self._execute(c))
+            # Never two executions of one run here: its lease expired while a fault paused
+            # this worker, and the claim took it back while the first still finishes.
+            if c.run.id not in self.active:
+                self.active[c.run.id] = asyncio.ensure_future(self._execute(c))
         return len(claimed)
 
     async def _execute(self, claimed: Claimed) -> RunStatus | None:
@@ -400,7 +434,11 @@ class Worker:
             ex.draining = self._draining
             self._executions[run_id] = ex
             status = await ex.execute()
-            if ex.fault is not None:
+            if ex.fault is not None and ex.fault_at < self._resumed_at and self.paused is None:
+                # a fault of an episode already over, reported late: hand the run back now
+                with contextlib.suppress(Exception):
+                    await self.rt.store.release_run(run_id, self.owner, [], time.time())
+            elif ex.fault is not None:
                 self._faulted.add(run_id)
                 self._store_fault(ex.fault)
             return status
@@ -427,10 +465,10 @@ class Worker:
         # must not expire meanwhile.
         lease = self.rt.settings.lease_seconds
         while True:
-            await asyncio.sleep(self.beat_every)
+            await asyncio.sleep(self._next_beat())
             await self._beat()
             ids = list(self.active)
-            if not ids:
+            if not ids or self.paused is not None:  # the probe failed: renewing would too
                 continue
             try:
                 held = await self.rt.store.renew(self.owner, ids, lease)
@@ -453,6 +491,9 @@ class Worker:
         and tried again next time: housekeeping never stops the worker."""
         settings = self.rt.settings
         while not self._stopping:
+            if self.paused is not None:  # the store is down: housekeeping waits for it
+                await asyncio.sleep(max(0.1, settings.retention_interval))
+                continue
             try:
                 done = await retention.sweep(
                     self.rt.store,
@@ -467,6 +508,10 @@ class Worker:
                         done.runs,
                         settings.retention_days,
                     )
+            except StoreError as exc:  # one episode, one line: the worker's pause says it
+                self._store_fault(exc)
+                if self.paused is None:
+                    return
             except Exception as exc:
                 log.warning("retention sweep failed: %s: %s", type(exc).__name__, exc)
             await asyncio.sleep(max(0.1, settings.retention_interval))

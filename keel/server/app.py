@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from keel.app import App
-from keel.errors import InputError, PayloadUnreadable, RunNotFound
+from keel.errors import InputError, PayloadUnreadable, RunNotFound, StoreError
 from keel.server.api import API, Api, routers
 from keel.server.auth import FailureLimiter
 from keel.server.gate import Gate, close_unread
@@ -131,6 +131,12 @@ def create_app(
         # This server lacks a key the stored payloads need (docs/encryption.md): say
         # which, rather than a bare 500.
         return refusal(request, 503, exc.message)
+
+    @server.exception_handler(StoreError)
+    async def store_down(request: Request, exc: StoreError) -> Response:
+        # The store failed (locked, full, unreachable): nothing was written; say so and
+        # what to do, rather than a bare 500. The caller retries once it is back.
+        return refusal(request, 503, f"{exc.message}. Nothing was written: retry")
 
     @server.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

@@ -27,13 +27,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
 import psycopg
 from psycopg.adapt import Loader
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from keel.errors import ConfigError, StoreError
 from keel.store import postgres_connect, postgres_schema
@@ -56,6 +59,18 @@ P = ParamSpec("P")
 R = TypeVar("R")
 _DIALECT = PostgresDialect()
 Buffer = bytes | bytearray | memoryview
+# A call whose transaction the server aborted (serialization failure, deadlock) or whose
+# connection broke before anything committed is run again, whole, this many times with
+# jittered backoff (10 ms doubling) before it surfaces as a StoreError.
+_RETRIES = 4
+_RETRY_FIRST = 0.01
+# SQLSTATEs the server uses when it aborted a transaction for another's sake (40001
+# serialization failure, 40P01 deadlock): nothing of it was applied, so it may run again.
+_CONFLICTS = ("40001", "40P01")
+# Seconds a call waits for a pooled connection. A call never waits for a busy one (the
+# pool has a connection per thread), only while the pool reconnects: past this, the
+# server is down, and the worker pauses and says so instead of hanging silently.
+_POOL_WAIT = 5.0
 
 
 class _Numeric(Loader):
@@ -92,6 +107,9 @@ class _PgSession(Session):
     """One pooled connection for the duration of one call."""
 
     _conn: _Conn
+    # A COMMIT was sent: a connection that breaks now leaves its outcome unknown, so the
+    # call is never run again on its own (see PostgresStore._run).
+    committing = False
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Session]:
@@ -99,6 +117,7 @@ class _PgSession(Session):
         conn.execute(_DIALECT.begin_write)
         try:
             yield self
+            self.committing = True
             conn.execute("COMMIT")
         except BaseException:
             # A broken connection has no transaction left to end; keep the first error.
@@ -118,14 +137,7 @@ def _fault(url: str, exc: psycopg.Error) -> StoreError:
     where = _safe(url)
     state = getattr(exc, "sqlstate", None)
     reason = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, psycopg.errors.DiskFull):
-        kind, hint = "full", "its disk is full; free space on the database server, then retry"
-    elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
-        kind, hint = "read-only", "the server is read-only (a standby?); point at the primary"
-    elif state is None or state.startswith("08") or state.startswith("57P"):
-        kind, hint = "unreachable", "check that the server is up and reachable, then retry"
-    else:
-        kind, hint = "other", "see the server's log"
+    kind, hint = _kind(exc, state or "", reason)
     return StoreError(
         f"store {where} failed (Postgres: {reason}): {hint}",
         store=where,
@@ -135,10 +147,69 @@ def _fault(url: str, exc: psycopg.Error) -> StoreError:
     )
 
 
+def _kind(exc: psycopg.Error, state: str, reason: str) -> tuple[str, str]:
+    """What kind of fault `exc` is, and what to do about it. The worker waits out every
+    kind but the lasting ones (`auth`, `missing`, `corrupt`: keel.engine.worker)."""
+    if state == "53100":
+        return "full", "its disk is full; free space on the database server, then retry"
+    if state == "25006":
+        return "read-only", "the server is read-only (a standby, or a failover under way)"
+    if state.startswith("28") or "password authentication failed" in reason:
+        return "auth", "check the user and password in KEEL_STORE"
+    if state == "3D000" or ("database" in reason and "does not exist" in reason):
+        return "missing", "create the database, or fix its name in KEEL_STORE"
+    if state.startswith("XX"):
+        return "corrupt", "the server reports damaged data; see its log"
+    if state in _CONFLICTS:
+        return "conflict", "another transaction kept conflicting with this one; retry"
+    if state == "" or state.startswith(("08", "57P")) or isinstance(exc, PoolTimeout):
+        return "unreachable", "check that the server is up and reachable, then retry"
+    if state.startswith("53"):
+        return "busy", "the server is out of a resource (connections, memory); retry"
+    return "other", "see the server's log"
+
+
 def _is_fault(exc: BaseException) -> bool:
     """True for faults of the server or the connection (not programming errors): the
-    cases a SQLite store reports as StoreError too."""
-    return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+    cases a SQLite store reports as StoreError too. A standby's refusal to write (a
+    failover) is one, though psycopg files it under InternalError."""
+    return isinstance(
+        exc,
+        psycopg.OperationalError | psycopg.InterfaceError | psycopg.errors.ReadOnlySqlTransaction,
+    )
+
+
+def _may_retry(exc: psycopg.Error, session: _PgSession | None) -> bool:
+    """True when the whole call may run again: the server aborted its transaction (a
+    conflict), or the connection broke before any COMMIT was sent (nothing applied)."""
+    if getattr(exc, "sqlstate", None) in _CONFLICTS:
+        return True
+    if isinstance(exc, PoolTimeout):  # it waited for a connection already: surface it
+        return False
+    broken = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and (
+        getattr(exc, "sqlstate", None) is None or str(exc.sqlstate).startswith(("08", "57P"))
+    )
+    return broken and (session is None or not session.committing)
+
+
+class _QuietOutage(logging.Filter):
+    """Drops psycopg_pool's per-connection warnings during an outage (a line for every
+    broken connection and every reconnect attempt): Keel logs one line per episode
+    (keel.engine.worker)."""
+
+    _NOISE = (
+        "error connecting in %r: %s",
+        "discarding closed connection: %s",
+        "discarding broken connection: %s",
+        "closing returned connection: %s",
+        "rolling back returned connection: %s",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self._NOISE
+
+
+logging.getLogger("psycopg.pool").addFilter(_QuietOutage())
 
 
 def _safe(url: str) -> str:
@@ -206,8 +277,23 @@ class PostgresStore(SQLStore):
         return _PgSession(self.url, self.codec, _DIALECT, self._render, _Conn(conn))
 
     def _run(self, fn: Callable[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
-        with self._pool.connection() as conn:
-            return fn(self._session(conn), *args, **kwargs)
+        # A call whose first transaction failed without applying anything runs again,
+        # whole (a fresh connection, a fresh transaction): a broken pooled connection after
+        # a server restart, a serialization failure or a deadlock. Once a COMMIT was sent,
+        # or a transaction of the call committed, it is never run again here.
+        delay = _RETRY_FIRST
+        for attempt in range(_RETRIES + 1):
+            session: _PgSession | None = None
+            try:
+                with self._pool.connection(timeout=_POOL_WAIT) as conn:
+                    session = self._session(conn)
+                    return fn(session, *args, **kwargs)
+            except psycopg.Error as exc:
+                if attempt == _RETRIES or not _may_retry(exc, session):
+                    raise
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call(
         self, fn: Callable[Concatenate[Session, P], R], /, *args: P.args, **kwargs: P.kwargs

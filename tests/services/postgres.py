@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -44,6 +45,8 @@ class Server:
     bindir: str
     root: Path
     pid: int
+    # Commits survive a crash of the server (kill_server): synchronous_commit stays on.
+    durable: bool = False
 
     def url(self, dbname: str = "postgres") -> str:
         """A libpq URL for `dbname` on this server (trust auth: no password)."""
@@ -105,10 +108,13 @@ class Unavailable(Exception):
     """The Postgres binaries are missing or the server would not start."""
 
 
-def start_server() -> Server:
+def start_server(*, durable: bool = False) -> Server:
     """A new throwaway server of the caller's own (tests that kill or restart one, the
-    benches); stop it with `stop_server`. Raises `Unavailable` without the binaries."""
-    return _start()
+    benches); stop it with `stop_server`. Raises `Unavailable` without the binaries.
+
+    `durable`: an acknowledged commit survives `kill_server` (without it the last
+    fraction of a second of commits may be lost, as `synchronous_commit=off` allows)."""
+    return _start(durable)
 
 
 def stop_server(srv: Server) -> None:
@@ -116,26 +122,90 @@ def stop_server(srv: Server) -> None:
     _stop(srv)
 
 
-def _start() -> Server:
-    initdb, pg_ctl = binary("initdb"), binary("pg_ctl")
-    if not (initdb and pg_ctl and binary("psql")):
-        raise Unavailable(
-            "initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)"
-        )
-    as_user: list[str] = []
-    # Outside pytest's (private) temp tree: the postgres account must reach it.
-    root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            raise Unavailable("running as root and runuser is missing")
-        as_user = [runuser, "-u", "postgres", "--"]
-        shutil.chown(root, "postgres")
-    data, port = root / "data", _free_port()
-    opts = (
-        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off"
+def kill_server(srv: Server) -> None:
+    """`kill -9` the postmaster of a server from `start_server` (a crash: its backends
+    exit when they notice); `restart_server` starts it again."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(_pid(srv), signal.SIGKILL)
+
+
+def restart_server(srv: Server) -> Server:
+    """Start a server from `start_server` again, on the same data directory and port:
+    a running one is shut down first (fast: its sessions are dropped), a killed one's
+    backends are waited for (until they are gone Postgres refuses to start)."""
+    pg_ctl = f"{srv.bindir}/pg_ctl"
+    data = srv.root / "data"
+    pid = _pid(srv)
+    if _alive(pid):
+        os.kill(pid, signal.SIGINT)
+        gone = time.monotonic() + WAIT
+        while _alive(pid) and (data / "postmaster.pid").exists() and time.monotonic() < gone:
+            time.sleep(0.05)
+    deadline = time.monotonic() + WAIT
+    while True:
+        res = subprocess.run(
+            [*_as_postgres(), pg_ctl, "-D", str(data), "-l", str(srv.root / "log"),
+             "-o", _opts(srv.root, srv.port, srv.durable), "-w", "start"],
+            capture_output=True,
+            timeout=WAIT * 6,
+        )  # fmt: skip
+        if res.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            raise Unavailable(f"pg_ctl start failed again: {res.stderr.decode()[-500:]}")
+        time.sleep(0.2)
+    return dataclasses.replace(srv, pid=_pid(srv))
+
+
+def _pid(srv: Server) -> int:
+    """The postmaster's PID now (a restart changes it); `srv.pid` when it is gone."""
+    try:
+        return int((srv.root / "data" / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return srv.pid
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, which a container's init may never reap, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _as_postgres() -> list[str]:
+    """The prefix that runs a Postgres program as the postgres account when we are root
+    (initdb and the server refuse root)."""
+    if os.geteuid() != 0:
+        return []
+    runuser = shutil.which("runuser")
+    if runuser is None:
+        raise Unavailable("running as root and runuser is missing")
+    return [runuser, "-u", "postgres", "--"]
+
+
+def _opts(root: Path, port: int, durable: bool = False) -> str:
+    # fsync=off loses data only when the OS crashes; synchronous_commit=off when the
+    # server does (its WAL buffers are not written out at each commit).
+    commit = "" if durable else " -c synchronous_commit=off"
+    return (
+        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off{commit}"
         " -c full_page_writes=off -c max_connections=400"
     )
+
+
+def _start(durable: bool = False) -> Server:
+    initdb, pg_ctl = binary("initdb"), binary("pg_ctl")
+    if not (initdb and pg_ctl and binary("psql")):
+        raise Unavailable("initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)")
+    as_user = _as_postgres()
+    # Outside pytest's (private) temp tree: the postgres account must reach it.
+    root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
+    if as_user:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", _free_port()
+    opts = _opts(root, port, durable)
     try:
         subprocess.run(
             [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
@@ -151,21 +221,25 @@ def _start() -> Server:
         )
     except subprocess.CalledProcessError as exc:
         shutil.rmtree(root, ignore_errors=True)
-        raise Unavailable(
-            f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}"
-        ) from None
+        raise Unavailable(f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}") from None
     pid = int((data / "postmaster.pid").read_text().split()[0])
-    found = Server("127.0.0.1", port, os.path.dirname(initdb), root, pid)
+    found = Server("127.0.0.1", port, os.path.dirname(initdb), root, pid, durable)
     atexit.register(_stop, found)
     return found
 
 
 def _stop(srv: Server) -> None:
     """Fast shutdown by PID, then the data directory goes."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(srv.pid, signal.SIGINT)
+    pid = _pid(srv)  # the current postmaster, after a restart too
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:  # killed (kill_server) and not restarted: nothing to wait for
+        shutil.rmtree(srv.root, ignore_errors=True)
+        return
     deadline = time.monotonic() + WAIT * 6
     while time.monotonic() < deadline and (srv.root / "data" / "postmaster.pid").exists():
+        if not _alive(pid):  # killed (its pid file stays), or a zombie nobody reaps
+            break
         time.sleep(0.05)
     shutil.rmtree(srv.root, ignore_errors=True)
 
