@@ -1,13 +1,13 @@
 """Chaos on Postgres: workers SIGKILLed every 0.5-2 s and replaced, and the database
-restarted once in the middle; every run still finishes, and effects repeat only within
-the in-flight bound.
+crashed (kill -9) and restarted once in the middle; every run still finishes, and
+effects repeat only within the in-flight bound.
 
 200 runs of a 10-step chain plus a 20-item map (6,000 effects) on a Postgres server of
 the test's own, served by 3 `keel worker` processes with `--max-steps` slots each. The
 kill schedule is seeded (`KEEL_CHAOS_SEED`), so a failure can be replayed. Afterwards:
 0 runs lost, 0 stuck, every run's result right, every effect done, duplicated effects
 at most `max_steps` per kill (a SIGKILLed worker loses at most the steps it held slots
-for) plus `max_steps` per worker for the restart, and Postgres's own index check
+for) plus `max_steps` per worker for the database crash, and Postgres's own index check
 (amcheck) passes. It prints the kills, the duplicates and the spread of work.
 """
 
@@ -35,6 +35,8 @@ RUNS = 200
 CHAIN, ITEMS = 10, 20
 WORKERS = 3
 MAX_STEPS = 8
+MAX_RUNS = 3  # per worker: 9 runs at once, so the work lasts long enough for chaos
+SLOWER = 20  # step latencies 40-300 ms: about a minute of work on an idle machine
 KILL_EVERY = (0.5, 2.0)  # seconds between SIGKILLs
 
 
@@ -42,7 +44,7 @@ KILL_EVERY = (0.5, 2.0)  # seconds between SIGKILLs
 def server() -> Iterator[postgres.Server]:
     """A server of this test's own: it is restarted mid-test."""
     try:
-        srv = postgres.start_server()
+        srv = postgres.start_server(durable=True)  # a commit survives the restart
     except postgres.Unavailable as exc:
         postgres.unavailable(str(exc))
         raise
@@ -67,8 +69,9 @@ async def chaos(tmp_path: Path, server: postgres.Server) -> AsyncIterator[Harnes
 
 def _result(seed: int) -> int:
     """What `chain_map` returns for `seed` (tests/apps/crash_app.py)."""
-    chain = sum(step_value(i, ms) for i, ms in enumerate(delays(seed, CHAIN)))
-    return chain + sum(step_value(CHAIN + i, ms) for i, ms in enumerate(delays(seed + 1, ITEMS)))
+    chain = sum(step_value(i, ms * SLOWER) for i, ms in enumerate(delays(seed, CHAIN)))
+    items = delays(seed + 1, ITEMS)
+    return chain + sum(step_value(CHAIN + i, ms * SLOWER) for i, ms in enumerate(items))
 
 
 def _spawn(h: Harness) -> WorkerProc:
@@ -83,7 +86,7 @@ async def test_chaos_kills_and_a_database_restart_lose_nothing(
     app = h.app()
     ids = [f"chaos-{k:03d}" for k in range(RUNS)]
     for k, run_id in enumerate(ids):
-        await app.start("chain_map", {"seed": k}, id=run_id, execute=False)
+        await app.start("chain_map", {"seed": k, "slower": SLOWER}, id=run_id, execute=False)
 
     workers = [_spawn(h) for _ in range(WORKERS)]
     kills: list[int] = []
@@ -100,7 +103,8 @@ async def test_chaos_kills_and_a_database_restart_lose_nothing(
         assert time.monotonic() < deadline, f"chaos did not finish\n{h.diagnostics()}"
         await asyncio.sleep(rng.uniform(*KILL_EVERY))
         if restarted_at is None and done() >= RUNS // 2:
-            postgres.restart_server(server)
+            postgres.kill_server(server)  # a crash: kill -9 of the postmaster
+            server = postgres.restart_server(server)
             restarted_at = time.monotonic() - started
             continue
         victim = workers.pop(rng.randrange(len(workers)))

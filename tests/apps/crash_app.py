@@ -71,13 +71,19 @@ def build(store: str | None = None) -> keel.App:
 
     @app.workflow
     async def chain_map(
-        ctx: keel.Context, seed: int, n: int = 10, items: int = 20, concurrency: int = 5
+        ctx: keel.Context,
+        seed: int,
+        n: int = 10,
+        items: int = 20,
+        concurrency: int = 5,
+        slower: int = 1,
     ) -> int:
-        """A chain of `n` steps, then a map of `items` (the chaos test's run)."""
+        """A chain of `n` steps, then a map of `items` (the chaos test's run); each
+        step's latency is `delays` times `slower`."""
         total = 0
         for i, ms in enumerate(delays(seed, n)):
-            total += await ctx.call(work, i, ms)
-        specs = [[n + i, ms] for i, ms in enumerate(delays(seed + 1, items))]
+            total += await ctx.call(work, i, ms * slower)
+        specs = [[n + i, ms * slower] for i, ms in enumerate(delays(seed + 1, items))]
         res = await ctx.map(item, specs, concurrency=concurrency)
         return total + sum(res.ok)
 
