@@ -79,7 +79,7 @@ def _spawn(h: Harness) -> WorkerProc:
 
 
 async def test_chaos_kills_and_a_database_restart_lose_nothing(
-    chaos: Harness, server: postgres.Server
+    chaos: Harness, server: postgres.Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h = chaos
     rng = random.Random(SEED)
@@ -125,12 +125,13 @@ async def test_chaos_kills_and_a_database_restart_lose_nothing(
     bound = (len(kills) + WORKERS) * MAX_STEPS
     spread = Counter(pid for _, pid in h.executions())
     spawned = [p.pid for p in h.procs]
-    print(
-        f"\nchaos seed {SEED}: {RUNS} runs in {elapsed:.0f} s, {len(kills)} SIGKILLs,"
-        f" Postgres restarted at {restarted_at:.0f} s; duplicated effects {len(dupes)}"
-        f" (bound {bound}); {len(spread)} of {len(spawned)} worker processes ran steps,"
-        f" steps per process: {sorted(spread.values(), reverse=True)}"
-    )
+    with capsys.disabled():  # the report shows in make test's output
+        print(
+            f"\nchaos seed {SEED}: {RUNS} runs in {elapsed:.0f} s, {len(kills)} SIGKILLs,"
+            f" Postgres restarted at {restarted_at:.0f} s; duplicated effects {len(dupes)}"
+            f" (bound {bound}); {len(spread)} of {len(spawned)} worker processes ran steps,"
+            f" steps per process: {sorted(spread.values(), reverse=True)}"
+        )
     assert restarted_at is not None
     assert len(dupes) <= bound, dupes
     assert len(spread) >= len(spawned) // 2, spread  # work spread over the workers
