@@ -31,9 +31,8 @@ lint: $(TEST_STAMP)
 test: $(TEST_STAMP)
 	bash scripts/services.sh
 	$(MAKE) lint
-	$(PY) -m pytest -q -p no:cacheprovider
-	# The store-facing tests again on Postgres (tests/postgres_suite.txt says which, and why not the rest)
-	KEEL_TEST_STORE=postgres $(PY) -m pytest -q -p no:cacheprovider $$(grep '^tests/' tests/postgres_suite.txt)
+	# The whole suite on SQLite and, alongside, the store-facing tests on Postgres
+	PY=$(PY) bash scripts/test.sh
 
 # Console screenshots (inbox, decision page, waterfall) from the browser tests.
 screenshots: $(TEST_STAMP)
