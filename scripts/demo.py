@@ -379,8 +379,11 @@ def oracle() -> None:
 def main() -> None:
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     STORE_DIR.mkdir(parents=True)
-    banner("0. A store encrypted at rest: every payload sealed with this key")
+    banner("0. A store encrypted at rest: every payload sealed with this key; migrated, checked")
     ENV["KEEL_ENCRYPTION_KEY"] = keel("store", "new-key").stdout.strip()
+    # The release step and the readiness probe of a deployment (docs/deploy.md).
+    keel("store", "migrate")
+    keel("store", "check")
     fan_out()
     approval()
     refunds()

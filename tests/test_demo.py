@@ -30,6 +30,8 @@ def test_the_demo_runs_and_shows_each_part(tmp_path: Path) -> None:
     # T-1045's resolution passes its phase: the run goes on to wait for the approval
     assert "keel signal T-1045 approval" in out and "T-1045:phase:respond#0~2" not in out
     assert "0 finished ones re-ran" in out
+    # the release step and the readiness probe (docs/deploy.md) on the demo's store
+    assert "created schema v" in out and "schema   ok" in out and "clock    ok" in out
     assert "dana signed in (dana (reviewer))" in out
     assert "next to the field: 'enter a number'; nothing decided" in out
     assert "edited by dana" in out and "run refund-2 SUCCEEDED" in out
