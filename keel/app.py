@@ -100,7 +100,7 @@ class App:
         self._runtime: Runtime | None = None
         self._worker: Worker | None = None
         self._worker_loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
         self._llm_config = llm
         self._gateway: Any = None
         self._tracing: Any = None
@@ -344,7 +344,7 @@ class App:
     def _settled(self, run_id: str, status: RunStatus) -> None:
         for fut in self._waiters.pop(run_id, []):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(status)
 
     def _warm_llm(self) -> None:
         """Import LiteLLM in the background once a worker starts (it takes seconds), so
@@ -415,7 +415,8 @@ class App:
             same_input(info, data, self._short_redacted)
         if execute and not info.status.terminal:
             (await self._embedded()).watch(run_id)
-        return RunHandle(self, run_id, wf.name)
+        # A run just created is PENDING: its first wait need not read it back.
+        return RunHandle(self, run_id, wf.name, known=info if created else None)
 
     def run(
         self,
@@ -498,12 +499,19 @@ class App:
         return info
 
     async def _wait(
-        self, run_id: str, done: Callable[[RunStatus], bool], timeout: float | None
+        self,
+        run_id: str,
+        done: Callable[[RunStatus], bool],
+        timeout: float | None,
+        known: RunInfo | None = None,
     ) -> RunInfo:
+        """The run once `done(status)`. The embedded worker on this loop says when a run
+        it executes settles (`_settled`), so while it holds the run nothing is read; the
+        store is polled (20 ms doubling to 0.5 s) for runs executed elsewhere."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         poll = 0.02
-        info = await self.get_run(run_id)
+        info = known if known is not None else await self.get_run(run_id)
         if not done(info.status) and self._worker is not None and self._worker_loop is loop:
             self._worker.watch(run_id)
         while not done(info.status):
@@ -517,12 +525,16 @@ class App:
                         run_id=run_id,
                     )
                 raise TimeoutError(f"run {run_id} is still {info.status.value} after {timeout}s")
-            fut: asyncio.Future[None] = loop.create_future()
+            fut: asyncio.Future[RunStatus] = loop.create_future()
             self._waiters.setdefault(run_id, []).append(fut)
             wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fut, wait)
             poll = min(poll * 2, 0.5)
+            if not fut.done() and worker is not None and run_id in worker.active:
+                # Executing here: it settles through `_settled` (a read says nothing new).
+                # Once it leaves `active` without settling (a fault), polling resumes.
+                continue
             info = await self.get_run(run_id)
         return info
 

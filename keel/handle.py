@@ -61,10 +61,12 @@ class RunHandle:
         outcome = await handle.result()
     """
 
-    def __init__(self, app: App, run_id: str, workflow: str) -> None:
+    def __init__(self, app: App, run_id: str, workflow: str, known: RunInfo | None = None) -> None:
         self.app = app
         self.id = run_id
         self.workflow = workflow
+        # The run as `App.start` created it (PENDING), spared one read by the first wait.
+        self._known = known
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id} ({self.workflow})>"
@@ -77,12 +79,17 @@ class RunHandle:
 
     async def settle(self, timeout: float | None = None) -> RunInfo:
         """Wait until the run is WAITING or finished (not PENDING/RUNNING)."""
-        return await self.app._wait(self.id, lambda s: s not in _ACTIVE, timeout)
+        return await self.app._wait(self.id, lambda s: s not in _ACTIVE, timeout, self._first())
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish; return its result or raise `RunFailed`/`RunCancelled`."""
-        info = await self.app._wait(self.id, lambda s: s.terminal, timeout)
+        info = await self.app._wait(self.id, lambda s: s.terminal, timeout, self._first())
         return self.app._outcome(info)
+
+    def _first(self) -> RunInfo | None:
+        # Only the first wait: later, the run may have moved on without this handle.
+        known, self._known = self._known, None
+        return known
 
     async def signal(self, name: str, payload: Any = None, *, queue: bool = False) -> bool:
         """`App.signal` for this run."""

@@ -50,7 +50,7 @@ from keel.store.sql.postgres_dialect import PostgresDialect
 from keel.store.sql.store import SQLStore
 from keel.store.unit import Committed, UnitOfWork
 from keel.store.wake import WakeFeed
-from keel.types import RunStatus, StructuredError
+from keel.types import RunInfo, RunStatus, StructuredError
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -224,7 +224,7 @@ def _safe(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{db}"
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+def _configure(conn: psycopg.BaseConnection[Any]) -> None:
     conn.adapters.register_loader("numeric", _Numeric)
 
 
@@ -270,7 +270,7 @@ class PostgresStore(SQLStore):
             raise _fault(url, exc) from None
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="keel-pg")
         # A journal write that is one statement skips the thread hop (see commit).
-        self._statements = AsyncStatements(info, size)
+        self._statements = AsyncStatements(info, size, _configure)
         self._closed = False
 
     def _session(self, conn: psycopg.Connection[Any]) -> _PgSession:
@@ -308,7 +308,47 @@ class PostgresStore(SQLStore):
                 raise
             raise _fault(self.url, exc) from exc
 
-    # -- one-statement writes: from the event loop, no thread hop (postgres_async) ----
+    # -- one-statement calls: from the event loop, no thread hop (postgres_async) -----
+
+    async def create_run(
+        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+    ) -> tuple[RunInfo, bool]:
+        """One `INSERT ... RETURNING` with its NOTIFY (`runs.creating`); an existing run
+        is read as `get_run` does."""
+        if not self._statements.usable():
+            return await super().create_run(run_id, workflow, input_json, now, tenant)
+        s = self._sealer()
+        sql, params = runs.creating(s, run_id, workflow, input_json, now, tenant)
+        try:
+            rows = await self._statements.fetch(self._render(sql), params)
+        except psycopg.Error as exc:
+            if not _may_retry(exc, None):
+                if not _is_fault(exc):
+                    raise
+                raise _fault(self.url, exc) from exc
+            # Broken connection or conflict: the insert may have applied, but it is
+            # idempotent: the threaded call inserts unless it exists, reads, and retries.
+            return await super().create_run(run_id, workflow, input_json, now, tenant)
+        if rows:
+            return s.as_run(rows[0][:-1]), True
+        run = await self.get_run(run_id)
+        if run is None:  # deleted since (retention): start it again
+            return await super().create_run(run_id, workflow, input_json, now, tenant)
+        return run, False
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        """A read: on the event loop; a broken connection retries on the threaded path."""
+        if not self._statements.usable():
+            return await super().get_run(run_id)
+        try:
+            rows = await self._statements.fetch(self._render(writes.RUN_BY_ID), (run_id,))
+        except psycopg.Error as exc:
+            if not _may_retry(exc, None):
+                if not _is_fault(exc):
+                    raise
+                raise _fault(self.url, exc) from exc
+            return await super().get_run(run_id)  # reads apply nothing: run it again
+        return self._sealer().as_run(rows[0]) if rows else None
 
     async def commit(self, uow: UnitOfWork) -> Committed:
         """The usual unit, one journal entry under a lease, is one statement

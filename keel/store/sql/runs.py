@@ -84,6 +84,23 @@ def create_run(
     return run, created
 
 
+def creating(
+    s: Session, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """`create_run` as one statement, where the database can (Postgres: a data-modifying
+    CTE, whose NOTIFY goes with it): its one row is the new run's `{run_cols}` and a last
+    column to drop (the wake-ups sent); no row when the run existed."""
+    notify = s.dialect.wake_sql("TRUE", table="created")
+    return (
+        "WITH created AS (INSERT INTO runs"
+        " (id, workflow, status, input, created_at, updated_at, tenant)"
+        " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+        " RETURNING {run_cols})"
+        f", woken AS ({notify})"
+        " SELECT created.*, (SELECT count(*) FROM woken) FROM created"
+    ), (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant)
+
+
 def get_run(s: Session, run_id: str) -> RunInfo | None:
     """Run `run_id`, or None."""
     return run_row(s, run_id)
