@@ -50,7 +50,7 @@ from keel.store.sql.postgres_dialect import PostgresDialect
 from keel.store.sql.store import SQLStore
 from keel.store.unit import Committed, UnitOfWork
 from keel.store.wake import WakeFeed
-from keel.types import RunInfo, RunStatus, StructuredError
+from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -337,18 +337,32 @@ class PostgresStore(SQLStore):
         return run, False
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        """A read: on the event loop; a broken connection retries on the threaded path."""
-        if not self._statements.usable():
+        rows = await self._read(writes.RUN_BY_ID, (run_id,))
+        if rows is None:
             return await super().get_run(run_id)
-        try:
-            rows = await self._statements.fetch(self._render(writes.RUN_BY_ID), (run_id,))
-        except psycopg.Error as exc:
-            if not _may_retry(exc, None):
-                if not _is_fault(exc):
-                    raise
-                raise _fault(self.url, exc) from exc
-            return await super().get_run(run_id)  # reads apply nothing: run it again
         return self._sealer().as_run(rows[0]) if rows else None
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        rows = await self._read(runs.LOAD_STEPS, (run_id,))
+        if rows is None:
+            return await super().load_steps(run_id)
+        s = self._sealer()
+        return [s.as_step(r) for r in rows]
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+        """A one-statement read's rows, sent from the event loop; None when the caller
+        should take the threaded path: another loop, or a broken connection or conflict
+        (a read applies nothing, and the threaded call retries it as `_run` does)."""
+        if not self._statements.usable():
+            return None
+        try:
+            return await self._statements.fetch(self._render(sql), params)
+        except psycopg.Error as exc:
+            if _may_retry(exc, None):
+                return None
+            if not _is_fault(exc):
+                raise
+            raise _fault(self.url, exc) from exc
 
     async def commit(self, uow: UnitOfWork) -> Committed:
         """The usual unit, one journal entry under a lease, is one statement

@@ -46,7 +46,7 @@ _READY = (
     "(status='PENDING' OR (status='WAITING' AND wake_at<={now})"
     " OR (status='RUNNING' AND lease_expires<{now}))"
 )
-_LOAD_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id=?"
+LOAD_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id=?"
 _FINISH_LEASED = (
     "UPDATE runs SET status=?, result=?, error=?, state=?, ended_at=?, updated_at=?,"
     " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL"
@@ -148,7 +148,7 @@ def cancel_run(s: Session, run_id: str, now: float) -> RunInfo:
 
 def load_steps(s: Session, run_id: str) -> list[StepRecord]:
     """Every journal entry of `run_id`."""
-    return [s.as_step(r) for r in s.execute(_LOAD_STEPS, (run_id,)).fetchall()]
+    return [s.as_step(r) for r in s.execute(LOAD_STEPS, (run_id,)).fetchall()]
 
 
 def load_blob(s: Session, digest: str) -> bytes:
