@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -24,10 +23,9 @@ from keel.errors import (
     RunCancelled,
     RunFailed,
     RunNotFound,
-    RunSuspended,
     SignalRefused,
 )
-from keel.handle import RunHandle, input_json, new_run_id, same_input
+from keel.handle import RunHandle, input_json, new_run_id, same_input, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
@@ -505,38 +503,8 @@ class App:
         timeout: float | None,
         known: RunInfo | None = None,
     ) -> RunInfo:
-        """The run once `done(status)`. The embedded worker on this loop says when a run
-        it executes settles (`_settled`), so while it holds the run nothing is read; the
-        store is polled (20 ms doubling to 0.5 s) for runs executed elsewhere."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        poll = 0.02
-        info = known if known is not None else await self.get_run(run_id)
-        if not done(info.status) and self._worker is not None and self._worker_loop is loop:
-            self._worker.watch(run_id)
-        while not done(info.status):
-            worker = self._worker if self._worker_loop is loop else None
-            if worker is not None and worker.fault is not None:
-                raise worker.fault  # the run is intact, but nothing here can execute it
-            if deadline is not None and loop.time() >= deadline:
-                if info.status is RunStatus.WAITING:
-                    raise RunSuspended(
-                        f"run {run_id} is WAITING for {', '.join(info.waiting_on) or 'a timer'}",
-                        run_id=run_id,
-                    )
-                raise TimeoutError(f"run {run_id} is still {info.status.value} after {timeout}s")
-            fut: asyncio.Future[RunStatus] = loop.create_future()
-            self._waiters.setdefault(run_id, []).append(fut)
-            wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, wait)
-            poll = min(poll * 2, 0.5)
-            if not fut.done() and worker is not None and run_id in worker.active:
-                # Executing here: it settles through `_settled` (a read says nothing new).
-                # Once it leaves `active` without settling (a fault), polling resumes.
-                continue
-            info = await self.get_run(run_id)
-        return info
+        """The run once `done(status)` (`keel.handle.wait_run`)."""
+        return await wait_run(self, run_id, done, timeout, known)
 
     def _outcome(self, info: RunInfo) -> Any:
         if info.status is RunStatus.SUCCEEDED:

@@ -1,7 +1,10 @@
-"""Starting runs: the ids they get, the input they are started with, and `RunHandle`."""
+"""Starting runs: the ids they get, the input they are started with, `RunHandle`, and
+waiting for a run to settle (`wait_run`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -10,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import PydanticSerializationError
 
 from keel.engine.serde import from_json, to_json
-from keel.errors import InputError
+from keel.errors import InputError, RunSuspended
 from keel.types import RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -100,3 +103,76 @@ class RunHandle:
 
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+
+# The longest gap between two reads of a run a caller waits for (`wait_run`).
+_POLL_MAX = 0.5
+
+
+async def wait_run(
+    app: App,
+    run_id: str,
+    done: Callable[[RunStatus], bool],
+    timeout: float | None,
+    known: RunInfo | None = None,
+) -> RunInfo:
+    """Run `run_id` of `app` once `done(status)` (`known`: the run as `App.start`
+    created it, not read again before the first wait). The embedded worker on this loop
+    says when a run it executes settles (`App._settled`), so while it holds the run
+    nothing is read; the store is polled (20 ms doubling to 0.5 s; 0.5 s while that
+    worker is full) for runs executed elsewhere or not yet claimed.
+
+    Example:
+        >>> info = await wait_run(app, run_id, lambda s: s.terminal, 30.0)  # doctest: +SKIP
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    poll = 0.02
+    info = known if known is not None else await app.get_run(run_id)
+    stale = known is not None  # not read here: what start() saw, or reads skipped
+    if not done(info.status) and app._worker is not None and app._worker_loop is loop:
+        app._worker.watch(run_id)
+    while not done(info.status):
+        worker = app._worker if app._worker_loop is loop else None
+        if worker is not None and worker.fault is not None:
+            raise worker.fault  # the run is intact, but nothing here can execute it
+        if deadline is not None and loop.time() >= deadline:
+            if stale:  # say what it is now
+                info = await app.get_run(run_id)
+                if done(info.status):
+                    break
+            if info.status is RunStatus.WAITING:
+                raise RunSuspended(
+                    f"run {run_id} is WAITING for {', '.join(info.waiting_on) or 'a timer'}",
+                    run_id=run_id,
+                )
+            raise TimeoutError(f"run {run_id} is still {info.status.value} after {timeout}s")
+        fut: asyncio.Future[RunStatus] = loop.create_future()
+        app._waiters.setdefault(run_id, []).append(fut)
+        wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, wait)
+        poll = min(poll * 2, _POLL_MAX)
+        settled = fut.done() and not fut.cancelled()  # wait_for cancels it on timeout
+        if not settled:
+            _unwait(app, run_id, fut)
+        if not settled and worker is not None:
+            if run_id in worker.active:
+                # Executing here: it settles through `_settled` (a read says nothing
+                # new). Once it leaves `active` without settling (a fault), polls resume.
+                stale = True
+                continue
+            if len(worker.active) >= worker.max_runs:
+                # Queued behind a full worker here: it is claimed when a slot frees,
+                # so polling fast (a read per waiter) would only slow the others.
+                poll = _POLL_MAX
+        info, stale = await app.get_run(run_id), False
+    return info
+
+
+def _unwait(app: App, run_id: str, fut: asyncio.Future[RunStatus]) -> None:
+    # A wait that timed out: its future goes, so a long wait does not pile them up.
+    futs = app._waiters.get(run_id, [])
+    with contextlib.suppress(ValueError):
+        futs.remove(fut)
+    if not futs:
+        app._waiters.pop(run_id, None)
