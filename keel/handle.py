@@ -19,6 +19,7 @@ from keel.types import RunInfo, RunStatus
 if TYPE_CHECKING:
     from keel.app import App
     from keel.engine.registry import WorkflowDef
+    from keel.engine.worker import Worker
 
 
 def input_json(wf: WorkflowDef, input: Any) -> bytes:
@@ -104,8 +105,12 @@ class RunHandle:
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
 
-# The longest gap between two reads of a run a caller waits for (`wait_run`).
+# The longest gap between two reads of a run a caller waits for (`wait_run`), and the
+# gap while it is queued behind this process's busy worker: then it is almost always
+# executed here (and settles without a read), so a read is only a safety net for a run
+# another host took; a thousand queued waiters polling fast would slow the worker.
 _POLL_MAX = 0.5
+_POLL_QUEUED = 2.0
 
 
 async def wait_run(
@@ -118,8 +123,8 @@ async def wait_run(
     """Run `run_id` of `app` once `done(status)` (`known`: the run as `App.start`
     created it, not read again before the first wait). The embedded worker on this loop
     says when a run it executes settles (`App._settled`), so while it holds the run
-    nothing is read; the store is polled (20 ms doubling to 0.5 s; 0.5 s while that
-    worker is full) for runs executed elsewhere or not yet claimed.
+    nothing is read; the store is polled (20 ms doubling to 0.5 s; 2 s while that
+    worker is busy with others) for runs executed elsewhere or not yet claimed.
 
     Example:
         >>> info = await wait_run(app, run_id, lambda s: s.terminal, 30.0)  # doctest: +SKIP
@@ -129,6 +134,7 @@ async def wait_run(
     poll = 0.02
     info = known if known is not None else await app.get_run(run_id)
     stale = known is not None  # not read here: what start() saw, or reads skipped
+    read_at = loop.time()
     if not done(info.status) and app._worker is not None and app._worker_loop is loop:
         app._worker.watch(run_id)
     while not done(info.status):
@@ -155,18 +161,21 @@ async def wait_run(
         settled = fut.done() and not fut.cancelled()  # wait_for cancels it on timeout
         if not settled:
             _unwait(app, run_id, fut)
-        if not settled and worker is not None:
-            if run_id in worker.active:
-                # Executing here: it settles through `_settled` (a read says nothing
-                # new). Once it leaves `active` without settling (a fault), polls resume.
+            if worker is not None and _held(worker, run_id, loop.time() - read_at):
                 stale = True
                 continue
-            if len(worker.active) >= worker.max_runs:
-                # Queued behind a full worker here: it is claimed when a slot frees,
-                # so polling fast (a read per waiter) would only slow the others.
-                poll = _POLL_MAX
-        info, stale = await app.get_run(run_id), False
+        info, stale, read_at = await app.get_run(run_id), False, loop.time()
     return info
+
+
+def _held(worker: Worker, run_id: str, unread: float) -> bool:
+    """True when reading the run now would say nothing new: it executes here, and settles
+    through `App._settled` (once it leaves `active` without settling, after a fault,
+    reads resume); or it is queued behind the runs this busy worker executes, and has been
+    read in the last `_POLL_QUEUED` seconds."""
+    if run_id in worker.active:
+        return True
+    return bool(worker.active) and worker.paused is None and unread < _POLL_QUEUED
 
 
 def _unwait(app: App, run_id: str, fut: asyncio.Future[RunStatus]) -> None:

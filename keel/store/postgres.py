@@ -38,11 +38,11 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from keel.errors import ConfigError, StoreError
+from keel.errors import ConfigError, PayloadUnreadable, StoreError
 from keel.store import postgres_connect, postgres_schema
 from keel.store.options import StoreOptions
 from keel.store.postgres_async import AsyncStatements
-from keel.store.records import RekeyCounts, StepWrite, StoreSpace
+from keel.store.records import Claimed, RekeyCounts, StepWrite, StoreSpace
 from keel.store.sql import rekey, runs, writes
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.dialect import Renderer
@@ -335,6 +335,51 @@ class PostgresStore(SQLStore):
         if run is None:  # deleted since (retention): start it again
             return await super().create_run(run_id, workflow, input_json, now, tenant)
         return run, False
+
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        workflows: Iterable[str],
+        ids: Iterable[str] | None = None,
+    ) -> list[Claimed]:
+        """One statement (the watched ids as one array), sent from the event loop."""
+        names = list(workflows)
+        ids = None if ids is None else list(dict.fromkeys(ids))
+        if not names or limit <= 0 or ids == [] or not self._statements.usable():
+            return await super().claim(owner, lease_seconds, limit, names, ids)
+        sql, params = runs.claiming(owner, lease_seconds, limit, names, ids, array=True)
+        s = self._sealer()
+        try:
+            rows = await self._statements.fetch(self._render(sql), params)
+        except psycopg.Error as exc:
+            if not _may_retry(exc, None):
+                if not _is_fault(exc):
+                    raise
+                raise _fault(self.url, exc) from exc
+            # As `_run` does for this one statement: a conflict applied nothing; after a
+            # broken connection any lease it took runs out unused and the run is claimed
+            # again (a claim holds no step: nothing can run twice).
+            return await super().claim(owner, lease_seconds, limit, names, ids)
+        try:
+            return runs.claimed_rows(s, rows)
+        except PayloadUnreadable:
+            await self._call(runs.unlease, owner, [r[0] for r in rows])
+            raise
+
+    async def next_due(
+        self, workflows: Iterable[str], ids: Iterable[str] | None = None
+    ) -> float | None:
+        # A read the idle worker makes: never queued behind other calls' threads.
+        names, ids = list(workflows), None if ids is None else list(ids)
+        query = runs.due_query(self._sealer(), names, ids)
+        if query is None:
+            return None
+        rows = await self._read(query[0], tuple(query[1]))
+        if rows is None:
+            return await super().next_due(names, ids)
+        return float(rows[0][0]) if rows else None
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         rows = await self._read(writes.RUN_BY_ID, (run_id,))
