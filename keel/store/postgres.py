@@ -8,7 +8,9 @@ autocommit; a write is the session's `BEGIN` ... `COMMIT` (READ COMMITTED, with
 `{for_update}` row locks where a query reads then writes). The hot path is cheaper: a
 journal entry under a lease, and a run's end, are one statement each whose lease check
 is its own predicate, awaited on the event loop (`keel.store.postgres_async`): one
-round trip and no thread hop per step.
+round trip and no thread hop per step. A run's creation, its claim and the reads of a
+run (`get_run`, `load_steps`, `next_due`) go the same way; a read or a claim that meets
+a broken connection or a conflict runs again on the threaded path, as `_run` would.
 
 Payload columns are BYTEA: clear values are stored as their UTF-8 bytes, sealed values
 as the envelope's bytes (`keel.store._sealed`), and both read back as text.

@@ -3,9 +3,10 @@
 A store call normally hops to a worker thread that borrows a pooled connection
 (`PostgresStore._call`): two cross-thread wake-ups, about 0.1 ms on a busy 2-core host,
 as much as the round trip of a small statement. A journal write that is one statement
-(`keel.store.sql.writes.leased_step`), a run's creation (one `INSERT ... RETURNING`) and
-the reads of a run (`get_run`) need no transaction and no thread: they go on an
-`AsyncConnection` of this small set instead, awaited without blocking the loop.
+(`keel.store.sql.writes.leased_step`), a run's creation (one `INSERT ... RETURNING`), a
+claim (one `UPDATE ... RETURNING`) and the reads of a run (`get_run`, `load_steps`,
+`next_due`) need no transaction and no thread: they go on an `AsyncConnection` of this
+small set instead, awaited without blocking the loop.
 
 The set is bound to the event loop that first used it (asyncio locks are); on another
 loop `usable()` is False and the caller takes its threaded path. Idle connections are
