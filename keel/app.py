@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -24,10 +23,9 @@ from keel.errors import (
     RunCancelled,
     RunFailed,
     RunNotFound,
-    RunSuspended,
     SignalRefused,
 )
-from keel.handle import RunHandle, input_json, new_run_id, same_input
+from keel.handle import RunHandle, input_json, new_run_id, same_input, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
@@ -100,7 +98,7 @@ class App:
         self._runtime: Runtime | None = None
         self._worker: Worker | None = None
         self._worker_loop: asyncio.AbstractEventLoop | None = None
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
         self._llm_config = llm
         self._gateway: Any = None
         self._tracing: Any = None
@@ -344,7 +342,7 @@ class App:
     def _settled(self, run_id: str, status: RunStatus) -> None:
         for fut in self._waiters.pop(run_id, []):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(status)
 
     def _warm_llm(self) -> None:
         """Import LiteLLM in the background once a worker starts (it takes seconds), so
@@ -415,7 +413,8 @@ class App:
             same_input(info, data, self._short_redacted)
         if execute and not info.status.terminal:
             (await self._embedded()).watch(run_id)
-        return RunHandle(self, run_id, wf.name)
+        # A run just created is PENDING: its first wait need not read it back.
+        return RunHandle(self, run_id, wf.name, known=info if created else None)
 
     def run(
         self,
@@ -498,33 +497,14 @@ class App:
         return info
 
     async def _wait(
-        self, run_id: str, done: Callable[[RunStatus], bool], timeout: float | None
+        self,
+        run_id: str,
+        done: Callable[[RunStatus], bool],
+        timeout: float | None,
+        known: RunInfo | None = None,
     ) -> RunInfo:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        poll = 0.02
-        info = await self.get_run(run_id)
-        if not done(info.status) and self._worker is not None and self._worker_loop is loop:
-            self._worker.watch(run_id)
-        while not done(info.status):
-            worker = self._worker if self._worker_loop is loop else None
-            if worker is not None and worker.fault is not None:
-                raise worker.fault  # the run is intact, but nothing here can execute it
-            if deadline is not None and loop.time() >= deadline:
-                if info.status is RunStatus.WAITING:
-                    raise RunSuspended(
-                        f"run {run_id} is WAITING for {', '.join(info.waiting_on) or 'a timer'}",
-                        run_id=run_id,
-                    )
-                raise TimeoutError(f"run {run_id} is still {info.status.value} after {timeout}s")
-            fut: asyncio.Future[None] = loop.create_future()
-            self._waiters.setdefault(run_id, []).append(fut)
-            wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(fut, wait)
-            poll = min(poll * 2, 0.5)
-            info = await self.get_run(run_id)
-        return info
+        """The run once `done(status)` (`keel.handle.wait_run`)."""
+        return await wait_run(self, run_id, done, timeout, known)
 
     def _outcome(self, info: RunInfo) -> Any:
         if info.status is RunStatus.SUCCEEDED:

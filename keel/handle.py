@@ -1,7 +1,10 @@
-"""Starting runs: the ids they get, the input they are started with, and `RunHandle`."""
+"""Starting runs: the ids they get, the input they are started with, `RunHandle`, and
+waiting for a run to settle (`wait_run`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import time
 from collections.abc import Callable
@@ -10,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 from pydantic_core import PydanticSerializationError
 
 from keel.engine.serde import from_json, to_json
-from keel.errors import InputError
+from keel.errors import InputError, RunSuspended
 from keel.types import RunInfo, RunStatus
 
 if TYPE_CHECKING:
     from keel.app import App
     from keel.engine.registry import WorkflowDef
+    from keel.engine.worker import Worker
 
 
 def input_json(wf: WorkflowDef, input: Any) -> bytes:
@@ -61,10 +65,12 @@ class RunHandle:
         outcome = await handle.result()
     """
 
-    def __init__(self, app: App, run_id: str, workflow: str) -> None:
+    def __init__(self, app: App, run_id: str, workflow: str, known: RunInfo | None = None) -> None:
         self.app = app
         self.id = run_id
         self.workflow = workflow
+        # The run as `App.start` created it (PENDING), spared one read by the first wait.
+        self._known = known
 
     def __repr__(self) -> str:
         return f"<RunHandle {self.id} ({self.workflow})>"
@@ -77,12 +83,17 @@ class RunHandle:
 
     async def settle(self, timeout: float | None = None) -> RunInfo:
         """Wait until the run is WAITING or finished (not PENDING/RUNNING)."""
-        return await self.app._wait(self.id, lambda s: s not in _ACTIVE, timeout)
+        return await self.app._wait(self.id, lambda s: s not in _ACTIVE, timeout, self._first())
 
     async def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to finish; return its result or raise `RunFailed`/`RunCancelled`."""
-        info = await self.app._wait(self.id, lambda s: s.terminal, timeout)
+        info = await self.app._wait(self.id, lambda s: s.terminal, timeout, self._first())
         return self.app._outcome(info)
+
+    def _first(self) -> RunInfo | None:
+        # Only the first wait: later, the run may have moved on without this handle.
+        known, self._known = self._known, None
+        return known
 
     async def signal(self, name: str, payload: Any = None, *, queue: bool = False) -> bool:
         """`App.signal` for this run."""
@@ -93,3 +104,84 @@ class RunHandle:
 
 
 _ACTIVE = (RunStatus.PENDING, RunStatus.RUNNING)
+
+# The longest gap between two reads of a run a caller waits for (`wait_run`), and the
+# gap while it is queued behind this process's busy worker: then it is almost always
+# executed here (and settles without a read), so a read is only a safety net for a run
+# another host took; a thousand queued waiters polling fast would slow the worker.
+_POLL_MAX = 0.5
+_POLL_QUEUED = 2.0
+
+
+async def wait_run(
+    app: App,
+    run_id: str,
+    done: Callable[[RunStatus], bool],
+    timeout: float | None,
+    known: RunInfo | None = None,
+) -> RunInfo:
+    """Run `run_id` of `app` once `done(status)` (`known`: the run as `App.start`
+    created it, not read again before the first wait). The embedded worker on this loop
+    says when a run it executes settles (`App._settled`), so while it holds the run
+    nothing is read; the store is polled (20 ms doubling to 0.5 s; 2 s while that
+    worker is busy with others) for runs executed elsewhere or not yet claimed.
+
+    Example:
+        >>> info = await wait_run(app, run_id, lambda s: s.terminal, 30.0)  # doctest: +SKIP
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    poll = 0.02
+    info = known if known is not None else await app.get_run(run_id)
+    stale = known is not None  # not read here: what start() saw, or reads skipped
+    read_at = loop.time()
+    if not done(info.status) and app._worker is not None and app._worker_loop is loop:
+        app._worker.watch(run_id)
+    while not done(info.status):
+        worker = app._worker if app._worker_loop is loop else None
+        if worker is not None and worker.fault is not None:
+            raise worker.fault  # the run is intact, but nothing here can execute it
+        if deadline is not None and loop.time() >= deadline:
+            if stale:  # say what it is now
+                info = await app.get_run(run_id)
+                if done(info.status):
+                    break
+            if info.status is RunStatus.WAITING:
+                raise RunSuspended(
+                    f"run {run_id} is WAITING for {', '.join(info.waiting_on) or 'a timer'}",
+                    run_id=run_id,
+                )
+            raise TimeoutError(f"run {run_id} is still {info.status.value} after {timeout}s")
+        fut: asyncio.Future[RunStatus] = loop.create_future()
+        app._waiters.setdefault(run_id, []).append(fut)
+        wait = poll if deadline is None else max(0.0, min(poll, deadline - loop.time()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(fut, wait)
+        poll = min(poll * 2, _POLL_MAX)
+        settled = fut.done() and not fut.cancelled()  # wait_for cancels it on timeout
+        if not settled:
+            _unwait(app, run_id, fut)
+            if worker is not None and _held(worker, run_id, loop.time() - read_at):
+                stale = True
+                continue
+        info, stale, read_at = await app.get_run(run_id), False, loop.time()
+    return info
+
+
+def _held(worker: Worker, run_id: str, unread: float) -> bool:
+    """True when reading the run now would say nothing new: it executes here, and settles
+    through `App._settled` (once it leaves `active` without settling, after a fault,
+    reads resume); or it is queued behind the runs this busy worker executes, and has been
+    read in the last `_POLL_QUEUED` seconds."""
+    if run_id in worker.active:
+        return True
+    return bool(worker.active) and worker.paused is None and unread < _POLL_QUEUED
+
+
+def _unwait(app: App, run_id: str, fut: asyncio.Future[RunStatus]) -> None:
+    # A wait that timed out: its future goes, so a long wait does not pile them up.
+    futs = app._waiters.get(run_id, [])
+    with contextlib.suppress(ValueError):
+        futs.remove(fut)
+    if not futs:
+        app._waiters.pop(run_id, None)

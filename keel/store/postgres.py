@@ -8,7 +8,9 @@ autocommit; a write is the session's `BEGIN` ... `COMMIT` (READ COMMITTED, with
 `{for_update}` row locks where a query reads then writes). The hot path is cheaper: a
 journal entry under a lease, and a run's end, are one statement each whose lease check
 is its own predicate, awaited on the event loop (`keel.store.postgres_async`): one
-round trip and no thread hop per step.
+round trip and no thread hop per step. A run's creation, its claim and the reads of a
+run (`get_run`, `load_steps`, `next_due`) go the same way; a read or a claim that meets
+a broken connection or a conflict runs again on the threaded path, as `_run` would.
 
 Payload columns are BYTEA: clear values are stored as their UTF-8 bytes, sealed values
 as the envelope's bytes (`keel.store._sealed`), and both read back as text.
@@ -38,11 +40,11 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from keel.errors import ConfigError, StoreError
+from keel.errors import ConfigError, PayloadUnreadable, StoreError
 from keel.store import postgres_connect, postgres_schema
 from keel.store.options import StoreOptions
 from keel.store.postgres_async import AsyncStatements
-from keel.store.records import RekeyCounts, StepWrite, StoreSpace
+from keel.store.records import Claimed, RekeyCounts, StepWrite, StoreSpace
 from keel.store.sql import rekey, runs, writes
 from keel.store.sql.core import Session, renderer
 from keel.store.sql.dialect import Renderer
@@ -50,7 +52,7 @@ from keel.store.sql.postgres_dialect import PostgresDialect
 from keel.store.sql.store import SQLStore
 from keel.store.unit import Committed, UnitOfWork
 from keel.store.wake import WakeFeed
-from keel.types import RunStatus, StructuredError
+from keel.types import RunInfo, RunStatus, StepRecord, StructuredError
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
@@ -224,7 +226,7 @@ def _safe(url: str) -> str:
     return f"postgresql://{user}{host}{port}/{db}"
 
 
-def _configure(conn: psycopg.Connection[Any]) -> None:
+def _configure(conn: psycopg.BaseConnection[Any]) -> None:
     conn.adapters.register_loader("numeric", _Numeric)
 
 
@@ -270,7 +272,7 @@ class PostgresStore(SQLStore):
             raise _fault(url, exc) from None
         self._threads = ThreadPoolExecutor(max_workers=size, thread_name_prefix="keel-pg")
         # A journal write that is one statement skips the thread hop (see commit).
-        self._statements = AsyncStatements(info, size)
+        self._statements = AsyncStatements(info, size, _configure)
         self._closed = False
 
     def _session(self, conn: psycopg.Connection[Any]) -> _PgSession:
@@ -308,7 +310,106 @@ class PostgresStore(SQLStore):
                 raise
             raise _fault(self.url, exc) from exc
 
-    # -- one-statement writes: from the event loop, no thread hop (postgres_async) ----
+    # -- one-statement calls: from the event loop, no thread hop (postgres_async) -----
+
+    async def create_run(
+        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+    ) -> tuple[RunInfo, bool]:
+        """One `INSERT ... RETURNING` with its NOTIFY (`runs.creating`); an existing run
+        is read as `get_run` does."""
+        if not self._statements.usable():
+            return await super().create_run(run_id, workflow, input_json, now, tenant)
+        s = self._sealer()
+        sql, params = runs.creating(s, run_id, workflow, input_json, now, tenant)
+        try:
+            rows = await self._statements.fetch(self._render(sql), params)
+        except psycopg.Error as exc:
+            if not _may_retry(exc, None):
+                if not _is_fault(exc):
+                    raise
+                raise _fault(self.url, exc) from exc
+            # Broken connection or conflict: the insert may have applied, but it is
+            # idempotent: the threaded call inserts unless it exists, reads, and retries.
+            return await super().create_run(run_id, workflow, input_json, now, tenant)
+        if rows:
+            return s.as_run(rows[0][:-1]), True
+        run = await self.get_run(run_id)
+        if run is None:  # deleted since (retention): start it again
+            return await super().create_run(run_id, workflow, input_json, now, tenant)
+        return run, False
+
+    async def claim(
+        self,
+        owner: str,
+        lease_seconds: float,
+        limit: int,
+        workflows: Iterable[str],
+        ids: Iterable[str] | None = None,
+    ) -> list[Claimed]:
+        """One statement (the watched ids as one array), sent from the event loop."""
+        names = list(workflows)
+        ids = None if ids is None else list(dict.fromkeys(ids))
+        if not names or limit <= 0 or ids == [] or not self._statements.usable():
+            return await super().claim(owner, lease_seconds, limit, names, ids)
+        sql, params = runs.claiming(owner, lease_seconds, limit, names, ids, array=True)
+        s = self._sealer()
+        try:
+            rows = await self._statements.fetch(self._render(sql), params)
+        except psycopg.Error as exc:
+            if not _may_retry(exc, None):
+                if not _is_fault(exc):
+                    raise
+                raise _fault(self.url, exc) from exc
+            # As `_run` does for this one statement: a conflict applied nothing; after a
+            # broken connection any lease it took runs out unused and the run is claimed
+            # again (a claim holds no step: nothing can run twice).
+            return await super().claim(owner, lease_seconds, limit, names, ids)
+        try:
+            return runs.claimed_rows(s, rows)
+        except PayloadUnreadable:
+            await self._call(runs.unlease, owner, [r[0] for r in rows])
+            raise
+
+    async def next_due(
+        self, workflows: Iterable[str], ids: Iterable[str] | None = None
+    ) -> float | None:
+        # A read the idle worker makes: never queued behind other calls' threads.
+        names, ids = list(workflows), None if ids is None else list(ids)
+        query = runs.due_query(self._sealer(), names, ids)
+        if query is None:
+            return None
+        rows = await self._read(query[0], tuple(query[1]))
+        if rows is None:
+            return await super().next_due(names, ids)
+        return float(rows[0][0]) if rows else None
+
+    async def get_run(self, run_id: str) -> RunInfo | None:
+        rows = await self._read(writes.RUN_BY_ID, (run_id,))
+        if rows is None:
+            return await super().get_run(run_id)
+        return self._sealer().as_run(rows[0]) if rows else None
+
+    async def load_steps(self, run_id: str) -> list[StepRecord]:
+        rows = await self._read(runs.LOAD_STEPS, (run_id,))
+        if rows is None:
+            return await super().load_steps(run_id)
+        s = self._sealer()
+        return [s.as_step(r) for r in rows]
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
+        """A one-statement read's rows, sent from the event loop; None when the caller
+        should take the threaded path: another loop, or a broken connection or conflict
+        (a read applies nothing, and the threaded call retries it as `_run` does)."""
+        if not self._statements.usable():
+            return None
+        try:
+            return await self._statements.fetch(self._render(sql), params)
+        except psycopg.Error as exc:
+            if _may_retry(exc, None):
+                return None
+            if not _is_fault(exc):
+                raise
+            raise _fault(self.url, exc) from exc
 
     async def commit(self, uow: UnitOfWork) -> Committed:
         """The usual unit, one journal entry under a lease, is one statement

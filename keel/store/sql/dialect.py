@@ -167,9 +167,10 @@ class Dialect:
         """Restores what `append_only_off` lifted."""
         raise NotImplementedError
 
-    def wake_sql(self, where: str) -> str:
+    def wake_sql(self, where: str, table: str = "runs") -> str:
         """A statement announcing, on commit, the runs matching `where` (a condition on
-        `runs`, with `?` placeholders) to listening workers; '' when the database cannot."""
+        `runs`, with `?` placeholders) to listening workers; '' when the database cannot.
+        `table`: another source of run rows (`workflow`, `id`), e.g. a CTE's name."""
         return ""
 
     def fragments(self) -> dict[str, object]:

@@ -71,12 +71,12 @@ class PostgresDialect(Dialect):
             out.append(ch)
         return "".join(out)
 
-    def wake_sql(self, where: str) -> str:
+    def wake_sql(self, where: str, table: str = "runs") -> str:
         # One NOTIFY per run, sent at COMMIT (none on rollback); Postgres folds identical
         # ones in a transaction. The payload is what `keel.store.wake.parse_wake` reads.
         return (
             f"SELECT pg_notify('{WAKE_CHANNEL}', json_build_array(workflow, id)::text)"
-            f" FROM runs WHERE {where}"
+            f" FROM {table} WHERE {where}"
         )
 
     def version_table(self) -> str:

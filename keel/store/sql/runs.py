@@ -46,7 +46,7 @@ _READY = (
     "(status='PENDING' OR (status='WAITING' AND wake_at<={now})"
     " OR (status='RUNNING' AND lease_expires<{now}))"
 )
-_LOAD_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id=?"
+LOAD_STEPS = f"SELECT {STEP_COLS} FROM steps WHERE run_id=?"
 _FINISH_LEASED = (
     "UPDATE runs SET status=?, result=?, error=?, state=?, ended_at=?, updated_at=?,"
     " lease_owner=NULL, lease_expires=NULL, wake_at=NULL, waiting_on=NULL"
@@ -82,6 +82,23 @@ def create_run(
         run = run_row(s, run_id)
     assert run is not None
     return run, created
+
+
+def creating(
+    s: Session, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None
+) -> tuple[str, tuple[Any, ...]]:
+    """`create_run` as one statement, where the database can (Postgres: a data-modifying
+    CTE, whose NOTIFY goes with it): its one row is the new run's `{run_cols}` and a last
+    column to drop (the wake-ups sent); no row when the run existed."""
+    notify = s.dialect.wake_sql("TRUE", table="created")
+    return (
+        "WITH created AS (INSERT INTO runs"
+        " (id, workflow, status, input, created_at, updated_at, tenant)"
+        " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+        " RETURNING {run_cols})"
+        f", woken AS ({notify})"
+        " SELECT created.*, (SELECT count(*) FROM woken) FROM created"
+    ), (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant)
 
 
 def get_run(s: Session, run_id: str) -> RunInfo | None:
@@ -131,7 +148,7 @@ def cancel_run(s: Session, run_id: str, now: float) -> RunInfo:
 
 def load_steps(s: Session, run_id: str) -> list[StepRecord]:
     """Every journal entry of `run_id`."""
-    return [s.as_step(r) for r in s.execute(_LOAD_STEPS, (run_id,)).fetchall()]
+    return [s.as_step(r) for r in s.execute(LOAD_STEPS, (run_id,)).fetchall()]
 
 
 def load_blob(s: Session, digest: str) -> bytes:
@@ -284,53 +301,96 @@ def _claim_skipping(
     """Pick and lease in one statement per chunk, skipping the rows another worker is
     leasing right now (`{skip_locked}`): concurrent claims on a database that runs
     them in parallel share the ready runs instead of all reaching for the oldest."""
-    chunks: list[list[str] | None] = [None]
-    if ids is not None:
-        id_list = list(dict.fromkeys(ids))
-        step = max(1, min(500, s.dialect.max_params - len(names) - 3))
-        chunks = [id_list[i : i + step] for i in range(0, len(id_list), step)]
+    chunks = claim_chunks(s, names, ids)
     rows: list[Any] = []
     # One statement is atomic by itself: a transaction only when there are several.
     with s.write() if len(chunks) > 1 else contextlib.nullcontext(s):
         for chunk in chunks:
             if len(rows) >= limit:
                 break
-            pick = f"SELECT id FROM runs WHERE {_READY} AND workflow IN ({marks(len(names))})"
-            args: list[Any] = [owner, lease_seconds, *names]
-            if chunk is not None:
-                pick += f" AND id IN ({marks(len(chunk))})"
-                args += chunk
-            pick += " ORDER BY created_at LIMIT ?{skip_locked}"
-            rows += s.execute(
-                "UPDATE runs SET status='RUNNING', lease_owner=?, lease_expires={now} + ?,"
-                " attempts=attempts+1, updated_at={now}, wake_at=NULL"
-                f" WHERE id IN ({pick}) RETURNING {{run_cols}}",
-                (*args, limit - len(rows)),
-            ).fetchall()
+            sql, args = claiming(owner, lease_seconds, limit - len(rows), names, chunk)
+            rows += s.execute(sql, args).fetchall()
     rows.sort(key=lambda r: (r[7], r[0]))  # oldest first, as `_ready` reads them
     return _claimed(s, owner, rows, [r[0] for r in rows])
 
 
+def claim_chunks(s: Session, names: list[str], ids: Iterable[str] | None) -> list[list[str] | None]:
+    """The id lists a `{skip_locked}` claim asks for, one statement each ([None]: any
+    ready run), chunked under the database's variable limit."""
+    if ids is None:
+        return [None]
+    id_list = list(dict.fromkeys(ids))
+    step = max(1, min(500, s.dialect.max_params - len(names) - 3))
+    return [id_list[i : i + step] for i in range(0, len(id_list), step)]
+
+
+def claiming(
+    owner: str,
+    lease_seconds: float,
+    limit: int,
+    names: list[str],
+    chunk: list[str] | None,
+    array: bool = False,
+) -> tuple[str, tuple[Any, ...]]:
+    """One `{skip_locked}` claim statement (of the runs in `chunk`, if given): it leases
+    up to `limit` ready runs of `names` and returns their `{run_cols}` rows. `array`: the
+    ids go as one array value (`id = ANY(?)`, Postgres), so any number fits one statement."""
+    pick = f"SELECT id FROM runs WHERE {_READY} AND workflow IN ({marks(len(names))})"
+    args: list[Any] = [owner, lease_seconds, *names]
+    if chunk is not None and array:
+        pick += " AND id = ANY(?)"
+        args.append(chunk)
+    elif chunk is not None:
+        pick += f" AND id IN ({marks(len(chunk))})"
+        args += chunk
+    pick += " ORDER BY created_at LIMIT ?{skip_locked}"
+    return (
+        "UPDATE runs SET status='RUNNING', lease_owner=?, lease_expires={now} + ?,"
+        " attempts=attempts+1, updated_at={now}, wake_at=NULL"
+        f" WHERE id IN ({pick}) RETURNING {{run_cols}}"
+    ), (*args, limit)
+
+
+def claimed_rows(s: Session, rows: list[Any]) -> list[Claimed]:
+    """The leased `{run_cols}` rows of a `{skip_locked}` claim as records, oldest first
+    (`PayloadUnreadable`: give them back with `unlease`)."""
+    rows = sorted(rows, key=lambda r: (r[7], r[0]))  # oldest first, as `_ready` reads them
+    return [Claimed(run=s.as_run(r), resumed=r[12] > 1) for r in rows]
+
+
 def _claimed(s: Session, owner: str, rows: list[Any], run_ids: list[str]) -> list[Claimed]:
     """The leased `rows` as records (in `run_ids`' order)."""
-    ids = marks(len(run_ids))
     try:
         claimed = [Claimed(run=s.as_run(r), resumed=r[12] > 1) for r in rows]
     except PayloadUnreadable:
-        # This worker lacks a key (and stops): a worker that has it takes them now.
-        with s.write():
-            s.execute(
-                f"UPDATE runs SET lease_expires=0 WHERE id IN ({ids})"
-                " AND lease_owner=? AND status='RUNNING'",
-                (*run_ids, owner),
-            )
+        unlease(s, owner, run_ids)
         raise
     order = {run_id: i for i, run_id in enumerate(run_ids)}
     return sorted(claimed, key=lambda c: order[c.run.id])
 
 
+def unlease(s: Session, owner: str, run_ids: list[str]) -> None:
+    """End `owner`'s leases of `run_ids` now: it cannot read them (it lacks a key, and
+    stops), so a worker that has the key takes them at once."""
+    with s.write():
+        s.execute(
+            f"UPDATE runs SET lease_expires=0 WHERE id IN ({marks(len(run_ids))})"
+            " AND lease_owner=? AND status='RUNNING'",
+            (*run_ids, owner),
+        )
+
+
 def next_due(s: Session, workflows: Iterable[str], ids: Iterable[str] | None) -> float | None:
     """Seconds until the earliest timer of a WAITING run of `workflows` is due."""
+    query = due_query(s, workflows, ids)
+    row = None if query is None else s.execute(*query).fetchone()
+    return None if row is None else float(row[0])
+
+
+def due_query(
+    s: Session, workflows: Iterable[str], ids: Iterable[str] | None
+) -> tuple[str, list[Any]] | None:
+    """`next_due`'s one statement and its values (None: nothing to ask)."""
     names = list(workflows)
     if not names:
         return None
@@ -349,8 +409,7 @@ def next_due(s: Session, workflows: Iterable[str], ids: Iterable[str] | None) ->
             args = [*names, *id_list]
         # More ids than one statement takes: every run of the workflows (an earlier
         # answer only wakes the worker early, never late).
-    row = s.execute(sql + " ORDER BY wake_at LIMIT 1", args).fetchone()
-    return None if row is None else float(row[0])
+    return sql + " ORDER BY wake_at LIMIT 1", args
 
 
 def renew(s: Session, owner: str, run_ids: Sequence[str], lease_seconds: float) -> set[str]:

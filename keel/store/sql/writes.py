@@ -262,9 +262,9 @@ def audit(s: Session, actor: str, action: str, target: str, detail: Any, now: fl
 
 def run_row(s: Session, run_id: str, *, lock: bool = False) -> RunInfo | None:
     """Run `run_id` (`lock`: row-locked for the write that follows), or None."""
-    sql = "SELECT {run_cols} FROM runs WHERE id=?{for_update}" if lock else _RUN_BY_ID
+    sql = "SELECT {run_cols} FROM runs WHERE id=?{for_update}" if lock else RUN_BY_ID
     row = s.execute(sql, (run_id,)).fetchone()
     return s.as_run(row) if row is not None else None
 
 
-_RUN_BY_ID = "SELECT {run_cols} FROM runs WHERE id=?"
+RUN_BY_ID = "SELECT {run_cols} FROM runs WHERE id=?"
