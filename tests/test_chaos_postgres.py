@@ -137,6 +137,7 @@ async def test_chaos_kills_and_a_database_restart_lose_nothing(
     assert len(spread) >= len(spawned) // 2, spread  # work spread over the workers
     _amcheck(server.url("chaos"))
     for w in workers:
+        await h.wait_beat(w)  # serving (a worker spawned at the very end may still start)
         assert h.terminate(w) == 0, w.stderr()
 
 
