@@ -317,19 +317,12 @@ class PostgresStore(SQLStore):
     ) -> tuple[RunInfo, bool]:
         """One `INSERT ... RETURNING` with its NOTIFY (`runs.creating`); an existing run
         is read as `get_run` does."""
-        if not self._statements.usable():
-            return await super().create_run(run_id, workflow, input_json, now, tenant)
         s = self._sealer()
         sql, params = runs.creating(s, run_id, workflow, input_json, now, tenant)
-        try:
-            rows = await self._statements.fetch(self._render(sql), params)
-        except psycopg.Error as exc:
-            if not _may_retry(exc, None):
-                if not _is_fault(exc):
-                    raise
-                raise _fault(self.url, exc) from exc
-            # Broken connection or conflict: the insert may have applied, but it is
-            # idempotent: the threaded call inserts unless it exists, reads, and retries.
+        # After a broken connection the insert may have applied: the threaded call is
+        # idempotent (it inserts unless the run exists, then reads it).
+        rows = await self._fetch(sql, params)
+        if rows is None:
             return await super().create_run(run_id, workflow, input_json, now, tenant)
         if rows:
             return s.as_run(rows[0][:-1]), True
@@ -349,21 +342,15 @@ class PostgresStore(SQLStore):
         """One statement (the watched ids as one array), sent from the event loop."""
         names = list(workflows)
         ids = None if ids is None else list(dict.fromkeys(ids))
-        if not names or limit <= 0 or ids == [] or not self._statements.usable():
+        if not names or limit <= 0 or ids == []:
             return await super().claim(owner, lease_seconds, limit, names, ids)
         sql, params = runs.claiming(owner, lease_seconds, limit, names, ids, array=True)
-        s = self._sealer()
-        try:
-            rows = await self._statements.fetch(self._render(sql), params)
-        except psycopg.Error as exc:
-            if not _may_retry(exc, None):
-                if not _is_fault(exc):
-                    raise
-                raise _fault(self.url, exc) from exc
-            # As `_run` does for this one statement: a conflict applied nothing; after a
-            # broken connection any lease it took runs out unused and the run is claimed
-            # again (a claim holds no step: nothing can run twice).
+        # After a broken connection any lease it took runs out unused and the run is
+        # claimed again (a claim holds no step: nothing can run twice).
+        rows = await self._fetch(sql, params)
+        if rows is None:
             return await super().claim(owner, lease_seconds, limit, names, ids)
+        s = self._sealer()
         try:
             return runs.claimed_rows(s, rows)
         except PayloadUnreadable:
@@ -378,28 +365,29 @@ class PostgresStore(SQLStore):
         query = runs.due_query(self._sealer(), names, ids)
         if query is None:
             return None
-        rows = await self._read(query[0], tuple(query[1]))
+        rows = await self._fetch(query[0], tuple(query[1]))
         if rows is None:
             return await super().next_due(names, ids)
         return float(rows[0][0]) if rows else None
 
     async def get_run(self, run_id: str) -> RunInfo | None:
-        rows = await self._read(writes.RUN_BY_ID, (run_id,))
+        rows = await self._fetch(writes.RUN_BY_ID, (run_id,))
         if rows is None:
             return await super().get_run(run_id)
         return self._sealer().as_run(rows[0]) if rows else None
 
     async def load_steps(self, run_id: str) -> list[StepRecord]:
-        rows = await self._read(runs.LOAD_STEPS, (run_id,))
+        rows = await self._fetch(runs.LOAD_STEPS, (run_id,))
         if rows is None:
             return await super().load_steps(run_id)
         s = self._sealer()
         return [s.as_step(r) for r in rows]
 
-    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]] | None:
-        """A one-statement read's rows, sent from the event loop; None when the caller
-        should take the threaded path: another loop, or a broken connection or conflict
-        (a read applies nothing, and the threaded call retries it as `_run` does)."""
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]] | None:
+        """The rows of one statement sent from the event loop; None when the caller
+        should take its threaded path instead: another loop, or a broken connection or
+        conflict (the caller's threaded call must be safe to run after it, and is
+        retried as `_run` does)."""
         if not self._statements.usable():
             return None
         try:
