@@ -257,3 +257,26 @@ async def test_console_pages_say_when_no_worker_will_resume_a_decided_run(
         decided = await c.get("/approvals/g6:approval:grant%230")
         assert 'id="resume-notice"' not in decided.text  # its run has ended
     assert h.terminate(proc) == 0, proc.stderr()
+
+
+async def test_a_decided_run_a_fast_worker_already_ended_went_on(make_app: Any) -> None:
+    """The notice after a decision is read after it: a worker may have resumed and ended
+    the run meanwhile (on a networked store most often). That run went on; one
+    cancelled, or one nobody decided on, had ended."""
+    from keel.presence import resume_notice
+
+    app = make_app()
+
+    @app.workflow
+    async def quick(ctx: keel.Context) -> int:
+        return 1
+
+    await (await app.start(quick, id="fast-1")).result(WAIT)
+    went_on = await resume_notice(app, "fast-1", "continues with the failure", decided=True)
+    assert went_on.worker_live and went_on.message == "run fast-1 continues with the failure"
+    ended = await resume_notice(app, "fast-1")
+    assert not ended.worker_live and ended.message == "run fast-1 already ended SUCCEEDED"
+    handle = await app.start(quick, id="gone-1", execute=False)
+    await handle.cancel()
+    cancelled = await resume_notice(app, "gone-1", decided=True)
+    assert not cancelled.worker_live and cancelled.message == "run gone-1 already ended CANCELLED"

@@ -256,3 +256,31 @@ async def test_stop_hands_back_runs_claimed_but_not_yet_started(worker_harness):
     assert info.lease_owner is None
     assert worker.active == {}
     assert h.executions() == []
+
+
+async def test_stop_hands_back_a_run_cancelled_while_it_waited_on_the_store(
+    worker_harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """White-box: `stop()` while the run's first store call is still out (on a network
+    store it answers later). The cancel lands before RunExecution's own hand-back, so
+    the worker must release the run itself, or it stays RUNNING under its lease."""
+    h: Harness = worker_harness
+    app = h.app()
+    await app.start("short", {"k": 1}, id="loading-1", execute=False)
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    async def slow_load(run_id: str) -> list[StepRecord]:
+        entered.set()
+        await never.wait()  # the answer never comes before the stop
+        return []
+
+    monkeypatch.setattr(app.store, "load_steps", slow_load)
+    worker = app.worker()  # not started: its own poll loop would claim the run first
+    try:
+        assert await worker._claim(10) == 1
+        await asyncio.wait_for(entered.wait(), WAIT)
+    finally:
+        await worker.stop()
+    info = await app.get_run("loading-1")
+    assert info.status.value == "PENDING" and info.lease_owner is None
+    assert worker.active == {} and h.executions() == []
