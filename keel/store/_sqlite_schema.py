@@ -309,6 +309,64 @@ ALTER TABLE spans ADD COLUMN reconstructed INTEGER NOT NULL DEFAULT 0;
 UPDATE spans SET reconstructed = CASE WHEN typeof(attributes) = 'text' THEN
     coalesce(json_extract(attributes, '$."keel.execution.interrupted"'), 0) ELSE 0 END;
 """,
+    # Sessions (ctx.session: the run's session id, its key-value state) and long-term
+    # memory (app.memory: facts, vectors, an FTS5 index, extraction statuses).
+    16: """
+ALTER TABLE runs ADD COLUMN session TEXT;
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs(session) WHERE session IS NOT NULL;
+CREATE TABLE IF NOT EXISTS session_kv (
+    session TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    writer TEXT,
+    expires_at REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (session, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS session_kv_expiry ON session_kv(expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS memories (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    namespace TEXT NOT NULL,
+    text TEXT NOT NULL,
+    context TEXT,
+    metadata TEXT,
+    digest TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector BLOB,
+    valid_from REAL NOT NULL,
+    valid_to REAL,
+    superseded_by TEXT,
+    source TEXT,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_by_namespace ON memories(namespace, seq);
+CREATE INDEX IF NOT EXISTS memories_by_digest ON memories(namespace, digest);
+CREATE TABLE IF NOT EXISTS memory_extracts (
+    run_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    namespace TEXT NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    memory_id TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (run_id, item)
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    text, context, content='memories', content_rowid='seq',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS memories_fts_add AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts(rowid, text, context) VALUES (new.seq, new.text, new.context);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_fts_drop AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts(memories_fts, rowid, text, context)
+    VALUES ('delete', old.seq, old.text, old.context);
+END;
+""",
 }
 
 

@@ -167,6 +167,11 @@ class Dialect:
         """Restores what `append_only_off` lifted."""
         raise NotImplementedError
 
+    def memory_search(self) -> str:
+        """DDL of the full-text index over `memories` (text and context), kept in step
+        with the table by the database itself."""
+        raise NotImplementedError
+
     def wake_sql(self, where: str, table: str = "runs") -> str:
         """A statement announcing, on commit, the runs matching `where` (a condition on
         `runs`, with `?` placeholders) to listening workers; '' when the database cannot.

@@ -23,6 +23,14 @@ END $fn$;
 """
 
 
+# Full-text search over memories: an English-stemmed tsvector kept by Postgres itself
+# (a generated column) under a GIN index.
+MEMORY_TSV = """ALTER TABLE memories ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS AS
+    (to_tsvector('english', text || ' ' || coalesce(context, ''))) STORED;
+CREATE INDEX IF NOT EXISTS memories_search ON memories USING GIN (search);
+"""
+
+
 class PostgresDialect(Dialect):
     """Postgres 14+ (the audit guard's CREATE OR REPLACE TRIGGER) with psycopg 3 (`$n`
     placeholders: psycopg's `RawCursor`)."""
@@ -78,6 +86,9 @@ class PostgresDialect(Dialect):
             f"SELECT pg_notify('{WAKE_CHANNEL}', json_build_array(workflow, id)::text)"
             f" FROM {table} WHERE {where}"
         )
+
+    def memory_search(self) -> str:
+        return MEMORY_TSV
 
     def version_table(self) -> str:
         return (

@@ -16,9 +16,58 @@ from __future__ import annotations
 
 from keel.store.sql.dialect import Dialect
 
-VERSION = 15
+VERSION = 16
 
-_TABLES = """
+# Version 16: the session a run belongs to and its key-value state (ctx.session), and
+# long-term memory (app.memory): facts with validity intervals, their vectors, a
+# full-text index (`Dialect.memory_search`), and the status of each extracted item.
+_V16 = """
+CREATE INDEX IF NOT EXISTS runs_by_session ON runs(session) WHERE session IS NOT NULL;
+CREATE TABLE IF NOT EXISTS session_kv (
+    session TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value {payload} NOT NULL,
+    version {bigint} NOT NULL,
+    writer TEXT,
+    expires_at {real},
+    updated_at {real} NOT NULL,
+    PRIMARY KEY (session, key)
+){without_rowid};
+CREATE INDEX IF NOT EXISTS session_kv_expiry ON session_kv(expires_at)
+    WHERE expires_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS memories (
+    seq {serial_pk},
+    id TEXT NOT NULL UNIQUE,
+    namespace TEXT NOT NULL,
+    text TEXT NOT NULL,
+    context TEXT,
+    metadata TEXT,
+    digest TEXT NOT NULL,
+    embedder TEXT NOT NULL,
+    vector {blob},
+    valid_from {real} NOT NULL,
+    valid_to {real},
+    superseded_by TEXT,
+    source TEXT,
+    created_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS memories_by_namespace ON memories(namespace, seq);
+CREATE INDEX IF NOT EXISTS memories_by_digest ON memories(namespace, digest);
+CREATE TABLE IF NOT EXISTS memory_extracts (
+    run_id TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    namespace TEXT NOT NULL,
+    text TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    memory_id TEXT,
+    updated_at {real} NOT NULL,
+    PRIMARY KEY (run_id, item)
+){without_rowid};
+"""
+
+_TABLES = (
+    """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     workflow TEXT NOT NULL,
@@ -35,7 +84,8 @@ CREATE TABLE IF NOT EXISTS runs (
     attempts INTEGER NOT NULL DEFAULT 0,
     lease_owner TEXT,
     lease_expires {real},
-    tenant TEXT
+    tenant TEXT,
+    session TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_ready ON runs(status, wake_at);
 CREATE INDEX IF NOT EXISTS runs_created ON runs(created_at);
@@ -215,10 +265,12 @@ CREATE TABLE IF NOT EXISTS usage_rollup (
     PRIMARY KEY (day, workflow, tenant, model)
 ){without_rowid};
 """
+    + _V16
+)
 
 
 def ddl(dialect: Dialect) -> str:
     """Every table, index and guard of the current schema, as `dialect` spells them:
     statements separated by `;` (no transaction, no version record)."""
     tables = _TABLES.format_map(dialect.fragments())
-    return dialect.version_table() + tables + dialect.append_only("audit")
+    return dialect.version_table() + tables + dialect.append_only("audit") + dialect.memory_search()

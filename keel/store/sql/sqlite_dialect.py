@@ -9,6 +9,22 @@ from __future__ import annotations
 
 from keel.store.sql.dialect import Dialect
 
+# FTS5 over memories' text and context, stemmed (porter); an external-content index, so
+# the text is stored once. Memories are never updated in place (supersede closes a fact
+# and adds a new one), so inserts and deletes are all the triggers follow.
+MEMORY_FTS = """CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    text, context, content='memories', content_rowid='seq',
+    tokenize='porter unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS memories_fts_add AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts(rowid, text, context) VALUES (new.seq, new.text, new.context);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_fts_drop AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts(memories_fts, rowid, text, context)
+    VALUES ('delete', old.seq, old.text, old.context);
+END;
+"""
+
 
 class SQLiteDialect(Dialect):
     """SQLite 3.35+: `?` placeholders, `julianday` clock, `PRAGMA user_version`."""
@@ -34,6 +50,9 @@ class SQLiteDialect(Dialect):
 
     def json_array_agg(self, *items: str) -> str:
         return f"json_group_array(json_array({', '.join(items)}))"
+
+    def memory_search(self) -> str:
+        return MEMORY_FTS
 
     def version_sql(self) -> str:
         return "PRAGMA user_version"

@@ -106,7 +106,7 @@ async def test_a_v12_store_gains_the_workers_table_and_keeps_its_runs(tmp_path: 
     finally:
         await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (15,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     cols = [r[1] for r in db.execute("PRAGMA table_info(workers)")]
     assert cols == [
         "owner",

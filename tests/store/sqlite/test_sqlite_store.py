@@ -24,6 +24,7 @@ from keel.store import (
     User,
     open_store,
 )
+from keel.store._sqlite_schema import SCHEMA_VERSION
 from keel.store.sqlite import SQLiteStore
 from keel.types import RunStatus, StepKind, StepRecord, StepStatus
 
@@ -182,13 +183,15 @@ async def test_schema_version_is_checked(tmp_path: Path) -> None:
     await s.create_run("r1", "wf", b"{}", T0)
     await s.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (15,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     db.execute("PRAGMA user_version=99")
     db.close()
-    with pytest.raises(ConfigError, match=r"schema v99, newer than this Keel \(v15\)"):
+    newer = rf"schema v99, newer than this Keel \(v{SCHEMA_VERSION}\)"
+    with pytest.raises(ConfigError, match=newer):
         SQLiteStore(f"sqlite:///{path}")
     db = sqlite3.connect(path)
     db.execute("ALTER TABLE spans DROP COLUMN reconstructed")  # as a v10 store was
+    db.executescript(_WITHOUT_V16)
     db.execute("PRAGMA user_version=10")
     db.close()
     reopened = SQLiteStore(f"sqlite:///{path}")  # same version: data kept
@@ -219,7 +222,7 @@ async def test_a_v1_store_is_upgraded_in_place(tmp_path: Path) -> None:
     assert await store.list_escalations() == []
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (15,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     db.close()
 
 
@@ -279,7 +282,7 @@ async def test_a_v9_store_gains_sessions_and_keeps_its_users(tmp_path: Path) -> 
     assert session is not None and session.role == "admin"
     await store.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone() == (15,)
+    assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
     db.close()
 
 
@@ -313,6 +316,13 @@ async def test_daily_cost_totals_follow_every_usage_write(store: SQLiteStore) ->
     assert await store.spent(tenant="acme", since=day - 86400 + 1) == pytest.approx(1.375)
 
 
+# What version 16 added (sessions, memory), taken off a new store to make an older one.
+_WITHOUT_V16 = """
+DROP TABLE memories_fts; DROP TABLE memories; DROP TABLE memory_extracts;
+DROP TABLE session_kv; DROP INDEX runs_by_session; ALTER TABLE runs DROP COLUMN session;
+"""
+
+
 async def test_daily_totals_are_backfilled_on_upgrade(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/keel.db"
     day = 20_000 * 86400.0
@@ -324,6 +334,7 @@ async def test_daily_totals_are_backfilled_on_upgrade(tmp_path: Path) -> None:
     db = sqlite3.connect(tmp_path / "keel.db")
     db.execute("DROP TABLE usage_daily")  # as a v11 store was
     db.execute("ALTER TABLE spans DROP COLUMN reconstructed")
+    db.executescript(_WITHOUT_V16)
     db.execute("PRAGMA user_version=11")
     db.commit()
     db.close()
