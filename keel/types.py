@@ -36,6 +36,8 @@ class StepKind(enum.StrEnum):
     PHASE = "phase"
     LLM = "llm"
     REVIEW = "review"  # a person's decision: approval, low confidence, novelty
+    MEMORY = "memory"  # a long-term memory read or write (ctx.memory)
+    SESSION = "session"  # a session state read or write (ctx.session)
 
 
 class StepStatus(enum.StrEnum):
