@@ -36,8 +36,10 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.embed import Embedder
     from keel.engine.plugins import Background
     from keel.escalations import Escalations
+    from keel.memory import Memory
     from keel.observe.redact import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +79,7 @@ class App:
         reviewers: dict[str, set[str] | list[str]] | None = None,
         redactor: Redactor | None = None,
         codec: PayloadCodec | None = None,
+        embedder: Embedder | None = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -104,6 +107,8 @@ class App:
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Background] = []  # features' background work (features.py)
+        self._embedder = embedder  # None: KEEL_EMBEDDER, else the local MiniLM
+        self._memory: Memory | None = None
         if redactor is not None and not _is_redactor(redactor):
             raise ConfigError(
                 f"redactor= takes a keel.Redactor (keel.observe.Redactor), not "
@@ -280,6 +285,15 @@ class App:
 
             self._tracing = attach(self, self._runtime, self._notify)
         return self._runtime
+
+    @property
+    def memory(self) -> Memory:
+        """Long-term memory: `add`, `add_many`, `search`, `forget`, `supersede` (docs/memory.md)."""
+        if self._memory is None:
+            from keel.features import long_term_memory
+
+            self._memory = long_term_memory(self, self._embedder)
+        return self._memory
 
     @property
     def approvals(self) -> Any:
@@ -554,6 +568,7 @@ class App:
                 await self._store.close()
                 self._store = None
                 self._runtime = None
+                self._memory = None
 
     async def __aenter__(self) -> App:
         return self

@@ -50,6 +50,7 @@ KEEL = [
     "LowConfidence",
     "MapFailed",
     "MapResult",
+    "MemoryNotFound",
     "ModelUnavailable",
     "NonDeterminismError",
     "OutcomeUnknown",
@@ -82,6 +83,7 @@ KEEL = [
     "current_step",
     "hitl",
     "llm",
+    "memory",
 ]
 
 LLM = [

@@ -87,6 +87,15 @@ class Context:
             raise ConfigError(_NO_MODEL)
         return make(self)
 
+    @property
+    def memory(self) -> Any:
+        """Long-term memory, journaled: `search` returns on replay exactly the hits the
+        first attempt saw, and `add`/`supersede`/`forget` happen once (docs/memory.md)."""
+        make = self._port.features.memory
+        if make is None:
+            raise ConfigError("this app has no long-term memory attached (keel.App attaches it)")
+        return make(self)
+
     async def approval(
         self,
         action: str | dict[str, Any],

@@ -12,6 +12,7 @@ from keel.errors import SignalRefused
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.memory import MemoryStore
 from keel.store.people import PeopleStore
 from keel.store.spans import SpanStore
 from keel.store.usage import UsageStore
@@ -42,7 +43,15 @@ def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Store(JournalStore, PeopleStore, UsageStore, SpanStore, IdentityStore, MaintenanceStore):
+class Store(
+    JournalStore,
+    PeopleStore,
+    UsageStore,
+    SpanStore,
+    IdentityStore,
+    MaintenanceStore,
+    MemoryStore,
+):
     """A whole store: every interface by concern over one database.
 
     Callers that need one concern should type against it (`JournalStore`, ...); the
