@@ -102,6 +102,7 @@ class RunInfo(BaseModel):
     lease_owner: str | None = None
     degraded: list[str] = Field(default_factory=list)  # steps that fell back to a default
     tenant: str | None = None
+    session: str | None = None  # its session (ctx.session); its own id when started without
 
     def summary(self) -> dict[str, Any]:
         """The `--json` shape: id, workflow, status, result, error and times."""
