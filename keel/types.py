@@ -109,6 +109,7 @@ class RunInfo(BaseModel):
         return {
             "id": self.id,
             "workflow": self.workflow,
+            "session": self.session,
             "status": self.status.value,
             "result": self.result,
             "error": self.error.model_dump(exclude_none=True) if self.error else None,

@@ -303,3 +303,35 @@ def test_an_unknown_session_store_is_a_config_error(store_url: str) -> None:
     app = keel.App(store_url, session_store="memcached://x")
     with pytest.raises(keel.ConfigError, match="redis://host:port/db"):
         app.session_store  # noqa: B018
+
+
+def test_cli_run_with_a_session_and_runs_filter(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from keel.cli import cli
+    from tests.backends import fresh_url
+
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
+    monkeypatch.setenv("KEEL_POLL_INTERVAL", "0.02")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "keel_user_session_cli_app", raising=False)
+    target = f"{Path(__file__).parent / 'apps' / 'session_cli_app.py'}:visit"
+    r = CliRunner()
+    for want in (1, 2):
+        res = r.invoke(cli, ["run", target, "--session", "u1", "--id", f"v{want}", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["result"] == want
+    res = r.invoke(cli, ["run", target, "--json"])  # a session of its own: starts at 1
+    assert json.loads(res.stdout)["result"] == 1
+    res = r.invoke(cli, ["runs", "--session", "u1", "--json"])
+    assert sorted(x["id"] for x in json.loads(res.stdout)) == ["v1", "v2"]
+    res = r.invoke(cli, ["show", "v2"])
+    assert res.exit_code == 0 and "session: u1" in res.stdout
+    res = r.invoke(cli, ["run", target, "--session", "a b"])
+    assert res.exit_code != 0 and "session id 'a b' contains a space" in res.output
