@@ -1,5 +1,6 @@
-"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), people
-(approval gates, reviews, sampling, notifications) and tracing.
+"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), session
+state (`ctx.session`), people (approval gates, reviews, sampling, notifications) and
+tracing.
 
 The engine offers typed doors (`keel.engine.plugins`: `ModelCalls`, `People`) and
 lifecycle hooks, and knows nothing of what fills them; this module is the one place
@@ -23,6 +24,7 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
 
     rt.features.models = lambda ctx: _llm(app, rt, ctx)
     rt.features.memory = lambda ctx: _ctx_memory(app, ctx)
+    rt.features.session = lambda ctx: _session(app, ctx)
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
     if not app.settings.tracing:
@@ -55,6 +57,10 @@ def _ctx_memory(app: App, ctx: Any) -> Any:
     from keel.memory.journaled import JournaledMemory
 
     return JournaledMemory(ctx, app.memory)
+def _session(app: App, ctx: Any) -> Any:
+    from keel.memory.session import SessionState
+
+    return SessionState(ctx, app.session_store)
 
 
 def _attach_people(app: App, rt: Runtime, notify: Any) -> None:

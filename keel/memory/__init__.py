@@ -1,5 +1,7 @@
-"""Long-term memory: facts with validity intervals, searched by hybrid retrieval with a
-calibrated relevance (`app.memory`, and `ctx.memory` inside workflows, journaled).
+"""Tiered memory. Long-term memory: facts with validity intervals, searched by hybrid
+retrieval with a calibrated relevance (`app.memory`, and `ctx.memory` inside workflows,
+journaled). Session state outside the context window: `ctx.session`
+(`keel.memory.session`).
 
 Example:
     mid = await app.memory.add("Ada prefers green tea", namespace="user:ada")

@@ -96,6 +96,7 @@ class RunFilter:
     workflow: str | None = None
     since: float | None = None  # created_at >= since
     until: float | None = None  # created_at < until
+    session: str | None = None  # runs of this session (ctx.session)
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -144,6 +145,7 @@ class Purged:
     usage: int = 0
     sample_counts: int = 0  # the sampler's per-day counters
     cache: int = 0  # expired response-cache entries
+    sessions: int = 0  # expired session values and write receipts (ctx.session)
 
     def add(self, other: Purged) -> None:
         """Add `other`'s counts to these."""

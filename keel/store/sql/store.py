@@ -29,7 +29,18 @@ from keel.store.records import (
     User,
     WorkerBeat,
 )
-from keel.store.sql import identity, memory, rekey, retention, reviews, runs, spans, usage
+from keel.store.session_state import ANY, Expect, SessionEntry
+from keel.store.sql import (
+    identity,
+    memory,
+    rekey,
+    retention,
+    reviews,
+    runs,
+    session_state,
+    spans,
+    usage,
+)
 from keel.store.sql.core import Session
 from keel.store.unit import Committed, UnitOfWork
 from keel.types import (
@@ -64,9 +75,15 @@ class SQLStore(Store):
     # -- journal ------------------------------------------------------------------
 
     async def create_run(
-        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+        self,
+        run_id: str,
+        workflow: str,
+        input_json: bytes,
+        now: float,
+        tenant: str | None = None,
+        session: str | None = None,
     ) -> tuple[RunInfo, bool]:
-        return await self._call(runs.create_run, run_id, workflow, input_json, now, tenant)
+        return await self._call(runs.create_run, run_id, workflow, input_json, now, tenant, session)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         return await self._call(runs.get_run, run_id)
@@ -256,6 +273,28 @@ class SQLStore(Store):
         since: float | None = None,
     ) -> list[UsageGroup]:
         return await self._call(usage.usage_report, group_by, workflow, tenant, since)
+
+    # -- session state (ctx.session) ------------------------------------------------
+
+    async def session_get(self, session: str, key: str) -> SessionEntry | None:
+        return await self._call(session_state.session_get, session, key)
+
+    async def session_write(
+        self,
+        session: str,
+        key: str,
+        value: str | None,
+        *,
+        writer: str,
+        ttl: float | None = None,
+        expect: str | Expect | None = ANY,
+    ) -> bool:
+        return await self._call(
+            session_state.session_write, session, key, value, writer, ttl, expect
+        )
+
+    async def session_applied(self, session: str, writer: str) -> bool:
+        return await self._call(session_state.session_applied, session, writer)
 
     async def cache_get(self, key: str, now: float) -> str | None:
         return await self._call(usage.cache_get, key, now)
