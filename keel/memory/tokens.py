@@ -53,6 +53,22 @@ def fallback_count(messages: Sequence[Message], tools: Sequence[Message] | None 
     return total
 
 
+class ByteCounter:
+    """`fallback_count` as a `Counter`: offline, deterministic, never under the real count.
+
+    Example:
+        Window(2000, counter=ByteCounter())
+    """
+
+    exact = False
+
+    def count(self, messages: Sequence[Message], tools: Sequence[Message] | None = None) -> int:
+        """An upper bound of the tokens of `messages` (and `tools`), summed per message."""
+        return sum(fallback_count([m]) for m in messages) + (
+            fallback_count([], tools) if tools else 0
+        )
+
+
 class TokenCounter:
     """Counts tokens with the model's tokenizer via LiteLLM, else `fallback_count`.
 
@@ -126,4 +142,4 @@ def context_window(model: str, reserve: int | None = None) -> int | None:
     return max(window - int(out), 0) or None
 
 
-__all__ = ["Counter", "TokenCounter", "context_window", "fallback_count"]
+__all__ = ["ByteCounter", "Counter", "TokenCounter", "context_window", "fallback_count"]

@@ -120,6 +120,7 @@ class Assembly:
     decisions: list[Decision] = field(default_factory=list)
     tools_tokens: int = 0
     exact: bool = True  # False: counted by the offline byte bound
+    sources: list[str] = field(default_factory=list)  # the block each message came from
 
     def names(self, action: Action) -> list[str]:
         """Names of the blocks that got `action`."""
@@ -265,7 +266,9 @@ class Window:
                     )
             else:
                 decisions[i] = _dropped(b, full, room)
-        messages = [m for i in range(len(blocks)) if i in kept for m in kept[i]]
+        order_kept = [i for i in range(len(blocks)) if i in kept]
+        messages = [m for i in order_kept for m in kept[i]]
+        sources = [blocks[i].name for i in order_kept for _ in kept[i]]
         exact = getattr(self.counter, "exact", True)
         return Assembly(
             messages,
@@ -274,6 +277,7 @@ class Window:
             [decisions[i] for i in range(len(blocks))],
             tools_tokens,
             bool(exact),
+            sources,
         )
 
 
