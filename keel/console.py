@@ -108,12 +108,26 @@ def _llm_summary(out: dict[str, Any]) -> Text:
     tried = out.get("tried") or []
     if len(tried) > 1:
         text.append(f"  (fell back: {' → '.join(tried)})", style="yellow")
+    ctx = out.get("context")
+    if isinstance(ctx, dict):
+        text.append(context_summary(ctx), style="cyan")
     calls = out.get("tool_calls") or []
     if calls:
         text.append(f"  → calls {', '.join(c.get('name', '?') for c in calls)}")
     elif out.get("content") is not None:
         text.append(f"  → {short(out['content'])}")
     return text
+
+
+def context_summary(record: dict[str, Any]) -> str:
+    """A model call's context assembly in one line: tokens of budget, what was cut."""
+    blocks = record.get("blocks") or []
+    out = f"  context {record.get('tokens')}/{record.get('budget')} tok"
+    for action in ("truncated", "dropped"):
+        names = [f"{b['name']} ({b['full']} tok)" for b in blocks if b.get("action") == action]
+        if names:
+            out += f"; {action}: {', '.join(names)}"
+    return out
 
 
 def costs_table(rows: list[UsageGroup], group_by: str) -> Table:

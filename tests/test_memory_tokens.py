@@ -8,9 +8,9 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keel.llm._litellm import litellm
 from keel.memory import Block, Window
 from keel.memory.tokens import TokenCounter, context_window, fallback_count
-from keel.llm._litellm import litellm
 
 MODEL = "openai/gpt-4o-mini"
 
@@ -58,7 +58,7 @@ def test_the_offline_bound_holds_where_bytes_over_three_does_not() -> None:
 def test_an_assembly_is_under_budget_by_the_models_own_count() -> None:
     history: list[dict[str, Any]] = []
     for i in range(30):
-        history.append(_call('{"order": "A-%d"}' % i))
+        history.append(_call(f'{{"order": "A-{i}"}}'))
         history[-1]["tool_calls"][0]["id"] = f"c{i}"
         history.append({"role": "tool", "tool_call_id": f"c{i}", "content": "status ok " * 80})
     blocks = [
