@@ -90,11 +90,23 @@ def _label(node: JournalNode, open_word: str) -> Text:
         text.append(_llm_summary(rec.output))
     elif rec.output is not None:
         text.append(f"  → {short(rec.output)}")
+    kept = _kept(node)
+    if kept:
+        text.append(kept, style="dim")
     if rec.fallback:
         text.append(f"  fallback={rec.fallback}", style="yellow")
     if node.changed:  # what the workflow changed after this step, before its next one
         text.append(f"  state: {', '.join(node.changed)}", style="cyan")
     return text
+
+
+def _kept(node: JournalNode) -> str:
+    """A `keep=` tool's cut: which fields of how many, and where the full output is."""
+    full = next((c.rec for c in node.children if c.key == f"{node.key}/full#0"), None)
+    if full is None or not isinstance(full.input, dict) or "kept" not in full.input:
+        return ""
+    ref = f"blob {full.blob[:16]}" if full.blob else full.key
+    return f"  kept {len(full.input['kept'])} of {full.input.get('of')} fields, full output {ref}"
 
 
 def _llm_summary(out: dict[str, Any]) -> Text:
@@ -425,9 +437,7 @@ def workers_table(workers: list[Any], now: float) -> Table:
     for w in workers:
         seen = f"{max(0.0, now - w.seen_at):.0f}s ago" + ("" if w.live(now) else " (gone)")
         kind = "embedded (own runs)" if w.embedded else "worker"
-        table.add_row(
-            w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen
-        )
+        table.add_row(w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen)
     return table
 
 
