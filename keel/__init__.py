@@ -15,6 +15,7 @@ from keel._version import __version__
 # reviewed change: add it here, to the mirror, and to the test's list).
 _EXPORTS = {
     "AgentTurnLimit": "keel.errors",
+    "ContextOverflow": "keel.errors",
     "ApprovalRejected": "keel.errors",
     "ApprovalTimedOut": "keel.errors",
     "BudgetExceeded": "keel.errors",
@@ -98,6 +99,7 @@ if TYPE_CHECKING:
         ApprovalRejected as ApprovalRejected,
         ApprovalTimedOut as ApprovalTimedOut,
         BudgetExceeded as BudgetExceeded,
+        ContextOverflow as ContextOverflow,
         CassetteMiss as CassetteMiss,
         CheckpointFailed as CheckpointFailed,
         CircuitOpen as CircuitOpen,

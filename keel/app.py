@@ -197,6 +197,7 @@ class App:
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
         approval: Any = None,
+        keep: type[BaseModel] | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -214,6 +215,7 @@ class App:
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
         approval: Any = None,
+        keep: type[BaseModel] | None = None,
         **options: Any,
     ) -> Tool | Callable[[Callable[..., Any]], Tool]:
         """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step.
@@ -226,6 +228,8 @@ class App:
 
         `retry`, `timeout` (per attempt), `validate`, `breaker` and `fallback` declare how
         the tool recovers; `tool.with_options(...)` overrides them per call site.
+        `keep=Schema` (a Pydantic model) cuts the output to Schema's fields before it
+        returns, the full output journaled out of line for audit (keel.engine.keep).
         """
         localns = _caller_locals()
 
@@ -241,6 +245,7 @@ class App:
                 validate=validate,
                 breaker=breaker,
                 approval=approval,
+                keep=keep,
                 options=options,
                 localns=localns,
             )

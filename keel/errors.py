@@ -224,6 +224,10 @@ class AgentTurnLimit(StepError):
     """An agent loop used all its turns (or its invalid-tool-call budget) without finishing."""
 
 
+class ContextOverflow(StepError):
+    """A model call's pinned context (task, schema, tools) alone exceeds its token budget."""
+
+
 class ApprovalRejected(StepError):
     """A person rejected the proposed action (or it timed out under a reject policy)."""
 

@@ -38,6 +38,7 @@ KEEL = [
     "ConfigError",
     "Conflict",
     "Context",
+    "ContextOverflow",
     "EffectNotApplied",
     "Escalation",
     "EscalationPacket",
