@@ -25,6 +25,9 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     rt.features.models = lambda ctx: _llm(app, rt, ctx)
     rt.features.memory = lambda ctx: _ctx_memory(app, ctx)
     rt.features.session = lambda ctx: _session(app, ctx)
+    from keel.memory.extract import register
+
+    register(app)  # the workflow ctx.memory.extract starts, hosted by every worker
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
     if not app.settings.tracing:
@@ -54,9 +57,12 @@ def long_term_memory(app: App, embedder: Any) -> Any:
 
 
 def _ctx_memory(app: App, ctx: Any) -> Any:
+    from keel.memory.extract import starter
     from keel.memory.journaled import JournaledMemory
 
-    return JournaledMemory(ctx, app.memory)
+    return JournaledMemory(ctx, app.memory, starter(app))
+
+
 def _session(app: App, ctx: Any) -> Any:
     from keel.memory.session import SessionState
 

@@ -20,7 +20,7 @@ from keel.errors import ConfigError, MemoryNotFound
 from keel.memory import _checks, retrieval
 from keel.memory.hit import MemoryHit
 from keel.memory.index import VectorIndex
-from keel.store.records import MemoryRow
+from keel.store.records import MemoryExtract, MemoryRow
 
 if TYPE_CHECKING:
     import numpy as np
@@ -238,6 +238,11 @@ class Memory:
         row's `seq` of the previous page); `current=False` includes superseded facts."""
         ns = _checks.namespace(namespace)
         return await self.store.memory_list(ns, after_seq=after, limit=limit, current=current)
+
+    async def extracts(self, extraction_id: str) -> builtins.list[MemoryExtract]:
+        """What became of each item an extraction run found (`ctx.memory.extract`
+        returns its id): extracted, added, duplicate, invalid or skipped, and why."""
+        return await self.store.memory_extracts(extraction_id)
 
 
 def _embedded(text: str, context: str | None) -> str:

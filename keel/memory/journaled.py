@@ -16,7 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from keel.errors import KeelError, MemoryNotFound
+from keel.errors import ConfigError, InputError, KeelError, MemoryNotFound
 from keel.memory import _checks
 from keel.memory.hit import MemoryHit
 from keel.types import StepKind
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from keel.engine.context import Context
     from keel.engine.operation import Operation
     from keel.memory.api import Memory
+    from keel.memory.extract import Starter
 
 
 class JournaledMemory:
@@ -38,9 +39,10 @@ class JournaledMemory:
             return [h.text for h in hits]
     """
 
-    def __init__(self, ctx: Context, memory: Memory) -> None:
+    def __init__(self, ctx: Context, memory: Memory, extractions: Starter | None = None) -> None:
         self._ctx = ctx
         self._memory = memory
+        self._extractions = extractions
 
     def _op(self, name: str, *inputs: Any) -> Operation:
         return self._ctx.operation(f"memory.{name}", *inputs, kind=StepKind.MEMORY)
@@ -137,6 +139,40 @@ class JournaledMemory:
         except KeelError as e:
             await op.fail(e)
         await op.finish(None)
+
+
+    async def extract(
+        self,
+        source: str,
+        *,
+        namespace: str = "default",
+        instructions: str = "",
+        max_cost_usd: float | None = None,
+    ) -> str:
+        """Start extracting the facts `source` states into `namespace`, in a run of its
+        own (`keel.memory.extract`), and return that run's id at once: this run never
+        waits for it. Started once, whatever crashes (its id is derived from this step).
+        Each item's status: `app.memory.extracts(id)` (keel.memory.extract)."""
+        _checks.text(source, "extraction source"), _checks.namespace(namespace)
+        if max_cost_usd is not None and not (
+            isinstance(max_cost_usd, int | float) and max_cost_usd > 0
+        ):
+            raise InputError(f"max_cost_usd is a positive amount in USD, not {max_cost_usd!r}")
+        if self._extractions is None:
+            raise ConfigError("this app cannot start memory extractions")
+        op = self._op("extract", source, namespace, instructions, max_cost_usd)
+        # One extraction per step of this run, the same id in every execution.
+        tag = hashlib.sha256(f"{op.run_id}/{op.key}".encode()).hexdigest()[:10]
+        start, run_id = self._extractions, f"{op.run_id[:180]}~memory-{tag}"
+        payload = {
+            "source": source,
+            "namespace": namespace,
+            "source_run": op.run_id,
+            "instructions": instructions,
+            "max_cost_usd": max_cost_usd,
+        }
+        out: str = await op.run(lambda: start(run_id, payload), str)
+        return out
 
 
 def _derived(op: Operation, i: int) -> str:
