@@ -58,6 +58,11 @@ class LocalMiniLM:
 
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    # Loading is not news: no progress bar on the CLI's or a worker's stderr.
+                    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                     from sentence_transformers import SentenceTransformer
 
                     LocalMiniLM._model = SentenceTransformer(str(self.model_path()), device="cpu")
