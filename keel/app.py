@@ -36,8 +36,10 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.embed import Embedder
     from keel.engine.plugins import Background
     from keel.escalations import Escalations
+    from keel.memory import Memory
     from keel.observe.redact import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +79,7 @@ class App:
         reviewers: dict[str, set[str] | list[str]] | None = None,
         redactor: Redactor | None = None,
         codec: PayloadCodec | None = None,
+        embedder: Embedder | None = None,
         session_store: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
@@ -107,6 +110,8 @@ class App:
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Background] = []  # features' background work (features.py)
+        self._embedder = embedder  # None: KEEL_EMBEDDER, else the local MiniLM
+        self._memory: Memory | None = None
         if redactor is not None and not _is_redactor(redactor):
             raise ConfigError(
                 f"redactor= takes a keel.Redactor (keel.observe.Redactor), not "
@@ -192,6 +197,7 @@ class App:
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
         approval: Any = None,
+        keep: type[BaseModel] | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -209,6 +215,7 @@ class App:
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
         approval: Any = None,
+        keep: type[BaseModel] | None = None,
         **options: Any,
     ) -> Tool | Callable[[Callable[..., Any]], Tool]:
         """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step.
@@ -221,6 +228,8 @@ class App:
 
         `retry`, `timeout` (per attempt), `validate`, `breaker` and `fallback` declare how
         the tool recovers; `tool.with_options(...)` overrides them per call site.
+        `keep=Schema` (a Pydantic model) cuts the output to Schema's fields before it
+        returns, the full output journaled out of line for audit (keel.engine.keep).
         """
         localns = _caller_locals()
 
@@ -236,6 +245,7 @@ class App:
                 validate=validate,
                 breaker=breaker,
                 approval=approval,
+                keep=keep,
                 options=options,
                 localns=localns,
             )
@@ -294,6 +304,15 @@ class App:
 
             self._tracing = attach(self, self._runtime, self._notify)
         return self._runtime
+
+    @property
+    def memory(self) -> Memory:
+        """Long-term memory: `add`, `add_many`, `search`, `forget`, `supersede` (docs/memory.md)."""
+        if self._memory is None:
+            from keel.features import long_term_memory
+
+            self._memory = long_term_memory(self, self._embedder)
+        return self._memory
 
     @property
     def approvals(self) -> Any:
@@ -583,6 +602,7 @@ class App:
                 await self._store.close()
                 self._store = None
                 self._runtime = None
+                self._memory = None
             if sessions is not None:
                 await sessions.close()  # a Redis pool
 

@@ -23,6 +23,7 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     from keel.observe.logs import guard_keel_loggers
 
     rt.features.models = lambda ctx: _llm(app, rt, ctx)
+    rt.features.memory = lambda ctx: _ctx_memory(app, ctx)
     rt.features.session = lambda ctx: _session(app, ctx)
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
@@ -45,6 +46,17 @@ def _llm(app: App, rt: Runtime, ctx: Any) -> Any:
     return LLM(ctx, gateway, store=app.store, people=rt.features.people)
 
 
+def long_term_memory(app: App, embedder: Any) -> Any:
+    """`app.memory`: long-term memory over the app's store with its embedder."""
+    from keel.memory import Memory
+
+    return Memory(app.store, embedder)
+
+
+def _ctx_memory(app: App, ctx: Any) -> Any:
+    from keel.memory.journaled import JournaledMemory
+
+    return JournaledMemory(ctx, app.memory)
 def _session(app: App, ctx: Any) -> Any:
     from keel.memory.session import SessionState
 

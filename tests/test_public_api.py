@@ -38,6 +38,7 @@ KEEL = [
     "ConfigError",
     "Conflict",
     "Context",
+    "ContextOverflow",
     "EffectNotApplied",
     "Escalation",
     "EscalationPacket",
@@ -50,6 +51,7 @@ KEEL = [
     "LowConfidence",
     "MapFailed",
     "MapResult",
+    "MemoryNotFound",
     "ModelUnavailable",
     "NonDeterminismError",
     "OutcomeUnknown",
@@ -82,6 +84,7 @@ KEEL = [
     "current_step",
     "hitl",
     "llm",
+    "memory",
 ]
 
 LLM = [

@@ -81,6 +81,16 @@ class People(Protocol):
         ...
 
 
+class MemoryCalls(Protocol):
+    """Makes what `ctx.memory` returns for one context (keel.memory's journaled facade).
+
+    Example:
+        features = Features(memory=lambda ctx: JournaledMemory(ctx, app.memory))
+    """
+
+    def __call__(self, ctx: Context) -> Any: ...
+
+
 @dataclass
 class Features:
     """The features an App attached to its runtime (None: not configured).
@@ -91,10 +101,11 @@ class Features:
 
     models: ModelCalls | None = None
     people: People | None = None
+    memory: MemoryCalls | None = None
     session: SessionAccess | None = None
 
 
-__all__ = ["Features", "ModelCalls", "People", "SessionAccess"]
+__all__ = ["Features", "MemoryCalls", "ModelCalls", "People", "SessionAccess"]
 
 
 class Background(Protocol):

@@ -13,6 +13,7 @@ from keel.errors import SignalRefused
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.memory import MemoryStore
 from keel.store.people import PeopleStore
 from keel.store.session_state import SessionStateStore
 from keel.store.spans import SpanStore
@@ -51,6 +52,7 @@ class Store(
     SpanStore,
     IdentityStore,
     MaintenanceStore,
+    MemoryStore,
     SessionStateStore,
 ):
     """A whole store: every interface by concern over one database.

@@ -1,0 +1,77 @@
+"""Token counts: LiteLLM's tokenizer (offline, tiktoken files from the package), tool-call
+JSON and tool schemas included; the offline bound never under the real count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keel.llm._litellm import litellm
+from keel.memory import Block, Window
+from keel.memory.tokens import TokenCounter, context_window, fallback_count
+
+MODEL = "openai/gpt-4o-mini"
+
+
+def _call(arguments: str) -> dict[str, Any]:
+    fn = {"name": "lookup", "arguments": arguments}
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "type": "function", "function": fn}],
+    }
+
+
+def test_tool_call_arguments_and_tool_schemas_are_counted() -> None:
+    counter = TokenCounter(MODEL)
+    small = counter.count([_call("{}")])
+    big = counter.count([_call('{"q": "' + "lorem ipsum " * 50 + '"}')])
+    assert big > small + 90  # 100 words of arguments
+    msgs = [{"role": "user", "content": "hi"}]
+    tools = [
+        {
+            "type": "function",
+            "function": {"name": "lookup", "description": "find an order " * 30, "parameters": {}},
+        }
+    ]
+    assert counter.count(msgs, tools) > counter.count(msgs) + 80
+    assert counter.exact
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=400))
+def test_the_offline_bound_never_under_counts(text: str) -> None:
+    for msg in ({"role": "user", "content": text}, _call(text)):
+        real = litellm().token_counter(model=MODEL, messages=[msg])
+        assert fallback_count([msg]) >= real
+
+
+def test_the_offline_bound_holds_where_bytes_over_three_does_not() -> None:
+    msg = {"role": "user", "content": "x " * 300}
+    real = litellm().token_counter(model=MODEL, messages=[msg])
+    assert real > len("x " * 300) / 3  # the naive estimate would under-count
+    assert fallback_count([msg]) >= real
+
+
+def test_an_assembly_is_under_budget_by_the_models_own_count() -> None:
+    history: list[dict[str, Any]] = []
+    for i in range(30):
+        history.append(_call(f'{{"order": "A-{i}"}}'))
+        history[-1]["tool_calls"][0]["id"] = f"c{i}"
+        history.append({"role": "tool", "tool_call_id": f"c{i}", "content": "status ok " * 80})
+    blocks = [
+        Block("system", "You are a support agent.", kind="task", role="system"),
+        Block("task", "Check every order", kind="task"),
+        Block("history", history, kind="history"),
+    ]
+    fit = Window(2000, model=MODEL).assemble(blocks)
+    whole = litellm().token_counter(model=MODEL, messages=fit.messages)
+    assert whole <= fit.tokens <= 2000
+    assert fit.names("truncated") == ["history"]
+
+
+def test_context_window_of_known_and_unknown_models() -> None:
+    assert context_window(MODEL, reserve=4096) == 128000 - 4096
+    assert context_window("scripted/nobody-knows") is None
