@@ -57,6 +57,8 @@ def _ctx_memory(app: App, ctx: Any) -> Any:
     from keel.memory.journaled import JournaledMemory
 
     return JournaledMemory(ctx, app.memory)
+
+
 def _session(app: App, ctx: Any) -> Any:
     from keel.memory.session import SessionState
 
