@@ -25,7 +25,7 @@ from keel.errors import (
     RunNotFound,
     SignalRefused,
 )
-from keel.handle import RunHandle, input_json, new_run_id, same_input, wait_run
+from keel.handle import RunHandle, input_json, new_run_id, same_input, same_session, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
@@ -447,12 +447,8 @@ class App:
             )
         if not created and input is not None:
             same_input(info, data, self._short_redacted)
-        if not created and session is not None and session != info.session:
-            raise InputError(
-                f"run {run_id!r} belongs to session {info.session!r}, not {session!r}; a run's"
-                " session is fixed when it starts: start another id for this session",
-                run_id=run_id,
-            )
+        if not created:
+            same_session(info, session)
         if execute and not info.status.terminal:
             (await self._embedded()).watch(run_id)
         # A run just created is PENDING: its first wait need not read it back.
@@ -596,15 +592,13 @@ class App:
                 await self._gateway.close()
         finally:  # even when draining hit a store fault
             sessions, self._sessions = self._sessions, None
-            if sessions is self._store:  # Keel's own store: closed just below
-                sessions = None
+            if sessions is not None and sessions is not self._store:
+                await sessions.close()  # a Redis pool; Keel's store is closed below
             if self._store is not None:
                 await self._store.close()
                 self._store = None
                 self._runtime = None
                 self._memory = None
-            if sessions is not None:
-                await sessions.close()  # a Redis pool
 
     async def __aenter__(self) -> App:
         return self

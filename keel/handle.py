@@ -53,6 +53,17 @@ def same_input(info: RunInfo, data: bytes, render: Callable[[Any], str]) -> None
     )
 
 
+def same_session(info: RunInfo, session: str | None) -> None:
+    """An existing run started again with a session must be asked for with its own: a
+    run's session is fixed when it starts."""
+    if session is not None and session != info.session:
+        raise InputError(
+            f"run {info.id!r} belongs to session {info.session!r}, not {session!r}; a run's"
+            " session is fixed when it starts: start another id for this session",
+            run_id=info.id,
+        )
+
+
 def new_run_id() -> str:
     return f"run_{int(time.time() * 1000):011x}{secrets.token_hex(5)}"
 

@@ -99,6 +99,7 @@ async def test_the_run_that_asked_does_not_wait_and_starting_is_once(
     assert counts == {"added": 3, "invalid": 1}
     info = await app.get_run(extraction_id)
     assert info.status is RunStatus.SUCCEEDED and info.input["source_run"] == "conv-1"
+    assert info.session == "conv-1"  # the asking run's session (its own id: none given)
 
 
 async def test_its_own_budget_stops_it_and_says_what_was_skipped(

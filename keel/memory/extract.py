@@ -55,7 +55,8 @@ class Facts(BaseModel):
     facts: list[str] = Field(default_factory=list)
 
 
-Starter = Callable[[str, dict[str, Any]], Awaitable[str]]
+# (extraction run id, its input, the asking run's session) -> the extraction run's id
+Starter = Callable[[str, dict[str, Any], str | None], Awaitable[str]]
 
 
 def register(app: App) -> None:
@@ -169,8 +170,10 @@ def starter(app: App) -> Starter:
     """How `ctx.memory.extract` starts an extraction run of `app`: in this process when
     it has an embedded worker (`app.run`, `app.start`), else queued for the workers."""
 
-    async def start(run_id: str, payload: dict[str, Any]) -> str:
-        handle = await app.start(WORKFLOW, payload, id=run_id, execute=app._worker is not None)
+    async def start(run_id: str, payload: dict[str, Any], session: str | None) -> str:
+        handle = await app.start(
+            WORKFLOW, payload, id=run_id, execute=app._worker is not None, session=session
+        )
         return handle.id
 
     return start

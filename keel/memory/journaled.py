@@ -171,7 +171,8 @@ class JournaledMemory:
             "instructions": instructions,
             "max_cost_usd": max_cost_usd,
         }
-        out: str = await op.run(lambda: start(run_id, payload), str)
+        session = self._ctx.session_id  # the extraction belongs to the same session
+        out: str = await op.run(lambda: start(run_id, payload, session), str)
         return out
 
 

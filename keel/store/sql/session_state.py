@@ -7,7 +7,9 @@ them (`keel.store.sql.retention.purge_expired`).
 
 from __future__ import annotations
 
-from keel.store.session_state import ANY, RECEIPT_PREFIX, RECEIPT_TTL, Expect, SessionEntry
+import contextlib
+
+from keel.store.session_state import RECEIPT_PREFIX, RECEIPT_TTL, Expect, SessionEntry
 from keel.store.sql.core import Session
 
 _LIVE = "(expires_at IS NULL OR expires_at>{now})"
@@ -53,7 +55,9 @@ def session_write(
     expect: str | Expect | None,
 ) -> bool:
     """`SessionStateStore.session_write` in one transaction, the receipt with it."""
-    with s.write():
+    # A deleted value is zeroed on disk (where the database can), as a purge's are.
+    scrub = s.scrubbing() if value is None else contextlib.nullcontext()
+    with scrub, s.write():
         if session_applied(s, session, writer):
             return True
         if isinstance(expect, str):
@@ -90,4 +94,4 @@ def session_write(
         return applied
 
 
-__all__ = ["ANY", "session_applied", "session_get", "session_write"]
+__all__ = ["session_applied", "session_get", "session_write"]
