@@ -10,10 +10,12 @@ rank and score, and its vector rank. `rank()` then gives each a relevance in [0,
 
 where `keyword` is 1 for a full-text match (0 otherwise) and `rrf` the reciprocal rank
 fusion of both ranks, scaled to [0, 1]. Hits are ordered by relevance, so the order is
-the fused one and a threshold means the same for every query. The coefficients were
-fitted by logistic regression on labelled (query, memory) pairs, relevant and not, with
-all-MiniLM-L6-v2 vectors (`bench/memory_calibration.py` refits them and prints these
-values); another embedder needs its own fit.
+the fused one and a threshold means the same for every query. The coefficients are
+starting values set by hand for all-MiniLM-L6-v2, whose cosine between a question and
+the fact answering it is mostly above 0.35 and between unrelated texts mostly below
+0.2 (sigmoid midpoint near cosine 0.35-0.43), checked on tests/test_memory.py's facts;
+they are not yet fitted on a labelled set (bench/memory.py's data is where to fit
+them), and another embedder needs its own values.
 
 Example:
     ranked = rank([Candidate(seq=3, cosine=0.71, keyword_rank=0, vector_rank=1)])
@@ -31,7 +33,7 @@ POOL = 50  # candidates taken from each retriever
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 MAX_TERMS = 32  # keyword query terms kept (the first distinct ones)
 
-# Fitted by bench/memory_calibration.py (see the module docstring).
+# Hand-set starting values (see the module docstring): not yet fitted.
 W_COS = 14.0
 W_KW = 1.0
 W_RRF = 1.0

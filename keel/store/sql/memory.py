@@ -75,7 +75,7 @@ def _cols(vectors: bool) -> str:
     return _COLS.format(vector="vector" if vectors else "NULL")
 
 
-def insert(s: Session, rows: Sequence[MemoryRow]) -> list[str]:
+def memory_insert(s: Session, rows: Sequence[MemoryRow]) -> list[str]:
     """Insert the rows not stored yet (by id); the ids newly written."""
     new: list[str] = []
     with s.write():
@@ -85,7 +85,9 @@ def insert(s: Session, rows: Sequence[MemoryRow]) -> list[str]:
     return new
 
 
-def rows(s: Session, ids: Sequence[str], seqs: Sequence[int], vectors: bool) -> list[MemoryRow]:
+def memory_rows(
+    s: Session, ids: Sequence[str], seqs: Sequence[int], vectors: bool
+) -> list[MemoryRow]:
     """The rows with these ids or seqs, in seq order."""
     out: list[MemoryRow] = []
     step = s.dialect.max_params
@@ -101,7 +103,7 @@ def rows(s: Session, ids: Sequence[str], seqs: Sequence[int], vectors: bool) -> 
     return [unique[k] for k in sorted(unique)]
 
 
-def keyword(
+def memory_keyword(
     s: Session, namespace: str, terms: Sequence[str], as_of: float | None, limit: int
 ) -> list[KeywordHit]:
     """Full-text candidates, best first."""
@@ -117,7 +119,7 @@ def keyword(
     return [KeywordHit(seq=int(r[0]), score=float(r[1])) for r in found]
 
 
-def vectors(
+def memory_vectors(
     s: Session, namespace: str, after_seq: int, limit: int
 ) -> list[tuple[int, str, bytes | None]]:
     """(seq, embedder, vector) of the rows after `after_seq`, in seq order."""
@@ -129,7 +131,7 @@ def vectors(
     return [(int(r[0]), r[1], None if r[2] is None else bytes(r[2])) for r in found]
 
 
-def listing(
+def memory_list(
     s: Session, namespace: str, after_seq: int, limit: int, current: bool
 ) -> list[MemoryRow]:
     """A page of the namespace's rows, in seq order, without vectors."""
@@ -142,14 +144,14 @@ def listing(
     return [_row(r) for r in found]
 
 
-def forget(s: Session, memory_id: str) -> bool:
+def memory_forget(s: Session, memory_id: str) -> bool:
     """Delete one memory (zeroed on disk where the database can); True if it existed."""
     with s.scrubbing(), s.write():
         cur = s.execute("DELETE FROM memories WHERE id=?", (memory_id,))
         return bool(cur.rowcount)
 
 
-def supersede(s: Session, old_id: str, new: MemoryRow) -> MemoryRow:
+def memory_supersede(s: Session, old_id: str, new: MemoryRow) -> MemoryRow:
     """Close `old_id` at `new.valid_from` and insert `new`, in one transaction."""
     with s.write():
         found = s.execute(
@@ -184,7 +186,7 @@ def supersede(s: Session, old_id: str, new: MemoryRow) -> MemoryRow:
     return dataclasses.replace(old, valid_to=new.valid_from, superseded_by=new.id)
 
 
-def extract_put(s: Session, items: Sequence[MemoryExtract]) -> None:
+def memory_extract_put(s: Session, items: Sequence[MemoryExtract]) -> None:
     """Upsert extraction statuses."""
     with s.write():
         for it in items:
@@ -207,7 +209,7 @@ def extract_put(s: Session, items: Sequence[MemoryExtract]) -> None:
             )
 
 
-def extracts(s: Session, run_id: str) -> list[MemoryExtract]:
+def memory_extracts(s: Session, run_id: str) -> list[MemoryExtract]:
     """A run's extracted items in item order."""
     found = s.execute(
         "SELECT run_id, item, namespace, text, status, reason, memory_id, updated_at"

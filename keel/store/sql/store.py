@@ -370,36 +370,36 @@ class SQLStore(Store):
     # -- long-term memory -------------------------------------------------------------
 
     async def memory_insert(self, rows: Sequence[MemoryRow]) -> list[str]:
-        return await self._call(memory.insert, rows)
+        return await self._call(memory.memory_insert, rows)
 
     async def memory_rows(
         self, *, ids: Sequence[str] = (), seqs: Sequence[int] = (), vectors: bool = True
     ) -> list[MemoryRow]:
-        return await self._call(memory.rows, ids, seqs, vectors)
+        return await self._call(memory.memory_rows, ids, seqs, vectors)
 
     async def memory_keyword(
         self, namespace: str, terms: Sequence[str], as_of: float | None, limit: int
     ) -> list[KeywordHit]:
-        return await self._call(memory.keyword, namespace, terms, as_of, limit)
+        return await self._call(memory.memory_keyword, namespace, terms, as_of, limit)
 
     async def memory_vectors(
         self, namespace: str, after_seq: int, limit: int
     ) -> list[tuple[int, str, bytes | None]]:
-        return await self._call(memory.vectors, namespace, after_seq, limit)
+        return await self._call(memory.memory_vectors, namespace, after_seq, limit)
 
     async def memory_list(
         self, namespace: str, *, after_seq: int = 0, limit: int = 100, current: bool = True
     ) -> list[MemoryRow]:
-        return await self._call(memory.listing, namespace, after_seq, limit, current)
+        return await self._call(memory.memory_list, namespace, after_seq, limit, current)
 
     async def memory_forget(self, memory_id: str) -> bool:
-        return await self._call(memory.forget, memory_id)
+        return await self._call(memory.memory_forget, memory_id)
 
     async def memory_supersede(self, old_id: str, new: MemoryRow) -> MemoryRow:
-        return await self._call(memory.supersede, old_id, new)
+        return await self._call(memory.memory_supersede, old_id, new)
 
     async def memory_extract_put(self, items: Sequence[MemoryExtract]) -> None:
-        return await self._call(memory.extract_put, items)
+        return await self._call(memory.memory_extract_put, items)
 
     async def memory_extracts(self, run_id: str) -> list[MemoryExtract]:
-        return await self._call(memory.extracts, run_id)
+        return await self._call(memory.memory_extracts, run_id)
