@@ -229,3 +229,32 @@ def _render(group: Any) -> str:
     console = Console(width=400, record=True)
     console.print(group)
     return console.export_text()
+
+
+async def test_the_console_run_page_shows_the_context(
+    make_app: Callable[..., keel.App],
+) -> None:
+    import html
+
+    import httpx
+
+    from keel.server.app import create_app
+    from keel.server.auth import add_user
+    from tests.services.pages import sign_in
+
+    model = ScriptedModel(lambda messages: "ok")
+    app = make_app(model)
+
+    @app.workflow
+    async def answer(ctx: keel.Context) -> str:
+        notes = Block("notes", "n" * 3000, kind="memory", priority=1)
+        return await ctx.llm.text("Is order A-1 late?", blocks=[notes], budget=300)
+
+    handle = await app.start(answer, {}, id="ctx-1")
+    assert await handle.result(WAIT) == "ok"
+    token = await add_user(app.store, "ann", "viewer")
+    transport = httpx.ASGITransport(app=create_app(app, secure_cookies=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as c:
+        await sign_in(c, token)
+        page = html.unescape((await c.get("/runs/ctx-1")).text)
+    assert re.search(r"context \d+/300 tok; truncated: notes \(\d+ tok\)", page), page[-3000:]
