@@ -258,3 +258,32 @@ async def test_the_console_run_page_shows_the_context(
         await sign_in(c, token)
         page = html.unescape((await c.get("/runs/ctx-1")).text)
     assert re.search(r"context \d+/300 tok; truncated: notes \(\d+ tok\)", page), page[-3000:]
+
+
+async def test_an_agents_blocks_sit_between_system_and_task_every_turn(
+    make_app: Callable[..., keel.App],
+) -> None:
+    model = _script(6)
+    app = make_app(model)
+
+    @app.tool
+    async def lookup(n: int) -> dict[str, Any]:
+        """Look up one order (a big record)."""
+        return {**BIG, "n": n}
+
+    @app.workflow
+    async def sweep(ctx: keel.Context) -> str | None:
+        plan = Block.fields("session", {"plan": "pro", "region": "eu"})
+        res = await ctx.llm.agent(
+            "Check every order.", tools=[lookup], system="Be brief.", blocks=[plan], budget=900
+        )
+        return res.content
+
+    assert await (await app.start(sweep, {})).result(WAIT) == "checked 6 orders"
+    for call in model.calls:
+        sent = call["messages"]
+        assert sent[0]["content"] == "Be brief."
+        assert sent[1]["content"] == 'plan: "pro"\nregion: "eu"'
+        assert sent[2]["content"] == "Check every order."
+        assert COUNT(sent) + COUNT([], _tools(app)) <= 900
+    assert len(model.calls[-1]["messages"]) < 3 + 2 * 6  # history was trimmed
