@@ -36,8 +36,10 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.embed import Embedder
     from keel.engine.plugins import Background
     from keel.escalations import Escalations
+    from keel.memory import Memory
     from keel.observe.redact import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +79,8 @@ class App:
         reviewers: dict[str, set[str] | list[str]] | None = None,
         redactor: Redactor | None = None,
         codec: PayloadCodec | None = None,
+        embedder: Embedder | None = None,
+        session_store: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -100,10 +104,14 @@ class App:
         self._worker_loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
         self._llm_config = llm
+        self._sessions_at: Any = session_store  # ctx.session's backend: given, or opened
+        self._sessions: Any = None
         self._gateway: Any = None
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Background] = []  # features' background work (features.py)
+        self._embedder = embedder  # None: KEEL_EMBEDDER, else the local MiniLM
+        self._memory: Memory | None = None
         if redactor is not None and not _is_redactor(redactor):
             raise ConfigError(
                 f"redactor= takes a keel.Redactor (keel.observe.Redactor), not "
@@ -270,6 +278,17 @@ class App:
         return self._store
 
     @property
+    def session_store(self) -> Any:
+        """Where `ctx.session` keeps values: `App(session_store=)`, KEEL_SESSION_STORE
+        (a redis:// URL), else this app's store (a keel.store SessionStateStore)."""
+        if self._sessions is None:
+            from keel.memory.session import open_session_store
+
+            where = self._sessions_at or self.settings.session_store
+            self._sessions = open_session_store(where, self.store)
+        return self._sessions
+
+    @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = Runtime(
@@ -285,6 +304,15 @@ class App:
 
             self._tracing = attach(self, self._runtime, self._notify)
         return self._runtime
+
+    @property
+    def memory(self) -> Memory:
+        """Long-term memory: `add`, `add_many`, `search`, `forget`, `supersede` (docs/memory.md)."""
+        if self._memory is None:
+            from keel.features import long_term_memory
+
+            self._memory = long_term_memory(self, self._embedder)
+        return self._memory
 
     @property
     def approvals(self) -> Any:
@@ -386,16 +414,19 @@ class App:
         id: str | None = None,
         execute: bool = True,
         tenant: str | None = None,
+        session: str | None = None,
     ) -> RunHandle:
-        """Record a run and start it.
+        """Record a run and start it; `session` is the `ctx.session` it shares with other
+        runs (None: a session of its own, its run id).
 
         Starting an existing `id` again is idempotent: with no input, or the same input,
-        it returns that run; a different input is refused (`keel.InputError`).
+        it returns that run; a different input (or session) is refused (`keel.InputError`).
         """
         wf = self.registry.workflow(workflow)
         problem = None if id is None else id_problem(id, "run id")
+        problem = problem or (None if session is None else id_problem(session, "session id"))
         if problem is not None:
-            raise InputError(problem, run_id=id)
+            raise InputError(problem, run_id=id, session=session)
         run_id = id or new_run_id()
         existing = await self.store.get_run(run_id) if id else None
         if existing is not None and input is None:  # attach: the first start's input stands
@@ -406,7 +437,7 @@ class App:
                 info, created = existing, False
             else:
                 info, created = await self.store.create_run(
-                    run_id, wf.name, data, time.time(), tenant=tenant
+                    run_id, wf.name, data, time.time(), tenant=tenant, session=session or run_id
                 )
         if not created and info.workflow != wf.name:
             raise ConfigError(
@@ -416,6 +447,12 @@ class App:
             )
         if not created and input is not None:
             same_input(info, data, self._short_redacted)
+        if not created and session is not None and session != info.session:
+            raise InputError(
+                f"run {run_id!r} belongs to session {info.session!r}, not {session!r}; a run's"
+                " session is fixed when it starts: start another id for this session",
+                run_id=run_id,
+            )
         if execute and not info.status.terminal:
             (await self._embedded()).watch(run_id)
         # A run just created is PENDING: its first wait need not read it back.
@@ -456,11 +493,14 @@ class App:
         limit: int = 100,
         since: float | None = None,
         until: float | None = None,
+        session: str | None = None,
     ) -> list[RunInfo]:
         """Runs newest first; `since`/`until` bound created_at (epoch seconds, until exclusive)."""
         st = RunStatus(status.upper()) if isinstance(status, str) else status
         return await self.store.list_runs(
-            RunFilter(status=st, workflow=workflow, since=since, until=until, limit=limit)
+            RunFilter(
+                status=st, workflow=workflow, since=since, until=until, session=session, limit=limit
+            )
         )
 
     async def steps(self, run_id: str) -> list[StepRecord]:
@@ -555,10 +595,16 @@ class App:
             if self._gateway is not None:
                 await self._gateway.close()
         finally:  # even when draining hit a store fault
+            sessions, self._sessions = self._sessions, None
+            if sessions is self._store:  # Keel's own store: closed just below
+                sessions = None
             if self._store is not None:
                 await self._store.close()
                 self._store = None
                 self._runtime = None
+                self._memory = None
+            if sessions is not None:
+                await sessions.close()  # a Redis pool
 
     async def __aenter__(self) -> App:
         return self

@@ -193,6 +193,8 @@ def run_detail(run: RunInfo, steps: list[StepRecord], view: JournalView | None =
     if view is None:
         view = journal_view(run, steps)
     parts: list[Any] = [journal_tree(run, steps, view)]
+    if run.session and run.session != run.id:  # a run alone in its session: nothing to say
+        parts.append(Text(f"session: {run.session}", style="dim"))
     if view.initial_from == "final state" and view.initial:
         # without the workflow's defaults, "never changed" and "changed only after the
         # last step" look the same in the store

@@ -92,6 +92,10 @@ class RunNotFound(KeelError):
     """No run with that id is in the store."""
 
 
+class MemoryNotFound(KeelError):
+    """No long-term memory with that id (never added, or forgotten); `.memory_id` is it."""
+
+
 class StateValidationError(KeelError):
     """A value assigned to a workflow's typed state was rejected."""
 

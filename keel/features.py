@@ -1,5 +1,6 @@
-"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), people
-(approval gates, reviews, sampling, notifications) and tracing.
+"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), session
+state (`ctx.session`), people (approval gates, reviews, sampling, notifications) and
+tracing.
 
 The engine offers typed doors (`keel.engine.plugins`: `ModelCalls`, `People`) and
 lifecycle hooks, and knows nothing of what fills them; this module is the one place
@@ -22,6 +23,11 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     from keel.observe.logs import guard_keel_loggers
 
     rt.features.models = lambda ctx: _llm(app, rt, ctx)
+    rt.features.memory = lambda ctx: _ctx_memory(app, ctx)
+    rt.features.session = lambda ctx: _session(app, ctx)
+    from keel.memory.extract import register
+
+    register(app)  # the workflow ctx.memory.extract starts, hosted by every worker
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
     if not app.settings.tracing:
@@ -41,6 +47,26 @@ def _llm(app: App, rt: Runtime, ctx: Any) -> Any:
     from keel.llm.facade import LLM
 
     return LLM(ctx, gateway, store=app.store, people=rt.features.people)
+
+
+def long_term_memory(app: App, embedder: Any) -> Any:
+    """`app.memory`: long-term memory over the app's store with its embedder."""
+    from keel.memory import Memory
+
+    return Memory(app.store, embedder)
+
+
+def _ctx_memory(app: App, ctx: Any) -> Any:
+    from keel.memory.extract import starter
+    from keel.memory.journaled import JournaledMemory
+
+    return JournaledMemory(ctx, app.memory, starter(app))
+
+
+def _session(app: App, ctx: Any) -> Any:
+    from keel.memory.session import SessionState
+
+    return SessionState(ctx, app.session_store)
 
 
 def _attach_people(app: App, rt: Runtime, notify: Any) -> None:

@@ -51,6 +51,7 @@ KEEL = [
     "LowConfidence",
     "MapFailed",
     "MapResult",
+    "MemoryNotFound",
     "ModelUnavailable",
     "NonDeterminismError",
     "OutcomeUnknown",
@@ -83,6 +84,7 @@ KEEL = [
     "current_step",
     "hitl",
     "llm",
+    "memory",
 ]
 
 LLM = [

@@ -76,6 +76,20 @@ class Context:
         return self._port.run.tenant
 
     @property
+    def session_id(self) -> str:
+        """The session this run belongs to (`App.start(session=...)`; else its run id)."""
+        return self._port.run.session or self._port.run.id
+
+    @property
+    def session(self) -> Any:
+        """This run's session state (`get`, `set`, `delete`, `compare_and_set`), shared by
+        every run started with the same `session=`; see keel.memory.session."""
+        make = self._port.features.session
+        if make is None:
+            raise ConfigError("this app has no session state layer (keel.memory)")
+        return make(self)
+
+    @property
     def input(self) -> dict[str, Any]:
         """The run's input as it was started (JSON), e.g. to show a reviewer what came in."""
         return self._port.run.input
@@ -86,6 +100,15 @@ class Context:
         make = self._port.features.models
         if make is None:
             raise ConfigError(_NO_MODEL)
+        return make(self)
+
+    @property
+    def memory(self) -> Any:
+        """Long-term memory, journaled: `search` returns on replay exactly the hits the
+        first attempt saw, and `add`/`supersede`/`forget` happen once (docs/memory.md)."""
+        make = self._port.features.memory
+        if make is None:
+            raise ConfigError("this app has no long-term memory attached (keel.App attaches it)")
         return make(self)
 
     async def approval(

@@ -10,12 +10,16 @@ from keel.store.base import Store
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.memory import MemoryStore
 from keel.store.options import StoreOptions
 from keel.store.people import PeopleStore
 from keel.store.records import (
     AuditEntry,
     Claimed,
     ConsoleSession,
+    KeywordHit,
+    MemoryExtract,
+    MemoryRow,
     Purged,
     PurgeScope,
     RekeyCounts,
@@ -47,7 +51,11 @@ __all__ = [
     "Escalation",
     "IdentityStore",
     "JournalStore",
+    "KeywordHit",
     "MaintenanceStore",
+    "MemoryExtract",
+    "MemoryRow",
+    "MemoryStore",
     "PeopleStore",
     "PurgeScope",
     "Purged",

@@ -1,5 +1,6 @@
 """The store every backend implements: one object made of the interfaces by concern
-(`journal.py`, `people.py`, `usage.py`, `spans.py`, `identity.py`, `maintenance.py`),
+(`journal.py`, `people.py`, `usage.py`, `spans.py`, `identity.py`, `maintenance.py`,
+`session_state.py`),
 with helpers every backend shares. Records live in `records.py`, the unit of work in
 `unit.py`; `keel.store` exports them all."""
 
@@ -12,7 +13,9 @@ from keel.errors import SignalRefused
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.memory import MemoryStore
 from keel.store.people import PeopleStore
+from keel.store.session_state import SessionStateStore
 from keel.store.spans import SpanStore
 from keel.store.usage import UsageStore
 from keel.types import RunInfo, RunStatus
@@ -42,7 +45,16 @@ def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Store(JournalStore, PeopleStore, UsageStore, SpanStore, IdentityStore, MaintenanceStore):
+class Store(
+    JournalStore,
+    PeopleStore,
+    UsageStore,
+    SpanStore,
+    IdentityStore,
+    MaintenanceStore,
+    MemoryStore,
+    SessionStateStore,
+):
     """A whole store: every interface by concern over one database.
 
     Callers that need one concern should type against it (`JournalStore`, ...); the
