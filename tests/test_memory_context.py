@@ -287,3 +287,27 @@ async def test_an_agents_blocks_sit_between_system_and_task_every_turn(
         assert sent[2]["content"] == "Check every order."
         assert COUNT(sent) + COUNT([], _tools(app)) <= 900
     assert len(model.calls[-1]["messages"]) < 3 + 2 * 6  # history was trimmed
+
+
+async def test_structured_calls_take_blocks_and_a_budget(
+    make_app: Callable[..., keel.App],
+) -> None:
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        late: bool
+
+    model = ScriptedModel(lambda messages: '{"late": true}')
+    app = make_app(model)
+
+    @app.workflow
+    async def judge(ctx: keel.Context) -> bool:
+        order = Block("order", json.dumps(BIG), kind="previous")
+        return (await ctx.llm.structured(Verdict, "Is it late?", blocks=[order], budget=250)).late
+
+    handle = await app.start(judge, {})
+    assert await handle.result(WAIT) is True
+    sent = model.calls[-1]["messages"]
+    assert sent[-1]["content"] == "Is it late?" and "truncated" in sent[0]["content"]
+    (step,) = [s for s in await app.steps(handle.id) if s.kind is StepKind.LLM]
+    assert step.output["context"]["budget"] == 250
