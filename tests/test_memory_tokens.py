@@ -97,3 +97,24 @@ def test_assemblies_fit_the_models_own_count(history: list[dict[str, Any]], budg
     blocks = [Block("task", "Go.", kind="task"), Block("history", history, kind="history")]
     fit = Window(budget, model=MODEL).assemble(blocks)
     assert litellm().token_counter(model=MODEL, messages=fit.messages) <= fit.tokens <= budget
+
+
+def test_a_calls_default_budget() -> None:
+    from keel.llm import Gateway, ScriptedModel
+    from keel.llm.context import budget_for
+    from keel.llm.gateway import CallContext
+
+    real = Gateway({"fast": "openai/gpt-4o-mini"})
+    cc = CallContext("wf", "text")
+    assert budget_for(real, None, cc, {}) == 128000 - 4096  # the window minus the reserve
+    assert budget_for(real, None, cc, {"max_tokens": 1000}) == 127000
+    scripted = Gateway({"m": ScriptedModel(lambda m: "x")})
+    assert budget_for(scripted, None, cc, {}) is None  # no window known: sent as is
+    fixed = Gateway({"fast": "openai/gpt-4o-mini"}, context_budget=5000)
+    assert budget_for(fixed, None, cc, {}) == 5000
+    assert (
+        Gateway.from_config(
+            {"models": {"m": "openai/gpt-4o"}, "context_budget": 900}
+        ).context_budget
+        == 900
+    )
