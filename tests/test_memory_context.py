@@ -229,3 +229,85 @@ def _render(group: Any) -> str:
     console = Console(width=400, record=True)
     console.print(group)
     return console.export_text()
+
+
+async def test_the_console_run_page_shows_the_context(
+    make_app: Callable[..., keel.App],
+) -> None:
+    import html
+
+    import httpx
+
+    from keel.server.app import create_app
+    from keel.server.auth import add_user
+    from tests.services.pages import sign_in
+
+    model = ScriptedModel(lambda messages: "ok")
+    app = make_app(model)
+
+    @app.workflow
+    async def answer(ctx: keel.Context) -> str:
+        notes = Block("notes", "n" * 3000, kind="memory", priority=1)
+        return await ctx.llm.text("Is order A-1 late?", blocks=[notes], budget=300)
+
+    handle = await app.start(answer, {}, id="ctx-1")
+    assert await handle.result(WAIT) == "ok"
+    token = await add_user(app.store, "ann", "viewer")
+    transport = httpx.ASGITransport(app=create_app(app, secure_cookies=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as c:
+        await sign_in(c, token)
+        page = html.unescape((await c.get("/runs/ctx-1")).text)
+    assert re.search(r"context \d+/300 tok; truncated: notes \(\d+ tok\)", page), page[-3000:]
+
+
+async def test_an_agents_blocks_sit_between_system_and_task_every_turn(
+    make_app: Callable[..., keel.App],
+) -> None:
+    model = _script(6)
+    app = make_app(model)
+
+    @app.tool
+    async def lookup(n: int) -> dict[str, Any]:
+        """Look up one order (a big record)."""
+        return {**BIG, "n": n}
+
+    @app.workflow
+    async def sweep(ctx: keel.Context) -> str | None:
+        plan = Block.fields("session", {"plan": "pro", "region": "eu"})
+        res = await ctx.llm.agent(
+            "Check every order.", tools=[lookup], system="Be brief.", blocks=[plan], budget=900
+        )
+        return res.content
+
+    assert await (await app.start(sweep, {})).result(WAIT) == "checked 6 orders"
+    for call in model.calls:
+        sent = call["messages"]
+        assert sent[0]["content"] == "Be brief."
+        assert sent[1]["content"] == 'plan: "pro"\nregion: "eu"'
+        assert sent[2]["content"] == "Check every order."
+        assert COUNT(sent) + COUNT([], _tools(app)) <= 900
+    assert len(model.calls[-1]["messages"]) < 3 + 2 * 6  # history was trimmed
+
+
+async def test_structured_calls_take_blocks_and_a_budget(
+    make_app: Callable[..., keel.App],
+) -> None:
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        late: bool
+
+    model = ScriptedModel(lambda messages: '{"late": true}')
+    app = make_app(model)
+
+    @app.workflow
+    async def judge(ctx: keel.Context) -> bool:
+        order = Block("order", json.dumps(BIG), kind="previous")
+        return (await ctx.llm.structured(Verdict, "Is it late?", blocks=[order], budget=250)).late
+
+    handle = await app.start(judge, {})
+    assert await handle.result(WAIT) is True
+    sent = model.calls[-1]["messages"]
+    assert sent[-1]["content"] == "Is it late?" and "truncated" in sent[0]["content"]
+    (step,) = [s for s in await app.steps(handle.id) if s.kind is StepKind.LLM]
+    assert step.output["context"]["budget"] == 250

@@ -3,6 +3,7 @@ JSON and tool schemas included; the offline bound never under the real count."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given, settings
@@ -75,3 +76,45 @@ def test_an_assembly_is_under_budget_by_the_models_own_count() -> None:
 def test_context_window_of_known_and_unknown_models() -> None:
     assert context_window(MODEL, reserve=4096) == 128000 - 4096
     assert context_window("scripted/nobody-knows") is None
+
+
+@st.composite
+def _turns(draw: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for i in range(draw(st.integers(1, 15))):
+        args = draw(st.text(max_size=200))
+        out.append(_call(json.dumps({"q": args})))
+        out[-1]["tool_calls"][0]["id"] = f"c{i}"
+        out.append(
+            {"role": "tool", "tool_call_id": f"c{i}", "content": draw(st.text(max_size=800))}
+        )
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(_turns(), st.integers(60, 3000))
+def test_assemblies_fit_the_models_own_count(history: list[dict[str, Any]], budget: int) -> None:
+    blocks = [Block("task", "Go.", kind="task"), Block("history", history, kind="history")]
+    fit = Window(budget, model=MODEL).assemble(blocks)
+    assert litellm().token_counter(model=MODEL, messages=fit.messages) <= fit.tokens <= budget
+
+
+def test_a_calls_default_budget() -> None:
+    from keel.llm import Gateway, ScriptedModel
+    from keel.llm.context import budget_for
+    from keel.llm.gateway import CallContext
+
+    real = Gateway({"fast": "openai/gpt-4o-mini"})
+    cc = CallContext("wf", "text")
+    assert budget_for(real, None, cc, {}) == 128000 - 4096  # the window minus the reserve
+    assert budget_for(real, None, cc, {"max_tokens": 1000}) == 127000
+    scripted = Gateway({"m": ScriptedModel(lambda m: "x")})
+    assert budget_for(scripted, None, cc, {}) is None  # no window known: sent as is
+    fixed = Gateway({"fast": "openai/gpt-4o-mini"}, context_budget=5000)
+    assert budget_for(fixed, None, cc, {}) == 5000
+    assert (
+        Gateway.from_config(
+            {"models": {"m": "openai/gpt-4o"}, "context_budget": 900}
+        ).context_budget
+        == 900
+    )

@@ -192,3 +192,16 @@ def test_same_blocks_same_messages() -> None:
     a = Window(300, counter=COUNTER).assemble(bs)
     b = Window(300, counter=COUNTER).assemble(bs)
     assert a.messages == b.messages and a.record() == b.record()
+
+
+def test_facts_and_fields_blocks() -> None:
+    class Hit:
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+    facts = Block.facts("memory", [Hit("prefers email"), "lives in Lyon"])
+    assert facts.content == "- prefers email\n- lives in Lyon" and facts.kind == "memory"
+    fields = Block.fields("session", {"plan": "pro", "seats": 3})
+    assert fields.content == 'plan: "pro"\nseats: 3' and fields.kind == "session"
+    with pytest.raises(ConfigError, match=r"has a \.text string"):
+        Block.facts("memory", [42])

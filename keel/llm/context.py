@@ -18,9 +18,12 @@ from keel.llm.types import Message
 
 if TYPE_CHECKING:
     from keel.llm.gateway import CallContext, Gateway
+    from keel.memory.tokens import TokenCounter
     from keel.memory.window import Assembly, Block
 
 _windows: dict[tuple[str, int | None], int | None] = {}
+# One counter per model, so an agent's turns reuse the counts of the history they share.
+_counters: dict[str, TokenCounter] = {}
 
 
 def routed_model(gateway: Gateway, model: str | None, cc: CallContext) -> str | None:
@@ -99,9 +102,14 @@ def assemble(
     history_from: int | None = None,
 ) -> Assembly:
     """Fit one call's context (see `parts`) into `budget` tokens."""
+    from keel.memory.tokens import TokenCounter
     from keel.memory.window import Window
 
-    return Window(budget, model=model).assemble(parts(messages, blocks, history_from), tools=tools)
+    counter = _counters.get(model or "")
+    if counter is None:
+        counter = _counters.setdefault(model or "", TokenCounter(model))
+    window = Window(budget, counter=counter)
+    return window.assemble(parts(messages, blocks, history_from), tools=tools)
 
 
 def blocks_digest(blocks: list[Block]) -> list[dict[str, Any]]:

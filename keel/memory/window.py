@@ -14,7 +14,8 @@ run assembles exactly the context its first attempt did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -69,6 +70,36 @@ class Block:
                 f"block {self.name!r}: content is text or a list of messages, "
                 f"not {type(self.content).__name__}"
             )
+
+    @classmethod
+    def facts(cls, name: str, hits: Sequence[Any], *, kind: Kind = "memory") -> Block:
+        """Long-term memory hits (anything with `.text`) as one block, a line each, in
+        the order given (best first: a cut drops the least relevant).
+
+        Example:
+            Block.facts("memory", await ctx.memory.search(question, min_relevance=0.5))
+        """
+        lines = []
+        for h in hits:
+            text = getattr(h, "text", h)
+            if not isinstance(text, str):
+                raise ConfigError(
+                    f"block {name!r}: a fact is a string or has a .text string, not {h!r}"
+                )
+            lines.append(f"- {text}")
+        return cls(name, "\n".join(lines), kind=kind)
+
+    @classmethod
+    def fields(cls, name: str, values: Mapping[str, Any], *, kind: Kind = "session") -> Block:
+        """Selected session fields as one block, `key: value` (JSON) a line.
+
+        Example:
+            Block.fields("session", {"plan": await ctx.session.get("plan")})
+        """
+        lines = [
+            f"{k}: {json.dumps(v, ensure_ascii=False, default=str)}" for k, v in values.items()
+        ]
+        return cls(name, "\n".join(lines), kind=kind)
 
     @property
     def is_pinned(self) -> bool:
