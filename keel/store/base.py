@@ -9,6 +9,7 @@ import abc
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import SignalRefused
+from keel.store.evals import EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
@@ -42,7 +43,15 @@ def audit_detail(decision: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Store(JournalStore, PeopleStore, UsageStore, SpanStore, IdentityStore, MaintenanceStore):
+class Store(
+    JournalStore,
+    PeopleStore,
+    UsageStore,
+    SpanStore,
+    IdentityStore,
+    MaintenanceStore,
+    EvalStore,
+):
     """A whole store: every interface by concern over one database.
 
     Callers that need one concern should type against it (`JournalStore`, ...); the

@@ -26,7 +26,8 @@ from keel.store.records import (
     User,
     WorkerBeat,
 )
-from keel.store.sql import identity, rekey, retention, reviews, runs, spans, usage
+from keel.store.evals import EvalCaseResult, EvalResult
+from keel.store.sql import evals, identity, rekey, retention, reviews, runs, spans, usage
 from keel.store.sql.core import Session
 from keel.store.unit import Committed, UnitOfWork
 from keel.types import (
@@ -276,6 +277,17 @@ class SQLStore(Store):
 
     async def purge_spans(self, ended_before_ns: int) -> int:
         return await self._call(spans.purge_spans, ended_before_ns)
+
+    # -- eval results ---------------------------------------------------------------
+
+    async def save_eval(self, result: EvalResult, cases: list[EvalCaseResult]) -> None:
+        await self._call(evals.save_eval, result, cases)
+
+    async def list_evals(self, suite: str | None = None, limit: int = 50) -> list[EvalResult]:
+        return await self._call(evals.list_evals, suite, limit)
+
+    async def eval_cases(self, eval_id: str) -> list[EvalCaseResult]:
+        return await self._call(evals.eval_cases, eval_id)
 
     # -- identity -----------------------------------------------------------------
 
