@@ -12,7 +12,9 @@ def _result(eval_id: str, suite: str, at: float, outcome: str = "pass") -> EvalR
 
 def _case(eval_id: str, case_id: str, repeat: int = 0, passed: bool = True) -> EvalCaseResult:
     scores = {"fields": {"value": 1.0 if passed else 0.5, "passed": passed, "reason": "ok"}}
-    return EvalCaseResult(eval_id, case_id, repeat, f"run-{case_id}-{repeat}", passed, scores, ("billing",))
+    return EvalCaseResult(
+        eval_id, case_id, repeat, f"run-{case_id}-{repeat}", passed, scores, ("billing",)
+    )
 
 
 async def test_a_suite_run_and_its_cases_read_back(store: Store) -> None:

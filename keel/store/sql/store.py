@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keel.store.base import Store
+from keel.store.evals import EvalCaseResult, EvalResult
 from keel.store.records import (
     AuditEntry,
     Claimed,
@@ -26,7 +27,6 @@ from keel.store.records import (
     User,
     WorkerBeat,
 )
-from keel.store.evals import EvalCaseResult, EvalResult
 from keel.store.sql import evals, identity, rekey, retention, reviews, runs, spans, usage
 from keel.store.sql.core import Session
 from keel.store.unit import Committed, UnitOfWork
