@@ -309,4 +309,9 @@ def load_baseline(path: str | Path, suite: str) -> dict[str, Any]:
 
 
 def save_baseline(report: Report, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report.baseline(), indent=1, sort_keys=False) + "\n")
+    """Write `report.baseline()`: one line per case, so a diff shows which cases moved."""
+    data = report.baseline()
+    cases = data.pop("cases")
+    head = json.dumps(data, indent=1)[:-2]  # without the closing brace
+    rows = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v)}" for k, v in cases.items())
+    Path(path).write_text(f'{head},\n "cases": {{\n{rows}\n }}\n}}\n', encoding="utf-8")
