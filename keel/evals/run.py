@@ -81,9 +81,11 @@ class EvalRun:
 
     @property
     def markers(self) -> list[str]:
-        """The route the run took: every step's name in journal order, then `queue:<q>`
-        for each people queue (approval, review, escalation) it was routed to."""
-        return [s.name for s in self.steps] + [f"queue:{q}" for q in self.queues]
+        """The route the run took: the names of its steps in journal order (not those
+        still pending, e.g. a tool waiting for its approval), then `queue:<q>` for each
+        people queue (approval, review, escalation) it was routed to."""
+        taken = [s.name for s in self.steps if s.status is not StepStatus.PENDING]
+        return taken + [f"queue:{q}" for q in self.queues]
 
     @property
     def cost_usd(self) -> float:

@@ -182,14 +182,32 @@ def trajectory(
             "subset": all_got,
             "superset": all_want,
         }[mode]
-        precision = len(pairs) / len(got) if got else float(not want)
-        recall = len(pairs) / len(want) if want else 1.0
+        # Partial credit: F1 of the matched steps; in strict mode only those in order
+        # count (the longest common subsequence), so a reordering costs credit too.
+        hits = _in_order(want, got, matches) if mode == "strict" else len(pairs)
+        precision = hits / len(got) if got else float(not want)
+        recall = hits / len(want) if want else 1.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         took = [c.name for c in got]
         reason = "" if ok else f"took {took}, expected ({mode}) {[w[0] for w in want]}"
         return Score(value=1.0 if ok else f1, passed=ok, reason=reason)
 
     return Scorer(name, score)
+
+
+def _in_order(
+    want: list[tuple[str, dict[str, Any] | None]],
+    got: list[Call],
+    matches: Callable[[tuple[str, dict[str, Any] | None], Call], bool],
+) -> int:
+    """How many expected steps the run took in the expected order (LCS length)."""
+    prev = [0] * (len(got) + 1)
+    for w in want:
+        cur = [0]
+        for j, g in enumerate(got):
+            cur.append(prev[j] + 1 if matches(w, g) else max(prev[j + 1], cur[j]))
+        prev = cur
+    return prev[-1]
 
 
 def route(
