@@ -73,7 +73,7 @@ _EXPORTS = {
     "Redactor": "keel.observe.redact",
 }
 # Public subpackages, imported on first attribute access (`keel.llm.Gateway`).
-_SUBPACKAGES = ("hitl", "llm")
+_SUBPACKAGES = ("evals", "hitl", "llm")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 
@@ -81,7 +81,7 @@ if TYPE_CHECKING:
     # `X as X` marks an explicit re-export, which mypy --strict needs as __all__ is not a
     # literal; isort would split these into one statement per name.
     # isort: off
-    from keel import hitl as hitl, llm as llm
+    from keel import evals as evals, hitl as hitl, llm as llm
     from keel.app import App as App
     from keel.engine.context import Context as Context
     from keel.engine.execution import (
