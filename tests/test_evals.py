@@ -393,3 +393,28 @@ def test_repeats_are_clustered_by_case() -> None:
     got = evals.paired("s", cur, base)
     assert got is not None and got.n == 10 and got.delta == pytest.approx(-0.1)
     assert not got.regressed
+
+
+async def test_a_judge_replays_its_verdicts_from_a_cassette(store_url: str, tmp_path: Path) -> None:
+    """Recorded once (here LiteLLM's own gpt-4o-mini path with a mock response stands in
+    for the provider), then replayed offline with no mock: the same score and reason."""
+    app, _ = build(store_url)
+    path = tmp_path / "judge.jsonl"
+    verdict = '{"score": 0.9, "reason": "names the next step"}'
+    recording = keel.llm.Gateway(
+        {"judge": keel.llm.ModelSpec("openai/gpt-4o-mini", params={"mock_response": verdict})},
+        cassette=keel.llm.Cassette(path, mode="record"),
+    )
+    case = Case(id="c", input={"text": "refund"}, expected={"category": "billing"})
+    run = _run(case, {"category": "billing"}, [], app=app)
+    rubric = "Does the answer name the next step?"
+    recorded = await evals.judge(rubric, model="judge", gateway=recording)(case, run)
+    replaying = keel.llm.Gateway(
+        {"judge": "openai/gpt-4o-mini"}, cassette=keel.llm.Cassette(path, mode="replay")
+    )
+    replayed = await evals.judge(rubric, model="judge", gateway=replaying)(case, run)
+    assert replayed == recorded == Score(value=0.9, passed=True, reason="names the next step")
+    other = _run(case, {"category": "general"}, [], app=app)  # never recorded: a miss
+    with pytest.raises(keel.CassetteMiss):
+        await evals.judge(rubric, model="judge", gateway=replaying)(case, other)
+    await app.close()

@@ -135,7 +135,9 @@ async def run_case(
     except TimeoutError:
         info = await app.cancel(run_id)  # scored as it stands: a run that never settles fails
     latency = time.monotonic() - started
-    run = EvalRun(case, repeat, info, await app.steps(run_id), queues, latency, app)
+    # The journal in execution order (as app.steps gives it, without reading the run again)
+    steps = sorted(await app.store.load_steps(run_id), key=lambda r: (r.started_at, r.key))
+    run = EvalRun(case, repeat, info, steps, queues, latency, app)
     scores: dict[str, Score] = {}
     for scorer in scorers:
         try:
