@@ -109,17 +109,11 @@ async def _queues(app: Any, info: RunInfo) -> list[str]:
     return found
 
 
-async def run_case(
-    app: Any,
-    workflow: Any,
-    case: Case,
-    repeat: int,
-    run_id: str,
-    scorers: Sequence[Scorer],
-    approvals: Approvals,
-    timeout: float,
-) -> CaseResult:
-    """Run one case to its end (or to a wait the policy leaves) and score it."""
+async def execute_case(
+    app: Any, workflow: Any, case: Case, run_id: str, approvals: Approvals, timeout: float
+) -> tuple[RunInfo, list[str], float]:
+    """Run one case to its end (or to a wait the policy leaves): the run as it settled,
+    the people queues it went to, and the seconds it took."""
     started = time.monotonic()
     handle = await app.start(workflow, case.input, id=run_id)
     queues: list[str] = []
@@ -134,9 +128,21 @@ async def run_case(
             info = await handle.settle(timeout)
     except TimeoutError:
         info = await app.cancel(run_id)  # scored as it stands: a run that never settles fails
-    latency = time.monotonic() - started
+    return info, queues, time.monotonic() - started
+
+
+async def score_case(
+    app: Any,
+    case: Case,
+    repeat: int,
+    settled: tuple[RunInfo, list[str], float],
+    scorers: Sequence[Scorer],
+) -> CaseResult:
+    """Read the settled run's journal and score it; a scorer that raises is a
+    `HarnessError` naming it, the case and the run."""
+    info, queues, latency = settled
     # The journal in execution order (as app.steps gives it, without reading the run again)
-    steps = sorted(await app.store.load_steps(run_id), key=lambda r: (r.started_at, r.key))
+    steps = sorted(await app.store.load_steps(info.id), key=lambda r: (r.started_at, r.key))
     run = EvalRun(case, repeat, info, steps, queues, latency, app)
     scores: dict[str, Score] = {}
     for scorer in scorers:
@@ -144,10 +150,10 @@ async def run_case(
             scores[scorer.name] = await scorer(case, run)
         except Exception as exc:
             raise HarnessError(
-                f"scorer {scorer.name!r} raised on case {case.id!r} (run {run_id}):"
+                f"scorer {scorer.name!r} raised on case {case.id!r} (run {info.id}):"
                 f" {type(exc).__name__}: {exc}"
             ) from exc
-    return CaseResult(case, repeat, run_id, info.status.value.lower(), scores)
+    return CaseResult(case, repeat, info.id, info.status.value.lower(), scores)
 
 
 async def run_cases(
@@ -166,9 +172,12 @@ async def run_cases(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(case: Case, repeat: int) -> CaseResult:
+        # `concurrency` bounds the runs in flight; reading and scoring a finished one
+        # holds no run slot, so the workflow runs as parallel as it would without evals
         async with gate:
             rid = run_id_for(eval_id, case.id, repeat)
-            return await run_case(app, workflow, case, repeat, rid, scorers, approvals, timeout)
+            settled = await execute_case(app, workflow, case, rid, approvals, timeout)
+        return await score_case(app, case, repeat, settled, scorers)
 
     jobs = [one(c, r) for c in cases for r in range(repeats)]
     return list(await asyncio.gather(*jobs))
