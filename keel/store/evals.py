@@ -56,5 +56,9 @@ class EvalStore(abc.ABC):
         """Suite runs, newest first (only `suite`'s when given)."""
 
     @abc.abstractmethod
+    async def get_eval(self, eval_id: str) -> EvalResult | None:
+        """One suite run, or None."""
+
+    @abc.abstractmethod
     async def eval_cases(self, eval_id: str) -> list[EvalCaseResult]:
         """The cases of one suite run, by case id then repeat ([] for an unknown id)."""

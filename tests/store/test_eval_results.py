@@ -26,6 +26,7 @@ async def test_a_suite_run_and_its_cases_read_back(store: Store) -> None:
     [listed] = await store.list_evals()
     assert listed == _result("e1", "triage", 10.0)
     assert await store.eval_cases("nope") == []
+    assert await store.get_eval("e1") == listed and await store.get_eval("nope") is None
 
 
 async def test_history_is_newest_first_per_suite(store: Store) -> None:

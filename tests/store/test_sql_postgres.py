@@ -123,6 +123,7 @@ async def _one_of_everything(store: SQLiteStore) -> None:
     await store.list_evals()
     await store.list_evals(suite="suite", limit=5)
     await store.eval_cases("e1")
+    await store.get_eval("e1")
     span = SpanRecord("s1", "t1", None, "r1", "step", "INTERNAL", 1, 2, "OK", None, "{}")
     await store.write_spans([span])
     await store.load_spans("t1")

@@ -54,6 +54,14 @@ def list_evals(s: Session, suite: str | None, limit: int) -> list[EvalResult]:
     return [EvalResult(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 
 
+def get_eval(s: Session, eval_id: str) -> EvalResult | None:
+    r = s.execute(
+        "SELECT id, suite, started_at, ended_at, outcome, summary FROM eval_results WHERE id=?",
+        (eval_id,),
+    ).fetchone()
+    return EvalResult(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) if r else None
+
+
 def eval_cases(s: Session, eval_id: str) -> list[EvalCaseResult]:
     rows = s.execute(
         "SELECT eval_id, case_id, repeat_no, run_id, passed, scores, tags FROM eval_cases"

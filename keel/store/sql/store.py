@@ -286,6 +286,9 @@ class SQLStore(Store):
     async def list_evals(self, suite: str | None = None, limit: int = 50) -> list[EvalResult]:
         return await self._call(evals.list_evals, suite, limit)
 
+    async def get_eval(self, eval_id: str) -> EvalResult | None:
+        return await self._call(evals.get_eval, eval_id)
+
     async def eval_cases(self, eval_id: str) -> list[EvalCaseResult]:
         return await self._call(evals.eval_cases, eval_id)
 
