@@ -192,6 +192,30 @@ def test_a_suite_refuses_bad_configuration_before_running(store_url: str) -> Non
         evals.Suite("s", print, CASES, scorers=[f])
 
 
+async def test_a_bad_baseline_or_an_unknown_tag_is_a_harness_error(
+    store_url: str, tmp_path: Path
+) -> None:
+    app, wf = build(store_url)
+    s = suite(app, wf)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"format": 1, "suite": "other", "cases": {}}))
+    with pytest.raises(
+        evals.HarnessError, match=r"baseline .* belongs to suite 'other', not 'support'"
+    ):
+        await s.run(baseline=other)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(evals.HarnessError, match="cannot read baseline"):
+        await s.run(baseline=broken)
+    broken.write_text("[]")
+    with pytest.raises(evals.HarnessError, match="is not a keel eval baseline"):
+        await s.run(baseline=broken)
+    typo = suite(app, wf, thresholds={"fields[bilings]": 0.5})
+    with pytest.raises(evals.HarnessError, match="tag 'bilings', which no case has"):
+        await typo.run()
+    await app.close()
+
+
 # -- datasets -------------------------------------------------------------------------
 
 

@@ -303,7 +303,8 @@ def load_baseline(path: str | Path, suite: str) -> dict[str, Any]:
         )
     if data.get("suite") != suite:
         raise HarnessError(
-            f"baseline {p} is suite {data.get('suite')!r}'s, not {suite!r}: pass this suite's"
+            f"baseline {p} belongs to suite {data.get('suite')!r}, not {suite!r}:"
+            " pass this suite's baseline"
         )
     return data
 

@@ -104,6 +104,17 @@ class Suite:
         """The dataset's cases (loaded and checked now)."""
         return load_dataset(self._dataset)
 
+    def _check_tags(self, cases: list[Case]) -> None:
+        """A threshold on a tag no case has would pass vacuously: most likely a typo."""
+        tags = {t for c in cases for t in c.tags}
+        for key in self.thresholds:
+            _, tag = parse_threshold_key(key)
+            if tag is not None and tag not in tags:
+                raise ConfigError(
+                    f"threshold {key!r} is for tag {tag!r}, which no case has"
+                    f" (tags: {', '.join(sorted(tags)) or 'none'})"
+                )
+
     async def run(
         self,
         store: str | None = None,
@@ -118,6 +129,7 @@ class Suite:
         """
         try:
             cases = self.cases()
+            self._check_tags(cases)
             base = (
                 load_baseline(baseline, self.name) if isinstance(baseline, str | Path) else baseline
             )
