@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) bench/tracing.py
 	$(PY) bench/hitl.py
 	$(PY) bench/wakeups.py
+	$(PY) bench/evals.py
 
 clean:
 	rm -rf $(VENV) .keel .mypy_cache .ruff_cache .pytest_cache

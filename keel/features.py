@@ -25,9 +25,7 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     rt.features.models = lambda ctx: _llm(app, rt, ctx)
     rt.features.memory = lambda ctx: _ctx_memory(app, ctx)
     rt.features.session = lambda ctx: _session(app, ctx)
-    from keel.memory.extract import register
-
-    register(app)  # the workflow ctx.memory.extract starts, hosted by every worker
+    _register_extraction(app)
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
     if not app.settings.tracing:
@@ -57,10 +55,28 @@ def long_term_memory(app: App, embedder: Any) -> Any:
 
 
 def _ctx_memory(app: App, ctx: Any) -> Any:
-    from keel.memory.extract import starter
     from keel.memory.journaled import JournaledMemory
 
-    return JournaledMemory(ctx, app.memory, starter(app))
+    async def start(run_id: str, payload: dict[str, Any], session: str | None) -> str:
+        # In this process when it has an embedded worker (app.run, app.start), else
+        # queued for the workers, which all host the extraction workflow.
+        handle = await app.start(
+            EXTRACTION, payload, id=run_id, execute=app._worker is not None, session=session
+        )
+        return handle.id
+
+    return JournaledMemory(ctx, app.memory, start)
+
+
+EXTRACTION = "keel.memory.extract"  # keel.memory.extract.WORKFLOW, without importing it
+
+
+def _register_extraction(app: App) -> None:
+    """The workflow `ctx.memory.extract` starts, on every App (so every worker hosts it)."""
+    if EXTRACTION not in app.registry.workflows:
+        from keel.memory.extract import extraction_workflow
+
+        app.workflow(name=EXTRACTION)(extraction_workflow(lambda: app.store))
 
 
 def _session(app: App, ctx: Any) -> Any:

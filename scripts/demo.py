@@ -376,6 +376,15 @@ def oracle() -> None:
           f"booked {result['booking']}")
 
 
+def evals() -> None:
+    banner("10. Evals in CI: the triage suite, 40 tickets as real runs, against its baseline")
+    print("   each run scored from its journal: category, priority, route, tool trajectory, "
+          "cost; exit 0 pass, 100 regression or threshold failure, 1 harness error")
+    proc = keel("eval", "examples/triage_eval.py:suite",
+                "--baseline", "examples/data/triage_baseline.json")
+    print(f"exit {proc.returncode}")
+
+
 def main() -> None:
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     STORE_DIR.mkdir(parents=True)
@@ -393,6 +402,7 @@ def main() -> None:
     privacy()
     oracle()
     pending()
+    evals()
 
 
 if __name__ == "__main__":

@@ -47,3 +47,4 @@ def test_the_demo_runs_and_shows_each_part(tmp_path: Path) -> None:
     assert "run ord-7781 is WAITING on ['oracle:oracle#0']" in out
     assert "asked once (1 question in the oracle's inbox)" in out
     assert "booked covered-van/ord-7781" in out
+    assert "eval triage: PASS  40 cases x 1" in out and "exit 0" in out

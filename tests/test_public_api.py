@@ -16,6 +16,7 @@ import pytest
 
 import keel
 import keel.errors
+import keel.evals
 import keel.hitl
 import keel.llm
 from tests.limits import WAIT
@@ -82,6 +83,7 @@ KEEL = [
     "UnknownWorkflowError",
     "ValidationFailed",
     "current_step",
+    "evals",
     "hitl",
     "llm",
     "memory",
@@ -101,6 +103,32 @@ LLM = [
 
 HITL = ["Approval", "Escalate", "NoveltyDetector", "Sample"]
 
+EVALS = [
+    "Call",
+    "Case",
+    "EvalRun",
+    "HarnessError",
+    "Paired",
+    "Report",
+    "Score",
+    "Scorer",
+    "Suite",
+    "budget",
+    "exact",
+    "fields",
+    "ignore",
+    "judge",
+    "latency",
+    "load_baseline",
+    "load_dataset",
+    "near",
+    "paired",
+    "route",
+    "same_set",
+    "save_baseline",
+    "trajectory",
+]
+
 # What `import keel` must not pull in: it is imported by every worker and CLI call.
 HEAVY = [
     "litellm",
@@ -119,7 +147,9 @@ HEAVY = [
 
 
 @pytest.mark.parametrize(
-    ("module", "expected"), [(keel, KEEL), (keel.llm, LLM), (keel.hitl, HITL)], ids=str
+    ("module", "expected"),
+    [(keel, KEEL), (keel.llm, LLM), (keel.hitl, HITL), (keel.evals, EVALS)],
+    ids=str,
 )
 def test_exports_are_exactly_these(module: object, expected: list[str]) -> None:
     exported = list(module.__all__)  # type: ignore[attr-defined]
@@ -130,7 +160,7 @@ def test_exports_are_exactly_these(module: object, expected: list[str]) -> None:
     )
 
 
-@pytest.mark.parametrize("module", [keel, keel.llm, keel.hitl], ids=str)
+@pytest.mark.parametrize("module", [keel, keel.llm, keel.hitl, keel.evals], ids=str)
 def test_every_exported_name_resolves(module: object) -> None:
     for name in module.__all__:  # type: ignore[attr-defined]
         assert getattr(module, name) is not None, name

@@ -14,7 +14,18 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from keel.cli import approvals, escalations, memory, review, runs, serve, store, users, worker
+from keel.cli import (
+    approvals,
+    escalations,
+    evals,
+    memory,
+    review,
+    runs,
+    serve,
+    store,
+    users,
+    worker,
+)
 from keel.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, _exit_code
 from keel.errors import KeelError
 
@@ -75,6 +86,7 @@ cli.command()(runs.costs)
 cli.command("signal")(runs.signal_cmd)
 cli.command()(runs.cancel)
 cli.command()(serve.serve)
+cli.command("eval")(evals.eval_cmd)
 cli.add_typer(runs.runs_cli, name="runs")
 cli.add_typer(escalations.escalations_cli, name="escalations")
 cli.add_typer(approvals.approvals_cli, name="approvals")

@@ -31,8 +31,9 @@ from keel.store.records import MemoryExtract
 from keel.types import StepKind
 
 if TYPE_CHECKING:
-    from keel.app import App
     from keel.engine.context import Context
+    from keel.store.memory import MemoryStore
+    from keel.store.usage import UsageStore
 
 WORKFLOW = "keel.memory.extract"
 # A chunk per model call: long sources are read in pieces the model can hold, and the
@@ -59,11 +60,11 @@ class Facts(BaseModel):
 Starter = Callable[[str, dict[str, Any], str | None], Awaitable[str]]
 
 
-def register(app: App) -> None:
-    """Register the extraction workflow on `app` (once; its name is reserved)."""
-    if WORKFLOW in app.registry.workflows:
-        return
-    store = app.store
+def extraction_workflow(
+    store_of: Callable[[], MemoryStore | UsageStore],
+) -> Callable[..., Awaitable[dict[str, int]]]:
+    """The extraction workflow's body over the store `store_of()` returns (keel/features.py
+    registers it on every App as `WORKFLOW`)."""
 
     async def extract_memories(
         ctx: Context,
@@ -74,6 +75,7 @@ def register(app: App) -> None:
         max_cost_usd: float | None = None,
     ) -> dict[str, int]:
         """Extract facts from `source` into `namespace`; counts per status."""
+        store: Any = store_of()
         chunks = _chunks(source)
         statuses: dict[str, int] = {}
         item = 0
@@ -96,7 +98,7 @@ def register(app: App) -> None:
                 item += 1
         return statuses
 
-    app.workflow(name=WORKFLOW)(extract_memories)
+    return extract_memories
 
 
 async def _one(
@@ -166,17 +168,4 @@ def _chunks(source: str) -> list[str]:
     return out
 
 
-def starter(app: App) -> Starter:
-    """How `ctx.memory.extract` starts an extraction run of `app`: in this process when
-    it has an embedded worker (`app.run`, `app.start`), else queued for the workers."""
-
-    async def start(run_id: str, payload: dict[str, Any], session: str | None) -> str:
-        handle = await app.start(
-            WORKFLOW, payload, id=run_id, execute=app._worker is not None, session=session
-        )
-        return handle.id
-
-    return start
-
-
-__all__ = ["WORKFLOW", "Facts", "register", "starter"]
+__all__ = ["WORKFLOW", "Facts", "Starter", "extraction_workflow"]

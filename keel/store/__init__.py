@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from keel.errors import ConfigError
 from keel.store.base import Store
+from keel.store.evals import EvalCaseResult, EvalResult, EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
@@ -49,6 +50,9 @@ __all__ = [
     "Committed",
     "ConsoleSession",
     "Escalation",
+    "EvalCaseResult",
+    "EvalResult",
+    "EvalStore",
     "IdentityStore",
     "JournalStore",
     "KeywordHit",

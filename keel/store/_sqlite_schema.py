@@ -367,6 +367,28 @@ CREATE TRIGGER IF NOT EXISTS memories_fts_drop AFTER DELETE ON memories BEGIN
     VALUES ('delete', old.seq, old.text, old.context);
 END;
 """,
+    # Eval results (keel.evals, `keel eval`): suite runs and their cases.
+    17: """
+CREATE TABLE IF NOT EXISTS eval_results (
+    id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    ended_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eval_results_by_suite ON eval_results(suite, started_at);
+CREATE TABLE IF NOT EXISTS eval_cases (
+    eval_id TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    repeat_no INTEGER NOT NULL,
+    run_id TEXT,
+    passed INTEGER NOT NULL,
+    scores TEXT NOT NULL,
+    tags TEXT,
+    PRIMARY KEY (eval_id, case_id, repeat_no)
+) WITHOUT ROWID;
+""",
 }
 
 

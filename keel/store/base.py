@@ -10,6 +10,7 @@ import abc
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import SignalRefused
+from keel.store.evals import EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
@@ -54,6 +55,7 @@ class Store(
     MaintenanceStore,
     MemoryStore,
     SessionStateStore,
+    EvalStore,
 ):
     """A whole store: every interface by concern over one database.
 

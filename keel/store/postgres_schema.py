@@ -79,6 +79,28 @@ ALTER TABLE memories ADD COLUMN IF NOT EXISTS search tsvector GENERATED ALWAYS A
     (to_tsvector('english', text || ' ' || coalesce(context, ''))) STORED;
 CREATE INDEX IF NOT EXISTS memories_search ON memories USING GIN (search);
 """,
+    # Eval results (keel.evals, `keel eval`), as SQLite's v17.
+    17: """
+CREATE TABLE IF NOT EXISTS eval_results (
+    id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    ended_at DOUBLE PRECISION NOT NULL,
+    outcome TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eval_results_by_suite ON eval_results(suite, started_at);
+CREATE TABLE IF NOT EXISTS eval_cases (
+    eval_id TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    repeat_no INTEGER NOT NULL,
+    run_id TEXT,
+    passed INTEGER NOT NULL,
+    scores TEXT NOT NULL,
+    tags TEXT,
+    PRIMARY KEY (eval_id, case_id, repeat_no)
+);
+""",
 }
 _DIALECT = PostgresDialect()
 

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from keel.codec import AESGCMCodec, new_key
-from keel.store import PurgeScope, RunFilter, SpanRecord
+from keel.store import EvalCaseResult, EvalResult, PurgeScope, RunFilter, SpanRecord
 from keel.store.records import ConsoleSession, StepWrite, User, WorkerBeat
 from keel.store.sql import memory
 from keel.store.sql.core import renderer
@@ -158,6 +158,12 @@ async def _one_of_everything(store: SQLiteStore) -> None:
     await store.cache_put("k", "v", now + 60)
     await store.cache_get("k", now)
     await store.cache_purge(now)
+    result = EvalResult("e1", "suite", 1.0, 2.0, "pass", {"means": {}})
+    await store.save_eval(result, [EvalCaseResult("e1", "c1", 0, "r1", True, {}, ("t",))])
+    await store.list_evals()
+    await store.list_evals(suite="suite", limit=5)
+    await store.eval_cases("e1")
+    await store.get_eval("e1")
     span = SpanRecord("s1", "t1", None, "r1", "step", "INTERNAL", 1, 2, "OK", None, "{}")
     await store.write_spans([span])
     await store.load_spans("t1")

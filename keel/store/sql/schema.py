@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from keel.store.sql.dialect import Dialect
 
-VERSION = 16
+VERSION = 17
 
 # Version 16: the session a run belongs to and its key-value state (ctx.session), and
 # long-term memory (app.memory): facts with validity intervals, their vectors, a
@@ -63,6 +63,30 @@ CREATE TABLE IF NOT EXISTS memory_extracts (
     memory_id TEXT,
     updated_at {real} NOT NULL,
     PRIMARY KEY (run_id, item)
+){without_rowid};
+"""
+
+# Version 17: eval results (keel.evals, `keel eval`): one row per suite run, one per case
+# and repeat; scores and summaries as JSON text (keel/store/sql/evals.py).
+_V17 = """
+CREATE TABLE IF NOT EXISTS eval_results (
+    id TEXT PRIMARY KEY,
+    suite TEXT NOT NULL,
+    started_at {real} NOT NULL,
+    ended_at {real} NOT NULL,
+    outcome TEXT NOT NULL,
+    summary TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS eval_results_by_suite ON eval_results(suite, started_at);
+CREATE TABLE IF NOT EXISTS eval_cases (
+    eval_id TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    repeat_no INTEGER NOT NULL,
+    run_id TEXT,
+    passed INTEGER NOT NULL,
+    scores TEXT NOT NULL,
+    tags TEXT,
+    PRIMARY KEY (eval_id, case_id, repeat_no)
 ){without_rowid};
 """
 
@@ -266,6 +290,7 @@ CREATE TABLE IF NOT EXISTS usage_rollup (
 ){without_rowid};
 """
     + _V16
+    + _V17
 )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keel.store.base import Store
+from keel.store.evals import EvalCaseResult, EvalResult
 from keel.store.records import (
     AuditEntry,
     Claimed,
@@ -31,6 +32,7 @@ from keel.store.records import (
 )
 from keel.store.session_state import ANY, Expect, SessionEntry
 from keel.store.sql import (
+    evals,
     identity,
     memory,
     rekey,
@@ -318,6 +320,20 @@ class SQLStore(Store):
 
     async def purge_spans(self, ended_before_ns: int) -> int:
         return await self._call(spans.purge_spans, ended_before_ns)
+
+    # -- eval results ---------------------------------------------------------------
+
+    async def save_eval(self, result: EvalResult, cases: list[EvalCaseResult]) -> None:
+        await self._call(evals.save_eval, result, cases)
+
+    async def list_evals(self, suite: str | None = None, limit: int = 50) -> list[EvalResult]:
+        return await self._call(evals.list_evals, suite, limit)
+
+    async def get_eval(self, eval_id: str) -> EvalResult | None:
+        return await self._call(evals.get_eval, eval_id)
+
+    async def eval_cases(self, eval_id: str) -> list[EvalCaseResult]:
+        return await self._call(evals.eval_cases, eval_id)
 
     # -- identity -----------------------------------------------------------------
 
