@@ -442,3 +442,35 @@ async def test_a_judge_replays_its_verdicts_from_a_cassette(store_url: str, tmp_
     with pytest.raises(keel.CassetteMiss):
         await evals.judge(rubric, model="judge", gateway=replaying)(case, other)
     await app.close()
+
+
+async def test_keel_review_export_output_is_a_dataset(store_url: str, tmp_path: Path) -> None:
+    """Sampled runs a person judged, exported as `keel review export` writes them, run
+    again as a suite: the run judged correct passes, the one a reviewer relabelled fails
+    until the workflow gives the reviewer's answer."""
+    from keel.hitl import Sample
+    from tests.services.pages import sample_of
+
+    app = keel.App(
+        store_url,
+        settings=Settings(poll_interval=0.02),
+        llm=keel.llm.ScriptedModel(rules=[("refund", "billing")], default="general"),
+    )
+
+    @app.workflow(sample=Sample(rate=1.0, queue="qa"))
+    async def label(ctx: keel.Context, text: str) -> dict[str, str]:
+        return {"category": await ctx.llm.text(text, name="classify")}
+
+    for run_id, text in (("r-ok", "refund please"), ("r-wrong", "charged twice")):
+        await (await app.start(label, {"text": text}, id=run_id)).result(WAIT)
+    await app.reviews.verdict((await sample_of(app, "r-ok")).id, True, by="ada")
+    wrong = (await sample_of(app, "r-wrong")).id
+    await app.reviews.verdict(wrong, False, by="ada", label={"category": "billing"})
+    path = tmp_path / "cases.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in await app.reviews.export("label")))
+    report = await evals.Suite(
+        "label", label, path, scorers=[evals.fields("category")], app=app, timeout=WAIT
+    ).run()
+    passed = {r.case.input["text"]: r.passed for r in report.results}
+    assert passed == {"refund please": True, "charged twice": False}
+    await app.close()
