@@ -29,7 +29,10 @@ def build(url: str) -> tuple[keel.App, Any]:
     model = keel.llm.ScriptedModel(
         rules=[("refund", "billing"), ("down", "outage")], default="general", price_as="gpt-4o-mini"
     )
-    app = keel.App(url, llm=model, settings=Settings(poll_interval=0.02))
+    # payments decisions are limited to ada: the suite's reviewer is let in on its own store
+    app = keel.App(
+        url, llm=model, settings=Settings(poll_interval=0.02), reviewers={"payments": ["ada"]}
+    )
 
     @app.tool
     async def lookup(account: str) -> dict[str, str]:
