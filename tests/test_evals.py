@@ -477,3 +477,42 @@ async def test_keel_review_export_output_is_a_dataset(store_url: str, tmp_path: 
     passed = {r.case.input["text"]: r.passed for r in report.results}
     assert passed == {"refund please": True, "charged twice": False}
     await app.close()
+
+
+async def test_a_suite_runs_offline_from_a_recorded_cassette(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Record the cases' model calls once (LiteLLM's gpt-4o-mini path with a mock response
+    stands in for the provider), then run the suite again from the cassette alone."""
+    path = tmp_path / "cases.jsonl"
+
+    def app_with(spec: Any, mode: str) -> tuple[keel.App, Any]:
+        gateway = keel.llm.Gateway({"m": spec}, cassette=keel.llm.Cassette(path, mode=mode))  # type: ignore[arg-type]
+        app = keel.App(store_url, llm=gateway, settings=Settings(poll_interval=0.02))
+
+        @app.workflow
+        async def label(ctx: keel.Context, text: str) -> dict[str, str]:
+            return {"category": await ctx.llm.text(text, name="classify")}
+
+        return app, label
+
+    texts = [{**c, "input": {"text": c["input"]["text"]}} for c in CASES]
+    reports = []
+    for spec, mode in (
+        (keel.llm.ModelSpec("openai/gpt-4o-mini", params={"mock_response": "billing"}), "record"),
+        ("openai/gpt-4o-mini", "replay"),  # no mock: only the cassette can answer
+    ):
+        app, wf = app_with(spec, mode)
+        s = evals.Suite(
+            "label", wf, texts, scorers=[evals.fields("category")], app=app, timeout=WAIT
+        )
+        reports.append(await s.run())
+        await app.close()
+    recorded, replayed = (
+        [(r.case.id, r.status, r.scores["fields"].value) for r in rep.results] for rep in reports
+    )
+    assert (
+        replayed
+        == recorded
+        == [("c1", "succeeded", 1.0), ("c2", "succeeded", 0.0), ("c3", "succeeded", 1.0)]
+    )
