@@ -15,6 +15,7 @@ from keel._version import __version__
 # reviewed change: add it here, to the mirror, and to the test's list).
 _EXPORTS = {
     "AgentTurnLimit": "keel.errors",
+    "ContextOverflow": "keel.errors",
     "ApprovalRejected": "keel.errors",
     "ApprovalTimedOut": "keel.errors",
     "BudgetExceeded": "keel.errors",
@@ -29,6 +30,7 @@ _EXPORTS = {
     "KeelError": "keel.errors",
     "LowConfidence": "keel.errors",
     "MapFailed": "keel.errors",
+    "MemoryNotFound": "keel.errors",
     "ModelUnavailable": "keel.errors",
     "NonDeterminismError": "keel.errors",
     "OutcomeUnknown": "keel.errors",
@@ -73,7 +75,7 @@ _EXPORTS = {
     "Redactor": "keel.observe.redact",
 }
 # Public subpackages, imported on first attribute access (`keel.llm.Gateway`).
-_SUBPACKAGES = ("evals", "hitl", "llm")
+_SUBPACKAGES = ("evals", "hitl", "llm", "memory")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 
@@ -81,7 +83,7 @@ if TYPE_CHECKING:
     # `X as X` marks an explicit re-export, which mypy --strict needs as __all__ is not a
     # literal; isort would split these into one statement per name.
     # isort: off
-    from keel import evals as evals, hitl as hitl, llm as llm
+    from keel import evals as evals, hitl as hitl, llm as llm, memory as memory
     from keel.app import App as App
     from keel.engine.context import Context as Context
     from keel.engine.execution import (
@@ -97,6 +99,7 @@ if TYPE_CHECKING:
         ApprovalRejected as ApprovalRejected,
         ApprovalTimedOut as ApprovalTimedOut,
         BudgetExceeded as BudgetExceeded,
+        ContextOverflow as ContextOverflow,
         CassetteMiss as CassetteMiss,
         CheckpointFailed as CheckpointFailed,
         CircuitOpen as CircuitOpen,
@@ -108,6 +111,7 @@ if TYPE_CHECKING:
         KeelError as KeelError,
         LowConfidence as LowConfidence,
         MapFailed as MapFailed,
+        MemoryNotFound as MemoryNotFound,
         ModelUnavailable as ModelUnavailable,
         NonDeterminismError as NonDeterminismError,
         OutcomeUnknown as OutcomeUnknown,

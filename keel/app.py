@@ -11,21 +11,17 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from pydantic import BaseModel
 
 from keel import config
-from keel._ids import id_problem
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
-from keel.engine.serde import revive, to_json
+from keel.engine.serde import to_json
 from keel.engine.worker import Worker
 from keel.errors import (
     ConfigError,
-    InputError,
-    RunCancelled,
-    RunFailed,
     RunNotFound,
     SignalRefused,
 )
-from keel.handle import RunHandle, input_json, new_run_id, same_input, wait_run
+from keel.handle import RunHandle, outcome, record_run, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
@@ -36,8 +32,10 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.embed import Embedder
     from keel.engine.plugins import Background
     from keel.escalations import Escalations
+    from keel.memory import Memory
     from keel.observe.redact import Redactor
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +75,8 @@ class App:
         reviewers: dict[str, set[str] | list[str]] | None = None,
         redactor: Redactor | None = None,
         codec: PayloadCodec | None = None,
+        embedder: Embedder | None = None,
+        session_store: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -100,10 +100,14 @@ class App:
         self._worker_loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, list[asyncio.Future[RunStatus]]] = {}
         self._llm_config = llm
+        self._sessions_at: Any = session_store  # ctx.session's backend: given, or opened
+        self._sessions: Any = None
         self._gateway: Any = None
         self._tracing: Any = None
         self._notify = notify
         self._drainable: list[Background] = []  # features' background work (features.py)
+        self._embedder = embedder  # None: KEEL_EMBEDDER, else the local MiniLM
+        self._memory: Memory | None = None
         if redactor is not None and not _is_redactor(redactor):
             raise ConfigError(
                 f"redactor= takes a keel.Redactor (keel.observe.Redactor), not "
@@ -189,6 +193,7 @@ class App:
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
         approval: Any = None,
+        keep: type[BaseModel] | None = None,
         **options: Any,
     ) -> Callable[[Callable[..., Any]], Tool]: ...
 
@@ -206,6 +211,7 @@ class App:
         validate: Any = None,
         breaker: CircuitBreaker | None = None,
         approval: Any = None,
+        keep: type[BaseModel] | None = None,
         **options: Any,
     ) -> Tool | Callable[[Callable[..., Any]], Tool]:
         """Register a tool: every `ctx.call(tool, ...)` of it is one journaled step.
@@ -218,6 +224,8 @@ class App:
 
         `retry`, `timeout` (per attempt), `validate`, `breaker` and `fallback` declare how
         the tool recovers; `tool.with_options(...)` overrides them per call site.
+        `keep=Schema` (a Pydantic model) cuts the output to Schema's fields before it
+        returns, the full output journaled out of line for audit (keel.engine.keep).
         """
         localns = _caller_locals()
 
@@ -233,6 +241,7 @@ class App:
                 validate=validate,
                 breaker=breaker,
                 approval=approval,
+                keep=keep,
                 options=options,
                 localns=localns,
             )
@@ -265,6 +274,17 @@ class App:
         return self._store
 
     @property
+    def session_store(self) -> Any:
+        """Where `ctx.session` keeps values: `App(session_store=)`, KEEL_SESSION_STORE
+        (a redis:// URL), else this app's store (a keel.store SessionStateStore)."""
+        if self._sessions is None:
+            from keel.memory.session import open_session_store
+
+            where = self._sessions_at or self.settings.session_store
+            self._sessions = open_session_store(where, self.store)
+        return self._sessions
+
+    @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             self._runtime = Runtime(
@@ -280,6 +300,15 @@ class App:
 
             self._tracing = attach(self, self._runtime, self._notify)
         return self._runtime
+
+    @property
+    def memory(self) -> Memory:
+        """Long-term memory: `add`, `add_many`, `search`, `forget`, `supersede` (docs/memory.md)."""
+        if self._memory is None:
+            from keel.features import long_term_memory
+
+            self._memory = long_term_memory(self, self._embedder)
+        return self._memory
 
     @property
     def approvals(self) -> Any:
@@ -381,40 +410,20 @@ class App:
         id: str | None = None,
         execute: bool = True,
         tenant: str | None = None,
+        session: str | None = None,
     ) -> RunHandle:
-        """Record a run and start it.
+        """Record a run and start it; `session` is the `ctx.session` it shares with other
+        runs (None: a session of its own, its run id).
 
         Starting an existing `id` again is idempotent: with no input, or the same input,
-        it returns that run; a different input is refused (`keel.InputError`).
+        it returns that run; a different input (or session) is refused (`keel.InputError`).
         """
         wf = self.registry.workflow(workflow)
-        problem = None if id is None else id_problem(id, "run id")
-        if problem is not None:
-            raise InputError(problem, run_id=id)
-        run_id = id or new_run_id()
-        existing = await self.store.get_run(run_id) if id else None
-        if existing is not None and input is None:  # attach: the first start's input stands
-            info, created = existing, False
-        else:
-            data = input_json(wf, input)
-            if existing is not None:
-                info, created = existing, False
-            else:
-                info, created = await self.store.create_run(
-                    run_id, wf.name, data, time.time(), tenant=tenant
-                )
-        if not created and info.workflow != wf.name:
-            raise ConfigError(
-                f"run id {run_id!r} already belongs to workflow {info.workflow!r}, "
-                f"not {wf.name!r}; pick another id",
-                run_id=run_id,
-            )
-        if not created and input is not None:
-            same_input(info, data, self._short_redacted)
+        info, created = await record_run(self, wf, input, id, tenant, session)
         if execute and not info.status.terminal:
-            (await self._embedded()).watch(run_id)
+            (await self._embedded()).watch(info.id)
         # A run just created is PENDING: its first wait need not read it back.
-        return RunHandle(self, run_id, wf.name, known=info if created else None)
+        return RunHandle(self, info.id, wf.name, known=info if created else None)
 
     def run(
         self,
@@ -451,11 +460,14 @@ class App:
         limit: int = 100,
         since: float | None = None,
         until: float | None = None,
+        session: str | None = None,
     ) -> list[RunInfo]:
         """Runs newest first; `since`/`until` bound created_at (epoch seconds, until exclusive)."""
         st = RunStatus(status.upper()) if isinstance(status, str) else status
         return await self.store.list_runs(
-            RunFilter(status=st, workflow=workflow, since=since, until=until, limit=limit)
+            RunFilter(
+                status=st, workflow=workflow, since=since, until=until, session=session, limit=limit
+            )
         )
 
     async def steps(self, run_id: str) -> list[StepRecord]:
@@ -507,18 +519,7 @@ class App:
         return await wait_run(self, run_id, done, timeout, known)
 
     def _outcome(self, info: RunInfo) -> Any:
-        if info.status is RunStatus.SUCCEEDED:
-            wf = self.registry.workflows.get(info.workflow)
-            return revive(info.result, wf.return_type) if wf else info.result
-        if info.status is RunStatus.CANCELLED:
-            raise RunCancelled(f"run {info.id} was cancelled", run_id=info.id)
-        err = info.error
-        msg = f"run {info.id} ({info.workflow}) failed"
-        if err is not None:
-            msg += f": {err.type}: {err.message}"
-            if err.step:
-                msg += f" [step {err.step}]"
-        raise RunFailed(msg, error=err, run_id=info.id)
+        return outcome(self, info)
 
     def _resumes_here(self, run_id: str) -> bool:
         """Whether this process's embedded worker watches `run_id` (and so resumes it)."""
@@ -550,10 +551,14 @@ class App:
             if self._gateway is not None:
                 await self._gateway.close()
         finally:  # even when draining hit a store fault
+            sessions, self._sessions = self._sessions, None
+            if sessions is not None and sessions is not self._store:
+                await sessions.close()  # a Redis pool; Keel's store is closed below
             if self._store is not None:
                 await self._store.close()
                 self._store = None
                 self._runtime = None
+                self._memory = None
 
     async def __aenter__(self) -> App:
         return self

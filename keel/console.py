@@ -90,11 +90,23 @@ def _label(node: JournalNode, open_word: str) -> Text:
         text.append(_llm_summary(rec.output))
     elif rec.output is not None:
         text.append(f"  → {short(rec.output)}")
+    kept = _kept(node)
+    if kept:
+        text.append(kept, style="dim")
     if rec.fallback:
         text.append(f"  fallback={rec.fallback}", style="yellow")
     if node.changed:  # what the workflow changed after this step, before its next one
         text.append(f"  state: {', '.join(node.changed)}", style="cyan")
     return text
+
+
+def _kept(node: JournalNode) -> str:
+    """A `keep=` tool's cut: which fields of how many, and where the full output is."""
+    full = next((c.rec for c in node.children if c.key == f"{node.key}/full#0"), None)
+    if full is None or not isinstance(full.input, dict) or "kept" not in full.input:
+        return ""
+    ref = f"blob {full.blob[:16]}" if full.blob else full.key
+    return f"  kept {len(full.input['kept'])} of {full.input.get('of')} fields, full output {ref}"
 
 
 def _llm_summary(out: dict[str, Any]) -> Text:
@@ -108,12 +120,26 @@ def _llm_summary(out: dict[str, Any]) -> Text:
     tried = out.get("tried") or []
     if len(tried) > 1:
         text.append(f"  (fell back: {' → '.join(tried)})", style="yellow")
+    ctx = out.get("context")
+    if isinstance(ctx, dict):
+        text.append(context_summary(ctx), style="cyan")
     calls = out.get("tool_calls") or []
     if calls:
         text.append(f"  → calls {', '.join(c.get('name', '?') for c in calls)}")
     elif out.get("content") is not None:
         text.append(f"  → {short(out['content'])}")
     return text
+
+
+def context_summary(record: dict[str, Any]) -> str:
+    """A model call's context assembly in one line: tokens of budget, what was cut."""
+    blocks = record.get("blocks") or []
+    out = f"  context {record.get('tokens')}/{record.get('budget')} tok"
+    for action in ("truncated", "dropped"):
+        names = [f"{b['name']} ({b['full']} tok)" for b in blocks if b.get("action") == action]
+        if names:
+            out += f"; {action}: {', '.join(names)}"
+    return out
 
 
 def costs_table(rows: list[UsageGroup], group_by: str) -> Table:
@@ -167,6 +193,8 @@ def run_detail(run: RunInfo, steps: list[StepRecord], view: JournalView | None =
     if view is None:
         view = journal_view(run, steps)
     parts: list[Any] = [journal_tree(run, steps, view)]
+    if run.session and run.session != run.id:  # a run alone in its session: nothing to say
+        parts.append(Text(f"session: {run.session}", style="dim"))
     if view.initial_from == "final state" and view.initial:
         # without the workflow's defaults, "never changed" and "changed only after the
         # last step" look the same in the store
@@ -411,9 +439,7 @@ def workers_table(workers: list[Any], now: float) -> Table:
     for w in workers:
         seen = f"{max(0.0, now - w.seen_at):.0f}s ago" + ("" if w.live(now) else " (gone)")
         kind = "embedded (own runs)" if w.embedded else "worker"
-        table.add_row(
-            w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen
-        )
+        table.add_row(w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen)
     return table
 
 

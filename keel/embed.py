@@ -16,7 +16,15 @@ from keel.errors import ConfigError
 
 
 class Embedder(Protocol):
-    """Anything that turns texts into vectors."""
+    """Anything that turns texts into vectors. Give it a `name` attribute that changes
+    when its vectors do (the model and its version): long-term memory stores it with
+    every vector and refuses to compare vectors of different embedders.
+
+    Example:
+        class Mine:
+            name = "mine-v1"
+            async def embed(self, texts: list[str]) -> list[list[float]]: ...
+    """
 
     async def embed(self, texts: list[str]) -> list[list[float]]: ...
 
@@ -27,6 +35,7 @@ class LocalMiniLM:
     Example: `vectors = await keel.embed.LocalMiniLM().embed(["refund please"])`
     """
 
+    name = "local:all-MiniLM-L6-v2"
     _model: Any = None
     _lock = threading.Lock()
 
@@ -49,6 +58,11 @@ class LocalMiniLM:
 
                     os.environ.setdefault("HF_HUB_OFFLINE", "1")
                     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    # Loading is not news: no progress bar on the CLI's or a worker's stderr.
+                    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+                    from transformers.utils import logging as hf_logging
+
+                    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                     from sentence_transformers import SentenceTransformer
 
                     LocalMiniLM._model = SentenceTransformer(str(self.model_path()), device="cpu")
@@ -68,6 +82,7 @@ class LiteLLMEmbedder:
     def __init__(self, model: str, **params: Any) -> None:
         self.model = model
         self.params = params
+        self.name = f"litellm:{model}"
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         from keel.llm._litellm import litellm
@@ -77,4 +92,24 @@ class LiteLLMEmbedder:
 
 
 def default() -> Embedder:
-    return LocalMiniLM()
+    """The embedder `KEEL_EMBEDDER` names: unset or `local`, the local MiniLM; anything
+    else is a LiteLLM embedding model (`openai/text-embedding-3-small`; a `litellm:`
+    prefix is allowed).
+
+    Example: `KEEL_EMBEDDER=openai/text-embedding-3-small keel worker app.py`
+    """
+    import os
+
+    chosen = os.environ.get("KEEL_EMBEDDER", "").strip()
+    if chosen in ("", "local", LocalMiniLM.name):
+        return LocalMiniLM()
+    return LiteLLMEmbedder(chosen.removeprefix("litellm:"))
+
+
+def name_of(embedder: Embedder) -> str:
+    """The name stored with the vectors `embedder` makes (its `name`, else its class)."""
+    name = getattr(embedder, "name", None)
+    if isinstance(name, str) and name:
+        return name
+    cls = type(embedder)
+    return f"{cls.__module__}.{cls.__qualname__}"

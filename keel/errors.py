@@ -92,6 +92,10 @@ class RunNotFound(KeelError):
     """No run with that id is in the store."""
 
 
+class MemoryNotFound(KeelError):
+    """No long-term memory with that id (never added, or forgotten); `.memory_id` is it."""
+
+
 class StateValidationError(KeelError):
     """A value assigned to a workflow's typed state was rejected."""
 
@@ -218,6 +222,10 @@ class ModelUnavailable(RetryableError):
 
 class AgentTurnLimit(StepError):
     """An agent loop used all its turns (or its invalid-tool-call budget) without finishing."""
+
+
+class ContextOverflow(StepError):
+    """A model call's pinned context (task, schema, tools) alone exceeds its token budget."""
 
 
 class ApprovalRejected(StepError):

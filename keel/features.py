@@ -1,5 +1,6 @@
-"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), people
-(approval gates, reviews, sampling, notifications) and tracing.
+"""How an App plugs the feature layers into the engine: model calls (`ctx.llm`), session
+state (`ctx.session`), people (approval gates, reviews, sampling, notifications) and
+tracing.
 
 The engine offers typed doors (`keel.engine.plugins`: `ModelCalls`, `People`) and
 lifecycle hooks, and knows nothing of what fills them; this module is the one place
@@ -22,6 +23,9 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     from keel.observe.logs import guard_keel_loggers
 
     rt.features.models = lambda ctx: _llm(app, rt, ctx)
+    rt.features.memory = lambda ctx: _ctx_memory(app, ctx)
+    rt.features.session = lambda ctx: _session(app, ctx)
+    _register_extraction(app)
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
     if not app.settings.tracing:
@@ -41,6 +45,44 @@ def _llm(app: App, rt: Runtime, ctx: Any) -> Any:
     from keel.llm.facade import LLM
 
     return LLM(ctx, gateway, store=app.store, people=rt.features.people)
+
+
+def long_term_memory(app: App, embedder: Any) -> Any:
+    """`app.memory`: long-term memory over the app's store with its embedder."""
+    from keel.memory import Memory
+
+    return Memory(app.store, embedder)
+
+
+def _ctx_memory(app: App, ctx: Any) -> Any:
+    from keel.memory.journaled import JournaledMemory
+
+    async def start(run_id: str, payload: dict[str, Any], session: str | None) -> str:
+        # In this process when it has an embedded worker (app.run, app.start), else
+        # queued for the workers, which all host the extraction workflow.
+        handle = await app.start(
+            EXTRACTION, payload, id=run_id, execute=app._worker is not None, session=session
+        )
+        return handle.id
+
+    return JournaledMemory(ctx, app.memory, start)
+
+
+EXTRACTION = "keel.memory.extract"  # keel.memory.extract.WORKFLOW, without importing it
+
+
+def _register_extraction(app: App) -> None:
+    """The workflow `ctx.memory.extract` starts, on every App (so every worker hosts it)."""
+    if EXTRACTION not in app.registry.workflows:
+        from keel.memory.extract import extraction_workflow
+
+        app.workflow(name=EXTRACTION)(extraction_workflow(lambda: app.store))
+
+
+def _session(app: App, ctx: Any) -> Any:
+    from keel.memory.session import SessionState
+
+    return SessionState(ctx, app.session_store)
 
 
 def _attach_people(app: App, rt: Runtime, notify: Any) -> None:

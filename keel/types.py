@@ -102,12 +102,14 @@ class RunInfo(BaseModel):
     lease_owner: str | None = None
     degraded: list[str] = Field(default_factory=list)  # steps that fell back to a default
     tenant: str | None = None
+    session: str | None = None  # its session (ctx.session); its own id when started without
 
     def summary(self) -> dict[str, Any]:
         """The `--json` shape: id, workflow, status, result, error and times."""
         return {
             "id": self.id,
             "workflow": self.workflow,
+            "session": self.session,
             "status": self.status.value,
             "result": self.result,
             "error": self.error.model_dump(exclude_none=True) if self.error else None,

@@ -39,6 +39,7 @@ KEEL = [
     "ConfigError",
     "Conflict",
     "Context",
+    "ContextOverflow",
     "EffectNotApplied",
     "Escalation",
     "EscalationPacket",
@@ -51,6 +52,7 @@ KEEL = [
     "LowConfidence",
     "MapFailed",
     "MapResult",
+    "MemoryNotFound",
     "ModelUnavailable",
     "NonDeterminismError",
     "OutcomeUnknown",
@@ -84,6 +86,7 @@ KEEL = [
     "evals",
     "hitl",
     "llm",
+    "memory",
 ]
 
 LLM = [

@@ -14,7 +14,18 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from keel.cli import approvals, escalations, evals, review, runs, serve, store, users, worker
+from keel.cli import (
+    approvals,
+    escalations,
+    evals,
+    memory,
+    review,
+    runs,
+    serve,
+    store,
+    users,
+    worker,
+)
 from keel.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, _exit_code
 from keel.errors import KeelError
 
@@ -82,8 +93,8 @@ cli.add_typer(approvals.approvals_cli, name="approvals")
 cli.add_typer(review.review_cli, name="review")
 cli.add_typer(users.users_cli, name="users")
 cli.add_typer(store.store_cli, name="store")
+cli.add_typer(memory.memory_cli, name="memory")
 
 
 def main() -> None:
     cli()  # _OneLineErrors turns usage and Keel errors into one line and an exit code
-

@@ -30,6 +30,10 @@ def run(
         typer.Option("--input", "-i", help=f"JSON object of inputs: {_JSON_HELP}"),
     ] = None,
     id: Annotated[str | None, typer.Option("--id", help="Run id (idempotent start)")] = None,
+    session: Annotated[
+        str | None,
+        typer.Option("--session", help="Session id: its runs share ctx.session state"),
+    ] = None,
     detach: Annotated[
         bool, typer.Option("--detach", help="Enqueue only; a worker runs it")
     ] = False,
@@ -50,7 +54,7 @@ def run(
             app.hooks.add(progress)
         try:
             # Recorded first: a store fault after that leaves a run to resume, not lost.
-            handle = await app.start(wf, data, id=id, execute=False)
+            handle = await app.start(wf, data, id=id, execute=False, session=session)
             try:
                 if not detach:
                     await app.start(wf, id=handle.id)  # attach: the embedded worker runs it
@@ -151,6 +155,9 @@ def runs(
         str | None,
         typer.Option("--until", help="Created before: ISO 8601 (UTC if naive) or epoch s"),
     ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Only the runs of this session")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List runs, newest first (keel runs purge --help: delete old ended runs)."""
@@ -175,7 +182,9 @@ def runs(
     async def go() -> Any:
         app = _store_app()
         try:
-            found = await app.list_runs(st, workflow, limit, since=start, until=end)
+            found = await app.list_runs(
+                st, workflow, limit, since=start, until=end, session=session
+            )
         finally:
             await app.close()
         return [app.redactor.run(r) for r in found]

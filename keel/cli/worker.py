@@ -66,9 +66,13 @@ def worker(
             if max_steps is not None:  # set before any step runs: the slots follow it
                 a.runtime.settings.max_steps = max_steps
         workers = [a.worker(max_runs) for a in apps]
-        names = sorted(n for a in apps for n in a.registry.workflows)
+        every = sorted({n for a in apps for n in a.registry.workflows})
+        # Keel's own (memory extraction) are hosted too, but not the user's to count.
+        names = [n for n in every if not n.startswith("keel.")]
+        builtin = f" + Keel's {', '.join(n for n in every if n.startswith('keel.'))}"
         typer.echo(
-            f"keel worker: {len(names)} workflow(s) [{', '.join(names)}] on "
+            f"keel worker: {len(names)} workflow(s) [{', '.join(names)}]"
+            f"{builtin if len(every) > len(names) else ''} on "
             f"{', '.join(sorted({a.store_url for a in apps}))}",
             err=True,
         )

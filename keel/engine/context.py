@@ -10,11 +10,12 @@ import inspect
 import random as _random
 import time
 import uuid as _uuid
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from keel.engine.journal import Scope
+from keel.engine.keep import kept
 from keel.engine.operation import NOT_SHOWN
 from keel.engine.registry import Tool, ToolDef
 from keel.engine.serde import args_digest, digest
@@ -75,6 +76,20 @@ class Context:
         return self._port.run.tenant
 
     @property
+    def session_id(self) -> str:
+        """The session this run belongs to (`App.start(session=...)`; else its run id)."""
+        return self._port.run.session or self._port.run.id
+
+    @property
+    def session(self) -> Any:
+        """This run's session state (`get`, `set`, `delete`, `compare_and_set`), shared by
+        every run started with the same `session=`; see keel.memory.session."""
+        make = self._port.features.session
+        if make is None:
+            raise ConfigError("this app has no session state layer (keel.memory)")
+        return make(self)
+
+    @property
     def input(self) -> dict[str, Any]:
         """The run's input as it was started (JSON), e.g. to show a reviewer what came in."""
         return self._port.run.input
@@ -85,6 +100,15 @@ class Context:
         make = self._port.features.models
         if make is None:
             raise ConfigError(_NO_MODEL)
+        return make(self)
+
+    @property
+    def memory(self) -> Any:
+        """Long-term memory, journaled: `search` returns on replay exactly the hits the
+        first attempt saw, and `add`/`supersede`/`forget` happen once (docs/memory.md)."""
+        make = self._port.features.memory
+        if make is None:
+            raise ConfigError("this app has no long-term memory attached (keel.App attaches it)")
         return make(self)
 
     async def approval(
@@ -163,12 +187,15 @@ class Context:
                     f"tool {tdef.name!r} needs approval, but this app has no approvals layer"
                 )
             args, kwargs = await people.approve_call(self, tdef, args, kwargs)
+        effect: Callable[[], Awaitable[Any]] = lambda: tdef.invoke(args, kwargs)  # noqa: E731
+        if tdef.keep is not None:  # output cut to keep=, the full one journaled aside
+            effect = kept(self._port, self._scope, tdef, effect)
         return await self._port.step(
             self._scope,
             StepKind.TOOL,
             tdef.name,
             args_digest(args, kwargs),
-            lambda: tdef.invoke(args, kwargs),
+            effect,
             tdef.return_type,
             policy=tdef.policy(args, kwargs),
         )

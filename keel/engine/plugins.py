@@ -28,6 +28,16 @@ class ModelCalls(Protocol):
     def __call__(self, ctx: Context) -> Any: ...
 
 
+class SessionAccess(Protocol):
+    """Makes what `ctx.session` returns for one context (keel.memory's `SessionState`).
+
+    Example:
+        features = Features(session=lambda ctx: SessionState(ctx, backend))
+    """
+
+    def __call__(self, ctx: Context) -> Any: ...
+
+
 class People(Protocol):
     """Requests to people a workflow makes: approvals, gated tools, output reviews.
 
@@ -71,6 +81,16 @@ class People(Protocol):
         ...
 
 
+class MemoryCalls(Protocol):
+    """Makes what `ctx.memory` returns for one context (keel.memory's journaled facade).
+
+    Example:
+        features = Features(memory=lambda ctx: JournaledMemory(ctx, app.memory))
+    """
+
+    def __call__(self, ctx: Context) -> Any: ...
+
+
 @dataclass
 class Features:
     """The features an App attached to its runtime (None: not configured).
@@ -81,9 +101,11 @@ class Features:
 
     models: ModelCalls | None = None
     people: People | None = None
+    memory: MemoryCalls | None = None
+    session: SessionAccess | None = None
 
 
-__all__ = ["Features", "ModelCalls", "People"]
+__all__ = ["Features", "MemoryCalls", "ModelCalls", "People", "SessionAccess"]
 
 
 class Background(Protocol):

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from keel.engine.keep import check_keep
 from keel.engine.serde import unannotated
 from keel.errors import ConfigError, InputError, validation_problems
 from keel.policy.breaker import CircuitBreaker
@@ -79,12 +80,16 @@ class ToolDef:
     validate: tuple[Any, ...] = ()
     breaker: CircuitBreaker | None = None
     approval: Any = None  # a keel.hitl.Approval, False to opt out; irreversible implies one
+    keep: Any = None  # a Pydantic model: the output is cut to its fields (keel.engine.keep)
     options: dict[str, Any] = field(default_factory=dict)
     return_type: Any = None
     is_async: bool = True
     localns: InitVar[dict[str, Any] | None] = None
 
     def __post_init__(self, localns: dict[str, Any] | None) -> None:
+        self.keep = check_keep(self.name, self.keep)
+        if self.keep is not None:  # what the workflow gets back (and replay revives)
+            self.return_type = self.keep
         if self.return_type is None:
             self.return_type = _return_type(self.fn, localns)
         self.is_async = inspect.iscoroutinefunction(self.fn)

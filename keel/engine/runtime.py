@@ -50,6 +50,9 @@ class Settings:
     retention_days: float = 0.0
     retention_interval: float = 3600.0  # seconds between a process's retention sweeps
     trace_max_chars: int = 4096  # longer attribute values are truncated with a marker
+    # Where ctx.session keeps values (KEEL_SESSION_STORE): "" is Keel's store, or a
+    # redis:// URL (keel.memory.session); the engine only carries it.
+    session_store: str = ""
 
 
 @dataclass

@@ -8,6 +8,7 @@ recorded turn, so a resumed run never re-sends a completed model call.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,11 +20,13 @@ from keel.engine.serde import unannotated
 from keel.errors import (
     AgentTurnLimit,
     ConfigError,
+    ContextOverflow,
     KeelError,
     LowConfidence,
     ValidationFailed,
     validation_problems,
 )
+from keel.llm import context as wm
 from keel.llm import structured as so
 from keel.llm.gateway import BudgetHold, CallContext, Gateway
 from keel.llm.types import LLMResponse, Message, as_messages
@@ -34,6 +37,7 @@ from keel.types import StepKind
 if TYPE_CHECKING:
     from keel.engine.context import Context
     from keel.engine.plugins import People
+    from keel.memory.window import Block
     from keel.store.base import Store
 
 S = TypeVar("S", bound=BaseModel)
@@ -82,14 +86,37 @@ class LLM:
         cache: bool | None = None,
         fallback: Fallback | None = None,
         tools: list[dict[str, Any]] | None = None,
+        budget: int | None = None,
+        blocks: Sequence[Block] | None = None,
         **params: Any,
     ) -> Any:
         """One model turn as a journaled step; the full `LLMResponse`.
 
-        When the call fails for good (e.g. `keel.BudgetExceeded`) and `fallback` is
-        `Fallback.degrade(default)`, the step records and returns `default` instead
-        (a person's answer for `Fallback.human()`).
+        `blocks` (keel.memory.Block) go between the system messages and the prompt; the
+        whole context is fitted into `budget` tokens (default: the gateway's
+        `context_budget`, else the model's window), and how is recorded on the response
+        (`.context`), the step and its span. When the call fails for good (e.g.
+        `keel.BudgetExceeded`) and `fallback` is `Fallback.degrade(default)`, the step
+        records and returns `default` instead (a person's answer for `Fallback.human()`).
         """
+        return await self._turn(
+            messages, model, name, cache, fallback, tools, budget, blocks, None, params
+        )
+
+    async def _turn(
+        self,
+        messages: list[Message],
+        model: str | None,
+        name: str,
+        cache: bool | None,
+        fallback: Fallback | None,
+        tools: list[dict[str, Any]] | None,
+        budget: int | None,
+        blocks: Sequence[Block] | None,
+        history_from: int | None,
+        params: dict[str, Any],
+    ) -> Any:
+        extra = wm.check_blocks(blocks)
         if tools:
             params = {**params, "tools": tools}
         ctx = self.ctx
@@ -98,13 +125,37 @@ class LLM:
         )
         gateway = self.gateway
         held: list[BudgetHold] = []  # this step's cost, counted until it is stored
-        shown = {"messages": messages, "model": model, "params": params}
-        op = ctx.operation(f"llm:{name}", messages, model, params, kind=StepKind.LLM, shown=shown)
+        shown: dict[str, Any] = {"messages": messages, "model": model, "params": params}
+        inputs: tuple[Any, ...] = (messages, model, params)
+        if extra or budget is not None:  # journaled inputs; calls without them keep old digests
+            shown.update(blocks=wm.blocks_digest(extra), budget=budget)
+            inputs = (*inputs, shown["blocks"], budget)
+        op = ctx.operation(f"llm:{name}", *inputs, kind=StepKind.LLM, shown=shown)
+        sent, context = messages, None
+        if not op.done:  # a replay returns the recorded turn: nothing to assemble
+            limit = budget if budget is not None else wm.budget_for(gateway, model, cc, params)
+            if limit is None:
+                if extra:
+                    sent = [m for b in wm.parts(messages, extra) for m in b.messages()]
+            else:
+                try:
+                    fit = wm.assemble(
+                        messages,
+                        extra,
+                        limit,
+                        wm.routed_model(gateway, model, cc),
+                        tools,
+                        history_from,
+                    )
+                except ContextOverflow as exc:
+                    await op.fail(exc)
+                sent, context = fit.messages, fit.record()
 
         async def call() -> LLMResponse:
             resp = await gateway.complete(
-                messages, cc, model=model, params=params, cache=cache, held=held
+                sent, cc, model=model, params=params, cache=cache, held=held
             )
+            resp.context = context
             op.meter(
                 model=resp.model,
                 input_tokens=resp.usage.input_tokens,
@@ -129,10 +180,22 @@ class LLM:
         *,
         system: str | None = None,
         name: str = "text",
+        budget: int | None = None,
+        blocks: Sequence[Block] | None = None,
         **params: Any,
     ) -> str:
-        """A text completion; the reply's text (a `fallback=`'s default if it applied)."""
-        resp = await self.complete(as_messages(prompt, system), model=model, name=name, **params)
+        """A text completion; the reply's text (a `fallback=`'s default if it applied).
+
+        `blocks` and `budget`: the context, fitted into a token budget (see `complete`).
+        """
+        resp = await self.complete(
+            as_messages(prompt, system),
+            model=model,
+            name=name,
+            budget=budget,
+            blocks=blocks,
+            **params,
+        )
         if not isinstance(resp, LLMResponse):  # degraded: the fallback's value
             return resp  # type: ignore[no-any-return]
         return resp.content or ""
@@ -275,9 +338,15 @@ class LLM:
         system: str | None = None,
         invalid_call_budget: int = 3,
         name: str = "agent",
+        budget: int | None = None,
+        blocks: Sequence[Block] | None = None,
         **params: Any,
     ) -> AgentResult:
         """A tool-calling loop: every model turn and every tool call is its own step.
+
+        Each turn's context is assembled within `budget` tokens (see `complete`): the
+        system messages, `blocks` and the task pinned, then the newest turns that fit,
+        a tool call always with its results; `AgentResult.messages` keeps them all.
 
         Arguments are validated against the tool's signature; invalid ones go back to
         the model as an error (counted against `invalid_call_budget`). Tools run with
@@ -291,10 +360,14 @@ class LLM:
             defs[d.name] = d
         schemas = [_tool_schema(d) for d in defs.values()]
         convo = as_messages(messages, system)
+        task_end = len(convo)  # what comes after the task is history, trimmed to fit
+        cache, fallback = params.pop("cache", None), params.pop("fallback", None)
         invalid = 0
         calls: list[dict[str, Any]] = []
         for turn in range(1, max_turns + 1):
-            resp = await self.complete(convo, model=model, name=name, tools=schemas, **params)
+            resp = await self._turn(
+                convo, model, name, cache, fallback, schemas, budget, blocks, task_end, params
+            )
             if not isinstance(resp, LLMResponse):  # degraded: the fallback's value ends it
                 content = resp if resp is None or isinstance(resp, str) else json.dumps(resp)
                 return AgentResult(content, convo, turn, calls, invalid)
@@ -346,7 +419,7 @@ def _response_or_fallback(out: Any) -> Any:
 
 # Fields every journaled LLMResponse has; fields added later (optional) are left out,
 # so turns journaled before them still replay as responses.
-_RESPONSE_FIELDS = frozenset(LLMResponse.model_fields) - {"started_at"}
+_RESPONSE_FIELDS = frozenset(LLMResponse.model_fields) - {"started_at", "context"}
 
 
 def _jsonable(value: Any) -> Any:

@@ -99,6 +99,7 @@ class Gateway:
             routes={"triage.draft": "smart"},           # workflow.call-name -> alias
             fallbacks={"smart": ["fast"]},
             budgets=keel.llm.Budgets(per_run=0.25),
+            context_budget=8000,                        # tokens of context per call
         )
         app = keel.App(llm=gateway)
     """
@@ -117,7 +118,16 @@ class Gateway:
         cache_ttl: float | None = 24 * 3600,
         redis_url: str | None = None,
         cassette: Cassette | None = None,
+        context_budget: int | None = None,
     ) -> None:
+        # Tokens of context per call (keel.llm.context); None: the model's window.
+        if context_budget is not None and (
+            not isinstance(context_budget, int) or context_budget <= 0
+        ):
+            raise ConfigError(
+                f"context_budget is a positive number of tokens, not {context_budget!r}"
+            )
+        self.context_budget = context_budget
         self.models: dict[str, ModelSpec] = {}
         for alias, spec in (models or {}).items():
             self.models[alias] = spec if isinstance(spec, ModelSpec) else ModelSpec(spec)
@@ -179,6 +189,7 @@ class Gateway:
             "redis_url",
             "retry",
             "cassette",
+            "context_budget",
         }
         unknown = set(cfg) - known
         if unknown:
@@ -217,6 +228,7 @@ class Gateway:
             cache_ttl=cfg.get("cache_ttl", 24 * 3600),
             redis_url=cfg.get("redis_url"),
             cassette=Cassette(cfg["cassette"]) if cfg.get("cassette") else None,
+            context_budget=cfg.get("context_budget"),
         )
 
     @classmethod

@@ -38,6 +38,8 @@ class LLMResponse(BaseModel):
     latency_ms: float = 0.0
     tried: list[str] = Field(default_factory=list)  # models attempted, in order
     request: dict[str, Any] = Field(default_factory=dict)  # messages and parameters sent
+    # How the context was assembled to fit its token budget (keel.memory.Assembly.record)
+    context: dict[str, Any] | None = None
 
     def assistant_message(self) -> Message:
         msg: Message = {"role": "assistant", "content": self.content}

@@ -233,6 +233,15 @@ class SpanBuilder:
                     attrs[f"gen_ai.request.{p}"] = params[p]
             if out.get("finish_reason"):
                 attrs["gen_ai.response.finish_reasons"] = [out["finish_reason"]]
+            ctx = out.get("context")
+            if isinstance(ctx, dict):  # how the context was fitted to its token budget
+                blocks = ctx.get("blocks") or []
+                attrs["keel.context.tokens"] = int(ctx.get("tokens") or 0)
+                attrs["keel.context.budget"] = int(ctx.get("budget") or 0)
+                for action in ("included", "truncated", "dropped"):
+                    attrs[f"keel.context.{action}"] = [
+                        str(b.get("name")) for b in blocks if b.get("action") == action
+                    ]
             if out.get("tried") and len(out["tried"]) > 1:
                 attrs["keel.llm.tried"] = [str(t) for t in out["tried"]]
             if self.content and out:

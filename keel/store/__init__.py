@@ -11,12 +11,16 @@ from keel.store.evals import EvalCaseResult, EvalResult, EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.memory import MemoryStore
 from keel.store.options import StoreOptions
 from keel.store.people import PeopleStore
 from keel.store.records import (
     AuditEntry,
     Claimed,
     ConsoleSession,
+    KeywordHit,
+    MemoryExtract,
+    MemoryRow,
     Purged,
     PurgeScope,
     RekeyCounts,
@@ -51,7 +55,11 @@ __all__ = [
     "EvalStore",
     "IdentityStore",
     "JournalStore",
+    "KeywordHit",
     "MaintenanceStore",
+    "MemoryExtract",
+    "MemoryRow",
+    "MemoryStore",
     "PeopleStore",
     "PurgeScope",
     "Purged",

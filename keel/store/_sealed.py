@@ -58,6 +58,7 @@ TABLES = (
         ("attributes", "events", "status_message"),
     ),
     Table("kv_cache", ("key",), ("key",), ("value",)),
+    Table("session_kv", ("session", "key"), ("session", "key"), ("value",)),
 )
 
 

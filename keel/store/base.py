@@ -1,5 +1,6 @@
 """The store every backend implements: one object made of the interfaces by concern
-(`journal.py`, `people.py`, `usage.py`, `spans.py`, `identity.py`, `maintenance.py`),
+(`journal.py`, `people.py`, `usage.py`, `spans.py`, `identity.py`, `maintenance.py`,
+`session_state.py`),
 with helpers every backend shares. Records live in `records.py`, the unit of work in
 `unit.py`; `keel.store` exports them all."""
 
@@ -13,7 +14,9 @@ from keel.store.evals import EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
 from keel.store.maintenance import MaintenanceStore
+from keel.store.memory import MemoryStore
 from keel.store.people import PeopleStore
+from keel.store.session_state import SessionStateStore
 from keel.store.spans import SpanStore
 from keel.store.usage import UsageStore
 from keel.types import RunInfo, RunStatus
@@ -50,6 +53,8 @@ class Store(
     SpanStore,
     IdentityStore,
     MaintenanceStore,
+    MemoryStore,
+    SessionStateStore,
     EvalStore,
 ):
     """A whole store: every interface by concern over one database.

@@ -39,10 +39,16 @@ class JournalStore(abc.ABC):
 
     @abc.abstractmethod
     async def create_run(
-        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+        self,
+        run_id: str,
+        workflow: str,
+        input_json: bytes,
+        now: float,
+        tenant: str | None = None,
+        session: str | None = None,
     ) -> tuple[RunInfo, bool]:
-        """Insert a PENDING run; return (run, created). An existing id is returned as it
-        is, with `created` False (idempotent starts)."""
+        """Insert a PENDING run of `session` (None: its own); return (run, created). An
+        existing id is returned as it is, with `created` False (idempotent starts)."""
 
     @abc.abstractmethod
     async def get_run(self, run_id: str) -> RunInfo | None:

@@ -313,22 +313,28 @@ class PostgresStore(SQLStore):
     # -- one-statement calls: from the event loop, no thread hop (postgres_async) -----
 
     async def create_run(
-        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+        self,
+        run_id: str,
+        workflow: str,
+        input_json: bytes,
+        now: float,
+        tenant: str | None = None,
+        session: str | None = None,
     ) -> tuple[RunInfo, bool]:
         """One `INSERT ... RETURNING` with its NOTIFY (`runs.creating`); an existing run
         is read as `get_run` does."""
         s = self._sealer()
-        sql, params = runs.creating(s, run_id, workflow, input_json, now, tenant)
+        sql, params = runs.creating(s, run_id, workflow, input_json, now, tenant, session)
         # After a broken connection the insert may have applied: the threaded call is
         # idempotent (it inserts unless the run exists, then reads it).
         rows = await self._fetch(sql, params)
         if rows is None:
-            return await super().create_run(run_id, workflow, input_json, now, tenant)
+            return await super().create_run(run_id, workflow, input_json, now, tenant, session)
         if rows:
             return s.as_run(rows[0][:-1]), True
         run = await self.get_run(run_id)
         if run is None:  # deleted since (retention): start it again
-            return await super().create_run(run_id, workflow, input_json, now, tenant)
+            return await super().create_run(run_id, workflow, input_json, now, tenant, session)
         return run, False
 
     async def claim(

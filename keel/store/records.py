@@ -96,6 +96,7 @@ class RunFilter:
     workflow: str | None = None
     since: float | None = None  # created_at >= since
     until: float | None = None  # created_at < until
+    session: str | None = None  # runs of this session (ctx.session)
     limit: int = 100
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -144,6 +145,7 @@ class Purged:
     usage: int = 0
     sample_counts: int = 0  # the sampler's per-day counters
     cache: int = 0  # expired response-cache entries
+    sessions: int = 0  # expired session values and write receipts (ctx.session)
 
     def add(self, other: Purged) -> None:
         """Add `other`'s counts to these."""
@@ -304,3 +306,60 @@ class RekeyCounts:
             "wal_truncated": self.wal_truncated,
             "vacuumed": self.vacuumed,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRow:
+    """One long-term memory as stored (`MemoryStore`): a fact, its validity interval and
+    its vector (float32 bytes). `seq` is 0 until the store assigns it.
+
+    Example:
+        MemoryRow(id="m1", namespace="u:ada", text="prefers tea", digest=d,
+                  embedder="local:all-MiniLM-L6-v2", vector=v.tobytes(), valid_from=now)
+    """
+
+    id: str
+    namespace: str
+    text: str
+    digest: str
+    embedder: str
+    vector: bytes | None
+    valid_from: float
+    context: str | None = None  # indexed and embedded with the text, never returned
+    metadata: dict[str, Any] | None = None
+    valid_to: float | None = None  # set when superseded: the fact held until then
+    superseded_by: str | None = None
+    source: str | None = None  # e.g. "run:<id>" for a memory a workflow wrote
+    created_at: float = 0.0
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordHit:
+    """A full-text candidate: the memory's `seq` and its keyword score (higher is a
+    better match; comparable within one query only).
+
+    Example:
+        best = max(await store.memory_keyword("default", ["tea"], None, 50), key=lambda h: h.score)
+    """
+
+    seq: int
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryExtract:
+    """What became of one item extracted from a finished run (`memory_extracts`).
+
+    Example:
+        MemoryExtract("run_1", 0, "u:ada", "prefers tea", "added", memory_id="m9")
+    """
+
+    run_id: str
+    item: int
+    namespace: str
+    text: str
+    status: str  # e.g. pending, added, duplicate, rejected, failed
+    reason: str | None = None
+    memory_id: str | None = None
+    updated_at: float = 0.0

@@ -20,6 +20,7 @@ import pytest
 from keel.codec import AESGCMCodec, new_key
 from keel.store import EvalCaseResult, EvalResult, PurgeScope, RunFilter, SpanRecord
 from keel.store.records import ConsoleSession, StepWrite, User, WorkerBeat
+from keel.store.sql import memory
 from keel.store.sql.core import renderer
 from keel.store.sql.dialect import Renderer
 from keel.store.sql.postgres_dialect import PostgresDialect
@@ -63,11 +64,50 @@ class _Recorder(Renderer):
         return self.inner(sql)
 
 
+async def _memory_of_everything(store: SQLiteStore) -> None:
+    from keel.store import MemoryExtract, MemoryRow
+
+    row = MemoryRow(
+        id="m1",
+        namespace="ns",
+        text="t",
+        digest="d",
+        embedder="e",
+        vector=b"\0\0\0\0",
+        valid_from=1.0,
+        metadata={"a": 1},
+    )
+    await store.memory_insert([row])
+    await store.memory_rows(ids=["m1"], seqs=[1])
+    await store.memory_keyword("ns", ["t"], None, 5)
+    await store.memory_keyword("ns", ["t"], 2.0, 5)
+    await store.memory_vectors("ns", 0, 5)
+    await store.memory_list("ns", current=False)
+    await store.memory_list("ns")
+    await store.memory_supersede(
+        "m1",
+        MemoryRow(
+            id="m2", namespace="ns", text="u", digest="d", embedder="e", vector=None, valid_from=2.0
+        ),
+    )
+    await store.memory_forget("m2")
+    await store.memory_extract_put([MemoryExtract("r1", 0, "ns", "t", "added")])
+    await store.memory_extracts("r1")
+
+
 async def _one_of_everything(store: SQLiteStore) -> None:
     """Every `SQLStore` method once (and the branches that build other statements)."""
+    await _memory_of_everything(store)
     await kit.create(store, "r1")
     await store.get_run("r1")
     await store.list_runs(RunFilter(status=RunStatus.PENDING, workflow="wf", since=0, until=9e9))
+    await store.list_runs(RunFilter(session="s1"))
+    await store.session_write("s1", "k", "1", writer="w1")
+    await store.session_write("s1", "k", "2", writer="w2", ttl=5.0, expect="w1")
+    await store.session_write("s1", "n", "1", writer="w3", expect=None)
+    await store.session_write("s1", "n", None, writer="w4")
+    await store.session_get("s1", "k")
+    await store.session_applied("s1", "w1")
     await kit.claimed(store, "r1", "A")
     await store.claim("B", 30.0, 5, ["wf"], ids=["r1", "r2"])
     await kit.renew(store, "A", ["r1"])
@@ -187,6 +227,9 @@ async def statements(tmp_path: Path) -> list[str]:
     assert not missed, f"add these to _one_of_everything: {sorted(missed)}"
     assert {"{append_only_off:audit}", "{append_only_on:audit}"} <= seen
     pg = renderer(PostgresDialect())
+    # the keyword query is the dialect's own statement: Postgres's, not SQLite's
+    seen = {q for q in seen if "memories_fts" not in q}
+    seen |= {PostgresDialect().memory_keyword(v) for v in (memory._CURRENT, memory._AS_OF)}
     return sorted({pg(s).replace("\n", " ") for s in seen})
 
 

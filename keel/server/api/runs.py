@@ -32,11 +32,14 @@ def router(api: Api) -> APIRouter:
         limit: Limit = 100,
         since: str | None = None,
         until: str | None = None,
+        session: str | None = None,
         view: Payloads = Depends(api.view),
     ) -> list[dict[str, Any]]:
         start = None if since is None else parse_time(since, "since")
         end = None if until is None else parse_time(until, "until")
-        runs = await app.list_runs(status, workflow, limit, since=start, until=end)
+        runs = await app.list_runs(
+            status, workflow, limit, since=start, until=end, session=session
+        )
         return [view.run(r).summary() for r in runs]
 
     @r.get("/{run_id:keel_id}")

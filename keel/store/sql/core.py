@@ -35,7 +35,8 @@ RUN_COLS = (
     "id, workflow, status, input, result, error, state, created_at, updated_at, ended_at, "
     "wake_at, waiting_on, attempts, lease_owner,"
     " (SELECT {agg} FROM steps s"
-    "  WHERE s.run_id = runs.id AND (s.fallback = 'degrade' OR s.kind = 'phase')), tenant"
+    "  WHERE s.run_id = runs.id AND (s.fallback = 'degrade' OR s.kind = 'phase')), tenant,"
+    " session"
 )
 STEP_COLS = (
     "run_id, key, scope, position, kind, name, digest, status, output, error, attempts, "
@@ -184,6 +185,7 @@ def _run(row: Sequence[Any]) -> RunInfo:
         lease_owner=row[13],
         degraded=_degraded(loads(row[14]) or []),
         tenant=row[15],
+        session=row[16] or row[0],  # started without one (or before v16): its own
     )
 
 

@@ -172,6 +172,17 @@ class Dialect:
         with the table by the database itself."""
         raise NotImplementedError
 
+    def memory_match(self, terms: Sequence[str]) -> str:
+        """The full-text query matching any of `terms`, each quoted so that no user text
+        (quotes, operators, non-ASCII) is read as query syntax."""
+        raise NotImplementedError
+
+    def memory_keyword(self, validity: str) -> str:
+        """A statement: `(seq, score)` of memories matching the query (first `?`, from
+        `memory_match`) in a namespace (second `?`) meeting `validity` (a condition on
+        `m`, with its own `?`s next), best first, `LIMIT ?` last. Higher score is better."""
+        raise NotImplementedError
+
     def wake_sql(self, where: str, table: str = "runs") -> str:
         """A statement announcing, on commit, the runs matching `where` (a condition on
         `runs`, with `?` placeholders) to listening workers; '' when the database cannot.

@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from keel.store.sql.dialect import Dialect
 from keel.store.wake import WAKE_CHANNEL
 
@@ -89,6 +91,20 @@ class PostgresDialect(Dialect):
 
     def memory_search(self) -> str:
         return MEMORY_TSV
+
+    def memory_match(self, terms: Sequence[str]) -> str:
+        # A quoted tsquery lexeme ('...', with ' doubled and \\ escaped) is text to
+        # normalise, never an operator.
+        quoted = ("'" + t.replace("\\", "\\\\").replace("'", "''") + "'" for t in terms)
+        return " | ".join(quoted)
+
+    def memory_keyword(self, validity: str) -> str:
+        return (
+            "SELECT m.seq, ts_rank_cd(m.search, q) FROM memories m,"
+            " to_tsquery('english', ?) q"
+            f" WHERE m.search @@ q AND m.namespace = ? AND {validity}"
+            " ORDER BY 2 DESC LIMIT ?"
+        )
 
     def version_table(self) -> str:
         return (

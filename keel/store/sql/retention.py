@@ -14,6 +14,8 @@ from keel.store.sql.dialect import marks
 
 _OF_RUNS = ("usage", "steps", "signals", "spans", "reviews", "escalations")
 _CACHE = " FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?"
+# Expired session values and write receipts (ctx.session), on the database clock.
+_SESSIONS = " FROM session_kv WHERE expires_at IS NOT NULL AND expires_at<={now}"
 
 
 def _ended(scope: PurgeScope) -> tuple[str, list[Any]]:
@@ -91,10 +93,12 @@ def _expired(scope: PurgeScope) -> tuple[str, list[Any]]:
 
 
 def purge_expired(s: Session, scope: PurgeScope, now: float) -> Purged:
-    """Delete the sampler's old counters and expired cache entries."""
+    """Delete the sampler's old counters, expired cache entries and session values."""
     samples, args = _expired(scope)
     (some,) = s.execute(
-        f"SELECT EXISTS (SELECT 1{samples}) OR EXISTS (SELECT 1{_CACHE})", (*args, now)
+        f"SELECT EXISTS (SELECT 1{samples}) OR EXISTS (SELECT 1{_CACHE})"
+        f" OR EXISTS (SELECT 1{_SESSIONS})",
+        (*args, now),
     ).fetchone()
     if not some:
         return Purged()
@@ -102,6 +106,7 @@ def purge_expired(s: Session, scope: PurgeScope, now: float) -> Purged:
         return Purged(
             sample_counts=s.execute(f"DELETE{samples}", args).rowcount,
             cache=s.execute(f"DELETE{_CACHE}", (now,)).rowcount,
+            sessions=s.execute(f"DELETE{_SESSIONS}").rowcount,
         )
 
 
@@ -121,10 +126,11 @@ def count_purge(s: Session, scope: PurgeScope, now: float) -> Purged:
         "  WHERE NOT EXISTS (SELECT 1 FROM steps s WHERE s.blob = b.d"
         "  AND s.run_id NOT IN (SELECT id FROM doomed))),"
         f" (SELECT COUNT(*){samples}),"
-        f" (SELECT COUNT(*){_CACHE})",
+        f" (SELECT COUNT(*){_CACHE}),"
+        f" (SELECT COUNT(*){_SESSIONS})",
         (*args, *sample_args, now),
     ).fetchone()
     names = ("runs", "steps", "signals", "spans", "reviews", "escalations", "usage")
     out = Purged(**dict(zip(names, row[:7], strict=True)))
-    out.blobs, out.sample_counts, out.cache = row[7], row[8], row[9]
+    out.blobs, out.sample_counts, out.cache, out.sessions = row[7], row[8], row[9], row[10]
     return out

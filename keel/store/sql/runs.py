@@ -67,14 +67,21 @@ _SUSPEND = (
 
 
 def create_run(
-    s: Session, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None
+    s: Session,
+    run_id: str,
+    workflow: str,
+    input_json: bytes,
+    now: float,
+    tenant: str | None,
+    session: str | None = None,
 ) -> tuple[RunInfo, bool]:
     """Start run `run_id` unless it exists; the run, and whether it is new."""
     with s.write():
         cur = s.execute(
-            "INSERT INTO runs (id, workflow, status, input, created_at, updated_at, tenant)"
-            " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-            (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant),
+            "INSERT INTO runs"
+            " (id, workflow, status, input, created_at, updated_at, tenant, session)"
+            " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant, session),
         )
         created = cur.rowcount == 1
         if created:
@@ -85,7 +92,13 @@ def create_run(
 
 
 def creating(
-    s: Session, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None
+    s: Session,
+    run_id: str,
+    workflow: str,
+    input_json: bytes,
+    now: float,
+    tenant: str | None,
+    session: str | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     """`create_run` as one statement, where the database can (Postgres: a data-modifying
     CTE, whose NOTIFY goes with it): its one row is the new run's `{run_cols}` and a last
@@ -93,12 +106,12 @@ def creating(
     notify = s.dialect.wake_sql("TRUE", table="created")
     return (
         "WITH created AS (INSERT INTO runs"
-        " (id, workflow, status, input, created_at, updated_at, tenant)"
-        " VALUES (?, ?, 'PENDING', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+        " (id, workflow, status, input, created_at, updated_at, tenant, session)"
+        " VALUES (?, ?, 'PENDING', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
         " RETURNING {run_cols})"
         f", woken AS ({notify})"
         " SELECT created.*, (SELECT count(*) FROM woken) FROM created"
-    ), (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant)
+    ), (run_id, workflow, s.seal(input_json, "runs.input", run_id), now, now, tenant, session)
 
 
 def get_run(s: Session, run_id: str) -> RunInfo | None:
@@ -116,6 +129,9 @@ def list_runs(s: Session, flt: RunFilter) -> list[RunInfo]:
     if flt.workflow:
         where.append("workflow=?")
         args.append(flt.workflow)
+    if flt.session is not None:  # a run from before sessions is of its own (id) session
+        where.append("(session=? OR (session IS NULL AND id=?))")
+        args.extend((flt.session, flt.session))
     if flt.since is not None:
         where.append("created_at>=?")
         args.append(flt.since)

@@ -7,6 +7,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from keel.store.sql.dialect import Dialect
 
 # FTS5 over memories' text and context, stemmed (porter); an external-content index, so
@@ -53,6 +55,19 @@ class SQLiteDialect(Dialect):
 
     def memory_search(self) -> str:
         return MEMORY_FTS
+
+    def memory_match(self, terms: Sequence[str]) -> str:
+        # An FTS5 string ("...", with " doubled) is one token sequence, never syntax.
+        return " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
+
+    def memory_keyword(self, validity: str) -> str:
+        # bm25() is lower for better matches: its negation is the score.
+        return (
+            "SELECT m.seq, -bm25(memories_fts) FROM memories_fts"
+            " JOIN memories m ON m.seq = memories_fts.rowid"
+            f" WHERE memories_fts MATCH ? AND m.namespace = ? AND {validity}"
+            " ORDER BY bm25(memories_fts) LIMIT ?"
+        )
 
     def version_sql(self) -> str:
         return "PRAGMA user_version"

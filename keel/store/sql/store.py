@@ -18,6 +18,9 @@ from keel.store.records import (
     AuditEntry,
     Claimed,
     ConsoleSession,
+    KeywordHit,
+    MemoryExtract,
+    MemoryRow,
     Purged,
     PurgeScope,
     RunFilter,
@@ -27,7 +30,19 @@ from keel.store.records import (
     User,
     WorkerBeat,
 )
-from keel.store.sql import evals, identity, rekey, retention, reviews, runs, spans, usage
+from keel.store.session_state import ANY, Expect, SessionEntry
+from keel.store.sql import (
+    evals,
+    identity,
+    memory,
+    rekey,
+    retention,
+    reviews,
+    runs,
+    session_state,
+    spans,
+    usage,
+)
 from keel.store.sql.core import Session
 from keel.store.unit import Committed, UnitOfWork
 from keel.types import (
@@ -62,9 +77,15 @@ class SQLStore(Store):
     # -- journal ------------------------------------------------------------------
 
     async def create_run(
-        self, run_id: str, workflow: str, input_json: bytes, now: float, tenant: str | None = None
+        self,
+        run_id: str,
+        workflow: str,
+        input_json: bytes,
+        now: float,
+        tenant: str | None = None,
+        session: str | None = None,
     ) -> tuple[RunInfo, bool]:
-        return await self._call(runs.create_run, run_id, workflow, input_json, now, tenant)
+        return await self._call(runs.create_run, run_id, workflow, input_json, now, tenant, session)
 
     async def get_run(self, run_id: str) -> RunInfo | None:
         return await self._call(runs.get_run, run_id)
@@ -255,6 +276,28 @@ class SQLStore(Store):
     ) -> list[UsageGroup]:
         return await self._call(usage.usage_report, group_by, workflow, tenant, since)
 
+    # -- session state (ctx.session) ------------------------------------------------
+
+    async def session_get(self, session: str, key: str) -> SessionEntry | None:
+        return await self._call(session_state.session_get, session, key)
+
+    async def session_write(
+        self,
+        session: str,
+        key: str,
+        value: str | None,
+        *,
+        writer: str,
+        ttl: float | None = None,
+        expect: str | Expect | None = ANY,
+    ) -> bool:
+        return await self._call(
+            session_state.session_write, session, key, value, writer, ttl, expect
+        )
+
+    async def session_applied(self, session: str, writer: str) -> bool:
+        return await self._call(session_state.session_applied, session, writer)
+
     async def cache_get(self, key: str, now: float) -> str | None:
         return await self._call(usage.cache_get, key, now)
 
@@ -339,3 +382,40 @@ class SQLStore(Store):
 
     async def payload_keys(self) -> dict[str | None, int]:
         return await self._call(rekey.payload_keys)
+
+    # -- long-term memory -------------------------------------------------------------
+
+    async def memory_insert(self, rows: Sequence[MemoryRow]) -> list[str]:
+        return await self._call(memory.memory_insert, rows)
+
+    async def memory_rows(
+        self, *, ids: Sequence[str] = (), seqs: Sequence[int] = (), vectors: bool = True
+    ) -> list[MemoryRow]:
+        return await self._call(memory.memory_rows, ids, seqs, vectors)
+
+    async def memory_keyword(
+        self, namespace: str, terms: Sequence[str], as_of: float | None, limit: int
+    ) -> list[KeywordHit]:
+        return await self._call(memory.memory_keyword, namespace, terms, as_of, limit)
+
+    async def memory_vectors(
+        self, namespace: str, after_seq: int, limit: int
+    ) -> list[tuple[int, str, bytes | None]]:
+        return await self._call(memory.memory_vectors, namespace, after_seq, limit)
+
+    async def memory_list(
+        self, namespace: str, *, after_seq: int = 0, limit: int = 100, current: bool = True
+    ) -> list[MemoryRow]:
+        return await self._call(memory.memory_list, namespace, after_seq, limit, current)
+
+    async def memory_forget(self, memory_id: str) -> bool:
+        return await self._call(memory.memory_forget, memory_id)
+
+    async def memory_supersede(self, old_id: str, new: MemoryRow) -> MemoryRow:
+        return await self._call(memory.memory_supersede, old_id, new)
+
+    async def memory_extract_put(self, items: Sequence[MemoryExtract]) -> None:
+        return await self._call(memory.memory_extract_put, items)
+
+    async def memory_extracts(self, run_id: str) -> list[MemoryExtract]:
+        return await self._call(memory.memory_extracts, run_id)
