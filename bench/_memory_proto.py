@@ -1,8 +1,11 @@
-"""Retrieval prototype on the bench data: full-text baseline, naive fusion, tuned hybrid.
+"""Retrieval prototype on the bench data, built like keel/memory's search.
 
-Built from the same parts as keel/memory (SQLite FTS5 with porter stemming, MiniLM
-vectors), so a configuration that wins here can be ported there. `Corpus` indexes
-one split; `rank_*` return, per question, the ranked evidence-candidate turn ids.
+Memories are (turn id, text, context); the keyword side is SQLite FTS5 (porter) over
+text and context, the vector side the cosine of the query to embed(context + text),
+exactly as `keel.memory.Memory` stores and embeds them; candidates get the features
+`keel.memory.retrieval.Candidate` has. That makes it fast to try ingestion variants
+(what a memory is, what its context holds) and to fit the relevance coefficients on
+the dev split, then check them through `app.memory` on the test split.
 """
 
 from __future__ import annotations
@@ -18,20 +21,11 @@ from _memory_embed import embed
 from memory_data import Dataset, Question, Turn, content_terms
 
 Ranker = Callable[[Question], list[str]]
+POOL = 50
 
 
 def sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?:])\s+", text) if s]
-
-
-def window(turns: list[Turn], i: int) -> str:
-    """A turn's `context`: its date, speaker, and its neighbours in the conversation."""
-    t = turns[i]
-    parts = [f"{t.date} {t.speaker}"]
-    for j in (i - 1, i + 1):
-        if 0 <= j < len(turns) and turns[j].session == t.session:
-            parts.append(f"{turns[j].speaker}: {turns[j].text}")
-    return "\n".join(parts)
 
 
 def fts_query(text: str) -> str:
@@ -39,127 +33,133 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in content_terms(text))
 
 
+@dataclass(frozen=True)
+class Item:
+    turn: int  # index into the split's turns
+    text: str
+    context: str | None
+
+
+def ingest(turns: list[Turn], variant: str) -> list[Item]:
+    """The memories one conversation becomes, per ingestion `variant`:
+
+    - `turn`: each turn as it is (the naive way);
+    - `turn+prev`: each turn, with the previous turn of its session as context;
+    - `turn+who`: each turn, with its date and speaker as context;
+    - `sentence+who`: each sentence of each turn, its date and speaker as context.
+    """
+    out: list[Item] = []
+    for i, t in enumerate(turns):
+        who = f"{t.date} {t.speaker}"
+        if variant == "turn":
+            out.append(Item(i, t.text, None))
+        elif variant == "turn+who":
+            out.append(Item(i, t.text, who))
+        elif variant == "turn+prev":
+            prev = turns[i - 1] if i and turns[i - 1].session == t.session else None
+            out.append(Item(i, t.text, f"{prev.speaker}: {prev.text}" if prev else None))
+        elif variant == "sentence+who":
+            out += [Item(i, s, who) for s in sentences(t.text)]
+        else:
+            raise ValueError(f"unknown ingestion variant {variant!r}")
+    return out
+
+
+def embedded(item: Item) -> str:
+    return item.text if not item.context else f"{item.context}\n{item.text}"
+
+
 @dataclass
+class Cand:
+    item: int
+    cosine: float
+    keyword_rank: int | None
+    keyword_score: float | None
+    vector_rank: int | None
+
+
 class Corpus:
-    """One split indexed three ways: raw turns (baseline), turns with context, vectors."""
+    """One split, ingested one way, searchable like `app.memory.search`."""
 
-    data: Dataset
-    embedder: str = "minilm"
-
-    def __post_init__(self) -> None:
-        self.turns = self.data.turns
-        self.pos = {t.id: i for i, t in enumerate(self.turns)}
-        by_persona: dict[str, list[int]] = {}
-        for i, t in enumerate(self.turns):
-            by_persona.setdefault(t.persona, []).append(i)
-        self.by_persona = {p: np.array(ix) for p, ix in by_persona.items()}
-        ctx = [window([self.turns[k] for k in ix], n) for ix in by_persona.values()
-               for n in range(len(ix))]
-        order = [k for ix in by_persona.values() for k in ix]
-        self.context = [""] * len(self.turns)
-        for k, c in zip(order, ctx, strict=True):
-            self.context[k] = c
+    def __init__(self, data: Dataset, variant: str, embedder: str = "minilm",
+                 stopwords: bool = True) -> None:
+        self.data, self.variant, self.stopwords = data, variant, stopwords
+        self.turns = data.turns
+        self.items: list[Item] = []
+        self.by_persona: dict[str, list[int]] = {}
+        for p in data.personas():
+            ix = [i for i, t in enumerate(self.turns) if t.persona == p]
+            base = ix[0]
+            conv = [self.turns[i] for i in ix]
+            start = len(self.items)
+            self.items += [Item(it.turn + base, it.text, it.context) for it in ingest(conv, variant)]
+            self.by_persona[p] = list(range(start, len(self.items)))
         self.db = sqlite3.connect(":memory:")
-        self.db.execute("CREATE VIRTUAL TABLE raw USING fts5(text, persona UNINDEXED, "
+        self.db.execute("CREATE VIRTUAL TABLE m USING fts5(text, context, persona UNINDEXED, "
                         "tokenize='porter unicode61')")
-        self.db.execute("CREATE VIRTUAL TABLE ctx USING fts5(text, context, persona UNINDEXED, "
-                        "tokenize='porter unicode61')")
-        self.db.executemany("INSERT INTO raw(rowid, text, persona) VALUES (?, ?, ?)",
-                            [(i, t.text, t.persona) for i, t in enumerate(self.turns)])
-        self.db.executemany("INSERT INTO ctx(rowid, text, context, persona) VALUES (?, ?, ?, ?)",
-                            [(i, t.text, self.context[i], t.persona)
-                             for i, t in enumerate(self.turns)])
-        self.vec = embed(self.embedder, [t.text for t in self.turns])
-        # Sentence vectors: a fact said in passing is one sentence of a longer turn.
-        self.sent_owner: list[int] = []
-        sents: list[str] = []
-        for i, t in enumerate(self.turns):
-            for s in sentences(t.text):
-                sents.append(s)
-                self.sent_owner.append(i)
-        self.sent_vec = embed(self.embedder, sents)
-        self.owner = np.array(self.sent_owner)
-        self.qvec = dict(zip([q.id for q in self.data.questions],
-                             embed(self.embedder, [q.text for q in self.data.questions]),
-                             strict=True))
-        self.n = len(self.turns)
+        self.db.executemany("INSERT INTO m(rowid, text, context, persona) VALUES (?, ?, ?, ?)",
+                            [(n, it.text, it.context, self.turns[it.turn].persona)
+                             for n, it in enumerate(self.items)])
+        self.vec = embed(embedder, [embedded(it) for it in self.items])
+        self.qvec = dict(zip([q.id for q in data.questions],
+                             embed(embedder, [q.text for q in data.questions]), strict=True))
 
-    # --- the two candidate sources ---------------------------------------------------
-
-    def bm25(self, q: Question, table: str = "raw", weights: str = "",
-             limit: int = 50) -> list[tuple[int, float]]:
-        query = fts_query(q.text)
-        if not query:
+    def keyword(self, q: Question, limit: int = POOL) -> list[tuple[int, float]]:
+        words = content_terms(q.text) if self.stopwords else \
+            list(dict.fromkeys(re.findall(r"\w+", q.text.lower())))
+        if not words:
             return []
-        rank = f"bm25({table}{', ' + weights if weights else ''})"
+        query = " OR ".join(f'"{w}"' for w in words)
         rows = self.db.execute(
-            f"SELECT rowid, {rank} FROM {table} WHERE {table} MATCH ? AND persona = ? "
-            f"ORDER BY {rank} LIMIT ?", (query, q.persona, limit)).fetchall()
-        return [(int(r), -float(s)) for r, s in rows]  # bm25() is negative: flip
+            "SELECT rowid, -bm25(m) FROM m WHERE m MATCH ? AND persona = ? "
+            "ORDER BY bm25(m) LIMIT ?", (query, q.persona, limit)).fetchall()
+        return [(int(r), float(s)) for r, s in rows]
 
-    def cosines(self, q: Question, sentence: bool) -> dict[int, float]:
-        ix = self.by_persona[q.persona]
-        qv = self.qvec[q.id]
-        cos = {int(i): float(c) for i, c in zip(ix, self.vec[ix] @ qv, strict=True)}
-        if sentence:
-            mask = np.isin(self.owner, ix)
-            for owner, c in zip(self.owner[mask], self.sent_vec[mask] @ qv, strict=True):
-                cos[int(owner)] = max(cos[int(owner)], float(c))
-        return cos
+    def candidates(self, q: Question, pool: int = POOL) -> list[Cand]:
+        ix = np.array(self.by_persona[q.persona])
+        cos = self.vec[ix] @ self.qvec[q.id]
+        order = ix[np.argsort(-cos)[:pool]]
+        kw = self.keyword(q, pool)
+        kw_rank = {n: (r, s) for r, (n, s) in enumerate(kw)}
+        vec_rank = {int(n): r for r, n in enumerate(order)}
+        out = []
+        for n in dict.fromkeys([n for n, _ in kw] + [int(n) for n in order]):
+            k = kw_rank.get(n)
+            out.append(Cand(n, float(self.vec[n] @ self.qvec[q.id]),
+                            None if k is None else k[0], None if k is None else k[1],
+                            vec_rank.get(n)))
+        return out
 
-    # --- rankers -----------------------------------------------------------------------
-
-    def ids(self, rows: list[int]) -> list[str]:
-        return [self.turns[i].id for i in rows]
+    def to_turns(self, ranked_items: list[int]) -> list[str]:
+        """Item ranks to distinct turn ids, best first (a turn's best item counts)."""
+        return list(dict.fromkeys(self.turns[self.items[n].turn].id for n in ranked_items))
 
     def rank_fts(self, q: Question) -> list[str]:
-        return self.ids([i for i, _ in self.bm25(q)])
+        return self.to_turns([n for n, _ in self.keyword(q)])
 
-    def rank_vector(self, q: Question, sentence: bool = False) -> list[str]:
-        cos = self.cosines(q, sentence)
-        return self.ids(sorted(cos, key=cos.__getitem__, reverse=True)[:50])
-
-    def rank_rrf(self, q: Question, k: int = 60) -> list[str]:
-        """Naive fusion: reciprocal rank fusion of raw-turn BM25 and whole-turn cosine."""
-        score: dict[int, float] = {}
-        cos = self.cosines(q, False)
-        vec = sorted(cos, key=cos.__getitem__, reverse=True)[:50]
-        for ranked in ([i for i, _ in self.bm25(q)], vec):
-            for r, i in enumerate(ranked):
-                score[i] = score.get(i, 0.0) + 1.0 / (k + r + 1)
-        return self.ids(sorted(score, key=score.__getitem__, reverse=True))
-
-    # --- the tuned hybrid: features per candidate, a fitted linear score --------------------
-
-    def features(self, q: Question, limit: int = 40) -> tuple[list[int], np.ndarray]:
-        """Candidates (the union of both sources' top `limit`) and their feature rows."""
-        kw = self.bm25(q, "ctx", "3.0, 1.0", limit)
-        cos = self.cosines(q, True)
-        vec = sorted(cos, key=cos.__getitem__, reverse=True)[:limit]
-        cands = list(dict.fromkeys([i for i, _ in kw] + vec))
-        kw_rank = {i: r for r, (i, _) in enumerate(kw)}
-        kw_score = dict(kw)
-        top = max(kw_score.values(), default=1.0) or 1.0
-        vec_rank = {i: r for r, i in enumerate(vec)}
-        ix = self.by_persona[q.persona]
-        first, last = int(ix[0]), int(ix[-1])
-        rows = []
-        for i in cands:
-            c = cos[i]
-            rows.append([
-                c,
-                kw_score.get(i, 0.0) / top,
-                1.0 / (1 + kw_rank[i]) if i in kw_rank else 0.0,
-                1.0 / (1 + vec_rank[i]) if i in vec_rank else 0.0,
-                (i - first) / max(1, last - first),  # position in the conversation: newer = 1
-            ])
-        return cands, np.array(rows, dtype=np.float64)
+    def rank_vector(self, q: Question) -> list[str]:
+        cands = self.candidates(q)
+        return self.to_turns([c.item for c in sorted(cands, key=lambda c: -c.cosine)])
 
 
-FEATURES = ["cosine", "bm25_rel", "kw_rrank", "vec_rrank", "recency"]
+# --- features and the fitted score --------------------------------------------------
+
+RRF_K = 60
+FEATURES = ["cosine", "keyword", "rrf", "keyword_rel"]
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50) -> np.ndarray:
+def features(cands: list[Cand]) -> np.ndarray:
+    top = max((c.keyword_score or 0.0 for c in cands), default=0.0) or 1.0
+    rows = []
+    for c in cands:
+        rrf = sum(1.0 / (RRF_K + r + 1) for r in (c.keyword_rank, c.vector_rank)
+                  if r is not None) / (2.0 / (RRF_K + 1))
+        rows.append([c.cosine, 1.0 if c.keyword_rank is not None else 0.0, rrf,
+                     (c.keyword_score or 0.0) / top])
+    return np.array(rows, dtype=np.float64).reshape(len(cands), len(FEATURES))
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 100) -> np.ndarray:
     """Logistic regression by Newton's method; returns [bias, w...]."""
     xb = np.hstack([np.ones((len(x), 1)), x])
     w = np.zeros(xb.shape[1])
@@ -174,32 +174,30 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 50
     return w
 
 
-def training_rows(corpus: Corpus) -> tuple[np.ndarray, np.ndarray]:
+def training_rows(corpus: Corpus, use: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Every candidate of every dev question: features, and 1 if it is evidence."""
     xs, ys = [], []
     for q in corpus.data.questions:
-        cands, x = corpus.features(q)
-        ev = {corpus.pos[e] for e in q.evidence}
-        xs.append(x)
-        ys.append(np.array([1.0 if i in ev else 0.0 for i in cands]))
+        cands = corpus.candidates(q)
+        ev = set(q.evidence)
+        xs.append(features(cands)[:, use])
+        ys.append(np.array([1.0 if corpus.turns[corpus.items[c.item].turn].id in ev else 0.0
+                            for c in cands]))
     return np.vstack(xs), np.concatenate(ys)
 
 
-def rank_fitted(corpus: Corpus, w: np.ndarray) -> Ranker:
+def rank_weighted(corpus: Corpus, w: np.ndarray, use: list[int]) -> Ranker:
     def rank(q: Question) -> list[str]:
-        cands, x = corpus.features(q)
-        s = w[0] + x @ w[1:]
-        return corpus.ids([cands[j] for j in np.argsort(-s)])
+        cands = corpus.candidates(q)
+        s = w[0] + features(cands)[:, use] @ w[1:]
+        return corpus.to_turns([cands[j].item for j in np.argsort(-s, kind="stable")])
     return rank
-
-
-def relevance(w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-(w[0] + x @ w[1:])))
 
 
 def hit_rates(
     data: Dataset, rank: Ranker, ks: tuple[int, ...] = (5, 10)
 ) -> dict[str, dict[str, float]]:
-    """Per kind and overall: the share of questions with an evidence turn in the top k."""
+    """Per kind and overall: the share (%) of questions with an evidence turn in the top k."""
     out: dict[str, dict[str, list[bool]]] = {}
     for q in data.questions:
         ranked = rank(q)
@@ -211,8 +209,12 @@ def hit_rates(
     res = {kind: {m: 100.0 * sum(v) / len(v) for m, v in ms.items()} for kind, ms in out.items()}
     for kind in res:
         res[kind]["n"] = float(len(next(iter(out[kind].values()))))
+    kinds = [k for k in res if k != "all"]
+    res["macro"] = {m: sum(res[k][m] for k in kinds) / len(kinds) for m in res["all"] if m != "n"}
+    res["macro"]["n"] = res["all"]["n"]
     return res
 
 
 def stderr_points(p: float, n: float) -> float:
+    """The standard error, in points, of a hit rate `p` (%) over `n` questions."""
     return 100 * math.sqrt(max(p / 100 * (1 - p / 100), 1e-9) / max(n, 1))
