@@ -46,7 +46,9 @@ def ingest(turns: list[Turn], variant: str) -> list[Item]:
     - `turn`: each turn as it is (the naive way);
     - `turn+prev`: each turn, with the previous turn of its session as context;
     - `turn+who`: each turn, with its date and speaker as context;
-    - `sentence+who`: each sentence of each turn, its date and speaker as context.
+    - `sentence`: each sentence of each turn, no context;
+    - `sentence+who`: each sentence of each turn, its date and speaker as context;
+    - `sentence+turn`: each sentence, with its date, speaker and whole turn as context.
     """
     out: list[Item] = []
     for i, t in enumerate(turns):
@@ -58,8 +60,14 @@ def ingest(turns: list[Turn], variant: str) -> list[Item]:
         elif variant == "turn+prev":
             prev = turns[i - 1] if i and turns[i - 1].session == t.session else None
             out.append(Item(i, t.text, f"{prev.speaker}: {prev.text}" if prev else None))
+        elif variant == "sentence":
+            out += [Item(i, s, None) for s in sentences(t.text)]
         elif variant == "sentence+who":
             out += [Item(i, s, who) for s in sentences(t.text)]
+        elif variant == "sentence+turn":
+            # The whole turn (when it has more than this sentence) and who said it, when.
+            ctx = who if sentences(t.text) == [t.text] else f"{who}: {t.text}"
+            out += [Item(i, s, ctx) for s in sentences(t.text)]
         else:
             raise ValueError(f"unknown ingestion variant {variant!r}")
     return out
@@ -82,7 +90,7 @@ class Corpus:
     """One split, ingested one way, searchable like `app.memory.search`."""
 
     def __init__(self, data: Dataset, variant: str, embedder: str = "minilm",
-                 stopwords: bool = True) -> None:
+                 stopwords: bool = True, embed_context: bool = True) -> None:
         self.data, self.variant, self.stopwords = data, variant, stopwords
         self.turns = data.turns
         self.items: list[Item] = []
@@ -100,7 +108,9 @@ class Corpus:
         self.db.executemany("INSERT INTO m(rowid, text, context, persona) VALUES (?, ?, ?, ?)",
                             [(n, it.text, it.context, self.turns[it.turn].persona)
                              for n, it in enumerate(self.items)])
-        self.vec = embed(embedder, [embedded(it) for it in self.items])
+        # Keel embeds context + text; `embed_context=False` tries the text alone.
+        self.vec = embed(embedder, [embedded(it) if embed_context else it.text
+                                    for it in self.items])
         self.qvec = dict(zip([q.id for q in data.questions],
                              embed(embedder, [q.text for q in data.questions]), strict=True))
 

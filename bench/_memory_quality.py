@@ -21,8 +21,10 @@ from memory_data import Dataset, Question
 
 # What a memory is when a conversation is remembered: see docs/memory.md, "Remembering
 # conversations". Picked on the dev split (bench/memory.py --fit prints the comparison).
-ADVICE = "turn+prev"
-ITEMS_PER_QUERY = 30  # memories asked for per question; several may be one turn's sentences
+ADVICE = "sentence"
+ITEMS_PER_QUERY = 30
+# all-mpnet-base-v2's coefficients, fitted like MiniLM's (python bench/memory.py --fit).
+MPNET_FIT = {"W_COS": 0.0, "W_KW": 0.0, "W_RRF": 0.0, "BIAS": 0.0}  # memories asked for per question; several may be one turn's sentences
 
 
 class CachedEmbedder:
@@ -90,16 +92,10 @@ def run(data: Dataset, *, mpnet: bool) -> dict[str, Any]:
         data, lambda q: ranked[q.id])
     rows["_relevance"] = calibration(data, ranked)
     if mpnet:
-        try:
-            from retrieval_fit import MPNET_WEIGHTS  # type: ignore[import-not-found]
-        except ImportError:
-            MPNET_WEIGHTS = None
         corpus = P.Corpus(data, ADVICE, embedder="mpnet")
-        if MPNET_WEIGHTS is not None:
-            w, use = np.array(MPNET_WEIGHTS["w"]), MPNET_WEIGHTS["use"]
-            rows[f"same pipeline, all-mpnet-base-v2 ({ADVICE})"] = P.hit_rates(
-                data, P.rank_weighted(corpus, w, use))
-        rows["all-mpnet-base-v2 vectors alone"] = P.hit_rates(data, corpus.rank_vector)
+        w = np.array([MPNET_FIT[k] for k in ("BIAS", "W_COS", "W_KW", "W_RRF")])
+        rows[f"same pipeline, all-mpnet-base-v2 ({ADVICE})"] = P.hit_rates(
+            data, P.rank_weighted(corpus, w, [0, 1, 2]))
     return rows
 
 
