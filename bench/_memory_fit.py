@@ -8,9 +8,15 @@
    grid. beta and gamma are kept >= 0: on this data a negative keyword weight scores
    higher, only because a paraphrase question shares no word with its evidence by
    construction, which no real workload promises;
-3. calibrates: a logistic regression of "this candidate is an evidence turn" on that
-   score gives the scale and bias, so relevance = sigmoid(a * score + b) is a
-   probability on dev (`min_relevance=0.5`: more likely relevant than not).
+3. calibrates what `min_relevance` should tell apart: a question's best hit when it
+   is the evidence (positive), and the best hit of the same question asked in another
+   persona's namespace that never mentions the topic (negative: nothing there is
+   relevant, though its on-topic chatter and other people's news come close). A
+   logistic regression of that label on the fused score gives the scale and bias, so
+   relevance = sigmoid(a * score + b), both classes weighted the same, so 0.5 is
+   where, on dev, a right answer becomes likelier than "nothing relevant here". (Fitting on every candidate instead puts the
+   midpoint near cosine 0.6, below nearly every correct hit: the base rate of
+   evidence among 100 candidates is ~1%, and restatements count as negatives.)
 
 It prints the constants for keel/memory/retrieval.py (MiniLM) and
 `_memory_quality.MPNET_FIT` (all-mpnet-base-v2).
@@ -18,11 +24,12 @@ It prints the constants for keel/memory/retrieval.py (MiniLM) and
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import _memory_proto as P
 import numpy as np
-from memory_data import Dataset, build
+from memory_data import Dataset, Question, build
 
 VARIANTS = ("turn", "turn+who", "sentence", "sentence+who")
 CHOSEN = "sentence"
@@ -54,16 +61,46 @@ def _hit5(prepared: list[tuple[np.ndarray, list[str], set[str]]], beta: float,
     return 100.0 * hits / len(prepared)
 
 
+def _top(corpus: P.Corpus, q: Question, beta: float, gamma: float) -> tuple[float, str]:
+    cands = corpus.candidates(q)
+    if not cands:
+        return 0.0, ""
+    f = P.features(cands)
+    s = f[:, 0] + beta * f[:, 1] + gamma * f[:, 2]
+    j = int(np.argmax(s))
+    return float(s[j]), corpus.turns[corpus.items[cands[j].item].turn].id
+
+
+def calibration_rows(data: Dataset, corpus: P.Corpus, beta: float,
+                     gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(best-hit score, 1 if it answers / 0 if asked where nothing is relevant)."""
+    slots: dict[str, set[str]] = {}
+    for q in data.questions:
+        slots.setdefault(q.persona, set()).add(q.slot)
+    personas = data.personas()
+    xs, ys = [], []
+    for q in data.questions:
+        score, turn = _top(corpus, q, beta, gamma)
+        if turn in q.evidence:
+            xs.append(score)
+            ys.append(1.0)
+        start = personas.index(q.persona)
+        for p in personas[start + 1:] + personas[:start]:
+            if q.slot not in slots[p]:
+                xs.append(_top(corpus, dataclasses.replace(q, persona=p), beta, gamma)[0])
+                ys.append(0.0)
+                break
+    return np.array(xs)[:, None], np.array(ys)
+
+
 def coefficients(data: Dataset, corpus: P.Corpus) -> dict[str, float]:
     """W_COS, W_KW, W_RRF and BIAS for `corpus`'s embedder, fitted as the docstring says."""
     prepared = _prepared(data, corpus)
     grid = sorted(((_hit5(prepared, b, g), -b - g, b, g)
                    for b, g in itertools.product(BETAS, GAMMAS)), reverse=True)
     _, _, beta, gamma = grid[0]
-    score = np.concatenate([f[:, 0] + beta * f[:, 1] + gamma * f[:, 2] for f, _, _ in prepared])
-    label = np.concatenate([[1.0 if t in ev else 0.0 for t in turns]
-                            for _, turns, ev in prepared])
-    bias, scale = P.fit_logistic(score[:, None], label)
+    x, y = calibration_rows(data, corpus, beta, gamma)
+    bias, scale = P.fit_logistic(x, y, balanced=True)
     return {"W_COS": float(scale), "W_KW": float(scale * beta), "W_RRF": float(scale * gamma),
             "BIAS": float(bias), "dev_hit5": grid[0][0]}
 

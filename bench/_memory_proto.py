@@ -169,14 +169,19 @@ def features(cands: list[Cand]) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(cands), len(FEATURES))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 100) -> np.ndarray:
-    """Logistic regression by Newton's method; returns [bias, w...]."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, iters: int = 100,
+                 balanced: bool = False) -> np.ndarray:
+    """Logistic regression by Newton's method; returns [bias, w...]. `balanced`: both
+    classes weigh the same in total (a 50/50 prior, whatever the sample's mix)."""
     xb = np.hstack([np.ones((len(x), 1)), x])
+    sw = np.ones(len(y))
+    if balanced:
+        sw = np.where(y > 0, 0.5 / max(y.mean(), 1e-9), 0.5 / max(1 - y.mean(), 1e-9))
     w = np.zeros(xb.shape[1])
     for _ in range(iters):
         p = 1 / (1 + np.exp(-(xb @ w)))
-        grad = xb.T @ (p - y) + l2 * np.r_[0, w[1:]]
-        h = (xb * (p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
+        grad = xb.T @ (sw * (p - y)) + l2 * np.r_[0, w[1:]]
+        h = (xb * (sw * p * (1 - p))[:, None]).T @ xb + l2 * np.eye(len(w))
         step = np.linalg.solve(h, grad)
         w -= step
         if float(np.abs(step).max()) < 1e-8:

@@ -24,7 +24,10 @@ FACTS = [
     "Ada is allergic to peanuts",
     "The office wifi password changed last week",
 ]
-THRESHOLD = 0.5
+# Relevance is calibrated on conversations full of near misses (keel/memory/retrieval.py):
+# there 0.5 keeps 71% of right answers. These one-line facts with MiniLM: a related
+# query's cosine is 0.44-0.65 (relevance 0.41-0.86), an unrelated one's at most 0.12 (0.02).
+THRESHOLD = 0.35
 
 
 @pytest.fixture

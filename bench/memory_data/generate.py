@@ -58,6 +58,7 @@ class Question:
     text: str
     answer: str
     evidence: list[str]
+    slot: str = ""  # what the question is about (a persona without it cannot answer)
 
 
 @dataclass
@@ -211,8 +212,11 @@ def _questions(rng: Random, pid: str, chosen: list[Slot], history: dict[str, lis
                overlap: _Overlap) -> list[Question]:
     out: list[Question] = []
 
+    slot = chosen[0]
+
     def ask(kind: str, text: str, answer: str, evidence: list[str]) -> None:
-        out.append(Question(f"{pid}-q{len(out):02d}", pid, kind, text, answer, evidence))
+        out.append(Question(f"{pid}-q{len(out):02d}", pid, kind, text, answer, evidence,
+                            slot.name))
 
     for slot in chosen:
         own = history[slot.name]

@@ -14,18 +14,21 @@ the fused one and a threshold means the same for every query.
 
 The coefficients are fitted for all-MiniLM-L6-v2 on the dev split of bench/memory.py's
 generated conversations (`python bench/memory.py --fit`; memories one sentence each,
-as docs/memory.md advises): the ratios W_KW / W_COS and W_RRF / W_COS by dev hit@5 over
-a grid kept >= 0, then W_COS and BIAS by a logistic regression of "this candidate is
-the evidence" on the fused score, so a relevance is the probability, on that data, that
-a hit is relevant. Measured there, any weight on the keyword features lowered hit@5
-(MiniLM already finds 99% of the questions naming a rare word), so both are 0: the
-full-text side still feeds candidates (those vectors alone would miss, and those left
-when a filter or `as_of` removes vector candidates). Another embedder needs its own
-values (the bench fits all-mpnet-base-v2's too).
+as docs/memory.md advises). The ranking weights W_KW / W_COS and W_RRF / W_COS were
+chosen by dev hit@5 over a grid kept >= 0: any weight on the keyword features lowered
+hit@5 there (MiniLM already finds 99% of the questions naming a rare word), so both
+are 0, and the full-text side only feeds candidates that the vectors would miss (or
+that remain when a filter or `as_of` removes vector candidates). W_COS and BIAS come
+from a logistic regression, both classes weighted alike, of "the best hit answers the
+question" (asked in its own namespace) against "nothing relevant" (the same question
+asked in a namespace that never mentions its topic): relevance 0.5 is cosine ~0.48,
+where on dev 71% of right answers pass and 19% of unanswerable questions return a
+hit (0.7: 56% and 8%). Another embedder needs its own values (the bench fits
+all-mpnet-base-v2's too).
 
 Example:
     ranked = rank([Candidate(seq=3, cosine=0.71, keyword_rank=0, vector_rank=1)])
-    ranked[0].relevance  # ~0.81
+    ranked[0].relevance  # ~0.93
 """
 
 from __future__ import annotations
@@ -39,11 +42,11 @@ POOL = 50  # candidates taken from each retriever
 RRF_K = 60  # the usual reciprocal-rank-fusion constant
 MAX_TERMS = 32  # keyword query terms kept (the first distinct ones)
 
-# Fitted on the bench's dev split (module docstring): relevance 0.5 at cosine ~0.61.
-W_COS = 10.315
+# Fitted on the bench's dev split (module docstring): relevance 0.5 at cosine ~0.48.
+W_COS = 11.074
 W_KW = 0.0
 W_RRF = 0.0
-BIAS = -6.286
+BIAS = -5.291
 
 # Words that carry no topic: left out of the keyword query, as Postgres's 'english'
 # configuration does anyway; on SQLite each would match nearly every memory, making
