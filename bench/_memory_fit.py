@@ -14,9 +14,9 @@
    relevant, though its on-topic chatter and other people's news come close). A
    logistic regression of that label on the fused score gives the scale and bias, so
    relevance = sigmoid(a * score + b), both classes weighted the same, so 0.5 is
-   where, on dev, a right answer becomes likelier than "nothing relevant here". (Fitting on every candidate instead puts the
-   midpoint near cosine 0.6, below nearly every correct hit: the base rate of
-   evidence among 100 candidates is ~1%, and restatements count as negatives.)
+   where, on dev, a right answer becomes likelier than "nothing relevant here".
+   (Fitting on every candidate instead puts the midpoint near cosine 0.6, below most
+   right answers: evidence is ~1% of 100 candidates, and restatements count against.)
 
 It prints the constants for keel/memory/retrieval.py (MiniLM) and
 `_memory_quality.MPNET_FIT` (all-mpnet-base-v2).

@@ -100,7 +100,8 @@ class Corpus:
             base = ix[0]
             conv = [self.turns[i] for i in ix]
             start = len(self.items)
-            self.items += [Item(it.turn + base, it.text, it.context) for it in ingest(conv, variant)]
+            self.items += [Item(it.turn + base, it.text, it.context)
+                           for it in ingest(conv, variant)]
             self.by_persona[p] = list(range(start, len(self.items)))
         self.db = sqlite3.connect(":memory:")
         self.db.execute("CREATE VIRTUAL TABLE m USING fts5(text, context, persona UNINDEXED, "

@@ -22,9 +22,9 @@ from memory_data import Dataset, Question
 # What a memory is when a conversation is remembered: see docs/memory.md, "Remembering
 # conversations". Picked on the dev split (bench/memory.py --fit prints the comparison).
 ADVICE = "sentence"
-ITEMS_PER_QUERY = 30
+ITEMS_PER_QUERY = 30  # memories asked for per question; several may be one turn's sentences
 # all-mpnet-base-v2's coefficients, fitted like MiniLM's (python bench/memory.py --fit).
-MPNET_FIT = {"W_COS": 0.0, "W_KW": 0.0, "W_RRF": 0.0, "BIAS": 0.0}  # memories asked for per question; several may be one turn's sentences
+MPNET_FIT = {"W_COS": 0.0, "W_KW": 0.0, "W_RRF": 0.0, "BIAS": 0.0}
 
 
 class CachedEmbedder:

@@ -59,7 +59,7 @@ STOPWORDS = frozenset(
     other our ours ourselves out over own same she should so some such than that the their
     theirs them themselves then there these they this those through to too under until up
     very was we were what when where which while who whom why will with would you your
-    yours yourself yourselves""".split()
+    yours yourself yourselves""".split()  # noqa: SIM905 (a long list reads better as words)
 )
 
 _WORD = re.compile(r"\w+", re.UNICODE)
