@@ -90,7 +90,7 @@ def run(data: Dataset, *, mpnet: bool) -> dict[str, Any]:
     ranked = asyncio.run(keel_search(data, ADVICE, CachedEmbedder("minilm")))
     rows[f"Keel app.memory.search (MiniLM, {ADVICE})"] = P.hit_rates(
         data, lambda q: ranked[q.id])
-    rows["_relevance"] = calibration(data, ranked)
+    rows["_relevance"] = calibration(data, ranked) | thresholds(data)
     if mpnet:
         corpus = P.Corpus(data, ADVICE, embedder="mpnet")
         w = np.array([MPNET_FIT[k] for k in ("BIAS", "W_COS", "W_KW", "W_RRF")])
@@ -109,3 +109,23 @@ def calibration(data: Dataset, ranked: dict[str, list[str]]) -> dict[str, float]
         (good if ranked[q.id][0] in set(q.evidence) else bad).append(scores[0])
     return {"top_relevant_mean": float(np.mean(good)) if good else 0.0,
             "top_irrelevant_mean": float(np.mean(bad)) if bad else 0.0}
+
+
+def thresholds(data: Dataset) -> dict[str, float]:
+    """At min_relevance 0.5 and 0.7 (keel's fitted MiniLM coefficients): the share of
+    questions whose right best hit passes, and of questions asked where nothing is
+    relevant (another persona's namespace, topic never mentioned) that still get a hit."""
+    import _memory_fit
+
+    from keel.memory import retrieval
+
+    corpus = P.Corpus(data, ADVICE)
+    beta = retrieval.W_KW / retrieval.W_COS
+    gamma = retrieval.W_RRF / retrieval.W_COS
+    x, y = _memory_fit.calibration_rows(data, corpus, beta, gamma)
+    rel = 1 / (1 + np.exp(-(retrieval.W_COS * x[:, 0] + retrieval.BIAS)))
+    out = {}
+    for t in (0.5, 0.7):
+        out[f"answers_kept@{t}"] = float((rel[y == 1] >= t).mean())
+        out[f"unanswerable_hit@{t}"] = float((rel[y == 0] >= t).mean())
+    return out

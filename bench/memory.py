@@ -48,6 +48,10 @@ def _quality(args: argparse.Namespace) -> dict[str, Any]:
                   f"(all questions); the top hit's relevance averages "
                   f"{relevance['top_relevant_mean']:.2f} when it is evidence and "
                   f"{relevance['top_irrelevant_mean']:.2f} when not")
+    print("min_relevance: " + "; ".join(
+        f"at {t}, {100 * relevance[f'answers_kept@{t}']:.0f}% of right best hits pass and "
+        f"{100 * relevance[f'unanswerable_hit@{t}']:.0f}% of questions with nothing relevant "
+        "still get a hit" for t in (0.5, 0.7)))
     return {"rows": rows, "relevance": relevance, "questions": len(data.questions)}
 
 
