@@ -31,7 +31,7 @@ import _memory_proto as P
 import numpy as np
 from memory_data import Dataset, Question, build
 
-VARIANTS = ("turn", "turn+who", "sentence", "sentence+who")
+VARIANTS = ("turn", "sentence", "sentence+who")
 CHOSEN = "sentence"
 BETAS = (0.0, 0.02, 0.05, 0.1, 0.2)
 GAMMAS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.8)

@@ -24,7 +24,7 @@ from memory_data import Dataset, Question
 ADVICE = "sentence"
 ITEMS_PER_QUERY = 30  # memories asked for per question; several may be one turn's sentences
 # all-mpnet-base-v2's coefficients, fitted like MiniLM's (python bench/memory.py --fit).
-MPNET_FIT = {"W_COS": 0.0, "W_KW": 0.0, "W_RRF": 0.0, "BIAS": 0.0}
+MPNET_FIT = {"W_COS": 14.417, "W_KW": 0.0, "W_RRF": 0.0, "BIAS": -6.378}
 
 
 class CachedEmbedder:
