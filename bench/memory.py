@@ -96,7 +96,10 @@ def _context(args: argparse.Namespace) -> dict[str, Any] | None:
     except ImportError:
         print("\ncontext tokens per call: bench/_memory_context.py is not there yet")
         return None
-    return dict(_memory_context.context_section())
+    rows = list(_memory_context.context_section())
+    print("\ncontext tokens per call of a long agent run (bench/_memory_context.py)")
+    print_plain(list(rows[0]), [[str(r[c]) for c in rows[0]] for r in rows])
+    return {"rows": rows}
 
 
 def _fit(args: argparse.Namespace) -> None:
