@@ -74,7 +74,14 @@ async def _measure(n: int, questions: list[str], qvecs: np.ndarray) -> dict[str,
             add_s = time.perf_counter() - t
             t = time.perf_counter()
             await app.memory.search(questions[0], namespace="bench", k=5)
-            first_s = time.perf_counter() - t  # reads every vector, builds the index
+            first_s = time.perf_counter() - t  # reads every vector (exact search meanwhile)
+            # Above HNSW_FROM the graph is built in a background thread: time it, and
+            # measure the steady state (graph ready), which is what a live process sees.
+            index = app.memory._indexes["bench"]
+            t = time.perf_counter()
+            await asyncio.to_thread(index.settle)
+            graph_s = time.perf_counter() - t
+            await app.memory.search(questions[0], namespace="bench", k=5)
             lat = []
             for q in questions:
                 t = time.perf_counter()
@@ -83,7 +90,8 @@ async def _measure(n: int, questions: list[str], qvecs: np.ndarray) -> dict[str,
         finally:
             await app.close()
     p50, p99 = _pcts(lat)
-    return {"n": n, "add_per_s": n / add_s, "first_search_s": first_s,
+    return {"n": n, "add_per_s": n / add_s, "first_search_s": first_s, "graph_build_s": graph_s,
+            "graph_size": index.graph_size,
             "retrieval_p50_ms": p50, "retrieval_p99_ms": p99, "load": os.getloadavg()}
 
 
