@@ -56,6 +56,7 @@ class Memory:
         self.store = store
         self.embedder: Embedder = embedder if embedder is not None else default()
         self.embedder_name = name_of(self.embedder)
+        self._calibration = retrieval.calibration_of(self.embedder)
         self._clock = clock
         self._indexes: dict[str, VectorIndex] = {}
         self._cache = cache_dir(getattr(store, "url", ""))  # HNSW graphs between processes
@@ -194,7 +195,7 @@ class Memory:
         }
         cands = _candidates(usable, keyword, nearest, qv)
         hits = []
-        for ranked in retrieval.rank(cands):
+        for ranked in retrieval.rank(cands, self._calibration):
             if floor is not None and ranked.relevance < floor:
                 break  # ranked by relevance: nothing after it passes either
             r = usable[ranked.seq]

@@ -110,15 +110,34 @@ def rrf(c: Candidate) -> float:
     return total / (2.0 / (RRF_K + 1))
 
 
-def relevance(c: Candidate) -> float:
+# (W_COS, BIAS) of the embedder whose cosines `relevance` reads; an embedder may carry
+# its own as a `calibration` attribute (fitted with `python bench/memory.py --fit`).
+MINILM = (W_COS, BIAS)
+
+
+def calibration_of(embedder: object) -> tuple[float, float]:
+    """The (cosine weight, bias) that turn `embedder`'s cosines into relevance: its own
+    `calibration` attribute, else all-MiniLM-L6-v2's (whose cosines other sentence
+    embedders' resemble only roughly: fit yours for a threshold that means the same)."""
+    cal = getattr(embedder, "calibration", None)
+    if cal is None:
+        return MINILM
+    w, b = cal
+    return float(w), float(b)
+
+
+def relevance(c: Candidate, calibration: tuple[float, float] = MINILM) -> float:
     """The calibrated relevance of one candidate, in [0, 1]."""
+    w_cos, bias = calibration
     kw = 1.0 if c.keyword_rank is not None else 0.0
-    z = W_COS * c.cosine + W_KW * kw + W_RRF * rrf(c) + BIAS
+    z = w_cos * c.cosine + W_KW * kw + W_RRF * rrf(c) + bias
     return 1.0 / (1.0 + math.exp(-z))
 
 
-def rank(candidates: Sequence[Candidate]) -> list[Ranked]:
+def rank(
+    candidates: Sequence[Candidate], calibration: tuple[float, float] = MINILM
+) -> list[Ranked]:
     """Candidates ranked by relevance, the most relevant first (ties: by seq, newest)."""
-    out = [Ranked(c.seq, relevance(c)) for c in candidates]
+    out = [Ranked(c.seq, relevance(c, calibration)) for c in candidates]
     out.sort(key=lambda r: (-r.relevance, -r.seq))
     return out
