@@ -1,7 +1,7 @@
 """A support agent with tiered memory: a lean context window, session state outside it,
 long-term memory pulled in only when relevant (docs/memory.md).
 
-    conversation = session "cust-1042-chat-1"; each customer message is one run:
+    a conversation = a session ("chat-1042-<tag>-1"); each customer message = one run:
         session fields (ctx.session) ─┐
         long-term hits above 0.55    ─┼─> ctx.llm.agent(budget=BUDGET, tools=[lookup_order,
         earlier turns (history)      ─┘                  reship_order]) -> the reply
@@ -34,14 +34,15 @@ With the CLI, a conversation is a session and each message a run:
         --input '{"customer_id": "1042"}'
     keel run examples/support_agent.py:support_turn --session chat-7 \\
         --input '{"customer_id": "1042", "message": "My order A-7781 has not arrived yet"}'
-    keel run examples/support_agent.py:support_turn --session chat-7 --input \\
-        '{"customer_id": "1042", "message": "Deliver to my office from now on", "end": true}'
+    keel run examples/support_agent.py:support_turn --session chat-7 --input '{"customer_id":
+        "1042", "end": true, "message": "From now on please deliver my parcels to my office"}'
     keel worker examples/support_agent.py      # runs the extraction the last message started
     keel memory search "where do parcels go" -n customer:1042 --min-relevance 0.55
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import sys
@@ -210,11 +211,15 @@ async def support_turn(
 ) -> TurnReply:
     """Answer one customer message of a conversation (the run's session)."""
     s = ctx.session
-    if await s.get("customer_name") is None:  # the conversation's first message
-        profile = await ctx.call(customer_profile, customer_id)
-        await s.set("customer_name", profile["name"])
-    fields = {k: v for k in SESSION_FIELDS if (v := await s.get(k)) is not None}
-    turns: list[dict[str, str]] = await s.get("transcript", [])
+    name = await s.get("customer_name")
+    fields: dict[str, Any] = {"customer_name": name}
+    turns: list[dict[str, str]] = []
+    if name is None:  # the conversation's first message: nothing established yet
+        fields["customer_name"] = name = (await ctx.call(customer_profile, customer_id))["name"]
+        await s.set("customer_name", name)
+    else:  # the other fields, one by one
+        fields |= {k: v for k in SESSION_FIELDS[1:] if (v := await s.get(k)) is not None}
+        turns = await s.get("transcript", [])
 
     hits = await ctx.memory.search(
         message, namespace=namespace(customer_id), k=3, min_relevance=MIN_RELEVANCE
@@ -245,7 +250,7 @@ async def support_turn(
     extraction = None
     if end:  # learnt in the background: this run does not wait for it
         extraction = await ctx.memory.extract(
-            transcript(fields.get("customer_name", ""), customer_id, turns),
+            transcript(name, customer_id, turns),
             namespace=namespace(customer_id),
             max_cost_usd=0.05,
         )
@@ -310,6 +315,7 @@ async def conversation(
             support_turn,
             {"customer_id": customer_id, "message": message, "end": n == len(messages) - 1},
             session=session,
+            id=f"{session}.{n + 1}",  # its turns: chat-1042-ab12cd-1.1, .2, ...
         )
         out: TurnReply = await handle.result(timeout=120)
         replies.append(out)
@@ -347,15 +353,18 @@ async def learnt(extraction_id: str) -> list[tuple[str, str]]:
     return [(i.status, i.text) for i in await app.memory.extracts(extraction_id)]
 
 
-async def main(customer_id: str = "1042") -> None:
-    tag = uuid.uuid4().hex[:6]  # a fresh pair of conversations each time it is run
+async def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--tag", default=uuid.uuid4().hex[:6], help="names the sessions")
+    args = parser.parse_args(argv)
+    customer_id = "1042"  # the conversations are Maya Patel's
     try:
         seed = await app.start(
             seed_customer, {"customer_id": customer_id}, id=f"seed-{customer_id}"
         )
         await seed.result(timeout=120)  # started again: replayed, nothing added twice
         for n, chat in enumerate((FIRST_CHAT, SECOND_CHAT), 1):
-            session = f"cust-{customer_id}-{tag}-{n}"
+            session = f"chat-{customer_id}-{args.tag}-{n}"
             print(f"== conversation {n} (session {session})")
             replies = await conversation(customer_id, session, chat)
             extraction = replies[-1].extraction
@@ -367,7 +376,8 @@ async def main(customer_id: str = "1042") -> None:
     finally:
         await app.close()
     print(
-        f"inspect a turn: keel show RUN; the memories: keel memory list -n {namespace(customer_id)}"
+        f"inspect a turn: keel show {session[:-2]}-1.2; the memories: keel memory list -n "
+        f"{namespace(customer_id)}"
     )
 
 
