@@ -915,8 +915,9 @@ async def test_support_agent_learns_in_one_session_and_the_next_one_finds_it(
     first conversation's extraction teaches the second where her parcels go."""
     app = agent.app
     seeded = [
-        await (await app.start(agent.seed_customer, {"customer_id": "1042"}, id="seed-1042"))
-        .result(TIMEOUT)
+        await (
+            await app.start(agent.seed_customer, {"customer_id": "1042"}, id="seed-1042")
+        ).result(TIMEOUT)
         for _ in range(2)  # a second start replays the run: nothing is added twice
     ]
     assert seeded[0] == seeded[1]
