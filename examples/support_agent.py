@@ -370,8 +370,8 @@ async def main(argv: list[str] | None = None) -> None:
             extraction = replies[-1].extraction
             assert extraction is not None
             print(f"\n== what the extraction run {extraction} learnt, in the background:")
-            for status, text in await learnt(extraction) or [("(nothing)", "")]:
-                print(f"  {status:9} {text}")
+            for status, text in await learnt(extraction) or [("(nothing new)", "")]:
+                print(f"  {status:9} {text}".rstrip())
             print()
     finally:
         await app.close()
