@@ -202,7 +202,12 @@ def namespace(customer_id: str) -> str:
 async def seed_customer(ctx: keel.Context, customer_id: str) -> list[str]:
     """What earlier conversations taught about a customer. Start it with a fixed id
     (`seed-<customer>`): a second start replays this run, so nothing is added twice."""
-    return await ctx.memory.add_many(KNOWN_FACTS[customer_id], namespace=namespace(customer_id))
+    if customer_id not in KNOWN_FACTS:
+        raise LookupError(f"no customer {customer_id!r}; known: {', '.join(KNOWN_FACTS)}")
+    ids: list[str] = await ctx.memory.add_many(
+        KNOWN_FACTS[customer_id], namespace=namespace(customer_id)
+    )
+    return ids
 
 
 @app.workflow
