@@ -17,7 +17,7 @@ long-term memory pulled in only when relevant (docs/memory.md).
 - **Working memory**: every model call fits `BUDGET` tokens; `lookup_order` returns a
   ~3,000-token carrier record cut to five fields by `@app.tool(keep=OrderStatus)` (the
   full record is journaled out of line). `keel show RUN` prints each call's context
-  (`context 812/1,200 tok`) and the cut (`kept 5 of 11 fields`).
+  (`context 371/400 tok`) and the cut (`kept 5 of 11 fields`).
 - **Learning**: the conversation's last run calls `ctx.memory.extract(transcript, ...)`,
   which starts an extraction run of its own (the conversation never waits for it); each
   fact it finds gets a status (added, duplicate, ...). The next conversation finds them.
@@ -243,11 +243,11 @@ async def support_turn(
     )
     reply = done.content or ""
 
-    for name, out in _tool_results(done.messages):  # what this message established
-        if name == "lookup_order":
+    for tool, out in _tool_results(done.messages):  # what this message established
+        if tool == "lookup_order":
             await s.set("order_id", out["id"])
             await s.set("open_issue", f"order {out['id']} {out['status']}")
-        elif name == "reship_order":
+        elif tool == "reship_order":
             issue = f"replacement {out['replacement']} sent {out['service']}, {out['tracking']}"
             await s.set("open_issue", issue)
     turns = [*turns, {"role": "customer", "text": message}, {"role": "agent", "text": reply}]
