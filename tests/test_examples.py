@@ -972,6 +972,26 @@ async def test_support_agent_learns_in_one_session_and_the_next_one_finds_it(
     assert all(c["tokens"] <= agent.BUDGET for c in await agent.contexts("chat-b.1"))
 
 
+async def test_support_agent_a_one_message_conversation_is_learnt_from_too(
+    agent: ModuleType,
+) -> None:
+    """A conversation's first message may be its last: the tool it called sets the session
+    fields, and the extraction reads a transcript naming the customer."""
+    [only] = await agent.conversation("1042", "chat-c", ["Where is my order A-7781?"], "quiet")
+    assert only.tools == ["lookup_order"] and only.extraction is not None
+    source = (await agent.app.get_run(only.extraction)).input["source"]
+    assert source.startswith("Customer: Maya Patel (customer 1042)\ncustomer: Where is my")
+    await agent.learnt(only.extraction)  # it finishes before the app closes
+    handle = await agent.app.start(
+        agent.support_turn, {"customer_id": "1042", "message": "thanks"}, session="chat-c"
+    )
+    assert (await handle.result(TIMEOUT)).fields == {
+        "customer_name": "Maya Patel",
+        "order_id": "A-7781",
+        "open_issue": "order A-7781 lost in transit",
+    }
+
+
 async def test_support_agent_unknown_customer_fails_with_a_clear_error(agent: ModuleType) -> None:
     handle = await agent.app.start(
         agent.support_turn, {"customer_id": "9999", "message": "hello"}, session="chat-x"
