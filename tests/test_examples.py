@@ -971,6 +971,13 @@ async def test_support_agent_learns_in_one_session_and_the_next_one_finds_it(
     assert await agent.learnt(asked.extraction) == []  # nothing new in that conversation
     assert all(c["tokens"] <= agent.BUDGET for c in await agent.contexts("chat-b.1"))
 
+    # started again after memory changed, a finished turn gives its first answer: no step runs
+    rec = Recorder()
+    app.hooks.add(rec)
+    message = {"customer_id": "1042", "message": agent.FIRST_CHAT[1], "end": False}
+    again = await (await app.start(agent.support_turn, message, id="chat-a.2")).result(TIMEOUT)
+    assert again == replace and rec.started == []
+
 
 async def test_support_agent_a_one_message_conversation_is_learnt_from_too(
     agent: ModuleType,
