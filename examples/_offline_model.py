@@ -440,7 +440,7 @@ def _support(messages: list[Message]) -> Reply:
     asks_where = any(w in low for w in ("where is", "not arrived", "hasn't arrived", "status"))
     if order and asks_where and "lookup_order" not in done:
         return Reply(tool_calls=[{"name": "lookup_order", "arguments": {"order_id": order}}])
-    premium = any("free express" in f for f in facts)
+    premium = any("premium member" in f for f in facts)
     if order and "replacement" in low and "reship_order" not in done:
         args = {"order_id": order, "express": premium or "express" in low}
         return Reply(tool_calls=[{"name": "reship_order", "arguments": args}])
@@ -450,8 +450,12 @@ def _support(messages: list[Message]) -> Reply:
     if found := done.get("lookup_order"):
         said.append(
             f"Order {found['id']} is {found['status']} with {found['carrier']} (last scan: "
-            f"{found['last_scan']}). I can send a replacement right away."
+            f"{found['last_scan']})."
         )
+        before = [m for f in facts if "never arrived" in f and (m := _ORDER.search(f))]
+        if before and found["status"] != "delivered":  # it happened to this customer before
+            said.append(f"I am sorry this happened again after order {before[0].group(0)}.")
+        said.append("I can send a replacement right away.")
     if sent := done.get("reship_order"):
         said.append(f"Replacement {sent['replacement']} ships {sent['service']} today.")
         if premium and sent["service"] == "express":

@@ -3,7 +3,7 @@ long-term memory pulled in only when relevant (docs/memory.md).
 
     a conversation = a session ("chat-1042-<tag>-1"); each customer message = one run:
         session fields (ctx.session) ─┐
-        long-term hits above 0.55    ─┼─> ctx.llm.agent(budget=BUDGET, tools=[lookup_order,
+        long-term hits above 0.25    ─┼─> ctx.llm.agent(budget=BUDGET, tools=[lookup_order,
         earlier turns (history)      ─┘                  reship_order]) -> the reply
         last message: ctx.memory.extract(transcript) -> a background run learns new facts
 
@@ -37,7 +37,7 @@ With the CLI, a conversation is a session and each message a run:
     keel run examples/support_agent.py:support_turn --session chat-7 --input '{"customer_id":
         "1042", "end": true, "message": "From now on please deliver my parcels to my office"}'
     keel worker examples/support_agent.py      # runs the extraction the last message started
-    keel memory search "where do parcels go" -n customer:1042 --min-relevance 0.55
+    keel memory search "where do parcels go" -n customer:1042 --min-relevance 0.25
 """
 
 from __future__ import annotations
@@ -69,9 +69,12 @@ app = keel.App(
 
 DESCRIPTION = "Two conversations with one customer: the second finds what the first taught."
 
-# Relevance is calibrated (docs/memory.md): ~0.5 is as likely relevant as not. A little
-# above it, a fact must be about the message to reach the prompt.
-MIN_RELEVANCE = 0.55
+# Relevance is calibrated (docs/memory.md): with MiniLM, 0.5 is a cosine of ~0.48, which a
+# question and its answer reach but a customer's message and a fact that bears on it
+# rarely do (these score 0.3-0.45; the others under 0.15, an unrelated question ~0.01).
+# A missed fact costs a worse answer, an extra one a line the model is told to ignore
+# when it does not matter: so a lower bar than the default 0.5.
+MIN_RELEVANCE = 0.25
 BUDGET = 400  # tokens per model call: system, session, facts, history, task and tools
 SESSION_FIELDS = ("customer_name", "order_id", "open_issue")
 
@@ -86,9 +89,9 @@ CUSTOMERS = {
 KNOWN_FACTS = {
     "1042": [
         "Maya Patel prefers to be contacted by email, never by phone",
-        "Maya Patel has been a premium member since 2021: free express shipping on every order",
+        "Maya Patel is a premium member: express shipping is free on all her orders",
         "Maya Patel is allergic to latex: no latex packaging or balloons in gift orders",
-        "Maya Patel's previous order A-6120 arrived damaged in March and was replaced",
+        "Maya Patel's earlier order A-6120 never arrived and had to be replaced",
     ],
     "1043": ["Tom Okafor prefers phone calls in the afternoon"],
 }
@@ -299,8 +302,8 @@ def _tool_results(messages: list[dict[str, Any]]) -> list[tuple[str, Any]]:
 
 FIRST_CHAT = [
     "Hi, my order A-7781 has not arrived yet. Where is it?",
-    "Can you send a replacement by express? Email me the tracking link, I prefer email to "
-    "phone calls.",
+    "Please send a replacement by express shipping and email me the tracking link, I prefer "
+    "email to phone calls.",
     "Unrelated question: what are your opening hours on public holidays?",
     "From now on please deliver my parcels to my office at 5 Dock Street, Leeds. "
     "Thanks, that's all.",

@@ -390,7 +390,7 @@ def tiered_memory() -> None:
     banner("11. Tiered memory: a support agent with session state, long-term memory and a "
            "token budget per model call")
     print("   examples/support_agent.py: each message a run of the conversation's session; "
-          "facts above 0.55 relevance only; the last message starts a background extraction")
+          "facts above 0.25 relevance only; the last message starts a background extraction")
     # One process for both conversations: the embedding model loads once.
     cmd = [sys.executable, "examples/support_agent.py", "--tag", "demo"]
     print("\033[2m$ python examples/support_agent.py --tag demo\033[0m", flush=True)
@@ -404,7 +404,7 @@ def tiered_memory() -> None:
     keel("show", "chat-1042-demo-1.1")
     banner("   What the next conversation will find, from the shell")
     keel("memory", "search", "which address do my parcels go to?", "-n", "customer:1042",
-         "--min-relevance", "0.55")
+         "--min-relevance", "0.25")
 
 
 def main() -> None:
