@@ -926,6 +926,8 @@ async def test_support_agent_learns_in_one_session_and_the_next_one_finds_it(
     first = await agent.conversation("1042", "chat-a", agent.FIRST_CHAT, say="quiet")
     where, replace, unrelated, bye = first
     assert where.fields == {"customer_name": "Maya Patel"} and where.tools == ["lookup_order"]
+    assert [h.text for h in where.memory] == [agent.KNOWN_FACTS["1042"][3]]  # a lost order
+    assert "sorry this happened again after order A-6120" in where.reply
     # the second message names no order: the session's field supplied it
     assert "A-7781" not in agent.FIRST_CHAT[1]
     assert replace.fields == {
