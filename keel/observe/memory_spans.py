@@ -17,8 +17,9 @@ from keel.types import StepKind, StepRecord, StepStatus
 _MAX_IDS = 100  # ids listed on one span: a bulk add of thousands is summarised by count
 
 
-def attributes(rec: StepRecord, content: bool, r: Redactor) -> dict[str, Any]:
-    """The `keel.memory.*` / `keel.session.*` attributes of a MEMORY or SESSION step."""
+def attributes(rec: StepRecord, content: bool, r: Redactor | None) -> dict[str, Any]:
+    """The `keel.memory.*` / `keel.session.*` attributes of a MEMORY or SESSION step
+    (`r`: the redactor the query goes through; None for a record redacted already)."""
     if rec.kind is StepKind.MEMORY:
         return _memory(rec, content, r)
     if rec.kind is StepKind.SESSION:
@@ -26,7 +27,7 @@ def attributes(rec: StepRecord, content: bool, r: Redactor) -> dict[str, Any]:
     return {}
 
 
-def _memory(rec: StepRecord, content: bool, r: Redactor) -> dict[str, Any]:
+def _memory(rec: StepRecord, content: bool, r: Redactor | None) -> dict[str, Any]:
     op = rec.name.removeprefix("memory.")
     asked = rec.input if isinstance(rec.input, dict) else {}
     out = rec.output if rec.status is StepStatus.OK else None
@@ -35,7 +36,8 @@ def _memory(rec: StepRecord, content: bool, r: Redactor) -> dict[str, Any]:
         attrs["keel.memory.namespace"] = asked["namespace"]
     if op == "search":
         if content and isinstance(asked.get("query"), str):
-            attrs["keel.memory.query"] = r.text(asked["query"])
+            query = asked["query"]
+            attrs["keel.memory.query"] = r.text(query) if r is not None else query
         for name in ("k", "min_relevance"):
             if asked.get(name) is not None:
                 attrs[f"keel.memory.{name}"] = asked[name]
