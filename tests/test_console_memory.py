@@ -98,6 +98,8 @@ async def test_namespaces_memories_validity_and_source_runs(app: keel.App) -> No
         assert f'href="/runs/{run.id}"' in mems[written]  # the run that wrote it
         assert '{"via": "chat"}' in html.unescape(mems[written])
         assert "Forget" not in page  # a viewer reads, never forgets
+        run_page = (await c.get(f"/runs/{run.id}")).text  # the trace names what it wrote
+        assert f'<span class="span-memory">add in user:ada → {written}</span>' in run_page
         current = (await c.get("/memory/user%3Aada?current=true")).text
         assert old not in table(current, "memories")
         bob = (await c.get("/memory/team%2Fbob")).text
