@@ -6,10 +6,12 @@ A reviewer logs in, opens a pending approval, edits an argument to an invalid va
 sees the error, fixes it, approves, and sees the waiting run complete; rejects with a
 reason (and not without one); an XSS payload in a model reply renders inert; a viewer sees
 no decision buttons and is refused by the endpoint; the inbox updates itself without
-disturbing what a reviewer is typing; anonymous requests end on the login page.
+disturbing what a reviewer is typing; anonymous requests end on the login page; a
+namespace of long-term memory is browsed, searched with a min relevance and a memory
+forgotten.
 
 With KEEL_SCREENSHOTS=DIR (`make screenshots`) the tests also save inbox.png,
-decision.png and waterfall.png there.
+decision.png, waterfall.png and memory.png there.
 """
 
 from __future__ import annotations
