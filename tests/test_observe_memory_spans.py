@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import keel
 from keel.cli import cli
-from keel.observe.spans import CONTENT_ATTRIBUTES, SpanRow
 from keel.engine.runtime import Settings
+from keel.observe.spans import CONTENT_ATTRIBUTES, SpanRow
 from keel.types import RunStatus
 from tests.limits import WAIT
 from tests.memory_embedders import HashedWords

@@ -158,12 +158,6 @@ def router(web: Web) -> APIRouter:
         items = await app.memory.extracts(run_id)
         if run is None and not items:
             raise Refused(404, f"no extraction run {run_id!r}: it never ran, or was purged")
-        if run is not None and run.workflow != EXTRACTION and not items:
-            raise Refused(
-                404,
-                f"run {run_id!r} is a {run.workflow!r} run, not a memory extraction"
-                f" ({EXTRACTION}): its page is /runs/{url_id(run_id)}",
-            )
         counts: dict[str, int] = {}
         for it in items:
             counts[it.status] = counts.get(it.status, 0) + 1
@@ -183,6 +177,8 @@ def router(web: Web) -> APIRouter:
             run_href=f"/runs/{url_id(run_id)}",
             rows=rows,
             counts=counts,
+            other=run is not None and run.workflow != EXTRACTION and not items,
+            extraction=EXTRACTION,
         )
 
     return r
