@@ -154,10 +154,10 @@ def memory_namespaces(as_json: JsonOpt = False) -> None:
 
 
 @memory_cli.command("forget")
-def memory_forget(memory_id: str) -> None:
+def memory_forget(memory_id: str, as_json: JsonOpt = False) -> None:
     """Delete a memory for good (text, vector and index entry)."""
     _run(lambda: _with_app(lambda app: app.memory.forget(memory_id)))
-    typer.echo(f"forgot {memory_id}")
+    _print_json({"forgot": memory_id}) if as_json else typer.echo(f"forgot {memory_id}")
 
 
 @memory_cli.command("supersede")

@@ -19,7 +19,7 @@ from keel.embed import Embedder, name_of
 from keel.errors import ConfigError, MemoryNotFound
 from keel.memory import _checks, retrieval
 from keel.memory.hit import MemoryHit
-from keel.memory.index import VectorIndex
+from keel.memory.index import VectorIndex, cache_dir, cache_file
 from keel.store.records import MemoryExtract, MemoryNamespace, MemoryRow
 
 if TYPE_CHECKING:
@@ -56,8 +56,10 @@ class Memory:
         self.store = store
         self.embedder: Embedder = embedder if embedder is not None else default()
         self.embedder_name = name_of(self.embedder)
+        self._calibration = retrieval.calibration_of(self.embedder)
         self._clock = clock
         self._indexes: dict[str, VectorIndex] = {}
+        self._cache = cache_dir(getattr(store, "url", ""))  # HNSW graphs between processes
 
     # -- writes ---------------------------------------------------------------------
 
@@ -194,7 +196,7 @@ class Memory:
         }
         cands = _candidates(usable, keyword, nearest, qv)
         hits = []
-        for ranked in retrieval.rank(cands):
+        for ranked in retrieval.rank(cands, self._calibration):
             if floor is not None and ranked.relevance < floor:
                 break  # ranked by relevance: nothing after it passes either
             r = usable[ranked.seq]
@@ -206,7 +208,8 @@ class Memory:
     async def _index(self, namespace: str) -> VectorIndex:
         index = self._indexes.get(namespace)
         if index is None:
-            index = self._indexes[namespace] = VectorIndex(self.embedder_name)
+            where = cache_file(self._cache, namespace, self.embedder_name)
+            index = self._indexes[namespace] = VectorIndex(self.embedder_name, where)
         await index.catch_up(self.store, namespace)
         if index.foreign:
             others = ", ".join(f"{n!r} ({c} memories)" for n, c in sorted(index.foreign.items()))
