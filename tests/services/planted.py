@@ -26,6 +26,7 @@ from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.paths import url_id
+from keel.store import EvalCaseResult, EvalResult
 from tests.limits import WAIT
 from tests.memory_embedders import HashedWords
 from tests.services.pages import sign_in
@@ -153,6 +154,13 @@ async def planted(store_url: str, **app_options: Any) -> AsyncIterator[Env]:
     # a long-term memory, so the memory pages are read too (no secret: memory text is
     # stored in clear, to be searchable; docs/encryption.md)
     await app.memory.add("the ops runbook lives in the wiki", namespace="ops")
+    # and an eval result whose case is a planted run, so the Evals pages are read too
+    # (no secret: eval results are kept in clear; docs/encryption.md)
+    now = await app.store.now()
+    await app.store.save_eval(
+        EvalResult("ev1", "graded-suite", now, now, "pass", {"means": {"fields": 1.0}}),
+        [EvalCaseResult("ev1", "g1", 0, "g1", True, {"fields": {"value": 1.0, "passed": True}})],
+    )
     try:
         yield e
     finally:
@@ -167,6 +175,7 @@ async def every_get(env: Env, server: Any, user: str) -> dict[str, str]:
         "/approvals/": [r.id for r in await env.app.approvals.list(status="all")],
         "/reviews/": [r.id for r in await env.app.reviews.list("all")],
         "namespace": [n.namespace for n in await env.app.memory.namespaces()],
+        "eval_id": [e.id for e in await env.app.store.list_evals()],
     }
     bodies: dict[str, str] = {}
     async with env.clients(server, user) as (api, web):
