@@ -66,3 +66,39 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(cli: Keel) -> None:
     assert listed.returncode == 0 and "holds no memories" in listed.stdout
     res = cli("memory", "extracts", "no-such-run")
     assert res.returncode == 1 and "no extracted items" in res.stderr
+
+
+def test_namespaces_lists_counts_in_name_order(store_url: str) -> None:
+    """In process, on the test's backend; the hashed-words embedder: no retrieval here."""
+    import asyncio
+
+    from typer.testing import CliRunner
+
+    import keel
+    from keel.cli import cli as keel_cli
+    from tests.memory_embedders import HashedWords
+
+    def run(*args: str) -> str:
+        env = {"KEEL_STORE": store_url, "COLUMNS": "200", "NO_COLOR": "1"}
+        res = CliRunner().invoke(keel_cli, ["memory", *args], env=env)
+        assert res.exit_code == 0, res.output
+        return res.stdout
+
+    assert "no memories in this store yet" in run("namespaces")
+
+    async def fill() -> None:
+        app = keel.App(store_url, embedder=HashedWords())
+        old = await app.memory.add("Ada lives in Paris", namespace="user:ada")
+        await app.memory.supersede(old, "Ada lives in Berlin")
+        await app.memory.add("Bob plays trumpet", namespace="team:bob")
+        await app.close()
+
+    asyncio.run(fill())
+    lines = run("namespaces").splitlines()
+    assert lines[0].startswith("team:bob  1 current, 0 superseded  last added 20")
+    assert lines[1].startswith("user:ada  1 current, 1 superseded")
+    got = json.loads(run("namespaces", "--json"))
+    assert [(n["namespace"], n["current"], n["superseded"]) for n in got] == [
+        ("team:bob", 1, 0),
+        ("user:ada", 1, 1),
+    ]

@@ -1,5 +1,5 @@
-"""`keel memory`: long-term memory from the shell (add, search, list, forget, supersede,
-and what an extraction run made of what it found)."""
+"""`keel memory`: long-term memory from the shell (add, search, list, namespaces, forget,
+supersede, and what an extraction run made of what it found)."""
 
 from __future__ import annotations
 
@@ -126,6 +126,31 @@ def memory_list(
         typer.echo(f"{r['id']}  {r['valid_from']}  {r['text']}{until}")
     if not out:
         typer.echo(f"namespace {namespace!r} holds no memories")
+
+
+@memory_cli.command("namespaces")
+def memory_namespaces(as_json: JsonOpt = False) -> None:
+    """The namespaces holding memories, with their current and superseded facts."""
+    found = _run(lambda: _with_app(lambda app: app.memory.namespaces()))
+    out = [
+        {
+            "namespace": n.namespace,
+            "current": n.current,
+            "superseded": n.superseded,
+            "last_added": _when(n.last_added),
+        }
+        for n in found
+    ]
+    if as_json:
+        _print_json(out)
+        return
+    for n in out:
+        typer.echo(
+            f"{n['namespace']}  {n['current']} current, {n['superseded']} superseded"
+            f"  last added {n['last_added']}"
+        )
+    if not out:
+        typer.echo("no memories in this store yet")
 
 
 @memory_cli.command("forget")
