@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from keel.errors import (
     RunNotFound,
     SignalRefused,
 )
+from keel.features import drift_service, workflow_monitors
 from keel.handle import RunHandle, input_json, new_run_id, same_input, same_session, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
@@ -36,6 +38,7 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.drift.service import Drift
     from keel.embed import Embedder
     from keel.engine.plugins import Background
     from keel.escalations import Escalations
@@ -140,6 +143,7 @@ class App:
         trace_content: bool = True,
         novelty: Any = None,
         sample: Any = None,
+        monitors: list[Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def workflow(
@@ -152,10 +156,12 @@ class App:
         trace_content: bool = True,
         novelty: Any = None,
         sample: Any = None,
+        monitors: list[Any] | None = None,
     ) -> F | Callable[[F], F]:
         """Register `async def wf(ctx, **inputs)` as a durable workflow.
 
         `trace_content=False` keeps prompts, responses and tool results out of its traces.
+        `monitors=[keel.drift.Distribution("category"), ...]` watch it for drift.
         """
         localns = _caller_locals()
 
@@ -173,6 +179,7 @@ class App:
                 trace_content=trace_content,
                 novelty=novelty,
                 sample=sample,
+                monitors=workflow_monitors(name or f.__name__, monitors),
             )
             self.registry.add_workflow(wf)
             f.__keel_workflow__ = wf.name  # type: ignore[attr-defined]
@@ -313,6 +320,11 @@ class App:
 
             self._memory = long_term_memory(self, self._embedder)
         return self._memory
+
+    @functools.cached_property
+    def drift(self) -> Drift:
+        """Drift monitors: `report`, `series`, `on_alert`, `backfill` (docs/drift.md)."""
+        return drift_service(self)
 
     @property
     def approvals(self) -> Any:

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from keel.codec import AESGCMCodec, new_key
-from keel.store import DriftMonitorSpec, DriftValue, EvalCaseResult, EvalResult, PurgeScope, RunFilter, SpanRecord
+from keel.store import (
+    DriftMonitorSpec,
+    DriftValue,
+    EvalCaseResult,
+    EvalResult,
+    PurgeScope,
+    RunFilter,
+    SpanRecord,
+)
 from keel.store.records import ConsoleSession, StepWrite, User, WorkerBeat
 from keel.store.sql import memory
 from keel.store.sql.core import renderer

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keel.store.base import Store
+from keel.store.drift import DriftMonitorSpec, DriftValue
 from keel.store.evals import EvalCaseResult, EvalResult
 from keel.store.records import (
     AuditEntry,
