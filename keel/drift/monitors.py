@@ -7,7 +7,7 @@ reads of a finished run, and how it judges a recent window against a reference w
   alert when its least-squares decline per 100 runs >= threshold (0.01) and p < alpha
   (0.001).
 - `ApprovalRate()`: the share of the run's approvals approved unchanged; alert when the
-  rate dropped by >= threshold (0.1) and the one-sided two-proportion p < alpha (0.01).
+  rate dropped by >= threshold (0.1) and the one-sided two-proportion p < alpha (0.0001).
 - `Metric(name)`: cost, tokens, duration, or a number in the result or state; alert when
   the rank-biserial effect size >= threshold (0.2) and Mann-Whitney's p < alpha (0.001).
 
@@ -248,7 +248,7 @@ class ApprovalRate(Monitor):
     kind: ClassVar[str] = "approval_rate"
     reads: ClassVar[frozenset[str]] = frozenset({"reviews"})
     default_threshold: ClassVar[float] = 0.1
-    default_alpha: ClassVar[float] = 0.01
+    default_alpha: ClassVar[float] = 0.0001
     review_kind: str = "approval"
 
     @property
