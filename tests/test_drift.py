@@ -82,7 +82,7 @@ async def test_each_run_stores_one_value_per_monitor_with_no_extra_step(app: kee
     await _run(app, 3)
     store = app.store
     cats = await store.drift_values("classify", "distribution:category", 10)
-    assert [v.run_id for v in cats] == ["t0", "t1", "t2"]
+    assert [v.run_id for v in cats] == ["t0", "t1", "t2"]  # in the order the runs ended
     assert {v.label for v in cats} <= {"billing", "outage"} and all(v.value is None for v in cats)
     conf = await store.drift_values("classify", "confidence:category", 10)
     assert all(0.88 < (v.value or 0) < 0.93 for v in conf)  # exp(-0.1 ± 0.02)

@@ -53,9 +53,10 @@ async def windows(
             workflow, monitor.key, ref.limit, start=ref.start, end=ref.end
         )
         # a pinned range that reaches into the recent window compares nothing with itself
-        reference = [v for v in reference if not recent or v.seq < recent[0].seq]
+        reference = [v for v in reference if not recent or _before(v, recent[0])]
     elif recent:
-        reference = await store.drift_values(workflow, monitor.key, ref.size, before=recent[0].seq)
+        oldest = (recent[0].at, recent[0].seq)
+        reference = await store.drift_values(workflow, monitor.key, ref.size, before=oldest)
     else:
         reference = []
     return recent, reference
@@ -139,6 +140,10 @@ def _summary(chunk: list[DriftValue]) -> dict[str, float]:
         return {k: n / len(labels) for k, n in counts.items()}
     nums = [v.value for v in chunk if v.value is not None]
     return {"value": sum(nums) / len(nums)} if nums else {}
+
+
+def _before(a: DriftValue, b: DriftValue) -> bool:
+    return (a.at, a.seq) < (b.at, b.seq)
 
 
 def _finite(x: float | None) -> float | None:

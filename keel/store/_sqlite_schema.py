@@ -408,8 +408,7 @@ CREATE TABLE IF NOT EXISTS drift_values (
     label TEXT,
     UNIQUE (workflow, monitor, run_id)
 );
-CREATE INDEX IF NOT EXISTS drift_values_by_monitor ON drift_values(workflow, monitor, seq);
-CREATE INDEX IF NOT EXISTS drift_values_by_time ON drift_values(workflow, monitor, at);
+CREATE INDEX IF NOT EXISTS drift_values_by_time ON drift_values(workflow, monitor, at, seq);
 """,
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 @dataclass(frozen=True)
 class DriftValue:
     """One monitor's observation of one finished run: a number (`value`) or a category
-    (`label`). `seq` orders observations as they were stored (0 before storing).
+    (`label`); `at` is when the run ended, `seq` the order of storing (0 before).
 
     Example:
         DriftValue("triage", "distribution:category", "run-1", at=1.7e9, label="billing")
@@ -65,10 +65,10 @@ class DriftStore(abc.ABC):
         monitor: str,
         limit: int,
         *,
-        before: int | None = None,
+        before: tuple[float, int] | None = None,
         start: float | None = None,
         end: float | None = None,
     ) -> list[DriftValue]:
-        """The newest `limit` observations of one monitor, oldest first: only those
-        stored before sequence number `before`, and observed in `[start, end)`, when
-        given."""
+        """The `limit` observations of one monitor whose runs ended last, oldest first
+        (by end time, then sequence): only those before `before` (an `(at, seq)` pair,
+        e.g. a window's oldest) and with `at` in `[start, end)`, when given."""

@@ -1,5 +1,5 @@
 """DriftStore conformance: observations are stored once per run and monitor, read back
-in windows (the newest N, before a sequence number, within a time range) oldest first,
+in windows (the newest N by end time, before a given one, within a time range) oldest first,
 and monitors' settings are upserted and listed."""
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ async def test_windows_by_count_sequence_and_time(store: Store) -> None:
     await store.add_drift_values(labels)
     recent = await store.drift_values("triage", "metric:cost_usd", 5)
     assert [v.run_id for v in recent] == ["r15", "r16", "r17", "r18", "r19"]
-    before = await store.drift_values("triage", "metric:cost_usd", 3, before=recent[0].seq)
+    first = (recent[0].at, recent[0].seq)
+    before = await store.drift_values("triage", "metric:cost_usd", 3, before=first)
     assert [v.run_id for v in before] == ["r12", "r13", "r14"]
+    # a run observed late (a backfill) takes its place by the time it ended
+    late = DriftValue("triage", "metric:cost_usd", "late", 1016.5, 99.0, None)
+    await store.add_drift_values([late])
+    recent = await store.drift_values("triage", "metric:cost_usd", 5)
+    assert [v.run_id for v in recent] == ["r16", "late", "r17", "r18", "r19"]
     pinned = await store.drift_values("triage", "metric:cost_usd", 100, start=1002.0, end=1005.0)
     assert [v.run_id for v in pinned] == ["r2", "r3", "r4"]
     [label] = await store.drift_values("triage", "distribution:category", 10)

@@ -177,7 +177,7 @@ async def _one_of_everything(store: SQLiteStore) -> None:
     await store.list_drift_monitors("wf")
     await store.add_drift_values([DriftValue("wf", "m", "r1", now, 1.0, None)])
     await store.drift_values("wf", "m", 10)
-    await store.drift_values("wf", "m", 10, before=5, start=0.0, end=now + 1)
+    await store.drift_values("wf", "m", 10, before=(now, 5), start=0.0, end=now + 1)
     span = SpanRecord("s1", "t1", None, "r1", "step", "INTERNAL", 1, 2, "OK", None, "{}")
     await store.write_spans([span])
     await store.load_spans("t1")

@@ -1,7 +1,7 @@
 """Drift observations (the `keel.store.drift.DriftStore` queries): `drift_monitors`, each
 monitor's settings as JSON text, and `drift_values`, one row per run and monitor,
-indexed by monitor and insertion order (windows of the newest N) and by time (a pinned
-reference window)."""
+indexed by monitor and the time its run ended (windows of the newest N, a pinned
+reference range)."""
 
 from __future__ import annotations
 
@@ -50,21 +50,26 @@ def drift_values(
     workflow: str,
     monitor: str,
     limit: int,
-    before: int | None,
+    before: tuple[float, int] | None,
     start: float | None,
     end: float | None,
 ) -> list[DriftValue]:
-    # The newest first with LIMIT walks the (workflow, monitor, seq) index backwards: a
-    # window costs its own size, however many observations the monitor has.
+    # Ordered by when the run ended, not when it was observed: observations are written
+    # in the background by many workers, and a backfill writes late ones. The newest
+    # first with LIMIT walks the (workflow, monitor, at, seq) index backwards: a window
+    # costs its own size, however many observations the monitor has.
     where = ["workflow=?", "monitor=?"]
     args: list[object] = [workflow, monitor]
-    for cond, arg in (("seq<?", before), ("at>=?", start), ("at<?", end)):
+    if before is not None:
+        where.append("(at<? OR (at=? AND seq<?))")
+        args += [before[0], before[0], before[1]]
+    for cond, arg in (("at>=?", start), ("at<?", end)):
         if arg is not None:
             where.append(cond)
             args.append(arg)
     rows = s.execute(
         "SELECT seq, workflow, monitor, run_id, at, value, label FROM drift_values"
-        f" WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+        f" WHERE {' AND '.join(where)} ORDER BY at DESC, seq DESC LIMIT ?",
         (*args, limit),
     ).fetchall()
     return [DriftValue(r[1], r[2], r[3], r[4], r[5], r[6], r[0]) for r in reversed(rows)]

@@ -354,7 +354,7 @@ class SQLStore(Store):
         monitor: str,
         limit: int,
         *,
-        before: int | None = None,
+        before: tuple[float, int] | None = None,
         start: float | None = None,
         end: float | None = None,
     ) -> list[DriftValue]:
