@@ -191,3 +191,34 @@ def test_bad_declarations_are_refused_with_what_to_do() -> None:
     with pytest.raises(keel.ConfigError, match=r"reference= takes keel\.drift\.Rolling"):
         keel.drift.Metric("cost_usd", reference=500)  # type: ignore[arg-type]
     assert "wf" not in app.registry.workflows  # nothing half-registered
+
+
+def test_what_each_monitor_reads_of_a_run() -> None:
+    from keel.drift.facts import RunFacts
+    from keel.types import RunInfo, RunStatus
+
+    run = RunInfo(
+        id="r1",
+        workflow="triage",
+        status=RunStatus.SUCCEEDED,
+        input={},
+        result={"status": "sent", "label": {"kind": "billing"}, "items": [{"n": 3}], "ok": True},
+        state={"category": "billing", "score": 0.5},
+        created_at=10.0,
+        updated_at=12.5,
+        ended_at=12.5,
+    )
+    facts = RunFacts(run)
+    sent = keel.drift.ApprovalRate(path="status", approved="sent")
+    assert (sent.key, sent.observe(facts), sent.needs()) == ("approval_rate:status", 1.0, set())
+    assert keel.drift.ApprovalRate(path="result.status", approved="rejected").observe(facts) == 0.0
+    assert keel.drift.ApprovalRate(path="missing").observe(facts) is None
+    assert keel.drift.ApprovalRate().observe(facts) is None  # no approval was decided
+    assert keel.drift.Distribution("label.kind").observe(facts) == "billing"
+    assert keel.drift.Distribution("state.category").observe(facts) == "billing"
+    assert keel.drift.Distribution("ok").observe(facts) == "true"
+    assert keel.drift.Distribution("label").observe(facts) is None  # not a category
+    assert keel.drift.Metric("items.0.n").observe(facts) == 3.0
+    assert keel.drift.Metric("score").observe(facts) == 0.5  # from the state
+    assert keel.drift.Metric("duration_s").observe(facts) == 2.5
+    assert keel.drift.Confidence("category").observe(facts) is None  # no model answer

@@ -17,8 +17,8 @@ drift_cli = typer.Typer(
 )
 
 
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4g}"
+def _num(x: float | None, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}g}"
 
 
 def _window(w: dict[str, Any]) -> str:
@@ -50,7 +50,7 @@ def drift_report(
             mark = "ALERT" if r.status == "alert" else r.status
             typer.echo(
                 f"{r.workflow:<16} {r.monitor:<26} {mark:<12} {_num(r.statistic):>9}"
-                f" {_num(r.threshold):>9} {_num(r.p_value):>9}  {_window(r.window)}"
+                f" {_num(r.threshold):>9} {_num(r.p_value, 2):>9}  {_window(r.window)}"
             )
     if check and any(r.status == "alert" for r in rows):
         raise typer.Exit(EXIT_ALERT)

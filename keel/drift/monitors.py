@@ -6,8 +6,9 @@ reads of a finished run, and how it judges a recent window against a reference w
 - `Confidence(path)`: the confidence of the latest model answer carrying that field;
   alert when its least-squares decline per 100 runs >= threshold (0.01) and p < alpha
   (0.001).
-- `ApprovalRate()`: the share of the run's approvals approved unchanged; alert when the
-  rate dropped by >= threshold (0.1) and the one-sided two-proportion p < alpha (0.0001).
+- `ApprovalRate()`: the share of the run's approvals approved unchanged (or whether a
+  result/state field says approved); alert when the rate dropped by >= threshold (0.1)
+  and the one-sided two-proportion p < alpha (0.0001).
 - `Metric(name)`: cost, tokens, duration, or a number in the result or state; alert when
   the rank-biserial effect size >= threshold (0.2) and Mann-Whitney's p < alpha (0.001).
 
@@ -238,8 +239,11 @@ class Confidence(Monitor):
 
 @dataclass(frozen=True)
 class ApprovalRate(Monitor):
-    """How often people approve what the workflow proposes (approved unchanged; an edit
-    or a rejection is not an approval), by a one-sided two-proportion test.
+    """How often people approve what the workflow proposes, by a one-sided two-proportion
+    test. From the run's decided `review_kind` requests (approved unchanged counts; an
+    edit or a rejection does not), or, with `path`, from the result or state: approved
+    when the value there equals `approved` (a workflow that takes its decision as a
+    signal, e.g. `ApprovalRate(path="status", approved="sent")`).
 
     Example:
         @app.workflow(monitors=[keel.drift.ApprovalRate()])
@@ -250,20 +254,27 @@ class ApprovalRate(Monitor):
     default_threshold: ClassVar[float] = 0.1
     default_alpha: ClassVar[float] = 0.0001
     review_kind: str = "approval"
+    path: str | None = None
+    approved: Any = True
+
+    def needs(self) -> frozenset[str]:
+        return frozenset() if self.path else self.reads
 
     @property
     def key(self) -> str:
-        if self.name or self.review_kind == "approval":
+        if self.name or (self.review_kind == "approval" and not self.path):
             return self.name or "approval_rate"
-        return f"approval_rate:{self.review_kind}"
+        return f"approval_rate:{self.path or self.review_kind}"
 
     def observe(self, facts: RunFacts) -> float | str | None:
+        if self.path:
+            found = facts.value(self.path)
+            return None if found is MISSING or found is None else float(found == self.approved)
         decided = [r for r in facts.reviews if r.kind == self.review_kind and r.status != "pending"]
         if not decided:
             return None
-        return sum(1 for r in decided if r.status in ("approved", "confirmed", "correct")) / len(
-            decided
-        )
+        approved = sum(1 for r in decided if r.status in ("approved", "confirmed", "correct"))
+        return approved / len(decided)
 
     def compare(self, recent: list[DriftValue], reference: list[DriftValue]) -> Judgement:
         ref, new = _numbers(reference), _numbers(recent)

@@ -115,7 +115,7 @@ class DriftObserver(Hooks):
         if (row.status == ALERT) != (before == ALERT):
             event = "drift.alert" if row.status == ALERT else "drift.recovered"
             log.warning(
-                "drift %s: %s/%s %s %.4g (threshold %.4g)",
+                "%s: %s/%s %s %.4g (threshold %.4g)",
                 event,
                 row.workflow,
                 row.monitor,
