@@ -222,3 +222,71 @@ def test_what_each_monitor_reads_of_a_run() -> None:
     assert keel.drift.Metric("score").observe(facts) == 0.5  # from the state
     assert keel.drift.Metric("duration_s").observe(facts) == 2.5
     assert keel.drift.Confidence("category").observe(facts) is None  # no model answer
+
+
+async def test_every_monitored_value_is_an_otel_metric(metric_reader: Any, app: keel.App) -> None:
+    await _run(app, 16)  # min_sample 15: the last judgements are real statuses
+
+    points: dict[str, list[Any]] = {}
+    data = metric_reader.get_metrics_data()
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                if metric.name.startswith("keel.drift."):
+                    points.setdefault(metric.name, []).extend(
+                        p
+                        for p in metric.data.data_points
+                        if p.attributes.get("gen_ai.workflow.name") == "classify"
+                    )
+    labels = {
+        p.attributes["keel.drift.label"]: p.value
+        for p in points["keel.drift.observations"]
+        if "keel.drift.label" in p.attributes
+    }
+    assert sum(labels.values()) >= 16 and set(labels) <= {"billing", "outage"}
+    confidence = [
+        p
+        for p in points["keel.drift.value"]
+        if p.attributes["keel.drift.monitor"] == "confidence:category"
+    ]
+    assert confidence and confidence[0].count >= 16 and 0.88 < confidence[0].min < 0.93
+    status = {p.attributes["keel.drift.monitor"]: p.value for p in points["keel.drift.status"]}
+    assert status["distribution:category"] in (0, -1)  # ok or insufficient, never an alert
+
+
+async def test_alerts_reach_a_webhook_and_a_failing_target_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from keel.drift.alert import Alerts
+
+    got: list[dict[str, Any]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None: ...
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def broken(event: dict[str, Any]) -> None:
+        raise RuntimeError("pager down")
+
+    alerts = Alerts()
+    alerts.add(f"http://127.0.0.1:{server.server_port}/drift")
+    alerts.add(broken)
+    try:
+        alerts.send({"event": "drift.alert", "workflow": "triage", "monitor": "approval_rate"})
+        await alerts.drain()
+    finally:
+        server.shutdown()
+    assert got == [{"event": "drift.alert", "workflow": "triage", "monitor": "approval_rate"}]
+    assert "drift alert for triage/approval_rate failed: pager down" in caplog.text
+    with pytest.raises(TypeError, match="a callable or an http"):
+        alerts.add("hooks.example.com")
