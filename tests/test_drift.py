@@ -190,6 +190,8 @@ def test_bad_declarations_are_refused_with_what_to_do() -> None:
         keel.drift.Distribution("category", window=20, min_sample=50)
     with pytest.raises(keel.ConfigError, match=r"reference= takes keel\.drift\.Rolling"):
         keel.drift.Metric("cost_usd", reference=500)  # type: ignore[arg-type]
+    with pytest.raises(keel.ConfigError, match="the approved value must be JSON"):
+        keel.drift.ApprovalRate(path="status", approved=object())
     assert "wf" not in app.registry.workflows  # nothing half-registered
 
 

@@ -18,6 +18,7 @@ A window holds too few observations (`min_sample`): `insufficient`, never an ale
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -256,6 +257,16 @@ class ApprovalRate(Monitor):
     review_kind: str = "approval"
     path: str | None = None
     approved: Any = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        try:  # stored with the monitor's settings, so `keel drift report` needs no code
+            json.dumps(self.approved)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"ApprovalRate(approved={self.approved!r}): the approved value must be JSON"
+                " (a string, number, boolean or null), as the result or state holds it"
+            ) from None
 
     def needs(self) -> frozenset[str]:
         return frozenset() if self.path else self.reads
