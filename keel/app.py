@@ -12,22 +12,18 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from pydantic import BaseModel
 
 from keel import config
-from keel._ids import id_problem
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
-from keel.engine.serde import revive, to_json
+from keel.engine.serde import to_json
 from keel.engine.worker import Worker
 from keel.errors import (
     ConfigError,
-    InputError,
-    RunCancelled,
-    RunFailed,
     RunNotFound,
     SignalRefused,
 )
 from keel.features import drift_service, workflow_monitors
-from keel.handle import RunHandle, input_json, new_run_id, same_input, same_session, wait_run
+from keel.handle import RunHandle, outcome, record_run, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
 from keel.policy.retry import Retry
@@ -435,36 +431,11 @@ class App:
         it returns that run; a different input (or session) is refused (`keel.InputError`).
         """
         wf = self.registry.workflow(workflow)
-        problem = None if id is None else id_problem(id, "run id")
-        problem = problem or (None if session is None else id_problem(session, "session id"))
-        if problem is not None:
-            raise InputError(problem, run_id=id, session=session)
-        run_id = id or new_run_id()
-        existing = await self.store.get_run(run_id) if id else None
-        if existing is not None and input is None:  # attach: the first start's input stands
-            info, created = existing, False
-        else:
-            data = input_json(wf, input)
-            if existing is not None:
-                info, created = existing, False
-            else:
-                info, created = await self.store.create_run(
-                    run_id, wf.name, data, time.time(), tenant=tenant, session=session or run_id
-                )
-        if not created and info.workflow != wf.name:
-            raise ConfigError(
-                f"run id {run_id!r} already belongs to workflow {info.workflow!r}, "
-                f"not {wf.name!r}; pick another id",
-                run_id=run_id,
-            )
-        if not created and input is not None:
-            same_input(info, data, self._short_redacted)
-        if not created:
-            same_session(info, session)
+        info, created = await record_run(self, wf, input, id, tenant, session)
         if execute and not info.status.terminal:
-            (await self._embedded()).watch(run_id)
+            (await self._embedded()).watch(info.id)
         # A run just created is PENDING: its first wait need not read it back.
-        return RunHandle(self, run_id, wf.name, known=info if created else None)
+        return RunHandle(self, info.id, wf.name, known=info if created else None)
 
     def run(
         self,
@@ -560,18 +531,7 @@ class App:
         return await wait_run(self, run_id, done, timeout, known)
 
     def _outcome(self, info: RunInfo) -> Any:
-        if info.status is RunStatus.SUCCEEDED:
-            wf = self.registry.workflows.get(info.workflow)
-            return revive(info.result, wf.return_type) if wf else info.result
-        if info.status is RunStatus.CANCELLED:
-            raise RunCancelled(f"run {info.id} was cancelled", run_id=info.id)
-        err = info.error
-        msg = f"run {info.id} ({info.workflow}) failed"
-        if err is not None:
-            msg += f": {err.type}: {err.message}"
-            if err.step:
-                msg += f" [step {err.step}]"
-        raise RunFailed(msg, error=err, run_id=info.id)
+        return outcome(self, info)
 
     def _resumes_here(self, run_id: str) -> bool:
         """Whether this process's embedded worker watches `run_id` (and so resumes it)."""

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import PydanticSerializationError
 
-from keel.engine.serde import from_json, to_json
-from keel.errors import InputError, RunSuspended
+from keel._ids import id_problem
+from keel.engine.serde import from_json, revive, to_json
+from keel.errors import ConfigError, InputError, RunCancelled, RunFailed, RunSuspended
 from keel.types import RunInfo, RunStatus
 
 if TYPE_CHECKING:
@@ -62,6 +63,64 @@ def same_session(info: RunInfo, session: str | None) -> None:
             " session is fixed when it starts: start another id for this session",
             run_id=info.id,
         )
+
+
+async def record_run(
+    app: App,
+    wf: WorkflowDef,
+    input: Any,
+    run_id: str | None,
+    tenant: str | None,
+    session: str | None,
+) -> tuple[RunInfo, bool]:
+    """`App.start`'s record: the run created (True), or the one `run_id` already names
+    when this start is the same as its first one (False); bad ids and a different input,
+    session or workflow are refused."""
+    problem = None if run_id is None else id_problem(run_id, "run id")
+    problem = problem or (None if session is None else id_problem(session, "session id"))
+    if problem is not None:
+        raise InputError(problem, run_id=run_id, session=session)
+    rid = run_id or new_run_id()
+    existing = await app.store.get_run(rid) if run_id else None
+    data = b""
+    if existing is not None and input is None:  # attach: the first start's input stands
+        info, created = existing, False
+    else:
+        data = input_json(wf, input)
+        if existing is not None:
+            info, created = existing, False
+        else:
+            info, created = await app.store.create_run(
+                rid, wf.name, data, time.time(), tenant=tenant, session=session or rid
+            )
+    if not created and info.workflow != wf.name:
+        raise ConfigError(
+            f"run id {rid!r} already belongs to workflow {info.workflow!r}, "
+            f"not {wf.name!r}; pick another id",
+            run_id=rid,
+        )
+    if not created and input is not None:
+        same_input(info, data, app._short_redacted)
+    if not created:
+        same_session(info, session)
+    return info, created
+
+
+def outcome(app: App, info: RunInfo) -> Any:
+    """A finished run's result (revived as its workflow's return type), or the error
+    that ended it: `RunCancelled`, `RunFailed` naming the error and its step."""
+    if info.status is RunStatus.SUCCEEDED:
+        wf = app.registry.workflows.get(info.workflow)
+        return revive(info.result, wf.return_type) if wf else info.result
+    if info.status is RunStatus.CANCELLED:
+        raise RunCancelled(f"run {info.id} was cancelled", run_id=info.id)
+    err = info.error
+    msg = f"run {info.id} ({info.workflow}) failed"
+    if err is not None:
+        msg += f": {err.type}: {err.message}"
+        if err.step:
+            msg += f" [step {err.step}]"
+    raise RunFailed(msg, error=err, run_id=info.id)
 
 
 def new_run_id() -> str:

@@ -29,7 +29,10 @@ def build(url: str) -> tuple[keel.App, Any]:
     model = keel.llm.ScriptedModel(
         rules=[("refund", "billing"), ("down", "outage")], default="general", price_as="gpt-4o-mini"
     )
-    app = keel.App(url, llm=model, settings=Settings(poll_interval=0.02))
+    # payments decisions are limited to ada: the suite's reviewer is let in on its own store
+    app = keel.App(
+        url, llm=model, settings=Settings(poll_interval=0.02), reviewers={"payments": ["ada"]}
+    )
 
     @app.tool
     async def lookup(account: str) -> dict[str, str]:
@@ -442,3 +445,74 @@ async def test_a_judge_replays_its_verdicts_from_a_cassette(store_url: str, tmp_
     with pytest.raises(keel.CassetteMiss):
         await evals.judge(rubric, model="judge", gateway=replaying)(case, other)
     await app.close()
+
+
+async def test_keel_review_export_output_is_a_dataset(store_url: str, tmp_path: Path) -> None:
+    """Sampled runs a person judged, exported as `keel review export` writes them, run
+    again as a suite: the run judged correct passes, the one a reviewer relabelled fails
+    until the workflow gives the reviewer's answer."""
+    from keel.hitl import Sample
+    from tests.services.pages import sample_of
+
+    app = keel.App(
+        store_url,
+        settings=Settings(poll_interval=0.02),
+        llm=keel.llm.ScriptedModel(rules=[("refund", "billing")], default="general"),
+    )
+
+    @app.workflow(sample=Sample(rate=1.0, queue="qa"))
+    async def label(ctx: keel.Context, text: str) -> dict[str, str]:
+        return {"category": await ctx.llm.text(text, name="classify")}
+
+    for run_id, text in (("r-ok", "refund please"), ("r-wrong", "charged twice")):
+        await (await app.start(label, {"text": text}, id=run_id)).result(WAIT)
+    await app.reviews.verdict((await sample_of(app, "r-ok")).id, True, by="ada")
+    wrong = (await sample_of(app, "r-wrong")).id
+    await app.reviews.verdict(wrong, False, by="ada", label={"category": "billing"})
+    path = tmp_path / "cases.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in await app.reviews.export("label")))
+    report = await evals.Suite(
+        "label", label, path, scorers=[evals.fields("category")], app=app, timeout=WAIT
+    ).run()
+    passed = {r.case.input["text"]: r.passed for r in report.results}
+    assert passed == {"refund please": True, "charged twice": False}
+    await app.close()
+
+
+async def test_a_suite_runs_offline_from_a_recorded_cassette(
+    store_url: str, tmp_path: Path
+) -> None:
+    """Record the cases' model calls once (LiteLLM's gpt-4o-mini path with a mock response
+    stands in for the provider), then run the suite again from the cassette alone."""
+    path = tmp_path / "cases.jsonl"
+
+    def app_with(spec: Any, mode: str) -> tuple[keel.App, Any]:
+        gateway = keel.llm.Gateway({"m": spec}, cassette=keel.llm.Cassette(path, mode=mode))  # type: ignore[arg-type]
+        app = keel.App(store_url, llm=gateway, settings=Settings(poll_interval=0.02))
+
+        @app.workflow
+        async def label(ctx: keel.Context, text: str) -> dict[str, str]:
+            return {"category": await ctx.llm.text(text, name="classify")}
+
+        return app, label
+
+    texts = [{**c, "input": {"text": c["input"]["text"]}} for c in CASES]
+    reports = []
+    for spec, mode in (
+        (keel.llm.ModelSpec("openai/gpt-4o-mini", params={"mock_response": "billing"}), "record"),
+        ("openai/gpt-4o-mini", "replay"),  # no mock: only the cassette can answer
+    ):
+        app, wf = app_with(spec, mode)
+        s = evals.Suite(
+            "label", wf, texts, scorers=[evals.fields("category")], app=app, timeout=WAIT
+        )
+        reports.append(await s.run())
+        await app.close()
+    recorded, replayed = (
+        [(r.case.id, r.status, r.scores["fields"].value) for r in rep.results] for rep in reports
+    )
+    assert (
+        replayed
+        == recorded
+        == [("c1", "succeeded", 1.0), ("c2", "succeeded", 0.0), ("c3", "succeeded", 1.0)]
+    )

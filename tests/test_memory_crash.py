@@ -8,6 +8,8 @@ The app is tests/apps/memory_app.py.
 
 from __future__ import annotations
 
+import pytest
+
 import keel
 from tests.apps.harness import Harness
 from tests.apps.memory_app import NS
@@ -67,3 +69,34 @@ async def test_a_write_with_the_same_derived_ids_stores_one_row(worker_harness: 
     for _ in range(2):  # as a crash between the insert and its journal entry would
         await mem._write(["once only"], NS, ["mem_fixed"], source="run:x")
     assert (await _texts(app)).count("once only") == 1
+
+
+@pytest.mark.parametrize("die_after", [1, 2, 3], ids=["add", "add_many", "supersede"])
+async def test_a_write_done_but_not_journaled_when_killed_is_not_made_twice(
+    worker_harness: Harness, die_after: int
+) -> None:
+    h = worker_harness
+    app = h.app(MODULE)
+    old = await app.memory.add("the fact superseded", namespace=NS)
+    handle = await app.start("writes", {"old_id": old}, id="w-run", execute=False)
+
+    doomed = h.spawn(MODULE, KEEL_TEST_DIE_AFTER_WRITE=die_after)
+    await h.wait_until(lambda: not doomed.alive(), timeout=WAIT, what="the kill after a write")
+    log = (h.data / "memory.log").read_text()
+    assert f"written {doomed.pid}" in log  # it died right after the write committed
+    journaled = {s.name for s in h.steps(handle.id) if s.status.value == "ok"}
+    assert len(journaled) == die_after - 1  # ... and before its step was journaled
+
+    final = h.spawn(MODULE)
+    out = await handle.result(WAIT)
+    texts = await _texts(app)
+    for text in (
+        "written once: add",
+        "written once: a",
+        "written once: b",
+        "written once: superseding",
+    ):
+        assert texts.count(text) == 1, (text, texts)
+    ids = {r.id for r in await app.memory.list(namespace=NS, current=False, limit=100)}
+    assert {out["add"], *out["add_many"], out["supersede"]} <= ids
+    h.terminate(final)

@@ -57,13 +57,15 @@ def run_id_for(eval_id: str, case_id: str, repeat: int) -> str:
 
 
 def isolated_app(app: Any, url: str) -> Any:
-    """The same workflows, tools, model gateway and reviewers as `app`, over `url`:
-    the eval's runs never land in the app's own store."""
+    """The same workflows, tools, model gateway and reviewer groups as `app` (the
+    suite's own reviewer added to each), over `url`: the eval's runs never land in the
+    app's own store."""
     twin = type(app)(
         url,
         settings=app.settings,
         llm=app.gateway,
-        reviewers=app.reviewers,
+        # the suite decides approvals as REVIEWER: a member of every reviewer group here
+        reviewers={queue: {*people, REVIEWER} for queue, people in app.reviewers.items()},
         redactor=app.redactor,
     )
     twin.registry = app.registry

@@ -19,8 +19,8 @@ from keel.embed import Embedder, name_of
 from keel.errors import ConfigError, MemoryNotFound
 from keel.memory import _checks, retrieval
 from keel.memory.hit import MemoryHit
-from keel.memory.index import VectorIndex
-from keel.store.records import MemoryExtract, MemoryRow
+from keel.memory.index import VectorIndex, cache_dir, cache_file
+from keel.store.records import MemoryExtract, MemoryNamespace, MemoryRow
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,8 +56,10 @@ class Memory:
         self.store = store
         self.embedder: Embedder = embedder if embedder is not None else default()
         self.embedder_name = name_of(self.embedder)
+        self._calibration = retrieval.calibration_of(self.embedder)
         self._clock = clock
         self._indexes: dict[str, VectorIndex] = {}
+        self._cache = cache_dir(getattr(store, "url", ""))  # HNSW graphs between processes
 
     # -- writes ---------------------------------------------------------------------
 
@@ -120,10 +122,11 @@ class Memory:
             for mid, (t, m, c), v in zip(ids, parsed, vectors, strict=True)
         ]
 
-    async def forget(self, memory_id: str) -> None:
+    async def forget(self, memory_id: str, *, by: str | None = None) -> None:
         """Delete a memory for good (privacy): gone from search, listing and the
-        full-text index. Raises `keel.MemoryNotFound` for an unknown id."""
-        if not await self.store.memory_forget(memory_id):
+        full-text index. `by`: the person asking, audited (`memory_forgotten`, with the
+        namespace, never the text). Raises `keel.MemoryNotFound` for an unknown id."""
+        if not await self.store.memory_forget(memory_id, by=by):
             raise _not_found(memory_id, "forget")
 
     async def supersede(
@@ -193,7 +196,7 @@ class Memory:
         }
         cands = _candidates(usable, keyword, nearest, qv)
         hits = []
-        for ranked in retrieval.rank(cands):
+        for ranked in retrieval.rank(cands, self._calibration):
             if floor is not None and ranked.relevance < floor:
                 break  # ranked by relevance: nothing after it passes either
             r = usable[ranked.seq]
@@ -205,7 +208,8 @@ class Memory:
     async def _index(self, namespace: str) -> VectorIndex:
         index = self._indexes.get(namespace)
         if index is None:
-            index = self._indexes[namespace] = VectorIndex(self.embedder_name)
+            where = cache_file(self._cache, namespace, self.embedder_name)
+            index = self._indexes[namespace] = VectorIndex(self.embedder_name, where)
         await index.catch_up(self.store, namespace)
         if index.foreign:
             others = ", ".join(f"{n!r} ({c} memories)" for n, c in sorted(index.foreign.items()))
@@ -238,6 +242,10 @@ class Memory:
         row's `seq` of the previous page); `current=False` includes superseded facts."""
         ns = _checks.namespace(namespace)
         return await self.store.memory_list(ns, after_seq=after, limit=limit, current=current)
+
+    async def namespaces(self, *, limit: int = 1000) -> builtins.list[MemoryNamespace]:
+        """The namespaces holding memories, in name order, with their counts."""
+        return await self.store.memory_namespaces(limit=limit)
 
     async def extracts(self, extraction_id: str) -> builtins.list[MemoryExtract]:
         """What became of each item an extraction run found (`ctx.memory.extract`

@@ -98,7 +98,9 @@ async def _memory_of_everything(store: SQLiteStore) -> None:
             id="m2", namespace="ns", text="u", digest="d", embedder="e", vector=None, valid_from=2.0
         ),
     )
+    await store.memory_namespaces()
     await store.memory_forget("m2")
+    await store.memory_forget("m1", by="ada")
     await store.memory_extract_put([MemoryExtract("r1", 0, "ns", "t", "added")])
     await store.memory_extracts("r1")
 

@@ -21,6 +21,7 @@ from keel.store.records import (
     ConsoleSession,
     KeywordHit,
     MemoryExtract,
+    MemoryNamespace,
     MemoryRow,
     Purged,
     PurgeScope,
@@ -433,8 +434,11 @@ class SQLStore(Store):
     ) -> list[MemoryRow]:
         return await self._call(memory.memory_list, namespace, after_seq, limit, current)
 
-    async def memory_forget(self, memory_id: str) -> bool:
-        return await self._call(memory.memory_forget, memory_id)
+    async def memory_namespaces(self, *, limit: int = 1000) -> list[MemoryNamespace]:
+        return await self._call(memory.memory_namespaces, limit)
+
+    async def memory_forget(self, memory_id: str, *, by: str | None = None) -> bool:
+        return await self._call(memory.memory_forget, memory_id, by)
 
     async def memory_supersede(self, old_id: str, new: MemoryRow) -> MemoryRow:
         return await self._call(memory.memory_supersede, old_id, new)
