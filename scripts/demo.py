@@ -4,9 +4,9 @@ Everything goes through the real `keel` command so the demo shows what a user
 types: a 50-document fan-out, a support ticket that waits for a human, a worker
 SIGKILLed in the middle of a fan-out and resumed, another drained by SIGTERM, a refund
 decided through the review console's server, a CRM sync whose key is a `keel.Secret`
-on a store encrypted at rest, what is still pending, and a feature of your own built on
-the durable-operation primitive (an outside oracle asked once), and a support agent
-using the three memory tiers.
+on a store encrypted at rest, what is still pending, a feature of your own built on
+the durable-operation primitive (an outside oracle asked once), evals, a support agent
+using the three memory tiers, and drift monitors.
 """
 
 from __future__ import annotations
@@ -407,6 +407,15 @@ def tiered_memory() -> None:
          "--min-relevance", "0.25")
 
 
+def drift() -> None:
+    banner("12. Drift: a classifier whose class mix shifts after 60 tickets, caught by monitors")
+    print("   examples/drift_classifier.py: 80 tickets; the monitors declared on the workflow "
+          "observe every run that ends, with no step in it")
+    subprocess.run([sys.executable, "examples/drift_classifier.py"], cwd=ROOT, env=ENV,
+                   check=True)
+    keel("drift", "report")
+
+
 def main() -> None:
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     STORE_DIR.mkdir(parents=True)
@@ -426,6 +435,7 @@ def main() -> None:
     pending()
     evals()
     tiered_memory()
+    drift()
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ def test_the_demo_runs_and_shows_each_part(tmp_path: Path) -> None:
     # T-1045's resolution passes its phase: the run goes on to wait for the approval
     assert "keel signal T-1045 approval" in out and "T-1045:phase:respond#0~2" not in out
     assert "0 finished ones re-ran" in out
+    # drift: the classifier's shifted class mix, caught and reported by `keel drift report`
+    assert "12. Drift" in out and re.search(r"classify_ticket +distribution:category +ALERT", out)
     # the release step and the readiness probe (docs/deploy.md) on the demo's store
     assert "created schema v" in out and "schema   ok" in out and "clock    ok" in out
     assert "dana signed in (dana (reviewer))" in out

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from keel.errors import ConfigError
 from keel.store.base import Store
+from keel.store.drift import DriftMonitorSpec, DriftStore, DriftValue
 from keel.store.evals import EvalCaseResult, EvalResult, EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
@@ -50,6 +51,9 @@ __all__ = [
     "Claimed",
     "Committed",
     "ConsoleSession",
+    "DriftMonitorSpec",
+    "DriftStore",
+    "DriftValue",
     "Escalation",
     "EvalCaseResult",
     "EvalResult",

@@ -19,6 +19,7 @@ from keel.server.payloads import PayloadPolicy
 from keel.server.sessions import Sessions
 from keel.server.web import (
     approvals,
+    drift,
     escalations,
     evals,
     inbox,
@@ -79,6 +80,7 @@ def mount(
         reviews.router(web),
         evals.router(web),
         memory.router(web),
+        drift.router(web),
         users.router(web),
     ):
         server.include_router(router)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keel.store.base import Store
+from keel.store.drift import DriftMonitorSpec, DriftValue
 from keel.store.evals import EvalCaseResult, EvalResult
 from keel.store.records import (
     AuditEntry,
@@ -33,6 +34,7 @@ from keel.store.records import (
 )
 from keel.store.session_state import ANY, Expect, SessionEntry
 from keel.store.sql import (
+    drift,
     evals,
     identity,
     memory,
@@ -335,6 +337,29 @@ class SQLStore(Store):
 
     async def eval_cases(self, eval_id: str) -> list[EvalCaseResult]:
         return await self._call(evals.eval_cases, eval_id)
+
+    # -- drift observations --------------------------------------------------------
+
+    async def put_drift_monitors(self, specs: list[DriftMonitorSpec]) -> None:
+        await self._call(drift.put_drift_monitors, specs)
+
+    async def list_drift_monitors(self, workflow: str | None = None) -> list[DriftMonitorSpec]:
+        return await self._call(drift.list_drift_monitors, workflow)
+
+    async def add_drift_values(self, values: list[DriftValue]) -> int:
+        return await self._call(drift.add_drift_values, values) if values else 0
+
+    async def drift_values(
+        self,
+        workflow: str,
+        monitor: str,
+        limit: int,
+        *,
+        before: tuple[float, int] | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[DriftValue]:
+        return await self._call(drift.drift_values, workflow, monitor, limit, before, start, end)
 
     # -- identity -----------------------------------------------------------------
 
