@@ -61,6 +61,7 @@ KEEL_LOGGERS = (
     "keel.hitl",
     "keel.server",
     "keel.memory",
+    "keel.drift",
 )
 
 
