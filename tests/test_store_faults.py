@@ -51,6 +51,12 @@ def test_a_write_lock_held_for_60_s_pauses_workers_and_fails_no_run(tmp_path: Pa
     fleet.spawn("run", f"{APP}:chain", "--id", "embedded", "--input", '{"n": 150}', name="run")
     fleet.steps["embedded"] = 150
     until(lambda: len(fleet.executions()) >= 14, "steps of every run to be in flight")
+    # `keel run` included: on a busy machine it may not have recorded its run yet, and a
+    # lock taken before that refuses the start (no run exists to be "not failed").
+    until(
+        lambda: any(k.startswith("embedded:") for k in fleet.executions()),
+        "the embedded run's first step",
+    )
     started = time.monotonic()
     with _write_lock(store):
         until(lambda: _paused(fleet, ["worker0", "worker1"]), "both workers to pause")
