@@ -191,3 +191,15 @@ def metric_reader() -> Any:
     if metrics.get_meter_provider() is not provider:
         pytest.skip("another global MeterProvider is already installed in this process")
     return reader
+
+
+# -- Temporal (tests/test_temporal_*.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def temporal_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Temporal dev server (tests/services/temporal.py) for this test session."""
+    from tests.services.temporal import temporal_server
+
+    with temporal_server(tmp_path_factory.mktemp("temporal")) as address:
+        yield address

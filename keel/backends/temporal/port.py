@@ -1,0 +1,292 @@
+"""`ExecutionPort` on Temporal: what a `keel.Context` inside a Temporal workflow talks to.
+
+The workflow function runs unchanged over this port; Temporal's history is the journal:
+a tool call is an activity (keel.backends.temporal.activity), `ctx.sleep` a timer,
+`ctx.wait_for` a wait for a signal, `ctx.now/uuid/random` come from the workflow's own
+deterministic APIs. Keel's step keys and argument digests still apply: every activity
+result carries the key and digest it was scheduled with, and replay compares them with
+what the code asks for now, so a changed workflow fails with Keel's
+`NonDeterminismError` (which the workflow class turns into Temporal's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from keel.backends.temporal.activity import ACTIVITY, attempt_timeout
+from keel.engine.journal import Journal, Scope
+from keel.engine.plugins import Features
+from keel.engine.serde import from_json, revive, to_json, unannotated
+from keel.errors import ConfigError, KeelError, SignalTimeout, from_structured
+from keel.types import RunInfo, StepKind, StepRecord, StepStatus, StructuredError
+
+if TYPE_CHECKING:
+    from keel.engine.context import Context
+    from keel.engine.operation import Operation
+    from keel.engine.phase import Phase
+    from keel.engine.recovery import StepPolicy
+    from keel.engine.registry import ToolDef
+    from keel.policy.completion import CompletionPolicy
+    from keel.types import MapResult
+
+_NOT_YET = "is not supported on the Temporal backend yet (docs/temporal.md lists what is)"
+
+
+def not_yet(what: str) -> NoReturn:
+    """Refuse a feature this backend does not carry yet, naming it."""
+    raise ConfigError(f"{what} {_NOT_YET}")
+
+
+class _NoFeature:
+    """A feature door that refuses, naming the feature (instead of "not configured")."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __call__(self, ctx: Context) -> Any:
+        not_yet(self.what)
+
+
+class _NoPeople:
+    """Approvals and reviews need Keel's store of requests: not carried yet."""
+
+    async def approval(self, ctx: Context, action: Any, **kw: Any) -> Any:
+        not_yet("ctx.approval")
+
+    async def approve_call(
+        self, ctx: Context, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        not_yet(f"tool {tool.name!r} needs approval; approvals")
+
+    async def review_output(self, ctx: Context, **kw: Any) -> Any:
+        not_yet("output review")
+
+
+FEATURES = Features(
+    models=_NoFeature("ctx.llm"),
+    people=_NoPeople(),
+    memory=_NoFeature("ctx.memory"),
+    session=_NoFeature("ctx.session"),
+)
+
+
+class TemporalExecution:
+    """One Temporal workflow execution of a Keel run, as `Context` sees it.
+
+    Example (what the generic workflow does):
+        port = TemporalExecution(run, app.registry.tools, signals)
+        result = await wf.fn(Context(port, port.root), **kwargs)
+    """
+
+    def __init__(
+        self,
+        run: RunInfo,
+        tools: Mapping[str, ToolDef],
+        signals: dict[str, list[Any]],
+        root: Scope,
+    ) -> None:
+        self._run = run
+        self._tools = tools
+        self._signals = signals  # name -> payloads not yet taken, filled by the handler
+        self.root = root
+        self.fatal: KeelError | None = None  # a hard stop: every later step raises it
+        self._degraded: list[str] = []
+
+    @property
+    def run(self) -> RunInfo:
+        return self._run
+
+    @property
+    def features(self) -> Features:
+        return FEATURES
+
+    @property
+    def tools(self) -> Mapping[str, ToolDef]:
+        return self._tools
+
+    def current(self, bound: Scope) -> Scope:
+        return bound  # no child scopes yet (map, gather and phases are not carried)
+
+    def degraded(self) -> list[str]:
+        return list(self._degraded)
+
+    # -- steps ------------------------------------------------------------------------
+
+    def operation(
+        self,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        *,
+        key_name: str | None = None,
+        shown_input: Any = None,
+    ) -> Operation:
+        not_yet(f"ctx.operation({name!r})")
+
+    async def step(
+        self,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        fn: Callable[[], Awaitable[Any]],
+        annotation: Any,
+        *,
+        policy: StepPolicy | None = None,
+    ) -> Any:
+        from temporalio import workflow
+        from temporalio.common import RetryPolicy
+        from temporalio.exceptions import ActivityError, ApplicationError
+
+        # `fn` (the tool's effect in this process) is never called: the activity runs it
+        if self.fatal is not None:
+            raise self.fatal
+        if kind is not StepKind.TOOL:
+            not_yet(f"a {kind.value} step")
+        tool = self._tools.get(name)
+        if tool is None:
+            raise ConfigError(
+                f"ctx.call({name}): on the Temporal backend a tool must be registered with "
+                "@app.tool, so the activity worker can find it by name"
+            )
+        if tool.keep is not None:
+            not_yet(f"tool {name!r} with keep=")
+        if tool.irreversible or tool.breaker is not None:
+            not_yet(f"tool {name!r} with irreversible= or breaker=")
+        key, pos = scope.next(name)
+        named = policy.input if policy is not None else None
+        request = {
+            "tool": name,
+            "key": key,
+            "digest": digest,
+            "args": from_json(to_json(named, what=f"arguments of {name!r}")),
+        }
+        retry = tool.retry
+        attempts = retry.attempts if retry is not None else 1
+        try:
+            done = await workflow.execute_activity(
+                ACTIVITY,
+                request,
+                start_to_close_timeout=attempt_timeout(tool),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=attempts,
+                    # only for timeouts: every failure the tool raises names its own delay
+                    initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
+                ),
+                summary=key,
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            if not isinstance(cause, ApplicationError) or not cause.details:
+                raise  # a timeout or cancellation Temporal decided: its own error
+            err = StructuredError.model_validate(cause.details[0])
+            self._check(scope, pos, key, digest, err.step or key, digest)
+            return self._fall_back(tool, key, err, annotation)
+        self._check(scope, pos, key, digest, done["key"], done["digest"])
+        return revive(done["output"], annotation if annotation is not None else unannotated())
+
+    def _check(
+        self, scope: Scope, pos: int, key: str, digest: str, was_key: str, was_digest: str
+    ) -> None:
+        """Keel's journal check of this step against the one history recorded here."""
+        recorded = StepRecord(
+            run_id=self._run.id,
+            key=was_key,
+            scope=scope.path,
+            position=pos,
+            kind=StepKind.TOOL,
+            name=was_key.rsplit("#", 1)[0],
+            digest=was_digest,
+            status=StepStatus.OK,
+            started_at=0.0,
+        )
+        try:
+            Journal(self._run.id, [recorded]).check(scope.path, pos, key, digest)
+        except KeelError as exc:
+            self.fatal = exc
+            raise
+
+    def _fall_back(self, tool: ToolDef, key: str, err: StructuredError, annotation: Any) -> Any:
+        """The tool failed for good: its fallback decides, as on Keel's engine."""
+        fb = tool.fallback
+        if fb is None or err.type in ("SerializationError", "ConfigError"):
+            raise from_structured(err)
+        if fb.kind == "degrade":
+            self._degraded.append(key)
+            return revive(fb.default, annotation)
+        if fb.kind == "fail":
+            err.fallback = "fail"
+            stop = from_structured(err)
+            self.fatal = stop  # the run fails even if the workflow catches this
+            raise stop
+        not_yet(f"tool {tool.name!r} with Fallback.human (escalations)")
+
+    def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
+        from temporalio import workflow
+
+        scope.next(name)  # the same keys as on Keel's engine
+        if name == "now":
+            return workflow.now().timestamp()
+        if name == "uuid":
+            return str(workflow.uuid4())
+        if name == "random":
+            return workflow.random().random()
+        not_yet(f"a recorded value {name!r}")
+
+    async def sleep(self, scope: Scope, seconds: float) -> None:
+        from temporalio import workflow
+
+        key, _ = scope.next("sleep")
+        await workflow.sleep(max(seconds, 0.0), summary=key)
+
+    async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:
+        from temporalio import workflow
+
+        key, _ = scope.next(f"signal:{signal}")
+        waiting = self._signals.setdefault(signal, [])
+        try:
+            await workflow.wait_condition(
+                lambda: bool(waiting), timeout=timeout, timeout_summary=key
+            )
+        except TimeoutError:
+            raise SignalTimeout(
+                f"no {signal!r} signal arrived within {timeout}s",
+                signal=signal,
+                timeout=timeout,
+                step=key,
+            ) from None
+        return waiting.pop(0)
+
+    # -- not carried yet -----------------------------------------------------------------
+
+    async def map(
+        self,
+        scope: Scope,
+        fn: Callable[[Context, Any], Awaitable[Any]] | None,
+        tool: ToolDef | None,
+        label: str,
+        items: list[Any],
+        concurrency: int | None,
+        require: CompletionPolicy,
+    ) -> MapResult[Any]:
+        not_yet("ctx.map")
+
+    async def gather(
+        self, scope: Scope, awaitables: tuple[Awaitable[Any], ...], require: CompletionPolicy
+    ) -> MapResult[Any]:
+        for aw in awaitables:
+            close = getattr(aw, "close", None)
+            if callable(close):
+                close()
+        not_yet("ctx.gather")
+
+    def phase(
+        self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
+    ) -> Phase:
+        not_yet("ctx.phase")
+
+
+__all__ = ["FEATURES", "TemporalExecution", "not_yet"]

@@ -1,0 +1,151 @@
+"""Hosting an App's workflows and tools in a Temporal worker, and starting runs there.
+
+Example:
+    backend = Backend(address="localhost:7233", task_queue="keel")
+    client = await connect(backend)
+    async with serve(app, client, backend):
+        run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
+        print(await result(app, client, run_id))
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from keel._ids import id_problem
+from keel.backends.temporal.config import Backend
+from keel.backends.temporal.hosting import host, unhost
+from keel.engine.serde import from_json, to_json
+from keel.errors import ConfigError, InputError, KeelError, NonDeterminismError, structured
+from keel.types import RunInfo, RunStatus, StructuredError
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from keel.app import App
+
+
+async def connect(backend: Backend) -> Client:
+    """A Temporal client for `backend`'s address and namespace."""
+    from temporalio.client import Client
+
+    try:
+        return await Client.connect(backend.address, namespace=backend.namespace)
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot reach Temporal at {backend.address} (namespace {backend.namespace!r}): "
+            f"{exc}; start one with `temporal server start-dev` or fix the address"
+        ) from exc
+
+
+@asynccontextmanager
+async def serve(
+    app: App, client: Client, backend: Backend, *, max_cached_workflows: int = 1000
+) -> AsyncIterator[None]:
+    """Run a Temporal worker hosting `app`'s workflows and tools on `backend.task_queue`
+    while the block runs. `max_cached_workflows=0` replays every workflow task from
+    its history (what the tests do, so replay is exercised on every step)."""
+    from temporalio.worker import Worker
+    from temporalio.workflow import NondeterminismError as TemporalNondeterminism
+
+    from keel.backends.temporal.activity import make_activity
+    from keel.backends.temporal.workflow import KeelWorkflow
+
+    host(backend.task_queue, app)
+    try:
+        worker = Worker(
+            client,
+            task_queue=backend.task_queue,
+            workflows=[KeelWorkflow],
+            activities=[make_activity(app.registry.tools)],
+            max_cached_workflows=max_cached_workflows,
+            # a diverged replay fails the run with both steps named, as on Keel's engine,
+            # instead of retrying its workflow task forever
+            workflow_failure_exception_types=[TemporalNondeterminism],
+        )
+        async with worker:
+            yield
+    finally:
+        unhost(backend.task_queue)
+
+
+async def start(
+    app: App,
+    client: Client,
+    backend: Backend,
+    workflow: str,
+    input: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+) -> str:
+    """Start a run of `workflow` on Temporal (its run id is the workflow id); returns it.
+
+    Starting the same `run_id` again is idempotent: the run already started (running or
+    finished) is the one you get, never a second execution.
+    """
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    wf = app.registry.workflow(workflow)
+    data = wf.validate_input(input).model_dump(mode="json")  # bad input: refused here
+    rid = run_id or str(uuid.uuid4())
+    problem = id_problem(rid, "run id")
+    if problem is not None:
+        raise InputError(problem, run_id=rid)
+    try:
+        await client.start_workflow(
+            wf.name,
+            from_json(to_json(data, what="input")),
+            id=rid,
+            task_queue=backend.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+    except WorkflowAlreadyStartedError:
+        pass  # it ran to its end already: that run is this one
+    return rid
+
+
+async def signal(client: Client, run_id: str, name: str, payload: Any = None) -> None:
+    """Send signal `name` (with `payload`, JSON) to run `run_id`; `ctx.wait_for` takes it."""
+    await client.get_workflow_handle(run_id).signal(name, payload)
+
+
+async def result(app: App, client: Client, run_id: str) -> Any:
+    """Wait for run `run_id` to end: its result (as the workflow's return type), or
+    `keel.RunFailed` naming the error and its step, exactly as `RunHandle.result()`."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError
+
+    from keel.handle import outcome
+
+    handle = client.get_workflow_handle(run_id)
+    workflow = (await handle.describe()).workflow_type
+    now = time.time()
+    info = RunInfo(
+        id=run_id,
+        workflow=workflow,
+        status=RunStatus.SUCCEEDED,
+        input={},
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        info.result = await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        info.status = RunStatus.FAILED
+        if isinstance(cause, ApplicationError) and cause.details:
+            info.error = StructuredError.model_validate(cause.details[0])
+        elif isinstance(cause, ApplicationError) and "Nondeterminism" in (cause.type or ""):
+            info.error = structured(NonDeterminismError(cause.message, run_id=run_id))
+        else:
+            info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
+    return outcome(app, info)
+
+
+__all__ = ["connect", "result", "serve", "signal", "start"]
