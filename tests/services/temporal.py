@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -39,6 +40,12 @@ async def _answers(address: str) -> bool:
     except Exception:
         return False
     return True
+
+
+def _answers_now(address: str) -> bool:
+    # in a thread of its own: a fixture may be set up while an event loop runs
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _answers(address)).result()
 
 
 @contextmanager
@@ -75,7 +82,7 @@ def temporal_server(workdir: Path) -> Iterator[str]:
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + WAIT
-        while not asyncio.run(_answers(address)):
+        while not _answers_now(address):
             if proc.poll() is not None or time.monotonic() > deadline:
                 text = (workdir / "temporal.log").read_text(errors="replace")
                 raise RuntimeError(f"temporal dev server did not start on {address}: {text[-800:]}")

@@ -15,6 +15,6 @@ Example:
 from __future__ import annotations
 
 from keel.backends.temporal.config import Backend, from_env
-from keel.backends.temporal.worker import connect, result, serve, signal, start
+from keel.backends.temporal.worker import connect, replayer, result, serve, signal, start
 
-__all__ = ["Backend", "connect", "from_env", "result", "serve", "signal", "start"]
+__all__ = ["Backend", "connect", "from_env", "replayer", "result", "serve", "signal", "start"]

@@ -6,7 +6,7 @@ a tool call is an activity (keel.backends.temporal.activity), `ctx.sleep` a time
 deterministic APIs. Keel's step keys and argument digests still apply: every activity
 result carries the key and digest it was scheduled with, and replay compares them with
 what the code asks for now, so a changed workflow fails with Keel's
-`NonDeterminismError` (which the workflow class turns into Temporal's).
+`NonDeterminismError`, failing the workflow task with its text.
 """
 
 from __future__ import annotations

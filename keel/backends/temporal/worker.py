@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from keel._ids import id_problem
 from keel.backends.temporal.config import Backend
-from keel.backends.temporal.hosting import host, unhost
 from keel.engine.serde import from_json, to_json
 from keel.errors import ConfigError, InputError, KeelError, NonDeterminismError, structured
 from keel.types import RunInfo, RunStatus, StructuredError
 
 if TYPE_CHECKING:
     from temporalio.client import Client
+    from temporalio.worker import Replayer
 
     from keel.app import App
 
@@ -50,27 +50,34 @@ async def serve(
     while the block runs. `max_cached_workflows=0` replays every workflow task from
     its history (what the tests do, so replay is exercised on every step)."""
     from temporalio.worker import Worker
-    from temporalio.workflow import NondeterminismError as TemporalNondeterminism
 
     from keel.backends.temporal.activity import make_activity
-    from keel.backends.temporal.workflow import KeelWorkflow
+    from keel.backends.temporal.workflow import workflow_class
 
-    host(backend.task_queue, app)
-    try:
-        worker = Worker(
-            client,
-            task_queue=backend.task_queue,
-            workflows=[KeelWorkflow],
-            activities=[make_activity(app.registry.tools)],
-            max_cached_workflows=max_cached_workflows,
-            # a diverged replay fails the run with both steps named, as on Keel's engine,
-            # instead of retrying its workflow task forever
-            workflow_failure_exception_types=[TemporalNondeterminism],
-        )
-        async with worker:
-            yield
-    finally:
-        unhost(backend.task_queue)
+    worker = Worker(
+        client,
+        task_queue=backend.task_queue,
+        workflows=[workflow_class(app)],
+        activities=[make_activity(app.registry.tools)],
+        max_cached_workflows=max_cached_workflows,
+    )
+    async with worker:
+        yield
+
+
+def replayer(app: App) -> Replayer:
+    """A `temporalio.worker.Replayer` for `app`'s workflows: replay a recorded history
+    against the current code (a diverged one fails with Keel's NonDeterminismError text).
+
+    Example:
+        history = WorkflowHistory.from_json("run-1", Path("run-1.json").read_text())
+        await replayer(app).replay_workflow(history)
+    """
+    from temporalio.worker import Replayer
+
+    from keel.backends.temporal.workflow import workflow_class
+
+    return Replayer(workflows=[workflow_class(app)])
 
 
 async def start(
@@ -148,4 +155,4 @@ async def result(app: App, client: Client, run_id: str) -> Any:
     return outcome(app, info)
 
 
-__all__ = ["connect", "result", "serve", "signal", "start"]
+__all__ = ["connect", "replayer", "result", "serve", "signal", "start"]

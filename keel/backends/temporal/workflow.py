@@ -1,5 +1,8 @@
 """The one generic Temporal workflow that runs every Keel workflow of a hosted App.
 
+`workflow_class(app)` builds it for one App (its registry is closed over, so two Apps
+in one process, or a Replayer, need no lookup by task queue).
+
 It is a dynamic workflow: its Temporal type is the Keel workflow's name, and its one
 argument the run's input (JSON, by keyword). It runs the registered function with a
 `keel.Context` over `TemporalExecution`, so the workflow code is the same on both
@@ -9,13 +12,12 @@ executors. Signals are dynamic too: any name, queued until `ctx.wait_for` takes 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from keel.backends.temporal.hosting import hosted
 from keel.backends.temporal.port import TemporalExecution
 from keel.engine.context import Context
 from keel.engine.journal import Scope
@@ -24,10 +26,15 @@ from keel.engine.state import StateTracker
 from keel.errors import NonDeterminismError, structured
 from keel.types import RunInfo, RunStatus
 
+if TYPE_CHECKING:
+    from keel.app import App
 
-@workflow.defn(dynamic=True, sandboxed=False)
-class KeelWorkflow:
-    """Runs `app.registry.workflow(<this workflow's type>)` with a Temporal-backed Context.
+
+def workflow_class(app: App) -> type:
+    """The dynamic Temporal workflow class that runs `app`'s Keel workflows.
+
+    It runs `app.registry.workflow(<its workflow type>)` with a Temporal Context. Built
+    per App, so two Apps in one process, or a Replayer, need no lookup by task queue.
 
     Unsandboxed, on purpose: Keel's workflows are functions found in the App's
     registry, imported once by the worker like any module, while the sandbox isolates
@@ -37,52 +44,69 @@ class KeelWorkflow:
     replay by Keel's step keys and digests and Temporal's command checks.
     """
 
-    def __init__(self) -> None:
-        self._signals: dict[str, list[Any]] = {}
+    # `self` unannotated: temporalio reads handler signatures and counts an annotated one
+    def __init__(self) -> None:  # type: ignore[no-untyped-def]
+        self.signals = {}
 
-    @workflow.signal(dynamic=True)
-    def _signal(self, name: str, args: Sequence[RawValue]) -> None:
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:  # type: ignore[no-untyped-def]
         convert = workflow.payload_converter()
         payload = convert.from_payload(args[0].payload) if args else None
-        self._signals.setdefault(name, []).append(payload)
+        self.signals.setdefault(name, []).append(payload)
 
-    @workflow.run
-    async def run(self, args: Sequence[RawValue]) -> Any:
-        info = workflow.info()
-        app = hosted(info.task_queue)
-        wf = app.registry.workflow(info.workflow_type)
-        raw = workflow.payload_converter().from_payload(args[0].payload) if args else {}
-        start = info.start_time.timestamp()
-        run = RunInfo(
-            id=info.workflow_id,
-            workflow=wf.name,
-            status=RunStatus.RUNNING,
-            input=raw or {},
-            created_at=start,
-            updated_at=start,
-        )
-        state = StateTracker(wf.state) if wf.state is not None else None
-        port = TemporalExecution(run, app.registry.tools, self._signals, Scope("", state))
-        try:
-            kwargs = wf.kwargs(run.input)
-            result = await wf.fn(Context(port, port.root), **kwargs)
-            if port.fatal is not None:  # the workflow caught a hard stop: it still fails
-                raise port.fatal
-            return from_json(to_json(result, what=f"workflow {wf.name!r}"))
-        except NonDeterminismError as exc:
-            # Temporal's kind: the task fails as non-deterministic (Replayer reports it;
-            # a worker fails the run, as Keel's engine does: see worker.py)
-            raise workflow.NondeterminismError(exc.message) from exc
-        except Exception as exc:
-            failure = port.fatal or exc
-            if isinstance(failure, NonDeterminismError):
-                raise workflow.NondeterminismError(failure.message) from exc
-            err = structured(failure)
-            # the run fails, carrying Keel's structured error (a plain exception would
-            # only fail the workflow task, retried forever)
-            raise ApplicationError(
-                err.message, err.model_dump(mode="json"), type=err.type, non_retryable=True
-            ) from exc
+    async def run(self, args: Sequence[RawValue]) -> Any:  # type: ignore[no-untyped-def]
+        return await _run(app, self.signals, args)
+
+    # temporalio refuses handlers of classes defined in a function, because its sandbox
+    # re-imports a workflow's module by name; this class is never sandboxed (see above)
+    on_signal.__qualname__ = "KeelWorkflow.on_signal"
+    run.__qualname__ = "KeelWorkflow.run"
+    namespace = {
+        "__init__": __init__,
+        "__module__": __name__,
+        "__qualname__": "KeelWorkflow",
+        "__doc__": f"The Keel workflows of an App ({len(app.registry.workflows)} registered).",
+        "on_signal": workflow.signal(dynamic=True)(on_signal),
+        "run": workflow.run(run),
+    }
+    return workflow.defn(dynamic=True, sandboxed=False)(type("KeelWorkflow", (), namespace))
 
 
-__all__ = ["KeelWorkflow"]
+async def _run(app: App, signals: dict[str, list[Any]], args: Sequence[RawValue]) -> Any:
+    info = workflow.info()
+    wf = app.registry.workflow(info.workflow_type)
+    raw = workflow.payload_converter().from_payload(args[0].payload) if args else {}
+    start = info.start_time.timestamp()
+    run = RunInfo(
+        id=info.workflow_id,
+        workflow=wf.name,
+        status=RunStatus.RUNNING,
+        input=raw or {},
+        created_at=start,
+        updated_at=start,
+    )
+    state = StateTracker(wf.state) if wf.state is not None else None
+    port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
+    try:
+        kwargs = wf.kwargs(run.input)
+        result = await wf.fn(Context(port, port.root), **kwargs)
+        if port.fatal is not None:  # the workflow caught a hard stop: it still fails
+            raise port.fatal
+        return from_json(to_json(result, what=f"workflow {wf.name!r}"))
+    except Exception as exc:
+        failure = port.fatal or exc
+        if isinstance(failure, NonDeterminismError):
+            # The workflow TASK fails, with Keel's text naming both steps (a Replayer
+            # reports it; the UI shows it on the task). It is detected while replaying
+            # history, where a FailWorkflow command would itself mismatch the history
+            # still to come, so the run is not failed: it retries its task until the
+            # code is fixed, or is reset or terminated (docs/temporal.md).
+            raise failure from None
+        err = structured(failure)
+        # the run fails, carrying Keel's structured error (a plain exception would
+        # only fail the workflow task, retried forever)
+        raise ApplicationError(
+            err.message, err.model_dump(mode="json"), type=err.type, non_retryable=True
+        ) from exc
+
+
+__all__ = ["workflow_class"]
