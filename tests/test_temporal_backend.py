@@ -1,0 +1,161 @@
+"""The Temporal backend's edges: its URL, idempotent starts, bad input, what it refuses
+yet, and that `import keel` never imports temporalio (docs/temporal.md)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import keel
+from keel.backends.temporal import Backend, from_env, result, start
+from tests.limits import WAIT
+from tests.temporal_run import OnTemporal, on_temporal
+
+# -- the URL (no server) ---------------------------------------------------------------
+
+
+def test_a_url_gives_address_namespace_and_task_queue() -> None:
+    b = Backend.from_url("temporal://tmp.example:7234/prod?task_queue=agents")
+    assert b == Backend("tmp.example:7234", "prod", "agents")
+    assert Backend.from_url(b.url) == b
+    assert Backend.from_url("temporal://localhost") == Backend("localhost:7233", "default", "keel")
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgres://localhost:7233/default", "is not a Temporal URL (scheme 'postgres')"),
+        ("temporal:///default", "names no host"),
+        ("temporal://localhost:port/default", "has a bad port"),
+        ("temporal://localhost:7233/a/b", "the path is the namespace, one segment"),
+        ("temporal://localhost:7233/default?queue=x", "unknown option(s) queue"),
+        ("temporal://localhost:7233/default?task_queue=", "give task_queue once, non-empty"),
+    ],
+)
+def test_a_bad_url_says_what_is_wrong_and_how_to_write_it(url: str, says: str) -> None:
+    with pytest.raises(keel.ConfigError) as caught:
+        Backend.from_url(url)
+    assert says in str(caught.value)
+    assert "temporal://host:7233/namespace?task_queue=queue" in str(caught.value)
+
+
+def test_keel_backend_env_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("KEEL_BACKEND", raising=False)
+    assert from_env() is None
+    monkeypatch.setenv("KEEL_BACKEND", "temporal://h:1/ns?task_queue=q")
+    assert from_env() == Backend("h:1", "ns", "q")
+
+
+def test_an_empty_field_is_refused() -> None:
+    with pytest.raises(keel.ConfigError, match=r"Backend\(task_queue=...\) must be a non-empty"):
+        Backend(task_queue=" ")
+
+
+def test_import_keel_and_the_backend_never_import_temporalio() -> None:
+    code = (
+        "import sys, keel, keel.backends.temporal; "
+        "print('temporalio' in sys.modules or 'temporalio.client' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+# -- on the dev server -----------------------------------------------------------------
+
+_effects: list[str] = []
+
+
+async def charge(order: str, cents: int) -> str:
+    _effects.append(order)
+    return f"charged {order} {cents}"
+
+
+async def unregistered(x: int) -> int:
+    return x
+
+
+async def checkout(ctx: keel.Context, order: str) -> str:
+    receipt = await ctx.call(charge, order, 250)
+    await ctx.wait_for("shipped", timeout=600)
+    return str(receipt)
+
+
+async def uses_unregistered(ctx: keel.Context) -> int:
+    return int(await ctx.call(unregistered, 1))
+
+
+async def uses_map(ctx: keel.Context) -> Any:
+    return (await ctx.map(charge, ["a", "b"])).values
+
+
+async def uses_llm(ctx: keel.Context) -> Any:
+    return await ctx.llm.text("hi")
+
+
+@pytest.fixture
+async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
+    app = keel.App(store_url)
+    app.tool(charge)
+    for wf in (checkout, uses_unregistered, uses_map, uses_llm):
+        app.workflow(wf)
+    async with on_temporal(app, temporal_address) as t:
+        yield t
+    await app.close()
+
+
+async def test_starting_a_run_twice_is_idempotent(temporal: OnTemporal) -> None:
+    """The run id is the workflow id: a second start, while the run waits and after it
+    finished, is that same run; its tool ran once."""
+    from keel.backends.temporal import signal
+
+    t = temporal
+    order = f"o-{uuid.uuid4().hex[:8]}"
+    rid = await start(t.app, t.client, t.backend, "checkout", {"order": order}, run_id=order)
+    assert rid == order
+    again = await start(t.app, t.client, t.backend, "checkout", {"order": order}, run_id=order)
+    assert again == order
+    await signal(t.client, rid, "shipped")
+    assert await result(t.app, t.client, rid) == f"charged {order} 250"
+    after = await start(t.app, t.client, t.backend, "checkout", {"order": order}, run_id=order)
+    assert after == order
+    assert await result(t.app, t.client, rid) == f"charged {order} 250"
+    assert _effects.count(order) == 1
+
+
+async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal) -> None:
+    t = temporal
+    rid = f"bad-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(keel.InputError, match="input for workflow 'checkout' is invalid"):
+        await start(t.app, t.client, t.backend, "checkout", {"order": 5, "x": 1}, run_id=rid)
+    with pytest.raises(keel.InputError, match="contains a space"):
+        await start(t.app, t.client, t.backend, "checkout", {"order": "o"}, run_id="a b")
+    from temporalio.service import RPCError
+
+    with pytest.raises(RPCError):  # nothing was started under that id
+        await t.client.get_workflow_handle(rid).describe()
+
+
+@pytest.mark.parametrize(
+    ("workflow", "error", "says"),
+    [
+        ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
+        ("uses_map", "ConfigError", "ctx.map is not supported on the Temporal backend yet"),
+        ("uses_llm", "ConfigError", "ctx.llm is not supported on the Temporal backend yet"),
+    ],
+)
+async def test_what_is_not_carried_yet_fails_the_run_saying_so(
+    temporal: OnTemporal, workflow: str, error: str, says: str
+) -> None:
+    t = temporal
+    rid = await start(t.app, t.client, t.backend, workflow, {})
+    with pytest.raises(keel.RunFailed) as caught:
+        await result(t.app, t.client, rid)
+    assert caught.value.error is not None
+    assert caught.value.error.type == error
+    assert says in caught.value.error.message
