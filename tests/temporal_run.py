@@ -26,7 +26,10 @@ class OnTemporal:
     backend: Backend
 
     async def run(
-        self, workflow: str, input: dict[str, Any], signals: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+        self,
+        workflow: str,
+        input: dict[str, Any],
+        signals: list[tuple[str, Any]] = (),  # type: ignore[assignment]
         run_id: str | None = None,
     ) -> tuple[Any, ...]:
         import asyncio
@@ -51,7 +54,10 @@ async def on_temporal(app: keel.App, address: str) -> AsyncIterator[OnTemporal]:
 
 
 async def on_keel(
-    app: keel.App, workflow: str, input: dict[str, Any], signals: list[tuple[str, Any]] = ()  # type: ignore[assignment]
+    app: keel.App,
+    workflow: str,
+    input: dict[str, Any],
+    signals: list[tuple[str, Any]] = (),  # type: ignore[assignment]
 ) -> tuple[Any, ...]:
     """Run on Keel's own engine (the App's embedded worker)."""
     import asyncio

@@ -90,8 +90,9 @@ async def uses_unregistered(ctx: keel.Context) -> int:
     return int(await ctx.call(unregistered, 1))
 
 
-async def uses_map(ctx: keel.Context) -> Any:
-    return (await ctx.map(charge, ["a", "b"])).values
+async def uses_phase(ctx: keel.Context) -> Any:
+    async with ctx.phase("draft"):
+        return 1
 
 
 async def uses_llm(ctx: keel.Context) -> Any:
@@ -102,7 +103,7 @@ async def uses_llm(ctx: keel.Context) -> Any:
 async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
     app = keel.App(store_url)
     app.tool(charge)
-    for wf in (checkout, uses_unregistered, uses_map, uses_llm):
+    for wf in (checkout, uses_unregistered, uses_phase, uses_llm):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
         yield t
@@ -145,7 +146,7 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
     ("workflow", "error", "says"),
     [
         ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
-        ("uses_map", "ConfigError", "ctx.map is not supported on the Temporal backend yet"),
+        ("uses_phase", "ConfigError", "ctx.phase is not supported on the Temporal backend yet"),
         ("uses_llm", "ConfigError", "ctx.llm is not supported on the Temporal backend yet"),
     ],
 )

@@ -38,6 +38,18 @@ async def flaky(token: str, failures: int) -> int:
     return n
 
 
+async def draft(topic: str) -> str:
+    step = keel.current_step()
+    assert step is not None
+    if not step.feedback:
+        return "tbd"
+    return f"{topic} (attempt {step.attempt}, after: {step.feedback[0]})"
+
+
+def long_enough(text: str) -> str | None:
+    return None if len(text) > 3 else f"{text!r} is too short"
+
+
 async def broken(reason: str) -> str:
     raise ValueError(f"broken: {reason}")
 
@@ -117,6 +129,69 @@ async def bad_output(ctx: keel.Context) -> Any:
     return {"handle": object()}  # not JSON: the run fails, saying so
 
 
+async def feedback(ctx: keel.Context) -> str:
+    return str(await ctx.call(draft, "tides"))
+
+
+async def idempotency(ctx: keel.Context) -> str:
+    key = await ctx.call(step_key)
+    return "ok" if key == f"{ctx.run_id}:step_key#0" else f"wrong key {key}"
+
+
+async def step_key() -> str:
+    step = keel.current_step()
+    return step.idempotency_key if step is not None else "none"
+
+
+TOOLS: dict[str, Any] = {}  # tools ctx.map takes as objects: set by build()
+
+
+class Tally(BaseModel):
+    seen: list[str] = []
+    total: int = 0
+
+
+async def square(n: int) -> int:
+    if n < 0:
+        raise ValueError(f"negative: {n}")
+    return n * n
+
+
+async def fan_out(ctx: keel.Context, numbers: list[int]) -> dict[str, Any]:
+    squares = await ctx.map(TOOLS["square"], numbers, concurrency=2)
+
+    async def describe(child: keel.Context, n: int) -> str:
+        child.state.seen.append(f"item {n}")  # the item's own copy of the state
+        return str(await child.call(shout, await child.call(greet, str(n), "?")))
+
+    texts = await ctx.map(describe, numbers)
+    both = await ctx.gather(ctx.call(square, 7), ctx.call(shout, Greeting(text="hi", length=2)))
+    ctx.state.total = sum(v for v in squares.values if v is not None)
+    return {
+        "squares": squares.values,
+        "texts": [t for t in texts.values],
+        "both": both.values,
+        "state": ctx.state.model_dump(),
+    }
+
+
+async def partial(ctx: keel.Context, numbers: list[int]) -> dict[str, Any]:
+    some = await ctx.map(TOOLS["square"], numbers, require=keel.AtLeast(2))
+    try:
+
+        async def each(child: keel.Context, n: int) -> int:
+            return int(await child.call(square, n))
+
+        await ctx.map(each, numbers)
+    except keel.MapFailed as exc:
+        return {
+            "values": some.values,
+            "failed": [(f.index, f.error.type, f.error.message) for f in some.failed],
+            "error": exc.message,
+        }
+    return {"values": some.values}
+
+
 WORKFLOWS = [
     tools_sleep_signal,
     retries,
@@ -128,6 +203,9 @@ WORKFLOWS = [
     signal_timeout,
     values,
     bad_output,
+    feedback,
+    idempotency,
+    partial,
 ]
 
 
@@ -138,10 +216,14 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(shout)
     app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False))(flaky)
     app.tool(broken)
+    app.tool(retry=keel.Retry(attempts=2, backoff=0.01), validate=long_enough)(draft)
+    app.tool(step_key)
     app.tool(fallback=keel.Fallback.degrade(default="unknown"))(lookup)
     app.tool(fallback=keel.Fallback.fail())(essential)
+    TOOLS["square"] = app.tool(square)
     for wf in WORKFLOWS:
         app.workflow(wf)
+    app.workflow(state=Tally)(fan_out)
     return app
 
 
@@ -186,5 +268,33 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("signal_timeout", {}, ("ok", "timeout: no 'never' signal arrived within 0.2s")),
         Scenario("values", {}, ("ok", {"uuid": True, "random": True, "now": True})),
         Scenario("bad_output", {}, ("failed", "SerializationError", None)),
+        Scenario("feedback", {}, ("ok", "tides (attempt 2, after: 'tbd' is too short)")),
+        Scenario("idempotency", {}, ("ok", "ok")),
+        Scenario(
+            "fan_out",
+            {"numbers": [1, 2, 3]},
+            (
+                "ok",
+                {
+                    "squares": [1, 4, 9],
+                    "texts": ["HELLO 1?", "HELLO 2?", "HELLO 3?"],
+                    "both": [49, "HI"],
+                    "state": {"seen": [], "total": 14},
+                },
+            ),
+        ),
+        Scenario(
+            "partial",
+            {"numbers": [1, -2, 3]},
+            (
+                "ok",
+                {
+                    "values": [1, None, 9],
+                    "failed": [[1, "ValueError", "negative: -2"]],
+                    "error": "map:each#0: 1 of 3 items failed; required all 3 items "
+                    "(first failure: item 1: ValueError: negative: -2)",
+                },
+            ),
+        ),
     ]
 }

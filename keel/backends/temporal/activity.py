@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
+from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.recovery import typed_output
 from keel.engine.registry import ToolDef
 from keel.engine.serde import from_json, revive, to_json
@@ -89,6 +90,8 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
             )
         info = activity.info()
         args, kwargs = call_args(tool, request["args"])
+        step = StepInfo(info.workflow_id or "", key, info.attempt, _feedback(info))
+        token = CURRENT_STEP.set(step)  # keel.current_step(): idempotency key, feedback
         try:
             value = await tool.invoke(args, kwargs)
             if tool.validate:
@@ -101,7 +104,12 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
             data = to_json(value, what=f"step {key!r}")
             typed_output(name, value, data, tool.return_type)
         except Exception as exc:
+            if isinstance(exc, ValidationFailed):
+                # the next attempt reads them back from its info.heartbeat_details
+                activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
             raise _failure(tool, key, info.attempt, info.scheduled_time.timestamp(), exc) from exc
+        finally:
+            CURRENT_STEP.reset(token)
         return {
             "key": key,
             "digest": request["digest"],
@@ -110,6 +118,14 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
         }
 
     return keel_call
+
+
+def _feedback(info: Any) -> tuple[str, ...]:
+    """Why the previous attempt's output failed validation (Keel's retry feedback)."""
+    for detail in info.heartbeat_details:
+        if isinstance(detail, dict) and isinstance(detail.get("feedback"), list):
+            return tuple(str(m) for m in detail["feedback"])
+    return ()
 
 
 def _failure(tool: ToolDef, key: str, attempt: int, first: float, exc: Exception) -> Exception:

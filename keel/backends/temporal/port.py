@@ -107,7 +107,12 @@ class TemporalExecution:
         return self._tools
 
     def current(self, bound: Scope) -> Scope:
-        return bound  # no child scopes yet (map, gather and phases are not carried)
+        from keel.backends.temporal.fanout import BRANCH
+
+        branch = BRANCH.get()
+        if branch is not None and branch[0] is self:
+            return branch[1]
+        return bound
 
     def degraded(self) -> list[str]:
         return list(self._degraded)
@@ -137,9 +142,6 @@ class TemporalExecution:
         *,
         policy: StepPolicy | None = None,
     ) -> Any:
-        from temporalio import workflow
-        from temporalio.common import RetryPolicy
-        from temporalio.exceptions import ActivityError, ApplicationError
 
         # `fn` (the tool's effect in this process) is never called: the activity runs it
         if self.fatal is not None:
@@ -152,12 +154,35 @@ class TemporalExecution:
                 f"ctx.call({name}): on the Temporal backend a tool must be registered with "
                 "@app.tool, so the activity worker can find it by name"
             )
+        named = policy.input if policy is not None else None
+        return await self.call_tool(scope, tool, digest, named, annotation)
+
+    async def call_tool(
+        self,
+        scope: Scope,
+        tool: ToolDef,
+        digest: str,
+        named: Any,
+        annotation: Any,
+        *,
+        key: str | None = None,
+        pos: int | None = None,
+    ) -> Any:
+        """Run `tool` with `named` arguments as the `keel.call` activity at the next key of
+        `scope` (or at `key`/`pos`), checked against what history recorded there."""
+        from temporalio import workflow
+        from temporalio.common import RetryPolicy
+        from temporalio.exceptions import ActivityError, ApplicationError
+
+        if self.fatal is not None:
+            raise self.fatal
+        name = tool.name
         if tool.keep is not None:
             not_yet(f"tool {name!r} with keep=")
         if tool.irreversible or tool.breaker is not None:
             not_yet(f"tool {name!r} with irreversible= or breaker=")
-        key, pos = scope.next(name)
-        named = policy.input if policy is not None else None
+        if key is None or pos is None:
+            key, pos = scope.next(name)
         request = {
             "tool": name,
             "key": key,
@@ -260,7 +285,7 @@ class TemporalExecution:
             ) from None
         return waiting.pop(0)
 
-    # -- not carried yet -----------------------------------------------------------------
+    # -- fan-out (keel.backends.temporal.fanout) and what is not carried yet ---------------
 
     async def map(
         self,
@@ -272,16 +297,16 @@ class TemporalExecution:
         concurrency: int | None,
         require: CompletionPolicy,
     ) -> MapResult[Any]:
-        not_yet("ctx.map")
+        from keel.backends.temporal.fanout import map_items
+
+        return await map_items(self, scope, fn, tool, label, items, concurrency, require)
 
     async def gather(
         self, scope: Scope, awaitables: tuple[Awaitable[Any], ...], require: CompletionPolicy
     ) -> MapResult[Any]:
-        for aw in awaitables:
-            close = getattr(aw, "close", None)
-            if callable(close):
-                close()
-        not_yet("ctx.gather")
+        from keel.backends.temporal.fanout import gather
+
+        return await gather(self, scope, awaitables, require)
 
     def phase(
         self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
