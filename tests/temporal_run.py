@@ -6,8 +6,9 @@ compares between Keel's engine and Temporal.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,11 +30,9 @@ class OnTemporal:
         self,
         workflow: str,
         input: dict[str, Any],
-        signals: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+        signals: Sequence[tuple[str, Any]] = (),
         run_id: str | None = None,
     ) -> tuple[Any, ...]:
-        import asyncio
-
         rid = await start(self.app, self.client, self.backend, workflow, input, run_id=run_id)
         for name, payload in signals:
             await signal(self.client, rid, name, payload)
@@ -57,11 +56,9 @@ async def on_keel(
     app: keel.App,
     workflow: str,
     input: dict[str, Any],
-    signals: list[tuple[str, Any]] = (),  # type: ignore[assignment]
+    signals: Sequence[tuple[str, Any]] = (),
 ) -> tuple[Any, ...]:
     """Run on Keel's own engine (the App's embedded worker)."""
-    import asyncio
-
     handle = await app.start(workflow, input)
     for name, payload in signals:
         await handle.signal(name, payload, queue=True)

@@ -52,6 +52,17 @@ async def order_other_args(ctx: keel.Context, item: str, qty: int) -> str:
     return str(await ctx.call(receipt, cost)) + f" paid by {paid}"
 
 
+async def order_patched(ctx: keel.Context, item: str, qty: int) -> str:
+    from temporalio import workflow
+
+    cost = await ctx.call(price, item, qty)
+    if workflow.patched("fraud-check"):  # docs/temporal.md: versioning a deployed workflow
+        await ctx.call(receipt, -1.0)
+    await ctx.sleep(0.01)
+    paid = await ctx.wait_for("paid", timeout=600)
+    return str(await ctx.call(receipt, cost)) + f" paid by {paid}"
+
+
 def _app(store_url: str, workflow: Any) -> keel.App:
     app = keel.App(store_url)
     app.tool(price)
@@ -113,6 +124,16 @@ async def test_other_arguments_fail_replay_with_keels_digest_error(
     text = str(caught.value)
     assert "step 'price#0' was recorded with input digest" in text
     assert "replay called it with different arguments" in text
+
+
+async def test_a_patched_change_replays_old_histories_and_runs_new_code(
+    recorded: None, store_url: str, temporal_address: str
+) -> None:
+    await _replay(store_url, order_patched)  # the old run never reaches the new step
+    app = _app(store_url, order_patched)
+    async with on_temporal(app, temporal_address) as t:
+        rid = await t.run("order", {"item": "cake", "qty": 2}, [("paid", "eve")])
+    assert rid == ("ok", "total 8.00 paid by eve")
 
 
 async def test_a_live_worker_fails_the_diverged_task_naming_both_steps(
