@@ -50,6 +50,17 @@ def long_enough(text: str) -> str | None:
     return None if len(text) > 3 else f"{text!r} is too short"
 
 
+async def slow_index(token: str) -> str:
+    n = _attempts[token] = _attempts.get(token, 0) + 1
+    if n == 1:
+        raise keel.RetryableError("index still building", retry_after=0.2)
+    return f"ready after {n} attempts"
+
+
+async def overloaded(token: str) -> str:
+    raise keel.RetryableError("overloaded")
+
+
 async def broken(reason: str) -> str:
     raise ValueError(f"broken: {reason}")
 
@@ -143,6 +154,18 @@ async def step_key() -> str:
     return step.idempotency_key if step is not None else "none"
 
 
+async def server_asks_to_wait(ctx: keel.Context, token: str) -> str:
+    return str(await ctx.call(slow_index, token))
+
+
+async def past_deadline(ctx: keel.Context, token: str) -> str:
+    try:
+        await ctx.call(overloaded, token)
+    except keel.StepError as exc:
+        return exc.message
+    return "no error"
+
+
 TOOLS: dict[str, Any] = {}  # tools ctx.map takes as objects: set by build()
 
 
@@ -206,6 +229,8 @@ WORKFLOWS = [
     feedback,
     idempotency,
     partial,
+    server_asks_to_wait,
+    past_deadline,
 ]
 
 
@@ -218,6 +243,8 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(broken)
     app.tool(retry=keel.Retry(attempts=2, backoff=0.01), validate=long_enough)(draft)
     app.tool(step_key)
+    app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False))(slow_index)
+    app.tool(retry=keel.Retry(attempts=5, backoff=5, jitter=False, deadline=1))(overloaded)
     app.tool(fallback=keel.Fallback.degrade(default="unknown"))(lookup)
     app.tool(fallback=keel.Fallback.fail())(essential)
     TOOLS["square"] = app.tool(square)
@@ -270,6 +297,16 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("bad_output", {}, ("failed", "SerializationError", None)),
         Scenario("feedback", {}, ("ok", "tides (attempt 2, after: 'tbd' is too short)")),
         Scenario("idempotency", {}, ("ok", "ok")),
+        Scenario("server_asks_to_wait", {"token": "?"}, ("ok", "ready after 2 attempts")),
+        Scenario(
+            "past_deadline",
+            {"token": "?"},
+            (
+                "ok",
+                "overloaded (gave up after 1 attempt(s): the next one (5.0s away) would pass "
+                "the retry deadline of 1s from the first attempt)",
+            ),
+        ),
         Scenario(
             "fan_out",
             {"numbers": [1, 2, 3]},
