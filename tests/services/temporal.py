@@ -78,6 +78,8 @@ def temporal_server(workdir: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        # its own process group: a signal meant for the server's group never reaches pytest
+        start_new_session=True,
     )
     address = f"127.0.0.1:{port}"
     try:
