@@ -95,6 +95,16 @@ async def uses_phase(ctx: keel.Context) -> Any:
         return 1
 
 
+async def takes_days(ctx: keel.Context) -> str:
+    began = ctx.now()
+    await ctx.sleep(2 * 86400)
+    try:
+        await ctx.wait_for("approve", timeout=3 * 86400)
+    except keel.SignalTimeout as exc:
+        return f"{(ctx.now() - began).days} days later: {exc.message}"
+    return "approved"
+
+
 async def uses_llm(ctx: keel.Context) -> Any:
     return await ctx.llm.text("hi")
 
@@ -103,7 +113,7 @@ async def uses_llm(ctx: keel.Context) -> Any:
 async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
     app = keel.App(store_url)
     app.tool(charge)
-    for wf in (checkout, uses_unregistered, uses_phase, uses_llm):
+    for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
         yield t
@@ -160,3 +170,15 @@ async def test_what_is_not_carried_yet_fails_the_run_saying_so(
     assert caught.value.error is not None
     assert caught.value.error.type == error
     assert says in caught.value.error.message
+
+
+async def test_multi_day_waits_run_in_virtual_time(temporal: OnTemporal) -> None:
+    """A two-day sleep and a three-day signal timeout, on Temporal's per-workflow time
+    skipping (the dev server started with it on): the run ends as it would in five days."""
+    from temporalio.testing import TimeSkipper
+
+    t = temporal
+    skipping = TimeSkipper(t.client).client
+    rid = await start(t.app, skipping, t.backend, "takes_days", {})
+    out = await result(t.app, t.client, rid)
+    assert out == "5 days later: no 'approve' signal arrived within 259200s"

@@ -75,6 +75,10 @@ def temporal_server(workdir: Path) -> Iterator[str]:
             str(workdir / "temporal.db"),
             "--log-level",
             "error",
+            # per-workflow time skipping (temporalio.testing.TimeSkipper): multi-day
+            # timers and timeouts in tests run in virtual time, offline
+            "--dynamic-config-value",
+            "frontend.WorkflowTimeSkippingEnabled=true",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
