@@ -105,6 +105,18 @@ async def takes_days(ctx: keel.Context) -> str:
     return "approved"
 
 
+async def huge(n: int) -> str:
+    return "x" * n
+
+
+async def too_big(ctx: keel.Context, where: str) -> Any:
+    if where == "output":
+        return await ctx.call(huge, 3 * 1024 * 1024)
+    if where == "arguments":
+        return await ctx.call(huge, "y" * 3 * 1024 * 1024)
+    return "z" * 3 * 1024 * 1024
+
+
 async def uses_llm(ctx: keel.Context) -> Any:
     return await ctx.llm.text("hi")
 
@@ -113,7 +125,8 @@ async def uses_llm(ctx: keel.Context) -> Any:
 async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
     app = keel.App(store_url)
     app.tool(charge)
-    for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days):
+    app.tool(huge)
+    for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days, too_big):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
         yield t
@@ -182,3 +195,25 @@ async def test_multi_day_waits_run_in_virtual_time(temporal: OnTemporal) -> None
     rid = await start(t.app, skipping, t.backend, "takes_days", {})
     out = await result(t.app, t.client, rid)
     assert out == "5 days later: no 'approve' signal arrived within 259200s"
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("output", "the output of step 'huge#0' is 3145730 bytes"),
+        ("arguments", "the arguments of step 'huge#0' is 3145736 bytes"),
+        ("result", "the result of workflow 'too_big' is 3145730 bytes"),
+    ],
+)
+async def test_a_payload_over_temporal_s_limit_fails_the_run_saying_so(
+    temporal: OnTemporal, where: str, says: str
+) -> None:
+    """Never retried forever: refused at once, with what to do instead."""
+    t = temporal
+    rid = await start(t.app, t.client, t.backend, "too_big", {"where": where})
+    with pytest.raises(keel.RunFailed) as caught:
+        await result(t.app, t.client, rid)
+    assert caught.value.error is not None
+    assert caught.value.error.type == "SerializationError"
+    assert says in caught.value.error.message
+    assert "over Temporal's 2 MB payload limit" in caught.value.error.message

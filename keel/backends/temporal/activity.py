@@ -31,8 +31,22 @@ from keel.policy.retry import NO_RETRY
 from keel.policy.validation import run_checks
 
 ACTIVITY = "keel.call"
+# Temporal refuses a payload over 2 MB (and retries the task that sent it); Keel refuses
+# it first, with a clear error, until its claim check for Temporal exists (docs/temporal.md).
+PAYLOAD_LIMIT = 2 * 1024 * 1024 - 16 * 1024  # room for the envelope around the value
 # Without a tool timeout, how long one attempt may run before Temporal retries it.
 DEFAULT_ATTEMPT_TIMEOUT = 600.0
+
+
+def check_size(data: bytes, what: str) -> None:
+    """Refuse a payload Temporal would refuse, saying what to do instead."""
+    if len(data) > PAYLOAD_LIMIT:
+        raise SerializationError(
+            f"{what} is {len(data)} bytes, over Temporal's 2 MB payload limit; return or "
+            "pass less (keep the data elsewhere and hand over a reference). Keel's claim "
+            "check for large payloads on Temporal is not built yet.",
+            size=len(data),
+        )
 
 
 def attempt_timeout(tool: ToolDef) -> timedelta:
@@ -102,6 +116,7 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                         messages=messages,
                     )
             data = to_json(value, what=f"step {key!r}")
+            check_size(data, f"the output of step {key!r}")
             typed_output(name, value, data, tool.return_type)
         except Exception as exc:
             if isinstance(exc, ValidationFailed):
@@ -157,4 +172,11 @@ def _failure(tool: ToolDef, key: str, attempt: int, first: float, exc: Exception
     )
 
 
-__all__ = ["ACTIVITY", "attempt_timeout", "call_args", "make_activity"]
+__all__ = [
+    "ACTIVITY",
+    "PAYLOAD_LIMIT",
+    "attempt_timeout",
+    "call_args",
+    "check_size",
+    "make_activity",
+]

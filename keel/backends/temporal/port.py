@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from keel.backends.temporal.activity import ACTIVITY, attempt_timeout
+from keel.backends.temporal.activity import ACTIVITY, attempt_timeout, check_size
 from keel.engine.journal import Journal, Scope
 from keel.engine.plugins import Features
 from keel.engine.serde import from_json, revive, to_json, unannotated
@@ -183,12 +183,9 @@ class TemporalExecution:
             not_yet(f"tool {name!r} with irreversible= or breaker=")
         if key is None or pos is None:
             key, pos = scope.next(name)
-        request = {
-            "tool": name,
-            "key": key,
-            "digest": digest,
-            "args": from_json(to_json(named, what=f"arguments of {name!r}")),
-        }
+        args = to_json(named, what=f"arguments of {name!r}")
+        check_size(args, f"the arguments of step {key!r}")
+        request = {"tool": name, "key": key, "digest": digest, "args": from_json(args)}
         retry = tool.retry
         attempts = retry.attempts if retry is not None else 1
         try:

@@ -18,6 +18,7 @@ from temporalio import workflow
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
+from keel.backends.temporal.activity import check_size
 from keel.backends.temporal.port import TemporalExecution
 from keel.engine.context import Context
 from keel.engine.journal import Scope
@@ -91,7 +92,9 @@ async def _run(app: App, signals: dict[str, list[Any]], args: Sequence[RawValue]
         result = await wf.fn(Context(port, port.root), **kwargs)
         if port.fatal is not None:  # the workflow caught a hard stop: it still fails
             raise port.fatal
-        return from_json(to_json(result, what=f"workflow {wf.name!r}"))
+        data = to_json(result, what=f"workflow {wf.name!r}")
+        check_size(data, f"the result of workflow {wf.name!r}")
+        return from_json(data)
     except Exception as exc:
         failure = port.fatal or exc
         if isinstance(failure, NonDeterminismError):
