@@ -105,6 +105,14 @@ async def takes_days(ctx: keel.Context) -> str:
     return "approved"
 
 
+async def budgeted(n: int) -> int:
+    return n
+
+
+async def uses_budget(ctx: keel.Context) -> int:
+    return int(await ctx.call(budgeted, 1))
+
+
 async def huge(n: int) -> str:
     return "x" * n
 
@@ -126,7 +134,8 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
     app = keel.App(store_url)
     app.tool(charge)
     app.tool(huge)
-    for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days, too_big):
+    app.tool(retry=keel.Retry(budget=3))(budgeted)
+    for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days, too_big, uses_budget):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
         yield t
@@ -159,6 +168,9 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
         await start(t.app, t.client, t.backend, "checkout", {"order": 5, "x": 1}, run_id=rid)
     with pytest.raises(keel.InputError, match="contains a space"):
         await start(t.app, t.client, t.backend, "checkout", {"order": "o"}, run_id="a b")
+    t.app.workflow(name="sampled", sample=keel.hitl.Sample(rate=1.0))(checkout)
+    with pytest.raises(keel.ConfigError, match=r"novelty= or sample= .* not supported on the"):
+        await start(t.app, t.client, t.backend, "sampled", {"order": "o"}, run_id=rid)
     from temporalio.service import RPCError
 
     with pytest.raises(RPCError):  # nothing was started under that id
@@ -171,6 +183,7 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
         ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
         ("uses_phase", "ConfigError", "ctx.phase is not supported on the Temporal backend yet"),
         ("uses_llm", "ConfigError", "ctx.llm is not supported on the Temporal backend yet"),
+        ("uses_budget", "ConfigError", "tool 'budgeted' with Retry(budget=...) (a per-run"),
     ],
 )
 async def test_what_is_not_carried_yet_fails_the_run_saying_so(

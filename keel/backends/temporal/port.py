@@ -181,6 +181,8 @@ class TemporalExecution:
             not_yet(f"tool {name!r} with keep=")
         if tool.irreversible or tool.breaker is not None:
             not_yet(f"tool {name!r} with irreversible= or breaker=")
+        if tool.retry is not None and tool.retry.budget is not None:
+            not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
         if key is None or pos is None:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")

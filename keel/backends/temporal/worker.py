@@ -30,7 +30,12 @@ if TYPE_CHECKING:
 
 
 async def connect(backend: Backend) -> Client:
-    """A Temporal client for `backend`'s address and namespace."""
+    """A Temporal client for `backend`'s address and namespace (a clear error if none
+    answers there).
+
+    Example:
+        client = await connect(Backend.from_url("temporal://localhost:7233/default"))
+    """
     from temporalio.client import Client
 
     try:
@@ -48,7 +53,12 @@ async def serve(
 ) -> AsyncIterator[None]:
     """Run a Temporal worker hosting `app`'s workflows and tools on `backend.task_queue`
     while the block runs. `max_cached_workflows=0` replays every workflow task from
-    its history (what the tests do, so replay is exercised on every step)."""
+    its history (what the tests do, so replay is exercised on every step).
+
+    Example:
+        async with serve(app, client, backend):
+            await asyncio.Event().wait()  # a worker process: serve until stopped
+    """
     from temporalio.worker import Worker
 
     from keel.backends.temporal.activity import make_activity
@@ -92,12 +102,21 @@ async def start(
     """Start a run of `workflow` on Temporal (its run id is the workflow id); returns it.
 
     Starting the same `run_id` again is idempotent: the run already started (running or
-    finished) is the one you get, never a second execution.
+    finished) is the one you get, never a second execution. Bad input is refused here
+    (`keel.InputError`), before anything starts.
+
+    Example:
+        run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
     """
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     wf = app.registry.workflow(workflow)
+    if wf.novelty is not None or wf.sample is not None:
+        raise ConfigError(
+            f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
+            "supported on the Temporal backend yet (docs/temporal.md lists what is)"
+        )
     data = wf.validate_input(input).model_dump(mode="json")  # bad input: refused here
     rid = run_id or str(uuid.uuid4())
     problem = id_problem(rid, "run id")
@@ -118,13 +137,22 @@ async def start(
 
 
 async def signal(client: Client, run_id: str, name: str, payload: Any = None) -> None:
-    """Send signal `name` (with `payload`, JSON) to run `run_id`; `ctx.wait_for` takes it."""
+    """Send signal `name` (with `payload`, JSON) to run `run_id`; `ctx.wait_for` takes it
+    (signals sent before the run waits are queued).
+
+    Example:
+        await signal(client, "t-1", "approved", {"by": "ada"})
+    """
     await client.get_workflow_handle(run_id).signal(name, payload)
 
 
 async def result(app: App, client: Client, run_id: str) -> Any:
     """Wait for run `run_id` to end: its result (as the workflow's return type), or
-    `keel.RunFailed` naming the error and its step, exactly as `RunHandle.result()`."""
+    `keel.RunFailed` naming the error and its step, exactly as `RunHandle.result()`.
+
+    Example:
+        summary = await result(app, client, "t-1")
+    """
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError
 
