@@ -66,6 +66,15 @@ def test_import_keel_and_the_backend_never_import_temporalio() -> None:
     assert out.stdout.strip() == "False"
 
 
+def test_the_temporal_port_implements_every_member_of_the_execution_port() -> None:
+    from keel.backends.temporal.port import TemporalExecution
+    from keel.engine.port import ExecutionPort
+
+    members = [n for n in dir(ExecutionPort) if not n.startswith("_") and n not in dir(object)]
+    assert {"run", "operation", "step", "value", "wait_signal", "map", "phase"} <= set(members)
+    assert [n for n in members if not hasattr(TemporalExecution, n)] == []
+
+
 # -- on the dev server -----------------------------------------------------------------
 
 _effects: list[str] = []

@@ -91,7 +91,7 @@ class TemporalExecution:
         self._tools = tools
         self._signals = signals  # name -> payloads not yet taken, filled by the handler
         self.root = root
-        self.fatal: KeelError | None = None  # a hard stop: every later step raises it
+        self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
         self._degraded: list[str] = []
 
     @property
@@ -144,8 +144,8 @@ class TemporalExecution:
     ) -> Any:
 
         # `fn` (the tool's effect in this process) is never called: the activity runs it
-        if self.fatal is not None:
-            raise self.fatal
+        if self.hard_stop is not None:
+            raise self.hard_stop
         if kind is not StepKind.TOOL:
             not_yet(f"a {kind.value} step")
         tool = self._tools.get(name)
@@ -174,8 +174,8 @@ class TemporalExecution:
         from temporalio.common import RetryPolicy
         from temporalio.exceptions import ActivityError, ApplicationError
 
-        if self.fatal is not None:
-            raise self.fatal
+        if self.hard_stop is not None:
+            raise self.hard_stop
         name = tool.name
         if tool.keep is not None:
             not_yet(f"tool {name!r} with keep=")
@@ -230,7 +230,7 @@ class TemporalExecution:
         try:
             Journal(self._run.id, [recorded]).check(scope.path, pos, key, digest)
         except KeelError as exc:
-            self.fatal = exc
+            self.hard_stop = exc
             raise
 
     def _fall_back(self, tool: ToolDef, key: str, err: StructuredError, annotation: Any) -> Any:
@@ -244,7 +244,7 @@ class TemporalExecution:
         if fb.kind == "fail":
             err.fallback = "fail"
             stop = from_structured(err)
-            self.fatal = stop  # the run fails even if the workflow catches this
+            self.hard_stop = stop  # the run fails even if the workflow catches this
             raise stop
         not_yet(f"tool {tool.name!r} with Fallback.human (escalations)")
 

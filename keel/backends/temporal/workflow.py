@@ -90,13 +90,13 @@ async def _run(app: App, signals: dict[str, list[Any]], args: Sequence[RawValue]
     try:
         kwargs = wf.kwargs(run.input)
         result = await wf.fn(Context(port, port.root), **kwargs)
-        if port.fatal is not None:  # the workflow caught a hard stop: it still fails
-            raise port.fatal
+        if port.hard_stop is not None:  # the workflow caught a hard stop: it still fails
+            raise port.hard_stop
         data = to_json(result, what=f"workflow {wf.name!r}")
         check_size(data, f"the result of workflow {wf.name!r}")
         return from_json(data)
     except Exception as exc:
-        failure = port.fatal or exc
+        failure = port.hard_stop or exc
         if isinstance(failure, NonDeterminismError):
             # The workflow TASK fails, with Keel's text naming both steps (a Replayer
             # reports it; the UI shows it on the task). It is detected while replaying
