@@ -61,6 +61,10 @@ async def overloaded(token: str) -> str:
     raise keel.RetryableError("overloaded")
 
 
+async def fragile(n: int) -> str:
+    raise ValueError(f"down ({n})")
+
+
 async def broken(reason: str) -> str:
     raise ValueError(f"broken: {reason}")
 
@@ -166,6 +170,16 @@ async def past_deadline(ctx: keel.Context, token: str) -> str:
     return "no error"
 
 
+async def breaker_opens(ctx: keel.Context) -> list[str]:
+    seen = []
+    for n in range(3):  # two failures open it: the third call is never attempted
+        try:
+            await ctx.call(fragile, n)
+        except keel.StepError as exc:
+            seen.append(f"{type(exc).__name__}: {exc.message[:60]}")
+    return seen
+
+
 TOOLS: dict[str, Any] = {}  # tools ctx.map takes as objects: set by build()
 
 
@@ -231,6 +245,7 @@ WORKFLOWS = [
     partial,
     server_asks_to_wait,
     past_deadline,
+    breaker_opens,
 ]
 
 
@@ -243,6 +258,7 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(broken)
     app.tool(retry=keel.Retry(attempts=2, backoff=0.01), validate=long_enough)(draft)
     app.tool(step_key)
+    app.tool(breaker=keel.CircuitBreaker(failures=2, reset_after=600))(fragile)
     app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False))(slow_index)
     app.tool(retry=keel.Retry(attempts=5, backoff=5, jitter=False, deadline=1))(overloaded)
     app.tool(fallback=keel.Fallback.degrade(default="unknown"))(lookup)
@@ -297,6 +313,18 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("bad_output", {}, ("failed", "SerializationError", None)),
         Scenario("feedback", {}, ("ok", "tides (attempt 2, after: 'tbd' is too short)")),
         Scenario("idempotency", {}, ("ok", "ok")),
+        Scenario(
+            "breaker_opens",
+            {},
+            (
+                "ok",
+                [
+                    "StepError: step 'fragile#0' failed: ValueError: down (0)",
+                    "StepError: step 'fragile#1' failed: ValueError: down (1)",
+                    "CircuitOpen: circuit breaker for tool 'fragile' is open after repeated fa",
+                ],
+            ),
+        ),
         Scenario("server_asks_to_wait", {"token": "?"}, ("ok", "ready after 2 attempts")),
         Scenario(
             "past_deadline",

@@ -15,6 +15,7 @@ which the workflow re-raises as the same Keel exception the engine raises.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import time
 import typing
@@ -26,7 +27,8 @@ from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.recovery import typed_output
 from keel.engine.registry import ToolDef
 from keel.engine.serde import from_json, revive, to_json
-from keel.errors import ConfigError, SerializationError, ValidationFailed, structured
+from keel.errors import CircuitOpen, ConfigError, SerializationError, ValidationFailed, structured
+from keel.policy.breaker import BreakerState
 from keel.policy.retry import NO_RETRY
 from keel.policy.validation import run_checks
 
@@ -87,6 +89,8 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
     from temporalio import activity
     from temporalio.exceptions import ApplicationError
 
+    breakers: dict[str, BreakerState] = {}  # one per tool in this worker process, as Keel's
+
     @activity.defn(name=ACTIVITY)
     async def keel_call(request: dict[str, Any]) -> dict[str, Any]:
         name, key = request["tool"], request["key"]
@@ -103,6 +107,15 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 err.message, err.model_dump(mode="json"), type=err.type, non_retryable=True
             )
         info = activity.info()
+        breaker = _breaker(breakers, tool)
+        if breaker is not None and not breaker.allow():
+            shut = CircuitOpen(
+                f"circuit breaker for tool {name!r} is open after repeated failures; "
+                f"next probe in {breaker.retry_in():.1f}s",
+                tool=name,
+            )
+            raise _failure(tool, key, info.attempt - 1, 0.0, shut, final=True)
+        probe = breaker is not None and breaker.probing
         args, kwargs = call_args(tool, request["args"])
         step = StepInfo(info.workflow_id or "", key, info.attempt, _feedback(info))
         token = CURRENT_STEP.set(step)  # keel.current_step(): idempotency key, feedback
@@ -118,13 +131,21 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
             data = to_json(value, what=f"step {key!r}")
             check_size(data, f"the output of step {key!r}")
             typed_output(name, value, data, tool.return_type)
+        except asyncio.CancelledError:
+            if probe and breaker is not None:
+                breaker.abandon()  # no verdict: let a later call probe instead
+            raise
         except Exception as exc:
+            if breaker is not None:
+                breaker.failure()
             if isinstance(exc, ValidationFailed):
                 # the next attempt reads them back from its info.heartbeat_details
                 activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
             raise _failure(tool, key, info.attempt, info.scheduled_time.timestamp(), exc) from exc
         finally:
             CURRENT_STEP.reset(token)
+        if breaker is not None:
+            breaker.success()
         return {
             "key": key,
             "digest": request["digest"],
@@ -143,14 +164,25 @@ def _feedback(info: Any) -> tuple[str, ...]:
     return ()
 
 
-def _failure(tool: ToolDef, key: str, attempt: int, first: float, exc: Exception) -> Exception:
+def _breaker(breakers: dict[str, BreakerState], tool: ToolDef) -> BreakerState | None:
+    if tool.breaker is None:
+        return None
+    state = breakers.get(tool.name)
+    if state is None or state.config != tool.breaker:
+        state = breakers[tool.name] = BreakerState(tool.breaker)
+    return state
+
+
+def _failure(
+    tool: ToolDef, key: str, attempt: int, first: float, exc: Exception, *, final: bool = False
+) -> Exception:
     """The ApplicationError that tells Temporal whether and when to try again."""
     from temporalio.exceptions import ApplicationError
 
     retry = tool.retry or NO_RETRY
     err = structured(exc, step=key, attempts=attempt)
     delay: float | None = None
-    retryable = not isinstance(exc, SerializationError) and attempt < retry.attempts
+    retryable = not final and not isinstance(exc, SerializationError) and attempt < retry.attempts
     if retryable and retry.should_retry(exc):
         delay = retry.delay(attempt, key, exc)
         if retry.deadline is not None and time.time() + delay - first > retry.deadline:

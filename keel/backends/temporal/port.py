@@ -179,8 +179,8 @@ class TemporalExecution:
         name = tool.name
         if tool.keep is not None:
             not_yet(f"tool {name!r} with keep=")
-        if tool.irreversible or tool.breaker is not None:
-            not_yet(f"tool {name!r} with irreversible= or breaker=")
+        if tool.irreversible:
+            not_yet(f"tool {name!r} with irreversible= (intent and reconcile)")
         if tool.retry is not None and tool.retry.budget is not None:
             not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
         if key is None or pos is None:
