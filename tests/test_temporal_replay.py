@@ -63,6 +63,13 @@ async def order_patched(ctx: keel.Context, item: str, qty: int) -> str:
     return str(await ctx.call(receipt, cost)) + f" paid by {paid}"
 
 
+async def order_without_receipt(ctx: keel.Context, item: str, qty: int) -> str:
+    cost = await ctx.call(price, item, qty)
+    await ctx.sleep(0.01)
+    paid = await ctx.wait_for("paid", timeout=600)
+    return f"{cost} paid by {paid}"  # the last step is gone
+
+
 def _app(store_url: str, workflow: Any) -> keel.App:
     app = keel.App(store_url)
     app.tool(price)
@@ -124,6 +131,13 @@ async def test_other_arguments_fail_replay_with_keels_digest_error(
     text = str(caught.value)
     assert "step 'price#0' was recorded with input digest" in text
     assert "replay called it with different arguments" in text
+
+
+async def test_a_step_removed_at_the_end_fails_replay_on_temporal_s_own_check(
+    recorded: None, store_url: str
+) -> None:
+    with pytest.raises(Exception, match=r"[Nn]ondeterminism"):
+        await _replay(store_url, order_without_receipt)
 
 
 async def test_a_patched_change_replays_old_histories_and_runs_new_code(

@@ -76,7 +76,7 @@ class TemporalExecution:
     """One Temporal workflow execution of a Keel run, as `Context` sees it.
 
     Example (what the generic workflow does):
-        port = TemporalExecution(run, app.registry.tools, signals)
+        port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
         result = await wf.fn(Context(port, port.root), **kwargs)
     """
 
