@@ -168,6 +168,12 @@ async def test_starting_a_run_twice_is_idempotent(temporal: OnTemporal) -> None:
     assert after == order
     assert await result(t.app, t.client, rid) == f"charged {order} 250"
     assert _effects.count(order) == 1
+    attach = await start(t.app, t.client, t.backend, "checkout", None, run_id=order)
+    assert attach == order  # no input: the first start's input stands
+    with pytest.raises(keel.InputError, match=r"already exists .* with different input"):
+        await start(t.app, t.client, t.backend, "checkout", {"order": "other"}, run_id=order)
+    with pytest.raises(keel.ConfigError, match="already belongs to workflow 'checkout'"):
+        await start(t.app, t.client, t.backend, "uses_llm", {}, run_id=order)
 
 
 async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal) -> None:

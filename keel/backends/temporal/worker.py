@@ -18,9 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 from keel._ids import id_problem
 from keel.backends.temporal.config import Backend
-from keel.engine.serde import from_json, to_json
+from keel.engine.serde import from_json
 from keel.errors import ConfigError, InputError, KeelError, NonDeterminismError, structured
+from keel.handle import input_json, outcome, same_input
 from keel.types import RunInfo, RunStatus, StructuredError
+
+# Temporal's execution statuses as Keel's run statuses (for messages about a run).
+_STATUS = {
+    "RUNNING": RunStatus.RUNNING,
+    "COMPLETED": RunStatus.SUCCEEDED,
+    "FAILED": RunStatus.FAILED,
+    "TIMED_OUT": RunStatus.FAILED,
+    "TERMINATED": RunStatus.FAILED,
+    "CANCELED": RunStatus.CANCELLED,
+    "CONTINUED_AS_NEW": RunStatus.RUNNING,
+}
 
 if TYPE_CHECKING:
     from temporalio.client import Client
@@ -101,14 +113,15 @@ async def start(
 ) -> str:
     """Start a run of `workflow` on Temporal (its run id is the workflow id); returns it.
 
-    Starting the same `run_id` again is idempotent: the run already started (running or
-    finished) is the one you get, never a second execution. Bad input is refused here
-    (`keel.InputError`), before anything starts.
+    Starting the same `run_id` again is idempotent, as `App.start`: with no input or
+    the same input, the run already started (running or finished) is the one you get,
+    never a second execution; a different input or workflow is refused. Bad input is
+    refused here (`keel.InputError`), before anything starts.
 
     Example:
         run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
     """
-    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     wf = app.registry.workflow(workflow)
@@ -117,23 +130,67 @@ async def start(
             f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
             "supported on the Temporal backend yet (docs/temporal.md lists what is)"
         )
-    data = wf.validate_input(input).model_dump(mode="json")  # bad input: refused here
     rid = run_id or str(uuid.uuid4())
     problem = id_problem(rid, "run id")
     if problem is not None:
         raise InputError(problem, run_id=rid)
+    if input is None and run_id is not None and await _started(app, client, rid, wf.name, None):
+        return rid  # attach: the first start's input stands
+    data = input_json(wf, input)  # bad input: refused here, nothing started
     try:
         await client.start_workflow(
             wf.name,
-            from_json(to_json(data, what="input")),
+            from_json(data),
             id=rid,
             task_queue=backend.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            # a finished run's id is never reused: starting it again is that run
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
-        pass  # it ran to its end already: that run is this one
+        await _started(app, client, rid, wf.name, data)
     return rid
+
+
+async def _started(app: App, client: Client, rid: str, workflow: str, data: bytes | None) -> bool:
+    """Whether run `rid` exists; if so, refuse a start that differs from its first one."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    handle = client.get_workflow_handle(rid)
+    try:
+        history = await handle.fetch_history()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    first = history.events[0].workflow_execution_started_event_attributes
+    recorded = first.workflow_type.name
+    if recorded != workflow:
+        raise ConfigError(
+            f"run id {rid!r} already belongs to workflow {recorded!r}, not {workflow!r}; "
+            "pick another id",
+            run_id=rid,
+        )
+    if data is not None:
+        values = await client.data_converter.decode(first.input.payloads)
+        now = time.time()
+        info = RunInfo(
+            id=rid,
+            workflow=recorded,
+            status=_status((await handle.describe()).status),
+            input=values[0] if values else {},
+            created_at=now,
+            updated_at=now,
+        )
+        same_input(info, data, lambda v: _short(app.redactor.text(v)))
+    return True
+
+
+def _status(status: Any) -> RunStatus:
+    return _STATUS.get(getattr(status, "name", ""), RunStatus.RUNNING)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 300 else text[:299] + "…"
 
 
 async def signal(client: Client, run_id: str, name: str, payload: Any = None) -> None:
@@ -155,8 +212,6 @@ async def result(app: App, client: Client, run_id: str) -> Any:
     """
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError
-
-    from keel.handle import outcome
 
     handle = client.get_workflow_handle(run_id)
     workflow = (await handle.describe()).workflow_type
