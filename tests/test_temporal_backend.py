@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 import keel
 from keel.backends.temporal import Backend, from_env, result, start
@@ -122,6 +123,17 @@ async def uses_budget(ctx: keel.Context) -> int:
     return int(await ctx.call(budgeted, 1))
 
 
+class Cart(BaseModel):
+    items: list[str] = []
+
+
+async def shopping(ctx: keel.Context, item: str) -> list[str]:
+    ctx.state.items.append(item)
+    more = await ctx.wait_for("add", timeout=600)
+    ctx.state.items.append(more)
+    return list(ctx.state.items)
+
+
 async def huge(n: int) -> str:
     return "x" * n
 
@@ -144,6 +156,7 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
     app.tool(charge)
     app.tool(huge)
     app.tool(retry=keel.Retry(budget=3))(budgeted)
+    app.workflow(state=Cart)(shopping)
     for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days, too_big, uses_budget):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
@@ -245,3 +258,22 @@ async def test_a_payload_over_temporal_s_limit_fails_the_run_saying_so(
     assert caught.value.error.type == "SerializationError"
     assert says in caught.value.error.message
     assert "over Temporal's 2 MB payload limit" in caught.value.error.message
+
+
+async def test_the_state_query_shows_what_a_waiting_run_holds(temporal: OnTemporal) -> None:
+    import asyncio
+
+    from keel.backends.temporal import signal
+    from keel.backends.temporal.workflow import STATE_QUERY
+
+    t = temporal
+    rid = await start(t.app, t.client, t.backend, "shopping", {"item": "tea"})
+    handle = t.client.get_workflow_handle(rid)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while (now := await handle.query(STATE_QUERY)).get("waiting_on") != ["add"]:
+        assert loop.time() < deadline, now
+        await asyncio.sleep(0.05)
+    assert now == {"state": {"items": ["tea"]}, "degraded": [], "waiting_on": ["add"]}
+    await signal(t.client, rid, "add", "cake")
+    assert await result(t.app, t.client, rid) == ["tea", "cake"]

@@ -93,6 +93,7 @@ class TemporalExecution:
         self.root = root
         self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
         self._degraded: list[str] = []
+        self._waiting: list[str] = []  # signals a ctx.wait_for is waiting for now
 
     @property
     def run(self) -> RunInfo:
@@ -116,6 +117,16 @@ class TemporalExecution:
 
     def degraded(self) -> list[str]:
         return list(self._degraded)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the run holds now, for the `keel.state` query: its typed state (JSON),
+        the steps that fell back to a default, the signals it waits for."""
+        state = self.root.state
+        return {
+            "state": None if state is None else state.snapshot(),
+            "degraded": self.degraded(),
+            "waiting_on": sorted(set(self._waiting)),
+        }
 
     # -- steps ------------------------------------------------------------------------
 
@@ -271,6 +282,7 @@ class TemporalExecution:
 
         key, _ = scope.next(f"signal:{signal}")
         waiting = self._signals.setdefault(signal, [])
+        self._waiting.append(signal)
         try:
             await workflow.wait_condition(
                 lambda: bool(waiting), timeout=timeout, timeout_summary=key
@@ -282,6 +294,8 @@ class TemporalExecution:
                 timeout=timeout,
                 step=key,
             ) from None
+        finally:
+            self._waiting.remove(signal)
         return waiting.pop(0)
 
     # -- fan-out (keel.backends.temporal.fanout) and what is not carried yet ---------------

@@ -30,6 +30,8 @@ from keel.types import RunInfo, RunStatus
 if TYPE_CHECKING:
     from keel.app import App
 
+STATE_QUERY = "keel.state"  # a Temporal query: the run's state, degraded steps, waits
+
 
 def workflow_class(app: App) -> type:
     """The dynamic Temporal workflow class that runs `app`'s Keel workflows.
@@ -48,6 +50,7 @@ def workflow_class(app: App) -> type:
     # `self` unannotated: temporalio reads handler signatures and counts an annotated one
     def __init__(self) -> None:  # type: ignore[no-untyped-def]
         self.signals = {}
+        self.live = {}  # "port": this execution's TemporalExecution, once it runs
 
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:  # type: ignore[no-untyped-def]
         convert = workflow.payload_converter()
@@ -55,12 +58,17 @@ def workflow_class(app: App) -> type:
         self.signals.setdefault(name, []).append(payload)
 
     async def run(self, args: Sequence[RawValue]) -> Any:  # type: ignore[no-untyped-def]
-        return await _run(app, self.signals, args)
+        return await _run(app, self.signals, args, self.live)
+
+    def state(self) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        port = self.live.get("port")
+        return {} if port is None else port.snapshot()
 
     # temporalio refuses handlers of classes defined in a function, because its sandbox
     # re-imports a workflow's module by name; this class is never sandboxed (see above)
     on_signal.__qualname__ = "KeelWorkflow.on_signal"
     run.__qualname__ = "KeelWorkflow.run"
+    state.__qualname__ = "KeelWorkflow.state"
     namespace = {
         "__init__": __init__,
         "__module__": __name__,
@@ -68,11 +76,15 @@ def workflow_class(app: App) -> type:
         "__doc__": f"The Keel workflows of an App ({len(app.registry.workflows)} registered).",
         "on_signal": workflow.signal(dynamic=True)(on_signal),
         "run": workflow.run(run),
+        # what the run holds now (typed state, degraded steps, signals awaited)
+        "state": workflow.query(name=STATE_QUERY)(state),
     }
     return workflow.defn(dynamic=True, sandboxed=False)(type("KeelWorkflow", (), namespace))
 
 
-async def _run(app: App, signals: dict[str, list[Any]], args: Sequence[RawValue]) -> Any:
+async def _run(
+    app: App, signals: dict[str, list[Any]], args: Sequence[RawValue], live: dict[str, Any]
+) -> Any:
     info = workflow.info()
     wf = app.registry.workflow(info.workflow_type)
     raw = workflow.payload_converter().from_payload(args[0].payload) if args else {}
@@ -87,6 +99,7 @@ async def _run(app: App, signals: dict[str, list[Any]], args: Sequence[RawValue]
     )
     state = StateTracker(wf.state) if wf.state is not None else None
     port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
+    live["port"] = port
     try:
         kwargs = wf.kwargs(run.input)
         result = await wf.fn(Context(port, port.root), **kwargs)
@@ -112,4 +125,4 @@ async def _run(app: App, signals: dict[str, list[Any]], args: Sequence[RawValue]
         ) from exc
 
 
-__all__ = ["workflow_class"]
+__all__ = ["STATE_QUERY", "workflow_class"]
