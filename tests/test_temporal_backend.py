@@ -3,6 +3,7 @@ yet, and that `import keel` never imports temporalio (docs/temporal.md)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -277,3 +278,52 @@ async def test_the_state_query_shows_what_a_waiting_run_holds(temporal: OnTempor
     assert now == {"state": {"items": ["tea"]}, "degraded": [], "waiting_on": ["add"]}
     await signal(t.client, rid, "add", "cake")
     assert await result(t.app, t.client, rid) == ["tea", "cake"]
+
+
+def _payloads(message: Any) -> list[Any]:
+    """Every Payload inside a protobuf message (history events), however deep."""
+    from temporalio.api.common.v1 import Payload
+
+    if isinstance(message, Payload):
+        return [message]
+    found = []
+    for _field, value in message.ListFields():
+        items = value if isinstance(value, list) or hasattr(value, "append") else [value]
+        for item in items:
+            if hasattr(item, "ListFields"):
+                found += _payloads(item)
+    return found
+
+
+async def test_an_encrypting_app_encodes_what_it_writes_to_temporal(
+    temporal_address: str, store_url: str
+) -> None:
+    """An App with a codec: Temporal's history holds only encoded payloads, and a
+    client without the codec is refused before it writes anything in clear."""
+    from keel.backends.temporal import connect, serve, signal
+    from keel.backends.temporal.codec import ENCODING
+    from keel.codec import AESGCMCodec
+
+    codec = AESGCMCodec([os.urandom(32)])
+    app = keel.App(store_url, codec=codec)
+    app.tool(charge)
+    app.workflow(checkout)
+    backend = Backend(address=temporal_address, task_queue=f"enc-{uuid.uuid4().hex[:8]}")
+    plain = await connect(backend)
+    with pytest.raises(keel.ConfigError, match="in Temporal's history in clear; connect with"):
+        async with serve(app, plain, backend):
+            pass
+    with pytest.raises(keel.ConfigError, match=r"connect\(backend, codec=app.codec\)"):
+        await start(app, plain, backend, "checkout", {"order": "o"})
+    client = await connect(backend, codec=codec)
+    async with serve(app, client, backend, max_cached_workflows=0):
+        rid = await start(app, client, backend, "checkout", {"order": "secret-order-42"})
+        await signal(client, rid, "shipped", {"note": "secret-note"})
+        assert await result(app, client, rid) == "charged secret-order-42 250"
+    history = await plain.get_workflow_handle(rid).fetch_history()  # undecoded
+    payloads = [p for e in history.events for p in _payloads(e)]
+    assert len(payloads) >= 6  # input, activity in and out, signal, result
+    for p in payloads:
+        assert p.metadata["encoding"] == ENCODING
+        assert b"secret" not in p.data
+    await app.close()

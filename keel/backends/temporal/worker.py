@@ -39,19 +39,24 @@ if TYPE_CHECKING:
     from temporalio.worker import Replayer
 
     from keel.app import App
+    from keel.codec import PayloadCodec
 
 
-async def connect(backend: Backend) -> Client:
+async def connect(backend: Backend, *, codec: PayloadCodec | None = None) -> Client:
     """A Temporal client for `backend`'s address and namespace (a clear error if none
-    answers there).
+    answers there). With `codec` (pass `app.codec`), every payload it writes to
+    Temporal's history is encoded by it, as Keel's store encodes its own.
 
     Example:
         client = await connect(Backend.from_url("temporal://localhost:7233/default"))
+        client = await connect(backend, codec=app.codec)  # an App that encrypts
     """
     from temporalio.client import Client
 
     try:
-        return await Client.connect(backend.address, namespace=backend.namespace)
+        return await Client.connect(
+            backend.address, namespace=backend.namespace, data_converter=_converter(codec)
+        )
     except Exception as exc:
         raise ConfigError(
             f"cannot reach Temporal at {backend.address} (namespace {backend.namespace!r}): "
@@ -76,6 +81,7 @@ async def serve(
     from keel.backends.temporal.activity import make_activity
     from keel.backends.temporal.workflow import workflow_class
 
+    _encodes(app, client)
     worker = Worker(
         client,
         task_queue=backend.task_queue,
@@ -99,7 +105,20 @@ def replayer(app: App) -> Replayer:
 
     from keel.backends.temporal.workflow import workflow_class
 
-    return Replayer(workflows=[workflow_class(app)])
+    return Replayer(workflows=[workflow_class(app)], data_converter=_converter(app.codec))
+
+
+def _converter(codec: PayloadCodec | None) -> Any:
+    """Temporal's default data converter, with Keel's `codec` on its payloads if any."""
+    import dataclasses
+
+    from temporalio.converter import DataConverter
+
+    from keel.backends.temporal.codec import temporal_codec
+
+    if codec is None:
+        return DataConverter.default
+    return dataclasses.replace(DataConverter.default, payload_codec=temporal_codec(codec))
 
 
 async def start(
@@ -124,6 +143,7 @@ async def start(
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
+    _encodes(app, client)
     wf = app.registry.workflow(workflow)
     if wf.novelty is not None or wf.sample is not None:
         raise ConfigError(
@@ -149,6 +169,17 @@ async def start(
     except WorkflowAlreadyStartedError:
         await _started(app, client, rid, wf.name, data)
     return rid
+
+
+def _encodes(app: App, client: Client) -> None:
+    """An App that encodes its payloads never writes them to Temporal in clear."""
+    if app.codec is not None and client.data_converter.payload_codec is None:
+        raise ConfigError(
+            "this App encodes its payloads (keel.App(codec=...) or KEEL_ENCRYPTION_KEY), but "
+            "the Temporal client does not, so run inputs, tool arguments and results would "
+            "sit in Temporal's history in clear; connect with "
+            "keel.backends.temporal.connect(backend, codec=app.codec)"
+        )
 
 
 async def _started(app: App, client: Client, rid: str, workflow: str, data: bytes | None) -> bool:
