@@ -65,6 +65,10 @@ async def fragile(n: int) -> str:
     raise ValueError(f"down ({n})")
 
 
+async def local_flaky(token: str, failures: int) -> int:
+    return await flaky(token, failures)
+
+
 async def broken(reason: str) -> str:
     raise ValueError(f"broken: {reason}")
 
@@ -87,6 +91,16 @@ async def tools_sleep_signal(ctx: keel.Context, name: str) -> dict[str, Any]:
 
 async def retries(ctx: keel.Context, token: str) -> int:
     return int(await ctx.call(flaky, token, 2))
+
+
+async def local_retries(ctx: keel.Context, token: str) -> list[Any]:
+    """A local activity on Temporal (`local=True`); the same outcome everywhere."""
+    done = int(await ctx.call(local_flaky, token, 1))
+    try:
+        await ctx.call(local_flaky, token + "!", 9)
+    except keel.StepError as exc:
+        return [done, exc.message]
+    return [done]
 
 
 async def retries_exhausted(ctx: keel.Context, token: str) -> str:
@@ -233,6 +247,7 @@ WORKFLOWS = [
     tools_sleep_signal,
     retries,
     retries_exhausted,
+    local_retries,
     caught_failure,
     uncaught_failure,
     degraded,
@@ -256,6 +271,7 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(shout)
     app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False))(flaky)
     app.tool(broken)
+    app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False), local=True)(local_flaky)
     app.tool(retry=keel.Retry(attempts=2, backoff=0.01), validate=long_enough)(draft)
     app.tool(step_key)
     app.tool(breaker=keel.CircuitBreaker(failures=2, reset_after=600))(fragile)
@@ -295,6 +311,7 @@ SCENARIOS: dict[str, Scenario] = {
             signals=[("go", {"by": "bob"})],
         ),
         Scenario("retries", {"token": "?"}, ("ok", 3)),
+        Scenario("local_retries", {"token": "?"}, ("ok", [2, "transient failure 3"])),
         Scenario(
             "retries_exhausted",
             {"token": "?"},

@@ -138,8 +138,9 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
         except Exception as exc:
             if breaker is not None:
                 breaker.failure()
-            if isinstance(exc, ValidationFailed):
-                # the next attempt reads them back from its info.heartbeat_details
+            if isinstance(exc, ValidationFailed) and not info.is_local:
+                # the next attempt reads them back from its info.heartbeat_details (a
+                # local activity has no heartbeats: its attempts get no feedback yet)
                 activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
             raise _failure(tool, key, info.attempt, info.scheduled_time.timestamp(), exc) from exc
         finally:

@@ -72,6 +72,18 @@ FEATURES = Features(
 )
 
 
+def _keel_error(exc: BaseException) -> StructuredError | None:
+    """The Keel error the `keel.call` activity failed with, found in `exc`'s causes."""
+    from temporalio.exceptions import ApplicationError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ApplicationError) and seen.details:
+            return StructuredError.model_validate(seen.details[0])
+        seen = getattr(seen, "cause", None)
+    return None
+
+
 class TemporalExecution:
     """One Temporal workflow execution of a Keel run, as `Context` sees it.
 
@@ -201,23 +213,36 @@ class TemporalExecution:
         request = {"tool": name, "key": key, "digest": digest, "args": from_json(args)}
         retry = tool.retry
         attempts = retry.attempts if retry is not None else 1
+        policy = RetryPolicy(
+            maximum_attempts=attempts,
+            # only for timeouts: every failure the tool raises names its own delay
+            initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
+        )
         try:
-            done = await workflow.execute_activity(
-                ACTIVITY,
-                request,
-                start_to_close_timeout=attempt_timeout(tool),
-                retry_policy=RetryPolicy(
-                    maximum_attempts=attempts,
-                    # only for timeouts: every failure the tool raises names its own delay
-                    initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
-                ),
-                summary=key,
-            )
-        except ActivityError as exc:
-            cause = exc.cause
-            if not isinstance(cause, ApplicationError) or not cause.details:
+            if tool.options.get("local"):
+                # @app.tool(local=True): run in this worker, no task-queue round trip (a
+                # short, cheap tool); its result is recorded in history all the same
+                done = await workflow.execute_local_activity(
+                    ACTIVITY,
+                    request,
+                    start_to_close_timeout=attempt_timeout(tool),
+                    retry_policy=policy,
+                    summary=key,
+                )
+            else:
+                done = await workflow.execute_activity(
+                    ACTIVITY,
+                    request,
+                    start_to_close_timeout=attempt_timeout(tool),
+                    retry_policy=policy,
+                    summary=key,
+                )
+        except (ActivityError, ApplicationError) as exc:
+            # an activity's failure arrives as ActivityError(cause=ApplicationError); a
+            # local activity's as the ApplicationError (its cause chain) itself
+            err = _keel_error(exc)
+            if err is None:
                 raise  # a timeout or cancellation Temporal decided: its own error
-            err = StructuredError.model_validate(cause.details[0])
             self._check(scope, pos, key, digest, err.step or key, digest)
             return self._fall_back(tool, key, err, annotation)
         self._check(scope, pos, key, digest, done["key"], done["digest"])
