@@ -367,3 +367,13 @@ async def test_the_account_sync_example_runs_unchanged_on_temporal(
     payloads = [p for e in history.events for p in _payloads(e)]
     assert any(b"env:KEEL_EXAMPLE_CRM_KEY" in p.data for p in payloads)  # the reference
     assert not any(key.encode() in p.data for p in payloads)
+
+
+async def test_a_cancelled_run_ends_cancelled(temporal: OnTemporal) -> None:
+    from keel.backends.temporal import cancel
+
+    t = temporal
+    rid = await start(t.app, t.client, t.backend, "checkout", {"order": uuid.uuid4().hex})
+    await cancel(t.client, rid)
+    with pytest.raises(keel.RunCancelled, match=f"run {rid} was cancelled"):
+        await result(t.app, t.client, rid)

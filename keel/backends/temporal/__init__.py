@@ -15,6 +15,24 @@ Example:
 from __future__ import annotations
 
 from keel.backends.temporal.config import Backend, from_env
-from keel.backends.temporal.worker import connect, replayer, result, serve, signal, start
+from keel.backends.temporal.worker import (
+    cancel,
+    connect,
+    replayer,
+    result,
+    serve,
+    signal,
+    start,
+)
 
-__all__ = ["Backend", "connect", "from_env", "replayer", "result", "serve", "signal", "start"]
+__all__ = [
+    "Backend",
+    "cancel",
+    "connect",
+    "from_env",
+    "replayer",
+    "result",
+    "serve",
+    "signal",
+    "start",
+]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from keel._ids import id_problem
 from keel.backends.temporal.config import Backend
 from keel.engine.serde import from_json
-from keel.errors import ConfigError, InputError, KeelError, NonDeterminismError, structured
+from keel.errors import ConfigError, InputError, KeelError, structured
 from keel.handle import input_json, outcome, same_input
 from keel.types import RunInfo, RunStatus, StructuredError
 
@@ -236,13 +236,14 @@ async def signal(client: Client, run_id: str, name: str, payload: Any = None) ->
 
 async def result(app: App, client: Client, run_id: str) -> Any:
     """Wait for run `run_id` to end: its result (as the workflow's return type), or
-    `keel.RunFailed` naming the error and its step, exactly as `RunHandle.result()`.
+    `keel.RunFailed` naming the error and its step (`keel.RunCancelled` when it was
+    cancelled), exactly as `RunHandle.result()`.
 
     Example:
         summary = await result(app, client, "t-1")
     """
     from temporalio.client import WorkflowFailureError
-    from temporalio.exceptions import ApplicationError
+    from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
     handle = client.get_workflow_handle(run_id)
     workflow = (await handle.describe()).workflow_type
@@ -262,11 +263,23 @@ async def result(app: App, client: Client, run_id: str) -> Any:
         info.status = RunStatus.FAILED
         if isinstance(cause, ApplicationError) and cause.details:
             info.error = StructuredError.model_validate(cause.details[0])
-        elif isinstance(cause, ApplicationError) and "Nondeterminism" in (cause.type or ""):
-            info.error = structured(NonDeterminismError(cause.message, run_id=run_id))
+        elif isinstance(cause, CancelledError):
+            info.status = RunStatus.CANCELLED
+        elif isinstance(cause, TerminatedError):
+            info.error = structured(KeelError(f"terminated on Temporal: {cause.message}"))
         else:
             info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
     return outcome(app, info)
 
 
-__all__ = ["connect", "replayer", "result", "serve", "signal", "start"]
+async def cancel(client: Client, run_id: str) -> None:
+    """Cancel run `run_id`: the step it waits on raises `asyncio.CancelledError` in the
+    workflow, and the run ends CANCELLED (`result()` raises `keel.RunCancelled`).
+
+    Example:
+        await cancel(client, "t-1")
+    """
+    await client.get_workflow_handle(run_id).cancel()
+
+
+__all__ = ["cancel", "connect", "replayer", "result", "serve", "signal", "start"]
