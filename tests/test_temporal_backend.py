@@ -127,6 +127,14 @@ async def uses_budget(ctx: keel.Context) -> int:
     return int(await ctx.call(budgeted, 1))
 
 
+async def escalating(n: int) -> int:
+    return n
+
+
+async def uses_human(ctx: keel.Context) -> int:
+    return int(await ctx.call(escalating, 1))
+
+
 class Cart(BaseModel):
     items: list[str] = []
 
@@ -160,8 +168,18 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
     app.tool(charge)
     app.tool(huge)
     app.tool(retry=keel.Retry(budget=3))(budgeted)
+    app.tool(fallback=keel.Fallback.human())(escalating)
     app.workflow(state=Cart)(shopping)
-    for wf in (checkout, uses_unregistered, uses_phase, uses_llm, takes_days, too_big, uses_budget):
+    for wf in (
+        checkout,
+        uses_unregistered,
+        uses_phase,
+        uses_llm,
+        takes_days,
+        too_big,
+        uses_budget,
+        uses_human,
+    ):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
         yield t
@@ -216,6 +234,7 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
         ("uses_phase", "ConfigError", "ctx.phase is not supported on the Temporal backend yet"),
         ("uses_llm", "ConfigError", "ctx.llm is not supported on the Temporal backend yet"),
         ("uses_budget", "ConfigError", "tool 'budgeted' with Retry(budget=...) (a per-run"),
+        ("uses_human", "ConfigError", "tool 'escalating' with Fallback.human (escalations)"),
     ],
 )
 async def test_what_is_not_carried_yet_fails_the_run_saying_so(

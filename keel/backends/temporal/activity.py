@@ -114,7 +114,7 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 f"next probe in {breaker.retry_in():.1f}s",
                 tool=name,
             )
-            raise _failure(tool, key, info.attempt - 1, 0.0, shut, final=True)
+            raise _failure(tool, request, info.attempt - 1, 0.0, shut, final=True)
         probe = breaker is not None and breaker.probing
         args, kwargs = call_args(tool, request["args"])
         step = StepInfo(info.workflow_id or "", key, info.attempt, _feedback(info))
@@ -142,7 +142,8 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 # the next attempt reads them back from its info.heartbeat_details (a
                 # local activity has no heartbeats: its attempts get no feedback yet)
                 activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
-            raise _failure(tool, key, info.attempt, info.scheduled_time.timestamp(), exc) from exc
+            first = info.scheduled_time.timestamp()
+            raise _failure(tool, request, info.attempt, first, exc) from exc
         finally:
             CURRENT_STEP.reset(token)
         if breaker is not None:
@@ -175,11 +176,20 @@ def _breaker(breakers: dict[str, BreakerState], tool: ToolDef) -> BreakerState |
 
 
 def _failure(
-    tool: ToolDef, key: str, attempt: int, first: float, exc: Exception, *, final: bool = False
+    tool: ToolDef,
+    request: dict[str, Any],
+    attempt: int,
+    first: float,
+    exc: Exception,
+    *,
+    final: bool = False,
 ) -> Exception:
-    """The ApplicationError that tells Temporal whether and when to try again."""
+    """The ApplicationError that tells Temporal whether and when to try again. Its
+    details: Keel's structured error, then the step it was (key and digest: replay
+    checks a failed step's arguments too)."""
     from temporalio.exceptions import ApplicationError
 
+    key = request["key"]
     retry = tool.retry or NO_RETRY
     err = structured(exc, step=key, attempts=attempt)
     delay: float | None = None
@@ -198,6 +208,7 @@ def _failure(
     return ApplicationError(
         err.message,
         err.model_dump(mode="json"),
+        {"key": key, "digest": request["digest"]},
         type=err.type,
         non_retryable=delay is None,
         # Temporal reads a zero delay as "none given": the smallest real one instead

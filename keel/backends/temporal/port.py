@@ -72,14 +72,17 @@ FEATURES = Features(
 )
 
 
-def _keel_error(exc: BaseException) -> StructuredError | None:
-    """The Keel error the `keel.call` activity failed with, found in `exc`'s causes."""
+def _keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
+    """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
+    the step (key, digest) it was scheduled as."""
     from temporalio.exceptions import ApplicationError
 
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ApplicationError) and seen.details:
-            return StructuredError.model_validate(seen.details[0])
+            details = list(seen.details)
+            step = details[1] if len(details) > 1 and isinstance(details[1], dict) else {}
+            return StructuredError.model_validate(details[0]), step
         seen = getattr(seen, "cause", None)
     return None
 
@@ -165,7 +168,6 @@ class TemporalExecution:
         *,
         policy: StepPolicy | None = None,
     ) -> Any:
-
         # `fn` (the tool's effect in this process) is never called: the activity runs it
         if self.hard_stop is not None:
             raise self.hard_stop
@@ -206,6 +208,8 @@ class TemporalExecution:
             not_yet(f"tool {name!r} with irreversible= (intent and reconcile)")
         if tool.retry is not None and tool.retry.budget is not None:
             not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
+        if tool.fallback is not None and tool.fallback.kind == "human":
+            not_yet(f"tool {name!r} with Fallback.human (escalations)")
         if key is None or pos is None:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")
@@ -240,10 +244,11 @@ class TemporalExecution:
         except (ActivityError, ApplicationError) as exc:
             # an activity's failure arrives as ActivityError(cause=ApplicationError); a
             # local activity's as the ApplicationError (its cause chain) itself
-            err = _keel_error(exc)
-            if err is None:
+            found = _keel_error(exc)
+            if found is None:
                 raise  # a timeout or cancellation Temporal decided: its own error
-            self._check(scope, pos, key, digest, err.step or key, digest)
+            err, was = found
+            self._check(scope, pos, key, digest, was.get("key", key), was.get("digest", digest))
             return self._fall_back(tool, key, err, annotation)
         self._check(scope, pos, key, digest, done["key"], done["digest"])
         return revive(done["output"], annotation if annotation is not None else unannotated())
@@ -282,7 +287,7 @@ class TemporalExecution:
             stop = from_structured(err)
             self.hard_stop = stop  # the run fails even if the workflow catches this
             raise stop
-        not_yet(f"tool {tool.name!r} with Fallback.human (escalations)")
+        raise from_structured(err)  # Fallback.human is refused before the call
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         from temporalio import workflow
