@@ -32,8 +32,11 @@ class OnTemporal:
         input: dict[str, Any],
         signals: Sequence[tuple[str, Any]] = (),
         run_id: str | None = None,
+        **options: Any,
     ) -> tuple[Any, ...]:
-        rid = await start(self.app, self.client, self.backend, workflow, input, run_id=run_id)
+        rid = await start(
+            self.app, self.client, self.backend, workflow, input, run_id=run_id, **options
+        )
         for name, payload in signals:
             await signal(self.client, rid, name, payload)
         try:
@@ -57,9 +60,10 @@ async def on_keel(
     workflow: str,
     input: dict[str, Any],
     signals: Sequence[tuple[str, Any]] = (),
+    **options: Any,
 ) -> tuple[Any, ...]:
     """Run on Keel's own engine (the App's embedded worker)."""
-    handle = await app.start(workflow, input)
+    handle = await app.start(workflow, input, **options)
     for name, payload in signals:
         await handle.signal(name, payload, queue=True)
     try:

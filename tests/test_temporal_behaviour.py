@@ -40,7 +40,7 @@ async def test_same_outcome_on_both_executors(
     name: str, keel_app: Any, temporal: OnTemporal
 ) -> None:
     s = SCENARIOS[name]
-    on_engine = await on_keel(keel_app, s.workflow, _input(s), s.signals)
-    on_temp = await temporal.run(s.workflow, _input(s), s.signals)
+    on_engine = await on_keel(keel_app, s.workflow, _input(s), s.signals, **s.options)
+    on_temp = await temporal.run(s.workflow, _input(s), s.signals, **s.options)
     assert on_engine == s.expected
     assert on_temp == on_engine

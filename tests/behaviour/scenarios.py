@@ -194,6 +194,11 @@ async def breaker_opens(ctx: keel.Context) -> list[str]:
     return seen
 
 
+async def identity(ctx: keel.Context) -> dict[str, Any]:
+    own = ctx.session_id == ctx.run_id
+    return {"tenant": ctx.tenant, "session": "own" if own else ctx.session_id}
+
+
 TOOLS: dict[str, Any] = {}  # tools ctx.map takes as objects: set by build()
 
 
@@ -261,6 +266,7 @@ WORKFLOWS = [
     server_asks_to_wait,
     past_deadline,
     breaker_opens,
+    identity,
 ]
 
 
@@ -292,10 +298,11 @@ class Scenario:
     input: dict[str, Any]
     expected: tuple[Any, ...]
     signals: list[tuple[str, Any]] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # start(tenant=, session=)
 
 
 SCENARIOS: dict[str, Scenario] = {
-    s.workflow: s
+    s.workflow + ("+" + "+".join(s.options) if s.options else ""): s
     for s in [
         Scenario(
             "tools_sleep_signal",
@@ -341,6 +348,13 @@ SCENARIOS: dict[str, Scenario] = {
                     "CircuitOpen: circuit breaker for tool 'fragile' is open after repeated fa",
                 ],
             ),
+        ),
+        Scenario("identity", {}, ("ok", {"tenant": None, "session": "own"})),
+        Scenario(
+            "identity",
+            {},
+            ("ok", {"tenant": "acme", "session": "chat-7"}),
+            options={"tenant": "acme", "session": "chat-7"},
         ),
         Scenario("server_asks_to_wait", {"token": "?"}, ("ok", "ready after 2 attempts")),
         Scenario(

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from keel._ids import id_problem
 from keel.backends.temporal.config import Backend
+from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, InputError, KeelError, structured
-from keel.handle import input_json, outcome, same_input
+from keel.handle import input_json, outcome, same_input, same_session
 from keel.types import RunInfo, RunStatus, StructuredError
 
 # Temporal's execution statuses as Keel's run statuses (for messages about a run).
@@ -129,8 +130,12 @@ async def start(
     input: dict[str, Any] | None = None,
     *,
     run_id: str | None = None,
+    tenant: str | None = None,
+    session: str | None = None,
 ) -> str:
     """Start a run of `workflow` on Temporal (its run id is the workflow id); returns it.
+    `tenant` and `session` are `ctx.tenant` and `ctx.session_id`, as with `App.start`
+    (kept in the workflow's memo).
 
     Starting the same `run_id` again is idempotent, as `App.start`: with no input or
     the same input, the run already started (running or finished) is the one you get,
@@ -152,9 +157,11 @@ async def start(
         )
     rid = run_id or str(uuid.uuid4())
     problem = id_problem(rid, "run id")
+    problem = problem or (None if session is None else id_problem(session, "session id"))
     if problem is not None:
-        raise InputError(problem, run_id=rid)
-    if input is None and run_id is not None and await _started(app, client, rid, wf.name, None):
+        raise InputError(problem, run_id=rid, session=session)
+    attach = input is None and run_id is not None
+    if attach and await _started(app, client, rid, wf.name, None, session):
         return rid  # attach: the first start's input stands
     data = input_json(wf, input)  # bad input: refused here, nothing started
     try:
@@ -165,9 +172,10 @@ async def start(
             task_queue=backend.task_queue,
             # a finished run's id is never reused: starting it again is that run
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
         )
     except WorkflowAlreadyStartedError:
-        await _started(app, client, rid, wf.name, data)
+        await _started(app, client, rid, wf.name, data, session)
     return rid
 
 
@@ -182,7 +190,9 @@ def _encodes(app: App, client: Client) -> None:
         )
 
 
-async def _started(app: App, client: Client, rid: str, workflow: str, data: bytes | None) -> bool:
+async def _started(
+    app: App, client: Client, rid: str, workflow: str, data: bytes | None, session: str | None
+) -> bool:
     """Whether run `rid` exists; if so, refuse a start that differs from its first one."""
     from temporalio.service import RPCError, RPCStatusCode
 
@@ -201,18 +211,22 @@ async def _started(app: App, client: Client, rid: str, workflow: str, data: byte
             "pick another id",
             run_id=rid,
         )
+    described = await handle.describe()
+    memo = await described.memo()
+    now = time.time()
+    values = await client.data_converter.decode(first.input.payloads)
+    info = RunInfo(
+        id=rid,
+        workflow=recorded,
+        status=_status(described.status),
+        input=values[0] if values else {},
+        created_at=now,
+        updated_at=now,
+        session=memo.get(MEMO_SESSION) or rid,
+    )
     if data is not None:
-        values = await client.data_converter.decode(first.input.payloads)
-        now = time.time()
-        info = RunInfo(
-            id=rid,
-            workflow=recorded,
-            status=_status((await handle.describe()).status),
-            input=values[0] if values else {},
-            created_at=now,
-            updated_at=now,
-        )
         same_input(info, data, lambda v: _short(app.redactor.text(v)))
+    same_session(info, session)
     return True
 
 

@@ -20,6 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 from keel.backends.temporal.activity import check_size
 from keel.backends.temporal.port import TemporalExecution
+from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.context import Context
 from keel.engine.journal import Scope
 from keel.engine.serde import from_json, to_json
@@ -89,6 +90,7 @@ async def _run(
     wf = app.registry.workflow(info.workflow_type)
     raw = workflow.payload_converter().from_payload(args[0].payload) if args else {}
     start = info.start_time.timestamp()
+    memo = workflow.memo()
     run = RunInfo(
         id=info.workflow_id,
         workflow=wf.name,
@@ -96,6 +98,8 @@ async def _run(
         input=raw or {},
         created_at=start,
         updated_at=start,
+        tenant=memo.get(MEMO_TENANT),
+        session=memo.get(MEMO_SESSION) or info.workflow_id,
     )
     state = StateTracker(wf.state) if wf.state is not None else None
     port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
