@@ -35,7 +35,7 @@ test: $(TEST_STAMP)
 	# The whole suite on SQLite and, alongside, the store-facing tests on Postgres
 	PY=$(PY) bash scripts/test.sh
 
-# Console screenshots (inbox, decision page, waterfall) from the browser tests.
+# Console screenshots (inbox, decision page, waterfall, memory) from the browser tests.
 screenshots: $(TEST_STAMP)
 	KEEL_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q -p no:cacheprovider tests/test_console_browser.py
 

@@ -12,6 +12,8 @@ real model would have to:
     <ticket> and "Customer name: ..."     the reply's text
     <report>...</report>                  the figures it can read, as JSON
     <report> and <figures>...</figures>   a ReportSummary as JSON
+    the SUPPORT_AGENT system prompt       a tool call, or the agent's reply (support_agent)
+    <transcript>...</transcript>          the durable facts it states, as JSON
 
 Like a real model it can fail: a figure the report does not state is left out
 of its answer (so schema validation rejects it), it can be rate limited (an
@@ -376,6 +378,127 @@ def _summarize(prompt: str) -> Reply:
     return Reply(content=json.dumps(summary))
 
 
+# --------------------------------------------------------------------------------------
+# The support agent (support_agent.py) and what it learns from a conversation
+# --------------------------------------------------------------------------------------
+
+SUPPORT_AGENT = """You are the support agent of Keel Outfitters, an online outdoor shop.
+Before the customer's message you may get, as separate messages: the conversation so far;
+what this conversation has established, one `field: value` (JSON) a line; and what we know
+about the customer from earlier conversations, one fact a line starting with "- ". Use a
+fact only when it matters for this message. Tools: lookup_order to see where an order is,
+reship_order to send a replacement (express=true when the customer's plan includes free
+express shipping). Answer in two or three short sentences."""
+
+_ORDER = re.compile(r"\b[A-Z]-\d{4}\b")
+_SESSION_LINE = re.compile(r"^([a-z_]+): (.+)$")
+_DELIVER_TO = re.compile(
+    r"from now on,? (?:please )?(?:deliver|send) my (?:parcels|orders) to my ([^.]+)", re.I
+)
+
+
+def _session_fields(messages: list[Message]) -> dict[str, Any]:
+    """The `field: value` lines of a message made only of them (Block.fields)."""
+    for text in _user_texts(messages):
+        lines = [_SESSION_LINE.match(line) for line in text.splitlines()]
+        if lines and all(lines):
+            try:
+                return {m.group(1): json.loads(m.group(2)) for m in lines if m}
+            except json.JSONDecodeError:
+                continue
+    return {}
+
+
+def _facts_given(messages: list[Message]) -> list[str]:
+    """The long-term facts a message lists ("- " lines, Block.facts)."""
+    for text in _user_texts(messages):
+        lines = text.splitlines()
+        if lines and all(line.startswith("- ") for line in lines):
+            return [line[2:] for line in lines]
+    return []
+
+
+def _tool_outputs(messages: list[Message]) -> dict[str, Any]:
+    """Each tool's latest output in this turn (after the last user message)."""
+    last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+    names: dict[str, str] = {}
+    out: dict[str, Any] = {}
+    for m in messages[last_user:]:
+        for call in m.get("tool_calls") or []:
+            names[call["id"]] = call["function"]["name"]
+        if m.get("role") == "tool" and not str(m.get("content")).startswith("error:"):
+            out[names.get(m["tool_call_id"], "")] = json.loads(m["content"])
+    return out
+
+
+def _support(messages: list[Message]) -> Reply:
+    """The agent's next move: a tool call while it lacks something, then its reply."""
+    task = _user_texts(messages)[-1]
+    low = task.lower()
+    fields, facts, done = _session_fields(messages), _facts_given(messages), _tool_outputs(messages)
+    order = (_ORDER.findall(task) or [fields.get("order_id")])[0]
+    asks_where = any(w in low for w in ("where is", "not arrived", "hasn't arrived", "status"))
+    if order and asks_where and "lookup_order" not in done:
+        return Reply(tool_calls=[{"name": "lookup_order", "arguments": {"order_id": order}}])
+    premium = any("premium member" in f for f in facts)
+    if order and "replacement" in low and "reship_order" not in done:
+        args = {"order_id": order, "express": premium or "express" in low}
+        return Reply(tool_calls=[{"name": "reship_order", "arguments": args}])
+
+    name = str(fields.get("customer_name") or "").split(" ")[0] or "there"
+    said: list[str] = []
+    if found := done.get("lookup_order"):
+        said.append(
+            f"Order {found['id']} is {found['status']} with {found['carrier']} (last scan: "
+            f"{found['last_scan']})."
+        )
+        before = [m for f in facts if "never arrived" in f and (m := _ORDER.search(f))]
+        if before and found["status"] != "delivered":  # it happened to this customer before
+            said.append(f"I am sorry this happened again after order {before[0].group(0)}.")
+        said.append("I can send a replacement right away.")
+    if sent := done.get("reship_order"):
+        said.append(f"Replacement {sent['replacement']} ships {sent['service']} today.")
+        if premium and sent["service"] == "express":
+            said.append("Express is free with your premium membership.")
+        if "email" in low or any("by email" in f for f in facts):
+            said.append(f"I will email you the tracking number ({sent['tracking']}).")
+    if "opening hours" in low:
+        said.append("Our shops open 10:00-16:00 on public holidays; this chat never closes.")
+    if dest := _DELIVER_TO.search(task):
+        said.append(f"Noted: from now on your parcels go to your {dest.group(1)}.")
+    if "delivered" in low or "deliver to" in low:
+        where = [f.split(" parcels delivered to the ")[1] for f in facts if "parcels del" in f]
+        said.append(
+            f"It goes to the {where[0].removesuffix(' from now on')}, as you asked last time."
+            if where
+            else "It goes to the address on your account."
+        )
+    if "that's all" in low or "thanks" in low:
+        said.append("Thank you, have a good day!")
+    if not said:
+        said.append("How can I help? If it is about an order, tell me its number.")
+    return Reply(content=f"Hi {name}! " + " ".join(said))
+
+
+def learn_facts(transcript: str) -> list[str]:
+    """The durable facts a support conversation states, one sentence each, named."""
+    who = re.search(r"^Customer: (.+?) \(customer", transcript, re.M)
+    name = who.group(1) if who else "The customer"
+    facts = []
+    for line in transcript.splitlines():
+        role, _, text = line.partition(": ")
+        if role == "customer" and re.search(r"prefer (?:e-?mail|email)", text, re.I):
+            facts.append(f"{name} prefers to be contacted by email, never by phone")
+        if role == "customer" and (dest := _DELIVER_TO.search(text)):
+            facts.append(
+                f"{name} wants parcels delivered to the {dest.group(1).strip()} from now on"
+            )
+        lost = re.search(r"Order (\S+) is lost in transit", text)
+        if role == "agent" and lost and "Replacement" in transcript:
+            facts.append(f"{name}'s order {lost.group(1)} was lost in transit and replaced")
+    return facts
+
+
 def offline_model(
     name: str,
     *,
@@ -394,6 +517,10 @@ def offline_model(
     def answer(messages: list[Message], params: dict[str, Any]) -> Reply:
         texts = _user_texts(messages)
         prompt = texts[0] if texts else ""
+        if any(m.get("role") == "system" and m.get("content") == SUPPORT_AGENT for m in messages):
+            return _support(messages)
+        if (said := _tagged(texts[-1] if texts else "", "transcript")) is not None:
+            return Reply(content=json.dumps({"facts": learn_facts(said)}))
         if "<ticket>" in prompt:
             if "Customer name:" in prompt:
                 return _draft(prompt)
@@ -408,7 +535,8 @@ def offline_model(
         if "<report>" in prompt:
             return _extract(prompt)
         raise UnknownPrompt(
-            f"the offline model only reads the examples' prompts (<ticket> or <report>), "
+            f"the offline model only reads the examples' prompts (<ticket>, <report>, "
+            "<transcript> or the support agent's), "
             f"not {prompt[:80]!r}; set KEEL_MODEL to use a real model"
         )
 

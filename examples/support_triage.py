@@ -445,7 +445,18 @@ def draft_is_sendable(state: TriageState) -> list[str]:
     return problems
 
 
-@app.workflow(state=TriageState)
+@app.workflow(
+    state=TriageState,
+    # Drift (docs/drift.md), observed on every run that ends: the class mix, the model's
+    # confidence in the category, the reviewers' approval rate (their decision comes as a
+    # signal: an outcome of "sent" was approved) and the model cost per ticket.
+    monitors=[
+        keel.drift.Distribution("category"),
+        keel.drift.Confidence("category"),
+        keel.drift.ApprovalRate(path="status", approved="sent"),
+        keel.drift.Metric("cost_usd"),
+    ],
+)
 async def triage(
     ctx: keel.Context, ticket: Ticket, approval_timeout: float = APPROVAL_TIMEOUT
 ) -> Outcome:

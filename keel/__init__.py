@@ -75,7 +75,7 @@ _EXPORTS = {
     "Redactor": "keel.observe.redact",
 }
 # Public subpackages, imported on first attribute access (`keel.llm.Gateway`).
-_SUBPACKAGES = ("evals", "hitl", "llm", "memory")
+_SUBPACKAGES = ("drift", "evals", "hitl", "llm", "memory")
 
 __all__ = sorted([*_EXPORTS, *_SUBPACKAGES])
 
@@ -83,7 +83,7 @@ if TYPE_CHECKING:
     # `X as X` marks an explicit re-export, which mypy --strict needs as __all__ is not a
     # literal; isort would split these into one statement per name.
     # isort: off
-    from keel import evals as evals, hitl as hitl, llm as llm, memory as memory
+    from keel import drift as drift, evals as evals, hitl as hitl, llm as llm, memory as memory
     from keel.app import App as App
     from keel.engine.context import Context as Context
     from keel.engine.execution import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from keel.errors import (
     RunNotFound,
     SignalRefused,
 )
+from keel.features import drift_service, workflow_monitors
 from keel.handle import RunHandle, outcome, record_run, wait_run
 from keel.policy.breaker import CircuitBreaker
 from keel.policy.fallback import Fallback
@@ -32,6 +34,7 @@ from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from keel.codec import PayloadCodec
+    from keel.drift.service import Drift
     from keel.embed import Embedder
     from keel.engine.plugins import Background
     from keel.escalations import Escalations
@@ -136,6 +139,7 @@ class App:
         trace_content: bool = True,
         novelty: Any = None,
         sample: Any = None,
+        monitors: list[Any] | None = None,
     ) -> Callable[[F], F]: ...
 
     def workflow(
@@ -148,10 +152,12 @@ class App:
         trace_content: bool = True,
         novelty: Any = None,
         sample: Any = None,
+        monitors: list[Any] | None = None,
     ) -> F | Callable[[F], F]:
         """Register `async def wf(ctx, **inputs)` as a durable workflow.
 
         `trace_content=False` keeps prompts, responses and tool results out of its traces.
+        `monitors=[keel.drift.Distribution("category"), ...]` watch it for drift.
         """
         localns = _caller_locals()
 
@@ -169,6 +175,7 @@ class App:
                 trace_content=trace_content,
                 novelty=novelty,
                 sample=sample,
+                monitors=workflow_monitors(name or f.__name__, monitors),
             )
             self.registry.add_workflow(wf)
             f.__keel_workflow__ = wf.name  # type: ignore[attr-defined]
@@ -309,6 +316,11 @@ class App:
 
             self._memory = long_term_memory(self, self._embedder)
         return self._memory
+
+    @functools.cached_property
+    def drift(self) -> Drift:
+        """Drift monitors: `report`, `series`, `on_alert`, `backfill` (docs/drift.md)."""
+        return drift_service(self)
 
     @property
     def approvals(self) -> Any:

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from keel.observe import memory_spans
 from keel.observe.journal_view import JournalView, journal_view, trim
 from keel.observe.journal_view import Node as JournalNode
 from keel.store.records import ENDED, Purged, PurgeScope, StoreSpace, UsageGroup
@@ -88,6 +89,8 @@ def _label(node: JournalNode, open_word: str) -> Text:
         text.append("  (output stored out of line)", style="dim")
     elif rec.kind is StepKind.LLM and isinstance(rec.output, dict):
         text.append(_llm_summary(rec.output))
+    elif rec.kind in (StepKind.MEMORY, StepKind.SESSION):
+        text.append(f"  {_memory_line(rec)}", style="cyan")
     elif rec.output is not None:
         text.append(f"  → {short(rec.output)}")
     kept = _kept(node)
@@ -129,6 +132,12 @@ def _llm_summary(out: dict[str, Any]) -> Text:
     elif out.get("content") is not None:
         text.append(f"  → {short(out['content'])}")
     return text
+
+
+def _memory_line(rec: StepRecord) -> str:
+    """A memory or session step as `keel trace` shows its span: what it asked, got, wrote.
+    (`keel show` redacted the record already, unless --raw asked for it as journaled.)"""
+    return memory_spans.summary(memory_spans.attributes(rec, True, None))
 
 
 def context_summary(record: dict[str, Any]) -> str:
@@ -349,6 +358,9 @@ def trace_tree(spans: list[Any]) -> Tree:
                 f"  {a['gen_ai.usage.input_tokens']}→{a['gen_ai.usage.output_tokens']}"
                 f" tok  ${a.get('keel.cost.usd', 0.0):.6f}"
             )
+        line = memory_spans.summary(a)
+        if line:
+            text.append(f"  {line}", style="cyan")
         if a.get("keel.step.attempts", 1) > 1:
             text.append(f"  attempts={a['keel.step.attempts']}", style="yellow")
         if a.get("keel.fallback"):

@@ -20,9 +20,13 @@ class Embedder(Protocol):
     when its vectors do (the model and its version): long-term memory stores it with
     every vector and refuses to compare vectors of different embedders.
 
+    An optional `calibration = (cosine_weight, bias)` turns its cosines into long-term
+    memory's relevance (`python bench/memory.py --fit` fits one); without it, MiniLM's.
+
     Example:
         class Mine:
             name = "mine-v1"
+            calibration = (14.417, -6.378)   # all-mpnet-base-v2's, fitted by the bench
             async def embed(self, texts: list[str]) -> list[list[float]]: ...
     """
 
@@ -79,10 +83,13 @@ class LocalMiniLM:
 class LiteLLMEmbedder:
     """Hosted embeddings via LiteLLM: `LiteLLMEmbedder("openai/text-embedding-3-small")`."""
 
-    def __init__(self, model: str, **params: Any) -> None:
+    def __init__(
+        self, model: str, *, calibration: tuple[float, float] | None = None, **params: Any
+    ) -> None:
         self.model = model
         self.params = params
         self.name = f"litellm:{model}"
+        self.calibration = calibration  # (cosine weight, bias) for memory relevance
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         from keel.llm._litellm import litellm

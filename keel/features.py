@@ -1,6 +1,6 @@
 """How an App plugs the feature layers into the engine: model calls (`ctx.llm`), session
-state (`ctx.session`), people (approval gates, reviews, sampling, notifications) and
-tracing.
+state (`ctx.session`), people (approval gates, reviews, sampling, notifications), drift
+monitors and tracing.
 
 The engine offers typed doors (`keel.engine.plugins`: `ModelCalls`, `People`) and
 lifecycle hooks, and knows nothing of what fills them; this module is the one place
@@ -15,6 +15,7 @@ from keel.errors import ConfigError
 
 if TYPE_CHECKING:
     from keel.app import App
+    from keel.drift.service import Drift
     from keel.engine.runtime import Runtime
 
 
@@ -28,6 +29,7 @@ def attach(app: App, rt: Runtime, notify: Any) -> Any:
     _register_extraction(app)
     guard_keel_loggers(app.redactor)
     _attach_people(app, rt, notify)
+    _attach_drift(app)
     if not app.settings.tracing:
         return None
     tracing = _tracing(app)
@@ -99,6 +101,34 @@ def _attach_people(app: App, rt: Runtime, notify: Any) -> None:
         notifier = Notifier(notify, redact=app.redactor.value)
         app.hooks.add(notifier)
         app._drainable.append(notifier)
+
+
+def workflow_monitors(workflow: str, monitors: Any) -> tuple[Any, ...]:
+    """`@app.workflow(monitors=...)` checked (keel.drift.monitors.check_monitors)."""
+    if monitors is None:
+        return ()
+    from keel.drift.monitors import check_monitors
+
+    return check_monitors(workflow, monitors)
+
+
+def drift_service(app: App) -> Drift:
+    """`app.drift`: drift monitoring of the app's workflows (keel.drift.service)."""
+    from keel.drift.service import Drift
+
+    return Drift(app)
+
+
+def _attach_drift(app: App) -> None:
+    from keel.observe.metrics import sdk_meter_provider_installed
+
+    observer = app.drift.observer
+    if observer.metrics is None and sdk_meter_provider_installed():
+        from keel.drift.metrics import DriftMetrics
+
+        observer.metrics = DriftMetrics()
+    app.hooks.add(observer)
+    app._drainable.append(observer)
 
 
 def _tracing(app: App) -> Any:

@@ -4,8 +4,9 @@ Everything goes through the real `keel` command so the demo shows what a user
 types: a 50-document fan-out, a support ticket that waits for a human, a worker
 SIGKILLed in the middle of a fan-out and resumed, another drained by SIGTERM, a refund
 decided through the review console's server, a CRM sync whose key is a `keel.Secret`
-on a store encrypted at rest, what is still pending, and a feature of your own built on
-the durable-operation primitive (an outside oracle asked once).
+on a store encrypted at rest, what is still pending, a feature of your own built on
+the durable-operation primitive (an outside oracle asked once), evals, a support agent
+using the three memory tiers, and drift monitors.
 """
 
 from __future__ import annotations
@@ -385,6 +386,36 @@ def evals() -> None:
     print(f"exit {proc.returncode}")
 
 
+def tiered_memory() -> None:
+    banner("11. Tiered memory: a support agent with session state, long-term memory and a "
+           "token budget per model call")
+    print("   examples/support_agent.py: each message a run of the conversation's session; "
+          "facts above 0.25 relevance only; the last message starts a background extraction")
+    # One process for both conversations: the embedding model loads once.
+    cmd = [sys.executable, "examples/support_agent.py", "--tag", "demo"]
+    print("\033[2m$ python examples/support_agent.py --tag demo\033[0m", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, text=True, capture_output=True)
+    sys.stdout.write(proc.stdout)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        raise SystemExit(f"demo step failed: {' '.join(cmd)} (exit {proc.returncode})")
+    banner("   The first turn's journal: the session reads, the memory search, each model "
+           "call's context and the carrier record cut by keep=")
+    keel("show", "chat-1042-demo-1.1")
+    banner("   What the next conversation will find, from the shell")
+    keel("memory", "search", "which address do my parcels go to?", "-n", "customer:1042",
+         "--min-relevance", "0.25")
+
+
+def drift() -> None:
+    banner("12. Drift: a classifier whose class mix shifts after 60 tickets, caught by monitors")
+    print("   examples/drift_classifier.py: 80 tickets; the monitors declared on the workflow "
+          "observe every run that ends, with no step in it")
+    subprocess.run([sys.executable, "examples/drift_classifier.py"], cwd=ROOT, env=ENV,
+                   check=True)
+    keel("drift", "report")
+
+
 def main() -> None:
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     STORE_DIR.mkdir(parents=True)
@@ -403,6 +434,8 @@ def main() -> None:
     oracle()
     pending()
     evals()
+    tiered_memory()
+    drift()
 
 
 if __name__ == "__main__":

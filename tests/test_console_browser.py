@@ -6,10 +6,12 @@ A reviewer logs in, opens a pending approval, edits an argument to an invalid va
 sees the error, fixes it, approves, and sees the waiting run complete; rejects with a
 reason (and not without one); an XSS payload in a model reply renders inert; a viewer sees
 no decision buttons and is refused by the endpoint; the inbox updates itself without
-disturbing what a reviewer is typing; anonymous requests end on the login page.
+disturbing what a reviewer is typing; anonymous requests end on the login page; a
+namespace of long-term memory is browsed, searched with a min relevance and a memory
+forgotten.
 
 With KEEL_SCREENSHOTS=DIR (`make screenshots`) the tests also save inbox.png,
-decision.png and waterfall.png there.
+decision.png, waterfall.png and memory.png there.
 """
 
 from __future__ import annotations
@@ -499,3 +501,56 @@ def test_a_sampled_run_gets_a_verdict(console: Console, context: Any) -> None:
     submit(page, "#correct")
     expect(page.locator("#decided")).to_contain_text("correct")
     assert console.call(console.app.reviews.get(review_id)).status == "correct"
+
+
+def test_memory_is_browsed_searched_and_forgotten(console: Console, context: Any) -> None:
+    # The console server embeds with the real local MiniLM, like any App by default.
+    mem = console.app.memory
+    ids = console.call(
+        mem.add_many(
+            [
+                "Ada prefers green tea in the morning",
+                "Ada's dog is called Biscuit",
+                "Ada lives in Paris",
+                "The quarterly report is due on Friday",
+            ],
+            namespace="user:ada",
+        )
+    )
+    console.call(mem.supersede(ids[2], "Ada lives in Lisbon"))
+
+    # The server loads the model at its first search: done here, over the API, with
+    # WAIT to do it in, so the page's search below is not the first.
+    status, _ = console.api("GET", "/memory/user%3Aada/search?q=tea", console.tokens["vera"])
+    assert status == 200
+    page = login(context, console, "rita")
+    page.click("#nav-memory")
+    page.wait_for_url(re.compile(r"/memory$"))
+    row = page.locator('table#namespaces tr[data-namespace="user:ada"]')
+    expect(row.locator(".current")).to_have_text("4")
+    expect(row.locator(".superseded")).to_have_text("1")
+    row.locator("a.namespace").click()
+    page.wait_for_url(re.compile(r"/memory/user%3Aada$"))
+    expect(
+        page.locator(f'table#memories tr.superseded[data-memory-id="{ids[2]}"]')
+    ).to_contain_text("until")
+
+    page.fill("#m-q", "what does Ada like to drink?")
+    submit(page, "#search")
+    hits = page.locator("table#hits tr[data-memory-id]")
+    expect(hits).to_have_count(4)  # every current fact, ranked: no floor
+    expect(hits.first.locator(".text")).to_have_text("Ada prefers green tea in the morning")
+    page.fill("#m-min", "0.5")
+    submit(page, "#search")
+    expect(page.locator("#m-min")).to_have_value("0.5")  # the floor stays in the form
+    shown = [float(t) for t in page.locator("table#hits .relevance").all_inner_texts()]
+    assert 1 <= len(shown) < 4 and all(s >= 0.5 for s in shown), shown  # the report is cut
+    expect(hits.first.locator(".text")).to_have_text("Ada prefers green tea in the morning")
+    shot(page, "memory.png")
+
+    forgettable = page.locator(f'table#memories tr[data-memory-id="{ids[3]}"]')
+    submit(page, f'table#memories tr[data-memory-id="{ids[3]}"] form.forget button')
+    expect(forgettable).to_have_count(0)
+    assert [e.action for e in console.call(console.app.store.audit_log(ids[3]))] == [
+        "memory_forgotten"
+    ]

@@ -688,7 +688,7 @@ def test_importing_an_example_does_not_import_litellm(example_env: Path) -> None
     """LiteLLM takes seconds to import: the first model call imports it, not the example."""
     code = (
         "import importlib.util, sys\n"
-        "for stem in ('support_triage', 'doc_summary'):\n"
+        "for stem in ('support_triage', 'doc_summary', 'support_agent'):\n"
         f"    path = {str(EXAMPLES)!r} + '/' + stem + '.py'\n"
         "    spec = importlib.util.spec_from_file_location(stem, path)\n"
         "    spec.loader.exec_module(importlib.util.module_from_spec(spec))\n"
@@ -892,3 +892,134 @@ async def test_oracle_is_asked_once_across_crashes_and_restarts(
     assert len(second.inbox().read_text().splitlines()) == 1  # asked exactly once
     [oracle] = [s for s in await second.app.steps("ord-1") if s.key == "oracle#0"]
     assert oracle.status is StepStatus.OK and oracle.output == "yes, heavy rain"
+
+
+# -- support_agent: the three memory tiers in one conversation -----------------------------
+
+
+@pytest.fixture
+def agent(load: Callable[[str], ModuleType]) -> ModuleType:
+    return load("support_agent")
+
+
+async def _contexts(mod: ModuleType, run_ids: list[str]) -> list[dict[str, Any]]:
+    return [c for rid in run_ids for c in await mod.contexts(rid)]
+
+
+async def test_support_agent_learns_in_one_session_and_the_next_one_finds_it(
+    agent: ModuleType,
+) -> None:
+    """Two conversations with Maya (real MiniLM embeddings, the offline model): session
+    fields carry the order between turns, long-term hits come only above the threshold
+    (none for an unrelated question), every model call stays within its budget, and the
+    first conversation's extraction teaches the second where her parcels go."""
+    app = agent.app
+    seeded = [
+        await (
+            await app.start(agent.seed_customer, {"customer_id": "1042"}, id="seed-1042")
+        ).result(TIMEOUT)
+        for _ in range(2)  # a second start replays the run: nothing is added twice
+    ]
+    assert seeded[0] == seeded[1]
+    assert len(await app.memory.list(namespace="customer:1042")) == len(agent.KNOWN_FACTS["1042"])
+
+    first = await agent.conversation("1042", "chat-a", agent.FIRST_CHAT, say="quiet")
+    where, replace, unrelated, bye = first
+    assert where.fields == {"customer_name": "Maya Patel"} and where.tools == ["lookup_order"]
+    assert [h.text for h in where.memory] == [agent.KNOWN_FACTS["1042"][3]]  # a lost order
+    assert "sorry this happened again after order A-6120" in where.reply
+    # the second message names no order: the session's field supplied it
+    assert "A-7781" not in agent.FIRST_CHAT[1]
+    assert replace.fields == {
+        "customer_name": "Maya Patel",
+        "order_id": "A-7781",
+        "open_issue": "order A-7781 lost in transit",
+    }
+    [reship] = [s for s in await app.steps("chat-a.2") if s.name == "reship_order"]
+    assert reship.input == {"order_id": "A-7781", "express": True}, reship.input
+    # long-term memory: the premium plan made it express; only hits above the threshold
+    assert any("premium member" in h.text for h in replace.memory)
+    assert "Express is free with your premium membership" in replace.reply
+    assert all(h.score >= agent.MIN_RELEVANCE for t in first for h in t.memory)
+    assert unrelated.memory == [] and "public holidays" in unrelated.reply
+    [ctx] = await agent.contexts("chat-a.3")
+    assert "memory" not in [b["name"] for b in ctx["blocks"]]  # no block, not an empty one
+
+    # working memory: under budget on every call; the carrier record cut by keep=
+    ids = [f"chat-a.{n}" for n in range(1, 5)]
+    contexts = await _contexts(agent, ids)
+    assert len(contexts) == 6
+    assert all(c["tokens"] <= c["budget"] == agent.BUDGET for c in contexts)
+    cut = {b["name"] for c in contexts for b in c["blocks"] if b["action"] != "included"}
+    assert cut == {"conversation"}  # older turns give way; the session fields hold the facts
+    steps = await app.steps("chat-a.1")
+    [lookup] = [s for s in steps if s.name == "lookup_order"]
+    assert set(lookup.output) == set(agent.OrderStatus.model_fields)
+    assert any(s.key == f"{lookup.key}/full#0" for s in steps)  # the full record, out of line
+
+    # the extraction ran on its own; each item has a status
+    assert bye.extraction is not None and bye.extraction.startswith("chat-a.4~memory-")
+    items = await agent.learnt(bye.extraction)
+    assert [status for status, _ in items] == ["added", "duplicate", "added"]
+    assert items[1][1] == agent.KNOWN_FACTS["1042"][0]  # said again: not stored twice
+    info = await app.get_run(bye.extraction)
+    assert info.session == "chat-a"
+
+    second = await agent.conversation("1042", "chat-b", agent.SECOND_CHAT, say="quiet")
+    [asked] = second
+    assert asked.fields == {"customer_name": "Maya Patel"}  # chat-a's order is not here
+    assert [h.text for h in asked.memory] == [items[2][1]]
+    assert "5 Dock Street" in asked.reply
+    assert await agent.learnt(asked.extraction) == []  # nothing new in that conversation
+    assert all(c["tokens"] <= agent.BUDGET for c in await agent.contexts("chat-b.1"))
+
+    # started again after memory changed, a finished turn gives its first answer: no step runs
+    rec = Recorder()
+    app.hooks.add(rec)
+    message = {"customer_id": "1042", "message": agent.FIRST_CHAT[1], "end": False}
+    again = await (await app.start(agent.support_turn, message, id="chat-a.2")).result(TIMEOUT)
+    assert again == replace and rec.started == []
+
+
+async def test_support_agent_a_one_message_conversation_is_learnt_from_too(
+    agent: ModuleType,
+) -> None:
+    """A conversation's first message may be its last: the tool it called sets the session
+    fields, and the extraction reads a transcript naming the customer."""
+    [only] = await agent.conversation("1042", "chat-c", ["Where is my order A-7781?"], "quiet")
+    assert only.tools == ["lookup_order"] and only.extraction is not None
+    source = (await agent.app.get_run(only.extraction)).input["source"]
+    assert source.startswith("Customer: Maya Patel (customer 1042)\ncustomer: Where is my")
+    await agent.learnt(only.extraction)  # it finishes before the app closes
+    handle = await agent.app.start(
+        agent.support_turn, {"customer_id": "1042", "message": "thanks"}, session="chat-c"
+    )
+    assert (await handle.result(TIMEOUT)).fields == {
+        "customer_name": "Maya Patel",
+        "order_id": "A-7781",
+        "open_issue": "order A-7781 lost in transit",
+    }
+
+
+async def test_support_agent_unknown_customer_fails_with_a_clear_error(agent: ModuleType) -> None:
+    handle = await agent.app.start(
+        agent.support_turn, {"customer_id": "9999", "message": "hello"}, session="chat-x"
+    )
+    with pytest.raises(keel.RunFailed, match=r"no customer '9999'; known: 1042, 1043"):
+        await handle.result(TIMEOUT)
+
+
+def test_support_agent_script_runs(example_env: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "support_agent.py"), "--tag", "t"],
+        cwd=example_env,
+        env=_env(example_env),
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        check=True,
+    ).stdout
+    assert "== conversation 2 (session chat-1042-t-2)" in out
+    assert "long-term hits: none above 0.25" in out
+    assert "duplicate Maya Patel prefers to be contacted by email" in out
+    assert "It goes to the office at 5 Dock Street, Leeds" in out

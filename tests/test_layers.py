@@ -53,6 +53,7 @@ _LAYERS: dict[str, tuple[int, str]] = {
     "keel.observe": (5, "features"),
     "keel.memory": (5, "features"),
     "keel.evals": (5, "features"),
+    "keel.drift": (5, "features"),
     "keel.embed": (5, "features"),
     "keel.escalations": (5, "features"),
     "keel.presence": (5, "features"),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import keel
+import keel.drift
 import keel.errors
 import keel.evals
 import keel.hitl
@@ -83,6 +84,7 @@ KEEL = [
     "UnknownWorkflowError",
     "ValidationFailed",
     "current_step",
+    "drift",
     "evals",
     "hitl",
     "llm",
@@ -145,10 +147,22 @@ HEAVY = [
     "pydantic",
 ]
 
+DRIFT = [
+    "ApprovalRate",
+    "Confidence",
+    "Distribution",
+    "Judgement",
+    "Metric",
+    "Monitor",
+    "MonitorStatus",
+    "Pinned",
+    "Rolling",
+]
+
 
 @pytest.mark.parametrize(
     ("module", "expected"),
-    [(keel, KEEL), (keel.llm, LLM), (keel.hitl, HITL), (keel.evals, EVALS)],
+    [(keel, KEEL), (keel.llm, LLM), (keel.hitl, HITL), (keel.evals, EVALS), (keel.drift, DRIFT)],
     ids=str,
 )
 def test_exports_are_exactly_these(module: object, expected: list[str]) -> None:
@@ -160,7 +174,7 @@ def test_exports_are_exactly_these(module: object, expected: list[str]) -> None:
     )
 
 
-@pytest.mark.parametrize("module", [keel, keel.llm, keel.hitl, keel.evals], ids=str)
+@pytest.mark.parametrize("module", [keel, keel.llm, keel.hitl, keel.evals, keel.drift], ids=str)
 def test_every_exported_name_resolves(module: object) -> None:
     for name in module.__all__:  # type: ignore[attr-defined]
         assert getattr(module, name) is not None, name

@@ -77,7 +77,9 @@ async def test_a_worker_is_listed_while_it_runs_and_not_after_a_clean_exit(
     await h.wait_beat(proc)
     (row,) = await listed_workers(h)
     assert row["pid"] == proc.pid and row["live"] is True and row["embedded"] is False
-    assert row["workflows"] == ["drainable", "escalated", "fan", "granted", "retried", "signalled"]
+    assert row["workflows"] == [
+        "drainable", "escalated", "fan", "granted", "keel.memory.extract", "retried", "signalled"
+    ]  # Keel's own workflows are hosted too
     assert row["host"] and row["last_seen"] >= row["started_at"]
     text = await keel_cli(h, "workers")
     assert str(proc.pid) in text.stdout and "granted" in text.stdout

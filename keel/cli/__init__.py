@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from keel.cli import (
     approvals,
+    drift,
     escalations,
     evals,
     memory,
@@ -94,6 +95,7 @@ cli.add_typer(review.review_cli, name="review")
 cli.add_typer(users.users_cli, name="users")
 cli.add_typer(store.store_cli, name="store")
 cli.add_typer(memory.memory_cli, name="memory")
+cli.add_typer(drift.drift_cli, name="drift")
 
 
 def main() -> None:

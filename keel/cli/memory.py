@@ -1,5 +1,5 @@
-"""`keel memory`: long-term memory from the shell (add, search, list, forget, supersede,
-and what an extraction run made of what it found)."""
+"""`keel memory`: long-term memory from the shell (add, search, list, namespaces, forget,
+supersede, and what an extraction run made of what it found)."""
 
 from __future__ import annotations
 
@@ -128,11 +128,36 @@ def memory_list(
         typer.echo(f"namespace {namespace!r} holds no memories")
 
 
+@memory_cli.command("namespaces")
+def memory_namespaces(as_json: JsonOpt = False) -> None:
+    """The namespaces holding memories, with their current and superseded facts."""
+    found = _run(lambda: _with_app(lambda app: app.memory.namespaces()))
+    out = [
+        {
+            "namespace": n.namespace,
+            "current": n.current,
+            "superseded": n.superseded,
+            "last_added": _when(n.last_added),
+        }
+        for n in found
+    ]
+    if as_json:
+        _print_json(out)
+        return
+    for n in out:
+        typer.echo(
+            f"{n['namespace']}  {n['current']} current, {n['superseded']} superseded"
+            f"  last added {n['last_added']}"
+        )
+    if not out:
+        typer.echo("no memories in this store yet")
+
+
 @memory_cli.command("forget")
-def memory_forget(memory_id: str) -> None:
+def memory_forget(memory_id: str, as_json: JsonOpt = False) -> None:
     """Delete a memory for good (text, vector and index entry)."""
     _run(lambda: _with_app(lambda app: app.memory.forget(memory_id)))
-    typer.echo(f"forgot {memory_id}")
+    _print_json({"forgot": memory_id}) if as_json else typer.echo(f"forgot {memory_id}")
 
 
 @memory_cli.command("supersede")

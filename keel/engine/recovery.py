@@ -78,6 +78,9 @@ class StepPolicy:
 
 
 PLAIN = StepPolicy()
+# Steps whose input the journal keeps (a tool's arguments; what a memory or session step
+# asked for, which its trace span shows). A model call's request is in its output.
+_INPUT_KEPT = (StepKind.TOOL, StepKind.MEMORY, StepKind.SESSION)
 
 
 @dataclass
@@ -109,7 +112,7 @@ class _Step:
         rec = self.ex.record(
             self.scope, self.key, self.pos, self.kind, self.name, self.digest, self.started, **kw
         )
-        if self.kind is StepKind.TOOL and self.policy.input is not None:
+        if self.kind in _INPUT_KEPT and self.policy.input is not None:
             rec.input = self.policy.input
         if self.log:
             rec.attempt_log = list(self.log)

@@ -256,6 +256,7 @@ class WorkflowDef:
     trace_content: bool = True  # prompts, responses and tool results in the local trace store
     novelty: Any = None  # a keel.hitl.NoveltyDetector: novel inputs go to review first
     sample: Any = None  # a keel.hitl.Sample: completed runs sampled into a review queue
+    monitors: tuple[Any, ...] = ()  # keel.drift monitors: observed when a run ends
     localns: InitVar[dict[str, Any] | None] = None
 
     def __post_init__(self, localns: dict[str, Any] | None) -> None:

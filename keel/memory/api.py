@@ -20,7 +20,7 @@ from keel.errors import ConfigError, MemoryNotFound
 from keel.memory import _checks, retrieval
 from keel.memory.hit import MemoryHit
 from keel.memory.index import VectorIndex, cache_dir, cache_file
-from keel.store.records import MemoryExtract, MemoryRow
+from keel.store.records import MemoryExtract, MemoryNamespace, MemoryRow
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,6 +56,7 @@ class Memory:
         self.store = store
         self.embedder: Embedder = embedder if embedder is not None else default()
         self.embedder_name = name_of(self.embedder)
+        self._calibration = retrieval.calibration_of(self.embedder)
         self._clock = clock
         self._indexes: dict[str, VectorIndex] = {}
         self._cache = cache_dir(getattr(store, "url", ""))  # HNSW graphs between processes
@@ -121,10 +122,11 @@ class Memory:
             for mid, (t, m, c), v in zip(ids, parsed, vectors, strict=True)
         ]
 
-    async def forget(self, memory_id: str) -> None:
+    async def forget(self, memory_id: str, *, by: str | None = None) -> None:
         """Delete a memory for good (privacy): gone from search, listing and the
-        full-text index. Raises `keel.MemoryNotFound` for an unknown id."""
-        if not await self.store.memory_forget(memory_id):
+        full-text index. `by`: the person asking, audited (`memory_forgotten`, with the
+        namespace, never the text). Raises `keel.MemoryNotFound` for an unknown id."""
+        if not await self.store.memory_forget(memory_id, by=by):
             raise _not_found(memory_id, "forget")
 
     async def supersede(
@@ -194,7 +196,7 @@ class Memory:
         }
         cands = _candidates(usable, keyword, nearest, qv)
         hits = []
-        for ranked in retrieval.rank(cands):
+        for ranked in retrieval.rank(cands, self._calibration):
             if floor is not None and ranked.relevance < floor:
                 break  # ranked by relevance: nothing after it passes either
             r = usable[ranked.seq]
@@ -240,6 +242,10 @@ class Memory:
         row's `seq` of the previous page); `current=False` includes superseded facts."""
         ns = _checks.namespace(namespace)
         return await self.store.memory_list(ns, after_seq=after, limit=limit, current=current)
+
+    async def namespaces(self, *, limit: int = 1000) -> builtins.list[MemoryNamespace]:
+        """The namespaces holding memories, in name order, with their counts."""
+        return await self.store.memory_namespaces(limit=limit)
 
     async def extracts(self, extraction_id: str) -> builtins.list[MemoryExtract]:
         """What became of each item an extraction run found (`ctx.memory.extract`

@@ -16,6 +16,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from keel.engine.recovery import PLAIN, StepPolicy
 from keel.errors import ConfigError, InputError, KeelError, MemoryNotFound
 from keel.memory import _checks
 from keel.memory.hit import MemoryHit
@@ -76,7 +77,8 @@ class JournaledMemory:
             )
             return [h.as_dict() for h in hits]
 
-        found = await op.run(live, list[dict[str, Any]])
+        asked = {"query": query, "namespace": namespace, "k": k, "min_relevance": min_relevance}
+        found = await op.run(live, list[dict[str, Any]], _shown(asked))
         return [MemoryHit.from_dict(d) for d in found]
 
     async def add(
@@ -105,7 +107,7 @@ class JournaledMemory:
         async def live() -> list[str]:
             return await mem._write(items, namespace, ids, source)
 
-        out: list[str] = await op.run(live, list[str])
+        out: list[str] = await op.run(live, list[str], _shown({"namespace": namespace}))
         return out
 
     async def supersede(
@@ -119,7 +121,7 @@ class JournaledMemory:
         async def live() -> str:
             return await mem._supersede(memory_id, text, metadata, new_id, source)
 
-        out: str = await op.run(live, str)
+        out: str = await op.run(live, str, _shown({"supersedes": memory_id}))
         return out
 
     async def forget(self, memory_id: str) -> None:
@@ -138,8 +140,7 @@ class JournaledMemory:
                 await op.fail(e)
         except KeelError as e:
             await op.fail(e)
-        await op.finish(None)
-
+        await op.finish(memory_id)  # what its span shows it deleted
 
     async def extract(
         self,
@@ -172,8 +173,14 @@ class JournaledMemory:
             "max_cost_usd": max_cost_usd,
         }
         session = self._ctx.session_id  # the extraction belongs to the same session
-        out: str = await op.run(lambda: start(run_id, payload, session), str)
+        shown = _shown({"namespace": namespace})
+        out: str = await op.run(lambda: start(run_id, payload, session), str, shown)
         return out
+
+
+def _shown(asked: dict[str, Any]) -> StepPolicy:
+    """A plain step that journals `asked` as its input: what its trace span shows."""
+    return PLAIN.with_input(asked)
 
 
 def _derived(op: Operation, i: int) -> str:

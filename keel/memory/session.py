@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic_core
 
 from keel._ids import id_problem
+from keel.engine.recovery import PLAIN, StepPolicy
 from keel.errors import ConfigError, InputError, SerializationError
 from keel.types import StepKind
 
@@ -54,7 +55,7 @@ class SessionState:
         it is absent or expired. Journaled: a replay returns what was read first."""
         _check_key(key)
         op = self._ctx.operation("session.get", self.id, key, kind=StepKind.SESSION)
-        got = await op.run(lambda: self._read(key))
+        got = await op.run(lambda: self._read(key), None, self._shown(key))
         return got.get("value", default)
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None) -> None:
@@ -62,13 +63,14 @@ class SessionState:
         data = _encode(key, value)
         ttl = _check_ttl(ttl)
         op = self._ctx.operation("session.set", self.id, key, data, ttl, kind=StepKind.SESSION)
-        await op.run(lambda: self._write(op.run_id, op.key, key, data, ttl))
+        await op.run(lambda: self._write(op.run_id, op.key, key, data, ttl), None, self._shown(key))
 
     async def delete(self, key: str) -> bool:
         """Delete `key`; whether it was there."""
         _check_key(key)
         op = self._ctx.operation("session.delete", self.id, key, kind=StepKind.SESSION)
-        return bool(await op.run(lambda: self._write(op.run_id, op.key, key, None, None), bool))
+        delete = lambda: self._write(op.run_id, op.key, key, None, None)  # noqa: E731
+        return bool(await op.run(delete, bool, self._shown(key)))
 
     async def compare_and_set(
         self, key: str, expected: Any, value: Any, *, ttl: float | None = None
@@ -89,7 +91,13 @@ class SessionState:
             "session.cas", self.id, key, want, data, ttl, kind=StepKind.SESSION
         )
         writer = _writer(op.run_id, op.key)
-        return bool(await op.run(lambda: self._cas(writer, key, want, data, ttl), bool))
+        cas = lambda: self._cas(writer, key, want, data, ttl)  # noqa: E731
+        return bool(await op.run(cas, bool, self._shown(key)))
+
+    def _shown(self, key: str) -> StepPolicy:
+        """A plain step journaling the session and key as its input (its span shows them;
+        the value stays in the output, shown only where the trace keeps content)."""
+        return PLAIN.with_input({"id": self.id, "key": key})
 
     # -- the effects (run once; their outcome is journaled) -------------------------
 

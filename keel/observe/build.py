@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from keel.observe import genai, ids
+from keel.observe import genai, ids, memory_spans
 from keel.observe.redact import Redactor
 from keel.observe.spans import SpanRow
 from keel.types import StepKind, StepRecord, StepStatus, StructuredError
@@ -132,6 +132,8 @@ class SpanBuilder:
             attrs["keel.state.delta"] = r.text(rec.state_delta)
         if rec.fallback:
             attrs["keel.fallback"] = rec.fallback
+        if rec.kind in (StepKind.MEMORY, StepKind.SESSION):  # what it searched, found, wrote
+            attrs.update(memory_spans.attributes(rec, self.content, r))
         if self.content and rec.kind is not StepKind.LLM:  # trace_content=False: no payloads
             if rec.input is not None:
                 attrs["keel.step.input"] = r.text(rec.input)

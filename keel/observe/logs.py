@@ -53,7 +53,16 @@ class RedactingFilter(logging.Filter):
 
 # Keel's own loggers: their records (a worker's crash traceback, a failed notification)
 # are masked where they are made, whatever handler prints them.
-KEEL_LOGGERS = ("keel", "keel.worker", "keel.hooks", "keel.observe", "keel.hitl", "keel.server")
+KEEL_LOGGERS = (
+    "keel",
+    "keel.worker",
+    "keel.hooks",
+    "keel.observe",
+    "keel.hitl",
+    "keel.server",
+    "keel.memory",
+    "keel.drift",
+)
 
 
 def guard_keel_loggers(redactor: Redactor) -> None:

@@ -19,6 +19,7 @@ CONTENT_ATTRIBUTES = (
     "gen_ai.tool.call.result",
     "keel.step.input",  # a tool's arguments, a child's input
     "keel.step.output",  # a tool's result, a child's output
+    "keel.memory.query",  # what a memory search asked
 )
 
 
@@ -118,6 +119,8 @@ def _otel_value(v: Any) -> Any:
     if isinstance(v, str | bool | int | float):
         return v
     if isinstance(v, list) and all(isinstance(x, str) for x in v):
+        return v
+    if isinstance(v, list) and all(isinstance(x, float) for x in v):  # e.g. hit scores
         return v
     return json.dumps(v, default=str)
 

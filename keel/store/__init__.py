@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from keel.errors import ConfigError
 from keel.store.base import Store
+from keel.store.drift import DriftMonitorSpec, DriftStore, DriftValue
 from keel.store.evals import EvalCaseResult, EvalResult, EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
@@ -20,6 +21,7 @@ from keel.store.records import (
     ConsoleSession,
     KeywordHit,
     MemoryExtract,
+    MemoryNamespace,
     MemoryRow,
     Purged,
     PurgeScope,
@@ -49,6 +51,9 @@ __all__ = [
     "Claimed",
     "Committed",
     "ConsoleSession",
+    "DriftMonitorSpec",
+    "DriftStore",
+    "DriftValue",
     "Escalation",
     "EvalCaseResult",
     "EvalResult",
@@ -58,6 +63,7 @@ __all__ = [
     "KeywordHit",
     "MaintenanceStore",
     "MemoryExtract",
+    "MemoryNamespace",
     "MemoryRow",
     "MemoryStore",
     "PeopleStore",

@@ -389,6 +389,27 @@ CREATE TABLE IF NOT EXISTS eval_cases (
     PRIMARY KEY (eval_id, case_id, repeat_no)
 ) WITHOUT ROWID;
 """,
+    # Drift monitoring (keel.drift): monitors' settings and one value per run and monitor.
+    18: """
+CREATE TABLE IF NOT EXISTS drift_monitors (
+    workflow TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (workflow, monitor)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS drift_values (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    value REAL,
+    label TEXT,
+    UNIQUE (workflow, monitor, run_id)
+);
+CREATE INDEX IF NOT EXISTS drift_values_by_time ON drift_values(workflow, monitor, at, seq);
+""",
 }
 
 

@@ -1,6 +1,6 @@
 """The store every backend implements: one object made of the interfaces by concern
 (`journal.py`, `people.py`, `usage.py`, `spans.py`, `identity.py`, `maintenance.py`,
-`session_state.py`),
+`session_state.py`, `evals.py`, `drift.py`),
 with helpers every backend shares. Records live in `records.py`, the unit of work in
 `unit.py`; `keel.store` exports them all."""
 
@@ -10,6 +10,7 @@ import abc
 from typing import TYPE_CHECKING, Any
 
 from keel.errors import SignalRefused
+from keel.store.drift import DriftStore
 from keel.store.evals import EvalStore
 from keel.store.identity import IdentityStore
 from keel.store.journal import JournalStore
@@ -56,6 +57,7 @@ class Store(
     MemoryStore,
     SessionStateStore,
     EvalStore,
+    DriftStore,
 ):
     """A whole store: every interface by concern over one database.
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 
-from keel.store.records import KeywordHit, MemoryExtract, MemoryRow
+from keel.store.records import KeywordHit, MemoryExtract, MemoryNamespace, MemoryRow
 
 
 class MemoryStore(abc.ABC):
@@ -58,9 +58,15 @@ class MemoryStore(abc.ABC):
         only facts not superseded."""
 
     @abc.abstractmethod
-    async def memory_forget(self, memory_id: str) -> bool:
+    async def memory_namespaces(self, *, limit: int = 1000) -> list[MemoryNamespace]:
+        """The namespaces holding memories, in name order, at most `limit`, each with its
+        count of current and superseded facts and when it last grew."""
+
+    @abc.abstractmethod
+    async def memory_forget(self, memory_id: str, *, by: str | None = None) -> bool:
         """Delete the memory for good (its text leaves the full-text index too); False if
-        no memory has that id."""
+        no memory has that id. `by` (a person) audits the delete as `memory_forgotten`
+        in the same transaction."""
 
     @abc.abstractmethod
     async def memory_supersede(self, old_id: str, new: MemoryRow) -> MemoryRow:

@@ -363,3 +363,17 @@ class MemoryExtract:
     reason: str | None = None
     memory_id: str | None = None
     updated_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryNamespace:
+    """A namespace of long-term memory and what it holds (`memory_namespaces`).
+
+    Example:
+        MemoryNamespace("user:ada", current=12, superseded=3, last_added=1.7e9)
+    """
+
+    namespace: str
+    current: int  # facts valid now
+    superseded: int  # closed by a newer fact, kept for `as_of` searches
+    last_added: float  # when its newest memory was written (epoch seconds)

@@ -26,7 +26,9 @@ from keel.server.access import endpoints
 from keel.server.app import create_app
 from keel.server.auth import add_user
 from keel.server.paths import url_id
+from keel.store import EvalCaseResult, EvalResult
 from tests.limits import WAIT
+from tests.memory_embedders import HashedWords
 from tests.services.pages import sign_in
 
 SETTLE = WAIT
@@ -82,6 +84,7 @@ class Env:
 async def planted(store_url: str, **app_options: Any) -> AsyncIterator[Env]:
     """An App on `store_url` whose runs hold the planted secrets, users vera (viewer),
     rita (reviewer) and ada (admin); closed on exit."""
+    app_options.setdefault("embedder", HashedWords())  # plumbing: no retrieval claims
     app = keel.App(store_url, settings=Settings(poll_interval=0.02),
                    llm=Gateway({"m": ScriptedModel(script)}, retry=keel.Retry(attempts=1)),
                    **app_options)
@@ -148,6 +151,16 @@ async def planted(store_url: str, **app_options: Any) -> AsyncIterator[Env]:
     await app.approvals.approve("d2:approval:push#0", by="rita")
     [low] = [r for r in await app.approvals.list() if r.run_id == "l1"]
     await app.approvals.correct(low.id, {"category": "ops", "note": f"fixed {KEY}"}, by="rita")
+    # a long-term memory, so the memory pages are read too (no secret: memory text is
+    # stored in clear, to be searchable; docs/encryption.md)
+    await app.memory.add("the ops runbook lives in the wiki", namespace="ops")
+    # and an eval result whose case is a planted run, so the Evals pages are read too
+    # (no secret: eval results are kept in clear; docs/encryption.md)
+    now = await app.store.now()
+    await app.store.save_eval(
+        EvalResult("ev1", "graded-suite", now, now, "pass", {"means": {"fields": 1.0}}),
+        [EvalCaseResult("ev1", "g1", 0, "g1", True, {"fields": {"value": 1.0, "passed": True}})],
+    )
     try:
         yield e
     finally:
@@ -161,6 +174,8 @@ async def every_get(env: Env, server: Any, user: str) -> dict[str, str]:
         "escalation_id": [e.id for e in await env.app.escalations.list("all")],
         "/approvals/": [r.id for r in await env.app.approvals.list(status="all")],
         "/reviews/": [r.id for r in await env.app.reviews.list("all")],
+        "namespace": [n.namespace for n in await env.app.memory.namespaces()],
+        "eval_id": [e.id for e in await env.app.store.list_evals()],
     }
     bodies: dict[str, str] = {}
     async with env.clients(server, user) as (api, web):
@@ -177,8 +192,11 @@ async def every_get(env: Env, server: Any, user: str) -> dict[str, str]:
                 fills = [e.path.replace(found.group(0), url_id(i)) for i in ids[key]]
                 assert fills, e
             for path in fills:
-                for query in ("", "?status=all") if e.path.endswith(
-                        ("/approvals", "/escalations", "/reviews")) else ("",):
+                queries = ("", "?status=all") if e.path.endswith(
+                    ("/approvals", "/escalations", "/reviews")) else ("",)
+                if e.path.endswith("/search"):  # a memory search: its query is required
+                    queries = ("?q=runbook",)
+                for query in queries:
                     client = api if path.startswith("/api/") else web
                     r = await client.get(path + query)
                     assert r.status_code in (200, 303, 403), (path, r.status_code, r.text[:300])

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from keel.errors import Conflict, MemoryNotFound
-from keel.store import MemoryExtract, MemoryRow, Store
+from keel.store import MemoryExtract, MemoryNamespace, MemoryRow, Store
 
 T0 = 1_700_000_000.0
 
@@ -130,6 +130,43 @@ async def test_forget_deletes_the_row_and_its_full_text_entry(store: Store) -> N
     assert await store.memory_rows(ids=["m1"]) == []
     assert await _ids(store, "ns", ["pin", "4921"]) == ["m2"]
     assert [r.id for r in await store.memory_list("ns")] == ["m2"]
+
+
+async def test_forget_by_a_person_is_audited_without_the_text(store: Store) -> None:
+    await store.memory_insert([_row("m1", "secret pin is 4921", ns="user:ada")])
+    assert await store.memory_forget("m1", by="rita") is True
+    assert await store.memory_forget("m1", by="rita") is False  # nothing to audit
+    (entry,) = await store.audit_log("m1")
+    assert (entry.actor, entry.action, entry.detail) == (
+        "rita",
+        "memory_forgotten",
+        {"namespace": "user:ada"},
+    )
+    assert "4921" not in repr(entry)
+    await store.memory_insert([_row("m2", "x")])
+    await store.memory_forget("m2")  # a workflow's or the API's forget: no person
+    assert await store.audit_log("m2") == []
+
+
+async def test_namespaces_count_current_and_superseded_facts(store: Store) -> None:
+    assert await store.memory_namespaces() == []
+    await store.memory_insert(
+        [
+            _row("b1", "Bob plays trumpet", ns="user:bob", created_at=T0 + 5),
+            _row("a1", "Ada lives in Paris", ns="user:ada", created_at=T0),
+            _row("a2", "Ada likes tea", ns="user:ada", created_at=T0 + 1),
+        ]
+    )
+    await store.memory_supersede(
+        "a1", _row("a3", "Ada lives in Berlin", ns="user:ada", valid_from=T0 + 9, created_at=T0 + 9)
+    )
+    assert await store.memory_namespaces() == [
+        MemoryNamespace("user:ada", current=2, superseded=1, last_added=T0 + 9),
+        MemoryNamespace("user:bob", current=1, superseded=0, last_added=T0 + 5),
+    ]
+    assert [n.namespace for n in await store.memory_namespaces(limit=1)] == ["user:ada"]
+    await store.memory_forget("b1")
+    assert [n.namespace for n in await store.memory_namespaces()] == ["user:ada"]
 
 
 async def test_supersede_closes_the_old_fact_in_one_transaction(store: Store) -> None:

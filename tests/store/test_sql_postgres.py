@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 
 from keel.codec import AESGCMCodec, new_key
-from keel.store import EvalCaseResult, EvalResult, PurgeScope, RunFilter, SpanRecord
+from keel.store import (
+    DriftMonitorSpec,
+    DriftValue,
+    EvalCaseResult,
+    EvalResult,
+    PurgeScope,
+    RunFilter,
+    SpanRecord,
+)
 from keel.store.records import ConsoleSession, StepWrite, User, WorkerBeat
 from keel.store.sql import memory
 from keel.store.sql.core import renderer
@@ -90,7 +98,9 @@ async def _memory_of_everything(store: SQLiteStore) -> None:
             id="m2", namespace="ns", text="u", digest="d", embedder="e", vector=None, valid_from=2.0
         ),
     )
+    await store.memory_namespaces()
     await store.memory_forget("m2")
+    await store.memory_forget("m1", by="ada")
     await store.memory_extract_put([MemoryExtract("r1", 0, "ns", "t", "added")])
     await store.memory_extracts("r1")
 
@@ -164,6 +174,12 @@ async def _one_of_everything(store: SQLiteStore) -> None:
     await store.list_evals(suite="suite", limit=5)
     await store.eval_cases("e1")
     await store.get_eval("e1")
+    await store.put_drift_monitors([DriftMonitorSpec("wf", "m", {"kind": "metric"}, now)])
+    await store.list_drift_monitors()
+    await store.list_drift_monitors("wf")
+    await store.add_drift_values([DriftValue("wf", "m", "r1", now, 1.0, None)])
+    await store.drift_values("wf", "m", 10)
+    await store.drift_values("wf", "m", 10, before=(now, 5), start=0.0, end=now + 1)
     span = SpanRecord("s1", "t1", None, "r1", "step", "INTERNAL", 1, 2, "OK", None, "{}")
     await store.write_spans([span])
     await store.load_spans("t1")

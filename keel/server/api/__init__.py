@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, FastAPI
 
-from keel.server.api import approvals, escalations, meta, reviews, runs, users, workers
+from keel.server.api import approvals, escalations, memory, meta, reviews, runs, users, workers
 from keel.server.api.base import API, Api
 
 __all__ = ["API", "Api", "routers"]
@@ -22,5 +22,6 @@ def routers(api: Api, server: FastAPI) -> list[APIRouter]:
         escalations.router(api),
         reviews.router(api),
         workers.router(api),
+        memory.router(api),
         users.router(api),
     ]

@@ -17,7 +17,18 @@ from keel.app import App
 from keel.server.auth import FailureLimiter
 from keel.server.payloads import PayloadPolicy
 from keel.server.sessions import Sessions
-from keel.server.web import approvals, escalations, evals, inbox, login, reviews, runs, users
+from keel.server.web import (
+    approvals,
+    drift,
+    escalations,
+    evals,
+    inbox,
+    login,
+    memory,
+    reviews,
+    runs,
+    users,
+)
 from keel.server.web.context import LoginRequired, Refused, Web
 
 STATIC = Path(__file__).with_name("static")
@@ -68,6 +79,8 @@ def mount(
         runs.router(web),
         reviews.router(web),
         evals.router(web),
+        memory.router(web),
+        drift.router(web),
         users.router(web),
     ):
         server.include_router(router)

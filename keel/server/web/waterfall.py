@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from keel.observe import memory_spans
 from keel.observe.ids import hex_span
 
 
@@ -52,6 +53,7 @@ class Row:
     attempts: int | None = None  # how many attempts its step made
     fallback: str | None = None  # the fallback a step took, or the models an LLM call tried
     error: str | None = None
+    memory: str | None = None  # a memory or session step: what it asked, found, wrote
 
     @property
     def style(self) -> str:
@@ -241,6 +243,7 @@ def _row(
         attempts=attempts,
         fallback=fallback,
         error=_error(span),
+        memory=memory_spans.summary(attrs) or None,
     )
 
 

@@ -9,15 +9,17 @@ full-text search, which it cannot do over sealed values.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 from typing import Any
 
 import pydantic_core
 
 from keel.errors import Conflict, MemoryNotFound
-from keel.store.records import KeywordHit, MemoryExtract, MemoryRow
+from keel.store.records import KeywordHit, MemoryExtract, MemoryNamespace, MemoryRow
 from keel.store.sql.core import Session, loads
 from keel.store.sql.dialect import marks
+from keel.store.sql.writes import audit
 
 _COLS = (
     "seq, id, namespace, text, context, metadata, digest, embedder, {vector}, valid_from,"
@@ -144,11 +146,29 @@ def memory_list(
     return [_row(r) for r in found]
 
 
-def memory_forget(s: Session, memory_id: str) -> bool:
-    """Delete one memory (zeroed on disk where the database can); True if it existed."""
+def memory_namespaces(s: Session, limit: int) -> list[MemoryNamespace]:
+    """Each namespace with its current and superseded counts, in name order."""
+    found = s.execute(
+        "SELECT namespace, SUM(CASE WHEN valid_to IS NULL THEN 1 ELSE 0 END), COUNT(*),"
+        " MAX(created_at) FROM memories GROUP BY namespace ORDER BY namespace LIMIT ?",
+        (limit,),
+    ).fetchall()
+    return [
+        MemoryNamespace(r[0], int(r[1]), int(r[2]) - int(r[1]), float(r[3] or 0.0)) for r in found
+    ]
+
+
+def memory_forget(s: Session, memory_id: str, by: str | None) -> bool:
+    """Delete one memory (zeroed on disk where the database can); True if it existed.
+    The audit entry names the namespace, never the text: forgetting must leave none."""
     with s.scrubbing(), s.write():
-        cur = s.execute("DELETE FROM memories WHERE id=?", (memory_id,))
-        return bool(cur.rowcount)
+        row = s.execute("SELECT namespace FROM memories WHERE id=?", (memory_id,)).fetchone()
+        if row is None:
+            return False
+        s.execute("DELETE FROM memories WHERE id=?", (memory_id,))
+        if by is not None:
+            audit(s, by, "memory_forgotten", memory_id, {"namespace": row[0]}, time.time())
+        return True
 
 
 def memory_supersede(s: Session, old_id: str, new: MemoryRow) -> MemoryRow:

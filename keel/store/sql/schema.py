@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from keel.store.sql.dialect import Dialect
 
-VERSION = 17
+VERSION = 18
 
 # Version 16: the session a run belongs to and its key-value state (ctx.session), and
 # long-term memory (app.memory): facts with validity intervals, their vectors, a
@@ -88,6 +88,30 @@ CREATE TABLE IF NOT EXISTS eval_cases (
     tags TEXT,
     PRIMARY KEY (eval_id, case_id, repeat_no)
 ){without_rowid};
+"""
+
+# Version 18: drift monitoring (keel.drift): each monitor's settings as JSON, and one
+# value per run and monitor, read back in windows by insertion order or time
+# (keel/store/sql/drift.py).
+_V18 = """
+CREATE TABLE IF NOT EXISTS drift_monitors (
+    workflow TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    updated_at {real} NOT NULL,
+    PRIMARY KEY (workflow, monitor)
+){without_rowid};
+CREATE TABLE IF NOT EXISTS drift_values (
+    seq {serial_pk},
+    workflow TEXT NOT NULL,
+    monitor TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    at {real} NOT NULL,
+    value {real},
+    label TEXT,
+    UNIQUE (workflow, monitor, run_id)
+);
+CREATE INDEX IF NOT EXISTS drift_values_by_time ON drift_values(workflow, monitor, at, seq);
 """
 
 _TABLES = (
@@ -291,6 +315,7 @@ CREATE TABLE IF NOT EXISTS usage_rollup (
 """
     + _V16
     + _V17
+    + _V18
 )
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from keel.store.base import Store
+from keel.store.drift import DriftMonitorSpec, DriftValue
 from keel.store.evals import EvalCaseResult, EvalResult
 from keel.store.records import (
     AuditEntry,
@@ -20,6 +21,7 @@ from keel.store.records import (
     ConsoleSession,
     KeywordHit,
     MemoryExtract,
+    MemoryNamespace,
     MemoryRow,
     Purged,
     PurgeScope,
@@ -32,6 +34,7 @@ from keel.store.records import (
 )
 from keel.store.session_state import ANY, Expect, SessionEntry
 from keel.store.sql import (
+    drift,
     evals,
     identity,
     memory,
@@ -335,6 +338,29 @@ class SQLStore(Store):
     async def eval_cases(self, eval_id: str) -> list[EvalCaseResult]:
         return await self._call(evals.eval_cases, eval_id)
 
+    # -- drift observations --------------------------------------------------------
+
+    async def put_drift_monitors(self, specs: list[DriftMonitorSpec]) -> None:
+        await self._call(drift.put_drift_monitors, specs)
+
+    async def list_drift_monitors(self, workflow: str | None = None) -> list[DriftMonitorSpec]:
+        return await self._call(drift.list_drift_monitors, workflow)
+
+    async def add_drift_values(self, values: list[DriftValue]) -> int:
+        return await self._call(drift.add_drift_values, values) if values else 0
+
+    async def drift_values(
+        self,
+        workflow: str,
+        monitor: str,
+        limit: int,
+        *,
+        before: tuple[float, int] | None = None,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> list[DriftValue]:
+        return await self._call(drift.drift_values, workflow, monitor, limit, before, start, end)
+
     # -- identity -----------------------------------------------------------------
 
     async def add_user(self, user: User) -> None:
@@ -408,8 +434,11 @@ class SQLStore(Store):
     ) -> list[MemoryRow]:
         return await self._call(memory.memory_list, namespace, after_seq, limit, current)
 
-    async def memory_forget(self, memory_id: str) -> bool:
-        return await self._call(memory.memory_forget, memory_id)
+    async def memory_namespaces(self, *, limit: int = 1000) -> list[MemoryNamespace]:
+        return await self._call(memory.memory_namespaces, limit)
+
+    async def memory_forget(self, memory_id: str, *, by: str | None = None) -> bool:
+        return await self._call(memory.memory_forget, memory_id, by)
 
     async def memory_supersede(self, old_id: str, new: MemoryRow) -> MemoryRow:
         return await self._call(memory.memory_supersede, old_id, new)
