@@ -41,7 +41,16 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     queue = f"crash-{uuid.uuid4().hex[:8]}"
     backend = Backend(address=temporal_address, task_queue=queue)
     doomed = subprocess.Popen(
-        [sys.executable, "-m", "tests.apps.temporal_app", temporal_address, queue],
+        [
+            sys.executable,
+            "-m",
+            "keel.backends.temporal",
+            "tests.apps.temporal_app",
+            "--backend",
+            backend.url,
+            "--max-cached-workflows",
+            "0",
+        ],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE,
@@ -49,7 +58,7 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     )
     try:
         assert doomed.stdout is not None
-        assert doomed.stdout.readline().strip() == "ready"
+        assert doomed.stdout.readline().startswith("serving pipeline on temporal://")
         client = await connect(backend)
         app = temporal_app.app
         rid = await start(app, client, backend, "pipeline", {"name": "job"})
@@ -79,3 +88,36 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     assert [r[1] for r in runs] == ["job-first", "job-second"]  # each step ran once
     assert runs[0][2] == str(doomed.pid) and runs[1][2] == str(os.getpid())
     assert out == [f"job-first by {doomed.pid}", f"job-second by {os.getpid()}"]
+
+
+async def test_the_worker_entry_stops_cleanly_on_sigterm(
+    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m keel.backends.temporal MODULE --backend URL` serves until SIGTERM, then
+    exits 0 (never the SDK's exit crash); without a backend it says how to give one."""
+    monkeypatch.setenv("KEEL_TEST_DIR", str(tmp_path))
+    monkeypatch.delenv("KEEL_BACKEND", raising=False)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    entry = [sys.executable, "-m", "keel.backends.temporal", "tests.apps.temporal_app"]
+    refused = subprocess.run(entry, cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT)
+    assert refused.returncode == 2
+    assert "pass --backend temporal://host:7233/namespace?task_queue=queue" in refused.stderr
+    backend = Backend(address=temporal_address, task_queue=f"entry-{uuid.uuid4().hex[:8]}")
+    worker = subprocess.Popen(
+        [*entry, "--backend", backend.url], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdout.readline().startswith("serving pipeline on")
+        client = await connect(backend)
+        app = temporal_app.app
+        rid = await start(app, client, backend, "pipeline", {"name": "e"})
+        await send(client, rid, "go")
+        out = await asyncio.wait_for(result(app, client, rid), WAIT)
+        assert out == [f"e-first by {worker.pid}", f"e-second by {worker.pid}"]
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=WAIT) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=WAIT)

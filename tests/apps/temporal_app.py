@@ -1,6 +1,6 @@
 """An App served by a Temporal worker in a subprocess (tests/test_temporal_crash.py).
 
-    python -m tests.apps.temporal_app ADDRESS TASK_QUEUE
+    python -m keel.backends.temporal tests.apps.temporal_app --backend temporal://...
 
 Each tool run appends `<idempotency key> <pid>` to `$KEEL_TEST_DIR/exec.log` (one
 O_APPEND write), so a test can count executions across processes and a SIGKILL.
@@ -8,9 +8,7 @@ O_APPEND write), so a test can count executions across processes and a SIGKILL.
 
 from __future__ import annotations
 
-import asyncio
 import os
-import sys
 from pathlib import Path
 
 import keel
@@ -42,17 +40,3 @@ async def pipeline(ctx: keel.Context, name: str) -> list[str]:
     await ctx.wait_for("go", timeout=3600)
     second = await ctx.call(record, f"{name}-second")
     return [first, second]
-
-
-async def _serve(address: str, queue: str) -> None:
-    from keel.backends.temporal import Backend, connect, serve
-
-    backend = Backend(address=address, task_queue=queue)
-    client = await connect(backend)
-    async with serve(app, client, backend, max_cached_workflows=0):
-        print("ready", flush=True)
-        await asyncio.Event().wait()
-
-
-if __name__ == "__main__":
-    asyncio.run(_serve(sys.argv[1], sys.argv[2]))
