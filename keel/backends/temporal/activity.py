@@ -116,10 +116,11 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
             )
             raise _failure(tool, request, info.attempt - 1, 0.0, shut, final=True)
         probe = breaker is not None and breaker.probing
-        args, kwargs = call_args(tool, request["args"])
         step = StepInfo(info.workflow_id or "", key, info.attempt, _feedback(info))
         token = CURRENT_STEP.set(step)  # keel.current_step(): idempotency key, feedback
         try:
+            # inside: arguments that do not fit the tool's parameters fail as its error
+            args, kwargs = call_args(tool, request["args"])
             value = await tool.invoke(args, kwargs)
             if tool.validate:
                 value, messages = run_checks(value, tool.validate)
