@@ -85,6 +85,7 @@ async def tools_sleep_signal(ctx: keel.Context, name: str) -> dict[str, Any]:
     greeting = await ctx.call(greet, name)
     loud = await ctx.call(shout, greeting)
     await ctx.sleep(0.05)
+    await ctx.sleep(0)  # nothing to wait for, on either executor
     go = await ctx.wait_for("go", timeout=600)
     return {"greeting": greeting.model_dump(), "loud": loud, "go": go}
 

@@ -305,7 +305,9 @@ class TemporalExecution:
         from temporalio import workflow
 
         key, _ = scope.next("sleep")
-        await workflow.sleep(max(seconds, 0.0), summary=key)
+        if seconds > 0:
+            await workflow.sleep(seconds, summary=key)
+        # a zero or negative sleep starts no timer (Temporal refuses one): nothing to wait
 
     async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:
         from temporalio import workflow
