@@ -61,6 +61,11 @@ async def overloaded(token: str) -> str:
     raise keel.RetryableError("overloaded")
 
 
+async def busy(token: str) -> str:
+    n = _attempts[token] = _attempts.get(token, 0) + 1
+    raise keel.RetryableError(f"busy ({n})")
+
+
 async def fragile(n: int) -> str:
     raise ValueError(f"down ({n})")
 
@@ -185,6 +190,14 @@ async def past_deadline(ctx: keel.Context, token: str) -> str:
     return "no error"
 
 
+async def deadline_counts_from_the_first_attempt(ctx: keel.Context, token: str) -> str:
+    try:
+        await ctx.call(busy, token)
+    except keel.StepError as exc:
+        return exc.message
+    return "no error"
+
+
 async def breaker_opens(ctx: keel.Context) -> list[str]:
     seen = []
     for n in range(3):  # two failures open it: the third call is never attempted
@@ -266,6 +279,7 @@ WORKFLOWS = [
     partial,
     server_asks_to_wait,
     past_deadline,
+    deadline_counts_from_the_first_attempt,
     breaker_opens,
     identity,
 ]
@@ -284,6 +298,10 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(breaker=keel.CircuitBreaker(failures=2, reset_after=600))(fragile)
     app.tool(retry=keel.Retry(attempts=3, backoff=0.01, jitter=False))(slow_index)
     app.tool(retry=keel.Retry(attempts=5, backoff=5, jitter=False, deadline=1))(overloaded)
+    # the second attempt comes 2 s after the first, so a third would pass the deadline of
+    # 3 s counted from the first; a first attempt up to 1 s late (a loaded machine) is fine
+    slow_retry = keel.Retry(attempts=9, backoff=2, multiplier=1, jitter=False, deadline=3)
+    app.tool(retry=slow_retry)(busy)
     app.tool(fallback=keel.Fallback.degrade(default="unknown"))(lookup)
     app.tool(fallback=keel.Fallback.fail())(essential)
     TOOLS["square"] = app.tool(square)
@@ -356,6 +374,15 @@ SCENARIOS: dict[str, Scenario] = {
             {},
             ("ok", {"tenant": "acme", "session": "chat-7"}),
             options={"tenant": "acme", "session": "chat-7"},
+        ),
+        Scenario(
+            "deadline_counts_from_the_first_attempt",
+            {"token": "?"},
+            (
+                "ok",
+                "busy (2) (gave up after 2 attempt(s): the next one (2.0s away) would pass "
+                "the retry deadline of 3s from the first attempt)",
+            ),
         ),
         Scenario("server_asks_to_wait", {"token": "?"}, ("ok", "ready after 2 attempts")),
         Scenario(
