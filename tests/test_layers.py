@@ -63,6 +63,8 @@ _LAYERS: dict[str, tuple[int, str]] = {
     "keel.features": (6, "app"),
     "keel.handle": (6, "app"),
     "keel.loader": (6, "app"),
+    # other executors hosting an App's workflows (Temporal): beside the App
+    "keel.backends": (6, "app"),
     # what people use: terminal rendering, then the server, then the command line
     "keel.console": (7, "console"),
     "keel.server": (8, "server"),

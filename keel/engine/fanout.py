@@ -97,7 +97,7 @@ async def map_items(
 
     result = await _fan_out(ex, key, list(enumerate(items)), run_item, concurrency)
     await _close(ex, scope, key, pos, StepKind.MAP, label, dg, shape, rec, started, result)
-    _enforce(policy, key, result)
+    enforce(policy, key, result)
     return result
 
 
@@ -143,7 +143,7 @@ async def gather(
 
     result = await _fan_out(ex, key, list(enumerate(awaitables)), run_branch, None)
     await _close(ex, scope, key, pos, StepKind.GATHER, "gather", dg, shape, rec, started, result)
-    _enforce(policy, key, result)
+    enforce(policy, key, result)
     return result
 
 
@@ -255,7 +255,8 @@ async def _fan_out(
     )
 
 
-def _enforce(policy: CompletionPolicy, key: str, result: MapResult[Any]) -> None:
+def enforce(policy: CompletionPolicy, key: str, result: MapResult[Any]) -> None:
+    """Raise `MapFailed` (with `.result`) when `result` does not meet `policy`."""
     total = len(result.values)
     need = policy.required(total)
     if result.succeeded >= need:

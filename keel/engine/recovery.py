@@ -231,7 +231,7 @@ async def run_live(
                             output=_jsonable(value),
                         )
                 data = to_json(value, what=f"step {key!r}")
-                result = _typed(name, value, data, step.annotation)
+                result = typed_output(name, value, data, step.annotation)
             except (Suspend, Abandon, asyncio.CancelledError, NonDeterminismError, LeaseLost):
                 if probe and breaker is not None:
                     breaker.abandon()  # no verdict: let a later call probe instead
@@ -302,7 +302,7 @@ async def run_live(
         step.free()  # whatever ended it (a fallback, an abandon, a cancel): the slot is free
 
 
-def _typed(name: str, value: Any, data: bytes, annotation: Any) -> Any:
+def typed_output(name: str, value: Any, data: bytes, annotation: Any) -> Any:
     """The step's value as its return type gives it, checked before it is journaled: a
     wrong type is a failed output (retried with feedback), never a stored bad result."""
     plain = from_json(data)

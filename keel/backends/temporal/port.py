@@ -1,0 +1,362 @@
+"""`ExecutionPort` on Temporal: what a `keel.Context` inside a Temporal workflow talks to.
+
+The workflow function runs unchanged over this port; Temporal's history is the journal:
+a tool call is an activity (keel.backends.temporal.activity), `ctx.sleep` a timer,
+`ctx.wait_for` a wait for a signal, `ctx.now/uuid/random` come from the workflow's own
+deterministic APIs. Keel's step keys and argument digests still apply: every activity
+result carries the key and digest it was scheduled with, and replay compares them with
+what the code asks for now, so a changed workflow fails with Keel's
+`NonDeterminismError`, failing the workflow task with its text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from keel.backends.temporal.activity import ACTIVITY, attempt_timeout, check_size
+from keel.engine.journal import Journal, Scope
+from keel.engine.plugins import Features
+from keel.engine.serde import from_json, revive, to_json, unannotated
+from keel.errors import ConfigError, KeelError, SignalTimeout, from_structured
+from keel.types import RunInfo, StepKind, StepRecord, StepStatus, StructuredError
+
+if TYPE_CHECKING:
+    from keel.engine.context import Context
+    from keel.engine.operation import Operation
+    from keel.engine.phase import Phase
+    from keel.engine.recovery import StepPolicy
+    from keel.engine.registry import ToolDef
+    from keel.policy.completion import CompletionPolicy
+    from keel.types import MapResult
+
+_NOT_YET = "is not supported on the Temporal backend yet (docs/temporal.md lists what is)"
+
+
+def not_yet(what: str) -> NoReturn:
+    """Refuse a feature this backend does not carry yet, naming it."""
+    raise ConfigError(f"{what} {_NOT_YET}")
+
+
+class _NoFeature:
+    """A feature door that refuses, naming the feature (instead of "not configured")."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __call__(self, ctx: Context) -> Any:
+        not_yet(self.what)
+
+
+class _NoPeople:
+    """Approvals and reviews need Keel's store of requests: not carried yet."""
+
+    async def approval(self, ctx: Context, action: Any, **kw: Any) -> Any:
+        not_yet("ctx.approval")
+
+    async def approve_call(
+        self, ctx: Context, tool: ToolDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        not_yet(f"tool {tool.name!r} needs approval; approvals")
+
+    async def review_output(self, ctx: Context, **kw: Any) -> Any:
+        not_yet("output review")
+
+
+FEATURES = Features(
+    models=_NoFeature("ctx.llm"),
+    people=_NoPeople(),
+    memory=_NoFeature("ctx.memory"),
+    session=_NoFeature("ctx.session"),
+)
+
+
+def _keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
+    """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
+    the step (key, digest) it was scheduled as."""
+    from temporalio.exceptions import ApplicationError
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ApplicationError) and seen.details:
+            details = list(seen.details)
+            step = details[1] if len(details) > 1 and isinstance(details[1], dict) else {}
+            return StructuredError.model_validate(details[0]), step
+        seen = getattr(seen, "cause", None)
+    return None
+
+
+class TemporalExecution:
+    """One Temporal workflow execution of a Keel run, as `Context` sees it.
+
+    Example (what the generic workflow does):
+        port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
+        result = await wf.fn(Context(port, port.root), **kwargs)
+    """
+
+    def __init__(
+        self,
+        run: RunInfo,
+        tools: Mapping[str, ToolDef],
+        signals: dict[str, list[Any]],
+        root: Scope,
+    ) -> None:
+        self._run = run
+        self._tools = tools
+        self._signals = signals  # name -> payloads not yet taken, filled by the handler
+        self.root = root
+        self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
+        self._degraded: list[str] = []
+        self._waiting: list[str] = []  # signals a ctx.wait_for is waiting for now
+
+    @property
+    def run(self) -> RunInfo:
+        return self._run
+
+    @property
+    def features(self) -> Features:
+        return FEATURES
+
+    @property
+    def tools(self) -> Mapping[str, ToolDef]:
+        return self._tools
+
+    def current(self, bound: Scope) -> Scope:
+        from keel.backends.temporal.fanout import BRANCH
+
+        branch = BRANCH.get()
+        if branch is not None and branch[0] is self:
+            return branch[1]
+        return bound
+
+    def degraded(self) -> list[str]:
+        return list(self._degraded)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the run holds now, for the `keel.state` query: its typed state (JSON),
+        the steps that fell back to a default, the signals it waits for."""
+        state = self.root.state
+        return {
+            "state": None if state is None else state.snapshot(),
+            "degraded": self.degraded(),
+            "waiting_on": sorted(set(self._waiting)),
+        }
+
+    # -- steps ------------------------------------------------------------------------
+
+    def operation(
+        self,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        *,
+        key_name: str | None = None,
+        shown_input: Any = None,
+    ) -> Operation:
+        not_yet(f"ctx.operation({name!r})")
+
+    async def step(
+        self,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        fn: Callable[[], Awaitable[Any]],
+        annotation: Any,
+        *,
+        policy: StepPolicy | None = None,
+    ) -> Any:
+        # `fn` (the tool's effect in this process) is never called: the activity runs it
+        if self.hard_stop is not None:
+            raise self.hard_stop
+        if kind is not StepKind.TOOL:
+            not_yet(f"a {kind.value} step")
+        tool = self._tools.get(name)
+        if tool is None:
+            raise ConfigError(
+                f"ctx.call({name}): on the Temporal backend a tool must be registered with "
+                "@app.tool, so the activity worker can find it by name"
+            )
+        named = policy.input if policy is not None else None
+        return await self.call_tool(scope, tool, digest, named, annotation)
+
+    async def call_tool(
+        self,
+        scope: Scope,
+        tool: ToolDef,
+        digest: str,
+        named: Any,
+        annotation: Any,
+        *,
+        key: str | None = None,
+        pos: int | None = None,
+    ) -> Any:
+        """Run `tool` with `named` arguments as the `keel.call` activity at the next key of
+        `scope` (or at `key`/`pos`), checked against what history recorded there."""
+        from temporalio import workflow
+        from temporalio.common import RetryPolicy
+        from temporalio.exceptions import ActivityError, ApplicationError
+
+        if self.hard_stop is not None:
+            raise self.hard_stop
+        name = tool.name
+        if tool.keep is not None:
+            not_yet(f"tool {name!r} with keep=")
+        if tool.irreversible:
+            not_yet(f"tool {name!r} with irreversible= (intent and reconcile)")
+        if tool.retry is not None and tool.retry.budget is not None:
+            not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
+        if tool.fallback is not None and tool.fallback.kind == "human":
+            not_yet(f"tool {name!r} with Fallback.human (escalations)")
+        if key is None or pos is None:
+            key, pos = scope.next(name)
+        args = to_json(named, what=f"arguments of {name!r}")
+        check_size(args, f"the arguments of step {key!r}")
+        request = {"tool": name, "key": key, "digest": digest, "args": from_json(args)}
+        retry = tool.retry
+        attempts = retry.attempts if retry is not None else 1
+        policy = RetryPolicy(
+            maximum_attempts=attempts,
+            # only for timeouts: every failure the tool raises names its own delay
+            initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
+        )
+        try:
+            if tool.options.get("local"):
+                # @app.tool(local=True): run in this worker, no task-queue round trip (a
+                # short, cheap tool); its result is recorded in history all the same
+                done = await workflow.execute_local_activity(
+                    ACTIVITY,
+                    request,
+                    start_to_close_timeout=attempt_timeout(tool),
+                    retry_policy=policy,
+                    summary=key,
+                )
+            else:
+                done = await workflow.execute_activity(
+                    ACTIVITY,
+                    request,
+                    start_to_close_timeout=attempt_timeout(tool),
+                    retry_policy=policy,
+                    summary=key,
+                )
+        except (ActivityError, ApplicationError) as exc:
+            # an activity's failure arrives as ActivityError(cause=ApplicationError); a
+            # local activity's as the ApplicationError (its cause chain) itself
+            found = _keel_error(exc)
+            if found is None:
+                raise  # a timeout or cancellation Temporal decided: its own error
+            err, was = found
+            self._check(scope, pos, key, digest, was.get("key", key), was.get("digest", digest))
+            return self._fall_back(tool, key, err, annotation)
+        self._check(scope, pos, key, digest, done["key"], done["digest"])
+        return revive(done["output"], annotation if annotation is not None else unannotated())
+
+    def _check(
+        self, scope: Scope, pos: int, key: str, digest: str, was_key: str, was_digest: str
+    ) -> None:
+        """Keel's journal check of this step against the one history recorded here."""
+        recorded = StepRecord(
+            run_id=self._run.id,
+            key=was_key,
+            scope=scope.path,
+            position=pos,
+            kind=StepKind.TOOL,
+            name=was_key.rsplit("#", 1)[0],
+            digest=was_digest,
+            status=StepStatus.OK,
+            started_at=0.0,
+        )
+        try:
+            Journal(self._run.id, [recorded]).check(scope.path, pos, key, digest)
+        except KeelError as exc:
+            self.hard_stop = exc
+            raise
+
+    def _fall_back(self, tool: ToolDef, key: str, err: StructuredError, annotation: Any) -> Any:
+        """The tool failed for good: its fallback decides, as on Keel's engine."""
+        fb = tool.fallback
+        if fb is None or err.type in ("SerializationError", "ConfigError"):
+            raise from_structured(err)
+        if fb.kind == "degrade":
+            self._degraded.append(key)
+            return revive(fb.default, annotation)
+        if fb.kind == "fail":
+            err.fallback = "fail"
+            stop = from_structured(err)
+            self.hard_stop = stop  # the run fails even if the workflow catches this
+            raise stop
+        raise from_structured(err)  # Fallback.human is refused before the call
+
+    def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
+        from temporalio import workflow
+
+        scope.next(name)  # the same keys as on Keel's engine
+        if name == "now":
+            return workflow.now().timestamp()
+        if name == "uuid":
+            return str(workflow.uuid4())
+        if name == "random":
+            return workflow.random().random()
+        not_yet(f"a recorded value {name!r}")
+
+    async def sleep(self, scope: Scope, seconds: float) -> None:
+        from temporalio import workflow
+
+        key, _ = scope.next("sleep")
+        if seconds > 0:
+            await workflow.sleep(seconds, summary=key)
+        # a zero or negative sleep starts no timer (Temporal refuses one): nothing to wait
+
+    async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:
+        from temporalio import workflow
+
+        key, _ = scope.next(f"signal:{signal}")
+        waiting = self._signals.setdefault(signal, [])
+        self._waiting.append(signal)
+        try:
+            await workflow.wait_condition(
+                lambda: bool(waiting), timeout=timeout, timeout_summary=key
+            )
+        except TimeoutError:
+            raise SignalTimeout(
+                f"no {signal!r} signal arrived within {timeout}s",
+                signal=signal,
+                timeout=timeout,
+                step=key,
+            ) from None
+        finally:
+            self._waiting.remove(signal)
+        return waiting.pop(0)
+
+    # -- fan-out (keel.backends.temporal.fanout) and what is not carried yet ---------------
+
+    async def map(
+        self,
+        scope: Scope,
+        fn: Callable[[Context, Any], Awaitable[Any]] | None,
+        tool: ToolDef | None,
+        label: str,
+        items: list[Any],
+        concurrency: int | None,
+        require: CompletionPolicy,
+    ) -> MapResult[Any]:
+        from keel.backends.temporal.fanout import map_items
+
+        return await map_items(self, scope, fn, tool, label, items, concurrency, require)
+
+    async def gather(
+        self, scope: Scope, awaitables: tuple[Awaitable[Any], ...], require: CompletionPolicy
+    ) -> MapResult[Any]:
+        from keel.backends.temporal.fanout import gather
+
+        return await gather(self, scope, awaitables, require)
+
+    def phase(
+        self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
+    ) -> Phase:
+        not_yet("ctx.phase")
+
+
+__all__ = ["FEATURES", "TemporalExecution", "not_yet"]

@@ -1,0 +1,299 @@
+"""Hosting an App's workflows and tools in a Temporal worker, and starting runs there.
+
+Example:
+    backend = Backend(address="localhost:7233", task_queue="keel")
+    client = await connect(backend)
+    async with serve(app, client, backend):
+        run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
+        print(await result(app, client, run_id))
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from keel._ids import id_problem
+from keel.backends.temporal.config import Backend
+from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
+from keel.engine.serde import from_json
+from keel.errors import ConfigError, InputError, KeelError, structured
+from keel.handle import input_json, outcome, same_input, same_session
+from keel.types import RunInfo, RunStatus, StructuredError
+
+# Temporal's execution statuses as Keel's run statuses (for messages about a run).
+_STATUS = {
+    "RUNNING": RunStatus.RUNNING,
+    "COMPLETED": RunStatus.SUCCEEDED,
+    "FAILED": RunStatus.FAILED,
+    "TIMED_OUT": RunStatus.FAILED,
+    "TERMINATED": RunStatus.FAILED,
+    "CANCELED": RunStatus.CANCELLED,
+    "CONTINUED_AS_NEW": RunStatus.RUNNING,
+}
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
+    from temporalio.worker import Replayer
+
+    from keel.app import App
+    from keel.codec import PayloadCodec
+
+
+async def connect(backend: Backend, *, codec: PayloadCodec | None = None) -> Client:
+    """A Temporal client for `backend`'s address and namespace (a clear error if none
+    answers there). With `codec` (pass `app.codec`), every payload it writes to
+    Temporal's history is encoded by it, as Keel's store encodes its own.
+
+    Example:
+        client = await connect(Backend.from_url("temporal://localhost:7233/default"))
+        client = await connect(backend, codec=app.codec)  # an App that encrypts
+    """
+    from temporalio.client import Client
+
+    try:
+        return await Client.connect(
+            backend.address, namespace=backend.namespace, data_converter=_converter(codec)
+        )
+    except Exception as exc:
+        raise ConfigError(
+            f"cannot reach Temporal at {backend.address} (namespace {backend.namespace!r}): "
+            f"{exc}; start one with `temporal server start-dev` or fix the address"
+        ) from exc
+
+
+@asynccontextmanager
+async def serve(
+    app: App, client: Client, backend: Backend, *, max_cached_workflows: int = 1000
+) -> AsyncIterator[None]:
+    """Run a Temporal worker hosting `app`'s workflows and tools on `backend.task_queue`
+    while the block runs. `max_cached_workflows=0` replays every workflow task from
+    its history (what the tests do, so replay is exercised on every step).
+
+    Example:
+        async with serve(app, client, backend):
+            await asyncio.Event().wait()  # a worker process: serve until stopped
+    """
+    from temporalio.worker import Worker
+
+    from keel.backends.temporal.activity import make_activity
+    from keel.backends.temporal.workflow import workflow_class
+
+    _encodes(app, client)
+    worker = Worker(
+        client,
+        task_queue=backend.task_queue,
+        workflows=[workflow_class(app)],
+        activities=[make_activity(app.registry.tools)],
+        max_cached_workflows=max_cached_workflows,
+    )
+    async with worker:
+        yield
+
+
+def replayer(app: App) -> Replayer:
+    """A `temporalio.worker.Replayer` for `app`'s workflows: replay a recorded history
+    against the current code (a diverged one fails with Keel's NonDeterminismError text).
+
+    Example:
+        history = WorkflowHistory.from_json("run-1", Path("run-1.json").read_text())
+        await replayer(app).replay_workflow(history)
+    """
+    from temporalio.worker import Replayer
+
+    from keel.backends.temporal.workflow import workflow_class
+
+    return Replayer(workflows=[workflow_class(app)], data_converter=_converter(app.codec))
+
+
+def _converter(codec: PayloadCodec | None) -> Any:
+    """Temporal's default data converter, with Keel's `codec` on its payloads if any."""
+    import dataclasses
+
+    from temporalio.converter import DataConverter
+
+    from keel.backends.temporal.codec import temporal_codec
+
+    if codec is None:
+        return DataConverter.default
+    return dataclasses.replace(DataConverter.default, payload_codec=temporal_codec(codec))
+
+
+async def start(
+    app: App,
+    client: Client,
+    backend: Backend,
+    workflow: str,
+    input: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    tenant: str | None = None,
+    session: str | None = None,
+) -> str:
+    """Start a run of `workflow` on Temporal (its run id is the workflow id); returns it.
+    `tenant` and `session` are `ctx.tenant` and `ctx.session_id`, as with `App.start`
+    (kept in the workflow's memo).
+
+    Starting the same `run_id` again is idempotent, as `App.start`: with no input or
+    the same input, the run already started (running or finished) is the one you get,
+    never a second execution; a different input or workflow is refused. Bad input is
+    refused here (`keel.InputError`), before anything starts.
+
+    Example:
+        run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
+    """
+    from temporalio.common import WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    _encodes(app, client)
+    wf = app.registry.workflow(workflow)
+    if wf.novelty is not None or wf.sample is not None:
+        raise ConfigError(
+            f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
+            "supported on the Temporal backend yet (docs/temporal.md lists what is)"
+        )
+    rid = run_id or str(uuid.uuid4())
+    problem = id_problem(rid, "run id")
+    problem = problem or (None if session is None else id_problem(session, "session id"))
+    if problem is not None:
+        raise InputError(problem, run_id=rid, session=session)
+    attach = input is None and run_id is not None
+    if attach and await _started(app, client, rid, wf.name, None, session):
+        return rid  # attach: the first start's input stands
+    data = input_json(wf, input)  # bad input: refused here, nothing started
+    try:
+        await client.start_workflow(
+            wf.name,
+            from_json(data),
+            id=rid,
+            task_queue=backend.task_queue,
+            # a finished run's id is never reused: starting it again is that run
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
+        )
+    except WorkflowAlreadyStartedError:
+        await _started(app, client, rid, wf.name, data, session)
+    return rid
+
+
+def _encodes(app: App, client: Client) -> None:
+    """An App that encodes its payloads never writes them to Temporal in clear."""
+    if app.codec is not None and client.data_converter.payload_codec is None:
+        raise ConfigError(
+            "this App encodes its payloads (keel.App(codec=...) or KEEL_ENCRYPTION_KEY), but "
+            "the Temporal client does not, so run inputs, tool arguments and results would "
+            "sit in Temporal's history in clear; connect with "
+            "keel.backends.temporal.connect(backend, codec=app.codec)"
+        )
+
+
+async def _started(
+    app: App, client: Client, rid: str, workflow: str, data: bytes | None, session: str | None
+) -> bool:
+    """Whether run `rid` exists; if so, refuse a start that differs from its first one."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    handle = client.get_workflow_handle(rid)
+    try:
+        history = await handle.fetch_history()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    first = history.events[0].workflow_execution_started_event_attributes
+    recorded = first.workflow_type.name
+    if recorded != workflow:
+        raise ConfigError(
+            f"run id {rid!r} already belongs to workflow {recorded!r}, not {workflow!r}; "
+            "pick another id",
+            run_id=rid,
+        )
+    described = await handle.describe()
+    memo = await described.memo()
+    now = time.time()
+    values = await client.data_converter.decode(first.input.payloads)
+    info = RunInfo(
+        id=rid,
+        workflow=recorded,
+        status=_status(described.status),
+        input=values[0] if values else {},
+        created_at=now,
+        updated_at=now,
+        session=memo.get(MEMO_SESSION) or rid,
+    )
+    if data is not None:
+        same_input(info, data, lambda v: _short(app.redactor.text(v)))
+    same_session(info, session)
+    return True
+
+
+def _status(status: Any) -> RunStatus:
+    return _STATUS.get(getattr(status, "name", ""), RunStatus.RUNNING)
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+async def signal(client: Client, run_id: str, name: str, payload: Any = None) -> None:
+    """Send signal `name` (with `payload`, JSON) to run `run_id`; `ctx.wait_for` takes it
+    (signals sent before the run waits are queued).
+
+    Example:
+        await signal(client, "t-1", "approved", {"by": "ada"})
+    """
+    await client.get_workflow_handle(run_id).signal(name, payload)
+
+
+async def result(app: App, client: Client, run_id: str) -> Any:
+    """Wait for run `run_id` to end: its result (as the workflow's return type), or
+    `keel.RunFailed` naming the error and its step (`keel.RunCancelled` when it was
+    cancelled), exactly as `RunHandle.result()`.
+
+    Example:
+        summary = await result(app, client, "t-1")
+    """
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
+
+    handle = client.get_workflow_handle(run_id)
+    workflow = (await handle.describe()).workflow_type
+    now = time.time()
+    info = RunInfo(
+        id=run_id,
+        workflow=workflow,
+        status=RunStatus.SUCCEEDED,
+        input={},
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        info.result = await handle.result()
+    except WorkflowFailureError as exc:
+        cause = exc.cause
+        info.status = RunStatus.FAILED
+        if isinstance(cause, ApplicationError) and cause.details:
+            info.error = StructuredError.model_validate(cause.details[0])
+        elif isinstance(cause, CancelledError):
+            info.status = RunStatus.CANCELLED
+        elif isinstance(cause, TerminatedError):
+            info.error = structured(KeelError(f"terminated on Temporal: {cause.message}"))
+        else:
+            info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
+    return outcome(app, info)
+
+
+async def cancel(client: Client, run_id: str) -> None:
+    """Cancel run `run_id`: the step it waits on raises `asyncio.CancelledError` in the
+    workflow, and the run ends CANCELLED (`result()` raises `keel.RunCancelled`).
+
+    Example:
+        await cancel(client, "t-1")
+    """
+    await client.get_workflow_handle(run_id).cancel()
+
+
+__all__ = ["cancel", "connect", "replayer", "result", "serve", "signal", "start"]

@@ -1,0 +1,1 @@
+"""Workflow scenarios run on every executor (Keel's engine, Temporal): one contract."""

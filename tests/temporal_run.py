@@ -1,0 +1,76 @@
+"""Running a workflow to its end on each executor, with its outcome normalised.
+
+`("ok", result)` or `("failed", error type, failing step)`: what the behaviour suite
+compares between Keel's engine and Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import keel
+from keel.backends.temporal import Backend, connect, result, serve, signal, start
+from tests.limits import WAIT
+
+
+@dataclass
+class OnTemporal:
+    """An App hosted by a Temporal worker on its own task queue (every task replays)."""
+
+    app: keel.App
+    client: Any
+    backend: Backend
+
+    async def run(
+        self,
+        workflow: str,
+        input: dict[str, Any],
+        signals: Sequence[tuple[str, Any]] = (),
+        run_id: str | None = None,
+        **options: Any,
+    ) -> tuple[Any, ...]:
+        rid = await start(
+            self.app, self.client, self.backend, workflow, input, run_id=run_id, **options
+        )
+        for name, payload in signals:
+            await signal(self.client, rid, name, payload)
+        try:
+            value = await asyncio.wait_for(result(self.app, self.client, rid), WAIT)
+        except keel.RunFailed as exc:
+            assert exc.error is not None
+            return ("failed", exc.error.type, exc.error.step)
+        return ("ok", value)
+
+
+@asynccontextmanager
+async def on_temporal(app: keel.App, address: str) -> AsyncIterator[OnTemporal]:
+    backend = Backend(address=address, task_queue=f"q-{uuid.uuid4().hex[:12]}")
+    client = await connect(backend)
+    async with serve(app, client, backend, max_cached_workflows=0):
+        yield OnTemporal(app, client, backend)
+
+
+async def on_keel(
+    app: keel.App,
+    workflow: str,
+    input: dict[str, Any],
+    signals: Sequence[tuple[str, Any]] = (),
+    **options: Any,
+) -> tuple[Any, ...]:
+    """Run on Keel's own engine (the App's embedded worker)."""
+    handle = await app.start(workflow, input, **options)
+    for name, payload in signals:
+        await handle.signal(name, payload, queue=True)
+    try:
+        value = await asyncio.wait_for(handle.result(), WAIT)
+    except keel.RunFailed as exc:
+        assert exc.error is not None
+        return ("failed", exc.error.type, exc.error.step)
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    return ("ok", value)
