@@ -29,13 +29,18 @@ for i in "${!pg_tests[@]}"; do
     if ((i % 2)); then pg1+=("${pg_tests[$i]}"); else pg0+=("${pg_tests[$i]}"); fi
 done
 
-run() {  # run NAME ENV... -- PYTEST-ARGS...: in the background, logged
+# A background job of a non-interactive shell starts with SIGINT ignored, and so would
+# every process a test starts (a Ctrl+C test's `keel run` never saw its Ctrl+C): each pass
+# restores SIGINT's default before it runs, as a pass run in the foreground has it.
+with_sigint='import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execvp(sys.argv[1], sys.argv[1:])'
+
+run() {  # run NAME [VAR=VALUE...] COMMAND...: in the background, logged
     local name=$1 log
     shift
     log=$(mktemp)
     logs+=("$log")
     names+=("$name")
-    env "$@" >"$log" 2>&1 &
+    "$PY" -c "$with_sigint" env "$@" >"$log" 2>&1 &
     pids+=($!)
 }
 names=() pids=()

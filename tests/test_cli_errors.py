@@ -180,6 +180,9 @@ def test_ctrl_c_during_a_command_exits_130_without_a_traceback(keel: Keel) -> No
         env=keel.env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As a terminal starts it: a test run from a background job would otherwise pass
+        # on an ignored SIGINT, and `keel run` would never see the Ctrl+C.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         _until(marker.exists, "the step to start")
