@@ -11,7 +11,6 @@ Example:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from keel.backends.temporal.config import Backend
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, InputError, KeelError, structured
-from keel.handle import input_json, outcome, same_input, same_session
+from keel.handle import input_json, new_run_id, outcome, same_input, same_session
 from keel.types import RunInfo, RunStatus, StructuredError
 
 # Temporal's execution statuses as Keel's run statuses (for messages about a run).
@@ -186,7 +185,7 @@ async def start_run(
             f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
             "supported on the Temporal backend yet (docs/temporal.md lists what is)"
         )
-    rid = run_id or str(uuid.uuid4())
+    rid = run_id or new_run_id()
     problem = id_problem(rid, "run id")
     problem = problem or (None if session is None else id_problem(session, "session id"))
     if problem is not None:
@@ -310,6 +309,14 @@ async def result(app: App, client: Client, run_id: str) -> Any:
     Example:
         summary = await result(app, client, "t-1")
     """
+    info = await end_of(client, run_id)
+    await _ended(app, info)
+    return outcome(app, info)
+
+
+async def end_of(client: Client, run_id: str) -> RunInfo:
+    """Wait for run `run_id` to end on Temporal: how it ended, as a `RunInfo` (its
+    result, or the structured error; times and input are not Temporal's to give)."""
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
@@ -337,8 +344,7 @@ async def result(app: App, client: Client, run_id: str) -> Any:
             info.error = structured(KeelError(f"terminated on Temporal: {cause.message}"))
         else:
             info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
-    await _ended(app, info)
-    return outcome(app, info)
+    return info
 
 
 async def _ended(app: App, info: RunInfo) -> None:
