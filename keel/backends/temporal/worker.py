@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keel._ids import id_problem
@@ -66,11 +67,17 @@ async def connect(backend: Backend, *, codec: PayloadCodec | None = None) -> Cli
 
 @asynccontextmanager
 async def serve(
-    app: App, client: Client, backend: Backend, *, max_cached_workflows: int = 1000
+    app: App,
+    client: Client,
+    backend: Backend,
+    *,
+    max_cached_workflows: int = 1000,
+    grace: float | None = None,
 ) -> AsyncIterator[None]:
     """Run a Temporal worker hosting `app`'s workflows and tools on `backend.task_queue`
     while the block runs. `max_cached_workflows=0` replays every workflow task from
-    its history (what the tests do, so replay is exercised on every step).
+    its history (what the tests do, so replay is exercised on every step). `grace`:
+    seconds the activities in flight get to finish when the block ends (else none).
 
     Example:
         async with serve(app, client, backend):
@@ -93,6 +100,7 @@ async def serve(
         workflows=[workflow_class(app, features)],
         activities=[make_activity(app), make_op_activity(app)],
         max_cached_workflows=max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=grace or 0),
     )
     async with worker:
         yield
