@@ -57,9 +57,10 @@ def until(read: Callable[[], Any], check: Callable[[Any], bool], what: str) -> A
 
 
 @pytest.fixture
-def env(tmp_path: Path, temporal_address: str) -> dict[str, str]:
+def env(store_url: str, temporal_address: str) -> dict[str, str]:
+    """The CLI's and the worker's environment: one store (this session's backend)."""
     queue = f"cli-{uuid.uuid4().hex[:8]}"
-    e = {**os.environ, "PYTHONPATH": str(ROOT), "KEEL_STORE": f"sqlite:///{tmp_path}/keel.db"}
+    e = {**os.environ, "PYTHONPATH": str(ROOT), "KEEL_STORE": store_url}
     e.pop("KEEL_BACKEND", None)
     e["TEST_BACKEND"] = Backend(address=temporal_address, task_queue=queue).url
     return e
@@ -158,13 +159,13 @@ def test_bad_backend_urls_are_refused(env: dict[str, str]) -> None:
 
 
 async def test_app_start_and_handles_on_temporal(
-    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    temporal_address: str, store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.apps import temporal_cli_app as module
 
     backend = Backend(address=temporal_address, task_queue=f"app-{uuid.uuid4().hex[:8]}")
     monkeypatch.setenv("KEEL_BACKEND", backend.url)
-    app = keel.App(f"sqlite:///{tmp_path}/keel.db")
+    app = keel.App(store_url)
     assert app.backend == backend  # KEEL_BACKEND names it
     app.registry = module.app.registry
     client = await connect(backend)
@@ -203,4 +204,30 @@ async def test_app_start_and_handles_on_temporal(
             waiting.id: keel.RunStatus.SUCCEEDED,
             doomed.id: keel.RunStatus.CANCELLED,
         }
+        held = await app.start("approve", {"name": "dee"}, id="held-1")
+        await asyncio.wait_for(held.settle(), WAIT)
+        await _console_shows(app)
     await app.close()
+
+
+async def _console_shows(app: keel.App) -> None:
+    """`keel serve`'s API and run pages go through the same App methods: a Temporal
+    run waiting for a signal shows WAITING there too, with its journal."""
+    import httpx
+
+    from keel.server.app import create_app
+    from keel.server.auth import add_user
+    from tests.services.pages import sign_in
+
+    token = await add_user(app.store, "vera", "viewer", [])
+    transport = httpx.ASGITransport(app=create_app(app, secure_cookies=False))
+    async with httpx.AsyncClient(transport=transport, base_url="http://keel.test") as c:
+        auth = {"Authorization": f"Bearer {token}"}
+        listed = (await c.get("/api/v1/runs", headers=auth)).json()
+        assert {r["id"]: r["status"] for r in listed}["held-1"] == "WAITING"
+        one = (await c.get("/api/v1/runs/held-1", headers=auth)).json()
+        assert one["run"]["status"] == "WAITING" and one["run"]["waiting_on"] == ["go"]
+        assert [s["key"] for s in one["journal"]] == ["greet_tool#0"]
+        await sign_in(c, token)
+        page = await c.get("/runs/held-1")
+        assert page.status_code == 200 and "WAITING" in page.text and "greet_tool#0" in page.text
