@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from pydantic import BaseModel
 
 from keel import config
+from keel.backends import resolve as resolve_backend
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
@@ -134,7 +135,7 @@ class App:
         self.reviewers: dict[str, set[str]] = {q: set(v) for q, v in groups.items()}
         # Where runs execute: None is Keel's own engine; a keel.backends.temporal.Backend
         # (or its temporal:// URL, or KEEL_BACKEND) is Temporal (docs/temporal.md).
-        self.backend = config.backend(backend)
+        self.backend = resolve_backend(backend)
 
     # -- registration ---------------------------------------------------------------
 

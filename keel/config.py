@@ -136,14 +136,3 @@ def codec(config_file: str | Path = "keel.toml") -> PayloadCodec | None:
     if not isinstance(path, str):
         raise ConfigError(f"{config_file}: encryption_key_file must be a path (a string)")
     return _codec.AESGCMCodec.from_file(path, f"{config_file} encryption_key_file")
-
-
-def backend(given: Any) -> Any:
-    """Where an App's runs execute: `given` (a keel.backends.temporal.Backend or its
-    temporal:// URL), else `KEEL_BACKEND`; None is Keel's own engine. The Temporal
-    package is imported only when one is named."""
-    if given is None and not os.environ.get("KEEL_BACKEND", "").strip():
-        return None
-    from keel.backends.temporal.config import resolve
-
-    return resolve(given)
