@@ -156,6 +156,11 @@ def test_bad_backend_urls_are_refused(env: dict[str, str]) -> None:
     assert done.returncode == 2 and "unknown option(s) queue" in done.stderr
     with pytest.raises(keel.ConfigError, match="is not a Temporal URL"):
         keel.App(backend="redis://localhost")
+    url = env["TEST_BACKEND"]
+    done = keel_cli("worker", APP, "tests.apps.temporal_app", "--backend", url, env=env)
+    assert done.returncode == 2 and "a Temporal worker hosts one App" in done.stderr
+    done = keel_cli("worker", APP, "--max-runs", "2", "--backend", url, env=env)
+    assert done.returncode == 2 and "size Keel's own worker" in done.stderr
 
 
 async def test_app_start_and_handles_on_temporal(

@@ -68,6 +68,12 @@ def run(
             try:
                 if not detach and app.backend is None:
                     await app.start(wf, id=handle.id)  # attach: the embedded worker runs it
+                elif not detach:  # nothing here executes it: say what does
+                    typer.echo(
+                        f"run {handle.id} started on {app.backend.url}; a Temporal worker"
+                        " executes it (keel worker MODULE --backend URL)",
+                        err=True,
+                    )
                 info = await handle.info() if detach else await handle.settle()
             except StoreError as exc:  # the run is recorded: say it was not failed
                 raise type(exc)(
