@@ -156,6 +156,8 @@ def test_bad_backend_urls_are_refused(env: dict[str, str]) -> None:
     assert done.returncode == 2 and "unknown option(s) queue" in done.stderr
     with pytest.raises(keel.ConfigError, match="is not a Temporal URL"):
         keel.App(backend="redis://localhost")
+    done = keel_cli("runs", "--backend", "temporal://127.0.0.1:1/default", env=env)
+    assert done.returncode == 2 and "cannot reach Temporal at 127.0.0.1:1" in done.stderr
     url = env["TEST_BACKEND"]
     done = keel_cli("worker", APP, "tests.apps.temporal_app", "--backend", url, env=env)
     assert done.returncode == 2 and "a Temporal worker hosts one App" in done.stderr
