@@ -393,7 +393,10 @@ class TemporalExecution:
     def phase(
         self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
     ) -> Phase:
-        not_yet("ctx.phase")
+        from keel.backends.temporal.phase import TemporalPhase
+
+        phase = TemporalPhase(self, ctx.current_scope(), ctx, name, check, retries, on_fail)
+        return phase  # type: ignore[return-value]  # the same protocol, Temporal's keys
 
 
 __all__ = ["FEATURES", "TemporalExecution", "not_yet"]
