@@ -105,7 +105,7 @@ async def uses_unregistered(ctx: keel.Context) -> int:
 
 
 async def uses_phase(ctx: keel.Context) -> Any:
-    async with ctx.phase("draft"):
+    async with ctx.phase("draft", on_fail="escalate"):
         return 1
 
 
@@ -117,14 +117,6 @@ async def takes_days(ctx: keel.Context) -> str:
     except keel.SignalTimeout as exc:
         return f"{(ctx.now() - began).days} days later: {exc.message}"
     return "approved"
-
-
-async def budgeted(n: int) -> int:
-    return n
-
-
-async def uses_budget(ctx: keel.Context) -> int:
-    return int(await ctx.call(budgeted, 1))
 
 
 async def escalating(n: int) -> int:
@@ -171,7 +163,6 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
     app = keel.App(store_url)
     app.tool(charge)
     app.tool(huge)
-    app.tool(retry=keel.Retry(budget=3))(budgeted)
     app.tool(fallback=keel.Fallback.human())(escalating)
     app.workflow(state=Cart)(shopping)
     for wf in (
@@ -182,7 +173,6 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
         uses_approval,
         takes_days,
         too_big,
-        uses_budget,
         uses_human,
     ):
         app.workflow(wf)
@@ -236,10 +226,13 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
     ("workflow", "error", "says"),
     [
         ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
-        ("uses_phase", "ConfigError", "ctx.phase is not supported on the Temporal backend yet"),
+        (
+            "uses_phase",
+            "ConfigError",
+            "ctx.phase(on_fail='escalate') (escalations) is not supported on the Temporal",
+        ),
         ("uses_llm", "ConfigError", "this app has no model configured"),
         ("uses_approval", "ConfigError", "ctx.approval is not supported on the Temporal backend"),
-        ("uses_budget", "ConfigError", "tool 'budgeted' with Retry(budget=...) (a per-run"),
         ("uses_human", "ConfigError", "tool 'escalating' with Fallback.human (escalations)"),
     ],
 )

@@ -80,6 +80,19 @@ async def pays(ctx: keel.Context, token: str) -> str:
     return str(await ctx.call(transfer, token, 500))
 
 
+async def wires(ctx: keel.Context, token: str) -> str:
+    """A user's own irreversible operation (an intent first, as for a tool)."""
+    from keel.engine.recovery import StepPolicy
+
+    async def effect() -> str:
+        effects[token] = effects.get(token, 0) + 1
+        return f"wired {effects[token]}"
+
+    policy = StepPolicy(irreversible=True)
+    out: str = await ctx.operation("wire", token).run(effect, str, policy)
+    return out
+
+
 class Draft(BaseModel):
     text: str = ""
     tries: int = 0
@@ -124,7 +137,7 @@ def build(store: str, **options: Any) -> keel.App:
         transfer
     )
     app.tool(write)
-    for wf in (kept_order, budgeted, local_feedback, pays):
+    for wf in (kept_order, budgeted, local_feedback, pays, wires):
         app.workflow(wf)
     app.workflow(state=Draft)(phased)
     app.workflow(state=Draft)(phase_fails)
@@ -144,6 +157,7 @@ TOOL_SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("local_feedback", {}, ("ok", "tides (attempt 2, after: 'tbd' is too short)")),
         Scenario("pays", {"token": "?"}, ("ok", "moved 500 (transfer#0)")),
+        Scenario("wires", {"token": "?"}, ("ok", "wired 1")),
         Scenario(
             "phased",
             {"topic": "tides"},

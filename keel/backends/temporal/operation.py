@@ -23,17 +23,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from keel.backends.temporal.activity import failure
+from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.journal import Scope
 from keel.engine.recovery import PLAIN, StepPolicy, typed_output
 from keel.engine.serde import from_json, revive, to_json, unannotated
-from keel.errors import ConfigError, KeelError, ValidationFailed, from_structured, structured
+from keel.errors import (
+    ConfigError,
+    KeelError,
+    OutcomeUnknown,
+    ValidationFailed,
+    from_structured,
+    structured,
+)
 from keel.policy.validation import run_checks
 from keel.store import Usage
 from keel.types import StepKind
@@ -151,8 +159,6 @@ class TemporalOperation:
             raise port.hard_stop
         ann = unannotated() if annotation is None else annotation
         pol = policy or PLAIN
-        if pol.irreversible or pol.reconcile is not None:
-            port.refuse(f"step {self.key!r} with irreversible= (intent and reconcile)")
         if pol.fallback is not None and pol.fallback.kind == "human":
             port.refuse(f"step {self.key!r} with Fallback.human (escalations)")
         if pol.retry.budget is not None:
@@ -238,22 +244,33 @@ def make_op_activity(app: App) -> Callable[..., Any]:
         pol, name = effect.policy, request["name"]
         token = CURRENT_STEP.set(StepInfo(run_id, key, info.attempt, ()))
         try:
-            value = await effect.fn()
-            if pol.validate:
-                value, messages = run_checks(value, pol.validate)
-                if messages:
-                    raise ValidationFailed(
-                        f"output of {name!r} failed validation: {'; '.join(messages)}",
-                        messages=messages,
-                    )
-            data = to_json(value, what=f"step {key!r}")
-            typed_output(name, value, data, effect.annotation)
+            if pol.irreversible:  # an intent first; an interrupted one is reconciled
+                entry = _entry(run_id, request, effect, info.attempt, None, None)
+                value = await once(app.store, entry, effect.fn, pol.reconcile, name)
+            else:
+                value = await effect.fn()
+            if isinstance(value, Recorded):  # an earlier attempt did it: never again
+                data = value.data
+            else:
+                if pol.validate:
+                    value, messages = run_checks(value, pol.validate)
+                    if messages:
+                        raise ValidationFailed(
+                            f"output of {name!r} failed validation: {'; '.join(messages)}",
+                            messages=messages,
+                        )
+                data = to_json(value, what=f"step {key!r}")
+                typed_output(name, value, data, effect.annotation)
         except Exception as exc:
             first = info.scheduled_time.timestamp()
-            fail = failure(name, pol.retry, request, info.attempt, first, exc)
-            if fail.non_retryable:  # its last attempt: the failure is its outcome
+            unknown = isinstance(exc, OutcomeUnknown)  # never re-run an unknown effect
+            fail = failure(name, pol.retry, request, info.attempt, first, exc, final=unknown)
+            if fail.non_retryable or pol.irreversible:
+                # its last attempt: the failure is its outcome; an irreversible step's
+                # failed attempt is written too, so the next one knows it ended
                 err = structured(exc, step=key, attempts=info.attempt)
-                await record(app.store, _entry(run_id, request, effect, info.attempt, None, err))
+                entry = _entry(run_id, request, effect, info.attempt, None, err)
+                await record(app.store, replace(entry, pending=not fail.non_retryable))
             raise fail from exc
         finally:
             CURRENT_STEP.reset(token)

@@ -140,6 +140,7 @@ class TemporalPhaseAttempt:
         if not self.last:
             if state is not None and self._snapshot is not None:
                 state.apply(self._snapshot)  # the next attempt starts where this one did
+            p.port.superseded(f"{p.key}/{self.number}/")
             return True
         failure = CheckpointFailed(
             f"phase {p.name!r} failed after {self.number + 1} attempt(s): {'; '.join(messages)}",

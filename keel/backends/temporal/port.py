@@ -141,6 +141,11 @@ class TemporalExecution:
     def degraded(self) -> list[str]:
         return list(self._degraded)
 
+    def superseded(self, prefix: str) -> None:
+        """A phase attempt under `prefix` failed its checkpoint and runs again: its
+        degraded steps are no longer the run's (as on Keel's engine)."""
+        self._degraded = [k for k in self._degraded if not k.startswith(prefix)]
+
     def snapshot(self) -> dict[str, Any]:
         """What the run holds now, for the `keel.state` query: its typed state (JSON),
         the steps that fell back to a default, the signals it waits for."""
