@@ -50,6 +50,18 @@ async def budgeted(ctx: keel.Context, token: str) -> list[Any]:
     return out
 
 
+async def budgeted_map(ctx: keel.Context, token: str) -> list[Any]:
+    """Three map items share the budget of two retries, whatever order they run in."""
+    tags = [f"{token}-{n}" for n in range(3)]
+
+    async def item(child: keel.Context, tag: str) -> int:
+        return int(await child.call(always_down, tag))
+
+    res = await ctx.map(item, tags, require=keel.BestEffort())
+    kinds = sorted(f.error.type for f in res.failed)
+    return [sum(_attempts.get(t, 0) for t in tags), kinds]
+
+
 async def local_draft(topic: str) -> str:
     step = keel.current_step()
     assert step is not None
@@ -137,7 +149,7 @@ def build(store: str, **options: Any) -> keel.App:
         transfer
     )
     app.tool(write)
-    for wf in (kept_order, budgeted, local_feedback, pays, wires):
+    for wf in (kept_order, budgeted, budgeted_map, local_feedback, pays, wires):
         app.workflow(wf)
     app.workflow(state=Draft)(phased)
     app.workflow(state=Draft)(phase_fails)
@@ -155,6 +167,7 @@ TOOL_SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "budgeted", {"token": "?"}, ("ok", [["BudgetExceeded", 3], ["BudgetExceeded", 1]])
         ),
+        Scenario("budgeted_map", {"token": "?"}, ("ok", [5, ["BudgetExceeded"] * 3])),
         Scenario("local_feedback", {}, ("ok", "tides (attempt 2, after: 'tbd' is too short)")),
         Scenario("pays", {"token": "?"}, ("ok", "moved 500 (transfer#0)")),
         Scenario("wires", {"token": "?"}, ("ok", "wired 1")),
