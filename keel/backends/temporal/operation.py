@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from keel.backends.temporal.activity import failure
 from keel.backends.temporal.mirror import Entry, record
+from keel.backends.temporal.model_calls import MODEL_ACTIVITY, portable
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.journal import Scope
 from keel.engine.recovery import PLAIN, StepPolicy, typed_output
@@ -169,16 +170,33 @@ class TemporalOperation:
             "pos": self.pos,
             "started": self.started_at,
         }
+        model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
+        remote = None if model_call is None else portable(model_call)
         try:
-            done = await workflow.execute_local_activity(
-                OP_ACTIVITY,
-                request,
-                start_to_close_timeout=_ATTEMPT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=pol.retry.attempts, initial_interval=timedelta(seconds=1)
-                ),
-                summary=self.key,
-            )
+            if remote is not None:  # a model call: an activity on any worker (model_calls)
+                done = await workflow.execute_activity(
+                    MODEL_ACTIVITY,
+                    {**request, "llm": remote},
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
+            else:
+                done = await workflow.execute_local_activity(
+                    OP_ACTIVITY,
+                    request,
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    # Keel's policy ends it (activity.failure); the spare attempts are for
+                    # an effect scheduled just before its workflow left the cache
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts + 3,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
         except (ActivityError, ApplicationError) as exc:
             found = keel_error(exc)
             if found is None:
