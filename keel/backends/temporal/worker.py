@@ -179,6 +179,7 @@ async def start_run(
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     from keel.backends.temporal.mirror import open_run
+    from keel.backends.temporal.tracing import in_run_trace
 
     _encodes(app, client)
     wf = app.registry.workflow(workflow)
@@ -199,15 +200,16 @@ async def start_run(
     # Keel's store first (what keel runs / show / the console read), then Temporal
     opened = await open_run(app.store, rid, wf.name, data, tenant=tenant, session=session or rid)
     try:
-        await client.start_workflow(
-            wf.name,
-            from_json(data),
-            id=rid,
-            task_queue=task_queue,
-            # a finished run's id is never reused: starting it again is that run
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
-        )
+        with in_run_trace(client, rid):
+            await client.start_workflow(
+                wf.name,
+                from_json(data),
+                id=rid,
+                task_queue=task_queue,
+                # a finished run's id is never reused: starting it again is that run
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
+            )
     except WorkflowAlreadyStartedError:
         await _started(app, client, rid, wf.name, data, session)
     except BaseException as exc:
@@ -350,7 +352,12 @@ async def _ended(app: App, info: RunInfo) -> None:
     data = None
     if info.status is RunStatus.SUCCEEDED:
         data = to_json(info.result, what=f"the result of run {info.id!r}")
-    await end_run(app.store, info, data)
+    if await end_run(app.store, info, data):
+        from keel.backends.temporal.tracing import export_ended
+
+        stored = await app.store.get_run(info.id)
+        if stored is not None:
+            await export_ended(app, stored)
 
 
 async def cancel(client: Client, run_id: str) -> None:
