@@ -222,7 +222,14 @@ class TemporalOperation:
         raise raised from None
 
     async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
-        self._execution.refuse(f"step {self.key!r} (a step that waits between begin and finish)")
+        """Nothing to write: what follows (a wait, a finish) is in Temporal's history."""
+        if review is not None:
+            self._execution.refuse(f"step {self.key!r} opening a review (approvals)")
+        return True
+
+    async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
+        """Wait for `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
+        return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
 
     def entry(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
@@ -230,8 +237,6 @@ class TemporalOperation:
     async def commit(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
 
-    async def wait(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._execution.refuse(f"step {self.key!r} waiting for a decision")
 
 
 def make_op_activity(app: App) -> Callable[..., Any]:

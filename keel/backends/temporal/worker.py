@@ -346,18 +346,13 @@ async def result(app: App, client: Client, run_id: str) -> Any:
 
 async def _ended(app: App, info: RunInfo) -> None:
     """Keel's store learns the end of a run Temporal executed (idempotent)."""
-    from keel.backends.temporal.mirror import end_run
+    from keel.backends.temporal.ended import record_end
     from keel.engine.serde import to_json
 
     data = None
     if info.status is RunStatus.SUCCEEDED:
         data = to_json(info.result, what=f"the result of run {info.id!r}")
-    if await end_run(app.store, info, data):
-        from keel.backends.temporal.tracing import export_ended
-
-        stored = await app.store.get_run(info.id)
-        if stored is not None:
-            await export_ended(app, stored)
+    await record_end(app, info, data)
 
 
 async def cancel(client: Client, run_id: str) -> None:
