@@ -59,8 +59,8 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     try:
         assert doomed.stdout is not None
         assert doomed.stdout.readline().startswith("serving pipeline on temporal://")
-        client = await connect(backend)
         app = temporal_app.app
+        client = await connect(backend, app=app)
         rid = await start(app, client, backend, "pipeline", {"name": "job"})
         log = tmp_path / "exec.log"
         await _until(lambda: len(_executions(log)) == 1, "the first step in the doomed worker")
@@ -109,8 +109,8 @@ async def test_the_worker_entry_stops_cleanly_on_sigterm(
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline().startswith("serving pipeline on")
-        client = await connect(backend)
         app = temporal_app.app
+        client = await connect(backend, app=app)
         rid = await start(app, client, backend, "pipeline", {"name": "e"})
         await send(client, rid, "go")
         out = await asyncio.wait_for(result(app, client, rid), WAIT)

@@ -1,0 +1,120 @@
+"""The claim check on a real Temporal dev server: payloads over Temporal's 2 MB limit
+(run input, tool arguments and outputs, signals, the workflow's result) go to Keel's
+store; the history holds only small references, encrypted when the App encrypts, and
+replays from them. A reference whose blob is gone fails with what happened and why."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from typing import Any
+
+import pytest
+
+import keel
+from keel.backends.temporal import Backend, connect, replayer, result, serve, signal, start
+from keel.backends.temporal.claims import CLAIM_THRESHOLD, ENCODING
+from keel.codec import AESGCMCodec
+from keel.store import open_store
+from tests.limits import WAIT
+from tests.test_temporal_backend import _payloads
+
+MB3 = 3 * 1024 * 1024
+
+
+async def produce(n: int, tag: str) -> str:
+    return tag * n
+
+
+async def measure(text: str) -> int:
+    return len(text)
+
+
+async def big(ctx: keel.Context, seed: str) -> dict[str, Any]:
+    text = await ctx.call(produce, MB3, "s")  # a ~3 MB tool output
+    size = await ctx.call(measure, text + seed)  # a ~6 MB tool argument
+    note = await ctx.wait_for("note", timeout=3600)  # a ~3 MB signal
+    return {"size": size, "note": len(note["text"]), "echo": text}  # a ~3 MB result
+
+
+def _app(store_url: str, codec: Any = None) -> keel.App:
+    app = keel.App(store_url, codec=codec)
+    app.tool(produce)
+    app.tool(measure)
+    app.workflow(big)
+    return app
+
+
+async def _run(app: keel.App, address: str) -> tuple[Backend, str, Any]:
+    """Run `big` to its end on a worker that replays every task; its id and history."""
+    backend = Backend(address=address, task_queue=f"claim-{uuid.uuid4().hex[:8]}")
+    client = await connect(backend, app=app)
+    async with serve(app, client, backend, max_cached_workflows=0):
+        rid = await start(app, client, backend, "big", {"seed": "secret-" * (MB3 // 7)})
+        await signal(client, rid, "note", {"text": "secret-note " * (MB3 // 12)})
+        out = await asyncio.wait_for(result(app, client, rid), WAIT)
+    assert out == {"size": 2 * MB3 - MB3 % 7, "note": MB3 - MB3 % 12, "echo": "s" * MB3}
+    raw = await connect(backend)  # no codec: the history as Temporal holds it
+    return backend, rid, await raw.get_workflow_handle(rid).fetch_history()
+
+
+async def test_large_payloads_travel_as_references(temporal_address: str, store_url: str) -> None:
+    app = _app(store_url)
+    _, rid, history = await _run(app, temporal_address)
+    payloads = [p for e in history.events for p in _payloads(e)]
+    assert max(p.ByteSize() for p in payloads) <= CLAIM_THRESHOLD
+    claims = [p for p in payloads if p.metadata["encoding"] == ENCODING]
+    assert len(claims) >= 5  # input, tool output, tool argument, signal, result
+    assert all(f"claim:{rid}:".encode() in p.data for p in claims)  # tied to the run
+    await replayer(app).replay_workflow(history)  # replays from the references
+    await app.close()
+
+
+async def test_an_encrypting_app_keeps_claims_encrypted_and_replays_them(
+    temporal_address: str, store_url: str
+) -> None:
+    codec = AESGCMCodec([os.urandom(32)])
+    app = _app(store_url, codec)
+    _, rid, history = await _run(app, temporal_address)
+    payloads = [p for e in history.events for p in _payloads(e)]
+    assert max(p.ByteSize() for p in payloads) <= CLAIM_THRESHOLD
+    assert not any(b"secret" in p.data or b"claim:" in p.data for p in payloads)
+    await replayer(app).replay_workflow(history)
+    clear = open_store(store_url)  # the same store, without the key
+    try:
+        keys = [k for k in await _claim_keys(app, payloads)]
+        assert len(keys) >= 5
+        for key in keys:
+            with pytest.raises(keel.KeelError, match="encrypted"):
+                await clear.load_blob(key)  # sealed at rest: never stored in clear
+    finally:
+        await clear.close()
+    await app.close()
+
+
+async def _claim_keys(app: keel.App, payloads: list[Any]) -> list[str]:
+    """The blob keys of the (encrypted) claim references in `payloads`."""
+    import json
+
+    from keel.backends.temporal.codec import temporal_codec
+
+    assert app.codec is not None
+    opened = await temporal_codec(app.codec).decode(payloads)
+    return [json.loads(p.data)["key"] for p in opened if p.metadata["encoding"] == ENCODING]
+
+
+async def test_a_missing_blob_says_which_and_why(
+    temporal_address: str, store_url: str, tmp_path: Any
+) -> None:
+    app = _app(store_url)
+    backend, rid, _ = await _run(app, temporal_address)
+    elsewhere = _app(f"sqlite:///{tmp_path}/another.db")  # a store without the claims
+    client = await connect(backend, app=elsewhere)
+    with pytest.raises(keel.PayloadUnreadable) as caught:
+        await result(elsewhere, client, rid)
+    message = caught.value.message
+    assert f"(claim claim:{rid}:" in message and "is not in Keel's store" in message
+    assert "purged by retention" in message and "another store" in message
+    await elsewhere.close()
+    await app.close()
