@@ -6,6 +6,7 @@ replays from them. A reference whose blob is gone fails with what happened and w
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from typing import Any
@@ -76,14 +77,14 @@ async def test_an_encrypting_app_keeps_claims_encrypted_and_replays_them(
 ) -> None:
     codec = AESGCMCodec([os.urandom(32)])
     app = _app(store_url, codec)
-    _, rid, history = await _run(app, temporal_address)
+    _, _, history = await _run(app, temporal_address)
     payloads = [p for e in history.events for p in _payloads(e)]
     assert max(p.ByteSize() for p in payloads) <= CLAIM_THRESHOLD
     assert not any(b"secret" in p.data or b"claim:" in p.data for p in payloads)
     await replayer(app).replay_workflow(history)
     clear = open_store(store_url)  # the same store, without the key
     try:
-        keys = [k for k in await _claim_keys(app, payloads)]
+        keys = await _claim_keys(app, payloads)
         assert len(keys) >= 5
         for key in keys:
             with pytest.raises(keel.KeelError, match="encrypted"):
@@ -95,8 +96,6 @@ async def test_an_encrypting_app_keeps_claims_encrypted_and_replays_them(
 
 async def _claim_keys(app: keel.App, payloads: list[Any]) -> list[str]:
     """The blob keys of the (encrypted) claim references in `payloads`."""
-    import json
-
     from keel.backends.temporal.codec import temporal_codec
 
     assert app.codec is not None
@@ -118,3 +117,40 @@ async def test_a_missing_blob_says_which_and_why(
     assert "purged by retention" in message and "another store" in message
     await elsewhere.close()
     await app.close()
+
+
+async def test_encoding_is_idempotent_and_a_changed_blob_or_bad_reference_is_refused(
+    tmp_path: Any,
+) -> None:
+    """Without a server: the codec as the SDK calls it, on real stores."""
+    from temporalio.api.common.v1 import Payload
+    from temporalio.converter import WorkflowSerializationContext
+
+    from keel.backends.temporal.claims import claim_codec
+
+    store, other = (
+        open_store(f"sqlite:///{tmp_path}/a.db"),
+        open_store(f"sqlite:///{tmp_path}/b.db"),
+    )
+    try:
+        base = claim_codec(lambda: store, None, threshold=100)
+        codec = base.with_context(
+            WorkflowSerializationContext(namespace="default", workflow_id="r1")
+        )
+        payload = Payload(metadata={"encoding": b"json/plain"}, data=b'"' + b"x" * 500 + b'"')
+        small = Payload(metadata={"encoding": b"json/plain"}, data=b'"x"')
+        first = await codec.encode([payload, small])
+        again = await codec.encode([payload])  # a replaying worker encodes it again
+        assert first[0] == again[0] and first[1] == small  # the same reference; small stays
+        assert b"claim:r1:" in first[0].data and first[0].ByteSize() < 300
+        assert await codec.decode(first) == [payload, small]
+        key = json.loads(first[0].data)["key"]
+        await other.save_blob(key, b"changed")  # the same key, other bytes
+        with pytest.raises(keel.PayloadUnreadable, match="does not match its SHA-256"):
+            await claim_codec(lambda: other).decode(first)
+        bad = Payload(metadata={"encoding": ENCODING}, data=b"nonsense")
+        with pytest.raises(keel.PayloadUnreadable, match=r"claim reference .* is malformed"):
+            await codec.decode([bad])
+    finally:
+        await store.close()
+        await other.close()
