@@ -154,3 +154,22 @@ async def test_encoding_is_idempotent_and_a_changed_blob_or_bad_reference_is_ref
     finally:
         await store.close()
         await other.close()
+
+
+async def test_a_client_without_the_claim_check_or_a_bad_threshold_is_refused(
+    temporal_address: str, store_url: str
+) -> None:
+    app = _app(store_url)
+    backend = Backend(address=temporal_address, task_queue=f"claim-{uuid.uuid4().hex[:8]}")
+    plain = await connect(backend)
+    with pytest.raises(keel.ConfigError, match=r"no claim check.*connect\(backend, app=app\)"):
+        async with serve(app, plain, backend):
+            pass
+    with pytest.raises(keel.ConfigError, match="no claim check"):
+        await start(app, plain, backend, "big", {"seed": "s"})
+    for bad, says in ((-1, "give 0 to 1048576 bytes"), (4 << 20, "give 0 to"), ("1", "bytes")):
+        with pytest.raises(keel.ConfigError, match=says):
+            await connect(backend, app=app, claim_threshold=bad)  # type: ignore[arg-type]
+    with pytest.raises(keel.ConfigError, match="the codec differs from the App's"):
+        await connect(backend, app=app, codec=AESGCMCodec([os.urandom(32)]))
+    await app.close()

@@ -36,6 +36,9 @@ _STATUS = {
     "CONTINUED_AS_NEW": RunStatus.RUNNING,
 }
 
+# The largest claim threshold `connect` takes: 1 MiB, half of Temporal's payload limit.
+_MAX_THRESHOLD = 1024 * 1024
+
 if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.worker import Replayer
@@ -68,6 +71,14 @@ async def connect(
         raise ConfigError(
             "connect(backend, app=app, codec=...): the codec differs from the App's; pass "
             "only app=app (its codec is used)"
+        )
+    if isinstance(claim_threshold, bool) or not isinstance(claim_threshold, int):
+        raise ConfigError(f"connect(claim_threshold=...) takes bytes, got {claim_threshold!r}")
+    if not 0 <= claim_threshold <= _MAX_THRESHOLD:
+        raise ConfigError(
+            f"connect(claim_threshold={claim_threshold}): give 0 to {_MAX_THRESHOLD} bytes; "
+            "a payload over Temporal's 2 MB limit must be claimed, and a threshold near it "
+            f"leaves no room for several in one workflow task (the default is {CLAIM_THRESHOLD})"
         )
     store = None if app is None else (lambda: app.store)
     converter = _converter(codec if app is None else app.codec, store, claim_threshold)
