@@ -51,6 +51,18 @@ def _caller_locals() -> dict[str, Any] | None:
     return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
 
 
+def _backend(given: Any) -> Any:
+    """The Backend runs execute on: `given` (a Backend or its URL), else KEEL_BACKEND;
+    None is Keel's own engine."""
+    import os
+
+    if given is None and not os.environ.get("KEEL_BACKEND", "").strip():
+        return None
+    from keel.backends.temporal.config import resolve
+
+    return resolve(given)
+
+
 def _is_redactor(value: Any) -> bool:
     from keel.observe.redact import Redactor
 
@@ -80,6 +92,7 @@ class App:
         codec: PayloadCodec | None = None,
         embedder: Embedder | None = None,
         session_store: Any = None,
+        backend: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -123,6 +136,9 @@ class App:
         # keel.toml's [keel.reviewers] applies too, so the CLI enforces the same groups.
         groups = reviewers if reviewers is not None else (config.section("reviewers") or {})
         self.reviewers: dict[str, set[str]] = {q: set(v) for q, v in groups.items()}
+        # Where runs execute: None is Keel's own engine; a keel.backends.temporal.Backend
+        # (or its temporal:// URL, or KEEL_BACKEND) is Temporal (docs/temporal.md).
+        self.backend = _backend(backend)
 
     # -- registration ---------------------------------------------------------------
 

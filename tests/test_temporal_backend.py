@@ -162,6 +162,10 @@ async def uses_llm(ctx: keel.Context) -> Any:
     return await ctx.llm.text("hi")
 
 
+async def uses_approval(ctx: keel.Context) -> Any:
+    return await ctx.approval("refund 5 EUR")
+
+
 @pytest.fixture
 async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
     app = keel.App(store_url)
@@ -175,6 +179,7 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
         uses_unregistered,
         uses_phase,
         uses_llm,
+        uses_approval,
         takes_days,
         too_big,
         uses_budget,
@@ -232,7 +237,8 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
     [
         ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
         ("uses_phase", "ConfigError", "ctx.phase is not supported on the Temporal backend yet"),
-        ("uses_llm", "ConfigError", "ctx.llm is not supported on the Temporal backend yet"),
+        ("uses_llm", "ConfigError", "this app has no model configured"),
+        ("uses_approval", "ConfigError", "ctx.approval is not supported on the Temporal backend"),
         ("uses_budget", "ConfigError", "tool 'budgeted' with Retry(budget=...) (a per-run"),
         ("uses_human", "ConfigError", "tool 'escalating' with Fallback.human (escalations)"),
     ],

@@ -18,6 +18,7 @@ from keel.backends.temporal import Backend, connect, replayer, result, serve, si
 from keel.backends.temporal.claims import CLAIM_THRESHOLD, ENCODING
 from keel.codec import AESGCMCodec
 from keel.store import open_store
+from keel.store.records import PurgeScope
 from tests.limits import WAIT
 from tests.test_temporal_backend import _payloads
 
@@ -69,6 +70,12 @@ async def test_large_payloads_travel_as_references(temporal_address: str, store_
     assert len(claims) >= 5  # input, tool output, tool argument, signal, result
     assert all(f"claim:{rid}:".encode() in p.data for p in claims)  # tied to the run
     await replayer(app).replay_workflow(history)  # replays from the references
+    keys = [json.loads(p.data)["key"] for p in claims]
+    store = app.store  # retention: the run's claims go with it
+    purged = await store.purge_runs(PurgeScope(ended_before=await store.now() + 60))
+    assert purged.runs == 1 and purged.blobs == len(set(keys))
+    with pytest.raises(keel.RunNotFound):
+        await store.load_blob(keys[0])
     await app.close()
 
 

@@ -31,7 +31,9 @@ async def _serve(app: App, backend: Backend, cached: int) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with serve(app, client, backend, max_cached_workflows=cached):
-        names = ", ".join(sorted(app.registry.workflows)) or "no workflows"
+        # the user's workflows (every worker also hosts Keel's own, keel.memory.extract)
+        names = ", ".join(sorted(n for n in app.registry.workflows if not n.startswith("keel.")))
+        names = names or "no workflows"
         print(f"serving {names} on {backend.url}", flush=True)
         await stop.wait()
 

@@ -19,9 +19,9 @@ import asyncio
 import inspect
 import time
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.recovery import typed_output
@@ -31,6 +31,13 @@ from keel.errors import CircuitOpen, ConfigError, SerializationError, Validation
 from keel.policy.breaker import BreakerState
 from keel.policy.retry import NO_RETRY
 from keel.policy.validation import run_checks
+from keel.types import StepKind, StructuredError
+
+if TYPE_CHECKING:
+    from temporalio.exceptions import ApplicationError
+
+    from keel.app import App
+    from keel.policy.retry import Retry
 
 ACTIVITY = "keel.call"
 # Payloads over Temporal's 2 MB limit are kept in Keel's store (the claim check,
@@ -85,11 +92,13 @@ def call_args(tool: ToolDef, named: Any) -> tuple[tuple[Any, ...], dict[str, Any
     return bound.args, bound.kwargs
 
 
-def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
-    """The `keel.call` activity over an App's registered tools."""
+def make_activity(app: App) -> Callable[..., Any]:
+    """The `keel.call` activity over an App's registered tools; each call's outcome is
+    also written to the App's store (keel.backends.temporal.mirror)."""
     from temporalio import activity
     from temporalio.exceptions import ApplicationError
 
+    tools = app.registry.tools
     breakers: dict[str, BreakerState] = {}  # one per tool in this worker process, as Keel's
 
     @activity.defn(name=ACTIVITY)
@@ -115,7 +124,9 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 f"next probe in {breaker.retry_in():.1f}s",
                 tool=name,
             )
-            raise _failure(tool, request, info.attempt - 1, 0.0, shut, final=True)
+            fail = failure(name, tool.retry, request, info.attempt - 1, 0.0, shut, final=True)
+            await _record(app, request, info, None, fail)
+            raise fail
         probe = breaker is not None and breaker.probing
         step = StepInfo(info.workflow_id or "", key, info.attempt, _feedback(info))
         token = CURRENT_STEP.set(step)  # keel.current_step(): idempotency key, feedback
@@ -145,11 +156,14 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 # local activity has no heartbeats: its attempts get no feedback yet)
                 activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
             first = info.scheduled_time.timestamp()
-            raise _failure(tool, request, info.attempt, first, exc) from exc
+            fail = failure(name, tool.retry, request, info.attempt, first, exc)
+            await _record(app, request, info, None, fail)
+            raise fail from exc
         finally:
             CURRENT_STEP.reset(token)
         if breaker is not None:
             breaker.success()
+        await _record(app, request, info, data, None)
         return {
             "key": key,
             "digest": request["digest"],
@@ -158,6 +172,37 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
         }
 
     return keel_call
+
+
+async def _record(
+    app: App, request: dict[str, Any], info: Any, data: bytes | None, fail: Any
+) -> None:
+    """Write the call's outcome to Keel's store: a success, or a failure that is final
+    (a retried attempt is not an outcome yet)."""
+    from keel.backends.temporal.mirror import Entry, record
+
+    if fail is not None and not fail.non_retryable:
+        return
+    if "scope" not in request:  # scheduled by a worker from before the store was written
+        return
+    tool = app.registry.tools.get(request["tool"])
+    err = None if fail is None else StructuredError.model_validate(fail.details[0])
+    entry = Entry(
+        run_id=info.workflow_id or "",
+        key=request["key"],
+        scope=request["scope"],
+        position=request["pos"],
+        kind=StepKind.TOOL,
+        name=request["tool"],
+        digest=request["digest"],
+        started=float(request.get("started") or info.scheduled_time.timestamp()),
+        attempts=max(info.attempt, 1),
+        data=data,
+        error=err,
+        input=request["args"],
+        fallback=None if err is None or tool is None or not tool.fallback else tool.fallback.kind,
+    )
+    await record(app.store, entry)
 
 
 def _feedback(info: Any) -> tuple[str, ...]:
@@ -177,22 +222,23 @@ def _breaker(breakers: dict[str, BreakerState], tool: ToolDef) -> BreakerState |
     return state
 
 
-def _failure(
-    tool: ToolDef,
+def failure(
+    name: str,
+    retry: Retry | None,
     request: dict[str, Any],
     attempt: int,
     first: float,
     exc: Exception,
     *,
     final: bool = False,
-) -> Exception:
+) -> ApplicationError:
     """The ApplicationError that tells Temporal whether and when to try again. Its
     details: Keel's structured error, then the step it was (key and digest: replay
     checks a failed step's arguments too)."""
     from temporalio.exceptions import ApplicationError
 
     key = request["key"]
-    retry = tool.retry or NO_RETRY
+    retry = retry or NO_RETRY
     err = structured(exc, step=key, attempts=attempt)
     delay: float | None = None
     retryable = not final and not isinstance(exc, SerializationError) and attempt < retry.attempts
@@ -206,7 +252,7 @@ def _failure(
             err = err.model_copy(update={"message": f"{err.message} ({gave_up})"})
             err.data["gave_up"] = gave_up
             delay = None
-    err.data.setdefault("tool", tool.name)
+    err.data.setdefault("tool", name)
     return ApplicationError(
         err.message,
         err.model_dump(mode="json"),
@@ -224,5 +270,6 @@ __all__ = [
     "attempt_timeout",
     "call_args",
     "check_size",
+    "failure",
     "make_activity",
 ]

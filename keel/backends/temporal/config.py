@@ -86,4 +86,18 @@ def from_env() -> Backend | None:
     return Backend.from_url(url) if url else None
 
 
-__all__ = ["Backend", "from_env"]
+def resolve(given: Backend | str | None) -> Backend | None:
+    """`App(backend=...)`: a Backend, its `temporal://` URL, or None for `KEEL_BACKEND`."""
+    if given is None:
+        return from_env()
+    if isinstance(given, Backend):
+        return given
+    if isinstance(given, str):
+        return Backend.from_url(given)
+    raise ConfigError(
+        f"App(backend=...) takes a keel.backends.temporal.Backend or a temporal:// URL, "
+        f"not {type(given).__name__}"
+    )
+
+
+__all__ = ["Backend", "from_env", "resolve"]

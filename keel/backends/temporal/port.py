@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from keel.engine.recovery import StepPolicy
     from keel.engine.registry import ToolDef
     from keel.policy.completion import CompletionPolicy
+    from keel.policy.fallback import Fallback
     from keel.types import MapResult
 
 _NOT_YET = "is not supported on the Temporal backend yet (docs/temporal.md lists what is)"
@@ -72,7 +73,7 @@ FEATURES = Features(
 )
 
 
-def _keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
+def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
     """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
     the step (key, digest) it was scheduled as."""
     from temporalio.exceptions import ApplicationError
@@ -101,9 +102,11 @@ class TemporalExecution:
         tools: Mapping[str, ToolDef],
         signals: dict[str, list[Any]],
         root: Scope,
+        features: Features = FEATURES,
     ) -> None:
         self._run = run
         self._tools = tools
+        self._features = features
         self._signals = signals  # name -> payloads not yet taken, filled by the handler
         self.root = root
         self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
@@ -116,7 +119,11 @@ class TemporalExecution:
 
     @property
     def features(self) -> Features:
-        return FEATURES
+        return self._features
+
+    def refuse(self, what: str) -> NoReturn:
+        """Refuse a feature this backend does not carry yet, naming it."""
+        not_yet(what)
 
     @property
     def tools(self) -> Mapping[str, ToolDef]:
@@ -155,7 +162,13 @@ class TemporalExecution:
         key_name: str | None = None,
         shown_input: Any = None,
     ) -> Operation:
-        not_yet(f"ctx.operation({name!r})")
+        from keel.backends.temporal.operation import TemporalOperation
+
+        if self.hard_stop is not None:
+            raise self.hard_stop
+        key, pos = scope.next(key_name or name)
+        op = TemporalOperation(self, scope, kind, name, digest, key, pos)
+        return op  # type: ignore[return-value]  # the same protocol, Temporal's journal
 
     async def step(
         self,
@@ -214,7 +227,15 @@ class TemporalExecution:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")
         check_size(args, f"the arguments of step {key!r}")
-        request = {"tool": name, "key": key, "digest": digest, "args": from_json(args)}
+        request = {
+            "tool": name,
+            "key": key,
+            "digest": digest,
+            "args": from_json(args),
+            "scope": scope.path,
+            "pos": pos,
+            "started": workflow.now().timestamp(),
+        }
         retry = tool.retry
         attempts = retry.attempts if retry is not None else 1
         policy = RetryPolicy(
@@ -244,25 +265,27 @@ class TemporalExecution:
         except (ActivityError, ApplicationError) as exc:
             # an activity's failure arrives as ActivityError(cause=ApplicationError); a
             # local activity's as the ApplicationError (its cause chain) itself
-            found = _keel_error(exc)
+            found = keel_error(exc)
             if found is None:
                 raise  # a timeout or cancellation Temporal decided: its own error
             err, was = found
-            self._check(scope, pos, key, digest, was.get("key", key), was.get("digest", digest))
-            return self._fall_back(tool, key, err, annotation)
-        self._check(scope, pos, key, digest, done["key"], done["digest"])
+            self.check(scope, pos, key, digest, was, StepKind.TOOL)
+            return self.fall_back(tool.fallback, key, err, annotation)
+        self.check(scope, pos, key, digest, done, StepKind.TOOL)
         return revive(done["output"], annotation if annotation is not None else unannotated())
 
-    def _check(
-        self, scope: Scope, pos: int, key: str, digest: str, was_key: str, was_digest: str
+    def check(
+        self, scope: Scope, pos: int, key: str, digest: str, was: dict[str, Any], kind: StepKind
     ) -> None:
-        """Keel's journal check of this step against the one history recorded here."""
+        """Keel's journal check of this step against the one history recorded here
+        (`was`: the key and digest the recorded step was scheduled with)."""
+        was_key, was_digest = was.get("key", key), was.get("digest", digest)
         recorded = StepRecord(
             run_id=self._run.id,
             key=was_key,
             scope=scope.path,
             position=pos,
-            kind=StepKind.TOOL,
+            kind=kind,
             name=was_key.rsplit("#", 1)[0],
             digest=was_digest,
             status=StepStatus.OK,
@@ -274,9 +297,10 @@ class TemporalExecution:
             self.hard_stop = exc
             raise
 
-    def _fall_back(self, tool: ToolDef, key: str, err: StructuredError, annotation: Any) -> Any:
-        """The tool failed for good: its fallback decides, as on Keel's engine."""
-        fb = tool.fallback
+    def fall_back(
+        self, fb: Fallback | None, key: str, err: StructuredError, annotation: Any
+    ) -> Any:
+        """The step failed for good: its fallback decides, as on Keel's engine."""
         if fb is None or err.type in ("SerializationError", "ConfigError"):
             raise from_structured(err)
         if fb.kind == "degrade":

@@ -108,14 +108,20 @@ async def serve(
     from temporalio.worker import Worker
 
     from keel.backends.temporal.activity import make_activity
+    from keel.backends.temporal.features import features_for
+    from keel.backends.temporal.model_calls import make_model_activity
+    from keel.backends.temporal.operation import make_op_activity
     from keel.backends.temporal.workflow import workflow_class
+    from keel.features import _register_extraction
 
     _encodes(app, client)
+    _register_extraction(app)  # every worker hosts ctx.memory.extract's workflow
+    features = features_for(app, client, backend.task_queue)
     worker = Worker(
         client,
         task_queue=backend.task_queue,
-        workflows=[workflow_class(app)],
-        activities=[make_activity(app.registry.tools)],
+        workflows=[workflow_class(app, features)],
+        activities=[make_activity(app), make_op_activity(app), make_model_activity(app)],
         max_cached_workflows=max_cached_workflows,
     )
     async with worker:
@@ -183,8 +189,34 @@ async def start(
     Example:
         run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
     """
+    return await start_run(
+        app,
+        client,
+        backend.task_queue,
+        workflow,
+        input,
+        run_id=run_id,
+        tenant=tenant,
+        session=session,
+    )
+
+
+async def start_run(
+    app: App,
+    client: Client,
+    task_queue: str,
+    workflow: str,
+    input: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    tenant: str | None = None,
+    session: str | None = None,
+) -> str:
+    """`start` on the task queue `task_queue` (what a workflow's own starts use)."""
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from keel.backends.temporal.mirror import open_run
 
     _encodes(app, client)
     wf = app.registry.workflow(workflow)
@@ -202,19 +234,42 @@ async def start(
     if attach and await _started(app, client, rid, wf.name, None, session):
         return rid  # attach: the first start's input stands
     data = input_json(wf, input)  # bad input: refused here, nothing started
+    # Keel's store first (what keel runs / show / the console read), then Temporal
+    opened = await open_run(app.store, rid, wf.name, data, tenant=tenant, session=session or rid)
     try:
         await client.start_workflow(
             wf.name,
             from_json(data),
             id=rid,
-            task_queue=backend.task_queue,
+            task_queue=task_queue,
             # a finished run's id is never reused: starting it again is that run
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
         )
     except WorkflowAlreadyStartedError:
         await _started(app, client, rid, wf.name, data, session)
+    except BaseException as exc:
+        if opened:  # Temporal never took it: the row must not say it runs
+            await _never_started(app, rid, wf.name, exc)
+        raise
     return rid
+
+
+async def _never_started(app: App, rid: str, workflow: str, exc: BaseException) -> None:
+    from keel.backends.temporal.mirror import end_run
+
+    now = time.time()
+    err = structured(KeelError(f"not started on Temporal: {exc}"))
+    info = RunInfo(
+        id=rid,
+        workflow=workflow,
+        status=RunStatus.FAILED,
+        input={},
+        created_at=now,
+        updated_at=now,
+        error=err,
+    )
+    await end_run(app.store, info, None)
 
 
 def _encodes(app: App, client: Client) -> None:
@@ -331,7 +386,19 @@ async def result(app: App, client: Client, run_id: str) -> Any:
             info.error = structured(KeelError(f"terminated on Temporal: {cause.message}"))
         else:
             info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
+    await _ended(app, info)
     return outcome(app, info)
+
+
+async def _ended(app: App, info: RunInfo) -> None:
+    """Keel's store learns the end of a run Temporal executed (idempotent)."""
+    from keel.backends.temporal.mirror import end_run
+    from keel.engine.serde import to_json
+
+    data = None
+    if info.status is RunStatus.SUCCEEDED:
+        data = to_json(info.result, what=f"the result of run {info.id!r}")
+    await end_run(app.store, info, data)
 
 
 async def cancel(client: Client, run_id: str) -> None:
@@ -344,4 +411,4 @@ async def cancel(client: Client, run_id: str) -> None:
     await client.get_workflow_handle(run_id).cancel()
 
 
-__all__ = ["cancel", "connect", "replayer", "result", "serve", "signal", "start"]
+__all__ = ["cancel", "connect", "replayer", "result", "serve", "signal", "start", "start_run"]

@@ -30,11 +30,12 @@ from keel.types import RunInfo, RunStatus
 
 if TYPE_CHECKING:
     from keel.app import App
+    from keel.engine.plugins import Features
 
 STATE_QUERY = "keel.state"  # a Temporal query: the run's state, degraded steps, waits
 
 
-def workflow_class(app: App) -> type:
+def workflow_class(app: App, features: Features | None = None) -> type:
     """The dynamic Temporal workflow class that runs `app`'s Keel workflows.
 
     It runs `app.registry.workflow(<its workflow type>)` with a Temporal Context. Built
@@ -47,6 +48,10 @@ def workflow_class(app: App) -> type:
     deterministic is Keel's rule that every effect goes through `ctx`, checked on
     replay by Keel's step keys and digests and Temporal's command checks.
     """
+    if features is None:
+        from keel.backends.temporal.features import features_for
+
+        features = features_for(app)
 
     # `self` unannotated: temporalio reads handler signatures and counts an annotated one
     def __init__(self) -> None:  # type: ignore[no-untyped-def]
@@ -59,7 +64,7 @@ def workflow_class(app: App) -> type:
         self.signals.setdefault(name, []).append(payload)
 
     async def run(self, args: Sequence[RawValue]) -> Any:  # type: ignore[no-untyped-def]
-        return await _run(app, self.signals, args, self.live)
+        return await _run(app, features, self.signals, args, self.live)
 
     def state(self) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         port = self.live.get("port")
@@ -84,7 +89,11 @@ def workflow_class(app: App) -> type:
 
 
 async def _run(
-    app: App, signals: dict[str, list[Any]], args: Sequence[RawValue], live: dict[str, Any]
+    app: App,
+    features: Features,
+    signals: dict[str, list[Any]],
+    args: Sequence[RawValue],
+    live: dict[str, Any],
 ) -> Any:
     info = workflow.info()
     wf = app.registry.workflow(info.workflow_type)
@@ -102,7 +111,7 @@ async def _run(
         session=memo.get(MEMO_SESSION) or info.workflow_id,
     )
     state = StateTracker(wf.state) if wf.state is not None else None
-    port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
+    port = TemporalExecution(run, app.registry.tools, signals, Scope("", state), features)
     live["port"] = port
     try:
         kwargs = wf.kwargs(run.input)
