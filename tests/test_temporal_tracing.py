@@ -42,7 +42,7 @@ async def test_temporal_spans_join_keel_trace_once_each(
     provider.add_span_processor(SimpleSpanProcessor(memory))
     app = _app(store_url)  # after the OTLP environment is set
     backend = Backend(address=temporal_address, task_queue=f"trace-{uuid.uuid4().hex[:8]}")
-    client = traced(await connect(backend), provider.get_tracer("keel-tests"))
+    client = traced(await connect(backend, app=app), provider.get_tracer("keel-tests"))
     async with serve(app, client, backend, max_cached_workflows=0):
         rid = await start(app, client, backend, "weather", {"city": "Porto"})
         assert await result(app, client, rid) == "Porto: 21C / sunny"

@@ -11,7 +11,7 @@ replaying. When the run ends, Keel exports its own spans of the run (OTLP, as
 configured by the OTEL_* variables) once.
 
 Example:
-    client = traced(await connect(backend), tracer_provider.get_tracer("keel"))
+    client = traced(await connect(backend, app=app), tracer_provider.get_tracer("keel"))
     async with serve(app, client, backend):
         run_id = await start(app, client, backend, "triage", {"ticket": t})
 """
@@ -39,7 +39,7 @@ def traced(client: Client, tracer: Any = None) -> Client:
     OpenTelemetry (`tracer`; default the global provider's), in Keel's trace per run.
 
     Example:
-        client = traced(await connect(backend))
+        client = traced(await connect(backend, app=app))
     """
     from temporalio.client import Client as TemporalClient
     from temporalio.contrib.opentelemetry import TracingInterceptor
