@@ -51,20 +51,21 @@ if TYPE_CHECKING:
     from keel.policy.retry import Retry
 
 ACTIVITY = "keel.call"
-# Temporal refuses a payload over 2 MB (and retries the task that sent it); Keel refuses
-# it first, with a clear error, until its claim check for Temporal exists (docs/temporal.md).
-PAYLOAD_LIMIT = 2 * 1024 * 1024 - 16 * 1024  # room for the envelope around the value
+# Payloads over Temporal's 2 MB limit are kept in Keel's store (the claim check,
+# claims.py), but not without bound: every replay of the run reads them back into the
+# worker's memory. Data this large belongs in object storage, handed over by reference.
+PAYLOAD_LIMIT = 64 * 1024 * 1024
 # Without a tool timeout, how long one attempt may run before Temporal retries it.
 DEFAULT_ATTEMPT_TIMEOUT = 600.0
 
 
 def check_size(data: bytes, what: str) -> None:
-    """Refuse a payload Temporal would refuse, saying what to do instead."""
+    """Refuse a payload too large to carry through a run, saying what to do instead."""
     if len(data) > PAYLOAD_LIMIT:
         raise SerializationError(
-            f"{what} is {len(data)} bytes, over Temporal's 2 MB payload limit; return or "
-            "pass less (keep the data elsewhere and hand over a reference). Keel's claim "
-            "check for large payloads on Temporal is not built yet.",
+            f"{what} is {len(data)} bytes, over Keel's {PAYLOAD_LIMIT // 2**20} MiB limit for "
+            "one payload on Temporal (each replay reads it back into memory); return or pass "
+            "less: keep the data elsewhere (object storage) and hand over a reference",
             size=len(data),
         )
 

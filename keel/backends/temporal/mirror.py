@@ -129,10 +129,11 @@ def _status(entry: Entry) -> StepStatus:
     return StepStatus.OK if entry.error is None else StepStatus.ERROR
 
 
-async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> None:
-    """Record the end Temporal reported for `info` (idempotent: an ended row stays)."""
+async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> bool:
+    """Record the end Temporal reported for `info`; True when this call recorded it
+    (False: not ended, ended already, or not a run Keel started on Temporal)."""
     if not info.status.terminal:
-        return
+        return False
     from keel.errors import LeaseLost
 
     try:
@@ -140,7 +141,8 @@ async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> Non
             info.id, OWNER, info.status, result_json, info.error, None, [], time.time()
         )
     except LeaseLost:
-        pass  # already ended, or not a run Keel started on Temporal
+        return False
+    return True
 
 
 __all__ = ["OWNER", "Entry", "end_run", "on_temporal", "open_run", "record"]

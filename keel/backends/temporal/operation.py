@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from keel.backends.temporal.activity import failure
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
+from keel.backends.temporal.model_calls import MODEL_ACTIVITY, portable
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.journal import Scope
 from keel.engine.recovery import PLAIN, StepPolicy, typed_output
@@ -175,16 +176,33 @@ class TemporalOperation:
             "pos": self.pos,
             "started": self.started_at,
         }
+        model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
+        remote = None if model_call is None else portable(model_call)
         try:
-            done = await workflow.execute_local_activity(
-                OP_ACTIVITY,
-                request,
-                start_to_close_timeout=_ATTEMPT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=pol.retry.attempts, initial_interval=timedelta(seconds=1)
-                ),
-                summary=self.key,
-            )
+            if remote is not None:  # a model call: an activity on any worker (model_calls)
+                done = await workflow.execute_activity(
+                    MODEL_ACTIVITY,
+                    {**request, "llm": remote},
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
+            else:
+                done = await workflow.execute_local_activity(
+                    OP_ACTIVITY,
+                    request,
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    # Keel's policy ends it (activity.failure); the spare attempts are for
+                    # an effect scheduled just before its workflow left the cache
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts + 3,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
         except (ActivityError, ApplicationError) as exc:
             found = keel_error(exc)
             if found is None:
@@ -210,7 +228,14 @@ class TemporalOperation:
         raise raised from None
 
     async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
-        self._execution.refuse(f"step {self.key!r} (a step that waits between begin and finish)")
+        """Nothing to write: what follows (a wait, a finish) is in Temporal's history."""
+        if review is not None:
+            self._execution.refuse(f"step {self.key!r} opening a review (approvals)")
+        return True
+
+    async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
+        """Wait for `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
+        return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
 
     def entry(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
@@ -218,8 +243,6 @@ class TemporalOperation:
     async def commit(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
 
-    async def wait(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._execution.refuse(f"step {self.key!r} waiting for a decision")
 
 
 def make_op_activity(app: App) -> Callable[..., Any]:
