@@ -147,7 +147,7 @@ async def test_a_worker_killed_mid_effect_never_runs_it_twice(
     doomed: list[subprocess.Popen[str]] = []
     try:
         doomed = [_doomed(plain_q), _doomed(checked_q)]
-        client = await connect(plain_q)
+        client = await connect(plain_q, app=app)
         plain = await start(app, client, plain_q, "notify", {"to": "ada"})
         checked = await start(app, client, checked_q, "notify_checked", {"to": "bob"})
         for worker in doomed:
