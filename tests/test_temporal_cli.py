@@ -175,7 +175,7 @@ async def test_app_start_and_handles_on_temporal(
     app = keel.App(store_url)
     assert app.backend == backend  # KEEL_BACKEND names it
     app.registry = module.app.registry
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend, max_cached_workflows=0):
         handle = await app.start("greet", {"name": "ada"}, id="g-1")
         assert await asyncio.wait_for(handle.result(), WAIT) == "hello ada"

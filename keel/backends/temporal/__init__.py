@@ -9,7 +9,7 @@ MODULE --backend URL` hosts the App; these are the lower-level pieces.
 Example:
     from keel.backends.temporal import Backend, connect, serve, start, result
     backend = Backend.from_url("temporal://localhost:7233/default?task_queue=keel")
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend):
         run_id = await start(app, client, backend, "greet", {"name": "ada"})
         print(await result(app, client, run_id))

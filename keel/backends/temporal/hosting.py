@@ -39,7 +39,7 @@ async def host(
     from keel.backends.temporal.worker import connect, serve
 
     app.backend = backend  # the App's own Temporal calls (child runs, decisions) go there
-    client = await connect(backend, codec=app.codec)
+    client = await connect(backend, app=app)
     use_client(app, client)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
