@@ -98,8 +98,9 @@ async def list_runs(app: App, flt: RunFilter) -> list[RunInfo]:
 
     Cheap for many rows: one visibility list query (the newest on the queue, with the
     filter) and one `WorkflowId IN (...)` query per hundred stale rows it missed give
-    every status; only the runs still running are queried (`keel.state`, a few at
-    once) for what they wait on."""
+    every status (a describe only for a row visibility has not caught up with yet);
+    only the runs still running are queried (`keel.state`, a few at once) for what
+    they wait on."""
     rows = await app.store.list_runs(flt)
     if app.backend is None:
         return rows
@@ -125,7 +126,10 @@ async def list_runs(app: App, flt: RunFilter) -> list[RunInfo]:
 
     async def fresh(info: RunInfo) -> RunInfo:
         async with gate:
-            return await _refresh(app, client, info, visible.get(info.id))
+            seen = visible.get(info.id)
+            if seen is None:  # visibility lags a start: ask for this one run
+                seen = await _described(client, info.id)
+            return await _refresh(app, client, info, seen)
 
     for new in await asyncio.gather(*(fresh(r) for r in stale)):
         found[new.id] = new
