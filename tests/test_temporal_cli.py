@@ -78,10 +78,13 @@ def test_the_cli_drives_runs_on_temporal(env: dict[str, str]) -> None:
     try:
         assert worker.stderr is not None
         line = worker.stderr.readline()
-        assert line.startswith("keel worker: serving approve, greet on temporal://"), line
+        assert line.startswith("keel worker: serving approve, broken, greet on temporal://"), line
         # keel run: started on Temporal, executed by the worker, its result printed
         out = ok("run", f"{APP}:greet", "-i", '{"name": "ada"}', "--backend", url, env=env)
         assert "SUCCEEDED" in out and "hello ada" in out
+        # a run that fails: its error printed, exit 1, the error in Keel's store
+        failed = keel_cli("run", f"{APP}:broken", "-i", '{"why": "no"}', "--backend", url, env=env)
+        assert failed.returncode == 1 and "ValueError: no" in failed.stdout, failed
         # a run waiting for a signal: WAITING, with what it waits for
         out = ok(
             "run",
@@ -102,7 +105,7 @@ def test_the_cli_drives_runs_on_temporal(env: dict[str, str]) -> None:
 
         listed = runs("--backend", url)
         assert listed["ap-1"]["status"] == "WAITING" and listed["ap-1"]["waiting_on"] == ["go"]
-        assert [r["status"] for r in listed.values()].count("SUCCEEDED") == 1
+        assert sorted(r["status"] for r in listed.values()) == ["FAILED", "SUCCEEDED", "WAITING"]
         # KEEL_BACKEND does what --backend does
         assert runs(e={**env, "KEEL_BACKEND": url})["ap-1"]["status"] == "WAITING"
         waiting = json.loads(ok("runs", "--json", "-s", "waiting", "--backend", url, env=env))

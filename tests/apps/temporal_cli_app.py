@@ -1,6 +1,6 @@
 """An App the CLI drives on Temporal (tests/test_temporal_cli.py):
 
-    keel worker tests.apps.temporal_cli_app --backend temporal://...
+keel worker tests.apps.temporal_cli_app --backend temporal://...
 """
 
 from __future__ import annotations
@@ -25,3 +25,8 @@ async def approve(ctx: keel.Context, name: str) -> str:
     hello = await ctx.call(greet_tool, name)
     by = await ctx.wait_for("go", timeout=3600)
     return f"{hello}, approved by {by['by']}"
+
+
+@app.workflow
+async def broken(ctx: keel.Context, why: str) -> str:
+    raise ValueError(why)
