@@ -217,6 +217,11 @@ async def test_app_start_and_handles_on_temporal(
         held = await app.start("approve", {"name": "dee"}, id="held-1")
         await asyncio.wait_for(held.settle(), WAIT)
         await _console_shows(app)
+    # no worker polls any more: runs that cannot answer the state query read RUNNING
+    idle = [await app.start("approve", {"name": n}) for n in ("e", "f")]
+    statuses = {r.id: r.status for r in await app.list_runs()}
+    assert [statuses[h.id] for h in idle] == [keel.RunStatus.RUNNING] * 2
+    assert statuses["held-1"] is keel.RunStatus.RUNNING
     await app.close()
 
 

@@ -36,8 +36,9 @@ if TYPE_CHECKING:
     from keel.store.records import RunFilter
 
 # A `keel.state` query needs a worker to answer: without one it would hang until the
-# RPC deadline. A run whose worker is down is shown RUNNING rather than stall a listing.
-_QUERY_TIMEOUT = timedelta(seconds=3)
+# RPC deadline. A run whose worker is down is shown RUNNING rather than stall a listing,
+# and once one query of a listing times out the rest are not asked (`_Answers`).
+_QUERY_TIMEOUT = timedelta(seconds=5)
 _QUERIES_AT_ONCE = 8  # `keel runs`: state queries in flight together
 _POLL_MAX = 0.5  # settle(): the longest gap between two reads of the run
 _IN_CHUNK = 100  # ids per `WorkflowId IN (...)` visibility query
@@ -122,14 +123,14 @@ async def list_runs(app: App, flt: RunFilter) -> list[RunInfo]:
         listed = _ids_query(missed[i : i + _IN_CHUNK])
         if listed:
             visible.update({e.id: e for e in await _listed(client, listed, None)})
-    gate = asyncio.Semaphore(_QUERIES_AT_ONCE)
+    gate, answers = asyncio.Semaphore(_QUERIES_AT_ONCE), _Answers()
 
     async def fresh(info: RunInfo) -> RunInfo:
         async with gate:
             seen = visible.get(info.id)
             if seen is None:  # visibility lags a start: ask for this one run
                 seen = await _described(client, info.id)
-            return await _refresh(app, client, info, seen)
+            return await _refresh(app, client, info, seen, answers)
 
     for new in await asyncio.gather(*(fresh(r) for r in stale)):
         found[new.id] = new
@@ -285,7 +286,17 @@ async def _described(client: Client, run_id: str) -> Any:
         raise
 
 
-async def _refresh(app: App, client: Client, info: RunInfo, seen: Any) -> RunInfo:
+class _Answers:
+    """Whether the workers still answer `keel.state` queries in this read: after one
+    query timed out, a listing does not wait on the others (no worker is polling)."""
+
+    def __init__(self) -> None:
+        self.ok = True
+
+
+async def _refresh(
+    app: App, client: Client, info: RunInfo, seen: Any, answers: _Answers | None = None
+) -> RunInfo:
     """`info` as Temporal has it now (`seen`: its description or visibility entry; None:
     unknown to Temporal, left as stored). An end is written to the store."""
     from keel.backends.temporal.worker import _status
@@ -295,20 +306,29 @@ async def _refresh(app: App, client: Client, info: RunInfo, seen: Any) -> RunInf
     status = _status(seen.status)
     if status.terminal:
         return await _end(app, info.id, info)  # the end is in history: no wait
-    return await _live(client, info)
+    return await _live(client, info, answers or _Answers())
 
 
-async def _live(client: Client, info: RunInfo) -> RunInfo:
+async def _live(client: Client, info: RunInfo, answers: _Answers) -> RunInfo:
     """A running run with what it holds now (the `keel.state` query): WAITING with
     the signals it waits for, its degraded steps and typed state; RUNNING if no worker
     answers the query in time."""
+    from temporalio.service import RPCError, RPCStatusCode
+
     from keel.backends.temporal.workflow import STATE_QUERY
 
+    running = info.model_copy(update={"status": RunStatus.RUNNING})
+    if not answers.ok:
+        return running
     handle = client.get_workflow_handle(info.id)
     try:
         held = await handle.query(STATE_QUERY, rpc_timeout=_QUERY_TIMEOUT)
-    except Exception:  # no worker, or a worker without the query: RUNNING is all we know
-        return info.model_copy(update={"status": RunStatus.RUNNING})
+    except RPCError as exc:  # the deadline passed (reported as CANCELLED): no worker polls
+        if exc.status in (RPCStatusCode.CANCELLED, RPCStatusCode.DEADLINE_EXCEEDED):
+            answers.ok = False
+        return running
+    except Exception:  # a worker without the query, or failing its task: RUNNING is all
+        return running
     held = held if isinstance(held, dict) else {}
     waits = list(held.get("waiting_on") or [])
     return info.model_copy(
