@@ -82,6 +82,21 @@ def test_the_cli_drives_runs_on_temporal(env: dict[str, str]) -> None:
         # keel run: started on Temporal, executed by the worker, its result printed
         out = ok("run", f"{APP}:greet", "-i", '{"name": "ada"}', "--backend", url, env=env)
         assert "SUCCEEDED" in out and "hello ada" in out
+        # app.run with KEEL_BACKEND set: started on Temporal, the worker runs it (the
+        # script leaves through os._exit: the SDK's exit crash, tests/conftest.py)
+        script = (
+            "import os, sys; from tests.apps.temporal_cli_app import app; "
+            "print(app.run('greet', {'name': 'zed'})); sys.stdout.flush(); os._exit(0)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env={**env, "KEEL_BACKEND": url},
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+        )
+        assert done.returncode == 0 and done.stdout.strip() == "hello zed", done
         # a run that fails: its error printed, exit 1, the error in Keel's store
         failed = keel_cli("run", f"{APP}:broken", "-i", '{"why": "no"}', "--backend", url, env=env)
         assert failed.returncode == 1 and "ValueError: no" in failed.stdout, failed
@@ -105,7 +120,12 @@ def test_the_cli_drives_runs_on_temporal(env: dict[str, str]) -> None:
 
         listed = runs("--backend", url)
         assert listed["ap-1"]["status"] == "WAITING" and listed["ap-1"]["waiting_on"] == ["go"]
-        assert sorted(r["status"] for r in listed.values()) == ["FAILED", "SUCCEEDED", "WAITING"]
+        assert sorted(r["status"] for r in listed.values()) == [
+            "FAILED",
+            "SUCCEEDED",
+            "SUCCEEDED",
+            "WAITING",
+        ]
         # KEEL_BACKEND does what --backend does
         assert runs(e={**env, "KEEL_BACKEND": url})["ap-1"]["status"] == "WAITING"
         waiting = json.loads(ok("runs", "--json", "-s", "waiting", "--backend", url, env=env))
