@@ -436,7 +436,8 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     return await _await_person(step, err, attempts, resumed=False)
 
 
-def _escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
+def escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
+    """The one line an escalation packet gives as why a failed tool needs a person."""
     if err.type == "OutcomeUnknown":
         return (
             f"outcome unknown: {err.message} If it took effect, resolve this with the "
@@ -537,7 +538,7 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
             input=_jsonable(step.policy.input),
             journal=journal_summary(ex, step.scope.phase_prefix or ""),
             output=err.data.get("output"),
-            reason=_escalation_reason(name, err, attempts),
+            reason=escalation_reason(name, err, attempts),
             error=err,
             messages=list(err.data.get("messages", [])),
             state=step.scope.state.snapshot() if step.scope.state is not None else None,

@@ -91,6 +91,7 @@ class TemporalOperation:
         self.pos = pos
         self.recorded = None
         self.started_at = workflow.now().timestamp()
+        self._review: str | None = None  # the request for a person this step opened
 
     # -- what the journal says: Temporal's history answers inside run() --------------
 
@@ -192,9 +193,26 @@ class TemporalOperation:
         port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
         return revive(done["output"], ann)
 
-    # -- outcomes a feature decides itself (workflow code: nothing to write) ----------
+    # -- outcomes a feature decides itself, and waiting for a person's decision -------
 
     async def finish(self, value: Any) -> Any:
+        if self._review is not None:  # a person's decision: the step's entry in the store
+            from keel.backends.temporal.people import act
+
+            entry = {
+                "run_id": self.run_id,
+                "key": self.key,
+                "scope": self.scope.path,
+                "pos": self.pos,
+                "kind": self.kind.value,
+                "name": self.name,
+                "digest": self.digest,
+                "started": self.started_at,
+                "attempts": 1,
+                "output": value,
+            }
+            settle = {"op": "settle", "id": self._review, "kind": "review", "decision": value}
+            await act({**settle, "entry": entry}, f"{self.key}/decided")
         return value
 
     async def fail(self, exc: KeelError, *, fatal: bool = False) -> NoReturn:
@@ -204,7 +222,21 @@ class TemporalOperation:
         raise raised from None
 
     async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
-        self._execution.refuse(f"step {self.key!r} (a step that waits between begin and finish)")
+        """Open `review` (a request for a person) in Keel's store; the deadline is the
+        timeout `wait` is given (a workflow timer), so `wake_at` needs no record here."""
+        if review is None:
+            self._execution.refuse(
+                f"step {self.key!r} (a step that waits between begin and finish)"
+            )
+        from keel.backends.temporal.decisions import current, review_check
+        from keel.backends.temporal.people import act
+
+        self._review = review.id
+        # open for decisions before the store shows it: nobody can decide it too early
+        check = review_check(review.kind, review.request, self._execution.tools)
+        current().expect(review.id, review.kind, check)
+        done = await act({"op": "review", "review": review.model_dump(mode="json")}, self.key)
+        return bool(done["opened"])
 
     def entry(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
@@ -212,8 +244,13 @@ class TemporalOperation:
     async def commit(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
 
-    async def wait(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._execution.refuse(f"step {self.key!r} waiting for a decision")
+    async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
+        """The decision on the request `begin` opened (the update `keel.decide`)."""
+        if self._review is None:
+            self._execution.refuse(f"step {self.key!r} waiting for signal {signal!r}")
+        from keel.backends.temporal.decisions import current
+
+        return await current().wait(self._review, timeout, f"{self.key}/{part}")
 
 
 def make_op_activity(app: App) -> Callable[..., Any]:

@@ -73,6 +73,14 @@ FEATURES = Features(
 )
 
 
+def _to_person(fb: Fallback | None, err: StructuredError) -> bool:
+    return (
+        fb is not None
+        and fb.kind == "human"
+        and err.type not in ("SerializationError", "ConfigError")
+    )
+
+
 def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
     """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
     the step (key, digest) it was scheduled as."""
@@ -221,8 +229,6 @@ class TemporalExecution:
             not_yet(f"tool {name!r} with irreversible= (intent and reconcile)")
         if tool.retry is not None and tool.retry.budget is not None:
             not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
-        if tool.fallback is not None and tool.fallback.kind == "human":
-            not_yet(f"tool {name!r} with Fallback.human (escalations)")
         if key is None or pos is None:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")
@@ -270,6 +276,12 @@ class TemporalExecution:
                 raise  # a timeout or cancellation Temporal decided: its own error
             err, was = found
             self.check(scope, pos, key, digest, was, StepKind.TOOL)
+            if _to_person(tool.fallback, err):  # Fallback.human: a person resolves it
+                from keel.backends.temporal.people import await_person
+
+                return await await_person(
+                    self._run, scope, tool, key, pos, request["args"], err, annotation
+                )
             return self.fall_back(tool.fallback, key, err, annotation)
         self.check(scope, pos, key, digest, done, StepKind.TOOL)
         return revive(done["output"], annotation if annotation is not None else unannotated())
@@ -311,7 +323,7 @@ class TemporalExecution:
             stop = from_structured(err)
             self.hard_stop = stop  # the run fails even if the workflow catches this
             raise stop
-        raise from_structured(err)  # Fallback.human is refused before the call
+        raise from_structured(err)  # Fallback.human: call_tool hands it to a person
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         from temporalio import workflow

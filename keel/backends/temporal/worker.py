@@ -82,6 +82,7 @@ async def serve(
     from keel.backends.temporal.activity import make_activity
     from keel.backends.temporal.features import features_for
     from keel.backends.temporal.operation import make_op_activity
+    from keel.backends.temporal.people import make_people_activity
     from keel.backends.temporal.workflow import workflow_class
     from keel.features import _register_extraction
 
@@ -92,7 +93,7 @@ async def serve(
         client,
         task_queue=backend.task_queue,
         workflows=[workflow_class(app, features)],
-        activities=[make_activity(app), make_op_activity(app)],
+        activities=[make_activity(app), make_op_activity(app), make_people_activity(app)],
         max_cached_workflows=max_cached_workflows,
     )
     async with worker:
