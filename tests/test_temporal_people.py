@@ -8,60 +8,21 @@ the run cannot take: the caller gets the refusal, and the run keeps waiting."""
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import pytest
-from pydantic import BaseModel, Field
 
 import keel
 from keel.backends.temporal import Backend, connect, result, serve, start
-from keel.hitl import Approval
+from keel.engine.runtime import Settings
 from keel.types import Escalation, ReviewRequest
+from tests.behaviour.people_scenarios import PEOPLE_SCENARIOS, calls, escalated, pending, register
 from tests.limits import WAIT
-
-
-class Profile(BaseModel):
-    id: str
-    tier: str
-
-
-_calls: list[tuple[str, int]] = []
-
-
-async def refund(order: str, amount: Annotated[int, Field(gt=0)]) -> str:
-    _calls.append((order, amount))
-    return f"refunded {amount} on {order}"
-
-
-async def lookup_account(account_id: str) -> Profile:
-    raise RuntimeError("503 from the accounts service")
-
-
-async def pay(ctx: keel.Context, order: str, amount: int) -> str:
-    try:
-        return str(await ctx.call(refund, order, amount))
-    except keel.ApprovalRejected as exc:
-        return f"sorry: {exc.reason}"  # type: ignore[attr-defined]
-
-
-async def ship(ctx: keel.Context, order: str, timeout: float | None = None) -> str:
-    try:
-        d = await ctx.approval({"name": "ship", "order": order}, queue="shipping", timeout=timeout)
-    except keel.ApprovalRejected as exc:
-        return f"not shipped: {exc.message}"
-    return f"shipped {order}: {d.status} by {d.by} ({d.note})"
-
-
-async def lookup(ctx: keel.Context, account_id: str) -> str:
-    try:
-        account = await ctx.call(lookup_account, account_id)
-    except keel.EscalationRejected as exc:
-        return f"gave up: {exc.message}"
-    return f"{account.id}:{account.tier}"
 
 
 @dataclass
@@ -78,37 +39,55 @@ class Env:
         return await asyncio.wait_for(result(self.app, self.client, rid), WAIT)
 
     async def request(self, rid: str) -> ReviewRequest:
-        """The run's pending request once Keel's store lists it."""
-        async with asyncio.timeout(WAIT):
-            while True:
-                found = [r for r in await self.app.approvals.list() if r.run_id == rid]
-                if found:
-                    return found[0]
-                await asyncio.sleep(0.05)
+        return await pending(self.app, rid)
 
     async def escalation(self, rid: str) -> Escalation:
-        async with asyncio.timeout(WAIT):
-            while True:
-                found = [e for e in await self.app.escalations.list() if e.run_id == rid]
-                if found:
-                    return found[0]
-                await asyncio.sleep(0.05)
+        return await escalated(self.app, rid)
 
 
 @pytest.fixture
 async def env(temporal_address: str, store_url: str) -> AsyncIterator[Env]:
     backend = Backend(address=temporal_address, task_queue=f"p-{uuid.uuid4().hex[:12]}")
-    app = keel.App(store_url, backend=backend)
-    app.tool(approval=Approval(queue="payments", reason="moves money"))(refund)
-    app.tool(retry=keel.Retry(attempts=1), fallback=keel.Fallback.human(queue="accounts"))(
-        lookup_account
-    )
-    for wf in (pay, ship, lookup):
-        app.workflow(wf)
+    app = register(keel.App(store_url, backend=backend))
     client = await connect(backend)
     async with serve(app, client, backend, max_cached_workflows=0):
         yield Env(app, client, backend)
     await app.close()
+
+
+@pytest.fixture
+async def engine_app(store_url: str) -> AsyncIterator[keel.App]:
+    app = register(keel.App(store_url, settings=Settings(poll_interval=0.02)))
+    yield app
+    await app.close()
+
+
+def _outcome(value: Any = None, failed: keel.RunFailed | None = None) -> tuple[Any, ...]:
+    if failed is not None:
+        assert failed.error is not None
+        return ("failed", failed.error.type, failed.error.step)
+    return ("ok", value)
+
+
+@pytest.mark.parametrize("name", sorted(PEOPLE_SCENARIOS))
+async def test_same_outcome_on_both_executors(name: str, env: Env, engine_app: keel.App) -> None:
+    """The same workflow, decided the same way through Keel, ends the same on Keel's
+    engine and on Temporal."""
+    s = PEOPLE_SCENARIOS[name]
+    handle = await engine_app.start(s.workflow, s.input)
+    await s.decide(engine_app, handle.id)
+    try:
+        on_engine = _outcome(await asyncio.wait_for(handle.result(), WAIT))
+    except keel.RunFailed as exc:
+        on_engine = _outcome(failed=exc)
+    rid = await env.start(s.workflow, s.input)
+    await s.decide(env.app, rid)
+    try:
+        on_temporal = _outcome(await env.result(rid))
+    except keel.RunFailed as exc:
+        on_temporal = _outcome(failed=exc)
+    assert on_engine == s.expected
+    assert on_temporal == on_engine
 
 
 async def test_an_approval_is_listed_then_approved_through_keel(env: Env) -> None:
@@ -139,10 +118,10 @@ async def test_a_gated_tool_runs_with_the_edited_arguments(env: Env) -> None:
     rid = await env.start("pay", {"order": order, "amount": 40})
     req = await env.request(rid)
     assert (req.tool, req.args, req.queue) == ("refund", {"order": order, "amount": 40}, "payments")
-    assert not [c for c in _calls if c[0] == order]  # nothing ran before the decision
+    assert not [c for c in calls if c[0] == order]  # nothing ran before the decision
     await env.app.approvals.edit(req.id, {"order": order, "amount": 25}, by="rita")
     assert await env.result(rid) == f"refunded 25 on {order}"
-    assert [c for c in _calls if c[0] == order] == [(order, 25)]
+    assert [c for c in calls if c[0] == order] == [(order, 25)]
 
 
 async def test_an_invalid_edit_is_refused_and_the_run_keeps_waiting(env: Env) -> None:
@@ -185,7 +164,7 @@ async def test_a_rejected_gated_tool_never_runs(env: Env) -> None:
     req = await env.request(rid)
     await env.app.approvals.reject(req.id, "duplicate refund", by="rita")
     assert await env.result(rid) == "sorry: duplicate refund"
-    assert not [c for c in _calls if c[0] == order]
+    assert not [c for c in calls if c[0] == order]
 
 
 async def test_an_escalation_is_resolved_with_a_value(env: Env) -> None:
@@ -274,3 +253,44 @@ async def test_a_decider_without_the_backend_is_told_to_configure_it(
     assert (await env.app.approvals.get(req.id)).status == "pending"
     await env.app.approvals.approve(req.id, by="ada")
     assert (await env.result(rid)).startswith("shipped o-4: approved by ada")
+
+
+async def _keel(env: Env, *args: str) -> tuple[int, str]:
+    """`keel ARGS` in a process of its own (this one hosts the worker), with the App's
+    store and `KEEL_BACKEND`, as a person at a terminal runs it."""
+    import os
+    import sys
+
+    environ = {**os.environ, "KEEL_STORE": env.app.store_url, "KEEL_BACKEND": env.backend.url}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "keel", *args,
+        env=environ,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), WAIT)
+    assert proc.returncode is not None
+    return proc.returncode, (out + err).decode()
+
+
+async def test_the_cli_decides_runs_on_temporal(env: Env) -> None:
+    """`keel approvals edit` refused (exit 2, one line, as on Keel's engine), then
+    accepted; `keel escalations resolve` resumes a run waiting on a person."""
+    order = f"o-{uuid.uuid4().hex[:6]}"
+    rid = await env.start("pay", {"order": order, "amount": 40})
+    req = await env.request(rid)
+    bad = json.dumps({"order": order, "amount": 0})
+    code, out = await _keel(env, "approvals", "edit", req.id, "--args", bad, "--by", "rita")
+    assert code == 2, out
+    assert out.startswith("error: edited arguments for refund are invalid"), out
+    good = json.dumps({"order": order, "amount": 12})
+    code, out = await _keel(env, "approvals", "edit", req.id, "--args", good, "--by", "rita")
+    assert code == 0, out
+    assert await env.result(rid) == f"refunded 12 on {order}"
+
+    rid = await env.start("lookup", {"account_id": "acct-7"})
+    esc = await env.escalation(rid)
+    result_json = '{"id": "acct-7", "tier": "basic"}'
+    code, out = await _keel(env, "escalations", "resolve", esc.id, "--result", result_json)
+    assert code == 0, out
+    assert await env.result(rid) == "acct-7:basic"

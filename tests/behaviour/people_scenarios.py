@@ -1,0 +1,157 @@
+"""Workflows that ask people (approvals, a gated tool, a `Fallback.human` escalation),
+each with the decision a person takes through Keel, that both executors must run alike.
+
+tests/test_temporal_people.py runs each on Keel's engine and on Temporal, decides it
+the same way (`app.approvals` / `app.escalations`), and compares the outcomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+import keel
+from keel.hitl import Approval
+from keel.types import Escalation, ReviewRequest
+from tests.limits import WAIT
+
+calls: list[tuple[str, int]] = []  # (order, amount) of every refund that ran
+
+
+class Profile(BaseModel):
+    id: str
+    tier: str
+
+
+async def refund(order: str, amount: Annotated[int, Field(gt=0)]) -> str:
+    calls.append((order, amount))
+    return f"refunded {amount} on {order}"
+
+
+async def lookup_account(account_id: str) -> Profile:
+    raise RuntimeError("503 from the accounts service")
+
+
+async def pay(ctx: keel.Context, order: str, amount: int) -> str:
+    try:
+        return str(await ctx.call(refund, order, amount))
+    except keel.ApprovalRejected as exc:
+        return f"sorry: {exc.reason}"  # type: ignore[attr-defined]
+
+
+async def ship(ctx: keel.Context, order: str, timeout: float | None = None) -> str:
+    try:
+        d = await ctx.approval({"name": "ship", "order": order}, queue="shipping", timeout=timeout)
+    except keel.ApprovalRejected as exc:
+        return f"not shipped: {exc.message}"
+    return f"shipped {order}: {d.status} by {d.by} ({d.note})"
+
+
+async def lookup(ctx: keel.Context, account_id: str) -> str:
+    try:
+        account = await ctx.call(lookup_account, account_id)
+    except keel.EscalationRejected as exc:
+        return f"gave up: {exc.message}"
+    return f"{account.id}:{account.tier}"
+
+
+async def lookup_strict(ctx: keel.Context, account_id: str) -> str:
+    account = await ctx.call(lookup_account, account_id)
+    return f"{account.id}:{account.tier}"
+
+
+def register(app: keel.App) -> keel.App:
+    """`app` with the scenarios' tools and workflows."""
+    app.tool(approval=Approval(queue="payments", reason="moves money"))(refund)
+    human = keel.Fallback.human(queue="accounts")
+    app.tool(retry=keel.Retry(attempts=1), fallback=human)(lookup_account)
+    for wf in (pay, ship, lookup, lookup_strict):
+        app.workflow(wf)
+    return app
+
+
+async def pending(app: keel.App, run_id: str) -> ReviewRequest:
+    """Run `run_id`'s pending request, once Keel's store lists it."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            found = [r for r in await app.approvals.list() if r.run_id == run_id]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+async def escalated(app: keel.App, run_id: str) -> Escalation:
+    """Run `run_id`'s open escalation, once Keel's store lists it."""
+    async with asyncio.timeout(WAIT):
+        while True:
+            found = [e for e in await app.escalations.list() if e.run_id == run_id]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.05)
+
+
+Decide = Callable[[keel.App, str], Awaitable[Any]]
+
+
+async def _approve(app: keel.App, rid: str) -> Any:
+    return await app.approvals.approve((await pending(app, rid)).id, by="ada", note="ok")
+
+
+async def _reject(app: keel.App, rid: str) -> Any:
+    return await app.approvals.reject((await pending(app, rid)).id, "not today", by="ada")
+
+
+async def _edit(app: keel.App, rid: str) -> Any:
+    req = await pending(app, rid)
+    return await app.approvals.edit(req.id, {**(req.args or {}), "amount": 25}, by="rita")
+
+
+async def _resolve(app: keel.App, rid: str) -> Any:
+    esc = await escalated(app, rid)
+    return await app.escalations.resolve(esc.id, result={"id": "a-1", "tier": "pro"}, by="rita")
+
+
+async def _refuse(app: keel.App, rid: str) -> Any:
+    return await app.escalations.reject((await escalated(app, rid)).id, "closed", by="rita")
+
+
+@dataclass(frozen=True)
+class PeopleScenario:
+    """A workflow, its input, what a person decides, and the outcome on both executors."""
+
+    workflow: str
+    input: dict[str, Any]
+    decide: Decide
+    expected: tuple[Any, ...]
+
+
+PEOPLE_SCENARIOS: dict[str, PeopleScenario] = {
+    "approval approved": PeopleScenario(
+        "ship", {"order": "o-1"}, _approve, ("ok", "shipped o-1: approved by ada (ok)")
+    ),
+    "approval rejected": PeopleScenario(
+        "ship",
+        {"order": "o-1"},
+        _reject,
+        ("ok", "not shipped: action 'ship' was rejected by ada: not today"),
+    ),
+    "gated tool edited": PeopleScenario(
+        "pay", {"order": "o-2", "amount": 40}, _edit, ("ok", "refunded 25 on o-2")
+    ),
+    "gated tool rejected": PeopleScenario(
+        "pay", {"order": "o-2", "amount": 40}, _reject, ("ok", "sorry: not today")
+    ),
+    "escalation resolved": PeopleScenario(
+        "lookup", {"account_id": "a-1"}, _resolve, ("ok", "a-1:pro")
+    ),
+    "escalation rejected": PeopleScenario(
+        "lookup_strict",
+        {"account_id": "a-1"},
+        _refuse,
+        ("failed", "EscalationRejected", "lookup_account#0"),
+    ),
+}
