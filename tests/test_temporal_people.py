@@ -209,6 +209,25 @@ async def test_an_approval_times_out_in_virtual_time(env: Env) -> None:
     assert (req.status, req.decided_by) == ("expired", "keel")
 
 
+async def test_an_escalating_timeout_moves_the_request_then_fails_the_run(env: Env) -> None:
+    """on_timeout=Escalate(...): after a day the request moves to the managers' queue
+    with a new deadline; when that passes too, the run fails (then="fail")."""
+    from temporalio.testing import TimeSkipper
+
+    skipping = TimeSkipper(env.client).client
+    rid = f"hand-{uuid.uuid4().hex[:8]}"
+    await start(env.app, skipping, env.backend, "hand_over", {"order": "o-5"}, run_id=rid)
+    with pytest.raises(keel.RunFailed) as caught:
+        await env.result(rid)
+    assert caught.value.error is not None
+    assert caught.value.error.type == "ApprovalTimedOut"
+    assert "timeout policy: fail" in caught.value.error.message
+    req = await env.app.approvals.get(f"{rid}:approval:hand over o-5#0")
+    assert (req.queue, req.status) == ("managers", "expired")
+    moved = [a for a in await env.app.approvals.audit(req.id) if a["action"] == "escalated"]
+    assert moved and moved[0]["detail"]["queue"] == "managers"
+
+
 async def test_a_decision_through_the_console_api_reaches_the_workflow(env: Env) -> None:
     from keel.server.app import create_app
     from keel.server.auth import add_user
@@ -238,15 +257,15 @@ async def test_a_decision_through_the_console_api_reaches_the_workflow(env: Env)
 async def test_a_decider_without_the_backend_is_told_to_configure_it(
     env: Env, store_url: str
 ) -> None:
-    from keel.backends.temporal.mirror import OWNER
-    from keel.hitl.delivery import _ELSEWHERE
+    from keel.hitl.delivery import executed_elsewhere
 
-    assert OWNER in _ELSEWHERE  # keel.hitl names Temporal's lease owner without importing it
     rid = await env.start("ship", {"order": "o-4"})
     req = await env.request(rid)
+    # keel.hitl knows Temporal's runs by their lease owner, without importing the backend
+    assert executed_elsewhere(await env.app.get_run(rid)) == "Temporal"
     plain = keel.App(store_url)  # no backend: it cannot reach the run
     try:
-        with pytest.raises(keel.ConfigError, match=r"runs on temporal.*KEEL_BACKEND"):
+        with pytest.raises(keel.ConfigError, match=r"runs on Temporal.*KEEL_BACKEND"):
             await plain.approvals.approve(req.id, by="ada")
     finally:
         await plain.close()
@@ -286,6 +305,7 @@ async def test_the_cli_decides_runs_on_temporal(env: Env) -> None:
     good = json.dumps({"order": order, "amount": 12})
     code, out = await _keel(env, "approvals", "edit", req.id, "--args", good, "--by", "rita")
     assert code == 0, out
+    assert f"run {rid} resumes (on Temporal)" in out, out
     assert await env.result(rid) == f"refunded 12 on {order}"
 
     rid = await env.start("lookup", {"account_id": "acct-7"})

@@ -11,10 +11,21 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from keel.errors import ConfigError
+from keel.types import RunInfo
 
-# The lease owner of runs Temporal executes (keel.backends.temporal.mirror.OWNER; this
-# layer cannot import it, tests/test_temporal_people.py checks they agree).
-_ELSEWHERE = ("temporal",)
+# Lease owner of the runs another executor runs -> its name. Temporal's is
+# keel.backends.temporal.mirror.OWNER (this layer cannot import it;
+# tests/test_temporal_people.py checks they agree).
+_ELSEWHERE = {"temporal": "Temporal"}
+
+
+def executed_elsewhere(run: RunInfo) -> str | None:
+    """The executor that runs `run` when it is not Keel's engine (e.g. "Temporal").
+
+    Example:
+        executed_elsewhere(await app.get_run(run_id))  # "Temporal", or None
+    """
+    return _ELSEWHERE.get(run.lease_owner or "")
 
 
 class DecisionRoute(Protocol):
@@ -45,13 +56,14 @@ async def deliver_elsewhere(host: Any, run_id: str, target: str, decision: dict[
     if deliver is not None:
         return bool(await deliver(host, run_id, target, decision))
     run = await host.store.get_run(run_id)
-    if run is not None and run.lease_owner in _ELSEWHERE and not run.status.terminal:
+    where = None if run is None or run.status.terminal else executed_elsewhere(run)
+    if where is not None:
         raise ConfigError(
-            f"run {run_id} runs on {run.lease_owner}, and this App has no backend to send "
+            f"run {run_id} runs on {where}, and this App has no backend to send "
             f"the decision on {target} to it: pass keel.App(backend=...) or set KEEL_BACKEND "
             "(the one its workers use), then decide again"
         )
     return False
 
 
-__all__ = ["DecisionRoute", "deliver_elsewhere"]
+__all__ = ["DecisionRoute", "deliver_elsewhere", "executed_elsewhere"]

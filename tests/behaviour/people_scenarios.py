@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 import keel
-from keel.hitl import Approval
+from keel.hitl import Approval, Escalate
 from keel.types import Escalation, ReviewRequest
 from tests.limits import WAIT
 
@@ -64,12 +64,18 @@ async def lookup_strict(ctx: keel.Context, account_id: str) -> str:
     return f"{account.id}:{account.tier}"
 
 
+async def hand_over(ctx: keel.Context, order: str) -> str:
+    later = Escalate("managers", 2 * 86400, then="fail")  # a day for the desk, two more
+    d = await ctx.approval(f"hand over {order}", queue="desk", timeout=86400, on_timeout=later)
+    return f"handed over by {d.by}"
+
+
 def register(app: keel.App) -> keel.App:
     """`app` with the scenarios' tools and workflows."""
     app.tool(approval=Approval(queue="payments", reason="moves money"))(refund)
     human = keel.Fallback.human(queue="accounts")
     app.tool(retry=keel.Retry(attempts=1), fallback=human)(lookup_account)
-    for wf in (pay, ship, lookup, lookup_strict):
+    for wf in (pay, ship, lookup, lookup_strict, hand_over):
         app.workflow(wf)
     return app
 
