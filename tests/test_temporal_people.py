@@ -21,7 +21,7 @@ import keel
 from keel.backends.temporal import Backend, connect, result, serve, start
 from keel.engine.runtime import Settings
 from keel.types import Escalation, ReviewRequest
-from tests.behaviour.people_scenarios import PEOPLE_SCENARIOS, calls, escalated, pending, register
+from tests.behaviour.people_scenarios import PEOPLE_SCENARIOS, build, calls, escalated, pending
 from tests.limits import WAIT
 
 
@@ -48,7 +48,7 @@ class Env:
 @pytest.fixture
 async def env(temporal_address: str, store_url: str) -> AsyncIterator[Env]:
     backend = Backend(address=temporal_address, task_queue=f"p-{uuid.uuid4().hex[:12]}")
-    app = register(keel.App(store_url, backend=backend))
+    app = build(store_url, backend=backend)
     client = await connect(backend)
     async with serve(app, client, backend, max_cached_workflows=0):
         yield Env(app, client, backend)
@@ -57,7 +57,7 @@ async def env(temporal_address: str, store_url: str) -> AsyncIterator[Env]:
 
 @pytest.fixture
 async def engine_app(store_url: str) -> AsyncIterator[keel.App]:
-    app = register(keel.App(store_url, settings=Settings(poll_interval=0.02)))
+    app = build(store_url, settings=Settings(poll_interval=0.02))
     yield app
     await app.close()
 
@@ -122,6 +122,16 @@ async def test_a_gated_tool_runs_with_the_edited_arguments(env: Env) -> None:
     await env.app.approvals.edit(req.id, {"order": order, "amount": 25}, by="rita")
     assert await env.result(rid) == f"refunded 25 on {order}"
     assert [c for c in calls if c[0] == order] == [(order, 25)]
+    await _replays(env, rid)
+
+
+async def _replays(env: Env, rid: str) -> None:
+    """The decision is in history: the run replays to the same end, writing nothing."""
+    from keel.backends.temporal import replayer
+
+    history = await env.client.get_workflow_handle(rid).fetch_history()
+    replayed = await replayer(env.app).replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
 
 
 async def test_an_invalid_edit_is_refused_and_the_run_keeps_waiting(env: Env) -> None:
@@ -180,6 +190,7 @@ async def test_an_escalation_is_resolved_with_a_value(env: Env) -> None:
     )
     assert done.status == "resolved"
     assert await env.result(rid) == "acct-9:pro"
+    await _replays(env, rid)
     assert (await env.app.escalations.get(esc.id)).resolved_by == "rita"
 
 

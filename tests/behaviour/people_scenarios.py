@@ -8,9 +8,10 @@ the same way (`app.approvals` / `app.escalations`), and compares the outcomes.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -20,6 +21,13 @@ from keel.types import Escalation, ReviewRequest
 from tests.limits import WAIT
 
 calls: list[tuple[str, int]] = []  # (order, amount) of every refund that ran
+
+
+class Label(BaseModel):
+    """A ticket's category and priority."""
+
+    category: Literal["billing", "outage", "general"]
+    priority: int
 
 
 class Profile(BaseModel):
@@ -70,12 +78,26 @@ async def hand_over(ctx: keel.Context, order: str) -> str:
     return f"handed over by {d.by}"
 
 
-def register(app: keel.App) -> keel.App:
-    """`app` with the scenarios' tools and workflows."""
+async def triage(ctx: keel.Context, text: str) -> dict[str, Any]:
+    label = await ctx.llm.structured(
+        Label, f"Classify: {text}", min_confidence=0.8, review_queue="triage-review"
+    )
+    return label.model_dump()
+
+
+def build(store: str, **options: Any) -> keel.App:
+    """An App with the scenarios' tools and workflows, and a model whose structured
+    outputs score 0.47 (below triage's 0.8: each goes to a person)."""
+    from keel.llm import Gateway, Reply, ScriptedModel
+
+    content = json.dumps({"category": "general", "priority": 3})
+    guess = Reply(content=content, logprobs=[-0.4, -1.2, -0.9, -0.5])
+    model = ScriptedModel(rules=[], default=guess)
+    app = keel.App(store, llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)), **options)
     app.tool(approval=Approval(queue="payments", reason="moves money"))(refund)
     human = keel.Fallback.human(queue="accounts")
     app.tool(retry=keel.Retry(attempts=1), fallback=human)(lookup_account)
-    for wf in (pay, ship, lookup, lookup_strict, hand_over):
+    for wf in (pay, ship, lookup, lookup_strict, hand_over, triage):
         app.workflow(wf)
     return app
 
@@ -116,6 +138,11 @@ async def _edit(app: keel.App, rid: str) -> Any:
     return await app.approvals.edit(req.id, {**(req.args or {}), "amount": 25}, by="rita")
 
 
+async def _correct(app: keel.App, rid: str) -> Any:
+    req = await pending(app, rid)
+    return await app.approvals.correct(req.id, {"category": "billing", "priority": 1}, by="ada")
+
+
 async def _resolve(app: keel.App, rid: str) -> Any:
     esc = await escalated(app, rid)
     return await app.escalations.resolve(esc.id, result={"id": "a-1", "tier": "pro"}, by="rita")
@@ -150,6 +177,12 @@ PEOPLE_SCENARIOS: dict[str, PeopleScenario] = {
     ),
     "gated tool rejected": PeopleScenario(
         "pay", {"order": "o-2", "amount": 40}, _reject, ("ok", "sorry: not today")
+    ),
+    "low confidence corrected": PeopleScenario(
+        "triage",
+        {"text": "charged twice"},
+        _correct,
+        ("ok", {"category": "billing", "priority": 1}),
     ),
     "escalation resolved": PeopleScenario(
         "lookup", {"account_id": "a-1"}, _resolve, ("ok", "a-1:pro")
