@@ -136,7 +136,7 @@ async def bench_temporal(address: str, runs: int) -> dict[str, dict[str, float]]
     with tempfile.TemporaryDirectory() as tmp:
         app = keel_app(f"sqlite:///{tmp}/unused.db")
         backend = Backend(address=address, task_queue=f"keel-{uuid.uuid4().hex[:6]}")
-        kclient = await connect(backend)
+        kclient = await connect(backend, app=app)
         async with serve(app, kclient, backend):
 
             async def k1() -> None:

@@ -62,8 +62,8 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     try:
         assert doomed.stdout is not None
         assert doomed.stdout.readline().startswith("serving pipeline on temporal://")
-        client = await connect(backend)
         app = temporal_app.build(url)
+        client = await connect(backend, app=app)
         rid = await start(app, client, backend, "pipeline", {"name": "job"})
         log = tmp_path / "exec.log"
         await _until(lambda: len(_executions(log)) == 1, "the first step in the doomed worker")
@@ -119,8 +119,8 @@ async def test_the_worker_entry_stops_cleanly_on_sigterm(
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline().startswith("serving pipeline on")
-        client = await connect(backend)
         app = temporal_app.build(f"sqlite:///{tmp_path}/keel.db")
+        client = await connect(backend, app=app)
         rid = await start(app, client, backend, "pipeline", {"name": "e"})
         await send(client, rid, "go")
         out = await asyncio.wait_for(result(app, client, rid), WAIT)

@@ -76,6 +76,14 @@ async def test_keel_store_holds_the_run_its_journal_and_its_costs(temporal: OnTe
     by_run = {g.key: g for g in await t.app.store.usage_report("run")}
     assert by_run[rid].calls == 2
     assert by_run[rid].cost_usd > 0
+    # each model call was an activity of its own (any worker may run it), not a local one
+    events = (await t.client.get_workflow_handle(rid).fetch_history()).events
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["keel.llm", "keel.llm"]
     spans = await t.app.trace(rid)
     names = [s.name for s in spans]
     assert sum(1 for n in names if n.startswith("chat")) == 2, names

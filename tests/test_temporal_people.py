@@ -49,7 +49,7 @@ class Env:
 async def env(temporal_address: str, store_url: str) -> AsyncIterator[Env]:
     backend = Backend(address=temporal_address, task_queue=f"p-{uuid.uuid4().hex[:12]}")
     app = build(store_url, backend=backend)
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend, max_cached_workflows=0):
         yield Env(app, client, backend)
     await app.close()

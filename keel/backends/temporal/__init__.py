@@ -6,7 +6,7 @@ imports temporalio: only the worker and the generic workflow do, when used.
 Example:
     from keel.backends.temporal import Backend, connect, serve, start, result
     backend = Backend.from_url("temporal://localhost:7233/default?task_queue=keel")
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend):
         run_id = await start(app, client, backend, "greet", {"name": "ada"})
         print(await result(app, client, run_id))

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 async def _serve(app: App, backend: Backend, cached: int) -> None:
     from keel.backends.temporal.worker import connect, serve
 
-    client = await connect(backend, codec=app.codec)
+    client = await connect(backend, app=app)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -80,11 +80,14 @@ class Entry:
     usage: Usage | None = None
     input: Any = None
     fallback: str | None = None
+    pending: bool = False  # an intent, or a failed attempt that will be retried
+    out_of_line: bool = False  # the output goes to the blob table whatever its size
 
 
-async def record(store: Store, entry: Entry) -> None:
+async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
     """Write `entry` to Keel's store. Temporal's history holds the outcome whatever
-    happens here, so a store that fails is logged, never the step's failure."""
+    happens here, so a store that fails is logged, never the step's failure; `strict`
+    raises instead (an intent: the effect must not run unrecorded)."""
     rec = StepRecord(
         run_id=entry.run_id,
         key=entry.key,
@@ -93,7 +96,7 @@ async def record(store: Store, entry: Entry) -> None:
         kind=entry.kind,
         name=entry.name,
         digest=entry.digest,
-        status=StepStatus.OK if entry.error is None else StepStatus.ERROR,
+        status=_status(entry),
         error=entry.error,
         attempts=entry.attempts,
         started_at=entry.started,
@@ -103,12 +106,14 @@ async def record(store: Store, entry: Entry) -> None:
     )
     data = entry.data
     write = StepWrite(rec, data, usage=entry.usage)
-    if data is not None and len(data) > _INLINE:
+    if data is not None and (entry.out_of_line or len(data) > _INLINE):
         rec.blob = hashlib.sha256(data).hexdigest()
         write = StepWrite(rec, None, data, usage=entry.usage)
     try:
         await store.commit(UnitOfWork(entry.run_id, None, steps=[write]))
     except (StoreError, KeelError, OSError) as exc:
+        if strict:
+            raise
         _log.warning(
             "step %s of run %s ran on Temporal but could not be written to Keel's store "
             "(keel show/trace/costs will miss it): %s",
@@ -118,10 +123,17 @@ async def record(store: Store, entry: Entry) -> None:
         )
 
 
-async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> None:
-    """Record the end Temporal reported for `info` (idempotent: an ended row stays)."""
+def _status(entry: Entry) -> StepStatus:
+    if entry.pending:
+        return StepStatus.PENDING
+    return StepStatus.OK if entry.error is None else StepStatus.ERROR
+
+
+async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> bool:
+    """Record the end Temporal reported for `info`; True when this call recorded it
+    (False: not ended, ended already, or not a run Keel started on Temporal)."""
     if not info.status.terminal:
-        return
+        return False
     from keel.errors import LeaseLost
 
     try:
@@ -129,7 +141,8 @@ async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> Non
             info.id, OWNER, info.status, result_json, info.error, None, [], time.time()
         )
     except LeaseLost:
-        pass  # already ended, or not a run Keel started on Temporal
+        return False
+    return True
 
 
 __all__ = ["OWNER", "Entry", "end_run", "on_temporal", "open_run", "record"]

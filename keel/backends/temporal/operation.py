@@ -23,17 +23,26 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from keel.backends.temporal.activity import failure
+from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
+from keel.backends.temporal.model_calls import MODEL_ACTIVITY, portable
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.journal import Scope
 from keel.engine.recovery import PLAIN, StepPolicy, typed_output
 from keel.engine.serde import from_json, revive, to_json, unannotated
-from keel.errors import ConfigError, KeelError, ValidationFailed, from_structured, structured
+from keel.errors import (
+    ConfigError,
+    KeelError,
+    OutcomeUnknown,
+    ValidationFailed,
+    from_structured,
+    structured,
+)
 from keel.policy.validation import run_checks
 from keel.store import Usage
 from keel.types import StepKind
@@ -152,8 +161,6 @@ class TemporalOperation:
             raise port.hard_stop
         ann = unannotated() if annotation is None else annotation
         pol = policy or PLAIN
-        if pol.irreversible or pol.reconcile is not None:
-            port.refuse(f"step {self.key!r} with irreversible= (intent and reconcile)")
         if pol.fallback is not None and pol.fallback.kind == "human":
             port.refuse(f"step {self.key!r} with Fallback.human (escalations)")
         if pol.retry.budget is not None:
@@ -170,16 +177,33 @@ class TemporalOperation:
             "pos": self.pos,
             "started": self.started_at,
         }
+        model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
+        remote = None if model_call is None else portable(model_call)
         try:
-            done = await workflow.execute_local_activity(
-                OP_ACTIVITY,
-                request,
-                start_to_close_timeout=_ATTEMPT_TIMEOUT,
-                retry_policy=RetryPolicy(
-                    maximum_attempts=pol.retry.attempts, initial_interval=timedelta(seconds=1)
-                ),
-                summary=self.key,
-            )
+            if remote is not None:  # a model call: an activity on any worker (model_calls)
+                done = await workflow.execute_activity(
+                    MODEL_ACTIVITY,
+                    {**request, "llm": remote},
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
+            else:
+                done = await workflow.execute_local_activity(
+                    OP_ACTIVITY,
+                    request,
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    # Keel's policy ends it (activity.failure); the spare attempts are for
+                    # an effect scheduled just before its workflow left the cache
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts + 3,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
         except (ActivityError, ApplicationError) as exc:
             found = keel_error(exc)
             if found is None:
@@ -222,12 +246,11 @@ class TemporalOperation:
         raise raised from None
 
     async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
-        """Open `review` (a request for a person) in Keel's store; the deadline is the
-        timeout `wait` is given (a workflow timer), so `wake_at` needs no record here."""
+        """Open `review` (a request for a person) in Keel's store, or nothing to write
+        (what follows, a wait or a finish, is in Temporal's history). A review's deadline
+        is the timeout `wait` is given (a workflow timer), so `wake_at` needs no record."""
         if review is None:
-            self._execution.refuse(
-                f"step {self.key!r} (a step that waits between begin and finish)"
-            )
+            return True
         from keel.backends.temporal.decisions import current, review_check
         from keel.backends.temporal.people import act
 
@@ -245,9 +268,10 @@ class TemporalOperation:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
 
     async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
-        """The decision on the request `begin` opened (the update `keel.decide`)."""
+        """The decision on the review `begin` opened (the update `keel.decide`), or
+        `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
         if self._review is None:
-            self._execution.refuse(f"step {self.key!r} waiting for signal {signal!r}")
+            return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
         from keel.backends.temporal.decisions import current
 
         return await current().wait(self._review, timeout, f"{self.key}/{part}")
@@ -275,22 +299,33 @@ def make_op_activity(app: App) -> Callable[..., Any]:
         pol, name = effect.policy, request["name"]
         token = CURRENT_STEP.set(StepInfo(run_id, key, info.attempt, ()))
         try:
-            value = await effect.fn()
-            if pol.validate:
-                value, messages = run_checks(value, pol.validate)
-                if messages:
-                    raise ValidationFailed(
-                        f"output of {name!r} failed validation: {'; '.join(messages)}",
-                        messages=messages,
-                    )
-            data = to_json(value, what=f"step {key!r}")
-            typed_output(name, value, data, effect.annotation)
+            if pol.irreversible:  # an intent first; an interrupted one is reconciled
+                entry = _entry(run_id, request, effect, info.attempt, None, None)
+                value = await once(app.store, entry, effect.fn, pol.reconcile, name)
+            else:
+                value = await effect.fn()
+            if isinstance(value, Recorded):  # an earlier attempt did it: never again
+                data = value.data
+            else:
+                if pol.validate:
+                    value, messages = run_checks(value, pol.validate)
+                    if messages:
+                        raise ValidationFailed(
+                            f"output of {name!r} failed validation: {'; '.join(messages)}",
+                            messages=messages,
+                        )
+                data = to_json(value, what=f"step {key!r}")
+                typed_output(name, value, data, effect.annotation)
         except Exception as exc:
             first = info.scheduled_time.timestamp()
-            fail = failure(name, pol.retry, request, info.attempt, first, exc)
-            if fail.non_retryable:  # its last attempt: the failure is its outcome
+            unknown = isinstance(exc, OutcomeUnknown)  # never re-run an unknown effect
+            fail = failure(name, pol.retry, request, info.attempt, first, exc, final=unknown)
+            if fail.non_retryable or pol.irreversible:
+                # its last attempt: the failure is its outcome; an irreversible step's
+                # failed attempt is written too, so the next one knows it ended
                 err = structured(exc, step=key, attempts=info.attempt)
-                await record(app.store, _entry(run_id, request, effect, info.attempt, None, err))
+                entry = _entry(run_id, request, effect, info.attempt, None, err)
+                await record(app.store, replace(entry, pending=not fail.non_retryable))
             raise fail from exc
         finally:
             CURRENT_STEP.reset(token)

@@ -120,6 +120,7 @@ class TemporalExecution:
         self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
         self._degraded: list[str] = []
         self._waiting: list[str] = []  # signals a ctx.wait_for is waiting for now
+        self.retries_used: dict[str, int] = {}  # tool -> retries granted (Retry(budget=))
 
     @property
     def run(self) -> RunInfo:
@@ -147,6 +148,11 @@ class TemporalExecution:
 
     def degraded(self) -> list[str]:
         return list(self._degraded)
+
+    def superseded(self, prefix: str) -> None:
+        """A phase attempt under `prefix` failed its checkpoint and runs again: its
+        degraded steps are no longer the run's (as on Keel's engine)."""
+        self._degraded = [k for k in self._degraded if not k.startswith(prefix)]
 
     def snapshot(self) -> dict[str, Any]:
         """What the run holds now, for the `keel.state` query: its typed state (JSON),
@@ -217,18 +223,13 @@ class TemporalExecution:
         """Run `tool` with `named` arguments as the `keel.call` activity at the next key of
         `scope` (or at `key`/`pos`), checked against what history recorded there."""
         from temporalio import workflow
-        from temporalio.common import RetryPolicy
         from temporalio.exceptions import ActivityError, ApplicationError
+
+        from keel.backends.temporal.attempts import scheduled_retries, workflow_retries
 
         if self.hard_stop is not None:
             raise self.hard_stop
         name = tool.name
-        if tool.keep is not None:
-            not_yet(f"tool {name!r} with keep=")
-        if tool.irreversible:
-            not_yet(f"tool {name!r} with irreversible= (intent and reconcile)")
-        if tool.retry is not None and tool.retry.budget is not None:
-            not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
         if key is None or pos is None:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")
@@ -242,32 +243,15 @@ class TemporalExecution:
             "pos": pos,
             "started": workflow.now().timestamp(),
         }
-        retry = tool.retry
-        attempts = retry.attempts if retry is not None else 1
-        policy = RetryPolicy(
-            maximum_attempts=attempts,
-            # only for timeouts: every failure the tool raises names its own delay
-            initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
-        )
+
+        async def schedule(ask: dict[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = await self._schedule(tool, ask)
+            return out
+
+        if workflow_retries(tool):  # a retry budget, or feedback for a local tool
+            return await scheduled_retries(self, scope, tool, request, annotation, schedule)
         try:
-            if tool.options.get("local"):
-                # @app.tool(local=True): run in this worker, no task-queue round trip (a
-                # short, cheap tool); its result is recorded in history all the same
-                done = await workflow.execute_local_activity(
-                    ACTIVITY,
-                    request,
-                    start_to_close_timeout=attempt_timeout(tool),
-                    retry_policy=policy,
-                    summary=key,
-                )
-            else:
-                done = await workflow.execute_activity(
-                    ACTIVITY,
-                    request,
-                    start_to_close_timeout=attempt_timeout(tool),
-                    retry_policy=policy,
-                    summary=key,
-                )
+            done = await schedule(request)
         except (ActivityError, ApplicationError) as exc:
             # an activity's failure arrives as ActivityError(cause=ApplicationError); a
             # local activity's as the ApplicationError (its cause chain) itself
@@ -276,15 +260,42 @@ class TemporalExecution:
                 raise  # a timeout or cancellation Temporal decided: its own error
             err, was = found
             self.check(scope, pos, key, digest, was, StepKind.TOOL)
-            if _to_person(tool.fallback, err):  # Fallback.human: a person resolves it
-                from keel.backends.temporal.people import await_person
-
-                return await await_person(
-                    self._run, scope, tool, key, pos, request["args"], err, annotation
-                )
-            return self.fall_back(tool.fallback, key, err, annotation)
+            return await self.give_up(scope, tool, request, err, annotation)
         self.check(scope, pos, key, digest, done, StepKind.TOOL)
         return revive(done["output"], annotation if annotation is not None else unannotated())
+
+    async def _schedule(self, tool: ToolDef, request: dict[str, Any]) -> Any:
+        """One `keel.call` activity (a local one for `local=True`), retried by Temporal
+        as Keel's `Retry` decides in the activity."""
+        from temporalio import workflow
+        from temporalio.common import RetryPolicy
+
+        retry = tool.retry
+        attempts = retry.attempts if retry is not None else 1
+        if tool.irreversible:
+            attempts += 1  # after a lost attempt, one more: it reconciles (keel...intent)
+        policy = RetryPolicy(
+            maximum_attempts=attempts,
+            # only for timeouts: every failure the tool raises names its own delay
+            initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
+        )
+        if tool.options.get("local"):
+            # @app.tool(local=True): run in this worker, no task-queue round trip (a
+            # short, cheap tool); its result is recorded in history all the same
+            return await workflow.execute_local_activity(
+                ACTIVITY,
+                request,
+                start_to_close_timeout=attempt_timeout(tool),
+                retry_policy=policy,
+                summary=request["key"],
+            )
+        return await workflow.execute_activity(
+            ACTIVITY,
+            request,
+            start_to_close_timeout=attempt_timeout(tool),
+            retry_policy=policy,
+            summary=request["key"],
+        )
 
     def check(
         self, scope: Scope, pos: int, key: str, digest: str, was: dict[str, Any], kind: StepKind
@@ -309,11 +320,29 @@ class TemporalExecution:
             self.hard_stop = exc
             raise
 
+    async def give_up(
+        self,
+        scope: Scope,
+        tool: ToolDef,
+        request: dict[str, Any],
+        err: StructuredError,
+        annotation: Any,
+    ) -> Any:
+        """Tool call `request` failed for good: its fallback decides, `Fallback.human`
+        by waiting for a person (keel.backends.temporal.people)."""
+        if _to_person(tool.fallback, err):
+            from keel.backends.temporal.people import await_person
+
+            key, pos, args = request["key"], request["pos"], request["args"]
+            return await await_person(self._run, scope, tool, key, pos, args, err, annotation)
+        return self.fall_back(tool.fallback, request["key"], err, annotation)
+
     def fall_back(
         self, fb: Fallback | None, key: str, err: StructuredError, annotation: Any
     ) -> Any:
         """The step failed for good: its fallback decides, as on Keel's engine."""
-        if fb is None or err.type in ("SerializationError", "ConfigError"):
+        unknown = err.type == "OutcomeUnknown"  # never degraded: the effect may have happened
+        if fb is None or err.type in ("SerializationError", "ConfigError") or unknown:
             raise from_structured(err)
         if fb.kind == "degrade":
             self._degraded.append(key)
@@ -323,7 +352,7 @@ class TemporalExecution:
             stop = from_structured(err)
             self.hard_stop = stop  # the run fails even if the workflow catches this
             raise stop
-        raise from_structured(err)  # Fallback.human: call_tool hands it to a person
+        raise from_structured(err)  # Fallback.human: give_up hands it to a person
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         from temporalio import workflow
@@ -392,7 +421,10 @@ class TemporalExecution:
     def phase(
         self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
     ) -> Phase:
-        not_yet("ctx.phase")
+        from keel.backends.temporal.phase import TemporalPhase
+
+        phase = TemporalPhase(self, ctx.current_scope(), ctx, name, check, retries, on_fail)
+        return phase  # type: ignore[return-value]  # the same protocol, Temporal's keys
 
 
 __all__ = ["FEATURES", "TemporalExecution", "not_yet"]

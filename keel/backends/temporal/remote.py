@@ -1,6 +1,6 @@
 """The Temporal client an App uses for the runs it hands to Temporal (`App(backend=)`).
 
-One per App and event loop, connected on first use with the App's codec, so every
+One per App and event loop, connected on first use for the App (its codec and claim check), so every
 caller (starting runs, sending signals and decisions, reading a run's status) shares it.
 
 Example:
@@ -46,7 +46,7 @@ async def client_for(app: App) -> Client:
     held = _CLIENTS.get(app)
     if held is not None and held[0] is loop:
         return held[1]
-    client = await connect(backend_of(app), codec=app.codec)
+    client = await connect(backend_of(app), app=app)
     _CLIENTS[app] = (loop, client)
     return client
 

@@ -1,0 +1,157 @@
+"""The bundled examples run unchanged on Temporal: each example module is imported as it
+is (its App on this test's store, the offline model), hosted by a Temporal worker, and
+its workflows give the outcome they give on Keel's engine (account_sync:
+tests/test_temporal_backend.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+import keel
+from keel.backends.temporal import result, signal, start
+from tests.backends import fresh_url
+from tests.limits import WAIT
+from tests.temporal_run import OnTemporal, on_temporal
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture
+def example_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("KEEL_MODEL", raising=False)
+    monkeypatch.delenv("KEEL_BACKEND", raising=False)
+    monkeypatch.setenv("KEEL_STORE", fresh_url(tmp_path))
+    monkeypatch.setenv("KEEL_EXAMPLE_OUTBOX", str(tmp_path / "outbox"))
+    monkeypatch.setenv("KEEL_EXAMPLE_LATENCY_SCALE", "0")
+    return tmp_path
+
+
+@pytest.fixture
+async def hosted(example_env: Path, temporal_address: str) -> AsyncIterator[Callable[[str], Any]]:
+    """`await hosted("oracle")`: the example module, its App served on Temporal."""
+    stack: list[tuple[ModuleType, Any]] = []
+
+    async def host(stem: str) -> tuple[ModuleType, OnTemporal]:
+        name = f"_keel_temporal_example_{stem}_{uuid.uuid4().hex[:8]}"
+        spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{stem}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        serving = on_temporal(module.app, temporal_address)
+        t = await serving.__aenter__()
+        stack.append((module, serving))
+        return module, t
+
+    yield host
+    for module, serving in reversed(stack):
+        await serving.__aexit__(None, None, None)
+        await module.app.close()
+        sys.modules.pop(module.__name__, None)
+
+
+async def _until(check: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_oracle_asks_once_and_books_on_the_answer(hosted: Any) -> None:
+    oracle, t = await hosted("oracle")
+    rid = await start(
+        oracle.app,
+        t.client,
+        t.backend,
+        "plan_delivery",
+        {"order_id": "ord-7", "city": "Leeds"},
+        run_id=f"ord-{uuid.uuid4().hex[:6]}",
+    )
+    inbox = oracle.inbox()
+    await _until(lambda: inbox.exists() and inbox.read_text().strip() != "", "the question")
+    (asked,) = [json.loads(line) for line in inbox.read_text().splitlines()]
+    assert asked["id"] == f"{rid}:oracle#0"
+    await signal(t.client, rid, asked["signal"], "Yes, heavy rain")
+    out = await asyncio.wait_for(result(oracle.app, t.client, rid), WAIT)
+    assert out == {
+        "order_id": "ord-7",
+        "city": "Leeds",
+        "forecast": "Yes, heavy rain",
+        "booking": "covered-van/ord-7",
+    }
+
+
+async def test_drift_classifier_runs_are_observed_by_its_monitors(hosted: Any) -> None:
+    drift, t = await hosted("drift_classifier")
+    runs = []
+    for i in range(3):
+        rid = await start(drift.app, t.client, t.backend, "classify_ticket", {"text": f"t {i}"})
+        out = await asyncio.wait_for(result(drift.app, t.client, rid), WAIT)
+        assert out["category"] in ("billing", "outage")
+        runs.append((rid, out["category"]))
+    # each run's end, learnt from Temporal, was observed by the workflow's monitors
+    key = keel.drift.Distribution("category").key
+    values = await drift.app.store.drift_values("classify_ticket", key, 10)
+    assert sorted((v.run_id, v.label) for v in values) == sorted(runs)
+
+
+async def test_support_agent_conversation_as_on_the_engine(hosted: Any) -> None:
+    agent, t = await hosted("support_agent")
+    customer = "1042"
+    seeded = await start(
+        agent.app,
+        t.client,
+        t.backend,
+        "seed_customer",
+        {"customer_id": customer},
+        run_id=f"seed-{customer}",
+    )
+    assert len(await asyncio.wait_for(result(agent.app, t.client, seeded), WAIT)) > 0
+    session = f"chat-{uuid.uuid4().hex[:6]}"
+    messages = agent.FIRST_CHAT[:2]
+    replies = []
+    for n, message in enumerate(messages):
+        rid = await start(
+            agent.app,
+            t.client,
+            t.backend,
+            "support_turn",
+            {"customer_id": customer, "message": message},
+            session=session,
+            run_id=f"{session}.{n + 1}",
+        )
+        replies.append(await asyncio.wait_for(result(agent.app, t.client, rid), WAIT))
+    # the same conversation on Keel's engine (the memories seeded above are shared)
+    engine_session = f"e{session}"
+    for n, message in enumerate(messages):
+        handle = await agent.app.start(
+            "support_turn",
+            {"customer_id": customer, "message": message},
+            session=engine_session,
+            id=f"{engine_session}.{n + 1}",
+        )
+        on_engine = await handle.result(WAIT)
+        got = replies[n]
+        assert (got.reply, got.fields, got.tools, got.memory) == (
+            on_engine.reply,
+            on_engine.fields,
+            on_engine.tools,
+            on_engine.memory,
+        )
+    assert replies[0].tools == ["lookup_order"]
+    # the session the Temporal runs share holds what the conversation established
+    state = await agent.app.session_store.session_get(session, "order_id")
+    assert state is not None and json.loads(state.value) == "A-7781"
