@@ -119,8 +119,6 @@ async def takes_days(ctx: keel.Context) -> str:
     return "approved"
 
 
-
-
 class Cart(BaseModel):
     items: list[str] = []
 

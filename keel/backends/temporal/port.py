@@ -51,7 +51,8 @@ class _NoFeature:
 
 
 class _NoPeople:
-    """Approvals and reviews need Keel's store of requests: not carried yet."""
+    """People for a port built without an App's features (features_for plugs in
+    keel.backends.temporal.people): requests need an App's store."""
 
     async def approval(self, ctx: Context, action: Any, **kw: Any) -> Any:
         not_yet("ctx.approval")
