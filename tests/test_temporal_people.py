@@ -183,6 +183,9 @@ async def test_an_escalation_is_resolved_with_a_value(env: Env) -> None:
     assert esc.id == f"{rid}:lookup_account#0"
     assert (esc.queue, esc.kind, esc.packet.tool) == ("accounts", "tool", "lookup_account")
     assert "503 from the accounts service" in esc.packet.reason
+    assert [(j["key"], j["status"]) for j in esc.packet.journal] == [("lookup_account#0", "error")]
+    [waiting] = [s for s in await env.app.steps(rid) if s.key == "lookup_account#0"]
+    assert (waiting.status.value, waiting.fallback) == ("pending", "human")
     with pytest.raises(keel.InputError, match="is invalid"):
         await env.app.escalations.resolve(esc.id, result={"id": "acct-9"}, by="rita")
     done = await env.app.escalations.resolve(
@@ -190,6 +193,9 @@ async def test_an_escalation_is_resolved_with_a_value(env: Env) -> None:
     )
     assert done.status == "resolved"
     assert await env.result(rid) == "acct-9:pro"
+    [step] = [s for s in await env.app.steps(rid) if s.key == "lookup_account#0"]
+    assert (step.status.value, step.fallback) == ("ok", "human")
+    assert step.output == {"id": "acct-9", "tier": "pro"}
     await _replays(env, rid)
     assert (await env.app.escalations.get(esc.id)).resolved_by == "rita"
 

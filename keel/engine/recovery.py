@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -449,8 +449,13 @@ def escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
 
 def journal_summary(ex: RunExecution, prefix: str, limit: int = 50) -> list[dict[str, Any]]:
     """What the run (or the phase under `prefix`) did so far, for an escalation packet."""
+    return summarise(ex.journal.by_key.values(), prefix, limit)
+
+
+def summarise(records: Iterable[StepRecord], prefix: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The last `limit` of `records` under `prefix`, as an escalation packet lists them."""
     recs = sorted(
-        (r for r in ex.journal.by_key.values() if r.key.startswith(prefix)),
+        (r for r in records if r.key.startswith(prefix)),
         key=lambda r: (r.started_at, r.key),
     )[-limit:]
     out = []

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from keel.backends.temporal.decisions import current, result_check
 from keel.backends.temporal.mirror import Entry, record
-from keel.engine.recovery import escalation_reason, result_schema
+from keel.engine.recovery import escalation_reason, result_schema, summarise
 from keel.engine.serde import from_json, revive, to_json
 from keel.errors import Conflict, EscalationRejected, ValidationFailed, from_structured, structured
 from keel.types import Escalation, EscalationPacket, ReviewRequest, StepKind
@@ -178,16 +178,16 @@ async def await_person(
     run: Any,
     scope: Scope,
     tool: ToolDef,
-    key: str,
-    pos: int,
-    args: Any,
+    request: dict[str, Any],
     err: StructuredError,
     annotation: Any,
 ) -> Any:
-    """Escalate the failed step `key` of `tool` (queue from its `Fallback.human`) and
-    wait for a person: their result is the step's, or the step fails with
+    """Escalate the failed call `request` of `tool` (queue from its `Fallback.human`)
+    and wait for a person: their result is the step's, or the step fails with
     `keel.EscalationRejected` (or `keel.ValidationFailed` for a result that does not fit)."""
     from temporalio import workflow
+
+    key, pos, args = request["key"], request["pos"], request["args"]
 
     fb = tool.fallback
     err.fallback = "human"
@@ -217,11 +217,6 @@ async def await_person(
         ),
         created_at=workflow.now().timestamp(),
     )
-    decisions = current()
-    decisions.expect(esc_id, "escalation", result_check(annotation))
-    await act({"op": "escalate", "escalation": escalation.model_dump(mode="json")}, key)
-    decision = await decisions.wait(esc_id, None, f"{key}/resolution")
-    by = decision.get("by", "someone")
     entry: dict[str, Any] = {
         "run_id": run.id,
         "key": key,
@@ -229,11 +224,18 @@ async def await_person(
         "pos": pos,
         "kind": StepKind.TOOL.value,
         "name": tool.name,
-        "digest": "",
+        "digest": request["digest"],
         "started": escalation.created_at,
         "attempts": attempts,
         "fallback": "human",
     }
+    decisions = current()
+    decisions.expect(esc_id, "escalation", result_check(annotation))
+    waiting = {**entry, "error": err.model_dump(mode="json"), "pending": True}
+    opened = {"op": "escalate", "escalation": escalation.model_dump(mode="json")}
+    await act({**opened, "prefix": scope.phase_prefix or "", "entry": waiting}, key)
+    decision = await decisions.wait(esc_id, None, f"{key}/resolution")
+    by = decision.get("by", "someone")
     settle = {"op": "settle", "id": esc_id, "kind": "escalation", "decision": decision}
     rejection: Exception
     if decision.get("status") == "resolved":
@@ -292,6 +294,12 @@ async def _people_op(app: App, request: dict[str, Any]) -> dict[str, Any]:
         return {"opened": review.id in done.opened}
     if op == "escalate":
         esc = Escalation.model_validate(request["escalation"])
+        # what the run did so far, as on Keel's engine: from the entries its activities wrote
+        steps = await store.load_steps(esc.run_id)
+        esc.packet.journal = summarise(steps, request.get("prefix") or "")
+        # the step waits for a person, as Keel's engine shows it: on record before the
+        # escalation is listed (a retry writes the same entry again)
+        await record(store, _entry(request["entry"]))
         done = await store.commit(UnitOfWork(esc.run_id, None, escalations=[esc]))
         if esc.id in done.opened and hooks.active:
             hooks.escalated(esc.run_id, esc.id, esc.queue)
@@ -338,24 +346,26 @@ async def _settle(app: App, request: dict[str, Any]) -> None:
     except (Conflict, RunNotFound):
         pass  # the decider recorded it first, as it normally does
     e = request.get("entry")
-    if e is None:
-        return
-    await record(
-        app.store,
-        Entry(
-            run_id=e["run_id"],
-            key=e["key"],
-            scope=e["scope"],
-            position=e["pos"],
-            kind=StepKind(e["kind"]),
-            name=e["name"],
-            digest=e["digest"],
-            started=e["started"],
-            attempts=e["attempts"],
-            data=to_json(e["output"], what=f"step {e['key']!r}") if "output" in e else None,
-            error=_error(e.get("error")),
-            fallback=e.get("fallback"),
-        ),
+    if e is not None:
+        await record(app.store, _entry(e))
+
+
+def _entry(e: dict[str, Any]) -> Entry:
+    """A journal entry the workflow described (JSON) for Keel's store."""
+    return Entry(
+        run_id=e["run_id"],
+        key=e["key"],
+        scope=e["scope"],
+        position=e["pos"],
+        kind=StepKind(e["kind"]),
+        name=e["name"],
+        digest=e["digest"],
+        started=e["started"],
+        attempts=e["attempts"],
+        data=to_json(e["output"], what=f"step {e['key']!r}") if "output" in e else None,
+        error=_error(e.get("error")),
+        fallback=e.get("fallback"),
+        pending=bool(e.get("pending")),
     )
 
 

@@ -334,8 +334,7 @@ class TemporalExecution:
         if _to_person(tool.fallback, err):
             from keel.backends.temporal.people import await_person
 
-            key, pos, args = request["key"], request["pos"], request["args"]
-            return await await_person(self._run, scope, tool, key, pos, args, err, annotation)
+            return await await_person(self._run, scope, tool, request, err, annotation)
         return self.fall_back(tool.fallback, request["key"], err, annotation)
 
     def fall_back(
