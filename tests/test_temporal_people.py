@@ -95,9 +95,13 @@ async def test_an_approval_is_listed_then_approved_through_keel(env: Env) -> Non
     req = await env.request(rid)
     assert req.id == f"{rid}:approval:ship#0"  # the id Keel's engine gives it
     assert (req.kind, req.queue, req.status) == ("approval", "shipping", "pending")
+    [waiting] = [s for s in await env.app.steps(rid) if s.key == "approval:ship#0"]
+    assert waiting.status.value == "pending"
     done = await env.app.approvals.approve(req.id, by="ada", note="packed")
     assert (done.status, done.decided_by) == ("approved", "ada")
     assert await env.result(rid) == "shipped o-1: approved by ada (packed)"
+    [step] = [s for s in await env.app.steps(rid) if s.key == "approval:ship#0"]
+    assert (step.status.value, step.output["by"]) == ("ok", "ada")
     actions = [a["action"] for a in await env.app.approvals.audit(req.id)]
     assert actions[-1] == "approved"
     again = env.app.approvals.approve(req.id, by="ada")
@@ -224,6 +228,9 @@ async def test_an_approval_times_out_in_virtual_time(env: Env) -> None:
     assert "got no decision before its deadline (queue shipping); timeout policy: reject" in out
     req = await env.app.approvals.get(f"{rid}:approval:ship#0")
     assert (req.status, req.decided_by) == ("expired", "keel")
+    [step] = [s for s in await env.app.steps(rid) if s.key == "approval:ship#0"]
+    assert step.status.value == "error" and step.error is not None
+    assert step.error.type == "ApprovalRejected"
 
 
 async def test_an_escalating_timeout_moves_the_request_then_fails_the_run(env: Env) -> None:

@@ -223,27 +223,36 @@ class TemporalOperation:
         if self._review is not None:  # a person's decision: the step's entry in the store
             from keel.backends.temporal.people import act
 
-            entry = {
-                "run_id": self.run_id,
-                "key": self.key,
-                "scope": self.scope.path,
-                "pos": self.pos,
-                "kind": self.kind.value,
-                "name": self.name,
-                "digest": self.digest,
-                "started": self.started_at,
-                "attempts": 1,
-                "output": value,
-            }
+            entry = {**self._entry(), "output": value}
             settle = {"op": "settle", "id": self._review, "kind": "review", "decision": value}
             await act({**settle, "entry": entry}, f"{self.key}/decided")
         return value
 
     async def fail(self, exc: KeelError, *, fatal: bool = False) -> NoReturn:
-        raised = from_structured(structured(exc, step=self.key))
+        err = structured(exc, step=self.key)
+        raised = from_structured(err)
+        if self._review is not None:  # e.g. its deadline passed: the step's entry says so
+            from keel.backends.temporal.people import act
+
+            entry = {**self._entry(), "error": err.model_dump(mode="json")}
+            await act({"op": "record", "entry": entry}, f"{self.key}/failed")
         if fatal:
             self._execution.hard_stop = raised
         raise raised from None
+
+    def _entry(self) -> dict[str, Any]:
+        """This step's journal entry as `keel.people` writes it (JSON)."""
+        return {
+            "run_id": self.run_id,
+            "key": self.key,
+            "scope": self.scope.path,
+            "pos": self.pos,
+            "kind": self.kind.value,
+            "name": self.name,
+            "digest": self.digest,
+            "started": self.started_at,
+            "attempts": 1,
+        }
 
     async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
         """Open `review` (a request for a person) in Keel's store, or nothing to write
@@ -258,7 +267,8 @@ class TemporalOperation:
         # open for decisions before the store shows it: nobody can decide it too early
         check = review_check(review.kind, review.request, self._execution.tools)
         current().expect(review.id, review.kind, check)
-        done = await act({"op": "review", "review": review.model_dump(mode="json")}, self.key)
+        opened = {"op": "review", "review": review.model_dump(mode="json")}
+        done = await act({**opened, "entry": {**self._entry(), "pending": True}}, self.key)
         return bool(done["opened"])
 
     def entry(self, *args: Any, **kwargs: Any) -> NoReturn:

@@ -288,6 +288,7 @@ async def _people_op(app: App, request: dict[str, Any]) -> dict[str, Any]:
     store, hooks, op = app.store, app.hooks, request["op"]
     if op == "review":
         review = ReviewRequest.model_validate(request["review"])
+        await record(store, _entry(request["entry"]))  # PENDING, listed with the request
         done = await store.commit(UnitOfWork(review.run_id, None, reviews=[review]))
         if review.id in done.opened and hooks.active:
             hooks.review_requested(review.model_dump(exclude=_UNDECIDED))
@@ -325,6 +326,9 @@ async def _people_op(app: App, request: dict[str, Any]) -> dict[str, Any]:
     if op == "get":
         found = await store.get_review(request["id"])
         return {"review": None if found is None else found.model_dump(mode="json")}
+    if op == "record":
+        await record(store, _entry(request["entry"]))
+        return {}
     if op == "settle":
         await _settle(app, request)
         return {}
