@@ -155,3 +155,18 @@ async def test_support_agent_conversation_as_on_the_engine(hosted: Any) -> None:
     # the session the Temporal runs share holds what the conversation established
     state = await agent.app.session_store.session_get(session, "order_id")
     assert state is not None and json.loads(state.value) == "A-7781"
+
+
+async def test_doc_summary_fan_out_with_a_phase_as_on_the_engine(hosted: Any) -> None:
+    docs, t = await hosted("doc_summary")
+    good = docs.synthetic_documents()[:8]
+    broken = good[0].model_copy(update={"id": "X-1", "text": "Revenue: unknown"})
+    given = {"docs": [d.model_dump() for d in [*good, broken]], "require_fraction": 0.75}
+    on_engine = await (await docs.app.start("summarize_docs", given)).result(WAIT)
+    rid = await start(docs.app, t.client, t.backend, "summarize_docs", given)
+    report = await asyncio.wait_for(result(docs.app, t.client, rid), WAIT)
+    assert (report.documents, report.succeeded) == (9, 8)
+    assert [(f.index, f.doc_id) for f in report.failed] == [(8, "X-1")]
+    assert report.model_dump(exclude={"generated_at"}) == on_engine.model_dump(
+        exclude={"generated_at"}
+    )
