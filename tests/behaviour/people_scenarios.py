@@ -40,6 +40,10 @@ async def refund(order: str, amount: Annotated[int, Field(gt=0)]) -> str:
     return f"refunded {amount} on {order}"
 
 
+async def transfer(account: str, amount: int) -> str:
+    return f"moved {amount} to {account}"
+
+
 async def lookup_account(account_id: str) -> Profile:
     raise RuntimeError("503 from the accounts service")
 
@@ -72,6 +76,10 @@ async def lookup_strict(ctx: keel.Context, account_id: str) -> str:
     return f"{account.id}:{account.tier}"
 
 
+async def move(ctx: keel.Context, account: str, amount: int) -> str:
+    return str(await ctx.call(transfer, account, amount))  # irreversible: gated by default
+
+
 async def hand_over(ctx: keel.Context, order: str) -> str:
     later = Escalate("managers", 2 * 86400, then="fail")  # a day for the desk, two more
     d = await ctx.approval(f"hand over {order}", queue="desk", timeout=86400, on_timeout=later)
@@ -95,9 +103,10 @@ def build(store: str, **options: Any) -> keel.App:
     model = ScriptedModel(rules=[], default=guess)
     app = keel.App(store, llm=Gateway({"m": model}, retry=keel.Retry(attempts=1)), **options)
     app.tool(approval=Approval(queue="payments", reason="moves money"))(refund)
+    app.tool(irreversible=True)(transfer)
     human = keel.Fallback.human(queue="accounts")
     app.tool(retry=keel.Retry(attempts=1), fallback=human)(lookup_account)
-    for wf in (pay, ship, lookup, lookup_strict, hand_over, triage):
+    for wf in (pay, ship, move, lookup, lookup_strict, hand_over, triage):
         app.workflow(wf)
     return app
 
@@ -177,6 +186,9 @@ PEOPLE_SCENARIOS: dict[str, PeopleScenario] = {
     ),
     "gated tool rejected": PeopleScenario(
         "pay", {"order": "o-2", "amount": 40}, _reject, ("ok", "sorry: not today")
+    ),
+    "irreversible tool approved": PeopleScenario(
+        "move", {"account": "a-9", "amount": 10}, _approve, ("ok", "moved 10 to a-9")
     ),
     "low confidence corrected": PeopleScenario(
         "triage",
