@@ -67,9 +67,6 @@ class Decisions:
         self._open.pop(target, None)
         return target not in self._arrived
 
-    def open_ids(self) -> list[str]:
-        return sorted(self._open)
-
     def validate(self, request: Any) -> None:
         """The update's validator: raise (refusing the update) for a decision this run
         cannot take. Runs before anything is written to history."""
