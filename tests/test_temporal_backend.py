@@ -119,14 +119,6 @@ async def takes_days(ctx: keel.Context) -> str:
     return "approved"
 
 
-async def escalating(n: int) -> int:
-    return n
-
-
-async def uses_human(ctx: keel.Context) -> int:
-    return int(await ctx.call(escalating, 1))
-
-
 class Cart(BaseModel):
     items: list[str] = []
 
@@ -154,26 +146,19 @@ async def uses_llm(ctx: keel.Context) -> Any:
     return await ctx.llm.text("hi")
 
 
-async def uses_approval(ctx: keel.Context) -> Any:
-    return await ctx.approval("refund 5 EUR")
-
-
 @pytest.fixture
 async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
     app = keel.App(store_url)
     app.tool(charge)
     app.tool(huge)
-    app.tool(fallback=keel.Fallback.human())(escalating)
     app.workflow(state=Cart)(shopping)
     for wf in (
         checkout,
         uses_unregistered,
         uses_phase,
         uses_llm,
-        uses_approval,
         takes_days,
         too_big,
-        uses_human,
     ):
         app.workflow(wf)
     async with on_temporal(app, temporal_address) as t:
@@ -232,8 +217,6 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
             "ctx.phase(on_fail='escalate') (escalations) is not supported on the Temporal",
         ),
         ("uses_llm", "ConfigError", "this app has no model configured"),
-        ("uses_approval", "ConfigError", "ctx.approval is not supported on the Temporal backend"),
-        ("uses_human", "ConfigError", "tool 'escalating' with Fallback.human (escalations)"),
     ],
 )
 async def test_what_is_not_carried_yet_fails_the_run_saying_so(
@@ -361,7 +344,7 @@ async def test_the_account_sync_example_runs_unchanged_on_temporal(
     """examples/account_sync.py, not a line changed: a keel.Secret by reference in the
     input, revealed only inside the tool, on whichever worker runs it; Temporal's
     history holds the reference, never the key. (The other examples use models and
-    approvals, not carried yet: docs/temporal.md.)"""
+    approvals: tests/test_temporal_people.py runs approvals on Temporal.)"""
     import hashlib
     import importlib.util
 

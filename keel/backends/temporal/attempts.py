@@ -76,14 +76,14 @@ async def scheduled_retries(
             wait = was.get("retry_in")
             tried = int(was.get("attempt", attempt))
             if wait is None:
-                return port.fall_back(tool.fallback, key, err, annotation)
+                return await port.give_up(scope, tool, request, err, annotation)
             if budget is not None:
                 # concurrent calls were each told what was left when they started: the
                 # workflow's own count has the last word
                 used = port.retries_used.get(tool.name, 0)
                 if used >= budget:
                     spent = budget_spent(tool.name, budget, err, tried)
-                    return port.fall_back(tool.fallback, key, spent, annotation)
+                    return await port.give_up(scope, tool, request, spent, annotation)
                 port.retries_used[tool.name] = used + 1
             feedback = list(err.data.get("messages", [])) if err.type == "ValidationFailed" else []
             if float(wait) > 0:

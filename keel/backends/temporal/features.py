@@ -2,8 +2,8 @@
 
 The same feature code as on Keel's engine (keel/features.py fills the engine's doors);
 their steps are `ctx.operation`s, which the Temporal port runs as local activities
-(keel.backends.temporal.operation). Approvals and reviews by people are not carried
-yet: that door refuses, naming what was asked.
+(keel.backends.temporal.operation). Requests to people (approvals, gated tools, output
+reviews) go through keel.backends.temporal.people.
 
 Example:
     port = TemporalExecution(run, app.registry.tools, signals, root, features_for(app))
@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from keel.backends.temporal.port import FEATURES, not_yet
+from keel.backends.temporal.people import TemporalPeople
+from keel.backends.temporal.port import not_yet
 from keel.engine.plugins import Features
 from keel.errors import ConfigError
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 def features_for(app: App, client: Client | None = None, task_queue: str = "") -> Features:
     """`app`'s features over a Temporal run; `client` and `task_queue` start the runs a
     workflow starts (memory extraction). Without them (a Replayer) those refuse."""
+    people = TemporalPeople()
 
     def models(ctx: Any) -> Any:
         gateway = app.gateway
@@ -36,7 +38,7 @@ def features_for(app: App, client: Client | None = None, task_queue: str = "") -
             )
         from keel.llm.facade import LLM
 
-        return LLM(ctx, gateway, store=app.store, people=FEATURES.people)
+        return LLM(ctx, gateway, store=app.store, people=people)
 
     def memory(ctx: Any) -> Any:
         from keel.memory.journaled import JournaledMemory
@@ -59,7 +61,7 @@ def features_for(app: App, client: Client | None = None, task_queue: str = "") -
 
         return SessionState(ctx, app.session_store)
 
-    return Features(models=models, people=FEATURES.people, memory=memory, session=session)
+    return Features(models=models, people=people, memory=memory, session=session)
 
 
 __all__ = ["features_for"]

@@ -126,7 +126,9 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
 def _status(entry: Entry) -> StepStatus:
     if entry.pending:
         return StepStatus.PENDING
-    return StepStatus.OK if entry.error is None else StepStatus.ERROR
+    if entry.error is None or (entry.fallback is not None and entry.data is not None):
+        return StepStatus.OK  # (a failure whose fallback supplied the value: it stands)
+    return StepStatus.ERROR
 
 
 async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> bool:

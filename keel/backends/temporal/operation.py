@@ -100,6 +100,7 @@ class TemporalOperation:
         self.pos = pos
         self.recorded = None
         self.started_at = workflow.now().timestamp()
+        self._review: str | None = None  # the request for a person this step opened
 
     # -- what the journal says: Temporal's history answers inside run() --------------
 
@@ -216,26 +217,59 @@ class TemporalOperation:
         port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
         return revive(done["output"], ann)
 
-    # -- outcomes a feature decides itself (workflow code: nothing to write) ----------
+    # -- outcomes a feature decides itself, and waiting for a person's decision -------
 
     async def finish(self, value: Any) -> Any:
+        if self._review is not None:  # a person's decision: the step's entry in the store
+            from keel.backends.temporal.people import act
+
+            entry = {**self._entry(), "output": value}
+            settle = {"op": "settle", "id": self._review, "kind": "review", "decision": value}
+            await act({**settle, "entry": entry}, f"{self.key}/decided")
         return value
 
     async def fail(self, exc: KeelError, *, fatal: bool = False) -> NoReturn:
-        raised = from_structured(structured(exc, step=self.key))
+        err = structured(exc, step=self.key)
+        raised = from_structured(err)
+        if self._review is not None:  # e.g. its deadline passed: the step's entry says so
+            from keel.backends.temporal.people import act
+
+            entry = {**self._entry(), "error": err.model_dump(mode="json")}
+            await act({"op": "record", "entry": entry}, f"{self.key}/failed")
         if fatal:
             self._execution.hard_stop = raised
         raise raised from None
 
-    async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
-        """Nothing to write: what follows (a wait, a finish) is in Temporal's history."""
-        if review is not None:
-            self._execution.refuse(f"step {self.key!r} opening a review (approvals)")
-        return True
+    def _entry(self) -> dict[str, Any]:
+        """This step's journal entry as `keel.people` writes it (JSON)."""
+        return {
+            "run_id": self.run_id,
+            "key": self.key,
+            "scope": self.scope.path,
+            "pos": self.pos,
+            "kind": self.kind.value,
+            "name": self.name,
+            "digest": self.digest,
+            "started": self.started_at,
+            "attempts": 1,
+        }
 
-    async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
-        """Wait for `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
-        return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
+    async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
+        """Open `review` (a request for a person) in Keel's store, or nothing to write
+        (what follows, a wait or a finish, is in Temporal's history). A review's deadline
+        is the timeout `wait` is given (a workflow timer), so `wake_at` needs no record."""
+        if review is None:
+            return True
+        from keel.backends.temporal.decisions import current, review_check
+        from keel.backends.temporal.people import act
+
+        self._review = review.id
+        # open for decisions before the store shows it: nobody can decide it too early
+        check = review_check(review.kind, review.request, self._execution.tools)
+        current().expect(review.id, review.kind, check)
+        opened = {"op": "review", "review": review.model_dump(mode="json")}
+        done = await act({**opened, "entry": {**self._entry(), "pending": True}}, self.key)
+        return bool(done["opened"])
 
     def entry(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
@@ -243,6 +277,14 @@ class TemporalOperation:
     async def commit(self, *args: Any, **kwargs: Any) -> NoReturn:
         self._execution.refuse(f"step {self.key!r} writing its own journal entry")
 
+    async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
+        """The decision on the review `begin` opened (the update `keel.decide`), or
+        `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
+        if self._review is None:
+            return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
+        from keel.backends.temporal.decisions import current
+
+        return await current().wait(self._review, timeout, f"{self.key}/{part}")
 
 
 def make_op_activity(app: App) -> Callable[..., Any]:

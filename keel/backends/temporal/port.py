@@ -51,7 +51,8 @@ class _NoFeature:
 
 
 class _NoPeople:
-    """Approvals and reviews need Keel's store of requests: not carried yet."""
+    """People for a port built without an App's features (features_for plugs in
+    keel.backends.temporal.people): requests need an App's store."""
 
     async def approval(self, ctx: Context, action: Any, **kw: Any) -> Any:
         not_yet("ctx.approval")
@@ -71,6 +72,14 @@ FEATURES = Features(
     memory=_NoFeature("ctx.memory"),
     session=_NoFeature("ctx.session"),
 )
+
+
+def _to_person(fb: Fallback | None, err: StructuredError) -> bool:
+    return (
+        fb is not None
+        and fb.kind == "human"
+        and err.type not in ("SerializationError", "ConfigError")
+    )
 
 
 def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
@@ -222,8 +231,6 @@ class TemporalExecution:
         if self.hard_stop is not None:
             raise self.hard_stop
         name = tool.name
-        if tool.fallback is not None and tool.fallback.kind == "human":
-            not_yet(f"tool {name!r} with Fallback.human (escalations)")
         if key is None or pos is None:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")
@@ -254,7 +261,7 @@ class TemporalExecution:
                 raise  # a timeout or cancellation Temporal decided: its own error
             err, was = found
             self.check(scope, pos, key, digest, was, StepKind.TOOL)
-            return self.fall_back(tool.fallback, key, err, annotation)
+            return await self.give_up(scope, tool, request, err, annotation)
         self.check(scope, pos, key, digest, done, StepKind.TOOL)
         return revive(done["output"], annotation if annotation is not None else unannotated())
 
@@ -314,6 +321,22 @@ class TemporalExecution:
             self.hard_stop = exc
             raise
 
+    async def give_up(
+        self,
+        scope: Scope,
+        tool: ToolDef,
+        request: dict[str, Any],
+        err: StructuredError,
+        annotation: Any,
+    ) -> Any:
+        """Tool call `request` failed for good: its fallback decides, `Fallback.human`
+        by waiting for a person (keel.backends.temporal.people)."""
+        if _to_person(tool.fallback, err):
+            from keel.backends.temporal.people import await_person
+
+            return await await_person(self._run, scope, tool, request, err, annotation)
+        return self.fall_back(tool.fallback, request["key"], err, annotation)
+
     def fall_back(
         self, fb: Fallback | None, key: str, err: StructuredError, annotation: Any
     ) -> Any:
@@ -329,7 +352,7 @@ class TemporalExecution:
             stop = from_structured(err)
             self.hard_stop = stop  # the run fails even if the workflow catches this
             raise stop
-        raise from_structured(err)  # Fallback.human is refused before the call
+        raise from_structured(err)  # Fallback.human: give_up hands it to a person
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         from temporalio import workflow

@@ -117,6 +117,7 @@ async def serve(
     from keel.backends.temporal.features import features_for
     from keel.backends.temporal.model_calls import make_model_activity
     from keel.backends.temporal.operation import make_op_activity
+    from keel.backends.temporal.people import make_people_activity
     from keel.backends.temporal.workflow import workflow_class
     from keel.features import _register_extraction
 
@@ -127,7 +128,12 @@ async def serve(
         client,
         task_queue=backend.task_queue,
         workflows=[workflow_class(app, features)],
-        activities=[make_activity(app), make_op_activity(app), make_model_activity(app)],
+        activities=[
+            make_activity(app),
+            make_op_activity(app),
+            make_model_activity(app),
+            make_people_activity(app),
+        ],
         max_cached_workflows=max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=grace or 0),
     )

@@ -7,6 +7,7 @@ It is a dynamic workflow: its Temporal type is the Keel workflow's name, and its
 argument the run's input (JSON, by keyword). It runs the registered function with a
 `keel.Context` over `TemporalExecution`, so the workflow code is the same on both
 executors. Signals are dynamic too: any name, queued until `ctx.wait_for` takes it.
+People's decisions arrive as the update `keel.decide` (keel.backends.temporal.decisions).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from keel.backends.temporal.activity import check_size
+from keel.backends.temporal.decisions import DECIDE_UPDATE, Decisions
 from keel.backends.temporal.port import TemporalExecution
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.context import Context
@@ -57,6 +59,7 @@ def workflow_class(app: App, features: Features | None = None) -> type:
     def __init__(self) -> None:  # type: ignore[no-untyped-def]
         self.signals = {}
         self.live = {}  # "port": this execution's TemporalExecution, once it runs
+        self.decisions = Decisions()  # requests for people it waits on, decisions taken
 
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:  # type: ignore[no-untyped-def]
         convert = workflow.payload_converter()
@@ -70,11 +73,22 @@ def workflow_class(app: App, features: Features | None = None) -> type:
         port = self.live.get("port")
         return {} if port is None else port.snapshot()
 
+    def decide(self, request: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        taken: dict[str, Any] = self.decisions.take(request)
+        return taken
+
+    def check_decision(self, request: Any) -> None:  # type: ignore[no-untyped-def]
+        self.decisions.validate(request)  # refused: the caller gets why, history nothing
+
     # temporalio refuses handlers of classes defined in a function, because its sandbox
     # re-imports a workflow's module by name; this class is never sandboxed (see above)
     on_signal.__qualname__ = "KeelWorkflow.on_signal"
     run.__qualname__ = "KeelWorkflow.run"
     state.__qualname__ = "KeelWorkflow.state"
+    decide.__qualname__ = "KeelWorkflow.decide"
+    check_decision.__qualname__ = "KeelWorkflow.check_decision"
+    on_decision = workflow.update(name=DECIDE_UPDATE)(decide)
+    on_decision.validator(check_decision)
     namespace = {
         "__init__": __init__,
         "__module__": __name__,
@@ -84,6 +98,9 @@ def workflow_class(app: App, features: Features | None = None) -> type:
         "run": workflow.run(run),
         # what the run holds now (typed state, degraded steps, signals awaited)
         "state": workflow.query(name=STATE_QUERY)(state),
+        # a person's decision on a request the run waits on (keel.backends.temporal.decisions)
+        "decide": on_decision,
+        "check_decision": check_decision,
     }
     return workflow.defn(dynamic=True, sandboxed=False)(type("KeelWorkflow", (), namespace))
 
