@@ -362,19 +362,31 @@ async def _finish(
 
 
 def round_suffix(n: int) -> str:
-    """Escalation rounds after the first get their own id and journal keys: `~2`, `~3`."""
+    """Escalation rounds after the first get their own id and journal keys: `~2`, `~3`.
+
+    Example:
+        esc_id = f"{run_id}:{key}{round_suffix(2)}"  # "r1:phase:extract#0~2"
+    """
     return "" if n == 1 else f"~{n}"
 
 
 def phase_reason(name: str, attempts: int, messages: list[str]) -> str:
-    """Why phase `name` is escalated after its last failed attempt."""
+    """Why phase `name` is escalated after its last failed attempt.
+
+    Example:
+        phase_reason("extract", 2, ["figures sum to 3, not 4"])
+    """
     return f"phase {name!r} failed its checkpoint after {attempts} attempt(s): " + "; ".join(
         messages
     )
 
 
 def refused_reason(name: str, esc_id: str, by: str, bad_fit: list[str], failed: list[str]) -> str:
-    """Why the next round opens: the resolution of `esc_id` did not fit, or failed the check."""
+    """Why the next round opens: the resolution of `esc_id` did not fit, or failed the check.
+
+    Example:
+        refused_reason("extract", "r1:phase:extract#0", "ana", [], ["sum 5"])
+    """
     if bad_fit:
         return (
             f"phase {name!r}: the resolution of escalation {esc_id} by {by} does not fit the "
@@ -389,7 +401,11 @@ def refused_reason(name: str, esc_id: str, by: str, bad_fit: list[str], failed: 
 def phase_rejected(
     name: str, key: str, esc_id: str, decision: dict[str, Any]
 ) -> EscalationRejected:
-    """The error of a phase whose escalation `esc_id` a person rejected with `decision`."""
+    """The error of a phase whose escalation `esc_id` a person rejected with `decision`.
+
+    Example:
+        raise phase_rejected("extract", key, esc_id, {"by": "ana", "reason": "corrupt"})
+    """
     by = decision.get("by", "someone")
     note = decision.get("reason") or decision.get("note") or "no reason given"
     return EscalationRejected(
@@ -410,7 +426,11 @@ def phase_packet(
     messages: list[str],
     err: Any,
 ) -> EscalationPacket:
-    """The packet of a phase escalation, but for its journal (each executor reads its own)."""
+    """The packet of a phase escalation, but for its journal (each executor reads its own).
+
+    Example:
+        packet = phase_packet(run, key, "extract", state, checks, reason, messages, None)
+    """
     return EscalationPacket(
         workflow=run.workflow,
         run_id=run.id,
