@@ -11,9 +11,9 @@ Example:
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keel._ids import id_problem
@@ -22,7 +22,7 @@ from keel.backends.temporal.config import Backend
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, InputError, KeelError, structured
-from keel.handle import input_json, outcome, same_input, same_session
+from keel.handle import input_json, new_run_id, outcome, same_input, same_session
 from keel.types import RunInfo, RunStatus, StructuredError
 
 # Temporal's execution statuses as Keel's run statuses (for messages about a run).
@@ -95,11 +95,17 @@ async def connect(
 
 @asynccontextmanager
 async def serve(
-    app: App, client: Client, backend: Backend, *, max_cached_workflows: int = 1000
+    app: App,
+    client: Client,
+    backend: Backend,
+    *,
+    max_cached_workflows: int = 1000,
+    grace: float | None = None,
 ) -> AsyncIterator[None]:
     """Run a Temporal worker hosting `app`'s workflows and tools on `backend.task_queue`
     while the block runs. `max_cached_workflows=0` replays every workflow task from
-    its history (what the tests do, so replay is exercised on every step).
+    its history (what the tests do, so replay is exercised on every step). `grace`:
+    seconds the activities in flight get to finish when the block ends (else none).
 
     Example:
         async with serve(app, client, backend):
@@ -129,6 +135,7 @@ async def serve(
             make_people_activity(app),
         ],
         max_cached_workflows=max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=grace or 0),
     )
     async with worker:
         yield
@@ -232,7 +239,7 @@ async def start_run(
             f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
             "supported on the Temporal backend yet (docs/temporal.md lists what is)"
         )
-    rid = run_id or str(uuid.uuid4())
+    rid = run_id or new_run_id()
     problem = id_problem(rid, "run id")
     problem = problem or (None if session is None else id_problem(session, "session id"))
     if problem is not None:
@@ -367,6 +374,14 @@ async def result(app: App, client: Client, run_id: str) -> Any:
     Example:
         summary = await result(app, client, "t-1")
     """
+    info = await end_of(client, run_id)
+    await _ended(app, info)
+    return outcome(app, info)
+
+
+async def end_of(client: Client, run_id: str) -> RunInfo:
+    """Wait for run `run_id` to end on Temporal: how it ended, as a `RunInfo` (its
+    result, or the structured error; times and input are not Temporal's to give)."""
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
@@ -394,8 +409,7 @@ async def result(app: App, client: Client, run_id: str) -> Any:
             info.error = structured(KeelError(f"terminated on Temporal: {cause.message}"))
         else:
             info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
-    await _ended(app, info)
-    return outcome(app, info)
+    return info
 
 
 async def _ended(app: App, info: RunInfo) -> None:
