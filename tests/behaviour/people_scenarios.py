@@ -53,6 +53,10 @@ async def figures_of(doc: str) -> list[int]:
     return [1, 2]
 
 
+async def unreadable(doc: str) -> list[int]:
+    raise ValueError(f"{doc} is not a PDF")
+
+
 async def refund(order: str, amount: Annotated[int, Field(gt=0)]) -> str:
     calls.append((order, amount))
     return f"refunded {amount} on {order}"
@@ -128,6 +132,14 @@ async def extract_loosely(ctx: keel.Context, doc: str, total: int) -> dict[str, 
     return dict(ctx.state.model_dump())
 
 
+async def extract_unreadable(ctx: keel.Context, doc: str, total: int) -> dict[str, Any]:
+    # the block's own error escalates the phase too; a resolution passes it
+    async with ctx.phase("extract", check=adds_up, on_fail="escalate", queue="finance"):
+        ctx.state.total = total
+        ctx.state.figures = await ctx.call(unreadable, doc)
+    return dict(ctx.state.model_dump())
+
+
 def build(store: str, **options: Any) -> keel.App:
     """An App with the scenarios' tools and workflows, and a model whose structured
     outputs score 0.47 (below triage's 0.8: each goes to a person)."""
@@ -144,7 +156,8 @@ def build(store: str, **options: Any) -> keel.App:
     for wf in (pay, ship, move, lookup, lookup_strict, hand_over, triage):
         app.workflow(wf)
     app.tool()(figures_of)
-    for wf in (extract, extract_loosely):
+    app.tool(retry=keel.Retry(attempts=1))(unreadable)
+    for wf in (extract, extract_loosely, extract_unreadable):
         app.workflow(state=Figures)(wf)
     return app
 
@@ -265,6 +278,12 @@ PEOPLE_SCENARIOS: dict[str, PeopleScenario] = {
         {"doc": "d-1", "total": 4},
         _fix_twice,
         ("ok", {"figures": [3, 1], "total": 4}),
+    ),
+    "phase escalation after the block's error, resolved": PeopleScenario(
+        "extract_unreadable",
+        {"doc": "d-1", "total": 4},
+        _fix,
+        ("ok", {"figures": [1, 3], "total": 4}),
     ),
     "phase escalation rejected": PeopleScenario(
         "extract",
