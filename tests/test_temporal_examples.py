@@ -240,6 +240,53 @@ async def test_support_triage_approved_by_signal_sends_once(hosted: Any) -> None
     assert sent["body"] == outcome.body
 
 
+async def test_support_triage_draft_failing_its_checkpoint_is_escalated_then_fixed(
+    hosted: Any,
+) -> None:
+    """tests/test_examples.py's engine version, on Temporal, decided through the App."""
+    triage, t = await hosted("support_triage")
+    app = triage.app
+    ticket = next(x for x in triage.SAMPLE_TICKETS if x.id == "T-1045")
+    rid = await start(
+        app,
+        t.client,
+        t.backend,
+        "triage",
+        {"ticket": ticket.model_dump()},
+        run_id=f"t-{uuid.uuid4().hex[:6]}",
+    )
+    await _until_async(lambda: app.escalations.list(queue="support-ops"), "the escalation")
+    [esc] = await app.escalations.list(queue="support-ops")
+    assert esc.id == f"{rid}:phase:respond#0"
+    assert esc.kind == "phase" and esc.packet.phase == "respond"
+    assert "does not greet the customer by name" in esc.packet.reason
+    assert [j["key"].rsplit("/", 1)[-1] for j in esc.packet.journal] == ["llm:draft#0"]
+    assert esc.packet.state is not None and esc.packet.state["draft"].startswith("Hi there")
+
+    with pytest.raises(keel.InputError):  # not a state field of the right type
+        await app.escalations.resolve(esc.id, result={"draft": 7}, by="kim")
+    fixed = "Hello Quayside team,\n\nWe are sending replacements for order 7781 today."
+    # the checkpoint still fails without a contact name to greet: refused, still open
+    with pytest.raises(keel.InputError, match="does not greet the customer by name"):
+        await app.escalations.resolve(esc.id, result={"draft": fixed}, by="kim")
+    edits = {"contact_name": "Quayside team", "draft": fixed}
+    await app.escalations.resolve(esc.id, result=edits, by="kim")
+    handle = t.client.get_workflow_handle(rid)
+
+    async def waiting() -> Any:
+        return (await handle.query("keel.state"))["waiting_on"] == ["approval"]
+
+    await _until_async(waiting, "the approval wait")
+    state = (await handle.query("keel.state"))["state"]
+    assert state["draft"] == fixed and state["contact_name"] == "Quayside team"
+
+    await signal(t.client, rid, "approval", {"approved": True, "reviewer": "dana"})
+    outcome = await asyncio.wait_for(result(app, t.client, rid), WAIT)
+    assert outcome.status == "sent" and outcome.body == fixed
+    [sent] = triage.read_outbox()
+    assert sent["body"] == fixed
+
+
 async def _until_async(read: Callable[[], Any], what: str) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + WAIT

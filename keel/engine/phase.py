@@ -36,6 +36,7 @@ from keel.types import EscalationPacket, StepKind, StepRecord, StepStatus
 
 if TYPE_CHECKING:
     from keel.engine.context import Context
+    from keel.engine.state import StateTracker
 
 OnFail = Literal["fail", "escalate"]
 
@@ -360,13 +361,92 @@ async def _finish(
     await ex.commit(p.parent, rec, None)
 
 
-def _round_suffix(n: int) -> str:
-    """Escalation rounds after the first get their own id and journal keys: `~2`, `~3`."""
+def round_suffix(n: int) -> str:
+    """Escalation rounds after the first get their own id and journal keys: `~2`, `~3`.
+
+    Example:
+        esc_id = f"{run_id}:{key}{round_suffix(2)}"  # "r1:phase:extract#0~2"
+    """
     return "" if n == 1 else f"~{n}"
 
 
+def phase_reason(name: str, attempts: int, messages: list[str]) -> str:
+    """Why phase `name` is escalated after its last failed attempt.
+
+    Example:
+        phase_reason("extract", 2, ["figures sum to 3, not 4"])
+    """
+    return f"phase {name!r} failed its checkpoint after {attempts} attempt(s): " + "; ".join(
+        messages
+    )
+
+
+def refused_reason(name: str, esc_id: str, by: str, bad_fit: list[str], failed: list[str]) -> str:
+    """Why the next round opens: the resolution of `esc_id` did not fit, or failed the check.
+
+    Example:
+        refused_reason("extract", "r1:phase:extract#0", "ana", [], ["sum 5"])
+    """
+    if bad_fit:
+        return (
+            f"phase {name!r}: the resolution of escalation {esc_id} by {by} does not fit the "
+            "state: " + "; ".join(bad_fit)
+        )
+    return (
+        f"phase {name!r}: the resolution of escalation {esc_id} by {by} failed the "
+        "checkpoint: " + "; ".join(failed)
+    )
+
+
+def phase_rejected(
+    name: str, key: str, esc_id: str, decision: dict[str, Any]
+) -> EscalationRejected:
+    """The error of a phase whose escalation `esc_id` a person rejected with `decision`.
+
+    Example:
+        raise phase_rejected("extract", key, esc_id, {"by": "ana", "reason": "corrupt"})
+    """
+    by = decision.get("by", "someone")
+    note = decision.get("reason") or decision.get("note") or "no reason given"
+    return EscalationRejected(
+        f"phase {name!r} escalation {esc_id} was rejected by {by}: {note}",
+        escalation=esc_id,
+        by=by,
+        step=key,
+    )
+
+
+def phase_packet(
+    run: Any,
+    key: str,
+    name: str,
+    state: StateTracker | None,
+    checks: tuple[Any, ...],
+    reason: str,
+    messages: list[str],
+    err: Any,
+) -> EscalationPacket:
+    """The packet of a phase escalation, but for its journal (each executor reads its own).
+
+    Example:
+        packet = phase_packet(run, key, "extract", state, checks, reason, messages, None)
+    """
+    return EscalationPacket(
+        workflow=run.workflow,
+        run_id=run.id,
+        step=key,
+        phase=name,
+        reason=reason,
+        error=err,
+        messages=messages,
+        state=state.snapshot() if state is not None else None,
+        result_schema=state.model.model_json_schema() if state is not None else None,
+        checks=check_refs(checks),
+    )
+
+
 def _opened(p: Phase, n: int) -> bool:
-    return p.ex.journal.by_key.get(f"{p.key}/escalation{_round_suffix(n)}") is not None
+    return p.ex.journal.by_key.get(f"{p.key}/escalation{round_suffix(n)}") is not None
 
 
 async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseException | None) -> bool:
@@ -378,13 +458,11 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
     says why, and the run waits for that one.
     """
     ex = p.ex
-    reason = f"phase {p.name!r} failed its checkpoint after {number + 1} attempt(s): " + "; ".join(
-        messages
-    )
+    reason = phase_reason(p.name, number + 1, messages)
     err = structured(exc, step=p.key) if exc is not None else None
     n = 1
     while True:
-        suffix = _round_suffix(n)
+        suffix = round_suffix(n)
         esc_id = f"{ex.run.id}:{p.key}{suffix}"
         ex.journal.reached(f"{p.key}/escalation{suffix}")  # replay got to this round
         if not _opened(p, n):
@@ -410,26 +488,10 @@ async def _escalate(p: Phase, number: int, messages: list[str], exc: BaseExcepti
             p.passed = True
             await _finish(p, StepStatus.OK, None, number + 1, fallback="human", delta=pending)
             return True
-        if bad_fit:
-            reason = (
-                f"phase {p.name!r}: the resolution of escalation {esc_id} by {by} does not "
-                "fit the state: " + "; ".join(bad_fit)
-            )
-        else:
-            reason = (
-                f"phase {p.name!r}: the resolution of escalation {esc_id} by {by} failed the "
-                "checkpoint: " + "; ".join(failed)
-            )
+        reason = refused_reason(p.name, esc_id, by, bad_fit, failed)
         messages, err = bad_fit or failed, None
         n += 1
-    note = decision.get("reason") or decision.get("note") or "no reason given"
-    rejected = EscalationRejected(
-        f"phase {p.name!r} escalation {esc_id} was rejected by {by}: {note}",
-        escalation=esc_id,
-        by=by,
-        step=p.key,
-    )
-    failure = structured(rejected, step=p.key)
+    failure = structured(phase_rejected(p.name, p.key, esc_id, decision), step=p.key)
     failure.fallback = "human"
     await _finish(p, StepStatus.ERROR, failure, number + 1, fallback="human")
     raise from_structured(failure)
@@ -440,24 +502,12 @@ async def _open(
 ) -> None:
     """Record escalation round `n` of the phase, and the journal entry that marks it."""
     ex = p.ex
-    state = p.parent.state
-    packet = EscalationPacket(
-        workflow=ex.run.workflow,
-        run_id=ex.run.id,
-        step=p.key,
-        phase=p.name,
-        journal=journal_summary(ex, f"{p.key}/{number}/"),
-        reason=reason,
-        error=err,
-        messages=messages,
-        state=state.snapshot() if state is not None else None,
-        result_schema=state.model.model_json_schema() if state is not None else None,
-        checks=check_refs(p.checks),
-    )
+    packet = phase_packet(ex.run, p.key, p.name, p.parent.state, p.checks, reason, messages, err)
+    packet.journal = journal_summary(ex, f"{p.key}/{number}/")
     marker_scope = Scope(path=f"{p.key}/")
     marker = ex.record(
         marker_scope,
-        f"{p.key}/escalation{_round_suffix(n)}",
+        f"{p.key}/escalation{round_suffix(n)}",
         p.retries + 2 * n - 1,
         StepKind.PHASE,
         "escalation",

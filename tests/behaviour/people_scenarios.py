@@ -1,5 +1,6 @@
-"""Workflows that ask people (approvals, a gated tool, a `Fallback.human` escalation),
-each with the decision a person takes through Keel, that both executors must run alike.
+"""Workflows that ask people (approvals, a gated tool, a `Fallback.human` escalation, a
+phase with `on_fail="escalate"`), each with the decision a person takes through Keel,
+that both executors must run alike.
 
 tests/test_temporal_people.py runs each on Keel's engine and on Temporal, decides it
 the same way (`app.approvals` / `app.escalations`), and compares the outcomes.
@@ -33,6 +34,27 @@ class Label(BaseModel):
 class Profile(BaseModel):
     id: str
     tier: str
+
+
+class Figures(BaseModel):
+    """What a phase extracted from a document."""
+
+    figures: list[int] = []
+    total: int = 0
+
+
+def adds_up(s: Figures) -> str | None:  # module level: found where a resolution is entered
+    if sum(s.figures) != s.total:
+        return f"figures sum to {sum(s.figures)}, not the stated total {s.total}"
+    return None
+
+
+async def figures_of(doc: str) -> list[int]:
+    return [1, 2]
+
+
+async def unreadable(doc: str) -> list[int]:
+    raise ValueError(f"{doc} is not a PDF")
 
 
 async def refund(order: str, amount: Annotated[int, Field(gt=0)]) -> str:
@@ -93,6 +115,31 @@ async def triage(ctx: keel.Context, text: str) -> dict[str, Any]:
     return label.model_dump()
 
 
+async def extract(ctx: keel.Context, doc: str, total: int) -> dict[str, Any]:
+    async with ctx.phase("extract", check=adds_up, on_fail="escalate", queue="finance"):
+        ctx.state.figures = await ctx.call(figures_of, doc)
+        ctx.state.total = total
+    return dict(ctx.state.model_dump())
+
+
+async def extract_loosely(ctx: keel.Context, doc: str, total: int) -> dict[str, Any]:
+    # a check defined inside the workflow cannot be found where a resolution is entered:
+    # only the run checks it, and a resolution failing it opens the next round (`~2`)
+    checks = [lambda s: None if sum(s.figures) == s.total else f"sum {sum(s.figures)}"]
+    async with ctx.phase("extract", check=checks, on_fail="escalate", queue="finance"):
+        ctx.state.figures = await ctx.call(figures_of, doc)
+        ctx.state.total = total
+    return dict(ctx.state.model_dump())
+
+
+async def extract_unreadable(ctx: keel.Context, doc: str, total: int) -> dict[str, Any]:
+    # the block's own error escalates the phase too; a resolution passes it
+    async with ctx.phase("extract", check=adds_up, on_fail="escalate", queue="finance"):
+        ctx.state.total = total
+        ctx.state.figures = await ctx.call(unreadable, doc)
+    return dict(ctx.state.model_dump())
+
+
 def build(store: str, **options: Any) -> keel.App:
     """An App with the scenarios' tools and workflows, and a model whose structured
     outputs score 0.47 (below triage's 0.8: each goes to a person)."""
@@ -108,6 +155,10 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(retry=keel.Retry(attempts=1), fallback=human)(lookup_account)
     for wf in (pay, ship, move, lookup, lookup_strict, hand_over, triage):
         app.workflow(wf)
+    app.tool()(figures_of)
+    app.tool(retry=keel.Retry(attempts=1))(unreadable)
+    for wf in (extract, extract_loosely, extract_unreadable):
+        app.workflow(state=Figures)(wf)
     return app
 
 
@@ -161,6 +212,26 @@ async def _refuse(app: keel.App, rid: str) -> Any:
     return await app.escalations.reject((await escalated(app, rid)).id, "closed", by="rita")
 
 
+async def _fix(app: keel.App, rid: str) -> Any:
+    esc = await escalated(app, rid)
+    return await app.escalations.resolve(esc.id, result={"figures": [1, 3]}, by="ana")
+
+
+async def _fix_twice(app: keel.App, rid: str) -> Any:
+    """A resolution the run's checkpoint refuses (round `~2` opens), then one it takes."""
+    first = await escalated(app, rid)
+    await app.escalations.resolve(first.id, result={"figures": [1, 2, 2]}, by="ana")
+    async with asyncio.timeout(WAIT):
+        while (again := await escalated(app, rid)).id == first.id:
+            await asyncio.sleep(0.05)  # the store lists it until the decision is recorded
+    assert again.id == f"{first.id}~2", again.id
+    assert again.packet.reason == (
+        f"phase 'extract': the resolution of escalation {first.id} by ana failed the "
+        "checkpoint: sum 5"
+    )
+    return await app.escalations.resolve(again.id, result={"figures": [3, 1]}, by="ana")
+
+
 @dataclass(frozen=True)
 class PeopleScenario:
     """A workflow, its input, what a person decides, and the outcome on both executors."""
@@ -198,6 +269,27 @@ PEOPLE_SCENARIOS: dict[str, PeopleScenario] = {
     ),
     "escalation resolved": PeopleScenario(
         "lookup", {"account_id": "a-1"}, _resolve, ("ok", "a-1:pro")
+    ),
+    "phase escalation resolved with edits": PeopleScenario(
+        "extract", {"doc": "d-1", "total": 4}, _fix, ("ok", {"figures": [1, 3], "total": 4})
+    ),
+    "phase escalation failing its checkpoint, then resolved": PeopleScenario(
+        "extract_loosely",
+        {"doc": "d-1", "total": 4},
+        _fix_twice,
+        ("ok", {"figures": [3, 1], "total": 4}),
+    ),
+    "phase escalation after the block's error, resolved": PeopleScenario(
+        "extract_unreadable",
+        {"doc": "d-1", "total": 4},
+        _fix,
+        ("ok", {"figures": [1, 3], "total": 4}),
+    ),
+    "phase escalation rejected": PeopleScenario(
+        "extract",
+        {"doc": "d-1", "total": 4},
+        _refuse,
+        ("failed", "EscalationRejected", "phase:extract#0"),
     ),
     "escalation rejected": PeopleScenario(
         "lookup_strict",

@@ -6,8 +6,9 @@ block ends, as the durable operation `phase:draft#0/n` (a `keel.op` local activi
 so a check that calls a model or a service runs once, and replay returns its verdict
 from history. A failed checkpoint restores the state to the phase's start and runs the
 block again while `retries` last, then fails with `keel.CheckpointFailed` (or the
-block's own error). There is no journal branch to skip on replay: Temporal replays
-every attempt, each step answered from history.
+block's own error), or with `on_fail="escalate"` asks a person
+(keel.backends.temporal.phase_escalation). There is no journal branch to skip on
+replay: Temporal replays every attempt, each step answered from history.
 
 Example (the same workflow code on both executors):
     async for attempt in ctx.phase("extract", check=totals_add_up, retries=2):
@@ -50,13 +51,14 @@ class TemporalPhase:
         check: Any,
         retries: int,
         on_fail: str,
+        queue: str = "escalations",
     ) -> None:
         if retries < 0:
             raise ConfigError(f"ctx.phase retries must be >= 0, got {retries}")
         if on_fail not in ("fail", "escalate"):
             raise ConfigError(f"ctx.phase on_fail must be 'fail' or 'escalate', got {on_fail!r}")
-        if on_fail == "escalate":
-            port.refuse("ctx.phase(on_fail='escalate') (escalations)")
+        self.on_fail = on_fail
+        self.queue = queue
         self.port = port
         self.parent = parent
         self.ctx = ctx
@@ -64,12 +66,17 @@ class TemporalPhase:
         self.checks = normalise(check)
         self.retries = retries
         self.key = ""
+        self.pos = 0
+        self.started = 0.0
         self.passed = False
         self._single: TemporalPhaseAttempt | None = None
 
     def _open(self) -> None:
+        from temporalio import workflow
+
         if not self.key:
-            self.key, _ = self.parent.next(f"phase:{self.name}")
+            self.key, self.pos = self.parent.next(f"phase:{self.name}")
+            self.started = workflow.now().timestamp()
 
     async def __aenter__(self) -> TemporalPhase:
         if self.retries:
@@ -142,6 +149,10 @@ class TemporalPhaseAttempt:
                 state.apply(self._snapshot)  # the next attempt starts where this one did
             p.port.superseded(f"{p.key}/{self.number}/")
             return True
+        if p.on_fail == "escalate":
+            from keel.backends.temporal.phase_escalation import escalate_phase
+
+            return await escalate_phase(p, self.number, messages, exc)
         failure = CheckpointFailed(
             f"phase {p.name!r} failed after {self.number + 1} attempt(s): {'; '.join(messages)}",
             messages=messages,

@@ -423,7 +423,7 @@ class TemporalExecution:
     ) -> Phase:
         from keel.backends.temporal.phase import TemporalPhase
 
-        phase = TemporalPhase(self, ctx.current_scope(), ctx, name, check, retries, on_fail)
+        phase = TemporalPhase(self, ctx.current_scope(), ctx, name, check, retries, on_fail, queue)
         return phase  # type: ignore[return-value]  # the same protocol, Temporal's keys
 
 
