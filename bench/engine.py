@@ -1,8 +1,9 @@
 """Engine benchmark: Keel against LangGraph (SQLite checkpointer) and DBOS, on SQLite
-and on Postgres.
+and on Postgres; and Keel on Temporal against raw temporalio.
 
     python bench/engine.py [--quick] [--only keel,langgraph,dbos] [--json out.json]
     python bench/engine.py --store postgres [--durable] [--pg URL] [--procs 1,2,4]
+    python bench/engine.py --only keel,keel-temporal,temporal,temporal-local [--quick]
 
 Each peer is installed at a pinned version in its own venv under
 `bench/.venvs/<peer>` (created on first use, reused while the versions
@@ -11,8 +12,10 @@ runs in a fresh subprocess with a fresh temp-dir database (on Postgres: a
 fresh database on the same server), so memory and disk figures belong to that
 workload alone. Each cell is the median of 3 trials (1 with --quick). The
 Postgres section (bench/_pg_section.py) adds a floor (a bare psycopg INSERT +
-COMMIT per step) and W3 with several Keel worker processes. See
-bench/README.md for what each workload does.
+COMMIT per step) and W3 with several Keel worker processes. The Temporal systems
+(bench/_temporal_systems.py) run against one dev server started for the run, with a
+column for Keel's layer over raw temporalio. See bench/README.md for what each
+workload does.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import _pg_section as pg_section
+import _temporal_systems as temporal
 from _harness import (
     bench_parser,
     choose,
@@ -49,6 +53,8 @@ from _systems import (
     prepare,
     run_workload,
 )
+
+ALL_SYSTEMS = {**SYSTEMS, **temporal.TEMPORAL_SYSTEMS}
 
 # --- the table ----------------------------------------------------------------
 
@@ -99,6 +105,8 @@ def table_rows(
 ) -> list[list[str]]:
     rows = []
     ran = {w for s in systems for w in results.get(s.name, {})}
+    names = {s.name for s in systems}
+    pairs = [p for p in temporal.PAIRS if set(p) <= names]
     for m in METRICS:
         if m.workload not in ran:
             continue  # deselected with --workloads
@@ -110,14 +118,43 @@ def table_rows(
                 text += " ✓" if m.meets(res[m.key]) else " ✗"
             row.append(text)
         row.append(m.target_text())
+        for ours, raw in pairs:  # Keel's layer over raw temporalio, on time and throughput
+            timing = m.workload != "import" and "bytes" not in m.key
+            res = results.get(ours, {}).get(m.workload), results.get(raw, {}).get(m.workload)
+            row.append(temporal.ratio_text(temporal.layer_ratio(*res, m.key)) if timing else "")
         rows.append(row)
     return rows
 
 
 def print_table(systems: Sequence[System], results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    header = ["metric", *(s.label for s in systems), "Keel target"]
+    names = {s.name for s in systems}
+    layers = [temporal.layer_label(ours) for ours, raw in temporal.PAIRS if {ours, raw} <= names]
+    header = ["metric", *(s.label for s in systems), "Keel target", *layers]
     rows = table_rows(systems, results)
     print_tables([("Keel engine benchmark (median of trials)", header, rows)])
+    if names & set(temporal.TEMPORAL_SYSTEMS):
+        for note in temporal.FOOTNOTES:
+            print(f"  * {note}")
+
+
+def bench_sqlite(
+    systems: Sequence[System], workloads: Sequence[str], trials: int, quick: bool
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every system on its SQLite store; the Temporal ones on one dev server."""
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    others = [s for s in systems if s.name not in temporal.TEMPORAL_SYSTEMS]
+    on_temporal = [s for s in systems if s.name in temporal.TEMPORAL_SYSTEMS]
+    for s in others:
+        results[s.name] = bench_system(s, workloads, trials, quick)
+    if on_temporal:
+        with temporal.dev_server() as address:
+            for s in on_temporal:
+                if address is None:
+                    error = {"ok": False, "error": "no temporal dev server binary"}
+                    results[s.name] = {w: error for w in ("import", *workloads)}
+                else:
+                    results[s.name] = bench_system(s, workloads, trials, quick)
+    return results
 
 
 # --- orchestration ------------------------------------------------------------
@@ -153,7 +190,12 @@ def import_result(system: System, python: Path) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(__doc__, "1 trial, fewer W1 runs")
-    parser.add_argument("--only", default=",".join(SYSTEMS), help="comma list of systems")
+    parser.add_argument(
+        "--only",
+        default=",".join(SYSTEMS),
+        help=f"comma list of systems [default: {','.join(SYSTEMS)}; also"
+        f" {','.join(temporal.TEMPORAL_SYSTEMS)}, on one Temporal dev server]",
+    )
     parser.add_argument(
         "--workloads",
         default=",".join((*WORKLOADS, PROCS_WORKLOAD)),
@@ -179,7 +221,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--procs", default="1,2,4", help="worker processes for W3 on Postgres")
     args = parser.parse_args(argv)
-    args.only = choose(parser, "only", args.only, list(SYSTEMS))
+    args.only = choose(parser, "only", args.only, list(ALL_SYSTEMS))
     args.workloads = choose(parser, "workloads", args.workloads, (*WORKLOADS, PROCS_WORKLOAD))
     try:
         args.procs = [int(n) for n in args.procs.split(",") if n.strip()]
@@ -194,6 +236,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--durable starts a throwaway server; an existing one (--pg) keeps its own settings"
         )
+    if args.store is None and set(args.only) & set(temporal.TEMPORAL_SYSTEMS):
+        args.store = "sqlite"  # the Temporal comparison: Keel's engine on its default store
     if args.store is None:
         args.store = "both" if args.pg or pg_section.binaries_available() else "sqlite"
     elif args.store != "sqlite" and not args.pg and not pg_section.binaries_available():
@@ -210,9 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "trials": trials}
     log(f"load average {load_text()}")
     if args.store in ("sqlite", "both"):
-        systems = [SYSTEMS[name] for name in args.only]
+        systems = [ALL_SYSTEMS[name] for name in args.only]
         workloads = [w for w in args.workloads if w in WORKLOADS]
-        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in systems}
+        results = bench_sqlite(systems, workloads, trials, args.quick)
         print_table(systems, results)
         report["results"] = results
     if args.store in ("postgres", "both"):

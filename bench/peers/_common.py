@@ -314,12 +314,17 @@ WORKLOADS = ("w1", "w2_200", "w2_1000", "w3", "w4")
 
 
 async def _run(
-    adapter: Adapter, workload: str, workdir: Path, pg: str | None, sizes: Sizes
+    adapter: Adapter,
+    workload: str,
+    workdir: Path,
+    pg: str | None,
+    sizes: Sizes,
+    make_disk: Callable[[Path, str | None], Disk] = disk_for,
 ) -> dict[str, Any]:
     await adapter.open(workdir, pg)
     try:
         if workload == "w1":
-            return await measure_w1(adapter, disk_for(workdir, pg), sizes)
+            return await measure_w1(adapter, make_disk(workdir, pg), sizes)
         if workload.startswith("w2_"):
             return await measure_w2(adapter, int(workload.removeprefix("w2_")))
         if workload == "w3":
@@ -333,16 +338,26 @@ async def _run(
 
 def main(
     system: str,
-    make_adapter: Callable[[], Adapter],
+    make_adapter: Callable[..., Adapter],
     versions: Callable[[], dict[str, str]],
     workloads: Sequence[str] = WORKLOADS,
+    *,
+    flags: Sequence[str] = (),
+    make_disk: Callable[[Path, str | None], Disk] = disk_for,
 ) -> None:
-    """Parse argv, run one workload, print one JSON line (see run_reported)."""
+    """Parse argv, run one workload, print one JSON line (see run_reported).
+
+    Each of `flags` is a `--flag` option, passed to `make_adapter` by keyword (a
+    system's variants: `--local` for Temporal's local activities); `make_disk`
+    measures where the system keeps its store (a Temporal server's own files).
+    """
     parser = argparse.ArgumentParser(description=f"{system} workloads for bench/engine.py")
     parser.add_argument("workload", choices=workloads)
     parser.add_argument("--dir", type=Path, required=True, help="empty temp dir for the store")
     parser.add_argument("--pg", help="an empty Postgres database (URL) to use instead of SQLite")
     parser.add_argument("--quick", action="store_true")
+    for flag in flags:
+        parser.add_argument(f"--{flag}", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {"system": system, "workload": args.workload}
     out["store"] = "postgres" if args.pg else "sqlite"
@@ -350,8 +365,9 @@ def main(
     def run() -> dict[str, Any]:
         out["versions"] = versions()
         sizes = Sizes.for_mode(args.quick)
-        adapter = make_adapter()
-        return asyncio.run(_run(adapter, args.workload, args.dir, args.pg, sizes))
+        adapter = make_adapter(**{flag: getattr(args, flag) for flag in flags})
+        run = _run(adapter, args.workload, args.dir, args.pg, sizes, make_disk)
+        return asyncio.run(run)
 
     run_reported(out, run)
 
