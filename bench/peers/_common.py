@@ -47,7 +47,11 @@ class Sizes:
     w4_runs: int
 
     @classmethod
-    def for_mode(cls, quick: bool) -> Sizes:
+    def for_mode(cls, quick: bool, small: bool = False) -> Sizes:
+        if small:  # the Temporal section: a dev server here runs ~20 activities a second
+            if quick:
+                return cls(w1_warmup=1, w1_runs=5, w3_workflows=50, w4_runs=100)
+            return cls(w1_warmup=2, w1_runs=20, w3_workflows=100, w4_runs=200)
         if quick:
             return cls(w1_warmup=3, w1_runs=20, w3_workflows=200, w4_runs=1000)
         return cls(w1_warmup=3, w1_runs=50, w3_workflows=200, w4_runs=1000)
@@ -356,6 +360,7 @@ def main(
     parser.add_argument("--dir", type=Path, required=True, help="empty temp dir for the store")
     parser.add_argument("--pg", help="an empty Postgres database (URL) to use instead of SQLite")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--small", action="store_true", help="Sizes for the Temporal section")
     for flag in flags:
         parser.add_argument(f"--{flag}", action="store_true")
     args = parser.parse_args()
@@ -364,7 +369,7 @@ def main(
 
     def run() -> dict[str, Any]:
         out["versions"] = versions()
-        sizes = Sizes.for_mode(args.quick)
+        sizes = Sizes.for_mode(args.quick, args.small)
         adapter = make_adapter(**{flag: getattr(args, flag) for flag in flags})
         run = _run(adapter, args.workload, args.dir, args.pg, sizes, make_disk)
         return asyncio.run(run)
