@@ -145,6 +145,7 @@ def metrics(quick: bool) -> list[tuple[str, str, str, str]]:
     return [
         ("import (s)", "import", "seconds", ".3f"),
         (f"W1 ms per durable step ({n.w1_runs} runs of 20)", "w1", "ms_per_step", ".3f"),
+        ("W1 worker CPU ms per step *", "w1", "cpu_ms_per_step", ".3f"),
         ("W1 stored bytes per step *", "w1", "stored_bytes_per_step", ",.0f"),
         ("W1 bytes written per step *", "w1", "written_bytes_per_step", ",.0f"),
         ("W2 fan-out 200 x 50 ms (s)", "w2_200", "seconds", ".3f"),
@@ -257,6 +258,9 @@ FOOTNOTES = (
     "On Temporal the store is the dev server's own SQLite file: 'stored bytes' is its"
     " growth, 'bytes written' the server's write(2) bytes plus the worker's, across the"
     " timed W1 runs (the server keeps completed histories for the namespace's retention).",
+    "Worker CPU: the workload process's own CPU time (its client, worker and"
+    " workflows; Keel's engine: everything, store included), not the server's: where"
+    " Keel's layer shows, whatever the shared machine's load does to wall times.",
     "W4 on Temporal: a run counts as parked once its first workflow task has completed"
     " with nothing pending (one describe per run per poll); 'worker RSS' is the worker's"
     " process, whose workflow cache (1,000 by default) holds each parked run in memory.",

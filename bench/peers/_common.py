@@ -245,16 +245,18 @@ async def measure_w1(adapter: Adapter, disk: Disk, sizes: Sizes) -> dict[str, An
     for _ in range(sizes.w1_warmup):
         await adapter.w1()
     size0, written0 = disk.stored(), disk.written()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(sizes.w1_runs):
         await adapter.w1()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0  # this process, all threads: its own layer
     written = disk.written() - written0  # read before SQLite's checkpoint writes
     steps = sizes.w1_runs * W1_STEPS
     return {
         "runs": sizes.w1_runs,
         "steps": steps,
         "ms_per_step": elapsed * 1000 / steps,
+        "cpu_ms_per_step": cpu * 1000 / steps,
         "stored_bytes_per_step": (disk.stored() - size0) / steps,
         "written_bytes_per_step": written / steps,
         **disk.describe(),
