@@ -31,7 +31,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from _harness import REPO, failure_label, log, print_tables, timed, with_trials
+from _harness import (
+    BENCH,
+    REPO,
+    communicate_json,
+    failure_label,
+    keel_env,
+    keel_python,
+    log,
+    print_tables,
+    timed,
+    with_trials,
+)
 from _systems import SYSTEMS, WORKLOADS, System, import_seconds, prepare, run_workload
 from peers._common import Sizes
 
@@ -187,7 +198,7 @@ def print_table(systems: Sequence[System], results: Results, quick: bool) -> Non
     layers = [layer_label(ours) for ours, raw in PAIRS if {ours, raw} <= names]
     header = ["metric", *(s.label for s in systems), *layers]
     title = "Keel on Temporal vs raw temporalio, one dev server (median of trials)"
-    print_tables([(title, header, table_rows(systems, results, quick))])
+    print_tables([(title, header, table_rows(systems, results, quick))], width=160)
     for note in FOOTNOTES:
         print(f"  * {note}")
 
@@ -199,16 +210,45 @@ def run(args: argparse.Namespace, trials: int) -> dict[str, Any]:
     systems = [{**SYSTEMS, **TEMPORAL_SYSTEMS}[n] for n in chosen]
     small = [dataclasses.replace(s, args=(*s.args, "--small")) for s in systems]
     workloads = [w for w in args.workloads if w in WORKLOADS]
+    ab: dict[str, Any] | None = None
     with dev_server() as address:
         if address is None:
             error = {"ok": False, "error": "no temporal dev server binary"}
             results = {s.name: {w: error for w in ("import", *workloads)} for s in systems}
         else:
             results = _interleaved(small, workloads, trials, args.quick)
+            if {"keel-temporal", "temporal"} <= set(chosen) and "w1" in workloads:
+                ab = timed("Keel layer A/B (W1, one process)", partial(_layer_ab, args.quick))
     engine = "Keel engine"  # Keel's own engine: the price of moving
     shown = [dataclasses.replace(s, label=engine) if s.name == "keel" else s for s in systems]
     print_table(shown, results, args.quick)
-    return {"sizes": dataclasses.asdict(Sizes.for_mode(args.quick, small=True)), **results}
+    if ab is not None:
+        print_ab(ab)
+    sizes = dataclasses.asdict(Sizes.for_mode(args.quick, small=True))
+    return {"sizes": sizes, **results, "layer_ab": ab}
+
+
+def _layer_ab(quick: bool) -> dict[str, Any]:
+    """bench/peers/temporal_layer_ab.py in a fresh process: Keel's layer, A/B."""
+    with tempfile.TemporaryDirectory(prefix="keel-bench-layer-ab-") as tmp:
+        script = str(BENCH / "peers" / "temporal_layer_ab.py")
+        cmd = [str(keel_python()), script, "--dir", tmp, *(["--quick"] if quick else [])]
+        result, _stderr = communicate_json(cmd, keel_env())
+    return result
+
+
+def print_ab(ab: dict[str, Any]) -> None:
+    """The A/B's verdict, under the table: the layer measured with the load on both."""
+    if not ab.get("ok"):
+        print(f"Keel layer, A/B in one process (W1): {failure_label(ab)} ({ab.get('error')})")
+        return
+    for pair, what in (("activities", "activities"), ("local", "local activities")):
+        got = ab[pair]
+        print(
+            f"Keel layer, A/B in one process (W1, {what}, median of {ab['rounds']} alternating"
+            f" rounds): {got['keel_ms_per_step']:.2f} / {got['raw_ms_per_step']:.2f} ms per"
+            f" step = {ratio_text(got['ratio'])}"
+        )
 
 
 def _interleaved(
@@ -255,15 +295,17 @@ def layer_label(ours: str) -> str:
 
 
 FOOTNOTES = (
-    "On Temporal the store is the dev server's own SQLite file: 'stored bytes' is its"
-    " growth, 'bytes written' the server's write(2) bytes plus the worker's, across the"
-    " timed W1 runs (the server keeps completed histories for the namespace's retention).",
+    "On Temporal the store is the dev server's own SQLite file: 'stored bytes' is the"
+    " growth of its pages in use, 'bytes written' the server's write(2) bytes plus the"
+    " worker's, across the timed W1 runs (completed histories stay stored for the"
+    " namespace's retention).",
     "Worker CPU: the workload process's own CPU time (its client, worker and"
-    " workflows; Keel's engine: everything, store included), not the server's: where"
-    " Keel's layer shows, whatever the shared machine's load does to wall times.",
+    " workflows; Keel's engine: everything, store included), not the server's.",
     "W4 on Temporal: a run counts as parked once its first workflow task has completed"
     " with nothing pending (one describe per run per poll); 'worker RSS' is the worker's"
     " process, whose workflow cache (1,000 by default) holds each parked run in memory.",
     f"Keel layer = keel-temporal / temporal (for wf/s: temporal / keel-temporal), and"
-    f" the same for the -local pair; target ≤ {LAYER_TARGET:.2f} (issue 15).",
+    f" the same for the -local pair; target ≤ {LAYER_TARGET:.2f} (issue 15). Cells are"
+    " taken minutes apart on a shared machine; the A/B lines below measure the layer"
+    " with the load on both sides.",
 )

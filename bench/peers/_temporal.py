@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
@@ -67,15 +68,35 @@ class ServerDisk:
         self.pid = os.environ.get(PID_ENV, "")
 
     def stored(self) -> int:
-        files = [self.db, *(self.db.with_name(self.db.name + s) for s in ("-wal", "-journal"))]
-        return sum(f.stat().st_size for f in files if f.is_file())
+        """Bytes in the server's pages in use: its file only grows (freed pages are
+        reused), so the file size would be page-allocation noise over a few KB a step."""
+        try:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+            try:
+                pages = conn.execute("PRAGMA page_count").fetchone()[0]
+                free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+                size = conn.execute("PRAGMA page_size").fetchone()[0]
+            finally:
+                conn.close()
+            return int((pages - free) * size)
+        except sqlite3.Error:  # the server holds it locked: its files' sizes instead
+            files = [self.db, *(self.db.with_name(self.db.name + s) for s in ("-wal", "-journal"))]
+            return sum(f.stat().st_size for f in files if f.is_file())
 
     def written(self) -> int:
         server = _server_wchar(self.pid) if self.pid else 0
         return server + bytes_written()
 
     def describe(self) -> dict[str, Any]:
-        return {"server_db": self.db.name, "server_writes_counted": bool(self.pid)}
+        try:
+            conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30)
+            try:
+                mode = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            mode = f"unknown ({exc})"
+        return {"server_journal_mode": mode, "server_writes_counted": bool(self.pid)}
 
 
 async def parked(client: Any, run_id: str) -> bool:

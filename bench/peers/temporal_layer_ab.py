@@ -1,0 +1,74 @@
+"""Keel's layer on Temporal, A/B in one process: W1's 20-step workflow on Keel's backend
+and written with raw temporalio, measured in alternating rounds against the same server,
+so the shared machine's load falls on both alike (the per-process table cells, taken
+minutes apart, swing more than the 10% being measured). Runs in the repo's venv.
+
+    python bench/peers/temporal_layer_ab.py --dir TMPDIR [--quick]
+
+(KEEL_BENCH_TEMPORAL names the server; bench/engine.py's Temporal section runs it.)
+Prints one JSON line: per pair (activities, local activities), the median ms per step of
+each side over the rounds, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import W1_STEPS, run_reported
+from keel_temporal_workloads import KeelTemporalAdapter
+from temporal_workloads import TemporalAdapter
+
+
+async def _ms_per_step(adapter: Any, runs: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        await adapter.w1()
+    return (time.perf_counter() - t0) * 1000 / (runs * W1_STEPS)
+
+
+async def pair(workdir: Path, local: bool, rounds: int, runs: int) -> dict[str, Any]:
+    """Alternate Keel and raw rounds (the order turning each round); medians and ratio."""
+    sides = {"keel": KeelTemporalAdapter(local=local), "raw": TemporalAdapter(local=local)}
+    for name, adapter in sides.items():
+        (workdir / name).mkdir(exist_ok=True)
+        await adapter.open(workdir / name)
+    try:
+        for adapter in sides.values():
+            await adapter.w1()  # warm up
+        got: dict[str, list[float]] = {name: [] for name in sides}
+        for r in range(rounds):
+            order = list(sides) if r % 2 == 0 else list(reversed(sides))
+            for name in order:
+                got[name].append(await _ms_per_step(sides[name], runs))
+    finally:
+        for adapter in sides.values():
+            await adapter.close()
+    keel, raw = statistics.median(got["keel"]), statistics.median(got["raw"])
+    return {"keel_ms_per_step": keel, "raw_ms_per_step": raw, "ratio": keel / raw, **got}
+
+
+async def measure(workdir: Path, quick: bool) -> dict[str, Any]:
+    rounds = 4 if quick else 6
+    return {
+        "rounds": rounds,
+        "activities": await pair(workdir, False, rounds, runs=3),
+        "local": await pair(workdir, True, rounds, runs=10),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", type=Path, required=True, help="an empty temp dir")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    out = {"system": "keel-temporal/temporal"}
+    run_reported(out, lambda: asyncio.run(measure(args.dir, args.quick)))
+
+
+if __name__ == "__main__":
+    main()
