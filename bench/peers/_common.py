@@ -1,8 +1,8 @@
 """Measurement loop shared by every system's workload script.
 
-Each system (Keel, LangGraph, DBOS) implements the small `Adapter` protocol
-below; the timing and memory logic lives here once, so every system is
-measured the same way. This module runs inside each peer's own venv, so it
+Each system (Keel, LangGraph, DBOS, Keel on Temporal, raw temporalio) implements
+the small `Adapter` protocol below; the timing and memory logic lives here once, so
+every system is measured the same way. This module runs inside each peer's own venv, so it
 uses the standard library only (no psutil, no rich).
 
 Protocol with the harness (`bench/engine.py`): the script is run as
