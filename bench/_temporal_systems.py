@@ -247,10 +247,13 @@ def print_ab(ab: dict[str, Any]) -> None:
         return
     for pair, what in (("activities", "activities"), ("local", "local activities")):
         got = ab[pair]
+        rounds = len(got["wall"]["keel"])
         print(
-            f"Keel layer, A/B in one process (W1, {what}, median of {ab['rounds']} alternating"
-            f" rounds): {got['keel_ms_per_step']:.2f} / {got['raw_ms_per_step']:.2f} ms per"
-            f" step = {ratio_text(got['ratio'])}"
+            f"Keel layer, A/B in one process (W1, {what}, median of {rounds} alternating"
+            f" rounds of {got['steps']} steps): {got['keel_ms_per_step']:.2f} /"
+            f" {got['raw_ms_per_step']:.2f} ms per step = {ratio_text(got['ratio'])}; worker"
+            f" CPU {got['keel_cpu_ms_per_step']:.2f} / {got['raw_cpu_ms_per_step']:.2f} ms"
+            f" per step = {ratio_text(got['cpu_ratio'])}"
         )
 
 

@@ -7,7 +7,8 @@ minutes apart, swing more than the 10% being measured). Runs in the repo's venv.
 
 (KEEL_BENCH_TEMPORAL names the server; bench/engine.py's Temporal section runs it.)
 Prints one JSON line: per pair (activities, local activities), the median ms per step of
-each side over the rounds, and their ratio.
+each side over the rounds (wall time, and this process's CPU time: both workers live
+here, the idle one costs little), and their ratios.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from keel_temporal_workloads import KeelTemporalAdapter
 from temporal_workloads import TemporalAdapter
 
 
-async def _ms_per_step(adapter: Any, runs: int) -> float:
-    t0 = time.perf_counter()
+async def _ms_per_step(adapter: Any, runs: int) -> tuple[float, float]:
+    """(wall, CPU) milliseconds per step over `runs` W1 runs."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(runs):
         await adapter.w1()
-    return (time.perf_counter() - t0) * 1000 / (runs * W1_STEPS)
+    steps = runs * W1_STEPS
+    return (time.perf_counter() - t0) * 1000 / steps, (time.process_time() - cpu0) * 1000 / steps
 
 
 async def pair(workdir: Path, local: bool, rounds: int, runs: int) -> dict[str, Any]:
@@ -40,24 +43,36 @@ async def pair(workdir: Path, local: bool, rounds: int, runs: int) -> dict[str, 
     try:
         for adapter in sides.values():
             await adapter.w1()  # warm up
-        got: dict[str, list[float]] = {name: [] for name in sides}
+        wall: dict[str, list[float]] = {name: [] for name in sides}
+        cpu: dict[str, list[float]] = {name: [] for name in sides}
         for r in range(rounds):
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             for name in order:
-                got[name].append(await _ms_per_step(sides[name], runs))
+                ms, cpu_ms = await _ms_per_step(sides[name], runs)
+                wall[name].append(ms)
+                cpu[name].append(cpu_ms)
     finally:
         for adapter in sides.values():
             await adapter.close()
-    keel, raw = statistics.median(got["keel"]), statistics.median(got["raw"])
-    return {"keel_ms_per_step": keel, "raw_ms_per_step": raw, "ratio": keel / raw, **got}
+    keel, raw = statistics.median(wall["keel"]), statistics.median(wall["raw"])
+    keel_cpu, raw_cpu = statistics.median(cpu["keel"]), statistics.median(cpu["raw"])
+    return {
+        "keel_ms_per_step": keel,
+        "raw_ms_per_step": raw,
+        "ratio": keel / raw,
+        "keel_cpu_ms_per_step": keel_cpu,
+        "raw_cpu_ms_per_step": raw_cpu,
+        "cpu_ratio": keel_cpu / raw_cpu,
+        "wall": wall,
+        "cpu": cpu,
+    }
 
 
 async def measure(workdir: Path, quick: bool) -> dict[str, Any]:
-    rounds = 4 if quick else 6
+    # a round of activities is ~3 s here, of local activities ~1 s: more of the latter
     return {
-        "rounds": rounds,
-        "activities": await pair(workdir, False, rounds, runs=3),
-        "local": await pair(workdir, True, rounds, runs=10),
+        "activities": await pair(workdir, False, 4 if quick else 6, runs=3) | {"steps": 60},
+        "local": await pair(workdir, True, 8 if quick else 16, runs=10) | {"steps": 200},
     }
 
 
