@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from pydantic import BaseModel
 
 from keel import config
+from keel.backends import resolve as resolve_backend
 from keel.engine.hooks import HookSet
 from keel.engine.registry import Registry, Tool, ToolDef, WorkflowDef
 from keel.engine.runtime import Runtime, Settings
@@ -33,6 +34,7 @@ from keel.store.base import RESERVED_SIGNALS
 from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
+    from keel.backends.temporal.runs import TemporalRuns
     from keel.codec import PayloadCodec
     from keel.drift.service import Drift
     from keel.embed import Embedder
@@ -49,6 +51,13 @@ def _caller_locals() -> dict[str, Any] | None:
     so annotations naming classes defined in that function resolve."""
     frame = sys._getframe(2)
     return None if frame.f_locals is frame.f_globals else dict(frame.f_locals)
+
+
+def _temporal(app: App) -> TemporalRuns | None:
+    """The run methods of `app` on Temporal (`App(backend=)`); None: Keel's engine."""
+    from keel.backends.temporal.runs import TemporalRuns  # imported late: import keel stays fast
+
+    return None if app.backend is None else TemporalRuns(app)
 
 
 def _is_redactor(value: Any) -> bool:
@@ -80,6 +89,7 @@ class App:
         codec: PayloadCodec | None = None,
         embedder: Embedder | None = None,
         session_store: Any = None,
+        backend: Any = None,
     ) -> None:
         url, file_settings = config.load(store if isinstance(store, str) else None)
         self.store_url = store.url if isinstance(store, Store) else url
@@ -123,6 +133,9 @@ class App:
         # keel.toml's [keel.reviewers] applies too, so the CLI enforces the same groups.
         groups = reviewers if reviewers is not None else (config.section("reviewers") or {})
         self.reviewers: dict[str, set[str]] = {q: set(v) for q, v in groups.items()}
+        # Where runs execute: None is Keel's own engine; a keel.backends.temporal.Backend
+        # (or its temporal:// URL, or KEEL_BACKEND) is Temporal (docs/temporal.md).
+        self.backend = resolve_backend(backend)
 
     # -- registration ---------------------------------------------------------------
 
@@ -429,8 +442,11 @@ class App:
 
         Starting an existing `id` again is idempotent: with no input, or the same input,
         it returns that run; a different input (or session) is refused (`keel.InputError`).
+        On Temporal (`App(backend=)`) a Temporal worker executes it: `execute` is moot.
         """
         wf = self.registry.workflow(workflow)
+        if (t := _temporal(self)) is not None:
+            return await t.start(wf, input, id, tenant, session)
         info, created = await record_run(self, wf, input, id, tenant, session)
         if execute and not info.status.terminal:
             (await self._embedded()).watch(info.id)
@@ -460,7 +476,8 @@ class App:
         return RunHandle(self, run_id, workflow)
 
     async def get_run(self, run_id: str) -> RunInfo:
-        info = await self.store.get_run(run_id)
+        t = _temporal(self)  # on Temporal: its status as Temporal has it now
+        info = await (t.get_run(run_id) if t else self.store.get_run(run_id))
         if info is None:
             raise RunNotFound(f"no run {run_id!r} in {self.store_url}", run_id=run_id)
         return info
@@ -476,11 +493,8 @@ class App:
     ) -> list[RunInfo]:
         """Runs newest first; `since`/`until` bound created_at (epoch seconds, until exclusive)."""
         st = RunStatus(status.upper()) if isinstance(status, str) else status
-        return await self.store.list_runs(
-            RunFilter(
-                status=st, workflow=workflow, since=since, until=until, session=session, limit=limit
-            )
-        )
+        flt, t = RunFilter(st, workflow, since, until, session, limit), _temporal(self)
+        return await (t.list_runs(flt) if t else self.store.list_runs(flt))
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """The run's journal, in execution order."""
@@ -509,6 +523,9 @@ class App:
                 signal=name,
             )
         data = to_json(payload, what=f"signal {name!r} payload")
+        t = _temporal(self)
+        if t is not None and (sent := await t.signal(run_id, name, payload, queue)) is not None:
+            return sent
         before = await self.store.send_signal(
             run_id, name, data, time.time(), only_if_waiting=not queue
         )
@@ -516,6 +533,8 @@ class App:
         return before.status is RunStatus.WAITING and name in before.waiting_on
 
     async def cancel(self, run_id: str) -> RunInfo:
+        if (t := _temporal(self)) is not None and (ended := await t.cancel(run_id)):
+            return ended
         info = await self.store.cancel_run(run_id, time.time())
         self._settled(run_id, info.status)
         return info

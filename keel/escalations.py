@@ -10,7 +10,8 @@ from pydantic import ValidationError
 
 from keel.engine.phase import checkpoint_messages, edited_state, find_checks
 from keel.engine.serde import adapter, unannotated
-from keel.errors import ConfigError, InputError, RunNotFound, validation_problems
+from keel.errors import ConfigError, Conflict, InputError, RunNotFound, validation_problems
+from keel.hitl.delivery import deliver_elsewhere
 from keel.hitl.schema_check import problems
 from keel.types import Escalation
 
@@ -68,10 +69,20 @@ class Escalations:
     async def _decide(
         self, esc: Escalation, status: str, resolution: dict[str, Any], by: str
     ) -> Escalation:
-        decided = await self._app.store.resolve_escalation(
-            esc.id, status, resolution, by or "anonymous", time.time()
-        )
-        self._app._wake_worker()
+        who = by or "anonymous"
+        # a run on another executor (Temporal) takes it first, or refuses it
+        payload = {"status": status, **resolution, "by": who}
+        sent = await deliver_elsewhere(self._app, esc.run_id, esc.id, payload)
+        try:
+            decided = await self._app.store.resolve_escalation(
+                esc.id, status, resolution, who, time.time()
+            )
+        except Conflict:
+            if not sent:
+                raise
+            return await self.get(esc.id)  # the run recorded its decision itself first
+        if not sent:
+            self._app._wake_worker()
         return decided
 
     def _check_result(self, esc: Escalation, result: Any) -> None:

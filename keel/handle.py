@@ -199,6 +199,21 @@ async def wait_run(
     Example:
         >>> info = await wait_run(app, run_id, lambda s: s.terminal, 30.0)  # doctest: +SKIP
     """
+    if app.backend is not None:  # Temporal says when its runs end (keel.backends.temporal)
+        from keel.backends.temporal.runs import wait
+
+        return await wait(app, run_id, done, timeout)
+    return await poll_run(app, run_id, done, timeout, known)
+
+
+async def poll_run(
+    app: App,
+    run_id: str,
+    done: Callable[[RunStatus], bool],
+    timeout: float | None,
+    known: RunInfo | None = None,
+) -> RunInfo:
+    """`wait_run` on Keel's store: the embedded worker's word, else polling."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     poll = 0.02

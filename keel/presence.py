@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from keel.hitl.delivery import executed_elsewhere
 from keel.host import StoreHost
 from keel.store.records import WorkerBeat
 from keel.types import RunInfo, RunStatus
@@ -85,6 +86,9 @@ async def resume_notice(
         return ResumeNotice(True, f"run {run_id} {then}")
     if run.status.terminal:
         return ResumeNotice(False, f"run {run_id} already ended {run.status.value}")
+    elsewhere = executed_elsewhere(run)
+    if elsewhere is not None:  # its executor's workers take it on, not Keel's
+        return ResumeNotice(True, f"run {run_id} {then} (on {elsewhere})")
     if app._resumes_here(run_id):
         return ResumeNotice(True, f"run {run_id} {then}")
     workers = await live_workers(app, run.workflow)

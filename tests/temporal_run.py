@@ -50,7 +50,7 @@ class OnTemporal:
 @asynccontextmanager
 async def on_temporal(app: keel.App, address: str) -> AsyncIterator[OnTemporal]:
     backend = Backend(address=address, task_queue=f"q-{uuid.uuid4().hex[:12]}")
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend, max_cached_workflows=0):
         yield OnTemporal(app, client, backend)
 

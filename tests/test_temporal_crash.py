@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import keel
 from keel.backends.temporal import Backend, connect, result, serve, start
 from keel.backends.temporal import signal as send
 from tests.apps import temporal_app
@@ -38,6 +39,8 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KEEL_TEST_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path}/keel.db"  # the workers' store: the dead one's and ours
+    monkeypatch.setenv("KEEL_STORE", url)
     queue = f"crash-{uuid.uuid4().hex[:8]}"
     backend = Backend(address=temporal_address, task_queue=queue)
     doomed = subprocess.Popen(
@@ -59,8 +62,8 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     try:
         assert doomed.stdout is not None
         assert doomed.stdout.readline().startswith("serving pipeline on temporal://")
-        client = await connect(backend)
-        app = temporal_app.app
+        app = temporal_app.build(url)
+        client = await connect(backend, app=app)
         rid = await start(app, client, backend, "pipeline", {"name": "job"})
         log = tmp_path / "exec.log"
         await _until(lambda: len(_executions(log)) == 1, "the first step in the doomed worker")
@@ -88,6 +91,12 @@ async def test_a_killed_worker_s_run_is_finished_by_another(
     assert [r[1] for r in runs] == ["job-first", "job-second"]  # each step ran once
     assert runs[0][2] == str(doomed.pid) and runs[1][2] == str(os.getpid())
     assert out == [f"job-first by {doomed.pid}", f"job-second by {os.getpid()}"]
+    # Keel's store holds the run's end and each step once, whichever worker ran it
+    run = await app.get_run(rid)
+    assert run.status is keel.RunStatus.SUCCEEDED and run.result == out
+    steps = sorted(await app.steps(rid), key=lambda s: s.position)
+    assert [(s.key, s.output) for s in steps] == [("record#0", out[0]), ("record#1", out[1])]
+    await app.close()
 
 
 async def test_the_worker_entry_stops_cleanly_on_sigterm(
@@ -96,6 +105,7 @@ async def test_the_worker_entry_stops_cleanly_on_sigterm(
     """`python -m keel.backends.temporal MODULE --backend URL` serves until SIGTERM, then
     exits 0 (never the SDK's exit crash); without a backend it says how to give one."""
     monkeypatch.setenv("KEEL_TEST_DIR", str(tmp_path))
+    monkeypatch.setenv("KEEL_STORE", f"sqlite:///{tmp_path}/keel.db")
     monkeypatch.delenv("KEEL_BACKEND", raising=False)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     entry = [sys.executable, "-m", "keel.backends.temporal", "tests.apps.temporal_app"]
@@ -109,14 +119,15 @@ async def test_the_worker_entry_stops_cleanly_on_sigterm(
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline().startswith("serving pipeline on")
-        client = await connect(backend)
-        app = temporal_app.app
+        app = temporal_app.build(f"sqlite:///{tmp_path}/keel.db")
+        client = await connect(backend, app=app)
         rid = await start(app, client, backend, "pipeline", {"name": "e"})
         await send(client, rid, "go")
         out = await asyncio.wait_for(result(app, client, rid), WAIT)
         assert out == [f"e-first by {worker.pid}", f"e-second by {worker.pid}"]
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=WAIT) == 0
+        await app.close()
     finally:
         if worker.poll() is None:
             worker.kill()

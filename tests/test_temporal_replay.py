@@ -83,7 +83,7 @@ async def _record(store_url: str, address: str) -> None:
 
     app = _app(store_url, order)
     backend = Backend(address=address, task_queue=QUEUE)
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend, max_cached_workflows=0):
         rid = await start(app, client, backend, "order", {"item": "tea", "qty": 2})
         await signal(client, rid, "paid", "ada")

@@ -85,7 +85,7 @@ class KeelTemporalAdapter:
         self._app = build_app(f"sqlite:///{workdir / 'keel.db'}", self.local)
         name = "keel-temporal-local" if self.local else "keel-temporal"
         self._backend = Backend(address=address(), task_queue=task_queue(name))
-        self._client = await connect(self._backend)
+        self._client = await connect(self._backend, app=self._app)
         await self._stack.enter_async_context(serve(self._app, self._client, self._backend))
 
     async def close(self) -> None:

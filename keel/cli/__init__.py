@@ -99,4 +99,26 @@ cli.add_typer(drift.drift_cli, name="drift")
 
 
 def main() -> None:
-    cli()  # _OneLineErrors turns usage and Keel errors into one line and an exit code
+    try:
+        cli()  # _OneLineErrors turns usage and Keel errors into one line and an exit code
+    except SystemExit as exc:
+        _leave(exc)
+        raise
+
+
+def _leave(exc: SystemExit) -> None:
+    """Exit at once, skipping interpreter finalization, once a command has used a
+    Temporal client or worker: the Temporal SDK's Rust runtime can abort while the
+    interpreter finalizes (exit 134 after a clean stop, tests/conftest.py), which would
+    turn a command that succeeded into a crash. Everything is done and flushed here."""
+    if "temporalio.bridge.temporal_sdk_bridge" not in sys.modules:
+        return
+    import os
+
+    code = exc.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

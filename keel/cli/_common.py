@@ -54,18 +54,31 @@ def _run(coro_fn: Callable[[], Awaitable[T]]) -> T:
     raise AssertionError("unreachable")
 
 
-def _store_app() -> Any:
+BackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        metavar="URL",
+        help="Runs on Temporal: temporal://host:7233/namespace?task_queue=q"
+        " [default: KEEL_BACKEND]",
+    ),
+]
+
+
+def _store_app(backend: str | None = None) -> Any:
+    """The App the commands read and steer runs through (`backend`: its temporal://
+    URL, else KEEL_BACKEND; a bad URL is a one-line usage error)."""
     from keel.app import App
 
-    return App()
+    return App(backend=backend)
 
 
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
-async def _with_app(fn: Callable[[Any], Awaitable[T]]) -> T:
-    app = _store_app()
+async def _with_app(fn: Callable[[Any], Awaitable[T]], backend: str | None = None) -> T:
+    app = _store_app(backend)
     try:
         return await fn(app)
     finally:
@@ -100,12 +113,10 @@ async def _noticed(app: Any, decided: Awaitable[T], then: str = "resumes") -> tu
     return done, await _resume_notice(app, done.run_id, then)  # type: ignore[attr-defined]
 
 
-
 def _print_request(req: Any, audit: list[dict[str, Any]] | None = None) -> None:
     from keel.console import console, review_detail
 
     console().print(review_detail(req, audit))
-
 
 
 def _whoami() -> str:
@@ -115,5 +126,3 @@ def _whoami() -> str:
         return getpass.getuser()
     except Exception:
         return "anonymous"
-
-

@@ -10,6 +10,7 @@ import typer
 from keel.cli._common import (
     _JSON_HELP,
     EXIT_FAILED,
+    BackendOpt,
     JsonOpt,
     _fail,
     _json_arg,
@@ -37,9 +38,14 @@ def run(
     detach: Annotated[
         bool, typer.Option("--detach", help="Enqueue only; a worker runs it")
     ] = False,
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start a run; without --detach, execute it here until it ends or suspends."""
+    """Start a run; without --detach, execute it here until it ends or suspends.
+
+    On Temporal (--backend or KEEL_BACKEND) a Temporal worker executes it (keel worker
+    MODULE --backend URL): without --detach this waits until it ends or suspends.
+    """
     from keel.app import App  # noqa: F401 - import errors surface before the run starts
     from keel.loader import load_workflow
 
@@ -49,15 +55,25 @@ def run(
 
     async def go() -> Any:
         app, wf = load_workflow(target)
-        progress = None if (as_json or detach) else _MapProgress()
+        if backend is not None:  # the module's App, its runs sent to this backend
+            from keel.backends.temporal.config import Backend
+
+            app.backend = Backend.from_url(backend)
+        progress = None if (as_json or detach or app.backend) else _MapProgress()
         if progress:
             app.hooks.add(progress)
         try:
             # Recorded first: a store fault after that leaves a run to resume, not lost.
             handle = await app.start(wf, data, id=id, execute=False, session=session)
             try:
-                if not detach:
+                if not detach and app.backend is None:
                     await app.start(wf, id=handle.id)  # attach: the embedded worker runs it
+                elif not detach:  # nothing here executes it: say what does
+                    typer.echo(
+                        f"run {handle.id} started on {app.backend.url}; a Temporal worker"
+                        " executes it (keel worker MODULE --backend URL)",
+                        err=True,
+                    )
                 info = await handle.info() if detach else await handle.settle()
             except StoreError as exc:  # the run is recorded: say it was not failed
                 raise type(exc)(
@@ -158,9 +174,14 @@ def runs(
     session: Annotated[
         str | None, typer.Option("--session", help="Only the runs of this session")
     ] = None,
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List runs, newest first (keel runs purge --help: delete old ended runs)."""
+    """List runs, newest first (keel runs purge --help: delete old ended runs).
+
+    On Temporal (--backend or KEEL_BACKEND) statuses come from Temporal, and runs on the
+    backend's task queue that Keel's store lacks are listed too (docs/temporal.md).
+    """
     if ctx.invoked_subcommand is not None:
         return
     from keel.server.timeparse import parse_time
@@ -180,7 +201,7 @@ def runs(
         return
 
     async def go() -> Any:
-        app = _store_app()
+        app = _store_app(backend)
         try:
             found = await app.list_runs(
                 st, workflow, limit, since=start, until=end, session=session
@@ -314,6 +335,7 @@ def show(
             "of --app's App, else keel.toml's [keel.redact])",
         ),
     ] = False,
+    backend: BackendOpt = None,
 ) -> None:
     """Show a run and its journal as a tree (status, attempts, timings, state changes).
 
@@ -324,7 +346,7 @@ def show(
     from keel.observe.journal_view import journal_view, starting_state
 
     async def go() -> Any:
-        app = _store_app()
+        app = _store_app(backend)
         try:
             return await app.get_run(run_id), await app.steps(run_id), app.redactor
         finally:
@@ -361,9 +383,9 @@ def show(
     console().print(run_detail(info, steps, view))
 
 
-def trace(run_id: str, as_json: JsonOpt = False) -> None:
+def trace(run_id: str, backend: BackendOpt = None, as_json: JsonOpt = False) -> None:
     """Show a run's trace: the span tree with durations, status, tokens and cost."""
-    spans = _run(lambda: _with_app(lambda app: app.trace(run_id)))
+    spans = _run(lambda: _with_app(lambda app: app.trace(run_id), backend))
     if as_json:
         from keel.observe.ids import hex_span, hex_trace
 
@@ -446,6 +468,7 @@ def signal_cmd(
             " is not waiting for it now",
         ),
     ] = False,
+    backend: BackendOpt = None,
 ) -> None:
     """Send a signal to a run waiting for it (the run resumes).
 
@@ -455,18 +478,20 @@ def signal_cmd(
     data = _json_arg(payload, "--payload")
 
     async def go() -> Any:
-        app = _store_app()
+        app = _store_app(backend)
         try:
             resumes = await app.signal(run_id, name, data, queue=queue)
+            if resumes and app.backend is not None:  # Keel's presence table has no Temporal workers
+                return True, f"its Temporal worker resumes it (task queue {app.backend.task_queue})"
             if resumes:
-                return True, await _resume_notice(app, run_id)
+                return True, (await _resume_notice(app, run_id)).message
             return False, await app.get_run(run_id)
         finally:
             await app.close()
 
     resumes, then = _run(go)
     if resumes:  # then: whether a live worker takes the run on
-        typer.echo(f"signal {name!r} delivered to {run_id}; {then.message}")
+        typer.echo(f"signal {name!r} delivered to {run_id}; {then}")
     else:  # then: the run, not waiting for it yet
         typer.echo(
             f"signal {name!r} queued for {run_id} ({then.status.value}): its next"
@@ -474,11 +499,11 @@ def signal_cmd(
         )
 
 
-def cancel(run_id: str) -> None:
-    """Cancel a run that has not finished."""
+def cancel(run_id: str, backend: BackendOpt = None) -> None:
+    """Cancel a run that has not finished (on Temporal: Temporal's cancellation)."""
 
     async def go() -> Any:
-        app = _store_app()
+        app = _store_app(backend)
         try:
             before = await app.get_run(run_id)
             if before.status.terminal:
@@ -488,6 +513,12 @@ def cancel(run_id: str) -> None:
             await app.close()
 
     info, cancelled = _run(go)
+    if cancelled and not info.status.terminal:  # on Temporal: its worker has not acted yet
+        typer.echo(
+            f"run {run_id}: cancellation requested; it ends CANCELLED once its Temporal"
+            " worker handles it (keel runs shows when)"
+        )
+        return
     if not cancelled or info.status.value != "CANCELLED":
         _fail(
             f"run {run_id} had already ended {info.status.value}; nothing to cancel",

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keel.cli._common import JsonOpt, _print_json, _run, _with_app
+from keel.cli._common import BackendOpt, JsonOpt, _fail, _print_json, _run, _with_app
 from keel.errors import StoreError
 
 if TYPE_CHECKING:
@@ -52,8 +52,13 @@ def worker(
         ),
     ] = None,
     grace: GraceOpt = 30.0,
+    backend: BackendOpt = None,
 ) -> None:
-    """Execute runs of these modules' workflows until SIGTERM or Ctrl+C (which drain it)."""
+    """Execute runs of these modules' workflows until SIGTERM or Ctrl+C (which drain it).
+
+    With --backend URL (or KEEL_BACKEND) it is a Temporal worker: it hosts the module's
+    App on the URL's task queue instead (docs/temporal.md).
+    """
     from keel.loader import load_app
 
     async def go() -> None:
@@ -62,6 +67,9 @@ def worker(
             app = load_app(ref)
             if app not in apps:
                 apps.append(app)
+        if backend is not None or any(a.backend is not None for a in apps):
+            await _on_temporal(apps, backend, grace, max_runs, max_steps)
+            return
         for a in apps:
             if max_steps is not None:  # set before any step runs: the slots follow it
                 a.runtime.settings.max_steps = max_steps
@@ -102,6 +110,37 @@ def worker(
             )
 
     _run(go)
+
+
+async def _on_temporal(
+    apps: list[Any], url: str | None, grace: float, max_runs: int | None, max_steps: int | None
+) -> None:
+    """`keel worker --backend`: one App hosted in a Temporal worker (SIGTERM/Ctrl+C stop it,
+    the activities in flight get `grace` seconds)."""
+    from keel.backends.temporal.config import Backend
+    from keel.backends.temporal.hosting import host
+
+    if len(apps) != 1:
+        _fail(
+            f"{len(apps)} Apps given: a Temporal worker hosts one App (its generic workflow "
+            "serves that App's workflows on one task queue); run one keel worker per App, "
+            "each with its own task_queue"
+        )
+    if max_runs is not None or max_steps is not None:
+        _fail(
+            "--max-runs and --max-steps size Keel's own worker; on Temporal the worker's "
+            "slots are Temporal's (leave them out with --backend)"
+        )
+    app = apps[0]
+    chosen = Backend.from_url(url) if url is not None else app.backend
+    try:
+        await host(
+            app, chosen, grace=grace, say=lambda line: typer.echo(f"keel worker: {line}", err=True)
+        )
+    finally:
+        with contextlib.suppress(StoreError):
+            await app.close()
+    typer.echo("keel worker: stopped", err=True)
 
 
 class _Shutdown:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -436,7 +436,8 @@ async def _fall_back(step: _Step, exc: BaseException, attempts: int) -> Any:
     return await _await_person(step, err, attempts, resumed=False)
 
 
-def _escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
+def escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
+    """The one line an escalation packet gives as why a failed tool needs a person."""
     if err.type == "OutcomeUnknown":
         return (
             f"outcome unknown: {err.message} If it took effect, resolve this with the "
@@ -448,8 +449,13 @@ def _escalation_reason(tool: str, err: StructuredError, attempts: int) -> str:
 
 def journal_summary(ex: RunExecution, prefix: str, limit: int = 50) -> list[dict[str, Any]]:
     """What the run (or the phase under `prefix`) did so far, for an escalation packet."""
+    return summarise(ex.journal.by_key.values(), prefix, limit)
+
+
+def summarise(records: Iterable[StepRecord], prefix: str, limit: int = 50) -> list[dict[str, Any]]:
+    """The last `limit` of `records` under `prefix`, as an escalation packet lists them."""
     recs = sorted(
-        (r for r in ex.journal.by_key.values() if r.key.startswith(prefix)),
+        (r for r in records if r.key.startswith(prefix)),
         key=lambda r: (r.started_at, r.key),
     )[-limit:]
     out = []
@@ -537,7 +543,7 @@ async def _await_person(step: _Step, err: StructuredError, attempts: int, resume
             input=_jsonable(step.policy.input),
             journal=journal_summary(ex, step.scope.phase_prefix or ""),
             output=err.data.get("output"),
-            reason=_escalation_reason(name, err, attempts),
+            reason=escalation_reason(name, err, attempts),
             error=err,
             messages=list(err.data.get("messages", [])),
             state=step.scope.state.snapshot() if step.scope.state is not None else None,

@@ -11,7 +11,8 @@ from pydantic import ValidationError
 
 from keel.engine.recovery import result_schema
 from keel.engine.serde import adapter, unannotated
-from keel.errors import ConfigError, InputError, RunNotFound, validation_problems
+from keel.errors import ConfigError, Conflict, InputError, RunNotFound, validation_problems
+from keel.hitl.delivery import deliver_elsewhere
 from keel.hitl.requests import signal_for
 from keel.hitl.schema_check import problems
 from keel.secret import references
@@ -50,15 +51,22 @@ class _Base:
         self, req: ReviewRequest, status: str, decision: dict[str, Any], by: str, wake: bool = True
     ) -> ReviewRequest:
         self._check_reviewer(req, by)
-        decided = await self._app.store.decide_review(
-            req.id,
-            status,
-            decision,
-            by or "anonymous",
-            time.time(),
-            signal_for(req.id) if wake else None,
+        who = by or "anonymous"
+        # a run on another executor (Temporal) takes it first, or refuses it
+        sent = wake and await deliver_elsewhere(
+            self._app, req.run_id, req.id, {"status": status, **decision, "by": who}
         )
-        self._app._wake_worker()
+        signal = signal_for(req.id) if wake and not sent else None
+        try:
+            decided = await self._app.store.decide_review(
+                req.id, status, decision, who, time.time(), signal
+            )
+        except Conflict:
+            if not sent:
+                raise
+            return await self.get(req.id)  # the run recorded its decision itself first
+        if not sent:
+            self._app._wake_worker()
         return decided
 
 

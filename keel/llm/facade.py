@@ -165,7 +165,20 @@ class LLM:
             )
             return resp
 
-        policy = StepPolicy(retry=gateway.retry, fallback=fallback, input=shown)
+        # the call as data too: an executor whose effects run elsewhere (a Temporal
+        # activity worker) rebuilds it from this instead of running the closure here
+        request = {
+            "messages": sent,
+            "model": model,
+            "params": params,
+            "cache": cache,
+            "context": context,
+            "call": {"workflow": cc.workflow, "name": name, "run_id": cc.run_id},
+            "tenant": cc.tenant,
+        }
+        policy = StepPolicy(
+            retry=gateway.retry, fallback=fallback, input=shown, extra={"model_call": request}
+        )
         try:
             out = await op.run(call, LLMResponse if fallback is None else unannotated(), policy)
         finally:

@@ -74,6 +74,12 @@ class JournalStore(abc.ABC):
         """An out-of-line output by its digest; raises `RunNotFound` if it is missing."""
 
     @abc.abstractmethod
+    async def save_blob(self, digest: str, data: bytes) -> None:
+        """Store `data` out of line under `digest` (sealed with the store's codec), for
+        `load_blob`. Content-addressed: saving a digest that exists changes nothing, so
+        writing the same value twice (a replayed worker) is harmless."""
+
+    @abc.abstractmethod
     async def commit(self, uow: UnitOfWork) -> Committed:
         """Write a unit of work in one transaction: its journal entries (an entry with an
         existing key replaces it) with their usage, the reviews and escalations it opens

@@ -13,8 +13,6 @@ from pathlib import Path
 
 import keel
 
-app = keel.App()  # its store is never opened: a Temporal run does not use it yet
-
 
 def _log(what: str) -> str:
     step = keel.current_step()
@@ -29,14 +27,23 @@ def _log(what: str) -> str:
     return f"{what} by {os.getpid()}"
 
 
-@app.tool
 async def record(what: str) -> str:
     return _log(what)
 
 
-@app.workflow
 async def pipeline(ctx: keel.Context, name: str) -> list[str]:
     first = await ctx.call(record, f"{name}-first")
     await ctx.wait_for("go", timeout=3600)
     second = await ctx.call(record, f"{name}-second")
     return [first, second]
+
+
+def build(store: str | None = None) -> keel.App:
+    """The App on `store` (None: KEEL_STORE, which the test sets for the worker too)."""
+    app = keel.App(store)
+    app.tool(record)
+    app.workflow(pipeline)
+    return app
+
+
+app = build()

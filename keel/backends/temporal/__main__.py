@@ -1,8 +1,8 @@
 """`python -m keel.backends.temporal MODULE --backend temporal://host:7233/ns?task_queue=q`
 
 Hosts the workflows and tools of MODULE's `keel.App` in a Temporal worker until SIGTERM
-or Ctrl+C (`KEEL_BACKEND` when `--backend` is not given). The `keel worker --backend`
-flag the CLI will grow calls this; it is not wired into the CLI yet (docs/temporal.md).
+or Ctrl+C (`KEEL_BACKEND` when `--backend` is not given); `keel worker MODULE
+--backend URL` does the same (both run `keel.backends.temporal.hosting.host`).
 """
 
 from __future__ import annotations
@@ -10,30 +10,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from keel.backends.temporal.config import Backend, from_env
 from keel.errors import ConfigError
 
-if TYPE_CHECKING:
-    from keel.app import App
 
-
-async def _serve(app: App, backend: Backend, cached: int) -> None:
-    from keel.backends.temporal.worker import connect, serve
-
-    client = await connect(backend, codec=app.codec)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with serve(app, client, backend, max_cached_workflows=cached):
-        names = ", ".join(sorted(app.registry.workflows)) or "no workflows"
-        print(f"serving {names} on {backend.url}", flush=True)
-        await stop.wait()
+def _say(line: str) -> None:
+    print(line, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from keel.loader import load_app
 
         app = load_app(args.module)
-        asyncio.run(_serve(app, backend, args.max_cached_workflows))
+        from keel.backends.temporal.hosting import host
+
+        asyncio.run(host(app, backend, cached=args.max_cached_workflows, say=_say))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

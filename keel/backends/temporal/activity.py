@@ -20,34 +20,53 @@ import functools
 import inspect
 import time
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from keel.backends.temporal.intent import Recorded, once
+from keel.backends.temporal.mirror import Entry, record
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.recovery import typed_output
 from keel.engine.registry import ToolDef
 from keel.engine.serde import from_json, revive, to_json
-from keel.errors import CircuitOpen, ConfigError, SerializationError, ValidationFailed, structured
+from keel.errors import (
+    BudgetExceeded,
+    CircuitOpen,
+    ConfigError,
+    OutcomeUnknown,
+    SerializationError,
+    ValidationFailed,
+    structured,
+)
 from keel.policy.breaker import BreakerState
 from keel.policy.retry import NO_RETRY
 from keel.policy.validation import run_checks
+from keel.types import StepKind, StructuredError
+
+if TYPE_CHECKING:
+    from temporalio.exceptions import ApplicationError
+
+    from keel.app import App
+    from keel.policy.retry import Retry
 
 ACTIVITY = "keel.call"
-# Temporal refuses a payload over 2 MB (and retries the task that sent it); Keel refuses
-# it first, with a clear error, until its claim check for Temporal exists (docs/temporal.md).
-PAYLOAD_LIMIT = 2 * 1024 * 1024 - 16 * 1024  # room for the envelope around the value
+# Payloads over Temporal's 2 MB limit are kept in Keel's store (the claim check,
+# claims.py), but not without bound: every replay of the run reads them back into the
+# worker's memory. Data this large belongs in object storage, handed over by reference.
+PAYLOAD_LIMIT = 64 * 1024 * 1024
 # Without a tool timeout, how long one attempt may run before Temporal retries it.
 DEFAULT_ATTEMPT_TIMEOUT = 600.0
 
 
 def check_size(data: bytes, what: str) -> None:
-    """Refuse a payload Temporal would refuse, saying what to do instead."""
+    """Refuse a payload too large to carry through a run, saying what to do instead."""
     if len(data) > PAYLOAD_LIMIT:
         raise SerializationError(
-            f"{what} is {len(data)} bytes, over Temporal's 2 MB payload limit; return or "
-            "pass less (keep the data elsewhere and hand over a reference). Keel's claim "
-            "check for large payloads on Temporal is not built yet.",
+            f"{what} is {len(data)} bytes, over Keel's {PAYLOAD_LIMIT // 2**20} MiB limit for "
+            "one payload on Temporal (each replay reads it back into memory); return or pass "
+            "less: keep the data elsewhere (object storage) and hand over a reference",
             size=len(data),
         )
 
@@ -96,11 +115,13 @@ def _shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, dict[str, 
     return sig, hints
 
 
-def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
-    """The `keel.call` activity over an App's registered tools."""
+def make_activity(app: App) -> Callable[..., Any]:
+    """The `keel.call` activity over an App's registered tools; each call's outcome is
+    also written to the App's store (keel.backends.temporal.mirror)."""
     from temporalio import activity
     from temporalio.exceptions import ApplicationError
 
+    tools = app.registry.tools
     breakers: dict[str, BreakerState] = {}  # one per tool in this worker process, as Keel's
 
     @activity.defn(name=ACTIVITY)
@@ -126,24 +147,34 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 f"next probe in {breaker.retry_in():.1f}s",
                 tool=name,
             )
-            raise _failure(tool, request, info.attempt - 1, 0.0, shut, final=True)
+            done = int(request.get("attempt", 1)) + info.attempt - 2
+            fail = failure(name, tool.retry, request, done, 0.0, shut, final=True)
+            await _record(app, request, info, None, fail, done)
+            raise fail
         probe = breaker is not None and breaker.probing
-        step = StepInfo(info.workflow_id or "", key, info.attempt, _feedback(info))
+        # a retry the workflow schedules itself (keel.backends.temporal.attempts) carries
+        # its attempt number and the previous attempt's feedback in the request
+        attempt = int(request.get("attempt", 1)) + info.attempt - 1
+        feedback = tuple(request.get("feedback") or ()) or _feedback(info)
+        step = StepInfo(info.workflow_id or "", key, attempt, feedback)
         token = CURRENT_STEP.set(step)  # keel.current_step(): idempotency key, feedback
         try:
             # inside: arguments that do not fit the tool's parameters fail as its error
             args, kwargs = call_args(tool, request["args"])
-            value = await tool.invoke(args, kwargs)
-            if tool.validate:
-                value, messages = run_checks(value, tool.validate)
-                if messages:
-                    raise ValidationFailed(
-                        f"output of {name!r} failed validation: {'; '.join(messages)}",
-                        messages=messages,
-                    )
-            data = to_json(value, what=f"step {key!r}")
-            check_size(data, f"the output of step {key!r}")
-            typed_output(name, value, data, tool.return_type)
+            value = await _effect(app, tool, request, info, attempt, args, kwargs)
+            if isinstance(value, Recorded):  # an earlier attempt did it: never again
+                data = value.data
+            else:
+                if tool.validate:
+                    value, messages = run_checks(value, tool.validate)
+                    if messages:
+                        raise ValidationFailed(
+                            f"output of {name!r} failed validation: {'; '.join(messages)}",
+                            messages=messages,
+                        )
+                data = to_json(value, what=f"step {key!r}")
+                check_size(data, f"the output of step {key!r}")
+                typed_output(name, value, data, tool.return_type)
         except asyncio.CancelledError:
             if probe and breaker is not None:
                 breaker.abandon()  # no verdict: let a later call probe instead
@@ -153,22 +184,143 @@ def make_activity(tools: Mapping[str, ToolDef]) -> Callable[..., Any]:
                 breaker.failure()
             if isinstance(exc, ValidationFailed) and not info.is_local:
                 # the next attempt reads them back from its info.heartbeat_details (a
-                # local activity has no heartbeats: its attempts get no feedback yet)
+                # local activity has none: its retries are scheduled by the workflow,
+                # with the feedback in the request)
                 activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
-            first = info.scheduled_time.timestamp()
-            raise _failure(tool, request, info.attempt, first, exc) from exc
+            first = float(request.get("started") or info.scheduled_time.timestamp())
+            fail = failure(
+                name,
+                tool.retry,
+                request,
+                attempt,
+                first,
+                exc,
+                final=isinstance(exc, OutcomeUnknown),  # never re-run an unknown effect
+            )
+            await _record(app, request, info, None, fail, attempt)
+            raise fail from exc
         finally:
             CURRENT_STEP.reset(token)
         if breaker is not None:
             breaker.success()
+        await _record(app, request, info, data, None, attempt)
         return {
             "key": key,
             "digest": request["digest"],
             "output": from_json(data),
-            "attempts": info.attempt,
+            "attempts": attempt,
         }
 
     return keel_call
+
+
+async def _effect(
+    app: App,
+    tool: ToolDef,
+    request: dict[str, Any],
+    info: Any,
+    attempt: int,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """The tool's effect: its output (cut to keep=, the full one written aside), run at
+    most once for an irreversible tool (keel.backends.temporal.intent)."""
+
+    async def effect() -> Any:
+        value = await tool.invoke(args, kwargs)
+        if tool.keep is not None:
+            value = await _keep(app, tool, request, info, value)
+        return value
+
+    if not tool.irreversible or "scope" not in request:
+        return await effect()
+    reconcile = None
+    if tool.reconcile is not None:
+
+        async def reconcile(idem: str) -> Any:
+            return await tool.run_reconcile(idem, args, kwargs)
+
+    return await once(app.store, _entry(request, info, attempt), effect, reconcile, tool.name)
+
+
+async def _keep(app: App, tool: ToolDef, request: dict[str, Any], info: Any, full: Any) -> Any:
+    """`full` cut to the tool's keep= model; the full output written to Keel's store
+    aside, at `<key>/full#0`, out of line, as Keel's engine journals it (keel.engine.keep)."""
+    from pydantic import BaseModel
+
+    from keel.engine.keep import cut
+
+    keep = tool.keep
+    data = to_json(full, what=f"output of tool {tool.name!r}")
+    if isinstance(full, BaseModel):
+        names = list(full.model_dump())
+    else:
+        names = list(full) if isinstance(full, dict) else []
+    if "scope" in request:
+        key = request["key"]
+        aside = Entry(
+            run_id=info.workflow_id or "",
+            key=f"{key}/full#0",
+            scope=f"{key}/",
+            position=0,
+            kind=StepKind.VALUE,
+            name="full",
+            digest="",
+            started=time.time(),
+            attempts=1,
+            data=data,
+            input={"kept": [n for n in keep.model_fields if n in names], "of": len(names)},
+            out_of_line=True,
+        )
+        await record(app.store, aside)
+    return cut(tool.name, keep, full)
+
+
+def _entry(request: dict[str, Any], info: Any, attempt: int) -> Entry:
+    return Entry(
+        run_id=info.workflow_id or "",
+        key=request["key"],
+        scope=request["scope"],
+        position=request["pos"],
+        kind=StepKind.TOOL,
+        name=request["tool"],
+        digest=request["digest"],
+        started=float(request.get("started") or info.scheduled_time.timestamp()),
+        attempts=max(attempt, 1),
+        input=request["args"],
+    )
+
+
+async def _record(
+    app: App, request: dict[str, Any], info: Any, data: bytes | None, fail: Any, attempt: int
+) -> None:
+    """Write the call's outcome to Keel's store: a success, or a failure that is final.
+    A failed attempt to be retried is not an outcome yet; it is written (PENDING, with
+    its error) when the next attempt must know it ended: an irreversible tool's, or a
+    retry the workflow schedules."""
+    if "scope" not in request:  # scheduled by a worker from before the store was written
+        return
+    tool = app.registry.tools.get(request["tool"])
+    retried = fail is not None and (not fail.non_retryable or _retry_in(fail) is not None)
+    if retried and not (tool is not None and tool.irreversible) and "attempt" not in request:
+        return
+    err = None if fail is None else StructuredError.model_validate(fail.details[0])
+    fallback = None if err is None or tool is None or not tool.fallback else tool.fallback.kind
+    entry = replace(
+        _entry(request, info, attempt),
+        data=data,
+        error=err,
+        fallback=None if retried else fallback,
+        pending=retried,
+    )
+    await record(app.store, entry)
+
+
+def _retry_in(fail: Any) -> float | None:
+    """The delay before the next attempt the workflow schedules itself, if any."""
+    step = fail.details[1] if len(fail.details) > 1 else {}
+    delay = step.get("retry_in") if isinstance(step, dict) else None
+    return None if delay is None else float(delay)
 
 
 def _feedback(info: Any) -> tuple[str, ...]:
@@ -188,22 +340,26 @@ def _breaker(breakers: dict[str, BreakerState], tool: ToolDef) -> BreakerState |
     return state
 
 
-def _failure(
-    tool: ToolDef,
+def failure(
+    name: str,
+    retry: Retry | None,
     request: dict[str, Any],
     attempt: int,
     first: float,
     exc: Exception,
     *,
     final: bool = False,
-) -> Exception:
+) -> ApplicationError:
     """The ApplicationError that tells Temporal whether and when to try again. Its
     details: Keel's structured error, then the step it was (key and digest: replay
-    checks a failed step's arguments too)."""
+    checks a failed step's arguments too). A request the workflow retries itself
+    (it carries "attempt") is never retried by Temporal: the delay Keel picked goes
+    back in the step as "retry_in". A request with "budget_left" retries only while
+    the run's retry budget for the tool lasts (else `keel.BudgetExceeded`)."""
     from temporalio.exceptions import ApplicationError
 
     key = request["key"]
-    retry = tool.retry or NO_RETRY
+    retry = retry or NO_RETRY
     err = structured(exc, step=key, attempts=attempt)
     delay: float | None = None
     retryable = not final and not isinstance(exc, SerializationError) and attempt < retry.attempts
@@ -217,11 +373,19 @@ def _failure(
             err = err.model_copy(update={"message": f"{err.message} ({gave_up})"})
             err.data["gave_up"] = gave_up
             delay = None
-    err.data.setdefault("tool", tool.name)
+    left = request.get("budget_left")
+    if delay is not None and left is not None and left <= 0:
+        err = budget_spent(name, int(request["budget"]), err, attempt)
+        delay = None
+    err.data.setdefault("tool", name)
+    step: dict[str, Any] = {"key": key, "digest": request["digest"]}
+    if "attempt" in request:  # the workflow schedules the next attempt, if any
+        step.update(retry_in=delay, attempt=attempt)
+        delay = None
     return ApplicationError(
         err.message,
         err.model_dump(mode="json"),
-        {"key": key, "digest": request["digest"]},
+        step,
         type=err.type,
         non_retryable=delay is None,
         # Temporal reads a zero delay as "none given": the smallest real one instead
@@ -229,11 +393,26 @@ def _failure(
     )
 
 
+def budget_spent(tool: str, budget: int, last: StructuredError, attempt: int) -> StructuredError:
+    """`keel.BudgetExceeded` for a tool whose run used its retry budget, `last` (the
+    attempt's own error) as its cause, worded as on Keel's engine."""
+    spent = BudgetExceeded(
+        f"tool {tool!r} used its retry budget of {budget} for this run "
+        f"(last error: {last.type}: {last.message})",
+        tool=tool,
+        budget=budget,
+    )
+    err = structured(spent, step=last.step, attempts=attempt)
+    return err.model_copy(update={"cause": last})
+
+
 __all__ = [
     "ACTIVITY",
     "PAYLOAD_LIMIT",
     "attempt_timeout",
+    "budget_spent",
     "call_args",
     "check_size",
+    "failure",
     "make_activity",
 ]

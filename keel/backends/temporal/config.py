@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from keel.errors import ConfigError
@@ -40,6 +41,15 @@ class Backend:
                 raise ConfigError(
                     f"Backend({field}=...) must be a non-empty string, got {value!r}; {_URL_HELP}"
                 )
+
+    async def deliver_decision(
+        self, host: Any, run_id: str, target: str, decision: dict[str, Any]
+    ) -> bool:
+        """A person's decision on request `target` to run `run_id` on this cluster (the
+        update `keel.decide`); False when Keel's engine runs it (keel.hitl.delivery)."""
+        from keel.backends.temporal.decisions import deliver
+
+        return await deliver(host, run_id, target, decision)
 
     @property
     def url(self) -> str:
@@ -86,4 +96,18 @@ def from_env() -> Backend | None:
     return Backend.from_url(url) if url else None
 
 
-__all__ = ["Backend", "from_env"]
+def resolve(given: Backend | str | None) -> Backend | None:
+    """`App(backend=...)`: a Backend, its `temporal://` URL, or None for `KEEL_BACKEND`."""
+    if given is None:
+        return from_env()
+    if isinstance(given, Backend):
+        return given
+    if isinstance(given, str):
+        return Backend.from_url(given)
+    raise ConfigError(
+        f"App(backend=...) takes a keel.backends.temporal.Backend or a temporal:// URL, "
+        f"not {type(given).__name__}"
+    )
+
+
+__all__ = ["Backend", "from_env", "resolve"]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from keel.engine.recovery import StepPolicy
     from keel.engine.registry import ToolDef
     from keel.policy.completion import CompletionPolicy
+    from keel.policy.fallback import Fallback
     from keel.types import MapResult
 
 _NOT_YET = "is not supported on the Temporal backend yet (docs/temporal.md lists what is)"
@@ -50,7 +51,8 @@ class _NoFeature:
 
 
 class _NoPeople:
-    """Approvals and reviews need Keel's store of requests: not carried yet."""
+    """People for a port built without an App's features (features_for plugs in
+    keel.backends.temporal.people): requests need an App's store."""
 
     async def approval(self, ctx: Context, action: Any, **kw: Any) -> Any:
         not_yet("ctx.approval")
@@ -72,7 +74,15 @@ FEATURES = Features(
 )
 
 
-def _keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
+def _to_person(fb: Fallback | None, err: StructuredError) -> bool:
+    return (
+        fb is not None
+        and fb.kind == "human"
+        and err.type not in ("SerializationError", "ConfigError")
+    )
+
+
+def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
     """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
     the step (key, digest) it was scheduled as."""
     from temporalio.exceptions import ApplicationError
@@ -101,14 +111,17 @@ class TemporalExecution:
         tools: Mapping[str, ToolDef],
         signals: dict[str, list[Any]],
         root: Scope,
+        features: Features = FEATURES,
     ) -> None:
         self._run = run
         self._tools = tools
+        self._features = features
         self._signals = signals  # name -> payloads not yet taken, filled by the handler
         self.root = root
         self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
         self._degraded: list[str] = []
         self._waiting: list[str] = []  # signals a ctx.wait_for is waiting for now
+        self.retries_used: dict[str, int] = {}  # tool -> retries granted (Retry(budget=))
 
     @property
     def run(self) -> RunInfo:
@@ -116,7 +129,11 @@ class TemporalExecution:
 
     @property
     def features(self) -> Features:
-        return FEATURES
+        return self._features
+
+    def refuse(self, what: str) -> NoReturn:
+        """Refuse a feature this backend does not carry yet, naming it."""
+        not_yet(what)
 
     @property
     def tools(self) -> Mapping[str, ToolDef]:
@@ -132,6 +149,11 @@ class TemporalExecution:
 
     def degraded(self) -> list[str]:
         return list(self._degraded)
+
+    def superseded(self, prefix: str) -> None:
+        """A phase attempt under `prefix` failed its checkpoint and runs again: its
+        degraded steps are no longer the run's (as on Keel's engine)."""
+        self._degraded = [k for k in self._degraded if not k.startswith(prefix)]
 
     def snapshot(self) -> dict[str, Any]:
         """What the run holds now, for the `keel.state` query: its typed state (JSON),
@@ -155,7 +177,13 @@ class TemporalExecution:
         key_name: str | None = None,
         shown_input: Any = None,
     ) -> Operation:
-        not_yet(f"ctx.operation({name!r})")
+        from keel.backends.temporal.operation import TemporalOperation
+
+        if self.hard_stop is not None:
+            raise self.hard_stop
+        key, pos = scope.next(key_name or name)
+        op = TemporalOperation(self, scope, kind, name, digest, key, pos)
+        return op  # type: ignore[return-value]  # the same protocol, Temporal's journal
 
     async def step(
         self,
@@ -196,73 +224,92 @@ class TemporalExecution:
         """Run `tool` with `named` arguments as the `keel.call` activity at the next key of
         `scope` (or at `key`/`pos`), checked against what history recorded there."""
         from temporalio import workflow
-        from temporalio.common import RetryPolicy
         from temporalio.exceptions import ActivityError, ApplicationError
+
+        from keel.backends.temporal.attempts import scheduled_retries, workflow_retries
 
         if self.hard_stop is not None:
             raise self.hard_stop
         name = tool.name
-        if tool.keep is not None:
-            not_yet(f"tool {name!r} with keep=")
-        if tool.irreversible:
-            not_yet(f"tool {name!r} with irreversible= (intent and reconcile)")
-        if tool.retry is not None and tool.retry.budget is not None:
-            not_yet(f"tool {name!r} with Retry(budget=...) (a per-run retry budget)")
-        if tool.fallback is not None and tool.fallback.kind == "human":
-            not_yet(f"tool {name!r} with Fallback.human (escalations)")
         if key is None or pos is None:
             key, pos = scope.next(name)
         args = to_json(named, what=f"arguments of {name!r}")
         check_size(args, f"the arguments of step {key!r}")
-        request = {"tool": name, "key": key, "digest": digest, "args": from_json(args)}
+        request = {
+            "tool": name,
+            "key": key,
+            "digest": digest,
+            "args": from_json(args),
+            "scope": scope.path,
+            "pos": pos,
+            "started": workflow.now().timestamp(),
+        }
+
+        async def schedule(ask: dict[str, Any]) -> dict[str, Any]:
+            out: dict[str, Any] = await self._schedule(tool, ask)
+            return out
+
+        if workflow_retries(tool):  # a retry budget, or feedback for a local tool
+            return await scheduled_retries(self, scope, tool, request, annotation, schedule)
+        try:
+            done = await schedule(request)
+        except (ActivityError, ApplicationError) as exc:
+            # an activity's failure arrives as ActivityError(cause=ApplicationError); a
+            # local activity's as the ApplicationError (its cause chain) itself
+            found = keel_error(exc)
+            if found is None:
+                raise  # a timeout or cancellation Temporal decided: its own error
+            err, was = found
+            self.check(scope, pos, key, digest, was, StepKind.TOOL)
+            return await self.give_up(scope, tool, request, err, annotation)
+        self.check(scope, pos, key, digest, done, StepKind.TOOL)
+        return revive(done["output"], annotation if annotation is not None else unannotated())
+
+    async def _schedule(self, tool: ToolDef, request: dict[str, Any]) -> Any:
+        """One `keel.call` activity (a local one for `local=True`), retried by Temporal
+        as Keel's `Retry` decides in the activity."""
+        from temporalio import workflow
+        from temporalio.common import RetryPolicy
+
         retry = tool.retry
         attempts = retry.attempts if retry is not None else 1
+        if tool.irreversible:
+            attempts += 1  # after a lost attempt, one more: it reconciles (keel...intent)
         policy = RetryPolicy(
             maximum_attempts=attempts,
             # only for timeouts: every failure the tool raises names its own delay
             initial_interval=timedelta(seconds=max(retry.backoff if retry else 1, 0.001)),
         )
-        try:
-            if tool.options.get("local"):
-                # @app.tool(local=True): run in this worker, no task-queue round trip (a
-                # short, cheap tool); its result is recorded in history all the same
-                done = await workflow.execute_local_activity(
-                    ACTIVITY,
-                    request,
-                    start_to_close_timeout=attempt_timeout(tool),
-                    retry_policy=policy,
-                    summary=key,
-                )
-            else:
-                done = await workflow.execute_activity(
-                    ACTIVITY,
-                    request,
-                    start_to_close_timeout=attempt_timeout(tool),
-                    retry_policy=policy,
-                    summary=key,
-                )
-        except (ActivityError, ApplicationError) as exc:
-            # an activity's failure arrives as ActivityError(cause=ApplicationError); a
-            # local activity's as the ApplicationError (its cause chain) itself
-            found = _keel_error(exc)
-            if found is None:
-                raise  # a timeout or cancellation Temporal decided: its own error
-            err, was = found
-            self._check(scope, pos, key, digest, was.get("key", key), was.get("digest", digest))
-            return self._fall_back(tool, key, err, annotation)
-        self._check(scope, pos, key, digest, done["key"], done["digest"])
-        return revive(done["output"], annotation if annotation is not None else unannotated())
+        if tool.options.get("local"):
+            # @app.tool(local=True): run in this worker, no task-queue round trip (a
+            # short, cheap tool); its result is recorded in history all the same
+            return await workflow.execute_local_activity(
+                ACTIVITY,
+                request,
+                start_to_close_timeout=attempt_timeout(tool),
+                retry_policy=policy,
+                summary=request["key"],
+            )
+        return await workflow.execute_activity(
+            ACTIVITY,
+            request,
+            start_to_close_timeout=attempt_timeout(tool),
+            retry_policy=policy,
+            summary=request["key"],
+        )
 
-    def _check(
-        self, scope: Scope, pos: int, key: str, digest: str, was_key: str, was_digest: str
+    def check(
+        self, scope: Scope, pos: int, key: str, digest: str, was: dict[str, Any], kind: StepKind
     ) -> None:
-        """Keel's journal check of this step against the one history recorded here."""
+        """Keel's journal check of this step against the one history recorded here
+        (`was`: the key and digest the recorded step was scheduled with)."""
+        was_key, was_digest = was.get("key", key), was.get("digest", digest)
         recorded = StepRecord(
             run_id=self._run.id,
             key=was_key,
             scope=scope.path,
             position=pos,
-            kind=StepKind.TOOL,
+            kind=kind,
             name=was_key.rsplit("#", 1)[0],
             digest=was_digest,
             status=StepStatus.OK,
@@ -274,10 +321,28 @@ class TemporalExecution:
             self.hard_stop = exc
             raise
 
-    def _fall_back(self, tool: ToolDef, key: str, err: StructuredError, annotation: Any) -> Any:
-        """The tool failed for good: its fallback decides, as on Keel's engine."""
-        fb = tool.fallback
-        if fb is None or err.type in ("SerializationError", "ConfigError"):
+    async def give_up(
+        self,
+        scope: Scope,
+        tool: ToolDef,
+        request: dict[str, Any],
+        err: StructuredError,
+        annotation: Any,
+    ) -> Any:
+        """Tool call `request` failed for good: its fallback decides, `Fallback.human`
+        by waiting for a person (keel.backends.temporal.people)."""
+        if _to_person(tool.fallback, err):
+            from keel.backends.temporal.people import await_person
+
+            return await await_person(self._run, scope, tool, request, err, annotation)
+        return self.fall_back(tool.fallback, request["key"], err, annotation)
+
+    def fall_back(
+        self, fb: Fallback | None, key: str, err: StructuredError, annotation: Any
+    ) -> Any:
+        """The step failed for good: its fallback decides, as on Keel's engine."""
+        unknown = err.type == "OutcomeUnknown"  # never degraded: the effect may have happened
+        if fb is None or err.type in ("SerializationError", "ConfigError") or unknown:
             raise from_structured(err)
         if fb.kind == "degrade":
             self._degraded.append(key)
@@ -287,7 +352,7 @@ class TemporalExecution:
             stop = from_structured(err)
             self.hard_stop = stop  # the run fails even if the workflow catches this
             raise stop
-        raise from_structured(err)  # Fallback.human is refused before the call
+        raise from_structured(err)  # Fallback.human: give_up hands it to a person
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         from temporalio import workflow
@@ -356,7 +421,10 @@ class TemporalExecution:
     def phase(
         self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
     ) -> Phase:
-        not_yet("ctx.phase")
+        from keel.backends.temporal.phase import TemporalPhase
+
+        phase = TemporalPhase(self, ctx.current_scope(), ctx, name, check, retries, on_fail)
+        return phase  # type: ignore[return-value]  # the same protocol, Temporal's keys
 
 
 __all__ = ["FEATURES", "TemporalExecution", "not_yet"]

@@ -2,7 +2,7 @@
 
 Example:
     backend = Backend(address="localhost:7233", task_queue="keel")
-    client = await connect(backend)
+    client = await connect(backend, app=app)
     async with serve(app, client, backend):
         run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
         print(await result(app, client, run_id))
@@ -11,17 +11,18 @@ Example:
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from keel._ids import id_problem
+from keel.backends.temporal.claims import CLAIM_THRESHOLD
 from keel.backends.temporal.config import Backend
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.serde import from_json
 from keel.errors import ConfigError, InputError, KeelError, structured
-from keel.handle import input_json, outcome, same_input, same_session
+from keel.handle import input_json, new_run_id, outcome, same_input, same_session
 from keel.types import RunInfo, RunStatus, StructuredError
 
 # Temporal's execution statuses as Keel's run statuses (for messages about a run).
@@ -35,28 +36,55 @@ _STATUS = {
     "CONTINUED_AS_NEW": RunStatus.RUNNING,
 }
 
+# The largest claim threshold `connect` takes: 1 MiB, half of Temporal's payload limit.
+_MAX_THRESHOLD = 1024 * 1024
+
 if TYPE_CHECKING:
     from temporalio.client import Client
     from temporalio.worker import Replayer
 
     from keel.app import App
     from keel.codec import PayloadCodec
+    from keel.store.journal import JournalStore
 
 
-async def connect(backend: Backend, *, codec: PayloadCodec | None = None) -> Client:
+async def connect(
+    backend: Backend,
+    *,
+    app: App | None = None,
+    codec: PayloadCodec | None = None,
+    claim_threshold: int = CLAIM_THRESHOLD,
+) -> Client:
     """A Temporal client for `backend`'s address and namespace (a clear error if none
-    answers there). With `codec` (pass `app.codec`), every payload it writes to
-    Temporal's history is encoded by it, as Keel's store encodes its own.
+    answers there). Connect for an App (`app=`), as `serve` and `start` require: every
+    payload it writes to Temporal's history is encoded by the App's codec, as Keel's
+    store encodes its own, and a payload over `claim_threshold` bytes is kept in the
+    App's store, the history holding a reference (docs/temporal.md, "Large payloads").
+    `codec=` alone encodes without the claim check (a client that only reads).
 
     Example:
-        client = await connect(Backend.from_url("temporal://localhost:7233/default"))
-        client = await connect(backend, codec=app.codec)  # an App that encrypts
+        client = await connect(Backend.from_url("temporal://localhost:7233/default"), app=app)
     """
     from temporalio.client import Client
 
+    if app is not None and codec is not None and codec is not app.codec:
+        raise ConfigError(
+            "connect(backend, app=app, codec=...): the codec differs from the App's; pass "
+            "only app=app (its codec is used)"
+        )
+    if isinstance(claim_threshold, bool) or not isinstance(claim_threshold, int):
+        raise ConfigError(f"connect(claim_threshold=...) takes bytes, got {claim_threshold!r}")
+    if not 0 <= claim_threshold <= _MAX_THRESHOLD:
+        raise ConfigError(
+            f"connect(claim_threshold={claim_threshold}): give 0 to {_MAX_THRESHOLD} bytes; "
+            "a payload over Temporal's 2 MB limit must be claimed, and a threshold near it "
+            f"leaves no room for several in one workflow task (the default is {CLAIM_THRESHOLD})"
+        )
+    store = None if app is None else (lambda: app.store)
+    converter = _converter(codec if app is None else app.codec, store, claim_threshold)
     try:
         return await Client.connect(
-            backend.address, namespace=backend.namespace, data_converter=_converter(codec)
+            backend.address, namespace=backend.namespace, data_converter=converter
         )
     except Exception as exc:
         raise ConfigError(
@@ -67,11 +95,17 @@ async def connect(backend: Backend, *, codec: PayloadCodec | None = None) -> Cli
 
 @asynccontextmanager
 async def serve(
-    app: App, client: Client, backend: Backend, *, max_cached_workflows: int = 1000
+    app: App,
+    client: Client,
+    backend: Backend,
+    *,
+    max_cached_workflows: int = 1000,
+    grace: float | None = None,
 ) -> AsyncIterator[None]:
     """Run a Temporal worker hosting `app`'s workflows and tools on `backend.task_queue`
     while the block runs. `max_cached_workflows=0` replays every workflow task from
-    its history (what the tests do, so replay is exercised on every step).
+    its history (what the tests do, so replay is exercised on every step). `grace`:
+    seconds the activities in flight get to finish when the block ends (else none).
 
     Example:
         async with serve(app, client, backend):
@@ -80,15 +114,28 @@ async def serve(
     from temporalio.worker import Worker
 
     from keel.backends.temporal.activity import make_activity
+    from keel.backends.temporal.features import features_for
+    from keel.backends.temporal.model_calls import make_model_activity
+    from keel.backends.temporal.operation import make_op_activity
+    from keel.backends.temporal.people import make_people_activity
     from keel.backends.temporal.workflow import workflow_class
+    from keel.features import _register_extraction
 
     _encodes(app, client)
+    _register_extraction(app)  # every worker hosts ctx.memory.extract's workflow
+    features = features_for(app, client, backend.task_queue)
     worker = Worker(
         client,
         task_queue=backend.task_queue,
-        workflows=[workflow_class(app)],
-        activities=[make_activity(app.registry.tools)],
+        workflows=[workflow_class(app, features)],
+        activities=[
+            make_activity(app),
+            make_op_activity(app),
+            make_model_activity(app),
+            make_people_activity(app),
+        ],
         max_cached_workflows=max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=grace or 0),
     )
     async with worker:
         yield
@@ -106,20 +153,30 @@ def replayer(app: App) -> Replayer:
 
     from keel.backends.temporal.workflow import workflow_class
 
-    return Replayer(workflows=[workflow_class(app)], data_converter=_converter(app.codec))
+    converter = _converter(app.codec, lambda: app.store)
+    return Replayer(workflows=[workflow_class(app)], data_converter=converter)
 
 
-def _converter(codec: PayloadCodec | None) -> Any:
-    """Temporal's default data converter, with Keel's `codec` on its payloads if any."""
+def _converter(
+    codec: PayloadCodec | None,
+    store: Callable[[], JournalStore] | None = None,
+    claim_threshold: int = CLAIM_THRESHOLD,
+) -> Any:
+    """Temporal's default data converter, with Keel's `codec` on its payloads if any and
+    the claim check into `store()` if given. The claim runs on the clear payload, the
+    codec on what goes into the history (keel/backends/temporal/claims.py says why)."""
     import dataclasses
 
     from temporalio.converter import DataConverter
 
+    from keel.backends.temporal.claims import claim_codec
     from keel.backends.temporal.codec import temporal_codec
 
-    if codec is None:
+    inner = None if codec is None else temporal_codec(codec)
+    outer = inner if store is None else claim_codec(store, inner, claim_threshold)
+    if outer is None:
         return DataConverter.default
-    return dataclasses.replace(DataConverter.default, payload_codec=temporal_codec(codec))
+    return dataclasses.replace(DataConverter.default, payload_codec=outer)
 
 
 async def start(
@@ -145,8 +202,35 @@ async def start(
     Example:
         run_id = await start(app, client, backend, "triage", {"ticket": t}, run_id="t-1")
     """
+    return await start_run(
+        app,
+        client,
+        backend.task_queue,
+        workflow,
+        input,
+        run_id=run_id,
+        tenant=tenant,
+        session=session,
+    )
+
+
+async def start_run(
+    app: App,
+    client: Client,
+    task_queue: str,
+    workflow: str,
+    input: dict[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    tenant: str | None = None,
+    session: str | None = None,
+) -> str:
+    """`start` on the task queue `task_queue` (what a workflow's own starts use)."""
     from temporalio.common import WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from keel.backends.temporal.mirror import open_run
+    from keel.backends.temporal.tracing import in_run_trace
 
     _encodes(app, client)
     wf = app.registry.workflow(workflow)
@@ -155,7 +239,7 @@ async def start(
             f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
             "supported on the Temporal backend yet (docs/temporal.md lists what is)"
         )
-    rid = run_id or str(uuid.uuid4())
+    rid = run_id or new_run_id()
     problem = id_problem(rid, "run id")
     problem = problem or (None if session is None else id_problem(session, "session id"))
     if problem is not None:
@@ -164,29 +248,63 @@ async def start(
     if attach and await _started(app, client, rid, wf.name, None, session):
         return rid  # attach: the first start's input stands
     data = input_json(wf, input)  # bad input: refused here, nothing started
+    # Keel's store first (what keel runs / show / the console read), then Temporal
+    opened = await open_run(app.store, rid, wf.name, data, tenant=tenant, session=session or rid)
     try:
-        await client.start_workflow(
-            wf.name,
-            from_json(data),
-            id=rid,
-            task_queue=backend.task_queue,
-            # a finished run's id is never reused: starting it again is that run
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
-        )
+        with in_run_trace(client, rid):
+            await client.start_workflow(
+                wf.name,
+                from_json(data),
+                id=rid,
+                task_queue=task_queue,
+                # a finished run's id is never reused: starting it again is that run
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                memo={MEMO_TENANT: tenant, MEMO_SESSION: session or rid},
+            )
     except WorkflowAlreadyStartedError:
         await _started(app, client, rid, wf.name, data, session)
+    except BaseException as exc:
+        if opened:  # Temporal never took it: the row must not say it runs
+            await _never_started(app, rid, wf.name, exc)
+        raise
     return rid
 
 
+async def _never_started(app: App, rid: str, workflow: str, exc: BaseException) -> None:
+    from keel.backends.temporal.mirror import end_run
+
+    now = time.time()
+    err = structured(KeelError(f"not started on Temporal: {exc}"))
+    info = RunInfo(
+        id=rid,
+        workflow=workflow,
+        status=RunStatus.FAILED,
+        input={},
+        created_at=now,
+        updated_at=now,
+        error=err,
+    )
+    await end_run(app.store, info, None)
+
+
 def _encodes(app: App, client: Client) -> None:
-    """An App that encodes its payloads never writes them to Temporal in clear."""
-    if app.codec is not None and client.data_converter.payload_codec is None:
+    """An App that encodes its payloads never writes them to Temporal in clear, and large
+    payloads go to Keel's store, never into the history (the client's claim check)."""
+    from keel.backends.temporal.claims import has_claims
+
+    codec = client.data_converter.payload_codec
+    if app.codec is not None and (codec is None or getattr(codec, "encrypts", True) is False):
         raise ConfigError(
             "this App encodes its payloads (keel.App(codec=...) or KEEL_ENCRYPTION_KEY), but "
             "the Temporal client does not, so run inputs, tool arguments and results would "
             "sit in Temporal's history in clear; connect with "
-            "keel.backends.temporal.connect(backend, codec=app.codec)"
+            "keel.backends.temporal.connect(backend, app=app)"
+        )
+    if not has_claims(codec):
+        raise ConfigError(
+            "the Temporal client has no claim check, so a payload over Temporal's 2 MB "
+            "limit would fail the run instead of being kept in Keel's store; connect with "
+            "keel.backends.temporal.connect(backend, app=app)"
         )
 
 
@@ -256,6 +374,14 @@ async def result(app: App, client: Client, run_id: str) -> Any:
     Example:
         summary = await result(app, client, "t-1")
     """
+    info = await end_of(client, run_id)
+    await _ended(app, info)
+    return outcome(app, info)
+
+
+async def end_of(client: Client, run_id: str) -> RunInfo:
+    """Wait for run `run_id` to end on Temporal: how it ended, as a `RunInfo` (its
+    result, or the structured error; times and input are not Temporal's to give)."""
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
@@ -283,7 +409,18 @@ async def result(app: App, client: Client, run_id: str) -> Any:
             info.error = structured(KeelError(f"terminated on Temporal: {cause.message}"))
         else:
             info.error = structured(KeelError(f"failed on Temporal: {cause or exc}"))
-    return outcome(app, info)
+    return info
+
+
+async def _ended(app: App, info: RunInfo) -> None:
+    """Keel's store learns the end of a run Temporal executed (idempotent)."""
+    from keel.backends.temporal.ended import record_end
+    from keel.engine.serde import to_json
+
+    data = None
+    if info.status is RunStatus.SUCCEEDED:
+        data = to_json(info.result, what=f"the result of run {info.id!r}")
+    await record_end(app, info, data)
 
 
 async def cancel(client: Client, run_id: str) -> None:
@@ -296,4 +433,4 @@ async def cancel(client: Client, run_id: str) -> None:
     await client.get_workflow_handle(run_id).cancel()
 
 
-__all__ = ["cancel", "connect", "replayer", "result", "serve", "signal", "start"]
+__all__ = ["cancel", "connect", "replayer", "result", "serve", "signal", "start", "start_run"]

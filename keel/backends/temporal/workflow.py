@@ -7,6 +7,7 @@ It is a dynamic workflow: its Temporal type is the Keel workflow's name, and its
 argument the run's input (JSON, by keyword). It runs the registered function with a
 `keel.Context` over `TemporalExecution`, so the workflow code is the same on both
 executors. Signals are dynamic too: any name, queued until `ctx.wait_for` takes it.
+People's decisions arrive as the update `keel.decide` (keel.backends.temporal.decisions).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from keel.backends.temporal.activity import check_size
+from keel.backends.temporal.decisions import DECIDE_UPDATE, Decisions
 from keel.backends.temporal.port import TemporalExecution
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.context import Context
@@ -30,11 +32,12 @@ from keel.types import RunInfo, RunStatus
 
 if TYPE_CHECKING:
     from keel.app import App
+    from keel.engine.plugins import Features
 
 STATE_QUERY = "keel.state"  # a Temporal query: the run's state, degraded steps, waits
 
 
-def workflow_class(app: App) -> type:
+def workflow_class(app: App, features: Features | None = None) -> type:
     """The dynamic Temporal workflow class that runs `app`'s Keel workflows.
 
     It runs `app.registry.workflow(<its workflow type>)` with a Temporal Context. Built
@@ -47,11 +50,16 @@ def workflow_class(app: App) -> type:
     deterministic is Keel's rule that every effect goes through `ctx`, checked on
     replay by Keel's step keys and digests and Temporal's command checks.
     """
+    if features is None:
+        from keel.backends.temporal.features import features_for
+
+        features = features_for(app)
 
     # `self` unannotated: temporalio reads handler signatures and counts an annotated one
     def __init__(self) -> None:  # type: ignore[no-untyped-def]
         self.signals = {}
         self.live = {}  # "port": this execution's TemporalExecution, once it runs
+        self.decisions = Decisions()  # requests for people it waits on, decisions taken
 
     def on_signal(self, name: str, args: Sequence[RawValue]) -> None:  # type: ignore[no-untyped-def]
         convert = workflow.payload_converter()
@@ -59,17 +67,28 @@ def workflow_class(app: App) -> type:
         self.signals.setdefault(name, []).append(payload)
 
     async def run(self, args: Sequence[RawValue]) -> Any:  # type: ignore[no-untyped-def]
-        return await _run(app, self.signals, args, self.live)
+        return await _run(app, features, self.signals, args, self.live)
 
     def state(self) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         port = self.live.get("port")
         return {} if port is None else port.snapshot()
+
+    def decide(self, request: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+        taken: dict[str, Any] = self.decisions.take(request)
+        return taken
+
+    def check_decision(self, request: Any) -> None:  # type: ignore[no-untyped-def]
+        self.decisions.validate(request)  # refused: the caller gets why, history nothing
 
     # temporalio refuses handlers of classes defined in a function, because its sandbox
     # re-imports a workflow's module by name; this class is never sandboxed (see above)
     on_signal.__qualname__ = "KeelWorkflow.on_signal"
     run.__qualname__ = "KeelWorkflow.run"
     state.__qualname__ = "KeelWorkflow.state"
+    decide.__qualname__ = "KeelWorkflow.decide"
+    check_decision.__qualname__ = "KeelWorkflow.check_decision"
+    on_decision = workflow.update(name=DECIDE_UPDATE)(decide)
+    on_decision.validator(check_decision)
     namespace = {
         "__init__": __init__,
         "__module__": __name__,
@@ -79,12 +98,19 @@ def workflow_class(app: App) -> type:
         "run": workflow.run(run),
         # what the run holds now (typed state, degraded steps, signals awaited)
         "state": workflow.query(name=STATE_QUERY)(state),
+        # a person's decision on a request the run waits on (keel.backends.temporal.decisions)
+        "decide": on_decision,
+        "check_decision": check_decision,
     }
     return workflow.defn(dynamic=True, sandboxed=False)(type("KeelWorkflow", (), namespace))
 
 
 async def _run(
-    app: App, signals: dict[str, list[Any]], args: Sequence[RawValue], live: dict[str, Any]
+    app: App,
+    features: Features,
+    signals: dict[str, list[Any]],
+    args: Sequence[RawValue],
+    live: dict[str, Any],
 ) -> Any:
     info = workflow.info()
     wf = app.registry.workflow(info.workflow_type)
@@ -102,7 +128,7 @@ async def _run(
         session=memo.get(MEMO_SESSION) or info.workflow_id,
     )
     state = StateTracker(wf.state) if wf.state is not None else None
-    port = TemporalExecution(run, app.registry.tools, signals, Scope("", state))
+    port = TemporalExecution(run, app.registry.tools, signals, Scope("", state), features)
     live["port"] = port
     try:
         kwargs = wf.kwargs(run.input)

@@ -13,6 +13,10 @@ from keel.store.sql.core import Session
 from keel.store.sql.dialect import marks
 
 _OF_RUNS = ("usage", "steps", "signals", "spans", "reviews", "escalations")
+# Claim checks (payloads kept out of a Temporal history, keel/backends/temporal/claims.py)
+# are blobs keyed `claim:<run id>:<sha256 hex>`: the run id inside the key ties them to
+# their run with no table of their own. Portable SQL for "the run id of a claim blob":
+_CLAIM_RUN = "substr(digest, 1, 6) = 'claim:' AND substr(digest, 7, length(digest) - 71)"
 _CACHE = " FROM kv_cache WHERE expires_at IS NOT NULL AND expires_at<=?"
 # Expired session values and write receipts (ctx.session), on the database clock.
 _SESSIONS = " FROM session_kv WHERE expires_at IS NOT NULL AND expires_at<={now}"
@@ -73,6 +77,7 @@ def purge_runs(s: Session, scope: PurgeScope, limit: int) -> Purged:
             cur = s.execute(f"DELETE FROM {table} WHERE run_id IN ({m})", ids)
             setattr(out, table, cur.rowcount)
         s.execute(f"DELETE FROM runs WHERE id IN ({m})", ids)
+        out.blobs += s.execute(f"DELETE FROM blobs WHERE {_CLAIM_RUN} IN ({m})", ids).rowcount
         for digest in blobs:  # content-addressed: another run's step may share it
             out.blobs += s.execute(
                 "DELETE FROM blobs WHERE digest=?"
@@ -127,10 +132,12 @@ def count_purge(s: Session, scope: PurgeScope, now: float) -> Purged:
         "  AND s.run_id NOT IN (SELECT id FROM doomed))),"
         f" (SELECT COUNT(*){samples}),"
         f" (SELECT COUNT(*){_CACHE}),"
-        f" (SELECT COUNT(*){_SESSIONS})",
+        f" (SELECT COUNT(*){_SESSIONS}),"
+        f" (SELECT COUNT(*) FROM blobs WHERE {_CLAIM_RUN} IN (SELECT id FROM doomed))",
         (*args, *sample_args, now),
     ).fetchone()
     names = ("runs", "steps", "signals", "spans", "reviews", "escalations", "usage")
     out = Purged(**dict(zip(names, row[:7], strict=True)))
     out.blobs, out.sample_counts, out.cache, out.sessions = row[7], row[8], row[9], row[10]
+    out.blobs += row[11]
     return out

@@ -176,6 +176,19 @@ def load_blob(s: Session, digest: str) -> bytes:
     return data if isinstance(data, bytes) else data.encode()
 
 
+def save_blob(s: Session, digest: str, data: bytes) -> None:
+    """Store `data` under `digest` unless a value is stored there already."""
+    if s.execute("SELECT 1 FROM blobs WHERE digest=?", (digest,)).fetchone() is not None:
+        return  # content-addressed: no need to seal and send the same bytes again
+    sealed = data if s.codec is None else s.seal(data, "blobs.data", digest)
+    with s.write():
+        s.execute(
+            "INSERT INTO blobs (digest, size, data) VALUES (?, ?, ?)"
+            " ON CONFLICT (digest) DO NOTHING",
+            (digest, len(data), sealed),
+        )
+
+
 def commit(s: Session, uow: UnitOfWork) -> Committed:
     """Write a unit of work in one transaction (see `keel.store.unit`).
 

@@ -105,6 +105,9 @@ class SQLStore(Store):
     async def load_blob(self, digest: str) -> bytes:
         return await self._call(runs.load_blob, digest)
 
+    async def save_blob(self, digest: str, data: bytes) -> None:
+        await self._call(runs.save_blob, digest, data)
+
     async def commit(self, uow: UnitOfWork) -> Committed:
         return await self._call(runs.commit, uow)
 

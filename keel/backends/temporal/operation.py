@@ -1,0 +1,379 @@
+"""`ctx.operation(...)` on Temporal: a feature's effect run as a local activity.
+
+A feature (model calls, memory, session state, a user's own `ctx.operation`) hands
+`Operation.run` a closure: its effect in this process. A closure cannot travel to
+another worker, but a local activity runs in the worker that runs the workflow, so the
+effect is registered here under the run and step key, and the local activity `keel.op`
+runs it and records its outcome (a marker in history: a replay returns it without
+running the effect again). A worker that dies while the effect runs leaves no marker:
+the workflow task moves to another worker, whose replay registers the effect again and
+runs it there, as Keel's engine re-runs an effect whose outcome it never journaled.
+
+Retries are Keel's `Retry`, decided per failed attempt as for tools (Temporal schedules
+the next attempt at the delay Keel picks); the fallback is applied in the workflow.
+Each attempt's outcome is written to Keel's store by the activity, with the usage the
+effect metered (`op.meter`), so costs and traces see it once.
+
+Example (a user's journaled call to an outside oracle, the same code on both engines):
+    op = ctx.operation("oracle", question)
+    answer = await op.run(lambda: oracle.ask(question))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from keel.backends.temporal.activity import failure
+from keel.backends.temporal.intent import Recorded, once
+from keel.backends.temporal.mirror import Entry, record
+from keel.backends.temporal.model_calls import MODEL_ACTIVITY, portable
+from keel.engine.control import CURRENT_STEP, StepInfo
+from keel.engine.journal import Scope
+from keel.engine.recovery import PLAIN, StepPolicy, typed_output
+from keel.engine.serde import from_json, revive, to_json, unannotated
+from keel.errors import (
+    ConfigError,
+    KeelError,
+    OutcomeUnknown,
+    ValidationFailed,
+    from_structured,
+    structured,
+)
+from keel.policy.validation import run_checks
+from keel.store import Usage
+from keel.types import StepKind
+
+if TYPE_CHECKING:
+    from keel.app import App
+    from keel.backends.temporal.port import TemporalExecution
+
+OP_ACTIVITY = "keel.op"
+# A local activity longer than this is still fine (the SDK extends the workflow task),
+# but one that hangs must end: Temporal then retries it under Keel's policy.
+_ATTEMPT_TIMEOUT = timedelta(minutes=10)
+_KEPT_INPUT = (StepKind.TOOL, StepKind.MEMORY, StepKind.SESSION)
+
+
+@dataclass(slots=True)
+class _Effect:
+    fn: Callable[[], Awaitable[Any]]
+    op: TemporalOperation
+    policy: StepPolicy
+    annotation: Any
+    usage: Usage | None = field(default=None)
+
+
+# (run id, step key) -> the effect a workflow in this process is waiting on
+_EFFECTS: dict[tuple[str, str], _Effect] = {}
+
+
+class TemporalOperation:
+    """One journaled operation of a run on Temporal (the `Operation` protocol).
+
+    Example:
+        op = ctx.operation("fetch_quote", symbol)
+        quote = await op.run(lambda: broker.quote(symbol))
+    """
+
+    def __init__(
+        self,
+        port: TemporalExecution,
+        scope: Scope,
+        kind: StepKind,
+        name: str,
+        digest: str,
+        key: str,
+        pos: int,
+    ) -> None:
+        from temporalio import workflow
+
+        self._execution = port
+        self.scope = scope
+        self.kind = kind
+        self.name = name
+        self.digest = digest
+        self.key = key
+        self.pos = pos
+        self.recorded = None
+        self.started_at = workflow.now().timestamp()
+        self._review: str | None = None  # the request for a person this step opened
+
+    # -- what the journal says: Temporal's history answers inside run() --------------
+
+    @property
+    def run_id(self) -> str:
+        return self._execution.run.id
+
+    @property
+    def workflow(self) -> str:
+        return self._execution.run.workflow
+
+    done = False  # a replay returns the recorded outcome from run(), without the effect
+    begun = False
+    deadline = None
+
+    def clock(self) -> float:
+        from temporalio import workflow
+
+        return workflow.now().timestamp()
+
+    def has(self, part: str) -> bool:
+        return False
+
+    async def replay(self, annotation: Any = None) -> Any:
+        raise ConfigError(f"step {self.key!r}: replay() is answered by run() on Temporal")
+
+    def meter(
+        self,
+        *,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        cost_usd: float,
+        cache_hit: bool,
+    ) -> None:
+        """Usage of the effect running now, written to Keel's store with its outcome."""
+        effect = _EFFECTS.get((self.run_id, self.key))
+        if effect is not None and effect.op is self:
+            effect.usage = Usage(model, input_tokens, output_tokens, cost_usd, cache_hit)
+
+    # -- running an effect ----------------------------------------------------------
+
+    async def run(
+        self,
+        fn: Callable[[], Awaitable[Any]],
+        annotation: Any = None,
+        policy: StepPolicy | None = None,
+    ) -> Any:
+        """Run `fn` (a local activity) under `policy`; on replay, the recorded outcome."""
+        from temporalio import workflow
+        from temporalio.common import RetryPolicy
+        from temporalio.exceptions import ActivityError, ApplicationError
+
+        from keel.backends.temporal.port import keel_error
+
+        port = self._execution
+        if port.hard_stop is not None:
+            raise port.hard_stop
+        ann = unannotated() if annotation is None else annotation
+        pol = policy or PLAIN
+        if pol.fallback is not None and pol.fallback.kind == "human":
+            port.refuse(f"step {self.key!r} with Fallback.human (escalations)")
+        if pol.retry.budget is not None:
+            port.refuse(f"step {self.key!r} with Retry(budget=...) (a per-run retry budget)")
+        slot = (self.run_id, self.key)
+        effect = _Effect(fn, self, pol, ann)
+        _EFFECTS[slot] = effect
+        request = {
+            "key": self.key,
+            "digest": self.digest,
+            "kind": self.kind.value,
+            "name": self.name,
+            "scope": self.scope.path,
+            "pos": self.pos,
+            "started": self.started_at,
+        }
+        model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
+        remote = None if model_call is None else portable(model_call)
+        try:
+            if remote is not None:  # a model call: an activity on any worker (model_calls)
+                done = await workflow.execute_activity(
+                    MODEL_ACTIVITY,
+                    {**request, "llm": remote},
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
+            else:
+                done = await workflow.execute_local_activity(
+                    OP_ACTIVITY,
+                    request,
+                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                    # Keel's policy ends it (activity.failure); the spare attempts are for
+                    # an effect scheduled just before its workflow left the cache
+                    retry_policy=RetryPolicy(
+                        maximum_attempts=pol.retry.attempts + 3,
+                        initial_interval=timedelta(seconds=1),
+                    ),
+                    summary=self.key,
+                )
+        except (ActivityError, ApplicationError) as exc:
+            found = keel_error(exc)
+            if found is None:
+                raise
+            err, was = found
+            port.check(self.scope, self.pos, self.key, self.digest, was, self.kind)
+            return port.fall_back(pol.fallback, self.key, err, ann)
+        finally:
+            if _EFFECTS.get(slot) is effect:
+                del _EFFECTS[slot]
+        port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
+        return revive(done["output"], ann)
+
+    # -- outcomes a feature decides itself, and waiting for a person's decision -------
+
+    async def finish(self, value: Any) -> Any:
+        if self._review is not None:  # a person's decision: the step's entry in the store
+            from keel.backends.temporal.people import act
+
+            entry = {**self._entry(), "output": value}
+            settle = {"op": "settle", "id": self._review, "kind": "review", "decision": value}
+            await act({**settle, "entry": entry}, f"{self.key}/decided")
+        return value
+
+    async def fail(self, exc: KeelError, *, fatal: bool = False) -> NoReturn:
+        err = structured(exc, step=self.key)
+        raised = from_structured(err)
+        if self._review is not None:  # e.g. its deadline passed: the step's entry says so
+            from keel.backends.temporal.people import act
+
+            entry = {**self._entry(), "error": err.model_dump(mode="json")}
+            await act({"op": "record", "entry": entry}, f"{self.key}/failed")
+        if fatal:
+            self._execution.hard_stop = raised
+        raise raised from None
+
+    def _entry(self) -> dict[str, Any]:
+        """This step's journal entry as `keel.people` writes it (JSON)."""
+        return {
+            "run_id": self.run_id,
+            "key": self.key,
+            "scope": self.scope.path,
+            "pos": self.pos,
+            "kind": self.kind.value,
+            "name": self.name,
+            "digest": self.digest,
+            "started": self.started_at,
+            "attempts": 1,
+        }
+
+    async def begin(self, *, wake_at: float | None = None, review: Any = None) -> bool:
+        """Open `review` (a request for a person) in Keel's store, or nothing to write
+        (what follows, a wait or a finish, is in Temporal's history). A review's deadline
+        is the timeout `wait` is given (a workflow timer), so `wake_at` needs no record."""
+        if review is None:
+            return True
+        from keel.backends.temporal.decisions import current, review_check
+        from keel.backends.temporal.people import act
+
+        self._review = review.id
+        # open for decisions before the store shows it: nobody can decide it too early
+        check = review_check(review.kind, review.request, self._execution.tools)
+        current().expect(review.id, review.kind, check)
+        opened = {"op": "review", "review": review.model_dump(mode="json")}
+        done = await act({**opened, "entry": {**self._entry(), "pending": True}}, self.key)
+        return bool(done["opened"])
+
+    def entry(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._execution.refuse(f"step {self.key!r} writing its own journal entry")
+
+    async def commit(self, *args: Any, **kwargs: Any) -> NoReturn:
+        self._execution.refuse(f"step {self.key!r} writing its own journal entry")
+
+    async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
+        """The decision on the review `begin` opened (the update `keel.decide`), or
+        `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
+        if self._review is None:
+            return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
+        from keel.backends.temporal.decisions import current
+
+        return await current().wait(self._review, timeout, f"{self.key}/{part}")
+
+
+def make_op_activity(app: App) -> Callable[..., Any]:
+    """The `keel.op` local activity: runs the effect a workflow in this worker registered."""
+    from temporalio import activity
+    from temporalio.exceptions import ApplicationError
+
+    @activity.defn(name=OP_ACTIVITY)
+    async def keel_op(request: dict[str, Any]) -> dict[str, Any]:
+        info = activity.info()
+        run_id, key = info.workflow_id or "", request["key"]
+        effect = _EFFECTS.get((run_id, key))
+        if effect is None:
+            # its workflow left this worker's cache while the effect was scheduled: the
+            # next workflow task replays, registers it again and schedules it again
+            raise ApplicationError(
+                f"the effect of step {key!r} is no longer registered in this worker",
+                type="EffectMoved",
+                non_retryable=False,
+                next_retry_delay=timedelta(milliseconds=100),
+            )
+        pol, name = effect.policy, request["name"]
+        token = CURRENT_STEP.set(StepInfo(run_id, key, info.attempt, ()))
+        try:
+            if pol.irreversible:  # an intent first; an interrupted one is reconciled
+                entry = _entry(run_id, request, effect, info.attempt, None, None)
+                value = await once(app.store, entry, effect.fn, pol.reconcile, name)
+            else:
+                value = await effect.fn()
+            if isinstance(value, Recorded):  # an earlier attempt did it: never again
+                data = value.data
+            else:
+                if pol.validate:
+                    value, messages = run_checks(value, pol.validate)
+                    if messages:
+                        raise ValidationFailed(
+                            f"output of {name!r} failed validation: {'; '.join(messages)}",
+                            messages=messages,
+                        )
+                data = to_json(value, what=f"step {key!r}")
+                typed_output(name, value, data, effect.annotation)
+        except Exception as exc:
+            first = info.scheduled_time.timestamp()
+            unknown = isinstance(exc, OutcomeUnknown)  # never re-run an unknown effect
+            fail = failure(name, pol.retry, request, info.attempt, first, exc, final=unknown)
+            if fail.non_retryable or pol.irreversible:
+                # its last attempt: the failure is its outcome; an irreversible step's
+                # failed attempt is written too, so the next one knows it ended
+                err = structured(exc, step=key, attempts=info.attempt)
+                entry = _entry(run_id, request, effect, info.attempt, None, err)
+                await record(app.store, replace(entry, pending=not fail.non_retryable))
+            raise fail from exc
+        finally:
+            CURRENT_STEP.reset(token)
+        await record(app.store, _entry(run_id, request, effect, info.attempt, data, None))
+        return {
+            "key": key,
+            "digest": request["digest"],
+            "output": from_json(data),
+            "attempts": info.attempt,
+        }
+
+    return keel_op
+
+
+def _entry(
+    run_id: str,
+    request: dict[str, Any],
+    effect: _Effect,
+    attempts: int,
+    data: bytes | None,
+    err: Any,
+) -> Entry:
+    kind = StepKind(request["kind"])
+    return Entry(
+        run_id=run_id,
+        key=request["key"],
+        scope=request["scope"],
+        position=request["pos"],
+        kind=kind,
+        name=request["name"],
+        digest=request["digest"],
+        started=float(request.get("started") or time.time()),
+        attempts=attempts,
+        data=data,
+        error=err,
+        usage=effect.usage,
+        input=effect.policy.input if kind in _KEPT_INPUT else None,
+    )
+
+
+__all__ = ["OP_ACTIVITY", "TemporalOperation", "make_op_activity"]

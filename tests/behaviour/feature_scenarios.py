@@ -1,0 +1,94 @@
+"""Workflows using the features an App plugs in (model calls, long-term memory, session
+state, a user's own `ctx.operation`) that both executors must run alike.
+
+tests/test_temporal_features.py runs each on Keel's engine and on Temporal and compares
+the outcomes, then checks what Keel's store recorded of the Temporal run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+import keel
+from tests.behaviour.scenarios import Scenario
+from tests.memory_embedders import HashedWords
+
+oracle_calls: dict[str, int] = {}  # question -> times the oracle's effect ran
+
+
+class Ticket(BaseModel):
+    queue: str
+    urgent: bool
+
+
+def _reply(messages: list[dict[str, Any]]) -> str:
+    text = str(messages[-1]["content"])
+    if "JSON" in text or "schema" in text.lower():
+        return '{"queue": "billing", "urgent": true}'
+    return "billing" if "refund" in text else "general"
+
+
+async def classify(ctx: keel.Context, text: str) -> dict[str, Any]:
+    label = await ctx.llm.text(f"Classify: {text}")
+    ticket = await ctx.llm.structured(Ticket, f"Route this ticket as JSON: {text}")
+    return {"label": label, "ticket": ticket.model_dump()}
+
+
+async def remember(ctx: keel.Context, user: str) -> dict[str, Any]:
+    first = await ctx.memory.add(f"{user} prefers green tea", namespace=user)
+    await ctx.memory.add(f"{user} lives in Lisbon", namespace=user)
+    hits = await ctx.memory.search("which tea does the user prefer", namespace=user, k=1)
+    return {"top": [h.text for h in hits], "same_id": hits[0].id == first}
+
+
+async def counter(ctx: keel.Context) -> dict[str, Any]:
+    before = await ctx.session.get("n")
+    won = await ctx.session.compare_and_set("n", before, (before or 0) + 1)
+    await ctx.session.set("last", ctx.run_id[:0] + "seen")
+    return {"before": before, "won": won, "after": await ctx.session.get("n")}
+
+
+async def ask_oracle(ctx: keel.Context, question: str) -> str:
+    async def effect() -> str:
+        oracle_calls[question] = oracle_calls.get(question, 0) + 1
+        step = keel.current_step()
+        assert step is not None
+        return f"{question}: 42 (step {step.key})"
+
+    out: str = await ctx.operation("oracle", question).run(effect, str)
+    again: str = await ctx.operation("oracle", question).run(effect, str)
+    return f"{out} | {again}"
+
+
+def build(store: str, **options: Any) -> keel.App:
+    """An App with the feature scenarios' workflows, a scripted model and a test embedder."""
+    model = keel.llm.ScriptedModel(_reply, price_as="gpt-4o-mini")
+    app = keel.App(store, llm=model, embedder=HashedWords(), **options)
+    for wf in (classify, remember, counter, ask_oracle):
+        app.workflow(wf)
+    return app
+
+
+FEATURE_SCENARIOS: dict[str, Scenario] = {
+    s.workflow: s
+    for s in [
+        Scenario(
+            "classify",
+            {"text": "I want a refund"},
+            ("ok", {"label": "billing", "ticket": {"queue": "billing", "urgent": True}}),
+        ),
+        Scenario(
+            "remember",
+            {"user": "?"},
+            ("ok", {"top": ["? prefers green tea"], "same_id": True}),
+        ),
+        Scenario("counter", {}, ("ok", {"before": None, "won": True, "after": 1})),
+        Scenario(
+            "ask_oracle",
+            {"question": "?"},
+            ("ok", "?: 42 (step oracle#0) | ?: 42 (step oracle#1)"),
+        ),
+    ]
+}
