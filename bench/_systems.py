@@ -164,6 +164,14 @@ def import_seconds(system: System, python: Path) -> float:
     return min(times)
 
 
+def import_result(system: System, python: Path) -> dict[str, Any]:
+    """import_seconds as a result cell (an error cell when the timing fails)."""
+    try:
+        return {"ok": True, "seconds": import_seconds(system, python)}
+    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"ok": False, "error": f"import timing failed: {exc}"}
+
+
 # The Postgres floor for W1 (bench/peers/pg_floor.py), on the repo's interpreter:
 # `floor` is the floor itself; the others show what a thread hop + pool checkout
 # add to it, and what one round trip per step would cost.

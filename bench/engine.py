@@ -1,8 +1,9 @@
 """Engine benchmark: Keel against LangGraph (SQLite checkpointer) and DBOS, on SQLite
-and on Postgres.
+and on Postgres; and Keel on Temporal against raw temporalio.
 
     python bench/engine.py [--quick] [--only keel,langgraph,dbos] [--json out.json]
     python bench/engine.py --store postgres [--durable] [--pg URL] [--procs 1,2,4]
+    python bench/engine.py --only keel,keel-temporal,temporal,temporal-local [--quick]
 
 Each peer is installed at a pinned version in its own venv under
 `bench/.venvs/<peer>` (created on first use, reused while the versions
@@ -11,22 +12,23 @@ runs in a fresh subprocess with a fresh temp-dir database (on Postgres: a
 fresh database on the same server), so memory and disk figures belong to that
 workload alone. Each cell is the median of 3 trials (1 with --quick). The
 Postgres section (bench/_pg_section.py) adds a floor (a bare psycopg INSERT +
-COMMIT per step) and W3 with several Keel worker processes. See
-bench/README.md for what each workload does.
+COMMIT per step) and W3 with several Keel worker processes. The Temporal systems
+(bench/_temporal_systems.py) run against one dev server started for the run, with a
+column for Keel's layer over raw temporalio. See bench/README.md for what each
+workload does.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import _pg_section as pg_section
+import _temporal_systems as temporal
 from _harness import (
     bench_parser,
     choose,
@@ -45,10 +47,12 @@ from _systems import (
     SYSTEMS,
     WORKLOADS,
     System,
-    import_seconds,
+    import_result,
     prepare,
     run_workload,
 )
+
+ALL_SYSTEMS = {**SYSTEMS, **temporal.TEMPORAL_SYSTEMS}  # the names --only takes
 
 # --- the table ----------------------------------------------------------------
 
@@ -144,16 +148,14 @@ def bench_system(
     return out
 
 
-def import_result(system: System, python: Path) -> dict[str, Any]:
-    try:
-        return {"ok": True, "seconds": import_seconds(system, python)}
-    except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-        return {"ok": False, "error": f"import timing failed: {exc}"}
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = bench_parser(__doc__, "1 trial, fewer W1 runs")
-    parser.add_argument("--only", default=",".join(SYSTEMS), help="comma list of systems")
+    parser.add_argument(
+        "--only",
+        default=",".join(SYSTEMS),
+        help=f"comma list of systems [default: {','.join(SYSTEMS)}; also"
+        f" {','.join(temporal.TEMPORAL_SYSTEMS)}, on one Temporal dev server]",
+    )
     parser.add_argument(
         "--workloads",
         default=",".join((*WORKLOADS, PROCS_WORKLOAD)),
@@ -179,7 +181,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--procs", default="1,2,4", help="worker processes for W3 on Postgres")
     args = parser.parse_args(argv)
-    args.only = choose(parser, "only", args.only, list(SYSTEMS))
+    args.only = choose(parser, "only", args.only, list(ALL_SYSTEMS))
     args.workloads = choose(parser, "workloads", args.workloads, (*WORKLOADS, PROCS_WORKLOAD))
     try:
         args.procs = [int(n) for n in args.procs.split(",") if n.strip()]
@@ -194,6 +196,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error(
             "--durable starts a throwaway server; an existing one (--pg) keeps its own settings"
         )
+    if args.store is None and set(args.only) & set(temporal.TEMPORAL_SYSTEMS):
+        args.store = "sqlite"  # the Temporal comparison: Keel's engine on its default store
     if args.store is None:
         args.store = "both" if args.pg or pg_section.binaries_available() else "sqlite"
     elif args.store != "sqlite" and not args.pg and not pg_section.binaries_available():
@@ -209,13 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     trials = trial_count(args)
     report: dict[str, Any] = {"machine": machine_info(), "quick": args.quick, "trials": trials}
     log(f"load average {load_text()}")
-    if args.store in ("sqlite", "both"):
-        systems = [SYSTEMS[name] for name in args.only]
+    on_stores = [SYSTEMS[name] for name in args.only if name in SYSTEMS]  # not Temporal
+    if args.store in ("sqlite", "both") and on_stores:
         workloads = [w for w in args.workloads if w in WORKLOADS]
-        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in systems}
-        print_table(systems, results)
+        results = {s.name: bench_system(s, workloads, trials, args.quick) for s in on_stores}
+        print_table(on_stores, results)
         report["results"] = results
-    if args.store in ("postgres", "both"):
+    if set(args.only) & set(temporal.TEMPORAL_SYSTEMS):
+        report["temporal"] = temporal.run(args, trials)
+    if args.store in ("postgres", "both") and on_stores:  # Temporal keeps its own store
         report["postgres"] = pg_section.run(args, trials)
     if args.json:
         write_report(args.json, report)

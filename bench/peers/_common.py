@@ -1,8 +1,8 @@
 """Measurement loop shared by every system's workload script.
 
-Each system (Keel, LangGraph, DBOS) implements the small `Adapter` protocol
-below; the timing and memory logic lives here once, so every system is
-measured the same way. This module runs inside each peer's own venv, so it
+Each system (Keel, LangGraph, DBOS, Keel on Temporal, raw temporalio) implements
+the small `Adapter` protocol below; the timing and memory logic lives here once, so
+every system is measured the same way. This module runs inside each peer's own venv, so it
 uses the standard library only (no psutil, no rich).
 
 Protocol with the harness (`bench/engine.py`): the script is run as
@@ -47,7 +47,11 @@ class Sizes:
     w4_runs: int
 
     @classmethod
-    def for_mode(cls, quick: bool) -> Sizes:
+    def for_mode(cls, quick: bool, small: bool = False) -> Sizes:
+        if small:  # the Temporal section: a dev server here runs ~20 activities a second
+            if quick:
+                return cls(w1_warmup=1, w1_runs=5, w3_workflows=50, w4_runs=100)
+            return cls(w1_warmup=2, w1_runs=20, w3_workflows=100, w4_runs=200)
         if quick:
             return cls(w1_warmup=3, w1_runs=20, w3_workflows=200, w4_runs=1000)
         return cls(w1_warmup=3, w1_runs=50, w3_workflows=200, w4_runs=1000)
@@ -241,16 +245,18 @@ async def measure_w1(adapter: Adapter, disk: Disk, sizes: Sizes) -> dict[str, An
     for _ in range(sizes.w1_warmup):
         await adapter.w1()
     size0, written0 = disk.stored(), disk.written()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(sizes.w1_runs):
         await adapter.w1()
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0  # this process, all threads: its own layer
     written = disk.written() - written0  # read before SQLite's checkpoint writes
     steps = sizes.w1_runs * W1_STEPS
     return {
         "runs": sizes.w1_runs,
         "steps": steps,
         "ms_per_step": elapsed * 1000 / steps,
+        "cpu_ms_per_step": cpu * 1000 / steps,
         "stored_bytes_per_step": (disk.stored() - size0) / steps,
         "written_bytes_per_step": written / steps,
         **disk.describe(),
@@ -314,12 +320,17 @@ WORKLOADS = ("w1", "w2_200", "w2_1000", "w3", "w4")
 
 
 async def _run(
-    adapter: Adapter, workload: str, workdir: Path, pg: str | None, sizes: Sizes
+    adapter: Adapter,
+    workload: str,
+    workdir: Path,
+    pg: str | None,
+    sizes: Sizes,
+    make_disk: Callable[[Path, str | None], Disk] = disk_for,
 ) -> dict[str, Any]:
     await adapter.open(workdir, pg)
     try:
         if workload == "w1":
-            return await measure_w1(adapter, disk_for(workdir, pg), sizes)
+            return await measure_w1(adapter, make_disk(workdir, pg), sizes)
         if workload.startswith("w2_"):
             return await measure_w2(adapter, int(workload.removeprefix("w2_")))
         if workload == "w3":
@@ -333,25 +344,37 @@ async def _run(
 
 def main(
     system: str,
-    make_adapter: Callable[[], Adapter],
+    make_adapter: Callable[..., Adapter],
     versions: Callable[[], dict[str, str]],
     workloads: Sequence[str] = WORKLOADS,
+    *,
+    flags: Sequence[str] = (),
+    make_disk: Callable[[Path, str | None], Disk] = disk_for,
 ) -> None:
-    """Parse argv, run one workload, print one JSON line (see run_reported)."""
+    """Parse argv, run one workload, print one JSON line (see run_reported).
+
+    Each of `flags` is a `--flag` option, passed to `make_adapter` by keyword (a
+    system's variants: `--local` for Temporal's local activities); `make_disk`
+    measures where the system keeps its store (a Temporal server's own files).
+    """
     parser = argparse.ArgumentParser(description=f"{system} workloads for bench/engine.py")
     parser.add_argument("workload", choices=workloads)
     parser.add_argument("--dir", type=Path, required=True, help="empty temp dir for the store")
     parser.add_argument("--pg", help="an empty Postgres database (URL) to use instead of SQLite")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--small", action="store_true", help="Sizes for the Temporal section")
+    for flag in flags:
+        parser.add_argument(f"--{flag}", action="store_true")
     args = parser.parse_args()
     out: dict[str, Any] = {"system": system, "workload": args.workload}
     out["store"] = "postgres" if args.pg else "sqlite"
 
     def run() -> dict[str, Any]:
         out["versions"] = versions()
-        sizes = Sizes.for_mode(args.quick)
-        adapter = make_adapter()
-        return asyncio.run(_run(adapter, args.workload, args.dir, args.pg, sizes))
+        sizes = Sizes.for_mode(args.quick, args.small)
+        adapter = make_adapter(**{flag: getattr(args, flag) for flag in flags})
+        run = _run(adapter, args.workload, args.dir, args.pg, sizes, make_disk)
+        return asyncio.run(run)
 
     run_reported(out, run)
 

@@ -16,6 +16,7 @@ which the workflow re-raises as the same Keel exception the engine raises.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import time
 import typing
@@ -82,17 +83,13 @@ def call_args(tool: ToolDef, named: Any) -> tuple[tuple[Any, ...], dict[str, Any
     """Rebuild `(args, kwargs)` from the call's arguments by parameter name (as
     `ToolDef.named_args` made them), each revived as its parameter's type."""
     try:
-        sig: inspect.Signature | None = inspect.signature(tool.fn)
-    except (TypeError, ValueError):
-        sig = None
+        sig, hints = _shape(tool.fn)
+    except TypeError:  # an unhashable callable: read its shape every call
+        sig, hints = _shape.__wrapped__(tool.fn)
     if sig is None or not isinstance(named, dict):
         if isinstance(named, dict) and set(named) == {"args", "kwargs"}:
             return tuple(named["args"]), dict(named["kwargs"])
         return tuple(named if isinstance(named, list) else [named]), {}
-    try:
-        hints = typing.get_type_hints(tool.fn)
-    except Exception:  # unresolvable annotations: pass the JSON values as they are
-        hints = {}
     kinds = inspect.Parameter
     values: dict[str, Any] = {}
     for name, value in named.items():
@@ -101,6 +98,21 @@ def call_args(tool: ToolDef, named: Any) -> tuple[tuple[Any, ...], dict[str, Any
         values[name] = revive(value, hints[name]) if plain and name in hints else value
     bound = inspect.BoundArguments(sig, values)
     return bound.args, bound.kwargs
+
+
+@functools.lru_cache(maxsize=1024)
+def _shape(fn: Callable[..., Any]) -> tuple[inspect.Signature | None, dict[str, Any]]:
+    """A tool function's signature and resolved type hints, read once per function: per
+    call they cost more than the rest of the activity's own work (bench/README.md)."""
+    try:
+        sig: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None, {}
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: pass the JSON values as they are
+        hints = {}
+    return sig, hints
 
 
 def make_activity(app: App) -> Callable[..., Any]:
