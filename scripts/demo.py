@@ -450,9 +450,10 @@ def on_temporal() -> None:
         keel("run", "examples/refunds.py:refund", "--id", "rf-t1", "--input",
              json.dumps({"charge_id": "ch_1042", "reason": "charged twice"}),
              "--backend", _queue("refunds"))
-        [req] = [r for r in keel_json("approvals") if r["run_id"] == "rf-t1"]
-        keel("approvals", "edit", req["id"], "--args",
-             json.dumps({"charge_id": "ch_1042", "amount": 40.0}), "--by", "dana")
+        request = "rf-t1:approval:issue_refund#0"  # the id Keel's engine would give it
+        keel("approvals", "show", request)
+        keel("approvals", "edit", request, "--by", "dana", "--args",
+             json.dumps({"charge_id": "ch_1042", "amount": 40.0}))
         _until(lambda: keel_json("show", "rf-t1")["status"] == "SUCCEEDED", "rf-t1 to end")
         keel("runs", "--limit", "4")
         keel("trace", "rf-t1")

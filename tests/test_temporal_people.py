@@ -97,6 +97,8 @@ async def test_an_approval_is_listed_then_approved_through_keel(env: Env) -> Non
     assert (req.kind, req.queue, req.status) == ("approval", "shipping", "pending")
     [waiting] = [s for s in await env.app.steps(rid) if s.key == "approval:ship#0"]
     assert waiting.status.value == "pending"
+    run = await env.app.get_run(rid)  # as on Keel's engine: WAITING for the review
+    assert (run.status, run.waiting_on) == (keel.RunStatus.WAITING, [f"review:{req.id}"])
     done = await env.app.approvals.approve(req.id, by="ada", note="packed")
     assert (done.status, done.decided_by) == ("approved", "ada")
     assert await env.result(rid) == "shipped o-1: approved by ada (packed)"
@@ -190,6 +192,8 @@ async def test_an_escalation_is_resolved_with_a_value(env: Env) -> None:
     assert [(j["key"], j["status"]) for j in esc.packet.journal] == [("lookup_account#0", "error")]
     [waiting] = [s for s in await env.app.steps(rid) if s.key == "lookup_account#0"]
     assert (waiting.status.value, waiting.fallback) == ("pending", "human")
+    run = await env.app.get_run(rid)
+    assert (run.status, run.waiting_on) == (keel.RunStatus.WAITING, [f"escalation:{esc.id}"])
     with pytest.raises(keel.InputError, match="is invalid"):
         await env.app.escalations.resolve(esc.id, result={"id": "acct-9"}, by="rita")
     done = await env.app.escalations.resolve(

@@ -482,7 +482,7 @@ def signal_cmd(
         try:
             resumes = await app.signal(run_id, name, data, queue=queue)
             if resumes and app.backend is not None:  # Keel's presence table has no Temporal workers
-                return True, f"its Temporal worker resumes it (task queue {app.backend.task_queue})"
+                return True, "a Temporal worker of its task queue resumes it"
             if resumes:
                 return True, (await _resume_notice(app, run_id)).message
             return False, await app.get_run(run_id)

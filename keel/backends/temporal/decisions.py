@@ -62,6 +62,14 @@ class Decisions:
         if target not in self._arrived:
             self._open[target] = _Open(kind, check)
 
+    def waiting_on(self) -> list[str]:
+        """What the run waits for, named as on Keel's engine: `review:<id>` for an
+        approval or review, `escalation:<id>` for an escalation."""
+        return [
+            f"{'escalation' if o.kind == 'escalation' else 'review'}:{target}"
+            for target, o in self._open.items()
+        ]
+
     def close(self, target: str) -> bool:
         """Stop taking decisions for `target`; False if one already arrived."""
         self._open.pop(target, None)

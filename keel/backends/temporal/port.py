@@ -97,6 +97,17 @@ def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | N
     return None
 
 
+def _decisions_awaited() -> list[str]:
+    """The people's decisions this run waits for (the `keel.state` query runs in the
+    workflow, so its Decisions are at hand)."""
+    from keel.backends.temporal.decisions import current
+
+    try:
+        return current().waiting_on()
+    except AttributeError:  # a workflow instance without decisions (older code)
+        return []
+
+
 class TemporalExecution:
     """One Temporal workflow execution of a Keel run, as `Context` sees it.
 
@@ -162,7 +173,7 @@ class TemporalExecution:
         return {
             "state": None if state is None else state.snapshot(),
             "degraded": self.degraded(),
-            "waiting_on": sorted(set(self._waiting)),
+            "waiting_on": sorted(set(self._waiting) | set(_decisions_awaited())),
         }
 
     # -- steps ------------------------------------------------------------------------
