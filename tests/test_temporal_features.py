@@ -109,3 +109,12 @@ async def test_a_tool_call_is_in_keel_store_too(temporal_address: str, store_url
         ("add#1", 7, {"a": 3, "b": 4}),
     ]
     await app.close()
+
+
+async def test_forgetting_a_memory_is_refused_by_name(temporal: OnTemporal) -> None:
+    """ctx.memory.forget deletes in the workflow's own code between recording its intent
+    and its outcome: not carried on Temporal yet, and refused rather than run on replay."""
+    t = temporal
+    rid = await start(t.app, t.client, t.backend, "forget_fact", {"user": uuid.uuid4().hex[:6]})
+    with pytest.raises(keel.RunFailed, match="ctx.memory.forget is not supported on the Tem"):
+        await result(t.app, t.client, rid)

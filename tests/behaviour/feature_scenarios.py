@@ -62,11 +62,17 @@ async def ask_oracle(ctx: keel.Context, question: str) -> str:
     return f"{out} | {again}"
 
 
+async def forget_fact(ctx: keel.Context, user: str) -> str:
+    memory_id = await ctx.memory.add(f"{user} likes chess", namespace=user)
+    await ctx.memory.forget(memory_id)
+    return memory_id
+
+
 def build(store: str, **options: Any) -> keel.App:
     """An App with the feature scenarios' workflows, a scripted model and a test embedder."""
     model = keel.llm.ScriptedModel(_reply, price_as="gpt-4o-mini")
     app = keel.App(store, llm=model, embedder=HashedWords(), **options)
-    for wf in (classify, remember, counter, ask_oracle):
+    for wf in (classify, remember, counter, ask_oracle, forget_fact):
         app.workflow(wf)
     return app
 

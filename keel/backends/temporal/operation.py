@@ -259,6 +259,10 @@ class TemporalOperation:
         (what follows, a wait or a finish, is in Temporal's history). A review's deadline
         is the timeout `wait` is given (a workflow timer), so `wake_at` needs no record."""
         if review is None:
+            if self.kind is StepKind.MEMORY:
+                # ctx.memory.forget deletes between begin and finish, in the workflow's own
+                # code: on Temporal that would run on every replay, outside any activity
+                self._execution.refuse(f"ctx.memory.{self.name.removeprefix('memory.')}")
             return True
         from keel.backends.temporal.decisions import current, review_check
         from keel.backends.temporal.people import act
