@@ -116,5 +116,5 @@ async def test_forgetting_a_memory_is_refused_by_name(temporal: OnTemporal) -> N
     and its outcome: not carried on Temporal yet, and refused rather than run on replay."""
     t = temporal
     rid = await start(t.app, t.client, t.backend, "forget_fact", {"user": uuid.uuid4().hex[:6]})
-    with pytest.raises(keel.RunFailed, match="ctx.memory.forget is not supported on the Tem"):
+    with pytest.raises(keel.RunFailed, match=r"ctx\.memory\.forget is not supported on the Tem"):
         await result(t.app, t.client, rid)
