@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -234,6 +235,12 @@ async def test_app_start_and_handles_on_temporal(
             waiting.id: keel.RunStatus.SUCCEEDED,
             doomed.id: keel.RunStatus.CANCELLED,
         }
+        # a run sleeping in ctx.sleep is WAITING until its timer fires, as on the engine
+        napping = await app.start("nap", {"seconds": 3600})
+        slept = await asyncio.wait_for(napping.settle(), WAIT)
+        assert slept.status is keel.RunStatus.WAITING and slept.waiting_on == []
+        assert slept.wake_at is not None and 3000 < slept.wake_at - time.time() <= 3600
+        await napping.cancel()
         held = await app.start("approve", {"name": "dee"}, id="held-1")
         await asyncio.wait_for(held.settle(), WAIT)
         await _console_shows(app)

@@ -30,3 +30,9 @@ async def approve(ctx: keel.Context, name: str) -> str:
 @app.workflow
 async def broken(ctx: keel.Context, why: str) -> str:
     raise ValueError(why)
+
+
+@app.workflow
+async def nap(ctx: keel.Context, seconds: float) -> str:
+    await ctx.sleep(seconds)
+    return "rested"

@@ -132,6 +132,7 @@ class TemporalExecution:
         self.hard_stop: KeelError | None = None  # a hard stop: every later step raises it
         self._degraded: list[str] = []
         self._waiting: list[str] = []  # signals a ctx.wait_for is waiting for now
+        self._sleeping: dict[str, float] = {}  # ctx.sleep timers running now: when they fire
         self.retries_used: dict[str, int] = {}  # tool -> retries granted (Retry(budget=))
 
     @property
@@ -174,6 +175,8 @@ class TemporalExecution:
             "state": None if state is None else state.snapshot(),
             "degraded": self.degraded(),
             "waiting_on": sorted(set(self._waiting) | set(_decisions_awaited())),
+            # the earliest ctx.sleep timer running (a sleeping run is WAITING, as on the engine)
+            "wake_at": min(self._sleeping.values(), default=None),
         }
 
     # -- steps ------------------------------------------------------------------------
@@ -382,7 +385,11 @@ class TemporalExecution:
 
         key, _ = scope.next("sleep")
         if seconds > 0:
-            await workflow.sleep(seconds, summary=key)
+            self._sleeping[key] = workflow.now().timestamp() + seconds
+            try:
+                await workflow.sleep(seconds, summary=key)
+            finally:
+                self._sleeping.pop(key, None)
         # a zero or negative sleep starts no timer (Temporal refuses one): nothing to wait
 
     async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:

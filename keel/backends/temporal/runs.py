@@ -311,8 +311,8 @@ async def _refresh(
 
 async def _live(client: Client, info: RunInfo, answers: _Answers) -> RunInfo:
     """A running run with what it holds now (the `keel.state` query): WAITING with
-    the signals it waits for, its degraded steps and typed state; RUNNING if no worker
-    answers the query in time."""
+    the signals or decisions it waits for (or its timer's wake time), its degraded steps
+    and typed state; RUNNING if no worker answers the query in time."""
     from temporalio.service import RPCError, RPCStatusCode
 
     from keel.backends.temporal.workflow import STATE_QUERY
@@ -331,10 +331,12 @@ async def _live(client: Client, info: RunInfo, answers: _Answers) -> RunInfo:
         return running
     held = held if isinstance(held, dict) else {}
     waits = list(held.get("waiting_on") or [])
+    wake = held.get("wake_at")
     return info.model_copy(
         update={
-            "status": RunStatus.WAITING if waits else RunStatus.RUNNING,
+            "status": RunStatus.WAITING if waits or wake is not None else RunStatus.RUNNING,
             "waiting_on": waits,
+            "wake_at": wake,
             "degraded": list(held.get("degraded") or info.degraded),
             "state": held.get("state", info.state),
         }
