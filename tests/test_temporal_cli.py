@@ -79,7 +79,8 @@ def test_the_cli_drives_runs_on_temporal(env: dict[str, str]) -> None:
     try:
         assert worker.stderr is not None
         line = worker.stderr.readline()
-        assert line.startswith("keel worker: serving approve, broken, greet on temporal://"), line
+        serving = "keel worker: serving approve, broken, greet, nap on temporal://"
+        assert line.startswith(serving), line
         # keel run: started on Temporal, executed by the worker, its result printed
         out = ok("run", f"{APP}:greet", "-i", '{"name": "ada"}', "--backend", url, env=env)
         assert "SUCCEEDED" in out and "hello ada" in out

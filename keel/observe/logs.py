@@ -62,6 +62,7 @@ KEEL_LOGGERS = (
     "keel.server",
     "keel.memory",
     "keel.drift",
+    "keel.temporal",
 )
 
 
