@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 import keel
 from keel.backends.temporal import Backend, from_env, result, start
+from keel.engine.recovery import StepPolicy
 from tests.limits import WAIT
 from tests.temporal_run import OnTemporal, on_temporal
 
@@ -104,9 +105,13 @@ async def uses_unregistered(ctx: keel.Context) -> int:
     return int(await ctx.call(unregistered, 1))
 
 
-async def uses_phase(ctx: keel.Context) -> Any:
-    async with ctx.phase("draft", on_fail="escalate"):
+async def uses_own_escalation(ctx: keel.Context) -> Any:
+    async def effect() -> int:
         return 1
+
+    # Fallback.human on an operation of one's own: not carried yet (a tool's is)
+    policy = StepPolicy(fallback=keel.Fallback.human())
+    return await ctx.operation("own").run(effect, int, policy)
 
 
 async def takes_days(ctx: keel.Context) -> str:
@@ -155,7 +160,7 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
     for wf in (
         checkout,
         uses_unregistered,
-        uses_phase,
+        uses_own_escalation,
         uses_llm,
         takes_days,
         too_big,
@@ -212,9 +217,9 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
     [
         ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
         (
-            "uses_phase",
+            "uses_own_escalation",
             "ConfigError",
-            "ctx.phase(on_fail='escalate') (escalations) is not supported on the Temporal",
+            "step 'own#0' with Fallback.human (escalations) is not supported on the Temporal",
         ),
         ("uses_llm", "ConfigError", "this app has no model configured"),
     ],
@@ -284,7 +289,12 @@ async def test_the_state_query_shows_what_a_waiting_run_holds(temporal: OnTempor
     while (now := await handle.query(STATE_QUERY)).get("waiting_on") != ["add"]:
         assert loop.time() < deadline, now
         await asyncio.sleep(0.05)
-    assert now == {"state": {"items": ["tea"]}, "degraded": [], "waiting_on": ["add"]}
+    assert now == {
+        "state": {"items": ["tea"]},
+        "degraded": [],
+        "waiting_on": ["add"],
+        "wake_at": None,
+    }
     await signal(t.client, rid, "add", "cake")
     assert await result(t.app, t.client, rid) == ["tea", "cake"]
 

@@ -138,6 +138,7 @@ async def _one_of_everything(store: SQLiteStore) -> None:
     await store.load_steps("r1")
     blob = StepWrite(kit.rec("r1", "big#0", blob="dg"), None, b"data", None)
     await store.commit(UnitOfWork("r1", "A", [blob]))
+    await store.save_blob("claim:r1:dg", b"payload")
     await store.load_blob("dg")
     await store.take_signal("r1", "A", "go", kit.step("r1", "go#0"), [])
     await kit.suspend(store, "r1", "A", waiting_on=["go"], wake_at=now + 60)
