@@ -91,7 +91,7 @@ class TemporalOperation:
     ) -> None:
         from temporalio import workflow
 
-        self._execution = port
+        self._temporal = port
         self.scope = scope
         self.kind = kind
         self.name = name
@@ -106,11 +106,11 @@ class TemporalOperation:
 
     @property
     def run_id(self) -> str:
-        return self._execution.run.id
+        return self._temporal.run.id
 
     @property
     def workflow(self) -> str:
-        return self._execution.run.workflow
+        return self._temporal.run.workflow
 
     done = False  # a replay returns the recorded outcome from run(), without the effect
     begun = False
@@ -156,7 +156,7 @@ class TemporalOperation:
 
         from keel.backends.temporal.port import keel_error
 
-        port = self._execution
+        port = self._temporal
         if port.hard_stop is not None:
             raise port.hard_stop
         ann = unannotated() if annotation is None else annotation
@@ -237,7 +237,7 @@ class TemporalOperation:
             entry = {**self._entry(), "error": err.model_dump(mode="json")}
             await act({"op": "record", "entry": entry}, f"{self.key}/failed")
         if fatal:
-            self._execution.hard_stop = raised
+            self._temporal.hard_stop = raised
         raise raised from None
 
     def _entry(self) -> dict[str, Any]:
@@ -262,30 +262,30 @@ class TemporalOperation:
             if self.kind is StepKind.MEMORY:
                 # ctx.memory.forget deletes between begin and finish, in the workflow's own
                 # code: on Temporal that would run on every replay, outside any activity
-                self._execution.refuse(f"ctx.memory.{self.name.removeprefix('memory.')}")
+                self._temporal.refuse(f"ctx.memory.{self.name.removeprefix('memory.')}")
             return True
         from keel.backends.temporal.decisions import current, review_check
         from keel.backends.temporal.people import act
 
         self._review = review.id
         # open for decisions before the store shows it: nobody can decide it too early
-        check = review_check(review.kind, review.request, self._execution.tools)
+        check = review_check(review.kind, review.request, self._temporal.tools)
         current().expect(review.id, review.kind, check)
         opened = {"op": "review", "review": review.model_dump(mode="json")}
         done = await act({**opened, "entry": {**self._entry(), "pending": True}}, self.key)
         return bool(done["opened"])
 
     def entry(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._execution.refuse(f"step {self.key!r} writing its own journal entry")
+        self._temporal.refuse(f"step {self.key!r} writing its own journal entry")
 
     async def commit(self, *args: Any, **kwargs: Any) -> NoReturn:
-        self._execution.refuse(f"step {self.key!r} writing its own journal entry")
+        self._temporal.refuse(f"step {self.key!r} writing its own journal entry")
 
     async def wait(self, signal: str, part: str, pos: int, timeout: float | None = None) -> Any:
         """The decision on the review `begin` opened (the update `keel.decide`), or
         `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
         if self._review is None:
-            return await self._execution.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
+            return await self._temporal.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
         from keel.backends.temporal.decisions import current
 
         return await current().wait(self._review, timeout, f"{self.key}/{part}")
