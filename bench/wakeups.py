@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -179,6 +180,7 @@ async def _measure(url: str, mode: str, runs: int, decisions: int, idle: float) 
             proc.wait(timeout=120)
         await app.close()
     dumps = [json.loads(out.read_text()) for _, out in procs]
+    shutil.rmtree(root, ignore_errors=True)
     resumed: dict[str, float] = {}
     for d in dumps:
         for run_id, at in d["claimed"]:
@@ -232,9 +234,12 @@ async def _main(args: argparse.Namespace) -> None:
                 if backend == "postgres":
                     url = template.replace("{mode}", mode)
                 else:
-                    url = f"sqlite:///{tempfile.mkdtemp(prefix='keel-wake-')}/keel.db"
+                    scratch = tempfile.mkdtemp(prefix="keel-wake-")
+                    url = f"sqlite:///{scratch}/keel.db"
                 print(f"[bench] {backend} {mode} ...", file=sys.stderr, flush=True)
                 results[f"{backend} {mode}"] = await _measure(url, mode, runs, decisions, idle)
+                if backend != "postgres":
+                    shutil.rmtree(scratch, ignore_errors=True)
     finally:
         if srv is not None:
             from tests.services.postgres import stop_server

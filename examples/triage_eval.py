@@ -24,8 +24,11 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:  # the sibling example, however this file is loaded
     sys.path.insert(0, str(_HERE))
 
-# The approved drafts are "sent" to an outbox: the eval's go to a throwaway one.
-os.environ.setdefault("KEEL_EXAMPLE_OUTBOX", tempfile.mkdtemp(prefix="triage-eval-outbox-"))
+# The approved drafts are "sent" to an outbox: the eval's go to a throwaway one, removed
+# when the process exits.
+if "KEEL_EXAMPLE_OUTBOX" not in os.environ:
+    _outbox = tempfile.TemporaryDirectory(prefix="triage-eval-outbox-")
+    os.environ["KEEL_EXAMPLE_OUTBOX"] = _outbox.name
 
 from support_triage import triage  # noqa: E402
 

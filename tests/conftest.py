@@ -214,6 +214,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     hook (the summary is printed, every fixture torn down, the dev server stopped), and
     the process exits at once with pytest's own status. A failing session still fails."""
     if _exit_status and "temporalio.bridge.temporal_sdk_bridge" in sys.modules:
+        # os._exit skips atexit: stop the Postgres servers here (their data would stay).
+        if "tests.services.postgres" in sys.modules:
+            sys.modules["tests.services.postgres"].stop_all()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_exit_status[-1])

@@ -63,6 +63,7 @@ class Server:
 _lock = threading.Lock()
 _server: Server | None = None
 _broken: str | None = None  # why the server could not start (not retried)
+_running: list[Server] = []  # every server this process started and has not stopped
 
 
 def binary(name: str) -> str | None:
@@ -200,6 +201,7 @@ def _start(durable: bool = False) -> Server:
     if not (initdb and pg_ctl and binary("psql")):
         raise Unavailable("initdb, pg_ctl or psql not found (looked in /usr/lib/postgresql/15/bin)")
     as_user = _as_postgres()
+    _sweep()
     # Outside pytest's (private) temp tree: the postgres account must reach it.
     root = Path(tempfile.mkdtemp(prefix="keel-pg-"))
     if as_user:
@@ -224,12 +226,42 @@ def _start(durable: bool = False) -> Server:
         raise Unavailable(f"{exc.cmd[len(as_user)]} failed: {exc.stderr.decode()[-500:]}") from None
     pid = int((data / "postmaster.pid").read_text().split()[0])
     found = Server("127.0.0.1", port, os.path.dirname(initdb), root, pid, durable)
-    atexit.register(_stop, found)
+    _running.append(found)
     return found
+
+
+def stop_all() -> None:
+    """Stop every server this process started and remove their files. Runs at exit, and
+    from tests/conftest.py before a session that loaded the Temporal SDK leaves through
+    `os._exit` (which skips atexit: each left-behind data directory was gigabytes)."""
+    while _running:
+        _stop(_running.pop())
+
+
+atexit.register(stop_all)
+
+
+def _sweep() -> None:
+    """Remove the data directories of earlier sessions whose server is gone (a test
+    process killed before its exit handlers ran). Untouched for 10 minutes too: a
+    concurrent session's server may be down for a moment (kill_server, restart)."""
+    for root in Path(tempfile.gettempdir()).glob("keel-pg-*"):
+        try:
+            idle = time.time() - max(p.stat().st_mtime for p in (root, *root.glob("log")))
+        except OSError:  # removed meanwhile
+            continue
+        try:
+            pid = int((root / "data" / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pid = 0  # never started, or stopped half-way
+        if idle > 600 and not (pid and _alive(pid)):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _stop(srv: Server) -> None:
     """Fast shutdown by PID, then the data directory goes."""
+    # By directory: a restart hands out a new Server for the same one.
+    _running[:] = [s for s in _running if s.root != srv.root]
     pid = _pid(srv)  # the current postmaster, after a restart too
     try:
         os.kill(pid, signal.SIGINT)
