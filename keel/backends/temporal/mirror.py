@@ -14,9 +14,12 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -85,9 +88,11 @@ class Entry:
 
 
 async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
-    """Write `entry` to Keel's store. Temporal's history holds the outcome whatever
-    happens here, so a store that fails is logged, never the step's failure; `strict`
-    raises instead (an intent: the effect must not run unrecorded)."""
+    """Write `entry` to Keel's store; it is there when this returns. Temporal's history
+    holds the outcome whatever happens here, so a store that fails is logged, never the
+    step's failure; `strict` raises instead (an intent: the effect must not run
+    unrecorded). Entries of concurrent activities share one transaction (`_Writer`)."""
+    now = time.time()
     rec = StepRecord(
         run_id=entry.run_id,
         key=entry.key,
@@ -100,7 +105,7 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
         error=entry.error,
         attempts=entry.attempts,
         started_at=entry.started,
-        ended_at=time.time(),
+        ended_at=now,
         input=entry.input,
         fallback=entry.fallback,
     )
@@ -110,7 +115,7 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
         rec.blob = hashlib.sha256(data).hexdigest()
         write = StepWrite(rec, None, data, usage=entry.usage)
     try:
-        await store.commit(UnitOfWork(entry.run_id, None, steps=[write]))
+        await _writer(store).write(write)
     except (StoreError, KeelError, OSError) as exc:
         if strict:
             raise
@@ -121,6 +126,120 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
             entry.run_id,
             exc,
         )
+
+
+class _Writer:
+    """Group commit for one store: entries that activities of this worker process hand
+    in while a write is under way (or in the same turn of the event loop) go to the
+    store in ONE transaction, and each `write` returns once its own entry is committed,
+    so an entry is always in the store before Temporal learns that its step ended.
+
+    A transaction's begin and commit cost more than its rows (bench/README.md), so a
+    busy worker saves most of them; a lone entry pays one yield to the event loop. The
+    first writer writes the batch itself (no task, no future: the sequential case stays
+    cheap); the others wait for it. A batch the store refuses is written again entry by
+    entry, so one bad entry fails alone; writing an entry twice is harmless (the store
+    upserts on run and key).
+    """
+
+    __slots__ = ("_busy", "_drainer", "_loop", "_pending", "_store")
+
+    def __init__(self, store: Store, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+        self._pending: list[tuple[StepWrite, asyncio.Future[None]]] = []
+        self._busy = False
+        self._drainer: asyncio.Task[None] | None = None  # held: the loop keeps weak refs
+
+    async def write(self, write: StepWrite) -> None:
+        if self._busy:  # join the next batch; written even if this activity is cancelled
+            done: asyncio.Future[None] = self._loop.create_future()
+            self._pending.append((write, done))
+            await done
+            return
+        self._busy = True
+        batch: list[tuple[StepWrite, asyncio.Future[None] | None]] = [(write, None)]
+        try:
+            await asyncio.sleep(0)  # activities finishing in this turn of the loop join
+            batch += self._pending
+            self._pending = []
+            mine = await self._commit(batch)
+            batch = []
+            while self._pending:  # those that arrived while this batch was written
+                batch = list(self._pending)
+                self._pending = []
+                await self._commit(batch)
+        except asyncio.CancelledError:
+            # hand the unwritten entries (this batch's too: it may not have landed) to
+            # a task, so that no other activity waits on a cancelled one
+            rest = [(w, d or self._loop.create_future()) for w, d in batch if not _done(d)]
+            rest += self._pending
+            self._pending = []
+            if rest:
+                self._drainer = self._loop.create_task(self._drain(rest))
+            else:
+                self._busy = False
+            raise
+        self._busy = False
+        if mine is not None:
+            raise mine
+
+    async def _drain(self, batch: list[tuple[StepWrite, asyncio.Future[None]]]) -> None:
+        try:
+            while batch:
+                await self._commit(list(batch))
+                batch = self._pending
+                self._pending = []
+        finally:
+            self._busy = False
+            self._drainer = None
+
+    async def _commit(
+        self, batch: Sequence[tuple[StepWrite, asyncio.Future[None] | None]]
+    ) -> Exception | None:
+        """Write `batch`, settling the waiters' futures; the error of an entry without a
+        future (the caller's own), or None."""
+        steps = [w for w, _ in batch]
+        try:
+            await self._store.commit(UnitOfWork(steps[0].record.run_id, None, steps=steps))
+        except Exception as exc:
+            if len(batch) == 1:
+                return _settle(batch[0][1], exc)
+            mine = None
+            for one in batch:  # find the entry the store refuses; write the others
+                mine = await self._commit([one]) or mine
+            return mine
+        for _, done in batch:
+            _settle(done, None)
+        return None
+
+
+def _done(done: asyncio.Future[None] | None) -> bool:
+    return done is not None and done.done()
+
+
+def _settle(done: asyncio.Future[None] | None, exc: Exception | None) -> Exception | None:
+    """Tell a waiter how its entry's write went; the error when there is no waiter."""
+    if done is None:
+        return exc
+    if not done.done():
+        if exc is None:
+            done.set_result(None)
+        else:
+            done.set_exception(exc)
+    return None
+
+
+_WRITERS: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()
+
+
+def _writer(store: Store) -> _Writer:
+    """The group-commit writer of `store` on the running event loop."""
+    loop = asyncio.get_running_loop()
+    found = _WRITERS.get(store)
+    if found is None or found._loop is not loop:
+        found = _WRITERS[store] = _Writer(store, loop)
+    return found
 
 
 def _status(entry: Entry) -> StepStatus:
