@@ -165,18 +165,17 @@ def _converter(
     """Temporal's default data converter, with Keel's `codec` on its payloads if any and
     the claim check into `store()` if given. The claim runs on the clear payload, the
     codec on what goes into the history (keel/backends/temporal/claims.py says why)."""
-    import dataclasses
-
     from temporalio.converter import DataConverter
 
     from keel.backends.temporal.claims import claim_codec
     from keel.backends.temporal.codec import temporal_codec
+    from keel.backends.temporal.converter import keel_converter
 
     inner = None if codec is None else temporal_codec(codec)
     outer = inner if store is None else claim_codec(store, inner, claim_threshold)
     if outer is None:
         return DataConverter.default
-    return dataclasses.replace(DataConverter.default, payload_codec=outer)
+    return keel_converter(outer)
 
 
 async def start(
@@ -374,19 +373,23 @@ async def result(app: App, client: Client, run_id: str) -> Any:
     Example:
         summary = await result(app, client, "t-1")
     """
-    info = await end_of(client, run_id)
+    # the store names the run's workflow: no describe() round trip per result
+    stored = await app.store.get_run(run_id)
+    info = await end_of(client, run_id, stored.workflow if stored is not None else None)
     await _ended(app, info)
     return outcome(app, info)
 
 
-async def end_of(client: Client, run_id: str) -> RunInfo:
-    """Wait for run `run_id` to end on Temporal: how it ended, as a `RunInfo` (its
-    result, or the structured error; times and input are not Temporal's to give)."""
+async def end_of(client: Client, run_id: str, workflow: str | None = None) -> RunInfo:
+    """Wait for run `run_id` (of `workflow`, else asked of Temporal) to end on Temporal:
+    how it ended, as a `RunInfo` (its result, or the structured error; times and input
+    are not Temporal's to give)."""
     from temporalio.client import WorkflowFailureError
     from temporalio.exceptions import ApplicationError, CancelledError, TerminatedError
 
     handle = client.get_workflow_handle(run_id)
-    workflow = (await handle.describe()).workflow_type
+    if workflow is None:
+        workflow = (await handle.describe()).workflow_type
     now = time.time()
     info = RunInfo(
         id=run_id,
