@@ -20,6 +20,7 @@ from typing import Any
 
 # the converter's parts that may take a serialization context (temporalio 1.35)
 _PARTS = ("payload_converter", "payload_codec", "failure_converter", "external_storage")
+_MEMO = 256  # contexts remembered per converter (each a few small objects)
 
 
 def keel_converter(codec: Any) -> Any:
@@ -39,6 +40,19 @@ def _converter_class() -> type[Any]:
     @dataclasses.dataclass(frozen=True)
     class KeelDataConverter(DataConverter):
         def with_context(self, context: Any) -> Any:
+            # temporalio asks again for each payload sequence of one command or result
+            memo: dict[Any, Any] = self.__dict__.setdefault("_keel_contexts", {})
+            try:
+                found = memo.get(context)
+            except TypeError:  # a context that cannot be a key: no memo
+                return self._in_context(context)
+            if found is None:
+                if len(memo) >= _MEMO:
+                    memo.clear()  # (safe if activations in threads race on it)
+                found = memo[context] = self._in_context(context)
+            return found
+
+        def _in_context(self, context: Any) -> Any:
             changed: dict[str, Any] = {}
             for name in _PARTS:
                 part = getattr(self, name)
@@ -55,6 +69,7 @@ def _converter_class() -> type[Any]:
             # a copy without __init__: the converters built once are kept as they are
             clone = object.__new__(type(self))
             clone.__dict__.update(self.__dict__, **changed)
+            clone.__dict__["_keel_contexts"] = {}
             return clone
 
     return KeelDataConverter
