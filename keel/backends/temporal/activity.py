@@ -21,7 +21,6 @@ import inspect
 import time
 import typing
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -124,8 +123,10 @@ def make_activity(app: App) -> Callable[..., Any]:
     tools = app.registry.tools
     breakers: dict[str, BreakerState] = {}  # one per tool in this worker process, as Keel's
 
+    # `request` typed Any: temporalio then hands over the decoded JSON as it is, instead
+    # of walking it to convert it to a dict hint it already is (per call, per step)
     @activity.defn(name=ACTIVITY)
-    async def keel_call(request: dict[str, Any]) -> dict[str, Any]:
+    async def keel_call(request: Any) -> dict[str, Any]:
         name, key = request["tool"], request["key"]
         tool = tools.get(name)
         if tool is None:
@@ -276,7 +277,7 @@ async def _keep(app: App, tool: ToolDef, request: dict[str, Any], info: Any, ful
     return cut(tool.name, keep, full)
 
 
-def _entry(request: dict[str, Any], info: Any, attempt: int) -> Entry:
+def _entry(request: dict[str, Any], info: Any, attempt: int, **outcome: Any) -> Entry:
     return Entry(
         run_id=info.workflow_id or "",
         key=request["key"],
@@ -288,6 +289,7 @@ def _entry(request: dict[str, Any], info: Any, attempt: int) -> Entry:
         started=float(request.get("started") or info.scheduled_time.timestamp()),
         attempts=max(attempt, 1),
         input=request["args"],
+        **outcome,
     )
 
 
@@ -306,8 +308,10 @@ async def _record(
         return
     err = None if fail is None else StructuredError.model_validate(fail.details[0])
     fallback = None if err is None or tool is None or not tool.fallback else tool.fallback.kind
-    entry = replace(
-        _entry(request, info, attempt),
+    entry = _entry(
+        request,
+        info,
+        attempt,
         data=data,
         error=err,
         fallback=None if retried else fallback,

@@ -45,8 +45,8 @@ def make_model_activity(app: App) -> Callable[..., Any]:
 
     from keel.llm.gateway import CallContext
 
-    @activity.defn(name=MODEL_ACTIVITY)
-    async def keel_llm(request: dict[str, Any]) -> dict[str, Any]:
+    @activity.defn(name=MODEL_ACTIVITY)  # `request` typed Any: as keel.call's (activity.py)
+    async def keel_llm(request: Any) -> dict[str, Any]:
         info = activity.info()
         gateway = app.gateway
         token = CURRENT_STEP.set(StepInfo(info.workflow_id or "", request["key"], info.attempt, ()))
