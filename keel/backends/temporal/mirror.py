@@ -92,7 +92,6 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
     holds the outcome whatever happens here, so a store that fails is logged, never the
     step's failure; `strict` raises instead (an intent: the effect must not run
     unrecorded). Entries of concurrent activities share one transaction (`_Writer`)."""
-    now = time.time()
     rec = StepRecord(
         run_id=entry.run_id,
         key=entry.key,
@@ -105,7 +104,7 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
         error=entry.error,
         attempts=entry.attempts,
         started_at=entry.started,
-        ended_at=now,
+        ended_at=time.time(),
         input=entry.input,
         fallback=entry.fallback,
     )
