@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from keel.backends.temporal.mirror import Entry, open_run, record
+from keel.backends.temporal.mirror import Entry, open_run, record, running
 from keel.store import Store
 from keel.types import StepKind, StepStatus
 
@@ -38,6 +38,13 @@ def _count_commits(store: Store) -> list[int]:
     return sizes
 
 
+async def _activity(store: Store, entry: Entry, *, strict: bool = False) -> None:
+    """What an activity does: runs (counted), then records its entry."""
+    with running():
+        await asyncio.sleep(0)  # the tool's work: the others start meanwhile
+        await record(store, entry, strict=strict)
+
+
 async def _keys(store: Store) -> set[str]:
     return {s.key for s in await store.load_steps(RUN) if s.status is StepStatus.OK}
 
@@ -47,11 +54,11 @@ async def test_concurrent_entries_share_one_transaction_and_are_stored_on_return
 ) -> None:
     await open_run(store, RUN, "wf", b"{}", tenant=None, session=None)
     sizes = _count_commits(store)
-    await asyncio.gather(*(record(store, _entry(i)) for i in range(20)))
+    await asyncio.gather(*(_activity(store, _entry(i)) for i in range(20)))
     assert sizes == [20]  # one transaction, not twenty
     assert await _keys(store) == {f"noop#{i}" for i in range(20)}
     for i in range(20, 23):  # one at a time: each is in the store when record returns
-        await record(store, _entry(i))
+        await _activity(store, _entry(i))
         assert f"noop#{i}" in await _keys(store)
     assert sizes == [20, 1, 1, 1]
 
@@ -60,9 +67,9 @@ async def test_an_entry_the_store_refuses_fails_alone(store: Store) -> None:
     await open_run(store, RUN, "wf", b"{}", tenant=None, session=None)
     bad = _entry(1, name=None)  # NOT NULL: the store refuses this row
     out = await asyncio.gather(
-        record(store, _entry(0)),
-        record(store, bad, strict=True),
-        record(store, _entry(2)),
+        _activity(store, _entry(0)),
+        _activity(store, bad, strict=True),
+        _activity(store, _entry(2)),
         return_exceptions=True,
     )
     assert out[0] is None and out[2] is None
@@ -72,9 +79,10 @@ async def test_an_entry_the_store_refuses_fails_alone(store: Store) -> None:
 
 async def test_a_cancelled_writer_leaves_no_entry_and_no_waiter_behind(store: Store) -> None:
     await open_run(store, RUN, "wf", b"{}", tenant=None, session=None)
-    first = asyncio.create_task(record(store, _entry(0)))
-    second = asyncio.create_task(record(store, _entry(1)))
-    await asyncio.sleep(0)  # the first now writes the batch, the second waits for it
+    first = asyncio.create_task(_activity(store, _entry(0)))
+    second = asyncio.create_task(_activity(store, _entry(1)))
+    for _ in range(2):  # both run; then the first writes the batch, the second waits on it
+        await asyncio.sleep(0)
     first.cancel()
     await asyncio.wait_for(second, 30)  # handed on, not stranded
     with pytest.raises(asyncio.CancelledError):

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from keel.backends.temporal import mirror
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
 from keel.engine.control import CURRENT_STEP, StepInfo
@@ -127,6 +128,10 @@ def make_activity(app: App) -> Callable[..., Any]:
     # of walking it to convert it to a dict hint it already is (per call, per step)
     @activity.defn(name=ACTIVITY)
     async def keel_call(request: Any) -> dict[str, Any]:
+        with mirror.running():  # (its entry may then share a transaction with others')
+            return await _call(request)
+
+    async def _call(request: dict[str, Any]) -> dict[str, Any]:
         name, key = request["tool"], request["key"]
         tool = tools.get(name)
         if tool is None:

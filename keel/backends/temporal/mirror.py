@@ -134,11 +134,11 @@ class _Writer:
     so an entry is always in the store before Temporal learns that its step ended.
 
     A transaction's begin and commit cost more than its rows (bench/README.md), so a
-    busy worker saves most of them; a lone entry pays one yield to the event loop. The
-    first writer writes the batch itself (no task, no future: the sequential case stays
-    cheap); the others wait for it. A batch the store refuses is written again entry by
-    entry, so one bad entry fails alone; writing an entry twice is harmless (the store
-    upserts on run and key).
+    busy worker saves most of them. The first writer writes the batch itself (no task,
+    no future: the sequential case stays cheap); it waits one turn of the event loop for
+    others to join only while other activities run (`running()`), and the others wait
+    for it. A batch the store refuses is written again entry by entry, so one bad entry
+    fails alone; writing an entry twice is harmless (the store upserts on run and key).
     """
 
     __slots__ = ("_busy", "_drainer", "_loop", "_pending", "_store")
@@ -159,7 +159,8 @@ class _Writer:
         self._busy = True
         batch: list[tuple[StepWrite, asyncio.Future[None] | None]] = [(write, None)]
         try:
-            await asyncio.sleep(0)  # activities finishing in this turn of the loop join
+            if _running.n > 1:  # others may finish in this turn of the loop: let them join
+                await asyncio.sleep(0)
             batch += self._pending
             self._pending = []
             mine = await self._commit(batch)
@@ -227,6 +228,36 @@ def _settle(done: asyncio.Future[None] | None, exc: Exception | None) -> Excepti
         else:
             done.set_exception(exc)
     return None
+
+
+class _Running:
+    """How many activities of this process are running (`running()`)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __enter__(self) -> None:
+        self.n += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.n -= 1
+
+
+_running = _Running()
+
+
+def running() -> _Running:
+    """Count a running activity while in it: a write waits one turn of the event loop
+    for other activities' entries only when others run (a lone activity, as in a
+    sequential workflow, pays no wait: bench/README.md).
+
+    Example:
+        with running():
+            await record(app.store, entry)
+    """
+    return _running
 
 
 _WRITERS: weakref.WeakKeyDictionary[Any, _Writer] = weakref.WeakKeyDictionary()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from keel.backends.temporal.activity import failure
-from keel.backends.temporal.mirror import Entry, record
+from keel.backends.temporal.mirror import Entry, record, running
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.serde import from_json, to_json
 from keel.errors import ConfigError, SerializationError, structured
@@ -52,7 +52,8 @@ def make_model_activity(app: App) -> Callable[..., Any]:
         token = CURRENT_STEP.set(StepInfo(info.workflow_id or "", request["key"], info.attempt, ()))
         held: list[Any] = []
         try:
-            return await _call(request, info, gateway, held)
+            with running():  # (its entry may then share a transaction with others')
+                return await _call(request, info, gateway, held)
         finally:
             CURRENT_STEP.reset(token)
             for h in held:  # stored (or failed): stop counting it as in flight
