@@ -176,7 +176,7 @@ class _Writer:
             rest += self._pending
             self._pending = []
             if rest:
-                self._drainer = self._loop.create_task(self._drain(rest))
+                self._drainer = self._loop.create_task(self._write_rest(rest))
             else:
                 self._busy = False
             raise
@@ -184,7 +184,7 @@ class _Writer:
         if mine is not None:
             raise mine
 
-    async def _drain(self, batch: list[tuple[StepWrite, asyncio.Future[None]]]) -> None:
+    async def _write_rest(self, batch: list[tuple[StepWrite, asyncio.Future[None]]]) -> None:
         try:
             while batch:
                 await self._commit(list(batch))
