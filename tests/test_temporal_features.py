@@ -111,10 +111,25 @@ async def test_a_tool_call_is_in_keel_store_too(temporal_address: str, store_url
     await app.close()
 
 
-async def test_forgetting_a_memory_is_refused_by_name(temporal: OnTemporal) -> None:
-    """ctx.memory.forget deletes in the workflow's own code between recording its intent
-    and its outcome: not carried on Temporal yet, and refused rather than run on replay."""
+async def test_a_forget_and_a_budget_leave_their_steps_in_keel_store(
+    temporal: OnTemporal,
+) -> None:
+    """The forget's intent and outcome, and a budgeted operation's attempts, as Keel's
+    engine journals them: the memory is gone from the store."""
     t = temporal
-    rid = await start(t.app, t.client, t.backend, "forget_fact", {"user": uuid.uuid4().hex[:6]})
-    with pytest.raises(keel.RunFailed, match=r"ctx\.memory\.forget is not supported on the Tem"):
-        await result(t.app, t.client, rid)
+    user = uuid.uuid4().hex[:6]
+    rid = await start(t.app, t.client, t.backend, "forget_fact", {"user": user})
+    assert (await result(t.app, t.client, rid))["hits"] == 0
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    memory_id = steps["memory.add#0"].output[0]
+    assert steps["memory.forget#0"].status is StepStatus.OK
+    assert steps["memory.forget#0"].output == memory_id
+    assert steps["memory.forget#1"].status is StepStatus.ERROR
+    assert await t.app.store.memory_rows(ids=[memory_id], vectors=False) == []
+    rid = await start(t.app, t.client, t.backend, "budgeted_ops", {"question": user})
+    await result(t.app, t.client, rid)
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    assert (steps["flaky#0"].status, steps["flaky#0"].attempts) == (StepStatus.OK, 3)
+    spent = steps["flaky#1"]
+    assert spent.status is StepStatus.ERROR and spent.error is not None
+    assert (spent.error.type, spent.attempts) == ("BudgetExceeded", 1)

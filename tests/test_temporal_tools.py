@@ -19,7 +19,6 @@ import pytest
 
 import keel
 from keel.backends.temporal import Backend, connect, result, serve, start
-from keel.engine.recovery import StepPolicy
 from keel.types import StepKind, StepStatus
 from tests.apps import temporal_tools_app
 from tests.behaviour import tool_scenarios
@@ -98,22 +97,6 @@ async def test_irreversible_attempts_are_in_keel_store(temporal: OnTemporal) -> 
     assert tool_scenarios.effects[token] == 2  # the failed attempt, then the one that did it
     step = (await _steps(t.app, rid))["transfer#0"]
     assert step.status is StepStatus.OK and step.attempts == 2
-
-
-async def test_what_is_not_carried_yet_is_refused(temporal: OnTemporal) -> None:
-    t = temporal
-
-    async def own_budget(ctx: keel.Context) -> None:
-        async def effect() -> int:
-            return 1
-
-        # a per-run retry budget on an operation of one's own: not carried yet
-        await ctx.operation("own").run(effect, int, StepPolicy(retry=keel.Retry(budget=2)))
-
-    t.app.workflow(own_budget)
-    rid = await start(t.app, t.client, t.backend, "own_budget", {})
-    with pytest.raises(keel.RunFailed, match=r"Retry\(budget=\.\.\.\) .* not supported"):
-        await result(t.app, t.client, rid)
 
 
 def _effects(log: Path) -> list[list[str]]:
