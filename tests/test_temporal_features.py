@@ -133,3 +133,26 @@ async def test_a_forget_and_a_budget_leave_their_steps_in_keel_store(
     spent = steps["flaky#1"]
     assert spent.status is StepStatus.ERROR and spent.error is not None
     assert (spent.error.type, spent.attempts) == ("BudgetExceeded", 1)
+
+
+async def test_a_gateway_retry_budget_is_refused_by_name(
+    temporal_address: str, store_url: str
+) -> None:
+    """A Gateway's `Retry(budget=)` on its model calls is not carried yet: the run fails
+    naming it, rather than retrying past the budget."""
+    model = keel.llm.ScriptedModel(default="hello")
+    gateway = keel.llm.Gateway({"m": model}, default="m", retry=keel.Retry(attempts=2, budget=1))
+    app = keel.App(store_url, llm=gateway)
+
+    @app.workflow
+    async def greet(ctx: keel.Context) -> str:
+        return str(await ctx.llm.text("hi"))
+
+    async with on_temporal(app, temporal_address) as t:
+        rid = await start(app, t.client, t.backend, "greet", {})
+        with pytest.raises(keel.RunFailed) as failed:
+            await result(app, t.client, rid)
+    err = failed.value.error
+    assert err is not None and err.type == "ConfigError"
+    assert "model call 'llm:text#0' with a Gateway Retry(budget=...) is not supp" in err.message
+    await app.close()
