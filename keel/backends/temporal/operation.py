@@ -10,7 +10,8 @@ the workflow task moves to another worker, whose replay registers the effect aga
 runs it there, as Keel's engine re-runs an effect whose outcome it never journaled.
 
 Retries are Keel's `Retry`, decided per failed attempt as for tools (Temporal schedules
-the next attempt at the delay Keel picks); the fallback is applied in the workflow.
+the next attempt at the delay Keel picks; with a per-run `budget=` the workflow does,
+keel.backends.temporal.attempts); the fallback is applied in the workflow.
 Each attempt's outcome is written to Keel's store by the activity, with the usage the
 effect metered (`op.meter`), so costs and traces see it once.
 
