@@ -70,7 +70,11 @@ async def attempts(
 ) -> dict[str, Any] | StructuredError:
     """Attempt step `name` (a tool, or an operation of one's own) until it succeeds (the
     activity's result) or Keel gives up (its final error): the caller applies the
-    fallback. A retry budget is counted per name, as Keel's engine counts it."""
+    fallback. A retry budget is counted per name, as Keel's engine counts it.
+
+    Example (an operation of one's own with `Retry(budget=2)`):
+        done = await attempts(port, scope, "flaky", retry, request, StepKind.TOOL, schedule)
+    """
     from temporalio import workflow
     from temporalio.exceptions import ActivityError, ApplicationError
 
