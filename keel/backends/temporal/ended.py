@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keel.backends.temporal.mirror import end_run
+from keel.hitl.sampling import sample_ended
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -27,6 +28,7 @@ async def record_end(app: App, info: RunInfo, result_json: bytes | None) -> bool
     from keel.backends.temporal.tracing import export_ended
 
     await export_ended(app, stored)
+    await sample_ended(app, stored)  # a sampled review, as Keel's engine's worker opens one
     from keel.drift.observer import OBSERVED, monitors_of
 
     monitors = monitors_of(app, stored.workflow)

@@ -161,8 +161,6 @@ class TemporalOperation:
             raise port.hard_stop
         ann = unannotated() if annotation is None else annotation
         pol = policy or PLAIN
-        if pol.fallback is not None and pol.fallback.kind == "human":
-            port.refuse(f"step {self.key!r} with Fallback.human (escalations)")
         if pol.retry.budget is not None:
             port.refuse(f"step {self.key!r} with Retry(budget=...) (a per-run retry budget)")
         slot = (self.run_id, self.key)
@@ -210,6 +208,10 @@ class TemporalOperation:
                 raise
             err, was = found
             port.check(self.scope, self.pos, self.key, self.digest, was, self.kind)
+            if pol.fallback is not None and pol.fallback.kind == "human":  # a person decides
+                from keel.backends.temporal.people import escalate_operation
+
+                return await escalate_operation(self, pol, err, ann)
             return port.fall_back(pol.fallback, self.key, err, ann)
         finally:
             if _EFFECTS.get(slot) is effect:
