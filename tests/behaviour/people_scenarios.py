@@ -197,6 +197,7 @@ def build(store: str, **options: Any) -> keel.App:
     app.workflow(consult)
     app.workflow(novelty=_novelty())(vet)
     app.workflow(sample=Sample(rate=1.0, queue="qa"))(tally)
+    app.workflow(name="tally_daily", sample=Sample(per_day=1, queue="qa"))(tally)
     return app
 
 
