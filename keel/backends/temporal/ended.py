@@ -1,6 +1,7 @@
 """What happens when Keel learns that a Temporal run ended: the end is written to Keel's
-store, and, the first time only, the run's spans are exported and its drift monitors
-observe it (on Keel's engine the same happens in the worker that ends the run).
+store, and, the first time only, the run's spans are exported, it is considered for a
+sampled review and its drift monitors observe it (on Keel's engine the same happens in
+the worker that ends the run).
 
 Example:
     await record_end(app, info, result_json)
