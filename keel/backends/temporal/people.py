@@ -1,4 +1,5 @@
-"""People on Temporal: approvals, gated tools, output reviews and `Fallback.human`.
+"""People on Temporal: approvals, gated tools, output and novelty reviews, and
+`Fallback.human` (a tool's, or a `ctx.operation(...)` effect's of one's own).
 
 The same `keel.hitl` code as on Keel's engine decides what to ask and what a decision
 means (`keel.hitl.gate`, `keel.hitl.requests.ask`); only the durable parts differ:
@@ -206,7 +207,11 @@ async def escalate_operation(
     """`Fallback.human` on a `ctx.operation(...)` effect of one's own that failed for
     good: escalated, decided and journaled as a tool's is (Keel's engine does the same
     for both). An error no person can fix (it cannot be serialised, a config error) is
-    raised as it is."""
+    raised as it is.
+
+    Example (what `TemporalOperation.run` does once the effect failed for good):
+        return await escalate_operation(op, policy, err, int)
+    """
     if err.type in ("SerializationError", "ConfigError"):
         raise from_structured(err)
     request = {"key": op.key, "pos": op.pos, "digest": op.digest}
@@ -245,7 +250,11 @@ async def escalate(step: Failed, fb: Fallback | None, err: StructuredError, anno
     """Escalate `step` (queue from its `Fallback.human`) and wait for a person, as Keel's
     engine does: the escalation `<run>:<key>` of kind `tool` with its packet, the decision
     as `keel.decide`; their result is the step's, or the step fails with
-    `keel.EscalationRejected` (`keel.ValidationFailed` for a result that does not fit)."""
+    `keel.EscalationRejected` (`keel.ValidationFailed` for a result that does not fit).
+
+    Example:
+        account = await escalate(step, tool.fallback, err, Profile)
+    """
     from temporalio import workflow
 
     scope, name, request = step.scope, step.name, step.request
