@@ -1,7 +1,6 @@
 """What happens when Keel learns that a Temporal run ended: the end is written to Keel's
-store, and, the first time only, the run's spans are exported, it is considered for a
-sampled review and its drift monitors observe it (on Keel's engine the same happens in
-the worker that ends the run).
+store, and, the first time only, the run's spans are exported and its drift monitors
+observe it (on Keel's engine the same happens in the worker that ends the run).
 
 Example:
     await record_end(app, info, result_json)
@@ -12,7 +11,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from keel.backends.temporal.mirror import end_run
-from keel.hitl.sampling import sample_ended
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -27,6 +25,7 @@ async def record_end(app: App, info: RunInfo, result_json: bytes | None) -> bool
     if stored is None:
         return True
     from keel.backends.temporal.tracing import export_ended
+    from keel.hitl.sampling import sample_ended
 
     await export_ended(app, stored)
     await sample_ended(app, stored)  # a sampled review, as Keel's engine's worker opens one
