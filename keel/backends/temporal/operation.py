@@ -45,7 +45,7 @@ from keel.errors import (
 )
 from keel.policy.validation import run_checks
 from keel.store import Usage
-from keel.types import StepKind
+from keel.types import StepKind, StructuredError
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -208,16 +208,21 @@ class TemporalOperation:
                 raise
             err, was = found
             port.check(self.scope, self.pos, self.key, self.digest, was, self.kind)
-            if pol.fallback is not None and pol.fallback.kind == "human":  # a person decides
-                from keel.backends.temporal.people import escalate_operation
-
-                return await escalate_operation(self, pol, err, ann)
-            return port.fall_back(pol.fallback, self.key, err, ann)
+            return await self._give_up(pol, err, ann)
         finally:
             if _EFFECTS.get(slot) is effect:
                 del _EFFECTS[slot]
         port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
         return revive(done["output"], ann)
+
+    async def _give_up(self, pol: StepPolicy, err: StructuredError, ann: Any) -> Any:
+        """The effect failed for good: its fallback decides; `Fallback.human` asks a
+        person (keel.backends.temporal.people), as for a tool."""
+        if pol.fallback is not None and pol.fallback.kind == "human":
+            from keel.backends.temporal.people import escalate_operation
+
+            return await escalate_operation(self, pol, err, ann)
+        return self._temporal.fall_back(pol.fallback, self.key, err, ann)
 
     # -- outcomes a feature decides itself, and waiting for a person's decision -------
 
