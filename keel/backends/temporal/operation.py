@@ -127,6 +127,15 @@ class TemporalOperation:
     async def replay(self, annotation: Any = None) -> Any:
         raise ConfigError(f"step {self.key!r}: replay() is answered by run() on Temporal")
 
+    async def _give_up(self, pol: StepPolicy, err: StructuredError, ann: Any) -> Any:
+        """The effect failed for good: its fallback decides; `Fallback.human` asks a
+        person (keel.backends.temporal.people), as for a tool."""
+        if pol.fallback is not None and pol.fallback.kind == "human":
+            from keel.backends.temporal.people import escalate_operation
+
+            return await escalate_operation(self, pol, err, ann)
+        return self._temporal.fall_back(pol.fallback, self.key, err, ann)
+
     def meter(
         self,
         *,
@@ -214,15 +223,6 @@ class TemporalOperation:
                 del _EFFECTS[slot]
         port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
         return revive(done["output"], ann)
-
-    async def _give_up(self, pol: StepPolicy, err: StructuredError, ann: Any) -> Any:
-        """The effect failed for good: its fallback decides; `Fallback.human` asks a
-        person (keel.backends.temporal.people), as for a tool."""
-        if pol.fallback is not None and pol.fallback.kind == "human":
-            from keel.backends.temporal.people import escalate_operation
-
-            return await escalate_operation(self, pol, err, ann)
-        return self._temporal.fall_back(pol.fallback, self.key, err, ann)
 
     # -- outcomes a feature decides itself, and waiting for a person's decision -------
 
