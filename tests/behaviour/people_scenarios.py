@@ -254,6 +254,10 @@ async def _refuse(app: keel.App, rid: str) -> Any:
 async def _answer(app: keel.App, rid: str) -> Any:
     esc = await escalated(app, rid)
     assert (esc.kind, esc.queue, esc.packet.tool) == ("tool", "oracle", "oracle"), esc
+    why = "tool 'oracle' failed after 1 attempt(s): RuntimeError: 503 from the oracle"
+    assert (esc.packet.reason, esc.packet.result_schema) == (why, {"type": "integer"})
+    run = await app.get_run(rid)  # waiting for the person, as a tool's escalation
+    assert (run.status, run.waiting_on) == (keel.RunStatus.WAITING, [f"escalation:{esc.id}"])
     return await app.escalations.resolve(esc.id, result=42, by="rita")
 
 
