@@ -197,8 +197,8 @@ async def await_person(
     """Escalate the failed call `request` of `tool` (queue from its `Fallback.human`)
     and wait for a person: their result is the step's, or the step fails with
     `keel.EscalationRejected` (or `keel.ValidationFailed` for a result that does not fit)."""
-    step = Failed(run.id, run.workflow, scope, tool.name, StepKind.TOOL, request, request["args"])
-    return await escalate(step, tool.fallback, err, annotation)
+    step = _Failed(run.id, run.workflow, scope, tool.name, StepKind.TOOL, request, request["args"])
+    return await _escalate(step, tool.fallback, err, annotation)
 
 
 async def escalate_operation(
@@ -216,8 +216,8 @@ async def escalate_operation(
         raise from_structured(err)
     request = {"key": op.key, "pos": op.pos, "digest": op.digest}
     given = _plain(policy.input)
-    step = Failed(op.run_id, op.workflow, op.scope, op.name, op.kind, request, given)
-    return await escalate(step, policy.fallback, err, annotation)
+    step = _Failed(op.run_id, op.workflow, op.scope, op.name, op.kind, request, given)
+    return await _escalate(step, policy.fallback, err, annotation)
 
 
 def _plain(value: Any) -> Any:
@@ -229,12 +229,12 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
-class Failed:
+class _Failed:
     """The step that failed for good, as its escalation describes it: the run, where
     the step is, its name and kind, its request (`key`, `pos`, `digest`) and its input.
 
     Example:
-        Failed(run.id, run.workflow, scope, "lookup_account", StepKind.TOOL, request, args)
+        _Failed(run.id, run.workflow, scope, "lookup_account", StepKind.TOOL, request, args)
     """
 
     run_id: str
@@ -246,14 +246,16 @@ class Failed:
     input: Any
 
 
-async def escalate(step: Failed, fb: Fallback | None, err: StructuredError, annotation: Any) -> Any:
+async def _escalate(
+    step: _Failed, fb: Fallback | None, err: StructuredError, annotation: Any
+) -> Any:
     """Escalate `step` (queue from its `Fallback.human`) and wait for a person, as Keel's
     engine does: the escalation `<run>:<key>` of kind `tool` with its packet, the decision
     as `keel.decide`; their result is the step's, or the step fails with
     `keel.EscalationRejected` (`keel.ValidationFailed` for a result that does not fit).
 
     Example:
-        account = await escalate(step, tool.fallback, err, Profile)
+        account = await _escalate(step, tool.fallback, err, Profile)
     """
     from temporalio import workflow
 
@@ -450,10 +452,8 @@ def _error(raw: Any) -> StructuredError | None:
 
 __all__ = [
     "PEOPLE_ACTIVITY",
-    "Failed",
     "TemporalPeople",
     "await_person",
-    "escalate",
     "escalate_operation",
     "make_people_activity",
 ]
