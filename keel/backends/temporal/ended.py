@@ -25,8 +25,10 @@ async def record_end(app: App, info: RunInfo, result_json: bytes | None) -> bool
     if stored is None:
         return True
     from keel.backends.temporal.tracing import export_ended
+    from keel.hitl.sampling import sample_ended
 
     await export_ended(app, stored)
+    await sample_ended(app, stored)  # a sampled review, as Keel's engine's worker opens one
     from keel.drift.observer import OBSERVED, monitors_of
 
     monitors = monitors_of(app, stored.workflow)

@@ -128,6 +128,15 @@ class TemporalOperation:
     async def replay(self, annotation: Any = None) -> Any:
         raise ConfigError(f"step {self.key!r}: replay() is answered by run() on Temporal")
 
+    async def _give_up(self, pol: StepPolicy, err: StructuredError, ann: Any) -> Any:
+        """The effect failed for good: its fallback decides; `Fallback.human` asks a
+        person (keel.backends.temporal.people), as for a tool."""
+        if pol.fallback is not None and pol.fallback.kind == "human":
+            from keel.backends.temporal.people import escalate_operation
+
+            return await escalate_operation(self, pol, err, ann)
+        return self._temporal.fall_back(pol.fallback, self.key, err, ann)
+
     def meter(
         self,
         *,
@@ -162,8 +171,6 @@ class TemporalOperation:
             raise port.hard_stop
         ann = unannotated() if annotation is None else annotation
         pol = policy or PLAIN
-        if pol.fallback is not None and pol.fallback.kind == "human":
-            port.refuse(f"step {self.key!r} with Fallback.human (escalations)")
         model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
         remote = None if model_call is None else portable(model_call)
         if remote is not None and _budgeted(pol):
@@ -218,7 +225,7 @@ class TemporalOperation:
                 raise
             err, was = found
             port.check(self.scope, self.pos, self.key, self.digest, was, self.kind)
-            return port.fall_back(pol.fallback, self.key, err, ann)
+            return await self._give_up(pol, err, ann)
         finally:
             if _EFFECTS.get(slot) is effect:
                 del _EFFECTS[slot]
@@ -239,7 +246,7 @@ class TemporalOperation:
         port = self._temporal
         done = await attempts(port, self.scope, self.name, pol.retry, request, self.kind, schedule)
         if isinstance(done, StructuredError):
-            return port.fall_back(pol.fallback, self.key, done, ann)
+            return await self._give_up(pol, done, ann)
         return revive(done["output"], ann)
 
     # -- outcomes a feature decides itself, and waiting for a person's decision -------

@@ -234,11 +234,6 @@ async def start_run(
 
     _encodes(app, client)
     wf = app.registry.workflow(workflow)
-    if wf.novelty is not None or wf.sample is not None:
-        raise ConfigError(
-            f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
-            "supported on the Temporal backend yet (docs/temporal.md lists what is)"
-        )
     rid = run_id or new_run_id()
     problem = id_problem(rid, "run id")
     problem = problem or (None if session is None else id_problem(session, "session id"))
