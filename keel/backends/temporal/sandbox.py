@@ -5,10 +5,10 @@ The worker runs `KeelWorkflow` (keel.backends.temporal.workflow) in temporalio's
 Keel needs are imported once per worker, never re-imported per run, and so is your
 module, whose top level (`app = keel.App(...)`, setup) runs once, as in any process.
 
-What the sandbox stops, at the first run that does it: the workflow function and the
-functions of its module are re-bound, per run, to globals where the clock, random, the
-file system, the network and subprocesses are temporalio's restricted proxies, and
-`open()` and `input()` are refused everywhere in workflow code. A refused call fails the
+What the sandbox stops, at the first run that does it: the workflow function is re-bound,
+per run, to a copy of its module's globals where the clock, random, the file system,
+the network and subprocesses are temporalio's restricted proxies, and `open()` and
+`input()` are refused everywhere in workflow code. A refused call fails the
 run with a Keel error naming the workflow, the call and what to use instead
 (`refused`). `Backend(sandbox=False)` (`?sandbox=off`) is the escape hatch.
 
@@ -18,7 +18,7 @@ Example:
 
 from __future__ import annotations
 
-import builtins
+import dataclasses
 import sys
 import types
 from collections.abc import Awaitable, Callable
@@ -30,6 +30,7 @@ from temporalio.worker import Interceptor, WorkflowInterceptorClassInput
 from temporalio.worker.workflow_sandbox import (
     RestrictedWorkflowAccessError,
     SandboxedWorkflowRunner,
+    SandboxMatcher,
     SandboxRestrictions,
 )
 
@@ -57,12 +58,12 @@ _EFFECT = "do it in a tool (@app.tool, run with ctx.call), whose result is recor
 
 @dataclass(frozen=True)
 class Hosted:
-    """What a workflow run finds of its worker: the App, its features, and where the
-    restricted members live (id of a module or member -> its dotted path)."""
+    """What a workflow run finds of its worker: the App, its features, and the restricted
+    modules and members (id of the module or member -> the proxy that refuses it)."""
 
     app: App
     features: Features
-    restricted: dict[int, str] = field(repr=False)
+    restricted: dict[int, Any] = field(repr=False)
 
 
 class _Hosting(Interceptor):
@@ -90,10 +91,17 @@ def hosting(app: App, features: Features, *, sandbox: bool) -> dict[str, Any]:
     runner: WorkflowRunner = UnsandboxedWorkflowRunner()
     if sandbox:
         # Passed through, nothing is re-imported per run (no module top level re-runs,
-        # no C extension loaded twice); what is restricted is re-bound by `sandboxed`
-        restrictions = SandboxRestrictions.default.with_passthrough_all_modules()
-        runner = SandboxedWorkflowRunner(restrictions=restrictions)
-    hosted = Hosted(app, features, _restricted_paths())
+        # no C extension loaded twice). The sandbox itself refuses only the builtins
+        # (open, input): were it to wrap the modules it restricts as they are imported,
+        # Keel's own lazy `import os` in workflow code would get the wrapper too. The
+        # workflow function alone gets the restricted modules, re-bound by `sandboxed`.
+        default = SandboxRestrictions.default
+        builtins_only = SandboxMatcher(
+            children={"__builtins__": default.invalid_module_members.children["__builtins__"]}
+        )
+        restrictions = dataclasses.replace(default, invalid_module_members=builtins_only)
+        runner = SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_all_modules())
+    hosted = Hosted(app, features, _proxies())
     return {"workflow_runner": runner, "interceptors": [_Hosting(hosted)]}
 
 
@@ -111,8 +119,8 @@ def hosted() -> Hosted:
 
 def sandboxed(wf: WorkflowDef, here: Hosted) -> Callable[..., Awaitable[Any]]:
     """`wf`'s function as this run calls it: in the sandbox, re-bound to its module's
-    globals with the restricted modules and members in place (and its module's other
-    functions likewise); a refused call raises `refused`'s Keel error."""
+    globals with the restricted modules and members in place; a refused call raises
+    `refused`'s Keel error."""
     fn = wf.fn
     if workflow.unsafe.in_sandbox() and _reboundable(fn):
         fn = _shadow(fn, here.restricted)
@@ -145,27 +153,19 @@ def _reboundable(fn: Any) -> bool:
     return isinstance(fn, types.FunctionType) and not module.startswith("keel.")
 
 
-def _shadow(fn: types.FunctionType, restricted: dict[int, str]) -> types.FunctionType:
+def _shadow(fn: types.FunctionType, restricted: dict[int, Any]) -> types.FunctionType:
     """`fn` over a copy of its module's globals where every restricted module or member
-    is the sandbox's proxy and the module's own functions are re-bound the same way.
-    Module state (dicts, registries, tools) stays shared: only names are swapped."""
+    is temporalio's proxy. Module state (dicts, registries, tools) stays shared: only
+    names are swapped. The module's other functions keep their globals: a helper is
+    yours, as a feature's effect between `op.begin()` and `op.wait()` is (the oracle
+    example); functions nested in `fn` run over the copy."""
     module = fn.__globals__
     shadow = dict(module)
     for name, value in module.items():
-        path = restricted.get(id(value))
-        if path is not None:
-            shadow[name] = _in_sandbox(path)
-    for name, value in module.items():
-        if isinstance(value, types.FunctionType) and value.__globals__ is module:
-            shadow[name] = _rebind(value, shadow)
-    own = shadow.get(fn.__name__)
-    if isinstance(own, types.FunctionType) and own.__code__ is fn.__code__:
-        return own
-    return _rebind(fn, shadow)  # a closure (defined in a function): re-bound alone
-
-
-def _rebind(fn: types.FunctionType, globals_: dict[str, Any]) -> types.FunctionType:
-    new = types.FunctionType(fn.__code__, globals_, fn.__name__, fn.__defaults__, fn.__closure__)
+        proxy = restricted.get(id(value))
+        if proxy is not None:
+            shadow[name] = proxy
+    new = types.FunctionType(fn.__code__, shadow, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__qualname__ = fn.__qualname__
     new.__doc__ = fn.__doc__
@@ -174,49 +174,58 @@ def _rebind(fn: types.FunctionType, globals_: dict[str, Any]) -> types.FunctionT
     return new
 
 
-def _in_sandbox(path: str) -> Any:
-    """The object at dotted `path` as code imported in the sandbox sees it (a module of
-    the restrictions is wrapped as it is imported, so its members come back proxied)."""
-    top, *rest = path.split(".")
-    found: Any = builtins.__import__(top)  # the sandbox's importer while it runs
-    for part in rest:
-        found = getattr(found, part)
-    return found
+_PROXIES: dict[int, Any] = {}
 
 
-_PATHS: dict[int, str] = {}
+def _proxies() -> dict[int, Any]:
+    """id -> proxy for every module temporalio restricts and each of its public callables
+    (`from time import time` binds the member, not the module). Built once per process,
+    outside the sandbox (it reads the worker's own modules, which stay alive, so their
+    ids stay theirs); a proxy refuses a restricted use only while a workflow runs."""
+    if _PROXIES:
+        return _PROXIES
+    from temporalio.worker.workflow_sandbox._restrictions import (
+        RestrictedModule,
+        RestrictionContext,
+    )
 
-
-def _restricted_paths() -> dict[int, str]:
-    """id -> dotted path of every module temporalio restricts and of its public callables
-    (`from time import time` binds the member, not the module). Built once, outside the
-    sandbox (it reads the worker's own modules)."""
-    if _PATHS:
-        return _PATHS
-    matcher = SandboxRestrictions.default.invalid_module_members
-    modules: list[tuple[str, types.ModuleType]] = []
-    for top, child in matcher.children.items():
+    members = SandboxRestrictions.default.invalid_module_members
+    context = RestrictionContext()
+    context.is_runtime = True  # the proxies are only reached from workflow code
+    found: list[tuple[types.ModuleType, Any, SandboxMatcher]] = []
+    for top, child in members.children.items():
         mod = sys.modules.get(top)
-        if top == "__builtins__" or not isinstance(mod, types.ModuleType):
+        matcher = members.child_matcher(top)
+        if top == "__builtins__" or not isinstance(mod, types.ModuleType) or matcher is None:
             continue  # builtins: refused by the sandbox itself; unimported: nothing bound
-        modules.append((top, mod))
-        for sub in child.children:
+        proxy = RestrictedModule(mod, context, matcher)
+        found.append((mod, proxy, matcher))
+        for sub in child.children:  # http.client, concurrent.futures: bound as modules
             inner = getattr(mod, sub, None)
-            if isinstance(inner, types.ModuleType):
-                modules.append((f"{top}.{sub}", inner))
-    paths: dict[int, str] = {}
-    for path, mod in modules:
-        paths.setdefault(id(mod), path)
-    for path, mod in modules:
+            inner_matcher = matcher.child_matcher(sub)
+            if isinstance(inner, types.ModuleType) and inner_matcher is not None:
+                found.append((inner, _wrapped(proxy, matcher, context, sub, inner), inner_matcher))
+    proxies: dict[int, Any] = {id(mod): proxy for mod, proxy, _ in found if proxy is not mod}
+    for mod, proxy, matcher in found:
         for attr in dir(mod):
             value = getattr(mod, attr, None)
-            if attr.startswith("_") or not callable(value) or id(value) in paths:
+            if attr.startswith("_") or not callable(value) or id(value) in proxies:
                 continue
             if isinstance(value, types.ModuleType):
                 continue
-            paths[id(value)] = f"{path}.{attr}"
-    _PATHS.update(paths)
-    return _PATHS
+            wrapped = _wrapped(proxy, matcher, context, attr, value)
+            if wrapped is not value:  # only what the restrictions wrap
+                proxies[id(value)] = wrapped
+    _PROXIES.update(proxies)
+    return _PROXIES
+
+
+def _wrapped(proxy: Any, matcher: SandboxMatcher, context: Any, attr: str, value: Any) -> Any:
+    """`proxy.attr` as workflow code sees it; `value` itself when the restrictions refuse
+    even reading it (os.path before Python 3.14: the module proxy refuses it already)."""
+    if matcher.match_access(context, attr):
+        return value
+    return getattr(proxy, attr, value)
 
 
 __all__ = ["Hosted", "hosted", "hosting", "refused", "sandboxed"]
