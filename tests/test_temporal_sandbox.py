@@ -9,6 +9,7 @@ escape hatch. The behaviour suite (tests/test_temporal_behaviour.py) runs sandbo
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
@@ -56,6 +57,14 @@ async def opens_file(ctx: keel.Context) -> str:
         return f.readline()
 
 
+async def reads_env(ctx: keel.Context) -> str | None:
+    return os.environ.get("HOME")
+
+
+async def reads_path(ctx: keel.Context) -> str:
+    return Path(HERE).read_text()[:10]
+
+
 async def through_ctx(ctx: keel.Context) -> dict[str, Any]:
     line = await ctx.call(read_first_line, HERE)
     return {
@@ -73,13 +82,23 @@ REFUSED = {
     "reads_datetime": ("datetime.datetime.now", "ctx.now()"),
     "draws_random": ("random.random", "ctx.random()"),
     "opens_file": ("open", "a tool"),
+    "reads_env": ("os.environ.get", "a tool"),
+    "reads_path": ("pathlib.Path.read_text", "a tool"),
 }
 
 
 def _app(store_url: str) -> keel.App:
     app = keel.App(store_url)
     app.tool(read_first_line)
-    for wf in (reads_clock, reads_clock_by_name, reads_datetime, draws_random, opens_file):
+    for wf in (
+        reads_clock,
+        reads_clock_by_name,
+        reads_datetime,
+        draws_random,
+        opens_file,
+        reads_env,
+        reads_path,
+    ):
         app.workflow(wf)
     app.workflow(through_ctx)
     return app

@@ -23,7 +23,7 @@ import sys
 import types
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from temporalio import workflow
 from temporalio.worker import Interceptor, WorkflowInterceptorClassInput
@@ -106,7 +106,11 @@ def hosting(app: App, features: Features, *, sandbox: bool) -> dict[str, Any]:
 
 
 def hosted() -> Hosted:
-    """The App of the worker running this workflow (inside a workflow only)."""
+    """The App of the worker running this workflow (inside a workflow only).
+
+    Example:
+        app = hosted().app
+    """
     found = workflow.extern_functions().get(_HOSTED)
     if found is None:
         raise ConfigError(
@@ -120,7 +124,11 @@ def hosted() -> Hosted:
 def sandboxed(wf: WorkflowDef, here: Hosted) -> Callable[..., Awaitable[Any]]:
     """`wf`'s function as this run calls it: in the sandbox, re-bound to its module's
     globals with the restricted modules and members in place; a refused call raises
-    `refused`'s Keel error."""
+    `refused`'s Keel error.
+
+    Example:
+        result = await sandboxed(wf, hosted())(ctx, **kwargs)
+    """
     fn = wf.fn
     if workflow.unsafe.in_sandbox() and _reboundable(fn):
         fn = _shadow(fn, here.restricted)
@@ -136,7 +144,11 @@ def sandboxed(wf: WorkflowDef, here: Hosted) -> Callable[..., Awaitable[Any]]:
 
 def refused(workflow_name: str, qualified_name: str) -> ConfigError:
     """The Keel error for workflow `workflow_name` using `qualified_name` (as temporalio
-    names it: "time.time", "__builtins__.open"), saying what to use instead."""
+    names it: "time.time", "__builtins__.open"), saying what to use instead.
+
+    Example:
+        raise refused("triage", "time.time")  # "... read the time with ctx.now() ..."
+    """
     what = qualified_name.removeprefix("__builtins__.")
     instead = _INSTEAD.get(what.split(".")[0], _EFFECT)
     return ConfigError(
@@ -147,7 +159,7 @@ def refused(workflow_name: str, qualified_name: str) -> ConfigError:
     )
 
 
-def _reboundable(fn: Any) -> bool:
+def _reboundable(fn: Any) -> TypeGuard[types.FunctionType]:
     # Keel's own workflows (keel.memory.extract) hold to the rule already
     module = getattr(fn, "__module__", None) or ""
     return isinstance(fn, types.FunctionType) and not module.startswith("keel.")
@@ -175,21 +187,24 @@ def _shadow(fn: types.FunctionType, restricted: dict[int, Any]) -> types.Functio
 
 
 _PROXIES: dict[int, Any] = {}
+_BUILT_FOR: set[str] = set()  # the restricted modules loaded when _PROXIES was built
 
 
 def _proxies() -> dict[int, Any]:
     """id -> proxy for every module temporalio restricts and each of its public callables
-    (`from time import time` binds the member, not the module). Built once per process,
-    outside the sandbox (it reads the worker's own modules, which stay alive, so their
-    ids stay theirs); a proxy refuses a restricted use only while a workflow runs."""
-    if _PROXIES:
+    (`from time import time` binds the member, not the module). Built outside the
+    sandbox, when a worker is made (it reads the worker's own modules, which stay alive,
+    so their ids stay theirs), again only if a restricted module was loaded since; a
+    proxy refuses a restricted use only while a workflow runs."""
+    members = SandboxRestrictions.default.invalid_module_members
+    loaded = {name for name in members.children if name in sys.modules}
+    if loaded == _BUILT_FOR:
         return _PROXIES
     from temporalio.worker.workflow_sandbox._restrictions import (
         RestrictedModule,
         RestrictionContext,
     )
 
-    members = SandboxRestrictions.default.invalid_module_members
     context = RestrictionContext()
     context.is_runtime = True  # the proxies are only reached from workflow code
     found: list[tuple[types.ModuleType, Any, SandboxMatcher]] = []
@@ -216,7 +231,9 @@ def _proxies() -> dict[int, Any]:
             wrapped = _wrapped(proxy, matcher, context, attr, value)
             if wrapped is not value:  # only what the restrictions wrap
                 proxies[id(value)] = wrapped
-    _PROXIES.update(proxies)
+    _PROXIES.update(proxies)  # workers made before keep theirs: ids stay valid
+    _BUILT_FOR.clear()
+    _BUILT_FOR.update(loaded)
     return _PROXIES
 
 

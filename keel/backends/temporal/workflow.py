@@ -58,37 +58,36 @@ class KeelWorkflow:
     and name); one class serves every App in the process, each worker handing it its own.
     """
 
-    # `self` unannotated: temporalio reads handler signatures and counts an annotated one
-    def __init__(self) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self) -> None:
         self.signals: dict[str, list[Any]] = {}
         self.live: dict[str, Any] = {}  # "port": this execution's TemporalExecution
         self.decisions = Decisions()  # requests for people it waits on, decisions taken
 
     @workflow.signal(dynamic=True)
-    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:  # type: ignore[no-untyped-def]
+    def on_signal(self, name: str, args: Sequence[RawValue]) -> None:
         convert = workflow.payload_converter()
         payload = convert.from_payload(args[0].payload) if args else None
         self.signals.setdefault(name, []).append(payload)
 
     @workflow.run
-    async def run(self, args: Sequence[RawValue]) -> Any:  # type: ignore[no-untyped-def]
+    async def run(self, args: Sequence[RawValue]) -> Any:
         here = hosted()
         return await _run(here, self.signals, args, self.live)
 
     # what the run holds now (typed state, degraded steps, signals awaited)
     @workflow.query(name=STATE_QUERY)
-    def state(self) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def state(self) -> dict[str, Any]:
         port = self.live.get("port")
         return {} if port is None else port.snapshot()
 
     # a person's decision on a request the run waits on (keel.backends.temporal.decisions)
     @workflow.update(name=DECIDE_UPDATE)
-    def decide(self, request: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def decide(self, request: Any) -> dict[str, Any]:
         taken: dict[str, Any] = self.decisions.take(request)
         return taken
 
     @decide.validator
-    def check_decision(self, request: Any) -> None:  # type: ignore[no-untyped-def]
+    def check_decision(self, request: Any) -> None:
         self.decisions.validate(request)  # refused: the caller gets why, history nothing
 
 
