@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from keel.backends.temporal.activity import check_size
 from keel.backends.temporal.decisions import DECIDE_UPDATE, Decisions
+from keel.backends.temporal.ended import write_end
 from keel.backends.temporal.port import TemporalExecution
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
 from keel.engine.context import Context
@@ -137,7 +138,7 @@ async def _run(
             raise port.hard_stop
         data = to_json(result, what=f"workflow {wf.name!r}")
         check_size(data, f"the result of workflow {wf.name!r}")
-        return from_json(data)
+        value = from_json(data)
     except Exception as exc:
         failure = port.hard_stop or exc
         if isinstance(failure, NonDeterminismError):
@@ -148,11 +149,14 @@ async def _run(
             # code is fixed, or is reset or terminated (docs/temporal.md).
             raise failure from None
         err = structured(failure)
+        await write_end(port, None, err)  # the store learns the end from the worker
         # the run fails, carrying Keel's structured error (a plain exception would
         # only fail the workflow task, retried forever)
         raise ApplicationError(
             err.message, err.model_dump(mode="json"), type=err.type, non_retryable=True
         ) from exc
+    await write_end(port, value)  # the store learns the end (and state) from the worker
+    return value
 
 
 __all__ = ["STATE_QUERY", "workflow_class"]
