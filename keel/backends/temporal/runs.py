@@ -26,7 +26,7 @@ from keel.backends.temporal.remote import backend_of, client_for
 from keel.errors import RunNotFound, RunSuspended
 from keel.handle import RunHandle, poll_run
 from keel.store.base import signal_refused
-from keel.types import RunInfo, RunStatus
+from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowExecution
@@ -139,6 +139,22 @@ async def list_runs(app: App, flt: RunFilter) -> list[RunInfo]:
     return shown[: flt.limit]
 
 
+async def steps(app: App, info: RunInfo) -> list[StepRecord]:
+    """`App.steps` for a run on Temporal: the entries its activities wrote to Keel's
+    store, plus the steps the workflow decided itself (timers, signal waits,
+    `ctx.now/uuid/random`), read from Temporal's history by a replay (decided.py)."""
+    records = await app.store.load_steps(info.id)
+    if not (on_temporal(info) or info.status.terminal):  # (an ended row has no lease)
+        return records
+    from keel.backends.temporal.decided import decided_steps
+
+    client = await client_for(app)
+    queue = backend_of(app).task_queue
+    decided = await decided_steps(app, client, info.id, info.workflow, queue)
+    known = {r.key for r in records}
+    return records + [r for r in decided if r.key not in known]
+
+
 async def wait(
     app: App,
     run_id: str,
@@ -244,6 +260,9 @@ class TemporalRuns:
 
     async def cancel(self, run_id: str) -> RunInfo | None:
         return await cancel(self.app, run_id)
+
+    async def steps(self, info: RunInfo) -> list[StepRecord]:
+        return await steps(self.app, info)
 
 
 # -- reading a run from Temporal ---------------------------------------------------------
@@ -404,4 +423,4 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-__all__ = ["TemporalRuns", "cancel", "get_run", "list_runs", "signal", "start", "wait"]
+__all__ = ["TemporalRuns", "cancel", "get_run", "list_runs", "signal", "start", "steps", "wait"]

@@ -20,6 +20,7 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from keel.backends.temporal.activity import check_size
+from keel.backends.temporal.decided import tap
 from keel.backends.temporal.decisions import DECIDE_UPDATE, Decisions
 from keel.backends.temporal.ended import write_end
 from keel.backends.temporal.port import TemporalExecution
@@ -131,6 +132,7 @@ async def _run(
     state = StateTracker(wf.state) if wf.state is not None else None
     port = TemporalExecution(run, app.registry.tools, signals, Scope("", state), features)
     live["port"] = port
+    tap(port)  # a replay that reads the steps the workflow decides (decided.py) records them
     try:
         kwargs = wf.kwargs(run.input)
         result = await wf.fn(Context(port, port.root), **kwargs)
