@@ -108,6 +108,11 @@ async def _claim_keys(client: Any, backend: Backend, rid: str) -> list[str]:
     return [json.loads(p.data)["key"] for p in payloads if p.metadata["encoding"] == ENCODING]
 
 
+async def _waits_for(app: keel.App, rid: str, name: str) -> None:
+    while name not in (await app.get_run(rid)).waiting_on:  # past the timer, at the wait
+        await asyncio.sleep(0.05)
+
+
 def _shape(steps: list[Any]) -> list[tuple[Any, ...]]:
     return [
         (s.key, s.kind.value, s.name, s.status.value, s.error.type if s.error else None)
@@ -127,10 +132,15 @@ async def test_steps_list_what_the_workflow_decided_as_on_keels_engine(
 
     app = _app(store_url)
     async with on_temporal(app, temporal_address) as t:
+        app.backend = t.backend  # app.steps reads Temporal's history too
         rid = await start(app, t.client, t.backend, "paced", {"name": "t"})
+        await asyncio.wait_for(_waits_for(app, rid, "go"), WAIT)
+        # a running run: its history so far, the wait it is in PENDING
+        assert _shape(await app.steps(rid)) == _shape(on_engine)[:2] + [
+            ("signal:go#0", "signal", "go", "pending", None)
+        ]
         await signal(t.client, rid, "go", {"by": "ada"})
         out = await asyncio.wait_for(result(app, t.client, rid), WAIT)
-        app.backend = t.backend  # app.steps reads Temporal's history too
         steps = await app.steps(rid)
     assert _shape(steps) == _shape(on_engine)
     by_key = {s.key: s for s in steps}

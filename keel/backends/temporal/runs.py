@@ -5,7 +5,9 @@ the App has a backend, so the CLI, the console and the API (which all go through
 methods) see Temporal runs as they see the engine's. Temporal is the truth for a run's
 status; Keel's store holds the row and the journal (`mirror.py`). A row Temporal
 executes that has not ended is refreshed from Temporal when read, and its end, once
-Temporal reports it, is written back (idempotent): the store catches up lazily.
+Temporal reports it, is written back (idempotent): the worker writes it first when the
+workflow returns or fails (ended.py), a cancellation only this way. `steps` adds the
+steps the workflow decided, replayed from Temporal's history (decided.py).
 
 Example:
     app = keel.App(backend="temporal://localhost:7233/default?task_queue=keel")
