@@ -136,9 +136,8 @@ async def test_steps_list_what_the_workflow_decided_as_on_keels_engine(
         rid = await start(app, t.client, t.backend, "paced", {"name": "t"})
         await asyncio.wait_for(_waits_for(app, rid, "go"), WAIT)
         # a running run: its history so far, the wait it is in PENDING
-        assert _shape(await app.steps(rid)) == _shape(on_engine)[:2] + [
-            ("signal:go#0", "signal", "go", "pending", None)
-        ]
+        pending = ("signal:go#0", "signal", "go", "pending", None)
+        assert _shape(await app.steps(rid)) == [*_shape(on_engine)[:2], pending]
         await signal(t.client, rid, "go", {"by": "ada"})
         out = await asyncio.wait_for(result(app, t.client, rid), WAIT)
         steps = await app.steps(rid)
