@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -41,16 +42,19 @@ async def record_end(
     """Record `info`'s end; True when this call recorded it (and ran the follow-ups)."""
     if not await end_with_state(app.store, info, result_json, state_json):
         return False
+    from keel.drift.observer import OBSERVED, monitors_of
+    from keel.observe.export import OTLPExport
+
+    monitors = monitors_of(app, info.workflow) if info.status in OBSERVED else ()
+    if not monitors and OTLPExport.from_env() is None:
+        return True  # nothing follows: the row as ended need not be read back
     stored = await app.store.get_run(info.id)
     if stored is None:
         return True
     from keel.backends.temporal.tracing import export_ended
 
     await export_ended(app, stored)
-    from keel.drift.observer import OBSERVED, monitors_of
-
-    monitors = monitors_of(app, stored.workflow)
-    if monitors and stored.status in OBSERVED:
+    if monitors:
         await app.drift.observer.observe(stored.id, stored.workflow, monitors)
     return True
 
@@ -123,7 +127,9 @@ async def _end(app: App, request: dict[str, Any]) -> bool:
     state = request.get("state")
     state_json = None if state is None else to_json(state, what="state")
     try:
-        return await record_end(app, info, result, state_json)
+        # shielded: a worker evicting the run cancels its local activity (it runs again
+        # on replay), which must not stop the follow-ups between the write and their end
+        return await asyncio.shield(record_end(app, info, result, state_json))
     except Exception:  # the client path records it later: never the run's failure
         _log.warning("the end of Temporal run %s could not be written", info.id, exc_info=True)
         return False
