@@ -284,11 +284,12 @@ async def _end(app: App, run_id: str, unrecorded: RunInfo | None = None) -> RunI
 
     client = await client_for(app)
     ended = await end_of(client, run_id)
-    if await app.store.get_run(run_id) is not None:  # Keel's store learns the end
-        await _ended(app, ended)
+    stored = await app.store.get_run(run_id)
+    if stored is not None and not stored.status.terminal:  # the worker did not write it
+        await _ended(app, ended)  # Keel's store learns the end (cancelled, terminated)
         stored = await app.store.get_run(run_id)
-        if stored is not None:
-            return stored
+    if stored is not None:
+        return stored
     base = unrecorded if unrecorded is not None else ended
     return base.model_copy(
         update={"status": ended.status, "result": ended.result, "error": ended.error}
