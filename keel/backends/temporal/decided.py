@@ -57,6 +57,8 @@ async def decided_steps(
     from keel.backends.temporal.worker import _converter
     from keel.backends.temporal.workflow import workflow_class
 
+    if workflow not in app.registry.workflows:  # no code to replay (keel show without --app)
+        return []
     try:
         history = await client.get_workflow_handle(run_id).fetch_history()
     except RPCError as exc:
@@ -65,8 +67,6 @@ async def decided_steps(
         raise
     started = history.events[0].workflow_execution_started_event_attributes
     if (started.workflow_type.name, started.task_queue.name) != (workflow, task_queue):
-        return []
-    if workflow not in app.registry.workflows:  # no code to replay: the effects only
         return []
     namespace = f"{_PREFIX}{uuid.uuid4().hex}"
     taken: list[StepRecord] = []
