@@ -57,7 +57,7 @@ def _app(store_url: str, **settings: Any) -> keel.App:
 
     app = keel.App(store_url, settings=Settings(**settings) if settings else None)
     app.tool(fetch)
-    app.workflow(state=Notes)(record_it)
+    app.workflow(state=Notes, monitors=[keel.drift.Distribution("found")])(record_it)
     app.workflow(paced)
     return app
 
@@ -90,6 +90,10 @@ async def test_the_worker_writes_a_runs_end_nobody_reads(
     assert failed.status is RunStatus.FAILED and failed.error is not None
     assert (failed.error.type, failed.error.step) == ("ValueError", "fetch#0")
     assert "no record named broken" in failed.error.message
+    # its drift monitor observed the run that succeeded (a failed one has no output)
+    key = keel.drift.Distribution("found").key
+    values = await app.store.drift_values("record_it", key, 10)
+    assert [(v.run_id, v.label) for v in values] == [(ok, "record a")]
     # ended in the store: retention takes the run with its claim blobs (the result's)
     purged = await app.store.purge_runs(PurgeScope(ended_before=await app.store.now() + 60))
     assert purged.runs == 2 and purged.blobs >= len(keys) >= 1
