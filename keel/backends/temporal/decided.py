@@ -131,13 +131,15 @@ class _Tap:
             started_at=now,
             **kw,
         )
-        self.taken.append(rec)
+        if rec.status is StepStatus.PENDING:  # a wait: listed from its start
+            self.taken.append(rec)
         return rec
 
     def on_value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
         rec = self._entry(scope, name, StepKind.VALUE, "", name=name, status=StepStatus.OK)
-        rec.output = self.value(scope, name, make)
+        rec.output = self.value(scope, name, make)  # (a value Temporal cannot make raises)
         rec.ended_at = rec.started_at
+        self.taken.append(rec)
         return rec.output
 
     async def on_sleep(self, scope: Scope, seconds: float) -> None:
