@@ -114,6 +114,7 @@ async def serve(
     from temporalio.worker import Worker
 
     from keel.backends.temporal.activity import make_activity
+    from keel.backends.temporal.ended import make_end_activity
     from keel.backends.temporal.features import features_for
     from keel.backends.temporal.model_calls import make_model_activity
     from keel.backends.temporal.operation import make_op_activity
@@ -134,6 +135,7 @@ async def serve(
             make_op_activity(app),
             make_model_activity(app),
             make_people_activity(app),
+            make_end_activity(app),  # a run's end, written by the worker (ended.py)
         ],
         max_cached_workflows=max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=grace or 0),

@@ -21,7 +21,9 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from keel.backends.temporal.activity import check_size
+from keel.backends.temporal.decided import tap
 from keel.backends.temporal.decisions import DECIDE_UPDATE, Decisions
+from keel.backends.temporal.ended import write_end
 from keel.backends.temporal.port import TemporalExecution
 from keel.backends.temporal.sandbox import Hosted, hosted, hosting, sandboxed
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
@@ -116,6 +118,7 @@ async def _run(
     state = StateTracker(wf.state) if wf.state is not None else None
     port = TemporalExecution(run, app.registry.tools, signals, Scope("", state), features)
     live["port"] = port
+    tap(port)  # a replay that reads the steps the workflow decides (decided.py) records them
     try:
         kwargs = wf.kwargs(run.input)
         result = await sandboxed(wf, here)(Context(port, port.root), **kwargs)
@@ -123,7 +126,7 @@ async def _run(
             raise port.hard_stop
         data = to_json(result, what=f"workflow {wf.name!r}")
         check_size(data, f"the result of workflow {wf.name!r}")
-        return from_json(data)
+        value = from_json(data)
     except Exception as exc:
         failure = port.hard_stop or exc
         if isinstance(failure, NonDeterminismError):
@@ -134,11 +137,14 @@ async def _run(
             # code is fixed, or is reset or terminated (docs/temporal.md).
             raise failure from None
         err = structured(failure)
+        await write_end(port, None, err)  # the store learns the end from the worker
         # the run fails, carrying Keel's structured error (a plain exception would
         # only fail the workflow task, retried forever)
         raise ApplicationError(
             err.message, err.model_dump(mode="json"), type=err.type, non_retryable=True
         ) from exc
+    await write_end(port, value)  # the store learns the end (and state) from the worker
+    return value
 
 
 __all__ = ["STATE_QUERY", "KeelWorkflow", "hosted_workflows"]
