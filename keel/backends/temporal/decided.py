@@ -54,8 +54,9 @@ async def decided_steps(
     from temporalio.service import RPCError, RPCStatusCode
     from temporalio.worker import Replayer
 
+    from keel.backends.temporal.features import features_for
     from keel.backends.temporal.worker import _converter
-    from keel.backends.temporal.workflow import workflow_class
+    from keel.backends.temporal.workflow import hosted_workflows
 
     if workflow not in app.registry.workflows:  # no code to replay (keel show without --app)
         return []
@@ -73,8 +74,9 @@ async def decided_steps(
     with _guard:
         _TAPS[namespace] = taken
     try:
+        # Unsandboxed: the history is what the run did, and the reader's CPU matters.
         replay = Replayer(
-            workflows=[workflow_class(app)],
+            **hosted_workflows(app, features_for(app), sandbox=False),
             data_converter=_converter(app.codec, lambda: app.store),
             namespace=namespace,
             workflow_task_executor=_executor(),
