@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socketserver  # noqa: F401  (binds time.monotonic too: must not rename a refusal)
 import time
 import uuid
 from collections.abc import AsyncIterator

@@ -221,16 +221,21 @@ def _proxies() -> dict[int, Any]:
             if isinstance(inner, types.ModuleType) and inner_matcher is not None:
                 found.append((inner, _wrapped(proxy, matcher, context, sub, inner), inner_matcher))
     proxies: dict[int, Any] = {id(mod): proxy for mod, proxy, _ in found if proxy is not mod}
-    for mod, proxy, matcher in found:
-        for attr in dir(mod):
-            value = getattr(mod, attr, None)
-            if attr.startswith("_") or not callable(value) or id(value) in proxies:
-                continue
-            if isinstance(value, types.ModuleType):
-                continue
-            wrapped = _wrapped(proxy, matcher, context, attr, value)
-            if wrapped is not value:  # only what the restrictions wrap
-                proxies[id(value)] = wrapped
+    # A callable's own module first: socketserver binds time.monotonic as `time`, and a
+    # refusal must name time.monotonic whichever module was imported first.
+    for own in (True, False):
+        for mod, proxy, matcher in found:
+            for attr in dir(mod):
+                value = getattr(mod, attr, None)
+                if attr.startswith("_") or not callable(value) or id(value) in proxies:
+                    continue
+                if isinstance(value, types.ModuleType):
+                    continue
+                if own != (getattr(value, "__module__", None) == mod.__name__):
+                    continue
+                wrapped = _wrapped(proxy, matcher, context, attr, value)
+                if wrapped is not value:  # only what the restrictions wrap
+                    proxies[id(value)] = wrapped
     _PROXIES.update(proxies)  # workers made before keep theirs: ids stay valid
     _BUILT_FOR.clear()
     _BUILT_FOR.update(loaded)
