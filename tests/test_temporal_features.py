@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,24 +16,9 @@ from keel.backends.temporal import result, start
 from keel.types import StepKind, StepStatus
 from tests.behaviour import feature_scenarios
 from tests.behaviour.feature_scenarios import FEATURE_SCENARIOS, build
-from tests.temporal_run import OnTemporal, on_keel, on_temporal
+from tests.temporal_run import OnTemporal, executor_fixtures, on_keel, on_temporal
 
-
-@pytest.fixture
-async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
-    app = build(store_url)
-    async with on_temporal(app, temporal_address) as t:
-        yield t
-    await app.close()
-
-
-@pytest.fixture
-async def keel_app(store_url: str) -> AsyncIterator[Any]:
-    from keel.engine.runtime import Settings
-
-    app = build(store_url, settings=Settings(poll_interval=0.02))
-    yield app
-    await app.close()
+temporal, keel_app = executor_fixtures(build)
 
 
 def _fill(value: Any, tag: str) -> Any:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,27 +23,13 @@ from tests.apps import temporal_tools_app
 from tests.behaviour import tool_scenarios
 from tests.behaviour.tool_scenarios import TOOL_SCENARIOS, build
 from tests.limits import WAIT
-from tests.temporal_run import OnTemporal, on_keel, on_temporal
+from tests.temporal_run import OnTemporal, executor_fixtures, on_keel
 
 ROOT = Path(__file__).resolve().parents[1]
 _ENTRY = [sys.executable, "-m", "keel.backends.temporal", "tests.apps.temporal_tools_app"]
 
 
-@pytest.fixture
-async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
-    app = build(store_url)
-    async with on_temporal(app, temporal_address) as t:
-        yield t
-    await app.close()
-
-
-@pytest.fixture
-async def keel_app(store_url: str) -> AsyncIterator[Any]:
-    from keel.engine.runtime import Settings
-
-    app = build(store_url, settings=Settings(poll_interval=0.02))
-    yield app
-    await app.close()
+temporal, keel_app = executor_fixtures(build)
 
 
 def _input(value: dict[str, Any], tag: str) -> dict[str, Any]:
