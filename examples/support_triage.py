@@ -554,7 +554,7 @@ async def main(argv: list[str] | None = None) -> Outcome:
 
     try:
         handle = await app.start(triage, {"ticket": ticket})
-        info = await handle.settle(timeout=30)
+        info = await handle.settle(timeout=120)  # generous: the first run loads models
         print(f"run {info.id}: {info.status.value}, waiting on {info.waiting_on}")
         if "approval" not in info.waiting_on:  # it failed, or a person must fix the draft first
             if info.error is not None:
@@ -571,7 +571,7 @@ async def main(argv: list[str] | None = None) -> Outcome:
         decision = {"approved": not args.reject, "reviewer": args.reviewer}
         print(f"\nsignal approval {json.dumps(decision)}")
         await app.signal(handle.id, "approval", decision)
-        outcome: Outcome = await handle.result(timeout=30)
+        outcome: Outcome = await handle.result(timeout=120)
     finally:
         await app.close()
 

@@ -498,8 +498,8 @@ class App:
 
     async def steps(self, run_id: str) -> list[StepRecord]:
         """The run's journal, in execution order."""
-        await self.get_run(run_id)
-        records = await self.store.load_steps(run_id)
+        info, t = await self.get_run(run_id), _temporal(self)  # Temporal: + history's steps
+        records = await (t.steps(info) if t else self.store.load_steps(run_id))
         return sorted(records, key=lambda r: (r.started_at, r.key))
 
     async def signal(

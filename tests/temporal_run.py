@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+
+import pytest
 
 import keel
 from keel.backends.temporal import Backend, connect, result, serve, signal, start
@@ -53,6 +55,32 @@ async def on_temporal(app: keel.App, address: str) -> AsyncIterator[OnTemporal]:
     client = await connect(backend, app=app)
     async with serve(app, client, backend, max_cached_workflows=0):
         yield OnTemporal(app, client, backend)
+
+
+def executor_fixtures(build: Callable[..., keel.App]) -> tuple[Any, Any]:
+    """A behaviour file's two fixtures: `temporal`, the App `build(store_url)` makes,
+    hosted by a Temporal worker; `keel_app`, the same App on Keel's engine.
+
+    Example:
+        temporal, keel_app = executor_fixtures(build)
+    """
+
+    @pytest.fixture(name="temporal")
+    async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
+        app = build(store_url)
+        async with on_temporal(app, temporal_address) as t:
+            yield t
+        await app.close()
+
+    @pytest.fixture(name="keel_app")
+    async def keel_app(store_url: str) -> AsyncIterator[keel.App]:
+        from keel.engine.runtime import Settings
+
+        app = build(store_url, settings=Settings(poll_interval=0.02))
+        yield app
+        await app.close()
+
+    return temporal, keel_app
 
 
 async def on_keel(

@@ -16,7 +16,6 @@ from pydantic import BaseModel
 
 import keel
 from keel.backends.temporal import Backend, from_env, result, start
-from keel.engine.recovery import StepPolicy
 from tests.limits import WAIT
 from tests.temporal_run import OnTemporal, on_temporal
 
@@ -105,15 +104,6 @@ async def uses_unregistered(ctx: keel.Context) -> int:
     return int(await ctx.call(unregistered, 1))
 
 
-async def uses_own_escalation(ctx: keel.Context) -> Any:
-    async def effect() -> int:
-        return 1
-
-    # Fallback.human on an operation of one's own: not carried yet (a tool's is)
-    policy = StepPolicy(fallback=keel.Fallback.human())
-    return await ctx.operation("own").run(effect, int, policy)
-
-
 async def takes_days(ctx: keel.Context) -> str:
     began = ctx.now()
     await ctx.sleep(2 * 86400)
@@ -160,7 +150,6 @@ async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTem
     for wf in (
         checkout,
         uses_unregistered,
-        uses_own_escalation,
         uses_llm,
         takes_days,
         too_big,
@@ -203,9 +192,6 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
         await start(t.app, t.client, t.backend, "checkout", {"order": 5, "x": 1}, run_id=rid)
     with pytest.raises(keel.InputError, match="contains a space"):
         await start(t.app, t.client, t.backend, "checkout", {"order": "o"}, run_id="a b")
-    t.app.workflow(name="sampled", sample=keel.hitl.Sample(rate=1.0))(checkout)
-    with pytest.raises(keel.ConfigError, match=r"novelty= or sample= .* not supported on the"):
-        await start(t.app, t.client, t.backend, "sampled", {"order": "o"}, run_id=rid)
     from temporalio.service import RPCError
 
     with pytest.raises(RPCError):  # nothing was started under that id
@@ -216,11 +202,6 @@ async def test_bad_input_is_refused_before_anything_starts(temporal: OnTemporal)
     ("workflow", "error", "says"),
     [
         ("uses_unregistered", "ConfigError", "a tool must be registered with @app.tool"),
-        (
-            "uses_own_escalation",
-            "ConfigError",
-            "step 'own#0' with Fallback.human (escalations) is not supported on the Temporal",
-        ),
         ("uses_llm", "ConfigError", "this app has no model configured"),
     ],
 )

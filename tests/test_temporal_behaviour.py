@@ -4,30 +4,14 @@ outcome on Keel's engine and on Temporal (a real dev server, every task replayed
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from tests.behaviour.scenarios import SCENARIOS, Scenario, build
-from tests.temporal_run import OnTemporal, on_keel, on_temporal
+from tests.temporal_run import OnTemporal, executor_fixtures, on_keel
 
-
-@pytest.fixture
-async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
-    app = build(store_url)
-    async with on_temporal(app, temporal_address) as t:
-        yield t
-    await app.close()
-
-
-@pytest.fixture
-async def keel_app(store_url: str) -> AsyncIterator[Any]:
-    from keel.engine.runtime import Settings
-
-    app = build(store_url, settings=Settings(poll_interval=0.02))
-    yield app
-    await app.close()
+temporal, keel_app = executor_fixtures(build)
 
 
 def _input(s: Scenario) -> dict[str, Any]:

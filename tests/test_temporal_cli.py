@@ -141,6 +141,9 @@ def test_the_cli_drives_runs_on_temporal(env: dict[str, str]) -> None:
         shown = json.loads(ok("show", "ap-1", "--json", "--backend", url, env=env))
         assert shown["result"] == "hello bo, approved by cy"
         assert [s["key"] for s in shown["steps"]] == ["greet_tool#0"]
+        # with the App's code, the steps the workflow decided too (its history replayed)
+        shown = json.loads(ok("show", "ap-1", "--json", "--backend", url, "--app", APP, env=env))
+        assert [s["key"] for s in shown["steps"]] == ["greet_tool#0", "signal:go#0", "now#0"]
         trace = ok("trace", "ap-1", "--backend", url, env=env)
         assert "greet_tool" in trace
         assert ok("costs", "--by", "run", "--json", env=env).strip().startswith("[")
@@ -270,7 +273,10 @@ async def _console_shows(app: keel.App) -> None:
         assert {r["id"]: r["status"] for r in listed}["held-1"] == "WAITING"
         one = (await c.get("/api/v1/runs/held-1", headers=auth)).json()
         assert one["run"]["status"] == "WAITING" and one["run"]["waiting_on"] == ["go"]
-        assert [s["key"] for s in one["journal"]] == ["greet_tool#0"]
+        # the wait it is in, from Temporal's history, as the engine's journal shows it
+        journal = [(s["key"], s["status"]) for s in one["journal"]]
+        assert journal == [("greet_tool#0", "ok"), ("signal:go#0", "pending")]
         await sign_in(c, token)
         page = await c.get("/runs/held-1")
         assert page.status_code == 200 and "WAITING" in page.text and "greet_tool#0" in page.text
+        assert "signal:go#0" in page.text

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import keel
 from keel.backends.temporal import Backend, connect, result, serve, start
 from keel.backends.temporal import signal as send
+from keel.types import StepStatus
 from tests.apps import temporal_app
 from tests.limits import WAIT
 
@@ -132,3 +134,87 @@ async def test_the_worker_entry_stops_cleanly_on_sigterm(
         if worker.poll() is None:
             worker.kill()
             worker.wait(timeout=WAIT)
+
+
+_MEMORY_WORKER = [sys.executable, "-m", "keel.backends.temporal", "tests.apps.temporal_memory_app"]
+
+
+class _ShortTasks:
+    """A client interceptor giving each started workflow a one-second task timeout: a
+    worker killed mid-task has its task handed to another after a second, not ten."""
+
+    def intercept_client(self, next: Any) -> Any:
+        from dataclasses import replace
+        from datetime import timedelta
+
+        from temporalio.client import OutboundInterceptor
+
+        class Short(OutboundInterceptor):
+            async def start_workflow(self, input: Any) -> Any:
+                short = replace(input, task_timeout=timedelta(seconds=1))
+                return await super().start_workflow(short)
+
+        return Short(next)
+
+
+async def test_a_forget_interrupted_after_its_delete_finishes_once(
+    temporal_address: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ctx.memory.forget: the worker dies after the memory store deleted the memory,
+    before the outcome is recorded. Its intent is on record, so the next worker's
+    replay knows the memory it finds gone is this run's own delete: the step ends OK
+    once, and the memory stays gone (rows and vector index)."""
+    from temporalio.client import Client
+
+    from tests.apps import temporal_memory_app
+
+    monkeypatch.setenv("KEEL_TEST_DIR", str(tmp_path))
+    url = f"sqlite:///{tmp_path}/keel.db"  # the workers' store: the dead one's and ours
+    monkeypatch.setenv("KEEL_STORE", url)
+    backend = Backend(address=temporal_address, task_queue=f"forget-{uuid.uuid4().hex[:8]}")
+    doomed = subprocess.Popen(
+        [*_MEMORY_WORKER, "--backend", backend.url, "--max-cached-workflows", "0"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "KEEL_TEST_DIE": "forget"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert doomed.stdout is not None
+        assert doomed.stdout.readline().startswith("serving forget_later on temporal://")
+        app = temporal_memory_app.build(url)
+        client = await connect(backend, app=app)
+        config = client.config()
+        config["interceptors"] = [*config["interceptors"], _ShortTasks()]
+        client = Client(**config)
+        rid = await start(app, client, backend, "forget_later", {"user": "ada"})
+        history = client.get_workflow_handle(rid)
+
+        async def added() -> bool:  # the add's outcome is in history: it waits for "go"
+            events = (await history.fetch_history()).events
+            return any(e.HasField("workflow_task_completed_event_attributes") for e in events)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + WAIT
+        while not await added():
+            assert loop.time() < deadline, "the run never reached its wait"
+            await asyncio.sleep(0.05)
+        await send(client, rid, "go")
+        assert doomed.wait(timeout=WAIT) == -9  # it killed itself between delete and outcome
+        steps = {s.key: s for s in await app.steps(rid)}
+        memory_id = steps["memory.add#0"].output[0]
+        intent = steps["memory.forget#0"]  # recorded before the delete, no outcome yet
+        assert intent.status is StepStatus.PENDING and intent.error is None
+        assert await app.store.memory_rows(ids=[memory_id], vectors=False) == []
+        async with serve(app, client, backend, max_cached_workflows=0):
+            assert await asyncio.wait_for(result(app, client, rid), WAIT) == memory_id
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+            doomed.wait(timeout=WAIT)
+    steps = {s.key: s for s in await app.steps(rid)}
+    assert steps["memory.forget#0"].status is StepStatus.OK
+    assert steps["memory.forget#0"].output == memory_id
+    assert await app.store.memory_rows(ids=[memory_id], vectors=False) == []
+    assert await app.memory.search("ada likes chess", namespace="ada") == []
+    await app.close()

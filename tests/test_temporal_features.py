@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,24 +16,9 @@ from keel.backends.temporal import result, start
 from keel.types import StepKind, StepStatus
 from tests.behaviour import feature_scenarios
 from tests.behaviour.feature_scenarios import FEATURE_SCENARIOS, build
-from tests.temporal_run import OnTemporal, on_keel, on_temporal
+from tests.temporal_run import OnTemporal, executor_fixtures, on_keel, on_temporal
 
-
-@pytest.fixture
-async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
-    app = build(store_url)
-    async with on_temporal(app, temporal_address) as t:
-        yield t
-    await app.close()
-
-
-@pytest.fixture
-async def keel_app(store_url: str) -> AsyncIterator[Any]:
-    from keel.engine.runtime import Settings
-
-    app = build(store_url, settings=Settings(poll_interval=0.02))
-    yield app
-    await app.close()
+temporal, keel_app = executor_fixtures(build)
 
 
 def _fill(value: Any, tag: str) -> Any:
@@ -111,10 +95,48 @@ async def test_a_tool_call_is_in_keel_store_too(temporal_address: str, store_url
     await app.close()
 
 
-async def test_forgetting_a_memory_is_refused_by_name(temporal: OnTemporal) -> None:
-    """ctx.memory.forget deletes in the workflow's own code between recording its intent
-    and its outcome: not carried on Temporal yet, and refused rather than run on replay."""
+async def test_a_forget_and_a_budget_leave_their_steps_in_keel_store(
+    temporal: OnTemporal,
+) -> None:
+    """The forget's intent and outcome, and a budgeted operation's attempts, as Keel's
+    engine journals them: the memory is gone from the store."""
     t = temporal
-    rid = await start(t.app, t.client, t.backend, "forget_fact", {"user": uuid.uuid4().hex[:6]})
-    with pytest.raises(keel.RunFailed, match=r"ctx\.memory\.forget is not supported on the Tem"):
-        await result(t.app, t.client, rid)
+    user = uuid.uuid4().hex[:6]
+    rid = await start(t.app, t.client, t.backend, "forget_fact", {"user": user})
+    assert (await result(t.app, t.client, rid))["hits"] == 0
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    memory_id = steps["memory.add#0"].output[0]
+    assert steps["memory.forget#0"].status is StepStatus.OK
+    assert steps["memory.forget#0"].output == memory_id
+    assert steps["memory.forget#1"].status is StepStatus.ERROR
+    assert await t.app.store.memory_rows(ids=[memory_id], vectors=False) == []
+    rid = await start(t.app, t.client, t.backend, "budgeted_ops", {"question": user})
+    await result(t.app, t.client, rid)
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    assert (steps["flaky#0"].status, steps["flaky#0"].attempts) == (StepStatus.OK, 3)
+    spent = steps["flaky#1"]
+    assert spent.status is StepStatus.ERROR and spent.error is not None
+    assert (spent.error.type, spent.attempts) == ("BudgetExceeded", 1)
+
+
+async def test_a_gateway_retry_budget_is_refused_by_name(
+    temporal_address: str, store_url: str
+) -> None:
+    """A Gateway's `Retry(budget=)` on its model calls is not carried yet: the run fails
+    naming it, rather than retrying past the budget."""
+    model = keel.llm.ScriptedModel(default="hello")
+    gateway = keel.llm.Gateway({"m": model}, default="m", retry=keel.Retry(attempts=2, budget=1))
+    app = keel.App(store_url, llm=gateway)
+
+    @app.workflow
+    async def greet(ctx: keel.Context) -> str:
+        return str(await ctx.llm.text("hi"))
+
+    async with on_temporal(app, temporal_address) as t:
+        rid = await start(app, t.client, t.backend, "greet", {})
+        with pytest.raises(keel.RunFailed) as failed:
+            await result(app, t.client, rid)
+    err = failed.value.error
+    assert err is not None and err.type == "ConfigError"
+    assert "model call 'llm:text#0' with a Gateway Retry(budget=...) is not supp" in err.message
+    await app.close()

@@ -217,6 +217,60 @@ async def test_a_rejected_escalation_fails_the_step(env: Env) -> None:
     assert "was rejected by rita: account closed" in out
 
 
+async def test_a_novel_input_waits_for_a_person_before_any_step(env: Env) -> None:
+    """`novelty=`: the score is a durable operation, a novel input's review is in Keel's
+    store with the engine's id, the run waits for it; a familiar input never asks."""
+    near = await env.start("vet", {"text": "a refund please"})
+    assert await env.result(near) == "handled: a refund please"
+    assert [r for r in await env.app.approvals.list(status="all") if r.run_id == near] == []
+    rid = await env.start("vet", {"text": "a cake recipe"})
+    req = await env.request(rid)
+    assert (req.id, req.kind, req.queue) == (f"{rid}:novelty:input#0", "novelty", "odd")
+    assert (req.request["score"], req.request["threshold"]) == (1.0, 0.0)
+    steps = {s.key: s.status.value for s in await env.app.steps(rid)}
+    assert steps == {"novelty#0": "ok", "novelty:input#0": "pending"}
+    run = await env.app.get_run(rid)
+    assert (run.status, run.waiting_on) == (keel.RunStatus.WAITING, [f"review:{req.id}"])
+    with pytest.raises(keel.InputError, match="only tool arguments can be edited"):
+        await env.app.approvals.edit(req.id, {"text": "x"}, by="ada")
+    await env.app.approvals.approve(req.id, by="ada")
+    assert await env.result(rid) == "handled: a cake recipe"
+    await _replays(env, rid)
+
+
+async def test_an_own_operation_escalates_and_a_resolution_resumes_it(env: Env) -> None:
+    """`Fallback.human` on a `ctx.operation(...)` effect: escalated as a tool's is (the
+    packet, the pending entry), a resolution that does not fit its type refused."""
+    rid = await env.start("consult", {"question": "meaning"})
+    esc = await env.escalation(rid)
+    assert esc.id == f"{rid}:oracle#0"
+    assert "tool 'oracle' failed after 1 attempt(s)" in esc.packet.reason
+    assert "503 from the oracle" in esc.packet.reason
+    assert esc.packet.result_schema == {"type": "integer"}
+    [waiting] = [s for s in await env.app.steps(rid) if s.key == "oracle#0"]
+    assert (waiting.status.value, waiting.fallback) == ("pending", "human")
+    with pytest.raises(keel.InputError, match="is invalid"):
+        await env.app.escalations.resolve(esc.id, result="lots", by="rita")
+    await env.app.escalations.resolve(esc.id, result=42, by="rita")
+    assert await env.result(rid) == "the oracle says 42"
+    [step] = [s for s in await env.app.steps(rid) if s.key == "oracle#0"]
+    assert (step.status.value, step.fallback, step.output) == ("ok", "human", 42)
+    await _replays(env, rid)
+
+
+async def test_a_run_is_sampled_once_however_often_its_end_is_read(env: Env) -> None:
+    """`sample=Sample(per_day=1)`: the end is recorded once, so the run is one candidate
+    of the day however many reads learn of the end."""
+    rid = await env.start("tally_daily", {"n": 3})
+    assert await env.result(rid) == 6
+    await env.app.get_run(rid)
+    await env.app.list_runs()
+    [sample] = await env.app.reviews.list(workflow="tally_daily")
+    assert (sample.id, sample.run_id, sample.request["slot"]) == (f"{rid}:sample", rid, 0)
+    day = sample.request["day"]
+    assert await env.app.store.count_sample("tally_daily", day) == 2  # this probe is the 2nd
+
+
 async def test_an_approval_times_out_in_virtual_time(env: Env) -> None:
     """A two-day deadline with on_timeout="reject", on Temporal's time skipping: the
     timer fires, the request is expired in Keel's store, the workflow gets the rejection."""

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +18,18 @@ import pytest
 
 import keel
 from keel.backends.temporal import Backend, connect, result, serve, start
-from keel.engine.recovery import StepPolicy
 from keel.types import StepKind, StepStatus
 from tests.apps import temporal_tools_app
 from tests.behaviour import tool_scenarios
 from tests.behaviour.tool_scenarios import TOOL_SCENARIOS, build
 from tests.limits import WAIT
-from tests.temporal_run import OnTemporal, on_keel, on_temporal
+from tests.temporal_run import OnTemporal, executor_fixtures, on_keel
 
 ROOT = Path(__file__).resolve().parents[1]
 _ENTRY = [sys.executable, "-m", "keel.backends.temporal", "tests.apps.temporal_tools_app"]
 
 
-@pytest.fixture
-async def temporal(temporal_address: str, store_url: str) -> AsyncIterator[OnTemporal]:
-    app = build(store_url)
-    async with on_temporal(app, temporal_address) as t:
-        yield t
-    await app.close()
-
-
-@pytest.fixture
-async def keel_app(store_url: str) -> AsyncIterator[Any]:
-    from keel.engine.runtime import Settings
-
-    app = build(store_url, settings=Settings(poll_interval=0.02))
-    yield app
-    await app.close()
+temporal, keel_app = executor_fixtures(build)
 
 
 def _input(value: dict[str, Any], tag: str) -> dict[str, Any]:
@@ -98,22 +82,6 @@ async def test_irreversible_attempts_are_in_keel_store(temporal: OnTemporal) -> 
     assert tool_scenarios.effects[token] == 2  # the failed attempt, then the one that did it
     step = (await _steps(t.app, rid))["transfer#0"]
     assert step.status is StepStatus.OK and step.attempts == 2
-
-
-async def test_what_is_not_carried_yet_is_refused(temporal: OnTemporal) -> None:
-    t = temporal
-
-    async def own_budget(ctx: keel.Context) -> None:
-        async def effect() -> int:
-            return 1
-
-        # a per-run retry budget on an operation of one's own: not carried yet
-        await ctx.operation("own").run(effect, int, StepPolicy(retry=keel.Retry(budget=2)))
-
-    t.app.workflow(own_budget)
-    rid = await start(t.app, t.client, t.backend, "own_budget", {})
-    with pytest.raises(keel.RunFailed, match=r"Retry\(budget=\.\.\.\) .* not supported"):
-        await result(t.app, t.client, rid)
 
 
 def _effects(log: Path) -> list[list[str]]:

@@ -323,7 +323,8 @@ def show(
             "--app",
             metavar="MODULE",
             help="Module or .py path defining the run's App: its state model gives the "
-            "state the run started with (otherwise inferred from the final state).",
+            "state the run started with (otherwise inferred from the final state); on "
+            "Temporal its code lists the steps the workflow decided (timers, signals, values).",
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -343,10 +344,18 @@ def show(
     before its next one; --json gives each step `state_changed` and `state_after`.
     Inputs, outputs, state and errors are shown redacted unless --raw.
     """
+    from keel.loader import load_app
     from keel.observe.journal_view import journal_view, starting_state
+
+    try:
+        user_app = None if app_ref is None else load_app(app_ref)
+    except KeelError as exc:
+        _fail(exc.message)
 
     async def go() -> Any:
         app = _store_app(backend)
+        if user_app is not None:  # its code replays a Temporal run: the steps it decided
+            app.registry = user_app.registry
         try:
             return await app.get_run(run_id), await app.steps(run_id), app.redactor
         finally:
@@ -354,14 +363,8 @@ def show(
 
     info, steps, redactor = _run(go)
     initial, fields = None, None
-    if app_ref is not None:
-        from keel.loader import load_app
-
-        try:
-            user_app = load_app(app_ref)
-            registry, redactor = user_app.registry, user_app.redactor
-        except KeelError as exc:
-            _fail(exc.message)
+    if user_app is not None:
+        registry, redactor = user_app.registry, user_app.redactor
         if info.workflow not in registry.workflows:
             known = ", ".join(sorted(registry.workflows)) or "none"
             _fail(

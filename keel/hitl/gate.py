@@ -236,7 +236,8 @@ async def check_novelty(ctx: Context, store: Store, detector: Any, inputs: dict[
             f"threshold of {verdict['threshold']:.3f}: unlike anything seen",
         },
         queue=detector.queue,
-        timeout=None,
+        timeout=None,  # no deadline, so `store` is never written from here: the same code
+        # runs inside a Temporal workflow, where only activities may touch a store
     )
     if decision.get("status") == "rejected":
         reason = decision.get("reason") or "no reason given"

@@ -18,6 +18,7 @@ from keel.types import ReviewRequest, RunStatus
 
 if TYPE_CHECKING:
     from keel.hitl.host import Host
+    from keel.types import RunInfo
 
 log = logging.getLogger("keel.hitl")
 
@@ -35,9 +36,8 @@ class Sampler(Hooks):
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def run_finished(self, run_id: str, workflow: str, status: RunStatus) -> None:
-        wf = self.app.registry.workflows.get(workflow)
-        policy = getattr(wf, "sample", None) if wf else None
-        if status is not RunStatus.SUCCEEDED or not isinstance(policy, Sample):
+        policy = _policy(self.app, workflow, status)
+        if policy is None:
             return
         task = asyncio.get_running_loop().create_task(self.consider(run_id, workflow, policy))
         self._tasks.add(task)
@@ -116,3 +116,28 @@ class Sampler(Hooks):
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _policy(app: Host, workflow: str, status: RunStatus) -> Sample | None:
+    """The sampling policy that applies to a run of `workflow` ending `status`, if any."""
+    wf = app.registry.workflows.get(workflow)
+    policy = getattr(wf, "sample", None) if wf else None
+    if status is not RunStatus.SUCCEEDED or not isinstance(policy, Sample):
+        return None
+    return policy
+
+
+async def sample_ended(app: Host, run: RunInfo) -> bool:
+    """Consider a run that ended on another executor (Temporal) for its workflow's
+    sampled review, as Keel's engine does when its worker ends one; True if it entered
+    the queue. Call it once per run: the first time its end is recorded
+    (a per-day reservoir counts every call as one more candidate).
+
+    Example (what keel.backends.temporal.ended does):
+        if await end_run(app.store, info, result_json):
+            await sample_ended(app, info)
+    """
+    policy = _policy(app, run.workflow, run.status)
+    if policy is None:
+        return False
+    return await Sampler(app).consider(run.id, run.workflow, policy)

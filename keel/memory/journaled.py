@@ -6,18 +6,20 @@
 - `add`, `add_many` and `supersede` derive their ids from the run id and the
   operation's key, and the store inserts idempotently by id: a write re-executed after
   a crash (done, but not yet journaled) writes nothing new. Exactly once.
-- `forget` records that it started before it deletes, so a re-execution that finds the
-  memory gone knows it was this run's own delete.
+- `forget` records its intent before it deletes (an irreversible step), so a
+  re-execution that finds the memory gone knows it was this run's own delete; on both
+  executors (on Temporal the intent is in Keel's store, keel.backends.temporal.intent).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from keel.engine.recovery import PLAIN, StepPolicy
-from keel.errors import ConfigError, InputError, KeelError, MemoryNotFound
+from keel.errors import ConfigError, InputError, MemoryNotFound
 from keel.memory import _checks
 from keel.memory.hit import MemoryHit
 from keel.types import StepKind
@@ -125,22 +127,27 @@ class JournaledMemory:
         return out
 
     async def forget(self, memory_id: str) -> None:
-        """`Memory.forget`, once (a re-execution after its delete is not an error)."""
+        """`Memory.forget`, once (a re-execution after its delete is not an error).
+
+        An irreversible effect: its intent is journaled before the delete, so an
+        execution that finds the intent without an outcome (its worker died between
+        them) deletes again, and a memory already gone is this run's own delete."""
         op = self._op("forget", memory_id)
-        if op.done:
-            await op.replay()
-            return
-        resumed = op.begun
-        if not resumed:
-            await op.begin()
-        try:
-            await self._memory.forget(memory_id)
-        except MemoryNotFound as e:
-            if not resumed:  # this run never deleted it: the id is wrong
-                await op.fail(e)
-        except KeelError as e:
-            await op.fail(e)
-        await op.finish(memory_id)  # what its span shows it deleted
+        mem = self._memory
+
+        async def delete() -> str:
+            await mem.forget(memory_id)
+            return memory_id  # what its span shows it deleted
+
+        async def resume(idempotency_key: str) -> str:
+            try:
+                await mem.forget(memory_id)
+            except MemoryNotFound:
+                pass  # the interrupted execution deleted it
+            return memory_id
+
+        once = replace(PLAIN, irreversible=True, reconcile=resume)
+        await op.run(delete, str, once)
 
     async def extract(
         self,

@@ -24,6 +24,7 @@ async def greet(ctx: keel.Context, name: str) -> str:
 async def approve(ctx: keel.Context, name: str) -> str:
     hello = await ctx.call(greet_tool, name)
     by = await ctx.wait_for("go", timeout=3600)
+    ctx.now()  # a value the workflow decides: `keel show --app` lists it
     return f"{hello}, approved by {by['by']}"
 
 

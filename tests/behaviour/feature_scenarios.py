@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import keel
+from keel.engine.recovery import StepPolicy
 from tests.behaviour.scenarios import Scenario
 from tests.memory_embedders import HashedWords
 
@@ -62,17 +63,46 @@ async def ask_oracle(ctx: keel.Context, question: str) -> str:
     return f"{out} | {again}"
 
 
-async def forget_fact(ctx: keel.Context, user: str) -> str:
+async def forget_fact(ctx: keel.Context, user: str) -> dict[str, Any]:
+    """Forgotten for good (the search finds nothing, vector index included); forgetting
+    it again is this run's mistake: `keel.MemoryNotFound`."""
     memory_id = await ctx.memory.add(f"{user} likes chess", namespace=user)
     await ctx.memory.forget(memory_id)
-    return memory_id
+    hits = await ctx.memory.search(f"{user} likes chess", namespace=user)
+    try:
+        await ctx.memory.forget(memory_id)
+    except keel.MemoryNotFound as exc:
+        return {"hits": len(hits), "again": type(exc).__name__}
+    return {"hits": len(hits), "again": "forgotten twice"}
+
+
+_BUDGET = StepPolicy(retry=keel.Retry(attempts=3, backoff=0, budget=2))  # no timers: cheap
+
+
+async def budgeted_ops(ctx: keel.Context, question: str) -> list[str]:
+    """Two operations of one's own share a retry budget of two: the first spends it
+    (it succeeds on its third attempt), the second is refused its first retry."""
+
+    async def flaky() -> str:
+        step = keel.current_step()
+        assert step is not None
+        if step.attempt < 3:
+            raise ConnectionError(f"down on attempt {step.attempt}")
+        return f"{question} on attempt {step.attempt}"
+
+    first: str = await ctx.operation("flaky", question).run(flaky, str, _BUDGET)
+    try:
+        await ctx.operation("flaky", question).run(flaky, str, _BUDGET)
+    except keel.BudgetExceeded as exc:
+        return [first, exc.message]
+    return [first, "not refused"]
 
 
 def build(store: str, **options: Any) -> keel.App:
     """An App with the feature scenarios' workflows, a scripted model and a test embedder."""
     model = keel.llm.ScriptedModel(_reply, price_as="gpt-4o-mini")
     app = keel.App(store, llm=model, embedder=HashedWords(), **options)
-    for wf in (classify, remember, counter, ask_oracle, forget_fact):
+    for wf in (classify, remember, counter, ask_oracle, forget_fact, budgeted_ops):
         app.workflow(wf)
     return app
 
@@ -95,6 +125,19 @@ FEATURE_SCENARIOS: dict[str, Scenario] = {
             "ask_oracle",
             {"question": "?"},
             ("ok", "?: 42 (step oracle#0) | ?: 42 (step oracle#1)"),
+        ),
+        Scenario("forget_fact", {"user": "?"}, ("ok", {"hits": 0, "again": "MemoryNotFound"})),
+        Scenario(
+            "budgeted_ops",
+            {"question": "?"},
+            (
+                "ok",
+                [
+                    "? on attempt 3",
+                    "tool 'flaky' used its retry budget of 2 for this run "
+                    "(last error: ConnectionError: down on attempt 1)",
+                ],
+            ),
         ),
     ]
 }

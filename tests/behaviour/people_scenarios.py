@@ -1,6 +1,7 @@
-"""Workflows that ask people (approvals, a gated tool, a `Fallback.human` escalation, a
-phase with `on_fail="escalate"`), each with the decision a person takes through Keel,
-that both executors must run alike.
+"""Workflows that ask people (approvals, a gated tool, a `Fallback.human` escalation of a
+tool or of an operation of one's own, a phase with `on_fail="escalate"`, a novel input,
+a sampled run), each with the decision a person takes through Keel, that both
+executors must run alike.
 
 tests/test_temporal_people.py runs each on Keel's engine and on Temporal, decides it
 the same way (`app.approvals` / `app.escalations`), and compares the outcomes.
@@ -17,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 import keel
-from keel.hitl import Approval, Escalate
+from keel.engine.recovery import StepPolicy
+from keel.hitl import Approval, Escalate, NoveltyDetector, Sample
 from keel.types import Escalation, ReviewRequest
 from tests.limits import WAIT
 
@@ -140,6 +142,39 @@ async def extract_unreadable(ctx: keel.Context, doc: str, total: int) -> dict[st
     return dict(ctx.state.model_dump())
 
 
+async def consult(ctx: keel.Context, question: str) -> str:
+    async def ask_oracle() -> int:
+        raise RuntimeError("503 from the oracle")
+
+    # Fallback.human on an operation of one's own: escalated as a tool's is
+    human = StepPolicy(retry=keel.Retry(attempts=1), fallback=keel.Fallback.human(queue="oracle"))
+    answer = await ctx.operation("oracle", question).run(ask_oracle, int, human)
+    return f"the oracle says {answer}"
+
+
+async def vet(ctx: keel.Context, text: str) -> str:
+    return f"handled: {text}"  # a novel text goes to a person before this runs
+
+
+async def tally(ctx: keel.Context, n: int) -> int:
+    return 2 * n  # every run is sampled for review once it succeeded
+
+
+class _Topic:
+    """An embedder that knows two topics (refunds, anything else): cheap and exact."""
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return [[1.0, 0.0] if "refund" in t else [0.0, 1.0] for t in texts]
+
+
+def _novelty() -> NoveltyDetector:
+    """Fitted on refund requests: a text about anything else is novel."""
+    detector = NoveltyDetector(_Topic(), k=1, queue="odd", text=lambda i: str(i["text"]))
+    # what fit() computes for two refund references (it is async; build() is not)
+    detector.references, detector.threshold = [[1.0, 0.0], [1.0, 0.0]], 0.0
+    return detector
+
+
 def build(store: str, **options: Any) -> keel.App:
     """An App with the scenarios' tools and workflows, and a model whose structured
     outputs score 0.47 (below triage's 0.8: each goes to a person)."""
@@ -159,6 +194,10 @@ def build(store: str, **options: Any) -> keel.App:
     app.tool(retry=keel.Retry(attempts=1))(unreadable)
     for wf in (extract, extract_loosely, extract_unreadable):
         app.workflow(state=Figures)(wf)
+    app.workflow(consult)
+    app.workflow(novelty=_novelty())(vet)
+    app.workflow(sample=Sample(rate=1.0, queue="qa"))(tally)
+    app.workflow(name="tally_daily", sample=Sample(per_day=1, queue="qa"))(tally)
     return app
 
 
@@ -210,6 +249,34 @@ async def _resolve(app: keel.App, rid: str) -> Any:
 
 async def _refuse(app: keel.App, rid: str) -> Any:
     return await app.escalations.reject((await escalated(app, rid)).id, "closed", by="rita")
+
+
+async def _answer(app: keel.App, rid: str) -> Any:
+    esc = await escalated(app, rid)
+    assert (esc.kind, esc.queue, esc.packet.tool) == ("tool", "oracle", "oracle"), esc
+    why = "tool 'oracle' failed after 1 attempt(s): RuntimeError: 503 from the oracle"
+    assert (esc.packet.reason, esc.packet.result_schema) == (why, {"type": "integer"})
+    run = await app.get_run(rid)  # waiting for the person, as a tool's escalation
+    assert (run.status, run.waiting_on) == (keel.RunStatus.WAITING, [f"escalation:{esc.id}"])
+    return await app.escalations.resolve(esc.id, result=42, by="rita")
+
+
+async def _verdict(app: keel.App, rid: str) -> Any:
+    """The sampled review of run `rid`, once it ended (reading the run records the end
+    of one on Temporal), marked correct; reading it again samples nothing more."""
+
+    async def samples() -> list[ReviewRequest]:
+        return [r for r in await app.reviews.list(status="all") if r.run_id == rid]
+
+    async with asyncio.timeout(WAIT):
+        while not (found := await samples()):
+            await app.get_run(rid)
+            await asyncio.sleep(0.05)
+    [sample] = found
+    assert (sample.id, sample.queue, sample.request["result"]) == (f"{rid}:sample", "qa", 4)
+    await app.get_run(rid)
+    assert len(await samples()) == 1
+    return await app.reviews.verdict(sample.id, correct=True, by="ada")
 
 
 async def _fix(app: keel.App, rid: str) -> Any:
@@ -291,6 +358,22 @@ PEOPLE_SCENARIOS: dict[str, PeopleScenario] = {
         _refuse,
         ("failed", "EscalationRejected", "phase:extract#0"),
     ),
+    "own operation escalation resolved": PeopleScenario(
+        "consult", {"question": "meaning"}, _answer, ("ok", "the oracle says 42")
+    ),
+    "own operation escalation rejected": PeopleScenario(
+        "consult",
+        {"question": "meaning"},
+        _refuse,
+        ("failed", "EscalationRejected", "oracle#0"),
+    ),
+    "novel input approved": PeopleScenario(
+        "vet", {"text": "a cake recipe"}, _approve, ("ok", "handled: a cake recipe")
+    ),
+    "novel input rejected": PeopleScenario(
+        "vet", {"text": "a cake recipe"}, _reject, ("failed", "ReviewRejected", None)
+    ),
+    "sampled run reviewed": PeopleScenario("tally", {"n": 2}, _verdict, ("ok", 4)),
     "escalation rejected": PeopleScenario(
         "lookup_strict",
         {"account_id": "a-1"},

@@ -1,15 +1,16 @@
-"""Tool retries the workflow schedules itself: retry budgets, feedback for local tools.
+"""Retries the workflow schedules itself: retry budgets, feedback for local tools.
 
 Most tool retries are Temporal's (each attempt an activity attempt, Keel deciding when
 in the activity). Two things need the workflow instead:
 
 - `Retry(budget=N)` caps a tool's retries across the whole run, every call and map
-  item together. Only the workflow sees them all, so each failed attempt comes back to
-  it with the delay Keel picked ("retry_in"); the workflow counts the retry against the
-  budget (deterministically: its inputs are in history, so a replay counts the same),
-  waits on a timer, and schedules the next attempt. The request says how much budget
-  is left, so the activity's own decision (and what it writes to Keel's store) names
-  `keel.BudgetExceeded` too.
+  item together (an operation of one's own with a budgeted `StepPolicy` likewise,
+  counted under its name). Only the workflow sees them all, so each failed attempt
+  comes back to it with the delay Keel picked ("retry_in"); the workflow counts the
+  retry against the budget (deterministically: its inputs are in history, so a replay
+  counts the same), waits on a timer, and schedules the next attempt. The request says
+  how much budget is left, so the activity's own decision (and what it writes to
+  Keel's store) names `keel.BudgetExceeded` too.
 - A `local=True` tool has no heartbeat details to carry validation feedback from one
   attempt to the next: the workflow puts the messages in the next attempt's request.
 
@@ -25,11 +26,12 @@ from typing import TYPE_CHECKING, Any
 from keel.backends.temporal.activity import budget_spent
 from keel.engine.journal import Scope
 from keel.engine.serde import revive, unannotated
-from keel.types import StepKind
+from keel.types import StepKind, StructuredError
 
 if TYPE_CHECKING:
     from keel.backends.temporal.port import TemporalExecution
     from keel.engine.registry import ToolDef
+    from keel.policy.retry import Retry
 
 
 def workflow_retries(tool: ToolDef) -> bool:
@@ -49,13 +51,35 @@ async def scheduled_retries(
     schedule: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
 ) -> Any:
     """Attempt `tool` until it succeeds or Keel gives up, one activity per attempt."""
+    retry = tool.retry
+    assert retry is not None
+    done = await attempts(port, scope, tool.name, retry, request, StepKind.TOOL, schedule)
+    if isinstance(done, StructuredError):
+        return await port.give_up(scope, tool, request, done, annotation)
+    return revive(done["output"], annotation if annotation is not None else unannotated())
+
+
+async def attempts(
+    port: TemporalExecution,
+    scope: Scope,
+    name: str,
+    retry: Retry,
+    request: dict[str, Any],
+    kind: StepKind,
+    schedule: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> dict[str, Any] | StructuredError:
+    """Attempt step `name` (a tool, or an operation of one's own) until it succeeds (the
+    activity's result) or Keel gives up (its final error): the caller applies the
+    fallback. A retry budget is counted per name, as Keel's engine counts it.
+
+    Example (an operation of one's own with `Retry(budget=2)`):
+        done = await attempts(port, scope, "flaky", retry, request, StepKind.TOOL, schedule)
+    """
     from temporalio import workflow
     from temporalio.exceptions import ActivityError, ApplicationError
 
     from keel.backends.temporal.port import keel_error
 
-    retry = tool.retry
-    assert retry is not None
     key, pos, digest = request["key"], request["pos"], request["digest"]
     budget = retry.budget
     attempt = 1
@@ -63,7 +87,7 @@ async def scheduled_retries(
     while True:
         ask = {**request, "attempt": attempt, "feedback": feedback}
         if budget is not None:
-            used = port.retries_used.get(tool.name, 0)
+            used = port.retries_used.get(name, 0)
             ask.update(budget=budget, budget_left=budget - used)
         try:
             done = await schedule(ask)
@@ -72,26 +96,25 @@ async def scheduled_retries(
             if found is None:
                 raise  # a timeout or cancellation Temporal decided: its own error
             err, was = found
-            port.check(scope, pos, key, digest, was, StepKind.TOOL)
+            port.check(scope, pos, key, digest, was, kind)
             wait = was.get("retry_in")
             tried = int(was.get("attempt", attempt))
             if wait is None:
-                return await port.give_up(scope, tool, request, err, annotation)
+                return err
             if budget is not None:
                 # concurrent calls were each told what was left when they started: the
                 # workflow's own count has the last word
-                used = port.retries_used.get(tool.name, 0)
+                used = port.retries_used.get(name, 0)
                 if used >= budget:
-                    spent = budget_spent(tool.name, budget, err, tried)
-                    return await port.give_up(scope, tool, request, spent, annotation)
-                port.retries_used[tool.name] = used + 1
+                    return budget_spent(name, budget, err, tried)
+                port.retries_used[name] = used + 1
             feedback = list(err.data.get("messages", [])) if err.type == "ValidationFailed" else []
             if float(wait) > 0:
                 await workflow.sleep(float(wait), summary=f"{key} retry {tried + 1}")
             attempt = tried + 1
             continue
-        port.check(scope, pos, key, digest, done, StepKind.TOOL)
-        return revive(done["output"], annotation if annotation is not None else unannotated())
+        port.check(scope, pos, key, digest, done, kind)
+        return done
 
 
-__all__ = ["scheduled_retries", "workflow_retries"]
+__all__ = ["attempts", "scheduled_retries", "workflow_retries"]

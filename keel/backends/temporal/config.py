@@ -15,7 +15,8 @@ from keel.errors import ConfigError
 DEFAULT_PORT = 7233
 DEFAULT_NAMESPACE = "default"
 DEFAULT_TASK_QUEUE = "keel"
-_URL_HELP = "write it as temporal://host:7233/namespace?task_queue=queue"
+_URL_HELP = "write it as temporal://host:7233/namespace?task_queue=queue[&sandbox=off]"
+_SWITCH = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -25,11 +26,16 @@ class Backend:
     Example:
         backend = Backend(address="localhost:7233", namespace="default", task_queue="keel")
         backend = Backend.from_url("temporal://localhost:7233/default?task_queue=keel")
+
+    `sandbox=False` (`?sandbox=off`) runs a worker's workflows outside Temporal's
+    sandbox, which otherwise refuses a workflow's direct reads of the clock, random,
+    files or the network at its first run (docs/temporal.md, "The sandbox").
     """
 
     address: str = f"localhost:{DEFAULT_PORT}"
     namespace: str = DEFAULT_NAMESPACE
     task_queue: str = DEFAULT_TASK_QUEUE
+    sandbox: bool = True
 
     def __post_init__(self) -> None:
         for field, value in (
@@ -41,6 +47,8 @@ class Backend:
                 raise ConfigError(
                     f"Backend({field}=...) must be a non-empty string, got {value!r}; {_URL_HELP}"
                 )
+        if not isinstance(self.sandbox, bool):
+            raise ConfigError(f"Backend(sandbox=...) takes True or False, got {self.sandbox!r}")
 
     async def deliver_decision(
         self, host: Any, run_id: str, target: str, decision: dict[str, Any]
@@ -54,11 +62,13 @@ class Backend:
     @property
     def url(self) -> str:
         """This backend as a `temporal://` URL (what `KEEL_BACKEND` takes)."""
-        return f"temporal://{self.address}/{self.namespace}?task_queue={self.task_queue}"
+        off = "" if self.sandbox else "&sandbox=off"
+        return f"temporal://{self.address}/{self.namespace}?task_queue={self.task_queue}{off}"
 
     @classmethod
     def from_url(cls, url: str) -> Backend:
-        """Parse `temporal://host[:port][/namespace][?task_queue=q]`; a clear error if bad."""
+        """Parse `temporal://host[:port][/namespace][?task_queue=q][&sandbox=off]`; a
+        clear error if bad."""
         parts = urlsplit(url.strip())
         if parts.scheme != "temporal":
             raise ConfigError(
@@ -77,17 +87,23 @@ class Backend:
                 + _URL_HELP
             )
         query = parse_qs(parts.query, keep_blank_values=True)
-        unknown = sorted(set(query) - {"task_queue"})
+        unknown = sorted(set(query) - {"task_queue", "sandbox"})
         if unknown:
             raise ConfigError(
-                f"backend URL {url!r}: unknown option(s) {', '.join(unknown)}; the only "
-                f"option is task_queue ({_URL_HELP})"
+                f"backend URL {url!r}: unknown option(s) {', '.join(unknown)}; the "
+                f"options are task_queue and sandbox ({_URL_HELP})"
             )
         queues = query.get("task_queue", [DEFAULT_TASK_QUEUE])
         if len(queues) != 1 or not queues[0]:
             raise ConfigError(f"backend URL {url!r}: give task_queue once, non-empty; {_URL_HELP}")
+        switch = query.get("sandbox", ["on"])
+        if len(switch) != 1 or switch[0].lower() not in _SWITCH:
+            raise ConfigError(
+                f"backend URL {url!r}: sandbox takes on or off, once, got {switch}; {_URL_HELP}"
+            )
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-        return cls(f"{host}:{port}", path or DEFAULT_NAMESPACE, queues[0])
+        sandbox = _SWITCH[switch[0].lower()]
+        return cls(f"{host}:{port}", path or DEFAULT_NAMESPACE, queues[0], sandbox)
 
 
 def from_env() -> Backend | None:

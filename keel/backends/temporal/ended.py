@@ -1,6 +1,16 @@
-"""What happens when Keel learns that a Temporal run ended: the end is written to Keel's
-store, and, the first time only, the run's spans are exported and its drift monitors
-observe it (on Keel's engine the same happens in the worker that ends the run).
+"""A Temporal run's end in Keel's store: written once, by whichever path gets there first.
+
+- The worker: when the generic workflow's run ends (a result, or a failure carrying
+  Keel's structured error), its last act is the local activity `keel.end`
+  (`write_end`), which records the end with the run's typed state, so a run nobody
+  awaits or reads still ends in the store, its claims become purgeable, its spans are
+  exported and its drift monitors observe it.
+- The client: `result()`, or a read of a run that Temporal reports ended
+  (`record_end`). Cancellation and termination run no workflow code: only this path
+  records them; it also covers a worker whose `keel.end` could not reach the store.
+
+Both go through `record_end`: the store's end is written under Temporal's lease, so
+the second writer loses it and runs no follow-up (spans and drift happen once).
 
 Example:
     await record_end(app, info, result_json)
@@ -8,31 +18,124 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
-from keel.backends.temporal.mirror import end_run
+from keel.backends.temporal.mirror import end_with_state
+from keel.types import RunInfo, RunStatus, StructuredError
 
 if TYPE_CHECKING:
     from keel.app import App
-    from keel.types import RunInfo
+    from keel.backends.temporal.port import TemporalExecution
+
+END_ACTIVITY = "keel.end"  # the local activity that writes a run's end from the worker
+# Histories from before `keel.end` existed replay without it (Temporal's versioning).
+_PATCH = "keel.end"
+_log = logging.getLogger("keel.temporal")
 
 
-async def record_end(app: App, info: RunInfo, result_json: bytes | None) -> bool:
+async def record_end(
+    app: App, info: RunInfo, result_json: bytes | None, state_json: bytes | None = None
+) -> bool:
     """Record `info`'s end; True when this call recorded it (and ran the follow-ups)."""
-    if not await end_run(app.store, info, result_json):
+    if not await end_with_state(app.store, info, result_json, state_json):
         return False
+    from keel.drift.observer import OBSERVED, monitors_of
+    from keel.hitl.sampling import sample_ended
+
+    await sample_ended(app, info)  # a sampled review, as Keel's engine's worker opens one
+    from keel.observe.export import OTLPExport
+
+    monitors = monitors_of(app, info.workflow) if info.status in OBSERVED else ()
+    if not monitors and OTLPExport.from_env() is None:
+        return True  # nothing follows: the row as ended need not be read back
     stored = await app.store.get_run(info.id)
     if stored is None:
         return True
     from keel.backends.temporal.tracing import export_ended
 
     await export_ended(app, stored)
-    from keel.drift.observer import OBSERVED, monitors_of
-
-    monitors = monitors_of(app, stored.workflow)
-    if monitors and stored.status in OBSERVED:
+    if monitors:
         await app.drift.observer.observe(stored.id, stored.workflow, monitors)
     return True
 
 
-__all__ = ["record_end"]
+async def write_end(
+    port: TemporalExecution, result: Any, error: StructuredError | None = None
+) -> None:
+    """Workflow code, the last step of a run that ends: record the end in Keel's store
+    (the `keel.end` local activity). It never changes how the run ends: a store that
+    cannot take it leaves the end to the client path (`record_end`)."""
+    import asyncio
+
+    from temporalio import workflow
+    from temporalio.common import RetryPolicy
+    from temporalio.exceptions import ActivityError
+
+    if not workflow.patched(_PATCH):
+        return  # a run that ended before keel.end existed, replayed: it had no such step
+    state = port.root.state
+    request = {
+        "run_id": port.run.id,
+        "workflow": port.run.workflow,
+        "status": (RunStatus.FAILED if error is not None else RunStatus.SUCCEEDED).value,
+        "result": result,
+        "error": None if error is None else error.model_dump(mode="json"),
+        "state": None if state is None else state.snapshot(),
+    }
+    try:
+        await workflow.execute_local_activity(
+            END_ACTIVITY,
+            request,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=1),  # a failure is logged, not raised
+            summary="end",
+        )
+    except (ActivityError, asyncio.CancelledError):
+        # the outcome is decided: a cancel that arrives now, or a store that is down,
+        # does not change it (the client path records the end when it learns it)
+        pass
+
+
+def make_end_activity(app: App) -> Any:
+    """The `keel.end` local activity: writes a run's end (`write_end`) to Keel's store."""
+    from temporalio import activity
+
+    @activity.defn(name=END_ACTIVITY)
+    async def keel_end(request: dict[str, Any]) -> bool:
+        return await _end(app, request)
+
+    return keel_end
+
+
+async def _end(app: App, request: dict[str, Any]) -> bool:
+    from keel.engine.serde import to_json
+
+    status = RunStatus(request["status"])
+    error = request.get("error")
+    info = RunInfo(
+        id=request["run_id"],
+        workflow=request["workflow"],
+        status=status,
+        input={},
+        created_at=0.0,
+        updated_at=0.0,
+        error=None if error is None else StructuredError.model_validate(error),
+    )
+    result = None
+    if status is RunStatus.SUCCEEDED:
+        result = to_json(request.get("result"), what=f"the result of run {info.id!r}")
+    state = request.get("state")
+    state_json = None if state is None else to_json(state, what="state")
+    try:
+        # shielded: a worker evicting the run cancels its local activity (it runs again
+        # on replay), which must not stop the follow-ups between the write and their end
+        return await asyncio.shield(record_end(app, info, result, state_json))
+    except Exception:  # the client path records it later: never the run's failure
+        _log.warning("the end of Temporal run %s could not be written", info.id, exc_info=True)
+        return False
+
+
+__all__ = ["END_ACTIVITY", "make_end_activity", "record_end", "write_end"]

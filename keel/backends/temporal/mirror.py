@@ -296,4 +296,22 @@ async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> boo
     return True
 
 
-__all__ = ["OWNER", "Entry", "end_run", "on_temporal", "open_run", "record"]
+async def end_with_state(
+    store: Store, info: RunInfo, result_json: bytes | None, state_json: bytes | None
+) -> bool:
+    """`end_run` with the run's typed state (JSON), which only the worker has; True when
+    this call recorded the end (the other writer then loses Temporal's lease)."""
+    if not info.status.terminal:
+        return False
+    from keel.errors import LeaseLost
+
+    try:
+        await store.finish_run(
+            info.id, OWNER, info.status, result_json, info.error, state_json, [], time.time()
+        )
+    except LeaseLost:
+        return False
+    return True
+
+
+__all__ = ["OWNER", "Entry", "end_run", "end_with_state", "on_temporal", "open_run", "record"]

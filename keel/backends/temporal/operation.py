@@ -10,7 +10,8 @@ the workflow task moves to another worker, whose replay registers the effect aga
 runs it there, as Keel's engine re-runs an effect whose outcome it never journaled.
 
 Retries are Keel's `Retry`, decided per failed attempt as for tools (Temporal schedules
-the next attempt at the delay Keel picks); the fallback is applied in the workflow.
+the next attempt at the delay Keel picks; with a per-run `budget=` the workflow does,
+keel.backends.temporal.attempts); the fallback is applied in the workflow.
 Each attempt's outcome is written to Keel's store by the activity, with the usage the
 effect metered (`op.meter`), so costs and traces see it once.
 
@@ -45,7 +46,7 @@ from keel.errors import (
 )
 from keel.policy.validation import run_checks
 from keel.store import Usage
-from keel.types import StepKind
+from keel.types import StepKind, StructuredError
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -127,6 +128,15 @@ class TemporalOperation:
     async def replay(self, annotation: Any = None) -> Any:
         raise ConfigError(f"step {self.key!r}: replay() is answered by run() on Temporal")
 
+    async def _give_up(self, pol: StepPolicy, err: StructuredError, ann: Any) -> Any:
+        """The effect failed for good: its fallback decides; `Fallback.human` asks a
+        person (keel.backends.temporal.people), as for a tool."""
+        if pol.fallback is not None and pol.fallback.kind == "human":
+            from keel.backends.temporal.people import escalate_operation
+
+            return await escalate_operation(self, pol, err, ann)
+        return self._temporal.fall_back(pol.fallback, self.key, err, ann)
+
     def meter(
         self,
         *,
@@ -161,10 +171,10 @@ class TemporalOperation:
             raise port.hard_stop
         ann = unannotated() if annotation is None else annotation
         pol = policy or PLAIN
-        if pol.fallback is not None and pol.fallback.kind == "human":
-            port.refuse(f"step {self.key!r} with Fallback.human (escalations)")
-        if pol.retry.budget is not None:
-            port.refuse(f"step {self.key!r} with Retry(budget=...) (a per-run retry budget)")
+        model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
+        remote = None if model_call is None else portable(model_call)
+        if remote is not None and _budgeted(pol):
+            port.refuse(f"model call {self.key!r} with a Gateway Retry(budget=...)")
         slot = (self.run_id, self.key)
         effect = _Effect(fn, self, pol, ann)
         _EFFECTS[slot] = effect
@@ -177,13 +187,12 @@ class TemporalOperation:
             "pos": self.pos,
             "started": self.started_at,
         }
-        model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
-        remote = None if model_call is None else portable(model_call)
-        try:
+
+        async def schedule(ask: dict[str, Any]) -> dict[str, Any]:
             if remote is not None:  # a model call: an activity on any worker (model_calls)
-                done = await workflow.execute_activity(
+                out: dict[str, Any] = await workflow.execute_activity(
                     MODEL_ACTIVITY,
-                    {**request, "llm": remote},
+                    {**ask, "llm": remote},
                     start_to_close_timeout=_ATTEMPT_TIMEOUT,
                     retry_policy=RetryPolicy(
                         maximum_attempts=pol.retry.attempts,
@@ -191,30 +200,53 @@ class TemporalOperation:
                     ),
                     summary=self.key,
                 )
-            else:
-                done = await workflow.execute_local_activity(
-                    OP_ACTIVITY,
-                    request,
-                    start_to_close_timeout=_ATTEMPT_TIMEOUT,
-                    # Keel's policy ends it (activity.failure); the spare attempts are for
-                    # an effect scheduled just before its workflow left the cache
-                    retry_policy=RetryPolicy(
-                        maximum_attempts=pol.retry.attempts + 3,
-                        initial_interval=timedelta(seconds=1),
-                    ),
-                    summary=self.key,
-                )
+                return out
+            out = await workflow.execute_local_activity(
+                OP_ACTIVITY,
+                ask,
+                start_to_close_timeout=_ATTEMPT_TIMEOUT,
+                # Keel's policy ends it (activity.failure); the spare attempts are for
+                # an effect scheduled just before its workflow left the cache
+                retry_policy=RetryPolicy(
+                    maximum_attempts=pol.retry.attempts + 3,
+                    initial_interval=timedelta(seconds=1),
+                ),
+                summary=self.key,
+            )
+            return out
+
+        try:
+            if _budgeted(pol):
+                return await self._budgeted(pol, request, ann, schedule)
+            done = await schedule(request)
         except (ActivityError, ApplicationError) as exc:
             found = keel_error(exc)
             if found is None:
                 raise
             err, was = found
             port.check(self.scope, self.pos, self.key, self.digest, was, self.kind)
-            return port.fall_back(pol.fallback, self.key, err, ann)
+            return await self._give_up(pol, err, ann)
         finally:
             if _EFFECTS.get(slot) is effect:
                 del _EFFECTS[slot]
         port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
+        return revive(done["output"], ann)
+
+    async def _budgeted(
+        self,
+        pol: StepPolicy,
+        request: dict[str, Any],
+        ann: Any,
+        schedule: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+    ) -> Any:
+        """`Retry(budget=N)`: the workflow schedules each retry and counts it against the
+        run's budget under this operation's name, as for tools (keel...attempts)."""
+        from keel.backends.temporal.attempts import attempts
+
+        port = self._temporal
+        done = await attempts(port, self.scope, self.name, pol.retry, request, self.kind, schedule)
+        if isinstance(done, StructuredError):
+            return await self._give_up(pol, done, ann)
         return revive(done["output"], ann)
 
     # -- outcomes a feature decides itself, and waiting for a person's decision -------
@@ -259,10 +291,6 @@ class TemporalOperation:
         (what follows, a wait or a finish, is in Temporal's history). A review's deadline
         is the timeout `wait` is given (a workflow timer), so `wake_at` needs no record."""
         if review is None:
-            if self.kind is StepKind.MEMORY:
-                # ctx.memory.forget deletes between begin and finish, in the workflow's own
-                # code: on Temporal that would run on every replay, outside any activity
-                self._temporal.refuse(f"ctx.memory.{self.name.removeprefix('memory.')}")
             return True
         from keel.backends.temporal.decisions import current, review_check
         from keel.backends.temporal.people import act
@@ -291,6 +319,17 @@ class TemporalOperation:
         return await current().wait(self._review, timeout, f"{self.key}/{part}")
 
 
+def _budgeted(pol: StepPolicy) -> bool:
+    """Whether the workflow schedules this operation's retries (a per-run budget)."""
+    return pol.retry.budget is not None and pol.retry.attempts > 1
+
+
+def _retried(fail: Any) -> bool:
+    """Whether another attempt follows this failed one (Temporal's or the workflow's)."""
+    step = fail.details[1] if len(fail.details) > 1 else {}
+    return not fail.non_retryable or step.get("retry_in") is not None
+
+
 def make_op_activity(app: App) -> Callable[..., Any]:
     """The `keel.op` local activity: runs the effect a workflow in this worker registered."""
     from temporalio import activity
@@ -311,10 +350,12 @@ def make_op_activity(app: App) -> Callable[..., Any]:
                 next_retry_delay=timedelta(milliseconds=100),
             )
         pol, name = effect.policy, request["name"]
-        token = CURRENT_STEP.set(StepInfo(run_id, key, info.attempt, ()))
+        # a retry the workflow schedules itself (a budget) carries its attempt number
+        attempt = int(request.get("attempt", 1)) + info.attempt - 1
+        token = CURRENT_STEP.set(StepInfo(run_id, key, attempt, ()))
         try:
             if pol.irreversible:  # an intent first; an interrupted one is reconciled
-                entry = _entry(run_id, request, effect, info.attempt, None, None)
+                entry = _entry(run_id, request, effect, attempt, None, None)
                 value = await once(app.store, entry, effect.fn, pol.reconcile, name)
             else:
                 value = await effect.fn()
@@ -331,24 +372,27 @@ def make_op_activity(app: App) -> Callable[..., Any]:
                 data = to_json(value, what=f"step {key!r}")
                 typed_output(name, value, data, effect.annotation)
         except Exception as exc:
-            first = info.scheduled_time.timestamp()
+            scheduled = "attempt" in request  # the deadline counts from the step's start
+            first = float(request["started"]) if scheduled else info.scheduled_time.timestamp()
             unknown = isinstance(exc, OutcomeUnknown)  # never re-run an unknown effect
-            fail = failure(name, pol.retry, request, info.attempt, first, exc, final=unknown)
-            if fail.non_retryable or pol.irreversible:
-                # its last attempt: the failure is its outcome; an irreversible step's
-                # failed attempt is written too, so the next one knows it ended
-                err = structured(exc, step=key, attempts=info.attempt)
-                entry = _entry(run_id, request, effect, info.attempt, None, err)
-                await record(app.store, replace(entry, pending=not fail.non_retryable))
+            fail = failure(name, pol.retry, request, attempt, first, exc, final=unknown)
+            retried = _retried(fail)
+            if not retried or pol.irreversible or scheduled:
+                # its last attempt: the failure is its outcome; a failed attempt that is
+                # retried is written PENDING (an irreversible step's next attempt must
+                # know it ended; a budgeted one shows its retries, as on Keel's engine)
+                err = StructuredError.model_validate(fail.details[0])
+                entry = _entry(run_id, request, effect, attempt, None, err)
+                await record(app.store, replace(entry, pending=bool(retried)))
             raise fail from exc
         finally:
             CURRENT_STEP.reset(token)
-        await record(app.store, _entry(run_id, request, effect, info.attempt, data, None))
+        await record(app.store, _entry(run_id, request, effect, attempt, data, None))
         return {
             "key": key,
             "digest": request["digest"],
             "output": from_json(data),
-            "attempts": info.attempt,
+            "attempts": attempt,
         }
 
     return keel_op

@@ -1,4 +1,5 @@
-"""People on Temporal: approvals, gated tools, output reviews and `Fallback.human`.
+"""People on Temporal: approvals, gated tools, output and novelty reviews, and
+`Fallback.human` (a tool's, or a `ctx.operation(...)` effect's of one's own).
 
 The same `keel.hitl` code as on Keel's engine decides what to ask and what a decision
 means (`keel.hitl.gate`, `keel.hitl.requests.ask`); only the durable parts differ:
@@ -19,6 +20,7 @@ Example (what `features_for` plugs in):
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,16 +28,26 @@ from keel.backends.temporal.decisions import current, result_check
 from keel.backends.temporal.mirror import Entry, record
 from keel.engine.recovery import escalation_reason, result_schema, summarise
 from keel.engine.serde import from_json, revive, to_json
-from keel.errors import Conflict, EscalationRejected, ValidationFailed, from_structured, structured
+from keel.errors import (
+    Conflict,
+    EscalationRejected,
+    SerializationError,
+    ValidationFailed,
+    from_structured,
+    structured,
+)
 from keel.types import Escalation, EscalationPacket, ReviewRequest, StepKind
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from keel.app import App
+    from keel.backends.temporal.operation import TemporalOperation
     from keel.engine.context import Context
     from keel.engine.journal import Scope
+    from keel.engine.recovery import StepPolicy
     from keel.engine.registry import ToolDef
+    from keel.policy.fallback import Fallback
     from keel.store import Store
     from keel.types import StructuredError
 
@@ -171,7 +183,7 @@ class TemporalPeople:
         )
 
 
-# -- Fallback.human: a tool that failed for good, resolved by a person -------------------
+# -- Fallback.human: a tool or an own operation that failed for good, resolved by a person
 
 
 async def await_person(
@@ -185,31 +197,90 @@ async def await_person(
     """Escalate the failed call `request` of `tool` (queue from its `Fallback.human`)
     and wait for a person: their result is the step's, or the step fails with
     `keel.EscalationRejected` (or `keel.ValidationFailed` for a result that does not fit)."""
+    step = _Failed(run.id, run.workflow, scope, tool.name, StepKind.TOOL, request, request["args"])
+    return await _escalate(step, tool.fallback, err, annotation)
+
+
+async def escalate_operation(
+    op: TemporalOperation, policy: StepPolicy, err: StructuredError, annotation: Any
+) -> Any:
+    """`Fallback.human` on a `ctx.operation(...)` effect of one's own that failed for
+    good: escalated, decided and journaled as a tool's is (Keel's engine does the same
+    for both). An error no person can fix (it cannot be serialised, a config error) is
+    raised as it is.
+
+    Example (what `TemporalOperation.run` does once the effect failed for good):
+        return await escalate_operation(op, policy, err, int)
+    """
+    if err.type in ("SerializationError", "ConfigError"):
+        raise from_structured(err)
+    request = {"key": op.key, "pos": op.pos, "digest": op.digest}
+    given = _plain(policy.input)
+    step = _Failed(op.run_id, op.workflow, op.scope, op.name, op.kind, request, given)
+    return await _escalate(step, policy.fallback, err, annotation)
+
+
+def _plain(value: Any) -> Any:
+    """`value` as JSON for an escalation packet (its repr if it is not JSON)."""
+    try:
+        return from_json(to_json(value, what="input"))
+    except SerializationError:
+        return repr(value)[:2000]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """The step that failed for good, as its escalation describes it: the run, where
+    the step is, its name and kind, its request (`key`, `pos`, `digest`) and its input.
+
+    Example:
+        _Failed(run.id, run.workflow, scope, "lookup_account", StepKind.TOOL, request, args)
+    """
+
+    run_id: str
+    workflow: str
+    scope: Scope
+    name: str
+    kind: StepKind
+    request: dict[str, Any]
+    input: Any
+
+
+async def _escalate(
+    step: _Failed, fb: Fallback | None, err: StructuredError, annotation: Any
+) -> Any:
+    """Escalate `step` (queue from its `Fallback.human`) and wait for a person, as Keel's
+    engine does: the escalation `<run>:<key>` of kind `tool` with its packet, the decision
+    as `keel.decide`; their result is the step's, or the step fails with
+    `keel.EscalationRejected` (`keel.ValidationFailed` for a result that does not fit).
+
+    Example:
+        account = await _escalate(step, tool.fallback, err, Profile)
+    """
     from temporalio import workflow
 
-    key, pos, args = request["key"], request["pos"], request["args"]
-
-    fb = tool.fallback
+    scope, name, request = step.scope, step.name, step.request
+    key, pos = request["key"], request["pos"]
     err.fallback = "human"
     attempts = err.attempts or 1
-    esc_id = f"{run.id}:{key}"
+    esc_id = f"{step.run_id}:{key}"
     state = scope.state
     escalation = Escalation(
         id=esc_id,
-        run_id=run.id,
-        workflow=run.workflow,
+        run_id=step.run_id,
+        workflow=step.workflow,
         queue=fb.queue if fb is not None and fb.queue else "escalations",
         kind="tool",
         step=key,
         packet=EscalationPacket(
-            workflow=run.workflow,
-            run_id=run.id,
+            workflow=step.workflow,
+            run_id=step.run_id,
             step=key,
             phase=scope.phase,
-            tool=tool.name,
-            input=args,
+            tool=name,
+            input=step.input,
             output=err.data.get("output"),
-            reason=escalation_reason(tool.name, err, attempts),
+            reason=escalation_reason(name, err, attempts),
             error=err,
             messages=list(err.data.get("messages", [])),
             state=state.snapshot() if state is not None else None,
@@ -218,12 +289,12 @@ async def await_person(
         created_at=workflow.now().timestamp(),
     )
     entry: dict[str, Any] = {
-        "run_id": run.id,
+        "run_id": step.run_id,
         "key": key,
         "scope": scope.path,
         "pos": pos,
-        "kind": StepKind.TOOL.value,
-        "name": tool.name,
+        "kind": step.kind.value,
+        "name": name,
         "digest": request["digest"],
         "started": escalation.created_at,
         "attempts": attempts,
@@ -244,7 +315,7 @@ async def await_person(
         except Exception as exc:  # refused by the validator; this guards older histories
             rejection = ValidationFailed(
                 f"escalation {esc_id} was resolved by {by} with a result that does not fit "
-                f"tool {tool.name!r}'s return type: {exc}",
+                f"tool {name!r}'s return type: {exc}",
                 messages=[str(exc)],
                 step=key,
             )
@@ -256,7 +327,7 @@ async def await_person(
     else:
         note = decision.get("reason") or decision.get("note") or "no reason given"
         rejection = EscalationRejected(
-            f"escalation {esc_id} (tool {tool.name!r}) was rejected by {by}: {note}",
+            f"escalation {esc_id} (tool {name!r}) was rejected by {by}: {note}",
             escalation=esc_id,
             by=by,
             step=key,
@@ -379,4 +450,10 @@ def _error(raw: Any) -> StructuredError | None:
     return None if raw is None else StructuredError.model_validate(raw)
 
 
-__all__ = ["PEOPLE_ACTIVITY", "TemporalPeople", "await_person", "make_people_activity"]
+__all__ = [
+    "PEOPLE_ACTIVITY",
+    "TemporalPeople",
+    "await_person",
+    "escalate_operation",
+    "make_people_activity",
+]

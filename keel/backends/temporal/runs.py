@@ -5,7 +5,9 @@ the App has a backend, so the CLI, the console and the API (which all go through
 methods) see Temporal runs as they see the engine's. Temporal is the truth for a run's
 status; Keel's store holds the row and the journal (`mirror.py`). A row Temporal
 executes that has not ended is refreshed from Temporal when read, and its end, once
-Temporal reports it, is written back (idempotent): the store catches up lazily.
+Temporal reports it, is written back (idempotent): the worker writes it first when the
+workflow returns or fails (ended.py), a cancellation only this way. `steps` adds the
+steps the workflow decided, replayed from Temporal's history (decided.py).
 
 Example:
     app = keel.App(backend="temporal://localhost:7233/default?task_queue=keel")
@@ -26,7 +28,7 @@ from keel.backends.temporal.remote import backend_of, client_for
 from keel.errors import RunNotFound, RunSuspended
 from keel.handle import RunHandle, poll_run
 from keel.store.base import signal_refused
-from keel.types import RunInfo, RunStatus
+from keel.types import RunInfo, RunStatus, StepRecord
 
 if TYPE_CHECKING:
     from temporalio.client import Client, WorkflowExecution
@@ -139,6 +141,22 @@ async def list_runs(app: App, flt: RunFilter) -> list[RunInfo]:
     return shown[: flt.limit]
 
 
+async def steps(app: App, info: RunInfo) -> list[StepRecord]:
+    """`App.steps` for a run on Temporal: the entries its activities wrote to Keel's
+    store, plus the steps the workflow decided itself (timers, signal waits,
+    `ctx.now/uuid/random`), read from Temporal's history by a replay (decided.py)."""
+    records = await app.store.load_steps(info.id)
+    if not (on_temporal(info) or info.status.terminal):  # (an ended row has no lease)
+        return records
+    from keel.backends.temporal.decided import decided_steps
+
+    client = await client_for(app)
+    queue = backend_of(app).task_queue
+    decided = await decided_steps(app, client, info.id, info.workflow, queue)
+    known = {r.key for r in records}
+    return records + [r for r in decided if r.key not in known]
+
+
 async def wait(
     app: App,
     run_id: str,
@@ -245,6 +263,9 @@ class TemporalRuns:
     async def cancel(self, run_id: str) -> RunInfo | None:
         return await cancel(self.app, run_id)
 
+    async def steps(self, info: RunInfo) -> list[StepRecord]:
+        return await steps(self.app, info)
+
 
 # -- reading a run from Temporal ---------------------------------------------------------
 
@@ -263,11 +284,12 @@ async def _end(app: App, run_id: str, unrecorded: RunInfo | None = None) -> RunI
 
     client = await client_for(app)
     ended = await end_of(client, run_id)
-    if await app.store.get_run(run_id) is not None:  # Keel's store learns the end
-        await _ended(app, ended)
+    stored = await app.store.get_run(run_id)
+    if stored is not None and not stored.status.terminal:  # the worker did not write it
+        await _ended(app, ended)  # Keel's store learns the end (cancelled, terminated)
         stored = await app.store.get_run(run_id)
-        if stored is not None:
-            return stored
+    if stored is not None:
+        return stored
     base = unrecorded if unrecorded is not None else ended
     return base.model_copy(
         update={"status": ended.status, "result": ended.result, "error": ended.error}
@@ -404,4 +426,4 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-__all__ = ["TemporalRuns", "cancel", "get_run", "list_runs", "signal", "start", "wait"]
+__all__ = ["TemporalRuns", "cancel", "get_run", "list_runs", "signal", "start", "steps", "wait"]

@@ -114,11 +114,12 @@ async def serve(
     from temporalio.worker import Worker
 
     from keel.backends.temporal.activity import make_activity
+    from keel.backends.temporal.ended import make_end_activity
     from keel.backends.temporal.features import features_for
     from keel.backends.temporal.model_calls import make_model_activity
     from keel.backends.temporal.operation import make_op_activity
     from keel.backends.temporal.people import make_people_activity
-    from keel.backends.temporal.workflow import workflow_class
+    from keel.backends.temporal.workflow import hosted_workflows
     from keel.features import _register_extraction
 
     _encodes(app, client)
@@ -127,12 +128,14 @@ async def serve(
     worker = Worker(
         client,
         task_queue=backend.task_queue,
-        workflows=[workflow_class(app, features)],
+        # in Temporal's sandbox unless Backend(sandbox=False) (docs/temporal.md)
+        **hosted_workflows(app, features, sandbox=backend.sandbox),
         activities=[
             make_activity(app),
             make_op_activity(app),
             make_model_activity(app),
             make_people_activity(app),
+            make_end_activity(app),  # a run's end, written by the worker (ended.py)
         ],
         max_cached_workflows=max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=grace or 0),
@@ -141,9 +144,10 @@ async def serve(
         yield
 
 
-def replayer(app: App) -> Replayer:
+def replayer(app: App, *, sandbox: bool = True) -> Replayer:
     """A `temporalio.worker.Replayer` for `app`'s workflows: replay a recorded history
-    against the current code (a diverged one fails with Keel's NonDeterminismError text).
+    against the current code (a diverged one fails with Keel's NonDeterminismError text),
+    in Temporal's sandbox as a worker runs them (`sandbox=False`: without).
 
     Example:
         history = WorkflowHistory.from_json("run-1", Path("run-1.json").read_text())
@@ -151,10 +155,12 @@ def replayer(app: App) -> Replayer:
     """
     from temporalio.worker import Replayer
 
-    from keel.backends.temporal.workflow import workflow_class
+    from keel.backends.temporal.features import features_for
+    from keel.backends.temporal.workflow import hosted_workflows
 
     converter = _converter(app.codec, lambda: app.store)
-    return Replayer(workflows=[workflow_class(app)], data_converter=converter)
+    hosting = hosted_workflows(app, features_for(app), sandbox=sandbox)
+    return Replayer(data_converter=converter, **hosting)
 
 
 def _converter(
@@ -233,11 +239,6 @@ async def start_run(
 
     _encodes(app, client)
     wf = app.registry.workflow(workflow)
-    if wf.novelty is not None or wf.sample is not None:
-        raise ConfigError(
-            f"workflow {wf.name!r} has novelty= or sample= (reviews by people), which is not "
-            "supported on the Temporal backend yet (docs/temporal.md lists what is)"
-        )
     rid = run_id or new_run_id()
     problem = id_problem(rid, "run id")
     problem = problem or (None if session is None else id_problem(session, "session id"))
