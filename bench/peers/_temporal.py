@@ -8,6 +8,9 @@ where it is through the environment:
 - `KEEL_BENCH_TEMPORAL_DB`: its SQLite file (what it stores, for W1's bytes);
 - `KEEL_BENCH_TEMPORAL_PID`: its process (what it writes, for W1's bytes).
 
+`KEEL_BENCH_SANDBOX=off` runs both systems' workflows outside Temporal's sandbox (by
+default both run in it, as each does out of the box).
+
 Each workload process runs its own worker on a task queue of its own.
 """
 
@@ -26,6 +29,7 @@ from _common import bytes_written
 
 ADDRESS_ENV = "KEEL_BENCH_TEMPORAL"
 DB_ENV = "KEEL_BENCH_TEMPORAL_DB"
+SANDBOX_ENV = "KEEL_BENCH_SANDBOX"
 PID_ENV = "KEEL_BENCH_TEMPORAL_PID"
 POLL_S = 0.02  # W4: how often to re-check runs that are not parked yet (as Keel's side)
 PARK_TIMEOUT_S = 90.0  # W4: fail with a diagnosis before the harness's kill
@@ -42,6 +46,14 @@ def address() -> str:
             "its host:port"
         )
     return found
+
+
+def sandboxed() -> bool:
+    """Whether workflows run in Temporal's sandbox (both systems' default; `off`: not)."""
+    value = os.environ.get(SANDBOX_ENV, "on")
+    if value not in ("on", "off"):
+        raise RuntimeError(f"{SANDBOX_ENV} is {value!r}: use on or off")
+    return value == "on"
 
 
 def task_queue(system: str) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import NAP_S, SIGNAL_PAYLOAD, W1_BLOB, W1_STEPS, W3_STEPS, main
-from _temporal import ServerDisk, address, task_queue, wait_parked
+from _temporal import ServerDisk, address, sandboxed, task_queue, wait_parked
 from pydantic import BaseModel
 
 import keel
@@ -84,7 +84,7 @@ class KeelTemporalAdapter:
         # The App's own store holds nothing of a Temporal run (docs/temporal.md).
         self._app = build_app(f"sqlite:///{workdir / 'keel.db'}", self.local)
         name = "keel-temporal-local" if self.local else "keel-temporal"
-        self._backend = Backend(address=address(), task_queue=task_queue(name))
+        self._backend = Backend(address=address(), task_queue=task_queue(name), sandbox=sandboxed())
         self._client = await connect(self._backend, app=self._app)
         await self._stack.enter_async_context(serve(self._app, self._client, self._backend))
 

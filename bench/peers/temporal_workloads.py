@@ -3,7 +3,9 @@ SDK, as a Temporal user would (`--local`: local activities). Runs in the repo's 
 
 Settings: the bench's one dev server (bench/peers/_temporal.py), a worker in this
 process on a task queue of its own, temporalio's defaults (workflow cache of 1,000,
-default activity slots), unsandboxed workflows as Keel's generic workflow is. A step is
+default activity slots), workflows in temporalio's sandbox as out of the box (the
+bench's own modules passed through, as a user passes theirs), or not when
+`KEEL_BENCH_SANDBOX=off` (bench/peers/_temporal.py), as Keel's side then. A step is
 `workflow.execute_activity` (or `execute_local_activity`) of a no-op activity, with a
 600 s start-to-close timeout (Keel's default for a tool without `timeout=`).
 """
@@ -19,9 +21,11 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from _common import NAP_S, SIGNAL_PAYLOAD, W1_BLOB, W1_STEPS, W3_STEPS, main
-from _temporal import ServerDisk, address, task_queue, wait_parked
 from temporalio import activity, workflow
+
+with workflow.unsafe.imports_passed_through():  # the sandbox re-imports this module
+    from _common import NAP_S, SIGNAL_PAYLOAD, W1_BLOB, W1_STEPS, W3_STEPS, main
+    from _temporal import ServerDisk, address, sandboxed, task_queue, wait_parked
 
 TIMEOUT = timedelta(seconds=600)
 
@@ -45,7 +49,7 @@ async def _step(fn: Any, i: int, local: bool) -> int:
     return out
 
 
-@workflow.defn(name="sequential", sandboxed=False)
+@workflow.defn(name="sequential")
 class Sequential:
     """W1: n sequential no-op steps, carrying ~1 KB of state (as Keel's typed state)."""
 
@@ -57,7 +61,7 @@ class Sequential:
         return n
 
 
-@workflow.defn(name="steps", sandboxed=False)
+@workflow.defn(name="steps")
 class Steps:
     """W3: n sequential no-op steps, no state."""
 
@@ -68,7 +72,7 @@ class Steps:
         return n
 
 
-@workflow.defn(name="fan_out", sandboxed=False)
+@workflow.defn(name="fan_out")
 class FanOut:
     """W2: n steps that each sleep NAP_S, all at once, then summed."""
 
@@ -77,7 +81,7 @@ class FanOut:
         return sum(await asyncio.gather(*(_step(nap, i, local) for i in range(n))))
 
 
-@workflow.defn(name="wait_for_go", sandboxed=False)
+@workflow.defn(name="wait_for_go")
 class WaitForGo:
     """W4: wait for the signal `go`, return its payload."""
 
@@ -107,14 +111,16 @@ class TemporalAdapter:
 
     async def open(self, workdir: Path, pg: str | None = None) -> None:
         from temporalio.client import Client
-        from temporalio.worker import Worker
+        from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
         self._client = await Client.connect(address())
+        unsandboxed = {} if sandboxed() else {"workflow_runner": UnsandboxedWorkflowRunner()}
         worker = Worker(
             self._client,
             task_queue=self._queue,
             workflows=[Sequential, Steps, FanOut, WaitForGo],
             activities=[noop, nap],
+            **unsandboxed,
         )
         await self._stack.enter_async_context(worker)
 
