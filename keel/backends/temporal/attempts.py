@@ -23,6 +23,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
 from keel.backends.temporal.activity import budget_spent
 from keel.engine.journal import Scope
 from keel.engine.serde import revive, unannotated
@@ -75,8 +78,6 @@ async def attempts(
     Example (an operation of one's own with `Retry(budget=2)`):
         done = await attempts(port, scope, "flaky", retry, request, StepKind.TOOL, schedule)
     """
-    from temporalio import workflow
-    from temporalio.exceptions import ActivityError, ApplicationError
 
     from keel.backends.temporal.port import keel_error
 

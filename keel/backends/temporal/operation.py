@@ -28,6 +28,10 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
 from keel.backends.temporal.activity import failure
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
@@ -90,7 +94,6 @@ class TemporalOperation:
         key: str,
         pos: int,
     ) -> None:
-        from temporalio import workflow
 
         self._temporal = port
         self.scope = scope
@@ -118,7 +121,6 @@ class TemporalOperation:
     deadline = None
 
     def clock(self) -> float:
-        from temporalio import workflow
 
         return workflow.now().timestamp()
 
@@ -160,9 +162,6 @@ class TemporalOperation:
         policy: StepPolicy | None = None,
     ) -> Any:
         """Run `fn` (a local activity) under `policy`; on replay, the recorded outcome."""
-        from temporalio import workflow
-        from temporalio.common import RetryPolicy
-        from temporalio.exceptions import ActivityError, ApplicationError
 
         from keel.backends.temporal.port import keel_error
 
@@ -332,8 +331,6 @@ def _retried(fail: Any) -> bool:
 
 def make_op_activity(app: App) -> Callable[..., Any]:
     """The `keel.op` local activity: runs the effect a workflow in this worker registered."""
-    from temporalio import activity
-    from temporalio.exceptions import ApplicationError
 
     @activity.defn(name=OP_ACTIVITY)
     async def keel_op(request: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
+
 from keel.backends.temporal.activity import ACTIVITY, attempt_timeout, check_size
 from keel.engine.journal import Journal, Scope
 from keel.engine.plugins import Features
@@ -85,7 +89,6 @@ def _to_person(fb: Fallback | None, err: StructuredError) -> bool:
 def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
     """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
     the step (key, digest) it was scheduled as."""
-    from temporalio.exceptions import ApplicationError
 
     seen: BaseException | None = exc
     while seen is not None:
@@ -237,8 +240,6 @@ class TemporalExecution:
     ) -> Any:
         """Run `tool` with `named` arguments as the `keel.call` activity at the next key of
         `scope` (or at `key`/`pos`), checked against what history recorded there."""
-        from temporalio import workflow
-        from temporalio.exceptions import ActivityError, ApplicationError
 
         from keel.backends.temporal.attempts import scheduled_retries, workflow_retries
 
@@ -282,8 +283,6 @@ class TemporalExecution:
     async def _schedule(self, tool: ToolDef, request: dict[str, Any]) -> Any:
         """One `keel.call` activity (a local one for `local=True`), retried by Temporal
         as Keel's `Retry` decides in the activity."""
-        from temporalio import workflow
-        from temporalio.common import RetryPolicy
 
         retry = tool.retry
         attempts = retry.attempts if retry is not None else 1
@@ -369,7 +368,6 @@ class TemporalExecution:
         raise from_structured(err)  # Fallback.human: give_up hands it to a person
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
-        from temporalio import workflow
 
         scope.next(name)  # the same keys as on Keel's engine
         if name == "now":
@@ -381,7 +379,6 @@ class TemporalExecution:
         not_yet(f"a recorded value {name!r}")
 
     async def sleep(self, scope: Scope, seconds: float) -> None:
-        from temporalio import workflow
 
         key, _ = scope.next("sleep")
         if seconds > 0:
@@ -393,7 +390,6 @@ class TemporalExecution:
         # a zero or negative sleep starts no timer (Temporal refuses one): nothing to wait
 
     async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:
-        from temporalio import workflow
 
         key, _ = scope.next(f"signal:{signal}")
         waiting = self._signals.setdefault(signal, [])
