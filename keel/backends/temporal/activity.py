@@ -24,6 +24,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from temporalio.exceptions import ApplicationError
+
 from keel.backends.temporal import mirror
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
@@ -46,8 +48,6 @@ from keel.policy.validation import run_checks
 from keel.types import StepKind, StructuredError
 
 if TYPE_CHECKING:
-    from temporalio.exceptions import ApplicationError
-
     from keel.app import App
     from keel.policy.retry import Retry
 
@@ -119,7 +119,6 @@ def make_activity(app: App) -> Callable[..., Any]:
     """The `keel.call` activity over an App's registered tools; each call's outcome is
     also written to the App's store (keel.backends.temporal.mirror)."""
     from temporalio import activity
-    from temporalio.exceptions import ApplicationError
 
     tools = app.registry.tools
     breakers: dict[str, BreakerState] = {}  # one per tool in this worker process, as Keel's
@@ -413,6 +412,20 @@ def budget_spent(tool: str, budget: int, last: StructuredError, attempt: int) ->
     )
     err = structured(spent, step=last.step, attempts=attempt)
     return err.model_copy(update={"cause": last})
+
+
+def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
+    """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
+    the step (key, digest) it was scheduled as."""
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ApplicationError) and seen.details:
+            details = list(seen.details)
+            step = details[1] if len(details) > 1 and isinstance(details[1], dict) else {}
+            return StructuredError.model_validate(details[0]), step
+        seen = getattr(seen, "cause", None)
+    return None
 
 
 __all__ = [

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from keel.backends.temporal.activity import budget_spent
+from keel.backends.temporal.activity import budget_spent, keel_error
 from keel.engine.journal import Scope
 from keel.engine.serde import revive, unannotated
 from keel.types import StepKind, StructuredError
@@ -78,8 +78,6 @@ async def attempts(
     Example (an operation of one's own with `Retry(budget=2)`):
         done = await attempts(port, scope, "flaky", retry, request, StepKind.TOOL, schedule)
     """
-
-    from keel.backends.temporal.port import keel_error
 
     key, pos, digest = request["key"], request["pos"], request["digest"]
     budget = retry.budget

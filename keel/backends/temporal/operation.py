@@ -32,7 +32,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from keel.backends.temporal.activity import failure
+from keel.backends.temporal.activity import failure, keel_error
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
 from keel.backends.temporal.model_calls import MODEL_ACTIVITY, portable
@@ -162,8 +162,6 @@ class TemporalOperation:
         policy: StepPolicy | None = None,
     ) -> Any:
         """Run `fn` (a local activity) under `policy`; on replay, the recorded outcome."""
-
-        from keel.backends.temporal.port import keel_error
 
         port = self._temporal
         if port.hard_stop is not None:

@@ -19,7 +19,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from keel.backends.temporal.activity import ACTIVITY, attempt_timeout, check_size
+from keel.backends.temporal.activity import ACTIVITY, attempt_timeout, check_size, keel_error
+from keel.backends.temporal.attempts import scheduled_retries, workflow_retries
+from keel.backends.temporal.decisions import current
+from keel.backends.temporal.fanout import BRANCH, gather, map_items
+from keel.backends.temporal.operation import TemporalOperation
+from keel.backends.temporal.phase import TemporalPhase
 from keel.engine.journal import Journal, Scope
 from keel.engine.plugins import Features
 from keel.engine.serde import from_json, revive, to_json, unannotated
@@ -86,25 +91,9 @@ def _to_person(fb: Fallback | None, err: StructuredError) -> bool:
     )
 
 
-def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | None:
-    """The Keel error the `keel.call` activity failed with, found in `exc`'s causes, and
-    the step (key, digest) it was scheduled as."""
-
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ApplicationError) and seen.details:
-            details = list(seen.details)
-            step = details[1] if len(details) > 1 and isinstance(details[1], dict) else {}
-            return StructuredError.model_validate(details[0]), step
-        seen = getattr(seen, "cause", None)
-    return None
-
-
 def _decisions_awaited() -> list[str]:
     """The people's decisions this run waits for (the `keel.state` query runs in the
     workflow, so its Decisions are at hand)."""
-    from keel.backends.temporal.decisions import current
-
     try:
         return current().waiting_on()
     except AttributeError:  # a workflow instance without decisions (older code)
@@ -155,8 +144,6 @@ class TemporalExecution:
         return self._tools
 
     def current(self, bound: Scope) -> Scope:
-        from keel.backends.temporal.fanout import BRANCH
-
         branch = BRANCH.get()
         if branch is not None and branch[0] is self:
             return branch[1]
@@ -194,8 +181,6 @@ class TemporalExecution:
         key_name: str | None = None,
         shown_input: Any = None,
     ) -> Operation:
-        from keel.backends.temporal.operation import TemporalOperation
-
         if self.hard_stop is not None:
             raise self.hard_stop
         key, pos = scope.next(key_name or name)
@@ -240,8 +225,6 @@ class TemporalExecution:
     ) -> Any:
         """Run `tool` with `named` arguments as the `keel.call` activity at the next key of
         `scope` (or at `key`/`pos`), checked against what history recorded there."""
-
-        from keel.backends.temporal.attempts import scheduled_retries, workflow_retries
 
         if self.hard_stop is not None:
             raise self.hard_stop
@@ -421,22 +404,16 @@ class TemporalExecution:
         concurrency: int | None,
         require: CompletionPolicy,
     ) -> MapResult[Any]:
-        from keel.backends.temporal.fanout import map_items
-
         return await map_items(self, scope, fn, tool, label, items, concurrency, require)
 
     async def gather(
         self, scope: Scope, awaitables: tuple[Awaitable[Any], ...], require: CompletionPolicy
     ) -> MapResult[Any]:
-        from keel.backends.temporal.fanout import gather
-
         return await gather(self, scope, awaitables, require)
 
     def phase(
         self, ctx: Context, name: str, check: Any, retries: int, on_fail: str, queue: str
     ) -> Phase:
-        from keel.backends.temporal.phase import TemporalPhase
-
         phase = TemporalPhase(self, ctx.current_scope(), ctx, name, check, retries, on_fail, queue)
         return phase  # type: ignore[return-value]  # the same protocol, Temporal's keys
 
