@@ -18,6 +18,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
 from keel.errors import Conflict, InputError, SignalTimeout
 
 if TYPE_CHECKING:
@@ -78,8 +81,6 @@ class Decisions:
     def validate(self, request: Any) -> None:
         """The update's validator: raise (refusing the update) for a decision this run
         cannot take. Runs before anything is written to history."""
-        from temporalio.exceptions import ApplicationError
-
         target, decision = _parts(request)
         waiting = self._open.get(target)
         if waiting is None:
@@ -119,8 +120,6 @@ class Decisions:
     async def wait(self, target: str, timeout: float | None, summary: str) -> dict[str, Any]:
         """The decision on `target`; `keel.SignalTimeout` once `timeout` passes without one
         (the request stays open: the timeout policy decides what happens to it)."""
-        from temporalio import workflow
-
         try:
             await workflow.wait_condition(
                 lambda: target in self._arrived, timeout=timeout, timeout_summary=summary
@@ -137,8 +136,6 @@ class Decisions:
 
 
 def _parts(request: Any) -> tuple[str, dict[str, Any]]:
-    from temporalio.exceptions import ApplicationError
-
     if (
         not isinstance(request, dict)
         or not isinstance(request.get("id"), str)
@@ -154,15 +151,11 @@ def _parts(request: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _run_id() -> str:
-    from temporalio import workflow
-
     return workflow.info().workflow_id
 
 
 def current() -> Decisions:
     """The decisions of the workflow running now."""
-    from temporalio import workflow
-
     found: Decisions = workflow.instance().decisions
     return found
 

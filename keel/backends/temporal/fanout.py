@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from keel.engine.context import Context
 from keel.engine.fanout import enforce
 from keel.engine.journal import Scope
 from keel.engine.serde import digest
@@ -22,7 +23,6 @@ from keel.types import ItemFailure, MapResult, StructuredError
 
 if TYPE_CHECKING:
     from keel.backends.temporal.port import TemporalExecution
-    from keel.engine.context import Context
     from keel.engine.registry import ToolDef
     from keel.policy.completion import CompletionPolicy
 
@@ -41,8 +41,6 @@ async def map_items(
     require: CompletionPolicy,
 ) -> MapResult[Any]:
     """`ctx.map` (see `keel.engine.fanout.map_items`, whose keys it keeps)."""
-    from keel.engine.context import Context
-
     key, _ = scope.next(f"map:{label}")
     map_scope = scope.child(key, None)
 

@@ -33,9 +33,11 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from keel.backends.temporal.activity import failure, keel_error
+from keel.backends.temporal.decisions import current, review_check
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
 from keel.backends.temporal.model_calls import MODEL_ACTIVITY, portable
+from keel.backends.temporal.people import act, escalate_operation
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.journal import Scope
 from keel.engine.recovery import PLAIN, StepPolicy, typed_output
@@ -134,8 +136,6 @@ class TemporalOperation:
         """The effect failed for good: its fallback decides; `Fallback.human` asks a
         person (keel.backends.temporal.people), as for a tool."""
         if pol.fallback is not None and pol.fallback.kind == "human":
-            from keel.backends.temporal.people import escalate_operation
-
             return await escalate_operation(self, pol, err, ann)
         return self._temporal.fall_back(pol.fallback, self.key, err, ann)
 
@@ -250,8 +250,6 @@ class TemporalOperation:
 
     async def finish(self, value: Any) -> Any:
         if self._review is not None:  # a person's decision: the step's entry in the store
-            from keel.backends.temporal.people import act
-
             entry = {**self._entry(), "output": value}
             settle = {"op": "settle", "id": self._review, "kind": "review", "decision": value}
             await act({**settle, "entry": entry}, f"{self.key}/decided")
@@ -261,8 +259,6 @@ class TemporalOperation:
         err = structured(exc, step=self.key)
         raised = from_structured(err)
         if self._review is not None:  # e.g. its deadline passed: the step's entry says so
-            from keel.backends.temporal.people import act
-
             entry = {**self._entry(), "error": err.model_dump(mode="json")}
             await act({"op": "record", "entry": entry}, f"{self.key}/failed")
         if fatal:
@@ -289,8 +285,7 @@ class TemporalOperation:
         is the timeout `wait` is given (a workflow timer), so `wake_at` needs no record."""
         if review is None:
             return True
-        from keel.backends.temporal.decisions import current, review_check
-        from keel.backends.temporal.people import act
+        from keel.backends.temporal.decisions import current
 
         self._review = review.id
         # open for decisions before the store shows it: nobody can decide it too early
@@ -311,8 +306,6 @@ class TemporalOperation:
         `signal` under this operation (a Temporal signal, as `ctx.wait_for`)."""
         if self._review is None:
             return await self._temporal.wait_signal(Scope(f"{self.key}/", None), signal, timeout)
-        from keel.backends.temporal.decisions import current
-
         return await current().wait(self._review, timeout, f"{self.key}/{part}")
 
 

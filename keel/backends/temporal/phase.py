@@ -22,6 +22,9 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from temporalio import workflow
+
+from keel.backends.temporal.fanout import BRANCH
 from keel.engine.journal import Scope
 from keel.engine.phase import checkpoint_messages
 from keel.engine.serde import digest
@@ -72,8 +75,6 @@ class TemporalPhase:
         self._single: TemporalPhaseAttempt | None = None
 
     def _open(self) -> None:
-        from temporalio import workflow
-
         if not self.key:
             self.key, self.pos = self.parent.next(f"phase:{self.name}")
             self.started = workflow.now().timestamp()
@@ -117,8 +118,6 @@ class TemporalPhaseAttempt:
         self._snapshot: dict[str, Any] | None = None
 
     async def __aenter__(self) -> TemporalPhaseAttempt:
-        from keel.backends.temporal.fanout import BRANCH
-
         p = self.phase
         state = p.parent.state
         self._snapshot = state.snapshot() if state is not None else None
@@ -130,8 +129,6 @@ class TemporalPhaseAttempt:
     async def __aexit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        from keel.backends.temporal.fanout import BRANCH
-
         p = self.phase
         BRANCH.reset(self._token)
         if exc is not None and (not isinstance(exc, Exception) or p.port.hard_stop is not None):
