@@ -134,7 +134,7 @@ async def sample_ended(app: Host, run: RunInfo) -> bool:
     (a per-day reservoir counts every call as one more candidate).
 
     Example (what keel.backends.temporal.ended does):
-        if await end_run(app.store, info, result_json):
+        if await end_with_state(app.store, info, result_json):
             await sample_ended(app, info)
     """
     policy = _policy(app, run.workflow, run.status)

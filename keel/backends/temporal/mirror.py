@@ -280,27 +280,13 @@ def _status(entry: Entry) -> StepStatus:
     return StepStatus.ERROR
 
 
-async def end_run(store: Store, info: RunInfo, result_json: bytes | None) -> bool:
-    """Record the end Temporal reported for `info`; True when this call recorded it
-    (False: not ended, ended already, or not a run Keel started on Temporal)."""
-    if not info.status.terminal:
-        return False
-    from keel.errors import LeaseLost
-
-    try:
-        await store.finish_run(
-            info.id, OWNER, info.status, result_json, info.error, None, [], time.time()
-        )
-    except LeaseLost:
-        return False
-    return True
-
-
 async def end_with_state(
-    store: Store, info: RunInfo, result_json: bytes | None, state_json: bytes | None
+    store: Store, info: RunInfo, result_json: bytes | None, state_json: bytes | None = None
 ) -> bool:
-    """`end_run` with the run's typed state (JSON), which only the worker has; True when
-    this call recorded the end (the other writer then loses Temporal's lease)."""
+    """Record the end Temporal reported for `info`, with the run's typed state (JSON,
+    which only the worker has); True when this call recorded it (False: not ended, ended
+    already — the other writer then loses Temporal's lease — or not a run Keel started
+    on Temporal)."""
     if not info.status.terminal:
         return False
     from keel.errors import LeaseLost
@@ -314,4 +300,4 @@ async def end_with_state(
     return True
 
 
-__all__ = ["OWNER", "Entry", "end_run", "end_with_state", "on_temporal", "open_run", "record"]
+__all__ = ["OWNER", "Entry", "end_with_state", "on_temporal", "open_run", "record"]

@@ -271,7 +271,7 @@ async def start_run(
 
 
 async def _never_started(app: App, rid: str, workflow: str, exc: BaseException) -> None:
-    from keel.backends.temporal.mirror import end_run
+    from keel.backends.temporal.mirror import end_with_state
 
     now = time.time()
     err = structured(KeelError(f"not started on Temporal: {exc}"))
@@ -284,7 +284,7 @@ async def _never_started(app: App, rid: str, workflow: str, exc: BaseException) 
         updated_at=now,
         error=err,
     )
-    await end_run(app.store, info, None)
+    await end_with_state(app.store, info, None)
 
 
 def _encodes(app: App, client: Client) -> None:
