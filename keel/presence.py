@@ -11,15 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from keel.hitl.delivery import executed_elsewhere
 from keel.host import StoreHost
 from keel.store.records import WorkerBeat
 from keel.types import RunInfo, RunStatus
-
-if TYPE_CHECKING:
-    from keel.backends.temporal.pollers import TemporalWorker
 
 
 class Watched(StoreHost, Protocol):
@@ -39,32 +36,6 @@ async def workers(app: StoreHost) -> list[WorkerBeat]:
         gone = [w for w in await workers(app) if not w.live(time.time())]
     """
     return await app.store.list_workers()
-
-
-@dataclass(frozen=True)
-class Listed:
-    """Every worker `keel workers` and the API list: Keel's (heartbeats in the store)
-    and, for an App on Temporal, the Temporal workers polling its task queue."""
-
-    keel: list[WorkerBeat]
-    temporal: list[TemporalWorker]
-    task_queue: str | None  # the App's Temporal task queue; None on Keel's engine
-
-
-async def listed_workers(app: StoreHost) -> Listed:
-    """Keel's workers and, with a Temporal backend, Temporal's (asked of Temporal, never
-    stored: a Temporal worker does not resume runs of Keel's engine), live or not.
-
-    Example:
-        listed = await listed_workers(app)
-        print(len(listed.keel), len(listed.temporal))
-    """
-    backend = getattr(app, "backend", None)
-    if backend is None:
-        return Listed(await workers(app), [], None)
-    from keel.backends.temporal.pollers import temporal_workers
-
-    return Listed(await workers(app), await temporal_workers(app), backend.task_queue)  # type: ignore[arg-type]
 
 
 async def live_workers(app: StoreHost, workflow: str | None = None) -> list[WorkerBeat]:
@@ -133,7 +104,8 @@ async def resume_notice(
         )
     return ResumeNotice(
         False,
-        f"no live worker serves workflow {run.workflow!r}, so run {run_id} waits — {START_HINT}",
+        f"no live worker serves workflow {run.workflow!r}, so run {run_id} waits — "
+        f"{START_HINT}",
     )
 
 

@@ -237,7 +237,7 @@ def workers_cmd(
     """
     import time
 
-    from keel.presence import listed_workers
+    from keel.backends.temporal.pollers import listed_workers
 
     listed = _run(lambda: _with_app(listed_workers, backend))
     now = time.time()

@@ -26,6 +26,7 @@ from keel.errors import ConfigError
 
 if TYPE_CHECKING:
     from keel.app import App
+    from keel.store.records import WorkerBeat
 
 # A poller counts as live while it polled this recently. An idle worker's long poll
 # lasts up to a minute before it polls again, and Temporal keeps a stopped worker's
@@ -141,6 +142,32 @@ async def temporal_workers(app: App) -> list[TemporalWorker]:
 _KINDS = ("workflow", "activity")
 
 
+@dataclass(frozen=True)
+class Listed:
+    """Every worker `keel workers` and `/api/v1/workers` list: Keel's (heartbeats in its
+    store, `keel.presence`) and, for an App on Temporal, those polling its task queue."""
+
+    keel: list[WorkerBeat]
+    temporal: list[TemporalWorker]
+    task_queue: str | None  # the App's Temporal task queue; None on Keel's engine
+
+
+async def listed_workers(app: App) -> Listed:
+    """Keel's workers and, with a Temporal backend, Temporal's, live or not. Temporal's
+    are asked of Temporal, never stored: Keel's `workers` table tells a decision whether
+    Keel's engine resumes its run, which a Temporal worker never does.
+
+    Example:
+        listed = await listed_workers(app)
+        print(len(listed.keel), len(listed.temporal))
+    """
+    from keel.presence import workers
+
+    if app.backend is None:
+        return Listed(await workers(app), [], None)
+    return Listed(await workers(app), await temporal_workers(app), app.backend.task_queue)
+
+
 async def _pollers(client: Any, queue: str, kind: str) -> list[Any]:
     """Temporal's pollers of one task type of `queue` (DescribeTaskQueue)."""
     from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
@@ -180,4 +207,12 @@ def _merge(known: TemporalWorker | None, poller: Any, kind: str, queue: str) -> 
     )
 
 
-__all__ = ["LIVE_WITHIN", "TemporalWorker", "identity", "parse_identity", "temporal_workers"]
+__all__ = [
+    "LIVE_WITHIN",
+    "Listed",
+    "TemporalWorker",
+    "identity",
+    "listed_workers",
+    "parse_identity",
+    "temporal_workers",
+]

@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from keel.presence import listed_workers
+from keel.backends.temporal.pollers import listed_workers
 from keel.server.api.base import Api
 
 
