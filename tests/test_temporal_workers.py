@@ -117,6 +117,10 @@ async def test_with_no_temporal_worker_the_message_says_how_to_start_one(
         store_url, "workers", "--backend", "temporal://127.0.0.1:1/default"
     )
     assert code == 2 and "cannot reach Temporal at 127.0.0.1:1" in err, (out, err)
+    nowhere = Backend(address=temporal_address, namespace="no-such-ns", task_queue=queue).url
+    code, out, err = await keel_cmd(store_url, "workers", "--backend", nowhere)
+    assert code == 2 and f"cannot list the workers of task queue {queue!r}" in err, err
+    assert "no-such-ns" in err and "check the address and namespace" in err
 
 
 def test_identities_give_host_pid_and_workflows_when_they_have_the_shape() -> None:

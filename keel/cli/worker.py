@@ -225,7 +225,12 @@ def _exit_after(interrupted: int) -> None:
 
 def workers_cmd(
     all_: Annotated[
-        bool, typer.Option("--all", help="Also workers gone without a clean exit (last day)")
+        bool,
+        typer.Option(
+            "--all",
+            help="Also workers gone without a clean exit (last day; on Temporal, the"
+            " pollers Temporal still remembers)",
+        ),
     ] = False,
     backend: BackendOpt = None,
     as_json: JsonOpt = False,

@@ -125,9 +125,7 @@ async def temporal_workers(app: App) -> list[TemporalWorker]:
     client = await client_for(app)
     try:
         found = await asyncio.gather(*(_pollers(client, queue, kind) for kind in _KINDS))
-    except ConfigError:
-        raise
-    except Exception as exc:
+    except Exception as exc:  # an RPCError: no such namespace, no permission, ...
         raise ConfigError(
             f"cannot list the workers of task queue {queue!r} on Temporal at "
             f"{backend_of(app).address}: {exc}; check the address and namespace"
