@@ -40,6 +40,8 @@ _MAX_IDENTITY = 900
 # temporalio's default identity is `pid@host`; Keel's adds ` keel[workflow,...]`.
 _SHAPE = re.compile(r"^(\d+)@(\S+?)(?: keel\[(.*)\])?$")
 
+_KINDS = ("workflow", "activity")  # the task types a worker polls
+
 
 @dataclass(frozen=True)
 class TemporalWorker:
@@ -135,9 +137,6 @@ async def temporal_workers(app: App) -> list[TemporalWorker]:
         for p in pollers:
             merged[p.identity] = _merge(merged.get(p.identity), p, kind, queue)
     return sorted(merged.values(), key=lambda w: -w.last_seen)
-
-
-_KINDS = ("workflow", "activity")
 
 
 @dataclass(frozen=True)
