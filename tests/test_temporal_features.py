@@ -143,3 +143,22 @@ async def test_a_gateway_retry_budget_leaves_each_attempt_in_history_and_store(
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
     assert scheduled == ["keel.llm"] * 5  # three attempts, then two calls refused a retry
+
+
+async def test_a_budgeted_model_call_waits_what_the_provider_asks(temporal: OnTemporal) -> None:
+    """Retry-After under a Gateway's budget: the workflow's timer before the next attempt
+    is the 0.05 s the provider asked for (the feature app's Retry has no backoff of its
+    own), and the retry is counted in Keel's store."""
+    t = temporal
+    question = uuid.uuid4().hex[:6]
+    rid = await start(t.app, t.client, t.backend, "rate_limited", {"question": question})
+    assert await result(t.app, t.client, rid) == "answered on ask 2"
+    events = (await t.client.get_workflow_handle(rid).fetch_history()).events
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+        for e in events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert timers == [0.05]
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    assert (steps["llm:slow#0"].status, steps["llm:slow#0"].attempts) == (StepStatus.OK, 2)

@@ -33,8 +33,24 @@ class _Unavailable(Exception):
         self.status_code = 503
 
 
+def _slow_down() -> Exception:
+    """What LiteLLM raises for a 429 whose response asks to retry in 0.05 s."""
+    import httpx
+    from litellm import RateLimitError
+
+    asked = httpx.Response(
+        429, headers={"retry-after": "0.05"}, request=httpx.Request("POST", "http://model")
+    )
+    return RateLimitError("slow down", llm_provider="keel-scripted", model="m", response=asked)
+
+
 def _reply(messages: list[dict[str, Any]]) -> str:
     text = str(messages[-1]["content"])
+    if text.startswith("slow"):  # rate limited on the first ask of each prompt
+        model_tries[text] = model_tries.get(text, 0) + 1
+        if model_tries[text] == 1:
+            raise _slow_down()
+        return f"answered on ask {model_tries[text]}"
     if text.startswith("flaky"):  # down for the first two asks of each prompt
         model_tries[text] = model_tries.get(text, 0) + 1
         if model_tries[text] <= 2:
@@ -126,6 +142,11 @@ async def budgeted_llm(ctx: keel.Context, question: str) -> list[Any]:
     return [first, third, "not refused"]
 
 
+async def rate_limited(ctx: keel.Context, question: str) -> str:
+    """A model call the provider rate-limits once, asking to wait (Retry-After)."""
+    return await ctx.llm.text(f"slow {question}", name="slow")
+
+
 # Every model call retries under a run-wide budget; no backoff, so no timers: cheap.
 _GATEWAY_RETRY = keel.Retry(attempts=3, backoff=0, budget=2)
 
@@ -135,7 +156,8 @@ def build(store: str, **options: Any) -> keel.App:
     model = keel.llm.ScriptedModel(_reply, price_as="gpt-4o-mini")
     gateway = keel.llm.Gateway({"m": model}, default="m", retry=_GATEWAY_RETRY)
     app = keel.App(store, llm=gateway, embedder=HashedWords(), **options)
-    workflows = (classify, remember, counter, ask_oracle, forget_fact, budgeted_ops, budgeted_llm)
+    workflows = (classify, remember, counter, ask_oracle, forget_fact, budgeted_ops)
+    workflows += (budgeted_llm, rate_limited)
     for wf in workflows:
         app.workflow(wf)
     return app
