@@ -20,6 +20,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 import keel
 from keel.engine.hooks import Hooks, StepEvent
+from keel.engine.runtime import Settings
 from keel.policy.breaker import BreakerState
 from keel.policy.retry import is_transient, retry_after_of, status_of
 from keel.types import RunStatus, StepStatus
@@ -659,6 +660,38 @@ async def test_budget_survives_suspension(make_app: Callable[..., keel.App]) -> 
     assert faults.count("down") == 5 + 3, faults.per_key("down")
     steps = _tool_steps(await app.steps(handle.id), "down")
     assert sum(s.attempts for s in steps) == 8
+
+
+async def test_a_model_calls_budget_survives_the_run_suspending(store_url: str) -> None:
+    """A Gateway's retry budget is per run for model calls too: a backoff that suspends
+    the run (a new execution) recounts the retries earlier executions granted."""
+    asked: list[str] = []
+
+    def down(messages: list[dict[str, Any]]) -> str:
+        asked.append(str(messages[-1]["content"]))
+        raise _Unavailable()
+
+    retry = keel.Retry(attempts=4, backoff=0.15, multiplier=1, jitter=False, budget=3)
+    gateway = keel.llm.Gateway({"m": keel.llm.ScriptedModel(down)}, default="m", retry=retry)
+    settings = Settings(poll_interval=0.02, inline_sleep_max=0.01)
+    app = keel.App(store_url, llm=gateway, settings=settings)
+    try:
+
+        @app.workflow
+        async def wf(ctx: keel.Context) -> list[str]:
+            stale = keel.Fallback.degrade("stale")
+            return [await ctx.llm.text(f"q{i}", name="down", fallback=stale) for i in range(3)]
+
+        assert await (await app.start(wf)).result(RESULT) == ["stale"] * 3
+        assert len(asked) == 3 + 3, asked  # three calls, three retries in all
+    finally:
+        await app.close()
+
+
+class _Unavailable(Exception):
+    def __init__(self) -> None:
+        super().__init__("provider said 503")
+        self.status_code = 503
 
 
 async def test_budget_counts_every_call_of_the_tool_in_the_run(

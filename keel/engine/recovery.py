@@ -132,7 +132,8 @@ def _budget_used(ex: RunExecution, tool: str) -> int:
         used = sum(
             _retries_granted(r)
             for r in ex.journal.by_key.values()
-            if r.name == tool and r.kind is StepKind.TOOL
+            # a tool's and a model call's (`llm:<name>`) earlier attempts both count
+            if r.name == tool and r.kind in (StepKind.TOOL, StepKind.LLM)
         )
         ex.retries_used[tool] = used
     return used
