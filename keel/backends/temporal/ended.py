@@ -2,7 +2,8 @@
 
 - The worker: when the generic workflow's run ends (a result, or a failure carrying
   Keel's structured error), its last act is the local activity `keel.end`
-  (`write_end`), which records the end with the run's typed state, so a run nobody
+  (`write_end`), which records the end with the run's typed state and the steps the
+  workflow decided (timers, signal waits, values: decided.py), so a run nobody
   awaits or reads still ends in the store, its claims become purgeable, its spans are
   exported and its drift monitors observe it.
 - The client: `result()`, or a read of a run that Temporal reports ended
@@ -93,7 +94,9 @@ async def write_end(
         "result": result,
         "error": None if error is None else error.model_dump(mode="json"),
         "state": None if state is None else state.snapshot(),
-        "decided": carried(port),  # its timers, waits and values: stored with the end
+        # its timers, waits and values, stored with the end. (No patch of its own: a
+        # local activity's input is not in history, and a replay checks only its type)
+        "decided": carried(port),
     }
     try:
         await workflow.execute_local_activity(
