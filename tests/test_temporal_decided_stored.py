@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 import keel
-from keel.backends.temporal import result, signal, start
 from keel.backends.temporal import decided as decided_module
+from keel.backends.temporal import result, signal, start
 from keel.backends.temporal.decided import decided_steps
 from keel.engine.serde import from_json
 from keel.types import StepRecord
