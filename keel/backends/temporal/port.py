@@ -376,7 +376,7 @@ class TemporalExecution:
         step = [StepKind.SLEEP, scope.path, key, pos, "sleep", seconds, at, None, None, None]
         self.decided.append(step)
         if seconds > 0:
-            self._sleeping[key] = workflow.now().timestamp() + seconds
+            self._sleeping[key] = at + seconds
             try:
                 await workflow.sleep(seconds, summary=key)
             finally:
