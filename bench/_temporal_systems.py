@@ -255,6 +255,14 @@ def print_ab(ab: dict[str, Any]) -> None:
             f" CPU {got['keel_cpu_ms_per_step']:.2f} / {got['raw_cpu_ms_per_step']:.2f} ms"
             f" per step = {ratio_text(got['cpu_ratio'])}"
         )
+        if "layer_cpu_ratio" in got:  # the raw workflows on Keel's sandbox runner too
+            print(
+                f"  the layer alone (raw temporalio on Keel's sandbox runner:"
+                f" {got['same_runner_ms_per_step']:.2f} ms,"
+                f" CPU {got['same_runner_cpu_ms_per_step']:.2f} ms per step):"
+                f" wall {ratio_text(got['layer_ratio'])},"
+                f" worker CPU {ratio_text(got['layer_cpu_ratio'])}"
+            )
 
 
 def _interleaved(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -443,8 +444,9 @@ def review_detail(r: Any, audit: list[dict[str, Any]] | None = None) -> Group:
     return Group(*lines)
 
 
-def workers_table(workers: list[Any], now: float) -> Table:
-    """`keel workers`: one row per worker (`keel.store.WorkerBeat`)."""
+def workers_table(workers: list[Any], now: float, temporal: Sequence[Any] = ()) -> Table:
+    """`keel workers`: one row per worker (`keel.store.WorkerBeat`), then the Temporal
+    workers polling the App's task queue (`keel.backends.temporal.pollers`)."""
     table = Table(header_style="bold")
     for col in ("host", "pid", "workflows", "kind", "up since", "last seen"):
         table.add_column(col, overflow="fold")
@@ -452,6 +454,12 @@ def workers_table(workers: list[Any], now: float) -> Table:
         seen = f"{max(0.0, now - w.seen_at):.0f}s ago" + ("" if w.live(now) else " (gone)")
         kind = "embedded (own runs)" if w.embedded else "worker"
         table.add_row(w.host, str(w.pid), ", ".join(w.workflows), kind, _ts(w.started_at), seen)
+    for t in temporal:  # Temporal knows when it last polled, not when it started
+        seen = f"{max(0.0, now - t.last_seen):.0f}s ago" + ("" if t.live(now) else " (gone?)")
+        host = t.identity if t.host is None else t.host
+        served = ", ".join(t.workflows) or "(not a Keel worker: unknown)"
+        kind = f"temporal (queue {t.task_queue})"
+        table.add_row(host, "-" if t.pid is None else str(t.pid), served, kind, "-", seen)
     return table
 
 

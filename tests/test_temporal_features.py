@@ -119,24 +119,46 @@ async def test_a_forget_and_a_budget_leave_their_steps_in_keel_store(
     assert (spent.error.type, spent.attempts) == ("BudgetExceeded", 1)
 
 
-async def test_a_gateway_retry_budget_is_refused_by_name(
-    temporal_address: str, store_url: str
+async def test_a_gateway_retry_budget_leaves_each_attempt_in_history_and_store(
+    temporal: OnTemporal,
 ) -> None:
-    """A Gateway's `Retry(budget=)` on its model calls is not carried yet: the run fails
-    naming it, rather than retrying past the budget."""
-    model = keel.llm.ScriptedModel(default="hello")
-    gateway = keel.llm.Gateway({"m": model}, default="m", retry=keel.Retry(attempts=2, budget=1))
-    app = keel.App(store_url, llm=gateway)
+    """A Gateway's `Retry(budget=)`: the workflow schedules each model call attempt (an
+    activity each, any worker), and Keel's store shows the attempts as the engine does."""
+    t = temporal
+    question = uuid.uuid4().hex[:6]
+    rid = await start(t.app, t.client, t.backend, "budgeted_llm", {"question": question})
+    assert (await result(t.app, t.client, rid))[0] == "up after 3 asks"
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    assert (steps["llm:flaky#0"].status, steps["llm:flaky#0"].attempts) == (StepStatus.OK, 3)
+    degraded = steps["llm:flaky#1"]  # its fallback answered
+    assert degraded.error is not None and degraded.error.type == "BudgetExceeded"
+    spent = steps["llm:flaky#2"]
+    assert spent.status is StepStatus.ERROR and spent.error is not None
+    assert (spent.error.type, spent.attempts) == ("BudgetExceeded", 1)
+    assert spent.error.cause is not None and spent.error.cause.type == "ModelUnavailable"
+    events = (await t.client.get_workflow_handle(rid).fetch_history()).events
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == ["keel.llm"] * 5  # three attempts, then two calls refused a retry
 
-    @app.workflow
-    async def greet(ctx: keel.Context) -> str:
-        return str(await ctx.llm.text("hi"))
 
-    async with on_temporal(app, temporal_address) as t:
-        rid = await start(app, t.client, t.backend, "greet", {})
-        with pytest.raises(keel.RunFailed) as failed:
-            await result(app, t.client, rid)
-    err = failed.value.error
-    assert err is not None and err.type == "ConfigError"
-    assert "model call 'llm:text#0' with a Gateway Retry(budget=...) is not supp" in err.message
-    await app.close()
+async def test_a_budgeted_model_call_waits_what_the_provider_asks(temporal: OnTemporal) -> None:
+    """Retry-After under a Gateway's budget: the workflow's timer before the next attempt
+    is the 0.05 s the provider asked for (the feature app's Retry has no backoff of its
+    own), and the retry is counted in Keel's store."""
+    t = temporal
+    question = uuid.uuid4().hex[:6]
+    rid = await start(t.app, t.client, t.backend, "rate_limited", {"question": question})
+    assert await result(t.app, t.client, rid) == "answered on ask 2"
+    events = (await t.client.get_workflow_handle(rid).fetch_history()).events
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToTimedelta().total_seconds()
+        for e in events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert timers == [0.05]
+    steps = {s.key: s for s in await t.app.steps(rid)}
+    assert (steps["llm:slow#0"].status, steps["llm:slow#0"].attempts) == (StepStatus.OK, 2)

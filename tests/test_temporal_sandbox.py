@@ -170,3 +170,39 @@ def test_a_bad_sandbox_option_is_refused() -> None:
         Backend.from_url("temporal://localhost:7233/default?sandbox=maybe")
     with pytest.raises(keel.ConfigError, match=r"sandbox=\.\.\.\) takes True or False"):
         Backend(sandbox="no")  # type: ignore[arg-type]
+
+
+async def test_serialization_contexts_are_read_without_entering_the_sandbox(
+    hosted: tuple[keel.App, Any, Backend], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keel's runner (keel/backends/temporal/runner.py) answers temporalio's question
+    "which context is this payload in" outside the sandbox's exec: workflow code still
+    runs through it, and the answers are temporalio's (the activity's and the workflow's
+    contexts reach the converter)."""
+    from temporalio.converter import ActivitySerializationContext
+    from temporalio.worker.workflow_sandbox._runner import _Instance
+
+    from keel.backends.temporal.converter import _converter_class
+
+    entered: list[str] = []
+    run_code = _Instance._run_code
+
+    def counting(self: Any, code: str, **extra: Any) -> None:
+        entered.append(code)
+        run_code(self, code, **extra)
+
+    contexts: list[Any] = []
+    in_context = _converter_class()._in_context
+
+    def seeing(self: Any, context: Any) -> Any:
+        contexts.append(context)
+        return in_context(self, context)
+
+    monkeypatch.setattr(_Instance, "_run_code", counting)
+    monkeypatch.setattr(_converter_class(), "_in_context", seeing)
+    assert (await _outcome(hosted, "through_ctx"))["line"].startswith('"""Temporal')
+    assert any("activate" in code for code in entered)  # workflow code: in the sandbox
+    assert not any("serialization_context" in code for code in entered)
+    assert not any("external_store_context" in code for code in entered)
+    called = [c for c in contexts if isinstance(c, ActivitySerializationContext)]
+    assert any(c.activity_type == "keel.call" for c in called), contexts

@@ -103,8 +103,9 @@ class TemporalAdapter:
     """A client and a worker in this process; every run is a workflow on the worker's
     task queue, awaited with the client."""
 
-    def __init__(self, local: bool = False) -> None:
+    def __init__(self, local: bool = False, runner: Any = None) -> None:
         self.local = local
+        self.runner = runner  # a workflow runner of one's own (the layer A/B's third side)
         self._stack = AsyncExitStack()
         self._client: Any = None
         self._queue = task_queue("temporal-local" if local else "temporal")
@@ -114,13 +115,15 @@ class TemporalAdapter:
         from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
         self._client = await Client.connect(address())
-        unsandboxed = {} if sandboxed() else {"workflow_runner": UnsandboxedWorkflowRunner()}
+        runner = {} if sandboxed() else {"workflow_runner": UnsandboxedWorkflowRunner()}
+        if self.runner is not None:
+            runner = {"workflow_runner": self.runner}
         worker = Worker(
             self._client,
             task_queue=self._queue,
             workflows=[Sequential, Steps, FanOut, WaitForGo],
             activities=[noop, nap],
-            **unsandboxed,
+            **runner,
         )
         await self._stack.enter_async_context(worker)
 

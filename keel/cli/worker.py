@@ -225,22 +225,34 @@ def _exit_after(interrupted: int) -> None:
 
 def workers_cmd(
     all_: Annotated[
-        bool, typer.Option("--all", help="Also workers gone without a clean exit (last day)")
+        bool,
+        typer.Option(
+            "--all",
+            help="Also workers gone without a clean exit (last day; on Temporal, the"
+            " pollers Temporal still remembers)",
+        ),
     ] = False,
+    backend: BackendOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Live workers: host, pid, the workflows they serve, when last seen."""
+    """Live workers: host, pid, the workflows they serve, when last seen.
+
+    On Temporal (--backend or KEEL_BACKEND) the Temporal workers polling the backend's
+    task queue are listed too, as Temporal reports them (executor `temporal`).
+    """
     import time
 
-    from keel.presence import workers
+    from keel.backends.temporal.pollers import listed_workers
 
-    rows = _run(lambda: _with_app(workers))
+    listed = _run(lambda: _with_app(listed_workers, backend))
     now = time.time()
-    shown = [w for w in rows if all_ or w.live(now)]
+    shown = [w for w in listed.keel if all_ or w.live(now)]
+    temporal = [w for w in listed.temporal if all_ or w.live(now)]
     if as_json:
         _print_json(
             [
                 {
+                    "executor": "keel",
                     "owner": w.owner,
                     "host": w.host,
                     "pid": w.pid,
@@ -252,11 +264,17 @@ def workers_cmd(
                 }
                 for w in shown
             ]
+            + [w.as_json(now) for w in temporal]
         )
         return
-    if not shown:
-        typer.echo("no live workers; start one: keel worker MODULE")
-        return
-    from keel.console import console, workers_table
+    if shown or temporal:
+        from keel.console import console, workers_table
 
-    console().print(workers_table(shown, now))
+        console().print(workers_table(shown, now, temporal))
+    if listed.task_queue is not None and not temporal:
+        typer.echo(
+            f"no Temporal worker polls task queue {listed.task_queue!r}, so runs on it wait;"
+            " start one: keel worker MODULE --backend URL"
+        )
+    elif not shown and not temporal:
+        typer.echo("no live workers; start one: keel worker MODULE")

@@ -17,6 +17,7 @@ from tests.behaviour.scenarios import Scenario
 from tests.memory_embedders import HashedWords
 
 oracle_calls: dict[str, int] = {}  # question -> times the oracle's effect ran
+model_tries: dict[str, int] = {}  # a "flaky" prompt -> times the model was asked it
 
 
 class Ticket(BaseModel):
@@ -24,8 +25,37 @@ class Ticket(BaseModel):
     urgent: bool
 
 
+class _Unavailable(Exception):
+    """What a provider SDK raises for a 503 (transient: Keel's Retry tries again)."""
+
+    def __init__(self) -> None:
+        super().__init__("provider said 503")
+        self.status_code = 503
+
+
+def _slow_down() -> Exception:
+    """What LiteLLM raises for a 429 whose response asks to retry in 0.05 s."""
+    import httpx
+    from litellm import RateLimitError
+
+    asked = httpx.Response(
+        429, headers={"retry-after": "0.05"}, request=httpx.Request("POST", "http://model")
+    )
+    return RateLimitError("slow down", llm_provider="keel-scripted", model="m", response=asked)
+
+
 def _reply(messages: list[dict[str, Any]]) -> str:
     text = str(messages[-1]["content"])
+    if text.startswith("slow"):  # rate limited on the first ask of each prompt
+        model_tries[text] = model_tries.get(text, 0) + 1
+        if model_tries[text] == 1:
+            raise _slow_down()
+        return f"answered on ask {model_tries[text]}"
+    if text.startswith("flaky"):  # down for the first two asks of each prompt
+        model_tries[text] = model_tries.get(text, 0) + 1
+        if model_tries[text] <= 2:
+            raise _Unavailable()
+        return f"up after {model_tries[text]} asks"
     if "JSON" in text or "schema" in text.lower():
         return '{"queue": "billing", "urgent": true}'
     return "billing" if "refund" in text else "general"
@@ -98,11 +128,37 @@ async def budgeted_ops(ctx: keel.Context, question: str) -> list[str]:
     return [first, "not refused"]
 
 
+async def budgeted_llm(ctx: keel.Context, question: str) -> list[Any]:
+    """Model calls share the Gateway's retry budget of two (counted under their step
+    name, `llm:flaky`): the first spends it, the second is refused its first retry, the
+    third's fallback answers for it."""
+    first = await ctx.llm.text(f"flaky first {question}", name="flaky")
+    stale = keel.Fallback.degrade("stale")
+    third = await ctx.llm.text(f"flaky third {question}", name="flaky", fallback=stale)
+    try:
+        await ctx.llm.text(f"flaky second {question}", name="flaky")
+    except keel.BudgetExceeded as exc:  # its last error is LiteLLM's wording: not compared
+        return [first, third, exc.message.split(" (last error")[0], exc.data["budget"]]
+    return [first, third, "not refused"]
+
+
+async def rate_limited(ctx: keel.Context, question: str) -> str:
+    """A model call the provider rate-limits once, asking to wait (Retry-After)."""
+    return await ctx.llm.text(f"slow {question}", name="slow")
+
+
+# Every model call retries under a run-wide budget; no backoff, so no timers: cheap.
+_GATEWAY_RETRY = keel.Retry(attempts=3, backoff=0, budget=2)
+
+
 def build(store: str, **options: Any) -> keel.App:
     """An App with the feature scenarios' workflows, a scripted model and a test embedder."""
     model = keel.llm.ScriptedModel(_reply, price_as="gpt-4o-mini")
-    app = keel.App(store, llm=model, embedder=HashedWords(), **options)
-    for wf in (classify, remember, counter, ask_oracle, forget_fact, budgeted_ops):
+    gateway = keel.llm.Gateway({"m": model}, default="m", retry=_GATEWAY_RETRY)
+    app = keel.App(store, llm=gateway, embedder=HashedWords(), **options)
+    workflows = (classify, remember, counter, ask_oracle, forget_fact, budgeted_ops)
+    workflows += (budgeted_llm, rate_limited)
+    for wf in workflows:
         app.workflow(wf)
     return app
 
@@ -136,6 +192,19 @@ FEATURE_SCENARIOS: dict[str, Scenario] = {
                     "? on attempt 3",
                     "tool 'flaky' used its retry budget of 2 for this run "
                     "(last error: ConnectionError: down on attempt 1)",
+                ],
+            ),
+        ),
+        Scenario(
+            "budgeted_llm",
+            {"question": "?"},
+            (
+                "ok",
+                [
+                    "up after 3 asks",
+                    "stale",
+                    "tool 'llm:flaky' used its retry budget of 2 for this run",
+                    2,
                 ],
             ),
         ),

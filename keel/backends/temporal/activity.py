@@ -307,8 +307,8 @@ async def _record(
     if "scope" not in request:  # scheduled by a worker from before the store was written
         return
     tool = app.registry.tools.get(request["tool"])
-    retried = fail is not None and (not fail.non_retryable or _retry_in(fail) is not None)
-    if retried and not (tool is not None and tool.irreversible) and "attempt" not in request:
+    again = fail is not None and retried(fail)
+    if again and not (tool is not None and tool.irreversible) and "attempt" not in request:
         return
     err = None if fail is None else StructuredError.model_validate(fail.details[0])
     fallback = None if err is None or tool is None or not tool.fallback else tool.fallback.kind
@@ -318,10 +318,19 @@ async def _record(
         attempt,
         data=data,
         error=err,
-        fallback=None if retried else fallback,
-        pending=retried,
+        fallback=None if again else fallback,
+        pending=again,
     )
     await record(app.store, entry)
+
+
+def retried(fail: Any) -> bool:
+    """Whether another attempt follows the failed one `fail` reports (Temporal's, or one
+    the workflow schedules itself).
+
+    Example: `await record(store, replace(entry, pending=retried(fail)))`
+    """
+    return not fail.non_retryable or _retry_in(fail) is not None
 
 
 def _retry_in(fail: Any) -> float | None:
@@ -437,4 +446,5 @@ __all__ = [
     "check_size",
     "failure",
     "make_activity",
+    "retried",
 ]

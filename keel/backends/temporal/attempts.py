@@ -5,12 +5,14 @@ in the activity). Two things need the workflow instead:
 
 - `Retry(budget=N)` caps a tool's retries across the whole run, every call and map
   item together (an operation of one's own with a budgeted `StepPolicy` likewise,
-  counted under its name). Only the workflow sees them all, so each failed attempt
-  comes back to it with the delay Keel picked ("retry_in"); the workflow counts the
-  retry against the budget (deterministically: its inputs are in history, so a replay
-  counts the same), waits on a timer, and schedules the next attempt. The request says
-  how much budget is left, so the activity's own decision (and what it writes to
-  Keel's store) names `keel.BudgetExceeded` too.
+  counted under its name; a model call whose Gateway's `Retry` has a budget under its
+  step name, `llm:<name>`, each attempt a `keel.llm` activity). Only the workflow sees
+  them all, so each failed attempt comes back to it with the delay Keel picked
+  ("retry_in"); the workflow counts the retry against the budget (deterministically:
+  its inputs are in history, so a replay counts the same), waits on a timer, and
+  schedules the next attempt. The request says how much budget is left, so the
+  activity's own decision (and what it writes to Keel's store) names
+  `keel.BudgetExceeded` too.
 - A `local=True` tool has no heartbeat details to carry validation feedback from one
   attempt to the next: the workflow puts the messages in the next attempt's request.
 

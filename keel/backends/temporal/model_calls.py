@@ -5,7 +5,11 @@ data (messages, model, params, cache, the fitted context). On Temporal that requ
 travels to an activity worker, which sends it through the App's own Gateway (routing,
 budgets, cache, fallback models, metering) exactly as Keel's engine does in process;
 so model calls can be scaled, rate-limited and retried apart from the workflow worker,
-as tools are. Keel's `Retry` of the gateway decides whether and when to try again.
+as tools are. Keel's `Retry` of the gateway decides whether and when to try again (full
+jitter, Retry-After, deadline). A `Retry(budget=N)` is counted by the workflow across
+the run under the step's name (`llm:<name>`, as Keel's engine counts it): each attempt
+is then an activity of its own, the request carrying its attempt number and the budget
+left (keel.backends.temporal.attempts), and a retried attempt is written PENDING.
 
 Example (what the Temporal port schedules for `await ctx.llm.text("hi")`):
     await workflow.execute_activity(MODEL_ACTIVITY, request, ...)
@@ -14,15 +18,16 @@ Example (what the Temporal port schedules for `await ctx.llm.text("hi")`):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from keel.backends.temporal.activity import failure
+from keel.backends.temporal.activity import failure, retried
 from keel.backends.temporal.mirror import Entry, record, running
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.serde import from_json, to_json
-from keel.errors import ConfigError, SerializationError, structured
+from keel.errors import ConfigError, SerializationError
 from keel.store import Usage
-from keel.types import StepKind
+from keel.types import StepKind, StructuredError
 
 if TYPE_CHECKING:
     from keel.app import App
@@ -49,18 +54,20 @@ def make_model_activity(app: App) -> Callable[..., Any]:
     async def keel_llm(request: Any) -> dict[str, Any]:
         info = activity.info()
         gateway = app.gateway
-        token = CURRENT_STEP.set(StepInfo(info.workflow_id or "", request["key"], info.attempt, ()))
+        # a retry the workflow schedules itself (a budget) carries its attempt number
+        attempt = int(request.get("attempt", 1)) + info.attempt - 1
+        token = CURRENT_STEP.set(StepInfo(info.workflow_id or "", request["key"], attempt, ()))
         held: list[Any] = []
         try:
             with running():  # (its entry may then share a transaction with others')
-                return await _call(request, info, gateway, held)
+                return await _call(request, info, attempt, gateway, held)
         finally:
             CURRENT_STEP.reset(token)
             for h in held:  # stored (or failed): stop counting it as in flight
                 gateway.release(h)
 
     async def _call(
-        request: dict[str, Any], info: Any, gateway: Any, held: list[Any]
+        request: dict[str, Any], info: Any, attempt: int, gateway: Any, held: list[Any]
     ) -> dict[str, Any]:
         call, key = request["llm"], request["key"]
         run_id = info.workflow_id or ""
@@ -82,12 +89,17 @@ def make_model_activity(app: App) -> Callable[..., Any]:
             resp.context = call["context"]
             data = to_json(resp, what=f"step {key!r}")
         except Exception as exc:
-            first = info.scheduled_time.timestamp()
+            scheduled = "attempt" in request  # the deadline counts from the step's start
+            first = float(request["started"]) if scheduled else info.scheduled_time.timestamp()
             retry = gateway.retry if gateway is not None else None
-            fail = failure(request["name"], retry, request, info.attempt, first, exc)
-            if fail.non_retryable:
-                err = structured(exc, step=key, attempts=info.attempt)
-                await record(app.store, _entry(run_id, request, info.attempt, None, err, None))
+            fail = failure(request["name"], retry, request, attempt, first, exc)
+            again = retried(fail)
+            if not again or scheduled:
+                # its last attempt: the failure (a spent budget's included) is its outcome;
+                # a retry the workflow schedules shows as PENDING, as on Keel's engine
+                err = StructuredError.model_validate(fail.details[0])
+                entry = _entry(run_id, request, attempt, None, err, None)
+                await record(app.store, replace(entry, pending=again))
             raise fail from exc
         usage = Usage(
             resp.model,
@@ -96,12 +108,12 @@ def make_model_activity(app: App) -> Callable[..., Any]:
             resp.cost_usd,
             resp.cache_hit,
         )
-        await record(app.store, _entry(run_id, request, info.attempt, data, None, usage))
+        await record(app.store, _entry(run_id, request, attempt, data, None, usage))
         return {
             "key": key,
             "digest": request["digest"],
             "output": from_json(data),
-            "attempts": info.attempt,
+            "attempts": attempt,
         }
 
     return keel_llm

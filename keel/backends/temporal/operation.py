@@ -33,6 +33,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from keel.backends.temporal.activity import failure, keel_error
+from keel.backends.temporal.activity import retried as _retried
 from keel.backends.temporal.decisions import current, review_check
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
@@ -170,8 +171,6 @@ class TemporalOperation:
         pol = policy or PLAIN
         model_call = pol.extra.get("model_call") if self.kind is StepKind.LLM else None
         remote = None if model_call is None else portable(model_call)
-        if remote is not None and _budgeted(pol):
-            port.refuse(f"model call {self.key!r} with a Gateway Retry(budget=...)")
         slot = (self.run_id, self.key)
         effect = _Effect(fn, self, pol, ann)
         _EFFECTS[slot] = effect
@@ -312,12 +311,6 @@ class TemporalOperation:
 def _budgeted(pol: StepPolicy) -> bool:
     """Whether the workflow schedules this operation's retries (a per-run budget)."""
     return pol.retry.budget is not None and pol.retry.attempts > 1
-
-
-def _retried(fail: Any) -> bool:
-    """Whether another attempt follows this failed one (Temporal's or the workflow's)."""
-    step = fail.details[1] if len(fail.details) > 1 else {}
-    return not fail.non_retryable or step.get("retry_in") is not None
 
 
 def make_op_activity(app: App) -> Callable[..., Any]:

@@ -29,11 +29,11 @@ from temporalio import workflow
 from temporalio.worker import Interceptor, WorkflowInterceptorClassInput
 from temporalio.worker.workflow_sandbox import (
     RestrictedWorkflowAccessError,
-    SandboxedWorkflowRunner,
     SandboxMatcher,
     SandboxRestrictions,
 )
 
+from keel.backends.temporal.runner import keel_sandbox_runner
 from keel.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def hosting(app: App, features: Features, *, sandbox: bool) -> dict[str, Any]:
             children={"__builtins__": default.invalid_module_members.children["__builtins__"]}
         )
         restrictions = dataclasses.replace(default, invalid_module_members=builtins_only)
-        runner = SandboxedWorkflowRunner(restrictions=restrictions.with_passthrough_all_modules())
+        runner = keel_sandbox_runner(restrictions.with_passthrough_all_modules())
     hosted = Hosted(app, features, _proxies())
     return {"workflow_runner": runner, "interceptors": [_Hosting(hosted)]}
 

@@ -119,6 +119,7 @@ async def serve(
     from keel.backends.temporal.model_calls import make_model_activity
     from keel.backends.temporal.operation import make_op_activity
     from keel.backends.temporal.people import make_people_activity
+    from keel.backends.temporal.pollers import identity
     from keel.backends.temporal.workflow import hosted_workflows
     from keel.features import _register_extraction
 
@@ -139,6 +140,8 @@ async def serve(
         ],
         max_cached_workflows=max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=grace or 0),
+        # pid@host and the workflows hosted: what `keel workers` shows (pollers.py)
+        identity=identity(app.registry.workflows),
     )
     async with worker:
         yield

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from fastapi import APIRouter
 
-from keel.presence import live_workers
+from keel.backends.temporal.pollers import listed_workers
 from keel.server.api.base import Api
 
 
@@ -16,10 +17,15 @@ def router(api: Api) -> APIRouter:
 
     @r.get("")
     async def list_workers() -> list[dict[str, Any]]:
-        """Live workers: who will resume decided runs (see `keel workers`)."""
-        return [
-            {**dataclasses.asdict(w), "workflows": list(w.workflows)}
-            for w in await live_workers(api.app)
+        """Live workers: who will resume decided runs (see `keel workers`); on Temporal,
+        the Temporal workers polling the App's task queue too (`executor: temporal`)."""
+        listed = await listed_workers(api.app)
+        now = time.time()
+        ours = [
+            {**dataclasses.asdict(w), "workflows": list(w.workflows), "executor": "keel"}
+            for w in listed.keel
+            if w.live(now)
         ]
+        return ours + [t.as_json(now) for t in listed.temporal if t.live(now)]
 
     return r
