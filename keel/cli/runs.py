@@ -324,7 +324,8 @@ def show(
             metavar="MODULE",
             help="Module or .py path defining the run's App: its state model gives the "
             "state the run started with (otherwise inferred from the final state); on "
-            "Temporal its code lists the steps the workflow decided (timers, signals, values).",
+            "Temporal its code lists the steps a running run's workflow decided (timers, "
+            "signals, values; an ended run has them in the store).",
         ),
     ] = None,
     as_json: JsonOpt = False,

@@ -1,19 +1,20 @@
-"""The steps a Temporal run decides itself, read back from its history on demand.
+"""The steps a Temporal run decides itself: recorded by the port, stored with the end.
 
 Timers (`ctx.sleep`), signal waits (`ctx.wait_for`) and `ctx.now/uuid/random` run in
-workflow code: Temporal's history holds what they were (a timer's events, a signal's
-payload, the randomness seed and each task's time), but no activity ran, so nothing
-wrote them to Keel's store. Rather than have every worker write them (CPU on every
-run), the reader replays the history with the App's workflow code and records what
-those steps returned, under the keys Keel's engine gives them (`sleep#0`,
-`signal:approved#0`, `now#0`), as the engine journals them: a replay reproduces them
-exactly, values and times included, since that is what Temporal's determinism means.
+workflow code: no activity runs, so no activity writes them. The port appends each to a
+list as it decides it (`TemporalExecution.decided`, nothing more per step); at the run's
+end the `keel.end` local activity carries the list (`carried`) and writes it as journal
+entries (`writes`) in the transaction that ends the run (ended.py), under the keys
+Keel's engine gives them (`sleep#0`, `signal:approved#0`, `now#0`).
 
-The replay runs in its own namespace; `tap` (called once per workflow execution) turns
-recording on only for the ports of that namespace, so live workers record nothing.
+A run not ended yet (or one whose end the client recorded: cancelled, terminated)
+has them only in Temporal's history: the reader replays it with the App's code in a
+namespace of its own, where `tap` hands it the port, and converts the port's list the
+same way (`records`). A replay reproduces the values and times exactly: that is what
+Temporal's determinism means.
 
 Example:
-    records = await decided_steps(app, client, "t-1")   # [sleep#0, signal:go#0, now#0]
+    records = await decided_steps(app, client, "t-1", "paced", "q")  # [sleep#0, now#0]
 """
 
 from __future__ import annotations
@@ -21,24 +22,24 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from keel.engine.serde import digest
-from keel.errors import SignalTimeout, structured
-from keel.types import StepKind, StepRecord, StepStatus
+from keel.errors import structured
+from keel.types import RunInfo, StepKind, StepRecord, StepStatus, StructuredError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from temporalio.client import Client
 
     from keel.app import App
     from keel.backends.temporal.port import TemporalExecution
-    from keel.engine.journal import Scope
+    from keel.store import StepWrite
 
 _PREFIX = "keel.steps."  # the namespace of a steps replay: keel.steps.<random>
-_TAPS: dict[str, list[StepRecord]] = {}  # replay namespace -> the steps it recorded
+_TAPS: dict[str, list[TemporalExecution]] = {}  # replay namespace -> its workflow's ports
+_VALUES = ("now", "uuid", "random")
 _guard = threading.Lock()  # workflow code runs in the replayer's threads
 _pool: ThreadPoolExecutor | None = None  # shared: a Replayer never shuts its own down
 _log = logging.getLogger("keel.temporal")
@@ -70,9 +71,9 @@ async def decided_steps(
     if (started.workflow_type.name, started.task_queue.name) != (workflow, task_queue):
         return []
     namespace = f"{_PREFIX}{uuid.uuid4().hex}"
-    taken: list[StepRecord] = []
+    ports: list[TemporalExecution] = []
     with _guard:
-        _TAPS[namespace] = taken
+        _TAPS[namespace] = ports
     try:
         # Unsandboxed: the history is what the run did, and the reader's CPU matters.
         replay = Replayer(
@@ -87,91 +88,100 @@ async def decided_steps(
     finally:
         with _guard:
             _TAPS.pop(namespace, None)
-    return taken
+    return records(run_id, ports[-1].decided) if ports else []
 
 
 def tap(port: TemporalExecution) -> None:
-    """Record `port`'s workflow-decided steps when it runs in a steps replay (workflow
-    code: a dict lookup on live workers, which record nothing)."""
+    """Hand `port` to the reader when it runs in a steps replay (workflow code: a string
+    check on live workers, which hand nothing)."""
     from temporalio import workflow
 
     namespace = workflow.info().namespace
     if not namespace.startswith(_PREFIX):
         return
     with _guard:
-        taken = _TAPS.get(namespace)
-    if taken is not None:
-        _Tap(port, taken).attach()
+        ports = _TAPS.get(namespace)
+        if ports is not None:
+            ports.append(port)
 
 
-class _Tap:
-    """Wraps one port's `value`, `sleep` and `wait_signal` to record each step."""
+def carried(port: TemporalExecution) -> list[list[Any]]:
+    """What `port` decided, as JSON for the `keel.end` local activity (workflow code, once
+    per run: only a timed-out wait's error needs converting)."""
+    return [
+        s if not isinstance(s[9], BaseException) else [*s[:9], _error(s).model_dump(mode="json")]
+        for s in port.decided
+    ]
 
-    def __init__(self, port: TemporalExecution, taken: list[StepRecord]) -> None:
-        self.port, self.taken = port, taken
-        self.value, self.sleep, self.wait = port.value, port.sleep, port.wait_signal
 
-    def attach(self) -> None:
-        port: Any = self.port  # instance attributes shadow the methods Context calls
-        port.value, port.sleep, port.wait_signal = self.on_value, self.on_sleep, self.on_wait
-
-    def _entry(
-        self, scope: Scope, key_name: str, kind: StepKind, dig: str, **kw: Any
-    ) -> StepRecord:
-        from temporalio import workflow
-
-        # the key and position scope.next(key_name) is about to hand out
-        n = scope.counts.get(key_name, 0)
-        now = workflow.now().timestamp()
+def records(run_id: str, decided: Sequence[Sequence[Any]]) -> list[StepRecord]:
+    """The journal entries of the steps a run decided (`TemporalExecution.decided`, or
+    what `carried` made of it), as Keel's engine journals them: a wait not over yet is
+    PENDING, listed from its start; `sleep#0` has its wake time, `signal:go#0` the
+    payload taken or the `SignalTimeout`, `now#0` the value the run used."""
+    out = []
+    for step in decided:
+        kind, scope, key, pos, name, arg, started, ended, output, error = step
+        kind = StepKind(kind)
         rec = StepRecord(
-            run_id=self.port.run.id,
-            key=f"{scope.path}{key_name}#{n}",
-            scope=scope.path,
-            position=scope.position,
+            run_id=run_id,
+            key=key,
+            scope=scope,
+            position=pos,
             kind=kind,
-            digest=dig,
-            started_at=now,
-            **kw,
+            name=name,
+            digest="",
+            status=StepStatus.PENDING if ended is None else StepStatus.OK,
+            output=output,
+            started_at=started,
+            ended_at=ended,
         )
-        if rec.status is StepStatus.PENDING:  # a wait: listed from its start
-            self.taken.append(rec)
-        return rec
+        if kind is StepKind.SLEEP:
+            rec.digest = digest(float(arg))
+            rec.wake_at = started + max(0.0, float(arg))
+        elif kind is StepKind.SIGNAL:
+            rec.digest = digest(name, arg)
+            rec.wake_at = None if arg is None else started + arg
+        if error is not None:
+            rec.status, rec.error = StepStatus.ERROR, _error(step)
+        out.append(rec)
+    return out
 
-    def on_value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
-        rec = self._entry(scope, name, StepKind.VALUE, "", name=name, status=StepStatus.OK)
-        rec.output = self.value(scope, name, make)  # (a value Temporal cannot make raises)
-        rec.ended_at = rec.started_at
-        self.taken.append(rec)
-        return rec.output
 
-    async def on_sleep(self, scope: Scope, seconds: float) -> None:
-        dig = digest(float(seconds))
-        rec = self._entry(
-            scope, "sleep", StepKind.SLEEP, dig, name="sleep", status=StepStatus.PENDING
-        )
-        rec.wake_at = rec.started_at + max(0.0, float(seconds))
-        await self.sleep(scope, seconds)
-        self._ended(rec, StepStatus.OK)
+def step_writes(run_id: str, decided: Sequence[Sequence[Any]]) -> list[StepWrite]:
+    """`records` as the store writes them with the run's end, a large output out of line
+    as every Temporal entry's (mirror.py)."""
+    from keel.backends.temporal.mirror import step_write
+    from keel.engine.serde import to_json
 
-    async def on_wait(self, scope: Scope, signal: str, timeout: float | None) -> Any:
-        name, dig = f"signal:{signal}", digest(signal, timeout)
-        rec = self._entry(scope, name, StepKind.SIGNAL, dig, name=signal, status=StepStatus.PENDING)
-        if timeout is not None:
-            rec.wake_at = rec.started_at + timeout
-        try:
-            rec.output = await self.wait(scope, signal, timeout)
-        except SignalTimeout as exc:
-            rec.error = structured(exc, step=rec.key)
-            self._ended(rec, StepStatus.ERROR)
-            raise
-        self._ended(rec, StepStatus.OK)
-        return rec.output
+    return [
+        step_write(r, None if r.output is None else to_json(r.output, what=r.key))
+        for r in records(run_id, decided)
+    ]
 
-    @staticmethod
-    def _ended(rec: StepRecord, status: StepStatus) -> None:
-        from temporalio import workflow
 
-        rec.status, rec.ended_at = status, workflow.now().timestamp()
+def stored(info: RunInfo, steps: Sequence[StepRecord]) -> bool:
+    """Whether `steps` (Keel's store's entries of run `info`) hold the steps the run
+    decided: the worker writes them with the end, all or none, so an ended run with one
+    of them needs no replay. (A run that decided none, or whose end the client recorded
+    — cancelled, terminated, or ended before they were stored — is replayed.)"""
+    return info.status.terminal and any(_decided(r) for r in steps)
+
+
+def _decided(rec: StepRecord) -> bool:
+    # (activities write VALUE and SIGNAL entries too: an operation's, an escalation's)
+    if rec.kind is StepKind.SLEEP:
+        return True
+    if rec.kind is StepKind.SIGNAL:
+        return rec.key.rsplit("/", 1)[-1].startswith("signal:")
+    return rec.kind is StepKind.VALUE and rec.name in _VALUES
+
+
+def _error(step: Sequence[Any]) -> StructuredError:
+    error = step[9]
+    if isinstance(error, BaseException):
+        return structured(error, step=step[2])
+    return StructuredError.model_validate(error)
 
 
 def _executor() -> ThreadPoolExecutor:
@@ -182,4 +192,4 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
-__all__ = ["decided_steps", "tap"]
+__all__ = ["carried", "decided_steps", "records", "step_writes", "stored", "tap"]

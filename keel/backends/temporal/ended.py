@@ -2,7 +2,8 @@
 
 - The worker: when the generic workflow's run ends (a result, or a failure carrying
   Keel's structured error), its last act is the local activity `keel.end`
-  (`write_end`), which records the end with the run's typed state, so a run nobody
+  (`write_end`), which records the end with the run's typed state and the steps the
+  workflow decided (timers, signal waits, values: decided.py), so a run nobody
   awaits or reads still ends in the store, its claims become purgeable, its spans are
   exported and its drift monitors observe it.
 - The client: `result()`, or a read of a run that Temporal reports ended
@@ -23,12 +24,16 @@ import logging
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from keel.backends.temporal.decided import carried, step_writes
 from keel.backends.temporal.mirror import end_with_state
 from keel.types import RunInfo, RunStatus, StructuredError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from keel.app import App
     from keel.backends.temporal.port import TemporalExecution
+    from keel.store import StepWrite
 
 END_ACTIVITY = "keel.end"  # the local activity that writes a run's end from the worker
 # Histories from before `keel.end` existed replay without it (Temporal's versioning).
@@ -37,10 +42,15 @@ _log = logging.getLogger("keel.temporal")
 
 
 async def record_end(
-    app: App, info: RunInfo, result_json: bytes | None, state_json: bytes | None = None
+    app: App,
+    info: RunInfo,
+    result_json: bytes | None,
+    state_json: bytes | None = None,
+    writes: Sequence[StepWrite] = (),
 ) -> bool:
-    """Record `info`'s end; True when this call recorded it (and ran the follow-ups)."""
-    if not await end_with_state(app.store, info, result_json, state_json):
+    """Record `info`'s end (with entries `writes`, in one transaction); True when this
+    call recorded it (and ran the follow-ups)."""
+    if not await end_with_state(app.store, info, result_json, state_json, writes):
         return False
     from keel.drift.observer import OBSERVED, monitors_of
     from keel.hitl.sampling import sample_ended
@@ -84,6 +94,9 @@ async def write_end(
         "result": result,
         "error": None if error is None else error.model_dump(mode="json"),
         "state": None if state is None else state.snapshot(),
+        # its timers, waits and values, stored with the end. (No patch of its own: a
+        # local activity's input is not in history, and a replay checks only its type)
+        "decided": carried(port),
     }
     try:
         await workflow.execute_local_activity(
@@ -132,7 +145,8 @@ async def _end(app: App, request: dict[str, Any]) -> bool:
     try:
         # shielded: a worker evicting the run cancels its local activity (it runs again
         # on replay), which must not stop the follow-ups between the write and their end
-        return await asyncio.shield(record_end(app, info, result, state_json))
+        steps = step_writes(info.id, request.get("decided") or ())
+        return await asyncio.shield(record_end(app, info, result, state_json, steps))
     except Exception:  # the client path records it later: never the run's failure
         _log.warning("the end of Temporal run %s could not be written", info.id, exc_info=True)
         return False

@@ -108,11 +108,7 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
         input=entry.input,
         fallback=entry.fallback,
     )
-    data = entry.data
-    write = StepWrite(rec, data, usage=entry.usage)
-    if data is not None and (entry.out_of_line or len(data) > _INLINE):
-        rec.blob = hashlib.sha256(data).hexdigest()
-        write = StepWrite(rec, None, data, usage=entry.usage)
+    write = step_write(rec, entry.data, entry.usage, out_of_line=entry.out_of_line)
     try:
         await _writer(store).write(write)
     except (StoreError, KeelError, OSError) as exc:
@@ -125,6 +121,21 @@ async def record(store: Store, entry: Entry, *, strict: bool = False) -> None:
             entry.run_id,
             exc,
         )
+
+
+def step_write(
+    rec: StepRecord, data: bytes | None, usage: Usage | None = None, *, out_of_line: bool = False
+) -> StepWrite:
+    """`rec` with its output's JSON `data` as the store writes it: a large output (or one
+    `out_of_line`) in the blob table, under its SHA-256.
+
+    Example:
+        await store.commit(UnitOfWork(run_id, None, steps=[step_write(rec, b'"hi"')]))
+    """
+    if data is not None and (out_of_line or len(data) > _INLINE):
+        rec.blob = hashlib.sha256(data).hexdigest()
+        return StepWrite(rec, None, data, usage=usage)
+    return StepWrite(rec, data, usage=usage)
 
 
 class _Writer:
@@ -281,23 +292,35 @@ def _status(entry: Entry) -> StepStatus:
 
 
 async def end_with_state(
-    store: Store, info: RunInfo, result_json: bytes | None, state_json: bytes | None = None
+    store: Store,
+    info: RunInfo,
+    result_json: bytes | None,
+    state_json: bytes | None = None,
+    writes: Sequence[StepWrite] = (),
 ) -> bool:
     """Record the end Temporal reported for `info`, with the run's typed state (JSON,
-    which only the worker has); True when this call recorded it (False: not ended, ended
-    already — the other writer then loses Temporal's lease — or not a run Keel started
-    on Temporal)."""
+    which only the worker has) and entries `writes` in the same transaction; True when
+    this call recorded it (False: not ended, ended already — the other writer then loses
+    Temporal's lease — or not a run Keel started on Temporal)."""
     if not info.status.terminal:
         return False
     from keel.errors import LeaseLost
 
     try:
         await store.finish_run(
-            info.id, OWNER, info.status, result_json, info.error, state_json, [], time.time()
+            info.id, OWNER, info.status, result_json, info.error, state_json, writes, time.time()
         )
     except LeaseLost:
         return False
     return True
 
 
-__all__ = ["OWNER", "Entry", "end_with_state", "on_temporal", "open_run", "record"]
+__all__ = [
+    "OWNER",
+    "Entry",
+    "end_with_state",
+    "on_temporal",
+    "open_run",
+    "record",
+    "step_write",
+]

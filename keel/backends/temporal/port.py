@@ -126,6 +126,10 @@ class TemporalExecution:
         self._waiting: list[str] = []  # signals a ctx.wait_for is waiting for now
         self._sleeping: dict[str, float] = {}  # ctx.sleep timers running now: when they fire
         self.retries_used: dict[str, int] = {}  # tool -> retries granted (Retry(budget=))
+        # the steps this workflow decides (values, timers, signal waits) as they happen:
+        # [kind, scope, key, pos, name, arg, started, ended, output, error]; decided.py
+        # turns them into journal entries once, at the end (or for a replay's reader)
+        self.decided: list[list[Any]] = []
 
     @property
     def run(self) -> RunInfo:
@@ -352,29 +356,40 @@ class TemporalExecution:
 
     def value(self, scope: Scope, name: str, make: Callable[[], Any]) -> Any:
 
-        scope.next(name)  # the same keys as on Keel's engine
+        key, pos = scope.next(name)  # the same keys as on Keel's engine
+        at = workflow.now().timestamp()
         if name == "now":
-            return workflow.now().timestamp()
-        if name == "uuid":
-            return str(workflow.uuid4())
-        if name == "random":
-            return workflow.random().random()
-        not_yet(f"a recorded value {name!r}")
+            out: Any = at
+        elif name == "uuid":
+            out = str(workflow.uuid4())
+        elif name == "random":
+            out = workflow.random().random()
+        else:
+            not_yet(f"a recorded value {name!r}")
+        self.decided.append([StepKind.VALUE, scope.path, key, pos, name, None, at, at, out, None])
+        return out
 
     async def sleep(self, scope: Scope, seconds: float) -> None:
 
-        key, _ = scope.next("sleep")
+        key, pos = scope.next("sleep")
+        at = workflow.now().timestamp()
+        step = [StepKind.SLEEP, scope.path, key, pos, "sleep", seconds, at, None, None, None]
+        self.decided.append(step)
         if seconds > 0:
-            self._sleeping[key] = workflow.now().timestamp() + seconds
+            self._sleeping[key] = at + seconds
             try:
                 await workflow.sleep(seconds, summary=key)
             finally:
                 self._sleeping.pop(key, None)
         # a zero or negative sleep starts no timer (Temporal refuses one): nothing to wait
+        step[7] = workflow.now().timestamp()
 
     async def wait_signal(self, scope: Scope, signal: str, timeout: float | None) -> Any:
 
-        key, _ = scope.next(f"signal:{signal}")
+        key, pos = scope.next(f"signal:{signal}")
+        at = workflow.now().timestamp()
+        step = [StepKind.SIGNAL, scope.path, key, pos, signal, timeout, at, None, None, None]
+        self.decided.append(step)
         waiting = self._signals.setdefault(signal, [])
         self._waiting.append(signal)
         try:
@@ -382,14 +397,17 @@ class TemporalExecution:
                 lambda: bool(waiting), timeout=timeout, timeout_summary=key
             )
         except TimeoutError:
-            raise SignalTimeout(
+            late = SignalTimeout(
                 f"no {signal!r} signal arrived within {timeout}s",
                 signal=signal,
                 timeout=timeout,
                 step=key,
-            ) from None
+            )
+            step[7], step[9] = workflow.now().timestamp(), late
+            raise late from None
         finally:
             self._waiting.remove(signal)
+        step[7], step[8] = workflow.now().timestamp(), waiting[0]
         return waiting.pop(0)
 
     # -- fan-out (keel.backends.temporal.fanout) and what is not carried yet ---------------

@@ -144,11 +144,15 @@ async def list_runs(app: App, flt: RunFilter) -> list[RunInfo]:
 async def steps(app: App, info: RunInfo) -> list[StepRecord]:
     """`App.steps` for a run on Temporal: the entries its activities wrote to Keel's
     store, plus the steps the workflow decided itself (timers, signal waits,
-    `ctx.now/uuid/random`), read from Temporal's history by a replay (decided.py)."""
+    `ctx.now/uuid/random`): stored with the run's end, or, until then, read from
+    Temporal's history by a replay (decided.py)."""
     records = await app.store.load_steps(info.id)
     if not (on_temporal(info) or info.status.terminal):  # (an ended row has no lease)
         return records
-    from keel.backends.temporal.decided import decided_steps
+    from keel.backends.temporal.decided import decided_steps, stored
+
+    if stored(info, records):  # the worker wrote them with the end: no replay
+        return records
 
     client = await client_for(app)
     queue = backend_of(app).task_queue
