@@ -440,6 +440,7 @@ def on_temporal() -> None:
         print(f"temporal server start-dev on 127.0.0.1:{port}; KEEL_BACKEND={backend}")
         for module in ("examples/oracle.py", "examples/refunds.py"):
             workers.append(_temporal_worker(module))
+        keel("workers", "--backend", _queue("oracle"))  # as Temporal reports its pollers
         keel("run", "examples/oracle.py:plan_delivery", "--id", "ord-t1", "--input",
              json.dumps({"order_id": "ord-t1", "city": "Tromsø"}), "--backend", _queue("oracle"))
         keel("signal", "ord-t1", "oracle:oracle#0", "--payload", json.dumps("yes, snow"))
