@@ -1,18 +1,19 @@
 """A cancelled Temporal run's end is written by the worker as the run ends: CANCELLED,
 with its typed state as far as it got, its spans exported, without anyone calling
-`result()` or reading the run; a history of a run cancelled before that replays.
+`result()` or reading the run (cancelled at a wait, or inside a step); histories of
+runs cancelled before the worker wrote such an end still replay.
 
-tests/temporal_histories/cancelled.json is a real history of `nap` (below), cancelled
-at its wait, recorded on the dev server by the code before the worker wrote a cancelled
-end; `KEEL_RECORD_HISTORIES=1` records it again with the current code (commit it only
-for a reason: it pins that the old history still replays).
+tests/temporal_histories/cancelled_*.json are real histories of `nap` and `busy`
+(below), cancelled at the wait and inside the step, recorded on the dev server by the
+code from before the worker wrote a cancelled end (the one inside the step then FAILED);
+`KEEL_RECORD_HISTORIES=1` records them again, with the current code: do that only to
+pin newer histories.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,34 +22,67 @@ from pydantic import BaseModel
 
 import keel
 from keel.backends.temporal import Backend, cancel, connect, serve, start
+from keel.observe import ids
 from keel.types import RunInfo, RunStatus
 from tests.limits import WAIT
 from tests.temporal_run import on_temporal
 
-HISTORY = Path(__file__).parent / "temporal_histories" / "cancelled.json"
-QUEUE = "keel-replay-cancel"  # the task queue recorded in the history
+HISTORIES = Path(__file__).parent / "temporal_histories"
+QUEUE = "keel-replay-cancel"  # the task queue recorded in the histories
 
 
 class Progress(BaseModel):
     done: list[str] = []
 
 
+_gate: dict[str, asyncio.Event] = {}  # `stall` runs until the test opens "open"
+
+
 async def note(what: str) -> str:
     return f"noted {what}"
+
+
+async def stall(what: str) -> str:
+    _gate["entered"].set()
+    await _gate["open"].wait()
+    return f"stalled {what}"
 
 
 async def nap(ctx: keel.Context, what: str) -> str:
     ctx.state.done.append(await ctx.call(note, what))
     await ctx.wait_for("go", timeout=3600)  # cancelled here
-    ctx.state.done.append("after go")
+    ctx.state.done.append("went")
     return "woke"
 
 
-def _app(store_url: str) -> keel.App:
-    app = keel.App(store_url)
+async def busy(ctx: keel.Context, what: str) -> str:
+    ctx.state.done.append(await ctx.call(note, what))
+    ctx.state.done.append(await ctx.call(stall, what))  # cancelled in here
+    return "done"
+
+
+async def asks(ctx: keel.Context, amount: int) -> str:
+    ctx.state.done.append(await ctx.call(note, f"refund {amount}"))
+    await ctx.approval({"refund": amount}, reason="large refund")  # cancelled here
+    return "refunded"
+
+
+def _app(store_url: str, **settings: Any) -> keel.App:
+    from keel.engine.runtime import Settings
+
+    app = keel.App(store_url, settings=Settings(**settings) if settings else None)
     app.tool(note)
-    app.workflow(state=Progress)(nap)
+    app.tool(stall)
+    for wf in (nap, busy, asks):
+        app.workflow(state=Progress)(wf)
     return app
+
+
+@pytest.fixture
+def gate() -> dict[str, asyncio.Event]:
+    _gate.update(entered=asyncio.Event(), open=asyncio.Event())
+    yield _gate
+    _gate["open"].set()  # a stalled activity ends: the worker's shutdown need not wait
 
 
 async def _stored_end(app: keel.App, rid: str) -> RunInfo:
@@ -64,8 +98,8 @@ async def _stored_end(app: keel.App, rid: str) -> RunInfo:
     return await asyncio.wait_for(poll(), WAIT)
 
 
-async def _waits(app: keel.App, client: Any, rid: str) -> None:
-    """Until run `rid` waits for its signal (its note step is in the store)."""
+async def _at_rest(client: Any, rid: str, gate: dict[str, asyncio.Event]) -> None:
+    """Until run `rid` (`nap` or `busy`) is where it is cancelled."""
     from keel.backends.temporal.workflow import STATE_QUERY
 
     async def poll() -> None:
@@ -73,21 +107,10 @@ async def _waits(app: keel.App, client: Any, rid: str) -> None:
         while "go" not in (await handle.query(STATE_QUERY)).get("waiting_on", []):
             await asyncio.sleep(0.05)
 
-    await asyncio.wait_for(poll(), WAIT)
-
-
-async def _record(store_url: str, address: str) -> None:
-    app = _app(store_url)
-    backend = Backend(address=address, task_queue=QUEUE)
-    client = await connect(backend, app=app)
-    async with serve(app, client, backend, max_cached_workflows=0):
-        rid = await start(app, client, backend, "nap", {"what": "tea"})
-        await _waits(app, client, rid)
-        await cancel(client, rid)
-        await _cancelled_on_temporal(client, rid)
-    history = await client.get_workflow_handle(rid).fetch_history()
-    HISTORY.write_text(history.to_json())
-    await app.close()
+    if (await client.get_workflow_handle(rid).describe()).workflow_type == "busy":
+        await asyncio.wait_for(gate["entered"].wait(), WAIT)
+    else:
+        await asyncio.wait_for(poll(), WAIT)
 
 
 async def _cancelled_on_temporal(client: Any, rid: str) -> None:
@@ -100,20 +123,112 @@ async def _cancelled_on_temporal(client: Any, rid: str) -> None:
     assert is_cancelled_exception(caught.value.cause), caught.value.cause
 
 
+# -- the worker writes the end ------------------------------------------------------------
+
+
+async def test_the_worker_writes_a_cancelled_runs_end_nobody_reads(
+    temporal_address: str, store_url: str, otlp_http: Any, gate: dict[str, asyncio.Event]
+) -> None:
+    app = _app(store_url)  # after the OTLP environment is set
+    async with on_temporal(app, temporal_address) as t:
+        waiting = await start(app, t.client, t.backend, "nap", {"what": "tea"})
+        stepping = await start(app, t.client, t.backend, "busy", {"what": "cake"})
+        for rid in (waiting, stepping):
+            await _at_rest(t.client, rid, gate)
+            await cancel(t.client, rid)  # temporalio's own: nothing of Keel's reads it
+        ended = {rid: await _stored_end(app, rid) for rid in (waiting, stepping)}
+        for rid in (waiting, stepping):
+            await _cancelled_on_temporal(t.client, rid)
+        # Keel's spans of each run were exported once its end was recorded
+        traces = {ids.trace_id(rid).to_bytes(16, "big").hex() for rid in ended}
+        await asyncio.to_thread(
+            otlp_http.wait_for, lambda spans: traces <= {s.trace_id for s in spans}
+        )
+    for rid, what in ((waiting, "tea"), (stepping, "cake")):
+        info = ended[rid]
+        assert info.status is RunStatus.CANCELLED, info
+        assert info.ended_at is not None and info.error is None and info.result is None
+        assert info.state == {"done": [f"noted {what}"]}  # its typed state, as far as it got
+    # reading the run, or waiting for it, finds the end written and changes nothing
+    app.backend = t.backend
+    assert (await app.get_run(waiting)) == ended[waiting]
+    with pytest.raises(keel.RunCancelled):
+        await app.handle(stepping).result(timeout=WAIT)
+    await app.close()
+
+
+async def test_app_cancel_ends_the_run_in_the_store_and_leaves_its_approval_as_the_engine(
+    temporal_address: str, store_url: str
+) -> None:
+    """`app.cancel` (what `keel cancel` calls) on a run waiting for an approval: the run
+    is CANCELLED in the store with its end time when the call returns; its request stays
+    in the store as Keel's engine leaves it (pending: it names a run that has ended)."""
+    engine = _app(store_url, poll_interval=0.02)
+    handle = await engine.start("asks", {"amount": 70})
+    assert (await handle.settle(timeout=WAIT)).status is RunStatus.WAITING
+    assert (await engine.cancel(handle.id)).status is RunStatus.CANCELLED
+    [on_engine] = [r for r in await engine.approvals.list(status=None) if r.run_id == handle.id]
+    await engine.close()
+
+    app = _app(store_url)
+    async with on_temporal(app, temporal_address) as t:
+        app.backend = t.backend
+        rid = await start(app, t.client, t.backend, "asks", {"amount": 80})
+
+        async def asked() -> Any:
+            while not (found := [r for r in await app.approvals.list() if r.run_id == rid]):
+                await asyncio.sleep(0.05)
+            return found[0]
+
+        request = await asyncio.wait_for(asked(), WAIT)
+        returned = await app.cancel(rid)
+        stored = await app.store.get_run(rid)
+        after = await app.approvals.get(request.id)
+    assert returned.status is RunStatus.CANCELLED
+    assert stored is not None and stored.status is RunStatus.CANCELLED
+    assert stored.ended_at is not None and stored.state == {"done": ["noted refund 80"]}
+    assert after is not None and after.status == on_engine.status == "pending"
+    await app.close()
+
+
+# -- histories of runs cancelled before ---------------------------------------------------
+
+
+async def _record(store_url: str, address: str, gate: dict[str, asyncio.Event]) -> None:
+    app = _app(store_url)
+    backend = Backend(address=address, task_queue=QUEUE)
+    client = await connect(backend, app=app)
+    async with serve(app, client, backend, max_cached_workflows=0):
+        for workflow in ("nap", "busy"):
+            rid = await start(app, client, backend, workflow, {"what": "tea"})
+            await _at_rest(client, rid, gate)
+            await cancel(client, rid)
+            with pytest.raises(Exception):  # noqa: B017 (cancelled, or failed before)
+                await asyncio.wait_for(client.get_workflow_handle(rid).result(), WAIT)
+            history = await client.get_workflow_handle(rid).fetch_history()
+            (HISTORIES / f"cancelled_{workflow}.json").write_text(history.to_json())
+        gate["open"].set()
+    await app.close()
+
+
 @pytest.fixture
-async def recorded(store_url: str, request: pytest.FixtureRequest) -> None:
-    if os.environ.get("KEEL_RECORD_HISTORIES") or not HISTORY.exists():
-        await _record(store_url, request.getfixturevalue("temporal_address"))
+async def recorded(
+    store_url: str, request: pytest.FixtureRequest, gate: dict[str, asyncio.Event]
+) -> None:
+    missing = not all((HISTORIES / f"cancelled_{w}.json").exists() for w in ("nap", "busy"))
+    if os.environ.get("KEEL_RECORD_HISTORIES") or missing:
+        await _record(store_url, request.getfixturevalue("temporal_address"), gate)
 
 
+@pytest.mark.parametrize("workflow", ["nap", "busy"])
 async def test_a_run_cancelled_before_the_worker_wrote_its_end_replays(
-    recorded: None, store_url: str
+    recorded: None, store_url: str, workflow: str
 ) -> None:
     from temporalio.client import WorkflowHistory
 
     from keel.backends.temporal import replayer
 
     app = _app(store_url)
-    history = WorkflowHistory.from_json("cancelled-run", HISTORY.read_text())
-    await replayer(app).replay_workflow(history)
+    text = (HISTORIES / f"cancelled_{workflow}.json").read_text()
+    await replayer(app).replay_workflow(WorkflowHistory.from_json(f"cancelled-{workflow}", text))
     await app.close()
