@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def _app(store_url: str, **settings: Any) -> keel.App:
 
 
 @pytest.fixture
-def gate() -> dict[str, asyncio.Event]:
+def gate() -> Iterator[dict[str, asyncio.Event]]:
     _gate.update(entered=asyncio.Event(), open=asyncio.Event())
     yield _gate
     _gate["open"].set()  # a stalled activity ends: the worker's shutdown need not wait
