@@ -169,6 +169,7 @@ async def test_app_cancel_ends_the_run_in_the_store_and_leaves_its_approval_as_t
     assert (await handle.settle(timeout=WAIT)).status is RunStatus.WAITING
     assert (await engine.cancel(handle.id)).status is RunStatus.CANCELLED
     [on_engine] = [r for r in await engine.approvals.list(status=None) if r.run_id == handle.id]
+    late_on_engine = await _late_decision(engine, on_engine.id)
     await engine.close()
 
     app = _app(store_url)
@@ -185,11 +186,22 @@ async def test_app_cancel_ends_the_run_in_the_store_and_leaves_its_approval_as_t
         returned = await app.cancel(rid)
         stored = await app.store.get_run(rid)
         after = await app.approvals.get(request.id)
+        late = await _late_decision(app, request.id)
     assert returned.status is RunStatus.CANCELLED
     assert stored is not None and stored.status is RunStatus.CANCELLED
     assert stored.ended_at is not None and stored.state == {"done": ["noted refund 80"]}
     assert after is not None and after.status == on_engine.status == "pending"
+    assert late == late_on_engine == ("approved", RunStatus.CANCELLED)
     await app.close()
+
+
+async def _late_decision(app: keel.App, request_id: str) -> tuple[str, RunStatus]:
+    """A person approves the request of a run that was cancelled: the decision is
+    recorded, the run stays as it ended."""
+    decided = await app.approvals.approve(request_id, by="ada")
+    run = await app.store.get_run(decided.run_id)
+    assert run is not None
+    return decided.status, run.status
 
 
 # -- histories of runs cancelled before ---------------------------------------------------
