@@ -3,9 +3,10 @@ with its typed state as far as it got, its spans exported, without anyone callin
 `result()` or reading the run (cancelled at a wait, or inside a step); histories of
 runs cancelled before the worker wrote such an end still replay.
 
-tests/temporal_histories/cancelled_*.json are real histories of `nap` and `busy`
-(below), cancelled at the wait and inside the step, recorded on the dev server by the
-code from before the worker wrote a cancelled end (the one inside the step then FAILED);
+tests/temporal_histories/cancelled_*.json are real histories of `nap`, `busy` and
+`fans` (below), cancelled at the wait, inside a step and inside a map's item, recorded
+on the dev server by the code from before the worker wrote a cancelled end (`busy` then
+FAILED; `fans` went on to its next item, then FAILED);
 `KEEL_RECORD_HISTORIES=1` records them again, with the current code: do that only to
 pin newer histories.
 """
@@ -30,6 +31,7 @@ from tests.temporal_run import on_temporal
 
 HISTORIES = Path(__file__).parent / "temporal_histories"
 QUEUE = "keel-replay-cancel"  # the task queue recorded in the histories
+WORKFLOWS = ("nap", "busy", "fans")  # each cancelled where it is at rest (`_at_rest`)
 
 
 class Progress(BaseModel):
@@ -37,6 +39,7 @@ class Progress(BaseModel):
 
 
 _gate: dict[str, asyncio.Event] = {}  # `stall` runs until the test opens "open"
+_stalled: list[str] = []  # what `stall` was called with, in order
 
 
 async def note(what: str) -> str:
@@ -44,7 +47,7 @@ async def note(what: str) -> str:
 
 
 async def stall(what: str) -> str:
-    _gate["entered"].set()
+    _stalled.append(what)
     await _gate["open"].wait()
     return f"stalled {what}"
 
@@ -62,6 +65,15 @@ async def busy(ctx: keel.Context, what: str) -> str:
     return "done"
 
 
+async def fans(ctx: keel.Context, what: str) -> str:
+    async def item(c: keel.Context, name: str) -> str:
+        return str(await c.call(stall, name))
+
+    ctx.state.done.append(await ctx.call(note, what))
+    await ctx.map(item, [f"{what} 1", f"{what} 2"], concurrency=1)  # cancelled in item 1
+    return "done"
+
+
 async def asks(ctx: keel.Context, amount: int) -> str:
     ctx.state.done.append(await ctx.call(note, f"refund {amount}"))
     await ctx.approval({"refund": amount}, reason="large refund")  # cancelled here
@@ -74,14 +86,15 @@ def _app(store_url: str, **settings: Any) -> keel.App:
     app = keel.App(store_url, settings=Settings(**settings) if settings else None)
     app.tool(note)
     app.tool(stall)
-    for wf in (nap, busy, asks):
+    for wf in (nap, busy, fans, asks):
         app.workflow(state=Progress)(wf)
     return app
 
 
 @pytest.fixture
 def gate() -> Iterator[dict[str, asyncio.Event]]:
-    _gate.update(entered=asyncio.Event(), open=asyncio.Event())
+    _gate.update(open=asyncio.Event())
+    _stalled.clear()
     yield _gate
     _gate["open"].set()  # a stalled activity ends: the worker's shutdown need not wait
 
@@ -99,19 +112,22 @@ async def _stored_end(app: keel.App, rid: str) -> RunInfo:
     return await asyncio.wait_for(poll(), WAIT)
 
 
-async def _at_rest(client: Any, rid: str, gate: dict[str, asyncio.Event]) -> None:
-    """Until run `rid` (`nap` or `busy`) is where it is cancelled."""
+async def _at_rest(client: Any, rid: str, what: str) -> None:
+    """Until run `rid` (`nap`: at its wait; else in `stall`) is where it is cancelled."""
     from keel.backends.temporal.workflow import STATE_QUERY
 
+    handle = client.get_workflow_handle(rid)
+
+    async def there() -> bool:
+        if (await handle.describe()).workflow_type != "nap":
+            return any(s.startswith(what) for s in _stalled)
+        return "go" in (await handle.query(STATE_QUERY)).get("waiting_on", [])
+
     async def poll() -> None:
-        handle = client.get_workflow_handle(rid)
-        while "go" not in (await handle.query(STATE_QUERY)).get("waiting_on", []):
+        while not await there():
             await asyncio.sleep(0.05)
 
-    if (await client.get_workflow_handle(rid).describe()).workflow_type == "busy":
-        await asyncio.wait_for(gate["entered"].wait(), WAIT)
-    else:
-        await asyncio.wait_for(poll(), WAIT)
+    await asyncio.wait_for(poll(), WAIT)
 
 
 async def _cancelled_on_temporal(client: Any, rid: str) -> None:
@@ -130,31 +146,42 @@ async def _cancelled_on_temporal(client: Any, rid: str) -> None:
 async def test_the_worker_writes_a_cancelled_runs_end_nobody_reads(
     temporal_address: str, store_url: str, otlp_http: Any, gate: dict[str, asyncio.Event]
 ) -> None:
+    from temporalio.worker import Replayer
+
+    from keel.backends.temporal import replayer
+
     app = _app(store_url)  # after the OTLP environment is set
+    whats = {"nap": "tea", "busy": "cake", "fans": "bun"}  # at a wait, in a step, a map
     async with on_temporal(app, temporal_address) as t:
-        waiting = await start(app, t.client, t.backend, "nap", {"what": "tea"})
-        stepping = await start(app, t.client, t.backend, "busy", {"what": "cake"})
-        for rid in (waiting, stepping):
-            await _at_rest(t.client, rid, gate)
-            await cancel(t.client, rid)  # temporalio's own: nothing of Keel's reads it
-        ended = {rid: await _stored_end(app, rid) for rid in (waiting, stepping)}
-        for rid in (waiting, stepping):
+        rids = {}
+        for workflow, what in whats.items():
+            rids[workflow] = await start(app, t.client, t.backend, workflow, {"what": what})
+            await _at_rest(t.client, rids[workflow], what)
+            await cancel(t.client, rids[workflow])  # temporalio's own: Keel reads nothing
+        ended = {w: await _stored_end(app, rid) for w, rid in rids.items()}
+        for rid in rids.values():
             await _cancelled_on_temporal(t.client, rid)
         # Keel's spans of each run were exported once its end was recorded
-        traces = {ids.trace_id(rid).to_bytes(16, "big").hex() for rid in ended}
+        traces = {ids.trace_id(rid).to_bytes(16, "big").hex() for rid in rids.values()}
         await asyncio.to_thread(
             otlp_http.wait_for, lambda spans: traces <= {s.trace_id for s in spans}
         )
-    for rid, what in ((waiting, "tea"), (stepping, "cake")):
-        info = ended[rid]
+        # the histories with the cancelled end replay
+        histories = [await t.client.get_workflow_handle(r).fetch_history() for r in rids.values()]
+    for workflow, what in whats.items():
+        info = ended[workflow]
         assert info.status is RunStatus.CANCELLED, info
         assert info.ended_at is not None and info.error is None and info.result is None
         assert info.state == {"done": [f"noted {what}"]}  # its typed state, as far as it got
+    assert _stalled == ["cake", "bun 1"]  # the map's next item never started
+    replaying: Replayer = replayer(app)
+    for history in histories:
+        await replaying.replay_workflow(history)
     # reading the run, or waiting for it, finds the end written and changes nothing
     app.backend = t.backend
-    assert (await app.get_run(waiting)) == ended[waiting]
+    assert (await app.get_run(rids["nap"])) == ended["nap"]
     with pytest.raises(keel.RunCancelled):
-        await app.handle(stepping).result(timeout=WAIT)
+        await app.handle(rids["busy"]).result(timeout=WAIT)
     await app.close()
 
 
@@ -212,15 +239,16 @@ async def _record(store_url: str, address: str, gate: dict[str, asyncio.Event]) 
     backend = Backend(address=address, task_queue=QUEUE)
     client = await connect(backend, app=app)
     async with serve(app, client, backend, max_cached_workflows=0):
-        for workflow in ("nap", "busy"):
-            rid = await start(app, client, backend, workflow, {"what": "tea"})
-            await _at_rest(client, rid, gate)
+        for workflow in WORKFLOWS:
+            rid = await start(app, client, backend, workflow, {"what": workflow})
+            await _at_rest(client, rid, workflow)
             await cancel(client, rid)
+            if workflow == "fans":
+                gate["open"].set()  # the code before went on to the map's next item
             with pytest.raises(Exception):  # noqa: B017 (cancelled, or failed before)
                 await asyncio.wait_for(client.get_workflow_handle(rid).result(), WAIT)
             history = await client.get_workflow_handle(rid).fetch_history()
             (HISTORIES / f"cancelled_{workflow}.json").write_text(history.to_json())
-        gate["open"].set()
     await app.close()
 
 
@@ -228,12 +256,12 @@ async def _record(store_url: str, address: str, gate: dict[str, asyncio.Event]) 
 async def recorded(
     store_url: str, request: pytest.FixtureRequest, gate: dict[str, asyncio.Event]
 ) -> None:
-    missing = not all((HISTORIES / f"cancelled_{w}.json").exists() for w in ("nap", "busy"))
+    missing = not all((HISTORIES / f"cancelled_{w}.json").exists() for w in WORKFLOWS)
     if os.environ.get("KEEL_RECORD_HISTORIES") or missing:
         await _record(store_url, request.getfixturevalue("temporal_address"), gate)
 
 
-@pytest.mark.parametrize("workflow", ["nap", "busy"])
+@pytest.mark.parametrize("workflow", WORKFLOWS)
 async def test_a_run_cancelled_before_the_worker_wrote_its_end_replays(
     recorded: None, store_url: str, workflow: str
 ) -> None:

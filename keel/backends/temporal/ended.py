@@ -78,19 +78,26 @@ async def write_end(
     await _write(port, status, result, error)
 
 
-async def write_cancelled(port: TemporalExecution, exc: BaseException) -> bool:
-    """Workflow code, where the run's code raised `exc`: when that is Temporal's
-    cancellation of the run, record the run's end as CANCELLED with its typed state so
-    far (`keel.end`) and return True (the caller re-raises `exc`: the run then ends
-    cancelled). False: not the run's cancellation, or a run replayed that was cancelled
-    before the worker wrote such an end (it ends as it did then)."""
+def run_cancelled(exc: BaseException) -> bool:
+    """Workflow code: whether `exc` is Temporal's cancellation of the run, which ends the
+    run CANCELLED (`write_cancelled`); a step or branch lets it through rather than make
+    it its own failure. False for a cancel nobody requested of the run (an eviction's,
+    or one inside its own code), and for a run replayed that was cancelled before Keel
+    ended runs so (it ends as it did then)."""
     from temporalio import workflow
     from temporalio.exceptions import is_cancelled_exception
 
-    # a cancel nobody requested of the run is an eviction's, or one inside its own code
     if workflow.cancellation_reason() is None or not is_cancelled_exception(exc):
         return False
-    if not workflow.patched(_CANCEL_PATCH):
+    return workflow.patched(_CANCEL_PATCH)
+
+
+async def write_cancelled(port: TemporalExecution, exc: BaseException) -> bool:
+    """Workflow code, where the run's code raised `exc`: when that is Temporal's
+    cancellation of the run (`run_cancelled`), record the run's end as CANCELLED with
+    its typed state so far (`keel.end`) and return True; the caller re-raises `exc`,
+    and the run ends cancelled."""
+    if not run_cancelled(exc):
         return False
     await _write(port, RunStatus.CANCELLED, None, None)
     return True
@@ -165,4 +172,11 @@ async def _end(app: App, request: dict[str, Any]) -> bool:
         return False
 
 
-__all__ = ["END_ACTIVITY", "make_end_activity", "record_end", "write_cancelled", "write_end"]
+__all__ = [
+    "END_ACTIVITY",
+    "make_end_activity",
+    "record_end",
+    "run_cancelled",
+    "write_cancelled",
+    "write_end",
+]
