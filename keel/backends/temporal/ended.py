@@ -1,14 +1,14 @@
 """A Temporal run's end in Keel's store: written once, by whichever path gets there first.
 
-- The worker: when the generic workflow's run ends (a result, or a failure carrying
-  Keel's structured error), its last act is the local activity `keel.end`
-  (`write_end`), which records the end with the run's typed state and the steps the
-  workflow decided (timers, signal waits, values: decided.py), so a run nobody
-  awaits or reads still ends in the store, its claims become purgeable, its spans are
-  exported and its drift monitors observe it.
+- The worker: when the generic workflow's run ends (a result, a failure carrying
+  Keel's structured error, or Temporal's cancellation), its last act is the local
+  activity `keel.end` (`write_end`, `write_cancelled`), which records the end with the
+  run's typed state and the steps the workflow decided (timers, signal waits, values:
+  decided.py), so a run nobody awaits or reads still ends in the store, its claims
+  become purgeable, its spans are exported and its drift monitors observe it.
 - The client: `result()`, or a read of a run that Temporal reports ended
-  (`record_end`). Cancellation and termination run no workflow code: only this path
-  records them; it also covers a worker whose `keel.end` could not reach the store.
+  (`record_end`). Termination runs no workflow code: only this path records it; it
+  also covers a worker whose `keel.end` could not reach the store.
 
 Both go through `record_end`: the store's end is written under Temporal's lease, so
 the second writer loses it and runs no follow-up (spans and drift happen once).
@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 END_ACTIVITY = "keel.end"  # the local activity that writes a run's end from the worker
 # Histories from before `keel.end` existed replay without it (Temporal's versioning).
 _PATCH = "keel.end"
+# Runs cancelled before the worker wrote a cancelled end replay as they ended then.
+_CANCEL_PATCH = "keel.end.cancelled"
 _log = logging.getLogger("keel.temporal")
 
 
@@ -78,19 +80,51 @@ async def write_end(
     """Workflow code, the last step of a run that ends: record the end in Keel's store
     (the `keel.end` local activity). It never changes how the run ends: a store that
     cannot take it leaves the end to the client path (`record_end`)."""
-    import asyncio
+    from temporalio import workflow
 
+    if not workflow.patched(_PATCH):
+        return  # a run that ended before keel.end existed, replayed: it had no such step
+    status = RunStatus.FAILED if error is not None else RunStatus.SUCCEEDED
+    await _write(port, status, result, error)
+
+
+def run_cancelled(exc: BaseException) -> bool:
+    """Workflow code: whether `exc` is Temporal's cancellation of the run, which ends the
+    run CANCELLED (`write_cancelled`); a step or branch lets it through rather than make
+    it its own failure. False for a cancel nobody requested of the run (an eviction's,
+    or one inside its own code), and for a run replayed that was cancelled before Keel
+    ended runs so (it ends as it did then)."""
+    from temporalio import workflow
+    from temporalio.exceptions import is_cancelled_exception
+
+    if workflow.cancellation_reason() is None or not is_cancelled_exception(exc):
+        return False
+    return workflow.patched(_CANCEL_PATCH)
+
+
+async def write_cancelled(port: TemporalExecution, exc: BaseException) -> bool:
+    """Workflow code, where the run's code raised `exc`: when that is Temporal's
+    cancellation of the run (`run_cancelled`), record the run's end as CANCELLED with
+    its typed state so far (`keel.end`) and return True; the caller re-raises `exc`,
+    and the run ends cancelled."""
+    if not run_cancelled(exc):
+        return False
+    await _write(port, RunStatus.CANCELLED, None, None)
+    return True
+
+
+async def _write(
+    port: TemporalExecution, status: RunStatus, result: Any, error: StructuredError | None
+) -> None:
     from temporalio import workflow
     from temporalio.common import RetryPolicy
     from temporalio.exceptions import ActivityError
 
-    if not workflow.patched(_PATCH):
-        return  # a run that ended before keel.end existed, replayed: it had no such step
     state = port.root.state
     request = {
         "run_id": port.run.id,
         "workflow": port.run.workflow,
-        "status": (RunStatus.FAILED if error is not None else RunStatus.SUCCEEDED).value,
+        "status": status.value,
         "result": result,
         "error": None if error is None else error.model_dump(mode="json"),
         "state": None if state is None else state.snapshot(),
@@ -152,4 +186,11 @@ async def _end(app: App, request: dict[str, Any]) -> bool:
         return False
 
 
-__all__ = ["END_ACTIVITY", "make_end_activity", "record_end", "write_end"]
+__all__ = [
+    "END_ACTIVITY",
+    "make_end_activity",
+    "record_end",
+    "run_cancelled",
+    "write_cancelled",
+    "write_end",
+]

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
+from keel.backends.temporal.ended import run_cancelled
 from keel.engine.context import Context
 from keel.engine.fanout import enforce
 from keel.engine.journal import Scope
@@ -95,6 +96,8 @@ async def _in_branch(port: object, child: Scope, aw: Awaitable[Any], label: str)
     except NonDeterminismError:
         raise
     except Exception as exc:
+        if run_cancelled(exc):
+            raise  # the run's cancellation: it ends the run, not this one branch
         err = structured(exc, step=child.path.rstrip("/"), attempts=1)
         err.data.setdefault("tool", label)
         raise from_structured(err) from exc

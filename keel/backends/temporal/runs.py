@@ -6,8 +6,9 @@ methods) see Temporal runs as they see the engine's. Temporal is the truth for a
 status; Keel's store holds the row and the journal (`mirror.py`). A row Temporal
 executes that has not ended is refreshed from Temporal when read, and its end, once
 Temporal reports it, is written back (idempotent): the worker writes it first when the
-workflow returns or fails (ended.py), a cancellation only this way. `steps` adds the
-steps the workflow decided, replayed from Temporal's history (decided.py).
+workflow returns, fails or is cancelled (ended.py), a termination only this way.
+`steps` adds the steps the workflow decided, replayed from Temporal's history
+(decided.py).
 
 Example:
     app = keel.App(backend="temporal://localhost:7233/default?task_queue=keel")

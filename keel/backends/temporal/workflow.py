@@ -13,6 +13,7 @@ People's decisions arrive as the update `keel.decide` (keel.backends.temporal.de
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 from keel.backends.temporal.activity import check_size
 from keel.backends.temporal.decided import tap
 from keel.backends.temporal.decisions import DECIDE_UPDATE, Decisions
-from keel.backends.temporal.ended import write_end
+from keel.backends.temporal.ended import write_cancelled, write_end
 from keel.backends.temporal.port import TemporalExecution
 from keel.backends.temporal.sandbox import Hosted, hosted, hosting, sandboxed
 from keel.backends.temporal.workflow_memo import MEMO_SESSION, MEMO_TENANT
@@ -127,7 +128,10 @@ async def _run(
         data = to_json(result, what=f"workflow {wf.name!r}")
         check_size(data, f"the result of workflow {wf.name!r}")
         value = from_json(data)
-    except Exception as exc:
+    except (Exception, asyncio.CancelledError) as exc:
+        if await write_cancelled(port, exc) or not isinstance(exc, Exception):
+            # the run cancelled (its end written first, ended.py), or an eviction's cancel
+            raise
         failure = port.hard_stop or exc
         if isinstance(failure, NonDeterminismError):
             # The workflow TASK fails, with Keel's text naming both steps (a Replayer
