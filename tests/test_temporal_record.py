@@ -84,6 +84,10 @@ async def test_the_worker_writes_a_runs_end_nobody_reads(
         bad = await start(app, t.client, t.backend, "record_it", {"name": "broken"})
         done, failed = await _ended(app, ok), await _ended(app, bad)
         keys = await _claim_keys(t.client, t.backend, ok)
+        history = await t.client.get_workflow_handle(ok).fetch_history()
+    # the end is not a step: no local activity for it in history (ended.end_writer)
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events]
+    assert "core_local_activity" not in markers and "core_patch" in markers, markers
     assert done.status is RunStatus.SUCCEEDED
     assert done.result == {"found": "record a", "pad": "x" * BIG}
     assert done.state == {"seen": ["record a"]}  # the typed state, at the end

@@ -113,6 +113,21 @@ async def test_the_recorded_history_replays_with_the_same_code(
     await _replay(store_url, order)
 
 
+async def test_a_history_that_wrote_its_end_with_the_local_activity_replays(
+    store_url: str,
+) -> None:
+    """order_end_activity.json was recorded by the code that wrote a run's end with the
+    `keel.end` local activity (before `keel.end.direct`): it replays with today's code,
+    which hands a new run's end to the worker's loop instead."""
+    from temporalio.client import WorkflowHistory
+
+    from keel.backends.temporal import replayer
+
+    text = (HISTORY.parent / "order_end_activity.json").read_text()
+    history = WorkflowHistory.from_json("order-end-activity", text)
+    await replayer(_app(store_url, order)).replay_workflow(history)
+
+
 async def test_a_new_step_fails_replay_with_keels_error_naming_both(
     recorded: None, store_url: str
 ) -> None:

@@ -1,11 +1,15 @@
 """A Temporal run's end in Keel's store: written once, by whichever path gets there first.
 
 - The worker: when the generic workflow's run ends (a result, a failure carrying
-  Keel's structured error, or Temporal's cancellation), its last act is the local
-  activity `keel.end` (`write_end`, `write_cancelled`), which records the end with the
-  run's typed state and the steps the workflow decided (timers, signal waits, values:
-  decided.py), so a run nobody awaits or reads still ends in the store, its claims
-  become purgeable, its spans are exported and its drift monitors observe it.
+  Keel's structured error, or Temporal's cancellation), its last act hands the end
+  (`write_end`, `write_cancelled`) to the worker's own event loop (`end_writer`),
+  which records it with the run's typed state and the steps the workflow decided
+  (timers, signal waits, values: decided.py), so a run nobody awaits or reads still
+  ends in the store, its claims become purgeable, its spans are exported and its
+  drift monitors observe it. Not a step: the write leaves no event in history and
+  costs the run no round trip (a replay does not write it again). Runs recorded
+  before that (`keel.end.direct`) wrote it with the local activity `keel.end`, and
+  replay so.
 - The client: `result()`, or a read of a run that Temporal reports ended
   (`record_end`). Termination runs no workflow code: only this path records it; it
   also covers a worker whose `keel.end` could not reach the store.
@@ -38,6 +42,9 @@ if TYPE_CHECKING:
 END_ACTIVITY = "keel.end"  # the local activity that writes a run's end from the worker
 # Histories from before `keel.end` existed replay without it (Temporal's versioning).
 _PATCH = "keel.end"
+# Since this patch the end is handed to the worker's loop (`end_writer`): histories
+# with the `keel.end` local activity replay with it.
+_DIRECT = "keel.end.direct"
 # Runs cancelled before the worker wrote a cancelled end replay as they ended then.
 _CANCEL_PATCH = "keel.end.cancelled"
 _log = logging.getLogger("keel.temporal")
@@ -82,7 +89,7 @@ async def write_end(
     cannot take it leaves the end to the client path (`record_end`)."""
     from temporalio import workflow
 
-    if not workflow.patched(_PATCH):
+    if not workflow.patched(_DIRECT) and not workflow.patched(_PATCH):
         return  # a run that ended before keel.end existed, replayed: it had no such step
     status = RunStatus.FAILED if error is not None else RunStatus.SUCCEEDED
     await _write(port, status, result, error)
@@ -132,6 +139,14 @@ async def _write(
         # local activity's input is not in history, and a replay checks only its type)
         "decided": carried(port),
     }
+    if workflow.patched(_DIRECT):  # (asked first by write_end: no second marker)
+        if not workflow.unsafe.is_replaying():
+            from keel.backends.temporal.sandbox import hosted
+
+            ends = hosted().ends
+            if ends is not None:  # (a Replayer has none: it writes nothing)
+                ends(request)
+        return
     try:
         await workflow.execute_local_activity(
             END_ACTIVITY,
@@ -144,6 +159,39 @@ async def _write(
         # the outcome is decided: a cancel that arrives now, or a store that is down,
         # does not change it (the client path records the end when it learns it)
         pass
+
+
+def end_writer(app: App) -> _EndWriter:
+    """What a workflow of `app`'s worker hands its end to: a callable, safe from any
+    thread, that writes it on the worker's event loop (call it there); `drain()` waits
+    for the writes under way.
+
+    Example:
+        ends = end_writer(app)  # in serve(), on the worker's loop
+        ...
+        await ends.drain()
+    """
+    return _EndWriter(app, asyncio.get_running_loop())
+
+
+class _EndWriter:
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
+        self._app = app
+        self._loop = loop
+        self._tasks: set[asyncio.Task[bool]] = set()  # held: the loop keeps weak refs
+
+    def __call__(self, request: dict[str, Any]) -> None:
+        # workflow code runs in temporalio's threads: the write goes to the worker's loop
+        self._loop.call_soon_threadsafe(self._start, request)
+
+    def _start(self, request: dict[str, Any]) -> None:
+        task = self._loop.create_task(_end(self._app, request))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 def make_end_activity(app: App) -> Any:
@@ -188,6 +236,7 @@ async def _end(app: App, request: dict[str, Any]) -> bool:
 
 __all__ = [
     "END_ACTIVITY",
+    "end_writer",
     "make_end_activity",
     "record_end",
     "run_cancelled",

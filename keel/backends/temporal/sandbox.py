@@ -64,6 +64,8 @@ class Hosted:
     app: App
     features: Features
     restricted: dict[int, Any] = field(repr=False)
+    # where a run's end goes (ended.end_writer): a worker's; a Replayer has none
+    ends: Callable[[dict[str, Any]], None] | None = field(default=None, repr=False)
 
 
 class _Hosting(Interceptor):
@@ -78,7 +80,13 @@ class _Hosting(Interceptor):
         input.unsafe_extern_functions[_HOSTED] = lambda: here
 
 
-def hosting(app: App, features: Features, *, sandbox: bool) -> dict[str, Any]:
+def hosting(
+    app: App,
+    features: Features,
+    *,
+    sandbox: bool,
+    ends: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """The Worker (or Replayer) options that host `app`: its workflow runner (Temporal's
     sandbox, every module passed through, or none when `sandbox` is False) and the
     interceptor that hands the App to the generic workflow.
@@ -101,7 +109,7 @@ def hosting(app: App, features: Features, *, sandbox: bool) -> dict[str, Any]:
         )
         restrictions = dataclasses.replace(default, invalid_module_members=builtins_only)
         runner = keel_sandbox_runner(restrictions.with_passthrough_all_modules())
-    hosted = Hosted(app, features, _proxies())
+    hosted = Hosted(app, features, _proxies(), ends)
     return {"workflow_runner": runner, "interceptors": [_Hosting(hosted)]}
 
 

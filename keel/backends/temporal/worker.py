@@ -114,7 +114,7 @@ async def serve(
     from temporalio.worker import Worker
 
     from keel.backends.temporal.activity import make_activity
-    from keel.backends.temporal.ended import make_end_activity
+    from keel.backends.temporal.ended import end_writer, make_end_activity
     from keel.backends.temporal.features import features_for
     from keel.backends.temporal.model_calls import make_model_activity
     from keel.backends.temporal.operation import make_op_activity
@@ -126,25 +126,29 @@ async def serve(
     _encodes(app, client)
     _register_extraction(app)  # every worker hosts ctx.memory.extract's workflow
     features = features_for(app, client, backend.task_queue)
+    ends = end_writer(app)
     worker = Worker(
         client,
         task_queue=backend.task_queue,
         # in Temporal's sandbox unless Backend(sandbox=False) (docs/temporal.md)
-        **hosted_workflows(app, features, sandbox=backend.sandbox),
+        **hosted_workflows(app, features, sandbox=backend.sandbox, ends=ends),
         activities=[
             make_activity(app),
             make_op_activity(app),
             make_model_activity(app),
             make_people_activity(app),
-            make_end_activity(app),  # a run's end, written by the worker (ended.py)
+            make_end_activity(app),  # a run's end, as runs recorded before ends= wrote it
         ],
         max_cached_workflows=max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=grace or 0),
         # pid@host and the workflows hosted: what `keel workers` shows (pollers.py)
         identity=identity(app.registry.workflows),
     )
-    async with worker:
-        yield
+    try:
+        async with worker:
+            yield
+    finally:
+        await ends.drain()  # the ends handed over just before the worker stopped
 
 
 def replayer(app: App, *, sandbox: bool = True) -> Replayer:

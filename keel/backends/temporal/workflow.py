@@ -42,15 +42,18 @@ if TYPE_CHECKING:
 STATE_QUERY = "keel.state"  # a Temporal query: the run's state, degraded steps, waits
 
 
-def hosted_workflows(app: App, features: Features, *, sandbox: bool = True) -> dict[str, Any]:
+def hosted_workflows(
+    app: App, features: Features, *, sandbox: bool = True, ends: Any = None
+) -> dict[str, Any]:
     """The Worker (or Replayer) options that host `app`'s workflows: `KeelWorkflow`, its
     runner (Temporal's sandbox unless `sandbox` is False) and the interceptor that hands
-    it the App (keel.backends.temporal.sandbox).
+    it the App (keel.backends.temporal.sandbox); a worker's `ends` writes runs' ends
+    (keel.backends.temporal.ended.end_writer).
 
     Example:
         Worker(client, task_queue="q", activities=[...], **hosted_workflows(app, features))
     """
-    return {"workflows": [KeelWorkflow], **hosting(app, features, sandbox=sandbox)}
+    return {"workflows": [KeelWorkflow], **hosting(app, features, sandbox=sandbox, ends=ends)}
 
 
 @workflow.defn(dynamic=True)
