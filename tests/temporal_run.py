@@ -49,6 +49,20 @@ class OnTemporal:
         return ("ok", value)
 
 
+async def stored_end(app: keel.App, rid: str) -> keel.RunInfo:
+    """Run `rid` once Keel's store has its end: the store only, never Temporal (what the
+    worker wrote, not what a read of the run would learn)."""
+
+    async def poll() -> keel.RunInfo:
+        while True:
+            info = await app.store.get_run(rid)
+            if info is not None and info.status.terminal:
+                return info
+            await asyncio.sleep(0.05)
+
+    return await asyncio.wait_for(poll(), WAIT)
+
+
 @asynccontextmanager
 async def on_temporal(app: keel.App, address: str) -> AsyncIterator[OnTemporal]:
     backend = Backend(address=address, task_queue=f"q-{uuid.uuid4().hex[:12]}")

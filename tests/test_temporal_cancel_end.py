@@ -25,9 +25,9 @@ from pydantic import BaseModel
 import keel
 from keel.backends.temporal import Backend, cancel, connect, serve, start
 from keel.observe import ids
-from keel.types import RunInfo, RunStatus
+from keel.types import RunStatus
 from tests.limits import WAIT
-from tests.temporal_run import on_temporal
+from tests.temporal_run import on_temporal, stored_end
 
 HISTORIES = Path(__file__).parent / "temporal_histories"
 QUEUE = "keel-replay-cancel"  # the task queue recorded in the histories
@@ -99,19 +99,6 @@ def gate() -> Iterator[dict[str, asyncio.Event]]:
     _gate["open"].set()  # a stalled activity ends: the worker's shutdown need not wait
 
 
-async def _stored_end(app: keel.App, rid: str) -> RunInfo:
-    """The run once Keel's store has its end: the store only, never Temporal."""
-
-    async def poll() -> RunInfo:
-        while True:
-            info = await app.store.get_run(rid)
-            if info is not None and info.status.terminal:
-                return info
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), WAIT)
-
-
 async def _at_rest(client: Any, rid: str, what: str) -> None:
     """Until run `rid` (`nap`: at its wait; else in `stall`) is where it is cancelled."""
     from keel.backends.temporal.workflow import STATE_QUERY
@@ -158,7 +145,7 @@ async def test_the_worker_writes_a_cancelled_runs_end_nobody_reads(
             rids[workflow] = await start(app, t.client, t.backend, workflow, {"what": what})
             await _at_rest(t.client, rids[workflow], what)
             await cancel(t.client, rids[workflow])  # temporalio's own: Keel reads nothing
-        ended = {w: await _stored_end(app, rid) for w, rid in rids.items()}
+        ended = {w: await stored_end(app, rid) for w, rid in rids.items()}
         for rid in rids.values():
             await _cancelled_on_temporal(t.client, rid)
         # Keel's spans of each run were exported once its end was recorded

@@ -17,9 +17,9 @@ import keel
 from keel.backends.temporal import Backend, connect, result, signal, start
 from keel.backends.temporal.claims import ENCODING
 from keel.store.records import PurgeScope
-from keel.types import RunInfo, RunStatus
+from keel.types import RunStatus
 from tests.limits import WAIT
-from tests.temporal_run import on_temporal
+from tests.temporal_run import on_temporal, stored_end
 from tests.test_temporal_backend import _payloads
 
 BIG = 300 * 1024  # over the claim threshold: the result is a claim blob
@@ -62,19 +62,6 @@ def _app(store_url: str, **settings: Any) -> keel.App:
     return app
 
 
-async def _ended(app: keel.App, rid: str) -> RunInfo:
-    """The run as Keel's store has it once ended: the store only, never Temporal."""
-
-    async def poll() -> RunInfo:
-        while True:
-            info = await app.store.get_run(rid)
-            if info is not None and info.status.terminal:
-                return info
-            await asyncio.sleep(0.05)
-
-    return await asyncio.wait_for(poll(), WAIT)
-
-
 async def test_the_worker_writes_a_runs_end_nobody_reads(
     temporal_address: str, store_url: str
 ) -> None:
@@ -82,7 +69,7 @@ async def test_the_worker_writes_a_runs_end_nobody_reads(
     async with on_temporal(app, temporal_address) as t:
         ok = await start(app, t.client, t.backend, "record_it", {"name": "a", "size": BIG})
         bad = await start(app, t.client, t.backend, "record_it", {"name": "broken"})
-        done, failed = await _ended(app, ok), await _ended(app, bad)
+        done, failed = await stored_end(app, ok), await stored_end(app, bad)
         keys = await _claim_keys(t.client, t.backend, ok)
         history = await t.client.get_workflow_handle(ok).fetch_history()
     # the end is not a step: no local activity for it in history (ended.end_writer)

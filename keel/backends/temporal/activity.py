@@ -152,14 +152,14 @@ def make_activity(app: App) -> Callable[..., Any]:
                 f"next probe in {breaker.retry_in():.1f}s",
                 tool=name,
             )
-            done = int(request.get("attempt", 1)) + info.attempt - 2
+            done = attempt_of(request, info) - 1
             fail = failure(name, tool.retry, request, done, 0.0, shut, final=True)
             await _record(app, request, info, None, fail, done)
             raise fail
         probe = breaker is not None and breaker.probing
         # a retry the workflow schedules itself (keel.backends.temporal.attempts) carries
         # its attempt number and the previous attempt's feedback in the request
-        attempt = int(request.get("attempt", 1)) + info.attempt - 1
+        attempt = attempt_of(request, info)
         feedback = tuple(request.get("feedback") or ()) or _feedback(info)
         step = StepInfo(info.workflow_id or "", key, attempt, feedback)
         token = CURRENT_STEP.set(step)  # keel.current_step(): idempotency key, feedback
@@ -192,7 +192,7 @@ def make_activity(app: App) -> Callable[..., Any]:
                 # local activity has none: its retries are scheduled by the workflow,
                 # with the feedback in the request)
                 activity.heartbeat({"feedback": list(exc.data.get("messages", []))})
-            first = float(request.get("started") or info.scheduled_time.timestamp())
+            first = first_attempt_at(request, info)
             fail = failure(
                 name,
                 tool.retry,
@@ -290,7 +290,7 @@ def _entry(request: dict[str, Any], info: Any, attempt: int, **outcome: Any) -> 
         kind=StepKind.TOOL,
         name=request["tool"],
         digest=request["digest"],
-        started=float(request.get("started") or info.scheduled_time.timestamp()),
+        started=first_attempt_at(request, info),
         attempts=max(attempt, 1),
         input=request["args"],
         **outcome,
@@ -322,6 +322,18 @@ async def _record(
         pending=again,
     )
     await record(app.store, entry)
+
+
+def attempt_of(request: dict[str, Any], info: Any) -> int:
+    """The attempt an activity (`info`) runs for step `request`: Temporal's count, after
+    those the workflow scheduled itself (a retry budget, a local tool's feedback)."""
+    return int(request.get("attempt", 1)) + int(info.attempt) - 1
+
+
+def first_attempt_at(request: dict[str, Any], info: Any) -> float:
+    """When step `request` started (its retry deadline counts from then, as on Keel's
+    engine); a request from before it said so: when Temporal first scheduled it."""
+    return float(request.get("started") or info.scheduled_time.timestamp())
 
 
 def retried(fail: Any) -> bool:
@@ -440,11 +452,13 @@ def keel_error(exc: BaseException) -> tuple[StructuredError, dict[str, Any]] | N
 __all__ = [
     "ACTIVITY",
     "PAYLOAD_LIMIT",
+    "attempt_of",
     "attempt_timeout",
     "budget_spent",
     "call_args",
     "check_size",
     "failure",
+    "first_attempt_at",
     "make_activity",
     "retried",
 ]

@@ -2,15 +2,15 @@
 
 Timers (`ctx.sleep`), signal waits (`ctx.wait_for`) and `ctx.now/uuid/random` run in
 workflow code: no activity runs, so no activity writes them. The port appends each to a
-list as it decides it (`TemporalExecution.decided`, nothing more per step); at the run's
-end the `keel.end` local activity carries the list (`carried`) and writes it as journal
-entries (`writes`) in the transaction that ends the run (ended.py), under the keys
-Keel's engine gives them (`sleep#0`, `signal:approved#0`, `now#0`).
+list as it decides it (`TemporalExecution.decided`, nothing more per step); the run's
+end carries the list (`carried`), written as journal entries (`step_writes`) in the
+transaction that ends the run (ended.py), under the keys Keel's engine gives them
+(`sleep#0`, `signal:approved#0`, `now#0`).
 
-A run not ended yet (or one whose end the client recorded: cancelled, terminated)
-has them only in Temporal's history: the reader replays it with the App's code in a
-namespace of its own, where `tap` hands it the port, and converts the port's list the
-same way (`records`). A replay reproduces the values and times exactly: that is what
+A run not ended yet (or one whose end the client recorded: terminated) has them only
+in Temporal's history: the reader replays it with the App's code in a namespace of its
+own, where `tap` hands it the port, and converts the port's list the same way
+(`records`). A replay reproduces the values and times exactly: that is what
 Temporal's determinism means.
 
 Example:
@@ -106,8 +106,8 @@ def tap(port: TemporalExecution) -> None:
 
 
 def carried(port: TemporalExecution) -> list[list[Any]]:
-    """What `port` decided, as JSON for the `keel.end` local activity (workflow code, once
-    per run: only a timed-out wait's error needs converting)."""
+    """What `port` decided, as JSON for the run's end (workflow code, once per run: only
+    a timed-out wait's error needs converting)."""
     return [
         s if not isinstance(s[9], BaseException) else [*s[:9], _error(s).model_dump(mode="json")]
         for s in port.decided
@@ -164,7 +164,7 @@ def stored(info: RunInfo, steps: Sequence[StepRecord]) -> bool:
     """Whether `steps` (Keel's store's entries of run `info`) hold the steps the run
     decided: the worker writes them with the end, all or none, so an ended run with one
     of them needs no replay. (A run that decided none, or whose end the client recorded
-    — cancelled, terminated, or ended before they were stored — is replayed.)"""
+    — terminated, or ended before they were stored — is replayed.)"""
     return info.status.terminal and any(_decided(r) for r in steps)
 
 

@@ -12,7 +12,7 @@
   replay so.
 - The client: `result()`, or a read of a run that Temporal reports ended
   (`record_end`). Termination runs no workflow code: only this path records it; it
-  also covers a worker whose `keel.end` could not reach the store.
+  also covers a worker that could not write the end (its store down, or killed first).
 
 Both go through `record_end`: the store's end is written under Temporal's lease, so
 the second writer loses it and runs no follow-up (spans and drift happen once).
@@ -84,9 +84,9 @@ async def record_end(
 async def write_end(
     port: TemporalExecution, result: Any, error: StructuredError | None = None
 ) -> None:
-    """Workflow code, the last step of a run that ends: record the end in Keel's store
-    (the `keel.end` local activity). It never changes how the run ends: a store that
-    cannot take it leaves the end to the client path (`record_end`)."""
+    """Workflow code, the last act of a run that ends: its end to Keel's store (`_write`).
+    It never changes how the run ends: a store that cannot take it leaves the end to
+    the client path (`record_end`)."""
     from temporalio import workflow
 
     if not workflow.patched(_DIRECT) and not workflow.patched(_PATCH):
@@ -112,8 +112,8 @@ def run_cancelled(exc: BaseException) -> bool:
 async def write_cancelled(port: TemporalExecution, exc: BaseException) -> bool:
     """Workflow code, where the run's code raised `exc`: when that is Temporal's
     cancellation of the run (`run_cancelled`), record the run's end as CANCELLED with
-    its typed state so far (`keel.end`) and return True; the caller re-raises `exc`,
-    and the run ends cancelled."""
+    its typed state so far (`_write`) and return True; the caller re-raises `exc`, and
+    the run ends cancelled."""
     if not run_cancelled(exc):
         return False
     await _write(port, RunStatus.CANCELLED, None, None)
@@ -123,6 +123,8 @@ async def write_cancelled(port: TemporalExecution, exc: BaseException) -> bool:
 async def _write(
     port: TemporalExecution, status: RunStatus, result: Any, error: StructuredError | None
 ) -> None:
+    """The end, handed to the worker's loop (`end_writer`); in a run recorded before
+    that, the `keel.end` local activity, as it was then."""
     from temporalio import workflow
     from temporalio.common import RetryPolicy
     from temporalio.exceptions import ActivityError
@@ -135,8 +137,8 @@ async def _write(
         "result": result,
         "error": None if error is None else error.model_dump(mode="json"),
         "state": None if state is None else state.snapshot(),
-        # its timers, waits and values, stored with the end. (No patch of its own: a
-        # local activity's input is not in history, and a replay checks only its type)
+        # its timers, waits and values, stored with the end (no patch of its own: a
+        # local activity's input is not in history; a replay checks only its type)
         "decided": carried(port),
     }
     if workflow.patched(_DIRECT):  # (asked first by write_end: no second marker)
@@ -195,7 +197,8 @@ class _EndWriter:
 
 
 def make_end_activity(app: App) -> Any:
-    """The `keel.end` local activity: writes a run's end (`write_end`) to Keel's store."""
+    """The `keel.end` local activity: writes a run's end (`write_end`) to Keel's store,
+    for runs recorded before the end was handed to the worker's loop (`_DIRECT`)."""
     from temporalio import activity
 
     @activity.defn(name=END_ACTIVITY)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from keel.backends.temporal.activity import failure, retried
+from keel.backends.temporal.activity import attempt_of, failure, first_attempt_at, retried
 from keel.backends.temporal.mirror import Entry, record, running
 from keel.engine.control import CURRENT_STEP, StepInfo
 from keel.engine.serde import from_json, to_json
@@ -54,8 +54,7 @@ def make_model_activity(app: App) -> Callable[..., Any]:
     async def keel_llm(request: Any) -> dict[str, Any]:
         info = activity.info()
         gateway = app.gateway
-        # a retry the workflow schedules itself (a budget) carries its attempt number
-        attempt = int(request.get("attempt", 1)) + info.attempt - 1
+        attempt = attempt_of(request, info)
         token = CURRENT_STEP.set(StepInfo(info.workflow_id or "", request["key"], attempt, ()))
         held: list[Any] = []
         try:
@@ -89,12 +88,11 @@ def make_model_activity(app: App) -> Callable[..., Any]:
             resp.context = call["context"]
             data = to_json(resp, what=f"step {key!r}")
         except Exception as exc:
-            scheduled = "attempt" in request  # the deadline counts from the step's start
-            first = float(request["started"]) if scheduled else info.scheduled_time.timestamp()
             retry = gateway.retry if gateway is not None else None
+            first = first_attempt_at(request, info)
             fail = failure(request["name"], retry, request, attempt, first, exc)
             again = retried(fail)
-            if not again or scheduled:
+            if not again or "attempt" in request:
                 # its last attempt: the failure (a spent budget's included) is its outcome;
                 # a retry the workflow schedules shows as PENDING, as on Keel's engine
                 err = StructuredError.model_validate(fail.details[0])

@@ -32,8 +32,13 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from keel.backends.temporal.activity import failure, keel_error
-from keel.backends.temporal.activity import retried as _retried
+from keel.backends.temporal.activity import (
+    attempt_of,
+    failure,
+    first_attempt_at,
+    keel_error,
+    retried,
+)
 from keel.backends.temporal.decisions import current, review_check
 from keel.backends.temporal.intent import Recorded, once
 from keel.backends.temporal.mirror import Entry, record
@@ -97,7 +102,6 @@ class TemporalOperation:
         key: str,
         pos: int,
     ) -> None:
-
         self._temporal = port
         self.scope = scope
         self.kind = kind
@@ -124,7 +128,6 @@ class TemporalOperation:
     deadline = None
 
     def clock(self) -> float:
-
         return workflow.now().timestamp()
 
     def has(self, part: str) -> bool:
@@ -163,7 +166,6 @@ class TemporalOperation:
         policy: StepPolicy | None = None,
     ) -> Any:
         """Run `fn` (a local activity) under `policy`; on replay, the recorded outcome."""
-
         port = self._temporal
         if port.hard_stop is not None:
             raise port.hard_stop
@@ -213,7 +215,7 @@ class TemporalOperation:
 
         try:
             if _budgeted(pol):
-                return await self._budgeted(pol, request, ann, schedule)
+                return await self._with_budget(pol, request, ann, schedule)
             done = await schedule(request)
         except (ActivityError, ApplicationError) as exc:
             found = keel_error(exc)
@@ -228,7 +230,7 @@ class TemporalOperation:
         port.check(self.scope, self.pos, self.key, self.digest, done, self.kind)
         return revive(done["output"], ann)
 
-    async def _budgeted(
+    async def _with_budget(
         self,
         pol: StepPolicy,
         request: dict[str, Any],
@@ -331,8 +333,7 @@ def make_op_activity(app: App) -> Callable[..., Any]:
                 next_retry_delay=timedelta(milliseconds=100),
             )
         pol, name = effect.policy, request["name"]
-        # a retry the workflow schedules itself (a budget) carries its attempt number
-        attempt = int(request.get("attempt", 1)) + info.attempt - 1
+        attempt = attempt_of(request, info)
         token = CURRENT_STEP.set(StepInfo(run_id, key, attempt, ()))
         try:
             if pol.irreversible:  # an intent first; an interrupted one is reconciled
@@ -353,18 +354,17 @@ def make_op_activity(app: App) -> Callable[..., Any]:
                 data = to_json(value, what=f"step {key!r}")
                 typed_output(name, value, data, effect.annotation)
         except Exception as exc:
-            scheduled = "attempt" in request  # the deadline counts from the step's start
-            first = float(request["started"]) if scheduled else info.scheduled_time.timestamp()
+            first = first_attempt_at(request, info)
             unknown = isinstance(exc, OutcomeUnknown)  # never re-run an unknown effect
             fail = failure(name, pol.retry, request, attempt, first, exc, final=unknown)
-            retried = _retried(fail)
-            if not retried or pol.irreversible or scheduled:
+            again = retried(fail)
+            if not again or pol.irreversible or "attempt" in request:
                 # its last attempt: the failure is its outcome; a failed attempt that is
                 # retried is written PENDING (an irreversible step's next attempt must
                 # know it ended; a budgeted one shows its retries, as on Keel's engine)
                 err = StructuredError.model_validate(fail.details[0])
                 entry = _entry(run_id, request, effect, attempt, None, err)
-                await record(app.store, replace(entry, pending=bool(retried)))
+                await record(app.store, replace(entry, pending=again))
             raise fail from exc
         finally:
             CURRENT_STEP.reset(token)

@@ -36,6 +36,8 @@ from keel.errors import NonDeterminismError, structured
 from keel.types import RunInfo, RunStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from keel.app import App
     from keel.engine.plugins import Features
 
@@ -43,7 +45,11 @@ STATE_QUERY = "keel.state"  # a Temporal query: the run's state, degraded steps,
 
 
 def hosted_workflows(
-    app: App, features: Features, *, sandbox: bool = True, ends: Any = None
+    app: App,
+    features: Features,
+    *,
+    sandbox: bool = True,
+    ends: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """The Worker (or Replayer) options that host `app`'s workflows: `KeelWorkflow`, its
     runner (Temporal's sandbox unless `sandbox` is False) and the interceptor that hands
